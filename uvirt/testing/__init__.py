@@ -1,0 +1,1 @@
+"""Helpers for uvirt's own tests: the QEMU reference runner (``uvirt.testing.qemu``)."""

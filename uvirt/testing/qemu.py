@@ -1,0 +1,213 @@
+"""Run guest programs on the reference emulator, QEMU 7.2 (``qemu-system-x86_64``).
+
+``run_qemu(image)`` boots a multiboot image with the base arguments from
+qemu-7.2-observed.md and returns the exit code and the debugcon (port 0xE9) text.
+
+``python -m uvirt.testing.qemu regen`` rebuilds the reference transcripts in
+``tests/data/qemu/`` from the bundled programs (see ``REFERENCES``); ``... run PROG``
+prints one program's transcript.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+QEMU = "qemu-system-x86_64"
+
+BASE_ARGS: tuple[str, ...] = (
+    "-machine", "pc",
+    "-accel", "tcg",
+    "-m", "128M",
+    "-nodefaults",
+    "-nographic",
+    "-display", "none",
+    "-no-reboot",
+    "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+)
+
+_REPO = Path(__file__).resolve().parent.parent.parent
+DATA_DIR = _REPO / "tests" / "data" / "qemu"
+
+# reference file name -> (bundled program, extra QEMU args)
+REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "pc_nodefaults_config_dump.txt": ("pci_dump", ()),
+    "pci_enum.txt": ("pci_enum", ()),
+    "pci_probe.txt": ("pci_probe", ()),
+    "entry_state.txt": ("entry_state", ()),
+}
+# the same dump as pc_nodefaults_config_dump.txt, but at reset (qtest, no firmware)
+RESET_DUMP = "pc_nodefaults_config_reset.txt"
+
+
+@dataclass(frozen=True, slots=True)
+class QemuResult:
+    exit_code: int  # QEMU's exit status: (guest status << 1) | 1 after isa-debug-exit
+    debugcon: str
+    stderr: str = ""
+
+    @property
+    def guest_status(self) -> int | None:
+        """The byte the guest wrote to isa-debug-exit, or None if it did not exit that way."""
+        return self.exit_code >> 1 if self.exit_code & 1 else None
+
+
+def qemu_binary() -> str | None:
+    return shutil.which(QEMU)
+
+
+def qemu_available() -> bool:
+    return qemu_binary() is not None
+
+
+def run_qemu(
+    image_path: str | os.PathLike[str],
+    extra_args: tuple[str, ...] | list[str] = (),
+    timeout: float = 30,
+) -> QemuResult:
+    """Boot ``image_path`` with ``-kernel`` under QEMU and collect the debugcon output.
+
+    Raises FileNotFoundError if QEMU is missing and subprocess.TimeoutExpired (after
+    killing QEMU) if the guest does not exit within ``timeout`` seconds.
+    """
+    exe = qemu_binary()
+    if exe is None:
+        raise FileNotFoundError(f"{QEMU} not found on PATH")
+    image = Path(image_path).resolve()
+    with tempfile.TemporaryDirectory(prefix="uvirt-qemu-") as tmp:
+        con = Path(tmp) / "debugcon.txt"
+        cmd = [exe, *BASE_ARGS, *extra_args, "-debugcon", f"file:{con}", "-kernel", str(image)]
+        proc = subprocess.run(
+            cmd, cwd=tmp, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout
+        )
+        text = con.read_bytes().decode("latin-1") if con.exists() else ""
+    return QemuResult(proc.returncode, text, proc.stderr.decode(errors="replace"))
+
+
+def run_bundled(name: str, extra_args: tuple[str, ...] = (), *,
+                defines: dict[str, int] | None = None, timeout: float = 30) -> QemuResult:
+    """Build a program from ``firmware/`` and run it on QEMU."""
+    from uvirt import firmware
+
+    with tempfile.TemporaryDirectory(prefix="uvirt-img-") as tmp:
+        img = firmware.build_to(firmware.bundled(name), Path(tmp) / f"{name}.bin", defines=defines)
+        return run_qemu(img, extra_args, timeout)
+
+
+def qtest_config_dump(extra_args: tuple[str, ...] = (), timeout: float = 30) -> str:
+    """Config space of every function on bus 0 *at reset* (no firmware has run), read
+    through QEMU's qtest protocol (``-qtest stdio``: ``outl``/``inl`` on 0xCF8/0xCFC).
+
+    Same layout as pci_dump.S's output (lspci -xxx), without the BOOT/DONE lines.
+    """
+    exe = qemu_binary()
+    if exe is None:
+        raise FileNotFoundError(f"{QEMU} not found on PATH")
+    cmd = [exe, "-machine", "pc", "-m", "128M", "-nodefaults", "-display", "none",
+           "-qtest", "stdio", *extra_args]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def cfg_read(devfn: int, off: int) -> int:
+        proc.stdin.write(f"outl 0xcf8 0x{0x80000000 | devfn << 8 | off:x}\ninl 0xcfc\n")
+        proc.stdin.flush()
+        replies = [proc.stdout.readline().split() for _ in range(2)]
+        if replies[0][:1] != ["OK"] or replies[1][:1] != ["OK"]:
+            raise RuntimeError(f"qtest: unexpected reply {replies!r}")
+        return int(replies[1][1], 16)
+
+    out: list[str] = []
+    try:
+        devfn = 0
+        while devfn < 256:
+            ident = cfg_read(devfn, 0)
+            if ident & 0xFFFF == 0xFFFF:
+                devfn = devfn + 1 if devfn & 7 else devfn + 8
+                continue
+            out.append(f"00:{devfn >> 3:02x}.{devfn & 7} {ident & 0xFFFF:04x}:{ident >> 16:04x}")
+            for line in range(16):
+                vals = b"".join(cfg_read(devfn, line * 16 + k * 4).to_bytes(4, "little")
+                                for k in range(4))
+                out.append(f"{line * 16:02x}: " + " ".join(f"{b:02x}" for b in vals))
+            multi = (cfg_read(devfn, 0x0C) >> 16) & 0x80
+            devfn = devfn + 1 if (devfn & 7 or multi) else devfn + 8
+    finally:
+        proc.kill()
+        proc.wait(timeout=timeout)
+    return "\n".join(out) + "\n"
+
+
+def _qemu_version() -> str:
+    exe = qemu_binary()
+    if exe is None:
+        return "unknown"
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else "unknown"
+
+
+def regen(names: list[str] | None = None, out_dir: Path = DATA_DIR) -> list[Path]:
+    """Re-record the reference transcripts.  Each file starts with '#' provenance lines
+    (program, QEMU version, command-line extras, exit code); the rest is debugcon output."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    version = _qemu_version()
+    written = []
+    for fname, (prog, extra) in REFERENCES.items():
+        if names and prog not in names and fname not in names:
+            continue
+        res = run_bundled(prog, extra)
+        header = (
+            f"# firmware/{prog}.S on {version}\n"
+            f"# args: base args{(' ' + ' '.join(extra)) if extra else ''}; "
+            f"exit code {res.exit_code}\n"
+            "# generated by `python -m uvirt.testing.qemu regen`; do not edit by hand\n"
+        )
+        path = out_dir / fname
+        path.write_text(header + res.debugcon)
+        written.append(path)
+    if not names or "reset" in names or RESET_DUMP in names:
+        path = out_dir / RESET_DUMP
+        path.write_text(
+            f"# config space at reset (before SeaBIOS), read over qtest on {version}\n"
+            "# args: -machine pc -m 128M -nodefaults -qtest stdio\n"
+            "# generated by `python -m uvirt.testing.qemu regen`; do not edit by hand\n"
+            + qtest_config_dump()
+        )
+        written.append(path)
+    return written
+
+
+def strip_header(text: str) -> str:
+    """A reference file without its '#' provenance lines."""
+    return "".join(ln for ln in text.splitlines(keepends=True) if not ln.startswith("# "))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("regen", "run"):
+        print("usage: python -m uvirt.testing.qemu regen [PROG...] | run PROG [QEMU-ARGS...]",
+              file=sys.stderr)
+        return 2
+    if not qemu_available():
+        print(f"uvirt: {QEMU} not found", file=sys.stderr)
+        return 1
+    if argv[0] == "regen":
+        for p in regen(argv[1:] or None):
+            print(p.relative_to(_REPO))
+        return 0
+    if len(argv) < 2:
+        print("uvirt: run needs a program name", file=sys.stderr)
+        return 2
+    res = run_bundled(argv[1], tuple(argv[2:]))
+    sys.stdout.write(res.debugcon)
+    print(f"[exit code {res.exit_code}]", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
