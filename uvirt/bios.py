@@ -1,0 +1,108 @@
+"""The firmware step: what SeaBIOS leaves behind on QEMU's ``pc`` before ``-kernel`` runs.
+
+A guest on QEMU finds every PCI device already programmed by SeaBIOS
+(``src/fw/pciinit.c``), so uvirt does the same before the guest starts (not under
+``-accel qtest``, where QEMU runs no firmware either):
+
+* BARs are sized and placed like ``pci_bios_map_devices``: per region type (I/O,
+  32-bit memory, prefetchable memory) entries are sorted by size, largest first, and
+  packed upward from the region base; I/O starts at 0xC000; the two memory regions are
+  stacked downward from 0xFEC00000, the one with the larger alignment on top;
+  memory BARs are at least 4 KiB (``PCI_DEVICE_MEM_MIN``), I/O BARs at least 4 bytes.
+* command gets I/O + memory decode + SERR (``pci_bios_init_device``); bus master only
+  where a SeaBIOS driver uses the device (its ``on_firmware`` hook says so).
+* the interrupt line gets PIIX's routing ``[10, 10, 11, 11][(pin - 1 + slot - 1) & 3]``,
+  and the PIIX3 PIRQ route registers 0x60..0x63 that routing.
+
+The BAR addresses and interrupt lines are firmware choices: a differential test compares
+everything else.  Exact placement is a best effort at SeaBIOS 1.16's algorithm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .pci_bus import Command, PciBus, PciFunction, PciReg, ROM_SLOT
+
+IO_BASE = 0xC000
+IO_END = 0x10000
+MEM_END = 0xFEC00000
+MEM_START = 0xE0000000
+PCI_DEVICE_MEM_MIN = 0x1000
+PCI_DEVICE_IO_MIN = 0x4
+PIIX_PCI_IRQS = (10, 10, 11, 11)
+
+
+@dataclass
+class _Entry:
+    fn: PciFunction
+    index: int
+    size: int
+
+
+def piix_irq_line(slot: int, pin: int) -> int:
+    return PIIX_PCI_IRQS[(pin - 1 + slot - 1) & 3]
+
+
+def assign_resources(bus: PciBus) -> None:
+    io: list[_Entry] = []
+    mem: list[_Entry] = []
+    pref: list[_Entry] = []
+    functions = sorted(bus.functions.items())
+    for _dfn, fn in functions:
+        for bar in fn.bars:
+            if bar is None or bar.index == ROM_SLOT:
+                continue
+            if bar.io:
+                io.append(_Entry(fn, bar.index, max(bar.size, PCI_DEVICE_IO_MIN)))
+            elif bar.prefetch:
+                pref.append(_Entry(fn, bar.index, max(bar.size, PCI_DEVICE_MEM_MIN)))
+            else:
+                mem.append(_Entry(fn, bar.index, max(bar.size, PCI_DEVICE_MEM_MIN)))
+
+    def place(entries: list[_Entry], base: int) -> None:
+        for e in sorted(entries, key=lambda e: -e.size):
+            base = (base + e.size - 1) & ~(e.size - 1)
+            _write_bar(bus, e.fn, e.index, base)
+            base += e.size
+
+    place(io, IO_BASE)
+    top, bottom = pref, mem
+    if _align(mem) > _align(pref):     # the region with the larger alignment goes on top
+        top, bottom = mem, pref
+    top_base = _align_down(MEM_END - _sum(top), _align(top))
+    bottom_base = _align_down(top_base - _sum(bottom), _align(bottom))
+    place(top, top_base)
+    place(bottom, bottom_base)
+
+    for dfn, fn in functions:
+        slot = dfn >> 3
+        pin = fn.config.get(PciReg.INTERRUPT_PIN, 1)
+        if pin:
+            bus.config_write(0, dfn, PciReg.INTERRUPT_LINE, 1, piix_irq_line(slot, pin))
+        cmd = fn.config.get(PciReg.COMMAND, 2) | Command.IO | Command.MEMORY | Command.SERR
+        hook = getattr(fn, "on_firmware", None)
+        if hook is not None:
+            cmd = hook(bus, cmd)
+        bus.config_write(0, dfn, PciReg.COMMAND, 2, int(cmd))
+
+
+def _write_bar(bus: PciBus, fn: PciFunction, index: int, addr: int) -> None:
+    reg = fn.bar_reg(index)
+    bar = fn.bars[index]
+    assert bar is not None and fn.devfn is not None
+    bus.config_write(0, fn.devfn, reg, 4, (addr & 0xFFFFFFFF) | bar.flags)
+    if bar.mem64:
+        bus.config_write(0, fn.devfn, reg + 4, 4, addr >> 32)
+
+
+def _sum(entries: list[_Entry]) -> int:
+    return sum(e.size for e in entries)
+
+
+def _align(entries: list[_Entry]) -> int:
+    return max((e.size for e in entries), default=1)
+
+
+def _align_down(v: int, a: int) -> int:
+    return v & ~(a - 1)

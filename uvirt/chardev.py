@@ -1,0 +1,110 @@
+"""Character-device back ends (QEMU ``-chardev``): where a guest's byte stream goes.
+
+``file`` truncates and writes the path (QEMU opens with O_TRUNC unless ``append=on``),
+``stdio`` writes to standard output, ``null`` drops everything, and ``memory`` (uvirt's
+own, for tests) keeps the bytes in ``.data``.  Output is buffered and flushed at a
+newline and when the machine stops, so a byte-per-OUT guest does not pay a syscall per
+byte, while a person watching stdio sees whole lines at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .errors import OptionError
+
+
+class Chardev:
+    id: str = ""
+
+    def write(self, data: bytes) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.flush()
+
+
+class NullChardev(Chardev):
+    def write(self, data: bytes) -> None:
+        pass
+
+
+class MemoryChardev(Chardev):
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("latin-1")
+
+
+class FileChardev(Chardev):
+    def __init__(self, path: str, *, append: bool = False) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        try:
+            self._fd = os.open(path, flags, 0o666)
+        except OSError as e:
+            raise OptionError(f"-chardev file: could not open '{path}': {e.strerror}") from None
+        self.path = path
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._buf += data
+        if b"\n" in data or len(self._buf) >= 4096:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            os.write(self._fd, self._buf)
+            self._buf.clear()
+
+    def close(self) -> None:
+        self.flush()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class StdioChardev(Chardev):
+    def __init__(self, stream=None) -> None:
+        self._stream = stream
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._buf += data
+        if b"\n" in data or len(self._buf) >= 4096:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            out = self._stream or sys.stdout.buffer
+            out.write(self._buf)
+            out.flush()
+            self._buf.clear()
+
+
+def open_chardev(backend: str, props: dict[str, str], *, chardev_id: str = "") -> Chardev:
+    """Create a back end from ``-chardev BACKEND,id=...,key=value`` properties."""
+    if backend == "file":
+        path = props.get("path")
+        if not path:
+            raise OptionError(f"chardev: {chardev_id or 'file'}: 'path' is missing")
+        dev: Chardev = FileChardev(path, append=props.get("append", "off") in ("on", "yes", "true"))
+    elif backend == "stdio":
+        dev = StdioChardev()
+    elif backend in ("null", "none"):
+        dev = NullChardev()
+    elif backend == "memory":
+        dev = MemoryChardev()
+    else:
+        raise OptionError(f"chardev: backend '{backend}' is not supported by uvirt "
+                          f"(file, stdio, null, memory)")
+    dev.id = chardev_id
+    return dev

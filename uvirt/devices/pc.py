@@ -1,0 +1,159 @@
+"""QEMU ``-machine pc``'s built-in PCI functions: i440FX host bridge and PIIX3.
+
+    00:00.0  i440FX host bridge  8086:1237 rev 02 class 0600
+    00:01.0  PIIX3 ISA bridge    8086:7000 rev 00 class 0601 (multi-function)
+    00:01.1  PIIX3 IDE           8086:7010 rev 00 class 0101 prog-if 80, BAR4 = BMDMA (16 B I/O)
+    00:01.3  PIIX4 ACPI/PM       8086:7113 rev 03 class 0680 pin A
+
+Reset values are QEMU 7.2's as read over qtest before any firmware ran
+(tests/data/qemu/pc_nodefaults_config_reset.txt); what SeaBIOS writes on top of them
+(tests/data/qemu/pc_nodefaults_config_dump.txt, read by a guest) lives in each
+function's ``on_firmware`` hook, so ``-accel qtest`` sees reset values and a booted
+guest sees SeaBIOS's.  ``tests/unit/test_pc_builtins.py`` checks both dumps byte for byte.
+
+Also the PIIX3 reset control register at port 0xCF9 (``rcr_ops``): bit 2 written with
+bit 1 requests a system reset; it overlaps the 0xCF8 latch window with priority 1,
+as in QEMU.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..mem_regions import MmioRegion
+from ..pci_bus import PciBus, PciFunction, devfn
+
+if TYPE_CHECKING:
+    from ..machine import Machine
+
+
+def _poke(fn: PciFunction, values: dict[int, int]) -> None:
+    for off, v in values.items():
+        fn.config.data[off] = v
+
+
+class I440FX(PciFunction):
+    name = "i440FX"
+
+    def __init__(self) -> None:
+        super().__init__(vendor_id=0x8086, device_id=0x1237, class_code=0x0600, revision=0x02)
+        # DRAMC, PAM0-6 all RAM read/write, SMRAM C_BASE_SEG=010
+        _poke(self, {0x57: 0x10, 0x59: 0x30, 0x5A: 0x33, 0x5B: 0x33, 0x5C: 0x33, 0x5D: 0x33,
+                     0x5E: 0x33, 0x5F: 0x33, 0x72: 0x02})
+
+    def on_firmware(self, bus: PciBus, cmd: int) -> int:
+        # SeaBIOS make_bios_readonly: PAM0 and the option-ROM windows read-only (0x1x),
+        # PAM6 stays read/write; SMRAM G_SMRAME set.
+        _poke(self, {0x59: 0x10, 0x5A: 0x11, 0x5B: 0x11, 0x5C: 0x11, 0x5D: 0x11, 0x5E: 0x11,
+                     0x72: 0x0A})
+        return cmd
+
+
+class Piix3Isa(PciFunction):
+    name = "PIIX3"
+
+    def __init__(self) -> None:
+        super().__init__(vendor_id=0x8086, device_id=0x7000, class_code=0x0601,
+                         header_type=0x80)
+        self.config.set(0x06, 2, 0x0200)         # devsel medium
+        # piix3_reset: PIRQ routes disabled (0x80), TOM, MBDMA, APIC base... as QEMU
+        _poke(self, {0x4C: 0x4D, 0x4E: 0x03, 0x60: 0x80, 0x61: 0x80, 0x62: 0x80, 0x63: 0x80,
+                     0x69: 0x02, 0x70: 0x80, 0x76: 0x0C, 0x77: 0x0C, 0x78: 0x02, 0xA0: 0x08,
+                     0xA8: 0x0F})
+
+    def on_firmware(self, bus: PciBus, cmd: int) -> int:
+        # SeaBIOS piix_isa_bridge_setup: route PIRQA..D to IRQ 10, 10, 11, 11.
+        for i, irq in enumerate((10, 10, 11, 11)):
+            self.config.data[0x60 + i] = irq
+        return cmd
+
+
+class _Bmdma:
+    """PIIX bus-master IDE registers (two channels of cmd/status/PRD address).
+
+    Storage only: no drives are attached under ``-nodefaults``, so no transfer starts.
+    """
+
+    def __init__(self) -> None:
+        self.regs = bytearray(16)
+
+    def reset(self) -> None:
+        self.regs[:] = bytes(16)
+
+    def read(self, offset: int, size: int) -> int:
+        return int.from_bytes(self.regs[offset:offset + size], "little")
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        for i in range(size):
+            o = offset + i
+            b = (value >> (8 * i)) & 0xFF
+            if o & 7 == 2:       # status: bits 5-6 R/W, bits 1-2 W1C, bit 0 RO
+                self.regs[o] = (b & 0x60) | (self.regs[o] & 1) | (self.regs[o] & ~b & 0x06)
+            elif o & 7 == 0:
+                self.regs[o] = b & 0x09
+            elif o & 7 >= 4:
+                self.regs[o] = b & (0xFC if o & 7 == 4 else 0xFF)
+
+
+class Piix3Ide(PciFunction):
+    name = "PIIX3 IDE"
+
+    def __init__(self) -> None:
+        super().__init__(vendor_id=0x8086, device_id=0x7010, class_code=0x0101, prog_if=0x80)
+        self.config.set(0x06, 2, 0x0280)         # fast back-to-back, devsel medium
+        self.bmdma = _Bmdma()
+        self.register_bar(4, MmioRegion("piix-bmdma", 16, self.bmdma, valid_sizes=(1, 2, 4)), io=True)
+
+    def on_firmware(self, bus: PciBus, cmd: int) -> int:
+        # SeaBIOS piix_ide_setup: enable the primary and secondary IDE decoders.
+        self.config.set(0x40, 2, 0x8000)
+        self.config.set(0x42, 2, 0x8000)
+        return cmd
+
+
+class Piix4Pm(PciFunction):
+    name = "PIIX4 PM"
+
+    def __init__(self) -> None:
+        super().__init__(vendor_id=0x8086, device_id=0x7113, class_code=0x0680, revision=0x03,
+                         interrupt_pin=1)
+        self.config.set(0x04, 2, 0x0103)
+        self.config.set(0x06, 2, 0x0280)
+        # QEMU programs the PM function itself (piix4_pm_realize/reset): PM base 0x600
+        # enabled, SMBus base 0x700 enabled, SCI on IRQ 9.
+        _poke(self, {0x3C: 0x09, 0x40: 0x01, 0x41: 0x06, 0x5B: 0x02, 0x5F: 0x10, 0x63: 0x60,
+                     0x80: 0x01, 0x90: 0x01, 0x91: 0x07, 0xD2: 0x09})
+
+    def on_firmware(self, bus: PciBus, cmd: int) -> int:
+        # SeaBIOS routes pin A of slot 1 to IRQ 10, but the SCI stays on 9.
+        self.config.data[0x3C] = 9
+        return cmd
+
+
+class _ResetControl:
+    """PIIX3 RCR at 0xCF9 (``rcr_write``): bit 2 requests a reset, bit 1 is kept."""
+
+    def __init__(self, machine: "Machine") -> None:
+        self.machine = machine
+        self.rcr = 0
+
+    def reset(self) -> None:
+        self.rcr = 0
+
+    def read(self, offset: int, size: int) -> int:
+        return self.rcr
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if value & 4:
+            self.machine.request_reset()
+            return
+        self.rcr = value & 2
+
+
+def install_pc_builtins(machine: "Machine") -> None:
+    machine.pci.plug(I440FX(), devfn(0, 0))
+    machine.pci.plug(Piix3Isa(), devfn(1, 0))
+    machine.pci.plug(Piix3Ide(), devfn(1, 1))
+    machine.pci.plug(Piix4Pm(), devfn(1, 3))
+    rcr = _ResetControl(machine)
+    machine.add_isa(MmioRegion("piix3-reset-control", 1, rcr, valid_sizes=(1,)), 0xCF9, rcr, priority=1)

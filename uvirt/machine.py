@@ -1,0 +1,554 @@
+"""The machine: a 32-bit x86 Unicorn CPU wired to the memory map, the port space and the
+PCI bus of QEMU's ``pc`` (i440FX + PIIX3).
+
+Only this module and ``mem_regions`` import Unicorn.  The board (memory map, port space,
+PCI bus, devices) works without a CPU, so qtest and unit tests drive the same objects a
+guest does; ``attach(uc)`` adds the CPU, either one the machine creates or one the
+user made, next to the user's own hooks.
+
+Running (unicorn-notes.md §4, §6, §7)
+    ``run()`` loops on ``emu_start``.  Port I/O arrives through ``UC_HOOK_INSN`` IN/OUT
+    hooks (about 0.45 µs each), MMIO through ``mmio_map`` callbacks set up by the
+    memory map.  No code, block or memory hooks are installed (they slow every
+    instruction).  A data access to a page nobody claims maps a reads-zero page and is
+    retried (QEMU: unassigned memory reads 0); an instruction fetch there is a fault.
+    A stop requested from a hook (debug-exit) takes effect at the end of the current
+    translation block, so port hooks ignore everything after it: nothing the guest does
+    after its exit write is visible.  A process-wide watchdog thread enforces the
+    wall-clock budget and turns SIGINT into a clean stop (``emu_start`` holds no GIL, but
+    Python's signal handlers only run when the main thread runs Python, so the signal
+    wakes the watchdog through ``signal.set_wakeup_fd``).
+
+Stops
+    Every run ends with a ``StopInfo``: reason, exit code, EIP, registers, and the
+    instruction at EIP disassembled by capstone.  Exit codes: isa-debug-exit gives
+    ``(v << 1) | 1`` like QEMU; a halt with interrupts off or a guest reset under
+    ``-no-reboot`` gives 0 (QEMU exits 0 on shutdown); a guest fault 2; a budget 124
+    (as ``timeout(1)``); SIGINT 130.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
+                     UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED,
+                     UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_READ_UNMAPPED,
+                     UC_HOOK_MEM_WRITE_UNMAPPED, UC_MODE_32, Uc, UcError)
+from unicorn import x86_const as X
+
+from . import multiboot
+from .chardev import Chardev
+from .devices.isa import IsaDebugcon, IsaDebugExit
+from .errors import ImageError, UvirtError
+from .mem_regions import (PAGE_MASK, IoSpace, MemoryMap, MmioRegion, RamRegion, _ConstantDevice)
+from .pci_bus import PciBus, PciFunction, PciHostConf1, bdf_str, devfn
+from .trace import Tracer
+
+DEFAULT_RAM_SIZE = 128 << 20
+
+#: QEMU's multiboot option ROM GDT (pc-bios/optionrom/multiboot.S), left where the ROM
+#: leaves it (GDTR base 0xC02B8, limit 0x27: qemu-7.2-observed.md "Interrupts").
+GDT_ADDR = 0x000C02B8
+GDT = bytes.fromhex(
+    "0000000000000000"      # 0x00 null
+    "ffff0000009acf00"      # 0x08 32-bit code, base 0, 4 GiB
+    "ffff00000092cf00"      # 0x10 32-bit data, base 0, 4 GiB
+    "ffff0000009e0000"      # 0x18 16-bit code (conforming), 64 KiB
+    "ffff000000920000")     # 0x20 16-bit data, 64 KiB
+CODE_SEL, DATA_SEL = 0x08, 0x10
+ENTRY_EFLAGS = 0x00000006      # observed at a QEMU multiboot entry: IF=0, PF=1
+ENTRY_ESP = 0x00006F00         # the ROM's stack; guests set their own
+
+#: The legacy VGA window: on ``pc -nodefaults`` nothing decodes it, it reads 0 and RAM
+#: beneath it is invisible (QEMU's smram-region alias of the empty PCI space).
+VGA_WINDOW = (0xA0000, 0x20000)
+
+
+class StopReason(Enum):
+    DEBUG_EXIT = "debug-exit"
+    HALTED = "halted with interrupts disabled"
+    RESET = "guest reset (-no-reboot)"
+    FAULT = "guest fault"
+    TIMEOUT = "wall-clock budget exhausted"
+    INSN_BUDGET = "instruction budget exhausted"
+    INTERRUPTED = "interrupted (SIGINT)"
+    HOST_ERROR = "internal error in a device model"
+
+
+EXIT_CLEAN = 0
+EXIT_FAULT = 2
+EXIT_BUDGET = 124
+EXIT_INTERRUPTED = 130
+EXIT_HOST_ERROR = 1
+
+_REGS = [("eax", X.UC_X86_REG_EAX), ("ebx", X.UC_X86_REG_EBX), ("ecx", X.UC_X86_REG_ECX),
+         ("edx", X.UC_X86_REG_EDX), ("esi", X.UC_X86_REG_ESI), ("edi", X.UC_X86_REG_EDI),
+         ("ebp", X.UC_X86_REG_EBP), ("esp", X.UC_X86_REG_ESP), ("eip", X.UC_X86_REG_EIP),
+         ("eflags", X.UC_X86_REG_EFLAGS), ("cs", X.UC_X86_REG_CS), ("ds", X.UC_X86_REG_DS),
+         ("ss", X.UC_X86_REG_SS), ("cr0", X.UC_X86_REG_CR0)]
+
+_EXCEPTION_NAMES = {0: "#DE divide error", 1: "#DB debug", 3: "#BP breakpoint", 4: "#OF overflow",
+                    5: "#BR bound range", 6: "#UD invalid opcode", 7: "#NM no math coprocessor",
+                    8: "#DF double fault", 10: "#TS invalid TSS", 11: "#NP segment not present",
+                    12: "#SS stack fault", 13: "#GP general protection", 14: "#PF page fault",
+                    16: "#MF x87 error", 17: "#AC alignment check", 18: "#MC machine check",
+                    19: "#XM SIMD exception"}
+
+
+@dataclass
+class StopInfo:
+    reason: StopReason
+    exit_code: int
+    detail: str = ""
+    eip: int = 0
+    regs: dict[str, int] = field(default_factory=dict)
+    insn: str = ""
+    debug_exit_value: int | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.reason in (StopReason.DEBUG_EXIT, StopReason.HALTED, StopReason.RESET)
+
+    def summary(self) -> str:
+        text = self.reason.value + (f": {self.detail}" if self.detail else "")
+        return f"{text} at eip=0x{self.eip:08x}"
+
+    def report(self) -> str:
+        """Several lines for a person: reason, registers, the instruction at EIP."""
+        lines = [f"guest stopped: {self.summary()}"]
+        if self.regs:
+            r = self.regs
+            lines.append("  " + " ".join(f"{k}={r[k]:08x}" for k in
+                                         ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp")))
+            lines.append("  " + " ".join(f"{k}={r[k]:08x}" for k in ("eip", "eflags", "cr0"))
+                         + " " + " ".join(f"{k}={r[k]:04x}" for k in ("cs", "ds", "ss")))
+        if self.insn:
+            lines.append(f"  insn: {self.insn}")
+        return "\n".join(lines)
+
+
+class _Stop(Exception):
+    pass
+
+
+class Machine:
+    """QEMU ``-machine pc`` as a guest sees it, with uvirt's devices plugged in."""
+
+    def __init__(self, *, ram_size: int = DEFAULT_RAM_SIZE, no_reboot: bool = True,
+                 cpu: bool = True, uc: Uc | None = None, builtins: bool = True) -> None:
+        if ram_size < 2 << 20 or ram_size & ~PAGE_MASK:
+            raise UvirtError(f"RAM size 0x{ram_size:x} must be a multiple of 4 KiB and at least 2 MiB")
+        if ram_size > 0xE0000000:
+            raise UvirtError(f"RAM size 0x{ram_size:x} above 3.5 GiB is not supported "
+                             f"(a 32-bit guest cannot reach memory above 4 GiB)")
+        self.ram_size = ram_size
+        self.no_reboot = no_reboot
+        self.tracer = Tracer()
+        self.guest_errors: list[tuple[str, str]] = []
+        self.memory = MemoryMap()
+        self.io = IoSpace()
+        self.memory.on_guest_error = self.io.on_guest_error = self.guest_error
+        self.ram = RamRegion("pc.ram", ram_size)
+        self.memory.add(self.ram, 0, priority=0)
+        self.memory.add(MmioRegion("vga-lowmem", VGA_WINDOW[1], _ConstantDevice(0),
+                                   valid_sizes=(1, 2, 4, 8), unaligned=True),
+                        VGA_WINDOW[0], priority=1)
+        self.pci = PciBus(self.memory, self.io)
+        self.pci.on_change = self._trace_bar
+        self.pci_host = PciHostConf1(self.pci)
+        idx, data = self.pci_host.regions()
+        self.io.add(idx, PciHostConf1.CONFIG_ADDRESS)
+        self.io.add(data, PciHostConf1.CONFIG_DATA)
+        self.resettables: list = [self.pci_host]
+        self.chardevs: list[Chardev] = []
+        self.uc: Uc | None = None
+        self.entry: int | None = None
+        self._boot_regs: dict[int, int] = {}
+        self._stop: StopInfo | None = None
+        self._stopping = False
+        self._hooks: list[int] = []
+        self.insn_count = 0
+        if builtins:
+            from .devices.pc import install_pc_builtins
+            install_pc_builtins(self)
+        self.io.commit()
+        self.memory.commit()
+        if cpu:
+            self.attach(uc if uc is not None else Uc(UC_ARCH_X86, UC_MODE_32))
+
+    # ------------------------------------------------------------------ building
+    def guest_error(self, kind: str, detail: str) -> None:
+        """A guest did something a device rejects: recorded and traced, never raised."""
+        self.guest_errors.append((kind, detail))
+        if self.tracer.enabled:
+            self.tracer.emit("guest_error", kind=kind, detail=detail)
+
+    def add_isa(self, region: MmioRegion, port: int, device=None, priority: int = 0) -> None:
+        self.io.add(region, port, priority)
+        self.io.commit()
+        if device is not None and hasattr(device, "reset"):
+            self.resettables.append(device)
+
+    def add_pci(self, fn: PciFunction, slot: int | None = None, function: int = 0) -> int:
+        if slot is None:
+            slot = self.pci.free_slot()
+        dfn = devfn(slot, function)
+        self.pci.plug(fn, dfn)
+        return dfn
+
+    def add_debugcon(self, chardev: Chardev, iobase: int = 0xE9) -> IsaDebugcon:
+        dev = IsaDebugcon(chardev, iobase=iobase)
+        self.add_isa(MmioRegion("isa-debugcon", 1, dev, valid_sizes=(1,)), iobase, dev)
+        self.chardevs.append(chardev)
+        return dev
+
+    def add_debug_exit(self, iobase: int = 0x501, iosize: int = 2) -> IsaDebugExit:
+        dev = IsaDebugExit(self._debug_exit, iobase=iobase, iosize=iosize)
+        self.add_isa(MmioRegion("isa-debug-exit", iosize, dev, valid_sizes=(1, 2, 4)), iobase, dev)
+        return dev
+
+    def _trace_bar(self, fn: PciFunction, ch) -> None:
+        if self.tracer.enabled:
+            fmt = lambda a: "unmapped" if a is None else f"0x{a:x}"
+            self.tracer.emit("pci_bar_map", bdf=bdf_str(fn.devfn or 0), index=ch.index,
+                             old=fmt(ch.old), new=fmt(ch.new))
+
+    # ------------------------------------------------------------------ CPU
+    def attach(self, uc: Uc) -> None:
+        """Wire the board to a Unicorn CPU (ours or the user's)."""
+        self.uc = uc
+        self.memory.attach(uc)
+        self._hooks.append(uc.hook_add(UC_HOOK_INSN, self._make_in_hook(), None, 1, 0, X.UC_X86_INS_IN))
+        self._hooks.append(uc.hook_add(UC_HOOK_INSN, self._make_out_hook(), None, 1, 0, X.UC_X86_INS_OUT))
+        self._hooks.append(uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED,
+                                       self._hook_unmapped))
+        self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
+        self._install_gdt()
+
+    def _make_in_hook(self):
+        io, tracer = self.io, self.tracer
+
+        def hook_in(uc, port, size, _ud):
+            if self._stopping:
+                return 0xFFFFFFFF
+            try:
+                region, base = io.table[port]
+                value = region.read(port - base, size)
+                if tracer.enabled:
+                    tracer.emit("pio_read", port=port, size=size, value=value)
+                return value
+            except BaseException as e:   # a device bug must not hand the guest garbage
+                self._host_exception(e)
+                return 0xFFFFFFFF
+
+        return hook_in
+
+    def _make_out_hook(self):
+        io, tracer = self.io, self.tracer
+
+        def hook_out(uc, port, size, value, _ud):
+            if self._stopping:
+                return
+            try:
+                if tracer.enabled:
+                    tracer.emit("pio_write", port=port, size=size, value=value)
+                region, base = io.table[port]
+                region.write(port - base, size, value)
+            except BaseException as e:
+                self._host_exception(e)
+
+        return hook_out
+
+    def _hook_unmapped(self, uc, access, address, size, value, _ud) -> bool:
+        try:
+            self.memory.map_unassigned_page(address)
+            end = address + size - 1
+            if end & PAGE_MASK != address & PAGE_MASK and end < (1 << 32):
+                self.memory.map_unassigned_page(end)
+            if self.tracer.enabled:
+                self.tracer.emit("unassigned_page", page=address & PAGE_MASK)
+            return True
+        except BaseException as e:
+            self._host_exception(e)
+            return False
+
+    def _hook_intr(self, uc, intno, _ud) -> None:
+        if self._stopping:
+            return
+        name = _EXCEPTION_NAMES.get(intno)
+        if intno == 0x80 or name is None:
+            detail = f"interrupt 0x{intno:02x} (interrupt delivery through the IDT is not implemented yet)"
+        else:
+            detail = f"CPU exception {name}"
+        self._request_stop(StopReason.FAULT, EXIT_FAULT, detail)
+
+    def _install_gdt(self) -> None:
+        self.memory.guest.write(GDT_ADDR, GDT)
+        uc = self.uc
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_ADDR, len(GDT) - 1, 0))
+        uc.reg_write(X.UC_X86_REG_CS, CODE_SEL)
+        for r in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS, X.UC_X86_REG_GS, X.UC_X86_REG_SS):
+            uc.reg_write(r, DATA_SEL)
+
+    # ------------------------------------------------------------------ boot
+    def load_kernel(self, image: bytes, *, filename: str = "kernel", cmdline: str = "") -> None:
+        """Load a multiboot image as QEMU's ``-kernel`` does and set the entry state."""
+        plan = multiboot.parse(image, self.ram_size, filename=filename, cmdline=cmdline)
+        guest = self.memory.guest
+        for addr, data in plan.segments:
+            if not guest.is_ram(addr, len(data)):
+                raise ImageError(f"{filename}: segment [0x{addr:x}, 0x{addr + len(data):x}) "
+                                 f"is not in RAM")
+            guest.write(addr, data)
+        self.entry = plan.entry
+        self._boot_regs = {X.UC_X86_REG_EAX: multiboot.MULTIBOOT_BOOTLOADER_MAGIC,
+                           X.UC_X86_REG_EBX: plan.mbi_addr, X.UC_X86_REG_ECX: 0,
+                           X.UC_X86_REG_EDX: 0, X.UC_X86_REG_ESI: 0, X.UC_X86_REG_EDI: 0,
+                           X.UC_X86_REG_EBP: 0, X.UC_X86_REG_ESP: ENTRY_ESP,
+                           X.UC_X86_REG_EFLAGS: ENTRY_EFLAGS, X.UC_X86_REG_EIP: plan.entry}
+        if self.uc is not None:
+            self._install_gdt()
+            for reg, value in self._boot_regs.items():
+                self.uc.reg_write(reg, value)
+
+    def load_kernel_file(self, path: str, *, cmdline: str = "") -> None:
+        try:
+            with open(path, "rb") as f:
+                image = f.read()
+        except OSError as e:
+            raise ImageError(f"could not load kernel '{path}': {e.strerror}") from None
+        self.load_kernel(image, filename=path, cmdline=cmdline)
+
+    # ------------------------------------------------------------------ running
+    def _debug_exit(self, value: int) -> None:
+        code = (value << 1) | 1
+        self._request_stop(StopReason.DEBUG_EXIT, code & 0xFF, f"value 0x{value:x}, status {code}",
+                           debug_exit_value=value)
+
+    def request_reset(self) -> None:
+        """A guest asked for a system reset (PIIX3 RCR, keyboard controller...)."""
+        # Without -no-reboot QEMU would reboot into the firmware; uvirt stops either way.
+        detail = "" if self.no_reboot else "reboot is not supported: stopping"
+        self._request_stop(StopReason.RESET, EXIT_CLEAN, detail)
+
+    def _request_stop(self, reason: StopReason, exit_code: int, detail: str = "", **kw) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._stop = StopInfo(reason, exit_code, detail, **kw)
+        if self.uc is not None:
+            self.uc.emu_stop()
+
+    def _host_exception(self, e: BaseException) -> None:
+        if isinstance(e, KeyboardInterrupt):
+            self._request_stop(StopReason.INTERRUPTED, EXIT_INTERRUPTED)
+            return
+        self._request_stop(StopReason.HOST_ERROR, EXIT_HOST_ERROR, f"{type(e).__name__}: {e}")
+        self.host_exception = e
+
+    def interrupt(self) -> None:
+        """Stop the running guest from another thread or a signal handler."""
+        self._request_stop(StopReason.INTERRUPTED, EXIT_INTERRUPTED)
+
+    def run(self, *, timeout: float | None = 10.0, max_insns: int | None = None) -> StopInfo:
+        """Run until the guest stops; ``timeout`` seconds of wall clock (None: no limit),
+        ``max_insns`` instructions (costly in Unicorn: it adds a code hook)."""
+        if self.uc is None:
+            raise UvirtError("this machine has no CPU (created with cpu=False)")
+        if self.entry is None:
+            raise UvirtError("no kernel loaded (use load_kernel or -kernel)")
+        uc = self.uc
+        self._stopping = False
+        self._stop = None
+        deadline = None if not timeout else time.monotonic() + timeout
+        watch = _Watchdog.get()
+        token = watch.register(self, deadline, timeout)
+        old_handler = None
+        if threading.current_thread() is threading.main_thread():
+            old_handler = signal.signal(signal.SIGINT, lambda s, f: self.interrupt())
+        try:
+            while not self._stopping:
+                eip = uc.reg_read(X.UC_X86_REG_EIP)
+                try:
+                    uc.emu_start(eip, 0xFFFFFFFF, 0, max_insns or 0)
+                except UcError as e:
+                    if not self._stopping:
+                        self._fault_from(e)
+                    break
+                if self._stopping:
+                    break
+                if self._halted():
+                    if uc.reg_read(X.UC_X86_REG_EFLAGS) & 0x200:
+                        # IF=1 and nothing can interrupt yet: wait like QEMU until a budget ends.
+                        self._idle_until(deadline)
+                    else:
+                        self._request_stop(StopReason.HALTED, EXIT_CLEAN)
+                elif max_insns:
+                    self._request_stop(StopReason.INSN_BUDGET, EXIT_BUDGET,
+                                       f"{max_insns} instructions")
+        except KeyboardInterrupt:
+            self.interrupt()
+        finally:
+            watch.unregister(token)
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+            for ch in self.chardevs:
+                ch.flush()
+        stop = self._stop
+        assert stop is not None
+        self._fill_cpu_state(stop)
+        if self.tracer.enabled:
+            self.tracer.emit("stop", reason=stop.reason.name.lower(), eip=stop.eip)
+        return stop
+
+    def _idle_until(self, deadline: float | None) -> None:
+        while not self._stopping:
+            if deadline is not None and time.monotonic() >= deadline:
+                self._request_stop(StopReason.TIMEOUT, EXIT_BUDGET, "halted with IF=1, no interrupt source")
+                return
+            time.sleep(0.005)
+
+    def _halted(self) -> bool:
+        uc = self.uc
+        eip = uc.reg_read(X.UC_X86_REG_EIP)
+        try:
+            return uc.mem_read(eip - 1, 1) == b"\xf4"
+        except UcError:
+            return False
+
+    def _fault_from(self, e: UcError) -> None:
+        eip = self.uc.reg_read(X.UC_X86_REG_EIP)
+        if e.errno == UC_ERR_FETCH_UNMAPPED or e.errno == UC_ERR_FETCH_PROT:
+            detail = f"instruction fetch from unmapped memory at 0x{eip:08x}"
+        elif e.errno == UC_ERR_INSN_INVALID:
+            detail = "CPU exception #UD invalid opcode"
+        elif e.errno in (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED):
+            detail = "data access outside the address space"
+        elif e.errno == UC_ERR_EXCEPTION:
+            detail = "unhandled CPU exception"
+        else:
+            detail = f"unicorn: {e}"
+        self._request_stop(StopReason.FAULT, EXIT_FAULT, detail)
+
+    def _fill_cpu_state(self, stop: StopInfo) -> None:
+        uc = self.uc
+        stop.regs = {name: uc.reg_read(reg) for name, reg in _REGS}
+        stop.eip = stop.regs["eip"]
+        stop.insn = self.disassemble(stop.eip)
+
+    def disassemble(self, addr: int) -> str:
+        from capstone import CS_ARCH_X86, CS_MODE_32, Cs
+        try:
+            code = bytes(self.uc.mem_read(addr, 15))
+        except UcError:
+            return "<no memory at eip>"
+        for insn in Cs(CS_ARCH_X86, CS_MODE_32).disasm(code, addr, 1):
+            return f"{insn.address:08x}: {insn.bytes.hex(' ')}  {insn.mnemonic} {insn.op_str}".rstrip()
+        return f"{addr:08x}: {code[:4].hex(' ')} ...  (undecodable)"
+
+    # ------------------------------------------------------------------ lifecycle
+    def reset(self) -> None:
+        """System reset: devices, PCI functions, the host bridge; RAM is kept (as QEMU)."""
+        for dev in self.resettables:
+            dev.reset()
+        self.pci.reset()
+        self.guest_errors.clear()
+        if self.uc is not None and self._boot_regs:
+            self._install_gdt()
+            for reg, value in self._boot_regs.items():
+                self.uc.reg_write(reg, value)
+
+    def close(self) -> None:
+        """Release the CPU: hooks, mappings (buffers stay with their regions)."""
+        uc, self.uc = self.uc, None
+        for ch in self.chardevs:
+            ch.close()
+        if uc is not None:
+            for h in self._hooks:
+                uc.hook_del(h)
+            self._hooks.clear()
+            self.memory.detach()
+
+    def __enter__(self) -> "Machine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Watchdog:
+    """One daemon thread per process: stops machines at their deadline and on SIGINT."""
+
+    _instance: "_Watchdog | None" = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def get(cls) -> "_Watchdog":
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def __init__(self) -> None:
+        self._active: dict[int, tuple[Machine, float | None, float | None]] = {}
+        self._mutex = threading.Lock()
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        os.set_blocking(self._wfd, False)
+        self._next = 0
+        self._wakeup_installed = False
+        threading.Thread(target=self._loop, name="uvirt-watchdog", daemon=True).start()
+
+    def register(self, machine: Machine, deadline: float | None, seconds: float | None = None) -> int:
+        with self._mutex:
+            self._next += 1
+            token = self._next
+            self._active[token] = (machine, deadline, seconds)
+        if threading.current_thread() is threading.main_thread() and not self._wakeup_installed:
+            try:
+                signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
+                self._wakeup_installed = True
+            except ValueError:
+                pass
+        if deadline is not None:
+            self._poke()
+        return token
+
+    def unregister(self, token: int) -> None:
+        with self._mutex:
+            self._active.pop(token, None)
+
+    def _poke(self) -> None:
+        try:
+            os.write(self._wfd, b"\0")
+        except BlockingIOError:
+            pass
+
+    def _loop(self) -> None:
+        while True:
+            with self._mutex:
+                deadlines = [d for _, d, _ in self._active.values() if d is not None]
+            wait = None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
+            ready, _, _ = select.select([self._rfd], [], [], wait)
+            got_signal = False
+            if ready:
+                try:
+                    data = os.read(self._rfd, 512)
+                except BlockingIOError:
+                    data = b""
+                got_signal = any(b == signal.SIGINT for b in data)
+            now = time.monotonic()
+            with self._mutex:
+                active = list(self._active.values())
+            for machine, deadline, seconds in active:
+                if got_signal:
+                    machine.interrupt()
+                elif deadline is not None and now >= deadline:
+                    machine._request_stop(StopReason.TIMEOUT, EXIT_BUDGET, f"{seconds:g} s of wall clock")

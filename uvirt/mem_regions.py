@@ -1,0 +1,705 @@
+"""Guest-physical and port address spaces, in the spirit of QEMU's MemoryRegion API.
+
+Regions
+    ``RamRegion``   a host buffer (``HostBuffer``) the guest reaches at native speed: the
+                    memory map hands its pointer to ``uc.mem_map_ptr``.
+    ``MmioRegion``  a device register window served by ``device.read(offset, size)`` /
+                    ``device.write(offset, size, value)``; through ``uc.mmio_map`` for
+                    memory, through the IN/OUT hooks for ports.
+
+Placement
+    ``AddressSpace.add(region, addr, priority)`` returns a ``Placement`` that can be
+    moved, enabled and disabled (a BAR being reprogrammed, decode toggled).  Where
+    placements overlap the highest priority wins; among equal priorities the one placed
+    (or moved) last wins, as in QEMU's ``memory_region_add_subregion_overlap``.  No
+    Unicorn call happens until ``commit()``.
+
+Commit
+    ``MemoryMap.commit()`` flattens the placements into visible pieces and diffs them
+    against what Unicorn has mapped; it is the *only* caller of ``mem_map_ptr``,
+    ``mmio_map`` and ``mem_unmap`` in uvirt (unicorn-notes.md §7 items 1–3: Unicorn maps
+    whole 4 KiB pages, refuses overlaps and keeps no reference to a pointer's buffer).
+    Pages a region covers completely become one native mapping; a page shared by
+    several regions, or only partly covered (ivshmem's 256-byte BAR0), becomes one
+    ``mmio_map`` page whose callback dispatches by offset.  Unmapping happens before
+    mapping, and every mapped ``HostBuffer`` stays pinned while mapped.
+
+Access contract (QEMU ``memory_region_dispatch_read/write``, ``access_with_adjusted_size``)
+    ``valid_sizes`` / ``unaligned`` say what the modelled device accepts: any other
+    access reads 0 and drops the write (a recorded guest error).  ``impl_min``/``impl_max``
+    say what the device code handles: larger accesses are split into little-endian
+    pieces, smaller ones widened to ``impl_min`` at the same offset and masked, exactly as
+    QEMU does, so devices never check sizes themselves.
+
+Unassigned space (qemu-7.2-observed.md): memory reads 0 and ignores writes; ports read
+all ones and ignore writes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import mmap
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+from .errors import GuestMemoryError, MemoryMapError
+
+PAGE_SIZE = 0x1000
+PAGE_MASK = ~(PAGE_SIZE - 1)
+ADDR_SPACE_END = 1 << 32          # what a 32-bit guest can reach
+
+#: QEMU ``unassigned_mem_read``: memory nobody claims reads as zero.
+UNASSIGNED_MEM_VALUE = 0
+#: QEMU ``unassigned_io_read``: ports nobody claims read as all ones.
+UNASSIGNED_IO_VALUE = 0xFFFFFFFF
+
+_SIZE_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
+
+
+class Device(Protocol):
+    """What an ``MmioRegion`` serves: offsets only, never addresses, never Unicorn."""
+
+    def read(self, offset: int, size: int) -> int: ...
+    def write(self, offset: int, size: int, value: int) -> None: ...
+
+
+# --------------------------------------------------------------------------- buffers
+
+
+class HostBuffer:
+    """Host memory a guest can see: an ``mmap`` (anonymous, or a shared file) that
+    lives as long as its owner and is never copied.
+
+    The ctypes view pins the mmap: while it exists ``mmap.close()`` raises
+    ``BufferError`` instead of freeing memory Unicorn still points at
+    (unicorn-notes.md §7 item 2, the SIGSEGV pitfall).
+    """
+
+    def __init__(self, size: int, *, fd: int | None = None, offset: int = 0,
+                 shared: bool = True, name: str = "anon") -> None:
+        if size <= 0:
+            raise MemoryMapError(f"host buffer {name}: size 0x{size:x} must be positive")
+        self.name = name
+        self.size = size
+        if fd is None:
+            self._mmap = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        else:
+            flags = mmap.MAP_SHARED if shared else mmap.MAP_PRIVATE
+            self._mmap = mmap.mmap(fd, size, flags=flags, offset=offset)
+        self._pin = ctypes.c_char.from_buffer(self._mmap)
+        self.address = ctypes.addressof(self._pin)
+        self.view = memoryview(self._mmap)
+        self.mapped_count = 0
+
+    @classmethod
+    def from_file(cls, path: str, size: int, *, shared: bool = True) -> "HostBuffer":
+        fd = os.open(path, os.O_RDWR)
+        try:
+            return cls(size, fd=fd, shared=shared, name=path)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if self.mapped_count:
+            raise MemoryMapError(f"host buffer {self.name} is still mapped into the guest")
+        self.view.release()
+        del self._pin
+        self._mmap.close()
+
+
+# --------------------------------------------------------------------------- regions
+
+
+class Region:
+    name: str
+    size: int
+
+
+class RamRegion(Region):
+    """Guest RAM (or a shared-memory BAR) backed by a ``HostBuffer``."""
+
+    def __init__(self, name: str, size: int, buffer: HostBuffer | None = None, *,
+                 buffer_offset: int = 0, readonly: bool = False) -> None:
+        if size <= 0:
+            raise MemoryMapError(f"region {name}: size 0x{size:x} must be positive")
+        self.name = name
+        self.size = size
+        self.buffer = buffer if buffer is not None else HostBuffer(size, name=name)
+        if buffer_offset + size > self.buffer.size:
+            raise MemoryMapError(f"region {name}: 0x{buffer_offset:x}+0x{size:x} exceeds its "
+                                 f"buffer of 0x{self.buffer.size:x} bytes")
+        self.buffer_offset = buffer_offset
+        self.readonly = readonly
+
+    # The CPU-less access path (qtest, DMA through the dispatcher) and sub-page pieces.
+    def read(self, offset: int, size: int) -> int:
+        o = self.buffer_offset + offset
+        return int.from_bytes(self.buffer.view[o:o + size], "little")
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if self.readonly:
+            return
+        o = self.buffer_offset + offset
+        self.buffer.view[o:o + size] = (value & _SIZE_MASK[size]).to_bytes(size, "little")
+
+    def __repr__(self) -> str:
+        return f"RamRegion({self.name!r}, 0x{self.size:x})"
+
+
+GuestErrorHook = Callable[[str, str], None]
+
+
+class MmioRegion(Region):
+    """A register window served by a device object."""
+
+    def __init__(self, name: str, size: int, device: Device, *,
+                 valid_sizes: Iterable[int] = (1, 2, 4, 8), unaligned: bool = False,
+                 impl_min: int = 1, impl_max: int = 4) -> None:
+        if size <= 0:
+            raise MemoryMapError(f"region {name}: size 0x{size:x} must be positive")
+        self.name = name
+        self.size = size
+        self.device = device
+        self.valid_sizes = frozenset(valid_sizes)
+        self.unaligned = unaligned
+        self.impl_min = impl_min
+        self.impl_max = impl_max
+        # The common case needs no adjustment: dispatch straight to the device.
+        self._direct = frozenset(s for s in self.valid_sizes if impl_min <= s <= impl_max)
+        self.on_guest_error: GuestErrorHook | None = None
+
+    def _valid(self, offset: int, size: int) -> bool:
+        if size not in self.valid_sizes:
+            return False
+        return self.unaligned or not (offset & (size - 1))
+
+    def read(self, offset: int, size: int) -> int:
+        if size in self._direct and (self.unaligned or not offset & (size - 1)):
+            return self.device.read(offset, size) & _SIZE_MASK[size]
+        if not self._valid(offset, size):
+            self._guest_error("read", offset, size)
+            return UNASSIGNED_MEM_VALUE
+        step = max(min(size, self.impl_max), self.impl_min)
+        mask = _SIZE_MASK[step]
+        value = 0
+        for i in range(0, size, step):
+            value |= (self.device.read(offset + i, step) & mask) << (8 * i)
+        return value & _SIZE_MASK[size]
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if size in self._direct and (self.unaligned or not offset & (size - 1)):
+            self.device.write(offset, size, value & _SIZE_MASK[size])
+            return
+        if not self._valid(offset, size):
+            self._guest_error("write", offset, size)
+            return
+        step = max(min(size, self.impl_max), self.impl_min)
+        mask = _SIZE_MASK[step]
+        for i in range(0, size, step):
+            self.device.write(offset + i, step, (value >> (8 * i)) & mask)
+
+    def _guest_error(self, kind: str, offset: int, size: int) -> None:
+        if self.on_guest_error is not None:
+            self.on_guest_error("invalid_access",
+                                f"{self.name}: {size}-byte {kind} at +0x{offset:x} not accepted")
+
+    def __repr__(self) -> str:
+        return f"MmioRegion({self.name!r}, 0x{self.size:x})"
+
+
+class _ConstantDevice:
+    """Unassigned space: reads a constant, ignores writes."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def read(self, offset: int, size: int) -> int:
+        return self.value
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- placements
+
+
+@dataclass(eq=False)
+class Placement:
+    """One region at one address.  Mutate only through its address space."""
+
+    space: "AddressSpace"
+    region: Region
+    addr: int
+    priority: int
+    enabled: bool = True
+    seq: int = 0
+
+    @property
+    def end(self) -> int:
+        return self.addr + self.region.size
+
+    def move(self, addr: int) -> None:
+        self.space.move(self, addr)
+
+    def set_enabled(self, enabled: bool) -> None:
+        self.space.set_enabled(self, enabled)
+
+    def remove(self) -> None:
+        self.space.remove(self)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A visible interval of the flattened space: [start, end) shows region at offset."""
+
+    start: int
+    end: int
+    region: Region
+    offset: int            # region offset at ``start``
+
+
+class AddressSpace:
+    """Placements, priorities and the flattened view; knows nothing of Unicorn."""
+
+    def __init__(self, name: str, size: int, background: Region | None = None) -> None:
+        self.name = name
+        self.size = size
+        self._placements: list[Placement] = []
+        self._seq = 0
+        self._background = background
+        self._pieces: list[Piece] = []
+        self._starts: list[int] = []
+        self._dirty = True
+        #: Where regions placed here report guest errors (the machine's recorder).
+        self.on_guest_error: GuestErrorHook | None = None
+
+    def _forward_guest_error(self, kind: str, detail: str) -> None:
+        if self.on_guest_error is not None:
+            self.on_guest_error(kind, detail)
+
+    # -- placement
+    def add(self, region: Region, addr: int, priority: int = 0, *, enabled: bool = True) -> Placement:
+        self._seq += 1
+        if isinstance(region, MmioRegion) and region.on_guest_error is None:
+            region.on_guest_error = self._forward_guest_error
+        p = Placement(self, region, addr, priority, enabled, self._seq)
+        self._placements.append(p)
+        self._dirty = True
+        return p
+
+    def move(self, p: Placement, addr: int) -> None:
+        if p.addr != addr:
+            p.addr = addr
+            self._seq += 1
+            p.seq = self._seq            # re-added last, as QEMU's del + add_subregion
+            self._dirty = True
+
+    def set_enabled(self, p: Placement, enabled: bool) -> None:
+        if p.enabled != enabled:
+            p.enabled = enabled
+            if enabled:
+                self._seq += 1
+                p.seq = self._seq
+            self._dirty = True
+
+    def remove(self, p: Placement) -> None:
+        self._placements.remove(p)
+        self._dirty = True
+
+    @property
+    def placements(self) -> tuple[Placement, ...]:
+        return tuple(self._placements)
+
+    # -- flattening
+    def flatten(self) -> list[Piece]:
+        """Visible pieces, sorted by address; the winner of every overlap only."""
+        if not self._dirty:
+            return self._pieces
+        winners = sorted((p for p in self._placements if p.enabled and p.region.size > 0),
+                         key=lambda p: (p.priority, p.seq), reverse=True)
+        covered: list[tuple[int, int]] = []          # sorted, disjoint
+        pieces: list[Piece] = []
+        for p in winners:
+            start, end = max(p.addr, 0), min(p.end, self.size)
+            for s, e in _subtract(start, end, covered):
+                pieces.append(Piece(s, e, p.region, s - p.addr))
+            covered = _union(covered, start, end)
+        if self._background is not None:
+            for s, e in _subtract(0, self.size, covered):
+                pieces.append(Piece(s, e, self._background, s))
+        pieces.sort(key=lambda pc: pc.start)
+        self._pieces = pieces
+        self._starts = [pc.start for pc in pieces]
+        self._dirty = False
+        return pieces
+
+    def lookup(self, addr: int) -> Piece | None:
+        self.flatten()
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0:
+            pc = self._pieces[i]
+            if addr < pc.end:
+                return pc
+        return None
+
+    # -- the CPU-less access path (qtest, unit tests): the first byte decides the region,
+    # as for TCG's io_readx and the x86 port helpers.
+    def read(self, addr: int, size: int) -> int:
+        pc = self.lookup(addr)
+        if pc is None:
+            return self._unassigned_value(size)
+        return pc.region.read(pc.offset + addr - pc.start, size)
+
+    def write(self, addr: int, size: int, value: int) -> None:
+        pc = self.lookup(addr)
+        if pc is not None:
+            pc.region.write(pc.offset + addr - pc.start, size, value)
+
+    def _unassigned_value(self, size: int) -> int:
+        return UNASSIGNED_MEM_VALUE
+
+
+def _subtract(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    cur = start
+    for s, e in covered:
+        if e <= cur:
+            continue
+        if s >= end:
+            break
+        if s > cur:
+            out.append((cur, s))
+        cur = max(cur, e)
+        if cur >= end:
+            break
+    if cur < end:
+        out.append((cur, end))
+    return out
+
+
+def _union(covered: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    if start >= end:
+        return covered
+    out = []
+    placed = False
+    for s, e in covered:
+        if e < start:
+            out.append((s, e))
+        elif s > end:
+            if not placed:
+                out.append((start, end))
+                placed = True
+            out.append((s, e))
+        else:
+            start, end = min(s, start), max(e, end)
+    if not placed:
+        out.append((start, end))
+    out.sort()
+    return out
+
+
+# --------------------------------------------------------------------------- I/O space
+
+
+class IoSpace(AddressSpace):
+    """The 64 KiB x86 port space, dispatched from the IN/OUT hooks.
+
+    ``commit()`` builds a per-port table so a port access costs one list index; the
+    region containing the first port takes the whole access (QEMU's ``address_space_ldl``
+    in the x86 ``helper_in*``/``helper_out*``).
+    """
+
+    def __init__(self) -> None:
+        # QEMU's unassigned_io_ops declare no access rules: any size, but unaligned
+        # accesses fail memory_region_access_valid and read 0.
+        self.unassigned = MmioRegion("unassigned-io", 0x10000, _ConstantDevice(UNASSIGNED_IO_VALUE),
+                                     valid_sizes=(1, 2, 4))
+        super().__init__("io", 0x10000, background=self.unassigned)
+        self.table: list[tuple[MmioRegion, int]] = []
+        self.commit()
+
+    def commit(self) -> None:
+        table: list[tuple[MmioRegion, int]] = [None] * 0x10000  # type: ignore[list-item]
+        for pc in self.flatten():
+            base = pc.start - pc.offset
+            entry = (pc.region, base)
+            table[pc.start:pc.end] = [entry] * (pc.end - pc.start)
+        self.table = table
+
+    def read(self, addr: int, size: int) -> int:
+        region, base = self.table[addr & 0xFFFF]
+        return region.read(addr - base, size)
+
+    def write(self, addr: int, size: int, value: int) -> None:
+        region, base = self.table[addr & 0xFFFF]
+        region.write(addr - base, size, value)
+
+    def _unassigned_value(self, size: int) -> int:
+        return UNASSIGNED_IO_VALUE & _SIZE_MASK[size]
+
+
+# --------------------------------------------------------------------------- memory map
+
+
+@dataclass(frozen=True)
+class _Span:
+    """One Unicorn mapping.  Equal spans are left alone by a commit."""
+
+    start: int
+    size: int
+    kind: str                        # "ram" | "mmio" | "mixed"
+    region: Region | None = None     # ram / mmio
+    offset: int = 0                  # region offset at start
+    pieces: tuple[Piece, ...] = ()   # mixed
+
+
+class MemoryMap(AddressSpace):
+    """The guest-physical address space and the one owner of Unicorn's memory API."""
+
+    def __init__(self) -> None:
+        super().__init__("memory", ADDR_SPACE_END)
+        self._uc = None
+        self._mapped: dict[tuple, _Span] = {}
+        self._callbacks: dict[tuple, tuple] = {}
+        self._phantom: dict[int, Placement] = {}
+        self._unassigned = MmioRegion("unassigned", PAGE_SIZE, _ConstantDevice(UNASSIGNED_MEM_VALUE),
+                                      valid_sizes=(1, 2, 4, 8), unaligned=True)
+        self._ram_cache: Piece | None = None
+        self.guest = GuestMemory(self)
+        self.commits = 0
+
+    # -- Unicorn side
+    def attach(self, uc) -> None:
+        """Give the map its CPU.  Until then it is a pure data structure (unit tests, qtest)."""
+        self._uc = uc
+        self.commit()
+
+    def detach(self) -> None:
+        """Unmap everything (buffers stay alive with their owners)."""
+        uc, self._uc = self._uc, None
+        if uc is not None:
+            for span in list(self._mapped.values()):
+                self._unmap(uc, span)
+        self._mapped.clear()
+        self._callbacks.clear()
+
+    def map_unassigned_page(self, addr: int) -> None:
+        """Back an unclaimed page with the reads-zero region so the faulting data access
+        can be retried (called from the machine's unmapped-access hook)."""
+        page = addr & PAGE_MASK
+        if page not in self._phantom:
+            self._phantom[page] = self.add(self._unassigned, page, priority=-(1 << 30))
+            self.commit()
+
+    def commit(self) -> None:
+        """Make Unicorn's mappings equal the flattened placements."""
+        self.commits += 1
+        pieces = self.flatten()
+        self._ram_cache = None
+        uc = self._uc
+        if uc is None:
+            return
+        wanted = {(_span_key(s)): s for s in _spans(pieces)}
+        for key in [k for k in self._mapped if k not in wanted]:
+            self._unmap(uc, self._mapped.pop(key))
+        for key, span in wanted.items():
+            if key not in self._mapped:
+                self._map(uc, span)
+                self._mapped[key] = span
+
+    def _map(self, uc, span: _Span) -> None:
+        from unicorn import UC_PROT_ALL, UC_PROT_READ, UC_PROT_EXEC
+        if span.kind == "ram":
+            region = span.region
+            assert isinstance(region, RamRegion)
+            perms = (UC_PROT_READ | UC_PROT_EXEC) if region.readonly else UC_PROT_ALL
+            ptr = region.buffer.address + region.buffer_offset + span.offset
+            uc.mem_map_ptr(span.start, span.size, perms, ptr)
+            region.buffer.mapped_count += 1
+            return
+        if span.kind == "mmio":
+            read_cb, write_cb = _region_callbacks(span.region, span.offset)
+        else:
+            read_cb, write_cb = _mixed_callbacks(span.pieces, span.start)
+        self._callbacks[_span_key(span)] = (read_cb, write_cb)
+        uc.mmio_map(span.start, span.size, read_cb, None, write_cb, None)
+        for pc in span.pieces:
+            if isinstance(pc.region, RamRegion):
+                pc.region.buffer.mapped_count += 1
+
+    def _unmap(self, uc, span: _Span) -> None:
+        uc.mem_unmap(span.start, span.size)
+        self._callbacks.pop(_span_key(span), None)
+        if span.kind == "ram":
+            span.region.buffer.mapped_count -= 1
+        for pc in span.pieces:
+            if isinstance(pc.region, RamRegion):
+                pc.region.buffer.mapped_count -= 1
+
+    def invalidate_code(self, addr: int, size: int) -> None:
+        """Drop translated code for a range the host rewrote (unicorn-notes.md §7 items 7–8)."""
+        if self._uc is not None and size > 0:
+            self._uc.ctl_remove_cache(addr, addr + size)
+
+    # -- RAM lookup for GuestMemory
+    def ram_piece(self, addr: int) -> Piece | None:
+        pc = self._ram_cache
+        if pc is not None and pc.start <= addr < pc.end:
+            return pc
+        pc = self.lookup(addr)
+        if pc is not None and isinstance(pc.region, RamRegion):
+            self._ram_cache = pc
+            return pc
+        return None
+
+    @property
+    def mapped_spans(self) -> list[tuple[int, int, str]]:
+        """What Unicorn has mapped, for tests and ``info mtree``-style output."""
+        return sorted((s.start, s.size, s.kind) for s in self._mapped.values())
+
+
+def _span_key(span: _Span) -> tuple:
+    if span.kind == "mixed":
+        return (span.start, span.size, "mixed",
+                tuple((p.start, p.end, id(p.region), p.offset) for p in span.pieces))
+    return (span.start, span.size, span.kind, id(span.region), span.offset)
+
+
+def _spans(pieces: list[Piece]) -> list[_Span]:
+    """Turn visible pieces into page-granular Unicorn mappings."""
+    spans: list[_Span] = []
+    mixed: dict[int, list[Piece]] = {}
+    for pc in pieces:
+        first_full = (pc.start + PAGE_SIZE - 1) & PAGE_MASK
+        last_full = pc.end & PAGE_MASK
+        if first_full < last_full:
+            kind = "ram" if isinstance(pc.region, RamRegion) else "mmio"
+            spans.append(_Span(first_full, last_full - first_full, kind, pc.region,
+                               pc.offset + first_full - pc.start))
+            head = (pc.start, first_full)
+            tail = (last_full, pc.end)
+        else:
+            head = (pc.start, pc.end)
+            tail = (0, 0)
+        for s, e in (head, tail):
+            if s < e:
+                mixed.setdefault(s & PAGE_MASK, []).append(
+                    Piece(s, e, pc.region, pc.offset + s - pc.start))
+    for page, ps in mixed.items():
+        spans.append(_Span(page, PAGE_SIZE, "mixed", pieces=tuple(sorted(ps, key=lambda p: p.start))))
+    return spans
+
+
+def _region_callbacks(region: Region, base_offset: int):
+    read, write = region.read, region.write
+
+    def read_cb(uc, offset, size, _ud):
+        return read(base_offset + offset, size)
+
+    def write_cb(uc, offset, size, value, _ud):
+        write(base_offset + offset, size, value)
+
+    return read_cb, write_cb
+
+
+def _mixed_callbacks(pieces: tuple[Piece, ...], page: int):
+    starts = [p.start - page for p in pieces]
+
+    def find(offset: int) -> Piece | None:
+        i = bisect.bisect_right(starts, offset) - 1
+        if i >= 0 and offset < pieces[i].end - page:
+            return pieces[i]
+        return None
+
+    def read_cb(uc, offset, size, _ud):
+        pc = find(offset)
+        if pc is None:
+            return UNASSIGNED_MEM_VALUE
+        return pc.region.read(pc.offset + offset - (pc.start - page), size)
+
+    def write_cb(uc, offset, size, value, _ud):
+        pc = find(offset)
+        if pc is not None:
+            pc.region.write(pc.offset + offset - (pc.start - page), size, value)
+
+    return read_cb, write_cb
+
+
+# --------------------------------------------------------------------------- guest memory
+
+
+class GuestMemory:
+    """Bounds-checked access to guest RAM for device DMA (style-anchors R5).
+
+    Only RAM is reachable: an address that hits MMIO, unassigned space or wraps past
+    4 GiB raises ``GuestMemoryError``, which device code turns into its guest-error
+    reaction.  Accesses that run from one RAM region into an adjacent one are split.
+    Host writes drop translated code for the range, so a device writing guest code
+    (a loader, a DMA into a code page) is seen by the CPU.
+    """
+
+    def __init__(self, space: MemoryMap) -> None:
+        self._space = space
+
+    def _chunks(self, addr: int, size: int):
+        if size < 0 or addr < 0 or addr + size > ADDR_SPACE_END:
+            raise GuestMemoryError(addr, size, "outside the 32-bit address space")
+        while size > 0:
+            pc = self._space.ram_piece(addr)
+            if pc is None:
+                raise GuestMemoryError(addr, size, "not RAM")
+            n = min(size, pc.end - addr)
+            region = pc.region
+            yield region, region.buffer_offset + pc.offset + addr - pc.start, n
+            addr += n
+            size -= n
+
+    def read(self, addr: int, size: int) -> bytes:
+        pc = self._space.ram_piece(addr)
+        if pc is not None and addr + size <= pc.end and size >= 0:
+            o = pc.region.buffer_offset + pc.offset + addr - pc.start
+            return bytes(pc.region.buffer.view[o:o + size])
+        return b"".join(bytes(r.buffer.view[o:o + n]) for r, o, n in self._chunks(addr, size))
+
+    def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        size = len(data)
+        pos = 0
+        for region, o, n in list(self._chunks(addr, size)):
+            if not region.readonly:
+                region.buffer.view[o:o + n] = data[pos:pos + n]
+            pos += n
+        self._space.invalidate_code(addr, size)
+
+    def read_u8(self, addr: int) -> int:
+        return self.read(addr, 1)[0]
+
+    def read_u16(self, addr: int) -> int:
+        return int.from_bytes(self.read(addr, 2), "little")
+
+    def read_u32(self, addr: int) -> int:
+        return int.from_bytes(self.read(addr, 4), "little")
+
+    def read_u64(self, addr: int) -> int:
+        return int.from_bytes(self.read(addr, 8), "little")
+
+    def write_u8(self, addr: int, value: int) -> None:
+        self.write(addr, (value & 0xFF).to_bytes(1, "little"))
+
+    def write_u16(self, addr: int, value: int) -> None:
+        self.write(addr, (value & 0xFFFF).to_bytes(2, "little"))
+
+    def write_u32(self, addr: int, value: int) -> None:
+        self.write(addr, (value & 0xFFFFFFFF).to_bytes(4, "little"))
+
+    def write_u64(self, addr: int, value: int) -> None:
+        self.write(addr, (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"))
+
+    def is_ram(self, addr: int, size: int) -> bool:
+        try:
+            for _ in self._chunks(addr, size):
+                pass
+        except GuestMemoryError:
+            return False
+        return True
