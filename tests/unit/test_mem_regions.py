@@ -1,0 +1,158 @@
+"""Memory map without a CPU: placement, priorities, sub-page pieces, commit plans."""
+
+import pytest
+from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
+
+from uvirt.errors import GuestMemoryError
+from uvirt.mem_regions import (PAGE_SIZE, HostBuffer, IoSpace, MemoryMap, MmioRegion,
+                               RamRegion, _spans)
+
+
+class Regs:
+    def __init__(self, value=0x11223344):
+        self.value = value
+        self.log = []
+
+    def read(self, offset, size):
+        self.log.append(("r", offset, size))
+        return self.value
+
+    def write(self, offset, size, value):
+        self.log.append(("w", offset, size, value))
+
+
+def names(space, addrs):
+    out = []
+    for a in addrs:
+        pc = space.lookup(a)
+        out.append(None if pc is None else pc.region.name)
+    return out
+
+
+def test_higher_priority_wins_overlap():
+    mm = MemoryMap()
+    mm.add(RamRegion("ram", 0x10000), 0, priority=0)
+    mm.add(MmioRegion("bar", 0x1000, Regs()), 0x8000, priority=-1)
+    mm.add(MmioRegion("hole", 0x1000, Regs()), 0x2000, priority=1)
+    assert names(mm, [0x1000, 0x2000, 0x8000, 0x10000]) == ["ram", "hole", "ram", None]
+
+
+def test_equal_priority_last_placed_wins_and_move_counts_as_last():
+    mm = MemoryMap()
+    a = mm.add(MmioRegion("a", 0x1000, Regs()), 0x10000, priority=-1)
+    b = mm.add(MmioRegion("b", 0x1000, Regs()), 0x20000, priority=-1)
+    b.move(0x10000)
+    assert names(mm, [0x10000]) == ["b"]
+    a.move(0x10800)
+    assert names(mm, [0x10000, 0x10800, 0x11000]) == ["b", "a", "a"]
+
+
+def test_disabled_placement_is_invisible_and_reenabled_in_place():
+    mm = MemoryMap()
+    p = mm.add(MmioRegion("bar", 0x100, Regs()), 0x5000)
+    p.set_enabled(False)
+    assert mm.lookup(0x5000) is None
+    assert mm.read(0x5000, 4) == 0          # unassigned memory reads 0
+    p.set_enabled(True)
+    assert mm.lookup(0x5000).region.name == "bar"
+
+
+def test_unassigned_port_reads_all_ones_and_unaligned_reads_zero():
+    io = IoSpace()
+    assert io.read(0x1234, 1) == 0xFF
+    assert io.read(0x1234, 2) == 0xFFFF
+    assert io.read(0x1234, 4) == 0xFFFFFFFF
+    assert io.read(0x1235, 4) == 0          # memory_region_access_valid: unaligned
+
+
+def test_sub_page_region_makes_mixed_page_span():
+    mm = MemoryMap()
+    mm.add(RamRegion("ram", 0x4000), 0)
+    mm.add(MmioRegion("bar0", 0x100, Regs()), 0xFEB00000, priority=-1)
+    mm.add(RamRegion("shm", 0x2000), 0xFEB00800, priority=-1)
+    spans = {(s.start, s.size, s.kind) for s in _spans(mm.flatten())}
+    assert spans == {(0, 0x4000, "ram"), (0xFEB00000, PAGE_SIZE, "mixed"),
+                     (0xFEB01000, PAGE_SIZE, "ram"), (0xFEB02000, PAGE_SIZE, "mixed")}
+
+
+def test_access_wider_than_impl_is_split_little_endian():
+    regs = Regs(0xAB)
+    r = MmioRegion("r", 0x10, regs, impl_min=1, impl_max=1)
+    assert r.read(0, 4) == 0xABABABAB
+    assert [e[1:] for e in regs.log] == [(0, 1), (1, 1), (2, 1), (3, 1)]
+
+
+def test_access_narrower_than_impl_widens_at_same_offset_and_masks():
+    regs = Regs(0x11223344)
+    r = MmioRegion("r", 0x10, regs, impl_min=4, impl_max=4)
+    assert r.read(4, 1) == 0x44
+    r.write(4, 1, 0x55)
+    assert regs.log == [("r", 4, 4), ("w", 4, 4, 0x55)]
+
+
+def test_invalid_size_reads_zero_drops_write_and_reports_guest_error():
+    errors = []
+    regs = Regs()
+    mm = MemoryMap()
+    mm.on_guest_error = lambda kind, detail: errors.append(kind)
+    mm.add(MmioRegion("byteonly", 4, regs, valid_sizes=(1,)), 0x9000)
+    assert mm.read(0x9000, 2) == 0
+    mm.write(0x9000, 4, 1)
+    assert regs.log == [] and errors == ["invalid_access", "invalid_access"]
+
+
+def test_guest_memory_rejects_mmio_and_wrap_and_crosses_adjacent_ram():
+    mm = MemoryMap()
+    mm.add(RamRegion("lo", 0x1000), 0)
+    mm.add(RamRegion("hi", 0x1000), 0x1000)
+    mm.add(MmioRegion("regs", 0x1000, Regs()), 0x2000)
+    g = mm.guest
+    g.write(0xFFE, b"abcd")
+    assert g.read(0xFFE, 4) == b"abcd"
+    with pytest.raises(GuestMemoryError, match="not RAM"):
+        g.read(0x1FFE, 4)
+    with pytest.raises(GuestMemoryError, match="outside"):
+        g.read(0xFFFFFFFE, 4)
+
+
+def test_commit_maps_once_and_only_diffs():
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    mm = MemoryMap()
+    ram = RamRegion("ram", 0x100000)
+    mm.add(ram, 0)
+    bar = mm.add(MmioRegion("bar", 0x1000, Regs()), 0xFEB00000, priority=-1)
+    mm.attach(uc)
+    before = dict(mm._mapped)
+    bar.move(0xFEC00000)
+    mm.commit()
+    after = dict(mm._mapped)
+    ram_keys = [k for k in before if k[2] == "ram"]
+    assert ram_keys and all(k in after for k in ram_keys)       # RAM untouched by a BAR move
+    assert sorted((s, n) for s, n, _ in mm.mapped_spans) == [(0, 0x100000), (0xFEC00000, 0x1000)]
+    assert sorted((b, e - b + 1) for b, e, _ in uc.mem_regions()) == [(0, 0x100000), (0xFEC00000, 0x1000)]
+    mm.detach()
+    assert list(uc.mem_regions()) == []
+
+
+def test_mapped_host_buffer_cannot_be_closed():
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    buf = HostBuffer(0x2000)
+    mm = MemoryMap()
+    mm.add(RamRegion("shm", 0x2000, buf), 0x10000)
+    mm.attach(uc)
+    with pytest.raises(Exception, match="still mapped"):
+        buf.close()
+    mm.detach()
+    buf.close()
+
+
+def test_host_writes_visible_to_guest_without_copy():
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    mm = MemoryMap()
+    shm = RamRegion("shm", 0x1000)
+    mm.add(shm, 0x20000)
+    mm.attach(uc)
+    shm.buffer.view[0:4] = b"wxyz"
+    assert bytes(uc.mem_read(0x20000, 4)) == b"wxyz"
+    uc.mem_write(0x20004, b"1234")
+    assert bytes(shm.buffer.view[4:8]) == b"1234"

@@ -1,0 +1,148 @@
+"""PCI config space, BAR sizing and mapping rules, conf1 — no CPU."""
+
+import pytest
+
+from uvirt.mem_regions import IoSpace, MemoryMap, MmioRegion, RamRegion
+from uvirt.pci_bus import (BarChange, Command, PciBus, PciFunction, PciHostConf1, PciReg,
+                           devfn)
+
+
+class Null:
+    def read(self, offset, size):
+        return 0
+
+    def write(self, offset, size, value):
+        pass
+
+
+def make_fn():
+    fn = PciFunction(vendor_id=0x1AF4, device_id=0x1005, class_code=0x00FF)
+    fn.register_bar(0, MmioRegion("io", 32, Null()), io=True)
+    fn.register_bar(1, MmioRegion("msix", 0x1000, Null()))
+    fn.register_bar(4, RamRegion("modern", 0x4000), mem64=True, prefetch=True)
+    fn.register_rom(RamRegion("rom", 0x10000, readonly=True))
+    return fn
+
+
+@pytest.mark.parametrize("index,reg,expected", [
+    (0, 0x10, 0xFFFFFFE1),           # I/O 32 B: upper 16 bits writable too, as QEMU
+    (1, 0x14, 0xFFFFF000),
+    (4, 0x20, 0xFFFFC00C),           # 64-bit prefetchable 16 KiB, low dword
+    (4, 0x24, 0xFFFFFFFF),           # high dword
+    (6, 0x30, 0xFFFF0001),           # ROM 64 KiB, enable bit writable
+])
+def test_bar_sizing_readback(index, reg, expected):
+    fn = make_fn()
+    fn.config_write(reg, 4, 0xFFFFFFFF)
+    assert fn.config_read(reg, 4) == expected
+
+
+def test_unimplemented_bar_reads_zero_after_all_ones():
+    fn = make_fn()
+    fn.config_write(0x18, 4, 0xFFFFFFFF)
+    assert fn.config_read(0x18, 4) == 0
+
+
+def test_command_write_mask_is_qemus_0507():
+    fn = make_fn()
+    fn.config_write(PciReg.COMMAND, 2, 0xFFFF)
+    assert fn.config_read(PciReg.COMMAND, 2) == 0x0507
+
+
+def test_status_error_bits_are_write_one_to_clear_and_others_read_only():
+    fn = make_fn()
+    fn.config.set(PciReg.STATUS, 2, 0xF910)
+    fn.config_write(PciReg.STATUS, 2, 0x0900)
+    assert fn.config_read(PciReg.STATUS, 2) == 0xF010
+
+
+def test_ids_are_read_only():
+    fn = make_fn()
+    fn.config_write(0, 4, 0)
+    assert fn.config_read(0, 4) == 0x10051AF4
+
+
+def test_config_write_returns_mapping_changes_for_decode_toggle_and_move():
+    fn = make_fn()
+    fn.config_write(0x14, 4, 0xFEB00000)
+    assert fn.config_write(PciReg.COMMAND, 2, Command.MEMORY) == [BarChange(1, None, 0xFEB00000)]
+    assert fn.config_write(0x14, 4, 0xFEA00000) == [BarChange(1, 0xFEB00000, 0xFEA00000)]
+    assert fn.config_write(PciReg.COMMAND, 2, 0) == [BarChange(1, 0xFEA00000, None)]
+
+
+def test_bar_at_zero_or_being_sized_is_unmapped():
+    fn = make_fn()
+    fn.config_write(PciReg.COMMAND, 2, Command.MEMORY | Command.IO)
+    assert fn.bar_address(1) is None                 # address 0
+    fn.config_write(0x10, 4, 0xFFFFFFFF)
+    assert fn.bar_address(0) is None                 # all ones: end wraps past 4 GiB
+
+
+def test_64bit_bar_with_high_dword_set_is_out_of_reach_of_the_guest():
+    m = MemoryMap()
+    bus = PciBus(m, IoSpace())
+    fn = make_fn()
+    bus.plug(fn, devfn(3))
+    bus.config_write(0, devfn(3), 0x20, 4, 0xC)
+    bus.config_write(0, devfn(3), 0x24, 4, 0x1)
+    bus.config_write(0, devfn(3), PciReg.COMMAND, 2, Command.MEMORY)
+    assert fn.bar_address(4) == 0x1_0000_0000
+    assert not any(pc.region.name == "modern" for pc in m.flatten())
+
+
+def test_rom_needs_its_enable_bit():
+    fn = make_fn()
+    fn.config_write(PciReg.COMMAND, 2, Command.MEMORY)
+    fn.config_write(0x30, 4, 0xFEB40000)
+    assert fn.bar_address(6) is None
+    fn.config_write(0x30, 4, 0xFEB40001)
+    assert fn.bar_address(6) == 0xFEB40000
+
+
+def test_capability_list_is_built_head_first_and_read_only():
+    fn = make_fn()
+    fn.add_capability(0x11, 0x40, 12)
+    fn.add_capability(0x09, 0x50, 16)
+    assert fn.capabilities() == [(0x09, 0x50), (0x11, 0x40)]
+    assert fn.config_read(PciReg.STATUS, 2) & 0x10
+    fn.config_write(0x50, 4, 0)
+    assert fn.config_read(0x50, 1) == 0x09
+
+
+def conf1():
+    m, io = MemoryMap(), IoSpace()
+    bus = PciBus(m, io)
+    bus.plug(make_fn(), devfn(3))
+    host = PciHostConf1(bus)
+    for region, port in zip(host.regions(), (0xCF8, 0xCFC)):
+        io.add(region, port)
+    io.commit()
+    return io
+
+
+def test_conf1_latch_reads_back_and_ignores_narrow_writes():
+    io = conf1()
+    io.write(0xCF8, 4, 0x80000000)
+    io.write(0xCFB, 1, 0x01)
+    assert io.read(0xCF8, 4) == 0x80000000
+
+
+def test_conf1_byte_lanes_and_disabled_and_absent():
+    io = conf1()
+    io.write(0xCF8, 4, 0x80001800)                    # 00:03.0 reg 0
+    assert io.read(0xCFC, 4) == 0x10051AF4
+    assert io.read(0xCFE, 2) == 0x1005
+    assert io.read(0xCFD, 1) == 0x1A
+    io.write(0xCF8, 4, 0x00001800)
+    assert io.read(0xCFC, 4) == 0xFFFFFFFF            # enable bit clear
+    io.write(0xCF8, 4, 0x80011800)
+    assert io.read(0xCFC, 4) == 0xFFFFFFFF            # bus 1
+    io.write(0xCF8, 4, 0x8000F800)
+    assert io.read(0xCFC, 2) == 0xFFFF                # slot 31
+
+
+def test_function_without_function_zero_is_invisible():
+    m, io = MemoryMap(), IoSpace()
+    bus = PciBus(m, io)
+    bus.plug(make_fn(), devfn(5, 2))
+    assert bus.config_read(0, devfn(5, 2), 0, 2) == 0xFFFF
