@@ -45,6 +45,11 @@ def piix_irq_line(slot: int, pin: int) -> int:
 
 
 def assign_resources(bus: PciBus) -> None:
+    with bus.memory.batch(), bus.io.batch():
+        _assign(bus)
+
+
+def _assign(bus: PciBus) -> None:
     io: list[_Entry] = []
     mem: list[_Entry] = []
     pref: list[_Entry] = []

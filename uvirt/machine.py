@@ -34,6 +34,7 @@ import select
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -169,6 +170,7 @@ class Machine:
         self.resettables: list = [self.pci_host]
         self.chardevs: list[Chardev] = []
         self.uc: Uc | None = None
+        self._owns_uc = False
         self.entry: int | None = None
         self._boot_regs: dict[int, int] = {}
         self._stop: StopInfo | None = None
@@ -177,11 +179,17 @@ class Machine:
         self.insn_count = 0
         if builtins:
             from .devices.pc import install_pc_builtins
-            install_pc_builtins(self)
-        self.io.commit()
-        self.memory.commit()
+            with self.batch():
+                install_pc_builtins(self)
         if cpu:
+            self._owns_uc = uc is None
             self.attach(uc if uc is not None else Uc(UC_ARCH_X86, UC_MODE_32))
+
+    @contextmanager
+    def batch(self):
+        """Many device or BAR changes, one commit of each address space at the end."""
+        with self.memory.batch(), self.io.batch():
+            yield self
 
     # ------------------------------------------------------------------ building
     def guest_error(self, kind: str, detail: str) -> None:
@@ -233,13 +241,13 @@ class Machine:
         self._install_gdt()
 
     def _make_in_hook(self):
-        io, tracer = self.io, self.tracer
+        io, tracer, unassigned = self.io, self.tracer, self.io.unassigned_entry
 
         def hook_in(uc, port, size, _ud):
             if self._stopping:
                 return 0xFFFFFFFF
             try:
-                region, base = io.table[port]
+                region, base = io.table.get(port, unassigned)
                 value = region.read(port - base, size)
                 if tracer.enabled:
                     tracer.emit("pio_read", port=port, size=size, value=value)
@@ -251,7 +259,7 @@ class Machine:
         return hook_in
 
     def _make_out_hook(self):
-        io, tracer = self.io, self.tracer
+        io, tracer, unassigned = self.io, self.tracer, self.io.unassigned_entry
 
         def hook_out(uc, port, size, value, _ud):
             if self._stopping:
@@ -259,7 +267,7 @@ class Machine:
             try:
                 if tracer.enabled:
                     tracer.emit("pio_write", port=port, size=size, value=value)
-                region, base = io.table[port]
+                region, base = io.table.get(port, unassigned)
                 region.write(port - base, size, value)
             except BaseException as e:
                 self._host_exception(e)
@@ -441,7 +449,8 @@ class Machine:
         uc = self.uc
         stop.regs = {name: uc.reg_read(reg) for name, reg in _REGS}
         stop.eip = stop.regs["eip"]
-        stop.insn = self.disassemble(stop.eip)
+        if not stop.clean:
+            stop.insn = self.disassemble(stop.eip)
 
     def disassemble(self, addr: int) -> str:
         from capstone import CS_ARCH_X86, CS_MODE_32, Cs
@@ -474,7 +483,14 @@ class Machine:
             for h in self._hooks:
                 uc.hook_del(h)
             self._hooks.clear()
-            self.memory.detach()
+            # Our own CPU is closed outright (uc_close frees its mappings at once); a
+            # user's CPU lives on, so everything we mapped into it is unmapped.
+            finalizer = getattr(uc, "_Uc__finalizer", None) if self._owns_uc else None
+            if finalizer is not None:
+                finalizer()
+                self.memory.detach(cpu_closed=True)
+            else:
+                self.memory.detach()
 
     def __enter__(self) -> "Machine":
         return self

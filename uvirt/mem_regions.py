@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+from contextlib import contextmanager
 import mmap
 import os
 from dataclasses import dataclass, field
@@ -274,6 +275,29 @@ class AddressSpace:
         self._dirty = True
         #: Where regions placed here report guest errors (the machine's recorder).
         self.on_guest_error: GuestErrorHook | None = None
+        self._defer = 0
+        self._pending = False
+
+    def commit(self) -> None:
+        """Publish the placements (subclasses say to whom)."""
+
+    def _deferred(self) -> bool:
+        if self._defer:
+            self._pending = True
+            return True
+        return False
+
+    @contextmanager
+    def batch(self):
+        """Group many placement changes into one commit (machine build, firmware step)."""
+        self._defer += 1
+        try:
+            yield self
+        finally:
+            self._defer -= 1
+            if not self._defer and self._pending:
+                self._pending = False
+                self.commit()
 
     def _forward_guest_error(self, kind: str, detail: str) -> None:
         if self.on_guest_error is not None:
@@ -406,9 +430,9 @@ def _union(covered: list[tuple[int, int]], start: int, end: int) -> list[tuple[i
 class IoSpace(AddressSpace):
     """The 64 KiB x86 port space, dispatched from the IN/OUT hooks.
 
-    ``commit()`` builds a per-port table so a port access costs one list index; the
-    region containing the first port takes the whole access (QEMU's ``address_space_ldl``
-    in the x86 ``helper_in*``/``helper_out*``).
+    ``commit()`` builds a table of the claimed ports, so a port access costs one dict
+    lookup (``table.get(port, unassigned)``); the region containing the first port takes
+    the whole access (QEMU's ``address_space_ldl`` in the x86 ``helper_in*``/``helper_out*``).
     """
 
     def __init__(self) -> None:
@@ -416,24 +440,27 @@ class IoSpace(AddressSpace):
         # accesses fail memory_region_access_valid and read 0.
         self.unassigned = MmioRegion("unassigned-io", 0x10000, _ConstantDevice(UNASSIGNED_IO_VALUE),
                                      valid_sizes=(1, 2, 4))
-        super().__init__("io", 0x10000, background=self.unassigned)
-        self.table: list[tuple[MmioRegion, int]] = []
+        super().__init__("io", 0x10000)
+        self.unassigned_entry = (self.unassigned, 0)
+        self.table: dict[int, tuple[MmioRegion, int]] = {}
         self.commit()
 
     def commit(self) -> None:
-        table: list[tuple[MmioRegion, int]] = [None] * 0x10000  # type: ignore[list-item]
+        if self._deferred():
+            return
+        table: dict[int, tuple[MmioRegion, int]] = {}
         for pc in self.flatten():
-            base = pc.start - pc.offset
-            entry = (pc.region, base)
-            table[pc.start:pc.end] = [entry] * (pc.end - pc.start)
+            entry = (pc.region, pc.start - pc.offset)
+            for port in range(pc.start, pc.end):
+                table[port] = entry
         self.table = table
 
     def read(self, addr: int, size: int) -> int:
-        region, base = self.table[addr & 0xFFFF]
+        region, base = self.table.get(addr & 0xFFFF, self.unassigned_entry)
         return region.read(addr - base, size)
 
     def write(self, addr: int, size: int, value: int) -> None:
-        region, base = self.table[addr & 0xFFFF]
+        region, base = self.table.get(addr & 0xFFFF, self.unassigned_entry)
         region.write(addr - base, size, value)
 
     def _unassigned_value(self, size: int) -> int:
@@ -476,12 +503,16 @@ class MemoryMap(AddressSpace):
         self._uc = uc
         self.commit()
 
-    def detach(self) -> None:
-        """Unmap everything (buffers stay alive with their owners)."""
+    def detach(self, *, cpu_closed: bool = False) -> None:
+        """Unmap everything (buffers stay alive with their owners).  With ``cpu_closed``
+        the Unicorn instance is already gone (``uc_close`` freed its mappings), so only
+        the bookkeeping is undone: unmapping 128 MiB page by page costs over a millisecond."""
         uc, self._uc = self._uc, None
-        if uc is not None:
-            for span in list(self._mapped.values()):
+        for span in list(self._mapped.values()):
+            if uc is not None and not cpu_closed:
                 self._unmap(uc, span)
+            else:
+                self._release(span)
         self._mapped.clear()
         self._callbacks.clear()
 
@@ -495,6 +526,8 @@ class MemoryMap(AddressSpace):
 
     def commit(self) -> None:
         """Make Unicorn's mappings equal the flattened placements."""
+        if self._deferred():
+            return
         self.commits += 1
         pieces = self.flatten()
         self._ram_cache = None
@@ -531,6 +564,9 @@ class MemoryMap(AddressSpace):
 
     def _unmap(self, uc, span: _Span) -> None:
         uc.mem_unmap(span.start, span.size)
+        self._release(span)
+
+    def _release(self, span: _Span) -> None:
         self._callbacks.pop(_span_key(span), None)
         if span.kind == "ram":
             span.region.buffer.mapped_count -= 1
