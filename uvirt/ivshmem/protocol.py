@@ -93,14 +93,6 @@ class IvshmemTimeoutError(IvshmemProtocolError):
 # --------------------------------------------------------------------------- wire format
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One protocol message: a value and an optional fd (-1 = none)."""
-
-    value: int
-    fd: int = -1
-
-
 def encode(value: int) -> bytes:
     """The 8 payload bytes of a message carrying ``value``."""
     if not -(1 << 63) <= value < (1 << 63):
