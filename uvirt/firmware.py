@@ -442,13 +442,11 @@ def _locate_error(lines: list[_Line], exc: Exception, missing: list[str]) -> str
 
 def _check_image(img: bytes, source: Path) -> None:
     name = _rel(source)
-    if len(img) < MB_HEADER_SIZE:
-        raise FirmwareBuildError(f"{name}: image is {len(img)} bytes, shorter than a multiboot header")
-    magic, flags, csum, hdr, load, load_end, bss_end, entry = struct.unpack_from("<8I", img)
-    if magic != MB_MAGIC:
+    if len(img) < MB_HEADER_SIZE or struct.unpack_from("<I", img)[0] != MB_MAGIC:
         raise FirmwareBuildError(
             f'{name}: image does not start with the multiboot header (is .include "uvirt.inc" the first line?)'
         )
+    magic, flags, csum, hdr, load, load_end, bss_end, entry = struct.unpack_from("<8I", img)
     end = LOAD_ADDR + len(img)
     if (magic + flags + csum) & 0xFFFFFFFF or flags != MB_FLAGS or hdr != LOAD_ADDR or load != LOAD_ADDR:
         raise FirmwareBuildError(f"{name}: malformed multiboot header")

@@ -1,0 +1,120 @@
+"""The bundled guest programs on QEMU 7.2: well-formed transcripts, the built-in devices,
+the guest library's self-test, and agreement with the stored references in
+tests/data/qemu/ (regenerate with ``python -m uvirt.testing.qemu regen``)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from uvirt.testing.qemu import DATA_DIR, REFERENCES, strip_header
+
+pytestmark = pytest.mark.qemu
+
+BUILTINS = {"00:00.0": "8086:1237", "00:01.0": "8086:7000", "00:01.1": "8086:7010", "00:01.3": "8086:7113"}
+SUMMARY_RE = re.compile(r"^SUMMARY: (\d+) tests, (\d+) failures$")
+
+
+def _lines(text: str) -> list[str]:
+    return text.splitlines()
+
+
+def _comparable(text: str) -> list[str]:
+    """A transcript without firmware-chosen lines (prefix "FW ")."""
+    return [ln for ln in _lines(text) if not ln.startswith("FW ")]
+
+
+def _check_report(text: str) -> tuple[int, int]:
+    lines = _lines(text)
+    assert lines[0] == "BOOT eax=2badb002"
+    m = SUMMARY_RE.match(lines[-1])
+    assert m, lines[-1]
+    tests, failures = int(m[1]), int(m[2])
+    results = [ln for ln in lines if ln.startswith(("PASS: ", "FAIL: "))]
+    assert len(results) == tests
+    assert sum(ln.startswith("FAIL: ") for ln in results) == failures
+    return tests, failures
+
+
+def test_pci_probe_transcript(qemu, firmware) -> None:
+    res = qemu(firmware("pci_probe"))
+    assert res.exit_code == 1, res.debugcon  # status 0: no failures
+    tests, failures = _check_report(res.debugcon)
+    assert failures == 0 and tests >= 6
+    fns = re.findall(r"^FN (\S+)\nID (\S+) ", res.debugcon, re.M)
+    assert dict(fns) == BUILTINS
+    assert "HB cf8 w32 80000000 r32 80000000" in res.debugcon
+    assert "HB absent bus1 ffffffff" in res.debugcon
+    # every value the firmware chose is marked, sizing read-backs are not
+    assert all(ln.startswith(("FW LINE", "FW CMD", "FW BAR", "FW ROM"))
+               for ln in _lines(res.debugcon) if ln.startswith("FW "))
+    assert "BAR4 off fffffff1 00000000" in res.debugcon  # PIIX3 IDE: 16 B of I/O
+
+
+def test_pci_probe_matches_reference(qemu, firmware) -> None:
+    ref = strip_header((DATA_DIR / "pci_probe.txt").read_text())
+    assert _comparable(qemu(firmware("pci_probe")).debugcon) == _comparable(ref)
+
+
+def test_pci_probe_with_virtio_device(qemu, firmware) -> None:
+    res = qemu(firmware("pci_probe"), ("-device", "virtio-rng-pci,disable-legacy=on"))
+    _, failures = _check_report(res.debugcon)
+    assert failures == 0
+    assert "ID 1af4:1044 rev 01 class 00ff00 hdr 00" in res.debugcon
+    assert "CAP 98 id 11 next 84" in res.debugcon
+    assert "BAR4 off ffffc00c ffffffff" in res.debugcon  # 64-bit prefetchable 16 KiB
+
+
+def test_pci_enum_transcript(qemu, firmware) -> None:
+    res = qemu(firmware("pci_enum"))
+    lines = _lines(res.debugcon)
+    assert lines[0] == "BOOT eax=2badb002" and lines[-1] == "DONE 4 functions"
+    found = {m[1]: m[2] for ln in lines if (m := re.match(r"^(\S\S:\S\S\.\d) (\S{4}:\S{4}) rev ", ln))}
+    assert found == BUILTINS
+    assert "    BAR4 io addr 0000c000 size 00000010" in lines
+    assert res.debugcon == strip_header((DATA_DIR / "pci_enum.txt").read_text())
+
+
+def test_pci_dump_matches_reference(qemu, firmware) -> None:
+    res = qemu(firmware("pci_dump"))
+    lines = _lines(res.debugcon)
+    assert lines[-1] == "DONE 4 functions"
+    assert sum(bool(re.match(r"^[0-9a-f]0:( [0-9a-f]{2}){16}$", ln)) for ln in lines) == 4 * 16
+    assert res.debugcon == strip_header((DATA_DIR / "pc_nodefaults_config_dump.txt").read_text())
+
+
+def test_entry_state_matches_reference(qemu, firmware) -> None:
+    res = qemu(firmware("entry_state"))
+    assert "ENTRY cs=0008 ds=0010 es=0010 ss=0010 fs=0010 gs=0010" in res.debugcon
+    assert res.debugcon == strip_header((DATA_DIR / "entry_state.txt").read_text())
+
+
+def test_lib_selftest(qemu, firmware) -> None:
+    res = qemu(firmware("lib_selftest"))
+    assert res.exit_code == 1, res.debugcon
+    _, failures = _check_report(res.debugcon)
+    assert failures == 0
+    for line in ("HEX 5a 1234 89abcdef", "DEC 0 7 4294967295", "BDF 00:01.3", "KEEP 42 66"):
+        assert line in _lines(res.debugcon)
+
+
+def test_defines_select_the_device(qemu, firmware) -> None:
+    # the same program, built to look for 00:01.1 (PIIX3 IDE) instead of the PM function
+    res = qemu(firmware("lib_selftest", defines={"FIND_ID": 0x70108086, "FIND_BDF": 0x0009}))
+    assert "PASS: pci_find finds the device" in _lines(res.debugcon)
+    assert "BDF 00:01.1" in _lines(res.debugcon)
+
+
+def test_failures_set_exit_status_1(qemu, firmware) -> None:
+    res = qemu(firmware("lib_selftest", defines={"FIND_BDF": 0x0010}))
+    assert res.exit_code == 3  # guest status 1 -> (1 << 1) | 1
+    assert _check_report(res.debugcon)[1] == 1
+
+
+def test_reference_files_are_generated() -> None:
+    for name in REFERENCES:
+        text = (DATA_DIR / name).read_text()
+        assert text.startswith("# firmware/"), name
+        assert "generated by `python -m uvirt.testing.qemu regen`" in text
