@@ -233,22 +233,29 @@ class Machine:
         """Wire the board to a Unicorn CPU (ours or the user's)."""
         self.uc = uc
         self.memory.attach(uc)
-        self._hooks.append(uc.hook_add(UC_HOOK_INSN, self._make_in_hook(), None, 1, 0, X.UC_X86_INS_IN))
-        self._hooks.append(uc.hook_add(UC_HOOK_INSN, self._make_out_hook(), None, 1, 0, X.UC_X86_INS_OUT))
+        self._hooks.append(_port_hook(uc, X.UC_X86_INS_IN, self._make_in_hook()))
+        self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))
         self._hooks.append(uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED,
                                        self._hook_unmapped))
         self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
         self._install_gdt()
 
     def _make_in_hook(self):
+        # The port-I/O hot path.  It repeats MmioRegion's fast path inline (valid size,
+        # natural alignment -> the device's own read) because every Python frame here
+        # costs about a tenth of an IN exit; other accesses take region.read, which
+        # applies the full access contract.  No "stopped?" test: a stop empties io.table.
         io, tracer, unassigned = self.io, self.tracer, self.io.unassigned_entry
+        masks = (0, 0xFF, 0xFFFF, 0, 0xFFFFFFFF)
 
-        def hook_in(uc, port, size, _ud):
-            if self._stopping:
-                return 0xFFFFFFFF
+        def hook_in(_handle, port, size, _ud):
             try:
-                region, base = io.table.get(port, unassigned)
-                value = region.read(port - base, size)
+                region, base, dev_read, _w, direct, amask = io.table.get(port, unassigned)
+                off = port - base
+                if size in direct and not off & (size - 1) & amask:
+                    value = dev_read(off, size) & masks[size]
+                else:
+                    value = region.read(off, size)
                 if tracer.enabled:
                     tracer.emit("pio_read", port=port, size=size, value=value)
                 return value
@@ -260,15 +267,18 @@ class Machine:
 
     def _make_out_hook(self):
         io, tracer, unassigned = self.io, self.tracer, self.io.unassigned_entry
+        masks = (0, 0xFF, 0xFFFF, 0, 0xFFFFFFFF)
 
-        def hook_out(uc, port, size, value, _ud):
-            if self._stopping:
-                return
+        def hook_out(_handle, port, size, value, _ud):
             try:
                 if tracer.enabled:
                     tracer.emit("pio_write", port=port, size=size, value=value)
-                region, base = io.table.get(port, unassigned)
-                region.write(port - base, size, value)
+                region, base, _r, dev_write, direct, amask = io.table.get(port, unassigned)
+                off = port - base
+                if size in direct and not off & (size - 1) & amask:
+                    dev_write(off, size, value & masks[size])
+                else:
+                    region.write(off, size, value)
             except BaseException as e:
                 self._host_exception(e)
 
@@ -351,6 +361,9 @@ class Machine:
             return
         self._stopping = True
         self._stop = StopInfo(reason, exit_code, detail, **kw)
+        # The rest of the translation block still runs (unicorn-notes.md §7 item 10):
+        # until run() returns every port reads as unassigned and ignores writes.
+        self.io.table = {}
         if self.uc is not None:
             self.uc.emu_stop()
 
@@ -375,6 +388,7 @@ class Machine:
         uc = self.uc
         self._stopping = False
         self._stop = None
+        self.io.commit()
         deadline = None if not timeout else time.monotonic() + timeout
         watch = _Watchdog.get()
         token = watch.register(self, deadline, timeout)
@@ -497,6 +511,36 @@ class Machine:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _port_hook(uc: Uc, insn: int, fn) -> int:
+    """Install an IN or OUT hook whose Python function Unicorn calls directly.
+
+    The binding's ``hook_add`` wraps every callback in two more Python frames (an
+    exception guard and an argument adapter): that is a third of an IN exit, measured
+    in benchmarks/bench_machine.py.  Our hooks guard themselves (a device exception
+    becomes a HOST_ERROR stop), so they are registered through the C API with the
+    binding's own function types, and kept in the binding's table so ``hook_del`` and
+    its lifetime rules work unchanged.  If the pinned binding's internals ever move, the
+    ordinary ``hook_add`` path is used instead: same behaviour, slower.
+    """
+    import ctypes
+    try:
+        from unicorn.unicorn_py3.arch.intel import HOOK_INSN_IN_CFUNC, HOOK_INSN_OUT_CFUNC
+        from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
+        callbacks = uc._callbacks
+        uch = uc._uch
+    except (ImportError, AttributeError):
+        return uc.hook_add(UC_HOOK_INSN, lambda u, *a: fn(None, *a), None, 1, 0, insn)
+    ftype = HOOK_INSN_IN_CFUNC if insn == X.UC_X86_INS_IN else HOOK_INSN_OUT_CFUNC
+    fptr = ftype(fn)
+    handle = uc_hook_h()
+    status = uclib.uc_hook_add(uch, ctypes.byref(handle), UC_HOOK_INSN, fptr, None,
+                               ctypes.c_uint64(1), ctypes.c_uint64(0), ctypes.c_int(insn))
+    if status != 0:
+        raise UcError(status)
+    callbacks[handle.value] = fptr
+    return handle.value
 
 
 class _Watchdog:

@@ -43,7 +43,7 @@ from contextlib import contextmanager
 import mmap
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, NamedTuple, Protocol
 
 from .errors import GuestMemoryError, MemoryMapError
 
@@ -171,14 +171,45 @@ class MmioRegion(Region):
         self._direct = frozenset(s for s in self.valid_sizes if impl_min <= s <= impl_max)
         self.on_guest_error: GuestErrorHook | None = None
 
+        self.on_guest_error: GuestErrorHook | None = None
+        self.read, self.write = self._fast_paths()
+
+    def _fast_paths(self):
+        """Per-region closures: a valid, naturally sized access goes straight to the
+        device (this is the port-I/O and MMIO hot path); anything else takes the
+        general path.  Instance attributes shadow the methods below."""
+        direct, dev_read, dev_write, masks = self._direct, self.device.read, self.device.write, _SIZE_MASK
+        slow_read, slow_write = self._adjusted_read, self._adjusted_write
+        if self.unaligned:
+            def read(offset: int, size: int) -> int:
+                if size in direct:
+                    return dev_read(offset, size) & masks[size]
+                return slow_read(offset, size)
+
+            def write(offset: int, size: int, value: int) -> None:
+                if size in direct:
+                    dev_write(offset, size, value & masks[size])
+                else:
+                    slow_write(offset, size, value)
+        else:
+            def read(offset: int, size: int) -> int:
+                if size in direct and not offset & (size - 1):
+                    return dev_read(offset, size) & masks[size]
+                return slow_read(offset, size)
+
+            def write(offset: int, size: int, value: int) -> None:
+                if size in direct and not offset & (size - 1):
+                    dev_write(offset, size, value & masks[size])
+                else:
+                    slow_write(offset, size, value)
+        return read, write
+
     def _valid(self, offset: int, size: int) -> bool:
         if size not in self.valid_sizes:
             return False
         return self.unaligned or not (offset & (size - 1))
 
-    def read(self, offset: int, size: int) -> int:
-        if size in self._direct and (self.unaligned or not offset & (size - 1)):
-            return self.device.read(offset, size) & _SIZE_MASK[size]
+    def _adjusted_read(self, offset: int, size: int) -> int:
         if not self._valid(offset, size):
             self._guest_error("read", offset, size)
             return UNASSIGNED_MEM_VALUE
@@ -189,10 +220,7 @@ class MmioRegion(Region):
             value |= (self.device.read(offset + i, step) & mask) << (8 * i)
         return value & _SIZE_MASK[size]
 
-    def write(self, offset: int, size: int, value: int) -> None:
-        if size in self._direct and (self.unaligned or not offset & (size - 1)):
-            self.device.write(offset, size, value & _SIZE_MASK[size])
-            return
+    def _adjusted_write(self, offset: int, size: int, value: int) -> None:
         if not self._valid(offset, size):
             self._guest_error("write", offset, size)
             return
@@ -427,6 +455,15 @@ def _union(covered: list[tuple[int, int]], start: int, end: int) -> list[tuple[i
 # --------------------------------------------------------------------------- I/O space
 
 
+class PortEntry(NamedTuple):
+    region: Region
+    base: int
+    dev_read: Callable[[int, int], int]
+    dev_write: Callable[[int, int, int], None]
+    direct: frozenset
+    align_mask: int
+
+
 class IoSpace(AddressSpace):
     """The 64 KiB x86 port space, dispatched from the IN/OUT hooks.
 
@@ -441,27 +478,37 @@ class IoSpace(AddressSpace):
         self.unassigned = MmioRegion("unassigned-io", 0x10000, _ConstantDevice(UNASSIGNED_IO_VALUE),
                                      valid_sizes=(1, 2, 4))
         super().__init__("io", 0x10000)
-        self.unassigned_entry = (self.unassigned, 0)
-        self.table: dict[int, tuple[MmioRegion, int]] = {}
+        self.unassigned_entry = self._entry(self.unassigned, 0)
+        self.table: dict[int, PortEntry] = {}
         self.commit()
 
     def commit(self) -> None:
         if self._deferred():
             return
-        table: dict[int, tuple[MmioRegion, int]] = {}
+        table: dict[int, PortEntry] = {}
         for pc in self.flatten():
-            entry = (pc.region, pc.start - pc.offset)
+            entry = self._entry(pc.region, pc.start - pc.offset)
             for port in range(pc.start, pc.end):
                 table[port] = entry
         self.table = table
 
+    @staticmethod
+    def _entry(region: Region, base: int) -> "PortEntry":
+        """What the IN/OUT hooks need to reach a device without an extra Python frame:
+        the device's own read/write for accesses of a size in ``direct``, aligned
+        unless ``align_mask`` is 0; the region's general path for everything else."""
+        if isinstance(region, MmioRegion):
+            return PortEntry(region, base, region.device.read, region.device.write, region._direct,
+                             0 if region.unaligned else -1)
+        return PortEntry(region, base, region.read, region.write, frozenset((1, 2, 4)), 0)
+
     def read(self, addr: int, size: int) -> int:
-        region, base = self.table.get(addr & 0xFFFF, self.unassigned_entry)
-        return region.read(addr - base, size)
+        e = self.table.get(addr & 0xFFFF, self.unassigned_entry)
+        return e.region.read(addr - e.base, size)
 
     def write(self, addr: int, size: int, value: int) -> None:
-        region, base = self.table.get(addr & 0xFFFF, self.unassigned_entry)
-        region.write(addr - base, size, value)
+        e = self.table.get(addr & 0xFFFF, self.unassigned_entry)
+        e.region.write(addr - e.base, size, value)
 
     def _unassigned_value(self, size: int) -> int:
         return UNASSIGNED_IO_VALUE & _SIZE_MASK[size]

@@ -117,15 +117,15 @@ class Piix4Pm(PciFunction):
     def __init__(self) -> None:
         super().__init__(vendor_id=0x8086, device_id=0x7113, class_code=0x0680, revision=0x03,
                          interrupt_pin=1)
-        self.config.set(0x04, 2, 0x0103)
         self.config.set(0x06, 2, 0x0280)
-        # QEMU programs the PM function itself (piix4_pm_realize/reset): PM base 0x600
-        # enabled, SMBus base 0x700 enabled, SCI on IRQ 9.
-        _poke(self, {0x3C: 0x09, 0x40: 0x01, 0x41: 0x06, 0x5B: 0x02, 0x5F: 0x10, 0x63: 0x60,
-                     0x80: 0x01, 0x90: 0x01, 0x91: 0x07, 0xD2: 0x09})
+        # QEMU's piix4_pm: PM base I/O indicator, SMBus base 0x700 enabled, SMBus IRQ 9
+        _poke(self, {0x40: 0x01, 0x5B: 0x02, 0x5F: 0x10, 0x63: 0x60, 0x80: 0x01, 0x90: 0x01,
+                     0x91: 0x07, 0xD2: 0x09})
 
     def on_firmware(self, bus: PciBus, cmd: int) -> int:
-        # SeaBIOS routes pin A of slot 1 to IRQ 10, but the SCI stays on 9.
+        # SeaBIOS piix4_pm_setup: PM base 0x600; the SCI stays on IRQ 9 although PIIX
+        # routing would give slot 1 pin A IRQ 10.
+        self.config.data[0x41] = 0x06
         self.config.data[0x3C] = 9
         return cmd
 
