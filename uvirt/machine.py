@@ -60,12 +60,13 @@ GDT_ADDR = 0x000C02B8
 GDT = bytes.fromhex(
     "0000000000000000"      # 0x00 null
     "ffff0000009acf00"      # 0x08 32-bit code, base 0, 4 GiB
-    "ffff00000092cf00"      # 0x10 32-bit data, base 0, 4 GiB
+    "ffff00000093cf00"      # 0x10 32-bit data, base 0, 4 GiB (accessed: the ROM loaded it)
     "ffff0000009e0000"      # 0x18 16-bit code (conforming), 64 KiB
     "ffff000000920000")     # 0x20 16-bit data, 64 KiB
 CODE_SEL, DATA_SEL = 0x08, 0x10
 ENTRY_EFLAGS = 0x00000006      # observed at a QEMU multiboot entry: IF=0, PF=1
-ENTRY_ESP = 0x00006F00         # the ROM's stack; guests set their own
+ENTRY_ESP = 0x00006F08         # the ROM's stack as QEMU leaves it; guests set their own
+ENTRY_IDTR = (0, 0, 0x3FF, 0)  # the real-mode IVT, still loaded
 
 #: The legacy VGA window: on ``pc -nodefaults`` nothing decodes it, it reads 0 and RAM
 #: beneath it is invisible (QEMU's smram-region alias of the empty PCI space).
@@ -311,9 +312,14 @@ class Machine:
         self.memory.guest.write(GDT_ADDR, GDT)
         uc = self.uc
         uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_ADDR, len(GDT) - 1, 0))
+        uc.reg_write(X.UC_X86_REG_IDTR, ENTRY_IDTR)
         uc.reg_write(X.UC_X86_REG_CS, CODE_SEL)
         for r in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS, X.UC_X86_REG_GS, X.UC_X86_REG_SS):
             uc.reg_write(r, DATA_SEL)
+        uc.reg_write(X.UC_X86_REG_CR4, 0)     # QEMU's entry state; Unicorn starts with 0x50200
+        # Loading CS through reg_write marks the code descriptor accessed; QEMU's far jump
+        # does not: put the table back byte for byte.
+        self.memory.guest.write(GDT_ADDR, GDT)
 
     # ------------------------------------------------------------------ boot
     def load_kernel(self, image: bytes, *, filename: str = "kernel", cmdline: str = "") -> None:

@@ -1,0 +1,155 @@
+"""``-device`` drivers uvirt knows, with QEMU's property names, types and defaults.
+
+A driver declares its properties once (``Prop``); ``create_device`` checks the user's
+``key=value`` pairs against that table with QEMU's error wordings (``Property
+'isa-debug-exit.foo' not found``, ``Parameter 'iobase' expects integer``) before the
+factory runs, so factories receive typed values only.  Later device issues add rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import OptionError
+
+if TYPE_CHECKING:
+    from ..machine import Machine
+
+
+@dataclass(frozen=True)
+class Prop:
+    name: str
+    kind: str                  # "uint8" | "uint16" | "uint32" | "bool" | "str" | "chardev" | "pci-addr"
+    default: Any = None
+
+
+@dataclass
+class BuildContext:
+    """What factories may look up: chardevs by id, memory backends, drives (later issues)."""
+
+    chardevs: dict[str, Any] = field(default_factory=dict)
+    used_chardevs: set[str] = field(default_factory=set)
+
+
+Factory = Callable[["Machine", dict[str, Any], BuildContext], Any]
+
+
+@dataclass(frozen=True)
+class DeviceType:
+    name: str
+    bus: str                   # "isa" | "pci"
+    description: str
+    props: tuple[Prop, ...]
+    factory: Factory
+
+
+_COMMON = (Prop("id", "str"),)
+_PCI_COMMON = (Prop("addr", "pci-addr"), Prop("multifunction", "bool", False),
+               Prop("romfile", "str"), Prop("rombar", "uint32", 1))
+
+_UINT_MAX = {"uint8": 0xFF, "uint16": 0xFFFF, "uint32": 0xFFFFFFFF}
+_TYPE_WORD = {"uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t"}
+
+
+def parse_integer(value: str) -> int | None:
+    """QEMU's integer property syntax: decimal, 0x hex, leading 0 octal, optional sign."""
+    v = value.strip()
+    try:
+        if v.lower().startswith(("0x", "-0x", "+0x")):
+            return int(v, 16)
+        if len(v) > 1 and v.startswith("0") and v.isdigit():
+            return int(v, 8)
+        return int(v, 10)
+    except ValueError:
+        return None
+
+
+def parse_pci_addr(value: str) -> tuple[int, int] | None:
+    """``slot[.fn]`` in hex, as QEMU's ``pci_devfn`` property parser."""
+    slot_s, _, fn_s = value.partition(".")
+    try:
+        slot = int(slot_s, 16)
+        fn = int(fn_s, 16) if fn_s else 0
+    except ValueError:
+        return None
+    if not 0 <= slot < 32 or not 0 <= fn < 8 or not slot_s:
+        return None
+    return slot, fn
+
+
+def _convert(dev: DeviceType, prop: Prop, value: str, raw: str) -> Any:
+    where = f"-device {raw}"
+    if prop.kind in _UINT_MAX:
+        n = parse_integer(value)
+        if n is None:
+            raise OptionError(f"{where}: Parameter '{prop.name}' expects integer")
+        if not 0 <= n <= _UINT_MAX[prop.kind]:
+            raise OptionError(f"{where}: Parameter '{prop.name}' expects {_TYPE_WORD[prop.kind]}")
+        return n
+    if prop.kind == "bool":
+        if value in ("on", "yes", "true", "y"):
+            return True
+        if value in ("off", "no", "false", "n"):
+            return False
+        raise OptionError(f"{where}: Parameter '{prop.name}' expects 'on' or 'off'")
+    if prop.kind == "pci-addr":
+        addr = parse_pci_addr(value)
+        if addr is None:
+            raise OptionError(f"{where}: Property '{dev.name}.{prop.name}' doesn't take value '{value}'")
+        return addr
+    return value
+
+
+def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dict[str, str],
+                  raw: str | None = None) -> Any:
+    raw = raw if raw is not None else ",".join([driver] + [f"{k}={v}" for k, v in props.items()])
+    dev = DEVICE_TYPES.get(driver)
+    if dev is None:
+        raise OptionError(f"-device {raw}: '{driver}' is not a valid device model name")
+    schema = {p.name: p for p in dev.props + _COMMON + (_PCI_COMMON if dev.bus == "pci" else ())}
+    values = {name: p.default for name, p in schema.items()}
+    for key, value in props.items():
+        prop = schema.get(key)
+        if prop is None:
+            raise OptionError(f"-device {raw}: Property '{driver}.{key}' not found")
+        values[key] = _convert(dev, prop, value, raw)
+    for name, prop in schema.items():
+        if prop.kind == "chardev" and values[name] is not None:
+            if values[name] not in ctx.chardevs:
+                raise OptionError(f"-device {raw}: Property '{driver}.{name}' can't find value "
+                                  f"'{values[name]}'")
+            if values[name] in ctx.used_chardevs:
+                raise OptionError(f"-device {raw}: Property '{driver}.{name}' can't take value "
+                                  f"'{values[name]}': Device '{values[name]}' is in use")
+            ctx.used_chardevs.add(values[name])
+            values[name] = ctx.chardevs[values[name]]
+    return dev.factory(machine, values, ctx)
+
+
+# --------------------------------------------------------------------------- ISA helpers
+
+
+def _debug_exit(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
+    if v["iosize"] not in (1, 2, 4) and v["iosize"] > 0x10000:
+        raise OptionError(f"-device isa-debug-exit: iosize 0x{v['iosize']:x} is too large")
+    if v["iosize"] == 0:
+        raise OptionError("-device isa-debug-exit: iosize 0x0 must be at least 1")
+    return machine.add_debug_exit(v["iobase"], v["iosize"])
+
+
+def _debugcon(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
+    if v["chardev"] is None:
+        raise OptionError("-device isa-debugcon: Property 'chardev' is required")
+    return machine.add_debugcon(v["chardev"], v["iobase"], readback=v["readback"])
+
+
+DEVICE_TYPES: dict[str, DeviceType] = {
+    "isa-debug-exit": DeviceType(
+        "isa-debug-exit", "isa", "ISA debug exit device: a write of v ends the run with status (v<<1)|1",
+        (Prop("iobase", "uint32", 0x501), Prop("iosize", "uint32", 2)), _debug_exit),
+    "isa-debugcon": DeviceType(
+        "isa-debugcon", "isa", "ISA debug console: bytes written to iobase go to a chardev",
+        (Prop("iobase", "uint32", 0xE9), Prop("chardev", "chardev"),
+         Prop("readback", "uint8", 0xE9)), _debugcon),
+}
