@@ -1,0 +1,255 @@
+"""Packed virtqueue engine (uvirt.virtio.packed) against QEMU 7.2's virtqueue_packed_pop & co."""
+
+from __future__ import annotations
+
+import pytest
+
+from uvirt.testing.mock_driver import MockPackedQueue, UsedEntry, guest_ram
+from uvirt.virtio import make_queue
+from uvirt.virtio.features import VirtioFeature
+from uvirt.virtio.packed import (VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED,
+                                 VRING_PACKED_EVENT_FLAG_DESC, VRING_PACKED_EVENT_FLAG_DISABLE,
+                                 VRING_PACKED_EVENT_FLAG_ENABLE, PackedQueue, is_desc_avail,
+                                 packed_need_event)
+from uvirt.virtio.queue import (VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+                                Element, QueueBroken, RecordingEvents)
+
+RAM = 1 << 20
+RING = 0x10000
+AVAIL = VRING_PACKED_DESC_F_AVAIL          # "available" in the first lap
+
+
+@pytest.fixture(scope="module")
+def mem():
+    return guest_ram(RAM)
+
+
+@pytest.fixture
+def events():
+    return RecordingEvents()
+
+
+def make(mem, events, size=8, features=0, strict=False):
+    drv = MockPackedQueue(mem, RING, size)
+    q = PackedQueue(mem, size, events=events, strict=strict)
+    q.set_features(features)
+    assert drv.configure(q) is None
+    return drv, q
+
+
+def assert_broken(result, kind, reason, events):
+    assert isinstance(result, QueueBroken), result
+    assert (result.kind, result.reason) == (kind, reason)
+    assert events.fatal_kinds[-1] == kind
+
+
+def test_is_desc_avail_needs_avail_equal_wrap_and_used_different():
+    assert is_desc_avail(AVAIL, True)
+    assert not is_desc_avail(AVAIL | VRING_PACKED_DESC_F_USED, True)
+    assert is_desc_avail(VRING_PACKED_DESC_F_USED, False)
+    assert not is_desc_avail(0, True) and not is_desc_avail(0, False)
+
+
+def test_make_queue_picks_packed(mem):
+    assert isinstance(make_queue(mem, 8, packed=True), PackedQueue)
+
+
+def test_pop_empty_returns_none(mem, events):
+    _, q = make(mem, events)
+    assert q.pop() is None
+
+
+def test_pop_returns_chain_with_buffer_id(mem, events):
+    drv, q = make(mem, events)
+    chain = drv.add_chain([(16, False), (32, True), (8, True)], buffer_id=5)
+    elem = q.pop()
+    assert isinstance(elem, Element)
+    assert (elem.head, elem.ndescs) == (5, 3)
+    assert elem.readable == chain.readable and elem.writable == chain.writable
+    assert (q.last_avail_idx, q.inuse) == (3, 3)
+
+
+def test_pop_takes_buffer_id_from_first_descriptor_like_qemu(mem, events):
+    drv, q = make(mem, events)
+    drv.write_desc(1, 0x9100, 4, id=7, flags=AVAIL | VRING_DESC_F_WRITE)
+    drv.write_desc(0, 0x9000, 4, id=3, flags=AVAIL | VRING_DESC_F_NEXT)
+    assert q.pop().head == 3
+
+
+def test_pop_walks_whole_indirect_table(mem, events):
+    drv, q = make(mem, events)
+    chain = drv.add_indirect_chain([(16, False), (8, True), (8, True)])
+    elem = q.pop()
+    assert elem.writable == chain.writable and elem.readable == chain.readable
+    assert elem.ndescs == 1 and q.last_avail_idx == 1
+
+
+def test_push_writes_used_descriptor_with_wrap_bits(mem, events):
+    drv, q = make(mem, events)
+    chain = drv.add_chain([(4, False), (4, True)])
+    q.push(q.pop(), 4)
+    d = drv.read_desc(0)
+    assert (d.id, d.len, d.flags) == (chain.head, 4, AVAIL | VRING_PACKED_DESC_F_USED)
+    assert drv.used_entries() == [UsedEntry(chain.head, 4)]
+    assert (q.used_idx, q.inuse) == (2, 0)
+
+
+@pytest.mark.parametrize("size", [8, 5, 3])
+def test_ring_wraps_and_flips_counters(mem, events, size):
+    drv, q = make(mem, events, size=size)
+    for i in range(4 * size):
+        chain = drv.add_chain([(4, False), (4, True)] if i % 3 else [(8, True)])
+        elem = q.pop()
+        assert elem.head == chain.head and elem.writable == chain.writable
+        q.push(elem, i)
+        assert drv.used_entries() == [UsedEntry(chain.head, i)]
+        assert q.pop() is None
+
+
+def test_flush_places_each_buffer_after_the_previous_chain(mem, events):
+    drv, q = make(mem, events)
+    chains = [drv.add_chain([(4, False), (4, True)]), drv.add_chain([(4, True)])]
+    elems = [q.pop(), q.pop()]
+    q.fill(elems[0], 1, 0)
+    q.fill(elems[1], 2, 1)
+    q.flush(2)
+    assert drv.used_entries() == [UsedEntry(chains[0].head, 1), UsedEntry(chains[1].head, 2)]
+
+
+def test_failed_pop_is_retried_not_skipped(mem, events):
+    drv, q = make(mem, events)
+    drv.write_desc(0, 0x9000, 0, id=0, flags=AVAIL)
+    assert q.pop().kind == "zero_len"
+    assert q.pop().kind == "zero_len"
+    assert q.last_avail_idx == 0
+
+
+def test_pop_rejects_chain_longer_than_ring(mem, events):
+    drv, q = make(mem, events, size=4)
+    for slot in range(4):
+        drv.write_desc(slot, 0x9000 + 0x100 * slot, 4, flags=AVAIL | VRING_DESC_F_NEXT)
+    assert_broken(q.pop(), "loop", "Looped descriptor", events)
+
+
+def test_size_exceeded_when_inflight_reaches_size(mem, events):
+    drv, q = make(mem, events, size=4)
+    drv.add_chain([(4, True)] * 4)
+    q.pop()
+    q.last_avail_idx = 0                       # pretend the driver offers slot 0 again
+    q.last_avail_wrap_counter = True
+    assert_broken(q.pop(), "size_exceeded", "Virtqueue size exceeded", events)
+
+
+CATALOGUE = [
+    ("zero_length", [(0, 0x9000, 0, 0, AVAIL)], "zero_len", "virtio: zero sized buffers are not allowed"),
+    ("address_past_ram", [(0, RAM - 2, 4, 0, AVAIL)], "bogus_buffer", "virtio: bogus descriptor or out of resources"),
+    ("huge_length", [(0, 0x9000, 0xFFFF_FFFF, 0, AVAIL | VRING_DESC_F_WRITE)], "bogus_buffer",
+     "virtio: bogus descriptor or out of resources"),
+    ("writable_before_readable", [(0, 0x9000, 4, 0, AVAIL | VRING_DESC_F_WRITE | VRING_DESC_F_NEXT),
+                                  (1, 0x9100, 4, 0, AVAIL)], "desc_order", "Incorrect order for descriptors"),
+    ("indirect_length_not_multiple_of_16", [(0, 0x9000, 20, 0, AVAIL | VRING_DESC_F_INDIRECT)],
+     "indirect_bad_size", "Invalid size for indirect buffer table"),
+    ("zero_length_indirect", [(0, 0x9000, 0, 0, AVAIL | VRING_DESC_F_INDIRECT)],
+     "indirect_bad_size", "Invalid size for indirect buffer table"),
+    ("indirect_table_outside_ram", [(0, RAM - 16, 32, 0, AVAIL | VRING_DESC_F_INDIRECT)],
+     "indirect_unmappable", "Cannot map indirect buffer"),
+]
+
+
+@pytest.mark.parametrize("name, descs, kind, reason", CATALOGUE, ids=[c[0] for c in CATALOGUE])
+def test_bad_guest_input_breaks_queue(mem, events, name, descs, kind, reason):
+    drv, q = make(mem, events)
+    for slot, addr, length, bid, flags in reversed(descs):
+        drv.write_desc(slot, addr, length, bid, flags)
+    assert_broken(q.pop(), kind, reason, events)
+    assert q.inuse == 0
+
+
+def test_nested_indirect_is_plain_buffer_under_qemu_and_fatal_when_strict(mem, events):
+    for strict in (False, True):
+        drv, q = make(mem, events, strict=strict)
+        drv.write_table(0x9000, [(0x9800, 16, 0, VRING_DESC_F_INDIRECT)])
+        drv.write_desc(0, 0x9000, 16, 0, AVAIL | VRING_DESC_F_INDIRECT)
+        result = q.pop()
+        if strict:
+            assert_broken(result, "nested_indirect", "Nested indirect descriptor", events)
+        else:
+            assert result.readable == ((0x9800, 16),)
+            assert events.kinds == ["nested_indirect"]
+
+
+def test_indirect_with_next_is_fatal_only_when_strict(mem, events):
+    for strict in (False, True):
+        drv, q = make(mem, events, strict=strict)
+        drv.write_table(0x9000, [(0x9800, 16, 0, VRING_DESC_F_WRITE)])
+        drv.write_desc(0, 0x9000, 16, 0, AVAIL | VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT)
+        result = q.pop()
+        assert result.broken == strict
+        if not strict:
+            assert result.ndescs == 1
+
+
+def test_avail_bytes_sums_and_records_shadow(mem, events):
+    drv, q = make(mem, events)
+    drv.add_chain([(10, False), (20, True)])
+    drv.add_indirect_chain([(5, False), (7, True)])
+    assert q.avail_bytes() == (27, 15)
+    assert (q.shadow_avail_idx, q.last_avail_idx) == (3, 0)
+
+
+def test_packed_need_event_moves_other_lap_offset_back():
+    assert packed_need_event(8, True, 1 | 1 << 15, 2, 1)
+    assert not packed_need_event(8, True, 3 | 1 << 15, 2, 1)
+    # Offset recorded in the previous lap (wrap bit differs): 7 - 8 = -1, crossed at 0.
+    assert packed_need_event(8, True, 7, 1, 7)
+
+
+@pytest.mark.parametrize("flags, expected", [(VRING_PACKED_EVENT_FLAG_ENABLE, [True, True]),
+                                             (VRING_PACKED_EVENT_FLAG_DISABLE, [False, False])])
+def test_should_notify_follows_driver_event_flags(mem, events, flags, expected):
+    drv, q = make(mem, events)
+    drv.set_driver_event(flags)
+    got = []
+    for _ in range(2):
+        drv.add_chain([(4, True)])
+        q.push(q.pop(), 4)
+        got.append(q.should_notify())
+    assert got == expected
+
+
+def test_should_notify_desc_mode_waits_for_offset(mem, events):
+    drv, q = make(mem, events)
+    q.should_notify()
+    drv.set_driver_event(VRING_PACKED_EVENT_FLAG_DESC, off_wrap=2 | 1 << 15)
+    got = []
+    for _ in range(4):
+        drv.add_chain([(4, True)])
+        q.push(q.pop(), 4)
+        got.append(q.should_notify())
+    assert got == [False, False, True, False]
+
+
+def test_set_notification_writes_device_event_flags(mem, events):
+    drv, q = make(mem, events)
+    q.set_notification(False)
+    assert drv.device_event()[1] == VRING_PACKED_EVENT_FLAG_DISABLE
+    q.set_notification(True)
+    assert drv.device_event()[1] == VRING_PACKED_EVENT_FLAG_ENABLE
+
+
+def test_set_notification_with_event_idx_asks_for_shadow_position(mem, events):
+    drv, q = make(mem, events, features=VirtioFeature.RING_EVENT_IDX)
+    drv.add_chain([(4, True)] * 3)
+    q.pop()
+    q.set_notification(True)
+    assert drv.device_event() == (3 | 1 << 15, VRING_PACKED_EVENT_FLAG_DESC)
+
+
+def test_reset_restores_wrap_counters(mem, events):
+    drv, q = make(mem, events, size=2)
+    drv.add_chain([(4, True)] * 2)
+    q.push(q.pop(), 0)
+    assert not q.last_avail_wrap_counter
+    q.reset()
+    assert q.last_avail_wrap_counter and q.used_wrap_counter and q.shadow_avail_wrap_counter
+    assert (q.desc, q.last_avail_idx, q.used_idx) == (0, 0, 0)

@@ -1,0 +1,604 @@
+"""Split virtqueue engine (uvirt.virtio.queue) against QEMU 7.2's virtqueue_split_pop & co."""
+
+from __future__ import annotations
+
+import pytest
+
+from uvirt.errors import UvirtError
+from uvirt.testing.mock_driver import MockSplitQueue, UsedEntry, guest_ram
+from uvirt.virtio.features import VirtioFeature
+from uvirt.virtio.queue import (VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT,
+                                VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
+                                Descriptor, DescriptorChain, Element, QueueBroken,
+                                RecordingEvents, SplitQueue, legacy_layout, vring_need_event)
+
+RAM = 1 << 20
+RING = 0x10000
+N = 8
+
+
+@pytest.fixture(scope="module")
+def mem():
+    return guest_ram(RAM)
+
+
+@pytest.fixture
+def events():
+    return RecordingEvents()
+
+
+def make(mem, events, layout="legacy", size=N, features=0, strict=False):
+    drv = MockSplitQueue(mem, RING, size, layout=layout)
+    q = SplitQueue(mem, size, events=events, strict=strict)
+    q.set_features(features)
+    assert drv.configure(q) is None
+    return drv, q
+
+
+@pytest.fixture(params=["legacy", "modern"])
+def ring(request, mem, events):
+    return make(mem, events, request.param)
+
+
+def assert_broken(result, kind, reason, events):
+    assert isinstance(result, QueueBroken), result
+    assert (result.kind, result.reason) == (kind, reason)
+    assert result.broken
+    assert events.fatal_kinds[-1] == kind
+
+
+# --------------------------------------------------------------------------- layout
+
+
+@pytest.mark.parametrize("size, avail, used", [(8, 128, 4096), (128, 2048, 4096), (256, 4096, 8192)])
+def test_legacy_layout_matches_worked_values(size, avail, used):
+    lay = legacy_layout(0x10, size)
+    assert (lay.desc, lay.avail - lay.desc, lay.used - lay.desc) == (0x10000, avail, used)
+
+
+def test_legacy_layout_aligns_without_used_event_like_qemu():
+    # 18*910 + 4 = 16384: QEMU puts the used ring at 16384, the spec formula at 20480.
+    lay = legacy_layout(0, 910)
+    assert lay.used == 16384
+
+
+def test_set_legacy_pfn_derives_qemu_layout(mem, events):
+    q = SplitQueue(mem, N, events=events)
+    assert q.set_legacy_pfn(RING >> 12) is None
+    assert (q.desc, q.avail, q.used, q.legacy_pfn) == (RING, RING + 128, RING + 4096, RING >> 12)
+    assert q.ready
+
+
+def test_set_rings_keeps_three_independent_areas(mem, events):
+    q = SplitQueue(mem, N, events=events)
+    assert q.set_rings(0x20000, 0x30000, 0x40000) is None
+    assert (q.desc, q.avail, q.used) == (0x20000, 0x30000, 0x40000)
+
+
+def test_ring_outside_ram_breaks_at_configuration(mem, events):
+    q = SplitQueue(mem, N, events=events)
+    result = q.set_rings(0x20000, 0x30000, RAM - 8)
+    assert_broken(result, "ring_unmappable", "Cannot map used", events)
+    assert q.pop() is None                     # QEMU: no caches, the ring reads empty
+
+
+def test_desc_zero_means_not_set_up(mem, events):
+    q = SplitQueue(mem, N, events=events)
+    assert q.set_rings(0, 0x30000, 0x40000) is None
+    assert q.pop() is None and events.errors == []
+
+
+def test_event_idx_grows_ring_areas_and_rechecks_them(mem, events):
+    q = SplitQueue(mem, N, events=events)
+    used = RAM - (4 + 8 * N)                   # fits exactly without avail_event
+    assert q.set_rings(0x20000, 0x30000, used) is None
+    result = q.set_features(VirtioFeature.RING_EVENT_IDX)
+    assert_broken(result, "ring_unmappable", "Cannot map used", events)
+
+
+def test_set_size_ignores_zero_and_above_qemu_max(mem, events):
+    q = SplitQueue(mem, N, events=events)
+    assert not q.set_size(0)
+    assert not q.set_size(1025)
+    assert q.set_size(1024) and q.size == 1024   # QEMU checks VIRTQUEUE_MAX_SIZE only
+    assert events.kinds == ["bad_queue_size", "bad_queue_size"]
+
+
+def test_constructor_rejects_impossible_size(mem):
+    with pytest.raises(UvirtError, match="size 0x401 outside"):
+        SplitQueue(mem, 1025)
+
+
+def test_reset_restores_defaults(ring, events):
+    drv, q = ring
+    drv.add_chain([(4, True)])
+    q.push(q.pop(), 4)
+    q.set_size(4)
+    q.reset()
+    assert (q.desc, q.avail, q.used, q.size) == (0, 0, 0, N)
+    assert (q.last_avail_idx, q.used_idx, q.inuse, q.broken) == (0, 0, 0, None)
+    assert q.notification and not q.ready
+
+
+# --------------------------------------------------------------------------- pop
+
+
+def test_pop_empty_returns_none(ring):
+    _, q = ring
+    assert q.pop() is None
+
+
+def test_pop_returns_readable_then_writable_buffers(ring, mem):
+    drv, q = ring
+    chain = drv.add_chain([(16, False), (8, False), (64, True), (2, True)], data=b"R" * 24)
+    elem = q.pop()
+    assert isinstance(elem, Element)
+    assert elem.head == chain.head
+    assert elem.readable == chain.readable and elem.writable == chain.writable
+    assert elem.read(mem) == b"R" * 24
+    assert q.inuse == 1
+
+
+def test_pop_follows_indirect_table(ring):
+    drv, q = ring
+    chain = drv.add_indirect_chain([(16, False), (32, True), (32, True)])
+    elem = q.pop()
+    assert elem.head == chain.head
+    assert elem.readable == chain.readable and elem.writable == chain.writable
+    assert elem.ndescs == 1
+
+
+def test_pop_ignores_next_on_indirect_head_like_qemu(mem, events):
+    drv, q = make(mem, events)
+    chain = drv.add_indirect_chain([(16, True)], extra_flags=VRING_DESC_F_NEXT)
+    assert q.pop().writable == chain.writable
+    assert events.errors[0][0] == "indirect_with_next" and not events.errors[0][1]["fatal"]
+
+
+def test_pop_maps_indirect_after_head_as_plain_buffer_like_qemu(mem, events):
+    drv, q = make(mem, events)
+    table = drv.alloc(16, 16)
+    drv.write_table(table, [(drv.alloc(8), 8, VRING_DESC_F_WRITE, 0)])
+    drv.write_desc(0, drv.alloc(4), 4, VRING_DESC_F_NEXT, 1)
+    drv.write_desc(1, table, 16, VRING_DESC_F_INDIRECT, 0)
+    drv.publish(0)
+    elem = q.pop()
+    assert elem.readable[1] == (table, 16)
+    assert events.kinds == ["indirect_not_head"]
+
+
+def test_strict_mode_follows_indirect_after_head(mem, events):
+    drv, q = make(mem, events, strict=True)
+    table = drv.alloc(16, 16)
+    buf = drv.alloc(8)
+    drv.write_table(table, [(buf, 8, VRING_DESC_F_WRITE, 0)])
+    drv.write_desc(0, 0x9000, 4, VRING_DESC_F_NEXT, 1)
+    drv.write_desc(1, table, 16, VRING_DESC_F_INDIRECT, 0)
+    drv.publish(0)
+    elem = q.pop()
+    assert elem.readable == ((0x9000, 4),) and elem.writable == ((buf, 8),)
+
+
+def test_pop_reads_avail_idx_only_when_shadow_used_up(mem, events):
+    drv, q = make(mem, events)
+    drv.add_chain([(4, True)])
+    drv.add_chain([(4, True)])
+    assert isinstance(q.pop(), Element)
+    drv.set_avail_idx(2 + 100)                 # jump; not seen until the batch is used up
+    assert isinstance(q.pop(), Element)
+    assert_broken(q.pop(), "avail_idx_jump", "Guest moved used index from 2 to 102", events)
+
+
+def test_avail_idx_jump_beyond_size_breaks_queue(mem, events):
+    drv, q = make(mem, events)
+    drv.set_avail_idx(N + 1)
+    result = q.pop()
+    assert_broken(result, "avail_idx_jump", "Guest moved used index from 0 to 9", events)
+    assert q.broken == result and q.last_avail_idx == 0
+
+
+def test_avail_idx_may_wrap_past_65535(mem, events):
+    drv, q = make(mem, events)
+    q.last_avail_idx = q.shadow_avail_idx = 0xFFFF
+    drv.avail_idx = 0xFFFF
+    chain = drv.add_chain([(4, True)])         # slot 0xFFFF % 8, idx wraps to 0
+    assert drv.avail_idx == 0
+    assert q.pop().head == chain.head and q.last_avail_idx == 0
+
+
+def test_head_consumed_before_check_so_bad_chain_is_skipped(mem, events):
+    drv, q = make(mem, events)
+    drv.publish(N)                             # head out of range
+    good = drv.add_chain([(4, True)])
+    assert_broken(q.pop(), "head_oob", f"Guest says index {N} is available", events)
+    assert q.pop().head == good.head
+
+
+def test_size_exceeded_when_inflight_reaches_size(mem, events):
+    drv, q = make(mem, events, size=2)
+    drv.add_chain([(4, True)])
+    drv.add_chain([(4, True)])
+    q.pop(), q.pop()
+    drv.publish(0)                             # a head that is already in flight
+    assert_broken(q.pop(), "size_exceeded", "Virtqueue size exceeded", events)
+
+
+def test_pop_rejects_descriptor_loop(mem, events):
+    drv, q = make(mem, events)
+    drv.write_desc(0, 0x9000, 4, VRING_DESC_F_NEXT, 1)
+    drv.write_desc(1, 0x9100, 4, VRING_DESC_F_NEXT, 0)
+    drv.publish(0)
+    assert_broken(q.pop(), "loop", "Looped descriptor", events)
+
+
+def test_pop_after_broken_result_goes_on_with_next_entry(mem, events):
+    drv, q = make(mem, events)
+    drv.write_desc(0, 0x9000, 0, 0, 0)
+    drv.publish(0)
+    drv.free.remove(0)
+    good = drv.add_chain([(4, True)])
+    assert q.pop().broken
+    assert q.pop().head == good.head           # QEMU: pop itself is not blocked
+    assert q.broken.kind == "zero_len"         # the first error stays recorded
+
+
+# --------------------------------------------------------------------------- bad-guest catalogue
+
+
+def _loop(drv):
+    drv.write_desc(0, 0x9000, 4, VRING_DESC_F_NEXT, 0)
+    drv.publish(0)
+
+
+def _next_oob(drv):
+    drv.write_desc(0, 0x9000, 4, VRING_DESC_F_NEXT, N)
+    drv.publish(0)
+
+
+def _addr_past_ram(drv):
+    drv.write_desc(0, RAM - 2, 4, 0, 0)
+    drv.publish(0)
+
+
+def _addr_in_hole(drv):
+    drv.write_desc(0, 0xFEB0_0000, 4, VRING_DESC_F_WRITE, 0)
+    drv.publish(0)
+
+
+def _huge_len(drv):
+    drv.write_desc(0, 0x9000, 0xFFFF_FFFF, VRING_DESC_F_WRITE, 0)
+    drv.publish(0)
+
+
+def _addr_wraps(drv):
+    drv.write_desc(0, 0xFFFF_FFFF_FFFF_FFF0, 0x20, 0, 0)
+    drv.publish(0)
+
+
+def _zero_len(drv):
+    drv.write_desc(0, 0x9000, 0, 0, 0)
+    drv.publish(0)
+
+
+def _writable_before_readable(drv):
+    drv.write_desc(0, 0x9000, 4, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 1)
+    drv.write_desc(1, 0x9100, 4, 0, 0)
+    drv.publish(0)
+
+
+def _head_oob(drv):
+    drv.publish(0xFFFF)
+
+
+def _avail_jump(drv):
+    drv.set_avail_idx(0x8000)
+
+
+def _indirect_zero_len(drv):
+    drv.write_desc(0, 0x9000, 0, VRING_DESC_F_INDIRECT, 0)
+    drv.publish(0)
+
+
+def _indirect_odd_len(drv):
+    drv.write_desc(0, 0x9000, 24, VRING_DESC_F_INDIRECT, 0)
+    drv.publish(0)
+
+
+def _indirect_outside_ram(drv):
+    drv.write_desc(0, RAM - 16, 32, VRING_DESC_F_INDIRECT, 0)
+    drv.publish(0)
+
+
+def _indirect_loop(drv):
+    drv.write_table(0x9000, [(0x9100, 4, VRING_DESC_F_NEXT, 1), (0x9200, 4, VRING_DESC_F_NEXT, 0)])
+    drv.write_desc(0, 0x9000, 32, VRING_DESC_F_INDIRECT, 0)
+    drv.publish(0)
+
+
+def _indirect_next_oob(drv):
+    drv.write_table(0x9000, [(0x9100, 4, VRING_DESC_F_NEXT, 2), (0x9200, 4, 0, 0)])
+    drv.write_desc(0, 0x9000, 32, VRING_DESC_F_INDIRECT, 0)
+    drv.publish(0)
+
+
+def _indirect_too_many_pieces(drv):
+    drv.write_table(0x20000, [(0x9000, 1, VRING_DESC_F_NEXT, i + 1) for i in range(1025)])
+    drv.write_desc(0, 0x20000, 16 * 1026, VRING_DESC_F_INDIRECT, 0)
+    drv.publish(0)
+
+
+def _indirect_in_indirect(drv):
+    drv.write_table(0x9000, [(0x9800, 16, VRING_DESC_F_INDIRECT, 0)])
+    drv.write_desc(0, 0x9000, 16, VRING_DESC_F_INDIRECT, 0)
+    drv.publish(0)
+
+
+def _indirect_with_next(drv):
+    drv.write_table(0x9000, [(0x9800, 16, VRING_DESC_F_WRITE, 0)])
+    drv.write_desc(0, 0x9000, 16, VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT, 1)
+    drv.write_desc(1, 0x9100, 4, VRING_DESC_F_WRITE, 0)
+    drv.publish(0)
+
+
+CATALOGUE = [
+    ("loop", _loop, "loop", "Looped descriptor"),
+    ("next_out_of_range", _next_oob, "next_oob", f"Desc next is {N}"),
+    ("address_past_ram", _addr_past_ram, "bogus_buffer", "virtio: bogus descriptor or out of resources"),
+    ("address_in_mmio_hole", _addr_in_hole, "bogus_buffer", "virtio: bogus descriptor or out of resources"),
+    ("huge_length", _huge_len, "bogus_buffer", "virtio: bogus descriptor or out of resources"),
+    ("address_wraps_64_bits", _addr_wraps, "bogus_buffer", "virtio: bogus descriptor or out of resources"),
+    ("zero_length", _zero_len, "zero_len", "virtio: zero sized buffers are not allowed"),
+    ("writable_before_readable", _writable_before_readable, "desc_order", "Incorrect order for descriptors"),
+    ("head_out_of_range", _head_oob, "head_oob", "Guest says index 65535 is available"),
+    ("avail_index_jump", _avail_jump, "avail_idx_jump", "Guest moved used index from 0 to 32768"),
+    ("zero_length_indirect", _indirect_zero_len, "indirect_bad_size", "Invalid size for indirect buffer table"),
+    ("indirect_length_not_multiple_of_16", _indirect_odd_len, "indirect_bad_size", "Invalid size for indirect buffer table"),
+    ("indirect_table_outside_ram", _indirect_outside_ram, "indirect_unmappable", "Cannot map indirect buffer"),
+    ("loop_inside_indirect", _indirect_loop, "loop", "Looped descriptor"),
+    ("next_out_of_indirect_table", _indirect_next_oob, "next_oob", "Desc next is 2"),
+    ("more_than_1024_pieces", _indirect_too_many_pieces, "too_many_sg", "virtio: too many write descriptors in indirect table"),
+]
+
+#: Spec violations QEMU 7.2 lets through (flag ignored); fatal in strict mode.
+STRICT_ONLY = [
+    ("indirect_inside_indirect", _indirect_in_indirect, "nested_indirect", "Nested indirect descriptor"),
+    ("indirect_with_next", _indirect_with_next, "indirect_with_next", "Indirect descriptor with NEXT set"),
+]
+
+
+@pytest.mark.parametrize("name, build, kind, reason", CATALOGUE, ids=[c[0] for c in CATALOGUE])
+def test_bad_guest_input_breaks_queue(mem, events, name, build, kind, reason):
+    drv, q = make(mem, events)
+    build(drv)
+    result = q.pop()
+    assert_broken(result, kind, reason, events)
+    assert q.inuse == 0
+    assert events.errors[-1][1]["reason"] == reason and events.errors[-1][1]["queue"] == 0
+
+
+@pytest.mark.parametrize("name, build, kind, reason", STRICT_ONLY, ids=[c[0] for c in STRICT_ONLY])
+def test_spec_violation_passes_under_qemu_rules(mem, events, name, build, kind, reason):
+    drv, q = make(mem, events)
+    build(drv)
+    assert isinstance(q.pop(), Element)
+    assert events.errors == [(kind, {"reason": reason, "fatal": False, "queue": 0,
+                                     "addr": events.errors[0][1]["addr"]})]
+
+
+@pytest.mark.parametrize("name, build, kind, reason", STRICT_ONLY, ids=[c[0] for c in STRICT_ONLY])
+def test_spec_violation_breaks_queue_in_strict_mode(mem, events, name, build, kind, reason):
+    drv, q = make(mem, events, strict=True)
+    build(drv)
+    assert_broken(q.pop(), kind, reason, events)
+
+
+def test_descriptor_chain_iterator_reports_end_reason(mem):
+    drv = MockSplitQueue(mem, RING, N)
+    _loop(drv)
+    chain = DescriptorChain(mem, drv.desc_addr, N, 0)
+    descs = list(chain)
+    assert len(descs) == N + 1
+    assert chain.end_reason == "loop"
+    assert descs[0] == Descriptor(0x9000, 4, VRING_DESC_F_NEXT, 0)
+
+
+# --------------------------------------------------------------------------- push
+
+
+def test_push_writes_used_entry_and_idx(ring, mem):
+    drv, q = ring
+    chain = drv.add_chain([(8, False), (16, True)])
+    elem = q.pop()
+    written = elem.write(mem, b"0123456789abcdefXYZ")
+    assert written == 16
+    q.push(elem, written)
+    assert drv.used_entries() == [UsedEntry(chain.head, 16)]
+    assert drv.read_written(chain, 16) == b"0123456789abcdef"
+    assert (q.used_idx, q.inuse) == (1, 0)
+
+
+def test_fill_and_flush_publish_a_batch_at_once(ring):
+    drv, q = ring
+    chains = [drv.add_chain([(4, True)]) for _ in range(3)]
+    elems = [q.pop() for _ in range(3)]
+    for i, e in enumerate(elems):
+        q.fill(e, i + 1, i)
+    assert drv.used_idx == 0
+    q.flush(3)
+    assert drv.used_entries() == [UsedEntry(c.head, i + 1) for i, c in enumerate(chains)]
+
+
+def test_used_ring_wraps_with_free_running_index(ring):
+    drv, q = ring
+    for i in range(3 * N):
+        chain = drv.add_chain([(4, True)])
+        q.push(q.pop(), i)
+        assert drv.used_entries() == [UsedEntry(chain.head, i)]
+
+
+def test_flush_more_than_inflight_is_a_host_error(ring):
+    _, q = ring
+    with pytest.raises(UvirtError, match="flushing 1 elements with 0 in flight"):
+        q.push(0, 0)
+
+
+def test_rewind_makes_pop_return_the_same_element(ring):
+    drv, q = ring
+    chain = drv.add_chain([(4, True)])
+    q.pop()
+    assert q.rewind(1)
+    assert q.pop().head == chain.head
+
+
+# --------------------------------------------------------------------------- avail_bytes
+
+
+def test_avail_bytes_sums_all_available_chains(ring):
+    drv, q = ring
+    drv.add_chain([(10, False), (20, True)])
+    drv.add_indirect_chain([(5, False), (7, True)])
+    assert q.avail_bytes() == (27, 15)
+    assert q.last_avail_idx == 0
+
+
+def test_avail_bytes_stops_once_both_maxima_reached(ring):
+    drv, q = ring
+    drv.add_chain([(10, True)])
+    drv.add_chain([(10, True)])
+    assert q.avail_bytes(max_in=5, max_out=0) == (10, 0)
+
+
+def test_avail_bytes_detects_avail_idx_jump(mem, events):
+    drv, q = make(mem, events)
+    drv.set_avail_idx(N + 1)
+    assert_broken(q.avail_bytes(), "avail_idx_jump", "Guest moved used index from 0 to 9", events)
+
+
+# --------------------------------------------------------------------------- notification
+
+
+def test_should_notify_respects_no_interrupt(ring):
+    drv, q = ring
+    assert q.should_notify()
+    drv.avail_flags = VRING_AVAIL_F_NO_INTERRUPT
+    assert not q.should_notify()
+
+
+def test_notify_on_empty_overrides_no_interrupt_when_queue_drained(mem, events):
+    drv, q = make(mem, events, features=VirtioFeature.NOTIFY_ON_EMPTY)
+    drv.avail_flags = VRING_AVAIL_F_NO_INTERRUPT
+    drv.add_chain([(4, True)])
+    drv.add_chain([(4, True)])
+    q.push(q.pop(), 4)
+    assert not q.should_notify()               # another buffer still waits
+    q.push(q.pop(), 4)
+    assert q.should_notify()
+
+
+def test_event_idx_need_event_wraps():
+    assert vring_need_event(0, 1, 0)
+    assert not vring_need_event(1, 1, 0)
+    assert vring_need_event(0xFFFF, 0, 0xFFFF)     # crossing 65535 -> 0
+    assert vring_need_event(0xFFFE, 2, 0xFFFD)
+    assert not vring_need_event(3, 2, 0xFFFD)
+
+
+def test_event_idx_first_notification_is_unconditional(mem, events):
+    drv, q = make(mem, events, features=VirtioFeature.RING_EVENT_IDX)
+    drv.used_event = 5
+    drv.add_chain([(4, True)])
+    q.push(q.pop(), 4)
+    assert q.should_notify()
+    drv.add_chain([(4, True)])
+    q.push(q.pop(), 4)
+    assert not q.should_notify()               # used idx 1 -> 2 does not cross 5
+
+
+def test_event_idx_notifies_when_used_idx_crosses_used_event(mem, events):
+    drv, q = make(mem, events, features=VirtioFeature.RING_EVENT_IDX)
+    q.should_notify()
+    drv.used_event = 2
+    notified = []
+    for _ in range(5):
+        drv.add_chain([(4, True)])
+        q.push(q.pop(), 4)
+        notified.append(q.should_notify())
+    assert notified == [False, False, True, False, False]
+
+
+def test_event_idx_ignores_no_interrupt_flag(mem, events):
+    drv, q = make(mem, events, features=VirtioFeature.RING_EVENT_IDX)
+    drv.avail_flags = VRING_AVAIL_F_NO_INTERRUPT
+    assert q.should_notify()
+
+
+def test_event_idx_pop_writes_avail_event(mem, events):
+    drv, q = make(mem, events, features=VirtioFeature.RING_EVENT_IDX)
+    drv.add_chain([(4, True)])
+    drv.add_chain([(4, True)])
+    q.pop()
+    assert drv.avail_event == 1
+    q.set_notification(False)
+    q.pop()
+    assert drv.avail_event == 1                # not written while notifications are off
+
+
+def test_set_notification_toggles_used_no_notify(ring):
+    drv, q = ring
+    q.set_notification(False)
+    assert drv.used_flags == VRING_USED_F_NO_NOTIFY
+    q.set_notification(True)
+    assert drv.used_flags == 0
+
+
+def test_set_notification_with_event_idx_writes_current_avail_idx(mem, events):
+    drv, q = make(mem, events, features=VirtioFeature.RING_EVENT_IDX)
+    drv.add_chain([(4, True)])
+    drv.add_chain([(4, True)])
+    q.set_notification(True)
+    assert drv.avail_event == 2 and drv.used_flags == 0
+
+
+def test_disabled_queue_pops_nothing(ring):
+    drv, q = ring
+    drv.add_chain([(4, True)])
+    q.disabled = True
+    assert q.pop() is None and q.is_empty()
+
+
+# --------------------------------------------------------------------------- features (uvirt.virtio.features)
+
+
+def test_feature_bits_have_spec_numbers():
+    from uvirt.virtio.features import VirtioFeature as F
+    assert [f.bit_length() - 1 for f in (F.NOTIFY_ON_EMPTY, F.ANY_LAYOUT, F.RING_INDIRECT_DESC,
+                                         F.RING_EVENT_IDX, F.BAD_FEATURE, F.VERSION_1,
+                                         F.ACCESS_PLATFORM, F.RING_PACKED, F.IN_ORDER,
+                                         F.ORDER_PLATFORM, F.SR_IOV, F.NOTIFICATION_DATA,
+                                         F.NOTIF_CONFIG_DATA, F.RING_RESET)] == \
+        [24, 27, 28, 29, 30, 32, 33, 34, 35, 36, 37, 38, 39, 40]
+
+
+def test_feature_pages_split_and_join_64_bit_words():
+    from uvirt.virtio.features import page, set_page
+    offered = 0x0000_0101_3000_0000          # QEMU 7.2 modern rng, as observed
+    assert [page(offered, s) for s in range(3)] == [0x3000_0000, 0x0000_0101, 0]
+    assert set_page(set_page(0, 0, 0x3000_0000), 1, 0x101) == offered
+    assert set_page(offered, 0, 0xF_FFFF_FFF1) == 0x0000_0101_FFFF_FFF1   # value cut to 32 bits
+
+
+def test_mask_unoffered_reports_dropped_bits():
+    from uvirt.virtio.features import VirtioFeature as F, mask_unoffered
+    offered = F.RING_EVENT_IDX | F.VERSION_1
+    assert mask_unoffered(offered, F.RING_EVENT_IDX | F.RING_PACKED) == (F.RING_EVENT_IDX, F.RING_PACKED)
+
+
+def test_legacy_bad_feature_write_means_bad_features():
+    from uvirt.virtio.features import VirtioFeature as F, legacy_guest_features
+    assert legacy_guest_features(F.BAD_FEATURE | F.RING_EVENT_IDX) == 0
+    assert legacy_guest_features(F.RING_EVENT_IDX) == F.RING_EVENT_IDX
+
+
+def test_feature_names_use_spec_names():
+    from uvirt.virtio.features import VirtioFeature as F, feature_names
+    assert feature_names(F.RING_INDIRECT_DESC | F.VERSION_1 | 1) == ["bit0", "RING_INDIRECT_DESC", "VERSION_1"]

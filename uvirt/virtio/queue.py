@@ -1,0 +1,874 @@
+"""Split virtqueues (virtio 1.2 §2.7) as a QEMU 7.2 device sees them.  Pure: no PCI, no CPU.
+
+Ring layout (virtio-pci-facts.md §2.3, §5.1), N = current queue size::
+
+    descriptor table  16·N   {le64 addr, le32 len, le16 flags, le16 next}[N]
+    available ring    6+2·N  le16 flags, le16 idx, le16 ring[N], le16 used_event
+    used ring         6+8·N  le16 flags, le16 idx, {le32 id, le32 len}[N], le16 avail_event
+
+Legacy transports give one page frame number; the three parts follow each other with the
+used ring aligned to 4096 (``legacy_layout``).  Modern transports give three addresses.
+
+Configuring a queue follows QEMU's ``virtio_queue_set_num`` / ``virtio_queue_set_addr`` /
+``virtio_queue_set_rings``: the ring areas are checked once, when they are set
+(``virtio_init_region_cache``), and a queue whose areas are not all RAM reads as empty.
+
+Guest errors (each one is an ``events.guest_error(kind, reason=..., fatal=...)`` call).
+Fatal ones make ``pop``/``set_rings``/``avail_bytes`` return a ``QueueBroken`` whose
+``reason`` is QEMU's ``virtio_error`` text; the transport then sets DEVICE_NEEDS_RESET
+(virtio-pci-facts.md §5.6).  Nothing here raises for a guest mistake.
+
+    kind                   reason (QEMU text)                              where
+    ring_unmappable        Cannot map desc / used / avail                   set_rings, set_addr
+    avail_idx_jump         Guest moved used index from %u to %u            pop, avail_bytes
+    size_exceeded          Virtqueue size exceeded                          pop
+    head_oob               Guest says index %u is available                 pop, avail_bytes
+    rings_unmapped         Region caches not initialized                    pop
+    desc_ring_unmappable   Cannot map descriptor ring                       pop, avail_bytes
+    indirect_bad_size      Invalid size for indirect buffer table           pop, avail_bytes
+    indirect_unmappable    Cannot map indirect buffer                       pop, avail_bytes
+    desc_order             Incorrect order for descriptors                  pop
+    zero_len               virtio: zero sized buffers are not allowed       pop
+    too_many_sg            virtio: too many write descriptors in indirect table   pop
+    bogus_buffer           virtio: bogus descriptor or out of resources     pop
+    loop                   Looped descriptor                                pop, avail_bytes
+    next_oob               Desc next is %u                                  pop, avail_bytes
+
+Not fatal under QEMU (the flag is ignored and the descriptor mapped as a plain buffer,
+virtio-pci-facts.md §5.5), fatal with ``strict=True`` (spec §2.7.5.3.1, Linux vhost):
+
+    nested_indirect        INDIRECT inside an indirect table
+    indirect_with_next     INDIRECT and NEXT on the same descriptor
+    indirect_not_head      INDIRECT on a later descriptor of a direct chain (strict: followed)
+
+Also not fatal: ``bad_queue_size`` (a size write QEMU ignores) and ``ring_access`` (a ring
+area that stopped being RAM after it was checked; the access reads 0 / is dropped).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Protocol
+
+from ..errors import GuestMemoryError, UvirtError
+from .features import VirtioFeature
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..mem_regions import GuestMemory
+
+# --------------------------------------------------------------------------- constants
+
+#: Descriptor flags (virtio 1.2 §2.7.5; Linux ``VRING_DESC_F_*``).
+VRING_DESC_F_NEXT = 1
+VRING_DESC_F_WRITE = 2
+VRING_DESC_F_INDIRECT = 4
+#: avail.flags: the driver does not want used-buffer notifications (§2.7.7).
+VRING_AVAIL_F_NO_INTERRUPT = 1
+#: used.flags: the device does not want available-buffer notifications (§2.7.10).
+VRING_USED_F_NO_NOTIFY = 1
+
+DESC_SIZE = 16                      # sizeof(struct vring_desc)
+AVAIL_FLAGS = 0                     # offsets inside the available ring
+AVAIL_IDX = 2
+AVAIL_RING = 4
+USED_FLAGS = 0                      # offsets inside the used ring
+USED_IDX = 2
+USED_RING = 4
+USED_ELEM_SIZE = 8                  # sizeof(struct vring_used_elem)
+
+#: QEMU ``VIRTQUEUE_MAX_SIZE``: the largest queue size and the most scatter-gather
+#: pieces one element may have.
+VIRTQUEUE_MAX_SIZE = 1024
+#: QEMU ``VIRTIO_PCI_VRING_ALIGN``: legacy used-ring alignment.
+VIRTIO_PCI_VRING_ALIGN = 4096
+#: Legacy QUEUE_PFN holds the ring address shifted right by this.
+VIRTIO_PCI_QUEUE_ADDR_SHIFT = 12
+
+_U16 = 0xFFFF
+_U32 = 0xFFFF_FFFF
+_DESC = struct.Struct("<QIHH")
+
+
+def vring_need_event(event_idx: int, new_idx: int, old_idx: int) -> bool:
+    """Linux ``vring_need_event`` (virtio 1.2 §2.7.7.2): has the index moved past
+    ``event_idx`` while going from ``old_idx`` to ``new_idx``?  All arithmetic mod 2^16."""
+    return ((new_idx - event_idx - 1) & _U16) < ((new_idx - old_idx) & _U16)
+
+
+def vring_align(addr: int, align: int) -> int:
+    return (addr + align - 1) & ~(align - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RingLayout:
+    """Guest-physical addresses of a split ring's three areas."""
+
+    desc: int
+    avail: int
+    used: int
+
+
+def legacy_layout(pfn: int, size: int, align: int = VIRTIO_PCI_VRING_ALIGN) -> RingLayout:
+    """The legacy single-block layout for QUEUE_PFN ``pfn`` (virtio-pci-facts.md §2.3).
+
+    QEMU ``virtio_queue_update_rings`` aligns ``avail + 4 + 2·N`` (the end of
+    ``avail.ring``, *without* the 2-byte ``used_event``), where the spec and Linux's
+    ``vring_init`` align ``avail + 6 + 2·N``.  The two agree for every power-of-two N;
+    they differ when 18·N + 4 is a multiple of ``align`` (N = 910), and QEMU's answer is
+    what the guest sees, so that is what this returns.
+    """
+    desc = pfn << VIRTIO_PCI_QUEUE_ADDR_SHIFT
+    avail = desc + DESC_SIZE * size
+    used = vring_align(avail + AVAIL_RING + 2 * size, align)
+    return RingLayout(desc, avail, used)
+
+
+def desc_area_size(size: int) -> int:
+    return DESC_SIZE * size
+
+
+def avail_area_size(size: int, event_idx: bool) -> int:
+    """QEMU ``virtio_queue_get_avail_size``: ``used_event`` only counts with EVENT_IDX."""
+    return AVAIL_RING + 2 * size + (2 if event_idx else 0)
+
+
+def used_area_size(size: int, event_idx: bool) -> int:
+    """QEMU ``virtio_queue_get_used_size``: ``avail_event`` only counts with EVENT_IDX."""
+    return USED_RING + USED_ELEM_SIZE * size + (2 if event_idx else 0)
+
+
+# --------------------------------------------------------------------------- wire structures
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """One split-ring descriptor (``struct vring_desc``)."""
+
+    addr: int
+    len: int
+    flags: int
+    next: int
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "Descriptor":
+        return cls(*_DESC.unpack(data))
+
+    def pack(self) -> bytes:
+        return _DESC.pack(self.addr, self.len, self.flags, self.next)
+
+    @property
+    def has_next(self) -> bool:
+        return bool(self.flags & VRING_DESC_F_NEXT)
+
+    @property
+    def is_write_only(self) -> bool:
+        return bool(self.flags & VRING_DESC_F_WRITE)
+
+    @property
+    def is_indirect(self) -> bool:
+        return bool(self.flags & VRING_DESC_F_INDIRECT)
+
+
+# --------------------------------------------------------------------------- events
+
+
+class QueueEvents(Protocol):
+    """Where a queue reports guest misbehaviour (vm-superio ``RtcEvents`` style).
+
+    ``fields`` always holds ``reason`` (str), ``fatal`` (bool) and ``queue`` (the
+    queue's index), plus values naming what was wrong (``head=``, ``next=``, ``addr=``...).
+    """
+
+    def guest_error(self, kind: str, **fields: Any) -> None: ...
+
+
+class NoEvents:
+    """The default: guest errors are only visible through return values."""
+
+    def guest_error(self, kind: str, **fields: Any) -> None:
+        pass
+
+
+class RecordingEvents:
+    """Keeps every event, for tests: ``events.kinds == ["loop"]``."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, dict[str, Any]]] = []
+
+    def guest_error(self, kind: str, **fields: Any) -> None:
+        self.errors.append((kind, fields))
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k, _ in self.errors]
+
+    @property
+    def fatal_kinds(self) -> list[str]:
+        return [k for k, f in self.errors if f.get("fatal")]
+
+    def clear(self) -> None:
+        self.errors.clear()
+
+
+# --------------------------------------------------------------------------- pop results
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    """One popped buffer (QEMU ``VirtQueueElement``).
+
+    ``head`` is what goes back in the used ring: the head descriptor index (split) or
+    the buffer id (packed).  ``readable`` are the device-readable ``(addr, len)`` pieces
+    (QEMU ``out_sg``), ``writable`` the device-writable ones (``in_sg``), in chain order.
+    ``ndescs`` is how many ring slots the element used (packed; 1 for split).
+    """
+
+    head: int
+    readable: tuple[tuple[int, int], ...]
+    writable: tuple[tuple[int, int], ...]
+    ndescs: int = 1
+    broken: ClassVar[bool] = False
+
+    @property
+    def readable_len(self) -> int:
+        return sum(n for _, n in self.readable)
+
+    @property
+    def writable_len(self) -> int:
+        return sum(n for _, n in self.writable)
+
+    def read(self, mem: "GuestMemory", limit: int | None = None) -> bytes:
+        """Gather the readable buffers (at most ``limit`` bytes), like ``iov_to_buf``."""
+        out = bytearray()
+        for addr, n in self.readable:
+            if limit is not None:
+                n = min(n, limit - len(out))
+                if n <= 0:
+                    break
+            out += mem.read(addr, n)
+        return bytes(out)
+
+    def write(self, mem: "GuestMemory", data: bytes) -> int:
+        """Scatter ``data`` into the writable buffers, like ``iov_from_buf``; returns the
+        bytes written (less than ``len(data)`` when the buffers are smaller).  That count
+        is what a device normally pushes as the used length."""
+        pos = 0
+        for addr, n in self.writable:
+            if pos >= len(data):
+                break
+            chunk = data[pos:pos + n]
+            mem.write(addr, chunk)
+            pos += len(chunk)
+        return pos
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBroken:
+    """A fatal guest error: the device must treat the queue as broken (QEMU
+    ``virtio_error``: log, DEVICE_NEEDS_RESET with VERSION_1, ignore further kicks)."""
+
+    kind: str
+    reason: str
+    fields: dict[str, Any] = field(default_factory=dict, compare=False)
+    broken: ClassVar[bool] = True
+
+
+PopResult = Element | QueueBroken | None
+
+
+class _ChainError(Exception):
+    """Internal: ends a chain walk with a guest-error kind and QEMU's message."""
+
+    def __init__(self, kind: str, reason: str, **fields: Any) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+        self.fields = fields
+
+
+# --------------------------------------------------------------------------- chains
+
+
+class DescriptorChain:
+    """Iterates the descriptors of one split-ring chain (rust-vmm ``chain.rs`` shape,
+    QEMU ``virtqueue_split_pop`` checks), yielding each ``Descriptor`` as it is reached.
+
+    After iteration ``error`` is ``None`` when the chain ended normally, or a
+    ``(kind, reason, fields)`` tuple; ``warnings`` lists the non-fatal spec violations
+    seen (same shape).  Every walk ends: at most ``ttl`` descriptors per table.
+
+    Checks, QEMU order: the head descriptor may point at an indirect table (length
+    non-zero and a multiple of 16, wholly in RAM); after each descriptor, more than
+    ``max`` descriptors is a loop; ``next >= max`` is out of range.  ``max`` is the queue
+    size, or the number of entries of the indirect table.
+    """
+
+    def __init__(self, mem: "GuestMemory", table: int, size: int, head: int, *,
+                 strict: bool = False) -> None:
+        self.mem = mem
+        self.table = table
+        self.size = size
+        self.head = head
+        self.strict = strict
+        self.indirect = False
+        self.error: tuple[str, str, dict[str, Any]] | None = None
+        self.warnings: list[tuple[str, str, dict[str, Any]]] = []
+
+    @property
+    def end_reason(self) -> str | None:
+        """The guest-error kind that ended the walk (``"loop"``, ``"next_oob"``...), or None."""
+        return self.error[0] if self.error else None
+
+    def __iter__(self) -> Iterator[Descriptor]:
+        try:
+            yield from self._walk()
+        except _ChainError as e:
+            self.error = (e.kind, e.reason, e.fields)
+
+    def _read(self, table: int, i: int) -> Descriptor:
+        try:
+            return Descriptor.unpack(self.mem.read(table + DESC_SIZE * i, DESC_SIZE))
+        except GuestMemoryError as e:
+            raise _ChainError("desc_ring_unmappable", "Cannot map descriptor ring",
+                              addr=e.addr) from None
+
+    def _enter_indirect(self, desc: Descriptor) -> tuple[int, int]:
+        if desc.flags & VRING_DESC_F_NEXT:
+            self._violation("indirect_with_next",
+                            "Indirect descriptor with NEXT set", addr=desc.addr)
+        if not desc.len or desc.len % DESC_SIZE:
+            raise _ChainError("indirect_bad_size", "Invalid size for indirect buffer table",
+                              len=desc.len)
+        if not self.mem.is_ram(desc.addr, desc.len):
+            raise _ChainError("indirect_unmappable", "Cannot map indirect buffer",
+                              addr=desc.addr, len=desc.len)
+        self.indirect = True
+        return desc.addr, desc.len // DESC_SIZE
+
+    def _violation(self, kind: str, reason: str, **fields: Any) -> None:
+        if self.strict:
+            raise _ChainError(kind, reason, **fields)
+        self.warnings.append((kind, reason, fields))
+
+    def _walk(self) -> Iterator[Descriptor]:
+        table, ttl = self.table, self.size
+        desc = self._read(table, self.head)
+        if desc.flags & VRING_DESC_F_INDIRECT:
+            table, ttl = self._enter_indirect(desc)
+            desc = self._read(table, 0)
+        count = 0
+        while True:
+            if desc.flags & VRING_DESC_F_INDIRECT:
+                if self.indirect:
+                    # spec §2.7.5.3.1 / vhost; QEMU maps it as a plain buffer.
+                    self._violation("nested_indirect", "Nested indirect descriptor",
+                                    addr=desc.addr)
+                elif self.strict:
+                    # Spec: "zero or more normal descriptors followed by one indirect".
+                    table, ttl = self._enter_indirect(desc)
+                    count = 0
+                    desc = self._read(table, 0)
+                    continue
+                else:
+                    self.warnings.append(("indirect_not_head",
+                                          "Indirect descriptor after the head", {"addr": desc.addr}))
+            yield desc
+            count += 1
+            if count > ttl:
+                raise _ChainError("loop", "Looped descriptor", count=count)
+            if not desc.flags & VRING_DESC_F_NEXT:
+                return
+            nxt = desc.next
+            if nxt >= ttl:
+                raise _ChainError("next_oob", f"Desc next is {nxt}", next=nxt)
+            desc = self._read(table, nxt)
+
+
+def _map_buffer(mem: "GuestMemory", desc_addr: int, desc_len: int, n_sg: int,
+                max_sg: int) -> None:
+    """QEMU ``virtqueue_map_desc`` checks for one descriptor."""
+    if not desc_len:
+        raise _ChainError("zero_len", "virtio: zero sized buffers are not allowed",
+                          addr=desc_addr)
+    if n_sg >= max_sg:
+        raise _ChainError("too_many_sg", "virtio: too many write descriptors in indirect table")
+    if not mem.is_ram(desc_addr, desc_len):
+        raise _ChainError("bogus_buffer", "virtio: bogus descriptor or out of resources",
+                          addr=desc_addr, len=desc_len)
+
+
+# --------------------------------------------------------------------------- the queues
+
+
+class VirtqueueBase:
+    """What split and packed queues share: configuration, guest-error reporting, the
+    buffer-mapping loop.  Devices use the common surface: ``pop``, ``push``,
+    ``fill``/``flush``, ``should_notify``, ``set_notification``, ``is_empty``,
+    ``avail_bytes``, ``reset``, ``broken``."""
+
+    packed: ClassVar[bool] = False
+
+    def __init__(self, mem: "GuestMemory", max_size: int, *, index: int = 0,
+                 events: QueueEvents | None = None, strict: bool = False) -> None:
+        if not 0 < max_size <= VIRTQUEUE_MAX_SIZE:
+            raise UvirtError(f"virtqueue {index}: size 0x{max_size:x} outside "
+                             f"1..0x{VIRTQUEUE_MAX_SIZE:x}")
+        self.mem = mem
+        self.max_size = max_size
+        self.index = index
+        self.events: QueueEvents = events if events is not None else NoEvents()
+        self.strict = strict
+        self.disabled = False
+        self.reset()
+
+    def reset(self) -> None:
+        """QEMU ``__virtio_queue_reset``: addresses and indices 0, size back to the
+        maximum, notifications on, nothing in flight, not broken, features cleared."""
+        self.size = self.max_size
+        self.desc = 0
+        self.avail = 0
+        self.used = 0
+        self.last_avail_idx = 0
+        self.shadow_avail_idx = 0
+        self.used_idx = 0
+        self.signalled_used = 0
+        self.signalled_used_valid = False
+        self.notification = True
+        self.inuse = 0
+        self.broken: QueueBroken | None = None
+        self.event_idx = False
+        self.notify_on_empty = False
+        self._mapped = False
+        self._desc_len = 0
+
+    # -- configuration
+
+    @property
+    def ready(self) -> bool:
+        """QEMU ``virtio_queue_ready``: the driver area address is set."""
+        return self.avail != 0
+
+    def set_features(self, features: int) -> QueueBroken | None:
+        """Take the negotiated ring features.  EVENT_IDX changes the split ring sizes,
+        so the areas are checked again (QEMU ``virtio_set_features``)."""
+        self.event_idx = bool(features & VirtioFeature.RING_EVENT_IDX)
+        self.notify_on_empty = bool(features & VirtioFeature.NOTIFY_ON_EMPTY)
+        if self.event_idx and self.size:
+            return self._map_rings()
+        return None
+
+    def set_size(self, num: int) -> bool:
+        """Guest-facing size write (QEMU ``virtio_queue_set_num``): ignored if it would
+        flip the queue between existing and not, or exceeds ``VIRTQUEUE_MAX_SIZE``.
+        QEMU checks neither power-of-two-ness nor the device's own maximum."""
+        if bool(num) != bool(self.size) or num > VIRTQUEUE_MAX_SIZE or num < 0:
+            self._report("bad_queue_size", f"queue size {num} ignored", fatal=False, size=num)
+            return False
+        self.size = num
+        return True
+
+    def set_rings(self, desc: int, avail: int, used: int) -> QueueBroken | None:
+        """QEMU ``virtio_queue_set_rings``: three independent areas (modern transport,
+        when queue_enable is written).  ``avail`` is the driver area, ``used`` the
+        device area."""
+        if not self.size:
+            return None
+        self.desc, self.avail, self.used = desc, avail, used
+        return self._map_rings()
+
+    def _map_rings(self) -> QueueBroken | None:
+        """QEMU ``virtio_init_region_cache``: every area must be RAM, checked in the
+        order desc, used, avail.  A queue with desc == 0 is simply not set up."""
+        self._mapped = False
+        self._desc_len = 0
+        if not self.desc:
+            return None
+        areas = (("desc", self.desc, self._desc_area_size()),
+                 ("used", self.used, self._used_area_size()),
+                 ("avail", self.avail, self._avail_area_size()))
+        for name, addr, size in areas:
+            if not self.mem.is_ram(addr, size):
+                return self._break("ring_unmappable", f"Cannot map {name}", area=name,
+                                   addr=addr, size=size)
+        self._mapped = True
+        self._desc_len = areas[0][2]
+        return None
+
+    def _desc_area_size(self) -> int:
+        return desc_area_size(self.size)
+
+    def _used_area_size(self) -> int:
+        raise NotImplementedError
+
+    def _avail_area_size(self) -> int:
+        raise NotImplementedError
+
+    # -- guest errors
+
+    def _report(self, kind: str, reason: str, *, fatal: bool, **fields: Any) -> None:
+        self.events.guest_error(kind, reason=reason, fatal=fatal, queue=self.index, **fields)
+
+    def _break(self, kind: str, reason: str, **fields: Any) -> QueueBroken:
+        result = QueueBroken(kind, reason, fields)
+        if self.broken is None:
+            self.broken = result
+        self._report(kind, reason, fatal=True, **fields)
+        return result
+
+    # -- ring accessors: with no checked rings QEMU reads 0 and drops writes
+
+    def _ld16(self, addr: int) -> int:
+        if not self._mapped:
+            return 0
+        try:
+            return self.mem.read_u16(addr)
+        except GuestMemoryError as e:
+            self._report("ring_access", str(e), fatal=False, addr=e.addr)
+            return 0
+
+    def _st(self, addr: int, data: bytes) -> None:
+        if not self._mapped:
+            return
+        try:
+            self.mem.write(addr, data)
+        except GuestMemoryError as e:
+            self._report("ring_access", str(e), fatal=False, addr=e.addr)
+
+    # -- the collect loop shared by both pops
+
+    def _collect(self, chain: Any, head: int) -> Element | QueueBroken:
+        """Map every descriptor of ``chain`` (QEMU's collect loop: readable-after-
+        writable check, then ``virtqueue_map_desc``).  Adds the element to ``inuse``."""
+        readable: list[tuple[int, int]] = []
+        writable: list[tuple[int, int]] = []
+        count = 0
+        try:
+            for desc in chain:
+                count += 1
+                if desc.flags & VRING_DESC_F_WRITE:
+                    _map_buffer(self.mem, desc.addr, desc.len, len(writable),
+                                VIRTQUEUE_MAX_SIZE - len(readable))
+                    writable.append((desc.addr, desc.len))
+                else:
+                    if writable:
+                        raise _ChainError("desc_order", "Incorrect order for descriptors",
+                                          addr=desc.addr)
+                    _map_buffer(self.mem, desc.addr, desc.len, len(readable), VIRTQUEUE_MAX_SIZE)
+                    readable.append((desc.addr, desc.len))
+        except _ChainError as e:
+            self._warn(chain)
+            return self._break(e.kind, e.reason, head=head, **e.fields)
+        self._warn(chain)
+        if chain.error is not None:
+            kind, reason, fields = chain.error
+            return self._break(kind, reason, head=head, **fields)
+        ndescs = 1 if (chain.indirect or not self.packed) else count
+        self.inuse += ndescs
+        return Element(head, tuple(readable), tuple(writable), ndescs)
+
+    def _warn(self, chain: Any) -> None:
+        for kind, reason, fields in chain.warnings:
+            self._report(kind, reason, fatal=False, **fields)
+
+    def detach(self, elem: Element) -> None:
+        """QEMU ``virtqueue_detach_element``: forget an element without using it."""
+        self.inuse -= elem.ndescs
+
+    def push(self, elem: Element | int, length: int) -> None:
+        """Return one element with ``length`` bytes written (QEMU ``virtqueue_push``)."""
+        self.fill(elem, length, 0)
+        self.flush(1)
+
+    def fill(self, elem: Element | int, length: int, idx: int = 0) -> None:
+        raise NotImplementedError
+
+    def flush(self, count: int) -> None:
+        raise NotImplementedError
+
+
+class SplitQueue(VirtqueueBase):
+    """Device-side state of one split virtqueue (QEMU ``VirtQueue`` + ``VRing``).
+
+    Host-side construction fails loudly (``UvirtError``); everything reachable from the
+    guest reports through ``events`` and return values.
+
+    Configure (transport)::
+
+        q = SplitQueue(mem, max_size=8, index=0, events=ev)
+        q.set_features(negotiated)                    # EVENT_IDX, NOTIFY_ON_EMPTY
+        q.set_legacy_pfn(pfn)                         # legacy QUEUE_PFN (pfn != 0)
+        q.set_size(n); q.set_rings(desc, avail, used) # modern, when queue_enable is written
+
+    Serve (device)::
+
+        while (item := q.pop()) is not None:
+            if item.broken: transport.virtio_error(item.reason); break
+            n = item.write(mem, data); q.push(item, n)
+        if q.should_notify(): transport.notify(q.index)
+    """
+
+    def __init__(self, mem: "GuestMemory", max_size: int, *, index: int = 0,
+                 events: QueueEvents | None = None, strict: bool = False,
+                 align: int = VIRTIO_PCI_VRING_ALIGN) -> None:
+        self.align = align
+        super().__init__(mem, max_size, index=index, events=events, strict=strict)
+
+    # -- configuration
+
+    @property
+    def legacy_pfn(self) -> int:
+        """What a legacy QUEUE_PFN read returns."""
+        return self.desc >> VIRTIO_PCI_QUEUE_ADDR_SHIFT
+
+    def set_legacy_pfn(self, pfn: int) -> QueueBroken | None:
+        """Legacy QUEUE_PFN write with ``pfn != 0`` (0 means device reset; that is the
+        transport's business)."""
+        return self.set_addr(pfn << VIRTIO_PCI_QUEUE_ADDR_SHIFT)
+
+    def set_addr(self, desc: int) -> QueueBroken | None:
+        """QEMU ``virtio_queue_set_addr`` + ``virtio_queue_update_rings``: one base
+        address, the other areas derived as ``legacy_layout`` does."""
+        if not self.size:
+            return None
+        self.desc = desc
+        if not desc or not self.align:
+            return None
+        self.avail = desc + DESC_SIZE * self.size
+        self.used = vring_align(self.avail + AVAIL_RING + 2 * self.size, self.align)
+        return self._map_rings()
+
+    def _used_area_size(self) -> int:
+        return used_area_size(self.size, self.event_idx)
+
+    def _avail_area_size(self) -> int:
+        return avail_area_size(self.size, self.event_idx)
+
+    # -- ring fields
+
+    def _read_avail_idx(self) -> int:
+        """QEMU ``vring_avail_idx``: the only place avail.idx is read; refreshes the shadow."""
+        if self._mapped:
+            self.shadow_avail_idx = self._ld16(self.avail + AVAIL_IDX)
+            return self.shadow_avail_idx
+        return 0
+
+    def _avail_ring(self, slot: int) -> int:
+        return self._ld16(self.avail + AVAIL_RING + 2 * slot)
+
+    def avail_flags(self) -> int:
+        return self._ld16(self.avail + AVAIL_FLAGS)
+
+    def used_event(self) -> int:
+        """``used_event`` (avail.ring[N]), meaningful with EVENT_IDX."""
+        return self._avail_ring(self.size)
+
+    def _set_avail_event(self, value: int) -> None:
+        """QEMU ``vring_set_avail_event``: only while notifications are enabled."""
+        if self.notification:
+            self._st(self.used + USED_RING + USED_ELEM_SIZE * self.size,
+                     (value & _U16).to_bytes(2, "little"))
+
+    def _read_desc(self, table: int, i: int) -> Descriptor:
+        try:
+            return Descriptor.unpack(self.mem.read(table + DESC_SIZE * i, DESC_SIZE))
+        except GuestMemoryError as e:
+            raise _ChainError("desc_ring_unmappable", "Cannot map descriptor ring",
+                              addr=e.addr) from None
+
+    # -- pop
+
+    def is_empty(self) -> bool:
+        """QEMU ``virtio_queue_split_empty``: avail.idx is only re-read once every
+        entry seen so far has been popped, so a batch of pops reads it once."""
+        if self.disabled or not self.avail:
+            return True
+        if self.shadow_avail_idx != self.last_avail_idx:
+            return False
+        return self._read_avail_idx() == self.last_avail_idx
+
+    def pop(self) -> PopResult:
+        """The next available element, ``None`` when there is none, or ``QueueBroken``.
+
+        QEMU ``virtqueue_split_pop`` order: emptiness (re-reading avail.idx only when
+        the shadow copy is used up), the avail-index sanity check of
+        ``virtqueue_num_heads``, in-flight count, head (consumed before it is checked,
+        so a bad chain is skipped, not retried), ``avail_event``, the descriptor chain.
+        """
+        if self.is_empty():
+            return None
+        if (self.shadow_avail_idx - self.last_avail_idx) & _U16 > self.size:
+            # QEMU makes this check in virtqueue_num_heads (virtqueue_get_avail_bytes,
+            # which virtio-rng/net/serial call before popping); pop makes it too.
+            return self._break("avail_idx_jump",
+                               f"Guest moved used index from {self.last_avail_idx} to "
+                               f"{self.shadow_avail_idx}",
+                               last_avail_idx=self.last_avail_idx,
+                               avail_idx=self.shadow_avail_idx)
+        if self.inuse >= self.size:
+            return self._break("size_exceeded", "Virtqueue size exceeded", inuse=self.inuse)
+        slot = self.last_avail_idx % self.size
+        self.last_avail_idx = (self.last_avail_idx + 1) & _U16
+        head = self._avail_ring(slot)
+        if head >= self.size:
+            return self._break("head_oob", f"Guest says index {head} is available", head=head)
+        if self.event_idx:
+            self._set_avail_event(self.last_avail_idx)
+        if not self._mapped:
+            return self._break("rings_unmapped", "Region caches not initialized")
+        if self._desc_len < self._desc_area_size():
+            return self._break("desc_ring_unmappable", "Cannot map descriptor ring")
+        return self._collect(DescriptorChain(self.mem, self.desc, self.size, head,
+                                             strict=self.strict), head)
+
+    def avail_bytes(self, max_in: int = _U32, max_out: int = _U32) -> tuple[int, int] | QueueBroken:
+        """``(writable, readable)`` bytes available, without popping (QEMU
+        ``virtqueue_get_avail_bytes``); stops early once both maxima are reached.
+
+        Faithful to QEMU 7.2, quirks included: avail.idx is re-read for every chain,
+        the descriptor budget of direct chains accumulates across chains, and after an
+        indirect chain the table's entry count stays the limit for later chains.
+        """
+        if not self.desc or not self._mapped:
+            return (0, 0)
+        if self._desc_len < self._desc_area_size():
+            return self._break("desc_ring_unmappable", "Cannot map descriptor ring")
+        idx = self.last_avail_idx
+        total_bufs = in_total = out_total = 0
+        limit = self.size
+        while True:
+            num_heads = (self._read_avail_idx() - idx) & _U16
+            if num_heads > self.size:
+                return self._break("avail_idx_jump",
+                                   f"Guest moved used index from {idx} to {self.shadow_avail_idx}",
+                                   last_avail_idx=idx, avail_idx=self.shadow_avail_idx)
+            if not num_heads:
+                return (in_total, out_total)
+            num_bufs = total_bufs
+            head = self._avail_ring(idx % self.size)
+            idx = (idx + 1) & _U16
+            if head >= self.size:
+                return self._break("head_oob", f"Guest says index {head} is available", head=head)
+            table = self.desc
+            try:
+                desc = self._read_desc(table, head)
+                indirect = bool(desc.flags & VRING_DESC_F_INDIRECT)
+                if indirect:
+                    if not desc.len or desc.len % DESC_SIZE:
+                        raise _ChainError("indirect_bad_size",
+                                          "Invalid size for indirect buffer table", len=desc.len)
+                    if num_bufs >= limit:
+                        raise _ChainError("loop", "Looped descriptor")
+                    if not self.mem.is_ram(desc.addr, desc.len):
+                        raise _ChainError("indirect_unmappable", "Cannot map indirect buffer",
+                                          addr=desc.addr, len=desc.len)
+                    table, limit = desc.addr, desc.len // DESC_SIZE
+                    num_bufs = 0
+                    desc = self._read_desc(table, 0)
+                while True:
+                    num_bufs += 1
+                    if num_bufs > limit:
+                        raise _ChainError("loop", "Looped descriptor")
+                    if desc.flags & VRING_DESC_F_WRITE:
+                        in_total = (in_total + desc.len) & _U32
+                    else:
+                        out_total = (out_total + desc.len) & _U32
+                    if in_total >= max_in and out_total >= max_out:
+                        return (in_total, out_total)
+                    if not desc.flags & VRING_DESC_F_NEXT:
+                        break
+                    if desc.next >= limit:
+                        raise _ChainError("next_oob", f"Desc next is {desc.next}", next=desc.next)
+                    if table == self.desc and desc.next >= self.size:
+                        # Only reachable through the carried-over limit; QEMU would read
+                        # past its descriptor cache here.
+                        raise _ChainError("desc_ring_unmappable", "Cannot map descriptor ring")
+                    desc = self._read_desc(table, desc.next)
+            except _ChainError as e:
+                return self._break(e.kind, e.reason, head=head, **e.fields)
+            total_bufs = total_bufs + 1 if indirect else num_bufs
+
+    # -- push
+
+    def rewind(self, num: int) -> bool:
+        """QEMU ``virtqueue_rewind``: pretend the last ``num`` elements were not popped."""
+        if num > self.inuse:
+            return False
+        self.inuse -= num
+        self.last_avail_idx = (self.last_avail_idx - num) & _U16
+        return True
+
+    def fill(self, elem: Element | int, length: int, idx: int = 0) -> None:
+        """Write used.ring[used_idx + idx] = {head, length} (QEMU ``virtqueue_split_fill``);
+        the driver sees nothing until ``flush``."""
+        if self.disabled or not self.used:
+            return
+        head = elem.head if isinstance(elem, Element) else elem
+        slot = (idx + self.used_idx) % self.size
+        self._st(self.used + USED_RING + USED_ELEM_SIZE * slot,
+                 struct.pack("<II", head & _U32, length & _U32))
+
+    def flush(self, count: int) -> None:
+        """Publish ``count`` filled entries: used.idx += count (QEMU ``virtqueue_split_flush``)."""
+        if count > self.inuse:
+            raise UvirtError(f"virtqueue {self.index}: flushing {count} elements with "
+                             f"{self.inuse} in flight")
+        if self.disabled:
+            self.inuse -= count
+            return
+        if not self.used:
+            return
+        old = self.used_idx
+        new = (old + count) & _U16
+        self._st(self.used + USED_IDX, new.to_bytes(2, "little"))
+        self.used_idx = new
+        self.inuse -= count
+        # The last signalled index fell behind by more than this batch: it can no
+        # longer tell whether the driver's used_event was crossed.
+        if _s16(new - self.signalled_used) < ((new - old) & _U16):
+            self.signalled_used_valid = False
+
+    # -- notifications
+
+    def should_notify(self) -> bool:
+        """Whether to interrupt the driver now (QEMU ``virtio_split_should_notify``).
+
+        NOTIFY_ON_EMPTY (legacy) overrides suppression when nothing is in flight and
+        the ring is empty; without EVENT_IDX the driver's NO_INTERRUPT flag decides;
+        with EVENT_IDX the used index must have crossed ``used_event`` since the last
+        notification (the first one is unconditional).
+        """
+        if self.notify_on_empty and not self.inuse and self.is_empty():
+            return True
+        if not self.event_idx:
+            return not self.avail_flags() & VRING_AVAIL_F_NO_INTERRUPT
+        valid = self.signalled_used_valid
+        self.signalled_used_valid = True
+        old = self.signalled_used
+        new = self.signalled_used = self.used_idx
+        return not valid or vring_need_event(self.used_event(), new, old)
+
+    def set_notification(self, enable: bool) -> None:
+        """Ask the driver for kicks, or not (QEMU ``virtio_queue_set_notification``):
+        with EVENT_IDX by writing avail_event = current avail.idx, otherwise through
+        used.flags NO_NOTIFY.  Re-check the ring after enabling: buffers added while
+        kicks were off did not kick."""
+        self.notification = bool(enable)
+        if not self.desc:
+            return
+        if self.event_idx:
+            self._set_avail_event(self._read_avail_idx())
+        else:
+            flags = self._ld16(self.used + USED_FLAGS)
+            flags = flags & ~VRING_USED_F_NO_NOTIFY if enable else flags | VRING_USED_F_NO_NOTIFY
+            self._st(self.used + USED_FLAGS, (flags & _U16).to_bytes(2, "little"))
+
+    def __repr__(self) -> str:
+        return (f"SplitQueue(index={self.index}, size={self.size}, desc=0x{self.desc:x}, "
+                f"avail=0x{self.avail:x}, used=0x{self.used:x}, last_avail={self.last_avail_idx}, "
+                f"used_idx={self.used_idx}, inuse={self.inuse})")
+
+
+def _s16(v: int) -> int:
+    v &= _U16
+    return v - 0x10000 if v & 0x8000 else v
