@@ -164,6 +164,7 @@ class Machine:
                         VGA_WINDOW[0], priority=1)
         self.pci = PciBus(self.memory, self.io)
         self.pci.on_change = self._trace_bar
+        self.pci.tracer = self.tracer
         self.pci_host = PciHostConf1(self.pci)
         idx, data = self.pci_host.regions()
         self.io.add(idx, PciHostConf1.CONFIG_ADDRESS)
@@ -212,8 +213,8 @@ class Machine:
         self.pci.plug(fn, dfn)
         return dfn
 
-    def add_debugcon(self, chardev: Chardev, iobase: int = 0xE9) -> IsaDebugcon:
-        dev = IsaDebugcon(chardev, iobase=iobase)
+    def add_debugcon(self, chardev: Chardev, iobase: int = 0xE9, *, readback: int = 0xE9) -> IsaDebugcon:
+        dev = IsaDebugcon(chardev, iobase=iobase, readback=readback)
         self.add_isa(MmioRegion("isa-debugcon", 1, dev, valid_sizes=(1,)), iobase, dev)
         self.chardevs.append(chardev)
         return dev
@@ -454,7 +455,7 @@ class Machine:
     def _fault_from(self, e: UcError) -> None:
         eip = self.uc.reg_read(X.UC_X86_REG_EIP)
         if e.errno == UC_ERR_FETCH_UNMAPPED or e.errno == UC_ERR_FETCH_PROT:
-            detail = f"instruction fetch from unmapped memory at 0x{eip:08x}"
+            detail = "instruction fetch from unmapped memory"
         elif e.errno == UC_ERR_INSN_INVALID:
             detail = "CPU exception #UD invalid opcode"
         elif e.errno in (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED):

@@ -342,6 +342,7 @@ class PciBus:
         self.io = io
         self.functions: dict[int, PciFunction] = {}
         self.on_change: Callable[[PciFunction, BarChange], None] | None = None
+        self.tracer = None           # a uvirt.trace.Tracer, set by the machine
 
     def plug(self, fn: PciFunction, devfn_: int) -> None:
         if devfn_ in self.functions:
@@ -376,13 +377,18 @@ class PciBus:
         if fn is None:
             return (1 << (8 * size)) - 1
         size = min(size, CONFIG_SPACE_SIZE - offset)
-        return fn.config_read(offset, size)
+        value = fn.config_read(offset, size)
+        if self.tracer is not None and self.tracer.enabled:
+            self.tracer.emit("pci_cfg_read", bdf=bdf_str(devfn_, bus), offset=offset, size=size, value=value)
+        return value
 
     def config_write(self, bus: int, devfn_: int, offset: int, size: int, value: int) -> None:
         fn = self.find(bus, devfn_)
         if fn is None:
             return
         size = min(size, CONFIG_SPACE_SIZE - offset)
+        if self.tracer is not None and self.tracer.enabled:
+            self.tracer.emit("pci_cfg_write", bdf=bdf_str(devfn_, bus), offset=offset, size=size, value=value)
         self.apply(fn, fn.config_write(offset, size, value))
 
     def apply(self, fn: PciFunction, changes: list[BarChange]) -> None:

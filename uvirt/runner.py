@@ -1,0 +1,136 @@
+"""From a QEMU command line to a running machine: ``uvirt run`` and ``uvirt lspci``.
+
+``build_machine(cfg)`` turns a parsed ``RunConfig`` (uvirt.qemu_options) into a
+``Machine``: character devices, ``-debugcon``, ``-global`` defaults, ``-device`` drivers
+(uvirt.devices.registry), the firmware step (skipped under ``-accel qtest``, as QEMU runs
+no firmware there) and ``-kernel``.  Every refusal is an ``OptionError``/``ImageError``:
+one line, value named.
+
+Wall-clock budget: QEMU runs a spinning guest forever; uvirt stops it after
+``DEFAULT_TIMEOUT`` seconds unless ``-uvirt-timeout`` says otherwise, and reports why.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from . import bios
+from .chardev import Chardev, open_chardev
+from .devices.registry import BuildContext, create_device
+from .errors import OptionError
+from .machine import Machine, StopInfo
+from .qemu_options import ChardevOpts, ChardevRef, RunConfig, parse_argv
+
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass
+class Built:
+    machine: Machine
+    ctx: BuildContext
+    chardevs: list[Chardev] = field(default_factory=list)
+
+
+def _open(spec, ctx: BuildContext, built: Built) -> Chardev:
+    if isinstance(spec, ChardevRef):
+        dev = ctx.chardevs.get(spec.id)
+        if dev is None:
+            raise OptionError(f"{spec.origin}: chardev '{spec.id}' not found")
+        return dev
+    assert isinstance(spec, ChardevOpts)
+    dev = open_chardev(spec.backend, spec.props, chardev_id=spec.id)
+    built.chardevs.append(dev)
+    return dev
+
+
+def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
+    if cfg.machine.type not in ("pc-i440fx-7.2",):
+        raise OptionError(f"-machine {cfg.machine.requested}: uvirt models only the pc machine")
+    if cfg.accelerator != "tcg":
+        raise OptionError(f"-accel {cfg.accelerator}: not supported by uvirt yet")
+    m = Machine(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot, cpu=cpu)
+    ctx = BuildContext()
+    built = Built(m, ctx)
+    try:
+        for c in cfg.chardevs:
+            if c.id in ctx.chardevs:
+                raise OptionError(f"{c.origin}: attempt to add duplicate property 'id' to object "
+                                  f"(type 'chardev')")
+            ctx.chardevs[c.id] = _open(c, ctx, built)
+        m.chardevs.extend(built.chardevs)
+        defaults: dict[str, dict[str, str]] = {}
+        for g in cfg.globals:
+            defaults.setdefault(g.driver, {})[g.prop] = g.value
+        with m.batch():
+            if cfg.debugcon is not None:
+                m.add_debugcon(_open(cfg.debugcon, ctx, built))
+            for d in cfg.devices:
+                props = {**defaults.get(d.driver, {}), **d.props}
+                create_device(m, ctx, d.driver, props, d.raw)
+            if cfg.accelerator != "qtest":
+                bios.assign_resources(m.pci)
+        if cfg.kernel is None:
+            raise OptionError("no -kernel given: uvirt boots multiboot images (-kernel FILE)")
+        m.load_kernel_file(cfg.kernel, cmdline=cfg.append or "")
+    except BaseException:
+        m.close()
+        raise
+    if cfg.uvirt.trace:
+        f = open(cfg.uvirt.trace, "w")
+        m.tracer.to_file(f)
+    return built
+
+
+def run_config(cfg: RunConfig) -> StopInfo:
+    built = build_machine(cfg)
+    m = built.machine
+    try:
+        timeout = cfg.uvirt.timeout if cfg.uvirt.timeout is not None else DEFAULT_TIMEOUT
+        return m.run(timeout=timeout, max_insns=cfg.uvirt.max_insns)
+    finally:
+        m.close()
+
+
+def run_main(argv: list[str]) -> int:
+    cfg = parse_argv(argv)
+    if cfg.help_request is not None:
+        from .qemu_options import describe_options
+        print("usage: uvirt run [QEMU 7.2 options] -kernel IMAGE\n")
+        print(describe_options())
+        return 0
+    for w in cfg.warnings:
+        print(f"uvirt: warning: {w}", file=sys.stderr)
+    stop = run_config(cfg)
+    if not stop.clean:
+        print("uvirt: " + stop.report(), file=sys.stderr)
+    return stop.exit_code
+
+
+def lspci_main(argv: list[str]) -> int:
+    """Boot the bundled enumerator with the given device options; print lspci-style."""
+    import os
+    import tempfile
+
+    from .chardev import MemoryChardev
+    from .firmware import build, bundled
+    from .lspci import format_enum
+
+    with tempfile.TemporaryDirectory() as tmp:
+        image = os.path.join(tmp, "pci_enum.bin")
+        with open(image, "wb") as f:
+            f.write(build(bundled("pci_enum.S")))
+        base = ["-machine", "pc", "-nodefaults", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
+        cfg = parse_argv(base + list(argv) + ["-kernel", image])
+        built = build_machine(cfg)
+        con = MemoryChardev()
+        built.machine.add_debugcon(con)
+        try:
+            stop = built.machine.run(timeout=DEFAULT_TIMEOUT)
+        finally:
+            built.machine.close()
+    if stop.debug_exit_value != 0:
+        print("uvirt: " + stop.report(), file=sys.stderr)
+        return 1
+    sys.stdout.write(format_enum(con.text))
+    return 0
