@@ -43,7 +43,7 @@ def uvirt_machine(image: bytes, *, register: bool = False) -> Machine:
     m.add_debug_exit(0xF4, 4)
     if register:
         m.add_isa(MmioRegion("bench-reg", 4, BenchRegister(), valid_sizes=(1, 2, 4)), 0x510)
-    bios.assign_resources(m.pci)
+    bios.firmware_step(m)
     m.load_kernel(image)
     return m
 

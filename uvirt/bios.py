@@ -44,6 +44,17 @@ def piix_irq_line(slot: int, pin: int) -> int:
     return PIIX_PCI_IRQS[(pin - 1 + slot - 1) & 3]
 
 
+#: SeaBIOS's last config-space access before it hands over (make_bios_readonly on the
+#: i440FX PAM registers) leaves this in the 0xCF8 latch; a guest reading 0xCF8 first sees it.
+LAST_CONFIG_ADDRESS = 0x8000005C
+
+
+def firmware_step(machine) -> None:
+    """Everything SeaBIOS leaves behind that a guest can observe."""
+    assign_resources(machine.pci)
+    machine.pci_host.config_reg = LAST_CONFIG_ADDRESS
+
+
 def assign_resources(bus: PciBus) -> None:
     with bus.memory.batch(), bus.io.batch():
         _assign(bus)

@@ -25,7 +25,7 @@ def _boot(program: str, *, trace: bool = False):
     con = MemoryChardev()
     m.add_debugcon(con)
     m.add_debug_exit(0xF4, 4)
-    bios.assign_resources(m.pci)
+    bios.firmware_step(m)
     m.load_kernel(image, filename=program)
     events = m.tracer.record() if trace else []
     stop = m.run(timeout=10)

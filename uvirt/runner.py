@@ -69,7 +69,7 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
                 props = {**defaults.get(d.driver, {}), **d.props}
                 create_device(m, ctx, d.driver, props, d.raw)
             if cfg.accelerator != "qtest":
-                bios.assign_resources(m.pci)
+                bios.firmware_step(m)
         if cfg.kernel is None:
             raise OptionError("no -kernel given: uvirt boots multiboot images (-kernel FILE)")
         m.load_kernel_file(cfg.kernel, cmdline=cfg.append or "")

@@ -1,0 +1,144 @@
+"""The machine as a guest and a host program see it: ISA helpers, exits, resets, BAR
+moves, tracing, and uvirt as a plug-in next to a user's own Unicorn hooks."""
+
+from pathlib import Path
+
+import pytest
+from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_32, Uc
+
+from uvirt import bios
+from uvirt.chardev import MemoryChardev
+from uvirt.machine import Machine, StopReason
+from uvirt.mem_regions import RamRegion
+from uvirt.pci_bus import PciFunction
+from uvirt.testing.guest import comparable, run_uvirt
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+def guest(tmp_path, firmware, body: str) -> Path:
+    src = tmp_path / "g.S"
+    src.write_text(f'.include "uvirt.inc"\nmain:\n{body}\n    ret\n')
+    return firmware(src)
+
+
+def boot(image: Path, **kw) -> tuple[Machine, MemoryChardev]:
+    m = Machine(**kw)
+    con = MemoryChardev()
+    m.add_debugcon(con)
+    m.add_debug_exit(0xF4, 4)
+    bios.firmware_step(m)
+    m.load_kernel(image.read_bytes())
+    return m, con
+
+
+@pytest.mark.qemu
+def test_isa_port_behaviour_equals_qemu(firmware, qemu):
+    image = firmware(PROGRAMS / "isa_ports.S")
+    ref = qemu(image)
+    assert comparable(run_uvirt(image).debugcon) == comparable(ref.debugcon)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("insn,value", [("out dx, al", 0x05), ("out dx, ax", 0x0102),
+                                         ("out dx, eax", 0x7F)])
+def test_debug_exit_status_equals_qemu(tmp_path, firmware, qemu, insn, value):
+    image = guest(tmp_path, firmware, f"    mov dx, 0xf4\n    mov eax, {value}\n    {insn}")
+    assert run_uvirt(image).exit_code == qemu(image).exit_code == ((value << 1) | 1) & 0xFF
+
+
+def test_hlt_with_interrupts_off_ends_cleanly(tmp_path, firmware):
+    m, _ = boot(guest(tmp_path, firmware, "    cli\n    hlt"))
+    stop = m.run(timeout=5)
+    assert (stop.reason, stop.exit_code) == (StopReason.HALTED, 0)
+
+
+def test_reset_control_register_requests_a_reset(tmp_path, firmware):
+    m, _ = boot(guest(tmp_path, firmware, "    mov dx, 0xcf9\n    mov al, 6\n    out dx, al\n"
+                                          "spin:\n    jmp spin"))
+    stop = m.run(timeout=5)
+    assert (stop.reason, stop.exit_code) == (StopReason.RESET, 0)
+
+
+def test_nothing_after_the_exit_write_is_visible(tmp_path, firmware):
+    # The stop lands at the end of the translation block: the rest must not print.
+    m, con = boot(guest(tmp_path, firmware, "    mov al, 0\n    out 0xf4, al\n    mov al, 0x58\n"
+                                            "    out 0xe9, al\n    out 0xe9, al"))
+    m.run(timeout=5)
+    assert "X" not in con.text
+
+
+class ShmFunction(PciFunction):
+    name = "test-shm"
+
+    def __init__(self) -> None:
+        super().__init__(vendor_id=0x1AF4, device_id=0x10F0, class_code=0x0500)
+        self.shm = RamRegion("test-shm", 0x2000)
+        self.register_bar(2, self.shm, mem64=True, prefetch=True)
+
+
+MOVE_BAR = """
+    mov eax, 0x0018            # 00:03.0
+    mov edx, 0x18              # BAR2 low
+    call pci_read32
+    and eax, 0xfffffff0
+    mov ebx, eax
+    PUTS "OLD "
+    PUTHEX32 [ebx]
+    call put_nl
+    mov eax, 0x0018
+    mov edx, 0x18
+    mov ecx, 0xd000000c        # move it to 0xd0000000
+    call pci_write32
+    PUTS "NEW "
+    PUTHEX32 [0xd0000000]
+    call put_nl
+    mov eax, 0x0018
+    mov edx, 0x04
+    mov ecx, 0
+    call pci_write16           # decode off
+    PUTS "OFF "
+    PUTHEX32 [0xd0000000]
+    call put_nl
+"""
+
+
+def test_guest_moves_a_bar_and_finds_the_data_there(tmp_path, firmware):
+    image = guest(tmp_path, firmware, MOVE_BAR)
+    m = Machine()
+    con = MemoryChardev()
+    m.add_debugcon(con)
+    m.add_debug_exit(0xF4, 4)
+    fn = ShmFunction()
+    m.add_pci(fn, slot=3)
+    bios.firmware_step(m)
+    fn.shm.buffer.view[0:4] = (0xCAFEF00D).to_bytes(4, "little")
+    m.load_kernel(image.read_bytes())
+    m.run(timeout=5)
+    assert con.text.splitlines()[1:] == ["OLD cafef00d", "NEW cafef00d", "OFF 00000000"]
+    assert fn.bar_addr[2] is None
+
+
+def test_trace_records_config_and_bar_events(tmp_path, firmware):
+    m, _ = boot(firmware("pci_enum"))
+    events = m.tracer.record()
+    m.run(timeout=5)
+    names = {ev.name for ev in events}
+    assert {"pio_read", "pio_write", "pci_cfg_read", "pci_cfg_write", "pci_bar_map", "stop"} <= names
+    assert str(events[-1]).startswith("stop debug_exit")
+
+
+def test_plugin_next_to_the_users_own_unicorn_and_hooks(tmp_path, firmware):
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    seen = []
+    uc.hook_add(UC_HOOK_CODE, lambda uc, addr, size, _: seen.append(addr), None, 0x100000, 0x100040)
+    m = Machine(uc=uc)
+    con = MemoryChardev()
+    m.add_debugcon(con)
+    m.add_debug_exit(0xF4, 4)
+    m.load_kernel(firmware("pci_enum").read_bytes())
+    stop = m.run(timeout=5)
+    assert stop.debug_exit_value == 0 and "DONE 4 functions" in con.text
+    assert seen, "the user's own hook ran"
+    m.close()
+    assert list(uc.mem_regions()) == []          # a user's CPU is left clean and usable
