@@ -203,6 +203,7 @@ class PciFunction:
         self.devfn: int | None = None
         self.bus: PciBus | None = None
         self._reset_image: bytes | None = None
+        self.intx_level = 0
 
     # -- construction (host side)
     def register_bar(self, index: int, region: Region, *, io: bool = False, mem64: bool = False,
@@ -264,7 +265,10 @@ class PciFunction:
         return self.config.get(offset, size)
 
     def config_write(self, offset: int, size: int, value: int) -> list[BarChange]:
+        old_effective = self.intx_level and not self.command & Command.INTX_DISABLE
         self.config.guest_write(offset, size, value)
+        if offset <= PciReg.COMMAND + 1 and offset + size > PciReg.COMMAND:
+            self._propagate_intx(old_effective)       # INTx disable toggled
         if (_ranges_overlap(offset, size, PciReg.BASE_ADDRESS_0, 24)
                 or _ranges_overlap(offset, size, PciReg.ROM_ADDRESS, 4)
                 or offset <= PciReg.COMMAND < offset + size):
@@ -317,7 +321,35 @@ class PciFunction:
         """Device reset: config space back to its realized image, BARs unmapped."""
         if self._reset_image is not None:
             self.config.data[:] = self._reset_image
+        self.set_intx(0)
         return self.update_mappings()
+
+    # -- interrupts
+    def set_intx(self, level: int) -> None:
+        """Drive this function's INTx pin (QEMU ``pci_set_irq``).  Status bit 3 follows the
+        level even while INTx is disabled; the bus sees it only while it is enabled."""
+        level = 1 if level else 0
+        status = self.config.get(PciReg.STATUS, 2)
+        self.config.set(PciReg.STATUS, 2, (status | Status.INTERRUPT) if level else
+                        (status & ~Status.INTERRUPT))
+        old_effective = self.intx_level and not self.command & Command.INTX_DISABLE
+        self.intx_level = level
+        self._propagate_intx(old_effective)
+
+    def _propagate_intx(self, old_effective: int) -> None:
+        new_effective = self.intx_level and not self.command & Command.INTX_DISABLE
+        pin = self.config.get(PciReg.INTERRUPT_PIN, 1)
+        if bool(old_effective) != bool(new_effective) and pin and self.bus is not None:
+            self.bus.intx_changed(self, pin, 1 if new_effective else 0)
+
+    def bus_master(self) -> bool:
+        return bool(self.command & Command.MASTER)
+
+    def msi_write(self, address: int, data: int) -> None:
+        """Send an MSI/MSI-X message: a 32-bit write through the bus-master address space
+        (QEMU ``msi_send_message``); dropped while bus mastering is off."""
+        if self.bus is not None and self.bus_master():
+            self.bus.msi_write(address, data)
 
 
 # --------------------------------------------------------------------------- the bus
@@ -343,6 +375,18 @@ class PciBus:
         self.functions: dict[int, PciFunction] = {}
         self.on_change: Callable[[PciFunction, BarChange], None] | None = None
         self.tracer = None           # a uvirt.trace.Tracer, set by the machine
+        #: INTx sink: (function, pin 1-4, level).  The interrupt controller (PIIX3 PIRQ
+        #: routing -> 8259) installs itself here; without one, levels go nowhere.
+        self.intx_sink: Callable[[PciFunction, int, int], None] | None = None
+
+    def intx_changed(self, fn: "PciFunction", pin: int, level: int) -> None:
+        if self.intx_sink is not None:
+            self.intx_sink(fn, pin, level)
+
+    def msi_write(self, address: int, data: int) -> None:
+        """An MSI message is a DMA write of ``data`` to ``address``: whatever decodes it
+        (the local APIC window at 0xFEE00000, or RAM under qtest) receives it."""
+        self.memory.write(address & 0xFFFFFFFF, 4, data & 0xFFFFFFFF)
 
     def plug(self, fn: PciFunction, devfn_: int) -> None:
         if devfn_ in self.functions:
