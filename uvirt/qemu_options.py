@@ -39,7 +39,7 @@ QEMU rejects them (``-uvirt-timeout: invalid option``), so a command line that c
 them is visibly uvirt-only, and removing them gives the QEMU command line back:
 
 ===================  ==========================================================
-``-uvirt-timeout S``  wall-clock limit in seconds (a positive number, ``2.5``)
+``-uvirt-timeout S``  wall-clock limit in seconds (``2.5``; 0 = no limit; default 10)
 ``-uvirt-max-insns N``  stop after N guest instructions (decimal or ``0x`` hex)
 ``-uvirt-trace FILE``  write uvirt's device trace to FILE
 ===================  ==========================================================
@@ -1240,8 +1240,8 @@ class _Parser:
             t = float(arg)
         except ValueError:
             t = float("nan")
-        if not t > 0 or t == float("inf"):
-            raise _loc(origin, "expects a positive number of seconds")
+        if not t >= 0 or t == float("inf"):
+            raise _loc(origin, "expects a number of seconds (0: no limit)")
         self.uvirt["timeout"] = t
 
     def opt_uvirt_max_insns(self, opt: str, arg: str, origin: str) -> None:

@@ -87,7 +87,7 @@ def run_config(cfg: RunConfig) -> StopInfo:
     m = built.machine
     try:
         timeout = cfg.uvirt.timeout if cfg.uvirt.timeout is not None else DEFAULT_TIMEOUT
-        return m.run(timeout=timeout, max_insns=cfg.uvirt.max_insns)
+        return m.run(timeout=timeout or None, max_insns=cfg.uvirt.max_insns)
     finally:
         m.close()
 

@@ -615,8 +615,12 @@ def test_uvirt_options_are_recorded():
     assert (c.uvirt.timeout, c.uvirt.max_insns, c.uvirt.trace) == (2.5, 256, "t.txt")
 
 
-def test_uvirt_timeout_must_be_positive():
-    assert err("-uvirt-timeout -1") == "-uvirt-timeout -1: expects a positive number of seconds"
+def test_uvirt_timeout_must_not_be_negative():
+    assert err("-uvirt-timeout -1") == "-uvirt-timeout -1: expects a number of seconds (0: no limit)"
+
+
+def test_uvirt_timeout_zero_means_no_limit():
+    assert parse("-uvirt-timeout 0").uvirt.timeout == 0
 
 
 def test_uvirt_unknown_option_is_invalid():
