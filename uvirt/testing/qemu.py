@@ -41,6 +41,70 @@ REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
     "pci_probe.txt": ("pci_probe", ()),
     "entry_state.txt": ("entry_state", ()),
 }
+
+# virtio guest programs (firmware/virtio_*.S).  Their args may name two files by
+# placeholder; ``virtio_args`` creates them in a temporary directory and substitutes
+# absolute paths: VIRTIO_DISK, a 64 KiB raw image whose byte i of sector s is
+# virtio_disk_byte(s, i), and VIRTIO_CHARDEV, a chardev output file.
+VIRTIO_DISK = "disk.img"
+VIRTIO_CHARDEV = "console.out"
+VIRTIO_DISK_SECTORS = 128
+
+
+def virtio_disk_byte(sector: int, i: int) -> int:
+    return (sector * 3 + i + 1) & 0xFF
+
+
+def virtio_disk_image(path: str | os.PathLike[str]) -> Path:
+    data = bytes(virtio_disk_byte(s, i) for s in range(VIRTIO_DISK_SECTORS) for i in range(512))
+    out = Path(path)
+    out.write_bytes(data)
+    return out
+
+
+def virtio_args(extra: tuple[str, ...], tmpdir: str | os.PathLike[str]) -> tuple[str, ...]:
+    """``extra`` with the VIRTIO_DISK / VIRTIO_CHARDEV placeholders made real in ``tmpdir``."""
+    tmp = Path(tmpdir)
+    out = []
+    for arg in extra:
+        if f"file={VIRTIO_DISK}" in arg:
+            disk = virtio_disk_image(tmp / VIRTIO_DISK)
+            arg = arg.replace(f"file={VIRTIO_DISK}", f"file={disk}")
+        if f"path={VIRTIO_CHARDEV}" in arg:
+            arg = arg.replace(f"path={VIRTIO_CHARDEV}", f"path={tmp / VIRTIO_CHARDEV}")
+        out.append(arg)
+    return tuple(out)
+
+
+_BLK = ("-drive", f"file={VIRTIO_DISK},format=raw,if=none,id=d0",
+        "-device", "virtio-blk-pci,drive=d0,serial=uvirt0")
+_BLK_RO = ("-drive", f"file={VIRTIO_DISK},format=raw,if=none,id=d0,readonly=on",
+           "-device", "virtio-blk-pci,drive=d0,serial=uvirt0")
+_CON = ("-chardev", f"file,id=c0,path={VIRTIO_CHARDEV}", "-device", "virtconsole,chardev=c0")
+VIRTIO_REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "virtio_demo.txt": ("virtio_demo", ("-device", "virtio-rng-pci")),
+    "virtio_rng_legacy__disable-modern.txt":
+        ("virtio_rng_legacy", ("-device", "virtio-rng-pci,disable-modern=on")),
+    "virtio_rng_legacy__transitional.txt": ("virtio_rng_legacy", ("-device", "virtio-rng-pci")),
+    "virtio_rng_modern__disable-legacy.txt":
+        ("virtio_rng_modern", ("-device", "virtio-rng-pci,disable-legacy=on")),
+    "virtio_rng_modern__transitional.txt": ("virtio_rng_modern", ("-device", "virtio-rng-pci")),
+    "virtio_blk_legacy__transitional.txt": ("virtio_blk_legacy", _BLK),
+    "virtio_blk_legacy__readonly.txt": ("virtio_blk_legacy", _BLK_RO),
+    "virtio_blk_modern__transitional.txt": ("virtio_blk_modern", _BLK),
+    "virtio_blk_modern__disable-legacy.txt":
+        ("virtio_blk_modern", (*_BLK[:-1], _BLK[-1] + ",disable-legacy=on")),
+    "virtio_blk_modern__readonly.txt": ("virtio_blk_modern", _BLK_RO),
+    "virtio_console__transitional.txt":
+        ("virtio_console", ("-device", "virtio-serial-pci", *_CON)),
+    "virtio_console__disable-legacy.txt":
+        ("virtio_console", ("-device", "virtio-serial-pci,disable-legacy=on", *_CON)),
+    "virtio_bad_guest__disable-modern.txt":
+        ("virtio_bad_guest", ("-device", "virtio-rng-pci,disable-modern=on")),
+    "virtio_bad_guest__disable-legacy.txt":
+        ("virtio_bad_guest", ("-device", "virtio-rng-pci,disable-legacy=on")),
+}
+REFERENCES.update(VIRTIO_REFERENCES)
 # the same dump as pc_nodefaults_config_dump.txt, but at reset (qtest, no firmware)
 RESET_DUMP = "pc_nodefaults_config_reset.txt"
 
@@ -160,7 +224,8 @@ def regen(names: list[str] | None = None, out_dir: Path = DATA_DIR) -> list[Path
     for fname, (prog, extra) in REFERENCES.items():
         if names and prog not in names and fname not in names:
             continue
-        res = run_bundled(prog, extra)
+        with tempfile.TemporaryDirectory(prefix="uvirt-files-") as files:
+            res = run_bundled(prog, virtio_args(extra, files))
         header = (
             f"# firmware/{prog}.S on {version}\n"
             f"# args: base args{(' ' + ' '.join(extra)) if extra else ''}; "
@@ -203,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) < 2:
         print("uvirt: run needs a program name", file=sys.stderr)
         return 2
-    res = run_bundled(argv[1], tuple(argv[2:]))
+    with tempfile.TemporaryDirectory(prefix="uvirt-files-") as files:
+        res = run_bundled(argv[1], virtio_args(tuple(argv[2:]), files))
+        chardev = Path(files) / VIRTIO_CHARDEV
+        if chardev.exists():
+            print(f"[{VIRTIO_CHARDEV}: {chardev.read_bytes()!r}]", file=sys.stderr)
     sys.stdout.write(res.debugcon)
     print(f"[exit code {res.exit_code}]", file=sys.stderr)
     return 0
