@@ -48,8 +48,8 @@ _COMMON = (Prop("id", "str"),)
 _PCI_COMMON = (Prop("addr", "pci-addr"), Prop("multifunction", "bool", False),
                Prop("romfile", "str"), Prop("rombar", "uint32", 1))
 
-_UINT_MAX = {"uint8": 0xFF, "uint16": 0xFFFF, "uint32": 0xFFFFFFFF}
-_TYPE_WORD = {"uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t"}
+_UINT_MAX = {"uint8": 0xFF, "uint16": 0xFFFF, "uint32": 0xFFFFFFFF, "uint64": 0xFFFFFFFFFFFFFFFF}
+_TYPE_WORD = {"uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t", "uint64": "uint64_t"}
 
 
 def parse_integer(value: str) -> int | None:
@@ -93,6 +93,10 @@ def _convert(dev: DeviceType, prop: Prop, value: str, raw: str) -> Any:
         if value in ("off", "no", "false", "n"):
             return False
         raise OptionError(f"{where}: Parameter '{prop.name}' expects 'on' or 'off'")
+    if prop.kind == "onoffauto":
+        if value in ("on", "off", "auto"):
+            return value
+        raise OptionError(f"{where}: Parameter '{prop.name}' does not accept value '{value}'")
     if prop.kind == "pci-addr":
         addr = parse_pci_addr(value)
         if addr is None:
@@ -144,7 +148,53 @@ def _debugcon(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     return machine.add_debugcon(v["chardev"], v["iobase"], readback=v["readback"])
 
 
+def _virtio_common_props() -> tuple[Prop, ...]:
+    return (Prop("disable-legacy", "onoffauto", "auto"), Prop("disable-modern", "bool", False),
+            Prop("vectors", "uint32", None), Prop("ioeventfd", "bool", True),
+            Prop("event_idx", "bool", True), Prop("indirect_desc", "bool", True),
+            Prop("notify_on_empty", "bool", True), Prop("any_layout", "bool", True),
+            Prop("packed", "bool", False), Prop("queue_reset", "bool", True),
+            Prop("iommu_platform", "bool", False), Prop("x-pcie-lnkctl-init", "bool", True))
+
+
+def _virtio_pci(machine: "Machine", v: dict[str, Any], device, *, class_code: int,
+                default_vectors: int):
+    from ..virtio.features import VirtioFeature as F
+    from ..virtio_pci import VirtioPci
+
+    legacy_off = v["disable-legacy"] == "on"
+    toggles = {"event_idx": F.RING_EVENT_IDX, "indirect_desc": F.RING_INDIRECT_DESC,
+               "notify_on_empty": F.NOTIFY_ON_EMPTY, "any_layout": F.ANY_LAYOUT,
+               "packed": F.RING_PACKED, "queue_reset": F.RING_RESET,
+               "iommu_platform": F.ACCESS_PLATFORM}
+    for prop, bit in toggles.items():
+        if v[prop]:
+            device.host_features |= bit
+        else:
+            device.host_features &= ~bit
+    vectors = default_vectors if v["vectors"] is None else v["vectors"]
+    if legacy_off and v["disable-modern"]:
+        raise OptionError(f"-device {device.name}-pci: device would have neither legacy nor modern interface "
+                          f"(disable-legacy=on and disable-modern=on)")
+    fn = VirtioPci(device, class_code=class_code, disable_legacy=legacy_off,
+                   disable_modern=v["disable-modern"], vectors=vectors)
+    fn.realize(machine.memory.guest)
+    slot, func = v["addr"] if v["addr"] is not None else (None, 0)
+    machine.add_pci(fn, slot, func)
+    return fn
+
+
+def _virtio_rng_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
+    from ..virtio.rng import VirtioRng
+    return _virtio_pci(machine, v, VirtioRng(seed=v["seed"]), class_code=0x00FF, default_vectors=2)
+
+
 DEVICE_TYPES: dict[str, DeviceType] = {
+    "virtio-rng-pci": DeviceType(
+        "virtio-rng-pci", "pci", "virtio entropy device (transitional by default)",
+        _virtio_common_props() + (Prop("rng", "str"), Prop("max-bytes", "uint64", None),
+                                  Prop("period", "uint32", None), Prop("seed", "uint64", None)),
+        _virtio_rng_pci),
     "isa-debug-exit": DeviceType(
         "isa-debug-exit", "isa", "ISA debug exit device: a write of v ends the run with status (v<<1)|1",
         (Prop("iobase", "uint32", 0x501), Prop("iosize", "uint32", 2)), _debug_exit),

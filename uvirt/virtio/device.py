@@ -1,0 +1,291 @@
+"""The transport-independent half of a virtio device (QEMU ``VirtIODevice``, hw/virtio/virtio.c).
+
+State every device has: status, offered (host) and accepted (guest) features, queue
+select, ISR, config vector and generation, the queues, and the broken flag.  A device
+model subclasses ``VirtioDevice`` and fills in the hooks; a transport (virtio_pci.py)
+drives the state from guest register accesses and is told, through ``VirtioTransport``,
+when to raise an interrupt.  Nothing here knows PCI or Unicorn.
+
+Status (virtio 1.2 §2.1; QEMU ``virtio_set_status``)
+    QEMU stores whatever the driver writes.  uvirt does the same, and checks each write
+    against ``STATUS_RULES`` (a table, spec §3.1.1): a write that breaks a rule is
+    recorded as a guest error, and then stored anyway, as QEMU does.  The one refusal is
+    FEATURES_OK when VERSION_1 was accepted and the device rejects the feature set
+    (QEMU ``virtio_validate_features``): the write is dropped, so the driver's re-read
+    shows FEATURES_OK clear.
+
+Features (QEMU ``virtio_set_features``)
+    Rejected once FEATURES_OK is set; bits the device did not offer are dropped (and
+    recorded as a guest error).  Every QEMU device offers ``COMMON_FEATURES``; transports
+    add BAD_FEATURE (legacy) and VERSION_1 (modern).  ``legacy_features`` are hidden
+    from the modern feature window.
+
+Errors (QEMU ``virtio_error``)
+    A device that finds the driver broke the protocol marks itself broken (kicks are
+    ignored until reset), sets DEVICE_NEEDS_RESET if VERSION_1 was negotiated, and sends
+    a configuration-change notification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntFlag
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from .features import VirtioFeature as F
+from .queue import SplitQueue, VirtqueueBase
+
+if TYPE_CHECKING:
+    from ..mem_regions import GuestMemory
+
+VIRTIO_QUEUE_MAX = 1024
+VIRTIO_NO_VECTOR = 0xFFFF
+
+
+class Status(IntFlag):
+    ACKNOWLEDGE = 0x01
+    DRIVER = 0x02
+    DRIVER_OK = 0x04
+    FEATURES_OK = 0x08
+    NEEDS_RESET = 0x40
+    FAILED = 0x80
+
+
+class Isr(IntFlag):
+    QUEUE = 0x1
+    CONFIG = 0x2
+
+
+#: QEMU's DEFINE_VIRTIO_COMMON_FEATURES defaults in 7.2: indirect_desc, event_idx,
+#: notify_on_empty, any_layout, queue_reset on; iommu_platform, packed off.
+COMMON_FEATURES = (F.NOTIFY_ON_EMPTY | F.ANY_LAYOUT | F.RING_INDIRECT_DESC | F.RING_EVENT_IDX
+                   | F.RING_RESET)
+#: Bits that exist only in the legacy interface (QEMU ``vdc->legacy_features``).
+LEGACY_ONLY_FEATURES = F.NOTIFY_ON_EMPTY | F.ANY_LAYOUT | F.BAD_FEATURE
+
+
+@dataclass(frozen=True)
+class StatusRule:
+    """A driver status write that the spec forbids (§3.1.1, §2.1.1)."""
+
+    name: str
+    violated: Callable[[int, int], bool]     # (old, new) -> True if the write breaks the rule
+    spec: str
+
+
+STATUS_RULES: tuple[StatusRule, ...] = (
+    StatusRule("clears_bits", lambda old, new: new != 0 and bool(old & ~new & ~Status.NEEDS_RESET),
+               "§2.1.1: the driver MUST NOT clear a device status bit (only reset by writing 0)"),
+    StatusRule("driver_before_acknowledge", lambda old, new: bool(new & Status.DRIVER) and not new & Status.ACKNOWLEDGE,
+               "§3.1.1: ACKNOWLEDGE, then DRIVER"),
+    StatusRule("driver_ok_before_driver", lambda old, new: bool(new & Status.DRIVER_OK) and not new & Status.DRIVER,
+               "§3.1.1: DRIVER_OK only after DRIVER"),
+    StatusRule("sets_needs_reset", lambda old, new: bool(new & ~old & Status.NEEDS_RESET),
+               "§2.1.2: DEVICE_NEEDS_RESET is set by the device only"),
+)
+
+
+class VirtioTransport(Protocol):
+    """What a device asks of its transport."""
+
+    def notify_vector(self, vector: int) -> None: ...          # QEMU virtio_notify_vector
+    def guest_error(self, kind: str, detail: str) -> None: ...
+
+
+class _NullTransport:
+    def notify_vector(self, vector: int) -> None:
+        pass
+
+    def guest_error(self, kind: str, detail: str) -> None:
+        pass
+
+
+class _QueueEvents:
+    def __init__(self, dev: "VirtioDevice") -> None:
+        self.dev = dev
+
+    def guest_error(self, kind: str, **fields) -> None:
+        self.dev.transport.guest_error(f"virtqueue_{kind}", fields.get("reason", kind))
+
+
+class VirtioDevice:
+    """Base class of device models.  Subclasses set the class attributes and override
+    the hooks marked *hook*."""
+
+    device_id: int = 0            # virtio device type (4 = entropy)
+    name: str = "virtio-device"
+    queue_sizes: tuple[int, ...] = ()
+    config_len: int = 0
+    #: device-specific feature bits offered (before ``get_features``)
+    device_features: int = 0
+    legacy_features: int = LEGACY_ONLY_FEATURES
+
+    def __init__(self) -> None:
+        self.transport: VirtioTransport = _NullTransport()
+        self.mem: GuestMemory | None = None
+        self.host_features = COMMON_FEATURES | self.device_features
+        self.queues: list[VirtqueueBase] = []
+        self.vectors: list[int] = []
+        self._events = _QueueEvents(self)
+        self.status = 0
+        self.guest_features = 0
+        self.queue_sel = 0
+        self.isr = 0
+        self.config_vector = VIRTIO_NO_VECTOR
+        self.generation = 0
+        self.broken = False
+        self.disabled = False
+
+    # -- wiring (host side)
+    def realize(self, mem: "GuestMemory", transport: VirtioTransport) -> None:
+        """Attach guest memory and the transport; the transport has added its feature
+        bits to ``host_features`` before this (QEMU ``virtio_bus_device_plugged``)."""
+        self.mem = mem
+        self.transport = transport
+        self.host_features = self.get_features(self.host_features)
+        self.queues = [SplitQueue(mem, n, index=i, events=self._events)
+                       for i, n in enumerate(self.queue_sizes)]
+        self.vectors = [VIRTIO_NO_VECTOR] * len(self.queues)
+
+    # -- hooks
+    def get_features(self, features: int) -> int:
+        """*hook* QEMU ``get_features``: adjust the offered set once the transport's bits are in."""
+        return features
+
+    def validate_features(self) -> bool:
+        """*hook* Accept the driver's feature set at FEATURES_OK (True = accept)."""
+        return True
+
+    def set_features_hook(self, features: int) -> None:
+        """*hook* The driver accepted ``features``."""
+
+    def config_bytes(self) -> bytes:
+        """*hook* The device configuration space as the driver reads it now (little-endian)."""
+        return b""
+
+    def config_write(self, offset: int, data: bytes) -> None:
+        """*hook* The driver wrote device configuration space."""
+
+    def handle_output(self, index: int) -> None:
+        """*hook* The driver kicked queue ``index``."""
+
+    def set_status_hook(self, status: int) -> None:
+        """*hook* A status write is about to be stored."""
+
+    def device_reset(self) -> None:
+        """*hook* Device-specific reset."""
+
+    # -- driver-visible state changes (called by the transport)
+    def negotiated(self, feature: int) -> bool:
+        return bool(self.guest_features & int(feature))
+
+    def set_features(self, value: int) -> bool:
+        """QEMU ``virtio_set_features``; False if refused (after FEATURES_OK)."""
+        if self.status & Status.FEATURES_OK:
+            self.transport.guest_error("features_after_features_ok",
+                                       f"{self.name}: feature write 0x{value:x} after FEATURES_OK ignored")
+            return False
+        dropped = value & ~self.host_features
+        if dropped:
+            self.transport.guest_error("unoffered_features",
+                                       f"{self.name}: driver accepted unoffered features 0x{dropped:x}")
+        value &= self.host_features
+        self.set_features_hook(value)
+        self.guest_features = value
+        for q in self.queues:
+            broken = q.set_features(value)
+            if broken is not None:
+                self.error(broken.reason)
+        return True
+
+    def set_status(self, value: int) -> None:
+        """QEMU ``virtio_set_status``, with the spec's rules checked and recorded."""
+        value &= 0xFF
+        old = self.status
+        for rule in STATUS_RULES:
+            if rule.violated(old, value):
+                self.transport.guest_error(f"status_{rule.name}",
+                                           f"{self.name}: status 0x{old:02x} -> 0x{value:02x}: {rule.spec}")
+        if (self.negotiated(F.VERSION_1) and not old & Status.FEATURES_OK
+                and value & Status.FEATURES_OK and not self.validate_features()):
+            self.transport.guest_error("features_rejected",
+                                       f"{self.name}: feature set 0x{self.guest_features:x} refused at FEATURES_OK")
+            return
+        self.set_status_hook(value)
+        self.status = value
+
+    def reset(self) -> None:
+        """QEMU ``virtio_reset``."""
+        self.device_reset()
+        self.broken = False
+        self.disabled = False
+        self.guest_features = 0
+        self.queue_sel = 0
+        self.status = 0
+        self.isr = 0
+        self.config_vector = VIRTIO_NO_VECTOR
+        self.transport.notify_vector(self.config_vector)
+        for i, q in enumerate(self.queues):
+            q.reset()
+            self.vectors[i] = VIRTIO_NO_VECTOR
+
+    def queue_notify(self, index: int) -> None:
+        """QEMU ``virtio_queue_notify``: a kick.  Ignored for a queue with no rings or a
+        broken device."""
+        if index >= len(self.queues):
+            self.transport.guest_error("notify_missing_queue", f"{self.name}: notify of queue {index}, "
+                                       f"which does not exist")
+            return
+        q = self.queues[index]
+        if not q.desc or self.broken:
+            return
+        self.handle_output(index)
+
+    def queue(self, index: int) -> VirtqueueBase | None:
+        return self.queues[index] if index < len(self.queues) else None
+
+    def queue_num(self, index: int) -> int:
+        q = self.queue(index)
+        return q.size if q is not None else 0
+
+    def ready(self, index: int) -> bool:
+        """``virtio_queue_ready`` and DRIVER_OK: may the device use the queue now?"""
+        q = self.queue(index)
+        return q is not None and q.ready and bool(self.status & Status.DRIVER_OK)
+
+    # -- device side: interrupts and errors
+    def notify(self, index: int) -> None:
+        """QEMU ``virtio_notify``: used buffers are there; interrupt unless suppressed."""
+        q = self.queues[index]
+        if not q.should_notify():
+            return
+        self.isr |= Isr.QUEUE
+        self.transport.notify_vector(self.vectors[index])
+
+    def notify_config(self) -> None:
+        """QEMU ``virtio_notify_config``: only once the driver is up."""
+        if not self.status & Status.DRIVER_OK:
+            return
+        self.isr |= Isr.QUEUE | Isr.CONFIG
+        self.generation = (self.generation + 1) & 0xFF
+        self.transport.notify_vector(self.config_vector)
+
+    def error(self, reason: str) -> None:
+        """QEMU ``virtio_error``."""
+        self.transport.guest_error("virtio_error", f"{self.name}: {reason}")
+        self.broken = True
+        if self.negotiated(F.VERSION_1):
+            self.status |= Status.NEEDS_RESET
+            self.notify_config()
+
+    # -- config space accessors (QEMU virtio_config_read*/write*)
+    def config_read(self, offset: int, size: int) -> int:
+        data = self.config_bytes()
+        if offset + size > self.config_len or offset + size > len(data):
+            return (1 << (8 * size)) - 1
+        return int.from_bytes(data[offset:offset + size], "little")
+
+    def config_store(self, offset: int, size: int, value: int) -> None:
+        if offset + size > self.config_len:
+            return
+        self.config_write(offset, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
