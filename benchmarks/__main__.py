@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench_machine
+from . import bench_machine, bench_virtio
 
-SUITES = [bench_machine]
+SUITES = [bench_machine, bench_virtio]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -535,6 +535,7 @@ class MemoryMap(AddressSpace):
     def __init__(self) -> None:
         super().__init__("memory", ADDR_SPACE_END)
         self._uc = None
+        self._remove_cache = None
         self._mapped: dict[tuple, _Span] = {}
         self._callbacks: dict[tuple, tuple] = {}
         self._phantom: dict[int, Placement] = {}
@@ -548,6 +549,7 @@ class MemoryMap(AddressSpace):
     def attach(self, uc) -> None:
         """Give the map its CPU.  Until then it is a pure data structure (unit tests, qtest)."""
         self._uc = uc
+        self._remove_cache = None
         self.commit()
 
     def detach(self, *, cpu_closed: bool = False) -> None:
@@ -622,9 +624,16 @@ class MemoryMap(AddressSpace):
                 pc.region.buffer.mapped_count -= 1
 
     def invalidate_code(self, addr: int, size: int) -> None:
-        """Drop translated code for a range the host rewrote (unicorn-notes.md §7 items 7–8)."""
-        if self._uc is not None and size > 0:
-            self._uc.ctl_remove_cache(addr, addr + size)
+        """Drop translated code for a range the host rewrote (unicorn-notes.md §7 items 7–8).
+
+        Every device DMA write lands here, so it calls ``uc_ctl`` directly: the binding's
+        ``ctl_remove_cache`` spends about 4 µs in Python argument encoding."""
+        if self._uc is None or size <= 0:
+            return
+        remove = self._remove_cache
+        if remove is None:
+            remove = self._remove_cache = _tb_remover(self._uc)
+        remove(addr, addr + size)
 
     # -- RAM lookup for GuestMemory
     def ram_piece(self, addr: int) -> Piece | None:
@@ -641,6 +650,26 @@ class MemoryMap(AddressSpace):
     def mapped_spans(self) -> list[tuple[int, int, str]]:
         """What Unicorn has mapped, for tests and ``info mtree``-style output."""
         return sorted((s.start, s.size, s.kind) for s in self._mapped.values())
+
+
+def _tb_remover(uc):
+    """``(begin, end) -> None`` dropping translated blocks, through ``uc_ctl`` itself."""
+    import ctypes
+    try:
+        from unicorn.unicorn_py3.unicorn import uclib
+        from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE
+        uch = uc._uch
+    except (ImportError, AttributeError):
+        return uc.ctl_remove_cache
+    # UC_CTL_WRITE(type, nargs) = type | nargs << 26 | UC_CTL_IO_WRITE << 30
+    ctl = UC_CTL_TB_REMOVE_CACHE | (2 << 26) | (UC_CTL_IO_WRITE << 30)
+    u64 = ctypes.c_uint64
+    fn = uclib.uc_ctl
+
+    def remove(begin: int, end: int) -> None:
+        fn(uch, ctl, u64(begin), u64(end))
+
+    return remove
 
 
 def _span_key(span: _Span) -> tuple:

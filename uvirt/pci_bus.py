@@ -100,6 +100,10 @@ ROM_ENABLE = 0x01
 
 HEADER_MULTI_FUNCTION = 0x80
 
+# Plain ints for hot paths: ``int & IntFlag`` dispatches to IntFlag.__rand__ (slow).
+_CMD_IO, _CMD_MEMORY, _CMD_MASTER, _CMD_INTX_DISABLE = 0x1, 0x2, 0x4, 0x400
+_STATUS_INTERRUPT = 0x8
+
 #: QEMU ``pci_init_wmask`` (command) and ``pci_init_w1cmask`` (status).
 COMMAND_WMASK = Command.IO | Command.MEMORY | Command.MASTER | Command.SERR | Command.INTX_DISABLE
 STATUS_W1C = (Status.PARITY | Status.SIG_TARGET_ABORT | Status.REC_TARGET_ABORT
@@ -265,7 +269,7 @@ class PciFunction:
         return self.config.get(offset, size)
 
     def config_write(self, offset: int, size: int, value: int) -> list[BarChange]:
-        old_effective = self.intx_level and not self.command & Command.INTX_DISABLE
+        old_effective = self.intx_level and not self.command & _CMD_INTX_DISABLE
         self.config.guest_write(offset, size, value)
         if offset <= PciReg.COMMAND + 1 and offset + size > PciReg.COMMAND:
             self._propagate_intx(old_effective)       # INTx disable toggled
@@ -329,21 +333,25 @@ class PciFunction:
         """Drive this function's INTx pin (QEMU ``pci_set_irq``).  Status bit 3 follows the
         level even while INTx is disabled; the bus sees it only while it is enabled."""
         level = 1 if level else 0
-        status = self.config.get(PciReg.STATUS, 2)
-        self.config.set(PciReg.STATUS, 2, (status | Status.INTERRUPT) if level else
-                        (status & ~Status.INTERRUPT))
-        old_effective = self.intx_level and not self.command & Command.INTX_DISABLE
+        data = self.config.data
+        if level:
+            data[6] |= _STATUS_INTERRUPT
+        else:
+            data[6] &= ~_STATUS_INTERRUPT & 0xFF
+        if level == self.intx_level:
+            return
+        old_effective = self.intx_level and not data[5] & (_CMD_INTX_DISABLE >> 8)
         self.intx_level = level
         self._propagate_intx(old_effective)
 
     def _propagate_intx(self, old_effective: int) -> None:
-        new_effective = self.intx_level and not self.command & Command.INTX_DISABLE
-        pin = self.config.get(PciReg.INTERRUPT_PIN, 1)
+        new_effective = self.intx_level and not self.config.data[5] & (_CMD_INTX_DISABLE >> 8)
+        pin = self.config.data[PciReg.INTERRUPT_PIN]
         if bool(old_effective) != bool(new_effective) and pin and self.bus is not None:
             self.bus.intx_changed(self, pin, 1 if new_effective else 0)
 
     def bus_master(self) -> bool:
-        return bool(self.command & Command.MASTER)
+        return bool(self.config.data[4] & _CMD_MASTER)
 
     def msi_write(self, address: int, data: int) -> None:
         """Send an MSI/MSI-X message: a 32-bit write through the bus-master address space

@@ -142,3 +142,18 @@ def test_plugin_next_to_the_users_own_unicorn_and_hooks(tmp_path, firmware):
     assert seen, "the user's own hook ran"
     m.close()
     assert list(uc.mem_regions()) == []          # a user's CPU is left clean and usable
+
+
+def test_host_write_to_guest_code_is_seen_by_the_cpu(tmp_path, firmware):
+    """GuestMemory writes drop translated blocks (unicorn-notes.md §7 items 7-8)."""
+    image = guest(tmp_path, firmware, "    mov eax, 0x11\n    out 0xe9, al\n    cli\n    hlt")
+    m, con = boot(image)
+    m.run(timeout=5)
+    entry = m.entry
+    code = bytes(m.uc.mem_read(0x100000, 0x1000))
+    at = code.index(bytes.fromhex("b811000000"))          # mov eax, 0x11
+    m.memory.guest.write(0x100000 + at + 1, b"\x22")
+    m.reset()
+    m.uc.reg_write(__import__("unicorn").x86_const.UC_X86_REG_EIP, entry)
+    m.run(timeout=5)
+    assert con.data.count(0x11) == 1 and con.data.count(0x22) == 1

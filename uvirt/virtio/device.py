@@ -56,6 +56,13 @@ class Isr(IntFlag):
     CONFIG = 0x2
 
 
+# Plain ints for hot paths (``int & IntFlag`` goes through IntFlag.__rand__, slowly).
+_DRIVER_OK = int(Status.DRIVER_OK)
+_FEATURES_OK = int(Status.FEATURES_OK)
+_NEEDS_RESET = int(Status.NEEDS_RESET)
+_ISR_QUEUE, _ISR_CONFIG = int(Isr.QUEUE), int(Isr.CONFIG)
+_VERSION_1 = int(F.VERSION_1)
+
 #: QEMU's DEFINE_VIRTIO_COMMON_FEATURES defaults in 7.2: indirect_desc, event_idx,
 #: notify_on_empty, any_layout, queue_reset on; iommu_platform, packed off.
 COMMON_FEATURES = (F.NOTIFY_ON_EMPTY | F.ANY_LAYOUT | F.RING_INDIRECT_DESC | F.RING_EVENT_IDX
@@ -177,11 +184,11 @@ class VirtioDevice:
 
     # -- driver-visible state changes (called by the transport)
     def negotiated(self, feature: int) -> bool:
-        return bool(self.guest_features & int(feature))
+        return bool(self.guest_features & feature)
 
     def set_features(self, value: int) -> bool:
         """QEMU ``virtio_set_features``; False if refused (after FEATURES_OK)."""
-        if self.status & Status.FEATURES_OK:
+        if self.status & _FEATURES_OK:
             self.transport.guest_error("features_after_features_ok",
                                        f"{self.name}: feature write 0x{value:x} after FEATURES_OK ignored")
             return False
@@ -202,12 +209,12 @@ class VirtioDevice:
         """QEMU ``virtio_set_status``, with the spec's rules checked and recorded."""
         value &= 0xFF
         old = self.status
-        for rule in STATUS_RULES:
+        for rule in STATUS_RULES if value != old else ():
             if rule.violated(old, value):
                 self.transport.guest_error(f"status_{rule.name}",
                                            f"{self.name}: status 0x{old:02x} -> 0x{value:02x}: {rule.spec}")
-        if (self.negotiated(F.VERSION_1) and not old & Status.FEATURES_OK
-                and value & Status.FEATURES_OK and not self.validate_features()):
+        if (self.negotiated(_VERSION_1) and not old & _FEATURES_OK
+                and value & _FEATURES_OK and not self.validate_features()):
             self.transport.guest_error("features_rejected",
                                        f"{self.name}: feature set 0x{self.guest_features:x} refused at FEATURES_OK")
             return
@@ -251,7 +258,7 @@ class VirtioDevice:
     def ready(self, index: int) -> bool:
         """``virtio_queue_ready`` and DRIVER_OK: may the device use the queue now?"""
         q = self.queue(index)
-        return q is not None and q.ready and bool(self.status & Status.DRIVER_OK)
+        return q is not None and q.ready and bool(self.status & _DRIVER_OK)
 
     # -- device side: interrupts and errors
     def notify(self, index: int) -> None:
@@ -259,14 +266,14 @@ class VirtioDevice:
         q = self.queues[index]
         if not q.should_notify():
             return
-        self.isr |= Isr.QUEUE
+        self.isr |= _ISR_QUEUE
         self.transport.notify_vector(self.vectors[index])
 
     def notify_config(self) -> None:
         """QEMU ``virtio_notify_config``: only once the driver is up."""
-        if not self.status & Status.DRIVER_OK:
+        if not self.status & _DRIVER_OK:
             return
-        self.isr |= Isr.QUEUE | Isr.CONFIG
+        self.isr |= _ISR_QUEUE | _ISR_CONFIG
         self.generation = (self.generation + 1) & 0xFF
         self.transport.notify_vector(self.config_vector)
 
@@ -274,8 +281,8 @@ class VirtioDevice:
         """QEMU ``virtio_error``."""
         self.transport.guest_error("virtio_error", f"{self.name}: {reason}")
         self.broken = True
-        if self.negotiated(F.VERSION_1):
-            self.status |= Status.NEEDS_RESET
+        if self.negotiated(_VERSION_1):
+            self.status |= _NEEDS_RESET
             self.notify_config()
 
     # -- config space accessors (QEMU virtio_config_read*/write*)

@@ -1,0 +1,43 @@
+# ITERS 16-byte virtio-rng requests on the legacy transport, one at a time:
+# submit, kick, poll the used ring.
+.include "uvirt.inc"
+.include "virtio.inc"
+.set BUF, 0x300000
+
+main:
+    mov eax, 4
+    call vio_find
+    cmp eax, 0xffffffff
+    je fail
+    call vio_use_legacy
+    call vio_reset
+    mov eax, VS_ACK
+    call vio_status_write
+    mov eax, VS_ACK | VS_DRIVER
+    call vio_status_write
+    xor eax, eax
+    xor edx, edx
+    call vio_feat_write
+    xor eax, eax
+    xor edx, edx
+    call vio_queue_setup
+    mov eax, VS_ACK | VS_DRIVER | VS_DRIVER_OK
+    call vio_status_write
+    mov esi, ITERS
+request_loop:
+    xor eax, eax
+    mov edx, request
+    mov ecx, 1
+    call vq_submit
+    xor eax, eax
+    call vq_poll
+    test eax, eax
+    jz fail
+    dec esi
+    jnz request_loop
+    ret
+fail:
+    EXIT 1
+
+request:
+    .long BUF, 16, 2
