@@ -1,0 +1,77 @@
+# virtio_blk_modern.S - virtio-blk over the MODERN interface (capabilities, BAR4 MMIO), as
+# QEMU 7.2 does it.  Run with -drive file=disk.img,format=raw,if=none,id=d0 (optionally
+# readonly=on) -device virtio-blk-pci,drive=d0,serial=uvirt0 (transitional, or with
+# disable-legacy=on) on the pattern image of uvirt.testing.qemu.virtio_disk_image.  The
+# requests and checks are in include/virtio_blk_body.inc; this file finds the device,
+# prints the vendor capabilities and the common-cfg registers, sets bus master and resets.
+.include "uvirt.inc"
+.include "virtio.inc"
+.include "virtio_blk_body.inc"
+
+.macro CREG msg, off, rd, put
+    PUTS \msg
+    mov eax, \off
+    call \rd
+    call \put
+.endm
+
+main:
+    mov eax, 2
+    call vio_find
+    cmp eax, 0xffffffff
+    jne have_dev
+    PUTSN "FAIL: no virtio-blk"
+    EXIT 1
+have_dev:
+    call vio_put_ident
+    call vio_use_modern
+    REPORT_TRUE eax, "common, notify and ISR capabilities found"
+    test eax, eax
+    jnz caps_ok
+    call report_summary
+caps_ok:
+    mov ebx, 1
+caps:
+    PUTS "cap type "
+    PUTDEC ebx
+    PUTS " at "
+    PUTHEX8 [vio_cap_pos + ebx*4]
+    PUTS " bar "
+    PUTHEX8 [vio_cap_bar + ebx*4]
+    PUTS " off "
+    PUTHEX32 [vio_cap_off + ebx*4]
+    PUTS " len "
+    PUTHEX32 [vio_cap_len + ebx*4]
+    call put_nl
+    inc ebx
+    cmp ebx, 6
+    jb caps
+    PUTS "notify multiplier "
+    PUTHEX32 [vio_notify_mult]
+    call put_nl
+    PUTS "FW at entry: status "
+    call vio_status_read
+    call put_hex8
+    call put_nl
+    mov eax, [vio_bdf]
+    call vio_bus_master
+    mov eax, VM_DFSELECT                # known values in the select registers: reset
+    mov edx, 1                          # does not clear them on QEMU (SeaBIOS leaves
+    call vm_wr32                        # its own values there otherwise)
+    mov eax, VM_GFSELECT
+    call vm_wr32
+    call vio_reset
+    CREG "after reset: driver_feature_select ", VM_GFSELECT, vm_rd32, put_hex32
+    call put_nl
+    CREG "after reset: device_feature_select ", VM_DFSELECT, vm_rd32, put_hex32
+    CREG " msix_config ", VM_MSIX_CONFIG, vm_rd16, put_hex16
+    CREG " num_queues ", VM_NUM_QUEUES, vm_rd16, put_hex16
+    CREG " config_generation ", VM_CFG_GEN, vm_rd8, put_hex8
+    CREG " queue_select ", VM_Q_SELECT, vm_rd16, put_hex16
+    CREG " queue_size ", VM_Q_SIZE, vm_rd16, put_hex16
+    CREG " queue_msix_vector ", VM_Q_MSIX, vm_rd16, put_hex16
+    CREG " queue_enable ", VM_Q_ENABLE, vm_rd16, put_hex16
+    CREG " queue_notify_off ", VM_Q_NOTIFY_OFF, vm_rd16, put_hex16
+    CREG " queue_desc ", VM_Q_DESC, vm_rd32, put_hex32
+    call put_nl
+    jmp blk_body
