@@ -238,6 +238,72 @@ class MmioRegion(Region):
         return f"MmioRegion({self.name!r}, 0x{self.size:x})"
 
 
+class Container(Region):
+    """A region made of subregions (QEMU ``memory_region_init`` + ``add_subregion``).
+
+    Children overlap by priority like placements; gaps are transparent (whatever lies
+    below the container shows through), as for a QEMU container without its own ops.
+    Adding or removing a child while the container is placed re-commits every address
+    space that holds it: this is how ivshmem's BAR2 gets its RAM when the server's fd
+    arrives, after the guest may already have programmed the BAR.
+    """
+
+    def __init__(self, name: str, size: int) -> None:
+        if size <= 0:
+            raise MemoryMapError(f"container {name}: size 0x{size:x} must be positive")
+        self.name = name
+        self.size = size
+        self.children: list[tuple[int, Region, int, int]] = []     # (offset, region, priority, seq)
+        self._seq = 0
+        self._spaces: list["AddressSpace"] = []
+
+    def add_subregion(self, offset: int, region: Region, priority: int = 0) -> None:
+        if offset < 0 or offset + region.size > self.size:
+            raise MemoryMapError(f"container {self.name}: subregion {region.name} at 0x{offset:x}+"
+                                 f"0x{region.size:x} exceeds its 0x{self.size:x} bytes")
+        self._seq += 1
+        self.children.append((offset, region, priority, self._seq))
+        for space in self._spaces:
+            space._adopt(region)
+        self._changed()
+
+    def remove_subregion(self, region: Region) -> None:
+        self.children = [c for c in self.children if c[1] is not region]
+        self._changed()
+
+    def _changed(self) -> None:
+        for space in self._spaces:
+            space._dirty = True
+            space.commit()
+
+    def read(self, offset: int, size: int) -> int:
+        for off, child, _, _ in sorted(self.children, key=lambda c: (c[2], c[3]), reverse=True):
+            if off <= offset < off + child.size:
+                return child.read(offset - off, size)
+        return UNASSIGNED_MEM_VALUE
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        for off, child, _, _ in sorted(self.children, key=lambda c: (c[2], c[3]), reverse=True):
+            if off <= offset < off + child.size:
+                child.write(offset - off, size, value)
+                return
+
+    def __repr__(self) -> str:
+        return f"Container({self.name!r}, 0x{self.size:x}, {len(self.children)} children)"
+
+
+def _leaves(region: Region, addr: int, lo: int, hi: int, key: tuple, out: list) -> None:
+    """Expand containers: (key, region, start, end, region offset at start), clipped to [lo, hi)."""
+    if isinstance(region, Container):
+        for off, child, prio, seq in region.children:
+            _leaves(child, addr + off, max(lo, addr), min(hi, addr + region.size),
+                    key + (prio, seq), out)
+        return
+    start, end = max(addr, lo), min(addr + region.size, hi)
+    if start < end:
+        out.append((key, region, start, end, start - addr))
+
+
 class _ConstantDevice:
     """Unassigned space: reads a constant, ignores writes."""
 
@@ -334,12 +400,20 @@ class AddressSpace:
     # -- placement
     def add(self, region: Region, addr: int, priority: int = 0, *, enabled: bool = True) -> Placement:
         self._seq += 1
-        if isinstance(region, MmioRegion) and region.on_guest_error is None:
-            region.on_guest_error = self._forward_guest_error
+        self._adopt(region)
         p = Placement(self, region, addr, priority, enabled, self._seq)
         self._placements.append(p)
         self._dirty = True
         return p
+
+    def _adopt(self, region: Region) -> None:
+        if isinstance(region, MmioRegion) and region.on_guest_error is None:
+            region.on_guest_error = self._forward_guest_error
+        if isinstance(region, Container):
+            if self not in region._spaces:
+                region._spaces.append(self)
+            for _, child, _, _ in region.children:
+                self._adopt(child)
 
     def move(self, p: Placement, addr: int) -> None:
         if p.addr != addr:
@@ -369,14 +443,16 @@ class AddressSpace:
         """Visible pieces, sorted by address; the winner of every overlap only."""
         if not self._dirty:
             return self._pieces
-        winners = sorted((p for p in self._placements if p.enabled and p.region.size > 0),
-                         key=lambda p: (p.priority, p.seq), reverse=True)
+        leaves: list = []
+        for p in self._placements:
+            if p.enabled and p.region.size > 0:
+                _leaves(p.region, p.addr, 0, self.size, (p.priority, p.seq), leaves)
+        leaves.sort(key=lambda leaf: leaf[0], reverse=True)
         covered: list[tuple[int, int]] = []          # sorted, disjoint
         pieces: list[Piece] = []
-        for p in winners:
-            start, end = max(p.addr, 0), min(p.end, self.size)
+        for _key, region, start, end, offset in leaves:
             for s, e in _subtract(start, end, covered):
-                pieces.append(Piece(s, e, p.region, s - p.addr))
+                pieces.append(Piece(s, e, region, offset + s - start))
             covered = _union(covered, start, end)
         if self._background is not None:
             for s, e in _subtract(0, self.size, covered):

@@ -30,7 +30,7 @@ Config mechanism #1 (``hw/pci/pci_host.c``)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Callable
 
@@ -150,6 +150,8 @@ class Bar:
     mem64: bool = False
     prefetch: bool = False
     placement: Placement | None = None
+    #: ``callback(addr or None)`` after the BAR is mapped, moved or unmapped.
+    listeners: list = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -463,6 +465,8 @@ class PciBus:
             touched_mem |= not bar.io
             if self.on_change is not None:
                 self.on_change(fn, ch)
+            for cb in bar.listeners:
+                cb(ch.new)
         if touched_mem:
             self.memory.commit()
         if touched_io:
