@@ -86,8 +86,18 @@ def run_config(cfg: RunConfig) -> StopInfo:
     built = build_machine(cfg)
     m = built.machine
     try:
+        framebuffers = getattr(m, "framebuffers", [])
+        if cfg.uvirt.screenshot and not framebuffers:
+            raise OptionError(f"-screenshot {cfg.uvirt.screenshot}: no framebuffer "
+                              f"(add -device virtio-fb-pci)")
         timeout = cfg.uvirt.timeout if cfg.uvirt.timeout is not None else DEFAULT_TIMEOUT
-        return m.run(timeout=timeout or None, max_insns=cfg.uvirt.max_insns)
+        stop = m.run(timeout=timeout or None, max_insns=cfg.uvirt.max_insns)
+        if cfg.uvirt.screenshot:
+            try:
+                framebuffers[0].screenshot(cfg.uvirt.screenshot)
+            except OSError as e:
+                raise OptionError(f"-screenshot {cfg.uvirt.screenshot}: {e.strerror}") from None
+        return stop
     finally:
         m.close()
 

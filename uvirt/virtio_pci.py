@@ -37,6 +37,25 @@ Common configuration (virtio 1.2 §4.1.4.3): see ``CommonCfg``.  QEMU reads ever
     the legacy-only bits, stages queue size and addresses until queue_enable = 1 (any
     other value is a ``virtio_error``), and reads queue_notify_off as the queue index.
 
+Memory regions (issue 5; the 2010 proposal and VIRTIO 1.2 shared memory)
+    A device's shared regions (``VirtioDevice.shared_regions()``) and the regions of the
+    ``memory-regions=`` property reach the guest in one of two ways:
+
+    * legacy-only devices (``disable-modern=on``): the proposal's registers, exactly as
+      the patch in the seed thread lays them out — MEM_SEL at 20 (write; a selection
+      >= the number of regions is ignored), MEM_SIZE at 24 (size in bytes), MEM_PFN at 28
+      (the guest-physical address the region's BAR is mapped at, as the patch's
+      ``virtio_mem_get_addr`` returns it despite the register's name; 0 while unmapped),
+      the MSI-X vectors at 32/34 and device config at 32 (MSI-X off) / 36 (MSI-X on).
+      Region i is 32-bit memory BAR 2+i (at most four).  MEM_SEL reads all ones, like any
+      offset the patch does not decode.  Without regions the layout is the standard one,
+      so stock drivers never see it.
+    * modern and transitional devices: one ``VIRTIO_PCI_CAP_SHARED_MEMORY_CFG`` (type 8,
+      ``virtio_pci_cap64``) per region, id = shmid, into a 64-bit prefetchable BAR 2
+      holding the regions at naturally aligned offsets (QEMU's virtio-gpu puts its host
+      memory in a separate 64-bit BAR the same way).  At most three: that is what fits
+      after the MSI-X capability in conventional config space.
+
 Guest errors (recorded, never raised): writes to read-only registers, unknown offsets,
     invalid status transitions (stored anyway, as QEMU), feature writes after
     FEATURES_OK, kicks of queues that do not exist, malformed rings (the device is marked
@@ -45,10 +64,13 @@ Guest errors (recorded, never raised): writes to read-only registers, unknown of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from .mem_regions import MmioRegion, RamRegion
+from .errors import UvirtError
+from .mem_regions import Container, MmioRegion, RamRegion
+from .shared_memory import MIN_REGION_SIZE, SharedMemory
 from .pci_bus import CapId, Command, PciFunction, PciReg
 from .pci_msix import Msix
 from .virtio.device import VIRTIO_NO_VECTOR, VIRTIO_QUEUE_MAX, Status, VirtioDevice
@@ -58,8 +80,28 @@ VENDOR_ID = 0x1AF4
 MODERN_DEVICE_ID_BASE = 0x1040
 #: QEMU's transitional device IDs (include/hw/pci/pci.h PCI_DEVICE_ID_VIRTIO_*).
 LEGACY_DEVICE_IDS = {1: 0x1000, 2: 0x1001, 5: 0x1002, 3: 0x1003, 8: 0x1004, 4: 0x1005,
-                     9: 0x1009, 19: 0x1012}
+                     9: 0x1009, 19: 0x1012,
+                     63: 0x103F}       # uvirt's virtio-fb: the top of the transitional range
 VIRTIO_PCI_QUEUE_ADDR_SHIFT = 12
+
+
+class MemRegionReg(IntEnum):
+    """The 2010 proposal's registers (legacy BAR0, only on devices with memory regions)."""
+
+    MEM_SEL = 20
+    MEM_SIZE = 24
+    MEM_PFN = 28
+    MSI_CONFIG_VECTOR = 32
+    MSI_QUEUE_VECTOR = 34
+
+
+PROPOSAL_CONFIG_NOMSI = 32
+PROPOSAL_CONFIG_MSI = 36
+PROPOSAL_MAX_REGIONS = 4
+SHM_BAR = 2
+SHM_CAP_LEN = 24
+SHM_CAP_FIRST = 0xA4
+SHM_MAX_CAPS = 3
 
 
 class LegacyReg(IntEnum):
@@ -163,10 +205,22 @@ class VirtioPci(PciFunction):
     """A virtio device on the PCI transport."""
 
     def __init__(self, device: VirtioDevice, *, class_code: int, disable_legacy: bool = False,
-                 disable_modern: bool = False, vectors: int = 2) -> None:
+                 disable_modern: bool = False, vectors: int = 2,
+                 memory_regions: Sequence[SharedMemory] = ()) -> None:
         if disable_legacy and disable_modern:
             raise ValueError("device would have neither legacy nor modern interface")
         self.vdev = device
+        self.regions: list[tuple[int, SharedMemory]] = list(device.shared_regions())
+        used = {shmid for shmid, _ in self.regions}
+        free_ids = (i for i in range(256) if i not in used)
+        self.regions += [(next(free_ids), shm) for shm in memory_regions]
+        self.proposal = bool(self.regions) and disable_modern
+        if self.proposal and len(self.regions) > PROPOSAL_MAX_REGIONS:
+            raise UvirtError(f"{device.name}: {len(self.regions)} memory regions, but a legacy device "
+                             f"has BARs 2..5 for at most {PROPOSAL_MAX_REGIONS}")
+        if self.regions and not disable_modern and len(self.regions) > SHM_MAX_CAPS:
+            raise UvirtError(f"{device.name}: {len(self.regions)} shared memory regions, but config space "
+                             f"holds at most {SHM_MAX_CAPS} shared-memory capabilities")
         self.legacy = not disable_legacy
         self.modern = not disable_modern
         self.nvectors = vectors
@@ -193,7 +247,10 @@ class VirtioPci(PciFunction):
         self.msix: Msix | None = None
         self.pci_cfg_cap = 0
         if self.legacy:
-            regsize = (LEGACY_CONFIG_MSI if vectors else LEGACY_CONFIG_NOMSI) + device.config_len
+            if self.proposal:
+                regsize = (PROPOSAL_CONFIG_MSI if vectors else PROPOSAL_CONFIG_NOMSI) + device.config_len
+            else:
+                regsize = (LEGACY_CONFIG_MSI if vectors else LEGACY_CONFIG_NOMSI) + device.config_len
             self.register_bar(LEGACY_BAR, MmioRegion(f"{self.name}-legacy", _pow2ceil(regsize),
                                                      _LegacyRegs(self), valid_sizes=(1, 2, 4)), io=True)
         if self.modern:
@@ -217,7 +274,42 @@ class VirtioPci(PciFunction):
             self.register_bar(MSIX_BAR, self.msix.exclusive_bar_region(f"{self.name}-msix"))
         if self.modern:
             self.register_bar(MODERN_BAR, self.modern_region, mem64=True, prefetch=True)
+        self.mem_sel = 0
+        if self.proposal:
+            for i, (_, shm) in enumerate(self.regions):
+                bar = self.register_bar(SHM_BAR + i, shm.region)
+                bar.listeners.append(self._map_listener(shm, 0))
+        elif self.regions:
+            self._add_shm_caps()
         self.freeze_reset_state()
+
+    def _add_shm_caps(self) -> None:
+        """VIRTIO 1.2 §4.1.4.7: one virtio_pci_cap64 per region into a 64-bit BAR 2."""
+        offset = 0
+        placed = []
+        for shmid, shm in sorted(self.regions, key=lambda r: -r[1].size):
+            offset = (offset + shm.size - 1) & ~(shm.size - 1)
+            placed.append((shmid, shm, offset))
+            offset += shm.size
+        container = Container(f"{self.name}-shm", _pow2ceil(max(offset, MIN_REGION_SIZE)))
+        for i, (shmid, shm, off) in enumerate(sorted(placed, key=lambda p: p[0])):
+            container.add_subregion(off, shm.region)
+            cap = SHM_CAP_FIRST + i * SHM_CAP_LEN
+            self._add_vendor_cap(cap, CapType.SHARED_MEMORY_CFG, off & 0xFFFFFFFF, length=shm.size & 0xFFFFFFFF,
+                                 bar=SHM_BAR, cap_len=SHM_CAP_LEN)
+            self.config.set(cap + 5, 1, shmid)
+            self.config.set(cap + 16, 4, off >> 32)
+            self.config.set(cap + 20, 4, shm.size >> 32)
+        bar = self.register_bar(SHM_BAR, container, mem64=True, prefetch=True)
+        for shmid, shm, off in placed:
+            bar.listeners.append(self._map_listener(shm, off))
+
+    def _map_listener(self, shm: SharedMemory, offset: int):
+        def listener(addr: int | None) -> None:
+            memory = getattr(self.bus, "memory", None)
+            shm._mapped(None if addr is None else addr + offset,
+                        None if memory is None else memory.invalidate_code)
+        return listener
 
     def _add_vendor_cap(self, offset: int, cfg_type: int, bar_offset: int, *, length: int = REGION_SIZE,
                         bar: int = MODERN_BAR, cap_len: int = VIRTIO_CAP_LEN) -> None:
@@ -276,8 +368,9 @@ class VirtioPci(PciFunction):
         return changes
 
     def virtio_reset(self) -> None:
-        """QEMU ``virtio_pci_reset``."""
+        """QEMU ``virtio_pci_reset`` (and the proposal's MEM_SEL back to 0)."""
         self.vdev.reset()
+        self.mem_sel = 0
         self.queue_vectors.clear()
         self._vqs.clear()
         self.set_intx(0)
@@ -325,12 +418,31 @@ class VirtioPci(PciFunction):
 
     # ------------------------------------------------------------------ legacy
     def legacy_config_offset(self) -> int:
+        if self.proposal:
+            return PROPOSAL_CONFIG_MSI if self.msix_enabled() else PROPOSAL_CONFIG_NOMSI
         return LEGACY_CONFIG_MSI if self.msix_enabled() else LEGACY_CONFIG_NOMSI
+
+    def _proposal_offset(self, offset: int) -> int | None:
+        """Map the proposal's offsets 20..35 onto what they mean; None = not a register."""
+        if offset == MemRegionReg.MSI_CONFIG_VECTOR:
+            return LegacyReg.MSI_CONFIG_VECTOR
+        if offset == MemRegionReg.MSI_QUEUE_VECTOR:
+            return LegacyReg.MSI_QUEUE_VECTOR
+        return None
 
     def legacy_read(self, offset: int, size: int) -> int:
         cfg = self.legacy_config_offset()
         if offset >= cfg:
             return self.vdev.config_read(offset - cfg, size)
+        if self.proposal and offset >= MemRegionReg.MEM_SEL:
+            if offset == MemRegionReg.MEM_SIZE:
+                return self.regions[self.mem_sel][1].size & 0xFFFFFFFF
+            if offset == MemRegionReg.MEM_PFN:
+                return (self.regions[self.mem_sel][1].mapped_at or 0) & 0xFFFFFFFF
+            mapped = self._proposal_offset(offset)
+            if mapped is None or not self.msix_enabled():
+                return 0xFFFFFFFF
+            offset = mapped
         d = self.vdev
         if offset == LegacyReg.HOST_FEATURES:
             return d.host_features & 0xFFFFFFFF
@@ -358,6 +470,20 @@ class VirtioPci(PciFunction):
         if offset >= cfg:
             self.vdev.config_store(offset - cfg, size, value)
             return
+        if self.proposal and offset >= MemRegionReg.MEM_SEL:
+            if offset == MemRegionReg.MEM_SEL:
+                if value < len(self.regions):
+                    self.mem_sel = value
+                else:
+                    self.guest_error("mem_sel_out_of_range", f"{self.name}: MEM_SEL {value} ignored "
+                                     f"({len(self.regions)} memory regions)")
+                return
+            mapped = self._proposal_offset(offset)
+            if mapped is None or not self.msix_enabled():
+                self.guest_error("virtio_legacy_write", f"{self.name}: write 0x{value:x} to read-only or "
+                                 f"unknown legacy register +0x{offset:x}")
+                return
+            offset = mapped
         d = self.vdev
         if offset == LegacyReg.GUEST_FEATURES:
             if value & F.BAD_FEATURE:

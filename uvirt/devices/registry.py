@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import OptionError
+from ..errors import OptionError, UvirtError
 
 if TYPE_CHECKING:
     from ..machine import Machine
@@ -154,7 +154,26 @@ def _virtio_common_props() -> tuple[Prop, ...]:
             Prop("event_idx", "bool", True), Prop("indirect_desc", "bool", True),
             Prop("notify_on_empty", "bool", True), Prop("any_layout", "bool", True),
             Prop("packed", "bool", False), Prop("queue_reset", "bool", True),
-            Prop("iommu_platform", "bool", False), Prop("x-pcie-lnkctl-init", "bool", True))
+            Prop("iommu_platform", "bool", False), Prop("x-pcie-lnkctl-init", "bool", True),
+            Prop("memory-regions", "str", None))
+
+
+def _memory_regions(v: dict[str, Any], name: str, raw_origin: str) -> list:
+    """``memory-regions=4M:1M`` (uvirt's own property): anonymous shared regions."""
+    from ..qemu_options import parse_size
+    from ..shared_memory import MIN_REGION_SIZE, SharedMemory
+
+    spec = v["memory-regions"]
+    if not spec:
+        return []
+    regions = []
+    for i, part in enumerate(spec.split(":")):
+        size = parse_size(part, option=raw_origin, key="memory-regions")
+        if size < MIN_REGION_SIZE or size & (size - 1):
+            raise OptionError(f"{raw_origin}: memory region {i} size 0x{size:x} must be a power of two "
+                              f"of at least 0x{MIN_REGION_SIZE:x}")
+        regions.append(SharedMemory.anonymous(f"{name}-mem{i}", size))
+    return regions
 
 
 def _virtio_pci(machine: "Machine", v: dict[str, Any], device, *, class_code: int,
@@ -176,8 +195,15 @@ def _virtio_pci(machine: "Machine", v: dict[str, Any], device, *, class_code: in
     if legacy_off and v["disable-modern"]:
         raise OptionError(f"-device {device.name}-pci: device would have neither legacy nor modern interface "
                           f"(disable-legacy=on and disable-modern=on)")
-    fn = VirtioPci(device, class_code=class_code, disable_legacy=legacy_off,
-                   disable_modern=v["disable-modern"], vectors=vectors)
+    origin = f"-device {device.name}-pci"
+    try:
+        fn = VirtioPci(device, class_code=class_code, disable_legacy=legacy_off,
+                       disable_modern=v["disable-modern"], vectors=vectors,
+                       memory_regions=_memory_regions(v, device.name, origin))
+    except UvirtError as e:
+        if isinstance(e, OptionError):
+            raise
+        raise OptionError(f"{origin}: {e}") from None
     fn.realize(machine.memory.guest)
     slot, func = v["addr"] if v["addr"] is not None else (None, 0)
     machine.add_pci(fn, slot, func)
@@ -189,7 +215,23 @@ def _virtio_rng_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     return _virtio_pci(machine, v, VirtioRng(seed=v["seed"]), class_code=0x00FF, default_vectors=2)
 
 
+def _virtio_fb_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
+    from ..virtio.fb import VirtioFb
+    try:
+        dev = VirtioFb(width=v["width"], height=v["height"])
+    except UvirtError as e:
+        raise OptionError(f"-device virtio-fb-pci: {e}") from None
+    fn = _virtio_pci(machine, v, dev, class_code=0x0380, default_vectors=2)
+    machine.framebuffers = getattr(machine, "framebuffers", []) + [dev]
+    return fn
+
+
 DEVICE_TYPES: dict[str, DeviceType] = {
+    "virtio-fb-pci": DeviceType(
+        "virtio-fb-pci", "pci", "uvirt's virtio framebuffer (device type 63): mode in config, "
+        "pixels in a shared memory region",
+        _virtio_common_props() + (Prop("width", "uint32", 320), Prop("height", "uint32", 240)),
+        _virtio_fb_pci),
     "virtio-rng-pci": DeviceType(
         "virtio-rng-pci", "pci", "virtio entropy device (transitional by default)",
         _virtio_common_props() + (Prop("rng", "str"), Prop("max-bytes", "uint64", None),

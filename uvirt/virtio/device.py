@@ -182,6 +182,11 @@ class VirtioDevice:
     def device_reset(self) -> None:
         """*hook* Device-specific reset."""
 
+    def shared_regions(self) -> list:
+        """*hook* ``[(shmid, SharedMemory)]``: memory the device shares with the driver
+        (virtio 1.2 §2.10).  The transport exposes them; the device uses them directly."""
+        return []
+
     # -- driver-visible state changes (called by the transport)
     def negotiated(self, feature: int) -> bool:
         return bool(self.guest_features & feature)
