@@ -1,0 +1,83 @@
+"""Differential tests of the virtio guest programs (firmware/virtio_*.S) against QEMU 7.2.
+
+Every (program, args) pair of ``uvirt.testing.qemu.VIRTIO_REFERENCES`` runs on QEMU and on
+uvirt with the same command line; the transcripts must be equal apart from ``FW `` lines,
+and QEMU's must have no FAIL line.  A pair is skipped, with the reason, while uvirt lacks
+one of its ``-device`` drivers, so the tests switch themselves on when the devices land.
+``test_reference_is_current`` needs only QEMU: the stored transcripts in tests/data/qemu/
+must still be what a live QEMU prints.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from uvirt.testing.guest import comparable, run_uvirt
+from uvirt.testing.qemu import (DATA_DIR, VIRTIO_CHARDEV, VIRTIO_DISK_SECTORS,
+                                VIRTIO_REFERENCES, strip_header, virtio_args,
+                                virtio_disk_byte, virtio_disk_image)
+
+pytestmark = pytest.mark.qemu
+
+CASES = sorted(VIRTIO_REFERENCES.items())
+IDS = [name.removesuffix(".txt") for name, _ in CASES]
+CONSOLE_TEXT = b"hello from the uvirt guest\n!\n"   # the line on port 0, then emerg_wr "!\n"
+
+
+def _devices(args: tuple[str, ...]) -> list[str]:
+    return [args[i + 1].split(",")[0] for i, a in enumerate(args[:-1]) if a == "-device"]
+
+
+def _skip_if_uvirt_lacks(args: tuple[str, ...]) -> None:
+    from uvirt.devices.registry import DEVICE_TYPES
+
+    for dev in _devices(args):
+        if dev not in DEVICE_TYPES:
+            pytest.skip(f"uvirt has no {dev} yet")
+
+
+def _fails(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith("FAIL")]
+
+
+@pytest.mark.parametrize("ref,case", CASES, ids=IDS)
+def test_transcript_equals_qemu(ref, case, firmware, qemu, tmp_path):
+    prog, extra = case
+    _skip_if_uvirt_lacks(extra)
+    image = firmware(prog)
+    qdir, udir = tmp_path / "qemu", tmp_path / "uvirt"
+    qdir.mkdir()
+    udir.mkdir()
+    want = qemu(image, virtio_args(extra, qdir))
+    got = run_uvirt(image, virtio_args(extra, udir))
+    assert want.exit_code == 1 and not _fails(want.debugcon), want.debugcon + want.stderr
+    assert got.exit_code == want.exit_code, got.debugcon
+    assert comparable(got.debugcon) == comparable(want.debugcon)
+    if (qdir / VIRTIO_CHARDEV).exists():
+        assert (udir / VIRTIO_CHARDEV).read_bytes() == (qdir / VIRTIO_CHARDEV).read_bytes()
+
+
+@pytest.mark.parametrize("ref,case", CASES, ids=IDS)
+def test_reference_is_current(ref, case, firmware, qemu, tmp_path):
+    prog, extra = case
+    stored = (DATA_DIR / ref).read_text()
+    live = qemu(firmware(prog), virtio_args(extra, tmp_path))
+    assert live.exit_code == 1, live.stderr
+    assert not _fails(live.debugcon), live.debugcon
+    assert not _fails(stored)
+    assert comparable(strip_header(stored)) == comparable(live.debugcon)
+    if prog == "virtio_console":
+        assert (tmp_path / VIRTIO_CHARDEV).read_bytes() == CONSOLE_TEXT
+
+
+def test_every_virtio_program_has_references():
+    progs = {p.stem for p in (Path(__file__).parents[2] / "firmware").glob("virtio_*.S")}
+    assert progs == {prog for prog, _ in VIRTIO_REFERENCES.values()}
+    for ref in VIRTIO_REFERENCES:
+        assert (DATA_DIR / ref).exists(), ref
+
+
+def test_disk_image_pattern(tmp_path):
+    data = virtio_disk_image(tmp_path / "d.img").read_bytes()
+    assert len(data) == VIRTIO_DISK_SECTORS * 512 == 64 * 1024
+    assert data[5 * 512 + 7] == virtio_disk_byte(5, 7) == (5 * 3 + 7 + 1) & 0xFF
