@@ -86,7 +86,7 @@ def raw_connect(path: str) -> socket.socket:
     return s
 
 
-def wait_until(pred, timeout: float = 1.0) -> bool:
+def wait_until(pred, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
@@ -143,44 +143,44 @@ def test_id_allocation_counts_up_and_skips_ids_in_use(server, sock_path):
 
 
 def test_two_peers_share_memory_and_ring_each_other(server, sock_path):
-    with IvshmemPeer.connect(sock_path, vectors=2, timeout=1.0) as a, \
-         IvshmemPeer.connect(sock_path, vectors=2, timeout=1.0) as b:
+    with IvshmemPeer.connect(sock_path, vectors=2, timeout=10) as a, \
+         IvshmemPeer.connect(sock_path, vectors=2, timeout=10) as b:
         assert (a.id, b.id) == (0, 1)
         assert a.size == b.size == 0x10000
         assert b.peers == {0: 2}
-        assert a.wait_peer_joined(timeout=1.0) == PeerJoin(1, 2)
+        assert a.wait_peer_joined(timeout=10) == PeerJoin(1, 2)
         assert a.peers == {1: 2}
         a.memory[0x100:0x105] = b"hello"
         assert b.memory[0x100:0x105] == b"hello"
         b.memory[-4:] = b"bye!"
         assert a.memory[-4:] == b"bye!"
         assert a.ring(1, 1) is True
-        assert b.wait(timeout=1.0) == 1
+        assert b.wait(timeout=10) == 1
         assert b.wait(timeout=0.05) is None        # consumed
         assert b.ring(0, 0) is True
         assert a.wait(vector=1, timeout=0.05) is None
-        assert a.wait(vector=0, timeout=1.0) == 0
+        assert a.wait(vector=0, timeout=10) == 0
         assert a.ring(1, 2) is False                # no vector 2
     assert wait_until(lambda: server.peer_ids == [])
 
 
 def test_peer_join_and_leave_are_remembered(server, sock_path):
-    with IvshmemPeer.connect(sock_path, vectors=2, timeout=1.0) as a:
-        with IvshmemPeer.connect(sock_path, vectors=2, timeout=1.0) as b:
+    with IvshmemPeer.connect(sock_path, vectors=2, timeout=10) as a:
+        with IvshmemPeer.connect(sock_path, vectors=2, timeout=10) as b:
             b.ring(a.id, 0)
         # join, ring and leave all happened before a looked: each is still reported
-        assert a.wait_peer_joined(timeout=1.0) == PeerJoin(1, 2)
-        assert a.wait(timeout=1.0) == 0
-        assert a.wait_peer_left(timeout=1.0) == 1
+        assert a.wait_peer_joined(timeout=10) == PeerJoin(1, 2)
+        assert a.wait(timeout=10) == 0
+        assert a.wait_peer_left(timeout=10) == 1
         assert a.wait_peer_left(timeout=0.05) is None
         assert a.peers == {}
 
 
 def test_peer_with_fewer_vectors_than_server(server, sock_path):
-    with IvshmemPeer.connect(sock_path, vectors=1, timeout=1.0) as a, \
-         IvshmemPeer.connect(sock_path, vectors=1, timeout=1.0) as b:
+    with IvshmemPeer.connect(sock_path, vectors=1, timeout=10) as a, \
+         IvshmemPeer.connect(sock_path, vectors=1, timeout=10) as b:
         assert b.peers == {0: 1} and a.client.state.dropped_fds == 1
-        assert a.wait_peer_joined(timeout=1.0) == PeerJoin(1, 1)
+        assert a.wait_peer_joined(timeout=10) == PeerJoin(1, 1)
         assert b.client.state.dropped_fds == 2
 
 
@@ -188,11 +188,11 @@ def test_sigpipe_safe_when_a_peer_stopped_reading(server, sock_path):
     deaf = raw_connect(sock_path)
     raw_messages(deaf, 5)
     deaf.shutdown(socket.SHUT_RD)        # sends to it now fail with EPIPE
-    with IvshmemPeer.connect(sock_path, vectors=2, timeout=1.0) as p:
+    with IvshmemPeer.connect(sock_path, vectors=2, timeout=10) as p:
         assert p.id == 1 and p.peers == {0: 2}
     raw = raw_connect(sock_path)
     raw.close()                          # gone before the server even replies
-    with IvshmemPeer.connect(sock_path, vectors=2, timeout=1.0) as p:
+    with IvshmemPeer.connect(sock_path, vectors=2, timeout=10) as p:
         assert p.peers == {0: 2}
     deaf.close()
 
@@ -212,7 +212,7 @@ def test_shm_dir_backing_is_unlinked(sock_path, tmp_path):
     with IvshmemServer(sock_path, shm_dir=str(d), size=0x2000, vectors=1) as srv:
         srv.start_thread()
         assert list(d.iterdir()) == []
-        with IvshmemPeer.connect(sock_path, timeout=1.0) as p:
+        with IvshmemPeer.connect(sock_path, timeout=10) as p:
             assert p.size == 0x2000
 
 
@@ -222,7 +222,7 @@ def test_shm_name_backing_uses_dev_shm(sock_path):
         with IvshmemServer(sock_path, shm_name=name, size=0x1000, vectors=1) as srv:
             srv.start_thread()
             assert os.stat(f"/dev/shm/{name}").st_size == 0x1000
-            with IvshmemPeer.connect(sock_path, timeout=1.0) as p:
+            with IvshmemPeer.connect(sock_path, timeout=10) as p:
                 p.memory[0:3] = b"abc"
             with open(f"/dev/shm/{name}", "rb") as f:
                 assert f.read(3) == b"abc"
@@ -307,8 +307,8 @@ def test_no_permission_to_create_socket(tmp_path):
 def test_close_disconnects_peers_and_cleans_up(sock_path):
     srv = IvshmemServer(sock_path, size=0x1000, vectors=1).start()
     srv.start_thread()
-    with IvshmemPeer.connect(sock_path, timeout=1.0) as a, IvshmemPeer.connect(sock_path, timeout=1.0) as b:
-        assert a.wait_peer_joined(timeout=1.0) == PeerJoin(b.id, 1)
+    with IvshmemPeer.connect(sock_path, timeout=10) as a, IvshmemPeer.connect(sock_path, timeout=10) as b:
+        assert a.wait_peer_joined(timeout=10) == PeerJoin(b.id, 1)
         srv.close()
         assert not os.path.exists(sock_path)
         # QEMU's server frees its peers in order and tells the remaining ones.
@@ -316,7 +316,7 @@ def test_close_disconnects_peers_and_cleans_up(sock_path):
         assert b.client.poll(0.5) + b.client.poll(0.1) == [PeerDisconnected(a.id), ServerGone()]
         # Peers keep their fds and memory after the server is gone.
         assert a.ring(b.id, 0) is True
-        assert b.wait(timeout=1.0) == 0
+        assert b.wait(timeout=10) == 0
     srv.close()     # idempotent
 
 
@@ -393,11 +393,11 @@ def _spawn(args: list[str], **kw) -> subprocess.Popen:
 def test_foreground_shutdown_on_signal(sock_path, sig):
     proc = _spawn(["-F", "-v", "-S", sock_path, "--memfd", "-l", "64K", "-n", "2"])
     try:
-        assert wait_until(lambda: os.path.exists(sock_path), timeout=1.5)
-        with IvshmemPeer.connect(sock_path, vectors=2, timeout=1.0) as p:
+        assert wait_until(lambda: os.path.exists(sock_path), timeout=10)
+        with IvshmemPeer.connect(sock_path, vectors=2, timeout=10) as p:
             assert p.size == 0x10000 and p.id == 0
             proc.send_signal(sig)
-            out, err = proc.communicate(timeout=1.5)
+            out, err = proc.communicate(timeout=10)
             assert ServerGone() in p.client.poll(0.2)
         assert proc.returncode == 0, err
         assert not os.path.exists(sock_path)
@@ -416,17 +416,17 @@ def test_daemon_mode_writes_pidfile(sock_path, tmp_path):
         # The daemon keeps stdout/stderr (noclose, as QEMU): no pipes, or reading would hang.
         proc = _spawn(["-S", sock_path, "-p", str(pidfile), "-m", str(shm_dir), "-l", "8K"],
                       stdout=subprocess.DEVNULL, stderr=err)
-        assert proc.wait(timeout=1.5) == 0          # the parent returns once the socket is bound
+        assert proc.wait(timeout=10) == 0          # the parent returns once the socket is bound
         assert err.read() == b""
     assert os.path.exists(sock_path)
     assert wait_until(pidfile.exists)
     assert wait_until(lambda: pidfile.read_text().endswith("\n"))
     pid = int(pidfile.read_text())
     try:
-        with IvshmemPeer.connect(sock_path, timeout=1.0) as p:
+        with IvshmemPeer.connect(sock_path, timeout=10) as p:
             assert p.size == 0x2000
         os.kill(pid, signal.SIGTERM)
-        assert wait_until(lambda: not os.path.exists(sock_path), timeout=1.5)
+        assert wait_until(lambda: not os.path.exists(sock_path), timeout=10)
         assert wait_until(lambda: not pidfile.exists())
     finally:
         try:
