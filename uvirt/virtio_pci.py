@@ -520,8 +520,9 @@ class VirtioPci(PciFunction):
                              f"unknown legacy register +0x{offset:x}")
 
     def bad_features(self) -> int:
-        """QEMU ``virtio_bus_get_vdev_bad_features``: NOTIFY_ON_EMPTY (and the device's own set)."""
-        return int(F.NOTIFY_ON_EMPTY) & self.vdev.host_features
+        """QEMU ``virtio_bus_get_vdev_bad_features``: the device's own "bad" set, 0 for
+        every device but virtio-net."""
+        return self.vdev.bad_features()
 
     def read_isr(self) -> int:
         """ISR read returns and clears it, and deasserts INTx."""

@@ -182,6 +182,10 @@ class VirtioDevice:
     def device_reset(self) -> None:
         """*hook* Device-specific reset."""
 
+    def bad_features(self) -> int:
+        """*hook* What a legacy driver that wrote bit 30 gets (QEMU ``bad_features``)."""
+        return 0
+
     def shared_regions(self) -> list:
         """*hook* ``[(shmid, SharedMemory)]``: memory the device shares with the driver
         (virtio 1.2 §2.10).  The transport exposes them; the device uses them directly."""
