@@ -45,14 +45,10 @@ class MemoryChardev(Chardev):
         return self.data.decode("latin-1")
 
 
-class FileChardev(Chardev):
-    def __init__(self, path: str, *, append: bool = False) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-        try:
-            self._fd = os.open(path, flags, 0o666)
-        except OSError as e:
-            raise OptionError(f"-chardev file: could not open '{path}': {e.strerror}") from None
-        self.path = path
+class _BufferedChardev(Chardev):
+    """Collects bytes and hands them to ``_emit`` at a newline, at 4 KiB, and on flush."""
+
+    def __init__(self) -> None:
         self._buf = bytearray()
 
     def write(self, data: bytes) -> None:
@@ -62,8 +58,25 @@ class FileChardev(Chardev):
 
     def flush(self) -> None:
         if self._buf:
-            os.write(self._fd, self._buf)
+            self._emit(bytes(self._buf))
             self._buf.clear()
+
+    def _emit(self, data: bytes) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class FileChardev(_BufferedChardev):
+    def __init__(self, path: str, *, append: bool = False) -> None:
+        super().__init__()
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        try:
+            self._fd = os.open(path, flags, 0o666)
+        except OSError as e:
+            raise OptionError(f"-chardev file: could not open '{path}': {e.strerror}") from None
+        self.path = path
+
+    def _emit(self, data: bytes) -> None:
+        os.write(self._fd, data)
 
     def close(self) -> None:
         self.flush()
@@ -72,22 +85,15 @@ class FileChardev(Chardev):
             self._fd = -1
 
 
-class StdioChardev(Chardev):
+class StdioChardev(_BufferedChardev):
     def __init__(self, stream=None) -> None:
+        super().__init__()
         self._stream = stream
-        self._buf = bytearray()
 
-    def write(self, data: bytes) -> None:
-        self._buf += data
-        if b"\n" in data or len(self._buf) >= 4096:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._buf:
-            out = self._stream or sys.stdout.buffer
-            out.write(self._buf)
-            out.flush()
-            self._buf.clear()
+    def _emit(self, data: bytes) -> None:
+        out = self._stream or sys.stdout.buffer
+        out.write(data)
+        out.flush()
 
 
 def open_chardev(backend: str, props: dict[str, str], *, chardev_id: str = "") -> Chardev:
