@@ -6,6 +6,11 @@
 no firmware there) and ``-kernel``.  Every refusal is an ``OptionError``/``ImageError``:
 one line, value named.
 
+qtest (``-accel qtest``, ``-machine ...,accel=qtest``, or ``-qtest`` with ``-accel tcg -S``):
+no CPU, no firmware step, no kernel (QEMU's loader runs from an option ROM at boot, which
+never comes), ``-machine none`` allowed; ``run_main`` hands the board to
+``uvirt.qtest.session``, which serves the qtest chardev and the QMP monitors.
+
 Wall-clock budget: QEMU runs a spinning guest forever; uvirt stops it after
 ``DEFAULT_TIMEOUT`` seconds unless ``-uvirt-timeout`` says otherwise, and reports why.
 """
@@ -30,6 +35,7 @@ class Built:
     machine: Machine
     ctx: BuildContext
     chardevs: list[Chardev] = field(default_factory=list)
+    devices: list = field(default_factory=list)      # (DeviceOpts, the created device)
 
 
 def _open(spec, ctx: BuildContext, built: Built) -> Chardev:
@@ -44,12 +50,28 @@ def _open(spec, ctx: BuildContext, built: Built) -> Chardev:
     return dev
 
 
+def qtest_mode(cfg: RunConfig) -> bool:
+    return cfg.accelerator == "qtest" or cfg.qtest is not None
+
+
 def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
-    if cfg.machine.type not in ("pc-i440fx-7.2",):
+    serving = qtest_mode(cfg)
+    if cfg.machine.type not in ("pc-i440fx-7.2",) and not (serving and cfg.machine.type == "none"):
         raise OptionError(f"-machine {cfg.machine.requested}: uvirt models only the pc machine")
-    if cfg.accelerator != "tcg":
+    if cfg.accelerator not in ("tcg", "qtest"):
         raise OptionError(f"-accel {cfg.accelerator}: not supported by uvirt yet")
-    m = Machine(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot, cpu=cpu)
+    served: set[str] = set()
+    if serving:
+        if cfg.accelerator == "tcg" and not cfg.start_paused:
+            raise OptionError("-qtest with -accel tcg: uvirt runs no guest CPU beside a qtest "
+                              "server; add -S (as a paused QEMU) or use -accel qtest")
+        from .qtest.session import served_chardevs, strip_to_none
+        served = served_chardevs(cfg)
+        cpu = False
+    none = cfg.machine.type == "none"
+    m = Machine(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot, cpu=cpu, builtins=not none)
+    if none:
+        strip_to_none(m)
     ctx = BuildContext()
     built = Built(m, ctx)
     try:
@@ -57,6 +79,10 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
             if c.id in ctx.chardevs:
                 raise OptionError(f"{c.origin}: attempt to add duplicate property 'id' to object "
                                   f"(type 'chardev')")
+            if c.id in served:                  # the qtest session opens these itself
+                ctx.chardevs[c.id] = c
+                ctx.used_chardevs.add(c.id)
+                continue
             ctx.chardevs[c.id] = _open(c, ctx, built)
         m.chardevs.extend(built.chardevs)
         defaults: dict[str, dict[str, str]] = {}
@@ -67,12 +93,13 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
                 m.add_debugcon(_open(cfg.debugcon, ctx, built))
             for d in cfg.devices:
                 props = {**defaults.get(d.driver, {}), **d.props}
-                create_device(m, ctx, d.driver, props, d.raw)
-            if cfg.accelerator != "qtest":
+                built.devices.append((d, create_device(m, ctx, d.driver, props, d.raw)))
+            if not serving:
                 bios.firmware_step(m)
-        if cfg.kernel is None:
-            raise OptionError("no -kernel given: uvirt boots multiboot images (-kernel FILE)")
-        m.load_kernel_file(cfg.kernel, cmdline=cfg.append or "")
+        if not serving:
+            if cfg.kernel is None:
+                raise OptionError("no -kernel given: uvirt boots multiboot images (-kernel FILE)")
+            m.load_kernel_file(cfg.kernel, cmdline=cfg.append or "")
     except BaseException:
         m.close()
         raise
@@ -111,6 +138,9 @@ def run_main(argv: list[str]) -> int:
         return 0
     for w in cfg.warnings:
         print(f"uvirt: warning: {w}", file=sys.stderr)
+    if qtest_mode(cfg):
+        from .qtest.session import main_serve
+        return main_serve(cfg)
     stop = run_config(cfg)
     if not stop.clean:
         print("uvirt: " + stop.report(), file=sys.stderr)
