@@ -110,7 +110,7 @@ class Session:
                 self.log = _open_log(cfg.qtest_log)
                 ep = open_endpoint(loop, spec.backend, spec.props, "qtest", spec.origin)
                 server = QtestServer(self.machine.memory, self.machine.io, self.hooks,
-                                     lambda text: ep.write(text.encode("latin-1")), log=self.log,
+                                     lambda text, ep=ep: ep.write(text.encode("latin-1")), log=self.log,
                                      clock_enabled=cfg.accelerator == "qtest")
                 ep.on_open, ep.on_data, ep.on_close = server.opened, server.feed, server.closed
                 self.qtest = server
