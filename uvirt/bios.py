@@ -13,6 +13,9 @@ A guest on QEMU finds every PCI device already programmed by SeaBIOS
   where a SeaBIOS driver uses the device (its ``on_firmware`` hook says so).
 * the interrupt line gets PIIX's routing ``[10, 10, 11, 11][(pin - 1 + slot - 1) & 3]``,
   and the PIIX3 PIRQ route registers 0x60..0x63 that routing.
+* the interrupt controllers as SeaBIOS leaves them: PIC bases 0x08/0x70, IMR b8/8e,
+  ELCR 00/0c, PIT channel 0 in mode 2, LAPIC SVR 0x1ff, LINT0 0x8700, LINT1 0x8400
+  (``InterruptController.firmware_state``).
 
 The BAR addresses and interrupt lines are firmware choices: a differential test compares
 everything else.  Exact placement is a best effort at SeaBIOS 1.16's algorithm.
@@ -53,6 +56,8 @@ def firmware_step(machine) -> None:
     """Everything SeaBIOS leaves behind that a guest can observe."""
     assign_resources(machine.pci)
     machine.pci_host.config_reg = LAST_CONFIG_ADDRESS
+    if getattr(machine, "interrupts", None) is not None:
+        machine.interrupts.firmware_state()
 
 
 def assign_resources(bus: PciBus) -> None:

@@ -19,16 +19,37 @@ Running (unicorn-notes.md §4, §6, §7)
     Python's signal handlers only run when the main thread runs Python, so the signal
     wakes the watchdog through ``signal.set_wakeup_fd``).
 
+Interrupts (uvirt/interrupts/, unicorn-notes.md §7 items 10-16)
+    Unicorn never uses the guest IDT, so delivery happens between two ``emu_start``
+    calls.  A device that raises a line from a port/MMIO hook makes the controller call
+    ``_irq_changed``, which stops the CPU at the end of the translation block (as QEMU's
+    TCG takes an interrupt at the next block boundary); the PIT's next rising edge is a
+    tick the watchdog thread turns into ``emu_stop``; other threads post work with
+    ``call_soon_threadsafe``.  At each stop ``_service`` acknowledges the interrupt
+    and ``interrupts.delivery`` pushes the frame and loads the gate.  With IF=0 (or in the
+    one-instruction STI shadow) a pending interrupt puts the CPU in *blocked* mode: a
+    code hook single-steps, for at most ``STEP_BUDGET`` instructions, until IF becomes 1
+    (STI, POPF, IRET), so the interrupt arrives exactly where QEMU takes it; past that
+    budget the watchdog polls (1 ms doubling to 16 ms) so a guest that runs with IF=0 for
+    long keeps its speed.  ``hlt`` with IF=1 sleeps until an interrupt, a tick, a posted
+    call, a budget or SIGINT.  CPU exceptions reported by Unicorn (``UC_HOOK_INTR``:
+    #DE, #GP, int n, int3, into; ``UC_ERR_INSN_INVALID``: #UD) are delivered the same way;
+    a triple fault ends the run.
+
 Stops
     Every run ends with a ``StopInfo``: reason, exit code, EIP, registers, and the
     instruction at EIP disassembled by capstone.  Exit codes: isa-debug-exit gives
     ``(v << 1) | 1`` like QEMU; a halt with interrupts off or a guest reset under
     ``-no-reboot`` gives 0 (QEMU exits 0 on shutdown); a guest fault 2; a budget 124
-    (as ``timeout(1)``); SIGINT 130.
+    (as ``timeout(1)``); SIGINT 130.  A triple fault gives 2 with the chain of events
+    (QEMU under ``-no-reboot`` exits 0, indistinguishable from a clean shutdown: uvirt
+    reports the crash instead).
 """
 
 from __future__ import annotations
 
+import collections
+import ctypes
 import os
 import select
 import signal
@@ -40,7 +61,7 @@ from enum import Enum
 
 from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
                      UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED,
-                     UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_READ_UNMAPPED,
+                     UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_READ_UNMAPPED,
                      UC_HOOK_MEM_WRITE_UNMAPPED, UC_MODE_32, Uc, UcError)
 from unicorn import x86_const as X
 
@@ -48,6 +69,8 @@ from . import multiboot
 from .chardev import Chardev
 from .devices.isa import IsaDebugcon, IsaDebugExit
 from .errors import ImageError, UvirtError
+from .interrupts import InterruptController
+from .interrupts import delivery as _delivery
 from .mem_regions import (PAGE_MASK, IoSpace, MemoryMap, MmioRegion, RamRegion, _ConstantDevice)
 from .pci_bus import PciBus, PciFunction, PciHostConf1, bdf_str, devfn
 from .trace import Tracer
@@ -68,6 +91,11 @@ ENTRY_EFLAGS = 0x00000006      # observed at a QEMU multiboot entry: IF=0, PF=1
 ENTRY_ESP = 0x00006F08         # the ROM's stack as QEMU leaves it; guests set their own
 ENTRY_IDTR = (0, 0, 0x3FF, 0)  # the real-mode IVT, still loaded
 
+IF_MASK = 0x200
+#: Instructions single-stepped while a pending interrupt waits for IF=1 (see "Interrupts").
+STEP_BUDGET = 2000
+POLL_FIRST, POLL_MAX = 0.001, 0.016
+
 #: The legacy VGA window: on ``pc -nodefaults`` nothing decodes it, it reads 0 and RAM
 #: beneath it is invisible (QEMU's smram-region alias of the empty PCI space).
 VGA_WINDOW = (0xA0000, 0x20000)
@@ -78,6 +106,7 @@ class StopReason(Enum):
     HALTED = "halted with interrupts disabled"
     RESET = "guest reset (-no-reboot)"
     FAULT = "guest fault"
+    TRIPLE_FAULT = "triple fault"
     TIMEOUT = "wall-clock budget exhausted"
     INSN_BUDGET = "instruction budget exhausted"
     INTERRUPTED = "interrupted (SIGINT)"
@@ -179,10 +208,29 @@ class Machine:
         self._stopping = False
         self._hooks: list[int] = []
         self.insn_count = 0
+        # interrupts: see the module docstring
+        self.interrupts: InterruptController | None = None
+        self._wake = threading.Event()
+        self._posted: collections.deque = collections.deque()
+        self._in_cpu = False
+        self._kicked = False
+        self._exc: tuple[int, int] | None = None
+        self._blocked = False
+        self._step_hook: int | None = None
+        self._step_budget = 0
+        self._step_prev = -1
+        self._step_shadow = False
+        self._poll_interval = 0.0
+        self._poll_at: float | None = None
+        self._watch_token: int | None = None
+        self._armed_tick: float | None = None
         if builtins:
             from .devices.pc import install_pc_builtins
             with self.batch():
                 install_pc_builtins(self)
+                self.interrupts = InterruptController()
+                self.interrupts.install(self)
+                self.interrupts.on_change = self._irq_changed
         if cpu:
             self._owns_uc = uc is None
             self.attach(uc if uc is not None else Uc(UC_ARCH_X86, UC_MODE_32))
@@ -300,14 +348,12 @@ class Machine:
             return False
 
     def _hook_intr(self, uc, intno, _ud) -> None:
+        # #DE, #GP, int n, int3, into...: Unicorn would carry on past it; stop here and
+        # deliver through the IDT from the run loop.
         if self._stopping:
             return
-        name = _EXCEPTION_NAMES.get(intno)
-        if intno == 0x80 or name is None:
-            detail = f"interrupt 0x{intno:02x} (interrupt delivery through the IDT is not implemented yet)"
-        else:
-            detail = f"CPU exception {name}"
-        self._request_stop(StopReason.FAULT, EXIT_FAULT, detail)
+        self._exc = (intno, uc.reg_read(X.UC_X86_REG_EIP))
+        uc.emu_stop()
 
     def _install_gdt(self) -> None:
         self.memory.guest.write(GDT_ADDR, GDT)
@@ -373,6 +419,7 @@ class Machine:
         self.io.table = {}
         if self.uc is not None:
             self.uc.emu_stop()
+        self._wake.set()
 
     def _host_exception(self, e: BaseException) -> None:
         if isinstance(e, KeyboardInterrupt):
@@ -395,37 +442,58 @@ class Machine:
         uc = self.uc
         self._stopping = False
         self._stop = None
+        self._wake.clear()
         self.io.commit()
         deadline = None if not timeout else time.monotonic() + timeout
         watch = _Watchdog.get()
         token = watch.register(self, deadline, timeout)
+        self._watch_token, self._armed_tick = token, None
         old_handler = None
         if threading.current_thread() is threading.main_thread():
             old_handler = signal.signal(signal.SIGINT, lambda s, f: self.interrupt())
         try:
             while not self._stopping:
+                self._service()
+                if self._stopping:
+                    break
+                self._arm_tick(watch)
                 eip = uc.reg_read(X.UC_X86_REG_EIP)
+                self._kicked = False
+                self._in_cpu = True
                 try:
                     uc.emu_start(eip, 0xFFFFFFFF, 0, max_insns or 0)
                 except UcError as e:
-                    if not self._stopping:
-                        self._fault_from(e)
+                    self._in_cpu = False
+                    if self._stopping:
+                        break
+                    if e.errno == UC_ERR_INSN_INVALID:
+                        self._raise_exception(_delivery.EXC_UD, uc.reg_read(X.UC_X86_REG_EIP))
+                        continue
+                    self._fault_from(e)
                     break
+                finally:
+                    self._in_cpu = False
                 if self._stopping:
                     break
+                if self._exc is not None:
+                    intno, at = self._exc
+                    self._exc = None
+                    self._raise_exception(intno, at)
+                    continue
+                if self._kicked:
+                    continue
                 if self._halted():
-                    if uc.reg_read(X.UC_X86_REG_EFLAGS) & 0x200:
-                        # IF=1 and nothing can interrupt yet: wait like QEMU until a budget ends.
-                        self._idle_until(deadline)
-                    else:
-                        self._request_stop(StopReason.HALTED, EXIT_CLEAN)
+                    self._halt_wait()
                 elif max_insns:
                     self._request_stop(StopReason.INSN_BUDGET, EXIT_BUDGET,
                                        f"{max_insns} instructions")
         except KeyboardInterrupt:
             self.interrupt()
         finally:
+            self._leave_blocked()
+            self._exc = None
             watch.unregister(token)
+            self._watch_token = None
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
             for ch in self.chardevs:
@@ -437,12 +505,215 @@ class Machine:
             self.tracer.emit("stop", reason=stop.reason.name.lower(), eip=stop.eip)
         return stop
 
-    def _idle_until(self, deadline: float | None) -> None:
+    # ------------------------------------------------------------------ interrupts
+    def call_soon_threadsafe(self, fn) -> None:
+        """Run ``fn()`` on the CPU thread at the next stop (now if the guest is halted):
+        how device threads (eventfds, backends) touch device state and raise interrupts."""
+        self._posted.append(fn)
+        self._kick_async()
+
+    def _kick_async(self) -> None:
+        """From any thread: stop the CPU soon (end of the current block) and wake a HLT."""
+        if self._in_cpu and self.uc is not None:
+            self._kicked = True
+            self.uc.emu_stop()
+        self._wake.set()
+
+    def _timer_fired(self) -> None:
+        """Watchdog thread: a PIT edge or a poll of a blocked interrupt is due."""
+        self._kick_async()
+
+    def _irq_changed(self) -> None:
+        """CPU thread (a port/MMIO hook or the run loop): an interrupt may be pending."""
+        if self._in_cpu and not self._kicked and not self._blocked and not self._stopping:
+            if self.interrupts.cpu_pending():
+                self._kicked = True
+                self.uc.emu_stop()
+
+    def _run_posted(self) -> None:
+        while self._posted:
+            fn = self._posted.popleft()
+            try:
+                fn()
+            except BaseException as e:
+                self._host_exception(e)
+
+    def _service(self) -> None:
+        """Between two emu_start calls: posted work, timers, and delivery of a pending
+        interrupt when the CPU accepts one (IF=1, outside the STI shadow)."""
+        self._run_posted()
+        ic = self.interrupts
+        if ic is None or self._stopping:
+            return
+        ic.sync()
+        if not ic.cpu_pending():
+            self._leave_blocked()
+            return
+        uc = self.uc
+        if uc.reg_read(X.UC_X86_REG_EFLAGS) & IF_MASK and not self._in_shadow():
+            self._leave_blocked()
+            vector = ic.acknowledge()
+            if vector is not None:
+                eip = uc.reg_read(X.UC_X86_REG_EIP)
+                self._deliver(vector, _delivery.Kind.HARDWARE, eip, eip, 0)
+            return
+        self._enter_blocked()
+
+    def _in_shadow(self) -> bool:
+        """The instruction before EIP was STI (the one-instruction interrupt shadow).
+        Reached only when the CPU stopped right after STI (STI ends a block)."""
+        if self._step_shadow:
+            return True
+        try:
+            return self.uc.mem_read(self.uc.reg_read(X.UC_X86_REG_EIP) - 1, 1) == b"\xfb"
+        except UcError:
+            return False
+
+    def _enter_blocked(self) -> None:
+        """A pending interrupt waits for IF=1: single-step until it is (bounded)."""
+        uc = self.uc
+        shadow = self._in_shadow()
+        if not self._blocked:
+            self._blocked = True
+            self._step_budget = STEP_BUDGET
+            self._poll_interval = POLL_FIRST
+        self._step_shadow = shadow
+        self._step_prev = -1
+        if self._step_budget > 0:
+            if self._step_hook is None:
+                self._step_hook = uc.hook_add(UC_HOOK_CODE, self._step_cb)
+                uc.ctl_flush_tb()        # code hooks reach only newly translated blocks
+            self._poll_at = None
+        else:
+            if self._step_hook is not None:
+                uc.hook_del(self._step_hook)
+                self._step_hook = None
+                uc.ctl_flush_tb()
+            self._poll_at = time.monotonic() + self._poll_interval
+            self._poll_interval = min(self._poll_interval * 2, POLL_MAX)
+
+    def _leave_blocked(self) -> None:
+        if self._step_hook is not None and self.uc is not None:
+            self.uc.hook_del(self._step_hook)
+            self._step_hook = None
+            self.uc.ctl_flush_tb()
+        self._blocked = False
+        self._step_shadow = False
+        self._poll_at = None
+
+    def _step_cb(self, uc, address, size, _ud) -> None:
+        try:
+            if uc.reg_read(X.UC_X86_REG_EFLAGS) & IF_MASK:
+                if self._step_shadow:
+                    self._step_shadow = False        # this is the shadowed instruction
+                elif self._step_prev >= 0 and uc.mem_read(self._step_prev, 1) == b"\xfb":
+                    pass                             # it follows STI: let it run
+                else:
+                    self._kicked = True
+                    uc.emu_stop()                    # stops before this instruction
+                    return
+            self._step_prev = address
+            self._step_budget -= 1
+            if self._step_budget <= 0:
+                self._kicked = True
+                uc.emu_stop()
+        except BaseException as e:
+            self._host_exception(e)
+
+    def _arm_tick(self, watch: "_Watchdog") -> None:
+        tick = None
+        ic = self.interrupts
+        if ic is not None:
+            if self._poll_at is not None:
+                tick = self._poll_at
+            elif not self._blocked:
+                ns = ic.next_deadline(time.monotonic_ns())
+                if ns is not None:
+                    tick = ns / 1e9
+        if tick != self._armed_tick:
+            self._armed_tick = tick
+            watch.set_tick(self._watch_token, tick)
+
+    def _halt_wait(self) -> None:
+        """``hlt``: with IF=0 the run is over (QEMU waits for an NMI that never comes);
+        with IF=1 sleep until something can interrupt (the budget still applies)."""
+        uc = self.uc
+        if not uc.reg_read(X.UC_X86_REG_EFLAGS) & IF_MASK:
+            self._request_stop(StopReason.HALTED, EXIT_CLEAN)
+            return
+        ic = self.interrupts
         while not self._stopping:
-            if deadline is not None and time.monotonic() >= deadline:
-                self._request_stop(StopReason.TIMEOUT, EXIT_BUDGET, "halted with IF=1, no interrupt source")
-                return
-            time.sleep(0.005)
+            self._run_posted()
+            if ic is None:
+                self._wake.wait()
+            else:
+                ic.sync()
+                if ic.cpu_pending():
+                    return
+                now = time.monotonic_ns()
+                nxt = ic.next_deadline(now)
+                self._wake.wait(None if nxt is None else max(0.0, (nxt - now) / 1e9))
+            self._wake.clear()
+
+    def _raise_exception(self, intno: int, eip: int) -> None:
+        """An exception or software interrupt Unicorn reported at ``eip``."""
+        uc = self.uc
+        kind, insn, nxt, error = _delivery.Kind.EXCEPTION, eip, eip, 0
+        try:
+            before = bytes(uc.mem_read(eip - 2, 2))
+        except UcError:
+            before = b""
+        if len(before) == 2 and ((intno == 3 and before[1] == 0xCC) or (intno == 4 and before[1] == 0xCE)
+                                 or (intno == 1 and before[1] == 0xF1)):
+            kind, insn = _delivery.Kind.SOFTWARE, eip - 1
+        elif before == bytes((0xCD, intno)):
+            kind, insn = _delivery.Kind.SOFTWARE, eip - 2
+        elif intno in (_delivery.EXC_TS, _delivery.EXC_NP, _delivery.EXC_SS, _delivery.EXC_GP):
+            error = _guess_error_code(uc, eip)
+        if kind is _delivery.Kind.EXCEPTION and intno in (0, 8, 10, 11, 12, 13, 14):
+            _reset_old_exception(uc)     # Unicorn never delivered it: forget it (see there)
+        self._deliver(intno, kind, insn, nxt, error)
+
+    def _deliver(self, vector: int, kind, eip: int, next_eip: int, error: int) -> None:
+        uc = self.uc
+        result = _delivery.deliver(_UcView(uc), vector, kind, eip=eip, next_eip=next_eip,
+                                   error_code=error)
+        if self.tracer.enabled:
+            self.tracer.emit("interrupt", vector=vector, kind=kind.value, eip=eip,
+                             result=type(result).__name__)
+        if isinstance(result, _delivery.Delivered):
+            uc.mem_write(result.esp, result.stack)
+            uc.reg_write(X.UC_X86_REG_ESP, result.esp)
+            uc.reg_write(X.UC_X86_REG_EFLAGS, result.eflags)
+            if result.cs != uc.reg_read(X.UC_X86_REG_CS):
+                self._load_cs(result.cs)
+            uc.reg_write(X.UC_X86_REG_EIP, result.eip)
+            return
+        first = result.chain[0] if result.chain else None
+        what = _EXCEPTION_NAMES.get(first.vector, f"vector 0x{first.vector:02x}") if first else ""
+        if kind is _delivery.Kind.HARDWARE and first is not None:
+            what = f"interrupt vector 0x{first.vector:02x}"
+        elif kind is _delivery.Kind.SOFTWARE and first is not None:
+            what = f"int 0x{first.vector:02x}"
+        if isinstance(result, _delivery.TripleFault):
+            self._request_stop(StopReason.TRIPLE_FAULT, EXIT_FAULT,
+                               f"{what}, delivery through the IDT failed: {result}")
+        else:
+            self._request_stop(StopReason.FAULT, EXIT_FAULT, f"{what}: {result.reason}")
+
+    def _load_cs(self, selector: int) -> None:
+        # Loading CS through reg_write marks the descriptor accessed; QEMU's delivery
+        # does not: put the access byte back.
+        uc = self.uc
+        _sel, base, limit, _f = uc.reg_read(X.UC_X86_REG_GDTR)
+        off = base + (selector & ~7) + 5
+        try:
+            access = bytes(uc.mem_read(off, 1))
+        except UcError:
+            access = None
+        uc.reg_write(X.UC_X86_REG_CS, selector)
+        if access is not None:
+            uc.mem_write(off, access)
 
     def _halted(self) -> bool:
         uc = self.uc
@@ -520,6 +791,99 @@ class Machine:
         self.close()
 
 
+class _UcView:
+    """``interrupts.delivery.CpuView`` over a Unicorn CPU."""
+
+    def __init__(self, uc: Uc) -> None:
+        self.uc = uc
+        self.eflags = uc.reg_read(X.UC_X86_REG_EFLAGS)
+        self.cs = uc.reg_read(X.UC_X86_REG_CS)
+        self.esp = uc.reg_read(X.UC_X86_REG_ESP)
+        _s, base, limit, _f = uc.reg_read(X.UC_X86_REG_IDTR)
+        self.idt = (base, limit)
+        _s, base, limit, _f = uc.reg_read(X.UC_X86_REG_GDTR)
+        self.gdt = (base, limit)
+
+    def read(self, addr: int, size: int) -> bytes:
+        try:
+            return bytes(self.uc.mem_read(addr, size))
+        except UcError:
+            return bytes(size)           # unassigned memory reads 0
+
+
+def _guess_error_code(uc: Uc, eip: int) -> int:
+    """Unicorn does not report the error code of the #GP/#NP/#SS/#TS it raises.  For a
+    segment register load (the common case at ring 0) it is the selector, as QEMU's
+    ``load_segment`` failures give; anything else gets 0."""
+    try:
+        from capstone import CS_ARCH_X86, CS_MODE_32, Cs
+        from capstone import x86_const as CX
+        md = Cs(CS_ARCH_X86, CS_MODE_32)
+        md.detail = True
+        insn = next(md.disasm(bytes(uc.mem_read(eip, 15)), eip, 1), None)
+        if insn is None:
+            return 0
+        sregs = {CX.X86_REG_DS, CX.X86_REG_ES, CX.X86_REG_FS, CX.X86_REG_GS, CX.X86_REG_SS}
+        ops = insn.operands
+        if insn.mnemonic == "mov" and len(ops) == 2 and ops[0].type == CX.X86_OP_REG and ops[0].reg in sregs:
+            if ops[1].type == CX.X86_OP_REG:
+                name = insn.reg_name(ops[1].reg).upper()
+                reg = getattr(X, f"UC_X86_REG_{name}", None)
+                return (uc.reg_read(reg) & 0xFFFC) if reg is not None else 0
+        if insn.mnemonic == "pop" and ops and ops[0].type == CX.X86_OP_REG and ops[0].reg in sregs:
+            esp = uc.reg_read(X.UC_X86_REG_ESP)
+            return int.from_bytes(uc.mem_read(esp, 2), "little") & 0xFFFC
+    except Exception:
+        return 0
+    return 0
+
+
+_OLD_EXCEPTION_OFFSET: int | None | bool = False     # False: not calibrated yet
+
+
+def _old_exception_offset() -> int | None:
+    """Where ``env->old_exception`` sits in Unicorn's saved CPU context.
+
+    QEMU's ``check_exception`` turns a second contributory exception into #DF while
+    ``old_exception`` says one is "in flight"; only a completed delivery resets it, and
+    Unicorn never delivers.  So after a #DE, the next #DE would be reported as #DF and the
+    one after as a triple fault (measured).  The field is found once per process by
+    raising #DE and #GP in a scratch CPU and comparing saved contexts (-1 -> 0 / 13)."""
+    global _OLD_EXCEPTION_OFFSET
+    if _OLD_EXCEPTION_OFFSET is not False:
+        return _OLD_EXCEPTION_OFFSET
+
+    def trial(code: bytes) -> tuple[bytes, bytes]:
+        u = Uc(UC_ARCH_X86, UC_MODE_32)
+        u.mem_map(0, 0x2000)
+        u.mem_write(0x1000, code)
+        u.hook_add(UC_HOOK_INTR, lambda uc, i, d: uc.emu_stop())
+        before = bytes(u.context_save())
+        u.emu_start(0x1000, 0x1000 + len(code))
+        return before, bytes(u.context_save())
+
+    try:
+        a, b = trial(bytes.fromhex("31c9f7f1"))                 # xor ecx,ecx; div ecx
+        _, c = trial(bytes.fromhex("66b833008ed8"))             # mov ax,0x33; mov ds,ax
+        found = [o for o in range(0, min(len(a), len(b), len(c)) - 3, 4)
+                 if a[o:o + 4] == b"\xff\xff\xff\xff" and b[o:o + 4] == bytes(4)
+                 and c[o:o + 4] == (13).to_bytes(4, "little")]
+        _OLD_EXCEPTION_OFFSET = found[0] if len(found) == 1 else None
+    except Exception:
+        _OLD_EXCEPTION_OFFSET = None
+    return _OLD_EXCEPTION_OFFSET
+
+
+def _reset_old_exception(uc: Uc) -> None:
+    offset = _old_exception_offset()
+    if offset is None:
+        return
+    ctx = uc.context_save()
+    ptr = ctypes.cast(ctx.context, ctypes.c_void_p).value
+    ctypes.memmove(ptr + offset, (-1).to_bytes(4, "little", signed=True), 4)
+    uc.context_restore(ctx)
+
+
 def _port_hook(uc: Uc, insn: int, fn) -> int:
     """Install an IN or OUT hook whose Python function Unicorn calls directly.
 
@@ -565,6 +929,7 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._active: dict[int, tuple[Machine, float | None, float | None]] = {}
+        self._ticks: dict[int, float] = {}     # token -> monotonic time of the machine's next tick
         self._mutex = threading.Lock()
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
@@ -591,6 +956,18 @@ class _Watchdog:
     def unregister(self, token: int) -> None:
         with self._mutex:
             self._active.pop(token, None)
+            self._ticks.pop(token, None)
+
+    def set_tick(self, token: int | None, when: float | None) -> None:
+        """Call the machine's ``_timer_fired`` at ``when`` (monotonic seconds), once."""
+        if token is None:
+            return
+        with self._mutex:
+            if when is None:
+                self._ticks.pop(token, None)
+                return
+            self._ticks[token] = when
+        self._poke()
 
     def _poke(self) -> None:
         try:
@@ -602,6 +979,7 @@ class _Watchdog:
         while True:
             with self._mutex:
                 deadlines = [d for _, d, _ in self._active.values() if d is not None]
+                deadlines += self._ticks.values()
             wait = None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
             ready, _, _ = select.select([self._rfd], [], [], wait)
             got_signal = False
@@ -614,6 +992,12 @@ class _Watchdog:
             now = time.monotonic()
             with self._mutex:
                 active = list(self._active.values())
+                due = [t for t, when in self._ticks.items() if when <= now]
+                fired = [self._active[t][0] for t in due if t in self._active]
+                for t in due:
+                    del self._ticks[t]
+            for machine in fired:
+                machine._timer_fired()
             for machine, deadline, seconds in active:
                 if got_signal:
                     machine.interrupt()
