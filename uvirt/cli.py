@@ -5,6 +5,7 @@
     uvirt lspci [device options]   the bus as a guest enumerates it, like lspci -nn -v
     uvirt demo                     bundled guest programs, shown step by step
     uvirt ivshmem-server [opts]    QEMU-compatible ivshmem server
+    uvirt qtest record [opts]      drive an emulator over qtest, write QEMU's -qtest-log trace
 
 Host mistakes print one line, ``uvirt: ...``, and exit 1 (as QEMU does for its option
 errors); set UVIRT_DEBUG=1 to see the traceback instead.
@@ -42,11 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         if cmd == "ivshmem-server":
             from .ivshmem.server import main as server_main
             return server_main(rest)
+        if cmd == "qtest":
+            from .qtest.record import main as qtest_main
+            return qtest_main(rest)
         if cmd in ("--version", "-version", "version"):
             from . import __version__
             print(f"uvirt {__version__} (QEMU 7.2 compatible)")
             return 0
-        print(f"uvirt: unknown command '{cmd}' (run, asm, lspci, demo, ivshmem-server)", file=sys.stderr)
+        print(f"uvirt: unknown command '{cmd}' (run, asm, lspci, demo, ivshmem-server, qtest)", file=sys.stderr)
         return 2
     except UvirtError as e:
         if os.environ.get("UVIRT_DEBUG"):

@@ -365,7 +365,7 @@ def test_stdio_replay_prints_requests_and_replies_and_exits_0_at_eof():
 def test_stdio_malformed_line_aborts_without_traceback():
     r = run_stdio("inb\ninb 0x80\n", "-qtest-log", "none")
     assert r.returncode == -signal.SIGABRT
-    assert r.stdout == b""
+    assert r.stdout == b"Bail out! ERROR: uvirt qtest: assertion failed: (words[1])\n"
     assert b"assertion failed: (words[1])" in r.stderr and b"Traceback" not in r.stderr
 
 

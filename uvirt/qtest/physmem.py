@@ -13,7 +13,8 @@ ADDR SIZE``, ``outl`` and the rest go through ``flatview_read/write_continue``
   with the region's own access rules (``MmioRegion.read/write``: ``.valid`` check and
   ``.impl`` adjustment);
 * nothing mapped: QEMU's unassigned region (reads 0 in memory, all ones in port space;
-  at most 4 bytes per access, aligned).
+  at most 4 bytes per access, aligned); past 0xFFFF the port space has no section and
+  reads 0 (``inl 0xfffe`` is 0x0000ffff on QEMU).
 
 So an 8-byte ``readq`` of a register window limited to 4 bytes is two 4-byte reads, and
 ``inl`` of an unclaimed odd port is three accesses that each read all ones, where a CPU
@@ -69,7 +70,8 @@ def _accesses(space: AddressSpace, addr: int, length: int):
     MMIO takes ``memory_access_size`` bytes from the region holding the first byte."""
     io = isinstance(space, IoSpace)
     while length > 0:
-        pc = space.lookup(addr) if addr < space.size else None
+        inside = addr < space.size
+        pc = space.lookup(addr) if inside else None
         if pc is not None and isinstance(pc.region, RamRegion):
             n = min(length, pc.end - addr)
             yield "ram", pc.region, pc.offset + addr - pc.start, n
@@ -77,11 +79,13 @@ def _accesses(space: AddressSpace, addr: int, length: int):
             region, offset = pc.region, pc.offset + addr - pc.start
             n = memory_access_size(region, length, offset)
             yield "mmio", region, offset, n
-        elif io:
+        elif io and inside:
             n = memory_access_size(space.unassigned, length, addr)
             yield "mmio", space.unassigned, addr, n
         else:
-            nxt = _next_start(space, addr) if addr < space.size else None
+            # Past the end of the port space QEMU's flatview has no section at all:
+            # io_mem_unassigned, which reads 0 (not the port space's all ones).
+            nxt = _next_start(space, addr) if inside else None
             if nxt is None or nxt >= addr + length:
                 n = length                       # nothing but unassigned: reads 0
             else:

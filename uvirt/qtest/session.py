@@ -166,8 +166,9 @@ def main_serve(cfg: RunConfig) -> int:
         return Session(cfg).run()
     except QtestAbort as e:
         where = f" in request '{e.request}'" if e.request else ""
-        print(f"**\nERROR: uvirt qtest: {e.message}{where}\n"
-              f"Bail out! ERROR: uvirt qtest: {e.message}", file=sys.stderr)
+        # glib's g_assert: "**\nERROR:..." on stderr, "Bail out! ERROR:..." on stdout
+        print(f"**\nERROR: uvirt qtest: {e.message}{where}", file=sys.stderr)
+        print(f"Bail out! ERROR: uvirt qtest: {e.message}", file=sys.stdout)
         sys.stdout.flush()
         sys.stderr.flush()
         signal.signal(e.signal, signal.SIG_DFL)
