@@ -369,6 +369,15 @@ def test_stdio_malformed_line_aborts_without_traceback():
     assert b"assertion failed: (words[1])" in r.stderr and b"Traceback" not in r.stderr
 
 
+def test_stdio_replay_from_a_regular_file(tmp_path):
+    script = tmp_path / "repro.txt"
+    script.write_text("outl 0xcf8 0x80000000\ninl 0xcfc\n")
+    with open(script, "rb") as f:
+        r = subprocess.run(UVIRT + ["-machine", "pc,accel=qtest", "-qtest", "stdio", "-qtest-log", "none"],
+                           stdin=f, capture_output=True, timeout=20)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"OK\nOK 0x12378086\n", b"")
+
+
 def test_qtest_log_file(tmp_path):
     log = tmp_path / "q.log"
     r = run_stdio("outl 0xcf8 0x80000000\ninl 0xcfc\n", "-qtest-log", str(log))

@@ -29,7 +29,9 @@ from ..errors import OptionError
 
 class MainLoop:
     def __init__(self) -> None:
-        self.sel = selectors.DefaultSelector()
+        # poll, not epoll: ``-qtest stdio < repro.txt`` hands us a regular file, which
+        # epoll refuses (EPERM) and poll reports as always readable.
+        self.sel = selectors.PollSelector() if hasattr(selectors, "PollSelector") else selectors.SelectSelector()
         self.running = False
         self.exit_code = 0
         self.stop_reason = ""

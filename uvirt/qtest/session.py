@@ -164,6 +164,9 @@ def main_serve(cfg: RunConfig) -> int:
     """``uvirt run`` under qtest: serve, and end as QEMU would (status or abort)."""
     try:
         return Session(cfg).run()
+    except OSError as e:                   # a chardev the host refuses: one line, as QEMU
+        print(f"uvirt: {e.strerror or e}", file=sys.stderr)
+        return 1
     except QtestAbort as e:
         where = f" in request '{e.request}'" if e.request else ""
         # glib's g_assert: "**\nERROR:..." on stderr, "Bail out! ERROR:..." on stdout
