@@ -28,8 +28,9 @@ Interrupts (uvirt/interrupts/, unicorn-notes.md §7 items 10-16)
     ``call_soon_threadsafe``.  At each stop ``_service`` acknowledges the interrupt
     and ``interrupts.delivery`` pushes the frame and loads the gate.  With IF=0 (or in the
     one-instruction STI shadow) a pending interrupt puts the CPU in *blocked* mode: a
-    code hook single-steps, for at most ``STEP_BUDGET`` instructions, until IF becomes 1
-    (STI, POPF, IRET), so the interrupt arrives exactly where QEMU takes it; past that
+    code hook single-steps until IF becomes 1 (STI, POPF, IRET), so the interrupt arrives
+    exactly where QEMU takes it, for at most ``STEP_BUDGET`` instructions after the
+    guest's last access to an interrupt controller; past that
     budget the watchdog polls (1 ms doubling to 16 ms) so a guest that runs with IF=0 for
     long keeps its speed.  ``hlt`` with IF=1 sleeps until an interrupt, a tick, a posted
     call, a budget or SIGINT.  CPU exceptions reported by Unicorn (``UC_HOOK_INTR``:
@@ -92,8 +93,9 @@ ENTRY_ESP = 0x00006F08         # the ROM's stack as QEMU leaves it; guests set t
 ENTRY_IDTR = (0, 0, 0x3FF, 0)  # the real-mode IVT, still loaded
 
 IF_MASK = 0x200
-#: Instructions single-stepped while a pending interrupt waits for IF=1 (see "Interrupts").
-STEP_BUDGET = 2000
+#: Instructions single-stepped while a pending interrupt waits for IF=1 (see "Interrupts");
+#: the count restarts whenever the guest touches the PIC, PIT or APIC.
+STEP_BUDGET = 1000
 POLL_FIRST, POLL_MAX = 0.001, 0.016
 
 #: The legacy VGA window: on ``pc -nodefaults`` nothing decodes it, it reads 0 and RAM
@@ -220,6 +222,7 @@ class Machine:
         self._step_budget = 0
         self._step_prev = -1
         self._step_shadow = False
+        self._step_touched = 0
         self._poll_interval = 0.0
         self._poll_at: float | None = None
         self._watch_token: int | None = None
@@ -525,7 +528,9 @@ class Machine:
 
     def _irq_changed(self) -> None:
         """CPU thread (a port/MMIO hook or the run loop): an interrupt may be pending."""
-        if self._in_cpu and not self._kicked and not self._blocked and not self._stopping:
+        # While single-stepping a blocked interrupt the step hook stops exactly when IF
+        # turns 1; otherwise (running free, or polling) stop now.
+        if self._in_cpu and not self._kicked and self._step_hook is None and not self._stopping:
             if self.interrupts.cpu_pending():
                 self._kicked = True
                 self.uc.emu_stop()
@@ -573,9 +578,12 @@ class Machine:
         """A pending interrupt waits for IF=1: single-step until it is (bounded)."""
         uc = self.uc
         shadow = self._in_shadow()
-        if not self._blocked:
+        touched = self.interrupts.touched
+        if not self._blocked or touched != self._step_touched:
+            # newly blocked, or the guest worked on its interrupts since: step again
             self._blocked = True
             self._step_budget = STEP_BUDGET
+            self._step_touched = touched
             self._poll_interval = POLL_FIRST
         self._step_shadow = shadow
         self._step_prev = -1
@@ -614,6 +622,10 @@ class Machine:
                     return
             self._step_prev = address
             self._step_budget -= 1
+            touched = self.interrupts.touched
+            if touched != self._step_touched:
+                self._step_touched = touched
+                self._step_budget = STEP_BUDGET
             if self._step_budget <= 0:
                 self._kicked = True
                 uc.emu_stop()

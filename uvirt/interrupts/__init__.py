@@ -40,7 +40,10 @@ class InterruptController:
         self.router: PiixPirqRouter | None = None
         self.on_change: Callable[[], None] = lambda: None
         self.pic.on_output = self._pic_output
-        self.pic.before_access = self.pit.sync
+        self.pic.before_access = self._touch
+        #: Counts guest accesses to the PIC, PIT and APIC: a guest working on its
+        #: interrupt set-up (machine.py keeps single-stepping a blocked interrupt then).
+        self.touched = 0
         self.apic.on_change = self._apic_change
         self.delivered = 0                    # interrupts acknowledged (statistics)
 
@@ -54,10 +57,10 @@ class InterruptController:
             for chip, port in ((pic.master, 0x4D0), (pic.slave, 0x4D1)):
                 io.add(MmioRegion("elcr", 1, pic.elcr_device(chip), valid_sizes=(1, 2, 4),
                                   impl_max=1), port)
-            io.add(MmioRegion("pit", 4, pit, valid_sizes=(1, 2, 4), impl_max=1), 0x40)
+            io.add(MmioRegion("pit", 4, _Touching(pit, self), valid_sizes=(1, 2, 4), impl_max=1), 0x40)
             io.add(MmioRegion("pcspk", 1, pit.speaker_device(), valid_sizes=(1, 2, 4),
                               impl_max=1), 0x61)
-            machine.memory.add(MmioRegion("apic-msi", APIC_SPACE_SIZE, self.apic,
+            machine.memory.add(MmioRegion("apic-msi", APIC_SPACE_SIZE, _Touching(self.apic, self),
                                           valid_sizes=(1, 2, 4), impl_max=4),
                                APIC_BASE, priority=APIC_PRIORITY)
         piix3 = machine.pci.functions.get(8)          # 00:01.0
@@ -97,6 +100,10 @@ class InterruptController:
             self.router.routes_changed()
 
     # -- change notification
+    def _touch(self) -> None:
+        self.touched += 1
+        self.pit.sync()
+
     def _pic_output(self, level: int) -> None:
         if level:
             self.on_change()
@@ -130,3 +137,18 @@ class InterruptController:
         if self.pic.master.imr & 1:
             return None
         return self.pit.next_rising_edge(now)
+
+
+class _Touching:
+    """A device whose guest accesses count in ``InterruptController.touched``."""
+
+    def __init__(self, dev, ctl: InterruptController) -> None:
+        self.dev, self.ctl = dev, ctl
+
+    def read(self, offset: int, size: int) -> int:
+        self.ctl.touched += 1
+        return self.dev.read(offset, size)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self.ctl.touched += 1
+        self.dev.write(offset, size, value)

@@ -40,6 +40,10 @@ REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
     "pci_enum.txt": ("pci_enum", ()),
     "pci_probe.txt": ("pci_probe", ()),
     "entry_state.txt": ("entry_state", ()),
+    "irq_exceptions.txt": ("irq_exceptions", ()),
+    "irq_seabios.txt": ("irq_seabios", ()),
+    "irq_msi.txt": ("irq_msi", ()),
+    "irq_pit.txt": ("irq_pit", ()),
 }
 
 # virtio guest programs (firmware/virtio_*.S).  Their args may name two files by
