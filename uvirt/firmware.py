@@ -350,7 +350,30 @@ def _assemble(lines: list[_Line]) -> bytes:
     return bytes(enc or b"")
 
 
+def _isolated(fn, *args):
+    """Run ``fn(*args)`` in a forked child and return its result.
+
+    Setting a keystone ``sym_resolver`` switches keystone 0.9.2 to radix 16 for bare
+    numbers for the rest of the *process*, not just that Ks instance (seen: after one
+    failed build, ``mov al, 10`` assembled as ``mov al, 0x10`` in every later build).  The
+    resolver-based error probes therefore run in a child; they are on the error path only.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
 def _missing_symbols(text: str) -> list[str]:
+    return _isolated(_missing_symbols_here, text)
+
+
+def _try(text: str) -> str | None:
+    return _isolated(_try_here, text)
+
+
+def _missing_symbols_here(text: str) -> list[str]:
     """Names keystone could not resolve (asked of a recording resolver)."""
     from keystone import KsError
 
@@ -369,7 +392,7 @@ def _missing_symbols(text: str) -> list[str]:
     return missing
 
 
-def _try(text: str) -> str | None:
+def _try_here(text: str) -> str | None:
     """Assemble ``text`` with every unknown symbol resolving to LOAD_ADDR; error or None.
 
     (The resolver makes keystone read bare numbers as hex; harmless for finding errors.)

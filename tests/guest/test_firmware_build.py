@@ -273,3 +273,16 @@ def test_asm_main_assembly_error(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(r"^uvirt: .*prog\.S:3: .*bogus$", err.strip())
 
+
+
+def test_failed_build_does_not_switch_later_builds_to_hex(tmp_path):
+    """Regression: keystone's sym_resolver radix switch is process-wide; the error
+    probes must not leak it (decimal 10 became 0x10 in every later build)."""
+    from uvirt import firmware as fw
+    bad = tmp_path / "bad.S"
+    bad.write_text('.include "uvirt.inc"\nmain:\n    mov eax, no_such_symbol\n    ret\n')
+    with pytest.raises(fw.FirmwareBuildError):
+        fw.build(bad)
+    good = tmp_path / "good.S"
+    good.write_text('.include "uvirt.inc"\nmain:\n    mov al, 10\n    ret\n')
+    assert bytes.fromhex("b00a") in fw.build(good)
