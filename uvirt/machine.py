@@ -286,6 +286,7 @@ class Machine:
         """Wire the board to a Unicorn CPU (ours or the user's)."""
         self.uc = uc
         self.memory.attach(uc)
+        self.memory.post_to_cpu = self.call_soon_threadsafe
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_IN, self._make_in_hook()))
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))
         self._hooks.append(uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED,
@@ -454,6 +455,7 @@ class Machine:
         old_handler = None
         if threading.current_thread() is threading.main_thread():
             old_handler = signal.signal(signal.SIGINT, lambda s, f: self.interrupt())
+        self.memory.cpu_thread = threading.get_ident()
         try:
             while not self._stopping:
                 self._service()
@@ -493,6 +495,7 @@ class Machine:
         except KeyboardInterrupt:
             self.interrupt()
         finally:
+            self.memory.cpu_thread = None
             self._leave_blocked()
             self._exc = None
             watch.unregister(token)

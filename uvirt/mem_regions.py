@@ -42,6 +42,7 @@ import ctypes
 from contextlib import contextmanager
 import mmap
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple, Protocol
 
@@ -620,6 +621,10 @@ class MemoryMap(AddressSpace):
         self._ram_cache: Piece | None = None
         self.guest = GuestMemory(self)
         self.commits = 0
+        #: Set by the machine while ``emu_start`` may run: the CPU thread's ident, and how
+        #: another thread hands that thread work (``Machine.call_soon_threadsafe``).
+        self.cpu_thread: int | None = None
+        self.post_to_cpu: Callable[[Callable[[], None]], None] | None = None
 
     # -- Unicorn side
     def attach(self, uc) -> None:
@@ -705,6 +710,13 @@ class MemoryMap(AddressSpace):
         Every device DMA write lands here, so it calls ``uc_ctl`` directly: the binding's
         ``ctl_remove_cache`` spends about 4 µs in Python argument encoding."""
         if self._uc is None or size <= 0:
+            return
+        owner = self.cpu_thread
+        if owner is not None and self.post_to_cpu is not None and owner != threading.get_ident():
+            # uc_ctl is not thread-safe while emu_start runs on another thread: a host
+            # thread writing a shared region under a running guest crashed the process.
+            # The CPU thread drops the blocks at its next stop (the post kicks it).
+            self.post_to_cpu(lambda: self.invalidate_code(addr, size))
             return
         remove = self._remove_cache
         if remove is None:
