@@ -85,6 +85,10 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
                 continue
             ctx.chardevs[c.id] = _open(c, ctx, built)
         m.chardevs.extend(built.chardevs)
+        if cfg.drives:                          # -drive: back ends by id, closed with the machine
+            from .block import open_drives
+            ctx.drives = open_drives(cfg.drives)
+            m.chardevs.extend(d.backend for d in ctx.drives.values())
         defaults: dict[str, dict[str, str]] = {}
         for g in cfg.globals:
             defaults.setdefault(g.driver, {})[g.prop] = g.value

@@ -30,6 +30,9 @@ class BuildContext:
 
     chardevs: dict[str, Any] = field(default_factory=dict)
     used_chardevs: set[str] = field(default_factory=set)
+    drives: dict[str, Any] = field(default_factory=dict)          # -drive id -> uvirt.block.Drive
+    virtio_serial_buses: list[Any] = field(default_factory=list)  # VirtioSerial, in creation order
+    raw: str = ""                     # the -device argument being created (for error messages)
 
 
 Factory = Callable[["Machine", dict[str, Any], BuildContext], Any]
@@ -128,6 +131,8 @@ def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dic
                                   f"'{values[name]}': Device '{values[name]}' is in use")
             ctx.used_chardevs.add(values[name])
             values[name] = ctx.chardevs[values[name]]
+    if ctx is not None:
+        ctx.raw = raw
     return dev.factory(machine, values, ctx)
 
 
@@ -226,7 +231,163 @@ def _virtio_fb_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     return fn
 
 
+def _virtio_blk_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
+    """``-device virtio-blk-pci,drive=ID``: QEMU 7.2's checks, in its order."""
+    from ..virtio.blk import VirtioBlk
+    if v["drive"] is None:
+        raise OptionError(f"-device {ctx.raw}: drive property not set")
+    drive = ctx.drives.get(v["drive"])
+    if drive is None:
+        raise OptionError(f"-device {ctx.raw}: Property 'virtio-blk-device.drive' "
+                          f"can't find value '{v['drive']}'")
+    if drive.used_by is not None:
+        raise OptionError(f"-device {ctx.raw}: Drive '{drive.id}' is already in use "
+                          f"by another device")
+    from ..block import EmptyDrive
+    if isinstance(drive.backend, EmptyDrive):
+        raise OptionError(f"-device {ctx.raw}: Device needs media, but drive is empty")
+    if v["scsi"]:
+        raise OptionError("-device virtio-blk-pci: scsi=on (SCSI passthrough) is not supported by uvirt")
+    if v["num-queues"] not in (1, 0xFFFF):
+        raise OptionError("-device virtio-blk-pci: num-queues other than 1 is not supported by uvirt")
+    for k in ("logical_block_size", "physical_block_size"):
+        if v[k] not in (0, 512):
+            raise OptionError(f"-device virtio-blk-pci: {k}={v[k]} is not supported by uvirt (512 only)")
+    if v["queue-size"] <= 2 or v["queue-size"] > 1024 or v["queue-size"] & (v["queue-size"] - 1):
+        raise OptionError(f"-device virtio-blk-pci: invalid queue-size property ({v['queue-size']}), "
+                          f"must be a power of 2 and in the range (2, 1024]")
+    if (v["cyls"] or v["heads"] or v["secs"]):
+        for k, top in (("cyls", 65535), ("heads", 255), ("secs", 255)):
+            if not 1 <= v[k] <= top:
+                raise OptionError(f"-device virtio-blk-pci: {k} must be between 1 and {top}")
+    backend = drive.backend
+    if v["write-cache"] != "auto":
+        backend.write_cache = v["write-cache"] == "on"
+    dev = VirtioBlk(backend, serial=v["serial"], queue_size=v["queue-size"], cyls=v["cyls"],
+                    heads=v["heads"], secs=v["secs"], config_wce=v["config-wce"], discard=v["discard"],
+                    write_zeroes=v["write-zeroes"], max_discard_sectors=v["max-discard-sectors"],
+                    max_write_zeroes_sectors=v["max-write-zeroes-sectors"],
+                    seg_max_adjust=v["seg-max-adjust"], min_io_size=v["min_io_size"],
+                    opt_io_size=v["opt_io_size"])
+    dev.ioeventfd = v["ioeventfd"]
+    cls = v["class"] if v["class"] in (0x0100, 0x0180) else 0x0100
+    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2)
+    drive.used_by = "virtio-blk-pci"
+    from ..qtest.hooks import hooks
+    hooks(machine).block_backends[drive.id] = backend       # QMP block_resize
+    return fn
+
+
+def _virtio_serial_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
+    from ..qemu_options import _opts_id
+    from ..virtio.serial import VirtioSerial
+    dev_id = v["id"] or (_opts_id(ctx.raw, "") if ctx.raw else None)
+    if dev_id:
+        bus_name = f"{dev_id}.0"
+    else:
+        auto = sum(1 for b in ctx.virtio_serial_buses if b.auto_named)
+        bus_name = f"virtio-serial-bus.{auto}"
+    try:
+        dev = VirtioSerial(max_ports=v["max_ports"], emergency_write=v["emergency-write"],
+                           bus_name=bus_name)
+    except OptionError as e:
+        raise OptionError(f"-device {ctx.raw}: {e}") from None
+    dev.auto_named = not dev_id
+    dev.ioeventfd = v["ioeventfd"]
+    cls = v["class"] if v["class"] in (0x0780, 0x0380, 0x00FF) else 0x0780
+    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2)
+    ctx.virtio_serial_buses.append(dev)
+    from ..qtest.hooks import hooks
+    h = hooks(machine)
+    handler = _VirtioSerialHotplug(machine)
+    h.hotplug[bus_name] = handler
+    h.hotplug["virtio-serial.0"] = handler       # QMP device_add without bus=
+    return fn
+
+
+class _VirtioSerialHotplug:
+    """QMP device_add/device_del of ports: the factory already plugged the port (PORT_ADD
+    and a config notification, as QEMU); unplug is immediate (QEMU's bus unplugs at
+    once: PORT_REMOVE, then DEVICE_DELETED)."""
+
+    def __init__(self, machine: "Machine") -> None:
+        self.machine = machine
+
+    def plug(self, entry) -> None:
+        pass
+
+    def unplug_request(self, entry) -> None:
+        from ..qtest.hooks import hooks
+        port = entry.device
+        if getattr(port, "bus", None) is not None:
+            port.bus.unplug(port)
+        hooks(self.machine).device_deleted(entry)
+
+
+def _virtio_serial_port(machine: "Machine", v: dict[str, Any], ctx: BuildContext, *, driver: str,
+                        console: bool):
+    """``virtconsole`` / ``virtserialport`` on a virtio-serial bus (QEMU picks the most
+    recently created bus when ``bus`` is not given)."""
+    from ..virtio.serial import VirtioSerialPort
+    origin = f"-device {ctx.raw or driver}"
+    if v["bus"] is not None:
+        bus = next((b for b in ctx.virtio_serial_buses if b.bus_name == v["bus"]), None)
+        if bus is None:
+            raise OptionError(f"{origin}: Bus '{v['bus']}' not found")
+    elif ctx.virtio_serial_buses:
+        bus = ctx.virtio_serial_buses[-1]
+    else:
+        raise OptionError(f"{origin}: No 'virtio-serial-bus' bus found for device '{driver}'")
+    names = {p.name for b in ctx.virtio_serial_buses for p in b.ports if p.name}
+    port = VirtioSerialPort(chardev=v["chardev"], name=v["name"], is_console=console)
+    try:
+        return bus.plug(port, v["nr"], names)
+    except OptionError as e:
+        raise OptionError(f"{origin}: {e}") from None
+
+
+def _virtconsole(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
+    return _virtio_serial_port(machine, v, ctx, driver="virtconsole", console=True)
+
+
+def _virtserialport(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
+    return _virtio_serial_port(machine, v, ctx, driver="virtserialport", console=False)
+
+
+def _virtio_serial_port_props() -> tuple[Prop, ...]:
+    return (Prop("chardev", "chardev"), Prop("name", "str"), Prop("nr", "uint32", None),
+            Prop("bus", "str"))
+
+
 DEVICE_TYPES: dict[str, DeviceType] = {
+    "virtio-blk-pci": DeviceType(
+        "virtio-blk-pci", "pci", "virtio block device on a -drive (transitional by default)",
+        _virtio_common_props() + (
+            Prop("drive", "str"), Prop("serial", "str"), Prop("cyls", "uint32", 0),
+            Prop("heads", "uint32", 0), Prop("secs", "uint32", 0), Prop("config-wce", "bool", True),
+            Prop("discard", "bool", True), Prop("write-zeroes", "bool", True),
+            Prop("max-discard-sectors", "uint32", 0x3FFFFF),
+            Prop("max-write-zeroes-sectors", "uint32", 0x3FFFFF), Prop("num-queues", "uint16", 0xFFFF),
+            Prop("queue-size", "uint16", 256), Prop("seg-max-adjust", "bool", True),
+            Prop("scsi", "bool", False), Prop("request-merging", "bool", True),
+            Prop("write-cache", "onoffauto", "auto"), Prop("share-rw", "bool", False),
+            Prop("logical_block_size", "uint32", 0), Prop("physical_block_size", "uint32", 0),
+            Prop("min_io_size", "uint32", 0), Prop("opt_io_size", "uint32", 0),
+            Prop("bootindex", "str"), Prop("class", "uint32", 0), Prop("werror", "str"),
+            Prop("rerror", "str")),
+        _virtio_blk_pci),
+    "virtio-serial-pci": DeviceType(
+        "virtio-serial-pci", "pci", "virtio console/serial device: ports are virtconsole and "
+        "virtserialport devices on its bus (ID.0)",
+        _virtio_common_props() + (Prop("max_ports", "uint32", 31), Prop("emergency-write", "bool", True),
+                                  Prop("class", "uint32", 0)),
+        _virtio_serial_pci),
+    "virtconsole": DeviceType(
+        "virtconsole", "virtio-serial", "a console port on a virtio-serial bus (port 0 unless nr=)",
+        _virtio_serial_port_props(), _virtconsole),
+    "virtserialport": DeviceType(
+        "virtserialport", "virtio-serial", "a serial port on a virtio-serial bus (ports 1..)",
+        _virtio_serial_port_props(), _virtserialport),
     "virtio-fb-pci": DeviceType(
         "virtio-fb-pci", "pci", "uvirt's virtio framebuffer (device type 63): mode in config, "
         "pixels in a shared memory region",
