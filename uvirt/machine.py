@@ -357,7 +357,7 @@ class Machine:
         if self._stopping:
             return
         self._exc = (intno, uc.reg_read(X.UC_X86_REG_EIP))
-        uc.emu_stop()
+        self._cpu_stop()
 
     def _install_gdt(self) -> None:
         self.memory.guest.write(GDT_ADDR, GDT)
@@ -422,7 +422,7 @@ class Machine:
         # until run() returns every port reads as unassigned and ignores writes.
         self.io.table = {}
         if self.uc is not None:
-            self.uc.emu_stop()
+            self._cpu_stop()
         self._wake.set()
 
     def _host_exception(self, e: BaseException) -> None:
@@ -465,6 +465,7 @@ class Machine:
                 eip = uc.reg_read(X.UC_X86_REG_EIP)
                 self._kicked = False
                 self._in_cpu = True
+                self.memory.replay.started()
                 try:
                     uc.emu_start(eip, 0xFFFFFFFF, 0, max_insns or 0)
                 except UcError as e:
@@ -480,6 +481,7 @@ class Machine:
                     self._in_cpu = False
                 if self._stopping:
                     break
+                self._finish_restarted_access()
                 if self._exc is not None:
                     intno, at = self._exc
                     self._exc = None
@@ -512,6 +514,26 @@ class Machine:
         return stop
 
     # ------------------------------------------------------------------ interrupts
+    def _cpu_stop(self) -> None:
+        """Every stop request goes through here, so the memory map can keep MMIO side
+        effects exactly-once when Unicorn restarts the access (mem_regions.ReplayGuard)."""
+        self.memory.replay.note_stop()
+        self.uc.emu_stop()
+
+    def _finish_restarted_access(self) -> None:
+        """Unicorn abandoned an instruction in the middle of an MMIO access: run it again,
+        alone, before anything else (an interrupt frame) happens; the guard answers its
+        access from the journal."""
+        replay = self.memory.replay
+        if replay.journal is None or self._stopping:
+            return
+        replay.started()
+        try:
+            self.uc.emu_start(self.uc.reg_read(X.UC_X86_REG_EIP), 0xFFFFFFFF, 0, 1)
+        except UcError:
+            pass                       # the fault shows again when the run resumes
+        replay.journal = None
+
     def call_soon_threadsafe(self, fn) -> None:
         """Run ``fn()`` on the CPU thread at the next stop (now if the guest is halted):
         how device threads (eventfds, backends) touch device state and raise interrupts."""
@@ -522,7 +544,7 @@ class Machine:
         """From any thread: stop the CPU soon (end of the current block) and wake a HLT."""
         if self._in_cpu and self.uc is not None:
             self._kicked = True
-            self.uc.emu_stop()
+            self._cpu_stop()
         self._wake.set()
 
     def _timer_fired(self) -> None:
@@ -536,7 +558,7 @@ class Machine:
         if self._in_cpu and not self._kicked and self._step_hook is None and not self._stopping:
             if self.interrupts.cpu_pending():
                 self._kicked = True
-                self.uc.emu_stop()
+                self._cpu_stop()
 
     def _run_posted(self) -> None:
         while self._posted:
@@ -621,7 +643,7 @@ class Machine:
                     pass                             # it follows STI: let it run
                 else:
                     self._kicked = True
-                    uc.emu_stop()                    # stops before this instruction
+                    self._cpu_stop()                 # stops before this instruction
                     return
             self._step_prev = address
             self._step_budget -= 1
@@ -631,7 +653,7 @@ class Machine:
                 self._step_budget = STEP_BUDGET
             if self._step_budget <= 0:
                 self._kicked = True
-                uc.emu_stop()
+                self._cpu_stop()
         except BaseException as e:
             self._host_exception(e)
 
