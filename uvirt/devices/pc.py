@@ -13,7 +13,8 @@ guest sees SeaBIOS's.  ``tests/unit/test_pc_builtins.py`` checks both dumps byte
 
 Also the PIIX3 reset control register at port 0xCF9 (``rcr_ops``): bit 2 written with
 bit 1 requests a system reset; it overlaps the 0xCF8 latch window with priority 1,
-as in QEMU.
+as in QEMU; fw_cfg (``fw_cfg.py``) and PIIX4's ACPI PCI hotplug + GPE0 registers
+(``acpi_hotplug.py``).
 """
 
 from __future__ import annotations
@@ -157,3 +158,7 @@ def install_pc_builtins(machine: "Machine") -> None:
     machine.pci.plug(Piix4Pm(), devfn(1, 3))
     rcr = _ResetControl(machine)
     machine.add_isa(MmioRegion("piix3-reset-control", 1, rcr, valid_sizes=(1,)), 0xCF9, rcr, priority=1)
+    from .acpi_hotplug import install_acpi_hotplug
+    from .fw_cfg import install_fw_cfg
+    install_fw_cfg(machine)                 # 0x510-0x511, DMA 0x514-0x51b
+    install_acpi_hotplug(machine)           # PIIX4 ACPI PCI hotplug 0xae00, GPE0 0xafe0
