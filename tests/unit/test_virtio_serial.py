@@ -144,3 +144,19 @@ def test_bad_ring_is_virtio_error_not_exception():
     d[1].publish(0)
     fn.legacy_write(0x10, 2, 1)
     assert dev.broken and any(k == "virtio_error" for k, _ in errors)
+
+
+def test_python_api_builds_devices_on_a_machine(tmp_path):
+    from uvirt.devices.registry import add_virtio_blk_pci, add_virtio_serial_pci, add_virtio_serial_port
+    from uvirt.machine import Machine
+
+    img = tmp_path / "d.img"
+    img.write_bytes(bytes(64 << 10))
+    with Machine(cpu=False) as m:
+        blk = add_virtio_blk_pci(m, img, serial="s0", readonly=True)
+        ser = add_virtio_serial_pci(m, max_ports="4")
+        out = MemoryChardev()
+        port = add_virtio_serial_port(ser, out)
+        assert blk.vdev.backend.read_only and blk.vdev.serial == "s0"
+        assert ser.vdev.max_ports == 4 and port.id == 0
+        assert {fn.config.get(2, 2) for fn in (blk, ser)} == {0x1001, 0x1003}

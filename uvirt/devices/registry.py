@@ -406,3 +406,40 @@ DEVICE_TYPES: dict[str, DeviceType] = {
         (Prop("iobase", "uint32", 0xE9), Prop("chardev", "chardev"),
          Prop("readback", "uint8", 0xE9)), _debugcon),
 }
+
+
+# --------------------------------------------------------------------------- Python API
+
+
+def add_virtio_blk_pci(machine: "Machine", image: Any, *, readonly: bool = False, drive_id: str = "d0",
+                       ctx: BuildContext | None = None, **props: str) -> Any:
+    """A ``virtio-blk-pci`` on ``machine`` without a command line: ``image`` is a path (raw)
+    or a ``uvirt.block.BlockBackend``; ``props`` are -device properties as strings
+    (``serial="x"``, ``disable-legacy="on"``...).  Returns the PCI function."""
+    from ..block import BlockBackend, Drive, RawFile
+    ctx = ctx if ctx is not None else BuildContext()
+    backend = image if isinstance(image, BlockBackend) else RawFile(str(image), read_only=readonly)
+    backend.id = drive_id
+    ctx.drives[drive_id] = Drive(drive_id, backend, f"file={image},if=none,id={drive_id}")
+    machine.chardevs.append(backend)                        # closed with the machine
+    return create_device(machine, ctx, "virtio-blk-pci", {"drive": drive_id, **props})
+
+
+def add_virtio_serial_pci(machine: "Machine", *, ctx: BuildContext | None = None, **props: str) -> Any:
+    """A ``virtio-serial-pci``; returns the PCI function (``fn.vdev`` is the VirtioSerial,
+    pass the same ``ctx`` to ``add_virtio_serial_port``)."""
+    ctx = ctx if ctx is not None else BuildContext()
+    fn = create_device(machine, ctx, "virtio-serial-pci", {k.replace("_", "-") if k != "max_ports" else k: v
+                                                           for k, v in props.items()})
+    fn.build_ctx = ctx
+    return fn
+
+
+def add_virtio_serial_port(serial_fn: Any, chardev: Any = None, *, console: bool = True,
+                           nr: int | None = None, name: str | None = None) -> Any:
+    """A ``virtconsole`` (or ``virtserialport``) on the bus of ``serial_fn``, writing to
+    ``chardev`` (a ``uvirt.chardev.Chardev``); returns the port."""
+    from ..virtio.serial import VirtioSerialPort
+    bus = serial_fn.vdev
+    names = {p.name for p in bus.ports if p.name}
+    return bus.plug(VirtioSerialPort(chardev=chardev, name=name, is_console=console), nr, names)
