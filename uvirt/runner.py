@@ -45,7 +45,11 @@ def _open(spec, ctx: BuildContext, built: Built) -> Chardev:
             raise OptionError(f"{spec.origin}: chardev '{spec.id}' not found")
         return dev
     assert isinstance(spec, ChardevOpts)
-    dev = open_chardev(spec.backend, spec.props, chardev_id=spec.id)
+    if spec.backend == "socket" and "path" in spec.props:
+        from .devices.ivshmem import open_socket_chardev   # a client UNIX socket (ivshmem)
+        dev = open_socket_chardev(spec.props, spec.origin, spec.id)
+    else:
+        dev = open_chardev(spec.backend, spec.props, chardev_id=spec.id)
     built.chardevs.append(dev)
     return dev
 
@@ -89,6 +93,7 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
             from .block import open_drives
             ctx.drives = open_drives(cfg.drives)
             m.chardevs.extend(d.backend for d in ctx.drives.values())
+        _memory_backends(cfg, ctx, m)
         defaults: dict[str, dict[str, str]] = {}
         for g in cfg.globals:
             defaults.setdefault(g.driver, {})[g.prop] = g.value
@@ -111,6 +116,25 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
         f = open(cfg.uvirt.trace, "w")
         m.tracer.to_file(f)
     return built
+
+
+def _memory_backends(cfg: RunConfig, ctx: BuildContext, m: Machine) -> None:
+    """``-object memory-backend-{ram,file,memfd}`` into ``ctx.memdevs`` (other object
+    types are left to their own issues).  Buffers no device takes are released when the
+    machine closes; a device that takes one releases it itself."""
+    from .devices.ivshmem import BackendCloser
+    from .shared_memory import backend_from_object
+
+    if not any(o.qom_type.startswith("memory-backend-") for o in cfg.objects):
+        return
+    m.chardevs.append(BackendCloser(ctx.memdevs, ctx.used_memdevs))
+    for o in cfg.objects:
+        if not o.qom_type.startswith("memory-backend-"):
+            continue
+        if o.id in ctx.memdevs:
+            raise OptionError(f"{o.origin}: Duplicate ID '{o.id}' for object")
+        props = {k: v for k, v in o.props.items() if k != "id"}
+        ctx.memdevs[o.id] = backend_from_object(o.qom_type, o.id, props, o.origin)
 
 
 def run_config(cfg: RunConfig) -> StopInfo:

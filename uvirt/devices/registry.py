@@ -33,6 +33,10 @@ class BuildContext:
     drives: dict[str, Any] = field(default_factory=dict)          # -drive id -> uvirt.block.Drive
     virtio_serial_buses: list[Any] = field(default_factory=list)  # VirtioSerial, in creation order
     raw: str = ""                     # the -device argument being created (for error messages)
+    #: ``-object memory-backend-*`` by id (``uvirt.shared_memory.SharedMemory``), and the
+    #: ids a device has taken (QEMU ``host_memory_backend_is_mapped``).
+    memdevs: dict[str, Any] = field(default_factory=dict)
+    used_memdevs: set[str] = field(default_factory=set)
 
 
 Factory = Callable[["Machine", dict[str, Any], BuildContext], Any]
@@ -231,6 +235,16 @@ def _virtio_fb_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     return fn
 
 
+def _ivshmem_plain(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
+    from .ivshmem import create_plain
+    return create_plain(machine, v, ctx, f"-device {ctx.raw or 'ivshmem-plain'}")
+
+
+def _ivshmem_doorbell(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
+    from .ivshmem import create_doorbell
+    return create_doorbell(machine, v, ctx, f"-device {ctx.raw or 'ivshmem-doorbell'}")
+
+
 def _virtio_blk_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     """``-device virtio-blk-pci,drive=ID``: QEMU 7.2's checks, in its order."""
     from ..virtio.blk import VirtioBlk
@@ -388,6 +402,13 @@ DEVICE_TYPES: dict[str, DeviceType] = {
     "virtserialport": DeviceType(
         "virtserialport", "virtio-serial", "a serial port on a virtio-serial bus (ports 1..)",
         _virtio_serial_port_props(), _virtserialport),
+    "ivshmem-plain": DeviceType(
+        "ivshmem-plain", "pci", "Inter-VM shared memory: BAR2 is a -object memory-backend-*",
+        (Prop("master", "onoffauto", "off"), Prop("memdev", "str")), _ivshmem_plain),
+    "ivshmem-doorbell": DeviceType(
+        "ivshmem-doorbell", "pci", "Inter-VM shared memory and doorbells from an ivshmem server",
+        (Prop("chardev", "chardev"), Prop("vectors", "uint32", 1), Prop("ioeventfd", "bool", True),
+         Prop("master", "onoffauto", "off")), _ivshmem_doorbell),
     "virtio-fb-pci": DeviceType(
         "virtio-fb-pci", "pci", "uvirt's virtio framebuffer (device type 63): mode in config, "
         "pixels in a shared memory region",

@@ -10,6 +10,7 @@ prints one program's transcript.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -109,6 +110,33 @@ VIRTIO_REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("virtio_bad_guest", ("-device", "virtio-rng-pci,disable-legacy=on")),
 }
 REFERENCES.update(VIRTIO_REFERENCES)
+
+# ivshmem guest programs (firmware/ivshmem_*.S): IVSHMEM_FILE / IVSHMEM_SOCKET placeholders
+# are made real, and the host side played, by uvirt.testing.ivshmem.ivshmem_env.
+_IVS_FILE = ("-object", "memory-backend-file,id=m,size=1M,share=on,mem-path=IVSHMEM_FILE",
+             "-device", "ivshmem-plain,memdev=m")
+IVSHMEM_REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ivshmem_plain__file.txt": ("ivshmem_plain", _IVS_FILE),
+    "ivshmem_plain__memfd.txt":
+        ("ivshmem_plain", ("-object", "memory-backend-memfd,id=m,size=128K",
+                           "-device", "ivshmem-plain,memdev=m,addr=5")),
+    "ivshmem_doorbell.txt":
+        ("ivshmem_doorbell", ("-chardev", "socket,path=IVSHMEM_SOCKET,id=c",
+                              "-device", "ivshmem-doorbell,chardev=c,vectors=2")),
+}
+REFERENCES.update(IVSHMEM_REFERENCES)
+
+
+@contextlib.contextmanager
+def reference_args(extra: tuple[str, ...], tmpdir: str | os.PathLike[str]):
+    """``virtio_args``, and for ivshmem placeholders the host side for the run's duration."""
+    args = virtio_args(extra, tmpdir)
+    from .ivshmem import has_placeholders, ivshmem_env
+    if not has_placeholders(args):
+        yield args
+        return
+    with ivshmem_env(args, tmpdir) as env:
+        yield env.args
 # the same dump as pc_nodefaults_config_dump.txt, but at reset (qtest, no firmware)
 RESET_DUMP = "pc_nodefaults_config_reset.txt"
 
@@ -229,7 +257,8 @@ def regen(names: list[str] | None = None, out_dir: Path = DATA_DIR) -> list[Path
         if names and prog not in names and fname not in names:
             continue
         with tempfile.TemporaryDirectory(prefix="uvirt-files-") as files:
-            res = run_bundled(prog, virtio_args(extra, files))
+            with reference_args(extra, files) as args:
+                res = run_bundled(prog, args)
         header = (
             f"# firmware/{prog}.S on {version}\n"
             f"# args: base args{(' ' + ' '.join(extra)) if extra else ''}; "
@@ -273,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         print("uvirt: run needs a program name", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="uvirt-files-") as files:
-        res = run_bundled(argv[1], virtio_args(tuple(argv[2:]), files))
+        with reference_args(tuple(argv[2:]), files) as args:
+            res = run_bundled(argv[1], args)
         chardev = Path(files) / VIRTIO_CHARDEV
         if chardev.exists():
             print(f"[{VIRTIO_CHARDEV}: {chardev.read_bytes()!r}]", file=sys.stderr)

@@ -1,0 +1,147 @@
+"""ivshmem-plain / ivshmem-doorbell device model without a CPU (uvirt/devices/ivshmem.py).
+
+Expected config images were read from QEMU 7.2 over qtest (no firmware): see the module
+docstring of uvirt.devices.ivshmem."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from uvirt.devices.ivshmem import Ivshmem, msix_exclusive_layout
+from uvirt.ivshmem.peer import IvshmemPeer
+from uvirt.ivshmem.server import IvshmemServer
+from uvirt.machine import Machine
+from uvirt.qemu_options import parse_argv
+from uvirt.runner import build_machine
+from uvirt.shared_memory import SharedMemory
+
+# 00:04.0 at reset on QEMU 7.2, first 0x50 bytes
+_ROW0 = "f41a1011000000000100000500000000"
+_ROW1 = "00000000000000000c00000000000000"
+_ROW2 = "000000000000000000000000f41a0011"
+PLAIN_RESET = bytes.fromhex(_ROW0 + _ROW1 + _ROW2 + "00" * 32)
+DOORBELL3_RESET = bytes.fromhex("f41a1011000010000100000500000000" + _ROW1 + _ROW2
+                                + "00000000400000000000000000000000"
+                                + "11000200010000000108000000000000")
+
+
+def _plain(size=0x10000) -> tuple[Machine, Ivshmem]:
+    m = Machine(cpu=False)
+    fn = Ivshmem("ivshmem-plain", SharedMemory.anonymous("t", size), owns_shm=True)
+    m.add_pci(fn, 4)
+    return m, fn
+
+
+def test_plain_config_at_reset_is_qemus():
+    m, fn = _plain(1 << 20)
+    assert bytes(fn.config.data[:0x50]) == PLAIN_RESET[:0x50]
+    assert fn.capabilities() == []
+    fn.close()
+
+
+def test_bar_sizing_readbacks():
+    m, fn = _plain(1 << 20)
+    for reg in (0x10, 0x14, 0x18, 0x1C):
+        m.pci.config_write(0, fn.devfn, reg, 4, 0xFFFFFFFF)
+    got = [m.pci.config_read(0, fn.devfn, reg, 4) for reg in (0x10, 0x14, 0x18, 0x1C)]
+    assert got == [0xFFFFFF00, 0, 0xFFF0000C, 0xFFFFFFFF]
+    fn.close()
+
+
+def test_registers_as_qemu():
+    m, fn = _plain()
+    r = fn.regs_region
+    r.write(0, 4, 0xFFFFFFFF)
+    assert r.read(0, 4) == 0xFFFFFFFF
+    assert r.read(1, 1) == 0                 # exact-offset reads
+    r.write(1, 1, 0x5A)                      # widened to 4 at offset 1, offset & 0xfc = 0
+    assert r.read(0, 4) == 0x5A
+    r.write(2, 2, 0xABCD)
+    assert r.read(0, 4) == 0xABCD
+    r.write(4, 4, 5)
+    assert (r.read(4, 4), r.read(4, 4)) == (5, 0)          # read clears
+    r.write(8, 4, 0x1234)
+    assert r.read(8, 4) == 0                 # IVPosition read-only, 0 for plain
+    r.write(0x10, 4, 0xFFFFFFFF)
+    assert r.read(0x10, 4) == 0 and r.read(0xFC, 4) == 0
+    r.write(0x0C, 4, 0)                      # doorbell without a server: ignored
+    assert fn.rings_ignored == 1
+    assert r.read(0, 8) == 0                 # 8-byte access is not valid: reads 0
+    m.reset()
+    assert fn.intrmask == 0 and fn.intrstatus == 0
+    fn.close()
+
+
+@pytest.mark.parametrize("n, layout", [(1, (0x1000, 0x800)), (128, (0x1000, 0x800)),
+                                       (129, (0x1000, 0x810)), (256, (0x2000, 0x1000)), (200, (0x1000, 0xC80)),
+                                       (2048, (0x10000, 0x8000))])
+def test_msix_exclusive_bar_layout(n, layout):
+    assert msix_exclusive_layout(n) == layout
+
+
+def test_not_power_of_two_refused():
+    from uvirt.errors import UvirtError
+    from uvirt.mem_regions import HostBuffer
+    with pytest.raises(UvirtError, match="0x3000 is not a power of two"):
+        Ivshmem("x", SharedMemory("x", HostBuffer(0x3000)))
+
+
+def test_close_unmaps_and_releases_the_buffer():
+    m, fn = _plain()
+    fn.config_write(0x18, 4, 0xE0000000)
+    fn.config_write(0x04, 2, 2)
+    m.pci.apply(fn, fn.update_mappings())
+    fn.close()
+    assert fn.bar2.children == []
+    with pytest.raises(ValueError):
+        fn.shm.buffer.view[0]                # released
+    fn.close()                               # idempotent
+
+
+@pytest.fixture
+def server(tmp_path):
+    sock = str(tmp_path / "s")
+    srv = IvshmemServer(sock, size=0x4000, vectors=3).start()
+    srv.start_thread()
+    yield srv
+    srv.close()
+
+
+def test_doorbell_config_and_rings(server, tmp_path):
+    fds = len(os.listdir("/proc/self/fd"))
+    with IvshmemPeer.connect(server.socket_path, vectors=3, timeout=5) as peer:
+        b = build_machine(parse_argv(["-machine", "pc", "-nodefaults", "-chardev",
+                                      f"socket,path={server.socket_path},id=c", "-device",
+                                      "ivshmem-doorbell,chardev=c,vectors=3,addr=4", "-accel", "qtest"]))
+        m = b.machine
+        fn = b.devices[-1][1]
+        assert bytes(fn.config.data[:0x50]) == DOORBELL3_RESET
+        assert fn.vm_id == 1 and fn.regs_region.read(8, 4) == 1
+        assert fn.bar2.size == 0x4000 and fn.msix_region.size == 0x1000
+        peer.memory[0:4] = b"\x11\x22\x33\x44"
+        assert fn.shm.read(0, 4) == b"\x11\x22\x33\x44"
+        # host rings us while MSI-X is disabled: nothing
+        peer.ring(1, 2)
+        time.sleep(0.1)
+        assert fn.msix.pba[0] == 0 and fn.interrupts == 1
+        fn.config_write(0x42, 2, 0x8000)         # MSI-X enable, vectors masked
+        peer.ring(1, 2)
+        deadline = time.monotonic() + 5
+        while fn.msix.pba[0] != 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fn.msix.pba[0] == 4
+        # the guest rings the host on vector 1 with a byte store at 0x0d (QEMU: val 1 -> peer 0 vector 1)
+        fn.regs_region.write(0x0D, 1, 1)
+        assert peer.wait(timeout=2) == 1
+        m.reset()
+        assert fn.msix.pba[0] == 0 and not fn.msix.enabled
+        m.close()
+        assert fn.closed and fn.client.closed
+        assert peer.wait_peer_left(1, timeout=5) == 1
+    deadline = time.monotonic() + 5          # the in-process server drops its copies too
+    while len(os.listdir("/proc/self/fd")) != fds and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(os.listdir("/proc/self/fd")) == fds
