@@ -587,3 +587,37 @@ def test_peer_leaving_while_being_rung(doorbell_machine, tmp_path):
         stop.set()
         t.join()
     assert dev.rings_sent > 0
+
+
+def test_each_doorbell_write_rings_exactly_once(tmp_path, firmware, warm):
+    """500 round trips guest -> host peer -> guest (MSI-X message into RAM): the host sees
+    exactly 500 rings.  Regression: a host answer that stopped the CPU from the service
+    thread right after the doorbell store made Unicorn execute the store again."""
+    image = firmware(Path(__file__).resolve().parents[2] / "benchmarks" / "guests" / "ivshmem_loop.S",
+                     {"ITERS": 500, "MODE": 0})
+    sock = str(tmp_path / "s")
+    srv = IvshmemServer(sock, size=1 << 20, vectors=1).start()
+    srv.start_thread()
+    peer = IvshmemPeer.connect(sock, vectors=1, timeout=5)
+    stop = threading.Event()
+    rings = []
+
+    def host():
+        while not stop.is_set():
+            if peer.wait(vector=0, timeout=0.02) is not None:
+                rings.append(1)
+                peer.ring(1, 0)
+
+    t = threading.Thread(target=host)
+    t.start()
+    try:
+        res = run_uvirt(image, ("-chardev", f"socket,path={sock},id=c",
+                                "-device", "ivshmem-doorbell,chardev=c,vectors=1"), timeout=60)
+        time.sleep(0.1)
+    finally:
+        stop.set()
+        t.join()
+        peer.close()
+        srv.close()
+    assert res.exit_code == 1, res
+    assert len(rings) == 500

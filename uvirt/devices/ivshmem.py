@@ -90,6 +90,8 @@ INTRMASK, INTRSTATUS, IVPOSITION, DOORBELL = 0x0, 0x4, 0x8, 0xC
 
 #: Bound on the wait for the server's set-up messages (QEMU waits forever).
 SETUP_TIMEOUT = 5.0
+#: How often a message posted to the CPU thread (``deliver``) is kicked again until it ran.
+RETRY_KICK = 0.002
 
 
 def msix_exclusive_layout(nvectors: int) -> tuple[int, int]:
@@ -174,10 +176,13 @@ class Ivshmem(PciFunction):
         self.rings_sent = 0
         self.rings_ignored = 0
         self.interrupts = 0
+        self.outstanding = 0              # messages handed to ``deliver`` and not sent yet
         self.closed = False
         #: how a message (``Msix.notify`` of an unmasked vector) gets sent: called with a
         #: zero-argument callable from the service thread.
         self.deliver: Callable[[Callable[[], None]], None] = lambda f: f()
+        #: called on the CPU thread after a doorbell rang a peer (see ``create_doorbell``).
+        self.after_ring: Callable[[], None] | None = None
         self.regs_region = MmioRegion("ivshmem-mmio", REG_BAR_SIZE, _Registers(self),
                                       valid_sizes=(1, 2, 4), impl_min=4, impl_max=4)
         self.register_bar(REG_BAR, self.regs_region)
@@ -210,6 +215,8 @@ class Ivshmem(PciFunction):
             self.rings_ignored += 1
             return
         self.rings_sent += 1
+        if self.after_ring is not None:
+            self.after_ring()
 
     def reset(self):
         """QEMU ``ivshmem_reset`` + ``pci_do_device_reset``: registers, MSI-X, config."""
@@ -242,10 +249,12 @@ class Ivshmem(PciFunction):
         if m.vector_masked(vector):
             m.notify(vector)                      # sets the PBA bit, sends nothing
         else:
+            self.outstanding += 1
             self.deliver(lambda: self._notify_locked(vector))
 
     def _notify_locked(self, vector: int) -> None:
         with self.lock:
+            self.outstanding -= 1
             if self.msix is not None and not self.closed:
                 self.msix.notify(vector)
 
@@ -266,12 +275,20 @@ class Ivshmem(PciFunction):
         except IvshmemError:
             return
         while True:
+            # A message posted to the CPU thread and not run yet is kicked again every
+            # RETRY_KICK seconds: a kick that lands while the run loop is between two
+            # emu_start calls is otherwise only noticed at the guest's next exit.
+            timeout = RETRY_KICK if self.outstanding else None
             try:
-                ready, _, _ = select.select([efd, self._wake_r], [], [])
+                ready, _, _ = select.select([efd, self._wake_r], [], [], timeout)
             except (OSError, ValueError):
                 return
             if self._wake_r in ready:
                 return
+            if not ready:
+                if self.outstanding and not self.closed:
+                    self.deliver(lambda: None)
+                continue
             with self.lock:
                 if self.closed or client.closed:
                     return
@@ -425,6 +442,28 @@ def _place(machine: "Machine", fn: Ivshmem, v: dict[str, Any]) -> None:
     machine.add_pci(fn, slot, func)
 
 
+def _stop_after_ring(machine: "Machine", hook: Callable[[Callable[[], None]], None]) -> Callable[[], None]:
+    """A doorbell write ends the CPU's run slice (a stop requested by the MMIO callback itself).
+
+    The peer answers within microseconds and its answer stops the CPU from the service
+    thread (``deliver``).  A stop from another thread that lands just after an MMIO
+    callback returned makes Unicorn execute the store again, and the machine's replay
+    guard cannot see it (mem_regions.ReplayGuard, "known gap"): the doorbell would ring
+    twice.  Stopping from inside the callback puts the store in the guard's journal
+    first, so a restart of it is absorbed whoever asked for the stop.
+    """
+    memory = machine.memory
+
+    def after_ring() -> None:
+        if getattr(memory, "cpu_thread", None) == threading.get_ident():
+            hook(_nothing)
+    return after_ring
+
+
+def _nothing() -> None:
+    pass
+
+
 def create_plain(machine: "Machine", v: dict[str, Any], ctx, where: str) -> Ivshmem:
     """``-device ivshmem-plain``; ``where`` is the ``-device ARG`` errors start with."""
     memdev = v["memdev"]
@@ -490,6 +529,7 @@ def create_doorbell(machine: "Machine", v: dict[str, Any], ctx, where: str,
     hook = getattr(machine, "call_soon_threadsafe", None)
     if callable(hook):
         fn.deliver = hook
+        fn.after_ring = _stop_after_ring(machine, hook)
     try:
         _place(machine, fn, v)
     except BaseException:
