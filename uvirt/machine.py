@@ -31,7 +31,7 @@ Interrupts (uvirt/interrupts/, unicorn-notes.md §7 items 10-16)
     code hook single-steps until IF becomes 1 (STI, POPF, IRET), so the interrupt arrives
     exactly where QEMU takes it, for at most ``STEP_BUDGET`` instructions after the
     guest's last access to an interrupt controller; past that
-    budget the watchdog polls (1 ms doubling to 16 ms) so a guest that runs with IF=0 for
+    budget the watchdog polls (1 ms doubling to 64 ms) so a guest that runs with IF=0 for
     long keeps its speed.  ``hlt`` with IF=1 sleeps until an interrupt, a tick, a posted
     call, a budget or SIGINT.  CPU exceptions reported by Unicorn (``UC_HOOK_INTR``:
     #DE, #GP, int n, int3, into; ``UC_ERR_INSN_INVALID``: #UD) are delivered the same way;
@@ -96,7 +96,7 @@ IF_MASK = 0x200
 #: Instructions single-stepped while a pending interrupt waits for IF=1 (see "Interrupts");
 #: the count restarts whenever the guest touches the PIC, PIT or APIC.
 STEP_BUDGET = 1000
-POLL_FIRST, POLL_MAX = 0.001, 0.016
+POLL_FIRST, POLL_MAX = 0.001, 0.064
 
 #: The legacy VGA window: on ``pc -nodefaults`` nothing decodes it, it reads 0 and RAM
 #: beneath it is invisible (QEMU's smram-region alias of the empty PCI space).
@@ -606,8 +606,10 @@ class Machine:
         touched = self.interrupts.touched
         if not self._blocked or touched != self._step_touched:
             # newly blocked, or the guest worked on its interrupts since: step again
+            # (a guest that never touched the PIC, PIT or APIC runs with SeaBIOS's
+            # IRQ 0 pending and IF=0 throughout: polling is enough for it)
             self._blocked = True
-            self._step_budget = STEP_BUDGET
+            self._step_budget = STEP_BUDGET if touched else 0
             self._step_touched = touched
             self._poll_interval = POLL_FIRST
         self._step_shadow = shadow

@@ -44,6 +44,7 @@ class InterruptController:
         #: Counts guest accesses to the PIC, PIT and APIC: a guest working on its
         #: interrupt set-up (machine.py keeps single-stepping a blocked interrupt then).
         self.touched = 0
+        self._was_pending = False
         self.apic.on_change = self._apic_change
         self.delivered = 0                    # interrupts acknowledged (statistics)
 
@@ -105,11 +106,21 @@ class InterruptController:
         self.pit.sync()
 
     def _pic_output(self, level: int) -> None:
-        if level:
-            self.on_change()
+        self._notify()
 
     def _apic_change(self) -> None:
-        self.on_change()
+        self._notify()
+
+    def _notify(self) -> None:
+        """Call ``on_change`` when the CPU's interrupt line rises (not on every update
+        while it stays up: a pending interrupt the CPU cannot take yet must not stop it
+        again and again)."""
+        if self.cpu_pending():
+            if not self._was_pending:
+                self._was_pending = True
+                self.on_change()
+        else:
+            self._was_pending = False
 
     # -- the CPU's view
     def sync(self, now: int | None = None) -> None:
@@ -130,6 +141,7 @@ class InterruptController:
                 return None
             vector = self.pic.read_irq()
         self.delivered += 1
+        self._was_pending = self.cpu_pending()
         return vector
 
     def next_deadline(self, now: int) -> int | None:
@@ -152,3 +164,4 @@ class _Touching:
     def write(self, offset: int, size: int, value: int) -> None:
         self.ctl.touched += 1
         self.dev.write(offset, size, value)
+

@@ -1,0 +1,122 @@
+"""Issue 7 figures: interrupt delivery, uvirt against QEMU TCG in the same run.
+
+The guest raises an MSI (a 32-bit store of vector 0x41 to 0xFEE00000, exactly what a
+device's MSI write does on both emulators), waits with IF=1 until the handler has run
+(it counts and writes the APIC EOI), N times.  Each emulator runs the image with N and
+with 0 iterations; (T(N) - T(0)) / N is the cost of one interrupt round trip: device
+raises -> handler runs -> EOI -> back in the main loop (the latency), and its inverse
+the interrupts per second.  The ratio is uvirt's time per interrupt over QEMU's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+from uvirt import bios
+from uvirt.chardev import NullChardev
+from uvirt.firmware import build
+from uvirt.machine import Machine
+
+from .common import Result, summarize
+
+GUEST = """
+.include "uvirt.inc"
+.include "irq.inc"
+main:
+    call idt_setup
+    mov eax, 0x20                       # PIC out of the way (SeaBIOS left IRQ0 at vector 8)
+    mov edx, 0x28
+    call pic_init
+    mov eax, 0x41
+    mov edx, on_msi
+    call irq_set_handler
+    mov ecx, ITERS
+    test ecx, ecx
+    jz done
+    sti
+again:
+    mov ebx, [hits]
+    mov dword ptr [0xfee00000], 0x41    # the MSI
+wait:
+    cmp [hits], ebx
+    je wait
+    dec ecx
+    jnz again
+    cli
+done:
+    ret
+on_msi:
+    inc dword ptr [hits]
+    mov dword ptr [0xfee000b0], 0       # EOI
+    ret
+.align 4, 0
+hits: .long 0
+"""
+
+
+def _image(tmp: str, iters: int) -> str:
+    src = os.path.join(tmp, "irq_bench.S")
+    with open(src, "w") as f:
+        f.write(GUEST)
+    path = os.path.join(tmp, f"irq_bench_{iters}.bin")
+    with open(path, "wb") as f:
+        f.write(build(src, defines={"ITERS": iters}))
+    return path
+
+
+def _uvirt(path: str) -> float:
+    with open(path, "rb") as f:
+        image = f.read()
+    t = time.perf_counter()
+    m = Machine()
+    m.add_debugcon(NullChardev())
+    m.add_debug_exit(0xF4, 4)
+    bios.firmware_step(m)
+    m.load_kernel(image)
+    stop = m.run(timeout=None)
+    m.close()
+    assert stop.debug_exit_value == 0, stop.report()
+    return time.perf_counter() - t
+
+
+def _qemu(qemu: str, path: str, tmp: str) -> float:
+    args = [qemu, "-machine", "pc", "-accel", "tcg", "-m", "128M", "-nodefaults", "-nographic",
+            "-display", "none", "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+            "-debugcon", f"file:{tmp}/out.txt", "-kernel", path]
+    t = time.perf_counter()
+    r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True)
+    assert r.returncode == 1, r.stderr
+    return time.perf_counter() - t
+
+
+def bench_interrupt_round_trip(reps: int) -> Result:
+    n = 5000
+    qemu = shutil.which("qemu-system-x86_64")
+    name = f"MSI -> handler -> EOI round trip ({n})"
+    if qemu is None:
+        return Result(name, "QEMU 7.2 TCG", float("nan"), 0, 0, "report", True,
+                      "SKIPPED: qemu-system-x86_64 not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        full, empty = _image(tmp, n), _image(tmp, 0)
+        _uvirt(full), _qemu(qemu, full, tmp)           # warm-up
+        ratios, u_rates, q_rates = [], [], []
+        for _ in range(reps):
+            u = (_uvirt(full) - _uvirt(empty)) / n
+            q = (_qemu(qemu, full, tmp) - _qemu(qemu, empty, tmp)) / n
+            if u <= 0 or q <= 0:
+                continue
+            ratios.append(u / q)
+            u_rates.append(1 / u)
+            q_rates.append(1 / q)
+    med, lo, hi = summarize(ratios)
+    u_rate, q_rate = summarize(u_rates)[0], summarize(q_rates)[0]
+    return Result(name, "QEMU 7.2 TCG, same guest", med, lo, hi, "report", True,
+                  f"(uvirt {1e6 / u_rate:.1f} us = {u_rate / 1e3:.1f} k irq/s; "
+                  f"QEMU {1e6 / q_rate:.1f} us = {q_rate / 1e3:.1f} k irq/s)")
+
+
+BENCHMARKS = [bench_interrupt_round_trip]
