@@ -394,27 +394,31 @@ def test_property_errors_live_against_qemu(args, tmp_path, warm):
 @pytest.mark.parametrize("vectors", [0, 2049])
 def test_vector_count_out_of_range(vectors, tmp_path, warm):
     sock = str(tmp_path / "s")
+    before = fd_count()            # the in-process server holds copies until it sees us leave
     srv = IvshmemServer(sock, size=0x1000, vectors=1).start()
     srv.start_thread()
     try:
         msg = build_error("-chardev", f"socket,path={sock},id=c", "-device",
-                          f"ivshmem-doorbell,chardev=c,vectors={vectors}")
+                          f"ivshmem-doorbell,chardev=c,vectors={vectors}", check_fds=False)
     finally:
         srv.close()
+    assert fd_count() == before
     assert msg == (f"-device ivshmem-doorbell,chardev=c,vectors={vectors}: Failed to initialize "
                    "interrupts: The number of MSI-X vectors is invalid")
 
 
 def test_master_on_when_not_first(tmp_path, warm):
     sock = str(tmp_path / "s")
+    before = fd_count()
     srv = IvshmemServer(sock, size=0x1000, vectors=1).start()
     srv.start_thread()
     try:
         with IvshmemPeer.connect(sock, timeout=5):
             msg = build_error("-chardev", f"socket,path={sock},id=c", "-device",
-                              "ivshmem-doorbell,chardev=c,master=on")
+                              "ivshmem-doorbell,chardev=c,master=on", check_fds=False)
     finally:
         srv.close()
+    assert fd_count() == before
     assert msg == "-device ivshmem-doorbell,chardev=c,master=on: master must connect to the server before any peers"
 
 

@@ -183,6 +183,9 @@ class Ivshmem(PciFunction):
         self.deliver: Callable[[Callable[[], None]], None] = lambda f: f()
         #: called on the CPU thread after a doorbell rang a peer (see ``create_doorbell``).
         self.after_ring: Callable[[], None] | None = None
+        #: whether the CPU thread is in its run loop (posted messages get run): the
+        #: service thread only re-kicks then.
+        self.cpu_running: Callable[[], bool] = lambda: False
         self.regs_region = MmioRegion("ivshmem-mmio", REG_BAR_SIZE, _Registers(self),
                                       valid_sizes=(1, 2, 4), impl_min=4, impl_max=4)
         self.register_bar(REG_BAR, self.regs_region)
@@ -278,7 +281,7 @@ class Ivshmem(PciFunction):
             # A message posted to the CPU thread and not run yet is kicked again every
             # RETRY_KICK seconds: a kick that lands while the run loop is between two
             # emu_start calls is otherwise only noticed at the guest's next exit.
-            timeout = RETRY_KICK if self.outstanding else None
+            timeout = RETRY_KICK if self.outstanding and self.cpu_running() else None
             try:
                 ready, _, _ = select.select([efd, self._wake_r], [], [], timeout)
             except (OSError, ValueError):
@@ -286,8 +289,8 @@ class Ivshmem(PciFunction):
             if self._wake_r in ready:
                 return
             if not ready:
-                if self.outstanding and not self.closed:
-                    self.deliver(lambda: None)
+                if self.outstanding and not self.closed and self.cpu_running():
+                    self.deliver(_nothing)
                 continue
             with self.lock:
                 if self.closed or client.closed:
@@ -527,9 +530,11 @@ def create_doorbell(machine: "Machine", v: dict[str, Any], ctx, where: str,
         raise
     chardev.device = fn
     hook = getattr(machine, "call_soon_threadsafe", None)
-    if callable(hook):
+    if callable(hook) and getattr(machine, "uc", None) is not None:
+        # With a CPU, messages are sent on its thread; without one (qtest) directly.
         fn.deliver = hook
         fn.after_ring = _stop_after_ring(machine, hook)
+        fn.cpu_running = lambda: getattr(machine.memory, "cpu_thread", None) is not None
     try:
         _place(machine, fn, v)
     except BaseException:
