@@ -77,9 +77,9 @@ def run_bare(image: bytes, *, in_hook: bool = False) -> None:
 
 
 def bench_ram_loop(reps: int) -> Result:
-    image = build_guest("ram_loop", ITERS=2_000_000)
+    image = build_guest("ram_loop", ITERS=10_000_000)
     med, lo, hi = summarize(paired(lambda: run_bare(image), lambda: run_uvirt(image), reps))
-    return Result("guest RAM store+load loop (2 M iter)", "bare Unicorn, same loop", med, lo, hi,
+    return Result("guest RAM store+load loop (10 M iter)", "bare Unicorn, same loop", med, lo, hi,
                   "< 1.05x", med < 1.05)
 
 
