@@ -29,10 +29,10 @@ Same surface and result shapes as ``SplitQueue`` (``pop`` -> ``Element`` | ``Que
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ..errors import GuestMemoryError, UvirtError
-from .queue import (DESC_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+from .queue import (DESC_SIZE, ChainWalker, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
                     Element, PopResult,
                     QueueBroken, VirtqueueBase, _ChainError, vring_need_event)
 
@@ -106,7 +106,7 @@ def packed_need_event(size: int, wrap: bool, off_wrap: int, new: int, old: int) 
     return vring_need_event(off & _U16, new, old)
 
 
-class PackedChain:
+class PackedChain(ChainWalker):
     """The descriptors of one packed chain starting at ring slot ``start``
     (QEMU ``virtqueue_packed_pop`` / ``virtqueue_packed_read_next_desc``).
 
@@ -116,57 +116,23 @@ class PackedChain:
     walked entry by entry to its end.
     """
 
+    desc_type = PackedDescriptor
+
     def __init__(self, mem: "GuestMemory", ring: int, size: int, start: int, *,
                  strict: bool = False) -> None:
-        self.mem = mem
+        super().__init__(mem, strict=strict)
         self.ring = ring
         self.size = size
         self.start = start
-        self.strict = strict
-        self.indirect = False
         self.buffer_id = 0
-        self.error: tuple[str, str, dict[str, Any]] | None = None
-        self.warnings: list[tuple[str, str, dict[str, Any]]] = []
-
-    @property
-    def end_reason(self) -> str | None:
-        """The guest-error kind that ended the walk (``"loop"``, ``"next_oob"``...), or None."""
-        return self.error[0] if self.error else None
-
-    def __iter__(self) -> Iterator[PackedDescriptor]:
-        try:
-            yield from self._walk()
-        except _ChainError as e:
-            self.error = (e.kind, e.reason, e.fields)
-
-    def _read(self, table: int, i: int) -> PackedDescriptor:
-        try:
-            return PackedDescriptor.unpack(self.mem.read(table + DESC_SIZE * i, DESC_SIZE))
-        except GuestMemoryError as e:
-            raise _ChainError("desc_ring_unmappable", "Cannot map descriptor ring",
-                              addr=e.addr) from None
-
-    def _violation(self, kind: str, reason: str, **fields: Any) -> None:
-        if self.strict:
-            raise _ChainError(kind, reason, **fields)
-        self.warnings.append((kind, reason, fields))
 
     def _walk(self) -> Iterator[PackedDescriptor]:
         table, limit, i = self.ring, self.size, self.start
         desc = self._read(table, i)
         self.buffer_id = desc.id
         if desc.flags & VRING_DESC_F_INDIRECT:
-            if desc.flags & VRING_DESC_F_NEXT:
-                self._violation("indirect_with_next", "Indirect descriptor with NEXT set",
-                                addr=desc.addr)
-            if not desc.len or desc.len % DESC_SIZE:
-                raise _ChainError("indirect_bad_size", "Invalid size for indirect buffer table",
-                                  len=desc.len)
-            if not self.mem.is_ram(desc.addr, desc.len):
-                raise _ChainError("indirect_unmappable", "Cannot map indirect buffer",
-                                  addr=desc.addr, len=desc.len)
-            self.indirect = True
-            table, limit, i = desc.addr, desc.len // DESC_SIZE, 0
+            table, limit = self._enter_indirect(desc)
+            i = 0
             desc = self._read(table, 0)
         count = 0
         while True:

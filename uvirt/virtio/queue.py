@@ -290,26 +290,14 @@ class _ChainError(Exception):
 # --------------------------------------------------------------------------- chains
 
 
-class DescriptorChain:
-    """Iterates the descriptors of one split-ring chain (rust-vmm ``chain.rs`` shape,
-    QEMU ``virtqueue_split_pop`` checks), yielding each ``Descriptor`` as it is reached.
+class ChainWalker:
+    """What split and packed chain walks share: the error/warnings result, the guarded
+    descriptor read, strict-mode violations and entering an indirect table."""
 
-    After iteration ``error`` is ``None`` when the chain ended normally, or a
-    ``(kind, reason, fields)`` tuple; ``warnings`` lists the non-fatal spec violations
-    seen (same shape).  Every walk ends: at most ``ttl`` descriptors per table.
+    desc_type: ClassVar[type] = Descriptor
 
-    Checks, QEMU order: the head descriptor may point at an indirect table (length
-    non-zero and a multiple of 16, wholly in RAM); after each descriptor, more than
-    ``max`` descriptors is a loop; ``next >= max`` is out of range.  ``max`` is the queue
-    size, or the number of entries of the indirect table.
-    """
-
-    def __init__(self, mem: "GuestMemory", table: int, size: int, head: int, *,
-                 strict: bool = False) -> None:
+    def __init__(self, mem: "GuestMemory", *, strict: bool = False) -> None:
         self.mem = mem
-        self.table = table
-        self.size = size
-        self.head = head
         self.strict = strict
         self.indirect = False
         self.error: tuple[str, str, dict[str, Any]] | None = None
@@ -320,20 +308,23 @@ class DescriptorChain:
         """The guest-error kind that ended the walk (``"loop"``, ``"next_oob"``...), or None."""
         return self.error[0] if self.error else None
 
-    def __iter__(self) -> Iterator[Descriptor]:
+    def __iter__(self):
         try:
             yield from self._walk()
         except _ChainError as e:
             self.error = (e.kind, e.reason, e.fields)
 
-    def _read(self, table: int, i: int) -> Descriptor:
+    def _walk(self):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _read(self, table: int, i: int):
         try:
-            return Descriptor.unpack(self.mem.read(table + DESC_SIZE * i, DESC_SIZE))
+            return self.desc_type.unpack(self.mem.read(table + DESC_SIZE * i, DESC_SIZE))
         except GuestMemoryError as e:
             raise _ChainError("desc_ring_unmappable", "Cannot map descriptor ring",
                               addr=e.addr) from None
 
-    def _enter_indirect(self, desc: Descriptor) -> tuple[int, int]:
+    def _enter_indirect(self, desc) -> tuple[int, int]:
         if desc.flags & VRING_DESC_F_NEXT:
             self._violation("indirect_with_next",
                             "Indirect descriptor with NEXT set", addr=desc.addr)
@@ -350,6 +341,28 @@ class DescriptorChain:
         if self.strict:
             raise _ChainError(kind, reason, **fields)
         self.warnings.append((kind, reason, fields))
+
+
+class DescriptorChain(ChainWalker):
+    """Iterates the descriptors of one split-ring chain (rust-vmm ``chain.rs`` shape,
+    QEMU ``virtqueue_split_pop`` checks), yielding each ``Descriptor`` as it is reached.
+
+    After iteration ``error`` is ``None`` when the chain ended normally, or a
+    ``(kind, reason, fields)`` tuple; ``warnings`` lists the non-fatal spec violations
+    seen (same shape).  Every walk ends: at most ``ttl`` descriptors per table.
+
+    Checks, QEMU order: the head descriptor may point at an indirect table (length
+    non-zero and a multiple of 16, wholly in RAM); after each descriptor, more than
+    ``max`` descriptors is a loop; ``next >= max`` is out of range.  ``max`` is the queue
+    size, or the number of entries of the indirect table.
+    """
+
+    def __init__(self, mem: "GuestMemory", table: int, size: int, head: int, *,
+                 strict: bool = False) -> None:
+        super().__init__(mem, strict=strict)
+        self.table = table
+        self.size = size
+        self.head = head
 
     def _walk(self) -> Iterator[Descriptor]:
         table, ttl = self.table, self.size
