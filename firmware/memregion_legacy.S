@@ -324,6 +324,12 @@ have_dev:
     call mr_check
     REPORT_EQ eax, 0, "BAR3 back home, region 1 intact"
 
+.if HANDSHAKE
+    # Not with a host thread writing the region: a stop it causes can land right after
+    # the stub's BAR write (Unicorn then resumes at the old address; QEMU would finish
+    # the block).  The step runs in the HANDSHAKE=0 build.
+    jmp report_summary
+.endif
     PUTSN "-- code in a region moves its own BAR and jumps to the new address"
     mov eax, [vio_bdf]
     shl eax, 8

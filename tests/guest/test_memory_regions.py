@@ -176,7 +176,9 @@ def test_host_watches_and_answers_while_the_guest_runs(prog, device, n, firmware
     assert seen == {"ready": True, "r0": True, "r1": True, "running": True}
     assert stop.exit_code == 1, b.text
     assert "PASS: the host answered in the region while the guest ran" in b.text
-    assert_all_pass(b.text, n + 1)
+    # memregion_legacy's HANDSHAKE build leaves out the 4 checks of the stub that moves its
+    # own BAR (a stop from the host thread can land inside it; see the program).
+    assert_all_pass(b.text, n + 1 - (4 if prog == "memregion_legacy" else 0))
 
 
 def test_wait_for_change_sees_a_guest_write(firmware, boot):
