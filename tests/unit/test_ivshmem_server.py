@@ -415,24 +415,30 @@ def test_daemon_mode_writes_pidfile(sock_path, tmp_path):
     pidfile = tmp_path / "ivshmem.pid"
     shm_dir = tmp_path / "shm"
     shm_dir.mkdir()
-    with open(tmp_path / "stderr", "w+b") as err:
-        # The daemon keeps stdout/stderr (noclose, as QEMU): no pipes, or reading would hang.
-        proc = _spawn(["-S", sock_path, "-p", str(pidfile), "-m", str(shm_dir), "-l", "8K"],
-                      stdout=subprocess.DEVNULL, stderr=err)
-        assert proc.wait(timeout=10) == 0          # the parent returns once the socket is bound
-        assert err.read() == b""
-    assert os.path.exists(sock_path)
-    assert wait_until(pidfile.exists)
-    assert wait_until(lambda: pidfile.read_text().endswith("\n"))
-    pid = int(pidfile.read_text())
+    pid = None
     try:
+        with open(tmp_path / "stderr", "w+b") as err:
+            # The daemon keeps stdout/stderr (noclose, as QEMU): no pipes, or reading would hang.
+            proc = _spawn(["-S", sock_path, "-p", str(pidfile), "-m", str(shm_dir), "-l", "8K"],
+                          stdout=subprocess.DEVNULL, stderr=err)
+            assert proc.wait(timeout=10) == 0      # the parent returns once the socket is bound
+            assert err.read() == b""
+        assert os.path.exists(sock_path)
+        assert wait_until(pidfile.exists)
+        assert wait_until(lambda: pidfile.read_text().endswith("\n"))
+        pid = int(pidfile.read_text())
         with IvshmemPeer.connect(sock_path, timeout=10) as p:
             assert p.size == 0x2000
         os.kill(pid, signal.SIGTERM)
         assert wait_until(lambda: not os.path.exists(sock_path), timeout=10)
         assert wait_until(lambda: not pidfile.exists())
     finally:
+        # A daemon that outlives a failed assertion would run forever: kill it, found by
+        # its pidfile if the test never got that far.
+        if pid is None and pidfile.exists() and pidfile.read_text().strip().isdigit():
+            pid = int(pidfile.read_text())
         try:
-            os.kill(pid, signal.SIGKILL)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
