@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import OptionError, UvirtError
+from ..qemu_options import parse_bool, parse_int
 
 if TYPE_CHECKING:
     from ..machine import Machine
@@ -55,21 +56,8 @@ _COMMON = (Prop("id", "str"),)
 _PCI_COMMON = (Prop("addr", "pci-addr"), Prop("multifunction", "bool", False),
                Prop("romfile", "str"), Prop("rombar", "uint32", 1))
 
-_UINT_MAX = {"uint8": 0xFF, "uint16": 0xFFFF, "uint32": 0xFFFFFFFF, "uint64": 0xFFFFFFFFFFFFFFFF}
-_TYPE_WORD = {"uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t", "uint64": "uint64_t"}
-
-
-def parse_integer(value: str) -> int | None:
-    """QEMU's integer property syntax: decimal, 0x hex, leading 0 octal, optional sign."""
-    v = value.strip()
-    try:
-        if v.lower().startswith(("0x", "-0x", "+0x")):
-            return int(v, 16)
-        if len(v) > 1 and v.startswith("0") and v.isdigit():
-            return int(v, 8)
-        return int(v, 10)
-    except ValueError:
-        return None
+#: integer property kinds -> bit width (QEMU's DEFINE_PROP_UINT*)
+_UINT_BITS = {"uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64}
 
 
 def parse_pci_addr(value: str) -> tuple[int, int] | None:
@@ -87,19 +75,10 @@ def parse_pci_addr(value: str) -> tuple[int, int] | None:
 
 def _convert(dev: DeviceType, prop: Prop, value: str, raw: str) -> Any:
     where = f"-device {raw}"
-    if prop.kind in _UINT_MAX:
-        n = parse_integer(value)
-        if n is None:
-            raise OptionError(f"{where}: Parameter '{prop.name}' expects integer")
-        if not 0 <= n <= _UINT_MAX[prop.kind]:
-            raise OptionError(f"{where}: Parameter '{prop.name}' expects {_TYPE_WORD[prop.kind]}")
-        return n
+    if prop.kind in _UINT_BITS:
+        return parse_int(value, option=where, key=prop.name, bits=_UINT_BITS[prop.kind])
     if prop.kind == "bool":
-        if value in ("on", "yes", "true", "y"):
-            return True
-        if value in ("off", "no", "false", "n"):
-            return False
-        raise OptionError(f"{where}: Parameter '{prop.name}' expects 'on' or 'off'")
+        return parse_bool(value, option=where, key=prop.name)
     if prop.kind == "onoffauto":
         if value in ("on", "off", "auto"):
             return value
