@@ -1,7 +1,7 @@
 """The machine: a 32-bit x86 Unicorn CPU wired to the memory map, the port space and the
 PCI bus of QEMU's ``pc`` (i440FX + PIIX3).
 
-Only this module and ``mem_regions`` import Unicorn.  The board (memory map, port space,
+Only this module (with ``cpu_tlb``, its TLB filler) and ``mem_regions`` import Unicorn.  The board (memory map, port space,
 PCI bus, devices) works without a CPU, so qtest and unit tests drive the same objects a
 guest does; ``attach(uc)`` adds the CPU, either one the machine creates or one the
 user made, next to the user's own hooks.
@@ -18,6 +18,12 @@ Running (unicorn-notes.md §4, §6, §7)
     wall-clock budget and turns SIGINT into a clean stop (``emu_start`` holds no GIL, but
     Python's signal handlers only run when the main thread runs Python, so the signal
     wakes the watchdog through ``signal.set_wakeup_fd``).
+
+Stores (uvirt/cpu_tlb.py, unicorn-notes.md §0)
+    Unicorn 2.1.4 sends every store to an executable page down its slow path; ``TlbFill``
+    fills the TLB itself while paging is off so that pages never executed from (data,
+    stacks, shared-memory regions) get native-speed stores, and hands the TLB back to
+    Unicorn's x86 MMU while the guest pages.
 
 Interrupts (uvirt/interrupts/, unicorn-notes.md §7 items 10-16)
     Unicorn never uses the guest IDT, so delivery happens between two ``emu_start``
@@ -62,12 +68,12 @@ from enum import Enum
 
 from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
                      UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED,
-                     UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_READ_UNMAPPED,
-                     UC_HOOK_MEM_WRITE_UNMAPPED, UC_MODE_32, Uc, UcError)
+                     UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_MODE_32, Uc, UcError)
 from unicorn import x86_const as X
 
 from . import multiboot
 from .chardev import Chardev
+from .cpu_tlb import TlbFill
 from .devices.isa import IsaDebugcon, IsaDebugExit
 from .errors import ImageError, UvirtError
 from .interrupts import InterruptController
@@ -285,12 +291,13 @@ class Machine:
     def attach(self, uc: Uc) -> None:
         """Wire the board to a Unicorn CPU (ours or the user's)."""
         self.uc = uc
+        self.memory.on_unmapped = self._unmapped_access
         self.memory.attach(uc)
         self.memory.post_to_cpu = self.call_soon_threadsafe
+        self.tlb = TlbFill(uc, self._host_exception)
+        self.memory.may_hold_code = self.tlb.may_hold_code
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_IN, self._make_in_hook()))
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))
-        self._hooks.append(uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED,
-                                       self._hook_unmapped))
         self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
         self._install_gdt()
 
@@ -338,7 +345,7 @@ class Machine:
 
         return hook_out
 
-    def _hook_unmapped(self, uc, access, address, size, value, _ud) -> bool:
+    def _unmapped_access(self, address: int, size: int) -> bool:
         try:
             self.memory.map_unassigned_page(address)
             end = address + size - 1
@@ -462,6 +469,7 @@ class Machine:
                 if self._stopping:
                     break
                 self._arm_tick(watch)
+                self.tlb.sync()
                 eip = uc.reg_read(X.UC_X86_REG_EIP)
                 self._kicked = False
                 self._in_cpu = True
@@ -472,6 +480,8 @@ class Machine:
                     self._in_cpu = False
                     if self._stopping:
                         break
+                    if e.errno == UC_ERR_EXCEPTION and self.tlb.take_switch():
+                        continue           # guest turned paging on: its MMU from now on
                     if e.errno == UC_ERR_INSN_INVALID:
                         self._raise_exception(_delivery.EXC_UD, uc.reg_read(X.UC_X86_REG_EIP))
                         continue
@@ -811,6 +821,8 @@ class Machine:
         for ch in self.chardevs:
             ch.close()
         if uc is not None:
+            self.tlb.close()
+            self.memory.may_hold_code = None
             for h in self._hooks:
                 uc.hook_del(h)
             self._hooks.clear()

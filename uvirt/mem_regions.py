@@ -32,7 +32,11 @@ Access contract (QEMU ``memory_region_dispatch_read/write``, ``access_with_adjus
     QEMU does, so devices never check sizes themselves.
 
 Unassigned space (qemu-7.2-observed.md): memory reads 0 and ignores writes; ports read
-all ones and ignore writes.
+all ones and ignore writes.  A data access where nothing is mapped reaches the
+machine's handler through Unicorn unmapped-access hooks that the commit keeps bounded
+to the gaps between mappings (``_GapHooks``): an unmapped hook that also covers a mapped
+page keeps every store to that page on Unicorn's slow path (``notdirty_write`` never
+marks a page dirty while any memory hook's range includes it).
 """
 
 from __future__ import annotations
@@ -613,6 +617,10 @@ class MemoryMap(AddressSpace):
         super().__init__("memory", ADDR_SPACE_END)
         self._uc = None
         self._remove_cache = None
+        self._gaps: _GapHooks | None = None
+        #: ``fn(address, size) -> bool`` for a guest data access where nothing is
+        #: mapped (the machine maps a reads-zero page and lets Unicorn retry).
+        self.on_unmapped: Callable[[int, int], bool] | None = None
         self._mapped: dict[tuple, _Span] = {}
         self._callbacks: dict[tuple, tuple] = {}
         self._phantom: dict[int, Placement] = {}
@@ -626,12 +634,16 @@ class MemoryMap(AddressSpace):
         #: another thread hands that thread work (``Machine.call_soon_threadsafe``).
         self.cpu_thread: int | None = None
         self.post_to_cpu: Callable[[Callable[[], None]], None] | None = None
+        #: Set by the machine: ``(addr, size) -> bool``, False when no translated code
+        #: can exist there (uvirt/cpu_tlb.py tracks the pages the CPU fetched from).
+        self.may_hold_code: Callable[[int, int], bool] | None = None
 
     # -- Unicorn side
     def attach(self, uc) -> None:
         """Give the map its CPU.  Until then it is a pure data structure (unit tests, qtest)."""
         self._uc = uc
         self._remove_cache = None
+        self._gaps = _GapHooks(uc, lambda addr, size: bool(self.on_unmapped and self.on_unmapped(addr, size)))
         self.commit()
 
     def detach(self, *, cpu_closed: bool = False) -> None:
@@ -639,6 +651,9 @@ class MemoryMap(AddressSpace):
         the Unicorn instance is already gone (``uc_close`` freed its mappings), so only
         the bookkeeping is undone: unmapping 128 MiB page by page costs over a millisecond."""
         uc, self._uc = self._uc, None
+        gaps, self._gaps = self._gaps, None
+        if gaps is not None and not cpu_closed:
+            gaps.close()
         for span in list(self._mapped.values()):
             if uc is not None and not cpu_closed:
                 self._unmap(uc, span)
@@ -672,6 +687,8 @@ class MemoryMap(AddressSpace):
             if key not in self._mapped:
                 self._map(uc, span)
                 self._mapped[key] = span
+        if self._gaps is not None:
+            self._gaps.cover(_gaps((s.start, s.start + s.size) for s in self._mapped.values()))
 
     def _map(self, uc, span: _Span) -> None:
         from unicorn import UC_PROT_ALL, UC_PROT_READ, UC_PROT_EXEC
@@ -712,6 +729,8 @@ class MemoryMap(AddressSpace):
         ``ctl_remove_cache`` spends about 4 µs in Python argument encoding."""
         if self._uc is None or size <= 0:
             return
+        if self.may_hold_code is not None and not self.may_hold_code(addr, size):
+            return      # data only (a shared region, a DMA buffer): no code to drop, no kick
         owner = self.cpu_thread
         if owner is not None and self.post_to_cpu is not None and owner != threading.get_ident():
             # uc_ctl is not thread-safe while emu_start runs on another thread: a host
@@ -734,6 +753,11 @@ class MemoryMap(AddressSpace):
             self._ram_cache = pc
             return pc
         return None
+
+    @property
+    def unmapped_hook_ranges(self) -> list[tuple[int, int]]:
+        """The [start, end) gaps Unicorn's unmapped-access hooks cover, for tests."""
+        return self._gaps.ranges if self._gaps is not None else []
 
     @property
     def mapped_spans(self) -> list[tuple[int, int, str]]:
@@ -759,6 +783,80 @@ def _tb_remover(uc):
         fn(uch, ctl, u64(begin), u64(end))
 
     return remove
+
+
+def _gaps(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The unmapped [start, end) ranges of the 32-bit space between ``spans``."""
+    out, pos = [], 0
+    for start, end in sorted(spans):
+        if start > pos:
+            out.append((pos, start))
+        pos = max(pos, end)
+    if pos < ADDR_SPACE_END:
+        out.append((pos, ADDR_SPACE_END))
+    return out
+
+
+class _GapHooks:
+    """Unicorn unmapped-access hooks (data reads and writes), one bounded to each gap.
+
+    One global hook would be simpler, but Unicorn 2.1.4 never lets a page's stores onto
+    the fast path while any memory hook's range includes that page (``notdirty_write``:
+    ``uc_mem_hook_installed``), so a global unmapped hook alone would cost every guest
+    store ~15 ns (uvirt/cpu_tlb.py).  A commit re-covers only the gaps that changed;
+    hooks go through the C API (about a microsecond each, against ten through the
+    binding's ``hook_add``) with one shared callback.  Deleting a hook from inside a
+    callback is safe: Unicorn frees it after ``emu_start`` returns."""
+
+    def __init__(self, uc, handler: Callable[[int, int], bool]) -> None:
+        from unicorn import UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE_UNMAPPED
+        self._uc = uc
+        self._hooks: dict[tuple[int, int], int] = {}
+        self._type = UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED
+
+        def callback(_uc, _access, address, size, _value, _ud) -> bool:
+            return handler(address, size)
+
+        try:
+            from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib  # noqa: F401
+            self._fptr = HOOK_MEM_INVALID_CFUNC(callback)
+            self._uch, self._lib, self._handle_t = uc._uch, uclib, uc_hook_h
+        except (ImportError, AttributeError):        # the binding moved: its own path
+            self._lib = None
+            self._callback = lambda u, a, addr, size, v, d: handler(addr, size)
+
+    def cover(self, gaps: list[tuple[int, int]]) -> None:
+        wanted = set(gaps)
+        for gap in [g for g in self._hooks if g not in wanted]:
+            self._delete(self._hooks.pop(gap))
+        for gap in wanted:
+            if gap not in self._hooks:
+                self._hooks[gap] = self._add(gap[0], gap[1] - 1)
+
+    def _add(self, begin: int, end: int) -> int:
+        if self._lib is None:
+            return self._uc.hook_add(self._type, self._callback, None, begin, end)
+        handle = self._handle_t()
+        status = self._lib.uc_hook_add(self._uch, ctypes.byref(handle), self._type, self._fptr, None,
+                                       ctypes.c_uint64(begin), ctypes.c_uint64(end))
+        if status != 0:
+            raise MemoryMapError(f"unicorn refused an unmapped-access hook at 0x{begin:x}: error {status}")
+        return handle.value
+
+    def _delete(self, handle: int) -> None:
+        if self._lib is None:
+            self._uc.hook_del(handle)
+        else:
+            self._lib.uc_hook_del(self._uch, self._handle_t(handle))
+
+    @property
+    def ranges(self) -> list[tuple[int, int]]:
+        return sorted(self._hooks)
+
+    def close(self) -> None:
+        for handle in self._hooks.values():
+            self._delete(handle)
+        self._hooks.clear()
 
 
 def _span_key(span: _Span) -> tuple:

@@ -53,8 +53,8 @@ def assert_all_pass(text: str, min_tests: int) -> None:
     summary = [ln for ln in text.splitlines() if ln.startswith("SUMMARY: ")]
     assert summary, text
     n = int(summary[0].split()[1])
-    assert n >= min_tests and summary[0].endswith(" 0 failures"), summary
-    assert sum(ln.startswith("PASS: ") for ln in text.splitlines()) == n
+    assert n >= min_tests and summary[0].endswith(" 0 failures"), text
+    assert sum(ln.startswith("PASS: ") for ln in text.splitlines()) == n, text
 
 
 class Booted:

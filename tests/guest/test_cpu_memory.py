@@ -1,0 +1,132 @@
+"""The CPU's TLB handling (uvirt/cpu_tlb.py) and the unmapped-access hooks bounded to
+the gaps (mem_regions._GapHooks): invisible to the guest, compared with QEMU 7.2."""
+
+import threading
+
+import pytest
+
+from uvirt.qemu_options import parse_argv
+from uvirt.runner import build_machine
+from uvirt.testing.guest import comparable, run_uvirt
+from uvirt.testing.qemu import BASE_ARGS
+
+CODEPG, DATAPG, FRESHPG = 0x300, 0x301, 0x302      # page numbers used by cpu_memory.S
+
+
+def _machine(image, tmp_path, *extra):
+    con = tmp_path / "con.txt"
+    b = build_machine(parse_argv([*BASE_ARGS, *extra, "-debugcon", f"file:{con}", "-kernel", str(image)]))
+    return b.machine, con
+
+
+def test_cpu_memory_program_passes(firmware):
+    res = run_uvirt(firmware("cpu_memory"))
+    assert res.exit_code == 1, res.debugcon
+    assert "SUMMARY: 20 tests, 0 failures" in res.debugcon, res.debugcon
+
+
+@pytest.mark.qemu
+def test_cpu_memory_equals_live_qemu(firmware, qemu):
+    image = firmware("cpu_memory")
+    ref = qemu(image)
+    res = run_uvirt(image)
+    assert (res.exit_code, comparable(res.debugcon)) == (ref.exit_code, comparable(ref.debugcon))
+
+
+def test_tlb_follows_paging_and_tracks_code_pages(firmware, tmp_path):
+    m, con = _machine(firmware("cpu_memory"), tmp_path)
+    try:
+        stop = m.run(timeout=30)
+        assert stop.exit_code == 1, con.read_text()
+        t = m.tlb
+        # handed to Unicorn's MMU at CR0.PG=1, taken back at the stop for int 0x80
+        assert t.switches == 2 and not t.paging
+        assert CODEPG in t.exec_pages and FRESHPG in t.exec_pages
+        assert DATAPG not in t.exec_pages                # stores there took the fast path
+        assert not t.may_hold_code(DATAPG << 12, 0x1000)
+        assert t.may_hold_code((DATAPG << 12) - 2, 4)    # straddles into the code page
+    finally:
+        m.close()
+
+
+def test_host_writes_to_data_pages_do_not_stop_the_cpu(firmware, tmp_path):
+    """Invalidating translated code is posted to the CPU thread (a stop) only where code
+    can exist: a shared region or DMA buffer the guest never ran code from costs nothing."""
+    m, con = _machine(firmware("cpu_memory"), tmp_path)
+    try:
+        m.run(timeout=30)
+        posted = []
+        m.memory.cpu_thread, m.memory.post_to_cpu = -1, posted.append    # as if running
+        m.memory.invalidate_code(DATAPG << 12, 0x1000)
+        assert posted == []
+        m.memory.invalidate_code(CODEPG << 12, 16)
+        assert len(posted) == 1
+    finally:
+        m.memory.cpu_thread = None
+        m.close()
+
+
+def test_unmapped_hooks_cover_exactly_the_gaps(firmware, tmp_path):
+    """Any memory hook whose range includes a page keeps every store to it on Unicorn's
+    slow path: the unmapped-access hooks must cover the gaps and nothing else, after
+    every commit (BARs moved by firmware and guest, reads-zero pages added)."""
+    m, con = _machine(firmware("memregion_modern"), tmp_path, "-device", "virtio-rng-pci,memory-regions=64K:16K")
+    try:
+        def check():
+            spans = sorted((s, s + n) for s, n, _k in m.memory.mapped_spans)
+            gaps = m.memory.unmapped_hook_ranges
+            covered = sorted(spans + gaps)
+            pos = 0
+            for start, end in covered:               # a partition of the 32-bit space
+                assert start == pos, (hex(start), hex(pos))
+                pos = end
+            assert pos == 1 << 32
+        check()
+        assert m.run(timeout=30).exit_code == 1, con.read_text()
+        check()
+    finally:
+        m.close()
+
+
+def test_closing_gives_a_users_cpu_back_unchanged(firmware, tmp_path):
+    from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
+    from uvirt.machine import Machine
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    m = Machine(uc=uc)
+    m.close()
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, bytes.fromhex("c7050020000078563412f4"))   # mov [0x2000], imm; hlt
+    uc.mem_map(0x2000, 0x1000)
+    uc.emu_start(0x1000, 0x100B)
+    assert uc.mem_read(0x2000, 4) == bytes.fromhex("78563412")
+
+
+def test_a_host_thread_writing_a_region_meets_a_running_guest(firmware, tmp_path):
+    """The guest spins on a mailbox in a region; the host writes it from another thread.
+    No code lives there, so the write reaches the guest without stopping the CPU."""
+    m, con = _machine(firmware("memregion_legacy", {"HANDSHAKE": 1}), tmp_path,
+                      "-device", "virtio-rng-pci,disable-modern=on,memory-regions=64K:16K")
+    kicks = []
+    real = m._kick_async
+    m._kick_async = lambda: (kicks.append(1), real())
+    try:
+        fn = [f for f in m.pci.functions.values() if getattr(f, "regions", None)][0]
+        r1 = fn.regions[1][1]
+        done = threading.Event()
+
+        def host():
+            ok = r1.wait_for(lambda v: int.from_bytes(v[0x3FFC:0x4000], "little") == 0x59444552, timeout=50)
+            if ok:
+                r1.write(0x3FFC, (0x54534F48).to_bytes(4, "little"))
+            done.set()
+
+        t = threading.Thread(target=host)
+        t.start()
+        stop = m.run(timeout=60)
+        t.join()
+        text = con.read_text()
+        assert "PASS: the host answered in the region while the guest ran" in text, text
+        assert stop.exit_code == 1, text
+        assert kicks == []
+    finally:
+        m.close()
