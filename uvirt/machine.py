@@ -14,7 +14,10 @@ Running (unicorn-notes.md §4, §6, §7)
     retried (QEMU: unassigned memory reads 0); an instruction fetch there is a fault.
     A stop requested from a hook (debug-exit) takes effect at the end of the current
     translation block, so port hooks ignore everything after it: nothing the guest does
-    after its exit write is visible.  A process-wide watchdog thread enforces the
+    after its exit write is visible.  Any stop lands at a block start, as QEMU's
+    ``cpu_exit`` does: Unicorn's own per-access stop checks, which abandon and re-run an
+    instruction whose store already happened, are compiled out (uvirt/cpu_exits.py)
+    except while a code hook needs a stop before an exact instruction.  A process-wide watchdog thread enforces the
     wall-clock budget and turns SIGINT into a clean stop (``emu_start`` holds no GIL, but
     Python's signal handlers only run when the main thread runs Python, so the signal
     wakes the watchdog through ``signal.set_wakeup_fd``).
@@ -73,6 +76,7 @@ from unicorn import x86_const as X
 
 from . import multiboot
 from .chardev import Chardev
+from .cpu_exits import TbEndExits
 from .cpu_tlb import TlbFill
 from .devices.isa import IsaDebugcon, IsaDebugExit
 from .errors import ImageError, UvirtError
@@ -225,6 +229,7 @@ class Machine:
         self._exc: tuple[int, int] | None = None
         self._blocked = False
         self._step_hook: int | None = None
+        self._max_insns: int | None = None     # the current run's instruction budget
         self._step_budget = 0
         self._step_prev = -1
         self._step_shadow = False
@@ -296,6 +301,8 @@ class Machine:
         self.memory.post_to_cpu = self.call_soon_threadsafe
         self.tlb = TlbFill(uc, self._host_exception)
         self.memory.may_hold_code = self.tlb.may_hold_code
+        self.exits = TbEndExits.for_uc(uc)
+        self._exact_stops(False)
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_IN, self._make_in_hook()))
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))
         self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
@@ -463,6 +470,9 @@ class Machine:
         if threading.current_thread() is threading.main_thread():
             old_handler = signal.signal(signal.SIGINT, lambda s, f: self.interrupt())
         self.memory.cpu_thread = threading.get_ident()
+        self._max_insns = max_insns
+        if max_insns:
+            self._exact_stops(True)      # Unicorn counts with a code hook: exact stops
         try:
             while not self._stopping:
                 self._service()
@@ -509,6 +519,9 @@ class Machine:
         finally:
             self.memory.cpu_thread = None
             self._leave_blocked()
+            if self._max_insns:
+                self._max_insns = None
+                self._exact_stops(False)
             self._exc = None
             watch.unregister(token)
             self._watch_token = None
@@ -522,6 +535,15 @@ class Machine:
         if self.tracer.enabled:
             self.tracer.emit("stop", reason=stop.reason.name.lower(), eip=stop.eip)
         return stop
+
+    def _exact_stops(self, on: bool) -> None:
+        """on: stops may land before any instruction (code hooks: single-stepping, an
+        instruction count), with Unicorn's per-access checks and ReplayGuard; off: stops
+        land at translation-block starts only, as in QEMU (uvirt/cpu_exits.py)."""
+        if self.exits is None:
+            return
+        self.exits.set(not on)
+        self.memory.replay.armed = on
 
     # ------------------------------------------------------------------ interrupts
     def _cpu_stop(self) -> None:
@@ -626,6 +648,7 @@ class Machine:
         self._step_prev = -1
         if self._step_budget > 0:
             if self._step_hook is None:
+                self._exact_stops(True)
                 self._step_hook = uc.hook_add(UC_HOOK_CODE, self._step_cb)
                 uc.ctl_flush_tb()        # code hooks reach only newly translated blocks
             self._poll_at = None
@@ -634,6 +657,7 @@ class Machine:
                 uc.hook_del(self._step_hook)
                 self._step_hook = None
                 uc.ctl_flush_tb()
+                self._exact_stops(bool(self._max_insns))
             self._poll_at = time.monotonic() + self._poll_interval
             self._poll_interval = min(self._poll_interval * 2, POLL_MAX)
 
@@ -642,6 +666,7 @@ class Machine:
             self.uc.hook_del(self._step_hook)
             self._step_hook = None
             self.uc.ctl_flush_tb()
+            self._exact_stops(bool(self._max_insns))
         self._blocked = False
         self._step_shadow = False
         self._poll_at = None

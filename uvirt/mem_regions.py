@@ -916,20 +916,28 @@ class ReplayGuard:
     runs in between.
 
     Known gap: a stop requested from *another* thread just after a callback returned,
-    before Unicorn looked for it, restarts an access the guard never saw.  Only timer
-    ticks and posted work stop the CPU from other threads; tests/unit/test_mmio_replay.py
-    measures both cases.
+    before Unicorn looked for it, restarts an access the guard never saw
+    (tests/unit/test_mmio_replay.py measures both cases).
+
+    The machine arms the guard only while code hooks run (interrupt single-stepping, an
+    instruction budget).  Otherwise it turns Unicorn's per-access stop checks off
+    (uvirt/cpu_exits.py): stops land at block starts as in QEMU, nothing is restarted,
+    the gap is closed and RAM read-modify-writes are not repeated either.
     """
 
-    __slots__ = ("stop_pending", "journal", "absorbed")
+    __slots__ = ("stop_pending", "journal", "absorbed", "armed")
 
     def __init__(self) -> None:
         self.stop_pending = False
         self.journal: tuple | None = None
         self.absorbed = 0
+        #: False while the CPU's translated code has no per-access stop checks
+        #: (uvirt/cpu_exits.py): then nothing is restarted and nothing is journaled.
+        self.armed = True
 
     def note_stop(self) -> None:
-        self.stop_pending = True
+        if self.armed:
+            self.stop_pending = True
 
     def started(self) -> None:
         """``emu_start`` is about to run: no stop is pending any more."""

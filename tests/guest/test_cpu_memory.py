@@ -2,6 +2,7 @@
 the gaps (mem_regions._GapHooks): invisible to the guest, compared with QEMU 7.2."""
 
 import threading
+import time
 
 import pytest
 
@@ -130,3 +131,101 @@ def test_a_host_thread_writing_a_region_meets_a_running_guest(firmware, tmp_path
         assert kicks == []
     finally:
         m.close()
+
+
+# --------------------------------------------------------------------------- stops
+# uvirt/cpu_exits.py: Unicorn abandons an instruction when a stop is pending after any of
+# its memory accesses and runs it again; a stop from another thread landing after a
+# read-modify-write's store made it count twice.  Stops now land at block starts.
+
+def _stormed_run(m, period=0.00002):
+    """Run ``m`` while another thread stops the CPU every ``period`` seconds (as timer
+    ticks and device threads do)."""
+    done = threading.Event()
+
+    def storm():
+        while not done.is_set():
+            m.call_soon_threadsafe(lambda: None)
+            time.sleep(period)
+
+    t = threading.Thread(target=storm)
+    t.start()
+    try:
+        return m.run(timeout=60)
+    finally:
+        done.set()
+        t.join()
+
+
+def _counting_guest(tmp_path, firmware, body: str):
+    src = tmp_path / "count.S"
+    src.write_text('.include "uvirt.inc"\ncounter: .long 0\nmain:\n' + body +
+                   '\n    PUTHEX32 [counter]\n    call put_nl\n    ret\n')
+    return firmware(src)
+
+
+def test_cpu_exits_flag_is_found_in_the_pinned_unicorn():
+    from uvirt import cpu_exits
+    assert cpu_exits.flag_offset() is not None
+    assert cpu_exits._stop_effect(cpu_exits.flag_offset()) == 0x1234
+
+
+def test_read_modify_writes_count_once_while_other_threads_stop_the_cpu(firmware, tmp_path):
+    n = 1_000_000
+    image = _counting_guest(tmp_path, firmware, f"""
+    mov ecx, {n}
+rmw:
+    inc dword ptr [counter]
+    dec ecx
+    jnz rmw""")
+    for _ in range(3):
+        m, con = _machine(image, tmp_path)
+        kicks = []
+        real = m._cpu_stop
+        m._cpu_stop = lambda: (kicks.append(1), real())
+        try:
+            stop = _stormed_run(m)
+        finally:
+            m.close()
+        text = con.read_text()
+        assert stop.exit_code == 1, text
+        assert int(text.split()[-1], 16) == n, (text, len(kicks))
+        assert len(kicks) > 100                   # the storm did stop the CPU
+
+
+class _ReadCounter:
+    def __init__(self):
+        self.reads = 0
+
+    def read(self, offset, size):
+        self.reads += 1
+        return self.reads
+
+    def write(self, offset, size, value):
+        pass
+
+
+def test_mmio_reads_happen_once_while_other_threads_stop_the_cpu(firmware, tmp_path):
+    """ReplayGuard's documented gap (a stop from another thread just after a callback):
+    closed, since nothing is restarted any more."""
+    from uvirt.mem_regions import MmioRegion
+    n = 200_000
+    image = _counting_guest(tmp_path, firmware, f"""
+    mov ecx, {n}
+reads:
+    mov eax, [0xe0000000]
+    dec ecx
+    jnz reads""")
+    m, con = _machine(image, tmp_path)
+    dev = _ReadCounter()
+    m.memory.add(MmioRegion("counter", 0x1000, dev, valid_sizes=(4,)), 0xE0000000, priority=1)
+    m.memory.commit()
+    kicks = []
+    real = m._cpu_stop
+    m._cpu_stop = lambda: (kicks.append(1), real())
+    try:
+        stop = _stormed_run(m)
+    finally:
+        m.close()
+    assert stop.exit_code == 1, con.read_text()
+    assert dev.reads == n and len(kicks) > 100, (dev.reads, len(kicks))
