@@ -846,6 +846,8 @@ class Machine:
         for ch in self.chardevs:
             ch.close()
         if uc is not None:
+            if self.exits is not None:
+                self.exits.set(False)    # a user's CPU goes back as Unicorn made it
             self.tlb.close()
             self.memory.may_hold_code = None
             for h in self._hooks:

@@ -1,6 +1,7 @@
 """The CPU's TLB handling (uvirt/cpu_tlb.py) and the unmapped-access hooks bounded to
 the gaps (mem_regions._GapHooks): invisible to the guest, compared with QEMU 7.2."""
 
+import ctypes
 import threading
 import time
 
@@ -100,6 +101,10 @@ def test_closing_gives_a_users_cpu_back_unchanged(firmware, tmp_path):
     uc.mem_map(0x2000, 0x1000)
     uc.emu_start(0x1000, 0x100B)
     assert uc.mem_read(0x2000, 4) == bytes.fromhex("78563412")
+    from uvirt import cpu_exits
+    flag = ctypes.cast(uc._uch, ctypes.c_void_p).value + cpu_exits.flag_offset()
+    assert ctypes.string_at(flag, 1) == b"\x00"        # Unicorn's per-access stop checks back
+    assert m.exits is not None and not m.exits.on
 
 
 def test_a_host_thread_writing_a_region_meets_a_running_guest(firmware, tmp_path):

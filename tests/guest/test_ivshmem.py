@@ -514,6 +514,29 @@ def test_no_permission_on_server_socket():
     assert msg == f"{origin}: Failed to connect to '{sock}': Permission denied"
 
 
+def test_doorbell_transcript_survives_a_slow_service_thread(firmware, tmp_path, warm, monkeypatch):
+    """A loaded host wakes uvirt's service thread late: the doorbell transcript (own
+    rings, the host peer's rings) must still be QEMU's.  The own-ring ordering itself is
+    pinned without timing in tests/unit/test_ivshmem_device.py."""
+    import select as real_select
+
+    from uvirt.devices import ivshmem
+
+    class SlowSelect:                   # the service thread wakes 20 ms late
+        @staticmethod
+        def select(*args):
+            ready = real_select.select(*args)
+            time.sleep(0.02)
+            return ready
+
+    monkeypatch.setattr(ivshmem, "select", SlowSelect)
+    prog, extra = IVSHMEM_REFERENCES["ivshmem_doorbell.txt"]
+    res, _env = _run(run_uvirt, firmware(prog), extra, tmp_path)
+    expected = strip_header((DATA_DIR / "ivshmem_doorbell.txt").read_text())
+    assert res.exit_code == 1, res.debugcon
+    assert comparable(res.debugcon) == comparable(expected)
+
+
 # --------------------------------------------------------------------------- doorbell at run time
 
 

@@ -145,3 +145,25 @@ def test_doorbell_config_and_rings(server, tmp_path):
     while len(os.listdir("/proc/self/fd")) != fds and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_own_ring_is_answered_before_the_write_returns(server, tmp_path):
+    """QEMU answers a ring of its own eventfd within microseconds; uvirt answers it in the
+    doorbell write itself, so a loaded host cannot let it land after the guest's next
+    step (an MSI-X enable would turn it into a pending bit QEMU never shows)."""
+    b = build_machine(parse_argv(["-machine", "pc", "-nodefaults", "-chardev",
+                                  f"socket,path={server.socket_path},id=c", "-device",
+                                  "ivshmem-doorbell,chardev=c,vectors=3,addr=4", "-accel", "qtest"]))
+    fn = b.devices[-1][1]
+    try:
+        fn.regs_region.write(0x0C, 4, (fn.vm_id << 16) | 2)      # own id, vector 2, MSI-X off
+        assert fn.interrupts == 1 and fn.msix.pba[0] == 0
+        fn.config_write(0x42, 2, 0x8000)                         # MSI-X on, vectors masked
+        time.sleep(0.05)                                         # nothing arrives late
+        assert fn.msix.pba[0] == 0 and fn.interrupts == 1
+        fn.regs_region.write(0x0C, 4, (fn.vm_id << 16) | 2)
+        assert fn.msix.pba[0] == 4 and fn.interrupts == 2
+        fn.regs_region.write(0x0C, 4, (fn.vm_id << 16) | 3)      # no such vector: ignored
+        assert fn.interrupts == 2 and fn.rings_ignored == 1
+    finally:
+        b.machine.close()

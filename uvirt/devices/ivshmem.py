@@ -213,8 +213,20 @@ class Ivshmem(PciFunction):
             return changes
 
     def doorbell(self, dest: int, vector: int) -> None:
-        """A guest doorbell write (lock held): ring ``dest``'s eventfd ``vector`` if both exist."""
-        if self.client is None or self.client.closed or not self.client.ring(dest, vector):
+        """A guest doorbell write (lock held): ring ``dest``'s eventfd ``vector`` if both exist.
+
+        A ring of our own vector is answered here, on the CPU thread.  QEMU writes its own
+        eventfd and its main loop answers within microseconds, long before a guest's next
+        steps; through uvirt's service thread a loaded host could answer after the guest
+        had already changed its MSI-X state (seen: a pending bit set for a ring made while
+        MSI-X was off).  Same checks as a ring of a peer: the vector must exist."""
+        client = self.client
+        if (client is not None and not client.closed and dest == self.vm_id
+                and client.state.eventfd(dest, vector) >= 0):
+            self.rings_sent += 1
+            self._vector_notify(vector)
+            return
+        if client is None or client.closed or not client.ring(dest, vector):
             self.rings_ignored += 1
             return
         self.rings_sent += 1
