@@ -61,7 +61,15 @@ def test_transcript_equals_qemu(ref, case, firmware, qemu, tmp_path):
 def test_reference_is_current(ref, case, firmware, qemu, tmp_path):
     prog, extra = case
     stored = (DATA_DIR / ref).read_text()
-    live = qemu(firmware(prog), virtio_args(extra, tmp_path))
+    image = firmware(prog)
+    # QEMU completes requests on its own I/O thread; on a loaded machine its timing can
+    # show through (seen once in about ten suite runs: "ISR 01 then 01", a second
+    # notification between the guest's two ISR reads).  The reference is current when
+    # QEMU prints it; three tries keep a load spike from failing the check.
+    for _attempt in range(3):
+        live = qemu(image, virtio_args(extra, tmp_path))
+        if comparable(strip_header(stored)) == comparable(live.debugcon):
+            break
     assert live.exit_code == 1, live.stderr
     assert not _fails(live.debugcon), live.debugcon
     assert not _fails(stored)
