@@ -214,6 +214,7 @@ class Machine:
         self.chardevs: list[Chardev] = []
         self.uc: Uc | None = None
         self._owns_uc = False
+        self.exits: TbEndExits | None = None
         self.entry: int | None = None
         self._boot_regs: dict[int, int] = {}
         self._stop: StopInfo | None = None
@@ -301,7 +302,9 @@ class Machine:
         self.memory.post_to_cpu = self.call_soon_threadsafe
         self.tlb = TlbFill(uc, self._host_exception)
         self.memory.may_hold_code = self.tlb.may_hold_code
-        self.exits = TbEndExits.for_uc(uc)
+        # A user's CPU keeps Unicorn's stop semantics: their own code hooks may count on
+        # a stop taking effect before the next instruction.
+        self.exits = TbEndExits.for_uc(uc) if self._owns_uc else None
         self._exact_stops(False)
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_IN, self._make_in_hook()))
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))

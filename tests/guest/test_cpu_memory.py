@@ -103,8 +103,17 @@ def test_closing_gives_a_users_cpu_back_unchanged(firmware, tmp_path):
     assert uc.mem_read(0x2000, 4) == bytes.fromhex("78563412")
     from uvirt import cpu_exits
     flag = ctypes.cast(uc._uch, ctypes.c_void_p).value + cpu_exits.flag_offset()
-    assert ctypes.string_at(flag, 1) == b"\x00"        # Unicorn's per-access stop checks back
-    assert m.exits is not None and not m.exits.on
+    assert ctypes.string_at(flag, 1) == b"\x00"        # Unicorn's per-access stop checks kept
+    assert m.exits is None                               # (a user's hooks may rely on them)
+
+
+def test_own_cpu_stops_at_block_starts():
+    from uvirt.machine import Machine
+    m = Machine()
+    try:
+        assert m.exits is not None and m.exits.on and not m.memory.replay.armed
+    finally:
+        m.close()
 
 
 def test_a_host_thread_writing_a_region_meets_a_running_guest(firmware, tmp_path):
