@@ -34,8 +34,8 @@ from __future__ import annotations
 import ctypes
 from typing import Callable
 
-from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_TLB_FILL, UC_MEM_FETCH, UC_PROT_ALL, UC_PROT_READ,
-                     UC_PROT_WRITE, UC_TLB_CPU, UC_TLB_VIRTUAL, Uc)
+from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_TLB_FILL, UC_MEM_FETCH,
+                     UC_PROT_ALL, UC_PROT_READ, UC_PROT_WRITE, UC_TLB_CPU, UC_TLB_VIRTUAL, Uc)
 from unicorn import x86_const as X
 
 PAGE_SHIFT = 12
@@ -111,7 +111,8 @@ class TlbFill:
         if self.paging or self._switch:
             return True
         pages = self.exec_pages
-        return any(p in pages for p in range(addr >> PAGE_SHIFT, ((addr + max(size, 1) - 1) >> PAGE_SHIFT) + 1))
+        first, last = addr >> PAGE_SHIFT, (addr + max(size, 1) - 1) >> PAGE_SHIFT
+        return any(p in pages for p in range(first, last + 1))
 
     def close(self) -> None:
         """Give the CPU back as Unicorn made it (a user's CPU lives on)."""

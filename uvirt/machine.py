@@ -1,10 +1,10 @@
 """The machine: a 32-bit x86 Unicorn CPU wired to the memory map, the port space and the
 PCI bus of QEMU's ``pc`` (i440FX + PIIX3).
 
-Only this module (with ``cpu_tlb``, its TLB filler) and ``mem_regions`` import Unicorn.  The board (memory map, port space,
-PCI bus, devices) works without a CPU, so qtest and unit tests drive the same objects a
-guest does; ``attach(uc)`` adds the CPU, either one the machine creates or one the
-user made, next to the user's own hooks.
+Only this module (with its CPU helpers ``cpu_tlb`` and ``cpu_exits``) and ``mem_regions``
+import Unicorn.  The board (memory map, port space, PCI bus, devices) works without a CPU,
+so qtest and unit tests drive the same objects a guest does; ``attach(uc)`` adds the
+CPU, either one the machine creates or one the user made, next to the user's own hooks.
 
 Running (unicorn-notes.md §4, §6, §7)
     ``run()`` loops on ``emu_start``.  Port I/O arrives through ``UC_HOOK_INSN`` IN/OUT
@@ -17,10 +17,10 @@ Running (unicorn-notes.md §4, §6, §7)
     after its exit write is visible.  Any stop lands at a block start, as QEMU's
     ``cpu_exit`` does: Unicorn's own per-access stop checks, which abandon and re-run an
     instruction whose store already happened, are compiled out (uvirt/cpu_exits.py)
-    except while a code hook needs a stop before an exact instruction.  A process-wide watchdog thread enforces the
-    wall-clock budget and turns SIGINT into a clean stop (``emu_start`` holds no GIL, but
-    Python's signal handlers only run when the main thread runs Python, so the signal
-    wakes the watchdog through ``signal.set_wakeup_fd``).
+    except while a code hook needs a stop before an exact instruction.  A process-wide
+    watchdog thread enforces the wall-clock budget and turns SIGINT into a clean stop
+    (``emu_start`` holds no GIL, but Python's signal handlers only run when the main
+    thread runs Python, so the signal wakes the watchdog through ``signal.set_wakeup_fd``).
 
 Stores (uvirt/cpu_tlb.py, unicorn-notes.md §0)
     Unicorn 2.1.4 sends every store to an executable page down its slow path; ``TlbFill``
@@ -215,6 +215,7 @@ class Machine:
         self.uc: Uc | None = None
         self._owns_uc = False
         self.exits: TbEndExits | None = None
+        self.tlb: TlbFill | None = None
         self.entry: int | None = None
         self._boot_regs: dict[int, int] = {}
         self._stop: StopInfo | None = None

@@ -153,9 +153,12 @@ def test_a_host_thread_writing_a_region_meets_a_running_guest(firmware, tmp_path
 # read-modify-write's store made it count twice.  Stops now land at block starts.
 
 def _stormed_run(m, period=0.00002):
-    """Run ``m`` while another thread stops the CPU every ``period`` seconds (as timer
-    ticks and device threads do)."""
+    """Run ``m`` (then close it) while another thread stops the CPU every ``period``
+    seconds, as timer ticks and device threads do; -> (stop, how many stops were asked)."""
     done = threading.Event()
+    kicks = []
+    real = m._cpu_stop
+    m._cpu_stop = lambda: (kicks.append(1), real())
 
     def storm():
         while not done.is_set():
@@ -165,10 +168,11 @@ def _stormed_run(m, period=0.00002):
     t = threading.Thread(target=storm)
     t.start()
     try:
-        return m.run(timeout=60)
+        return m.run(timeout=60), len(kicks)
     finally:
         done.set()
         t.join()
+        m.close()
 
 
 def _counting_guest(tmp_path, firmware, body: str):
@@ -194,17 +198,11 @@ rmw:
     jnz rmw""")
     for _ in range(3):
         m, con = _machine(image, tmp_path)
-        kicks = []
-        real = m._cpu_stop
-        m._cpu_stop = lambda: (kicks.append(1), real())
-        try:
-            stop = _stormed_run(m)
-        finally:
-            m.close()
+        stop, kicks = _stormed_run(m)
         text = con.read_text()
         assert stop.exit_code == 1, text
-        assert int(text.split()[-1], 16) == n, (text, len(kicks))
-        assert len(kicks) > 100                   # the storm did stop the CPU
+        assert int(text.split()[-1], 16) == n, (text, kicks)
+        assert kicks > 100                        # the storm did stop the CPU
 
 
 class _ReadCounter:
@@ -234,12 +232,6 @@ reads:
     dev = _ReadCounter()
     m.memory.add(MmioRegion("counter", 0x1000, dev, valid_sizes=(4,)), 0xE0000000, priority=1)
     m.memory.commit()
-    kicks = []
-    real = m._cpu_stop
-    m._cpu_stop = lambda: (kicks.append(1), real())
-    try:
-        stop = _stormed_run(m)
-    finally:
-        m.close()
+    stop, kicks = _stormed_run(m)
     assert stop.exit_code == 1, con.read_text()
-    assert dev.reads == n and len(kicks) > 100, (dev.reads, len(kicks))
+    assert dev.reads == n and kicks > 100, (dev.reads, kicks)
