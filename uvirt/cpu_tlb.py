@@ -38,6 +38,8 @@ from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_TLB_FILL, UC_MEM
                      UC_PROT_ALL, UC_PROT_READ, UC_PROT_WRITE, UC_TLB_CPU, UC_TLB_VIRTUAL, Uc)
 from unicorn import x86_const as X
 
+from .uc_hooks import add_c_hook
+
 PAGE_SHIFT = 12
 CR0_PG = 1 << 31
 _RW = UC_PROT_READ | UC_PROT_WRITE
@@ -59,10 +61,13 @@ class TlbFill:
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         self._flush()
         uc.ctl_flush_tb()                 # a user's CPU may hold code from before
-        self.hook = uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
+        fill = self._fill
+        self.hook = add_c_hook(uc, UC_HOOK_TLB_FILL, "HOOK_TLB_FILL_CFUNC", fill, lambda: uc.hook_add(
+            UC_HOOK_TLB_FILL, lambda u, v, a, e, d: fill(None, v, a, ctypes.pointer(e), d)))
 
-    def _fill(self, uc: Uc, vaddr: int, access: int, entry, _ud) -> bool:
+    def _fill(self, _handle, vaddr: int, access: int, entry_ptr, _ud) -> bool:
         try:
+            entry = entry_ptr[0]
             self.fills += 1
             if self._cr0() & CR0_PG:
                 self._switch = True

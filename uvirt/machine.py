@@ -85,6 +85,7 @@ from .interrupts import delivery as _delivery
 from .mem_regions import (PAGE_MASK, IoSpace, MemoryMap, MmioRegion, RamRegion, _ConstantDevice)
 from .pci_bus import PciBus, PciFunction, PciHostConf1, bdf_str, devfn
 from .trace import Tracer
+from .uc_hooks import add_c_hook
 
 DEFAULT_RAM_SIZE = 128 << 20
 
@@ -967,33 +968,11 @@ def _reset_old_exception(uc: Uc) -> None:
 
 
 def _port_hook(uc: Uc, insn: int, fn) -> int:
-    """Install an IN or OUT hook whose Python function Unicorn calls directly.
-
-    The binding's ``hook_add`` wraps every callback in two more Python frames (an
-    exception guard and an argument adapter): that is a third of an IN exit, measured
-    in benchmarks/bench_machine.py.  Our hooks guard themselves (a device exception
-    becomes a HOST_ERROR stop), so they are registered through the C API with the
-    binding's own function types, and kept in the binding's table so ``hook_del`` and
-    its lifetime rules work unchanged.  If the pinned binding's internals ever move, the
-    ordinary ``hook_add`` path is used instead: same behaviour, slower.
-    """
-    import ctypes
-    try:
-        from unicorn.unicorn_py3.arch.intel import HOOK_INSN_IN_CFUNC, HOOK_INSN_OUT_CFUNC
-        from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
-        callbacks = uc._callbacks
-        uch = uc._uch
-    except (ImportError, AttributeError):
-        return uc.hook_add(UC_HOOK_INSN, lambda u, *a: fn(None, *a), None, 1, 0, insn)
-    ftype = HOOK_INSN_IN_CFUNC if insn == X.UC_X86_INS_IN else HOOK_INSN_OUT_CFUNC
-    fptr = ftype(fn)
-    handle = uc_hook_h()
-    status = uclib.uc_hook_add(uch, ctypes.byref(handle), UC_HOOK_INSN, fptr, None,
-                               ctypes.c_uint64(1), ctypes.c_uint64(0), ctypes.c_int(insn))
-    if status != 0:
-        raise UcError(status)
-    callbacks[handle.value] = fptr
-    return handle.value
+    """An IN or OUT hook whose Python function Unicorn calls directly (uvirt/uc_hooks.py)."""
+    name = "HOOK_INSN_IN_CFUNC" if insn == X.UC_X86_INS_IN else "HOOK_INSN_OUT_CFUNC"
+    return add_c_hook(uc, UC_HOOK_INSN, name, fn,
+                      lambda: uc.hook_add(UC_HOOK_INSN, lambda u, *a: fn(None, *a), None, 1, 0, insn),
+                      1, 0, ctypes.c_int(insn))
 
 
 class _Watchdog:

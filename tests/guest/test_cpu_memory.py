@@ -152,34 +152,52 @@ def test_a_host_thread_writing_a_region_meets_a_running_guest(firmware, tmp_path
 # its memory accesses and runs it again; a stop from another thread landing after a
 # read-modify-write's store made it count twice.  Stops now land at block starts.
 
-def _stormed_run(m, period=0.00002):
-    """Run ``m`` (then close it) while another thread stops the CPU every ``period``
-    seconds, as timer ticks and device threads do; -> (stop, how many stops were asked)."""
-    done = threading.Event()
-    kicks = []
-    real = m._cpu_stop
-    m._cpu_stop = lambda: (kicks.append(1), real())
+STOP_FLAG = 0x200000          # guest RAM the host sets when the storm is over
 
+
+def _stormed_run(m, kicks=2000, period=0.00002):
+    """Run ``m`` (then close it) while another thread stops the CPU ``kicks`` times, as
+    timer ticks and device threads do, then sets STOP_FLAG for the guest to finish."""
     def storm():
-        while not done.is_set():
+        for _ in range(kicks):
             m.call_soon_threadsafe(lambda: None)
             time.sleep(period)
+        m.memory.guest.write_u32(STOP_FLAG, 1)
 
     t = threading.Thread(target=storm)
     t.start()
     try:
-        return m.run(timeout=60), len(kicks)
+        return m.run(timeout=120)
     finally:
-        done.set()
         t.join()
         m.close()
 
 
-def _counting_guest(tmp_path, firmware, body: str):
-    src = tmp_path / "count.S"
-    src.write_text('.include "uvirt.inc"\ncounter: .long 0\nmain:\n' + body +
-                   '\n    PUTHEX32 [counter]\n    call put_nl\n    ret\n')
+def _storm_guest(tmp_path, firmware, body: str):
+    """``body`` runs until STOP_FLAG is set; ECX counts its rounds.  Prints the counter
+    and the rounds."""
+    src = tmp_path / "storm.S"
+    src.write_text(f""".include "uvirt.inc"
+counter: .long 0
+main:
+    xor ecx, ecx
+storm_loop:
+{body}
+    inc ecx
+    cmp dword ptr [{STOP_FLAG}], 0
+    je storm_loop
+    PUTHEX32 [counter]
+    PUTC ' '
+    PUTHEX32 ecx
+    call put_nl
+    ret
+""")
     return firmware(src)
+
+
+def _two_numbers(text: str) -> tuple[int, int]:
+    a, b = text.split()[-2:]
+    return int(a, 16), int(b, 16)
 
 
 def test_cpu_exits_flag_is_found_in_the_pinned_unicorn():
@@ -189,20 +207,13 @@ def test_cpu_exits_flag_is_found_in_the_pinned_unicorn():
 
 
 def test_read_modify_writes_count_once_while_other_threads_stop_the_cpu(firmware, tmp_path):
-    n = 1_000_000
-    image = _counting_guest(tmp_path, firmware, f"""
-    mov ecx, {n}
-rmw:
-    inc dword ptr [counter]
-    dec ecx
-    jnz rmw""")
-    for _ in range(3):
-        m, con = _machine(image, tmp_path)
-        stop, kicks = _stormed_run(m)
-        text = con.read_text()
-        assert stop.exit_code == 1, text
-        assert int(text.split()[-1], 16) == n, (text, kicks)
-        assert kicks > 100                        # the storm did stop the CPU
+    image = _storm_guest(tmp_path, firmware, "    inc dword ptr [counter]")
+    m, con = _machine(image, tmp_path)
+    stop = _stormed_run(m)
+    text = con.read_text()
+    assert stop.exit_code == 1, text
+    counter, rounds = _two_numbers(text)
+    assert counter == rounds, text
 
 
 class _ReadCounter:
@@ -218,20 +229,17 @@ class _ReadCounter:
 
 
 def test_mmio_reads_happen_once_while_other_threads_stop_the_cpu(firmware, tmp_path):
-    """ReplayGuard's documented gap (a stop from another thread just after a callback):
-    closed, since nothing is restarted any more."""
+    """No MMIO access is repeated under a stop storm: nothing is restarted any more, and
+    ReplayGuard is disarmed (with the guard disarmed but Unicorn's per-access checks
+    still compiled in, reads would repeat; the guard's own rare gap hardly ever shows
+    here, so this does not measure it)."""
     from uvirt.mem_regions import MmioRegion
-    n = 200_000
-    image = _counting_guest(tmp_path, firmware, f"""
-    mov ecx, {n}
-reads:
-    mov eax, [0xe0000000]
-    dec ecx
-    jnz reads""")
+    image = _storm_guest(tmp_path, firmware, "    mov eax, [0xe0000000]")
     m, con = _machine(image, tmp_path)
     dev = _ReadCounter()
     m.memory.add(MmioRegion("counter", 0x1000, dev, valid_sizes=(4,)), 0xE0000000, priority=1)
     m.memory.commit()
-    stop, kicks = _stormed_run(m)
-    assert stop.exit_code == 1, con.read_text()
-    assert dev.reads == n and kicks > 100, (dev.reads, kicks)
+    stop = _stormed_run(m)
+    text = con.read_text()
+    assert stop.exit_code == 1, text
+    assert dev.reads == _two_numbers(text)[1], (dev.reads, text)
