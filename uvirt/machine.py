@@ -1,7 +1,7 @@
 """The machine: a 32-bit x86 Unicorn CPU wired to the memory map, the port space and the
 PCI bus of QEMU's ``pc`` (i440FX + PIIX3).
 
-Only this module (with its CPU helpers ``cpu_tlb`` and ``cpu_exits``) and ``mem_regions``
+Only this module (with its CPU helpers ``cpu_tlb``, ``cpu_exits``, ``uc_hooks``) and ``mem_regions``
 import Unicorn.  The board (memory map, port space, PCI bus, devices) works without a CPU,
 so qtest and unit tests drive the same objects a guest does; ``attach(uc)`` adds the
 CPU, either one the machine creates or one the user made, next to the user's own hooks.
