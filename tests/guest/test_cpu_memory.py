@@ -10,7 +10,7 @@ import pytest
 from uvirt.qemu_options import parse_argv
 from uvirt.runner import build_machine
 from uvirt.testing.guest import comparable, run_uvirt
-from uvirt.testing.qemu import BASE_ARGS
+from uvirt.testing.qemu import BASE_ARGS, DATA_DIR, strip_header
 
 CODEPG, DATAPG, FRESHPG = 0x300, 0x301, 0x302      # page numbers used by cpu_memory.S
 
@@ -21,10 +21,12 @@ def _machine(image, tmp_path, *extra):
     return b.machine, con
 
 
-def test_cpu_memory_program_passes(firmware):
+def test_cpu_memory_program_passes_and_matches_the_stored_qemu_transcript(firmware):
     res = run_uvirt(firmware("cpu_memory"))
     assert res.exit_code == 1, res.debugcon
     assert "SUMMARY: 20 tests, 0 failures" in res.debugcon, res.debugcon
+    ref = strip_header((DATA_DIR / "cpu_memory.txt").read_text())
+    assert comparable(res.debugcon) == comparable(ref)
 
 
 @pytest.mark.qemu

@@ -46,6 +46,7 @@ REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
     "irq_msi.txt": ("irq_msi", ()),
     "irq_pit.txt": ("irq_pit", ()),
     "irq_virtio.txt": ("irq_virtio", ("-device", "virtio-rng-pci,disable-modern=on")),
+    "cpu_memory.txt": ("cpu_memory", ()),
 }
 
 # virtio guest programs (firmware/virtio_*.S).  Their args may name two files by
