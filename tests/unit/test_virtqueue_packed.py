@@ -165,6 +165,17 @@ def test_bad_guest_input_breaks_queue(mem, events, name, descs, kind, reason):
     assert q.inuse == 0
 
 
+INDIRECT_ENTRY = [c for c in CATALOGUE if c[2] in ("indirect_bad_size", "indirect_unmappable")]
+
+
+@pytest.mark.parametrize("name, descs, kind, reason", INDIRECT_ENTRY, ids=[c[0] for c in INDIRECT_ENTRY])
+def test_avail_bytes_checks_an_indirect_table_as_pop_does(mem, events, name, descs, kind, reason):
+    drv, q = make(mem, events)
+    for slot, addr, length, bid, flags in reversed(descs):
+        drv.write_desc(slot, addr, length, bid, flags)
+    assert_broken(q.avail_bytes(), kind, reason, events)
+
+
 def test_nested_indirect_is_plain_buffer_under_qemu_and_fatal_when_strict(mem, events):
     for strict in (False, True):
         drv, q = make(mem, events, strict=strict)

@@ -376,6 +376,16 @@ def test_bad_guest_input_breaks_queue(mem, events, name, build, kind, reason):
     assert events.errors[-1][1]["reason"] == reason and events.errors[-1][1]["queue"] == 0
 
 
+INDIRECT_ENTRY = [c for c in CATALOGUE if c[2] in ("indirect_bad_size", "indirect_unmappable")]
+
+
+@pytest.mark.parametrize("name, build, kind, reason", INDIRECT_ENTRY, ids=[c[0] for c in INDIRECT_ENTRY])
+def test_avail_bytes_checks_an_indirect_table_as_pop_does(mem, events, name, build, kind, reason):
+    drv, q = make(mem, events)
+    build(drv)
+    assert_broken(q.avail_bytes(), kind, reason, events)
+
+
 @pytest.mark.parametrize("name, build, kind, reason", STRICT_ONLY, ids=[c[0] for c in STRICT_ONLY])
 def test_spec_violation_passes_under_qemu_rules(mem, events, name, build, kind, reason):
     drv, q = make(mem, events)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Iterator
 from ..errors import GuestMemoryError, UvirtError
 from .queue import (DESC_SIZE, ChainWalker, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
                     Element, PopResult,
-                    QueueBroken, VirtqueueBase, _ChainError, vring_need_event)
+                    QueueBroken, VirtqueueBase, _ChainError, indirect_table, vring_need_event)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..mem_regions import GuestMemory
@@ -243,15 +243,7 @@ class PackedQueue(VirtqueueBase):
                     break
                 table, i, indirect = self.desc, idx, bool(desc.flags & VRING_DESC_F_INDIRECT)
                 if indirect:
-                    if not desc.len or desc.len % DESC_SIZE:
-                        raise _ChainError("indirect_bad_size",
-                                          "Invalid size for indirect buffer table", len=desc.len)
-                    if num_bufs >= limit:
-                        raise _ChainError("loop", "Looped descriptor")
-                    if not self.mem.is_ram(desc.addr, desc.len):
-                        raise _ChainError("indirect_unmappable", "Cannot map indirect buffer",
-                                          addr=desc.addr, len=desc.len)
-                    table, limit, i = desc.addr, desc.len // DESC_SIZE, 0
+                    (table, limit), i = indirect_table(self.mem, desc, num_bufs, limit), 0
                     num_bufs = 0
                     desc = self._read_table(table, 0)
                 while True:

@@ -290,6 +290,22 @@ class _ChainError(Exception):
 # --------------------------------------------------------------------------- chains
 
 
+def indirect_table(mem: "GuestMemory", desc, num_bufs: int | None = None,
+                   limit: int = 0) -> tuple[int, int]:
+    """QEMU's checks on entering an indirect table, in its order -> (address, entries):
+    a length that is a positive multiple of a descriptor; for ``avail_bytes`` only, a
+    descriptor budget not yet spent (``num_bufs < limit``, else a loop); mappable RAM."""
+    if not desc.len or desc.len % DESC_SIZE:
+        raise _ChainError("indirect_bad_size", "Invalid size for indirect buffer table",
+                          len=desc.len)
+    if num_bufs is not None and num_bufs >= limit:
+        raise _ChainError("loop", "Looped descriptor")
+    if not mem.is_ram(desc.addr, desc.len):
+        raise _ChainError("indirect_unmappable", "Cannot map indirect buffer",
+                          addr=desc.addr, len=desc.len)
+    return desc.addr, desc.len // DESC_SIZE
+
+
 class ChainWalker:
     """What split and packed chain walks share: the error/warnings result, the guarded
     descriptor read, strict-mode violations and entering an indirect table."""
@@ -328,14 +344,9 @@ class ChainWalker:
         if desc.flags & VRING_DESC_F_NEXT:
             self._violation("indirect_with_next",
                             "Indirect descriptor with NEXT set", addr=desc.addr)
-        if not desc.len or desc.len % DESC_SIZE:
-            raise _ChainError("indirect_bad_size", "Invalid size for indirect buffer table",
-                              len=desc.len)
-        if not self.mem.is_ram(desc.addr, desc.len):
-            raise _ChainError("indirect_unmappable", "Cannot map indirect buffer",
-                              addr=desc.addr, len=desc.len)
+        table = indirect_table(self.mem, desc)
         self.indirect = True
-        return desc.addr, desc.len // DESC_SIZE
+        return table
 
     def _violation(self, kind: str, reason: str, **fields: Any) -> None:
         if self.strict:
@@ -767,15 +778,7 @@ class SplitQueue(VirtqueueBase):
                 desc = self._read_desc(table, head)
                 indirect = bool(desc.flags & VRING_DESC_F_INDIRECT)
                 if indirect:
-                    if not desc.len or desc.len % DESC_SIZE:
-                        raise _ChainError("indirect_bad_size",
-                                          "Invalid size for indirect buffer table", len=desc.len)
-                    if num_bufs >= limit:
-                        raise _ChainError("loop", "Looped descriptor")
-                    if not self.mem.is_ram(desc.addr, desc.len):
-                        raise _ChainError("indirect_unmappable", "Cannot map indirect buffer",
-                                          addr=desc.addr, len=desc.len)
-                    table, limit = desc.addr, desc.len // DESC_SIZE
+                    table, limit = indirect_table(self.mem, desc, num_bufs, limit)
                     num_bufs = 0
                     desc = self._read_desc(table, 0)
                 while True:
