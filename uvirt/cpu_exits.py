@@ -7,7 +7,7 @@ the next ``emu_start``.  Whatever the access already did stays done.  A stop req
 from another thread (a timer tick, a device thread's interrupt, the host kicking the CPU)
 can land between an instruction's store and that check, so ``inc dword [mem]``,
 ``add [mem], r``, ``xchg`` and the like execute twice: measured 800 extra increments in
-2 M ``inc`` under a 50 kHz stop storm (tests/unit/test_cpu_exits.py), and a guest's test
+2 M ``inc`` under a 50 kHz stop storm (tests/guest/test_cpu_memory.py), and a guest's test
 counter off by one in the suite.  The MMIO form of the same restart is what
 ``mem_regions.ReplayGuard`` absorbs.
 
@@ -44,6 +44,11 @@ _SCAN = 0x2000            # the anchor sits ~5 KiB in; the struct is over 17 KiB
 _offset: int | None | bool = False      # False: not probed yet
 
 
+def _engine_address(uc) -> int:
+    """Where the ``uc_struct`` behind a binding ``Uc`` lives."""
+    return ctypes.cast(uc._uch, ctypes.c_void_p).value
+
+
 def flag_offset() -> int | None:
     """Offset of ``no_exit_request`` in this process's Unicorn, or None if not found."""
     global _offset
@@ -57,7 +62,7 @@ class TbEndExits:
 
     def __init__(self, uc, offset: int) -> None:
         self.uc = uc
-        self._addr = ctypes.cast(uc._uch, ctypes.c_void_p).value + offset
+        self._addr = _engine_address(uc) + offset
         self.on = False
 
     @classmethod
@@ -65,8 +70,7 @@ class TbEndExits:
         offset = flag_offset()
         if offset is None:
             return None
-        base = ctypes.cast(uc._uch, ctypes.c_void_p).value
-        anchor = base + offset - _FLAG_FROM_ANCHOR
+        anchor = _engine_address(uc) + offset - _FLAG_FROM_ANCHOR
         if ctypes.string_at(anchor, len(_ANCHOR)) != _ANCHOR:
             return None
         return cls(uc, offset)
@@ -80,8 +84,7 @@ class TbEndExits:
 
 
 def _find(uc) -> int | None:
-    base = ctypes.cast(uc._uch, ctypes.c_void_p).value
-    data = ctypes.string_at(base, _SCAN)
+    data = ctypes.string_at(_engine_address(uc), _SCAN)
     pos = data.find(_ANCHOR)
     while pos >= 0:
         flags = data[pos + 48:pos + 52]           # hook_insert first_tb no_exit_request init_done
@@ -99,7 +102,7 @@ def _stop_effect(offset: int | None) -> int:
     uc = Uc(UC_ARCH_X86, UC_MODE_32)
     uc.mem_map(0x1000, 0x1000)
     if offset is not None:
-        ctypes.memmove(ctypes.cast(uc._uch, ctypes.c_void_p).value + offset, b"\x01", 1)
+        ctypes.memmove(_engine_address(uc) + offset, b"\x01", 1)
 
     def read(u, _off, _size, _ud):
         u.emu_stop()

@@ -104,7 +104,7 @@ def test_closing_gives_a_users_cpu_back_unchanged(firmware, tmp_path):
     uc.emu_start(0x1000, 0x100B)
     assert uc.mem_read(0x2000, 4) == bytes.fromhex("78563412")
     from uvirt import cpu_exits
-    flag = ctypes.cast(uc._uch, ctypes.c_void_p).value + cpu_exits.flag_offset()
+    flag = cpu_exits._engine_address(uc) + cpu_exits.flag_offset()
     assert ctypes.string_at(flag, 1) == b"\x00"        # Unicorn's per-access stop checks kept
     assert m.exits is None                               # (a user's hooks may rely on them)
 
