@@ -51,19 +51,7 @@ found:
     call put_nl
     mov eax, [vio_bdf]
     call vio_use_legacy
-    call vio_reset
-    mov eax, VS_ACK
-    call vio_status_write
-    mov eax, VS_ACK | VS_DRIVER
-    call vio_status_write
-    xor eax, eax
-    xor edx, edx
-    call vio_feat_write
-    xor eax, eax
-    xor edx, edx
-    call vio_queue_setup
-    mov eax, VS_ACK | VS_DRIVER | VS_DRIVER_OK
-    call vio_status_write
+    call vio_legacy_start
 
     PUTSN "-- INTx"
     call pci_status
