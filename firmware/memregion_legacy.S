@@ -12,7 +12,7 @@
 # leaves patterns for the host to check.  PASS/FAIL lines, then SUMMARY.
 #
 # What the host finds after the run (tests/guest/test_memory_regions.py):
-#   region 0 [0x8000, 0x10000): pattern SEED0;  region 1 [0, 0x3FC0): pattern SEED1;
+#   region 0 [0x8000, 0x10000): pattern MR_SEED0;  region 1 [0, 0x3FC0): pattern MR_SEED1;
 #   region 1 +0x3FC0: 44332211 deadbeef (width tests); +0x3FD0: the code stub.
 # Build parameters (-D):
 #   HOST_PATTERN=1  region 0 [0, 0x8000) must hold pattern HOST_SEED, written by the host
@@ -39,8 +39,6 @@
 .set MOVE_UNDER_CODE, 0
 .endif
 .set HOST_SEED, 0x486F5374
-.set SEED0, 0x5EED0000
-.set SEED1, 0x5EED0001
 .set MOVE_ADDR, 0xE0000000              # free in the PCI hole (firmware packs down from 0xFEC00000)
 .set RAM_ADDR, 0x400000
 .set MEM_SEL, 20
@@ -50,7 +48,6 @@
 .set PROP_MSI_QUEUE, 34
 .set STUB_OFF, 0x3FD0
 .set MAILBOX_OFF, 0x3FFC
-.set R1_PATTERN_DWORDS, 0xFF0
 .if HOST_PATTERN
 .set R0_WORD0, HOST_SEED
 .else
@@ -199,27 +196,9 @@ have_dev:
 
     PUTSN "-- guest patterns"
     mov eax, [r0]
-    add eax, 0x8000
-    mov edx, SEED0
-    mov ecx, 0x2000
-    call mr_fill
-    call mr_check
-    REPORT_EQ eax, 0, "region 0 [32K, 64K): pattern written and read back"
-    mov eax, [r1]
-    mov edx, SEED1
-    mov ecx, R1_PATTERN_DWORDS
-    call mr_fill
-    call mr_check
-    REPORT_EQ eax, 0, "region 1 [0, 0x3FC0): pattern written and read back"
+    mov edx, [r1]
+    call mr_guest_patterns
     mov ebx, [r1]
-    mov byte ptr [ebx+0x3FC0], 0x11
-    mov byte ptr [ebx+0x3FC1], 0x22
-    mov byte ptr [ebx+0x3FC2], 0x33
-    mov byte ptr [ebx+0x3FC3], 0x44
-    mov word ptr [ebx+0x3FC4], 0xbeef
-    mov word ptr [ebx+0x3FC6], 0xdead
-    REPORT_EQ [ebx+0x3FC0], 0x44332211, "byte writes read back as a dword"
-    REPORT_EQ [ebx+0x3FC4], 0xdeadbeef, "word writes read back as a dword"
     movzx eax, word ptr [ebx+0x3FC1]
     REPORT_EQ eax, 0x3322, "unaligned word read"
 
@@ -248,7 +227,7 @@ have_dev:
     mov dword ptr [r0], MOVE_ADDR
     SEL_EXPECT 0, MEM_PFN, MOVE_ADDR, "MEM_PFN follows the BAR"
     mov eax, MOVE_ADDR + 0x8000
-    mov edx, SEED0
+    mov edx, MR_SEED0
     mov ecx, 0x2000
     call mr_check
     REPORT_EQ eax, 0, "the data moved with the BAR"
@@ -272,7 +251,7 @@ have_dev:
     mov eax, 1
     call mr_decode
     mov eax, MOVE_ADDR + 0x8000
-    mov edx, SEED0
+    mov edx, MR_SEED0
     mov ecx, 0x2000
     call mr_check
     REPORT_EQ eax, 0, "decode on: data back, the write made while off was dropped"
@@ -290,8 +269,8 @@ have_dev:
     mov edx, [bar3_orig]
     call mr_bar_write
     mov eax, [r1]
-    mov edx, SEED1
-    mov ecx, R1_PATTERN_DWORDS
+    mov edx, MR_SEED1
+    mov ecx, MR_R1_DWORDS
     call mr_check
     REPORT_EQ eax, 0, "region 1 untouched by the write to RAM"
     REPORT_EQ [RAM_ADDR], 0x0badf00d, "the write went to RAM"
@@ -300,14 +279,14 @@ have_dev:
     mov eax, 0x1c
     mov edx, MOVE_ADDR
     call mr_bar_write
-    REPORT_EQ [MOVE_ADDR], SEED1, "BAR3 mapped last: region 1 shows at the overlap"
+    REPORT_EQ [MOVE_ADDR], MR_SEED1, "BAR3 mapped last: region 1 shows at the overlap"
     mov eax, MOVE_ADDR
-    mov edx, SEED1
-    mov ecx, R1_PATTERN_DWORDS
+    mov edx, MR_SEED1
+    mov ecx, MR_R1_DWORDS
     call mr_check
     REPORT_EQ eax, 0, "all of region 1 shows"
     mov eax, MOVE_ADDR + 0x8000
-    mov edx, SEED0
+    mov edx, MR_SEED0
     mov ecx, 0x2000
     call mr_check
     REPORT_EQ eax, 0, "region 0 still shows past region 1's 16 KiB"
@@ -322,8 +301,8 @@ have_dev:
     mov edx, [bar3_orig]
     call mr_bar_write
     mov eax, [r1]
-    mov edx, SEED1
-    mov ecx, R1_PATTERN_DWORDS
+    mov edx, MR_SEED1
+    mov ecx, MR_R1_DWORDS
     call mr_check
     REPORT_EQ eax, 0, "BAR3 back home, region 1 intact"
 
@@ -350,8 +329,8 @@ have_dev:
     REPORT_EQ eax, MOVE_ADDR + 0x40000, "BAR3 moved by code running in region 1"
     mov dword ptr [r1], MOVE_ADDR + 0x40000
     mov eax, [r1]
-    mov edx, SEED1
-    mov ecx, R1_PATTERN_DWORDS
+    mov edx, MR_SEED1
+    mov ecx, MR_R1_DWORDS
     call mr_check
     REPORT_EQ eax, 0, "region 1 intact at its new address"
     SEL_EXPECT 1, MEM_PFN, MOVE_ADDR + 0x40000, "MEM_PFN follows"

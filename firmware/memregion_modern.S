@@ -14,7 +14,7 @@
 # PASS/FAIL lines, then SUMMARY.
 #
 # What the host finds after the run (tests/guest/test_memory_regions.py): the same as
-# memregion_legacy.S (region 0 [0x8000, 0x10000) SEED0; region 1 [0, 0x3FC0) SEED1 and
+# memregion_legacy.S (region 0 [0x8000, 0x10000) MR_SEED0; region 1 [0, 0x3FC0) MR_SEED1 and
 # 44332211 deadbeef at +0x3FC0).  Build parameters HOST_PATTERN and HANDSHAKE as there.
 .include "uvirt.inc"
 .include "virtio.inc"
@@ -27,11 +27,8 @@
 .set HANDSHAKE, 0
 .endif
 .set HOST_SEED, 0x486F5374
-.set SEED0, 0x5EED0000
-.set SEED1, 0x5EED0001
 .set MOVE_ADDR, 0xE0000000
 .set MAILBOX_OFF, 0x3FFC
-.set R1_PATTERN_DWORDS, 0xFF0
 .set SHM_CFG, 8
 .if HOST_PATTERN
 .set R0_WORD0, HOST_SEED
@@ -152,27 +149,8 @@ bars_done:
 
     PUTSN "-- guest patterns"
     mov eax, [r0]
-    add eax, 0x8000
-    mov edx, SEED0
-    mov ecx, 0x2000
-    call mr_fill
-    call mr_check
-    REPORT_EQ eax, 0, "region 0 [32K, 64K): pattern written and read back"
-    mov eax, [r1]
-    mov edx, SEED1
-    mov ecx, R1_PATTERN_DWORDS
-    call mr_fill
-    call mr_check
-    REPORT_EQ eax, 0, "region 1 [0, 0x3FC0): pattern written and read back"
-    mov ebx, [r1]
-    mov byte ptr [ebx+0x3FC0], 0x11
-    mov byte ptr [ebx+0x3FC1], 0x22
-    mov byte ptr [ebx+0x3FC2], 0x33
-    mov byte ptr [ebx+0x3FC3], 0x44
-    mov word ptr [ebx+0x3FC4], 0xbeef
-    mov word ptr [ebx+0x3FC6], 0xdead
-    REPORT_EQ [ebx+0x3FC0], 0x44332211, "byte writes read back as a dword"
-    REPORT_EQ [ebx+0x3FC4], 0xdeadbeef, "word writes read back as a dword"
+    mov edx, [r1]
+    call mr_guest_patterns
     mov ebx, [bar_base]
     mov dword ptr [ebx+0x18000], 0x12345678
     REPORT_EQ [ebx+0x18000], 0, "BAR2 past the regions: reads 0, writes dropped"
@@ -197,13 +175,13 @@ bars_done:
     mov [r1], eax
     mov eax, [r0]
     add eax, 0x8000
-    mov edx, SEED0
+    mov edx, MR_SEED0
     mov ecx, 0x2000
     call mr_check
     REPORT_EQ eax, 0, "region 0's data moved with the BAR"
     mov eax, [r1]
-    mov edx, SEED1
-    mov ecx, R1_PATTERN_DWORDS
+    mov edx, MR_SEED1
+    mov ecx, MR_R1_DWORDS
     call mr_check
     REPORT_EQ eax, 0, "region 1's data moved with the BAR"
     mov ebx, [r0]
@@ -224,8 +202,8 @@ bars_done:
     mov eax, 1
     call mr_decode
     mov eax, [r1]
-    mov edx, SEED1
-    mov ecx, R1_PATTERN_DWORDS
+    mov edx, MR_SEED1
+    mov ecx, MR_R1_DWORDS
     call mr_check
     REPORT_EQ eax, 0, "decode on: data back, the write made while off was dropped"
 
@@ -246,13 +224,13 @@ bars_done:
     xor edx, edx
     call mr_bar_write
     mov eax, [r1]
-    mov edx, SEED1
-    mov ecx, R1_PATTERN_DWORDS
+    mov edx, MR_SEED1
+    mov ecx, MR_R1_DWORDS
     call mr_check
     REPORT_EQ eax, 0, "high dword 0 again: region 1 back, the write above 4 GiB went nowhere"
     mov eax, [r0]
     add eax, 0x8000
-    mov edx, SEED0
+    mov edx, MR_SEED0
     mov ecx, 0x2000
     call mr_check
     REPORT_EQ eax, 0, "region 0 back"
