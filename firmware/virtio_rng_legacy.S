@@ -34,14 +34,6 @@
     call put_hex32
     call put_nl
 .endm
-.macro ISR msg
-    PUTS \msg
-    mov eax, VL_ISR
-    call vl_in8
-    call put_hex8
-    call put_nl
-.endm
-
 main:
     mov eax, 4
     call vio_find
@@ -145,7 +137,7 @@ q_loop:
     mov eax, VL_QUEUE_SEL
     xor edx, edx
     call vl_out16
-    ISR "ISR before DRIVER_OK "
+    PUTISR "ISR before DRIVER_OK "
     mov eax, VS_ACK | VS_DRIVER | VS_DRIVER_OK
     call vio_status_write
     LREG8 "status after DRIVER_OK ", VL_STATUS
@@ -153,22 +145,22 @@ q_loop:
     PUTSN "-- request 1: one 16-byte buffer"
     mov edx, req1
     mov ecx, 1
-    call do_request
+    call rng_request
     PUTSN "-- request 2: 8+8 chain"
     mov edx, req2
     mov ecx, 2
-    call do_request
+    call rng_request
     PUTSN "-- request 3: one 64-byte buffer"
     mov edx, req3
     mov ecx, 1
-    call do_request
+    call rng_request
     PUTSN "-- request 4: 16 bytes with VRING_AVAIL_F_NO_INTERRUPT"
     xor eax, eax
     call vq_avail
     mov word ptr [eax], 1
     mov edx, req1
     mov ecx, 1
-    call do_request
+    call rng_request
     xor eax, eax
     call vq_used
     PUTS "used.flags "
@@ -207,66 +199,8 @@ dump_regs:
     LREG16 "QUEUE_NUM ", VL_QUEUE_NUM
     LREG16 "QUEUE_SEL ", VL_QUEUE_SEL
     LREG8 "STATUS ", VL_STATUS
-    ISR "ISR "
+    PUTISR "ISR "
     ret
 
-# edx = segment list, ecx = count: zero BUF..BUF+0x100 (guard 0xa5 after), submit on
-# queue 0, poll, print the used entry, ISR twice, bytes written and nonzero, guard
-do_request:
-    pushad
-    mov ebx, ecx
-    mov eax, BUF
-    push edx
-    push ecx
-    xor edx, edx
-    mov ecx, 0x100
-    call mem_fill
-    mov eax, BUF + 0x100
-    mov edx, 0xa5
-    mov ecx, 0x100
-    call mem_fill
-    pop ecx
-    pop edx
-    ISR "ISR before "
-    xor eax, eax
-    call vq_submit
-    PUTS "head "
-    call put_dec
-    call put_nl
-    xor eax, eax
-    call vq_poll
-    test eax, eax
-    jz do_request_out
-    xor eax, eax
-    call vq_put_used
-    call put_nl
-    ISR "ISR after "
-    ISR "ISR again "
-    mov eax, BUF
-    mov ecx, [vq_used_len]
-    call mem_count_nonzero
-    PUTS "bytes written "
-    PUTDEC [vq_used_len]
-    PUTS ", nonzero "
-    test eax, eax
-    jz do_request_zero
-    PUTSN "YES"
-    jmp do_request_guard
-do_request_zero:
-    PUTSN "NO"
-do_request_guard:
-    mov eax, BUF + 0x100
-    mov ecx, 0x100
-    call mem_count_nonzero
-    REPORT_EQ eax, 0x100, "guard bytes after the buffers untouched"
-    # bytes inside the chain's segments beyond the used length stay zero?  (only
-    # checked for the single-buffer case: the device fills the whole buffer)
-do_request_out:
-    popad
-    ret
-
-.align 4, 0
-req1: .long BUF, 16, VD_WRITE
-req2: .long BUF, 8, VD_WRITE
-      .long BUF + 0x80, 8, VD_WRITE
-req3: .long BUF, 64, VD_WRITE
+.set RNG_COUNT_USED, 1
+.include "rng_request.inc"

@@ -62,13 +62,6 @@
     pop edx
     pop eax
 .endm
-.macro ISR msg
-    PUTS \msg
-    call vio_isr_read
-    call put_hex8
-    call put_nl
-.endm
-
 main:
     mov eax, 4
     call vio_find
@@ -300,7 +293,7 @@ q_loop:
     CREG32 "queue_driver hi ", VM_Q_DRIVER + 4
     CREG32 "queue_device lo ", VM_Q_DEVICE
     CREG32 "queue_device hi ", VM_Q_DEVICE + 4
-    ISR "ISR before DRIVER_OK "
+    PUTISR "ISR before DRIVER_OK "
     mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK | VS_DRIVER_OK
     call vio_status_write
     CREG8 "status after DRIVER_OK ", VM_STATUS
@@ -309,18 +302,18 @@ q_loop:
     PUTSN "-- request 1: one 16-byte buffer"
     mov edx, req1
     mov ecx, 1
-    call do_request
+    call rng_request
     PUTSN "-- request 2: 8+8 chain"
     mov edx, req2
     mov ecx, 2
-    call do_request
+    call rng_request
     PUTSN "-- request 3: 16 bytes with VRING_AVAIL_F_NO_INTERRUPT"
     xor eax, eax
     call vq_avail
     mov word ptr [eax], 1
     mov edx, req1
     mov ecx, 1
-    call do_request
+    call rng_request
     xor eax, eax
     call vq_avail
     mov word ptr [eax], 0
@@ -383,7 +376,7 @@ dump_common:
     CREG16 "common+56 ", 56
     CREG16 "common+58 ", 58
     CREG32 "common+60 ", 60
-    ISR "ISR "
+    PUTISR "ISR "
     ret
 
 # the capability chain as the device presents it
@@ -460,57 +453,5 @@ pc_done:
     popad
     ret
 
-do_request:
-    pushad
-    mov eax, BUF
-    push edx
-    push ecx
-    xor edx, edx
-    mov ecx, 0x100
-    call mem_fill
-    mov eax, BUF + 0x100
-    mov edx, 0xa5
-    mov ecx, 0x100
-    call mem_fill
-    pop ecx
-    pop edx
-    ISR "ISR before "
-    xor eax, eax
-    call vq_submit
-    PUTS "head "
-    call put_dec
-    call put_nl
-    xor eax, eax
-    call vq_poll
-    test eax, eax
-    jz do_request_out
-    xor eax, eax
-    call vq_put_used
-    call put_nl
-    ISR "ISR after "
-    ISR "ISR again "
-    mov eax, BUF
-    mov ecx, 0x100
-    call mem_count_nonzero
-    PUTS "bytes written "
-    PUTDEC [vq_used_len]
-    PUTS ", nonzero "
-    test eax, eax
-    jz do_request_zero
-    PUTSN "YES"
-    jmp do_request_guard
-do_request_zero:
-    PUTSN "NO"
-do_request_guard:
-    mov eax, BUF + 0x100
-    mov ecx, 0x100
-    call mem_count_nonzero
-    REPORT_EQ eax, 0x100, "guard bytes after the buffers untouched"
-do_request_out:
-    popad
-    ret
-
-.align 4, 0
-req1: .long BUF, 16, VD_WRITE
-req2: .long BUF, 8, VD_WRITE
-      .long BUF + 0x80, 8, VD_WRITE
+.set RNG_COUNT_USED, 0
+.include "rng_request.inc"
