@@ -55,3 +55,13 @@ def firmware(tmp_path: Path) -> Callable[..., Path]:
         return fw.build_to(src, out, defines=defines)
 
     return build
+
+
+@pytest.fixture
+def no_fd_leak():
+    """The test must close every file descriptor it opened (ivshmem: eventfds, sockets,
+    shared memory); modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    from uvirt.testing.ivshmem import open_fds
+    before = open_fds()
+    yield
+    assert open_fds() == before, "file descriptors leaked"

@@ -29,8 +29,9 @@ single-stepping, ``emu_start(count=)``), so the machine clears the flag while th
 from __future__ import annotations
 
 import ctypes
-import os
 import struct
+
+from .child import run_in_child
 
 # uc_struct (include/uc_priv.h, 2.1.4):
 #   uint32_t target_page_size, target_page_align; uint64_t qemu_host_page_size,
@@ -126,22 +127,8 @@ def _probe_here() -> int | None:
 
 
 def _probe_in_child() -> int | None:
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:                                  # child: never returns
-        try:
-            os.close(rfd)
-            off = _probe_here()
-            os.write(wfd, b"-" if off is None else str(off).encode())
-        finally:
-            os._exit(0)
-    os.close(wfd)
-    try:
-        with os.fdopen(rfd, "rb") as f:
-            answer = f.read()
-    finally:
-        os.waitpid(pid, 0)
+    answer = run_in_child(lambda: str(_probe_here()))
     try:
         return int(answer)
     except ValueError:
-        return None                               # not found, or the child crashed
+        return None                               # not found ("None"), or the child crashed

@@ -32,7 +32,7 @@ from uvirt.ivshmem.server import IvshmemServer
 from uvirt.qemu_options import parse_argv
 from uvirt.runner import build_machine
 from uvirt.testing.guest import comparable, run_uvirt
-from uvirt.testing.ivshmem import expected_memory, ivshmem_env
+from uvirt.testing.ivshmem import as_nobody, expected_memory, ivshmem_env, open_fds
 from uvirt.testing.qemu import BASE_ARGS, DATA_DIR, IVSHMEM_REFERENCES, QEMU, run_qemu, strip_header
 
 UVIRT = [sys.executable, "-m", "uvirt"]
@@ -43,7 +43,7 @@ def fd_count() -> int:
     # sockets until the cycle collector frees them (a Uc with hooks is a reference
     # cycle): collect first, or their release lands inside a leak check.
     gc.collect()
-    return len(os.listdir("/proc/self/fd"))
+    return open_fds()
 
 
 @pytest.fixture(scope="module")
@@ -442,27 +442,6 @@ def test_backend_not_a_power_of_two(warm):
                    "of at least 0x10 (QEMU 7.2 aborts on this)")
 
 
-def _as_nobody(fn) -> str:
-    """fn() in a forked child with uid/gid 65534 (as root) -> its string result."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:                        # pragma: no cover - child
-        try:
-            os.close(r)
-            os.setgid(65534)
-            os.setuid(65534)
-            result = fn()
-        except BaseException as e:
-            result = f"child error {e!r}"
-        os.write(w, result.encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        out = f.read().decode()
-    os.waitpid(pid, 0)
-    return out
-
-
 def _private_dir() -> Path:
     top = Path(tempfile.mkdtemp(prefix="uvirt-ivs-perm-", dir="/tmp"))
     os.chmod(top, 0o755)
@@ -487,7 +466,7 @@ def test_no_permission_on_backend_path():
     fn = lambda: _error_of(lambda: backend_from_object(
         "memory-backend-file", "m", {"size": "1M", "share": "on", "mem-path": str(path)}, origin))
     if os.geteuid() == 0:
-        msg = _as_nobody(fn)
+        msg = as_nobody(fn)
     else:
         os.chmod(private, 0)
         msg = fn()
@@ -505,7 +484,7 @@ def test_no_permission_on_server_socket():
         origin = f"-chardev socket,path={sock},id=c"
         fn = lambda: _error_of(lambda: ivs.open_socket_chardev({"path": sock}, origin, "c"))
         if os.geteuid() == 0:
-            msg = _as_nobody(fn)
+            msg = as_nobody(fn)
         else:
             os.chmod(sock, 0)
             msg = fn()

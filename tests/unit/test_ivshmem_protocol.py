@@ -40,19 +40,12 @@ from uvirt.ivshmem.protocol import (
     encode,
     send_message,
 )
+from uvirt.testing.ivshmem import open_fds
 
 SHM_SIZE = 0x10000
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leak():
-    before = open_fds()
-    yield
-    assert open_fds() == before, "file descriptors leaked"
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
 
 class FakeServer:

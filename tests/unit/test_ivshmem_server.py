@@ -33,19 +33,12 @@ from uvirt.ivshmem.server import (
     parse_vectors,
     pow2ceil,
 )
+from uvirt.testing.ivshmem import as_nobody
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leak():
-    before = open_fds()
-    yield
-    assert open_fds() == before, "file descriptors leaked"
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
 
 @pytest.fixture
@@ -247,27 +240,6 @@ def test_constructor_wrong_options(sock_path):
         IvshmemServer(sock_path, shm_name="x", shm_dir="/tmp")
 
 
-def _as_nobody(fn) -> str:
-    """Run fn() in a forked child with uid/gid 65534; return what it returned (a string)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            os.setgid(65534)
-            os.setuid(65534)
-            result = fn()
-        except BaseException as e:      # pragma: no cover - reported to the parent
-            result = f"child error {e!r}"
-        os.write(w, result.encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        out = f.read().decode()
-    os.waitpid(pid, 0)
-    return out
-
-
 def _try_connect(path: str) -> str:
     try:
         IvshmemClient.connect(path, timeout=0.5).close()
@@ -288,7 +260,7 @@ def test_no_permission_on_socket_path(server, sock_path, tmp_path):
     os.chmod(tmp_path, 0o755)
     os.chmod(sock_path, 0o600)
     if os.geteuid() == 0:
-        msg = _as_nobody(lambda: _try_connect(sock_path))
+        msg = as_nobody(lambda: _try_connect(sock_path))
     else:
         os.chmod(sock_path, 0)
         msg = _try_connect(sock_path)
@@ -300,7 +272,7 @@ def test_no_permission_to_create_socket(tmp_path):
     ro.mkdir(mode=0o555)
     os.chmod(tmp_path, 0o755)
     path = str(ro / "s")
-    msg = _as_nobody(lambda: _try_bind(path)) if os.geteuid() == 0 else _try_bind(path)
+    msg = as_nobody(lambda: _try_bind(path)) if os.geteuid() == 0 else _try_bind(path)
     assert msg == f"cannot bind to {path}: Permission denied"
 
 

@@ -19,12 +19,14 @@ and uvirt.  ``env.memory()`` is the memory after the run (file or server memory)
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..child import run_in_child
 from ..ivshmem.peer import IvshmemPeer
 from ..ivshmem.server import IvshmemServer
 
@@ -36,6 +38,21 @@ GUEST_AREA = 0x10000
 HANDSHAKE_MARKER = 0xCAFE0001
 HANDSHAKE_REPLY = 0xBEEF0002
 HOST_TIMEOUT = 20.0
+
+
+def open_fds() -> int:
+    """How many file descriptors this process holds (the ivshmem tests' leak checks)."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def as_nobody(fn) -> str:
+    """``fn()`` in a forked child with uid/gid 65534 (run as root) -> its string result:
+    how the permission tests see a socket or directory as an unprivileged user would."""
+    def child() -> str:
+        os.setgid(65534)
+        os.setuid(65534)
+        return fn()
+    return run_in_child(child)
 
 
 def host_pattern(size: int) -> bytes:
