@@ -351,18 +351,22 @@ def _assemble(lines: list[_Line]) -> bytes:
 
 
 def _isolated(fn, *args):
-    """Run ``fn(*args)`` in a forked child and return its result.
+    """Run ``fn(*args)`` in a forked child and return its (JSON-able) result.
 
     Setting a keystone ``sym_resolver`` switches keystone 0.9.2 to radix 16 for bare
     numbers for the rest of the *process*, not just that Ks instance (seen: after one
     failed build, ``mov al, 10`` assembled as ``mov al, 0x10`` in every later build).  The
     resolver-based error probes therefore run in a child; they are on the error path only.
     """
-    import multiprocessing
+    import json
 
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(1) as pool:
-        return pool.apply(fn, args)
+    from .child import run_in_child
+
+    answer = run_in_child(lambda: json.dumps(fn(*args)))
+    try:
+        return json.loads(answer)
+    except ValueError:
+        raise RuntimeError(f"firmware error probe failed in its child process: {answer!r}") from None
 
 
 def _missing_symbols(text: str) -> list[str]:
