@@ -45,13 +45,7 @@ segs:     .long REQ, 16, 0, REQ + 16, 1, 2
 
 main:
     call mr_mask_irqs
-    mov eax, FB_TYPE
-    call vio_find
-    cmp eax, 0xffffffff
-    jne have_dev
-    PUTSN "FAIL: no virtio-fb"
-    EXIT 1
-have_dev:
+    VIO_REQUIRE FB_TYPE, "FAIL: no virtio-fb"
     call vio_put_ident
     mov ebx, eax
     call find_shm0                      # eax = cap position or 0

@@ -36,13 +36,7 @@ main:
     mov edx, msi_handler
     call irq_set_handler
 
-    mov eax, 4
-    call vio_find
-    cmp eax, 0xffffffff
-    jne found
-    PUTSN "FAIL: no virtio-rng"
-    EXIT 1
-found:
+    VIO_REQUIRE 4, "FAIL: no virtio-rng"
     PUTS "FW line "
     mov edx, 0x3c
     call pci_read8

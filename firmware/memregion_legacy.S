@@ -76,13 +76,7 @@ r1:        .long 0
 
 main:
     call mr_mask_irqs
-    mov eax, 4
-    call vio_find
-    cmp eax, 0xffffffff
-    jne have_dev
-    PUTSN "FAIL: no virtio-rng"
-    EXIT 1
-have_dev:
+    VIO_REQUIRE 4, "FAIL: no virtio-rng"
     call vio_put_ident
     call vio_use_legacy
     REPORT_TRUE eax, "BAR0 is an I/O BAR"

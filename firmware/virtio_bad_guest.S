@@ -68,13 +68,7 @@
 .endm
 
 main:
-    mov eax, 4
-    call vio_find
-    cmp eax, 0xffffffff
-    jne have_dev
-    PUTSN "FAIL: no virtio-rng"
-    EXIT 1
-have_dev:
+    VIO_REQUIRE 4, "FAIL: no virtio-rng"
     call vio_put_ident
     cmp dword ptr [vio_devid], 0x1044
     je go_modern

@@ -9,13 +9,7 @@
 .include "virtio_blk_body.inc"
 
 main:
-    mov eax, 2
-    call vio_find
-    cmp eax, 0xffffffff
-    jne have_dev
-    PUTSN "FAIL: no virtio-blk"
-    EXIT 1
-have_dev:
+    VIO_REQUIRE 2, "FAIL: no virtio-blk"
     call vio_put_ident
     call vio_use_legacy
     PUTS "FW IOBASE "

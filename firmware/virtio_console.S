@@ -32,13 +32,7 @@
 .endm
 
 main:
-    mov eax, 3
-    call vio_find
-    cmp eax, 0xffffffff
-    jne have_dev
-    PUTSN "FAIL: no virtio console"
-    EXIT 1
-have_dev:
+    VIO_REQUIRE 3, "FAIL: no virtio console"
     call vio_put_ident
     cmp dword ptr [vio_devid], 0x1043
     je modern

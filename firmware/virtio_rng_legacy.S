@@ -35,13 +35,7 @@
     call put_nl
 .endm
 main:
-    mov eax, 4
-    call vio_find
-    cmp eax, 0xffffffff
-    jne have_dev
-    PUTSN "FAIL: no virtio-rng"
-    EXIT 1
-have_dev:
+    VIO_REQUIRE 4, "FAIL: no virtio-rng"
     call vio_put_ident
     call vio_use_legacy
     PUTS "FW IOBASE "

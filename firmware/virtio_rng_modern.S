@@ -63,13 +63,7 @@
     pop eax
 .endm
 main:
-    mov eax, 4
-    call vio_find
-    cmp eax, 0xffffffff
-    jne have_dev
-    PUTSN "FAIL: no virtio-rng"
-    EXIT 1
-have_dev:
+    VIO_REQUIRE 4, "FAIL: no virtio-rng"
     call vio_put_ident
     call print_caps
     call vio_use_modern
