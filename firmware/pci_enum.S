@@ -52,7 +52,7 @@ enum_function:
     call put_hex8
     PUTS " class "
     shr eax, 8
-    call put_hex32_6
+    call put_hex24
     PUTS " hdr "
     mov eax, ebx
     mov edx, 0x0e
@@ -256,30 +256,6 @@ enum_pref:
     jz enum_pref_out
     PUTS "pref "
 enum_pref_out:
-    ret
-
-# eax -> 6 hex digits (the low 24 bits)
-put_hex32_6:
-    push eax
-    push eax
-    shr eax, 16
-    call put_hex8
-    pop eax
-    call put_hex16
-    pop eax
-    ret
-
-# eax -> one hex digit (low nibble)
-put_hex_digit:
-    push eax
-    and al, 0x0f
-    add al, 0x30
-    cmp al, 0x39
-    jbe put_hex_digit_out
-    add al, 0x27
-put_hex_digit_out:
-    call putc
-    pop eax
     ret
 
 .align 4, 0

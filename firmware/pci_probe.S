@@ -554,29 +554,7 @@ probe_unclaimed:
     popad
     ret
 
-# ---------------------------------------------------------------- small printers
-put_hex24:                              # eax -> 6 hex digits (low 24 bits)
-    push eax
-    push eax
-    shr eax, 16
-    call put_hex8
-    pop eax
-    call put_hex16
-    pop eax
-    ret
-
-put_hex_digit:                          # eax -> one hex digit (low nibble)
-    push eax
-    and al, 0x0f
-    add al, 0x30
-    cmp al, 0x39
-    jbe put_hex_digit_out
-    add al, 0x27
-put_hex_digit_out:
-    call putc
-    pop eax
-    ret
-
+# ---------------------------------------------------------------- data
 msg_on:  .asciz "on"
 msg_off: .asciz "off"
 .align 4, 0
