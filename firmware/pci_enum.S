@@ -38,27 +38,9 @@ enum_function:
     mov eax, ebx
     call put_bdf
     PUTC ' '
-    xor edx, edx
     mov eax, ebx
-    call pci_read32
-    call put_hex16
-    PUTC ':'
-    shr eax, 16
-    call put_hex16
-    PUTS " rev "
-    mov eax, ebx
-    mov edx, 0x08
-    call pci_read32
-    call put_hex8
-    PUTS " class "
-    shr eax, 8
-    call put_hex24
-    PUTS " hdr "
-    mov eax, ebx
-    mov edx, 0x0e
-    call pci_read8
+    call pci_put_ids
     mov [hdr_type], eax
-    call put_hex8
     PUTS " subsys "
     mov eax, ebx
     mov edx, 0x2c

@@ -72,26 +72,8 @@ probe_function:
 
     PUTS "ID "
     mov eax, ebx
-    xor edx, edx
-    call pci_read32
-    call put_hex16
-    PUTC ':'
-    shr eax, 16
-    call put_hex16
-    PUTS " rev "
-    mov eax, ebx
-    mov edx, 0x08
-    call pci_read32
-    call put_hex8
-    PUTS " class "
-    shr eax, 8
-    call put_hex24
-    PUTS " hdr "
-    mov eax, ebx
-    mov edx, 0x0e
-    call pci_read8
+    call pci_put_ids
     mov [hdr_type], eax
-    call put_hex8
     call put_nl
 
     PUTS "SUBSYS "
