@@ -86,11 +86,7 @@ set_master:
 
 main:
     call ivs_find
-    cmp eax, 0xffffffff
-    jne have_dev
-    PUTSN "FAIL: no ivshmem device"
-    EXIT 1
-have_dev:
+    REQUIRE_FOUND "FAIL: no ivshmem device"
     call ivs_ident
     call ivs_regs
     mov eax, [ivs_bar0]

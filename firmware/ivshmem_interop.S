@@ -28,11 +28,7 @@ slot:
 
 main:
     call ivs_find
-    cmp eax, 0xffffffff
-    jne have_dev
-    PUTSN "FAIL: no ivshmem device"
-    EXIT 1
-have_dev:
+    REQUIRE_FOUND "FAIL: no ivshmem device"
     mov eax, [ivs_bdf]
     mov edx, 0x04
     mov ecx, 0x0002

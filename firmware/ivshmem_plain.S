@@ -15,11 +15,7 @@
 
 main:
     call ivs_find
-    cmp eax, 0xffffffff
-    jne have_dev
-    PUTSN "FAIL: no ivshmem device"
-    EXIT 1
-have_dev:
+    REQUIRE_FOUND "FAIL: no ivshmem device"
     call ivs_ident
     call ivs_regs
     PUTSN "W32 0c 00000000 (doorbell, no peers)"
