@@ -2,7 +2,8 @@
 
 Each line is a ratio measured against a baseline in the same run, with the median and
 [min-max] over the repetitions, the target, and ok/MISS.  Exit status 1 if a target is
-missed (so a script can gate on it); never part of the test suite.
+missed (so a script can gate on it); never part of the test suite.  The growth
+benchmarks (bench_growth) print one line per point.
 
 ``--list`` names the benchmarks; ``--profile NAME`` runs the one benchmark whose name
 contains NAME under cProfile and prints its top functions (by own time, and by
@@ -18,21 +19,28 @@ import io
 import pstats
 import sys
 
-from . import bench_interrupts, bench_ivshmem, bench_machine, bench_qtest, bench_regions, bench_virtio
+from . import (bench_growth, bench_interrupts, bench_ivshmem, bench_machine, bench_qtest,
+               bench_regions, bench_virtio)
 
-SUITES = [bench_machine, bench_virtio, bench_regions, bench_qtest, bench_interrupts, bench_ivshmem]
+SUITES = [bench_machine, bench_virtio, bench_regions, bench_qtest, bench_interrupts, bench_ivshmem,
+          bench_growth]
 
 
 def all_benchmarks() -> list:
     return [bench for suite in SUITES for bench in suite.BENCHMARKS]
 
 
+def as_list(results) -> list:
+    """A benchmark returns one Result, or a list of them (a growth table's points)."""
+    return results if isinstance(results, list) else [results]
+
+
 def profile(bench, reps: int, top: int) -> str:
     """The benchmark's result line and its top functions, as text."""
     prof = cProfile.Profile()
-    result = prof.runcall(bench, reps)
+    results = as_list(prof.runcall(bench, reps))
     out = io.StringIO()
-    out.write(result.line() + "\n")
+    out.writelines(r.line() + "\n" for r in results)
     for key in ("tottime", "cumulative"):
         out.write(f"\n-- top {top} by {key} --\n")
         pstats.Stats(prof, stream=out).strip_dirs().sort_stats(key).print_stats(top)
@@ -65,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     for bench in benches:
         if args.names and not any(n in bench.__name__ for n in args.names):
             continue
-        r = bench(args.reps)
-        print(r.line(), flush=True)
-        missed += not r.ok
+        for r in as_list(bench(args.reps)):
+            print(r.line(), flush=True)
+            missed += not r.ok
     return 1 if missed else 0
 
 

@@ -1,0 +1,282 @@
+"""How costs grow (issue 14 item 5): one line per point, uvirt beside QEMU 7.2 TCG.
+
+Every point runs the same guest image on both emulators with N1 and N2 iterations; the
+difference of the wall times over N2 - N1 is the cost of one iteration with boot and
+set-up cancelled out (as bench_virtio does).  The ratio on each line is QEMU's time over
+uvirt's (a speed-up: above 1 uvirt is faster); the detail column has both times.
+
+* virtio-rng, one device-writable descriptor of 16 B .. 64 KiB per request (legacy);
+* virtio-blk, a 4 KiB read whose data buffer is split over 1, 4 or 16 descriptors
+  (plus header and status: chains of 3, 6 and 18) — QEMU's rng queue has 8 entries,
+  so chain length is measured on blk, whose queue has 256;
+* MSI round trips rotating over 1, 4 or 16 vectors;
+* create + firmware step + boot + exit in-process against guest RAM size (128 MiB ..
+  2 GiB), beside launching QEMU with the same -m (as bench_boot).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+
+from uvirt.firmware import build
+from uvirt.testing.guest import run_uvirt
+from uvirt.testing.qemu import qemu_available, run_qemu
+
+from .common import Result, build_guest, paired, timed
+
+RNG_GUEST = """
+.include "uvirt.inc"
+.include "virtio.inc"
+.set BUF, 0x300000
+main:
+    mov eax, 4
+    call vio_find
+    cmp eax, 0xffffffff
+    je fail
+    call vio_use_legacy
+    call vio_legacy_start
+    mov esi, ITERS
+again:
+    xor eax, eax
+    mov edx, request
+    mov ecx, 1
+    call vq_submit
+    xor eax, eax
+    call vq_poll
+    test eax, eax
+    jz fail
+    dec esi
+    jnz again
+    ret
+fail:
+    EXIT 1
+request:
+    .long BUF, SIZE, 2
+"""
+
+BLK_GUEST = """
+.include "uvirt.inc"
+.include "virtio.inc"
+.set HDR, 0x300000
+.set STATUS, 0x303000
+main:
+    mov eax, 2
+    call vio_find
+    cmp eax, 0xffffffff
+    je fail
+    call vio_use_legacy
+    call vio_legacy_start
+    mov dword ptr [HDR], 0              # VIRTIO_BLK_T_IN, sector 0
+    mov dword ptr [HDR + 4], 0
+    mov dword ptr [HDR + 8], 0
+    mov dword ptr [HDR + 12], 0
+    mov esi, ITERS
+again:
+    mov byte ptr [STATUS], 0xff
+    xor eax, eax
+    mov edx, request
+    mov ecx, CHAIN + 2
+    call vq_submit
+    xor eax, eax
+    call vq_poll
+    test eax, eax
+    jz fail
+    cmp byte ptr [STATUS], 0
+    jne fail
+    dec esi
+    jnz again
+    ret
+fail:
+    EXIT 1
+request:
+    .long HDR, 16, 0
+{segments}
+    .long STATUS, 1, 2
+"""
+
+IRQ_GUEST = """
+.include "uvirt.inc"
+.include "irq.inc"
+main:
+    call idt_setup
+    mov eax, 0x20
+    mov edx, 0x28
+    call pic_init
+    xor ebx, ebx
+install:
+    lea eax, [ebx + 0x41]
+    mov edx, on_msi
+    call irq_set_handler
+    inc ebx
+    cmp ebx, VECTORS
+    jb install
+    mov ecx, ITERS
+    xor edi, edi                        # the vector to raise next, 0 .. VECTORS-1
+    sti
+again:
+    mov ebx, [hits]
+    lea eax, [edi + 0x41]
+    mov [0xfee00000], eax               # the MSI (data = vector)
+wait:
+    cmp [hits], ebx
+    je wait
+    inc edi
+    cmp edi, VECTORS
+    jb same
+    xor edi, edi
+same:
+    dec ecx
+    jnz again
+    cli
+    ret
+on_msi:
+    inc dword ptr [hits]
+    mov dword ptr [0xfee000b0], 0       # EOI
+    ret
+.align 4, 0
+hits: .long 0
+"""
+
+
+def _images(tmp: str, tag: str, source: str, n1: int, n2: int, **defines: int) -> tuple[str, str]:
+    src = os.path.join(tmp, f"{tag}.S")
+    with open(src, "w") as f:
+        f.write(source)
+    paths = []
+    for n in (n1, n2):
+        p = os.path.join(tmp, f"{tag}_{n}.bin")
+        with open(p, "wb") as f:
+            f.write(build(src, defines={"ITERS": n, **defines}))
+        paths.append(p)
+    return paths[0], paths[1]
+
+
+def _per_iteration(run, paths: tuple[str, str], args: list[str], n1: int, n2: int) -> float:
+    times = []
+    for p in paths:
+        t = time.perf_counter()
+        r = run(p, args)
+        times.append(time.perf_counter() - t)
+        assert r.exit_code == 1, (p, r)          # the guest's EXIT 0
+    return (times[1] - times[0]) / (n2 - n1)
+
+
+def _point(name: str, tmp: str, tag: str, source: str, args: list[str], n1: int, n2: int,
+           reps: int, **defines: int) -> Result:
+    paths = _images(tmp, tag, source, n1, n2, **defines)
+    run_uvirt(paths[0], args), run_qemu(paths[0], args)         # warm-up
+    speedups, us_u, us_q = [], [], []
+    for _ in range(max(3, reps // 2)):
+        u = _per_iteration(run_uvirt, paths, args, n1, n2)
+        q = _per_iteration(run_qemu, paths, args, n1, n2)
+        if u <= 0 or q <= 0:
+            continue
+        speedups.append(q / u)
+        us_u.append(u * 1e6)
+        us_q.append(q * 1e6)
+    med = statistics.median(speedups)
+    return Result(name, "QEMU TCG (speed-up)", med, min(speedups), max(speedups), "report", True,
+                  f"(uvirt {statistics.median(us_u):.1f} us, QEMU {statistics.median(us_q):.1f} us)")
+
+
+def _skipped(name: str) -> list[Result]:
+    return [Result(name, "QEMU TCG", float("nan"), 0, 0, "report", False,
+                   "SKIPPED: qemu-system-x86_64 not installed")]
+
+
+def growth_rng_size(reps: int) -> list[Result]:
+    if not qemu_available():
+        return _skipped("growth: virtio-rng request size")
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in (16, 256, 4096, 65536):
+            n1, n2 = (100, 2000) if size <= 4096 else (50, 500)
+            out.append(_point(f"growth: virtio-rng request, {size} B", tmp, f"rng{size}", RNG_GUEST,
+                              ["-device", "virtio-rng-pci,disable-modern=on"], n1, n2, reps,
+                              SIZE=size))
+    return out
+
+
+def growth_blk_chain(reps: int) -> list[Result]:
+    if not qemu_available():
+        return _skipped("growth: virtio-blk chain length")
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        disk = os.path.join(tmp, "disk.img")
+        with open(disk, "wb") as f:
+            f.write(os.urandom(64 * 1024))
+        args = ["-drive", f"file={disk},format=raw,if=none,id=d0",
+                "-device", "virtio-blk-pci,drive=d0,disable-modern=on"]
+        for chain in (1, 4, 16):
+            seg = 4096 // chain
+            segments = "\n".join(f"    .long 0x301000 + {i * seg}, {seg}, 2" for i in range(chain))
+            out.append(_point(f"growth: virtio-blk 4 KiB read, {chain + 2} descriptors", tmp,
+                              f"blk{chain}", BLK_GUEST.replace("{segments}", segments), args,
+                              100, 1500, reps, CHAIN=chain))
+    return out
+
+
+def growth_irq_vectors(reps: int) -> list[Result]:
+    if not qemu_available():
+        return _skipped("growth: MSI vectors")
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for vectors in (1, 4, 16):
+            out.append(_point(f"growth: MSI round trip over {vectors} vectors", tmp,
+                              f"irq{vectors}", IRQ_GUEST, [], 200, 3000, reps,
+                              VECTORS=vectors))
+    return out
+
+
+def growth_boot_ram(reps: int) -> list[Result]:
+    """In-process create + firmware step + boot + exit (as bench_boot) against RAM size,
+    beside launching QEMU with the same -m."""
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        return _skipped("growth: boot against RAM size")
+    from uvirt import bios
+    from uvirt.chardev import NullChardev
+    from uvirt.machine import Machine
+    out = []
+    image = build_guest("empty")
+    inner = 10
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "empty.bin")
+        with open(path, "wb") as f:
+            f.write(image)
+        for ram, size in (("128M", 128 << 20), ("512M", 512 << 20), ("2G", 2 << 30)):
+            args = [qemu, "-machine", "pc", "-accel", "tcg", "-m", ram, "-nodefaults", "-nographic",
+                    "-display", "none", "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+                    "-debugcon", f"file:{tmp}/out.txt", "-kernel", path]
+
+            def qemu_run():
+                r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True)
+                assert r.returncode == 1, r.stderr
+
+            def uvirt_runs():
+                for _ in range(inner):
+                    m = Machine(ram_size=size)
+                    m.add_debugcon(NullChardev())
+                    m.add_debug_exit(0xF4, 4)
+                    bios.firmware_step(m)
+                    m.load_kernel(image)
+                    stop = m.run(timeout=None)
+                    m.close()
+                    assert stop.debug_exit_value == 0, stop.report()
+
+            ratios = paired(qemu_run, uvirt_runs, reps)
+            speedups = [inner / r for r in ratios]
+            q_ms = timed(qemu_run) * 1e3
+            u_ms = timed(uvirt_runs) * 1e3 / inner
+            out.append(Result(f"growth: create + boot + exit, -m {ram}", "launching QEMU (speed-up)",
+                              statistics.median(speedups), min(speedups), max(speedups), "report",
+                              True, f"(uvirt {u_ms:.2f} ms in-process, QEMU {q_ms:.0f} ms)"))
+    return out
+
+
+BENCHMARKS = [growth_rng_size, growth_blk_chain, growth_irq_vectors, growth_boot_ram]
