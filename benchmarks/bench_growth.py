@@ -2,7 +2,7 @@
 
 Every point runs the same guest image on both emulators with N1 and N2 iterations; the
 difference of the wall times over N2 - N1 is the cost of one iteration with boot and
-set-up cancelled out (as bench_virtio does).  The ratio on each line is QEMU's time over
+set-up cancelled out (as bench_virtio does).  The guests are benchmarks/guests/*.S.  The ratio on each line is QEMU's time over
 uvirt's (a speed-up: above 1 uvirt is faster); the detail column has both times.
 
 * virtio-rng, one device-writable descriptor of 16 B .. 64 KiB per request (legacy);
@@ -23,135 +23,23 @@ import subprocess
 import tempfile
 import time
 
-from uvirt.firmware import build
 from uvirt.testing.guest import run_uvirt
 from uvirt.testing.qemu import qemu_available, run_qemu
 
 from .common import Result, build_guest, paired, timed
 
-RNG_GUEST = """
-.include "uvirt.inc"
-.include "virtio.inc"
-.set BUF, 0x300000
-main:
-    mov eax, 4
-    call vio_find
-    cmp eax, 0xffffffff
-    je fail
-    call vio_use_legacy
-    call vio_legacy_start
-    mov esi, ITERS
-again:
-    xor eax, eax
-    mov edx, request
-    mov ecx, 1
-    call vq_submit
-    xor eax, eax
-    call vq_poll
-    test eax, eax
-    jz fail
-    dec esi
-    jnz again
-    ret
-fail:
-    EXIT 1
-request:
-    .long BUF, SIZE, 2
-"""
-
-BLK_GUEST = """
-.include "uvirt.inc"
-.include "virtio.inc"
-.set HDR, 0x300000
-.set STATUS, 0x303000
-main:
-    mov eax, 2
-    call vio_find
-    cmp eax, 0xffffffff
-    je fail
-    call vio_use_legacy
-    call vio_legacy_start
-    mov dword ptr [HDR], 0              # VIRTIO_BLK_T_IN, sector 0
-    mov dword ptr [HDR + 4], 0
-    mov dword ptr [HDR + 8], 0
-    mov dword ptr [HDR + 12], 0
-    mov esi, ITERS
-again:
-    mov byte ptr [STATUS], 0xff
-    xor eax, eax
-    mov edx, request
-    mov ecx, CHAIN + 2
-    call vq_submit
-    xor eax, eax
-    call vq_poll
-    test eax, eax
-    jz fail
-    cmp byte ptr [STATUS], 0
-    jne fail
-    dec esi
-    jnz again
-    ret
-fail:
-    EXIT 1
-request:
-    .long HDR, 16, 0
-{segments}
-    .long STATUS, 1, 2
-"""
-
-IRQ_GUEST = """
-.include "uvirt.inc"
-.include "irq.inc"
-main:
-    call idt_setup
-    mov eax, 0x20
-    mov edx, 0x28
-    call pic_init
-    xor ebx, ebx
-install:
-    lea eax, [ebx + 0x41]
-    mov edx, on_msi
-    call irq_set_handler
-    inc ebx
-    cmp ebx, VECTORS
-    jb install
-    mov ecx, ITERS
-    xor edi, edi                        # the vector to raise next, 0 .. VECTORS-1
-    sti
-again:
-    mov ebx, [hits]
-    lea eax, [edi + 0x41]
-    mov [0xfee00000], eax               # the MSI (data = vector)
-wait:
-    cmp [hits], ebx
-    je wait
-    inc edi
-    cmp edi, VECTORS
-    jb same
-    xor edi, edi
-same:
-    dec ecx
-    jnz again
-    cli
-    ret
-on_msi:
-    inc dword ptr [hits]
-    mov dword ptr [0xfee000b0], 0       # EOI
-    ret
-.align 4, 0
-hits: .long 0
-"""
 
 
-def _images(tmp: str, tag: str, source: str, n1: int, n2: int, **defines: int) -> tuple[str, str]:
-    src = os.path.join(tmp, f"{tag}.S")
-    with open(src, "w") as f:
-        f.write(source)
+
+
+def _images(tmp: str, guest: str, n1: int, n2: int, **defines: int) -> tuple[str, str]:
+    """benchmarks/guests/GUEST.S built with ITERS = n1 and n2 (and the other defines)."""
+    tag = "_".join([guest, *(f"{k}{v}" for k, v in defines.items())])
     paths = []
     for n in (n1, n2):
         p = os.path.join(tmp, f"{tag}_{n}.bin")
         with open(p, "wb") as f:
-            f.write(build(src, defines={"ITERS": n, **defines}))
+            f.write(build_guest(guest, ITERS=n, **defines))
         paths.append(p)
     return paths[0], paths[1]
 
@@ -166,9 +54,9 @@ def _per_iteration(run, paths: tuple[str, str], args: list[str], n1: int, n2: in
     return (times[1] - times[0]) / (n2 - n1)
 
 
-def _point(name: str, tmp: str, tag: str, source: str, args: list[str], n1: int, n2: int,
+def _point(name: str, tmp: str, guest: str, args: list[str], n1: int, n2: int,
            reps: int, **defines: int) -> Result:
-    paths = _images(tmp, tag, source, n1, n2, **defines)
+    paths = _images(tmp, guest, n1, n2, **defines)
     run_uvirt(paths[0], args), run_qemu(paths[0], args)         # warm-up
     speedups, us_u, us_q = [], [], []
     for _ in range(max(3, reps // 2)):
@@ -196,7 +84,7 @@ def growth_rng_size(reps: int) -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
         for size in (16, 256, 4096, 65536):
             n1, n2 = (100, 2000) if size <= 4096 else (50, 500)
-            out.append(_point(f"growth: virtio-rng request, {size} B", tmp, f"rng{size}", RNG_GUEST,
+            out.append(_point(f"growth: virtio-rng request, {size} B", tmp, "rng_loop",
                               ["-device", "virtio-rng-pci,disable-modern=on"], n1, n2, reps,
                               SIZE=size))
     return out
@@ -213,11 +101,9 @@ def growth_blk_chain(reps: int) -> list[Result]:
         args = ["-drive", f"file={disk},format=raw,if=none,id=d0",
                 "-device", "virtio-blk-pci,drive=d0,disable-modern=on"]
         for chain in (1, 4, 16):
-            seg = 4096 // chain
-            segments = "\n".join(f"    .long 0x301000 + {i * seg}, {seg}, 2" for i in range(chain))
             out.append(_point(f"growth: virtio-blk 4 KiB read, {chain + 2} descriptors", tmp,
-                              f"blk{chain}", BLK_GUEST.replace("{segments}", segments), args,
-                              100, 1500, reps, CHAIN=chain))
+                              "blk_read_loop", args, 100, 1500, reps, CHAIN=chain,
+                              DISK_SECTORS=128))
     return out
 
 
@@ -228,8 +114,7 @@ def growth_irq_vectors(reps: int) -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
         for vectors in (1, 4, 16):
             out.append(_point(f"growth: MSI round trip over {vectors} vectors", tmp,
-                              f"irq{vectors}", IRQ_GUEST, [], 200, 3000, reps,
-                              VECTORS=vectors))
+                              "msi_loop", [], 200, 3000, reps, VECTORS=vectors))
     return out
 
 

@@ -1,8 +1,8 @@
 """Issue 7 figures: interrupt delivery, uvirt against QEMU TCG in the same run.
 
-The guest raises an MSI (a 32-bit store of vector 0x41 to 0xFEE00000, exactly what a
-device's MSI write does on both emulators), waits with IF=1 until the handler has run
-(it counts and writes the APIC EOI), N times.  Each emulator runs the image with N and
+The guest (guests/msi_loop.S) raises an MSI (a 32-bit store of vector 0x41 to
+0xFEE00000, exactly what a device's MSI write does on both emulators), waits with IF=1
+until the handler has run (it counts and writes the APIC EOI), N times.  Each emulator runs the image with N and
 with 0 iterations; (T(N) - T(0)) / N is the cost of one interrupt round trip: device
 raises -> handler runs -> EOI -> back in the main loop (the latency), and its inverse
 the interrupts per second.  The ratio is uvirt's time per interrupt over QEMU's.
@@ -18,53 +18,14 @@ import time
 
 from uvirt import bios
 from uvirt.chardev import NullChardev
-from uvirt.firmware import build
 from uvirt.machine import Machine
 
-from .common import Result, summarize
-
-GUEST = """
-.include "uvirt.inc"
-.include "irq.inc"
-main:
-    call idt_setup
-    mov eax, 0x20                       # PIC out of the way (SeaBIOS left IRQ0 at vector 8)
-    mov edx, 0x28
-    call pic_init
-    mov eax, 0x41
-    mov edx, on_msi
-    call irq_set_handler
-    mov ecx, ITERS
-    test ecx, ecx
-    jz done
-    sti
-again:
-    mov ebx, [hits]
-    mov dword ptr [0xfee00000], 0x41    # the MSI
-wait:
-    cmp [hits], ebx
-    je wait
-    dec ecx
-    jnz again
-    cli
-done:
-    ret
-on_msi:
-    inc dword ptr [hits]
-    mov dword ptr [0xfee000b0], 0       # EOI
-    ret
-.align 4, 0
-hits: .long 0
-"""
-
+from .common import Result, build_guest, summarize
 
 def _image(tmp: str, iters: int) -> str:
-    src = os.path.join(tmp, "irq_bench.S")
-    with open(src, "w") as f:
-        f.write(GUEST)
-    path = os.path.join(tmp, f"irq_bench_{iters}.bin")
+    path = os.path.join(tmp, f"msi_loop_{iters}.bin")
     with open(path, "wb") as f:
-        f.write(build(src, defines={"ITERS": iters}))
+        f.write(build_guest("msi_loop", ITERS=iters))
     return path
 
 

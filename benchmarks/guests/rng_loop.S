@@ -1,8 +1,11 @@
-# ITERS 16-byte virtio-rng requests on the legacy transport, one at a time:
-# submit, kick, poll the used ring.
+# ITERS virtio-rng requests of SIZE bytes (default 16) on the legacy transport, one at a
+# time: submit one device-writable descriptor, kick, poll the used ring.
 .include "uvirt.inc"
 .include "virtio.inc"
 .set BUF, 0x300000
+.ifndef SIZE
+.set SIZE, 16
+.endif
 
 main:
     mov eax, 4
@@ -28,4 +31,4 @@ fail:
     EXIT 1
 
 request:
-    .long BUF, 16, 2
+    .long BUF, SIZE, 2
