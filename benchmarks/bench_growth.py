@@ -26,6 +26,7 @@ import time
 from uvirt.testing.guest import run_uvirt
 from uvirt.testing.qemu import qemu_available, run_qemu
 
+from .bench_machine import run_uvirt as run_machine
 from .common import Result, build_guest, paired, timed
 
 
@@ -124,9 +125,6 @@ def growth_boot_ram(reps: int) -> list[Result]:
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         return _skipped("growth: boot against RAM size")
-    from uvirt import bios
-    from uvirt.chardev import NullChardev
-    from uvirt.machine import Machine
     out = []
     image = build_guest("empty")
     inner = 10
@@ -145,14 +143,7 @@ def growth_boot_ram(reps: int) -> list[Result]:
 
             def uvirt_runs():
                 for _ in range(inner):
-                    m = Machine(ram_size=size)
-                    m.add_debugcon(NullChardev())
-                    m.add_debug_exit(0xF4, 4)
-                    bios.firmware_step(m)
-                    m.load_kernel(image)
-                    stop = m.run(timeout=None)
-                    m.close()
-                    assert stop.debug_exit_value == 0, stop.report()
+                    run_machine(image, ram_size=size)
 
             ratios = paired(qemu_run, uvirt_runs, reps)
             speedups = [inner / r for r in ratios]

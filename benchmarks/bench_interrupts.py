@@ -16,10 +16,7 @@ import subprocess
 import tempfile
 import time
 
-from uvirt import bios
-from uvirt.chardev import NullChardev
-from uvirt.machine import Machine
-
+from .bench_machine import run_uvirt
 from .common import Result, build_guest, summarize
 
 def _image(tmp: str, iters: int) -> str:
@@ -33,14 +30,7 @@ def _uvirt(path: str) -> float:
     with open(path, "rb") as f:
         image = f.read()
     t = time.perf_counter()
-    m = Machine()
-    m.add_debugcon(NullChardev())
-    m.add_debug_exit(0xF4, 4)
-    bios.firmware_step(m)
-    m.load_kernel(image)
-    stop = m.run(timeout=None)
-    m.close()
-    assert stop.debug_exit_value == 0, stop.report()
+    run_uvirt(image)
     return time.perf_counter() - t
 
 

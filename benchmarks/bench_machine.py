@@ -37,8 +37,8 @@ class BenchRegister:
         self.value = value
 
 
-def uvirt_machine(image: bytes, *, register: bool = False) -> Machine:
-    m = Machine()
+def uvirt_machine(image: bytes, *, register: bool = False, ram_size: int = 128 << 20) -> Machine:
+    m = Machine(ram_size=ram_size)
     m.add_debugcon(NullChardev())
     m.add_debug_exit(0xF4, 4)
     if register:
@@ -48,8 +48,9 @@ def uvirt_machine(image: bytes, *, register: bool = False) -> Machine:
     return m
 
 
-def run_uvirt(image: bytes, *, register: bool = False) -> None:
-    m = uvirt_machine(image, register=register)
+def run_uvirt(image: bytes, *, register: bool = False, ram_size: int = 128 << 20) -> None:
+    """Create, firmware step, boot, run to the guest's EXIT 0, close: all in-process."""
+    m = uvirt_machine(image, register=register, ram_size=ram_size)
     stop = m.run(timeout=None)
     assert stop.debug_exit_value == 0, stop.report()
     m.close()
