@@ -488,6 +488,12 @@ class Machine:
                 eip = uc.reg_read(X.UC_X86_REG_EIP)
                 self._kicked = False
                 self._in_cpu = True
+                if self._posted:
+                    # Posted after _service ran, while _in_cpu was still False: its kick
+                    # only set _wake, and emu_start clears pending stop requests, so it
+                    # would wait for the poster's retry.  Serve it first.
+                    self._in_cpu = False
+                    continue
                 self.memory.replay.started()
                 try:
                     uc.emu_start(eip, 0xFFFFFFFF, 0, max_insns or 0)

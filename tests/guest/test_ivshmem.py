@@ -632,3 +632,38 @@ def test_each_doorbell_write_rings_exactly_once(tmp_path, firmware, warm):
         srv.close()
     assert res.exit_code == 1, res
     assert len(rings) == 500
+
+
+def _msix_vector(dev, vector: int, address: int, data: int) -> None:
+    """Bus master and MSI-X on, table entry ``vector`` aimed at ``address``, unmasked."""
+    dev.config_write(0x04, 2, 0x0006)
+    dev.config_write(dev.msix.cap + 2, 2, 0x8000)
+    entry = vector * 16
+    for off, value in ((0, address), (4, 0), (8, data), (12, 0)):
+        dev.msix_region.write(entry + off, 4, value)
+
+
+def test_a_message_to_ram_is_written_by_the_service_thread(doorbell_machine):
+    """QEMU's I/O thread writes an MSI-X message aimed at RAM without kicking a vCPU;
+    uvirt's service thread does the same, so the CPU is not stopped for it (and a machine
+    whose CPU is not running gets the write too)."""
+    m, dev, peer = doorbell_machine
+    _msix_vector(dev, 1, 0x200000, 0xC0FFEE)
+    peer.ring(1, 1)
+    deadline = time.monotonic() + 5
+    while m.memory.guest.read_u32(0x200000) != 0xC0FFEE and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert m.memory.guest.read_u32(0x200000) == 0xC0FFEE
+    assert dev.outstanding == 0 and not m._posted
+
+
+def test_a_message_to_the_apic_waits_for_the_cpu_thread(doorbell_machine):
+    """An interrupt is the CPU's business: a message aimed at the local APIC is posted to
+    the CPU thread, never delivered from the service thread."""
+    m, dev, peer = doorbell_machine
+    _msix_vector(dev, 1, 0xFEE00000, 0x41)
+    peer.ring(1, 1)
+    deadline = time.monotonic() + 5
+    while dev.interrupts == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert dev.interrupts == 1 and dev.outstanding == 1 and len(m._posted) == 1

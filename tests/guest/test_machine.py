@@ -157,3 +157,28 @@ def test_host_write_to_guest_code_is_seen_by_the_cpu(tmp_path, firmware):
     m.uc.reg_write(__import__("unicorn").x86_const.UC_X86_REG_EIP, entry)
     m.run(timeout=5)
     assert con.data.count(0x11) == 1 and con.data.count(0x22) == 1
+
+
+def test_work_posted_just_before_the_cpu_starts_is_not_lost(tmp_path, firmware):
+    """A post that arrives after the run loop served its posted work but before emu_start
+    began sees no running CPU to stop, and emu_start clears stop requests: the loop must
+    look at the queue again and run it before the guest, not at some later stop (the
+    PIT's next tick here, 55 ms of guest loop later)."""
+    image = guest(tmp_path, firmware, "spin:\n    inc dword ptr [0x300000]\n    jmp spin")
+    m, _ = boot(image)
+    arm = m._arm_tick
+    seen = []
+
+    def stop_and_look():
+        seen.append(m.memory.guest.read_u32(0x300000))
+        m.interrupt()
+
+    def arm_then_post(watch):                 # runs after _service(), before emu_start
+        arm(watch)
+        if m.memory.guest.read_u32(0x300000) == 0 and not seen:
+            m.call_soon_threadsafe(stop_and_look)
+    m._arm_tick = arm_then_post
+    stop = m.run(timeout=5)
+    m.close()
+    assert stop.reason == StopReason.INTERRUPTED, stop.report()
+    assert seen == [0]                        # ran before the guest's first round

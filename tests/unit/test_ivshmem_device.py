@@ -167,3 +167,4 @@ def test_own_ring_is_answered_before_the_write_returns(server, tmp_path):
         assert fn.interrupts == 2 and fn.rings_ignored == 1
     finally:
         b.machine.close()
+

@@ -186,6 +186,10 @@ class Ivshmem(PciFunction):
         #: whether the CPU thread is in its run loop (posted messages get run): the
         #: service thread only re-kicks then.
         self.cpu_running: Callable[[], bool] = lambda: False
+        #: whether a message to this address is a plain RAM write, which any thread may
+        #: make while the guest runs (QEMU's I/O thread writes RAM without a vCPU kick);
+        #: anything else (the local APIC) goes through ``deliver``.
+        self.ram_target: Callable[[int], bool] = lambda addr: False
         self.regs_region = MmioRegion("ivshmem-mmio", REG_BAR_SIZE, _Registers(self),
                                       valid_sizes=(1, 2, 4), impl_min=4, impl_max=4)
         self.register_bar(REG_BAR, self.regs_region)
@@ -263,6 +267,8 @@ class Ivshmem(PciFunction):
             return
         if m.vector_masked(vector):
             m.notify(vector)                      # sets the PBA bit, sends nothing
+        elif self.ram_target(m.message(vector)[0]):
+            m.notify(vector)                      # a RAM write: no CPU stop needed
         else:
             self.outstanding += 1
             self.deliver(lambda: self._notify_locked(vector))
@@ -458,19 +464,23 @@ def _place(machine: "Machine", fn: Ivshmem, v: dict[str, Any]) -> None:
 
 
 def _stop_after_ring(machine: "Machine", hook: Callable[[Callable[[], None]], None]) -> Callable[[], None]:
-    """A doorbell write ends the CPU's run slice (a stop requested by the MMIO callback itself).
+    """While Unicorn checks for stops after every access, a doorbell write ends the CPU's
+    run slice (a stop requested by the MMIO callback itself).
 
     The peer answers within microseconds and its answer stops the CPU from the service
-    thread (``deliver``).  A stop from another thread that lands just after an MMIO
-    callback returned makes Unicorn execute the store again, and the machine's replay
-    guard cannot see it (mem_regions.ReplayGuard, "known gap"): the doorbell would ring
-    twice.  Stopping from inside the callback puts the store in the guard's journal
-    first, so a restart of it is absorbed whoever asked for the stop.
+    thread (``deliver``).  With per-access stop checks on (exact stops: code hooks, or a
+    Unicorn build without the block-start switch, uvirt/cpu_exits.py), a stop from
+    another thread that lands just after an MMIO callback returned makes Unicorn execute
+    the store again, and the replay guard cannot see it (mem_regions.ReplayGuard, "known
+    gap"): the doorbell would ring twice.  Stopping from inside the callback puts the
+    store in the guard's journal first, so a restart of it is absorbed whoever asked for
+    the stop.  With stops at block starts (the default) no store is restarted, and the
+    doorbell costs no stop.
     """
     memory = machine.memory
 
     def after_ring() -> None:
-        if getattr(memory, "cpu_thread", None) == threading.get_ident():
+        if memory.replay.armed and getattr(memory, "cpu_thread", None) == threading.get_ident():
             hook(_nothing)
     return after_ring
 
@@ -547,6 +557,7 @@ def create_doorbell(machine: "Machine", v: dict[str, Any], ctx, where: str,
         fn.deliver = hook
         fn.after_ring = _stop_after_ring(machine, hook)
         fn.cpu_running = lambda: getattr(machine.memory, "cpu_thread", None) is not None
+        fn.ram_target = lambda addr: machine.memory.ram_piece(addr) is not None
     try:
         _place(machine, fn, v)
     except BaseException:
