@@ -86,6 +86,7 @@ from .mem_regions import (PAGE_MASK, IoSpace, MemoryMap, MmioRegion, RamRegion, 
 from .pci_bus import PciBus, PciFunction, PciHostConf1, bdf_str, devfn
 from .trace import Tracer
 from .uc_hooks import add_c_hook
+from .uc_regs import FastRegs
 
 DEFAULT_RAM_SIZE = 128 << 20
 
@@ -299,6 +300,7 @@ class Machine:
     def attach(self, uc: Uc) -> None:
         """Wire the board to a Unicorn CPU (ours or the user's)."""
         self.uc = uc
+        self.regs = FastRegs(uc)
         self.memory.on_unmapped = self._unmapped_access
         self.memory.attach(uc)
         self.memory.post_to_cpu = self.call_soon_threadsafe
@@ -485,7 +487,7 @@ class Machine:
                     break
                 self._arm_tick(watch)
                 self.tlb.sync()
-                eip = uc.reg_read(X.UC_X86_REG_EIP)
+                eip = self.regs.read(X.UC_X86_REG_EIP)
                 self._kicked = False
                 self._in_cpu = True
                 if self._posted:
@@ -622,12 +624,12 @@ class Machine:
         if not ic.cpu_pending():
             self._leave_blocked()
             return
-        uc = self.uc
-        if uc.reg_read(X.UC_X86_REG_EFLAGS) & IF_MASK and not self._in_shadow():
+        regs = self.regs
+        if regs.read(X.UC_X86_REG_EFLAGS) & IF_MASK and not self._in_shadow():
             self._leave_blocked()
             vector = ic.acknowledge()
             if vector is not None:
-                eip = uc.reg_read(X.UC_X86_REG_EIP)
+                eip = regs.read(X.UC_X86_REG_EIP)
                 self._deliver(vector, _delivery.Kind.HARDWARE, eip, eip, 0)
             return
         self._enter_blocked()
@@ -638,7 +640,7 @@ class Machine:
         if self._step_shadow:
             return True
         try:
-            return self.uc.mem_read(self.uc.reg_read(X.UC_X86_REG_EIP) - 1, 1) == b"\xfb"
+            return self.regs.mem_read(self.regs.read(X.UC_X86_REG_EIP) - 1, 1) == b"\xfb"
         except UcError:
             return False
 
@@ -760,19 +762,19 @@ class Machine:
         self._deliver(intno, kind, insn, nxt, error)
 
     def _deliver(self, vector: int, kind, eip: int, next_eip: int, error: int) -> None:
-        uc = self.uc
-        result = _delivery.deliver(_UcView(uc), vector, kind, eip=eip, next_eip=next_eip,
+        regs = self.regs
+        result = _delivery.deliver(_UcView(regs), vector, kind, eip=eip, next_eip=next_eip,
                                    error_code=error)
         if self.tracer.enabled:
             self.tracer.emit("interrupt", vector=vector, kind=kind.value, eip=eip,
                              result=type(result).__name__)
         if isinstance(result, _delivery.Delivered):
-            uc.mem_write(result.esp, result.stack)
-            uc.reg_write(X.UC_X86_REG_ESP, result.esp)
-            uc.reg_write(X.UC_X86_REG_EFLAGS, result.eflags)
-            if result.cs != uc.reg_read(X.UC_X86_REG_CS):
+            regs.mem_write(result.esp, result.stack)
+            regs.write(X.UC_X86_REG_ESP, result.esp)
+            regs.write(X.UC_X86_REG_EFLAGS, result.eflags)
+            if result.cs != regs.selector(X.UC_X86_REG_CS):
                 self._load_cs(result.cs)
-            uc.reg_write(X.UC_X86_REG_EIP, result.eip)
+            regs.write(X.UC_X86_REG_EIP, result.eip)
             return
         first = result.chain[0] if result.chain else None
         what = _EXCEPTION_NAMES.get(first.vector, f"vector 0x{first.vector:02x}") if first else ""
@@ -801,10 +803,10 @@ class Machine:
             uc.mem_write(off, access)
 
     def _halted(self) -> bool:
-        uc = self.uc
-        eip = uc.reg_read(X.UC_X86_REG_EIP)
+        regs = self.regs
+        eip = regs.read(X.UC_X86_REG_EIP)
         try:
-            return uc.mem_read(eip - 1, 1) == b"\xf4"
+            return regs.mem_read(eip - 1, 1) == b"\xf4"
         except UcError:
             return False
 
@@ -883,19 +885,17 @@ class Machine:
 class _UcView:
     """``interrupts.delivery.CpuView`` over a Unicorn CPU."""
 
-    def __init__(self, uc: Uc) -> None:
-        self.uc = uc
-        self.eflags = uc.reg_read(X.UC_X86_REG_EFLAGS)
-        self.cs = uc.reg_read(X.UC_X86_REG_CS)
-        self.esp = uc.reg_read(X.UC_X86_REG_ESP)
-        _s, base, limit, _f = uc.reg_read(X.UC_X86_REG_IDTR)
-        self.idt = (base, limit)
-        _s, base, limit, _f = uc.reg_read(X.UC_X86_REG_GDTR)
-        self.gdt = (base, limit)
+    def __init__(self, regs: FastRegs) -> None:
+        self.regs = regs
+        self.eflags = regs.read(X.UC_X86_REG_EFLAGS)
+        self.cs = regs.selector(X.UC_X86_REG_CS)
+        self.esp = regs.read(X.UC_X86_REG_ESP)
+        self.idt = regs.table(X.UC_X86_REG_IDTR)
+        self.gdt = regs.table(X.UC_X86_REG_GDTR)
 
     def read(self, addr: int, size: int) -> bytes:
         try:
-            return bytes(self.uc.mem_read(addr, size))
+            return self.regs.mem_read(addr, size)
         except UcError:
             return bytes(size)           # unassigned memory reads 0
 
