@@ -39,11 +39,12 @@ class BenchRegister:
 
 def uvirt_machine(image: bytes, *, register: bool = False, ram_size: int = 128 << 20) -> Machine:
     m = Machine(ram_size=ram_size)
-    m.add_debugcon(NullChardev())
-    m.add_debug_exit(0xF4, 4)
-    if register:
-        m.add_isa(MmioRegion("bench-reg", 4, BenchRegister(), valid_sizes=(1, 2, 4)), 0x510)
-    bios.firmware_step(m)
+    with m.batch():                     # one commit for the whole build, as `uvirt run` does
+        m.add_debugcon(NullChardev())
+        m.add_debug_exit(0xF4, 4)
+        if register:
+            m.add_isa(MmioRegion("bench-reg", 4, BenchRegister(), valid_sizes=(1, 2, 4)), 0x510)
+        bios.firmware_step(m)
     m.load_kernel(image)
     return m
 
