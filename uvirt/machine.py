@@ -1002,6 +1002,9 @@ class _Watchdog:
         os.set_blocking(self._rfd, False)
         os.set_blocking(self._wfd, False)
         self._next = 0
+        #: when the loop's select times out (inf: no deadline): a new deadline or tick
+        #: that is not earlier needs no wake-up, the loop recomputes when it wakes
+        self._sleep_until = float("inf")
         self._wakeup_installed = False
         threading.Thread(target=self._loop, name="uvirt-watchdog", daemon=True).start()
 
@@ -1010,13 +1013,14 @@ class _Watchdog:
             self._next += 1
             token = self._next
             self._active[token] = (machine, deadline, seconds)
+            wake = deadline is not None and deadline < self._sleep_until
         if threading.current_thread() is threading.main_thread() and not self._wakeup_installed:
             try:
                 signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
                 self._wakeup_installed = True
             except ValueError:
                 pass
-        if deadline is not None:
+        if wake:
             self._poke()
         return token
 
@@ -1034,7 +1038,9 @@ class _Watchdog:
                 self._ticks.pop(token, None)
                 return
             self._ticks[token] = when
-        self._poke()
+            wake = when < self._sleep_until
+        if wake:
+            self._poke()
 
     def _poke(self) -> None:
         try:
@@ -1047,7 +1053,8 @@ class _Watchdog:
             with self._mutex:
                 deadlines = [d for _, d, _ in self._active.values() if d is not None]
                 deadlines += self._ticks.values()
-            wait = None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
+                self._sleep_until = min(deadlines, default=float("inf"))
+            wait = None if not deadlines else max(0.0, self._sleep_until - time.monotonic())
             ready, _, _ = select.select([self._rfd], [], [], wait)
             got_signal = False
             if ready:

@@ -182,3 +182,35 @@ def test_work_posted_just_before_the_cpu_starts_is_not_lost(tmp_path, firmware):
     m.close()
     assert stop.reason == StopReason.INTERRUPTED, stop.report()
     assert seen == [0]                        # ran before the guest's first round
+
+
+def test_watchdog_wakes_only_for_an_earlier_deadline():
+    """Every run arms a PIT tick: waking the watchdog thread for a tick later than the one
+    it already sleeps towards only cost a thread switch and the GIL (a boot's hot path)."""
+    import time as _time
+
+    from uvirt.machine import _Watchdog
+    w = _Watchdog()
+    pokes = []
+    poke = w._poke
+    w._poke = lambda: (pokes.append(1), poke())
+
+    class Idle:
+        def _timer_fired(self):
+            pass
+    now = _time.monotonic()
+    tokens = [w.register(Idle(), None) for _ in range(3)]
+    w.set_tick(tokens[0], now + 30)           # it slept forever: wake it
+    deadline = _time.monotonic() + 5
+    while w._sleep_until != now + 30 and _time.monotonic() < deadline:
+        _time.sleep(0.001)
+    assert w._sleep_until == now + 30 and len(pokes) == 1
+    w.set_tick(tokens[1], now + 60)           # later than what it waits for: no wake-up
+    assert len(pokes) == 1
+    w.set_tick(tokens[2], now + 10)           # earlier: wake it
+    assert len(pokes) == 2
+    while w._sleep_until != now + 10 and _time.monotonic() < deadline:
+        _time.sleep(0.001)
+    assert w._sleep_until == now + 10
+    for t in tokens:
+        w.unregister(t)
