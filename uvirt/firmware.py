@@ -584,13 +584,10 @@ def asm_main(argv: list[str] | None = None) -> int:
 
     PROG is a path, or the name of a bundled program (``pci_probe``).
     """
-    import argparse
+    from .cli import UsageParser
 
-    class _Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> None:  # one line, no usage dump
-            raise FirmwareBuildError(message)
-
-    p = _Parser(prog="uvirt asm", add_help=True, description="assemble a guest program")
+    p = UsageParser(prog="uvirt asm", description="assemble a guest program (a path, or the "
+                    "name of a program in firmware/) into a multiboot image")
     p.add_argument("prog")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("-D", "--define", action="append", default=[], metavar="NAME=VALUE")
@@ -604,8 +601,6 @@ def asm_main(argv: list[str] | None = None) -> int:
     except FirmwareBuildError as exc:
         print(f"uvirt: {exc}", file=sys.stderr)
         return 1
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
     return 0
 
 

@@ -216,10 +216,9 @@ class OutputLost(UvirtError):
 
 def run_main(argv: list[str]) -> int:
     cfg = parse_argv(argv)
-    if cfg.help_request is not None:
-        from .qemu_options import describe_options
-        print("usage: uvirt run [QEMU 7.2 options] -kernel IMAGE\n")
-        print(describe_options())
+    if cfg.help_request is not None:            # QEMU prints and exits at a help option
+        from .qemu_help import answer
+        print(answer(cfg.help_request))
         return 0
     for w in cfg.warnings:
         print(f"uvirt: warning: {w}", file=sys.stderr)

@@ -346,7 +346,7 @@ def test_main_wrong_options(argv, message, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert message in err
-    assert "Try 'uvirt ivshmem-server -h' for more information." in err
+    assert len(err.strip().splitlines()) == 1          # one line (the CLI's contract)
 
 
 def test_main_help(capsys):

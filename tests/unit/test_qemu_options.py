@@ -20,7 +20,6 @@ from uvirt.qemu_options import (
     HelpRequest,
     IGNORED_OPTIONS,
     UNSUPPORTED_OPTIONS,
-    describe_options,
     format_opts,
     parse_argv,
     parse_bool,
@@ -601,11 +600,6 @@ def test_initrd_without_kernel_is_an_error():
 
 def test_start_paused_flag():
     assert parse("-S").start_paused
-
-
-def test_describe_options_lists_both_tables():
-    text = describe_options()
-    assert all(f"-{k} " in text for k in list(IGNORED_OPTIONS) + list(UNSUPPORTED_OPTIONS))
 
 
 # --------------------------------------------------------------------------- uvirt's own options

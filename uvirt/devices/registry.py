@@ -50,6 +50,9 @@ class DeviceType:
     description: str
     props: tuple[Prop, ...]
     factory: Factory
+    #: QEMU's device category (``-device help`` groups by it): "Storage", "Network",
+    #: "Input", "Display", "Misc"... (uvirt.qemu_help.CATEGORIES)
+    category: str = "Misc"
 
 
 _COMMON = (Prop("id", "str"),)
@@ -91,13 +94,18 @@ def _convert(dev: DeviceType, prop: Prop, value: str, raw: str) -> Any:
     return value
 
 
+def device_props(dev: DeviceType) -> tuple[Prop, ...]:
+    """Every property ``-device`` accepts for ``dev``: its own, then the common ones."""
+    return dev.props + _COMMON + (_PCI_COMMON if dev.bus == "pci" else ())
+
+
 def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dict[str, str],
                   raw: str | None = None) -> Any:
     raw = raw if raw is not None else ",".join([driver] + [f"{k}={v}" for k, v in props.items()])
     dev = DEVICE_TYPES.get(driver)
     if dev is None:
         raise OptionError(f"-device {raw}: '{driver}' is not a valid device model name")
-    schema = {p.name: p for p in dev.props + _COMMON + (_PCI_COMMON if dev.bus == "pci" else ())}
+    schema = {p.name: p for p in device_props(dev)}
     values = {name: p.default for name, p in schema.items()}
     for key, value in props.items():
         prop = schema.get(key)
@@ -368,19 +376,19 @@ DEVICE_TYPES: dict[str, DeviceType] = {
             Prop("min_io_size", "uint32", 0), Prop("opt_io_size", "uint32", 0),
             Prop("bootindex", "str"), Prop("class", "uint32", 0), Prop("werror", "str"),
             Prop("rerror", "str")),
-        _virtio_blk_pci),
+        _virtio_blk_pci, category="Storage"),
     "virtio-serial-pci": DeviceType(
         "virtio-serial-pci", "pci", "virtio console/serial device: ports are virtconsole and "
         "virtserialport devices on its bus (ID.0)",
         _virtio_common_props() + (Prop("max_ports", "uint32", 31), Prop("emergency-write", "bool", True),
                                   Prop("class", "uint32", 0)),
-        _virtio_serial_pci),
+        _virtio_serial_pci, category="Input"),
     "virtconsole": DeviceType(
         "virtconsole", "virtio-serial", "a console port on a virtio-serial bus (port 0 unless nr=)",
-        _virtio_serial_port_props(), _virtconsole),
+        _virtio_serial_port_props(), _virtconsole, category="Input"),
     "virtserialport": DeviceType(
         "virtserialport", "virtio-serial", "a serial port on a virtio-serial bus (ports 1..)",
-        _virtio_serial_port_props(), _virtserialport),
+        _virtio_serial_port_props(), _virtserialport, category="Input"),
     "ivshmem-plain": DeviceType(
         "ivshmem-plain", "pci", "Inter-VM shared memory: BAR2 is a -object memory-backend-*",
         (Prop("master", "onoffauto", "off"), Prop("memdev", "str")), _ivshmem_plain),
@@ -392,7 +400,7 @@ DEVICE_TYPES: dict[str, DeviceType] = {
         "virtio-fb-pci", "pci", "uvirt's virtio framebuffer (device type 63): mode in config, "
         "pixels in a shared memory region",
         _virtio_common_props() + (Prop("width", "uint32", 320), Prop("height", "uint32", 240)),
-        _virtio_fb_pci),
+        _virtio_fb_pci, category="Display"),
     "virtio-rng-pci": DeviceType(
         "virtio-rng-pci", "pci", "virtio entropy device (transitional by default)",
         _virtio_common_props() + (Prop("rng", "str"), Prop("max-bytes", "uint64", None),

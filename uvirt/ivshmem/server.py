@@ -444,7 +444,6 @@ def main(argv: list[str] | None = None, prog: str = "uvirt ivshmem-server") -> i
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     except _UsageError as e:
         print(f"uvirt: ivshmem-server: {e}", file=sys.stderr)
-        print(f"Try '{prog} -h' for more information.", file=sys.stderr)
         return 1
     if args.help:
         parser.print_help(sys.stdout)
@@ -456,7 +455,6 @@ def main(argv: list[str] | None = None, prog: str = "uvirt ivshmem-server") -> i
             raise IvshmemServerError("cannot use verbose in daemon mode")
     except IvshmemServerError as e:
         print(f"uvirt: ivshmem-server: {e}", file=sys.stderr)
-        print(f"Try '{prog} -h' for more information.", file=sys.stderr)
         return 1
     kind, value = args.shm or ("name", DEFAULT_SHM_NAME)
     handler: logging.Handler | None = None
