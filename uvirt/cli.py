@@ -77,6 +77,10 @@ class UsageParser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{self.prog.removeprefix('uvirt ')}: {message}")
 
+    def print_help(self, file=None) -> None:
+        # argparse swallows write errors here; a closed pipe or a full disk must reach main
+        (file or sys.stdout).write(self.format_help())
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)

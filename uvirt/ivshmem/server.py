@@ -418,7 +418,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="ivshmem server, protocol version 0 (QEMU >= 2.5)",
                                 epilog=USAGE_TAIL)
-    p.add_argument("-h", action="store_true", dest="help", help=argparse.SUPPRESS)
+    p.add_argument("-h", "--help", action="store_true", dest="help", help=argparse.SUPPRESS)
     p.add_argument("-v", action="store_true", dest="verbose", help=argparse.SUPPRESS)
     p.add_argument("-F", action="store_true", dest="foreground", help=argparse.SUPPRESS)
     p.add_argument("-p", dest="pid_file", default=DEFAULT_PID_FILE, help=argparse.SUPPRESS)
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None, prog: str = "uvirt ivshmem-server") -> i
         print(f"uvirt: ivshmem-server: {e}", file=sys.stderr)
         return 1
     if args.help:
-        parser.print_help(sys.stdout)
+        sys.stdout.write(parser.format_help())    # print_help would hide a write error
         return 0
     try:
         size = parse_size(args.size)
