@@ -294,8 +294,10 @@ on_intx:
     bios.firmware_step(m)
     m.load_kernel(image.read_bytes())
 
-    def later():
-        time.sleep(0.2)
+    def later():                       # once the guest says it waits (then it halts)
+        deadline = time.monotonic() + 10
+        while "waiting" not in con.text and time.monotonic() < deadline:
+            time.sleep(0.005)
         m.call_soon_threadsafe(lambda: dev.write(0, 1, 1))
 
     threading.Thread(target=later).start()
