@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     except UvirtError as e:
         if os.environ.get("UVIRT_DEBUG"):
             raise
-        _error(str(e))
+        for line in str(e).splitlines() or [""]:   # several only for a build's errors
+            _error(line)
         return EXIT_USAGE
     except OSError as e:                       # an output the host cannot write
         if os.environ.get("UVIRT_DEBUG"):
