@@ -123,7 +123,8 @@ _BUS_NAMES = {"pci": "PCI", "isa": "ISA", "virtio-serial": "virtio-serial-bus"}
 #: registry property kinds -> (QEMU's type name, description QEMU's property type carries)
 _PROP_TYPES = {
     "uint8": ("uint8", ""), "uint16": ("uint16", ""), "uint32": ("uint32", ""),
-    "uint64": ("uint64", ""), "bool": ("bool", "on/off"), "str": ("str", None),
+    "uint64": ("uint64", ""), "int32": ("int32", ""), "bool": ("bool", "on/off"), "str": ("str", None),
+    "BlockdevOnError": ("BlockdevOnError", "Error handling policy, report/ignore/enospc/stop/auto"),
     "onoffauto": ("OnOffAuto", "on/off/auto"), "chardev": ("str", "ID of a chardev to use as a backend"),
     "pci-addr": ("int32", "Slot and optional function number, example: 06.0 or 06"),
 }

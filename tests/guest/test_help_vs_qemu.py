@@ -101,9 +101,7 @@ def _props(text: str) -> dict[str, re.Match]:
 
 
 #: where uvirt's table deliberately differs from QEMU's (type or default), and why
-KNOWN_DIFFERENCES = {
-    ("isa-debugcon", "readback"): "uvirt keeps the read-back value as the byte the port returns",
-}
+KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("driver", sorted(d for d in DEVICE_TYPES if d != "virtio-fb-pci"))
