@@ -3,7 +3,7 @@
 A guest program is Intel-syntax x86-32 assembly, assembled by keystone at 0x100000.  The
 image starts with the 32-byte multiboot v1 header (emitted by ``firmware/include/uvirt.inc``,
 which every program includes first) and is loaded at 1 MiB by QEMU's ``-kernel`` and by
-uvirt alike (see /work/shared/docs/qemu-7.2-observed.md).
+uvirt alike (see docs/qemu-7.2-observed.md).
 
 Keystone is driven through a small preprocessor of our own, because keystone
 

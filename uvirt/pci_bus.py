@@ -1,6 +1,6 @@
 """Conventional PCI: configuration space, BARs, capabilities, the conf1 host interface.
 
-Configuration space (QEMU ``hw/pci/pci.c``; virtio-pci-facts.md §1)
+Configuration space (QEMU ``hw/pci/pci.c``; docs/virtio-pci-facts.md §1)
     256 bytes of values plus a per-byte write mask and write-1-to-clear mask.  A write
     does ``cfg = (cfg & ~wmask) | (val & wmask)`` then ``cfg &= ~(val & w1cmask)``.
     Header defaults are QEMU's ``pci_init_wmask``/``pci_init_w1cmask``: command writable
@@ -14,7 +14,7 @@ BARs (``pci_register_bar``, ``pci_bar_address``)
     (decode bit, ROM enable, address 0, wrap, 32-bit end >= 4 GiB) and
     ``config_write`` returns the resulting ``BarChange`` list; the bus applies it to
     the memory map or the port space and commits.  The change list is a plain value so
-    tests assert it without a CPU (style-anchors R7).
+    tests assert it without a CPU.
 
 Bus placement
     Memory BARs live in the PCI address space, which on QEMU's ``pc`` sits *below*

@@ -1,4 +1,4 @@
-"""Declared trace events (style-anchors R11, after QEMU's ``trace-events`` files).
+"""Declared trace events (after QEMU's ``trace-events`` files).
 
 Every guest-visible access is one event with a fixed format.  Formats carry no
 timestamps and no host addresses, so traces diff cleanly against golden transcripts.

@@ -334,7 +334,7 @@ def test_server_closes_early(tmp_path, warm):
 
 
 def test_server_that_sends_nothing_times_out(tmp_path, warm):
-    """QEMU waits forever here (qemu-7.2-observed.md); uvirt gives up after SETUP_TIMEOUT."""
+    """QEMU waits forever here (docs/qemu-7.2-observed.md); uvirt gives up after SETUP_TIMEOUT."""
     msg, elapsed = _fake(tmp_path, lambda c: None, timeout=0.3)     # connected, silent
     assert "did not complete set-up within 0.3 s (phase version)" in msg
     assert elapsed < 2.0

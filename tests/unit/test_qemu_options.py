@@ -36,7 +36,7 @@ MiB = 1 << 20
 ISSUE_LINE = ("-machine pc -accel tcg -m 128M -nodefaults -nographic -display none -no-reboot "
               "-device isa-debug-exit,iobase=0xf4,iosize=4 -debugcon file:out.txt -kernel guest.bin")
 
-# libqtest's fixed prefix + "-accel qtest" suffix (qemu-qtest-suite.md (a)).
+# libqtest's fixed prefix + "-accel qtest" suffix (docs/qemu-qtest-suite.md (a)).
 QTEST_PREFIX = ("-qtest unix:/tmp/qtest-1.sock -qtest-log /dev/null "
                 "-chardev socket,path=/tmp/qtest-1.qmp,id=char0 -mon chardev=char0,mode=control "
                 "-display none")

@@ -1,6 +1,6 @@
 """``uvirt ivshmem-server``: an ivshmem server compatible with QEMU's contrib server.
 
-Debian ships no ``ivshmem-server`` (qemu-7.2-observed.md), so uvirt brings its own.
+Debian ships no ``ivshmem-server`` (docs/qemu-7.2-observed.md), so uvirt brings its own.
 Options and behaviour follow ``contrib/ivshmem-server`` (main.c, ivshmem-server.c):
 
 * ``-S path`` UNIX socket (default /tmp/ivshmem_socket); ``-M name`` POSIX shm object
@@ -11,7 +11,7 @@ Options and behaviour follow ``contrib/ivshmem-server`` (main.c, ivshmem-server.
 * ``-n vectors`` default 1, max 64; ``-F`` foreground (default: daemon); ``-p pidfile``
   (daemon mode only); ``-v`` verbose (foreground only, as QEMU).
 
-Protocol (virtio-pci-facts.md §7.3): ids from a 16-bit counter skipping ids in use;
+Protocol (docs/virtio-pci-facts.md §7.3): ids from a 16-bit counter skipping ids in use;
 a newcomer gets version, id, shm fd; then every existing peer gets the newcomer's
 eventfds, the newcomer gets every existing peer's eventfds, then its own.  Any
 readable event on a client socket (data or EOF) disconnects it and the others get
