@@ -33,4 +33,4 @@ def test_asm_bundled_program(tmp_path):
 
 def test_unknown_command_is_a_one_line_error():
     r = uvirt("frobnicate")
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "unknown command" in r.stderr
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "unknown command" in r.stderr
