@@ -5,6 +5,11 @@
 own, for tests) keeps the bytes in ``.data``.  Output is buffered and flushed at a
 newline and when the machine stops, so a byte-per-OUT guest does not pay a syscall per
 byte, while a person watching stdio sees whole lines at once.
+
+A write that fails (a full disk, a reader that closed the pipe) never raises into the
+guest: QEMU's chardev layer drops the bytes and the guest runs on.  The back end keeps
+the first ``OSError`` in ``write_error`` and drops later output; the runner reports it
+on one line when the run ends (``uvirt.runner.output_errors``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from .errors import OptionError
 
 class Chardev:
     id: str = ""
+    #: the first failed write (then output is dropped, as QEMU drops it); None if none failed
+    write_error: OSError | None = None
+    #: what the user called this back end, for error messages (``file:out.txt``)
+    label: str = ""
 
     def write(self, data: bytes) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -58,8 +67,13 @@ class _BufferedChardev(Chardev):
 
     def flush(self) -> None:
         if self._buf:
-            self._emit(bytes(self._buf))
+            data = bytes(self._buf)
             self._buf.clear()
+            if self.write_error is None:
+                try:
+                    self._emit(data)
+                except OSError as e:
+                    self.write_error = e
 
     def _emit(self, data: bytes) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -74,6 +88,7 @@ class FileChardev(_BufferedChardev):
         except OSError as e:
             raise OptionError(f"-chardev file: could not open '{path}': {e.strerror}") from None
         self.path = path
+        self.label = f"file:{path}"
 
     def _emit(self, data: bytes) -> None:
         os.write(self._fd, data)
@@ -89,6 +104,7 @@ class StdioChardev(_BufferedChardev):
     def __init__(self, stream=None) -> None:
         super().__init__()
         self._stream = stream
+        self.label = "stdio"
 
     def _emit(self, data: bytes) -> None:
         out = self._stream or sys.stdout.buffer

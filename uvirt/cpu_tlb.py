@@ -3,7 +3,7 @@
 Why this exists.  Unicorn 2.1.4 sends every guest store to a page whose TLB entry is
 executable through the softmmu slow path: its ``cpu_physical_memory_is_clean`` always
 says "clean", so ``TLB_NOTDIRTY`` is set on every writable entry, and ``notdirty_write``
-clears it again only when the entry has no code mapping (unicorn-notes.md §0,
+clears it again only when the entry has no code mapping (docs/unicorn-notes.md §0,
 unicorn#1970).  With paging off, Unicorn's x86 MMU makes every entry executable, so a
 store costs 16-40 ns against 2 ns for a load, in RAM and in a memory region alike: the
 region of this project's title ran store-heavy loops only 52x faster than the same

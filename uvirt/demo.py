@@ -44,6 +44,10 @@ def _step(n: int, total: int, title: str, out) -> None:
 
 
 def demo_main(argv: list[str], out=None) -> int:
+    from .cli import UsageParser
+    UsageParser(prog="uvirt demo", description="Boots the bundled guest programs on a fresh "
+                "pc machine each and shows what they did: their output and a decoded trace "
+                "of the device accesses behind it.  Takes no options.").parse_args(argv)
     out = out or sys.stdout
     print("uvirt demo: bundled guest programs on a QEMU 7.2-compatible pc machine "
           "(i440FX + PIIX3, -nodefaults)", file=out)

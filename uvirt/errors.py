@@ -22,6 +22,10 @@ class OptionError(UvirtError):
     """A command-line option or device property that uvirt cannot accept."""
 
 
+class UsageError(UvirtError):
+    """A command line the CLI cannot parse (unknown command, bad flag, missing argument)."""
+
+
 class ImageError(UvirtError):
     """A kernel image that cannot be loaded."""
 

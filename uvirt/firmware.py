@@ -3,7 +3,7 @@
 A guest program is Intel-syntax x86-32 assembly, assembled by keystone at 0x100000.  The
 image starts with the 32-byte multiboot v1 header (emitted by ``firmware/include/uvirt.inc``,
 which every program includes first) and is loaded at 1 MiB by QEMU's ``-kernel`` and by
-uvirt alike (see /work/shared/docs/qemu-7.2-observed.md).
+uvirt alike (see docs/qemu-7.2-observed.md).
 
 Keystone is driven through a small preprocessor of our own, because keystone
 
@@ -23,9 +23,13 @@ Other keystone facts a program writer needs (checked with capstone in the tests)
 ``mov eax, label`` loads the *address* (immediate; ``offset`` is not accepted), ``[label]``
 loads memory; ``lidt/lgdt/sidt/sgdt`` get a bogus 0x66 prefix (use the ``LIDT``/``LGDT``/
 ``SIDT``/``SGDT`` macros of uvirt.inc); far ``jmp sel:off`` is rejected (``LJMP`` macro);
-``$`` and numeric local labels (``1:``/``1f``) are not supported (use ``\\@`` in macros);
+``$`` is not supported; GNU numeric local labels (``1:`` ... ``jmp 1b``/``1f``) are
+renamed here to unique labels (``_rename_local_labels``), as keystone rejects them;
 ``.ascii`` knows ``\\n \\t \\\\ \\"`` but not ``\\x41``.  Setting a ``sym_resolver`` makes
 keystone read bare numbers as hex (``10`` = 0x10): the real build never sets one.
+
+Errors are reported as a compiler reports them: every error of the file at once, one
+``file:line: message: source`` line each (``_locate_errors``), up to ``MAX_ERRORS``.
 
 Build parameters (``defines``) are prepended as ``.set NAME, value`` lines, so a program can
 give defaults with ``.ifndef NAME`` / ``.set NAME, default`` / ``.endif``.
@@ -41,7 +45,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from uvirt.errors import FirmwareBuildError
+from uvirt.errors import FirmwareBuildError, UvirtError
 
 LOAD_ADDR = 0x100000
 MB_MAGIC = 0x1BADB002
@@ -49,7 +53,7 @@ MB_FLAGS = 0x00010000  # bit 16: the a.out kludge (address fields valid), nothin
 MB_HEADER_SIZE = 32
 END_LABEL = "__uvirt_image_end"
 # Bump when the preprocessor or the image layout changes: part of the cache key.
-TOOLCHAIN_VERSION = "uvirt-fw-3"
+TOOLCHAIN_VERSION = "uvirt-fw-4"
 
 _REPO = Path(__file__).resolve().parent.parent
 FIRMWARE_DIR = _REPO / "firmware"
@@ -59,11 +63,16 @@ _INCLUDE_RE = re.compile(r'^\s*\.include\s+"([^"]+)"\s*$')
 _MACRO_RE = re.compile(r"^\s*\.macro\s+([A-Za-z_.$][\w.$]*)\s*(.*)$")
 _ENDM_RE = re.compile(r"^\s*\.endm\b")
 _LABEL_RE = re.compile(r"^\s*([A-Za-z_.$][\w.$]*)\s*:")
+_ANY_LABEL_RE = re.compile(r"^\s*([A-Za-z_.$][\w.$]*|\d+)\s*:")
+_LOCAL_DEF_RE = re.compile(r"^(\s*)(\d+)(\s*:)")
+_LOCAL_REF_RE = re.compile(r"(?<![\w.$])(\d+)([bf])(?![\w.$])")
 _SET_RE = re.compile(r"^\s*\.(?:set|equ)\s+([A-Za-z_.$][\w.$]*)\s*,")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BLOCK_OPEN_RE = re.compile(r"^\s*\.(if\w*|rept|irp\w*)\b")
 _BLOCK_CLOSE_RE = re.compile(r"^\s*\.(endif|endr)\b")
 _MAX_MACRO_DEPTH = 32
+#: a file with more errors than this reports the first MAX_ERRORS (as compilers cap theirs)
+MAX_ERRORS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +92,11 @@ class Origin:
 class _Line:
     text: str
     origin: Origin
+    written: str | None = None      # the text before local labels were renamed
+
+    @property
+    def shown(self) -> str:
+        return (self.written if self.written is not None else self.text).strip()
 
 
 @dataclass(slots=True)
@@ -176,6 +190,8 @@ class _Preprocessor:
         self._seen: set[Path] = set()
         self.macros: dict[str, _Macro] = {}
         self._counter = 0
+        #: errors that do not stop preprocessing (the rest of the file is still checked)
+        self.errors: list[tuple[Origin, str]] = []
 
     # ---- includes
     def read(self, path: Path, origin: Origin | None = None) -> list[_Line]:
@@ -204,10 +220,12 @@ class _Preprocessor:
                 continue
             line = _strip_comment(raw)
             if ".include" in line.split('"')[0]:
-                raise FirmwareBuildError(f'{org}: malformed .include (want .include "name.inc")')
+                self.errors.append((org, 'malformed .include (want .include "name.inc")'))
+                continue
             if line.strip():
                 if not _brackets_balanced(line):
-                    raise FirmwareBuildError(f"{org}: unbalanced [ ] in {line.strip()!r}")
+                    self.errors.append((org, f"unbalanced [ ] in {line.strip()!r}"))
+                    continue
                 out.append(_Line(line, org))
         return out
 
@@ -269,7 +287,7 @@ class _Preprocessor:
     def _maybe_invoke(self, ln: _Line, depth: int) -> list[_Line]:
         text = ln.text
         label = ""
-        lm = _LABEL_RE.match(text)
+        lm = _ANY_LABEL_RE.match(text)
         if lm and not text.lstrip().startswith("."):
             label = text[: lm.end()]
             text = text[lm.end():]
@@ -321,11 +339,70 @@ def _preprocess(source: Path, defines: dict[str, int] | None) -> tuple[list[_Lin
             raise FirmwareBuildError(f"define {name} must be an int, not {value!r}")
         head.append(_Line(f".set {name}, {value & 0xFFFFFFFF:#x}", Origin("<defines>", 0)))
     if not source.is_file():
-        raise FirmwareBuildError(f"no such guest program: {source}")
+        why = "is a directory" if source.is_dir() else "No such file or directory"
+        raise FirmwareBuildError(f"{source}: {why}")
     lines = head + pp.read(source)
-    flat = pp.expand(lines)
+    flat = _rename_local_labels(pp.expand(lines), pp.errors)
     flat.append(_Line(f"{END_LABEL}:", Origin("<end>", 0)))
     return flat, pp
+
+
+def _outside_strings(text: str, fn) -> str:
+    """Apply ``fn`` to the parts of ``text`` outside double-quoted strings."""
+    parts = re.split(r'("(?:[^"\\]|\\.)*")', text)
+    return "".join(p if i % 2 else fn(p) for i, p in enumerate(parts))
+
+
+def _rename_local_labels(lines: list[_Line], errors: list[tuple[Origin, str]]) -> list[_Line]:
+    """GNU as numeric local labels: ``N:`` may be defined any number of times; ``Nb`` is
+    the nearest definition at or before the referring line, ``Nf`` the nearest after it.
+    Each definition becomes ``__uvirt_local_N_K`` (K-th definition of N).  A reference to
+    an N the file never defines is left alone (``101b`` may be a binary number)."""
+    defs: dict[str, list[int]] = {}
+    for k, ln in enumerate(lines):
+        m = _LOCAL_DEF_RE.match(ln.text)
+        if m:
+            defs.setdefault(m.group(2), []).append(k)
+    if not defs:
+        return lines
+    import bisect
+
+    out: list[_Line] = []
+    for k, ln in enumerate(lines):
+        text = ln.text
+        m = _LOCAL_DEF_RE.match(text)
+        if m:
+            n = m.group(2)
+            text = f"{m.group(1)}__uvirt_local_{n}_{defs[n].index(k)}{m.group(3)}{text[m.end():]}"
+        bad: list[str] = []
+
+        def ref(mm: re.Match[str]) -> str:
+            n, direction = mm.group(1), mm.group(2)
+            where = defs.get(n)
+            if where is None:
+                return mm.group(0)
+            if direction == "b":
+                i = bisect.bisect_right(where, k) - 1
+            else:
+                i = bisect.bisect_right(where, k)
+            if not 0 <= i < len(where):
+                bad.append(f"local label {mm.group(0)} has no definition "
+                           f"{'before' if direction == 'b' else 'after'} it")
+                return mm.group(0)
+            return f"__uvirt_local_{n}_{i}"
+
+        head, body = (text[:len(text) - len(text.lstrip())], text.lstrip())
+        label = _ANY_LABEL_RE.match(body)
+        cut = label.end() if label and not body.startswith(".") else 0
+        renamed = head + body[:cut] + _outside_strings(body[cut:], lambda p: _LOCAL_REF_RE.sub(ref, p))
+        for b in bad:
+            errors.append((ln.origin, f"{b}: {ln.text.strip()}"))
+        if bad:                       # reported; keep only a label it defines
+            if cut:
+                out.append(_Line(head + body[:cut], ln.origin, ln.text))
+            continue
+        out.append(ln if renamed == ln.text else _Line(renamed, ln.origin, ln.text))
+    return out
 
 
 # --------------------------------------------------------------------------- assembling
@@ -337,7 +414,7 @@ def _ks():
     return Ks(KS_ARCH_X86, KS_MODE_32)
 
 
-def _assemble(lines: list[_Line]) -> bytes:
+def _assemble(lines: list[_Line], pp_errors: list[tuple[Origin, str]] | None = None) -> bytes:
     from keystone import KsError
 
     text = "\n".join(ln.text for ln in lines)
@@ -346,8 +423,27 @@ def _assemble(lines: list[_Line]) -> bytes:
         # numbers (`mov al, 10` becomes `mov al, 0x10`).
         enc, _ = _ks().asm(text, LOAD_ADDR)
     except KsError as exc:
-        raise FirmwareBuildError(_locate_error(lines, exc, _missing_symbols(text))) from None
-    return bytes(enc or b"")
+        found = _locate_errors(lines, exc)
+    else:
+        if not pp_errors:
+            return bytes(enc or b"")
+        found = []
+    raise FirmwareBuildError(_report(list(pp_errors or []) + found, lines)) from None
+
+
+def _report(errors: list[tuple[Origin, str]], lines: list[_Line]) -> str:
+    """One ``file:line: message`` line per error, in source order (files in the order
+    their text comes in the program), at most MAX_ERRORS."""
+    order: dict[str, int] = {}
+    for ln in lines:
+        order.setdefault(ln.origin.file, len(order))
+    for org, _ in errors:
+        order.setdefault(org.file, len(order))
+    errors = sorted(dict.fromkeys(errors), key=lambda e: (order[e[0].file], e[0].line))
+    lines = [f"{org}: {msg}" if org.line else msg for org, msg in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        lines.append(f"... and {len(errors) - MAX_ERRORS} more errors")
+    return "\n".join(lines)
 
 
 def _isolated(fn, *args):
@@ -367,14 +463,6 @@ def _isolated(fn, *args):
         return json.loads(answer)
     except ValueError:
         raise RuntimeError(f"firmware error probe failed in its child process: {answer!r}") from None
-
-
-def _missing_symbols(text: str) -> list[str]:
-    return _isolated(_missing_symbols_here, text)
-
-
-def _try(text: str) -> str | None:
-    return _isolated(_try_here, text)
 
 
 def _missing_symbols_here(text: str) -> list[str]:
@@ -417,54 +505,78 @@ def _try_here(text: str) -> str | None:
     return None
 
 
-def _locate_error(lines: list[_Line], exc: Exception, missing: list[str]) -> str:
-    """Find the first flat line that breaks the build (keystone reports no line numbers).
+def _locate_errors(lines: list[_Line], exc: Exception) -> list[tuple[Origin, str]]:
+    """Every line that breaks the build (keystone stops at the first and names no line).
 
-    Bisects over prefixes of the flat text.  The labels and ``.set`` symbols of the cut-off
-    tail are kept, so forward references still resolve to nearby addresses; cut points lie
-    outside ``.if``/``.rept`` blocks.
+    One child process (see ``_isolated``) bisects over prefixes of the flat text for the
+    first failing line, drops it (keeping any label it defines), and goes again; then it
+    asks a recording resolver which symbols are still undefined.  The labels of a cut-off
+    tail are kept so forward references resolve; cut points lie outside ``.if``/``.rept``.
     """
-    cuts: list[int] = []
-    depth = 0
-    for k, ln in enumerate(lines):
-        if depth == 0:
-            cuts.append(k)
-        if _BLOCK_OPEN_RE.match(ln.text):
-            depth += 1
-        elif _BLOCK_CLOSE_RE.match(ln.text):
-            depth = max(0, depth - 1)
-    cuts.append(len(lines))
+    texts = [ln.text for ln in lines]
+    found, missing = _isolated(_errors_here, texts, MAX_ERRORS + 1)
+    out = [(lines[k].origin, f"{message}: {lines[k].shown}") for k, message in found]
+    for sym in missing:
+        pat = re.compile(rf"(?<![\w.$]){re.escape(sym)}(?![\w.$])")
+        first = next((ln for ln in lines if pat.search(ln.text)), None)
+        if first is not None:
+            out.append((first.origin, f"undefined symbol {sym!r}: {first.shown}"))
+        else:
+            out.append((Origin("?", 0), f"undefined symbol {sym!r}"))
+    if not out:
+        out.append((Origin(lines[0].origin.file if lines else "?", 0),
+                    f"{lines[0].origin.file if lines else '?'}: keystone: {exc}"))
+    return out
 
-    def tail_symbols(k: int) -> list[str]:
-        out = []
-        for ln in lines[k:]:
-            lm = _LABEL_RE.match(ln.text)
-            if lm and not ln.text.lstrip().startswith("."):
-                out.append(f"{lm.group(1)}:")
-        return out
 
-    def fails(k: int) -> str | None:
-        return _try("\n".join([ln.text for ln in lines[:k]] + tail_symbols(k)))
+def _errors_here(texts: list[str], limit: int) -> tuple[list[tuple[int, str]], list[str]]:
+    """(index, keystone message) of each failing line, then the undefined symbols."""
+    kept = list(range(len(texts)))
+    current = list(texts)
+    found: list[tuple[int, str]] = []
 
-    full = fails(len(lines))
-    if full is not None:
-        lo, hi = 0, len(cuts) - 1  # fails(cuts[hi]) is an error, fails(cuts[lo]=0) is not
+    def label_only(text: str) -> str:
+        lm = _LABEL_RE.match(text)
+        return f"{lm.group(1)}:" if lm and not text.lstrip().startswith(".") else ""
+
+    while len(found) < limit:
+        body = [current[k] for k in kept]
+        cuts: list[int] = []
+        depth = 0
+        for pos, text in enumerate(body):
+            if depth == 0:
+                cuts.append(pos)
+            if _BLOCK_OPEN_RE.match(text):
+                depth += 1
+            elif _BLOCK_CLOSE_RE.match(text):
+                depth = max(0, depth - 1)
+        cuts.append(len(body))
+
+        def fails(pos: int) -> str | None:
+            tail = [label_only(t) for t in body[pos:]]
+            return _try_here("\n".join(body[:pos] + [t for t in tail if t]))
+
+        full = fails(len(body))
+        if full is None:
+            break
+        lo, hi = 0, len(cuts) - 1          # fails(cuts[hi]) errs, fails(cuts[lo]=0) does not
+        if fails(cuts[lo]) is not None:
+            found.append((kept[0], full))
+            break
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if fails(cuts[mid]) is not None:
                 hi = mid
             else:
                 lo = mid
-        bad = lines[cuts[hi] - 1]
-        return f"{bad.origin}: {full}: {bad.text.strip()}"
-    if missing:
-        sym = missing[-1]
-        pat = re.compile(rf"(?<![\w.$]){re.escape(sym)}(?![\w.$])")
-        for ln in lines:
-            if pat.search(ln.text):
-                return f"{ln.origin}: undefined symbol {sym!r}: {ln.text.strip()}"
-        return f"undefined symbol {sym!r}"
-    return f"{lines[0].origin.file if lines else '?'}: keystone: {exc}"
+        # the block [cuts[lo], cuts[hi]) holds the culprit: its last line, unless blocks
+        # nest; report the line whose removal clears this error
+        bad_pos = cuts[hi] - 1
+        k = kept[bad_pos]
+        found.append((k, full))
+        current[k] = label_only(current[k])
+    missing = _missing_symbols_here("\n".join(current[k] for k in kept)) if len(found) < limit else []
+    return found, list(dict.fromkeys(missing))
 
 
 def _check_image(img: bytes, source: Path) -> None:
@@ -520,6 +632,8 @@ def build(source_path: str | os.PathLike[str], *, defines: dict[str, int] | None
     """Assemble a guest program into a multiboot flat image (cached by content hash)."""
     source = Path(source_path)
     flat, pp = _preprocess(source, defines)
+    if pp.errors:
+        _assemble(flat, pp.errors)             # raises, with the assembler's errors too
     key = _cache_key(pp, defines)
     cpath = cache_dir() / f"{key}.bin"
     try:
@@ -530,7 +644,7 @@ def build(source_path: str | os.PathLike[str], *, defines: dict[str, int] | None
         cache_stats.hits += 1
         return img
     cache_stats.misses += 1
-    img = _assemble(flat)
+    img = _assemble(flat, pp.errors)
     _check_image(img, source)
     try:
         cpath.parent.mkdir(parents=True, exist_ok=True)
@@ -563,7 +677,8 @@ def bundled(name: str) -> Path:
     cand = FIRMWARE_DIR / (name if name.endswith(".S") else f"{name}.S")
     if not cand.is_file():
         have = ", ".join(sorted(p.stem for p in FIRMWARE_DIR.glob("*.S")))
-        raise FirmwareBuildError(f"no bundled guest program {name!r} (have: {have})")
+        raise FirmwareBuildError(f"{name}: No such file or directory, and no bundled guest "
+                                 f"program of that name (have: {have})")
     return cand
 
 
@@ -584,13 +699,10 @@ def asm_main(argv: list[str] | None = None) -> int:
 
     PROG is a path, or the name of a bundled program (``pci_probe``).
     """
-    import argparse
+    from .cli import UsageParser
 
-    class _Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> None:  # one line, no usage dump
-            raise FirmwareBuildError(message)
-
-    p = _Parser(prog="uvirt asm", add_help=True, description="assemble a guest program")
+    p = UsageParser(prog="uvirt asm", description="assemble a guest program (a path, or the "
+                    "name of a program in firmware/) into a multiboot image")
     p.add_argument("prog")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("-D", "--define", action="append", default=[], metavar="NAME=VALUE")
@@ -601,11 +713,10 @@ def asm_main(argv: list[str] | None = None) -> int:
         if not src.exists() and "/" not in args.prog:
             src = bundled(args.prog)
         build_to(src, args.output, defines=defines)
-    except FirmwareBuildError as exc:
-        print(f"uvirt: {exc}", file=sys.stderr)
+    except UvirtError as exc:                 # a build error: each line as a compiler's
+        for line in str(exc).splitlines():
+            print(f"uvirt: {line}", file=sys.stderr)
         return 1
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
     return 0
 
 

@@ -6,7 +6,7 @@ import Unicorn.  The board (memory map, port space, PCI bus, devices) works with
 so qtest and unit tests drive the same objects a guest does; ``attach(uc)`` adds the
 CPU, either one the machine creates or one the user made, next to the user's own hooks.
 
-Running (unicorn-notes.md §4, §6, §7)
+Running (docs/unicorn-notes.md §4, §6, §7)
     ``run()`` loops on ``emu_start``.  Port I/O arrives through ``UC_HOOK_INSN`` IN/OUT
     hooks (about 0.45 µs each), MMIO through ``mmio_map`` callbacks set up by the
     memory map.  No code, block or memory hooks are installed (they slow every
@@ -22,13 +22,13 @@ Running (unicorn-notes.md §4, §6, §7)
     (``emu_start`` holds no GIL, but Python's signal handlers only run when the main
     thread runs Python, so the signal wakes the watchdog through ``signal.set_wakeup_fd``).
 
-Stores (uvirt/cpu_tlb.py, unicorn-notes.md §0)
+Stores (uvirt/cpu_tlb.py, docs/unicorn-notes.md §0)
     Unicorn 2.1.4 sends every store to an executable page down its slow path; ``TlbFill``
     fills the TLB itself while paging is off so that pages never executed from (data,
     stacks, shared-memory regions) get native-speed stores, and hands the TLB back to
     Unicorn's x86 MMU while the guest pages.
 
-Interrupts (uvirt/interrupts/, unicorn-notes.md §7 items 10-16)
+Interrupts (uvirt/interrupts/, docs/unicorn-notes.md §7 items 10-16)
     Unicorn never uses the guest IDT, so delivery happens between two ``emu_start``
     calls.  A device that raises a line from a port/MMIO hook makes the controller call
     ``_irq_changed``, which stops the CPU at the end of the translation block (as QEMU's
@@ -91,7 +91,7 @@ from .uc_regs import FastRegs
 DEFAULT_RAM_SIZE = 128 << 20
 
 #: QEMU's multiboot option ROM GDT (pc-bios/optionrom/multiboot.S), left where the ROM
-#: leaves it (GDTR base 0xC02B8, limit 0x27: qemu-7.2-observed.md "Interrupts").
+#: leaves it (GDTR base 0xC02B8, limit 0x27: docs/qemu-7.2-observed.md "Interrupts").
 GDT_ADDR = 0x000C02B8
 GDT = bytes.fromhex(
     "0000000000000000"      # 0x00 null
@@ -439,7 +439,7 @@ class Machine:
             return
         self._stopping = True
         self._stop = StopInfo(reason, exit_code, detail, **kw)
-        # The rest of the translation block still runs (unicorn-notes.md §7 item 10):
+        # The rest of the translation block still runs (docs/unicorn-notes.md §7 item 10):
         # until run() returns every port reads as unassigned and ignores writes.
         self.io.table = {}
         if self.uc is not None:

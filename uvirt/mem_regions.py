@@ -17,7 +17,7 @@ Placement
 Commit
     ``MemoryMap.commit()`` flattens the placements into visible pieces and diffs them
     against what Unicorn has mapped; it is the *only* caller of ``mem_map_ptr``,
-    ``mmio_map`` and ``mem_unmap`` in uvirt (unicorn-notes.md §7 items 1–3: Unicorn maps
+    ``mmio_map`` and ``mem_unmap`` in uvirt (docs/unicorn-notes.md §7 items 1–3: Unicorn maps
     whole 4 KiB pages, refuses overlaps and keeps no reference to a pointer's buffer).
     Pages a region covers completely become one native mapping; a page shared by
     several regions, or only partly covered (ivshmem's 256-byte BAR0), becomes one
@@ -31,7 +31,7 @@ Access contract (QEMU ``memory_region_dispatch_read/write``, ``access_with_adjus
     pieces, smaller ones widened to ``impl_min`` at the same offset and masked, exactly as
     QEMU does, so devices never check sizes themselves.
 
-Unassigned space (qemu-7.2-observed.md): memory reads 0 and ignores writes; ports read
+Unassigned space (docs/qemu-7.2-observed.md): memory reads 0 and ignores writes; ports read
 all ones and ignore writes.  A data access where nothing is mapped reaches the
 machine's handler through Unicorn unmapped-access hooks that the commit keeps bounded
 to the ranges between RAM mappings (``_GapHooks``): an unmapped hook that also covers a
@@ -80,7 +80,7 @@ class HostBuffer:
 
     The ctypes view pins the mmap: while it exists ``mmap.close()`` raises
     ``BufferError`` instead of freeing memory Unicorn still points at
-    (unicorn-notes.md §7 item 2, the SIGSEGV pitfall).
+    (docs/unicorn-notes.md §7 item 2, the SIGSEGV pitfall).
     """
 
     def __init__(self, size: int, *, fd: int | None = None, offset: int = 0,
@@ -726,7 +726,7 @@ class MemoryMap(AddressSpace):
                 pc.region.buffer.mapped_count -= 1
 
     def invalidate_code(self, addr: int, size: int) -> None:
-        """Drop translated code for a range the host rewrote (unicorn-notes.md §7 items 7–8).
+        """Drop translated code for a range the host rewrote (docs/unicorn-notes.md §7 items 7–8).
 
         Every device DMA write lands here, so it calls ``uc_ctl`` directly: the binding's
         ``ctl_remove_cache`` spends about 4 µs in Python argument encoding."""
@@ -1010,7 +1010,7 @@ def _mixed_callbacks(pieces: tuple[Piece, ...], page: int, guard: ReplayGuard):
 
 
 class GuestMemory:
-    """Bounds-checked access to guest RAM for device DMA (style-anchors R5).
+    """Bounds-checked access to guest RAM for device DMA.
 
     Only RAM is reachable: an address that hits MMIO, unassigned space or wraps past
     4 GiB raises ``GuestMemoryError``, which device code turns into its guest-error

@@ -1,6 +1,6 @@
 """Conventional PCI: configuration space, BARs, capabilities, the conf1 host interface.
 
-Configuration space (QEMU ``hw/pci/pci.c``; virtio-pci-facts.md §1)
+Configuration space (QEMU ``hw/pci/pci.c``; docs/virtio-pci-facts.md §1)
     256 bytes of values plus a per-byte write mask and write-1-to-clear mask.  A write
     does ``cfg = (cfg & ~wmask) | (val & wmask)`` then ``cfg &= ~(val & w1cmask)``.
     Header defaults are QEMU's ``pci_init_wmask``/``pci_init_w1cmask``: command writable
@@ -14,7 +14,7 @@ BARs (``pci_register_bar``, ``pci_bar_address``)
     (decode bit, ROM enable, address 0, wrap, 32-bit end >= 4 GiB) and
     ``config_write`` returns the resulting ``BarChange`` list; the bus applies it to
     the memory map or the port space and commits.  The change list is a plain value so
-    tests assert it without a CPU (style-anchors R7).
+    tests assert it without a CPU.
 
 Bus placement
     Memory BARs live in the PCI address space, which on QEMU's ``pc`` sits *below*
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Callable
 
+from .errors import UvirtError
 from .mem_regions import IoSpace, MemoryMap, MmioRegion, Placement, RamRegion, Region
 
 CONFIG_SPACE_SIZE = 0x100
@@ -177,6 +178,36 @@ def _ranges_overlap(a: int, alen: int, b: int, blen: int) -> bool:
     return a < b + blen and b < a + alen
 
 
+class PciPlugError(UvirtError):
+    """A function that cannot go where it was asked (QEMU ``do_pci_register_device``):
+    ``kind`` is ``in-use`` (the devfn is taken by ``other``), ``single-function`` (function
+    0 without the multifunction bit while ``other`` sits at a higher function),
+    ``function-0-single`` (function 0, ``other``, is not multifunction) or ``full``.
+    The -device builder words it as QEMU does, with the device names
+    (``devices/registry.py``)."""
+
+    def __init__(self, kind: str, devfn_: int | None, other: "PciFunction | None" = None) -> None:
+        self.kind, self.devfn, self.other = kind, devfn_, other
+        where = bdf_str(devfn_) if devfn_ is not None else "bus 0"
+        super().__init__(f"PCI {where}: {kind}" + (f" ({other.name} at "
+                                                   f"{bdf_str(other.devfn)})" if other else ""))
+
+    def qemu_words(self, driver: str) -> str:
+        """QEMU 7.2's message for a ``-device driver`` that hit this error."""
+        d = self.devfn
+        if self.kind == "full":
+            return f"PCI: no slot/function available for {driver}, all in use or reserved"
+        slot, fn = d >> 3 & 0x1F, d & 7
+        if self.kind == "in-use":
+            o = self.other
+            return (f"PCI: slot {slot} function {fn} not available for {driver}, in use by "
+                    f"{o.qom_type or o.name},id={o.qdev_id if o.qdev_id is not None else '(null)'}")
+        if self.kind == "single-function":
+            return (f"PCI: {slot:x}.0 indicates single function, but {slot:x}."
+                    f"{self.other.devfn & 7:x} is already populated.")
+        return f"PCI: single function device can't be populated in function {slot:x}.{fn:x}"
+
+
 class PciFunction:
     """A PCI function: identity, config space, BARs, capabilities.
 
@@ -185,6 +216,10 @@ class PciFunction:
     """
 
     name = "pci-function"
+    #: QEMU's type name and -device id, for QEMU's wording of a taken slot ("in use by
+    #: PIIX3,id=(null)"); the -device builder sets both on what it creates
+    qom_type: str | None = None
+    qdev_id: str | None = None
 
     def __init__(self, *, vendor_id: int, device_id: int, class_code: int, revision: int = 0,
                  prog_if: int = 0, header_type: int = 0, subsystem_vendor_id: int = 0x1AF4,
@@ -399,9 +434,20 @@ class PciBus:
         self.memory.write(address & 0xFFFFFFFF, 4, data & 0xFFFFFFFF)
 
     def plug(self, fn: PciFunction, devfn_: int) -> None:
+        """QEMU ``do_pci_register_device``'s checks, then the function is on the bus.  A
+        function 0 without the multifunction bit (header type bit 7) keeps the slot's
+        other functions empty, and a function > 0 needs function 0 to be multifunction."""
         if devfn_ in self.functions:
-            other = self.functions[devfn_]
-            raise ValueError(f"PCI address {bdf_str(devfn_)} is already taken by {other.name}")
+            raise PciPlugError("in-use", devfn_, self.functions[devfn_])
+        slot0 = devfn_ & ~7
+        multi = fn.config.get(PciReg.HEADER_TYPE, 1) & 0x80
+        if devfn_ == slot0 and not multi:
+            for f in range(1, 8):
+                if slot0 | f in self.functions:
+                    raise PciPlugError("single-function", devfn_, self.functions[slot0 | f])
+        f0 = self.functions.get(slot0)
+        if devfn_ != slot0 and f0 is not None and not f0.config.get(PciReg.HEADER_TYPE, 1) & 0x80:
+            raise PciPlugError("function-0-single", devfn_, f0)
         fn.devfn = devfn_
         fn.bus = self
         if fn._reset_image is None:
@@ -413,7 +459,7 @@ class PciBus:
         for slot in range(start, 32):
             if devfn(slot) not in self.functions:
                 return slot
-        raise ValueError("no free PCI slot on bus 0")
+        raise PciPlugError("full", None)
 
     def find(self, bus: int, devfn_: int) -> PciFunction | None:
         if bus != 0:

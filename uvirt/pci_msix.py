@@ -1,6 +1,6 @@
 """MSI-X: capability, vector table and pending-bit array (QEMU ``hw/pci/msix.c``).
 
-Capability (PCI 3.0 §6.8.2; virtio-pci-facts.md §1.8)
+Capability (PCI 3.0 §6.8.2; docs/virtio-pci-facts.md §1.8)
     +0 id 0x11 | +1 next | +2 message control: bits 10:0 table size - 1 (RO),
     bit 14 function mask, bit 15 enable (both RW) | +4 table offset/BIR | +8 PBA offset/BIR
 

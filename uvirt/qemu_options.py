@@ -49,7 +49,7 @@ them is visibly uvirt-only, and removing them gives the QEMU command line back:
 
 Accepted and ignored (recorded in ``RunConfig.ignored`` with the reason) and options
 that are errors: see ``IGNORED_OPTIONS`` and ``UNSUPPORTED_OPTIONS`` below and
-``describe_options()``, which renders both lists for ``uvirt run -help``.
+``uvirt.qemu_help``, which renders both lists for ``uvirt run -help``.
 
 Decisions
 ---------
@@ -91,7 +91,7 @@ __all__ = [
     "AccelOpts", "ChardevOpts", "ChardevRef", "DeviceOpts", "DriveOpts", "GlobalOpt",
     "HelpRequest", "IgnoredOption", "MachineOpts", "MonitorOpts", "NetdevOpts", "ObjectOpts",
     "RunConfig", "UvirtOpts", "DEFAULT_RAM_SIZE", "IGNORED_OPTIONS", "UNSUPPORTED_OPTIONS",
-    "describe_options", "format_opts", "parse_argv", "parse_bool", "parse_chr_compat",
+    "format_opts", "parse_argv", "parse_bool", "parse_chr_compat",
     "parse_int", "parse_keyval", "parse_qemu_opts", "parse_size", "qemu_strtosz",
 ]
 
@@ -866,15 +866,6 @@ _TCG_PROPS = {"thread": None, "tb-size": _NUM, "split-wx": _BOOL}
 _DISPLAY_TYPES = frozenset("none gtk sdl egl-headless curses spice-app dbus cocoa vnc".split())
 _VGA_TYPES = frozenset("std cirrus vmware qxl xenfb tcx cg3 virtio".split())
 _DRIVE_IFS = frozenset("ide scsi floppy pflash mtd sd virtio xen".split())
-
-
-def describe_options() -> str:
-    """The accepted-but-ignored and the refused options, for ``uvirt run -help``."""
-    lines = ["QEMU options uvirt accepts without effect:"]
-    lines += [f"  -{k:<20} {v}" for k, v in IGNORED_OPTIONS.items()]
-    lines.append("QEMU options uvirt refuses:")
-    lines += [f"  -{k:<20} {v}" for k, v in UNSUPPORTED_OPTIONS.items()]
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- the parser

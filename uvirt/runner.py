@@ -17,13 +17,15 @@ Wall-clock budget: QEMU runs a spinning guest forever; uvirt stops it after
 
 from __future__ import annotations
 
+import errno
+import re
 import sys
 from dataclasses import dataclass, field
 
 from . import bios
 from .chardev import Chardev, open_chardev
 from .devices.registry import BuildContext, create_device
-from .errors import OptionError
+from .errors import OptionError, UsageError, UvirtError
 from .machine import Machine, StopInfo
 from .qemu_options import ChardevOpts, ChardevRef, RunConfig, parse_argv
 
@@ -109,13 +111,55 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
             if cfg.kernel is None:
                 raise OptionError("no -kernel given: uvirt boots multiboot images (-kernel FILE)")
             m.load_kernel_file(cfg.kernel, cmdline=cfg.append or "")
+        if cfg.uvirt.trace:
+            trace = TraceFile(cfg.uvirt.trace)
+            m.tracer.to_file(trace)
+            m.chardevs.append(trace)            # flushed and closed with the machine
     except BaseException:
         m.close()
         raise
-    if cfg.uvirt.trace:
-        f = open(cfg.uvirt.trace, "w")
-        m.tracer.to_file(f)
     return built
+
+
+class TraceFile(Chardev):
+    """``-uvirt-trace FILE``: the tracer's text sink, closed (so flushed) with the machine
+    at every stop; a failed write is kept like a chardev's (``write_error``)."""
+
+    def __init__(self, path: str) -> None:
+        self.label = f"-uvirt-trace {path}"
+        try:
+            self._f = open(path, "w")
+        except OSError as e:
+            raise OptionError(f"-uvirt-trace {path}: could not open: {e.strerror}") from None
+
+    def write(self, text: str) -> None:
+        if self.write_error is None:
+            try:
+                self._f.write(text)
+            except OSError as e:
+                self.write_error = e
+
+    def flush(self) -> None:
+        if self.write_error is None and not self._f.closed:
+            try:
+                self._f.flush()
+            except OSError as e:
+                self.write_error = e
+
+    def close(self) -> None:
+        self.flush()
+        try:
+            self._f.close()
+        except OSError as e:            # the buffer could not be written: already reported
+            self.write_error = self.write_error or e
+
+
+def output_errors(chardevs) -> list[str]:
+    """One line per output that lost bytes (a full disk, an unwritable device); a closed
+    pipe is not an error (the reader chose to stop reading, as with ``| head``)."""
+    errors = [(ch, getattr(ch, "write_error", None)) for ch in chardevs]
+    return [f"{getattr(ch, 'label', '') or ch.id}: {e.strerror or e}"
+            for ch, e in errors if e is not None and e.errno != errno.EPIPE]
 
 
 def _memory_backends(cfg: RunConfig, ctx: BuildContext, m: Machine) -> None:
@@ -138,6 +182,8 @@ def _memory_backends(cfg: RunConfig, ctx: BuildContext, m: Machine) -> None:
 
 
 def run_config(cfg: RunConfig) -> StopInfo:
+    """Build, run to the stop, close.  Raises ``OutputLost`` (after the machine closed)
+    when an output file lost bytes: the run's result is incomplete."""
     built = build_machine(cfg)
     m = built.machine
     try:
@@ -152,17 +198,27 @@ def run_config(cfg: RunConfig) -> StopInfo:
                 framebuffers[0].screenshot(cfg.uvirt.screenshot)
             except OSError as e:
                 raise OptionError(f"-screenshot {cfg.uvirt.screenshot}: {e.strerror}") from None
-        return stop
     finally:
         m.close()
+    lost = output_errors(dict.fromkeys(built.chardevs + list(m.chardevs)))
+    if lost:
+        raise OutputLost(lost[0], stop)
+    return stop
+
+
+class OutputLost(UvirtError):
+    """An output file lost bytes during the run (the guest ran to its stop regardless)."""
+
+    def __init__(self, message: str, stop: StopInfo) -> None:
+        super().__init__(message)
+        self.stop = stop
 
 
 def run_main(argv: list[str]) -> int:
     cfg = parse_argv(argv)
-    if cfg.help_request is not None:
-        from .qemu_options import describe_options
-        print("usage: uvirt run [QEMU 7.2 options] -kernel IMAGE\n")
-        print(describe_options())
+    if cfg.help_request is not None:            # QEMU prints and exits at a help option
+        from .qemu_help import answer
+        print(answer(cfg.help_request))
         return 0
     for w in cfg.warnings:
         print(f"uvirt: warning: {w}", file=sys.stderr)
@@ -175,30 +231,81 @@ def run_main(argv: list[str]) -> int:
     return stop.exit_code
 
 
+LSPCI_USAGE = """\
+usage: uvirt lspci [-v|-vv] [-x|-xxx] [-n|-nn] [QEMU device options...]
+
+Boots bundled guest programs (firmware/pci_dump.S, firmware/pci_enum.S) on the pc machine
+with the given QEMU options (-device, -object, -drive, -global ...) and prints bus 0 as
+pciutils' lspci prints it, from what the guest read through ports 0xCF8/0xCFC.
+
+  -v, -vv     verbose: capabilities by name (-vv: every field, Control/Status)
+  -x, -xxx    hex dump of the first 64 bytes / all 256 bytes of configuration space
+              (-xxx output is what `lspci -F FILE` reads back)
+  -n, -nn     numbers only / names and numbers (the default)
+  -h, --help  this help"""
+
+
+def _lspci_flags(argv: list[str]) -> tuple[dict[str, int], list[str]]:
+    """lspci's own flags (-v -vv -x -xxx -n -nn, combinable as -vvxxx) from the front
+    and anywhere among the QEMU options; the rest are QEMU options."""
+    flags = {"verbose": 0, "hex_level": 0, "numeric": 2}
+    rest: list[str] = []
+    numeric_seen = 0
+    for arg in argv:
+        if re.fullmatch(r"-[vxn]+", arg) and arg not in _QEMU_SHORT_FLAGS:
+            flags["verbose"] += arg.count("v")
+            flags["hex_level"] += arg.count("x")
+            numeric_seen += arg.count("n")
+        else:
+            rest.append(arg)
+    if numeric_seen:
+        flags["numeric"] = min(numeric_seen, 2)
+    return flags, rest
+
+
+#: QEMU single-letter options that look like lspci flags (none today: QEMU's -n does not
+#: exist and -x/-v are not QEMU options); kept so a clash is a decision, not an accident
+_QEMU_SHORT_FLAGS: frozenset[str] = frozenset()
+
+
 def lspci_main(argv: list[str]) -> int:
-    """Boot the bundled enumerator with the given device options; print lspci-style."""
+    """Boot the bundled dump and enumerator with the given device options; print lspci's way."""
     import os
     import tempfile
 
     from .chardev import MemoryChardev
     from .firmware import build, bundled
-    from .lspci import format_enum
+    from .lspci import add_sizes, format_functions, parse_dump
 
+    if any(a in ("-h", "--help", "-help") for a in argv):
+        print(LSPCI_USAGE)
+        return 0
+    flags, options = _lspci_flags(argv)
+    for a in options:
+        if a in ("-kernel", "-bios") or not a.startswith("-") and options.index(a) == 0:
+            raise UsageError(f"lspci: {a}: uvirt lspci boots its own guest programs; "
+                             f"give only device options")
+    transcripts = {}
     with tempfile.TemporaryDirectory() as tmp:
-        image = os.path.join(tmp, "pci_enum.bin")
-        with open(image, "wb") as f:
-            f.write(build(bundled("pci_enum.S")))
-        base = ["-machine", "pc", "-nodefaults", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
-        cfg = parse_argv(base + list(argv) + ["-kernel", image])
-        built = build_machine(cfg)
-        con = MemoryChardev()
-        built.machine.add_debugcon(con)
-        try:
-            stop = built.machine.run(timeout=DEFAULT_TIMEOUT)
-        finally:
-            built.machine.close()
-    if stop.debug_exit_value != 0:
-        print("uvirt: " + stop.report(), file=sys.stderr)
-        return 1
-    sys.stdout.write(format_enum(con.text))
+        for prog in ("pci_dump", "pci_enum"):
+            image = os.path.join(tmp, f"{prog}.bin")
+            with open(image, "wb") as f:
+                f.write(build(bundled(f"{prog}.S")))
+            base = ["-machine", "pc", "-nodefaults", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
+            cfg = parse_argv(base + list(options) + ["-kernel", image])
+            built = build_machine(cfg)
+            con = MemoryChardev()
+            built.machine.add_debugcon(con)
+            try:
+                stop = built.machine.run(timeout=DEFAULT_TIMEOUT)
+            finally:
+                built.machine.close()
+            if stop.debug_exit_value != 0:
+                print("uvirt: " + stop.report(), file=sys.stderr)
+                return 1
+            transcripts[prog] = con.text
+    fns = parse_dump(transcripts["pci_dump"])
+    add_sizes(fns, transcripts["pci_enum"])
+    sys.stdout.write(format_functions(fns, verbose=min(flags["verbose"], 2),
+                                      hex_level=min(flags["hex_level"], 3), numeric=flags["numeric"]))
     return 0

@@ -1,4 +1,4 @@
-"""Declared trace events (style-anchors R11, after QEMU's ``trace-events`` files).
+"""Declared trace events (after QEMU's ``trace-events`` files).
 
 Every guest-visible access is one event with a fixed format.  Formats carry no
 timestamps and no host addresses, so traces diff cleanly against golden transcripts.
@@ -22,6 +22,7 @@ EVENTS: dict[str, str] = {
     "pci_bar_map": "pci {bdf} BAR{index} {old} -> {new}",
     "unassigned_page": "unassigned page {page:#010x} backed by zeros",
     "guest_error": "guest error {kind}: {detail}",
+    "interrupt": "interrupt {vector:#04x} {kind} eip={eip:#010x} -> {result}",
     "stop": "stop {reason} eip={eip:#010x}",
 }
 

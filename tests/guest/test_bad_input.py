@@ -115,11 +115,37 @@ def test_invalid_opcode_is_a_fault_with_disassembly(tmp_path, firmware):
 
 
 def test_ctrl_c_stops_a_running_guest_cleanly(tmp_path, firmware):
-    img = guest(tmp_path, firmware, "spin:\n    jmp spin")
-    p = subprocess.Popen(UVIRT + BASE + ["-uvirt-timeout", "60", "-kernel", str(img)],
+    img = guest(tmp_path, firmware, '    PUTSN "spinning"\nspin:\n    jmp spin')
+    p = subprocess.Popen(UVIRT + BASE + ["-debugcon", "stdio", "-uvirt-timeout", "60", "-kernel", str(img)],
                          stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    assert p.stdout.readline().startswith("BOOT ")
+    assert p.stdout.readline() == "spinning\n"          # the guest runs: now interrupt it
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=20)
     assert p.returncode == 130
-    assert "interrupted (SIGINT)" in err and "Traceback" not in err
+    assert err.startswith("uvirt: guest stopped: interrupted (SIGINT) at eip=")
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_during_start_up_says_the_same(tmp_path):
+    """Interrupted while loading the kernel (a FIFO nobody writes to): the same stop
+    reason, the same status, before any guest ran."""
+    fifo = tmp_path / "kernel.fifo"
+    os.mkfifo(fifo)
+    p = subprocess.Popen(UVIRT + BASE + ["-kernel", str(fifo)], stderr=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while True:                                          # wait until uvirt has it open
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            assert p.poll() is None and time.monotonic() < deadline, p.stderr.read() if p.poll() else ""
+            time.sleep(0.01)                             # polling a condition, not a fixed wait
+    try:
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=20)
+    finally:
+        os.close(writer)
+    assert p.returncode == 130
+    assert err == "uvirt: interrupted (SIGINT)\n"

@@ -65,7 +65,8 @@ def test_bundled_programs_build(name: str) -> None:
 
 
 def test_bundled_unknown_name_lists_programs() -> None:
-    with pytest.raises(FirmwareBuildError, match=r"no bundled guest program 'nope' \(have: .*pci_probe"):
+    with pytest.raises(FirmwareBuildError, match=r"^nope: No such file or directory, and no bundled "
+                                                 r"guest program of that name \(have: .*pci_probe"):
         fw.bundled("nope")
 
 
@@ -245,8 +246,8 @@ def test_asm_main_success(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["no_such_prog", "-o", "x.bin"], r"no bundled guest program 'no_such_prog'"),
-        (["./missing.S", "-o", "x.bin"], r"no such guest program: missing\.S"),
+        (["no_such_prog", "-o", "x.bin"], r"no_such_prog: No such file or directory, and no bundled guest program"),
+        (["./missing.S", "-o", "x.bin"], r"uvirt: missing\.S: No such file or directory$"),
         (["pci_probe"], r"the following arguments are required: -o"),
         (["pci_probe", "-o", "x.bin", "-D", "X=zz"], r"bad -D 'X=zz': value 'zz' is not an integer"),
         (["pci_probe", "-o", "x.bin", "-D", "=3"], r"bad -D '=3'"),
@@ -286,3 +287,92 @@ def test_failed_build_does_not_switch_later_builds_to_hex(tmp_path):
     good = tmp_path / "good.S"
     good.write_text('.include "uvirt.inc"\nmain:\n    mov al, 10\n    ret\n')
     assert bytes.fromhex("b00a") in fw.build(good)
+
+
+# ---------------------------------------------------------------- numeric local labels (GNU as)
+
+
+def test_numeric_local_labels(tmp_path: Path) -> None:
+    body = ("main:\n    mov ecx, 3\n1:  dec ecx\n    jnz 1b\n    jmp 1f\n    nop\n"
+            "1:  jmp 2f\n2:\n    ret\n")
+    img = fw.build(_prog(tmp_path, body))
+    start = img.index(bytes.fromhex("b903000000"))            # mov ecx, 3
+    # dec ecx; jnz back to it; jmp over the nop; jmp to the next line; ret
+    assert img[start + 5:start + 14] == bytes.fromhex("49 75fd eb01 90 eb00 c3")
+
+
+def test_numeric_label_before_a_macro_and_inside_one(tmp_path: Path) -> None:
+    body = (".macro SPIN n\n    mov ecx, \\n\n1:  loop 1b\n.endm\n"
+            "main:\n1:  PUTS \"a\"\n    SPIN 2\n    SPIN 3\n    jmp 1b\n")
+    img = fw.build(_prog(tmp_path, body))
+    # each SPIN expansion loops on its own 1:, and the final jmp 1b reaches the second
+    # SPIN's 1: (the nearest before it), as GNU as resolves it
+    spin2 = img.index(bytes.fromhex("b902000000 e2fe"))
+    spin3 = img.index(bytes.fromhex("b903000000 e2fe"))
+    assert spin3 > spin2 and img[spin3 + 7:spin3 + 9] == bytes.fromhex("ebfc")
+
+
+def test_numeric_local_labels_match_gnu_as(tmp_path: Path) -> None:
+    """The same instructions through GNU as (binutils) and through uvirt's toolchain give
+    the same bytes: local-label resolution (nearest back / forward, redefinitions)."""
+    import shutil
+    import subprocess
+    if shutil.which("as") is None or shutil.which("objcopy") is None:
+        pytest.skip("GNU as/objcopy (binutils) not installed")
+    code = ("    mov ecx, 5\n1:  dec ecx\n    jz 2f\n    jmp 1b\n2:  xor eax, eax\n1:  inc eax\n"
+            "    cmp eax, 3\n    jne 1b\n    jmp 1f\n    nop\n1:  ret\n")
+    gas = tmp_path / "g.s"
+    gas.write_text(".intel_syntax noprefix\n.code32\n" + code)
+    subprocess.run(["as", "--32", "-o", str(tmp_path / "g.o"), str(gas)], check=True)
+    subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(tmp_path / "g.o"),
+                    str(tmp_path / "g.bin")], check=True)
+    theirs = (tmp_path / "g.bin").read_bytes()
+    ours = fw.build(_prog(tmp_path, "main:\n" + code))
+    assert theirs in ours
+
+
+def test_local_label_without_a_definition_in_that_direction(tmp_path: Path) -> None:
+    body = "main:\n    jmp 1b\n1:  ret\n    jmp 1f\n"
+    with pytest.raises(FirmwareBuildError) as ei:
+        fw.build(_prog(tmp_path, body))
+    assert [Path(line).name for line in str(ei.value).splitlines()] == [
+        "prog.S:3: local label 1b has no definition before it: jmp 1b",
+        "prog.S:5: local label 1f has no definition after it: jmp 1f"]
+
+
+# ---------------------------------------------------------------- every error at once
+
+
+def test_every_error_of_a_file_is_reported_in_order(tmp_path: Path) -> None:
+    (tmp_path / "lib.inc").write_text("helper:\n    frobnicate eax\n    ret\n")
+    body = ('.include "lib.inc"\nmain:\n    movv eax, 1\n    mov eax, [ebx+\n'
+            "    mov eax, [esi*3]\n    call nowhere\n    mov ebx, 2\n    bogus\n    ret\n")
+    with pytest.raises(FirmwareBuildError) as ei:
+        fw.build(_prog(tmp_path, body))
+    lines = [re.sub(r" \(KS_ERR_\w+\)", "", Path(line).name if line.startswith("/") else line)
+             for line in str(ei.value).splitlines()]
+    assert lines == [
+        "lib.inc:2: Invalid mnemonic: frobnicate eax",
+        "prog.S:4: Invalid mnemonic: movv eax, 1",
+        "prog.S:5: unbalanced [ ] in 'mov eax, [ebx+'",
+        "prog.S:6: Invalid operand: mov eax, [esi*3]",
+        "prog.S:7: undefined symbol 'nowhere': call nowhere",
+        "prog.S:9: Invalid mnemonic: bogus",
+    ]
+
+
+def test_asm_prints_each_error_on_its_own_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = _prog(tmp_path, "main:\n    bogus\n    nop\n    worse eax\n")
+    assert fw.asm_main([str(p), "-o", str(tmp_path / "o.bin")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert re.search(r"^uvirt: .*prog\.S:3: .*bogus$", err[0])
+    assert re.search(r"^uvirt: .*prog\.S:5: .*worse eax$", err[1])
+
+
+def test_error_count_is_capped(tmp_path: Path) -> None:
+    body = "main:\n" + "".join(f"    bad{i}\n" for i in range(fw.MAX_ERRORS + 5))
+    with pytest.raises(FirmwareBuildError) as ei:
+        fw.build(_prog(tmp_path, body))
+    lines = str(ei.value).splitlines()
+    assert len(lines) == fw.MAX_ERRORS + 1 and lines[-1].startswith("... and ")

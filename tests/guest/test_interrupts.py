@@ -226,7 +226,7 @@ def run_intx(tmp_path, firmware, *, ack: int, guard: int = 16, timeout: float = 
 
 
 def test_intx_reaches_irq11_level_triggered_and_ack_deasserts(tmp_path, firmware):
-    # qemu-7.2-observed.md "Interrupts": in the handler the slave ISR bit and the cascade
+    # docs/qemu-7.2-observed.md "Interrupts": in the handler the slave ISR bit and the cascade
     # bit are set, the line's IRR bit is 1 and PCI status bit 3 is 1; acknowledging the
     # device deasserts at once and nothing more arrives.
     stop, lines = run_intx(tmp_path, firmware, ack=1)
@@ -294,8 +294,10 @@ on_intx:
     bios.firmware_step(m)
     m.load_kernel(image.read_bytes())
 
-    def later():
-        time.sleep(0.2)
+    def later():                       # once the guest says it waits (then it halts)
+        deadline = time.monotonic() + 10
+        while "waiting" not in con.text and time.monotonic() < deadline:
+            time.sleep(0.005)
         m.call_soon_threadsafe(lambda: dev.write(0, 1, 1))
 
     threading.Thread(target=later).start()

@@ -145,7 +145,7 @@ def test_plugin_next_to_the_users_own_unicorn_and_hooks(tmp_path, firmware):
 
 
 def test_host_write_to_guest_code_is_seen_by_the_cpu(tmp_path, firmware):
-    """GuestMemory writes drop translated blocks (unicorn-notes.md §7 items 7-8)."""
+    """GuestMemory writes drop translated blocks (docs/unicorn-notes.md §7 items 7-8)."""
     image = guest(tmp_path, firmware, "    mov eax, 0x11\n    out 0xe9, al\n    cli\n    hlt")
     m, con = boot(image)
     m.run(timeout=5)

@@ -337,8 +337,8 @@ def test_size_error_through_the_cli(tmp_path):
                        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [
-        "uvirt: -device virtio-rng-pci: memory region 1 size 0x300000 must be a power of two of at "
-        "least 0x1000"]
+        "uvirt: -device virtio-rng-pci,disable-modern=on,memory-regions=4M:3M: memory region 1 "
+        "size 0x300000 must be a power of two of at least 0x1000"]          # the option as written
 
 
 @pytest.mark.parametrize("device,word", [

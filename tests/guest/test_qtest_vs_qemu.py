@@ -2,7 +2,7 @@
 replies compared line by line.
 
 QEMU is run as a paused tcg machine (``-S -qtest stdio``: Debian ships no qtest
-accelerator, qemu-qtest-suite.md pitfall 1); uvirt with the same command line and with
+accelerator, docs/qemu-qtest-suite.md pitfall 1); uvirt with the same command line and with
 ``-machine pc,accel=qtest``.  No guest CPU runs on either.  The session
 (tests/data/qtest/pc_session.txt, 221 requests) covers config space of the built-ins
 through 0xCF8/0xCFC, latch byte lanes, a BAR sizing, RAM of every width and across

@@ -131,7 +131,7 @@ def test_poll_mode(pic):
 
 
 def test_piix_swizzle_matches_qemu():
-    # qemu-7.2-observed.md: 00:03.0 and 00:04.0 INTA reach PIRQC and PIRQD (IRQ 11, 11)
+    # docs/qemu-7.2-observed.md: 00:03.0 and 00:04.0 INTA reach PIRQC and PIRQD (IRQ 11, 11)
     assert [pci_slot_get_pirq(slot << 3, 1) for slot in (1, 2, 3, 4, 5)] == [0, 1, 2, 3, 0]
     assert pci_slot_get_pirq(3 << 3, 2) == 3
 

@@ -20,7 +20,6 @@ from uvirt.qemu_options import (
     HelpRequest,
     IGNORED_OPTIONS,
     UNSUPPORTED_OPTIONS,
-    describe_options,
     format_opts,
     parse_argv,
     parse_bool,
@@ -37,7 +36,7 @@ MiB = 1 << 20
 ISSUE_LINE = ("-machine pc -accel tcg -m 128M -nodefaults -nographic -display none -no-reboot "
               "-device isa-debug-exit,iobase=0xf4,iosize=4 -debugcon file:out.txt -kernel guest.bin")
 
-# libqtest's fixed prefix + "-accel qtest" suffix (qemu-qtest-suite.md (a)).
+# libqtest's fixed prefix + "-accel qtest" suffix (docs/qemu-qtest-suite.md (a)).
 QTEST_PREFIX = ("-qtest unix:/tmp/qtest-1.sock -qtest-log /dev/null "
                 "-chardev socket,path=/tmp/qtest-1.qmp,id=char0 -mon chardev=char0,mode=control "
                 "-display none")
@@ -601,11 +600,6 @@ def test_initrd_without_kernel_is_an_error():
 
 def test_start_paused_flag():
     assert parse("-S").start_paused
-
-
-def test_describe_options_lists_both_tables():
-    text = describe_options()
-    assert all(f"-{k} " in text for k in list(IGNORED_OPTIONS) + list(UNSUPPORTED_OPTIONS))
 
 
 # --------------------------------------------------------------------------- uvirt's own options

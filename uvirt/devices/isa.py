@@ -31,7 +31,7 @@ class IsaDebugcon:
         pass
 
     def read(self, offset: int, size: int) -> int:
-        return self.readback
+        return self.readback & 0xFF         # a uint32 property, read through a 1-byte port
 
     def write(self, offset: int, size: int, value: int) -> None:
         self.chardev.write(bytes((value & 0xFF,)))

@@ -459,8 +459,8 @@ def open_socket_chardev(props: dict[str, str], origin: str, chardev_id: str) -> 
 
 
 def _place(machine: "Machine", fn: Ivshmem, v: dict[str, Any]) -> None:
-    slot, func = v["addr"] if v["addr"] is not None else (None, 0)
-    machine.add_pci(fn, slot, func)
+    from .registry import place_pci
+    place_pci(machine, fn, v)
 
 
 def _stop_after_ring(machine: "Machine", hook: Callable[[Callable[[], None]], None]) -> Callable[[], None]:

@@ -35,6 +35,7 @@ def _poke(fn: PciFunction, values: dict[int, int]) -> None:
 
 class I440FX(PciFunction):
     name = "i440FX"
+    qom_type = "i440FX"
 
     def __init__(self) -> None:
         super().__init__(vendor_id=0x8086, device_id=0x1237, class_code=0x0600, revision=0x02)
@@ -52,6 +53,7 @@ class I440FX(PciFunction):
 
 class Piix3Isa(PciFunction):
     name = "PIIX3"
+    qom_type = "PIIX3"
 
     def __init__(self) -> None:
         super().__init__(vendor_id=0x8086, device_id=0x7000, class_code=0x0601,
@@ -98,6 +100,7 @@ class _Bmdma:
 
 class Piix3Ide(PciFunction):
     name = "PIIX3 IDE"
+    qom_type = "piix3-ide"
 
     def __init__(self) -> None:
         super().__init__(vendor_id=0x8086, device_id=0x7010, class_code=0x0101, prog_if=0x80)
@@ -114,6 +117,7 @@ class Piix3Ide(PciFunction):
 
 class Piix4Pm(PciFunction):
     name = "PIIX4 PM"
+    qom_type = "PIIX4_PM"
 
     def __init__(self) -> None:
         super().__init__(vendor_id=0x8086, device_id=0x7113, class_code=0x0680, revision=0x03,

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Prop:
     name: str
-    kind: str                  # "uint8" | "uint16" | "uint32" | "bool" | "str" | "chardev" | "pci-addr"
+    kind: str                  # "uint8" | "uint16" | "uint32" | "uint64" | "int32" | "bool" | "str" |
+    #                            "onoffauto" | "chardev" | "pci-addr" | a key of ENUMS
     default: Any = None
 
 
@@ -38,6 +39,7 @@ class BuildContext:
     #: ids a device has taken (QEMU ``host_memory_backend_is_mapped``).
     memdevs: dict[str, Any] = field(default_factory=dict)
     used_memdevs: set[str] = field(default_factory=set)
+    device_ids: set[str] = field(default_factory=set)   # -device id=, unique as in QEMU
 
 
 Factory = Callable[["Machine", dict[str, Any], BuildContext], Any]
@@ -50,11 +52,17 @@ class DeviceType:
     description: str
     props: tuple[Prop, ...]
     factory: Factory
+    #: QEMU's device category (``-device help`` groups by it): "Storage", "Network",
+    #: "Input", "Display", "Misc"... (uvirt.qemu_help.CATEGORIES)
+    category: str = "Misc"
 
 
 _COMMON = (Prop("id", "str"),)
 _PCI_COMMON = (Prop("addr", "pci-addr"), Prop("multifunction", "bool", False),
                Prop("romfile", "str"), Prop("rombar", "uint32", 1))
+
+#: QAPI enum property kinds -> their values (QEMU's DEFINE_PROP_*: the kind is the type name)
+ENUMS = {"BlockdevOnError": ("report", "ignore", "enospc", "stop", "auto")}
 
 #: integer property kinds -> bit width (QEMU's DEFINE_PROP_UINT*)
 _UINT_BITS = {"uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64}
@@ -79,8 +87,10 @@ def _convert(dev: DeviceType, prop: Prop, value: str, raw: str) -> Any:
         return parse_int(value, option=where, key=prop.name, bits=_UINT_BITS[prop.kind])
     if prop.kind == "bool":
         return parse_bool(value, option=where, key=prop.name)
-    if prop.kind == "onoffauto":
-        if value in ("on", "off", "auto"):
+    if prop.kind == "int32":
+        return parse_int(value, option=where, key=prop.name, bits=32, signed=True)
+    if prop.kind == "onoffauto" or prop.kind in ENUMS:
+        if value in ENUMS.get(prop.kind, ("on", "off", "auto")):
             return value
         raise OptionError(f"{where}: Parameter '{prop.name}' does not accept value '{value}'")
     if prop.kind == "pci-addr":
@@ -91,13 +101,19 @@ def _convert(dev: DeviceType, prop: Prop, value: str, raw: str) -> Any:
     return value
 
 
+def device_props(dev: DeviceType) -> tuple[Prop, ...]:
+    """Every property ``-device`` accepts for ``dev``: its own, then the common ones."""
+    return dev.props + _COMMON + (_PCI_COMMON if dev.bus == "pci" else ())
+
+
 def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dict[str, str],
                   raw: str | None = None) -> Any:
     raw = raw if raw is not None else ",".join([driver] + [f"{k}={v}" for k, v in props.items()])
     dev = DEVICE_TYPES.get(driver)
     if dev is None:
         raise OptionError(f"-device {raw}: '{driver}' is not a valid device model name")
-    schema = {p.name: p for p in dev.props + _COMMON + (_PCI_COMMON if dev.bus == "pci" else ())}
+    props = _check_bus(dev, props, raw)
+    schema = {p.name: p for p in device_props(dev)}
     values = {name: p.default for name, p in schema.items()}
     for key, value in props.items():
         prop = schema.get(key)
@@ -114,9 +130,48 @@ def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dic
                                   f"'{values[name]}': Device '{values[name]}' is in use")
             ctx.used_chardevs.add(values[name])
             values[name] = ctx.chardevs[values[name]]
+    if values.get("rng") is not None:           # a link to an -object rng-*: uvirt has none
+        raise OptionError(f"-device {raw}: Device '{values['rng']}' not found")
     if ctx is not None:
         ctx.raw = raw
-    return dev.factory(machine, values, ctx)
+    from ..qemu_options import _opts_id
+    ident = values.get("id") or _opts_id(raw, "")
+    if ident is not None and ctx is not None:
+        if ident in ctx.device_ids:
+            raise OptionError(f"-device {raw}: Duplicate ID '{ident}' for device")
+    from ..pci_bus import PciFunction, PciPlugError
+    try:
+        created = dev.factory(machine, values, ctx)
+    except PciPlugError as e:
+        raise OptionError(f"-device {raw}: {e.qemu_words(driver)}") from None
+    if values.get("romfile"):                   # QEMU pci_add_option_rom, after realize
+        import os.path
+        if not os.path.isfile(values["romfile"]):
+            raise OptionError(f"-device {raw}: failed to find romfile \"{values['romfile']}\"")
+        raise OptionError(f"-device {raw}: romfile: uvirt does not load option ROMs")
+    if ident is not None and ctx is not None:
+        ctx.device_ids.add(ident)
+    if isinstance(created, PciFunction):
+        created.qom_type, created.qdev_id = driver, ident
+    return created
+
+
+#: the one bus of each kind uvirt's pc has, by QEMU's name
+_BUSES = {"pci.0": "pci", "isa.0": "isa"}
+
+
+def _check_bus(dev: DeviceType, props: dict[str, str], raw: str) -> dict[str, str]:
+    """``bus=`` for PCI and ISA devices (QEMU ``qdev_device_add`` resolves it before any
+    property): ``pci.0`` and ``isa.0`` exist; taken out of the properties."""
+    if dev.bus not in ("pci", "isa") or "bus" not in props:
+        return props
+    name = props["bus"]
+    kind = _BUSES.get(name)
+    if kind is None:
+        raise OptionError(f"-device {raw}: Bus '{name}' not found")
+    if kind != dev.bus:
+        raise OptionError(f"-device {raw}: Device '{dev.name}' can't go on {kind.upper()} bus")
+    return {k: v for k, v in props.items() if k != "bus"}
 
 
 # --------------------------------------------------------------------------- ISA helpers
@@ -165,7 +220,7 @@ def _memory_regions(v: dict[str, Any], name: str, raw_origin: str) -> list:
 
 
 def _virtio_pci(machine: "Machine", v: dict[str, Any], device, *, class_code: int,
-                default_vectors: int):
+                default_vectors: int, raw: str | None = None):
     from ..virtio.features import VirtioFeature as F
     from ..virtio_pci import VirtioPci
 
@@ -183,7 +238,7 @@ def _virtio_pci(machine: "Machine", v: dict[str, Any], device, *, class_code: in
     if legacy_off and v["disable-modern"]:
         raise OptionError(f"-device {device.name}-pci: device would have neither legacy nor modern interface "
                           f"(disable-legacy=on and disable-modern=on)")
-    origin = f"-device {device.name}-pci"
+    origin = f"-device {raw or device.name + '-pci'}"
     try:
         fn = VirtioPci(device, class_code=class_code, disable_legacy=legacy_off,
                        disable_modern=v["disable-modern"], vectors=vectors,
@@ -193,14 +248,25 @@ def _virtio_pci(machine: "Machine", v: dict[str, Any], device, *, class_code: in
             raise
         raise OptionError(f"{origin}: {e}") from None
     fn.realize(machine.memory.guest)
+    place_pci(machine, fn, v)
+    return fn
+
+
+def place_pci(machine: "Machine", fn: Any, v: dict[str, Any]) -> None:
+    """Plug a created PCI function where ``addr=`` says (the first free slot if absent),
+    with the header's multifunction bit when ``multifunction=on`` (QEMU
+    ``pci_init_multifunction``)."""
+    from ..pci_bus import PciReg
+    if v.get("multifunction"):
+        fn.config.set(PciReg.HEADER_TYPE, 1, fn.config.get(PciReg.HEADER_TYPE, 1) | 0x80)
     slot, func = v["addr"] if v["addr"] is not None else (None, 0)
     machine.add_pci(fn, slot, func)
-    return fn
 
 
 def _virtio_rng_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     from ..virtio.rng import VirtioRng
-    return _virtio_pci(machine, v, VirtioRng(seed=v["seed"]), class_code=0x00FF, default_vectors=2)
+    return _virtio_pci(machine, v, VirtioRng(seed=v["seed"]), class_code=0x00FF, default_vectors=2,
+                       raw=ctx.raw)
 
 
 def _virtio_fb_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
@@ -209,7 +275,7 @@ def _virtio_fb_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
         dev = VirtioFb(width=v["width"], height=v["height"])
     except UvirtError as e:
         raise OptionError(f"-device virtio-fb-pci: {e}") from None
-    fn = _virtio_pci(machine, v, dev, class_code=0x0380, default_vectors=2)
+    fn = _virtio_pci(machine, v, dev, class_code=0x0380, default_vectors=2, raw=ctx.raw)
     machine.framebuffers = getattr(machine, "framebuffers", []) + [dev]
     return fn
 
@@ -264,7 +330,7 @@ def _virtio_blk_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
                     opt_io_size=v["opt_io_size"])
     dev.ioeventfd = v["ioeventfd"]
     cls = v["class"] if v["class"] in (0x0100, 0x0180) else 0x0100
-    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2)
+    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw)
     drive.used_by = "virtio-blk-pci"
     from ..qtest.hooks import hooks
     hooks(machine).block_backends[drive.id] = backend       # QMP block_resize
@@ -288,7 +354,7 @@ def _virtio_serial_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext)
     dev.auto_named = not dev_id
     dev.ioeventfd = v["ioeventfd"]
     cls = v["class"] if v["class"] in (0x0780, 0x0380, 0x00FF) else 0x0780
-    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2)
+    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw)
     ctx.virtio_serial_buses.append(dev)
     from ..qtest.hooks import hooks
     h = hooks(machine)
@@ -366,21 +432,21 @@ DEVICE_TYPES: dict[str, DeviceType] = {
             Prop("write-cache", "onoffauto", "auto"), Prop("share-rw", "bool", False),
             Prop("logical_block_size", "uint32", 0), Prop("physical_block_size", "uint32", 0),
             Prop("min_io_size", "uint32", 0), Prop("opt_io_size", "uint32", 0),
-            Prop("bootindex", "str"), Prop("class", "uint32", 0), Prop("werror", "str"),
-            Prop("rerror", "str")),
-        _virtio_blk_pci),
+            Prop("bootindex", "int32"), Prop("class", "uint32", 0),
+            Prop("werror", "BlockdevOnError", "auto"), Prop("rerror", "BlockdevOnError", "auto")),
+        _virtio_blk_pci, category="Storage"),
     "virtio-serial-pci": DeviceType(
         "virtio-serial-pci", "pci", "virtio console/serial device: ports are virtconsole and "
         "virtserialport devices on its bus (ID.0)",
         _virtio_common_props() + (Prop("max_ports", "uint32", 31), Prop("emergency-write", "bool", True),
                                   Prop("class", "uint32", 0)),
-        _virtio_serial_pci),
+        _virtio_serial_pci, category="Input"),
     "virtconsole": DeviceType(
         "virtconsole", "virtio-serial", "a console port on a virtio-serial bus (port 0 unless nr=)",
-        _virtio_serial_port_props(), _virtconsole),
+        _virtio_serial_port_props(), _virtconsole, category="Input"),
     "virtserialport": DeviceType(
         "virtserialport", "virtio-serial", "a serial port on a virtio-serial bus (ports 1..)",
-        _virtio_serial_port_props(), _virtserialport),
+        _virtio_serial_port_props(), _virtserialport, category="Input"),
     "ivshmem-plain": DeviceType(
         "ivshmem-plain", "pci", "Inter-VM shared memory: BAR2 is a -object memory-backend-*",
         (Prop("master", "onoffauto", "off"), Prop("memdev", "str")), _ivshmem_plain),
@@ -392,7 +458,7 @@ DEVICE_TYPES: dict[str, DeviceType] = {
         "virtio-fb-pci", "pci", "uvirt's virtio framebuffer (device type 63): mode in config, "
         "pixels in a shared memory region",
         _virtio_common_props() + (Prop("width", "uint32", 320), Prop("height", "uint32", 240)),
-        _virtio_fb_pci),
+        _virtio_fb_pci, category="Display"),
     "virtio-rng-pci": DeviceType(
         "virtio-rng-pci", "pci", "virtio entropy device (transitional by default)",
         _virtio_common_props() + (Prop("rng", "str"), Prop("max-bytes", "uint64", None),
@@ -404,7 +470,7 @@ DEVICE_TYPES: dict[str, DeviceType] = {
     "isa-debugcon": DeviceType(
         "isa-debugcon", "isa", "ISA debug console: bytes written to iobase go to a chardev",
         (Prop("iobase", "uint32", 0xE9), Prop("chardev", "chardev"),
-         Prop("readback", "uint8", 0xE9)), _debugcon),
+         Prop("readback", "uint32", 0xE9)), _debugcon),
 }
 
 

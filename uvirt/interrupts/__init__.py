@@ -79,7 +79,7 @@ class InterruptController:
             self.router.routes_changed()
 
     def firmware_state(self) -> None:
-        """What SeaBIOS leaves (qemu-7.2-observed.md "Interrupts", tests/data/qemu/
+        """What SeaBIOS leaves (docs/qemu-7.2-observed.md "Interrupts", tests/data/qemu/
         irq_seabios_state.txt): PICs initialised with vector bases 0x08/0x70, IMR b8/8e,
         ELCR 00/0c; PIT channel 0 in mode 2 with count 0 (18.2 Hz); LAPIC SVR 0x1ff,
         LINT0 0x8700 (ExtINT), LINT1 0x8400 (NMI)."""

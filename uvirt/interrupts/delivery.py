@@ -2,7 +2,7 @@
 (``target/i386/tcg/seg_helper.c`` ``do_interrupt_protected``, ``excp_helper.c``
 ``check_exception``), for 32-bit protected mode at ring 0.
 
-Unicorn never uses the IDT (unicorn-notes.md §7 item 15), so the machine calls
+Unicorn never uses the IDT (docs/unicorn-notes.md §7 item 15), so the machine calls
 ``deliver()`` between two ``emu_start`` calls and applies the result.  The function is
 pure: it reads the IDT, the GDT and the CPU registers through a small ``CpuView`` and
 returns either ``Delivered`` (new EIP/CS/ESP/EFLAGS and the stack bytes to write) or

@@ -1,6 +1,6 @@
 """The ivshmem server protocol, version 0 (QEMU >= 2.5), client side.
 
-Wire format (qemu/qemu ``docs/specs/ivshmem-spec.rst``; virtio-pci-facts.md §7.3): the
+Wire format (qemu/qemu ``docs/specs/ivshmem-spec.rst``; docs/virtio-pci-facts.md §7.3): the
 server talks, the client only listens.  Every message is one signed 64-bit
 little-endian integer, optionally with exactly one file descriptor attached as
 ``SOL_SOCKET/SCM_RIGHTS``.  On connect the server sends, in this order::

@@ -1,6 +1,6 @@
 """``uvirt ivshmem-server``: an ivshmem server compatible with QEMU's contrib server.
 
-Debian ships no ``ivshmem-server`` (qemu-7.2-observed.md), so uvirt brings its own.
+Debian ships no ``ivshmem-server`` (docs/qemu-7.2-observed.md), so uvirt brings its own.
 Options and behaviour follow ``contrib/ivshmem-server`` (main.c, ivshmem-server.c):
 
 * ``-S path`` UNIX socket (default /tmp/ivshmem_socket); ``-M name`` POSIX shm object
@@ -11,7 +11,7 @@ Options and behaviour follow ``contrib/ivshmem-server`` (main.c, ivshmem-server.
 * ``-n vectors`` default 1, max 64; ``-F`` foreground (default: daemon); ``-p pidfile``
   (daemon mode only); ``-v`` verbose (foreground only, as QEMU).
 
-Protocol (virtio-pci-facts.md §7.3): ids from a 16-bit counter skipping ids in use;
+Protocol (docs/virtio-pci-facts.md §7.3): ids from a 16-bit counter skipping ids in use;
 a newcomer gets version, id, shm fd; then every existing peer gets the newcomer's
 eventfds, the newcomer gets every existing peer's eventfds, then its own.  Any
 readable event on a client socket (data or EOF) disconnects it and the others get
@@ -418,7 +418,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="ivshmem server, protocol version 0 (QEMU >= 2.5)",
                                 epilog=USAGE_TAIL)
-    p.add_argument("-h", action="store_true", dest="help", help=argparse.SUPPRESS)
+    p.add_argument("-h", "--help", action="store_true", dest="help", help=argparse.SUPPRESS)
     p.add_argument("-v", action="store_true", dest="verbose", help=argparse.SUPPRESS)
     p.add_argument("-F", action="store_true", dest="foreground", help=argparse.SUPPRESS)
     p.add_argument("-p", dest="pid_file", default=DEFAULT_PID_FILE, help=argparse.SUPPRESS)
@@ -444,10 +444,9 @@ def main(argv: list[str] | None = None, prog: str = "uvirt ivshmem-server") -> i
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     except _UsageError as e:
         print(f"uvirt: ivshmem-server: {e}", file=sys.stderr)
-        print(f"Try '{prog} -h' for more information.", file=sys.stderr)
         return 1
     if args.help:
-        parser.print_help(sys.stdout)
+        sys.stdout.write(parser.format_help())    # print_help would hide a write error
         return 0
     try:
         size = parse_size(args.size)
@@ -456,7 +455,6 @@ def main(argv: list[str] | None = None, prog: str = "uvirt ivshmem-server") -> i
             raise IvshmemServerError("cannot use verbose in daemon mode")
     except IvshmemServerError as e:
         print(f"uvirt: ivshmem-server: {e}", file=sys.stderr)
-        print(f"Try '{prog} -h' for more information.", file=sys.stderr)
         return 1
     kind, value = args.shm or ("name", DEFAULT_SHM_NAME)
     handler: logging.Handler | None = None

@@ -159,7 +159,8 @@ def compare(expected: list[Exchange], got: list[Exchange]) -> list[str]:
 
 
 def record_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="uvirt qtest record", description=__doc__.split("\n\n")[0])
+    from ..cli import UsageParser
+    ap = UsageParser(prog="uvirt qtest record", description=__doc__.split("\n\n")[0])
     ap.add_argument("-i", "--input", help="requests or a -qtest-log trace (default: stdin)")
     ap.add_argument("-o", "--output", help="trace file (default: stdout)")
     ap.add_argument("--emulator", help="emulator command (default: uvirt run)")
@@ -201,11 +202,14 @@ def record_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: uvirt qtest record [-i SCRIPT] [-o TRACE] [--emulator CMD] [--compare] "
-              "[--] [EMULATOR OPTIONS...]")
-        return 0 if argv else 2
+    from ..errors import UsageError
+    usage = ("usage: uvirt qtest record [-i SCRIPT] [-o TRACE] [--emulator CMD] [--compare] "
+             "[--] [EMULATOR OPTIONS...]")
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0
+    if not argv:
+        raise UsageError("qtest: no subcommand given (record); see 'uvirt qtest --help'")
     if argv[0] == "record":
         return record_main(argv[1:])
-    print(f"uvirt: unknown qtest command '{argv[0]}' (record)", file=sys.stderr)
-    return 2
+    raise UsageError(f"qtest: unknown subcommand '{argv[0]}' (record)")

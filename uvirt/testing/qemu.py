@@ -1,7 +1,7 @@
 """Run guest programs on the reference emulator, QEMU 7.2 (``qemu-system-x86_64``).
 
 ``run_qemu(image)`` boots a multiboot image with the base arguments from
-qemu-7.2-observed.md and returns the exit code and the debugcon (port 0xE9) text.
+docs/qemu-7.2-observed.md and returns the exit code and the debugcon (port 0xE9) text.
 
 ``python -m uvirt.testing.qemu regen`` rebuilds the reference transcripts in
 ``tests/data/qemu/`` from the bundled programs (see ``REFERENCES``); ``... run PROG``

@@ -4,7 +4,7 @@ Cam Macdonell moved onto his memory-region patch), as a uvirt device.
 Its device type, 63, lies outside the range the virtio spec assigns: this is uvirt's own
 device (PCI IDs: transitional 1af4:103f, modern 1af4:107f; class 0x0380 display).  The
 2009 patch's wire format was never published in a form we could read, so the layout
-below is uvirt's (virtio-pci-facts.md §8.5).
+below is uvirt's (docs/virtio-pci-facts.md §8.5).
 
 Device configuration (all little-endian, read-only)::
 

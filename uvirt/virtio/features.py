@@ -1,6 +1,6 @@
 """Device-independent virtio feature bits and the 32-bit page arithmetic transports need.
 
-Bits 24..40 (virtio 1.2 §6 "Reserved Feature Bits"; virtio-pci-facts.md §2.4):
+Bits 24..40 (virtio 1.2 §6 "Reserved Feature Bits"; docs/virtio-pci-facts.md §2.4):
 
     24 NOTIFY_ON_EMPTY      legacy: interrupt when the queue runs empty even if suppressed
     27 ANY_LAYOUT           legacy: no framing assumptions

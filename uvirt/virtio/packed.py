@@ -1,6 +1,6 @@
 """Packed virtqueues (virtio 1.2 §2.8, VIRTIO_F_RING_PACKED) as a QEMU 7.2 device sees them.
 
-Areas (virtio-pci-facts.md §5.4), N = queue size (need not be a power of two)::
+Areas (docs/virtio-pci-facts.md §5.4), N = queue size (need not be a power of two)::
 
     descriptor ring     16·N  {le64 addr, le32 len, le16 id, le16 flags}[N]
     driver area          4    driver event suppression: le16 off_wrap, le16 flags

@@ -1,6 +1,6 @@
 """Split virtqueues (virtio 1.2 §2.7) as a QEMU 7.2 device sees them.  Pure: no PCI, no CPU.
 
-Ring layout (virtio-pci-facts.md §2.3, §5.1), N = current queue size::
+Ring layout (docs/virtio-pci-facts.md §2.3, §5.1), N = current queue size::
 
     descriptor table  16·N   {le64 addr, le32 len, le16 flags, le16 next}[N]
     available ring    6+2·N  le16 flags, le16 idx, le16 ring[N], le16 used_event
@@ -16,7 +16,7 @@ Configuring a queue follows QEMU's ``virtio_queue_set_num`` / ``virtio_queue_set
 Guest errors (each one is an ``events.guest_error(kind, reason=..., fatal=...)`` call).
 Fatal ones make ``pop``/``set_rings``/``avail_bytes`` return a ``QueueBroken`` whose
 ``reason`` is QEMU's ``virtio_error`` text; the transport then sets DEVICE_NEEDS_RESET
-(virtio-pci-facts.md §5.6).  Nothing here raises for a guest mistake.
+(docs/virtio-pci-facts.md §5.6).  Nothing here raises for a guest mistake.
 
     kind                   reason (QEMU text)                              where
     ring_unmappable        Cannot map desc / used / avail                   set_rings, set_addr
@@ -35,7 +35,7 @@ Fatal ones make ``pop``/``set_rings``/``avail_bytes`` return a ``QueueBroken`` w
     next_oob               Desc next is %u                                  pop, avail_bytes
 
 Not fatal under QEMU (the flag is ignored and the descriptor mapped as a plain buffer,
-virtio-pci-facts.md §5.5), fatal with ``strict=True`` (spec §2.7.5.3.1, Linux vhost):
+docs/virtio-pci-facts.md §5.5), fatal with ``strict=True`` (spec §2.7.5.3.1, Linux vhost):
 
     nested_indirect        INDIRECT inside an indirect table
     indirect_with_next     INDIRECT and NEXT on the same descriptor
@@ -110,7 +110,7 @@ class RingLayout:
 
 
 def legacy_layout(pfn: int, size: int, align: int = VIRTIO_PCI_VRING_ALIGN) -> RingLayout:
-    """The legacy single-block layout for QUEUE_PFN ``pfn`` (virtio-pci-facts.md §2.3).
+    """The legacy single-block layout for QUEUE_PFN ``pfn`` (docs/virtio-pci-facts.md §2.3).
 
     QEMU ``virtio_queue_update_rings`` aligns ``avail + 4 + 2·N`` (the end of
     ``avail.ring``, *without* the 2-byte ``used_event``), where the spec and Linux's
