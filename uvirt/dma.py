@@ -62,7 +62,11 @@ class DeviceWork:
     def pending(self) -> bool:
         return bool(self._queue)
 
-    def schedule(self, fn: Work) -> None:
+    def schedule(self, fn: Work, owner: object = None) -> None:
+        """Queue ``fn`` (runs now when no register access is in progress).  ``owner``
+        (a device) lets ``cancel`` drop it at the device's reset."""
+        if owner is not None:
+            fn = _Owned(fn, owner)
         self._queue.append(fn)
         if not self.depth and not self.running:
             self.run()
@@ -97,7 +101,7 @@ class DeviceWork:
                     result = item()
                     if result is None:
                         continue
-                    item = _Pieces(result)
+                    item = _Pieces(result, getattr(item, "owner", None))
                     q.appendleft(item)
                 if item.step():
                     q.popleft()
@@ -116,11 +120,23 @@ class DeviceWork:
             self.run(None)
 
 
-class _Pieces:
-    __slots__ = ("gen",)
+class _Owned:
+    __slots__ = ("fn", "owner")
 
-    def __init__(self, gen: Iterator) -> None:
+    def __init__(self, fn: Work, owner: object) -> None:
+        self.fn = fn
+        self.owner = owner
+
+    def __call__(self):
+        return self.fn()
+
+
+class _Pieces:
+    __slots__ = ("gen", "owner")
+
+    def __init__(self, gen: Iterator, owner: object = None) -> None:
         self.gen = gen
+        self.owner = owner
 
     def step(self) -> bool:
         """One piece; True when the generator is finished."""
