@@ -116,6 +116,10 @@ main:
     mov edx, seg
     mov ecx, 1
     call dma_request
+    cmp dword ptr [vio_mode], 0
+    je rng_rings
+    RNG_CASE "-- rng: 16 bytes into its own notify region", [vio_notify_base], 0, 16
+rng_rings:
     call rings_cases
     jmp done
 
@@ -137,6 +141,7 @@ blk_cases:
     cmp dword ptr [vio_mode], 0
     je blk_no_notify
     BLK_CASE "-- blk: read into its own notify region", 0, 3, [vio_notify_base], 0, 512, VD_WRITE
+    call own_isr_case
     jmp blk_write
 blk_no_notify:
     PUTSN "-- blk: own notify region: none in memory space (legacy)"
@@ -179,6 +184,48 @@ blk_write:
 done:
     call report_summary
 
+
+# modern blk: a request completes (ISR 1, not read), then a write whose data is the
+# device's own ISR register (sector 6).  From the main loop (ioeventfd=on) the DMA read
+# is an ordinary ISR read: it returns 1 and clears ISR; inside the kick (ioeventfd=off)
+# QEMU's re-entrancy guard drops it: zeros, ISR stays 1.
+own_isr_case:
+    PUTSN "-- blk: write from its own ISR register (sector 6)"
+    call dma_init
+    mov dword ptr [BUF], 8              # GET_ID
+    mov dword ptr [BUF + 8], 0
+    SEG 0, BUF, 0, 16, 0
+    SEG 1, DATA, 0, 20, VD_WRITE
+    SEG 2, STATUSB, 0, 1, VD_WRITE
+    mov edx, seg
+    mov ecx, 3
+    call dma_request_nowait
+    xor eax, eax
+    mov edx, DMA_QUIET
+    call vq_poll_n
+    PUTS "GET_ID answered "
+    call put_dec
+    call put_nl
+    mov dword ptr [BUF], 1              # OUT sector 6 from the ISR register
+    mov dword ptr [BUF + 8], 6
+    SEG 0, BUF, 0, 16, 0
+    SEG 1, [vio_isr_addr], 0, 512, 0
+    SEG 2, STATUSB, 0, 1, VD_WRITE
+    mov edx, seg
+    mov ecx, 3
+    call dma_request_nowait_at3
+    call dma_wait_report
+    call put_blk_status
+    mov eax, DATA
+    mov edx, 0x55
+    mov ecx, 512
+    call mem_fill
+    BLK_CASE "sector 6 read back", 0, 6, DATA, 0, 512, VD_WRITE
+    PUTS "sector 6 starts "
+    mov eax, [DATA]
+    call put_hex32
+    call put_nl
+    ret
 
 put_blk_status:
     PUTS "blk status byte "

@@ -117,6 +117,10 @@ VIRTIO_REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("virtio_dma", (*_BLK[:-1], _BLK[-1] + ",disable-modern=on")),
     "virtio_dma__blk-modern.txt":
         ("virtio_dma", (*_BLK[:-1], _BLK[-1] + ",disable-legacy=on")),
+    # kicks handled inside the notify write: QEMU's re-entrancy guard drops the DMA read
+    # of the device's own ISR register
+    "virtio_dma__blk-modern-ioeventfd-off.txt":
+        ("virtio_dma", (*_BLK[:-1], _BLK[-1] + ",disable-legacy=on,ioeventfd=off")),
 }
 # a 0xffffffff-byte rng descriptor: QEMU allocates and fills 4 GiB (about 20 s and 4 GiB
 # of memory per run), so these run only where slow tests are wanted

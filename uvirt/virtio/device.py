@@ -267,10 +267,16 @@ class VirtioDevice:
         self.kick(index)
 
     def kick(self, index: int) -> None:
-        """Run ``handle_output(index)`` as device work (an eventfd being signalled)."""
+        """Run ``handle_output(index)`` as device work (an eventfd being signalled), or,
+        with ``ioeventfd=off``, inside the kicking access as QEMU does then: the device's
+        re-entrancy guard is engaged, so its own DMA into its registers is dropped."""
         work = getattr(self.mem, "work", None)
-        if work is None:
-            self.handle_output(index)
+        if work is None or not getattr(self, "ioeventfd", True):
+            result = self.handle_output(index)
+            if result is not None:
+                for _ in result:
+                    if work is not None and work.should_stop():
+                        break                   # the run is ending: leave the rest
             return
         if index in self._kicks:
             return
