@@ -242,6 +242,11 @@ class Machine:
         self._poll_at: float | None = None
         self._watch_token: int | None = None
         self._armed_tick: float | None = None
+        # device work (uvirt/dma.py): stops land between its pieces; what a slice leaves
+        # over runs between CPU slices
+        self.work = self.memory.guest.work
+        self.work.should_stop = lambda: self._stopping
+        self._work_due: float | None = None
         if builtins:
             from .devices.pc import install_pc_builtins
             with self.batch():
@@ -480,6 +485,7 @@ class Machine:
         self._max_insns = max_insns
         if max_insns:
             self._exact_stops(True)      # Unicorn counts with a code hook: exact stops
+        self.work.continue_later = self._work_later
         try:
             while not self._stopping:
                 self._service()
@@ -530,6 +536,8 @@ class Machine:
         except KeyboardInterrupt:
             self.interrupt()
         finally:
+            self.work.continue_later = None
+            self._work_due = None
             self.memory.cpu_thread = None
             self._leave_blocked()
             if self._max_insns:
@@ -613,10 +621,38 @@ class Machine:
             except BaseException as e:
                 self._host_exception(e)
 
+    def _work_later(self) -> None:
+        """Device work is left after a slice: give the CPU a slice of the same length,
+        then continue (a tick stops the CPU).  Under an instruction budget no tick: the
+        work continues at the CPU's next stop, so the count Unicorn keeps per
+        ``emu_start`` is not restarted by device work."""
+        if self._max_insns:
+            self._work_due = 0.0
+            return
+        from .dma import SLICE_SECONDS
+        due = time.monotonic() + SLICE_SECONDS
+        self._work_due = due
+        if self._in_cpu and self._watch_token is not None:
+            tick = due if self._armed_tick is None else min(due, self._armed_tick)
+            self._armed_tick = tick
+            _Watchdog.get().set_tick(self._watch_token, tick)
+
+    def _run_work(self) -> None:
+        if self.work.pending and not self._stopping:
+            due = self._work_due
+            if due is None or time.monotonic() >= due:
+                self._work_due = None
+                try:
+                    self.work.run()
+                except BaseException as e:
+                    self._host_exception(e)
+
     def _service(self) -> None:
-        """Between two emu_start calls: posted work, timers, and delivery of a pending
-        interrupt when the CPU accepts one (IF=1, outside the STI shadow)."""
+        """Between two emu_start calls: posted work, device work that a slice left over,
+        timers, and delivery of a pending interrupt when the CPU accepts one (IF=1,
+        outside the STI shadow)."""
         self._run_posted()
+        self._run_work()
         ic = self.interrupts
         if ic is None or self._stopping:
             return
@@ -717,6 +753,8 @@ class Machine:
                 ns = ic.next_deadline(time.monotonic_ns())
                 if ns is not None:
                     tick = ns / 1e9
+        if self.work.pending and self._work_due and not self._max_insns:
+            tick = self._work_due if tick is None else min(tick, self._work_due)
         if tick != self._armed_tick:
             self._armed_tick = tick
             watch.set_tick(self._watch_token, tick)
@@ -731,6 +769,14 @@ class Machine:
         ic = self.interrupts
         while not self._stopping:
             self._run_posted()
+            if self.work.pending:             # a halted CPU leaves the host to device work
+                self._work_due = None
+                self._run_work()
+                if ic is not None:
+                    ic.sync()
+                    if ic.cpu_pending():
+                        return
+                continue
             if ic is None:
                 self._wake.wait()
             else:

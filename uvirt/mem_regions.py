@@ -175,9 +175,35 @@ class MmioRegion(Region):
         # The common case needs no adjustment: dispatch straight to the device.
         self._direct = frozenset(s for s in self.valid_sizes if impl_min <= s <= impl_max)
         self.on_guest_error: GuestErrorHook | None = None
-
-        self.on_guest_error: GuestErrorHook | None = None
+        #: The owning device's re-entrancy guard (uvirt/dma.py), shared by its regions.
+        self.guard = None
         self.read, self.write = self._fast_paths()
+
+    def set_guard(self, guard) -> None:
+        """Every access engages ``guard`` (QEMU ``access_with_adjusted_size`` with the
+        device's ``mem_reentrancy_guard``): one made while the device is inside another
+        access of its own is dropped and reads 0."""
+        self.guard = guard
+        read, write = self._fast_paths()
+        name = self.name
+
+        def guarded_read(offset: int, size: int) -> int:
+            if not guard.enter(f"at +0x{offset:x} ({name}, read)"):
+                return UNASSIGNED_MEM_VALUE
+            try:
+                return read(offset, size)
+            finally:
+                guard.leave()
+
+        def guarded_write(offset: int, size: int, value: int) -> None:
+            if not guard.enter(f"at +0x{offset:x} ({name}, write)"):
+                return
+            try:
+                write(offset, size, value)
+            finally:
+                guard.leave()
+
+        self.read, self.write = guarded_read, guarded_write
 
     def _fast_paths(self):
         """Per-region closures: a valid, naturally sized access goes straight to the
@@ -578,7 +604,7 @@ class IoSpace(AddressSpace):
         """What the IN/OUT hooks need to reach a device without an extra Python frame:
         the device's own read/write for accesses of a size in ``direct``, aligned
         unless ``align_mask`` is 0; the region's general path for everything else."""
-        if isinstance(region, MmioRegion):
+        if isinstance(region, MmioRegion) and region.guard is None:
             return PortEntry(region, base, region.device.read, region.device.write, region._direct,
                              0 if region.unaligned else -1)
         return PortEntry(region, base, region.read, region.write, frozenset((1, 2, 4)), 0)
@@ -1010,47 +1036,193 @@ def _mixed_callbacks(pieces: tuple[Piece, ...], page: int, guard: ReplayGuard):
 
 
 class GuestMemory:
-    """Bounds-checked access to guest RAM for device DMA.
+    """Device DMA into the guest-physical address space, with QEMU 7.2's semantics
+    (softmmu/physmem.c ``address_space_rw``, ``address_space_map``,
+    ``address_space_cache_init``; the ``dma_memory_*`` wrappers devices call).
 
-    Only RAM is reachable: an address that hits MMIO, unassigned space or wraps past
-    4 GiB raises ``GuestMemoryError``, which device code turns into its guest-error
-    reaction.  Accesses that run from one RAM region into an adjacent one are split.
-    Host writes drop translated code for the range, so a device writing guest code
-    (a loader, a DMA into a code page) is seen by the CPU.
+    ``read``/``write`` (``address_space_read/write``): RAM is copied directly (the fast
+    path: one slice, no per-byte Python work); a device's registers are reached through
+    its region's ``read``/``write`` in the pieces QEMU's ``memory_access_size`` makes
+    (at most the region's largest valid size, 4 if it declares none, bounded by the
+    address's alignment unless the region takes unaligned accesses); unassigned memory
+    reads 0 and drops writes, and so does every address at or above 4 GiB (nothing is
+    mapped there on ``pc`` with uvirt's at most 3.5 GiB of RAM); a write to ROM (a
+    read-only RAM region) is dropped.  Nothing raises: a bad guest address is no host
+    error.  Host writes drop translated code for the range, so a device writing guest
+    code (a loader, a DMA into a code page) is seen by the CPU.
+
+    ``map``/``unmap`` (``address_space_map``): RAM maps directly, as far as the same RAM
+    region continues; anything else (MMIO, ROM for a write, unassigned) goes through
+    the one bounce buffer, at most one page and at most to the end of that region, read
+    at map time and written back at unmap; while it is in use a second non-RAM map fails.
+    ``cache_len`` (``address_space_cache_init``): how much of an area a ring cache
+    covers — RAM as far as it continues, any other region to its end, and unassigned
+    space the whole area (QEMU's unassigned section spans the address space).
+
+    ``work`` is the machine's queue of device work (uvirt/dma.py).
     """
 
     def __init__(self, space: MemoryMap) -> None:
+        from .dma import DeviceWork
         self._space = space
+        self.bounce: "Mapping | None" = None
+        self.work = DeviceWork()
 
-    def _chunks(self, addr: int, size: int):
-        if size < 0 or addr < 0 or addr + size > ADDR_SPACE_END:
-            raise GuestMemoryError(addr, size, "outside the 32-bit address space")
-        while size > 0:
-            pc = self._space.ram_piece(addr)
-            if pc is None:
-                raise GuestMemoryError(addr, size, "not RAM")
-            n = min(size, pc.end - addr)
-            region = pc.region
-            yield region, region.buffer_offset + pc.offset + addr - pc.start, n
-            addr += n
-            size -= n
+    # -- translation (QEMU flatview_translate): what is at addr, and up to where
+    def _piece(self, addr: int) -> Piece | None:
+        if addr >= ADDR_SPACE_END:
+            return None
+        pc = self._space.lookup(addr)
+        if pc is None or pc.region is self._space._unassigned:
+            return None                 # unclaimed (the CPU's reads-zero pages included)
+        return pc
 
+    def _next_start(self, addr: int) -> int:
+        """Where the unassigned stretch at ``addr`` ends (the next claimed piece)."""
+        if addr >= ADDR_SPACE_END:
+            return 1 << 64
+        space = self._space
+        space.flatten()
+        pieces, starts = space._pieces, space._starts
+        i = bisect.bisect_right(starts, addr)
+        while i < len(pieces):
+            pc = pieces[i]
+            if pc.region is not space._unassigned:
+                return pc.start
+            i += 1
+        return ADDR_SPACE_END
+
+    def _ram_end(self, pc: Piece) -> int:
+        """QEMU ``flatview_extend_translation``: the same RAM region, contiguous, onwards."""
+        end = pc.end
+        while end < ADDR_SPACE_END:
+            nxt = self._space.lookup(end)
+            if (nxt is None or nxt.region is not pc.region
+                    or nxt.offset != pc.offset + (end - pc.start)):
+                break
+            end = nxt.end
+        return end
+
+    @staticmethod
+    def _mmio_size(region: "MmioRegion", offset: int, n: int) -> int:
+        """QEMU ``memory_access_size``: one MMIO access of at most ``n`` bytes."""
+        limit = max(region.valid_sizes) if region.valid_sizes else 4
+        if not region.unaligned:
+            align = offset & -offset
+            if align and align < limit:
+                limit = align
+        n = min(n, limit)
+        return 1 << (n.bit_length() - 1)
+
+    # -- address_space_read / address_space_write
     def read(self, addr: int, size: int) -> bytes:
         pc = self._space.ram_piece(addr)
-        if pc is not None and addr + size <= pc.end and size >= 0:
+        if pc is not None and 0 <= size and addr + size <= pc.end:
             o = pc.region.buffer_offset + pc.offset + addr - pc.start
             return bytes(pc.region.buffer.view[o:o + size])
-        return b"".join(bytes(r.buffer.view[o:o + n]) for r, o, n in self._chunks(addr, size))
+        return self._read_slow(addr, size)
+
+    def _read_slow(self, addr: int, size: int) -> bytes:
+        if size < 0:
+            raise GuestMemoryError(addr, size, "negative size")
+        out = bytearray(size)
+        pos = 0
+        addr &= _ADDR_MAX
+        while pos < size:
+            pc = self._piece(addr)
+            if pc is None:                                  # unassigned: zeros
+                n = min(size - pos, self._next_start(addr) - addr)
+            else:
+                region, off = pc.region, pc.offset + addr - pc.start
+                n = min(size - pos, pc.end - addr)
+                if isinstance(region, RamRegion):
+                    o = region.buffer_offset + off
+                    out[pos:pos + n] = region.buffer.view[o:o + n]
+                elif isinstance(region, MmioRegion):
+                    n = self._mmio_size(region, off, n)
+                    out[pos:pos + n] = (region.read(off, n) & _SIZE_MASK[n]).to_bytes(n, "little")
+                else:
+                    out[pos:pos + n] = region.read(off, n).to_bytes(n, "little") if n in _SIZE_MASK else bytes(n)
+            pos += n
+            addr = (addr + n) & _ADDR_MAX
+        return bytes(out)
 
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         size = len(data)
-        pos = 0
-        for region, o, n in list(self._chunks(addr, size)):
-            if not region.readonly:
-                region.buffer.view[o:o + n] = data[pos:pos + n]
-            pos += n
-        self._space.invalidate_code(addr, size)
+        pc = self._space.ram_piece(addr)
+        if pc is not None and addr + size <= pc.end and not pc.region.readonly:
+            o = pc.region.buffer_offset + pc.offset + addr - pc.start
+            pc.region.buffer.view[o:o + size] = data
+            self._space.invalidate_code(addr, size)
+            return
+        self._write_slow(addr, memoryview(data).cast("B") if not isinstance(data, bytes) else data)
 
+    def _write_slow(self, addr: int, data) -> None:
+        size = len(data)
+        pos = 0
+        addr &= _ADDR_MAX
+        while pos < size:
+            pc = self._piece(addr)
+            if pc is None:                                  # unassigned: dropped
+                n = min(size - pos, self._next_start(addr) - addr)
+            else:
+                region, off = pc.region, pc.offset + addr - pc.start
+                n = min(size - pos, pc.end - addr)
+                if isinstance(region, RamRegion):
+                    if not region.readonly:                 # ROM: dropped
+                        o = region.buffer_offset + off
+                        region.buffer.view[o:o + n] = data[pos:pos + n]
+                        self._space.invalidate_code(addr, n)
+                elif isinstance(region, MmioRegion):
+                    n = self._mmio_size(region, off, n)
+                    region.write(off, n, int.from_bytes(data[pos:pos + n], "little"))
+                elif n in _SIZE_MASK:
+                    region.write(off, n, int.from_bytes(data[pos:pos + n], "little"))
+            pos += n
+            addr = (addr + n) & _ADDR_MAX
+
+    # -- address_space_map / unmap
+    def map(self, addr: int, length: int, is_write: bool) -> "Mapping | None":
+        """Map up to ``length`` bytes at ``addr``; None when nothing can be mapped (the
+        bounce buffer is in use).  The mapping may be shorter than asked."""
+        if length <= 0:
+            return None
+        addr &= _ADDR_MAX
+        pc = self._piece(addr)
+        if (pc is not None and isinstance(pc.region, RamRegion)
+                and not (is_write and pc.region.readonly)):
+            return Mapping(addr, min(length, self._ram_end(pc) - addr))
+        if self.bounce is not None:
+            return None
+        end = self._next_start(addr) if pc is None else pc.end
+        n = min(length, end - addr, PAGE_SIZE)
+        m = Mapping(addr, n, bytearray(n), is_write)
+        self.bounce = m
+        if not is_write:
+            m.buffer[:] = self.read(addr, n)
+        return m
+
+    def unmap(self, m: "Mapping", access_len: int) -> None:
+        """QEMU ``address_space_unmap``: a bounce written by the device goes to memory
+        (``access_len`` bytes of it) and the bounce is free again."""
+        if m.buffer is None or m is not self.bounce:
+            return
+        self.bounce = None
+        if m.is_write and access_len > 0:
+            self.write(m.addr, bytes(m.buffer[:access_len]))
+
+    def cache_len(self, addr: int, length: int, is_write: bool) -> int:
+        """QEMU ``address_space_cache_init``: the bytes of [addr, addr+length) one ring
+        cache covers (less than ``length``: "Cannot map ...")."""
+        addr &= _ADDR_MAX
+        pc = self._piece(addr)
+        if pc is None:
+            return length
+        if isinstance(pc.region, RamRegion) and not (is_write and pc.region.readonly):
+            return min(length, self._ram_end(pc) - addr)
+        return min(length, pc.end - addr)
+
+    # -- sized accessors
     def read_u8(self, addr: int) -> int:
         return self.read(addr, 1)[0]
 
@@ -1076,9 +1248,32 @@ class GuestMemory:
         self.write(addr, (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"))
 
     def is_ram(self, addr: int, size: int) -> bool:
-        try:
-            for _ in self._chunks(addr, size):
-                pass
-        except GuestMemoryError:
+        """All of [addr, addr+size) is RAM (loaders; devices use ``map``)."""
+        if size < 0 or addr < 0 or addr + size > ADDR_SPACE_END:
             return False
+        while size > 0:
+            pc = self._space.ram_piece(addr)
+            if pc is None:
+                return False
+            n = min(size, pc.end - addr)
+            addr += n
+            size -= n
         return True
+
+
+_ADDR_MAX = (1 << 64) - 1
+
+
+@dataclass(eq=False)
+class Mapping:
+    """One ``map`` result: ``length`` bytes at ``addr``, direct RAM (``buffer`` None)
+    or the bounce buffer."""
+
+    addr: int
+    length: int
+    buffer: bytearray | None = None
+    is_write: bool = False
+
+    @property
+    def bounced(self) -> bool:
+        return self.buffer is not None

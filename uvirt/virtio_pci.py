@@ -324,6 +324,15 @@ class VirtioPci(PciFunction):
     # ------------------------------------------------------------------ plumbing
     def realize(self, mem) -> None:
         self.vdev.realize(mem, self)
+        work = getattr(mem, "work", None)
+        if work is not None:
+            # QEMU's mem_reentrancy_guard: one per device, over all its register regions
+            from .dma import ReentrancyGuard
+            self.reentrancy_guard = guard = ReentrancyGuard(self.name, work)
+            guard.on_blocked = lambda detail: self.guest_error("reentrant_io", detail)
+            for bar in self.bars:
+                if bar is not None and isinstance(bar.region, MmioRegion):
+                    bar.region.set_guard(guard)
 
     def guest_error(self, kind: str, detail: str) -> None:
         bus = self.bus

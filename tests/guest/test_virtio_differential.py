@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 
 from uvirt.testing.guest import comparable, run_uvirt
-from uvirt.testing.qemu import (DATA_DIR, VIRTIO_CHARDEV, VIRTIO_DISK_SECTORS,
-                                VIRTIO_REFERENCES, strip_header, virtio_args,
-                                virtio_disk_byte, virtio_disk_image)
+from uvirt.testing.qemu import (DATA_DIR, VIRTIO_CHARDEV, VIRTIO_DISK, VIRTIO_DISK_SECTORS,
+                                VIRTIO_HUGE_REFERENCES, VIRTIO_REFERENCES, strip_header,
+                                virtio_args, virtio_disk_byte, virtio_disk_image)
 
 pytestmark = pytest.mark.qemu
 
-CASES = sorted(VIRTIO_REFERENCES.items())
-IDS = [name.removesuffix(".txt") for name, _ in CASES]
+CASES = sorted(VIRTIO_REFERENCES.items()) + [
+    pytest.param(*case, marks=pytest.mark.slow) for case in sorted(VIRTIO_HUGE_REFERENCES.items())]
+IDS = [name.removesuffix(".txt") for name, _ in sorted(VIRTIO_REFERENCES.items())] + [
+    name.removesuffix(".txt") for name in sorted(VIRTIO_HUGE_REFERENCES)]
 CONSOLE_TEXT = b"hello from the uvirt guest\n!\n"   # the line on port 0, then emerg_wr "!\n"
 
 
@@ -55,6 +57,8 @@ def test_transcript_equals_qemu(ref, case, firmware, qemu, tmp_path):
     assert comparable(got.debugcon) == comparable(want.debugcon)
     if (qdir / VIRTIO_CHARDEV).exists():
         assert (udir / VIRTIO_CHARDEV).read_bytes() == (qdir / VIRTIO_CHARDEV).read_bytes()
+    if (qdir / VIRTIO_DISK).exists():                      # what the guest wrote to disk
+        assert (udir / VIRTIO_DISK).read_bytes() == (qdir / VIRTIO_DISK).read_bytes()
 
 
 @pytest.mark.parametrize("ref,case", CASES, ids=IDS)

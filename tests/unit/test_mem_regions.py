@@ -101,18 +101,43 @@ def test_invalid_size_reads_zero_drops_write_and_reports_guest_error():
     assert regs.log == [] and errors == ["invalid_access", "invalid_access"]
 
 
-def test_guest_memory_rejects_mmio_and_wrap_and_crosses_adjacent_ram():
+def test_guest_memory_dma_reaches_ram_mmio_and_drops_unassigned_as_qemu():
+    """address_space_rw: RAM across adjacent regions, MMIO in memory_access_size pieces,
+    unassigned and >= 4 GiB reads 0 / drops writes, ROM writes dropped; never raises."""
+    regs = Regs()
     mm = MemoryMap()
     mm.add(RamRegion("lo", 0x1000), 0)
     mm.add(RamRegion("hi", 0x1000), 0x1000)
-    mm.add(MmioRegion("regs", 0x1000, Regs()), 0x2000)
+    mm.add(MmioRegion("regs", 0x1000, regs), 0x2000)
+    rom = RamRegion("rom", 0x1000, readonly=True)
+    rom.buffer.view[0:4] = b"ROM!"
+    mm.add(rom, 0x8000)
     g = mm.guest
     g.write(0xFFE, b"abcd")
     assert g.read(0xFFE, 4) == b"abcd"
-    with pytest.raises(GuestMemoryError, match="not RAM"):
-        g.read(0x1FFE, 4)
-    with pytest.raises(GuestMemoryError, match="outside"):
-        g.read(0xFFFFFFFE, 4)
+    g.write(0x1FFE, b"\x01\x02\x03\x04\x05\x06\x07")     # RAM tail, then 4 + 1 bytes of MMIO
+    assert g.read(0x1FFE, 2) == b"\x01\x02"
+    assert [(op, off, size) for op, off, size, *_ in regs.log] == [("w", 0, 4), ("w", 4, 1)]
+    assert g.read(0xFFFFFFFE, 4) == bytes(4)                      # unassigned, then above 4 GiB
+    g.write(0x8000, b"xx")
+    assert g.read(0x8000, 4) == b"ROM!"
+    assert g.read(0x5000, 3) == bytes(3)
+
+
+def test_map_bounces_one_page_outside_ram():
+    mm = MemoryMap()
+    mm.add(RamRegion("ram", 0x2000), 0)
+    g = mm.guest
+    m = g.map(0x1800, 0x10000, True)
+    assert not m.bounced and m.length == 0x800                    # RAM up to its end
+    b = g.map(0x2000, 0x10000, True)
+    assert b.bounced and b.length == 0x1000                       # one page of bounce
+    assert g.map(0x5000, 4, False) is None                        # bounce in use
+    assert g.map(0x100, 4, False).length == 4                     # RAM still maps
+    g.unmap(b, 0x10)
+    assert g.bounce is None and g.map(0x5000, 4, False).bounced
+    assert g.cache_len(0x1FF0, 0x20, False) == 0x10               # RAM, then a boundary
+    assert g.cache_len(0x3000, 0x20000, True) == 0x20000          # unassigned: whole area
 
 
 def test_commit_maps_once_and_only_diffs():

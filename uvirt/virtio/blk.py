@@ -44,8 +44,11 @@ Requests (one queue of ``queue-size`` = 256 entries)
     headers")``; fewer than 16 readable bytes → ``"virtio-blk request outhdr too short"``;
     the element is dropped (not used) and the device is broken until reset.
 
-Completion is synchronous: a kick runs every available request to completion, with
-notifications off while it does (QEMU ``virtio_blk_handle_vq``), and notifies per request.
+A kick runs every available request to completion as device work (uvirt/dma.py: after
+the kicking access, before the guest's next instruction unless the data runs past a CPU
+slice), with notifications off while it does (QEMU ``virtio_blk_handle_vq``), and
+notifies per request; data moves in pieces of ``PIECE`` bytes.  After a request that
+ends in ``virtio_error`` QEMU keeps popping while the queue is not empty.
 DRIVER_OK kicks the queue too (QEMU's ioeventfd start, ``driver_ok_kick``), unless a
 kick came first: QEMU 7.2 runs virtio-blk through its dataplane code whenever ioeventfd
 is on, and the first kick already started it (measured: a request published before
@@ -59,6 +62,7 @@ from __future__ import annotations
 import struct
 
 from ..block import SECTOR, BlockBackend, BlockError
+from ..dma import PIECE
 from .device import Status, VirtioDevice
 from .features import VirtioFeature as F
 
@@ -220,78 +224,88 @@ class VirtioBlk(VirtioDevice):
         self.wce = self.original_wce
         self.ioeventfd_started = False
 
-    def handle_output(self, index: int) -> None:
-        """QEMU ``virtio_blk_handle_vq``: every available request, notifications off."""
+    def handle_output(self, index: int):
+        """QEMU ``virtio_blk_handle_vq``: every available request, notifications off.
+        Runs as device work, in pieces (a generator)."""
         if index != 0 or self.disabled:
-            return
+            return None
         # QEMU 7.2 runs virtio-blk through its dataplane whenever ioeventfd is on: the
         # first kick starts it, so a later DRIVER_OK does not kick again.
         self.ioeventfd_started = self.ioeventfd_started or self.ioeventfd
+        return self._handle_vq()
+
+    def _handle_vq(self):
         q = self.queues[0]
         while True:
+            start = q.last_avail_idx
             q.set_notification(False)
-            while not self.broken:
+            while True:
                 elem = q.pop()
                 if elem is None:
                     break
                 if elem.broken:
                     self.error(elem.reason)
                     break
-                if not self._handle_request(elem):
+                ok = yield from self._handle_request(elem)
+                if not ok:
                     q.detach(elem)
                     break
             q.set_notification(True)
-            if self.broken or q.is_empty():
+            # QEMU loops while the queue is not empty, broken or not (its pop never
+            # looks at ``broken``); uvirt's pop refuses an avail-index jump without
+            # consuming anything, so a round that consumed nothing ends the loop.
+            if q.is_empty() or q.last_avail_idx == start:
                 return
 
     # ------------------------------------------------------------------ requests
-    def _handle_request(self, elem) -> bool:
-        """QEMU ``virtio_blk_handle_request``; False after a ``virtio_error``."""
+    def _handle_request(self, elem):
+        """QEMU ``virtio_blk_handle_request``; False after a ``virtio_error``.  Every byte
+        goes through the element's mapping (RAM, or the bounce buffer written back at
+        push), data in pieces of ``PIECE`` bytes (a generator: ``yield`` between them)."""
         mem = self.mem
         if not elem.readable or not elem.writable:
             self.error("virtio-blk missing headers")
             return False
-        out = elem.read(mem)
-        if len(out) < OUTHDR_LEN:
+        if elem.readable_len < OUTHDR_LEN:
             self.error("virtio-blk request outhdr too short")
             return False
-        last_addr, last_len = elem.writable[-1]
-        if last_len < 1:
+        if elem.writable[-1][1] < 1:
             self.error("virtio-blk request inhdr too short")
             return False
-        status_addr = last_addr + last_len - 1
+        hdr = elem.read_at(mem, 0, OUTHDR_LEN)
         in_len = elem.writable_len
-        data_in = list(elem.writable[:-1]) + ([(last_addr, last_len - 1)] if last_len > 1 else [])
-        data_out = out[OUTHDR_LEN:]
-        rtype, _ioprio, sector = struct.unpack_from("<IIQ", out)
+        data_in_len = in_len - 1
+        data_out_len = elem.readable_len - OUTHDR_LEN
+        rtype, _ioprio, sector = struct.unpack_from("<IIQ", hdr)
         kind = rtype & ~(T_OUT | T_BARRIER)
         if kind == T_IN:
-            status = self._rw(rtype & T_OUT, sector, data_in, data_out)
+            status = yield from self._rw(elem, rtype & T_OUT, sector, data_in_len, data_out_len)
         elif kind == T_FLUSH:
             self.backend.flush()
             status = S_OK
         elif kind == T_GET_ID:
             serial = (self.serial or "").encode("latin-1", "replace")
-            n = min(len(serial) + 1, sum(n for _, n in data_in), ID_BYTES)
-            _scatter(mem, data_in, (serial + b"\0")[:n])
+            n = min(len(serial) + 1, data_in_len, ID_BYTES)
+            elem.write_at(mem, 0, (serial + b"\0")[:n])
             status = S_OK
         elif kind == T_SCSI_CMD:
             status = S_IOERR if len(elem.readable) < 2 or len(elem.writable) < 3 else S_UNSUPP
-            if len(elem.writable) >= 3:
-                addr, n = elem.writable[-2]       # virtio_scsi_inhdr.errors = 255
-                if n >= 4:
-                    mem.write(addr, (255).to_bytes(4, "little"))
+            if len(elem.writable) >= 3 and elem.writable[-2][1] >= 4:
+                # virtio_scsi_inhdr.errors = 255, in the second-to-last writable piece
+                at = sum(n for _, n in elem.writable[:-2])
+                elem.write_at(mem, at, (255).to_bytes(4, "little"))
         elif kind in (T_DISCARD & ~T_OUT, T_WRITE_ZEROES & ~T_OUT):
-            if not rtype & T_OUT or len(data_out) > 16:
+            if not rtype & T_OUT or data_out_len > 16:
                 status = S_UNSUPP
-            elif len(data_out) < 16:
+            elif data_out_len < 16:
                 self.error("virtio-blk discard/write_zeroes header too short")
                 return False
             else:
-                status = self._discard_write_zeroes(rtype & ~T_BARRIER == T_WRITE_ZEROES, data_out)
+                status = self._discard_write_zeroes(rtype & ~T_BARRIER == T_WRITE_ZEROES,
+                                                    elem.read_at(mem, OUTHDR_LEN, 16))
         else:
             status = S_UNSUPP
-        mem.write(status_addr, bytes([status]))
+        elem.write_at(mem, in_len - 1, bytes([status]))
         self.queues[0].push(elem, in_len)
         self.notify(0)
         return True
@@ -303,17 +317,24 @@ class VirtioBlk(VirtioDevice):
         return (nb <= BDRV_REQUEST_MAX_SECTORS and size % SECTOR == 0
                 and sector <= total and nb <= total - sector)
 
-    def _rw(self, is_write: int, sector: int, data_in, data_out: bytes) -> int:
-        size = len(data_out) if is_write else sum(n for _, n in data_in)
+    def _rw(self, elem, is_write: int, sector: int, data_in_len: int, data_out_len: int):
+        """A read or write in pieces of at most ``PIECE`` bytes -> status."""
+        size = data_out_len if is_write else data_in_len
         if not self._range_ok(sector, size):
             return S_IOERR
+        mem, pos = self.mem, 0
         try:
-            if is_write:
-                self.backend.write(sector * SECTOR, data_out)
-            else:
-                data = self.backend.read(sector * SECTOR, size)
-                if data is not None:
-                    _scatter(self.mem, data_in, data)
+            while pos < size:
+                n = min(PIECE, size - pos)
+                if is_write:
+                    self.backend.write(sector * SECTOR + pos, elem.read_at(mem, OUTHDR_LEN + pos, n))
+                else:
+                    data = self.backend.read(sector * SECTOR + pos, n)
+                    if data is not None:
+                        elem.write_at(mem, pos, data)
+                pos += n
+                if pos < size:
+                    yield
         except (BlockError, OSError):
             return S_IOERR
         return S_OK
@@ -336,13 +357,3 @@ class VirtioBlk(VirtioDevice):
         except (BlockError, OSError):
             return S_IOERR
         return S_OK
-
-
-def _scatter(mem, pieces, data: bytes) -> None:
-    pos = 0
-    for addr, n in pieces:
-        if pos >= len(data):
-            break
-        chunk = data[pos:pos + n]
-        mem.write(addr, chunk)
-        pos += len(chunk)

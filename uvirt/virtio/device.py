@@ -142,6 +142,7 @@ class VirtioDevice:
         self.generation = 0
         self.broken = False
         self.disabled = False
+        self._kicks: set[int] = set()
 
     # -- wiring (host side)
     def realize(self, mem: "GuestMemory", transport: VirtioTransport) -> None:
@@ -231,7 +232,12 @@ class VirtioDevice:
         self.status = value
 
     def reset(self) -> None:
-        """QEMU ``virtio_reset``."""
+        """QEMU ``virtio_reset``.  Device work still queued is dropped (QEMU finishes
+        in-flight requests first; uvirt's are unfinished only past a CPU slice)."""
+        work = getattr(self.mem, "work", None)
+        if work is not None:
+            work.cancel(self)
+        self._kicks.clear()
         self.device_reset()
         self.broken = False
         self.disabled = False
@@ -247,7 +253,10 @@ class VirtioDevice:
 
     def queue_notify(self, index: int) -> None:
         """QEMU ``virtio_queue_notify``: a kick.  Ignored for a queue with no rings or a
-        broken device."""
+        broken device.  The handler runs as device work (uvirt/dma.py), as QEMU's
+        ``ioeventfd=on`` runs it from the main loop (``virtio_queue_notify_vq``, which
+        checks rings and broken again): after the register access that kicked, never
+        inside it, and a kick while one is pending coalesces as an eventfd does."""
         if index >= len(self.queues):
             self.transport.guest_error("notify_missing_queue", f"{self.name}: notify of queue {index}, "
                                        f"which does not exist")
@@ -255,7 +264,44 @@ class VirtioDevice:
         q = self.queues[index]
         if not q.desc or self.broken:
             return
-        self.handle_output(index)
+        self.kick(index)
+
+    def kick(self, index: int) -> None:
+        """Run ``handle_output(index)`` as device work (an eventfd being signalled), or,
+        with ``ioeventfd=off``, inside the kicking access as QEMU does then: the device's
+        re-entrancy guard is engaged, so its own DMA into its registers is dropped."""
+        work = getattr(self.mem, "work", None)
+        if work is None or not getattr(self, "ioeventfd", True):
+            result = self.handle_output(index)
+            if result is not None:
+                for _ in result:
+                    if work is not None and work.should_stop():
+                        break                   # the run is ending: leave the rest
+            return
+        if index in self._kicks:
+            return
+        self._kicks.add(index)
+
+        def notify_vq():
+            self._kicks.discard(index)
+            q = self.queues[index]
+            if not q.desc or self.broken:
+                return None
+            return self.handle_output(index)
+
+        work.schedule(notify_vq, owner=self)
+
+    def defer(self, fn) -> None:
+        """Run ``fn()`` as device work (a QEMU bottom half); it may return a generator
+        that yields after each bounded piece (uvirt/dma.py ``PIECE`` bytes)."""
+        work = getattr(self.mem, "work", None)
+        if work is None:
+            result = fn()
+            if result is not None:
+                for _ in result:
+                    pass
+            return
+        work.schedule(fn, owner=self)
 
     def queue(self, index: int) -> VirtqueueBase | None:
         return self.queues[index] if index < len(self.queues) else None

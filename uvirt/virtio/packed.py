@@ -215,7 +215,8 @@ class PackedQueue(VirtqueueBase):
         result = self._collect(chain, self.last_avail_idx)
         if isinstance(result, QueueBroken):
             return result
-        elem = Element(chain.buffer_id, result.readable, result.writable, result.ndescs)
+        elem = Element(chain.buffer_id, result.readable, result.writable, result.ndescs,
+                       result.bounce)
         self.last_avail_idx += elem.ndescs
         if self.last_avail_idx >= self.size:
             self.last_avail_idx -= self.size
@@ -310,6 +311,8 @@ class PackedQueue(VirtqueueBase):
     def fill(self, elem: Element | int, length: int, idx: int = 0) -> None:
         """Stage the ``idx``-th used buffer of the next ``flush`` (QEMU
         ``virtqueue_packed_fill``).  An ``int`` means a buffer id of one descriptor."""
+        if isinstance(elem, Element):
+            elem.unmap(self.mem, length)
         if self.disabled:
             return
         if isinstance(elem, Element):

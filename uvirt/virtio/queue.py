@@ -220,14 +220,19 @@ class Element:
 
     ``head`` is what goes back in the used ring: the head descriptor index (split) or
     the buffer id (packed).  ``readable`` are the device-readable ``(addr, len)`` pieces
-    (QEMU ``out_sg``), ``writable`` the device-writable ones (``in_sg``), in chain order.
+    (QEMU ``out_sg``), ``writable`` the device-writable ones (``in_sg``), in chain order,
+    as mapped: a descriptor that runs from RAM into something else is two pieces.
     ``ndescs`` is how many ring slots the element used (packed; 1 for split).
+    ``bounce`` is the piece that is not RAM, if any (at most one: QEMU's single bounce
+    buffer): ``(kind, index, Mapping)`` with kind "r" or "w".  Reads of it see what was
+    read at pop; writes to it reach guest memory when the element is pushed.
     """
 
     head: int
     readable: tuple[tuple[int, int], ...]
     writable: tuple[tuple[int, int], ...]
     ndescs: int = 1
+    bounce: Any = field(default=None, compare=False)
     broken: ClassVar[bool] = False
 
     @property
@@ -240,27 +245,65 @@ class Element:
 
     def read(self, mem: "GuestMemory", limit: int | None = None) -> bytes:
         """Gather the readable buffers (at most ``limit`` bytes), like ``iov_to_buf``."""
+        total = self.readable_len if limit is None else min(limit, self.readable_len)
+        return self.read_at(mem, 0, total)
+
+    def read_at(self, mem: "GuestMemory", offset: int, size: int) -> bytes:
+        """``size`` readable bytes from ``offset`` (fewer at the end of the buffers)."""
         out = bytearray()
-        for addr, n in self.readable:
-            if limit is not None:
-                n = min(n, limit - len(out))
-                if n <= 0:
-                    break
-            out += mem.read(addr, n)
+        bounce = self.bounce if self.bounce is not None and self.bounce[0] == "r" else None
+        pos = 0
+        for i, (addr, n) in enumerate(self.readable):
+            if len(out) >= size:
+                break
+            if offset < pos + n:
+                start = max(offset - pos, 0)
+                k = min(n - start, size - len(out))
+                if bounce is not None and bounce[1] == i:
+                    out += bounce[2].buffer[start:start + k]
+                else:
+                    out += mem.read(addr + start, k)
+            pos += n
         return bytes(out)
 
     def write(self, mem: "GuestMemory", data: bytes) -> int:
         """Scatter ``data`` into the writable buffers, like ``iov_from_buf``; returns the
         bytes written (less than ``len(data)`` when the buffers are smaller).  That count
         is what a device normally pushes as the used length."""
+        return self.write_at(mem, 0, data)
+
+    def write_at(self, mem: "GuestMemory", offset: int, data: bytes) -> int:
+        """``iov_from_buf`` at ``offset`` into the writable buffers -> bytes written."""
+        bounce = self.bounce if self.bounce is not None and self.bounce[0] == "w" else None
+        done = 0
         pos = 0
-        for addr, n in self.writable:
-            if pos >= len(data):
+        view = memoryview(data)
+        for i, (addr, n) in enumerate(self.writable):
+            if done >= len(data):
                 break
-            chunk = data[pos:pos + n]
-            mem.write(addr, chunk)
-            pos += len(chunk)
-        return pos
+            if offset + done < pos + n:
+                start = offset + done - pos
+                k = min(n - start, len(data) - done)
+                chunk = view[done:done + k]
+                if bounce is not None and bounce[1] == i:
+                    bounce[2].buffer[start:start + k] = chunk
+                else:
+                    mem.write(addr + start, chunk)
+                done += k
+            pos += n
+        return done
+
+    def unmap(self, mem: "GuestMemory", length: int) -> None:
+        """QEMU ``virtqueue_unmap_sg``: a bounced writable piece goes to memory, as far as
+        the used ``length`` covers it; the bounce buffer is free again."""
+        if self.bounce is None:
+            return
+        kind, index, m = self.bounce
+        access = 0
+        if kind == "w":
+            before = sum(n for _, n in self.writable[:index])
+            access = max(0, min(length - before, m.length)) if length > before else 0
+        mem.unmap(m, access)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +343,7 @@ def indirect_table(mem: "GuestMemory", desc, num_bufs: int | None = None,
                           len=desc.len)
     if num_bufs is not None and num_bufs >= limit:
         raise _ChainError("loop", "Looped descriptor")
-    if not mem.is_ram(desc.addr, desc.len):
+    if mem.cache_len(desc.addr, desc.len, False) < desc.len:
         raise _ChainError("indirect_unmappable", "Cannot map indirect buffer",
                           addr=desc.addr, len=desc.len)
     return desc.addr, desc.len // DESC_SIZE
@@ -409,17 +452,24 @@ class DescriptorChain(ChainWalker):
             desc = self._read(table, nxt)
 
 
-def _map_buffer(mem: "GuestMemory", desc_addr: int, desc_len: int, n_sg: int,
-                max_sg: int) -> None:
-    """QEMU ``virtqueue_map_desc`` checks for one descriptor."""
-    if not desc_len:
-        raise _ChainError("zero_len", "virtio: zero sized buffers are not allowed",
-                          addr=desc_addr)
-    if n_sg >= max_sg:
-        raise _ChainError("too_many_sg", "virtio: too many write descriptors in indirect table")
-    if not mem.is_ram(desc_addr, desc_len):
-        raise _ChainError("bogus_buffer", "virtio: bogus descriptor or out of resources",
-                          addr=desc_addr, len=desc_len)
+def _map_buffer(mem: "GuestMemory", sg: list, max_sg: int, addr: int, size: int,
+                is_write: bool, bounce: list) -> None:
+    """QEMU ``virtqueue_map_desc``: map one descriptor as one or more pieces (RAM as far
+    as it continues, anything else through the one bounce buffer); appends to ``sg``."""
+    if not size:
+        raise _ChainError("zero_len", "virtio: zero sized buffers are not allowed", addr=addr)
+    while size:
+        if len(sg) >= max_sg:
+            raise _ChainError("too_many_sg", "virtio: too many write descriptors in indirect table")
+        m = mem.map(addr, size, is_write)
+        if m is None:
+            raise _ChainError("bogus_buffer", "virtio: bogus descriptor or out of resources",
+                              addr=addr, len=size)
+        if m.bounced:
+            bounce.append(("w" if is_write else "r", len(sg), m))
+        sg.append((addr, m.length))
+        size -= m.length
+        addr = (addr + m.length) & 0xFFFF_FFFF_FFFF_FFFF
 
 
 # --------------------------------------------------------------------------- the queues
@@ -502,8 +552,9 @@ class VirtqueueBase:
         return self._map_rings()
 
     def _map_rings(self) -> QueueBroken | None:
-        """QEMU ``virtio_init_region_cache``: every area must be RAM, checked in the
-        order desc, used, avail.  A queue with desc == 0 is simply not set up."""
+        """QEMU ``virtio_init_region_cache``: each area must lie in one memory region (RAM,
+        a device's registers, ROM; unassigned space always passes), checked in the order
+        desc, used, avail.  A queue with desc == 0 is simply not set up."""
         self._mapped = False
         self._desc_len = 0
         if not self.desc:
@@ -512,7 +563,7 @@ class VirtqueueBase:
                  ("used", self.used, self._used_area_size()),
                  ("avail", self.avail, self._avail_area_size()))
         for name, addr, size in areas:
-            if not self.mem.is_ram(addr, size):
+            if self.mem.cache_len(addr, size, name == "used") < size:
                 return self._break("ring_unmappable", f"Cannot map {name}", area=name,
                                    addr=addr, size=size)
         self._mapped = True
@@ -566,38 +617,47 @@ class VirtqueueBase:
         writable check, then ``virtqueue_map_desc``).  Adds the element to ``inuse``."""
         readable: list[tuple[int, int]] = []
         writable: list[tuple[int, int]] = []
+        bounce: list = []
         count = 0
         try:
             for desc in chain:
                 count += 1
                 if desc.flags & VRING_DESC_F_WRITE:
-                    _map_buffer(self.mem, desc.addr, desc.len, len(writable),
-                                VIRTQUEUE_MAX_SIZE - len(readable))
-                    writable.append((desc.addr, desc.len))
+                    _map_buffer(self.mem, writable, VIRTQUEUE_MAX_SIZE - len(readable),
+                                desc.addr, desc.len, True, bounce)
                 else:
                     if writable:
                         raise _ChainError("desc_order", "Incorrect order for descriptors",
                                           addr=desc.addr)
-                    _map_buffer(self.mem, desc.addr, desc.len, len(readable), VIRTQUEUE_MAX_SIZE)
-                    readable.append((desc.addr, desc.len))
+                    _map_buffer(self.mem, readable, VIRTQUEUE_MAX_SIZE, desc.addr, desc.len,
+                                False, bounce)
         except _ChainError as e:
+            self._undo_map(bounce)
             self._warn(chain)
             return self._break(e.kind, e.reason, head=head, **e.fields)
         self._warn(chain)
         if chain.error is not None:
+            self._undo_map(bounce)
             kind, reason, fields = chain.error
             return self._break(kind, reason, head=head, **fields)
         ndescs = 1 if (chain.indirect or not self.packed) else count
         self.inuse += ndescs
-        return Element(head, tuple(readable), tuple(writable), ndescs)
+        return Element(head, tuple(readable), tuple(writable), ndescs,
+                       bounce[0] if bounce else None)
+
+    def _undo_map(self, bounce: list) -> None:
+        """QEMU ``virtqueue_undo_map_desc``: nothing is written back."""
+        for _kind, _index, m in bounce:
+            self.mem.unmap(m, 0)
 
     def _warn(self, chain: Any) -> None:
         for kind, reason, fields in chain.warnings:
             self._report(kind, reason, fatal=False, **fields)
 
-    def detach(self, elem: Element) -> None:
+    def detach(self, elem: Element, length: int = 0) -> None:
         """QEMU ``virtqueue_detach_element``: forget an element without using it."""
         self.inuse -= elem.ndescs
+        elem.unmap(self.mem, length)
 
     def push(self, elem: Element | int, length: int) -> None:
         """Return one element with ``length`` bytes written (QEMU ``virtqueue_push``)."""
@@ -816,7 +876,10 @@ class SplitQueue(VirtqueueBase):
 
     def fill(self, elem: Element | int, length: int, idx: int = 0) -> None:
         """Write used.ring[used_idx + idx] = {head, length} (QEMU ``virtqueue_split_fill``);
-        the driver sees nothing until ``flush``."""
+        the driver sees nothing until ``flush``.  A bounced piece reaches memory first
+        (QEMU ``virtqueue_fill`` unmaps before it fills)."""
+        if isinstance(elem, Element):
+            elem.unmap(self.mem, length)
         if self.disabled or not self.used:
             return
         head = elem.head if isinstance(elem, Element) else elem

@@ -5,7 +5,10 @@ device-writable buffers; the device fills them with entropy and reports the byte
 written as the used length.  As QEMU: nothing happens until the queue has rings and
 DRIVER_OK is set; a status write or a kick asks for as many bytes as the available
 writable buffers hold, fills chains in order, and notifies once per batch; a chain with
-no writable bytes is left in the queue.
+no writable bytes is left in the queue.  The entropy arrives as device work after the
+kick (QEMU's ``rng-builtin`` bottom half), in bounded pieces.  After a pop that fails
+(``virtio_error``) QEMU still notifies and, with buffers left, asks again: its rng never
+checks ``broken`` (only kicks are ignored then), so a later good buffer is still served.
 
 Entropy comes from the host (``os.urandom``) or, with ``seed=N`` (uvirt's own property;
 QEMU uses ``-object rng-*`` back ends), from a seeded generator so a test is reproducible.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 
+from ..dma import PIECE
 from .device import Status, VirtioDevice
 
 
@@ -46,19 +50,34 @@ class VirtioRng(VirtioDevice):
     def handle_output(self, index: int) -> None:
         self.process()
 
+    def is_guest_ready(self) -> bool:
+        """QEMU ``is_guest_ready``: queue 0 has rings and DRIVER_OK is set (broken or
+        not: QEMU's rng never looks at ``broken``)."""
+        return self.ready(0)
+
     def process(self) -> None:
-        """QEMU ``virtio_rng_process`` + ``chr_read`` (the back end answers at once)."""
-        if not self.ready(0) or self.broken:
+        """QEMU ``virtio_rng_process``: ask the back end for as many bytes as the
+        available writable buffers hold (``virtqueue_get_avail_bytes(vq, .., quota, 0)``);
+        they arrive later, as device work (``rng-builtin``'s bottom half)."""
+        if not self.is_guest_ready():
             return
-        q = self.queues[0]
-        avail = q.avail_bytes()
+        avail = self.queues[0].avail_bytes(0xFFFF_FFFF, 0)
         if not isinstance(avail, tuple):
-            self.error(avail.reason)
+            self.error(avail.reason)          # QEMU: virtio_error, then a request of 0 bytes
             return
         size = avail[0]
-        if not size:
+        if size:
+            self.defer(lambda: self.chr_read(size))
+
+    def chr_read(self, size: int):
+        """QEMU ``chr_read`` with ``size`` bytes of entropy arriving: fill buffers in
+        order, push each with the bytes written, notify once (also after a pop that
+        failed: the guest sees ISR 1), and ask again if buffers are left.  A generator:
+        the entropy is drawn and written in pieces of ``PIECE`` bytes, never all at
+        once, so a 4 GiB request costs neither 4 GiB of memory nor the budget."""
+        if not self.is_guest_ready():
             return
-        data = self.entropy(size)
+        q = self.queues[0]
         offset = 0
         while offset < size:
             elem = q.pop()
@@ -66,8 +85,16 @@ class VirtioRng(VirtioDevice):
                 break
             if elem.broken:
                 self.error(elem.reason)
-                return
-            n = elem.write(self.mem, data[offset:])
-            offset += n
-            q.push(elem, n)
+                break
+            want = min(size - offset, elem.writable_len)
+            written = 0
+            while written < want:
+                n = min(PIECE, want - written)
+                written += elem.write_at(self.mem, written, self.entropy(n))
+                if written < want:
+                    yield
+            offset += written
+            q.push(elem, written)
         self.notify(0)
+        if not q.is_empty():
+            self.process()

@@ -37,7 +37,7 @@ discarded.  A write of a nonzero value to emerg_wr outputs its low byte on the f
 host-connected console and clears the field.  Requests are taken whatever the status
 (QEMU does not wait for DRIVER_OK).  Input from the chardev to the guest is not
 modelled (uvirt's chardevs are output-only): receive queues are never filled.
-Completion is synchronous, inside the kick.  Setting DRIVER_OK kicks every queue that
+Requests run as device work after the kick (uvirt/dma.py), output in pieces.  Setting DRIVER_OK kicks every queue that
 has rings (QEMU starts its ioeventfds then and "kicks right away"), so the transmit and
 control queues are processed and notified once: ISR reads 1 right after DRIVER_OK.
 """
@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import OptionError
+from ..dma import PIECE
 from .blk import driver_ok_kick
 from .device import Status, VirtioDevice
 
@@ -221,19 +222,20 @@ class VirtioSerial(VirtioDevice):
             p.guest_connected = False
         self.ioeventfd_started = False
 
-    def handle_output(self, index: int) -> None:
+    def handle_output(self, index: int):
         if self.disabled:
-            return
+            return None
         if index == CONTROL_TX:
             self._control_out()
         elif index == CONTROL_RX or index % 2 == 0:
-            return                          # control_in / handle_input: nothing to do
+            return None                     # control_in / handle_input: nothing to do
         else:
             port = self._port_by_vq(index)
             if port is None or not port.host_connected:
                 self._discard(index)
             else:
-                self._flush(index, port)
+                return self._flush(index, port)
+        return None
 
     # ------------------------------------------------------------------ queues
     def _pop_all(self, index: int):
@@ -260,7 +262,13 @@ class VirtioSerial(VirtioDevice):
         """QEMU ``do_flush_queued_data`` (a console never throttles)."""
         q = self.queues[index]
         for elem in self._pop_all(index):
-            port.have_data(elem.read(self.mem))
+            total, pos = elem.readable_len, 0
+            while pos < total:            # in pieces: a huge buffer never sits in memory
+                n = min(PIECE, total - pos)
+                port.have_data(elem.read_at(self.mem, pos, n))
+                pos += n
+                if pos < total:
+                    yield
             q.push(elem, 0)
         self.notify(index)
 
@@ -268,7 +276,9 @@ class VirtioSerial(VirtioDevice):
         """QEMU ``control_out``: each buffer is one control message."""
         q = self.queues[CONTROL_TX]
         for elem in self._pop_all(CONTROL_TX):
-            self._control_message(elem.read(self.mem))
+            # only the 8-byte header matters (QEMU copies all of it, then reads 8)
+            self._control_message(elem.read(self.mem, CONTROL_LEN) if elem.readable_len >= CONTROL_LEN
+                                  else b"")
             q.push(elem, 0)
         self.notify(CONTROL_TX)
 
