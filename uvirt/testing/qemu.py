@@ -110,6 +110,14 @@ VIRTIO_REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("virtio_bad_guest", ("-device", "virtio-rng-pci,disable-modern=on")),
     "virtio_bad_guest__disable-legacy.txt":
         ("virtio_bad_guest", ("-device", "virtio-rng-pci,disable-legacy=on")),
+    # virtio-gpu 2D: registers, config, every command and the bad-command catalogue
+    "gpu_commands__default.txt": ("gpu_commands", ("-device", "virtio-gpu-pci")),
+    "gpu_commands__edid-off-2-heads.txt":
+        ("gpu_commands", ("-device", "virtio-gpu-pci,edid=off,xres=1024,yres=768,max_outputs=2")),
+    "gpu_commands__5120x2160-1M.txt":
+        ("gpu_commands", ("-device", "virtio-gpu-pci,xres=5120,yres=2160,max_hostmem=1M")),
+    "gpu_commands__333x77-no-msix.txt":
+        ("gpu_commands", ("-device", "virtio-gpu-pci,xres=333,yres=77,disable-legacy=off,vectors=0")),
 }
 REFERENCES.update(VIRTIO_REFERENCES)
 
