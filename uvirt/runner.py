@@ -141,15 +141,18 @@ def run_config(cfg: RunConfig) -> StopInfo:
     built = build_machine(cfg)
     m = built.machine
     try:
-        framebuffers = getattr(m, "framebuffers", [])
-        if cfg.uvirt.screenshot and not framebuffers:
-            raise OptionError(f"-screenshot {cfg.uvirt.screenshot}: no framebuffer "
-                              f"(add -device virtio-fb-pci)")
+        displays = getattr(m, "displays", [])
+        if cfg.uvirt.screenshot and not displays:
+            raise OptionError(f"-screenshot {cfg.uvirt.screenshot}: no display "
+                              f"(add -device virtio-gpu-pci or virtio-fb-pci)")
         timeout = cfg.uvirt.timeout if cfg.uvirt.timeout is not None else DEFAULT_TIMEOUT
         stop = m.run(timeout=timeout or None, max_insns=cfg.uvirt.max_insns)
         if cfg.uvirt.screenshot:
+            # the first display's head 0 (QEMU's console 0), as QMP screendump would save
+            # it: PPM for a .ppm name (QEMU's bytes), PNG otherwise
+            path = cfg.uvirt.screenshot
             try:
-                framebuffers[0].screenshot(cfg.uvirt.screenshot)
+                displays[0][1].surface(0).save(path, "ppm" if path.lower().endswith(".ppm") else "png")
             except OSError as e:
                 raise OptionError(f"-screenshot {cfg.uvirt.screenshot}: {e.strerror}") from None
         return stop

@@ -79,8 +79,8 @@ def placeholder(width: int, height: int, msg: str) -> Surface:
     """``qemu_create_placeholder_surface``: black x8r8g8b8, the message in light grey
     (0xaaaaaa) 8x16 VGA glyphs, centred by character cells."""
     buf = bytearray(width * height * 4)
-    cols = (width // FONT_WIDTH - len(msg)) // 2
-    row = (height // FONT_HEIGHT - 1) // 2
+    cols = _cdiv(width // FONT_WIDTH - len(msg), 2)       # C division: towards zero
+    row = _cdiv(height // FONT_HEIGHT - 1, 2)
     for i, ch in enumerate(msg):
         glyph = GLYPHS.get(ch)
         if glyph is None:
@@ -96,3 +96,8 @@ def placeholder(width: int, height: int, msg: str) -> Surface:
                     o = (y * width + x) * 4
                     buf[o:o + 3] = b"\xaa\xaa\xaa"
     return Surface(width, height, width * 4, "BGRX", buf, 0)
+
+
+def _cdiv(a: int, b: int) -> int:
+    q = abs(a) // b
+    return q if a >= 0 else -q

@@ -324,3 +324,62 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def qemu_screendumps(image_path: str | os.PathLike[str], extra_args: tuple[str, ...] = (), *,
+                     ready: str = "SCREEN READY", formats: tuple[str, ...] = ("ppm", "png"),
+                     timeout: float = 30) -> tuple[QemuResult, dict[str, bytes]]:
+    """Boot ``image_path`` on QEMU with a QMP server socket, wait until the guest prints
+    ``ready`` on debugcon (it then halts), take a QMP ``screendump`` in each format, quit.
+    Returns the run (QEMU exits 0 after ``quit``) and the files' bytes by format."""
+    import json
+    import socket
+    import time
+
+    exe = qemu_binary()
+    if exe is None:
+        raise FileNotFoundError(f"{QEMU} not found on PATH")
+    image = Path(image_path).resolve()
+    with tempfile.TemporaryDirectory(prefix="uvirt-qemu-") as tmp:
+        con, sock_path = Path(tmp) / "debugcon.txt", Path(tmp) / "qmp.sock"
+        cmd = [exe, *BASE_ARGS, *extra_args, "-qmp", f"unix:{sock_path},server=on,wait=off",
+               "-debugcon", f"file:{con}", "-kernel", str(image)]
+        proc = subprocess.Popen(cmd, cwd=tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        dumps: dict[str, bytes] = {}
+        try:
+            deadline = time.monotonic() + timeout
+            while not (con.exists() and ready in con.read_text("latin-1")):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"QEMU did not print {ready!r}: "
+                                       + (con.read_text("latin-1") if con.exists() else ""))
+                time.sleep(0.02)
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(sock_path))
+            f = s.makefile("rw")
+            f.readline()
+
+            def qmp(command: str, **args) -> dict:
+                f.write(json.dumps({"execute": command, **({"arguments": args} if args else {})}) + "\n")
+                f.flush()
+                while True:
+                    reply = json.loads(f.readline())
+                    if "event" not in reply:
+                        return reply
+
+            qmp("qmp_capabilities")
+            for fmt in formats:
+                out = Path(tmp) / f"screen.{fmt}"
+                reply = qmp("screendump", filename=str(out), format=fmt)
+                if "error" in reply:
+                    raise RuntimeError(f"screendump: {reply}")
+                dumps[fmt] = out.read_bytes()
+            qmp("quit")
+            s.close()
+            _, err = proc.communicate(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        text = con.read_bytes().decode("latin-1") if con.exists() else ""
+    return QemuResult(proc.returncode, text, err.decode(errors="replace") if err else ""), dumps

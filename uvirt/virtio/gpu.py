@@ -702,6 +702,10 @@ class VirtioGpu(VirtioDevice):
         c.visible = rid != 0
 
     # ------------------------------------------------------------------ host side
+    @property
+    def heads(self) -> int:
+        return self.max_outputs
+
     def surface(self, head: int = 0) -> Surface:
         return self.consoles[head].surface
 

@@ -1,0 +1,60 @@
+"""virtio-gpu-pci (2D): what the host sees, against QEMU 7.2 and against the picture.
+
+The register/config transcript and every command's answer (the bad-command catalogue
+included) are compared line by line with QEMU in test_virtio_differential.py
+(firmware/gpu_commands.S, four device configurations).  Here: the screendump of the
+finished picture byte for byte (PPM; PNG by its pixels: libpng and Pillow compress
+differently), QEMU's "not active" placeholder, the picture pixel by pixel, and what QEMU
+gets wrong that uvirt must not copy (a transfer past the backing aborts QEMU 7.2).
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from uvirt.testing.guest import comparable, run_uvirt
+from uvirt.testing.picture import expected_rgb, first_difference
+
+GPU = ("-device", "virtio-gpu-pci")
+
+
+def _ppm_pixels(data: bytes) -> tuple[int, int, bytes]:
+    magic, dims, maxval, rest = data.split(b"\n", 3)
+    assert magic == b"P6" and maxval == b"255"
+    w, h = map(int, dims.split())
+    return w, h, rest
+
+
+def _uvirt_shot(image, tmp_path, fmt: str, extra=GPU):
+    out = tmp_path / f"uvirt.{fmt}"
+    res = run_uvirt(image, (*extra, "-uvirt-screenshot", str(out)))
+    return res, out.read_bytes()
+
+
+def test_picture_pixel_by_pixel(firmware, tmp_path):
+    """The resource holds the picture and the sprite that was transferred; the sprite
+    drawn only in the guest-RAM shadow (never transferred) is not on the screen."""
+    image = firmware("gpu_commands", defines={"SCREENDUMP": 1})
+    res, ppm = _uvirt_shot(image, tmp_path, "ppm")
+    assert "SCREEN READY" in res.debugcon and "FAIL" not in res.debugcon, res.debugcon
+    w, h, rgb = _ppm_pixels(ppm)
+    assert (w, h) == (320, 200)
+    assert first_difference(rgb, expected_rgb(w, h, ((40, 40),)), w) is None
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("mode", [1, 2], ids=["picture", "inactive-placeholder"])
+def test_screendump_equals_qemu(mode, firmware, tmp_path):
+    from uvirt.testing.qemu import qemu_screendumps
+    image = firmware("gpu_commands", defines={"SCREENDUMP": mode})
+    qres, dumps = qemu_screendumps(image, GPU)
+    ures, uppm = _uvirt_shot(image, tmp_path, "ppm")
+    assert comparable(ures.debugcon) == comparable(qres.debugcon)
+    assert uppm == dumps["ppm"]
+    _, upng = _uvirt_shot(image, tmp_path, "png")
+    got, want = Image.open(io.BytesIO(upng)), Image.open(io.BytesIO(dumps["png"]))
+    assert (got.mode, got.size) == (want.mode, want.size) == ("RGB", got.size)
+    assert got.tobytes() == want.tobytes()
