@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from uvirt.testing.guest import comparable, run_uvirt
-from uvirt.testing.picture import expected_rgb, first_difference
+from uvirt.testing.picture import expected_rgb, first_difference, sprite_path
 
 GPU = ("-device", "virtio-gpu-pci")
 
@@ -58,3 +58,31 @@ def test_screendump_equals_qemu(mode, firmware, tmp_path):
     got, want = Image.open(io.BytesIO(upng)), Image.open(io.BytesIO(dumps["png"]))
     assert (got.mode, got.size) == (want.mode, want.size) == ("RGB", got.size)
     assert got.tobytes() == want.tobytes()
+
+
+DESIGNS = {1: ("-device", "virtio-fb-pci,width=320,height=240"), 2: GPU}
+
+
+@pytest.mark.parametrize("pattern", [1, 2], ids=["full-frames", "sprite"])
+def test_both_designs_show_the_same_picture(pattern, firmware, tmp_path):
+    """display_frames.S through virtio-fb (stores into the shared region + flush
+    requests) and through virtio-gpu (a RAM shadow + TRANSFER_TO_HOST_2D and
+    RESOURCE_FLUSH): the screens are identical and pixel for pixel the picture (with the
+    sprite where the guest says it left it)."""
+    shots = {}
+    for design, dev in DESIGNS.items():
+        image = firmware("display_frames", defines={"DESIGN": design, "PATTERN": pattern, "FRAMES": 45})
+        out = tmp_path / f"d{design}.ppm"
+        res = run_uvirt(image, (*dev, "-uvirt-screenshot", str(out)))
+        assert res.guest_status == 0 and "B" + "." * 45 + "E" in res.debugcon, res.debugcon
+        sprites = ()
+        if pattern == 2:
+            line = next(ln for ln in res.debugcon.splitlines() if ln.startswith("SPRITE "))
+            x, y = map(int, line.split()[1:])
+            assert (x, y) == sprite_path(45, 320, 240)
+            sprites = ((x, y),)
+        w, h, rgb = _ppm_pixels(out.read_bytes())
+        assert (w, h) == (320, 240)
+        assert first_difference(rgb, expected_rgb(w, h, sprites), w) is None
+        shots[design] = out.read_bytes()
+    assert shots[1] == shots[2]

@@ -40,3 +40,17 @@ def first_difference(got: bytes, want: bytes, w: int) -> str | None:
             p = i // 3
             return f"{p % w},{p // w}: got {got[i:i + 3].hex()} want {want[i:i + 3].hex()}"
     return None if len(got) == len(want) else f"sizes differ: {len(got)} vs {len(want)}"
+
+
+def sprite_path(frames: int, w: int, h: int, step: int = 8) -> tuple[int, int]:
+    """Where display_frames.S leaves the sprite after ``frames`` moves (it starts at 0,0,
+    moves ``step`` pixels right, wraps to the next row of 32 and back to the top)."""
+    x = y = 0
+    for _ in range(frames):
+        x += step
+        if x > w - SPRITE:
+            x = 0
+            y += SPRITE
+            if y > h - SPRITE:
+                y = 0
+    return x, y
