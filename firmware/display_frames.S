@@ -15,10 +15,12 @@
 #   PATTERN 2 a moving 32x32 sprite over the picture: each frame erases the sprite (the
 #             picture's own pixels back), draws it 8 pixels further (rows of 32 pixels,
 #             wrapping), and presents the bounding rectangle of old and new.
+#   PATTERN 3 presenting alone: nothing is redrawn, the whole screen is presented every
+#             frame (what the update mechanism itself costs).
 #
 # Defines: DESIGN, PATTERN, FRAMES (default 10), W, H (default 320x240), MARK (default 1:
 # after the last store of each frame the guest writes '.' to port 0xE9, so the host can
-# time-stamp it; 'B' and 'E' bracket the timed frames).  Before the frames the picture
+# time-stamp it; '<' and '>' bracket the timed frames).  Before the frames the picture
 # is drawn and presented once.  The last line is "SPRITE x y" (the sprite's final place,
 # PATTERN 2) and SUMMARY; the host checks the screen pixel by pixel
 # (uvirt.testing.picture).
@@ -89,14 +91,15 @@ main:
     mov dword ptr [rect_wh], PIC_SPRITE | PIC_SPRITE << 16
     call present
 .endif
-    PUTC 'B'
+    PUTC '<'
     mov esi, FRAMES
 frame:
 .if PATTERN == 1
     mov eax, [base]
     mov edx, [stride]
     call pic_draw
-.else
+.endif
+.if PATTERN == 2
     call sprite_step
 .endif
 .if MARK
@@ -105,7 +108,7 @@ frame:
     call present
     dec esi
     jnz frame
-    PUTC 'E'
+    PUTC '>'
     call put_nl
     REPORT_EQ [bad_answers], 0, "every present answered OK"
 .if PATTERN == 2
