@@ -328,21 +328,24 @@ if __name__ == "__main__":
 
 def qemu_screendumps(image_path: str | os.PathLike[str], extra_args: tuple[str, ...] = (), *,
                      ready: str = "SCREEN READY", formats: tuple[str, ...] = ("ppm", "png"),
-                     timeout: float = 30) -> tuple[QemuResult, dict[str, bytes]]:
+                     timeout: float = 30, emulator: list[str] | None = None
+                     ) -> tuple[QemuResult, dict[str, bytes]]:
     """Boot ``image_path`` on QEMU with a QMP server socket, wait until the guest prints
     ``ready`` on debugcon (it then halts), take a QMP ``screendump`` in each format, quit.
-    Returns the run (QEMU exits 0 after ``quit``) and the files' bytes by format."""
+    Returns the run (QEMU exits 0 after ``quit``) and the files' bytes by format.
+    ``emulator`` replaces QEMU's command (``[python, -m, uvirt, run]``: the same session
+    against uvirt)."""
     import json
     import socket
     import time
 
-    exe = qemu_binary()
-    if exe is None:
+    exe = [qemu_binary()] if emulator is None else emulator
+    if exe[0] is None:
         raise FileNotFoundError(f"{QEMU} not found on PATH")
     image = Path(image_path).resolve()
     with tempfile.TemporaryDirectory(prefix="uvirt-qemu-") as tmp:
         con, sock_path = Path(tmp) / "debugcon.txt", Path(tmp) / "qmp.sock"
-        cmd = [exe, *BASE_ARGS, *extra_args, "-qmp", f"unix:{sock_path},server=on,wait=off",
+        cmd = [*exe, *BASE_ARGS, *extra_args, "-qmp", f"unix:{sock_path},server=on,wait=off",
                "-debugcon", f"file:{con}", "-kernel", str(image)]
         proc = subprocess.Popen(cmd, cwd=tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
