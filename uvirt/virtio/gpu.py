@@ -187,22 +187,36 @@ class Backing:
             pos += n
         self.total = pos
 
-    def gather(self, mem, offset: int, size: int) -> bytes:
-        """``iov_to_buf(iov, offset, size)``: fewer bytes when the iovec ends first."""
+    def copy_into(self, mem, offset: int, size: int, dest: bytearray, at: int) -> int:
+        """``iov_to_buf(iov, offset, dest + at, size)``: copies straight from guest RAM
+        (one memcpy per piece, no intermediate bytes); fewer bytes when the iovec ends
+        first.  Returns the bytes copied."""
         if offset >= self.total or size <= 0:
-            return b""
+            return 0
         size = min(size, self.total - offset)
         i = bisect.bisect_right(self.starts, offset) - 1
-        out = []
-        while size > 0 and i < len(self.pieces):
+        done = 0
+        while done < size and i < len(self.pieces):
             addr, n, bounce = self.pieces[i]
-            skip = offset - self.starts[i]
-            take = min(n - skip, size)
-            out.append(bounce[skip:skip + take] if bounce is not None else mem.read(addr + skip, take))
-            size -= take
-            offset += take
+            skip = offset + done - self.starts[i]
+            take = min(n - skip, size - done)
+            dest[at + done:at + done + take] = (bounce[skip:skip + take] if bounce is not None
+                                                else _ram_view(mem, addr + skip, take))
+            done += take
             i += 1
-        return out[0] if len(out) == 1 else b"".join(out)
+        return done
+
+
+def _ram_view(mem, addr: int, size: int):
+    """A view of guest RAM (what ``dma_memory_map`` hands QEMU's device): the RAM piece's
+    own buffer when the range lies in one piece (it does: ``_dma_map`` split the backing
+    at piece ends), else a copy through ``GuestMemory.read``."""
+    space = getattr(mem, "_space", None)
+    piece = space.ram_piece(addr) if space is not None else None
+    if piece is not None and addr + size <= piece.end:
+        o = piece.region.buffer_offset + piece.offset + addr - piece.start
+        return piece.region.buffer.view[o:o + size]
+    return mem.read(addr, size)
 
 
 @dataclass
@@ -562,13 +576,9 @@ class VirtioGpu(VirtioDevice):
                                                f"source offset {src} past the backing's {backing.total} "
                                                f"bytes (QEMU 7.2 aborts)")
                     continue
-                data = backing.gather(self.mem, src, row)
-                img[dst:dst + len(data)] = data
-                self.stats.bytes_copied += len(data)
+                self.stats.bytes_copied += backing.copy_into(self.mem, src, row, img, dst)
         else:
-            data = backing.gather(self.mem, 0, stride * res.height)
-            img[:len(data)] = data
-            self.stats.bytes_copied += len(data)
+            self.stats.bytes_copied += backing.copy_into(self.mem, 0, stride * res.height, img, 0)
         return None
 
     def cmd_resource_attach_backing(self, elem) -> int | None:
