@@ -21,9 +21,10 @@
 # Defines: DESIGN, PATTERN, FRAMES (default 10), W, H (default 320x240), MARK (default 1:
 # after the last store of each frame the guest writes '.' to port 0xE9, so the host can
 # time-stamp it; '<' and '>' bracket the timed frames).  Before the frames the picture
-# is drawn and presented once.  The last line is "SPRITE x y" (the sprite's final place,
+# is drawn and presented once.  The last lines are "SPRITE x y" (the sprite's final place,
 # PATTERN 2) and SUMMARY; the host checks the screen pixel by pixel
-# (uvirt.testing.picture).
+# (uvirt.testing.picture).  With HOLD=1 the program prints "SCREEN READY" and halts with
+# interrupts off instead of exiting, for a QMP screendump.
 .include "uvirt.inc"
 .include "gpu.inc"
 .include "memregion.inc"
@@ -46,6 +47,9 @@
 .endif
 .ifndef MARK
 .set MARK, 1
+.endif
+.ifndef HOLD
+.set HOLD, 0
 .endif
 .set FB_TYPE, 63
 .set SHADOW, 0x400000
@@ -117,6 +121,11 @@ frame:
     PUTC ' '
     PUTDEC [spr_y]
     call put_nl
+.endif
+.if HOLD
+    PUTSN "SCREEN READY"
+    cli
+    hlt
 .endif
     call report_summary
 

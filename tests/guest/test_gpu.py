@@ -17,6 +17,7 @@ from PIL import Image
 
 from uvirt.testing.guest import comparable, run_uvirt
 from uvirt.testing.picture import expected_rgb, first_difference, sprite_path
+from uvirt.testing.qemu import DATA_DIR, VIRTIO_REFERENCES, strip_header
 
 GPU = ("-device", "virtio-gpu-pci")
 
@@ -86,3 +87,44 @@ def test_both_designs_show_the_same_picture(pattern, firmware, tmp_path):
         assert first_difference(rgb, expected_rgb(w, h, sprites), w) is None
         shots[design] = out.read_bytes()
     assert shots[1] == shots[2]
+
+
+@pytest.mark.qemu
+def test_sprite_frames_screendump_equals_qemu(firmware):
+    """45 sprite frames of partial TRANSFER_TO_HOST_2D (row by row from an offset) and
+    RESOURCE_FLUSH: the same screen on QEMU 7.2 and uvirt, both taken over QMP."""
+    import sys
+
+    from uvirt.testing.qemu import qemu_screendumps
+    image = firmware("display_frames", defines={"DESIGN": 2, "PATTERN": 2, "FRAMES": 45, "HOLD": 1})
+    qres, qdumps = qemu_screendumps(image, GPU, formats=("ppm",))
+    ures, udumps = qemu_screendumps(image, GPU, formats=("ppm",), emulator=[sys.executable, "-m", "uvirt", "run"])
+    assert comparable(ures.debugcon) == comparable(qres.debugcon)
+    assert udumps["ppm"] == qdumps["ppm"]
+    w, h, rgb = _ppm_pixels(udumps["ppm"])
+    assert first_difference(rgb, expected_rgb(w, h, (sprite_path(45, w, h),)), w) is None
+
+
+@pytest.mark.parametrize("ref", sorted(r for r in VIRTIO_REFERENCES if r.startswith("gpu_")))
+def test_transcript_equals_stored_qemu_reference(ref, firmware):
+    """Without QEMU: uvirt's gpu_commands transcript equals the stored QEMU 7.2 one."""
+    prog, extra = VIRTIO_REFERENCES[ref]
+    got = run_uvirt(firmware(prog), extra)
+    assert got.exit_code == 1
+    assert comparable(got.debugcon) == comparable(strip_header((DATA_DIR / ref).read_text()))
+
+
+@pytest.mark.parametrize("prop,message", [
+    ("blob=on", "cannot enable blob resources without udmabuf"),
+    ("max_outputs=17", "invalid max_outputs > 16"),
+    ("max_hostmem=xyz", "Parameter 'max_hostmem' expects size"),
+    ("edid=maybe", "Parameter 'edid' expects 'on' or 'off'"),
+    ("xres=-1", "Parameter 'xres' expects uint32_t"),
+])
+def test_property_errors_are_qemus(prop, message, firmware):
+    """QEMU 7.2's words for a bad virtio-gpu-pci property (checked against it by hand:
+    ``qemu-system-x86_64 -device virtio-gpu-pci,PROP``)."""
+    from uvirt.errors import OptionError
+    with pytest.raises(OptionError) as e:
+        run_uvirt(firmware("pci_enum"), ("-device", f"virtio-gpu-pci,{prop}"))
+    assert str(e.value) == f"-device virtio-gpu-pci,{prop}: {message}"

@@ -81,7 +81,7 @@ def _convert(dev: DeviceType, prop: Prop, value: str, raw: str) -> Any:
         return parse_bool(value, option=where, key=prop.name)
     if prop.kind == "size":
         from ..qemu_options import parse_size
-        return parse_size(value, option=where, key=prop.name)
+        return parse_size(value, option=where, key=prop.name, expects="size")
     if prop.kind == "onoffauto":
         if value in ("on", "off", "auto"):
             return value
