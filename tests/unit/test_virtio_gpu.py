@@ -151,3 +151,44 @@ def test_qmp_screendump(tmp_path):
     m.displays = []
     with pytest.raises(QmpError, match="There is no console"):
         ctx.cmd_screendump({"filename": "x"})
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+_TYPES = [int(c) for c in GpuCmd] + [0, 0x1100, 0x999, 0xFFFFFFFF]
+
+
+@st.composite
+def _requests(draw):
+    ctype = draw(st.sampled_from(_TYPES))
+    flags = draw(st.sampled_from([0, 1, 0xFFFFFFFF]))
+    small = st.integers(0, 70) | st.sampled_from([0xFFFFFFFF, 0x80000000, 16384, 16385])
+    body = b"".join(struct.pack("<I", draw(small)) for _ in range(draw(st.integers(0, 12))))
+    if ctype == GpuCmd.RESOURCE_ATTACH_BACKING and draw(st.booleans()):
+        body = struct.pack("<II", draw(st.integers(0, 4)), 1) + struct.pack(
+            "<QII", draw(st.sampled_from([SHADOW, 0xF0000000, 0xFFFFF000, 0xFFFFFFFFFFFFF000])),
+            draw(st.sampled_from([0, 64, 0x1000, 0x10000])), 0)
+    raw = struct.pack("<IIQIB3x", ctype, flags, 7, 3, 0) + body
+    cut = draw(st.integers(0, len(raw)))
+    return raw[:cut] if draw(st.integers(0, 9)) == 0 else raw, draw(st.sampled_from([0, 8, 24, 1056]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reqs=st.lists(_requests(), min_size=1, max_size=12))
+def test_random_requests_never_escape_into_the_host(reqs):
+    """Whatever a guest sends on either queue, the device answers or ignores it as QEMU
+    would; nothing raises."""
+    mem = guest_ram(1 << 20)
+    dev = VirtioGpu(max_hostmem=1 << 20)
+    dev.realize(mem, _Transport())
+    drivers = [MockSplitQueue(mem, 0x10000, 64, layout="legacy"), MockSplitQueue(mem, 0x20000, 16, layout="legacy")]
+    drivers[0].configure(dev.queues[0])
+    drivers[1].configure(dev.queues[1])
+    for i, (raw, resp) in enumerate(reqs):
+        q = i % 2 if len(raw) >= 56 else 0
+        specs = [(max(len(raw), 1), False)] + ([(resp, True)] if resp else [])
+        drivers[q].add_chain(specs, data=raw or b"\0")
+        dev.queue_notify(q)
+    assert dev.hostmem == sum(r.hostmem for r in dev.resources.values())
+    dev.reset()
+    assert not dev.resources and dev.hostmem == 0
