@@ -133,6 +133,15 @@ class GpuResp(IntEnum):
     ERR_INVALID_PARAMETER = 0x1205
 
 
+class GpuConfig(IntEnum):
+    """``struct virtio_gpu_config`` offsets."""
+
+    EVENTS_READ = 0x00
+    EVENTS_CLEAR = 0x04
+    NUM_SCANOUTS = 0x08
+    NUM_CAPSETS = 0x0C
+
+
 class GpuFormat(IntEnum):
     """``enum virtio_gpu_formats``: the name is the byte order in memory."""
 
@@ -331,14 +340,16 @@ class VirtioGpu(VirtioDevice):
     # ------------------------------------------------------------------ virtio hooks
     def config_bytes(self) -> bytes:
         """``virtio_gpu_get_config``: the device's config copied over the shadow."""
-        self._config_shadow[:] = struct.pack("<4I", self.events_read, 0, self.max_outputs, 0)
+        for field, value in ((GpuConfig.EVENTS_READ, self.events_read), (GpuConfig.EVENTS_CLEAR, 0),
+                             (GpuConfig.NUM_SCANOUTS, self.max_outputs), (GpuConfig.NUM_CAPSETS, 0)):
+            struct.pack_into("<I", self._config_shadow, field, value)
         return bytes(self._config_shadow)
 
     def config_write(self, offset: int, data: bytes) -> None:
         """``virtio_gpu_set_config``: the write lands in the shadow; events_clear there
         clears events_read."""
         self._config_shadow[offset:offset + len(data)] = data
-        clear = int.from_bytes(self._config_shadow[4:8], "little")
+        clear = struct.unpack_from("<I", self._config_shadow, GpuConfig.EVENTS_CLEAR)[0]
         if clear:
             self.events_read &= ~clear
 
