@@ -6,7 +6,8 @@
 # events_clear, num_scanouts, num_capsets, past the end) and an events_clear write; then,
 # after the driver start, every command of the 2D protocol with its response type and
 # used length (GET_DISPLAY_INFO's modes and GET_EDID's 1024 bytes in full), and the bad-
-# command catalogue: each wrong request and QEMU's answer.  Finally the test picture
+# command catalogue: each wrong request and QEMU's answer; a device reset (resources gone,
+# requests served before DRIVER_OK).  Finally the test picture
 # (picture.inc, PIC_W x PIC_H) goes through a guest-RAM backing: TRANSFER_TO_HOST_2D of
 # one line at 0,0 (QEMU then copies the whole resource), SET_SCANOUT, RESOURCE_FLUSH,
 # and "SCREEN READY".  With -D SCREENDUMP=1 the program then halts with interrupts off,
@@ -580,6 +581,39 @@ cu_done:
     GSEND "set_scanout 0 to resource 0 (disable)", 48, 24
     GREQ GPU_CMD_RESOURCE_UNREF, 0
     GSEND "unref, header only", 24, 24
+
+    PUTSN "-- device reset"
+    call create_main
+    call vio_reset
+    PUTS "status after reset "
+    call put_hex8
+    call put_nl
+    mov eax, VS_ACK
+    call vio_status_write
+    mov eax, VS_ACK | VS_DRIVER
+    call vio_status_write
+    mov eax, 1
+    mov edx, 1
+    call vio_feat_write
+    mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK
+    call vio_status_write
+    xor eax, eax
+    xor edx, edx
+    call vio_queue_setup
+    mov eax, 1
+    xor edx, edx
+    call vio_queue_setup
+    GREQ GPU_CMD_RESOURCE_UNREF, 0
+    GSET 24, 1
+    GSEND "unref 1 after the reset, before DRIVER_OK", 32, 24
+    GREQ GPU_CMD_GET_DISPLAY_INFO, 0
+    GSEND "GET_DISPLAY_INFO before DRIVER_OK", 24, 408
+    mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK | VS_DRIVER_OK
+    call vio_status_write
+    PUTS "status "
+    call vio_status_read
+    call put_hex8
+    call put_nl
 
     PUTSN "-- the picture"
     call create_main
