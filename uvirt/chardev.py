@@ -1,8 +1,9 @@
 """Character-device back ends (QEMU ``-chardev``): where a guest's byte stream goes.
 
 ``file`` truncates and writes the path (QEMU opens with O_TRUNC unless ``append=on``),
-``stdio`` writes to standard output, ``null`` drops everything, and ``memory`` (uvirt's
-own, for tests) keeps the bytes in ``.data``.  Output is buffered and flushed at a
+``stdio`` writes to standard output, ``null`` drops everything, ``memory`` (uvirt's
+own, for tests) keeps the bytes in ``.data``, and ``socket,...,server=on`` listens
+(``ServerSocketChardev``; the client form is the ivshmem one in devices/ivshmem.py).  Output is buffered and flushed at a
 newline and when the machine stops, so a byte-per-OUT guest does not pay a syscall per
 byte, while a person watching stdio sees whole lines at once.
 
@@ -110,6 +111,129 @@ class StdioChardev(_BufferedChardev):
         out = self._stream or sys.stdout.buffer
         out.write(data)
         out.flush()
+
+
+class ServerSocketChardev(Chardev):
+    """``-chardev socket,id=ID,path=P,server=on[,wait=off]`` or ``host=H,port=N`` (TCP),
+    as QEMU 7.2's socket chardev in server mode, for output: one client at a time (a
+    second connection waits in the backlog until the first leaves, then is served);
+    ``wait=on`` (QEMU's default for a server) blocks start-up until a client connects,
+    with QEMU's message; bytes written while no client is connected are dropped, as
+    QEMU's ``tcp_chr_write`` refuses them.  Whatever a client sends is read and ignored
+    (uvirt's chardevs carry no input).  Accepting and reading run on a daemon thread."""
+
+    def __init__(self, props: dict[str, str], origin: str, chardev_id: str = "") -> None:
+        import socket
+        import threading
+        self.id = chardev_id
+        self.origin = origin
+        on = ("on", "yes", "true", "y")
+        self.wait = props.get("wait", "on") in on
+        if "path" in props:
+            family, address = socket.AF_UNIX, props["path"]
+            self.desc = f"unix:{address}"
+            try:
+                os.unlink(address)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise OptionError(f"{origin}: Failed to bind socket to {address}: {e.strerror}") from None
+        elif "port" in props:
+            family = socket.AF_INET6 if ":" in props.get("host", "") else socket.AF_INET
+            try:
+                address = (props.get("host") or "0.0.0.0", int(props["port"], 0))
+            except ValueError:
+                raise OptionError(f"{origin}: Parameter 'port' expects a number") from None
+            self.desc = f"tcp:{address[0]}:{address[1]}"
+        else:
+            raise OptionError(f"{origin}: chardev: socket: 'path' or 'port' is required")
+        self.path = address if family == socket.AF_UNIX else None
+        ls = socket.socket(family, socket.SOCK_STREAM)
+        if family != socket.AF_UNIX:
+            ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            ls.bind(address)
+            ls.listen(1)
+        except OSError as e:
+            ls.close()
+            raise OptionError(f"{origin}: Failed to bind socket: {e.strerror}") from None
+        if family != socket.AF_UNIX:
+            self.desc = f"tcp:{address[0]}:{ls.getsockname()[1]}"
+        self.listener = ls
+        self.conn = None
+        self._lock = threading.Lock()
+        self._closed = False
+        if self.wait:
+            print(f"uvirt: {origin}: info: QEMU waiting for connection on: "
+                  f"disconnected:{self.desc},server=on", file=sys.stderr)
+            conn, _ = ls.accept()
+            self.conn = conn
+        self._thread = threading.Thread(target=self._serve, name=f"chardev-{chardev_id}", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._closed:
+            conn = self.conn
+            if conn is None:
+                try:
+                    conn, _ = self.listener.accept()
+                except OSError:
+                    return
+                with self._lock:
+                    if self._closed:
+                        conn.close()
+                        return
+                    self.conn = conn
+            try:
+                while conn.recv(4096):
+                    pass
+            except OSError:
+                pass
+            self._drop(conn)
+
+    def _drop(self, conn) -> None:
+        with self._lock:
+            if self.conn is conn:
+                self.conn = None
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None
+
+    def write(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        try:
+            conn.sendall(data)
+        except OSError:
+            self._drop(conn)
+
+    def close(self) -> None:
+        import socket
+        self._closed = True
+        with self._lock:
+            conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        if self.path:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
 
 def open_chardev(backend: str, props: dict[str, str], *, chardev_id: str = "") -> Chardev:

@@ -125,6 +125,7 @@ class StopReason(Enum):
     INSN_BUDGET = "instruction budget exhausted"
     INTERRUPTED = "interrupted (SIGINT)"
     HOST_ERROR = "internal error in a device model"
+    QUIT = "quit (QMP)"
 
 
 EXIT_CLEAN = 0
@@ -159,7 +160,7 @@ class StopInfo:
 
     @property
     def clean(self) -> bool:
-        return self.reason in (StopReason.DEBUG_EXIT, StopReason.HALTED, StopReason.RESET)
+        return self.reason in (StopReason.DEBUG_EXIT, StopReason.HALTED, StopReason.RESET, StopReason.QUIT)
 
     def summary(self) -> str:
         text = self.reason.value + (f": {self.detail}" if self.detail else "")
@@ -461,6 +462,10 @@ class Machine:
     def interrupt(self) -> None:
         """Stop the running guest from another thread or a signal handler."""
         self._request_stop(StopReason.INTERRUPTED, EXIT_INTERRUPTED)
+
+    def request_quit(self) -> None:
+        """QMP ``quit`` from a monitor thread: stop with status 0, as QEMU exits."""
+        self._request_stop(StopReason.QUIT, EXIT_CLEAN)
 
     def run(self, *, timeout: float | None = 10.0, max_insns: int | None = None) -> StopInfo:
         """Run until the guest stops; ``timeout`` seconds of wall clock (None: no limit),

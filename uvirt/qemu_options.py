@@ -42,7 +42,8 @@ them is visibly uvirt-only, and removing them gives the QEMU command line back:
 ``-uvirt-timeout S``  wall-clock limit in seconds (``2.5``; 0 = no limit; default 10)
 ``-uvirt-max-insns N``  stop after N guest instructions (decimal or ``0x`` hex)
 ``-uvirt-trace FILE``  write uvirt's device trace to FILE
-``-uvirt-screenshot FILE``  save the virtio-fb framebuffer as PNG when the run ends
+``-uvirt-screenshot FILE``  save the first display (virtio-gpu scanout 0 or virtio-fb) when
+                       the run ends: PPM for ``*.ppm`` (QEMU's screendump bytes), else PNG
                        (also spelled ``-screenshot FILE``, as issue 5 names it; QEMU
                        has no such option, its monitor has ``screendump``)
 ===================  ==========================================================

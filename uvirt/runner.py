@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import re
 import sys
+import time
 from dataclasses import dataclass, field
 
 from . import bios
@@ -47,7 +48,10 @@ def _open(spec, ctx: BuildContext, built: Built) -> Chardev:
             raise OptionError(f"{spec.origin}: chardev '{spec.id}' not found")
         return dev
     assert isinstance(spec, ChardevOpts)
-    if spec.backend == "socket" and "path" in spec.props:
+    if spec.backend == "socket" and spec.props.get("server", "off") in ("on", "yes", "true", "y"):
+        from .chardev import ServerSocketChardev
+        dev = ServerSocketChardev(spec.props, spec.origin, spec.id)
+    elif spec.backend == "socket" and "path" in spec.props:
         from .devices.ivshmem import open_socket_chardev   # a client UNIX socket (ivshmem)
         dev = open_socket_chardev(spec.props, spec.origin, spec.id)
     else:
@@ -74,6 +78,9 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
         from .qtest.session import served_chardevs, strip_to_none
         served = served_chardevs(cfg)
         cpu = False
+    else:
+        # QMP monitors beside a running guest are served by uvirt.qtest.guest_monitors
+        served = {mon.chardev for mon in cfg.monitors if mon.mode == "control"}
     none = cfg.machine.type == "none"
     m = Machine(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot, cpu=cpu, builtins=not none)
     if none:
@@ -186,19 +193,37 @@ def run_config(cfg: RunConfig) -> StopInfo:
     when an output file lost bytes: the run's result is incomplete."""
     built = build_machine(cfg)
     m = built.machine
+    monitors = None
     try:
-        framebuffers = getattr(m, "framebuffers", [])
-        if cfg.uvirt.screenshot and not framebuffers:
-            raise OptionError(f"-screenshot {cfg.uvirt.screenshot}: no framebuffer "
-                              f"(add -device virtio-fb-pci)")
+        if any(mon.mode == "control" for mon in cfg.monitors):
+            from .qtest.guest_monitors import GuestMonitors
+            monitors = GuestMonitors(built, cfg)
+        displays = getattr(m, "displays", [])
+        if cfg.uvirt.screenshot and not displays:
+            raise OptionError(f"-screenshot {cfg.uvirt.screenshot}: no display "
+                              f"(add -device virtio-gpu-pci or virtio-fb-pci)")
         timeout = cfg.uvirt.timeout if cfg.uvirt.timeout is not None else DEFAULT_TIMEOUT
+        deadline = time.monotonic() + timeout if timeout else None
+        if monitors is not None:
+            monitors.start()
         stop = m.run(timeout=timeout or None, max_insns=cfg.uvirt.max_insns)
+        if monitors is not None:
+            from .machine import StopReason
+            if monitors.guest_stopped(stop.reason is StopReason.HALTED, deadline):
+                print(f"uvirt: wall-clock budget (-uvirt-timeout {timeout:g} s) exhausted with the "
+                      f"guest halted and its QMP monitors still open", file=sys.stderr)
+                stop.exit_code = 124
         if cfg.uvirt.screenshot:
+            # the first display's head 0 (QEMU's console 0), as QMP screendump would save
+            # it: PPM for a .ppm name (QEMU's bytes), PNG otherwise
+            path = cfg.uvirt.screenshot
             try:
-                framebuffers[0].screenshot(cfg.uvirt.screenshot)
+                displays[0][1].surface(0).save(path, "ppm" if path.lower().endswith(".ppm") else "png")
             except OSError as e:
                 raise OptionError(f"-screenshot {cfg.uvirt.screenshot}: {e.strerror}") from None
     finally:
+        if monitors is not None:
+            monitors.close()
         m.close()
     lost = output_errors(dict.fromkeys(built.chardevs + list(m.chardevs)))
     if lost:

@@ -83,7 +83,8 @@ def test_reference_is_current(ref, case, firmware, qemu, tmp_path):
 
 
 def test_every_virtio_program_has_references():
-    progs = {p.stem for p in (Path(__file__).parents[2] / "firmware").glob("virtio_*.S")}
+    firmware = Path(__file__).parents[2] / "firmware"
+    progs = {p.stem for pattern in ("virtio_*.S", "gpu_*.S") for p in firmware.glob(pattern)}
     assert progs == {prog for prog, _ in VIRTIO_REFERENCES.values()}
     for ref in VIRTIO_REFERENCES:
         assert (DATA_DIR / ref).exists(), ref

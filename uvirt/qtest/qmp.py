@@ -8,7 +8,7 @@ negotiation, as in QEMU.
 
 Commands: ``qmp_capabilities quit query-status query-version query-name query-kvm
 query-commands query-machines qom-list-types device_add device_del block_resize
-system_reset stop cont``.  Arguments are checked as QAPI's input visitor does (members
+system_reset stop cont screendump``.  Arguments are checked as QAPI's input visitor does (members
 in schema order: ``Parameter 'X' is missing``, ``Invalid parameter type for 'X',
 expected: string``, then ``Parameter 'Y' is unexpected``).
 
@@ -239,6 +239,40 @@ class QmpContext:
         return {}
 
 
+    def cmd_screendump(self, args: dict) -> dict:
+        """QEMU 7.2 ``qmp_screendump`` (ui/console.c): the console of ``device``/``head``,
+        or console 0; PPM unless ``format`` is ``png``.  Consoles are the display devices'
+        heads in creation order (``machine.displays``: virtio-gpu's scanouts, virtio-fb)."""
+        check_args(args, (("filename", "str", True), ("device", "str", False), ("head", "int", False),
+                          ("format", "str", False)))
+        fmt = args.get("format", "ppm")
+        if fmt not in ("ppm", "png"):
+            raise QmpError(f"Parameter 'format' does not accept value '{fmt}'")
+        machine = self.hooks.machine
+        displays = list(getattr(machine, "displays", []))
+        if "device" in args:
+            dev_id, head = args["device"], args.get("head", 0)
+            found = [d for i, d in displays if i == dev_id]
+            known = set(self.hooks.peripherals) | {i for i, _ in displays if i}
+            if not found and dev_id not in known:
+                raise QmpError(f"Device '{dev_id}' not found", "DeviceNotFound")
+            if not found or not 0 <= head < found[0].heads:
+                raise QmpError(f"Device {dev_id} (head {head}) is not bound to a QemuConsole")
+            surface = found[0].surface(head)
+        else:
+            if "head" in args:
+                raise QmpError("'head' must be specified together with 'device'")
+            consoles = [(d, h) for _, d in displays for h in range(d.heads)]
+            if not consoles:
+                raise QmpError("There is no console to take a screendump from")
+            surface = consoles[0][0].surface(consoles[0][1])
+        try:
+            surface.save(args["filename"], fmt)
+        except OSError as e:
+            raise QmpError(f"failed to open file '{args['filename']}': {e.strerror}") from None
+        return {}
+
+
 def _prop_str(v: Any) -> str:
     if isinstance(v, bool):
         return "on" if v else "off"
@@ -252,7 +286,7 @@ COMMANDS: dict[str, str] = {
     "query-kvm": "cmd_query_kvm", "query-commands": "cmd_query_commands",
     "query-machines": "cmd_query_machines", "qom-list-types": "cmd_qom_list_types",
     "device_add": "cmd_device_add", "device_del": "cmd_device_del",
-    "block_resize": "cmd_block_resize",
+    "block_resize": "cmd_block_resize", "screendump": "cmd_screendump",
 }
 
 

@@ -121,6 +121,14 @@ VIRTIO_REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
     # of the device's own ISR register
     "virtio_dma__blk-modern-ioeventfd-off.txt":
         ("virtio_dma", (*_BLK[:-1], _BLK[-1] + ",disable-legacy=on,ioeventfd=off")),
+    # virtio-gpu 2D: registers, config, every command and the bad-command catalogue
+    "gpu_commands__default.txt": ("gpu_commands", ("-device", "virtio-gpu-pci")),
+    "gpu_commands__edid-off-2-heads.txt":
+        ("gpu_commands", ("-device", "virtio-gpu-pci,edid=off,xres=1024,yres=768,max_outputs=2")),
+    "gpu_commands__5120x2160-1M.txt":
+        ("gpu_commands", ("-device", "virtio-gpu-pci,xres=5120,yres=2160,max_hostmem=1M")),
+    "gpu_commands__333x77-no-msix.txt":
+        ("gpu_commands", ("-device", "virtio-gpu-pci,xres=333,yres=77,disable-legacy=off,vectors=0")),
 }
 # a 0xffffffff-byte rng descriptor: QEMU allocates and fills 4 GiB (about 20 s and 4 GiB
 # of memory per run), so these run only where slow tests are wanted
@@ -336,3 +344,65 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def qemu_screendumps(image_path: str | os.PathLike[str], extra_args: tuple[str, ...] = (), *,
+                     ready: str = "SCREEN READY", formats: tuple[str, ...] = ("ppm", "png"),
+                     timeout: float = 30, emulator: list[str] | None = None
+                     ) -> tuple[QemuResult, dict[str, bytes]]:
+    """Boot ``image_path`` on QEMU with a QMP server socket, wait until the guest prints
+    ``ready`` on debugcon (it then halts), take a QMP ``screendump`` in each format, quit.
+    Returns the run (QEMU exits 0 after ``quit``) and the files' bytes by format.
+    ``emulator`` replaces QEMU's command (``[python, -m, uvirt, run]``: the same session
+    against uvirt)."""
+    import json
+    import socket
+    import time
+
+    exe = [qemu_binary()] if emulator is None else emulator
+    if exe[0] is None:
+        raise FileNotFoundError(f"{QEMU} not found on PATH")
+    image = Path(image_path).resolve()
+    with tempfile.TemporaryDirectory(prefix="uvirt-qemu-") as tmp:
+        con, sock_path = Path(tmp) / "debugcon.txt", Path(tmp) / "qmp.sock"
+        cmd = [*exe, *BASE_ARGS, *extra_args, "-qmp", f"unix:{sock_path},server=on,wait=off",
+               "-debugcon", f"file:{con}", "-kernel", str(image)]
+        proc = subprocess.Popen(cmd, cwd=tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        dumps: dict[str, bytes] = {}
+        try:
+            deadline = time.monotonic() + timeout
+            while not (con.exists() and ready in con.read_text("latin-1")):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"QEMU did not print {ready!r}: "
+                                       + (con.read_text("latin-1") if con.exists() else ""))
+                time.sleep(0.02)
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(sock_path))
+            f = s.makefile("rw")
+            f.readline()
+
+            def qmp(command: str, **args) -> dict:
+                f.write(json.dumps({"execute": command, **({"arguments": args} if args else {})}) + "\n")
+                f.flush()
+                while True:
+                    reply = json.loads(f.readline())
+                    if "event" not in reply:
+                        return reply
+
+            qmp("qmp_capabilities")
+            for fmt in formats:
+                out = Path(tmp) / f"screen.{fmt}"
+                reply = qmp("screendump", filename=str(out), format=fmt)
+                if "error" in reply:
+                    raise RuntimeError(f"screendump: {reply}")
+                dumps[fmt] = out.read_bytes()
+            qmp("quit")
+            s.close()
+            _, err = proc.communicate(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        text = con.read_bytes().decode("latin-1") if con.exists() else ""
+    return QemuResult(proc.returncode, text, err.decode(errors="replace") if err else ""), dumps

@@ -88,6 +88,14 @@ class VirtioFb(VirtioDevice):
         self.notify(0)
 
     # -- host side
+    heads = 1
+
+    def surface(self, head: int = 0):
+        """The display surface (a view into the framebuffer region, XRGB8888 = B, G, R, X
+        bytes), as QMP ``screendump`` and ``-uvirt-screenshot`` save it."""
+        from ..display.surface import Surface
+        return Surface(self.width, self.height, self.stride, "BGRX", self.fb.view, 0)
+
     def pixels(self) -> bytes:
         """The visible framebuffer, XRGB8888 rows without padding."""
         rows = self.fb.read(0, self.stride * self.height)
