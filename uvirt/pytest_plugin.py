@@ -51,6 +51,7 @@ from pathlib import Path
 
 import pytest
 
+from .errors import UvirtError
 from .testing.guest_tests import (MANIFEST_NAME, GuestRun, GuestSpec, GuestSpecError,
                                   build_program, parse_manifest, run_guest, run_guest_qemu,
                                   spec_from_source, uvirt_only, DEFAULT_TRACE_TAIL)
@@ -139,9 +140,9 @@ class GuestItem(pytest.Item):
             image = build_program(spec, Path(tmp))
             run = run_guest(image, spec.extra_params, timeout=spec.timeout,
                             trace_tail=self.config.getoption("uvirt_trace_tail"))
-            compared = ""
+            qemu_result = None
             if self.config.getoption("uvirt_qemu"):
-                compared = self._compare_with_qemu(image, run)
+                qemu_result = self._compare_with_qemu(image, run)
         self.run_result = run
         problems = run.problems(spec)
         seen: dict[str, int] = {}
@@ -158,6 +159,10 @@ class GuestItem(pytest.Item):
                 failure = GuestFailure(f"FAIL: {rep.message}   (guest output line {rep.line})\n"
                                        + _context(run.output, rep.line))
             _sub_result(self, label, failure, xfail=spec.xfail)
+        compared = ""
+        if qemu_result is not None:                   # reported after the guest's own
+            compared, failure, skip = qemu_result
+            _sub_result(self, "QEMU 7.2 transcript", failure, skip=skip)
         if compared:
             problems.append("transcript differs from QEMU 7.2's")
         if spec.xfail:                     # strict: the program must not pass
@@ -167,26 +172,26 @@ class GuestItem(pytest.Item):
         if problems:
             raise GuestFailure(_explain(self.spec, run, problems, compared))
 
-    def _compare_with_qemu(self, image: Path, run: GuestRun) -> str:
+    def _compare_with_qemu(self, image: Path, run: GuestRun):
+        """None (not compared) or (diff, failure, skip reason) for the sub-result."""
         spec = self.spec
         if not spec.qemu or uvirt_only(spec.extra_params):
-            return ""
+            return None
         from .testing.qemu import QEMU, qemu_available
         if not qemu_available():
             reason = f"{QEMU} not installed: no comparison with QEMU 7.2"
             if os.environ.get("CI", "").lower() == "true":
-                _sub_result(self, "QEMU 7.2 transcript", GuestFailure(f"CI=true: {reason}"))
-                return reason
-            _sub_result(self, "QEMU 7.2 transcript", None, skip=reason)
-            return ""
+                return reason, GuestFailure(f"CI=true: {reason}"), None
+            return "", None, reason
         q = run_guest_qemu(image, spec.extra_params, timeout=spec.timeout)
         diff = compare_transcripts(q, run)
-        _sub_result(self, "QEMU 7.2 transcript", GuestFailure(diff) if diff else None)
-        return diff
+        return diff, (GuestFailure(diff) if diff else None), None
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, GuestFailure):
             return excinfo.value.text
+        if isinstance(excinfo.value, UvirtError):       # a build error, a bad option: one line
+            return f"{self.spec.program}: {excinfo.value}"
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):

@@ -315,3 +315,44 @@ def run_guest_qemu(image: Path, extra_params: tuple[str, ...] | list[str] = (), 
 
 def uvirt_only(params: tuple[str, ...]) -> bool:
     return any(p.startswith("-uvirt-") for p in params)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m uvirt.testing.guest_tests PROG.S [--qemu] [QEMU options...]``: build and
+    run one program with its header's options (plus any given), print what it wrote,
+    exit with the emulator's exit code."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m uvirt.testing.guest_tests PROG.S [--qemu] [QEMU options...]",
+              file=sys.stderr)
+        return 2
+    path, rest = Path(argv[0]), argv[1:]
+    on_qemu = "--qemu" in rest
+    rest = [a for a in rest if a != "--qemu"]
+    try:
+        if not path.exists():
+            raise GuestSpecError(f"{path}: no such file")
+        spec = spec_from_source(path) if path.suffix == ".S" else \
+            GuestSpec(path.stem, path)
+        with tempfile.TemporaryDirectory(prefix="uvirt-guest-") as tmp:
+            image = build_program(spec, Path(tmp))
+            params = (*spec.extra_params, *rest)
+            if on_qemu:
+                run = run_guest_qemu(image, params, timeout=spec.timeout)
+            else:
+                run = run_guest(image, params, timeout=spec.timeout, trace_tail=0)
+    except UvirtError as e:
+        print(f"uvirt: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write(run.output)
+    if run.stop is not None and not run.stop.clean:
+        print("uvirt: " + run.stop.report(), file=sys.stderr)
+    if run.stderr:
+        sys.stderr.write(run.stderr)
+    return run.exit_code & 0xFF
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
