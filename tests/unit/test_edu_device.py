@@ -152,3 +152,21 @@ def test_reset_keeps_registers(board):
     m.pci.reset()
     assert dev.addr4 == 0xFFFFFFFE and dev.irq_status == 2 and dev.intx_level == 0
     assert dev.config.get(0x42, 2) == 0x0080
+
+
+def test_long_factorial_takes_qemus_time(monkeypatch):
+    """Without a CPU thread a factorial is due n * FACT_NS_PER_STEP after the write (QEMU's
+    loop); the first access after that finishes it."""
+    import uvirt.devices.edu as edu_mod
+    now = [100.0]
+    monkeypatch.setattr(edu_mod.time, "monotonic", lambda: now[0])
+    dev = Edu()
+    regs = dev.region.device
+    regs.write(EduReg.STATUS, 4, 0x80)
+    regs.write(EduReg.FACTORIAL, 4, 0x1000000)
+    due = 0x1000000 * edu_mod.FACT_NS_PER_STEP * 1e-9
+    now[0] += due * 0.99
+    assert regs.read(EduReg.STATUS, 4) == 0x81 and regs.read(EduReg.FACTORIAL, 4) == 0x1000000
+    now[0] += due * 0.02
+    assert regs.read(EduReg.STATUS, 4) == 0x80 and regs.read(EduReg.FACTORIAL, 4) == 0
+    assert dev.irq_status == 1
