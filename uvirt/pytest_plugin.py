@@ -297,23 +297,27 @@ class GuestRunner:
         params = (*self.marker_args, *extra_params)
         run = run_guest(image, params, timeout=timeout,
                         trace_tail=self.config.getoption("uvirt_trace_tail"))
-        run.qemu = None
+        run = CheckedRun(**vars(run))
         if self.config.getoption("uvirt_qemu") and not uvirt_only(params):
             from .testing.qemu import qemu_available
             if qemu_available():
                 run.qemu = run_guest_qemu(image, params, timeout=timeout)
-        run.check = lambda: _check(run)
         return run
 
 
-def _check(run: GuestRun) -> None:
-    __tracebackhide__ = True
-    problems = run.problems()
-    diff = compare_transcripts(run.qemu, run) if getattr(run, "qemu", None) is not None else ""
-    if diff:
-        problems.append("transcript differs from QEMU 7.2's")
-    if problems:
-        pytest.fail(_explain(None, run, problems, diff), pytrace=False)
+class CheckedRun(GuestRun):
+    """What the ``guest`` fixture returns: a ``GuestRun`` that can fail the test."""
+
+    def check(self) -> None:
+        """Fail the test as a guest item would: FAIL lines, exit status, an abnormal
+        stop, or (under ``--uvirt-qemu``) a transcript that differs from QEMU's."""
+        __tracebackhide__ = True
+        problems = self.problems()
+        diff = compare_transcripts(self.qemu, self) if self.qemu is not None else ""
+        if diff:
+            problems.append("transcript differs from QEMU 7.2's")
+        if problems:
+            pytest.fail(_explain(None, self, problems, diff), pytrace=False)
 
 
 def _marker_args(request: pytest.FixtureRequest) -> tuple[str, ...]:

@@ -167,3 +167,25 @@ def test_uvirt_qemu_compares(pytester):
     result = pytester.runpytest("-v", "-p", "no:cacheprovider", "--uvirt-qemu")
     result.stdout.fnmatch_lines(["*SUBPASSED*QEMU 7.2 transcript*"])
     _outcomes(result, passed=1, subtests_passed=3)
+
+
+def test_bad_header_is_a_collection_error_and_plugin_can_be_disabled(pytester):
+    pytester.makefile(".S", test_bad_header="# [uvirt]\n# memory = 256M\n.include \"uvirt.inc\"\nmain:\n    ret\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*test_bad_header.S:1: unknown key 'memory' (keys: file, extra_params*"])
+    _outcomes(result, errors=1)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:uvirt")
+    result.stdout.fnmatch_lines(["*no tests ran*"])
+
+
+def test_guest_fixture_check_explains_a_failure(pytester):
+    pytester.makepyfile(test_fail='''
+        def test_guest_fails(guest):
+            run = guest("main:\\n    REPORT_EQ 1, 2, \\"one is two\\"\\n    call report_summary\\n")
+            assert [r.kind for r in run.reports] == ["FAIL"] and run.guest_status == 1
+            run.check()
+    ''')
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*FAIL: one is two (got 00000001, want 00000002)*",
+                                 "*exit code 3, expected 1*", "*last * trace events:*"])
+    _outcomes(result, failed=1)

@@ -216,6 +216,7 @@ class GuestRun:
     trace_tail: list[str] = field(default_factory=list)
     emulator: str = "uvirt"
     stderr: str = ""
+    qemu: "GuestRun | None" = None       # the same program on QEMU 7.2 (--uvirt-qemu)
 
     @property
     def reports(self) -> list[Report]:
