@@ -29,10 +29,13 @@ def test_edu_matches_stored_qemu_transcript(firmware):
 
 
 @pytest.mark.qemu
-def test_edu_transcript_equals_qemu(firmware, qemu):
+@pytest.mark.parametrize("args", [EDU, ("-device", "edu,dma_mask=0xffffffff,addr=5"),
+                                  ("-device", "virtio-rng-pci", "-device", "edu", "-m", "256M")],
+                         ids=["default", "dma_mask-addr", "behind-rng-256M"])
+def test_edu_transcript_equals_qemu(args, firmware, qemu):
     image = firmware("edu")
-    want = qemu(image, EDU)
-    got = run_uvirt(image, EDU)
+    want = qemu(image, args)
+    got = run_uvirt(image, args)
     assert want.exit_code == 1 and not _fails(want.debugcon), want.debugcon + want.stderr
     assert got.exit_code == want.exit_code, got.debugcon
     assert comparable(got.debugcon) == comparable(want.debugcon)
