@@ -40,9 +40,11 @@ DMA (``edu_dma_timer``, ``dma_rw``)
     to 0x80..0x98 are ignored while bit 0 of the command is set.  When the timer fires
     the device buffer range (``edu_check_range``) must lie inside [0x40000, 0x41000) with
     its *end* strictly below 0x41000 -- so a 4096-byte transfer, or one of 0 bytes, fails
-    the check too -- and QEMU calls ``hw_error``, which prints the range and aborts the
-    whole emulator: the guest observes nothing more.  uvirt stops the run the same way
-    (``Machine.hardware_error``: exit status 134, as a shell reports QEMU's SIGABRT).
+    the check too -- and QEMU 7.2 calls ``hw_error``, which prints the range and the CPU
+    state and aborts the whole emulator: the guest observes nothing more.  uvirt stops
+    the run the same way (``Machine.hardware_error``: exit status 134, as a shell reports
+    QEMU's SIGABRT) and records a guest error too (later QEMUs only log one and carry
+    on; the reference here is 7.2).
     The RAM address is masked with ``dma_mask`` (property, default 28 bits) and QEMU
     prints "EDU: clamping DMA ..." when that changed it.  The copy goes through the
     bus-master address space: with bus mastering off reads give zeros and writes are
@@ -445,10 +447,17 @@ def create_edu(machine: "Machine", v: dict[str, Any], ctx: Any) -> Edu:
         host_timer = after          # QEMU's virtual clock is host time under TCG too
 
     def log(text: str) -> None:
-        print(text, file=sys.stdout, flush=True)
+        print(text, file=sys.stdout, flush=True)        # QEMU 7.2's printf, on stdout
+        machine.guest_error("edu", text)
+
+    def hw_error(message: str) -> None:
+        # QEMU 7.2 aborts here (later QEMUs log a guest error and carry on): the run
+        # ends, and the guest error stays in the record and the trace.
+        machine.guest_error("edu", message)
+        machine.hardware_error(message)
 
     dev = Edu(dma_mask=v["dma_mask"], post=post, host_timer=host_timer, after=after,
-              hw_error=machine.hardware_error, log=log)
+              hw_error=hw_error, log=log)
     slot, func = v["addr"] if v["addr"] is not None else (None, 0)
     machine.add_pci(dev, slot, func)
     machine.chardevs.append(dev)            # Machine.close() stops its timer
