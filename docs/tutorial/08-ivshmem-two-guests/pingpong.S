@@ -15,7 +15,9 @@
 .ifndef ROLE
 .set ROLE, 1
 .endif
-.set WAIT_MAX, 200000000
+.ifndef WAIT_MAX
+.set WAIT_MAX, 8000000             # tries: a few seconds on QEMU and on uvirt
+.endif
 
 .align 4, 0
 shm: .long 0

@@ -28,7 +28,8 @@ def main(argv: list[str]) -> int:
         device = ["-object", f"memory-backend-file,id=shm,size=1M,share=on,mem-path={shared}",
                   "-device", "ivshmem-plain,memdev=shm"]
         guests = []
-        for role, name in ((1, "A"), (2, "B")):
+        # B first: it waits for A, so A's start-up time is covered by B's patience
+        for role, name in ((2, "B"), (1, "A")):
             image = build_to(HERE / "pingpong.S", Path(tmp) / f"guest{name}.bin",
                              defines={"ROLE": role})
             console = Path(tmp) / f"guest{name}.txt"
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> int:
             guests.append((name, "QEMU 7.2" if on_qemu else "uvirt", console,
                            subprocess.Popen(cmd, stdin=subprocess.DEVNULL)))
         status = 0
-        for name, emulator, console, proc in guests:
+        for name, emulator, console, proc in sorted(guests):
             code = proc.wait(timeout=60)
             status |= code != 1
             print(f"--- guest {name} ({emulator}), exit code {code}")
