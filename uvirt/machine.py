@@ -126,6 +126,7 @@ class StopReason(Enum):
     INTERRUPTED = "interrupted (SIGINT)"
     HOST_ERROR = "internal error in a device model"
     QUIT = "quit (QMP)"
+    HARDWARE_ERROR = "hardware error (QEMU aborts here)"
 
 
 EXIT_CLEAN = 0
@@ -133,6 +134,7 @@ EXIT_FAULT = 2
 EXIT_BUDGET = 124
 EXIT_INTERRUPTED = 130
 EXIT_HOST_ERROR = 1
+EXIT_HARDWARE_ERROR = 134      # QEMU's hw_error() ends in abort(): 128 + SIGABRT
 
 _REGS = [("eax", X.UC_X86_REG_EAX), ("ebx", X.UC_X86_REG_EBX), ("ecx", X.UC_X86_REG_ECX),
          ("edx", X.UC_X86_REG_EDX), ("esi", X.UC_X86_REG_ESI), ("edi", X.UC_X86_REG_EDI),
@@ -439,6 +441,12 @@ class Machine:
         # Without -no-reboot QEMU would reboot into the firmware; uvirt stops either way.
         detail = "" if self.no_reboot else "reboot is not supported: stopping"
         self._request_stop(StopReason.RESET, EXIT_CLEAN, detail)
+
+    def hardware_error(self, message: str) -> None:
+        """A device model reached QEMU's ``hw_error``: QEMU prints the message and aborts,
+        so the guest observes nothing more.  The run stops at once with exit status 134
+        and the message in its report."""
+        self._request_stop(StopReason.HARDWARE_ERROR, EXIT_HARDWARE_ERROR, message)
 
     def _request_stop(self, reason: StopReason, exit_code: int, detail: str = "", **kw) -> None:
         if self._stopping:

@@ -84,8 +84,11 @@ def e820_map(ram_size: int) -> list[tuple[int, int, int]]:
         (0xF0000, 0x10000, E820_RESERVED),
         (0x100000, ram_size - 0x100000 - 0x20000, E820_RAM),
         (ram_size - 0x20000, 0x20000, E820_RESERVED),
-        (0xFEFFC000, 0x4000, E820_RESERVED),
         (0xFFFC0000, 0x40000, E820_RESERVED),
+        # QEMU 7.2 pc_memory_init: the default CPU (qemu64) is AMD with 40 physical
+        # address bits, so the HyperTransport hole is advertised (AMD_HT_START/SIZE).
+        # (No 0xFEFFC000 entry: that page pair is KVM's identity map and TSS, not TCG's.)
+        (0xFD00000000, 0x300000000, E820_RESERVED),
     ]
 
 
@@ -197,8 +200,13 @@ def _add_boot_info(plan: LoadPlan, kernel_size: int, ram_size: int, filename: st
     mbi = bytearray(MBI_SIZE)
     struct.pack_into("<I", mbi, MBI_FLAGS, MBI_FLAG_MEMORY | MBI_FLAG_BOOT_DEVICE | MBI_FLAG_CMDLINE
                      | MBI_FLAG_MODULES | MBI_FLAG_MMAP | MBI_FLAG_BOOTLOADER)
-    struct.pack_into("<I", mbi, MBI_MEM_LOWER, 640)
-    struct.pack_into("<I", mbi, MBI_MEM_UPPER, ram_size // 1024 - 1024)
+    # QEMU's multiboot option ROM takes both from the BIOS's memory map: conventional
+    # memory below the EBDA (639 KiB) and the RAM block at 1 MiB up to SeaBIOS's
+    # reserved top 128 KiB (observed: -m 128M gives mem_upper 0x1fb80).
+    e820 = e820_map(ram_size)
+    struct.pack_into("<I", mbi, MBI_MEM_LOWER, e820[0][1] // 1024)
+    struct.pack_into("<I", mbi, MBI_MEM_UPPER,
+                     next(n for a, n, t in e820 if a == 0x100000 and t == E820_RAM) // 1024)
     struct.pack_into("<I", mbi, MBI_BOOT_DEVICE, 0x8000FFFF)
     struct.pack_into("<I", mbi, MBI_CMDLINE, buf_phys + offset_cmdlines)
     struct.pack_into("<I", mbi, MBI_MODS_COUNT, 0)

@@ -64,7 +64,8 @@ def qtest_mode(cfg: RunConfig) -> bool:
     return cfg.accelerator == "qtest" or cfg.qtest is not None
 
 
-def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
+def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> Built:
+    """``kernel=False``: no ``-kernel`` needed (the pytest ``machine`` fixture loads one later)."""
     serving = qtest_mode(cfg)
     if cfg.machine.type not in ("pc-i440fx-7.2",) and not (serving and cfg.machine.type == "none"):
         raise OptionError(f"-machine {cfg.machine.requested}: uvirt models only the pc machine")
@@ -114,7 +115,7 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
                 built.devices.append((d, create_device(m, ctx, d.driver, props, d.raw)))
             if not serving:
                 bios.firmware_step(m)
-        if not serving:
+        if not serving and (kernel or cfg.kernel is not None):
             if cfg.kernel is None:
                 raise OptionError("no -kernel given: uvirt boots multiboot images (-kernel FILE)")
             m.load_kernel_file(cfg.kernel, cmdline=cfg.append or "")

@@ -22,7 +22,7 @@ EVENTS: dict[str, str] = {
     "pci_bar_map": "pci {bdf} BAR{index} {old} -> {new}",
     "unassigned_page": "unassigned page {page:#010x} backed by zeros",
     "guest_error": "guest error {kind}: {detail}",
-    "interrupt": "interrupt {vector:#04x} {kind} eip={eip:#010x} -> {result}",
+    "interrupt": "interrupt vector={vector:#04x} {kind} eip={eip:#010x} -> {result}",
     "stop": "stop {reason} eip={eip:#010x}",
 }
 

@@ -312,6 +312,11 @@ def _ivshmem_doorbell(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     return create_doorbell(machine, v, ctx, f"-device {ctx.raw or 'ivshmem-doorbell'}")
 
 
+def _edu(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
+    from .edu import create_edu
+    return create_edu(machine, v, ctx)
+
+
 def _virtio_blk_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     """``-device virtio-blk-pci,drive=ID``: QEMU 7.2's checks, in its order."""
     from ..virtio.blk import VirtioBlk
@@ -493,6 +498,9 @@ DEVICE_TYPES: dict[str, DeviceType] = {
         _virtio_common_props() + (Prop("rng", "str"), Prop("max-bytes", "uint64", None),
                                   Prop("period", "uint32", None), Prop("seed", "uint64", None)),
         _virtio_rng_pci),
+    "edu": DeviceType(
+        "edu", "pci", "QEMU's educational device (1234:11e8): factorial, DMA, INTx and MSI",
+        (Prop("dma_mask", "uint64", (1 << 28) - 1),), _edu),
     "isa-debug-exit": DeviceType(
         "isa-debug-exit", "isa", "ISA debug exit device: a write of v ends the run with status (v<<1)|1",
         (Prop("iobase", "uint32", 0x501), Prop("iosize", "uint32", 2)), _debug_exit),

@@ -49,6 +49,13 @@ REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cpu_memory.txt": ("cpu_memory", ()),
 }
 
+# QEMU's edu device (firmware/edu*.S); edu_dma_abort ends in QEMU's hw_error (abort).
+EDU_REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "edu.txt": ("edu", ("-device", "edu")),
+    "edu_dma_abort.txt": ("edu_dma_abort", ("-device", "edu")),
+}
+REFERENCES.update(EDU_REFERENCES)
+
 # virtio guest programs (firmware/virtio_*.S).  Their args may name two files by
 # placeholder; ``virtio_args`` creates them in a temporary directory and substitutes
 # absolute paths: VIRTIO_DISK, a 64 KiB raw image whose byte i of sector s is
