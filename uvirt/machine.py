@@ -70,8 +70,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
-                     UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED,
-                     UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_MODE_32, Uc, UcError)
+                     UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT,
+                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_HOOK_MEM_WRITE_PROT, UC_MODE_32, Uc, UcError)
 from unicorn import x86_const as X
 
 from . import multiboot
@@ -104,14 +105,13 @@ ENTRY_ESP = 0x00006F08         # the ROM's stack as QEMU leaves it; guests set t
 ENTRY_IDTR = (0, 0, 0x3FF, 0)  # the real-mode IVT, still loaded
 
 IF_MASK = 0x200
+#: Where read-only RAM can be (devices/pam.py): the low-memory window and the BIOS ROM.
+ROM_WRITE_RANGES = ((0xA0000, 0xFFFFF), (0xFF000000, 0xFFFFFFFF))
 #: Instructions single-stepped while a pending interrupt waits for IF=1 (see "Interrupts");
 #: the count restarts whenever the guest touches the PIC, PIT or APIC.
 STEP_BUDGET = 1000
 POLL_FIRST, POLL_MAX = 0.001, 0.064
 
-#: The legacy VGA window: on ``pc -nodefaults`` nothing decodes it, it reads 0 and RAM
-#: beneath it is invisible (QEMU's smram-region alias of the empty PCI space).
-VGA_WINDOW = (0xA0000, 0x20000)
 
 
 class StopReason(Enum):
@@ -200,10 +200,9 @@ class Machine:
         self.io = IoSpace()
         self.memory.on_guest_error = self.io.on_guest_error = self.guest_error
         self.ram = RamRegion("pc.ram", ram_size)
-        self.memory.add(self.ram, 0, priority=0)
-        self.memory.add(MmioRegion("vga-lowmem", VGA_WINDOW[1], _ConstantDevice(0),
-                                   valid_sizes=(1, 2, 4, 8), unaligned=True),
-                        VGA_WINDOW[0], priority=1)
+        self.ram_placement = self.memory.add(self.ram, 0, priority=0)
+        #: 0xA0000-0xFFFFF as the i440FX decodes it (devices/pam.py), with the builtins
+        self.lowmem = None
         self.pci = PciBus(self.memory, self.io)
         self.pci.on_change = self._trace_bar
         self.pci.tracer = self.tracer
@@ -311,6 +310,15 @@ class Machine:
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_IN, self._make_in_hook()))
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))
         self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
+        # Read-only RAM (PAM shadow, ROMs) drops guest writes: Unicorn reports them as
+        # UC_ERR_WRITE_PROT, the run loop re-runs the instruction alone and puts the
+        # bytes back (_drop_rom_write).  Bounded to where such regions live, so that no
+        # other page's stores leave Unicorn's fast path (uvirt/cpu_tlb.py).
+        self._rom_write: tuple[int, int] | None = None
+        self._rom_write_allowed = False
+        self.rom_writes_dropped = 0
+        for lo, hi in ROM_WRITE_RANGES:
+            self._hooks.append(uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._hook_write_prot, None, lo, hi))
         self._install_gdt()
 
     def _make_in_hook(self):
@@ -378,8 +386,50 @@ class Machine:
         self._exc = (intno, uc.reg_read(X.UC_X86_REG_EIP))
         self._cpu_stop()
 
+    def _hook_write_prot(self, uc, _access, address, size, _value, _ud) -> bool:
+        if self._rom_write_allowed:
+            return True
+        self._rom_write = (address, size)
+        return False                     # the run stops with EIP at the instruction
+
+    def _drop_rom_write(self) -> None:
+        """A guest store hit read-only memory (QEMU drops it): run the instruction
+        alone with the store let through, then put the bytes back."""
+        uc = self.uc
+        addr, size = self._rom_write
+        self._rom_write = None
+        pages = sorted({addr & PAGE_MASK, (addr + size - 1) & PAGE_MASK})
+        saved = [(p, bytes(uc.mem_read(p, 0x1000))) for p in pages]
+        self._rom_write_allowed = True
+        try:
+            uc.emu_start(uc.reg_read(X.UC_X86_REG_EIP), 0xFFFFFFFF, 0, 1)
+        except UcError:
+            pass                         # whatever else it does shows again on resume
+        finally:
+            self._rom_write_allowed = False
+            for p, data in saved:
+                uc.mem_write(p, data)    # ignores the protection, drops stale code
+        self.rom_writes_dropped += 1
+        if self.tracer.enabled:
+            self.tracer.emit("rom_write_dropped", address=addr, size=size)
+
+    def write_ram(self, addr: int, data: bytes) -> None:
+        """A host write into RAM itself, whatever the low-memory window shows there."""
+        self.ram.buffer.view[addr:addr + len(data)] = data
+        self.memory.invalidate_code(addr, len(data))
+
     def _install_gdt(self) -> None:
-        self.memory.guest.write(GDT_ADDR, GDT)
+        # The option ROM's GDT lies in shadow RAM at 0xC02B8, which the firmware leaves
+        # read-only (or, before the firmware step, hidden behind pc.rom): the CPU
+        # loads its descriptors while the ROM's RAM shows, as when the ROM ran.
+        if self.lowmem is not None:
+            with self.lowmem.shadow_open(GDT_ADDR):
+                self._install_gdt_regs()
+        else:
+            self._install_gdt_regs()
+
+    def _install_gdt_regs(self) -> None:
+        self.write_ram(GDT_ADDR, GDT)
         uc = self.uc
         uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_ADDR, len(GDT) - 1, 0))
         uc.reg_write(X.UC_X86_REG_IDTR, ENTRY_IDTR)
@@ -389,7 +439,7 @@ class Machine:
         uc.reg_write(X.UC_X86_REG_CR4, 0)     # QEMU's entry state; Unicorn starts with 0x50200
         # Loading CS through reg_write marks the code descriptor accessed; QEMU's far jump
         # does not: put the table back byte for byte.
-        self.memory.guest.write(GDT_ADDR, GDT)
+        self.write_ram(GDT_ADDR, GDT)
 
     # ------------------------------------------------------------------ boot
     def load_kernel(self, image: bytes, *, filename: str = "kernel", cmdline: str = "") -> None:
@@ -497,6 +547,9 @@ class Machine:
                         break
                     if e.errno == UC_ERR_EXCEPTION and self.tlb.take_switch():
                         continue           # guest turned paging on: its MMU from now on
+                    if e.errno == UC_ERR_WRITE_PROT and self._rom_write is not None:
+                        self._drop_rom_write()
+                        continue
                     if e.errno == UC_ERR_INSN_INVALID:
                         self._raise_exception(_delivery.EXC_UD, uc.reg_read(X.UC_X86_REG_EIP))
                         continue
