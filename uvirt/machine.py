@@ -105,6 +105,8 @@ ENTRY_ESP = 0x00006F08         # the ROM's stack as QEMU leaves it; guests set t
 ENTRY_IDTR = (0, 0, 0x3FF, 0)  # the real-mode IVT, still loaded
 
 IF_MASK = 0x200
+#: CPU reset (Machine.cpu_reset): F000:FFF0, EDX = qemu64's family 6 model 6 stepping 3
+RESET_CS, RESET_EIP, RESET_EDX = 0xF000, 0xFFF0, 0x663
 #: Where read-only RAM can be (devices/pam.py): the low-memory window and the BIOS ROM.
 ROM_WRITE_RANGES = ((0xA0000, 0xFFFFF), (0xFF000000, 0xFFFFFFFF))
 #: Instructions single-stepped while a pending interrupt waits for IF=1 (see "Interrupts");
@@ -462,6 +464,50 @@ class Machine:
             for reg, value in self._boot_regs.items():
                 self.uc.reg_write(reg, value)
 
+    def load_bios(self, image: bytes, *, filename: str = "bios") -> None:
+        """``-bios``: map the image at the top of 4 GiB (its last 128 KiB also below
+        1 MiB) and put the CPU in its reset state, so the firmware runs from F000:FFF0."""
+        if not image or len(image) % 0x10000 or len(image) > 16 << 20:
+            raise ImageError(f"could not load PC BIOS '{filename}': size 0x{len(image):x} is not "
+                             f"a multiple of 64 KiB up to 16 MiB")
+        if self.lowmem is None:
+            raise UvirtError("-bios needs the pc machine's chipset")
+        self.lowmem.load_bios(image)
+        self.entry = RESET_EIP
+        self._boot_regs = {}
+        if self.uc is not None:
+            self.cpu_reset()
+
+    def load_bios_file(self, path: str) -> None:
+        try:
+            with open(path, "rb") as f:
+                image = f.read()
+        except OSError as e:
+            raise ImageError(f"could not load PC BIOS '{path}': {e.strerror}") from None
+        self.load_bios(image, filename=path)
+
+    def cpu_reset(self) -> None:
+        """The x86 reset state QEMU's ``x86_cpu_reset`` gives (real mode, EDX = the CPUID
+        family/model/stepping of qemu64, CR0 = 0x60000010).  CS is F000 with base 0xF0000
+        rather than the architectural 0xFFFF0000: Unicorn loads real-mode bases as
+        selector * 16, and until the BIOS's first far jump the bytes at 0xFFFF0 are the
+        same (isa-bios is the last 128 KiB of the image)."""
+        uc = self.uc
+        uc.reg_write(X.UC_X86_REG_CR0, 0x60000010)
+        uc.reg_write(X.UC_X86_REG_CR4, 0)
+        uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
+        for r in (X.UC_X86_REG_EAX, X.UC_X86_REG_EBX, X.UC_X86_REG_ECX, X.UC_X86_REG_ESI,
+                  X.UC_X86_REG_EDI, X.UC_X86_REG_EBP, X.UC_X86_REG_ESP):
+            uc.reg_write(r, 0)
+        uc.reg_write(X.UC_X86_REG_EDX, RESET_EDX)
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
+        uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0xFFFF, 0))
+        for r in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS, X.UC_X86_REG_GS, X.UC_X86_REG_SS):
+            uc.reg_write(r, 0)
+        uc.reg_write(X.UC_X86_REG_CS, RESET_CS)
+        uc.reg_write(X.UC_X86_REG_EIP, RESET_EIP)
+        uc.ctl_flush_tb()
+
     def load_kernel_file(self, path: str, *, cmdline: str = "") -> None:
         try:
             with open(path, "rb") as f:
@@ -685,7 +731,7 @@ class Machine:
         if self._step_shadow:
             return True
         try:
-            return self.uc.mem_read(self.uc.reg_read(X.UC_X86_REG_EIP) - 1, 1) == b"\xfb"
+            return self.uc.mem_read(self._linear(self.uc.reg_read(X.UC_X86_REG_EIP)) - 1, 1) == b"\xfb"
         except UcError:
             return False
 
@@ -792,7 +838,7 @@ class Machine:
         uc = self.uc
         kind, insn, nxt, error = _delivery.Kind.EXCEPTION, eip, eip, 0
         try:
-            before = bytes(uc.mem_read(eip - 2, 2))
+            before = bytes(uc.mem_read(self._linear(eip) - 2, 2))
         except UcError:
             before = b""
         if len(before) == 2 and ((intno == 3 and before[1] == 0xCC) or (intno == 4 and before[1] == 0xCE)
@@ -806,8 +852,21 @@ class Machine:
             _reset_old_exception(uc)     # Unicorn never delivered it: forget it (see there)
         self._deliver(intno, kind, insn, nxt, error)
 
+    def _real_mode(self) -> bool:
+        return not self.uc.reg_read(X.UC_X86_REG_CR0) & 1
+
+    def _linear(self, eip: int) -> int:
+        """The linear address of CS:EIP (real mode: CS * 16; protected mode: flat, as
+        uvirt's guests and SeaBIOS's 32-bit code run)."""
+        if self._real_mode():
+            return (self.uc.reg_read(X.UC_X86_REG_CS) << 4) + (eip & 0xFFFF)
+        return eip
+
     def _deliver(self, vector: int, kind, eip: int, next_eip: int, error: int) -> None:
         uc = self.uc
+        if self._real_mode():
+            self._deliver_real(vector, kind, eip, next_eip)
+            return
         result = _delivery.deliver(_UcView(uc), vector, kind, eip=eip, next_eip=next_eip,
                                    error_code=error)
         if self.tracer.enabled:
@@ -833,6 +892,23 @@ class Machine:
         else:
             self._request_stop(StopReason.FAULT, EXIT_FAULT, f"{what}: {result.reason}")
 
+    def _deliver_real(self, vector: int, kind, eip: int, next_eip: int) -> None:
+        uc = self.uc
+        ss = uc.reg_read(X.UC_X86_REG_SS)
+        result = _delivery.deliver_real(_UcView(uc), vector, kind, eip=eip, next_eip=next_eip)
+        if self.tracer.enabled:
+            self.tracer.emit("interrupt", vector=vector, kind=kind.value, eip=eip,
+                             result=type(result).__name__)
+        if isinstance(result, _delivery.Delivered):
+            uc.mem_write((ss << 4) + (result.esp & 0xFFFF), result.stack)
+            uc.reg_write(X.UC_X86_REG_ESP, result.esp)
+            uc.reg_write(X.UC_X86_REG_EFLAGS, result.eflags)
+            uc.reg_write(X.UC_X86_REG_CS, result.cs)
+            uc.reg_write(X.UC_X86_REG_EIP, result.eip)
+            return
+        self._request_stop(StopReason.TRIPLE_FAULT, EXIT_FAULT,
+                           f"real-mode vector 0x{vector:02x}, beyond the IVT limit: {result}")
+
     def _load_cs(self, selector: int) -> None:
         # Loading CS through reg_write marks the descriptor accessed; QEMU's delivery
         # does not: put the access byte back.
@@ -851,7 +927,7 @@ class Machine:
         uc = self.uc
         eip = uc.reg_read(X.UC_X86_REG_EIP)
         try:
-            return uc.mem_read(eip - 1, 1) == b"\xf4"
+            return uc.mem_read(self._linear(eip) - 1, 1) == b"\xf4"
         except UcError:
             return False
 
@@ -893,7 +969,9 @@ class Machine:
             dev.reset()
         self.pci.reset()
         self.guest_errors.clear()
-        if self.uc is not None and self._boot_regs:
+        if self.uc is not None and self.lowmem is not None and self.lowmem.bios is not None:
+            self.cpu_reset()
+        elif self.uc is not None and self._boot_regs:
             self._install_gdt()
             for reg, value in self._boot_regs.items():
                 self.uc.reg_write(reg, value)

@@ -239,6 +239,7 @@ class RunConfig:
     kernel: str | None = None
     append: str | None = None
     initrd: str | None = None
+    bios: str | None = None                 # -bios FILE: real firmware from the reset vector
     devices: tuple[DeviceOpts, ...] = ()
     objects: tuple[ObjectOpts, ...] = ()
     chardevs: tuple[ChardevOpts, ...] = ()  # -chardev and the ones -monitor/-qmp create
@@ -802,7 +803,6 @@ IGNORED_OPTIONS: dict[str, str] = {
 #: what the host asked for.  Options not listed here or above (and not handled) are
 #: refused with the generic reason.
 UNSUPPORTED_OPTIONS: dict[str, str] = {
-    "bios": "uvirt runs no firmware; boot a multiboot image with -kernel",
     "pflash": "uvirt runs no firmware and has no flash device",
     "option-rom": "uvirt runs no firmware",
     **{k: "uvirt has no IDE/floppy/SD/MTD disk; use -drive if=none with -device virtio-blk-pci"
@@ -890,6 +890,7 @@ class _Parser:
         self.flags = {"nodefaults": False, "no_reboot": False, "start_paused": False,
                       "nographic": False}
         self.kernel: str | None = None
+        self.firmware: str | None = None        # -bios FILE = -machine firmware=FILE
         self.append: str | None = None
         self.initrd: str | None = None
         self.devices: list[DeviceOpts] = []
@@ -1177,6 +1178,9 @@ class _Parser:
     def opt_kernel(self, opt: str, arg: str, origin: str) -> None:
         self.boot_file("kernel", arg, origin)
 
+    def opt_bios(self, opt: str, arg: str, origin: str) -> None:
+        self.boot_file("firmware", arg, origin)
+
     def opt_append(self, opt: str, arg: str, origin: str) -> None:
         self.boot_file("append", arg, origin)
 
@@ -1293,7 +1297,7 @@ class _Parser:
                 self.ignore(loc.split(" ", 1)[0], f"{k}={v}", _MACHINE_PROPS_IGNORED[top])
             elif top == "usb" and not parse_bool(v, option=loc, key=k):
                 self.ignore(loc.split(" ", 1)[0], f"{k}={v}", "pc has no USB by default")
-            elif top in ("kernel", "initrd", "append"):
+            elif top in ("kernel", "initrd", "append", "firmware"):
                 setattr(self, top, v)
                 continue
             else:
@@ -1386,7 +1390,7 @@ class _Parser:
             machine=machine, accel=tuple(self.accel), accelerator=accelerator,
             ram_size=ram_size, nodefaults=self.flags["nodefaults"],
             no_reboot=self.flags["no_reboot"], start_paused=self.flags["start_paused"],
-            kernel=self.kernel, append=self.append, initrd=self.initrd,
+            kernel=self.kernel, append=self.append, initrd=self.initrd, bios=self.firmware,
             devices=tuple(self.devices), objects=tuple(self.objects),
             chardevs=tuple(self.chardevs), drives=tuple(self.drives),
             netdevs=tuple(self.netdevs), globals=tuple(self.globals), debugcon=self.debugcon,

@@ -103,9 +103,14 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
             for d in cfg.devices:
                 props = {**defaults.get(d.driver, {}), **d.props}
                 built.devices.append((d, create_device(m, ctx, d.driver, props, d.raw)))
-            if not serving:
+            if not serving and cfg.bios is None:
                 bios.firmware_step(m)
-        if not serving:
+        if serving:
+            pass
+        elif cfg.bios is not None:          # real firmware from the reset vector
+            from .firmware_boot import boot_firmware
+            boot_firmware(m, cfg, ctx)
+        else:
             if cfg.kernel is None:
                 raise OptionError("no -kernel given: uvirt boots multiboot images (-kernel FILE)")
             m.load_kernel_file(cfg.kernel, cmdline=cfg.append or "")

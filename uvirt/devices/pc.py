@@ -135,7 +135,28 @@ class Piix3Ide(PciFunction):
 
 
 class Piix4Pm(PciFunction):
+    """PIIX4 power management; its I/O block (chipset.AcpiPm) follows PMBA/PMREGMISC."""
+
     name = "PIIX4 PM"
+    pm_placement = None              # set by install_pc_builtins
+
+    def _pm_io_update(self) -> None:
+        p = self.pm_placement
+        if p is not None:
+            p.move(self.config.get(0x40, 4) & 0xFFC0)
+            p.set_enabled(bool(self.config.data[0x80] & 1))
+            p.space.commit()
+
+    def config_write(self, offset: int, size: int, value: int):
+        changes = super().config_write(offset, size, value)
+        if offset < 0x44 and offset + size > 0x40 or offset <= 0x80 < offset + size:
+            self._pm_io_update()
+        return changes
+
+    def reset(self):
+        changes = super().reset()
+        self._pm_io_update()
+        return changes
 
     def __init__(self) -> None:
         super().__init__(vendor_id=0x8086, device_id=0x7113, class_code=0x0680, revision=0x03,
@@ -150,6 +171,7 @@ class Piix4Pm(PciFunction):
         # 0x5B bit 1; the SCI stays on IRQ 9 although PIIX routing would give slot 1
         # pin A IRQ 10.
         _poke(self, {0x41: 0x06, 0x3C: 9, 0x5B: 0x02, 0x80: 0x01, 0x91: 0x07})
+        self._pm_io_update()
         return cmd
 
 
@@ -181,7 +203,24 @@ def install_pc_builtins(machine: "Machine") -> None:
     host._memory_changed()
     machine.pci.plug(Piix3Isa(), devfn(1, 0))
     machine.pci.plug(Piix3Ide(), devfn(1, 1))
-    machine.pci.plug(Piix4Pm(), devfn(1, 3))
+    pm = Piix4Pm()
+    machine.pci.plug(pm, devfn(1, 3))
+    from .chipset import PM_IO_SIZE, AcpiPm, Apm, Port92
+    from .rtc import Rtc, pc_cmos_memory
+    from .fw_cfg import pc_ram_split
+    acpi = AcpiPm()
+    pm.pm_placement = machine.io.add(MmioRegion("piix4-pm", 12, acpi, valid_sizes=(1, 2, 4)), 0,
+                                     enabled=False)
+    machine.resettables.append(acpi)
+    pm._pm_io_update()
+    port92 = Port92(machine.request_reset)
+    machine.add_isa(MmioRegion("port92", 1, port92, valid_sizes=(1,)), 0x92, port92)
+    apm = Apm(lambda: bool(pm.config.data[0x5B] & 2),
+              lambda v: machine.guest_error("smi", f"SMI (APM command 0x{v:02x}): uvirt has no SMM"))
+    machine.add_isa(MmioRegion("apm-io", 2, apm, valid_sizes=(1,)), 0xB2, apm)
+    rtc = Rtc(pc_cmos_memory(*pc_ram_split(machine.ram_size)))
+    machine.add_isa(MmioRegion("rtc", 2, rtc, valid_sizes=(1,)), 0x70, rtc)
+    machine.rtc = rtc
     rcr = _ResetControl(machine)
     machine.add_isa(MmioRegion("piix3-reset-control", 1, rcr, valid_sizes=(1,)), 0xCF9, rcr, priority=1)
     from .acpi_hotplug import install_acpi_hotplug

@@ -1,0 +1,67 @@
+"""``uvirt run -bios FILE``: real firmware (SeaBIOS) from the reset vector.
+
+Without ``-bios`` uvirt runs no firmware at all: ``bios.firmware_step`` leaves what
+SeaBIOS would leave and ``-kernel`` starts at once (the fast default).  With it:
+
+* the image is mapped as QEMU's ``x86_bios_rom_init`` does (devices/pam.py) and the
+  CPU starts in real mode at F000:FFF0 (``Machine.cpu_reset``);
+* fw_cfg offers what QEMU 7.2's pc offers this firmware (devices/fw_cfg.py): the RAM
+  size and e820 map, ``nographic``, CPU counts, ``etc/boot-fail-wait``, ``bootorder``
+  from the devices' ``bootindex=`` properties; no ACPI or SMBIOS tables and no
+  kvmvapic ROM, which SeaBIOS does without;
+* ``-kernel`` goes the way QEMU's x86 loader sends it (hw/i386/x86.c
+  ``x86_load_linux`` -> hw/i386/multiboot.c ``load_multiboot``): the multiboot image,
+  its modules and the boot information are built by the host and put in fw_cfg
+  (``FW_CFG_KERNEL_*``, ``FW_CFG_INITRD_*``, ``FW_CFG_CMDLINE_*``), and QEMU's own
+  ``multiboot_dma.bin`` option ROM (``genroms/``), run by the firmware at boot, copies
+  them into place and jumps to the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import ImageError
+from .machine import Machine
+
+#: Where Debian keeps QEMU's option ROMs (package qemu-system-data).
+OPTION_ROM_DIRS = ("/usr/share/qemu", "/usr/share/qemu/firmware", "/usr/lib/ipxe/qemu")
+
+
+def find_option_rom(name: str) -> str:
+    for d in OPTION_ROM_DIRS:
+        path = os.path.join(d, name)
+        if os.path.isfile(path):
+            return path
+    raise ImageError(f"option ROM {name} not found (looked in {', '.join(OPTION_ROM_DIRS)}; "
+                     f"Debian: apt-get install qemu-system-data)")
+
+
+def boot_firmware(m: Machine, cfg, ctx) -> None:
+    """Load ``cfg.bios`` and everything the firmware reads from fw_cfg."""
+    fw = getattr(m, "fw_cfg", None)
+    if fw is not None:
+        from .devices import fw_cfg as F
+        fw.items[F.NOGRAPHIC] = int(bool(cfg.nographic)).to_bytes(2, "little")
+        order = boot_order(m)
+        if order:
+            fw.add_file("bootorder", "".join(p + "\n" for p in order).encode()[:-1] + b"\0")
+        if cfg.kernel is not None:
+            from .multiboot_fw_cfg import offer_multiboot
+            offer_multiboot(m, fw, cfg.kernel, cfg.append or "", cfg.initrd)
+    m.load_bios_file(cfg.bios)
+
+
+def boot_order(m: Machine) -> list[str]:
+    """QEMU's ``get_boot_devices_list``: the Open Firmware paths of devices with a
+    ``bootindex``, by index (virtio-blk on bus 0 slot S: /pci@i0cf8/scsi@S/disk@0,0)."""
+    entries = []
+    for dfn, fn in sorted(m.pci.functions.items()):
+        index = getattr(fn, "bootindex", None)
+        if index is None:
+            continue
+        path = getattr(fn, "boot_device_path", None)
+        if path is None:
+            continue
+        entries.append((index, path(dfn)))
+    return [p for _, p in sorted(entries)]
