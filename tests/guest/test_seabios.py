@@ -57,3 +57,46 @@ def test_bad_bios_image_is_a_one_line_error(tmp_path):
     bad.write_bytes(b"x" * 1000)
     with pytest.raises(ImageError, match="0x3e8"):
         run_config(parse_argv(["-bios", str(bad)]))
+
+
+# ---------------------------------------------------------------- INT 13h from virtio-blk
+
+TRANSPORTS = ["", ",disable-modern=on", ",disable-legacy=on"]
+
+
+def boot_args(disk: Path, transport: str, con: Path) -> list[str]:
+    return ["-machine", "pc", "-m", "128M", "-nodefaults", "-nographic", "-display", "none",
+            "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-bios", BIOS,
+            "-drive", f"file={disk},format=raw,if=none,id=d0",
+            "-device", f"virtio-blk-pci,drive=d0,addr=0x3,bootindex=1{transport}",
+            "-debugcon", f"file:{con}"]
+
+
+def stored_int13() -> str:
+    from uvirt.testing.qemu import DATA_DIR, strip_header
+    return strip_header((DATA_DIR / "seabios_int13.txt").read_text())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=["transitional", "legacy", "modern"])
+def test_seabios_boots_the_mbr_from_virtio_blk(tmp_path, transport):
+    """SeaBIOS's own virtio-blk driver finds the disk, the boot sector's INT 13h reads
+    (CHS, LBA, one past the end) print what QEMU 7.2's run printed."""
+    from uvirt.testing.bootsector import disk_image
+    disk, con = tmp_path / "disk.img", tmp_path / "con.txt"
+    disk_image(disk)
+    stop = run_config(parse_argv(boot_args(disk, transport, con) + ["-uvirt-timeout", "60"]))
+    assert stop.exit_code == 1, stop.report()
+    assert con.read_text() == stored_int13()
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=["transitional", "legacy", "modern"])
+def test_stored_int13_transcript_is_qemus(tmp_path, transport):
+    import subprocess
+    from uvirt.testing.bootsector import disk_image
+    disk, con = tmp_path / "disk.img", tmp_path / "con.txt"
+    disk_image(disk)
+    proc = subprocess.run(["qemu-system-x86_64", *boot_args(disk, transport, con), "-serial", "none"],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert con.read_text() == stored_int13()
