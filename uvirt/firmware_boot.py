@@ -44,11 +44,13 @@ def boot_firmware(m: Machine, cfg, ctx) -> None:
         from .devices import fw_cfg as F
         fw.items[F.NOGRAPHIC] = int(bool(cfg.nographic)).to_bytes(2, "little")
         order = boot_order(m)
+        if cfg.kernel is not None:
+            from .multiboot_fw_cfg import ROM_BOOT_PATH, offer_multiboot
+            offer_multiboot(m, fw, cfg.kernel, cfg.append or "", cfg.initrd)
+            order.insert(0, ROM_BOOT_PATH)           # boot index 0
+        install_kvmvapic(m, fw)
         if order:
             fw.add_file("bootorder", "".join(p + "\n" for p in order).encode()[:-1] + b"\0")
-        if cfg.kernel is not None:
-            from .multiboot_fw_cfg import offer_multiboot
-            offer_multiboot(m, fw, cfg.kernel, cfg.append or "", cfg.initrd)
     m.load_bios_file(cfg.bios)
 
 
@@ -65,3 +67,15 @@ def boot_order(m: Machine) -> list[str]:
             continue
         entries.append((index, path(dfn)))
     return [p for _, p in sorted(entries)]
+
+
+def install_kvmvapic(m: Machine, fw) -> None:
+    """QEMU's TCG pc offers ``genroms/kvmvapic.bin`` (boot index -1) and listens on port
+    0x7E for it (devices/chipset.py ``KvmVapic``)."""
+    from .devices.chipset import KvmVapic
+    from .mem_regions import MmioRegion
+    with open(find_option_rom("kvmvapic.bin"), "rb") as f:
+        fw.add_file("genroms/kvmvapic.bin", f.read())
+    vapic = KvmVapic(m.ram.buffer.view, m.cpu_linear_pc,
+                     lambda start, size: m.lowmem.vapic_window(True, (start, size)), m.write_ram)
+    m.add_isa(MmioRegion("kvmvapic", 1, vapic, valid_sizes=(1, 2, 4)), 0x7E, vapic)

@@ -403,12 +403,14 @@ class Machine:
         pages = sorted({addr & PAGE_MASK, (addr + size - 1) & PAGE_MASK})
         saved = [(p, bytes(uc.mem_read(p, 0x1000))) for p in pages]
         self._rom_write_allowed = True
+        self._exact_stops(True)          # one instruction exactly, not the rest of its block
         try:
             uc.emu_start(uc.reg_read(X.UC_X86_REG_EIP), 0xFFFFFFFF, 0, 1)
         except UcError:
             pass                         # whatever else it does shows again on resume
         finally:
             self._rom_write_allowed = False
+            self._exact_stops(bool(self._max_insns))
             for p, data in saved:
                 uc.mem_write(p, data)    # ignores the protection, drops stale code
         self.rom_writes_dropped += 1
@@ -595,6 +597,10 @@ class Machine:
                         continue           # guest turned paging on: its MMU from now on
                     if e.errno == UC_ERR_WRITE_PROT and self._rom_write is not None:
                         self._drop_rom_write()
+                        if self._exc is not None:      # the instruction raised one
+                            intno, at = self._exc
+                            self._exc = None
+                            self._raise_exception(intno, at)
                         continue
                     if e.errno == UC_ERR_INSN_INVALID:
                         self._raise_exception(_delivery.EXC_UD, uc.reg_read(X.UC_X86_REG_EIP))
@@ -851,6 +857,10 @@ class Machine:
         if kind is _delivery.Kind.EXCEPTION and intno in (0, 8, 10, 11, 12, 13, 14):
             _reset_old_exception(uc)     # Unicorn never delivered it: forget it (see there)
         self._deliver(intno, kind, insn, nxt, error)
+
+    def cpu_linear_pc(self) -> int:
+        """Linear address of the instruction a port hook is running for."""
+        return self._linear(self.uc.reg_read(X.UC_X86_REG_EIP))
 
     def _real_mode(self) -> bool:
         return not self.uc.reg_read(X.UC_X86_REG_CR0) & 1

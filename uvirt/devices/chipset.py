@@ -16,6 +16,14 @@ Apm (hw/isa/apm.c, ports 0xB2/0xB3): APM control and status bytes.  A write to 0
     other than ACPI enable/disable (0xF1/0xF0) raises an SMI when PIIX4 DEVACTB
     APMC_EN (config 0x5B bit 1) is set; uvirt has no SMM, so the SMI is recorded as a
     guest error ("smi") and nothing runs.
+
+KvmVapic (hw/i386/kvmvapic.c, port 0x7E; only with ``-bios``, where uvirt offers QEMU's
+    ``genroms/kvmvapic.bin`` as QEMU's TCG pc does): the ROM's 16-bit write reports its
+    state structure's offset; QEMU then maps the ROM's pages as writable RAM over
+    everything (priority 1000: ``vapic_map_rom_writable``) and patches the ROM's
+    ``vmcall`` hypercalls into ``nop; out 0x7e, eax`` (``patch_hypercalls``).  Reads give
+    all ones.  The TPR-access reporting that follows (for Windows XP's TPR accesses)
+    is not modelled.
 """
 
 from __future__ import annotations
@@ -95,3 +103,44 @@ class Apm:
                 self._on_smi(value)
         else:
             self.sts = value
+
+
+ROM_BLOCK_SIZE = 512
+VMCALL = bytes((0xB8, 0x1, 0, 0, 0, 0xF, 0x1))
+OUTL_PATCH = bytes((0x90, 0xE7, 0x7E))
+
+
+class KvmVapic:
+    def __init__(self, ram: memoryview, cpu_pc: Callable[[], int],
+                 map_writable: Callable[[int, int], None], write_ram: Callable[[int, bytes], None]) -> None:
+        self.ram = ram
+        self.cpu_pc = cpu_pc                # linear CS:EIP of the accessing instruction
+        self.map_writable = map_writable
+        self.write_ram = write_ram
+        self.rom_state_paddr = 0
+
+    def reset(self) -> None:
+        self.rom_state_paddr = 0
+
+    def read(self, offset: int, size: int) -> int:
+        return (1 << (8 * size)) - 1
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if size == 2 and not self.rom_state_paddr:
+            self.rom_state_paddr = (self.cpu_pc() & ~(ROM_BLOCK_SIZE - 1)) + value
+        if size in (1, 2) and self.rom_state_paddr:
+            self._prepare()
+
+    def _prepare(self) -> None:
+        rom = self.rom_state_paddr & ~(ROM_BLOCK_SIZE - 1)
+        if rom + 2 >= len(self.ram) or not self.ram[rom + 2]:
+            self.rom_state_paddr = 0
+            return
+        rom_size = self.ram[rom + 2] * ROM_BLOCK_SIZE
+        start = rom & ~0xFFF
+        end = (rom + rom_size + 0xFFF) & ~0xFFF
+        self.map_writable(start, end - start)
+        data = bytes(self.ram[rom:rom + rom_size])
+        for pos in range(rom_size - 8):
+            if data[pos:pos + 7] == VMCALL and data[pos + 7] in (0xC1, 0xD9):
+                self.write_ram(rom + pos + 5, OUTL_PATCH)

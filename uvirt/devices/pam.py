@@ -29,8 +29,9 @@ In the flat map: where an alias shows PCI space, RAM moves below the PCI space
 kvmvapic (hw/i386/kvmvapic.c ``vapic_map_rom_writable``): under TCG, QEMU's kvmvapic
 option ROM, which SeaBIOS puts at 0xC0800 after the 1 KiB multiboot ROM, makes its
 pages [0xC0000, 0xC3000) writable RAM at priority 1000 whatever PAM says.  The firmware
-step reproduces that window (``vapic_window``); under real firmware uvirt offers no
-kvmvapic ROM (seabios-facts: an emulator may leave it out), so no window.
+step reproduces that window (``vapic_window``); under real firmware uvirt offers the
+kvmvapic ROM too, and the ROM's report on port 0x7E opens the window
+(devices/chipset.py ``KvmVapic``).
 
 At reset every PAM register and D_OPEN are 0: the CPU's first fetches reach the BIOS
 through PCI space.  SeaBIOS copies itself into RAM with PAM = 3 and leaves most
@@ -133,15 +134,16 @@ class LowMemory:
                 rw.set_enabled(attr in (PAM_WO, PAM_RW))
             self.memory.commit()
 
-    def vapic_window(self, on: bool = True) -> None:
-        """QEMU's kvmvapic writable ROM window (see the module docstring)."""
-        if on and self.vapic is None:
-            start, length = VAPIC_WINDOW
-            self.vapic = self.memory.add(RamRegion("kvmvapic-rom", length, self.ram.buffer,
-                                                   buffer_offset=start), start, VAPIC_PRIORITY)
-        elif not on and self.vapic is not None:
+    def vapic_window(self, on: bool = True, window: tuple[int, int] = VAPIC_WINDOW) -> None:
+        """QEMU's kvmvapic writable ROM window (see the module docstring); a new
+        window replaces the old one, as ``vapic_map_rom_writable`` does."""
+        if self.vapic is not None:
             self.vapic.remove()
             self.vapic = None
+        if on:
+            start, length = window
+            self.vapic = self.memory.add(RamRegion("kvmvapic-rom", length, self.ram.buffer,
+                                                   buffer_offset=start), start, VAPIC_PRIORITY)
         self.memory.commit()
 
     @contextmanager
