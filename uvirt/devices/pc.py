@@ -221,6 +221,12 @@ def install_pc_builtins(machine: "Machine") -> None:
     rtc = Rtc(pc_cmos_memory(*pc_ram_split(machine.ram_size)))
     machine.add_isa(MmioRegion("rtc", 2, rtc, valid_sizes=(1,)), 0x70, rtc)
     machine.rtc = rtc
+    from .i8042 import I8042, Port
+    kbd = I8042(lambda irq, level: machine.interrupts and machine.interrupts.pic.set_irq(irq, level),
+                machine.request_reset)
+    machine.add_isa(MmioRegion("i8042-data", 1, Port(kbd, 0), valid_sizes=(1,)), 0x60, kbd)
+    machine.add_isa(MmioRegion("i8042-cmd", 1, Port(kbd, 4), valid_sizes=(1,)), 0x64)
+    machine.i8042 = kbd
     rcr = _ResetControl(machine)
     machine.add_isa(MmioRegion("piix3-reset-control", 1, rcr, valid_sizes=(1,)), 0xCF9, rcr, priority=1)
     from .acpi_hotplug import install_acpi_hotplug

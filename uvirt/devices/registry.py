@@ -265,6 +265,14 @@ def _virtio_blk_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     dev.ioeventfd = v["ioeventfd"]
     cls = v["class"] if v["class"] in (0x0100, 0x0180) else 0x0100
     fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2)
+    if v["bootindex"] is not None:       # firmware_boot.boot_order: the bootorder file
+        try:
+            fn.bootindex = int(v["bootindex"], 0)
+        except ValueError:
+            raise OptionError(f"-device {ctx.raw}: Parameter 'bootindex' expects an integer") from None
+        # QEMU's qdev_get_fw_dev_path: class 0x0100 is "scsi", virtio-blk's "disk@0,0"
+        fn.boot_device_path = lambda dfn: (f"/pci@i0cf8/scsi@{dfn >> 3:x}"
+                                           + (f",{dfn & 7:x}" if dfn & 7 else "") + "/disk@0,0")
     drive.used_by = "virtio-blk-pci"
     from ..qtest.hooks import hooks
     hooks(machine).block_backends[drive.id] = backend       # QMP block_resize
