@@ -76,6 +76,11 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
     m = Machine(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot, cpu=cpu, builtins=not none)
     if none:
         strip_to_none(m)
+    elif serving and any(i.option == "-rtc" and "clock=vm" in (i.value or "") for i in cfg.ignored):
+        # -rtc clock=vm under qtest: the RTC runs on the clock qtest's clock_step moves
+        from .qtest.hooks import hooks
+        clock = hooks(m).clock
+        m.rtc.use_clock(lambda: clock.now, clock.timer)
     ctx = BuildContext()
     built = Built(m, ctx)
     try:

@@ -218,7 +218,16 @@ def install_pc_builtins(machine: "Machine") -> None:
     apm = Apm(lambda: bool(pm.config.data[0x5B] & 2),
               lambda v: machine.guest_error("smi", f"SMI (APM command 0x{v:02x}): uvirt has no SMM"))
     machine.add_isa(MmioRegion("apm-io", 2, apm, valid_sizes=(1,)), 0xB2, apm)
-    rtc = Rtc(pc_cmos_memory(*pc_ram_split(machine.ram_size)))
+    def rtc_irq(level: int) -> None:          # ISA IRQ 8: the PIC and the IOAPIC's pin 8
+        if machine.interrupts is not None:
+            machine.interrupts.pic.set_irq(8, level)
+        from ..qtest.hooks import hooks
+        gpio = hooks(machine).gpio_devices.get("/machine/i440fx/ioapic")
+        lines = gpio.find(None, "in") if gpio is not None else None
+        if lines is not None and lines.count > 8:
+            lines.set(8, level)
+
+    rtc = Rtc(pc_cmos_memory(*pc_ram_split(machine.ram_size)), set_irq=rtc_irq)
     machine.add_isa(MmioRegion("rtc", 2, rtc, valid_sizes=(1,)), 0x70, rtc)
     machine.rtc = rtc
     from .i8042 import I8042, Port
