@@ -240,6 +240,9 @@ class RunConfig:
     append: str | None = None
     initrd: str | None = None
     bios: str | None = None                 # -bios FILE: real firmware from the reset vector
+    boot: dict[str, str] = field(default_factory=dict)     # -boot order=,menu=,splash-time=,...
+    uuid: bytes | None = None               # -uuid: fw_cfg FW_CFG_UUID
+    pflash: tuple[DriveOpts, ...] = ()      # -drive if=pflash: the system flash
     devices: tuple[DeviceOpts, ...] = ()
     objects: tuple[ObjectOpts, ...] = ()
     chardevs: tuple[ChardevOpts, ...] = ()  # -chardev and the ones -monitor/-qmp create
@@ -784,7 +787,8 @@ IGNORED_OPTIONS: dict[str, str] = {
     "serial": "only '-serial none' is ignored; other values are recorded in RunConfig.serial",
     "monitor": "only '-monitor none' is ignored; other values are recorded as monitors",
     "parallel": "only '-parallel none' (uvirt has no parallel port)",
-    "boot": "boot order/menu/splash are firmware settings; uvirt boots -kernel directly",
+    "boot": "only firmware reads it: menu, splash-time and reboot-timeout go to fw_cfg and the "
+            "order to CMOS, as on QEMU; without -bios uvirt boots -kernel directly",
     "rtc": "uvirt does not model the RTC's time base, clock source or drift fix",
     "smp": "only one CPU ('-smp 1' or an equivalent topology): uvirt emulates exactly one",
     "cpu": "only 'qemu64' (QEMU's default, the model uvirt's CPU follows), optionally 'apic-id=0'",
@@ -812,7 +816,6 @@ UNSUPPORTED_OPTIONS: dict[str, str] = {
     "numa": "uvirt has one CPU and no NUMA topology",
     "smbios": "uvirt provides no SMBIOS tables", "acpitable": "uvirt provides no ACPI tables",
     "no-acpi": "uvirt's pc has no ACPI switch", "no-hpet": "uvirt's pc has no HPET switch",
-    "uuid": "uvirt provides no SMBIOS/fw_cfg UUID",
     "fw_cfg": "uvirt's fw_cfg has no user files",
     "usb": "uvirt has no USB controller", "usbdevice": "uvirt has no USB controller",
     "net": "uvirt has no network card", "nic": "uvirt has no network card",
@@ -891,6 +894,9 @@ class _Parser:
                       "nographic": False}
         self.kernel: str | None = None
         self.firmware: str | None = None        # -bios FILE = -machine firmware=FILE
+        self.boot: dict[str, str] = {}          # -boot, merged
+        self.pflash: list[DriveOpts] = []
+        self.uuid: bytes | None = None
         self.append: str | None = None
         self.initrd: str | None = None
         self.devices: list[DeviceOpts] = []
@@ -1138,6 +1144,9 @@ class _Parser:
     def opt_drive(self, opt: str, arg: str, origin: str) -> None:
         pairs, ident = self.opts(arg, origin, None, kind="drive")
         iface = _last(pairs, "if") or "ide"
+        if iface == "pflash":                   # the pc's system flash (firmware image)
+            self.pflash.append(DriveOpts(ident, _props(pairs, ()), arg, origin))
+            return
         if iface != "none":
             if iface not in _DRIVE_IFS:
                 raise _loc(origin, f"unsupported bus type '{iface}'")
@@ -1233,10 +1242,16 @@ class _Parser:
 
     def opt_boot(self, opt: str, arg: str, origin: str) -> None:
         pairs, _ = self.opts(arg, origin, "order", merge=True)
-        for k, _v in pairs:
+        for k, v in pairs:
             if k not in _BOOT_KEYS:
                 raise _loc(origin, f"Parameter 'boot.{k}' is unexpected")
+            self.boot[k] = v
         self.ignore(opt, arg, IGNORED_OPTIONS["boot"])
+
+    def opt_uuid(self, opt: str, arg: str, origin: str) -> None:
+        if not re.fullmatch(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", arg):
+            raise _loc(origin, "Fail to parse UUID string. Wrong format.")
+        self.uuid = bytes.fromhex(arg.replace("-", ""))
 
     def opt_rtc(self, opt: str, arg: str, origin: str) -> None:
         self.opts(arg, origin, None, _RTC_KEYS, merge=True)
@@ -1391,6 +1406,7 @@ class _Parser:
             ram_size=ram_size, nodefaults=self.flags["nodefaults"],
             no_reboot=self.flags["no_reboot"], start_paused=self.flags["start_paused"],
             kernel=self.kernel, append=self.append, initrd=self.initrd, bios=self.firmware,
+            boot=dict(self.boot), uuid=self.uuid, pflash=tuple(self.pflash),
             devices=tuple(self.devices), objects=tuple(self.objects),
             chardevs=tuple(self.chardevs), drives=tuple(self.drives),
             netdevs=tuple(self.netdevs), globals=tuple(self.globals), debugcon=self.debugcon,

@@ -84,6 +84,9 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
     ctx = BuildContext()
     built = Built(m, ctx)
     try:
+        if not none:
+            from .firmware_boot import apply_boot_options
+            apply_boot_options(m, cfg)
         for c in cfg.chardevs:
             if c.id in ctx.chardevs:
                 raise OptionError(f"{c.origin}: attempt to add duplicate property 'id' to object "
@@ -108,11 +111,16 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
             for d in cfg.devices:
                 props = {**defaults.get(d.driver, {}), **d.props}
                 built.devices.append((d, create_device(m, ctx, d.driver, props, d.raw)))
-            if not serving and cfg.bios is None:
+            if not serving and cfg.bios is None and not cfg.pflash:
                 bios.firmware_step(m)
+        firmware = cfg.bios
+        if cfg.pflash and not none:
+            from .firmware_boot import load_pflash
+            firmware = load_pflash(m, cfg.pflash)     # takes precedence over -bios, as on QEMU
         if serving:
-            pass
-        elif cfg.bios is not None:          # real firmware from the reset vector
+            if cfg.bios is not None and not none and not cfg.pflash:   # mapped though no CPU runs
+                m.load_bios_file(cfg.bios)
+        elif firmware is not None:          # real firmware from the reset vector
             from .firmware_boot import boot_firmware
             boot_firmware(m, cfg, ctx)
         else:
