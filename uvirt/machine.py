@@ -70,8 +70,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
-                     UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED,
-                     UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_MODE_32, Uc, UcError)
+                     UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT,
+                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_HOOK_MEM_WRITE_PROT, UC_MODE_32, Uc, UcError)
 from unicorn import x86_const as X
 
 from . import multiboot
@@ -105,14 +106,15 @@ ENTRY_ESP = 0x00006F08         # the ROM's stack as QEMU leaves it; guests set t
 ENTRY_IDTR = (0, 0, 0x3FF, 0)  # the real-mode IVT, still loaded
 
 IF_MASK = 0x200
+#: CPU reset (Machine.cpu_reset): F000:FFF0, EDX = qemu64's family 6 model 6 stepping 3
+RESET_CS, RESET_EIP, RESET_EDX = 0xF000, 0xFFF0, 0x663
+#: Where read-only RAM can be (devices/pam.py): the low-memory window and the BIOS ROM.
+ROM_WRITE_RANGES = ((0xA0000, 0xFFFFF), (0xFF000000, 0xFFFFFFFF))
 #: Instructions single-stepped while a pending interrupt waits for IF=1 (see "Interrupts");
 #: the count restarts whenever the guest touches the PIC, PIT or APIC.
 STEP_BUDGET = 1000
 POLL_FIRST, POLL_MAX = 0.001, 0.064
 
-#: The legacy VGA window: on ``pc -nodefaults`` nothing decodes it, it reads 0 and RAM
-#: beneath it is invisible (QEMU's smram-region alias of the empty PCI space).
-VGA_WINDOW = (0xA0000, 0x20000)
 
 
 class StopReason(Enum):
@@ -204,10 +206,9 @@ class Machine:
         self.io = IoSpace()
         self.memory.on_guest_error = self.io.on_guest_error = self.guest_error
         self.ram = RamRegion("pc.ram", ram_size)
-        self.memory.add(self.ram, 0, priority=0)
-        self.memory.add(MmioRegion("vga-lowmem", VGA_WINDOW[1], _ConstantDevice(0),
-                                   valid_sizes=(1, 2, 4, 8), unaligned=True),
-                        VGA_WINDOW[0], priority=1)
+        self.ram_placement = self.memory.add(self.ram, 0, priority=0)
+        #: 0xA0000-0xFFFFF as the i440FX decodes it (devices/pam.py), with the builtins
+        self.lowmem = None
         self.pci = PciBus(self.memory, self.io)
         self.pci.on_change = self._trace_bar
         self.pci.tracer = self.tracer
@@ -321,6 +322,15 @@ class Machine:
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_IN, self._make_in_hook()))
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))
         self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
+        # Read-only RAM (PAM shadow, ROMs) drops guest writes: Unicorn reports them as
+        # UC_ERR_WRITE_PROT, the run loop re-runs the instruction alone and puts the
+        # bytes back (_drop_rom_write).  Bounded to where such regions live, so that no
+        # other page's stores leave Unicorn's fast path (uvirt/cpu_tlb.py).
+        self._rom_write: tuple[int, int] | None = None
+        self._rom_write_allowed = False
+        self.rom_writes_dropped = 0
+        for lo, hi in ROM_WRITE_RANGES:
+            self._hooks.append(uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._hook_write_prot, None, lo, hi))
         self._install_gdt()
 
     def _make_in_hook(self):
@@ -388,8 +398,52 @@ class Machine:
         self._exc = (intno, uc.reg_read(X.UC_X86_REG_EIP))
         self._cpu_stop()
 
+    def _hook_write_prot(self, uc, _access, address, size, _value, _ud) -> bool:
+        if self._rom_write_allowed:
+            return True
+        self._rom_write = (address, size)
+        return False                     # the run stops with EIP at the instruction
+
+    def _drop_rom_write(self) -> None:
+        """A guest store hit read-only memory (QEMU drops it): run the instruction
+        alone with the store let through, then put the bytes back."""
+        uc = self.uc
+        addr, size = self._rom_write
+        self._rom_write = None
+        pages = sorted({addr & PAGE_MASK, (addr + size - 1) & PAGE_MASK})
+        saved = [(p, bytes(uc.mem_read(p, 0x1000))) for p in pages]
+        self._rom_write_allowed = True
+        self._exact_stops(True)          # one instruction exactly, not the rest of its block
+        try:
+            uc.emu_start(uc.reg_read(X.UC_X86_REG_EIP), 0xFFFFFFFF, 0, 1)
+        except UcError:
+            pass                         # whatever else it does shows again on resume
+        finally:
+            self._rom_write_allowed = False
+            self._exact_stops(bool(self._max_insns))
+            for p, data in saved:
+                uc.mem_write(p, data)    # ignores the protection, drops stale code
+        self.rom_writes_dropped += 1
+        if self.tracer.enabled:
+            self.tracer.emit("rom_write_dropped", address=addr, size=size)
+
+    def write_ram(self, addr: int, data: bytes) -> None:
+        """A host write into RAM itself, whatever the low-memory window shows there."""
+        self.ram.buffer.view[addr:addr + len(data)] = data
+        self.memory.invalidate_code(addr, len(data))
+
     def _install_gdt(self) -> None:
-        self.memory.guest.write(GDT_ADDR, GDT)
+        # The option ROM's GDT lies in shadow RAM at 0xC02B8, which the firmware leaves
+        # read-only (or, before the firmware step, hidden behind pc.rom): the CPU
+        # loads its descriptors while the ROM's RAM shows, as when the ROM ran.
+        if self.lowmem is not None:
+            with self.lowmem.shadow_open(GDT_ADDR):
+                self._install_gdt_regs()
+        else:
+            self._install_gdt_regs()
+
+    def _install_gdt_regs(self) -> None:
+        self.write_ram(GDT_ADDR, GDT)
         uc = self.uc
         uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_ADDR, len(GDT) - 1, 0))
         uc.reg_write(X.UC_X86_REG_IDTR, ENTRY_IDTR)
@@ -399,7 +453,7 @@ class Machine:
         uc.reg_write(X.UC_X86_REG_CR4, 0)     # QEMU's entry state; Unicorn starts with 0x50200
         # Loading CS through reg_write marks the code descriptor accessed; QEMU's far jump
         # does not: put the table back byte for byte.
-        self.memory.guest.write(GDT_ADDR, GDT)
+        self.write_ram(GDT_ADDR, GDT)
 
     # ------------------------------------------------------------------ boot
     def load_kernel(self, image: bytes, *, filename: str = "kernel", cmdline: str = "") -> None:
@@ -421,6 +475,50 @@ class Machine:
             self._install_gdt()
             for reg, value in self._boot_regs.items():
                 self.uc.reg_write(reg, value)
+
+    def load_bios(self, image: bytes, *, filename: str = "bios") -> None:
+        """``-bios``: map the image at the top of 4 GiB (its last 128 KiB also below
+        1 MiB) and put the CPU in its reset state, so the firmware runs from F000:FFF0."""
+        if not image or len(image) % 0x10000 or len(image) > 16 << 20:
+            raise ImageError(f"could not load PC BIOS '{filename}': size 0x{len(image):x} is not "
+                             f"a multiple of 64 KiB up to 16 MiB")
+        if self.lowmem is None:
+            raise UvirtError("-bios needs the pc machine's chipset")
+        self.lowmem.load_bios(image)
+        self.entry = RESET_EIP
+        self._boot_regs = {}
+        if self.uc is not None:
+            self.cpu_reset()
+
+    def load_bios_file(self, path: str) -> None:
+        try:
+            with open(path, "rb") as f:
+                image = f.read()
+        except OSError as e:
+            raise ImageError(f"could not load PC BIOS '{path}': {e.strerror}") from None
+        self.load_bios(image, filename=path)
+
+    def cpu_reset(self) -> None:
+        """The x86 reset state QEMU's ``x86_cpu_reset`` gives (real mode, EDX = the CPUID
+        family/model/stepping of qemu64, CR0 = 0x60000010).  CS is F000 with base 0xF0000
+        rather than the architectural 0xFFFF0000: Unicorn loads real-mode bases as
+        selector * 16, and until the BIOS's first far jump the bytes at 0xFFFF0 are the
+        same (isa-bios is the last 128 KiB of the image)."""
+        uc = self.uc
+        uc.reg_write(X.UC_X86_REG_CR0, 0x60000010)
+        uc.reg_write(X.UC_X86_REG_CR4, 0)
+        uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
+        for r in (X.UC_X86_REG_EAX, X.UC_X86_REG_EBX, X.UC_X86_REG_ECX, X.UC_X86_REG_ESI,
+                  X.UC_X86_REG_EDI, X.UC_X86_REG_EBP, X.UC_X86_REG_ESP):
+            uc.reg_write(r, 0)
+        uc.reg_write(X.UC_X86_REG_EDX, RESET_EDX)
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
+        uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0xFFFF, 0))
+        for r in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS, X.UC_X86_REG_GS, X.UC_X86_REG_SS):
+            uc.reg_write(r, 0)
+        uc.reg_write(X.UC_X86_REG_CS, RESET_CS)
+        uc.reg_write(X.UC_X86_REG_EIP, RESET_EIP)
+        uc.ctl_flush_tb()
 
     def load_kernel_file(self, path: str, *, cmdline: str = "") -> None:
         try:
@@ -524,6 +622,13 @@ class Machine:
                         break
                     if e.errno == UC_ERR_EXCEPTION and self.tlb.take_switch():
                         continue           # guest turned paging on: its MMU from now on
+                    if e.errno == UC_ERR_WRITE_PROT and self._rom_write is not None:
+                        self._drop_rom_write()
+                        if self._exc is not None:      # the instruction raised one
+                            intno, at = self._exc
+                            self._exc = None
+                            self._raise_exception(intno, at)
+                        continue
                     if e.errno == UC_ERR_INSN_INVALID:
                         self._raise_exception(_delivery.EXC_UD, uc.reg_read(X.UC_X86_REG_EIP))
                         continue
@@ -689,7 +794,7 @@ class Machine:
         if self._step_shadow:
             return True
         try:
-            return self.regs.mem_read(self.regs.read(X.UC_X86_REG_EIP) - 1, 1) == b"\xfb"
+            return self.regs.mem_read(self._linear(self.regs.read(X.UC_X86_REG_EIP)) - 1, 1) == b"\xfb"
         except UcError:
             return False
 
@@ -806,7 +911,7 @@ class Machine:
         uc = self.uc
         kind, insn, nxt, error = _delivery.Kind.EXCEPTION, eip, eip, 0
         try:
-            before = bytes(uc.mem_read(eip - 2, 2))
+            before = bytes(uc.mem_read(self._linear(eip) - 2, 2))
         except UcError:
             before = b""
         if len(before) == 2 and ((intno == 3 and before[1] == 0xCC) or (intno == 4 and before[1] == 0xCE)
@@ -820,8 +925,25 @@ class Machine:
             _reset_old_exception(uc)     # Unicorn never delivered it: forget it (see there)
         self._deliver(intno, kind, insn, nxt, error)
 
+    def cpu_linear_pc(self) -> int:
+        """Linear address of the instruction a port hook is running for."""
+        return self._linear(self.uc.reg_read(X.UC_X86_REG_EIP))
+
+    def _real_mode(self) -> bool:
+        return not self.uc.reg_read(X.UC_X86_REG_CR0) & 1
+
+    def _linear(self, eip: int) -> int:
+        """The linear address of CS:EIP (real mode: CS * 16; protected mode: flat, as
+        uvirt's guests and SeaBIOS's 32-bit code run)."""
+        if self._real_mode():
+            return (self.uc.reg_read(X.UC_X86_REG_CS) << 4) + (eip & 0xFFFF)
+        return eip
+
     def _deliver(self, vector: int, kind, eip: int, next_eip: int, error: int) -> None:
         regs = self.regs
+        if self._real_mode():
+            self._deliver_real(vector, kind, eip, next_eip)
+            return
         result = _delivery.deliver(_UcView(regs), vector, kind, eip=eip, next_eip=next_eip,
                                    error_code=error)
         if self.tracer.enabled:
@@ -847,6 +969,23 @@ class Machine:
         else:
             self._request_stop(StopReason.FAULT, EXIT_FAULT, f"{what}: {result.reason}")
 
+    def _deliver_real(self, vector: int, kind, eip: int, next_eip: int) -> None:
+        uc = self.uc
+        ss = uc.reg_read(X.UC_X86_REG_SS)
+        result = _delivery.deliver_real(_UcView(self.regs), vector, kind, eip=eip, next_eip=next_eip)
+        if self.tracer.enabled:
+            self.tracer.emit("interrupt", vector=vector, kind=kind.value, eip=eip,
+                             result=type(result).__name__)
+        if isinstance(result, _delivery.Delivered):
+            uc.mem_write((ss << 4) + (result.esp & 0xFFFF), result.stack)
+            uc.reg_write(X.UC_X86_REG_ESP, result.esp)
+            uc.reg_write(X.UC_X86_REG_EFLAGS, result.eflags)
+            uc.reg_write(X.UC_X86_REG_CS, result.cs)
+            uc.reg_write(X.UC_X86_REG_EIP, result.eip)
+            return
+        self._request_stop(StopReason.TRIPLE_FAULT, EXIT_FAULT,
+                           f"real-mode vector 0x{vector:02x}, beyond the IVT limit: {result}")
+
     def _load_cs(self, selector: int) -> None:
         # Loading CS through reg_write marks the descriptor accessed; QEMU's delivery
         # does not: put the access byte back.
@@ -865,7 +1004,7 @@ class Machine:
         regs = self.regs
         eip = regs.read(X.UC_X86_REG_EIP)
         try:
-            return regs.mem_read(eip - 1, 1) == b"\xf4"
+            return regs.mem_read(self._linear(eip) - 1, 1) == b"\xf4"
         except UcError:
             return False
 
@@ -907,7 +1046,9 @@ class Machine:
             dev.reset()
         self.pci.reset()
         self.guest_errors.clear()
-        if self.uc is not None and self._boot_regs:
+        if self.uc is not None and self.lowmem is not None and self.lowmem.bios is not None:
+            self.cpu_reset()
+        elif self.uc is not None and self._boot_regs:
             self._install_gdt()
             for reg, value in self._boot_regs.items():
                 self.uc.reg_write(reg, value)

@@ -240,6 +240,10 @@ class RunConfig:
     kernel: str | None = None
     append: str | None = None
     initrd: str | None = None
+    bios: str | None = None                 # -bios FILE: real firmware from the reset vector
+    boot: dict[str, str] = field(default_factory=dict)     # -boot order=,menu=,splash-time=,...
+    uuid: bytes | None = None               # -uuid: fw_cfg FW_CFG_UUID
+    pflash: tuple[DriveOpts, ...] = ()      # -drive if=pflash: the system flash
     devices: tuple[DeviceOpts, ...] = ()
     objects: tuple[ObjectOpts, ...] = ()
     chardevs: tuple[ChardevOpts, ...] = ()  # -chardev and the ones -monitor/-qmp create
@@ -784,7 +788,8 @@ IGNORED_OPTIONS: dict[str, str] = {
     "serial": "only '-serial none' is ignored; other values are recorded in RunConfig.serial",
     "monitor": "only '-monitor none' is ignored; other values are recorded as monitors",
     "parallel": "only '-parallel none' (uvirt has no parallel port)",
-    "boot": "boot order/menu/splash are firmware settings; uvirt boots -kernel directly",
+    "boot": "only firmware reads it: menu, splash-time and reboot-timeout go to fw_cfg and the "
+            "order to CMOS, as on QEMU; without -bios uvirt boots -kernel directly",
     "rtc": "uvirt does not model the RTC's time base, clock source or drift fix",
     "smp": "only one CPU ('-smp 1' or an equivalent topology): uvirt emulates exactly one",
     "cpu": "only 'qemu64' (QEMU's default, the model uvirt's CPU follows), optionally 'apic-id=0'",
@@ -803,7 +808,6 @@ IGNORED_OPTIONS: dict[str, str] = {
 #: what the host asked for.  Options not listed here or above (and not handled) are
 #: refused with the generic reason.
 UNSUPPORTED_OPTIONS: dict[str, str] = {
-    "bios": "uvirt runs no firmware; boot a multiboot image with -kernel",
     "pflash": "uvirt runs no firmware and has no flash device",
     "option-rom": "uvirt runs no firmware",
     **{k: "uvirt has no IDE/floppy/SD/MTD disk; use -drive if=none with -device virtio-blk-pci"
@@ -813,7 +817,6 @@ UNSUPPORTED_OPTIONS: dict[str, str] = {
     "numa": "uvirt has one CPU and no NUMA topology",
     "smbios": "uvirt provides no SMBIOS tables", "acpitable": "uvirt provides no ACPI tables",
     "no-acpi": "uvirt's pc has no ACPI switch", "no-hpet": "uvirt's pc has no HPET switch",
-    "uuid": "uvirt provides no SMBIOS/fw_cfg UUID",
     "fw_cfg": "uvirt's fw_cfg has no user files",
     "usb": "uvirt has no USB controller", "usbdevice": "uvirt has no USB controller",
     "net": "uvirt has no network card", "nic": "uvirt has no network card",
@@ -882,6 +885,10 @@ class _Parser:
         self.flags = {"nodefaults": False, "no_reboot": False, "start_paused": False,
                       "nographic": False}
         self.kernel: str | None = None
+        self.firmware: str | None = None        # -bios FILE = -machine firmware=FILE
+        self.boot: dict[str, str] = {}          # -boot, merged
+        self.pflash: list[DriveOpts] = []
+        self.uuid: bytes | None = None
         self.append: str | None = None
         self.initrd: str | None = None
         self.devices: list[DeviceOpts] = []
@@ -1129,6 +1136,9 @@ class _Parser:
     def opt_drive(self, opt: str, arg: str, origin: str) -> None:
         pairs, ident = self.opts(arg, origin, None, kind="drive")
         iface = _last(pairs, "if") or "ide"
+        if iface == "pflash":                   # the pc's system flash (firmware image)
+            self.pflash.append(DriveOpts(ident, _props(pairs, ()), arg, origin))
+            return
         if iface != "none":
             if iface not in _DRIVE_IFS:
                 raise _loc(origin, f"unsupported bus type '{iface}'")
@@ -1168,6 +1178,9 @@ class _Parser:
 
     def opt_kernel(self, opt: str, arg: str, origin: str) -> None:
         self.boot_file("kernel", arg, origin)
+
+    def opt_bios(self, opt: str, arg: str, origin: str) -> None:
+        self.boot_file("firmware", arg, origin)
 
     def opt_append(self, opt: str, arg: str, origin: str) -> None:
         self.boot_file("append", arg, origin)
@@ -1221,10 +1234,16 @@ class _Parser:
 
     def opt_boot(self, opt: str, arg: str, origin: str) -> None:
         pairs, _ = self.opts(arg, origin, "order", merge=True)
-        for k, _v in pairs:
+        for k, v in pairs:
             if k not in _BOOT_KEYS:
                 raise _loc(origin, f"Parameter 'boot.{k}' is unexpected")
+            self.boot[k] = v
         self.ignore(opt, arg, IGNORED_OPTIONS["boot"])
+
+    def opt_uuid(self, opt: str, arg: str, origin: str) -> None:
+        if not re.fullmatch(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", arg):
+            raise _loc(origin, "Fail to parse UUID string. Wrong format.")
+        self.uuid = bytes.fromhex(arg.replace("-", ""))
 
     def opt_rtc(self, opt: str, arg: str, origin: str) -> None:
         self.opts(arg, origin, None, _RTC_KEYS, merge=True)
@@ -1285,7 +1304,7 @@ class _Parser:
                 self.ignore(loc.split(" ", 1)[0], f"{k}={v}", _MACHINE_PROPS_IGNORED[top])
             elif top == "usb" and not parse_bool(v, option=loc, key=k):
                 self.ignore(loc.split(" ", 1)[0], f"{k}={v}", "pc has no USB by default")
-            elif top in ("kernel", "initrd", "append"):
+            elif top in ("kernel", "initrd", "append", "firmware"):
                 setattr(self, top, v)
                 continue
             else:
@@ -1378,7 +1397,8 @@ class _Parser:
             machine=machine, accel=tuple(self.accel), accelerator=accelerator,
             ram_size=ram_size, nodefaults=self.flags["nodefaults"],
             no_reboot=self.flags["no_reboot"], start_paused=self.flags["start_paused"],
-            kernel=self.kernel, append=self.append, initrd=self.initrd,
+            kernel=self.kernel, append=self.append, initrd=self.initrd, bios=self.firmware,
+            boot=dict(self.boot), uuid=self.uuid, pflash=tuple(self.pflash),
             devices=tuple(self.devices), objects=tuple(self.objects),
             chardevs=tuple(self.chardevs), drives=tuple(self.drives),
             netdevs=tuple(self.netdevs), globals=tuple(self.globals), debugcon=self.debugcon,

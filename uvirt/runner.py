@@ -86,9 +86,17 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
     m = Machine(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot, cpu=cpu, builtins=not none)
     if none:
         strip_to_none(m)
+    elif serving and any(i.option == "-rtc" and "clock=vm" in (i.value or "") for i in cfg.ignored):
+        # -rtc clock=vm under qtest: the RTC runs on the clock qtest's clock_step moves
+        from .qtest.hooks import hooks
+        clock = hooks(m).clock
+        m.rtc.use_clock(lambda: clock.now, clock.timer)
     ctx = BuildContext()
     built = Built(m, ctx)
     try:
+        if not none:
+            from .firmware_boot import apply_boot_options
+            apply_boot_options(m, cfg)
         for c in cfg.chardevs:
             if c.id in ctx.chardevs:
                 raise OptionError(f"{c.origin}: attempt to add duplicate property 'id' to object "
@@ -113,9 +121,19 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
             for d in cfg.devices:
                 props = {**defaults.get(d.driver, {}), **d.props}
                 built.devices.append((d, create_device(m, ctx, d.driver, props, d.raw)))
-            if not serving:
+            if not serving and cfg.bios is None and not cfg.pflash:
                 bios.firmware_step(m)
-        if not serving and (kernel or cfg.kernel is not None):
+        firmware = cfg.bios
+        if cfg.pflash and not none:
+            from .firmware_boot import load_pflash
+            firmware = load_pflash(m, cfg.pflash)     # takes precedence over -bios, as on QEMU
+        if serving:
+            if cfg.bios is not None and not none and not cfg.pflash:   # mapped though no CPU runs
+                m.load_bios_file(cfg.bios)
+        elif firmware is not None:          # real firmware from the reset vector
+            from .firmware_boot import boot_firmware
+            boot_firmware(m, cfg, ctx)
+        elif kernel or cfg.kernel is not None:
             if cfg.kernel is None:
                 raise OptionError("no -kernel given: uvirt boots multiboot images (-kernel FILE)")
             m.load_kernel_file(cfg.kernel, cmdline=cfg.append or "")

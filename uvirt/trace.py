@@ -23,6 +23,7 @@ EVENTS: dict[str, str] = {
     "unassigned_page": "unassigned page {page:#010x} backed by zeros",
     "guest_error": "guest error {kind}: {detail}",
     "interrupt": "interrupt vector={vector:#04x} {kind} eip={eip:#010x} -> {result}",
+    "rom_write_dropped": "write to read-only memory {address:#010x} size={size} dropped",
     "stop": "stop {reason} eip={eip:#010x}",
 }
 

@@ -228,7 +228,7 @@ def test_bar_over_ram_from_the_host(firmware, boot):
     m.memory.guest.write(0x400000, b"RAM!")
     m.pci.config_write(0, b.fn.devfn, 0x1C, 4, 0x400000)
     assert r1.mapped_at == 0x400000                       # the BAR decodes there ...
-    assert m.memory.lookup(0x400000).region is m.ram       # ... but RAM (priority 0) wins
+    assert m.memory.lookup(0x400000).region.buffer is m.ram.buffer   # ... but RAM (priority 0) wins
     assert bytes(m.uc.mem_read(0x400000, 4)) == b"RAM!"
     m.uc.mem_write(0x400000, b"ram2")
     assert r1.read(0, 4) == b"REGN"

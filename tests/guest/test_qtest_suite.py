@@ -1,5 +1,6 @@
 """QEMU 7.2's own device tests (qos-test, ivshmem-test) against uvirt, with the same run
-against QEMU beside it: ``scripts/qtest-suite --reference``.
+against QEMU beside it: ``scripts/qtest-suite --reference``; and its platform tests
+(i440fx-test, fw_cfg-test, rtc-test): ``scripts/qtest-suite --platform``.
 
 The first run builds the test binaries and the qtest accelerator module from Debian's
 qemu source (about a minute of compiling on two idle cores; cached in
@@ -43,6 +44,41 @@ def _unavailable(reason: str) -> None:
 def _cache_args() -> list[str]:
     cache = os.environ.get("UVIRT_QTEST_CACHE")
     return ["--cache", cache] if cache else []
+
+
+PLATFORM_N = 31
+PLATFORM_SELECT = ["-k", "/x86_64/i440fx/", "-k", "/x86_64/fw_cfg/", "-k", "/x86_64/rtc/"]
+
+
+def _results(out: str) -> dict[str, dict[str, str]]:
+    results: dict[str, dict[str, str]] = {}
+    for block in re.split(r"^== ", out, flags=re.M)[1:]:
+        label = block.split(":", 1)[0]
+        results[label] = {}
+        for line in block.splitlines():
+            m = re.match(r"^(ok  |FAIL) +[0-9.]+s (\S+)(?:  -- (.*))?$", line)
+            if m:
+                results[label][m.group(2)] = "" if m.group(1) == "ok  " else (m.group(3) or "failed")
+    return results
+
+
+def test_qemu_platform_tests_pass_on_uvirt_and_qemu():
+    """i440fx-test 4, fw_cfg-test 12, rtc-test 15: the chipset, fw_cfg and the RTC."""
+    build = subprocess.run([sys.executable, str(SCRIPT), "--build-only", "--platform", *_cache_args()],
+                           capture_output=True, text=True, timeout=900)
+    if build.returncode != 0:
+        msg = (build.stderr.strip().splitlines() or ["(no output)"])
+        _unavailable("build failed: " + "\n".join(msg[-30:]))
+    env = {**os.environ, "QTEST_TIMEOUT": os.environ.get("QTEST_TIMEOUT", "90")}
+    run = subprocess.run([sys.executable, str(SCRIPT), "--reference", "--platform", *PLATFORM_SELECT,
+                          *_cache_args()], capture_output=True, text=True, timeout=900, env=env)
+    out = run.stdout
+    sys.stdout.write(out)
+    results = _results(out)
+    assert set(results) == {"qemu", "uvirt"}, f"expected a QEMU and a uvirt run:\n{out}\n{run.stderr}"
+    for label in ("qemu", "uvirt"):
+        assert len(results[label]) == PLATFORM_N, out
+        assert {k: v for k, v in results[label].items() if v} == {}, f"{label} fails:\n" + out
 
 
 def test_qemu_qtest_suite_passes_on_uvirt_and_qemu():

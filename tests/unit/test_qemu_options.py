@@ -583,7 +583,7 @@ def test_rtc_unknown_key_is_an_error():
 
 
 @pytest.mark.parametrize("line, why", [
-    ("-bios x", "uvirt runs no firmware"), ("-hda x", "uvirt has no IDE"), ("-uuid 1", "UUID"),
+    ("-hda x", "uvirt has no IDE"), ("-uuid 1", "Fail to parse UUID string"),
     ("-usb", "USB"), ("-gdb tcp::1234", "gdb"), ("-icount 1", "instruction-counted"),
 ])
 def test_guest_visible_or_unhonourable_option_is_refused(line, why):
@@ -740,3 +740,36 @@ def test_escaped_device_value_round_trips_through_argv(v1, v2):
     arg = format_opts([("driver", "d"), ("a", v1), ("b", v2)], implied_key="driver")
     dev = parse_argv(["-device", arg]).devices[0]
     assert dev.props == {"a": v1, "b": v2} and dev.raw == arg
+
+
+def test_bios_is_the_machine_firmware_property():
+    """QEMU's -bios FILE is -machine firmware=FILE; the last one wins."""
+    assert parse_argv(["-bios", "a.bin"]).bios == "a.bin"
+    assert parse_argv(["-machine", "pc,firmware=b.bin"]).bios == "b.bin"
+    assert parse_argv(["-bios", "a.bin", "-bios", "c.bin"]).bios == "c.bin"
+
+
+def test_uuid_and_boot_options_reach_fw_cfg_and_cmos():
+    from uvirt.devices import fw_cfg as F
+    from uvirt.runner import build_machine
+    cfg = parse_argv(["-machine", "pc", "-accel", "qtest", "-uuid", "4600cb32-38ec-4b2f-8acb-81c6ea54f2d8",
+                      "-boot", "order=dc,menu=on,splash-time=12,reboot-timeout=15"])
+    m = build_machine(cfg).machine
+    try:
+        fw = m.fw_cfg
+        assert fw.items[F.UUID] == bytes.fromhex("4600cb3238ec4b2f8acb81c6ea54f2d8")
+        assert fw.items[F.BOOT_MENU] == b"\x01\x00"
+        assert fw.file("etc/boot-fail-wait") == (15).to_bytes(4, "little")
+        assert fw.file("etc/boot-menu-wait") == (12).to_bytes(2, "little")
+        assert (m.rtc.cmos[0x3D], m.rtc.cmos[0x38] & 0xF0) == (0x23, 0x00)
+    finally:
+        m.close()
+
+
+def test_bad_boot_values_are_qemus_errors():
+    from uvirt.runner import build_machine
+    for arg, msg in (("reboot-timeout=70000", "reboot timeout is invalid"),
+                     ("splash-time=70000", "splash-time is invalid"),
+                     ("order=cx", "Invalid boot device for PC: 'x'"), ("order=cdna", "Too many boot devices")):
+        with pytest.raises(OptionError, match=msg):
+            build_machine(parse_argv(["-accel", "qtest", "-boot", arg]))

@@ -34,20 +34,42 @@ def _poke(fn: PciFunction, values: dict[int, int]) -> None:
 
 
 class I440FX(PciFunction):
+    """The host bridge; PAM (0x59-0x5F) and SMRAM (0x72) decide what 0xA0000-0xFFFFF
+    shows (``pam.LowMemory``, QEMU ``i440fx_update_memory_mappings``)."""
+
     name = "i440FX"
     qom_type = "i440FX"
 
-    def __init__(self) -> None:
+    def __init__(self, ram_size: int = 128 << 20) -> None:
         super().__init__(vendor_id=0x8086, device_id=0x1237, class_code=0x0600, revision=0x02)
-        # DRAMC, PAM0-6 all RAM read/write, SMRAM C_BASE_SEG=010
-        _poke(self, {0x57: 0x10, 0x59: 0x30, 0x5A: 0x33, 0x5B: 0x33, 0x5C: 0x33, 0x5D: 0x33,
-                     0x5E: 0x33, 0x5F: 0x33, 0x72: 0x02})
+        # i440fx_init: the RAM size in 8 MiB units at 0x57 (at most 255); i440fx_realize:
+        # SMRAM C_BASE_SEG=010.  PAM0-6 are 0 (all PCI space) until firmware sets them.
+        _poke(self, {0x57: min(ram_size >> 23, 255), 0x72: 0x02})
+        self.lowmem = None           # pam.LowMemory, set when the machine has memory
+
+    def _memory_changed(self) -> None:
+        if self.lowmem is not None:
+            self.lowmem.update(self.config.data)
+
+    def config_write(self, offset: int, size: int, value: int):
+        changes = super().config_write(offset, size, value)
+        if offset < 0x60 and offset + size > 0x59 or offset <= 0x72 < offset + size:
+            self._memory_changed()
+        return changes
+
+    def reset(self):
+        changes = super().reset()
+        self._memory_changed()
+        return changes
 
     def on_firmware(self, bus: PciBus, cmd: int) -> int:
         # SeaBIOS make_bios_readonly: PAM0 and the option-ROM windows read-only (0x1x),
-        # PAM6 stays read/write; SMRAM G_SMRAME set.
+        # 0xE8000-0xEFFFF stays read/write; SMRAM G_SMRAME set.
         _poke(self, {0x59: 0x10, 0x5A: 0x11, 0x5B: 0x11, 0x5C: 0x11, 0x5D: 0x11, 0x5E: 0x11,
-                     0x72: 0x0A})
+                     0x5F: 0x33, 0x72: 0x0A})
+        self._memory_changed()
+        if self.lowmem is not None:
+            self.lowmem.vapic_window()       # QEMU's kvmvapic ROM, see devices/pam.py
         return cmd
 
 
@@ -116,22 +138,44 @@ class Piix3Ide(PciFunction):
 
 
 class Piix4Pm(PciFunction):
+    """PIIX4 power management; its I/O block (chipset.AcpiPm) follows PMBA/PMREGMISC."""
+
     name = "PIIX4 PM"
     qom_type = "PIIX4_PM"
+    pm_placement = None              # set by install_pc_builtins
+
+    def _pm_io_update(self) -> None:
+        p = self.pm_placement
+        if p is not None:
+            p.move(self.config.get(0x40, 4) & 0xFFC0)
+            p.set_enabled(bool(self.config.data[0x80] & 1))
+            p.space.commit()
+
+    def config_write(self, offset: int, size: int, value: int):
+        changes = super().config_write(offset, size, value)
+        if offset < 0x44 and offset + size > 0x40 or offset <= 0x80 < offset + size:
+            self._pm_io_update()
+        return changes
+
+    def reset(self):
+        changes = super().reset()
+        self._pm_io_update()
+        return changes
 
     def __init__(self) -> None:
         super().__init__(vendor_id=0x8086, device_id=0x7113, class_code=0x0680, revision=0x03,
                          interrupt_pin=1)
         self.config.set(0x06, 2, 0x0280)
-        # QEMU's piix4_pm: PM base I/O indicator, SMBus base 0x700 enabled, SMBus IRQ 9
-        _poke(self, {0x40: 0x01, 0x5B: 0x02, 0x5F: 0x10, 0x63: 0x60, 0x80: 0x01, 0x90: 0x01,
-                     0x91: 0x07, 0xD2: 0x09})
+        # QEMU's piix4_pm at reset: PM base I/O indicator, SMBus base 0xb100, SMBus
+        # host enabled with IRQ 9 (read over qtest with -S: nothing has run yet)
+        _poke(self, {0x40: 0x01, 0x5F: 0x10, 0x63: 0x60, 0x90: 0x01, 0x91: 0xB1, 0xD2: 0x09})
 
     def on_firmware(self, bus: PciBus, cmd: int) -> int:
-        # SeaBIOS piix4_pm_setup: PM base 0x600; the SCI stays on IRQ 9 although PIIX
-        # routing would give slot 1 pin A IRQ 10.
-        self.config.data[0x41] = 0x06
-        self.config.data[0x3C] = 9
+        # SeaBIOS piix4_pm_setup: PM base 0x600, PMREGMISC (0x80) on, SMBus base 0x700,
+        # 0x5B bit 1; the SCI stays on IRQ 9 although PIIX routing would give slot 1
+        # pin A IRQ 10.
+        _poke(self, {0x41: 0x06, 0x3C: 9, 0x5B: 0x02, 0x80: 0x01, 0x91: 0x07})
+        self._pm_io_update()
         return cmd
 
 
@@ -156,10 +200,46 @@ class _ResetControl:
 
 
 def install_pc_builtins(machine: "Machine") -> None:
-    machine.pci.plug(I440FX(), devfn(0, 0))
+    from .pam import LowMemory
+    host = I440FX(machine.ram_size)
+    machine.lowmem = host.lowmem = LowMemory(machine.memory, machine.ram, machine.ram_placement)
+    machine.pci.plug(host, devfn(0, 0))
+    host._memory_changed()
     machine.pci.plug(Piix3Isa(), devfn(1, 0))
     machine.pci.plug(Piix3Ide(), devfn(1, 1))
-    machine.pci.plug(Piix4Pm(), devfn(1, 3))
+    pm = Piix4Pm()
+    machine.pci.plug(pm, devfn(1, 3))
+    from .chipset import PM_IO_SIZE, AcpiPm, Apm, Port92
+    from .rtc import Rtc, pc_cmos_memory
+    from .fw_cfg import pc_ram_split
+    acpi = AcpiPm()
+    pm.pm_placement = machine.io.add(MmioRegion("piix4-pm", 12, acpi, valid_sizes=(1, 2, 4)), 0,
+                                     enabled=False)
+    machine.resettables.append(acpi)
+    pm._pm_io_update()
+    port92 = Port92(machine.request_reset)
+    machine.add_isa(MmioRegion("port92", 1, port92, valid_sizes=(1,)), 0x92, port92)
+    apm = Apm(lambda: bool(pm.config.data[0x5B] & 2),
+              lambda v: machine.guest_error("smi", f"SMI (APM command 0x{v:02x}): uvirt has no SMM"))
+    machine.add_isa(MmioRegion("apm-io", 2, apm, valid_sizes=(1,)), 0xB2, apm)
+    def rtc_irq(level: int) -> None:          # ISA IRQ 8: the PIC and the IOAPIC's pin 8
+        if machine.interrupts is not None:
+            machine.interrupts.pic.set_irq(8, level)
+        from ..qtest.hooks import hooks
+        gpio = hooks(machine).gpio_devices.get("/machine/i440fx/ioapic")
+        lines = gpio.find(None, "in") if gpio is not None else None
+        if lines is not None and lines.count > 8:
+            lines.set(8, level)
+
+    rtc = Rtc(pc_cmos_memory(*pc_ram_split(machine.ram_size)), set_irq=rtc_irq)
+    machine.add_isa(MmioRegion("rtc", 2, rtc, valid_sizes=(1,)), 0x70, rtc)
+    machine.rtc = rtc
+    from .i8042 import I8042, Port
+    kbd = I8042(lambda irq, level: machine.interrupts and machine.interrupts.pic.set_irq(irq, level),
+                machine.request_reset)
+    machine.add_isa(MmioRegion("i8042-data", 1, Port(kbd, 0), valid_sizes=(1,)), 0x60, kbd)
+    machine.add_isa(MmioRegion("i8042-cmd", 1, Port(kbd, 4), valid_sizes=(1,)), 0x64)
+    machine.i8042 = kbd
     rcr = _ResetControl(machine)
     machine.add_isa(MmioRegion("piix3-reset-control", 1, rcr, valid_sizes=(1,)), 0xCF9, rcr, priority=1)
     from .acpi_hotplug import install_acpi_hotplug

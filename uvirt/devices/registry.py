@@ -358,6 +358,11 @@ def _virtio_blk_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     dev.ioeventfd = v["ioeventfd"]
     cls = v["class"] if v["class"] in (0x0100, 0x0180) else 0x0100
     fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw)
+    if v["bootindex"] is not None:       # firmware_boot.boot_order: the bootorder file
+        fn.bootindex = v["bootindex"]
+        # QEMU's qdev_get_fw_dev_path: class 0x0100 is "scsi", virtio-blk's "disk@0,0"
+        fn.boot_device_path = lambda dfn: (f"/pci@i0cf8/scsi@{dfn >> 3:x}"
+                                           + (f",{dfn & 7:x}" if dfn & 7 else "") + "/disk@0,0")
     drive.used_by = "virtio-blk-pci"
     from ..qtest.hooks import hooks
     hooks(machine).block_backends[drive.id] = backend       # QMP block_resize

@@ -180,6 +180,30 @@ def _protected(cpu: CpuView, intno: int, kind: Kind, error: int, eip: int, next_
     return Delivered(intno, new_eip, (selector & ~3) | dpl, esp, eflags, stack)
 
 
+AC_MASK = 1 << 18
+
+
+def deliver_real(cpu: CpuView, vector: int, kind: Kind, *, eip: int, next_eip: int | None = None,
+                 ss: int = 0) -> Delivered | TripleFault:
+    """Real mode (QEMU ``do_interrupt_real``): FLAGS, CS, IP pushed as words at SS:SP,
+    CS:IP from the IVT entry at IDTR.base + 4 * vector, IF/TF/AC/RF cleared.  An entry
+    beyond the IDTR limit is #GP, which in real mode cannot be delivered either: a
+    triple fault.  ``Delivered.esp`` is the new SP; the stack bytes go at SS*16 + SP."""
+    if next_eip is None:
+        next_eip = eip
+    base, limit = cpu.idt
+    if vector * 4 + 3 > limit:
+        return TripleFault((Event(vector, None), Event(EXC_GP, vector * 8 + 2)))
+    entry = _u32(cpu, base + vector * 4)
+    old_ip = (next_eip if kind is Kind.SOFTWARE else eip) & 0xFFFF
+    words = [cpu.eflags, cpu.cs, old_ip]
+    sp = (cpu.esp - 6) & 0xFFFF
+    stack = b"".join((w & 0xFFFF).to_bytes(2, "little") for w in reversed(words))
+    eflags = cpu.eflags & ~(IF_MASK | TF_MASK | AC_MASK | RF_MASK)
+    return Delivered(vector, entry & 0xFFFF, entry >> 16, (cpu.esp & ~0xFFFF) | sp, eflags, stack,
+                     (Event(vector, None),))
+
+
 def deliver(cpu: CpuView, vector: int, kind: Kind, *, eip: int, next_eip: int | None = None,
             error_code: int = 0) -> Delivered | TripleFault | Unsupported:
     """Deliver ``vector`` through the IDT.  ``eip`` is the address of the instruction

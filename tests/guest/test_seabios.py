@@ -1,0 +1,102 @@
+"""Debian's SeaBIOS on uvirt (``uvirt run -bios FILE``): reset vector, real mode, the
+call32/call16 trampolines, PAM shadowing, fw_cfg DMA, the PM timer and the RTC.
+
+SeaBIOS's own debug log (port 0x402) says what it found and where it stops.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from uvirt.qemu_options import parse_argv
+from uvirt.runner import run_config
+
+BIOS = "/usr/share/seabios/bios.bin"
+pytestmark = pytest.mark.skipif(not os.path.exists(BIOS), reason=f"{BIOS} missing (Debian seabios)")
+
+
+def seabios_log(tmp_path: Path, *extra: str, timeout: float = 30) -> tuple[str, object]:
+    log = tmp_path / "seabios.log"
+    argv = ["-machine", "pc", "-m", "128M", "-nodefaults", "-nographic", "-no-reboot",
+            "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-bios", BIOS,
+            "-chardev", f"file,id=seabios,path={log}",
+            "-device", "isa-debugcon,iobase=0x402,chardev=seabios", *extra,
+            "-uvirt-timeout", str(timeout)]
+    stop = run_config(parse_argv(argv))
+    return log.read_text(errors="replace"), stop
+
+
+def test_seabios_runs_to_its_boot_menu_without_a_disk(tmp_path):
+    log, _stop = seabios_log(tmp_path, timeout=20)
+    for line in ("Running on QEMU (i440fx)", "QEMU fw_cfg DMA interface supported",
+                 "qemu/e820: addr 0x0000000000000000 len 0x0000000008000000 [RAM]",
+                 "Found 4 PCI devices", "PIIX3/PIIX4 init: elcr=00 0c",
+                 "Found 1 cpu(s) max supported 1 cpu(s)", "sercon: using ioport 0x3f8",
+                 "e820 map has 7 items:", "No bootable device."):
+        assert line in log, line
+
+
+def test_reset_state_is_real_mode_at_f000_fff0():
+    from unicorn import x86_const as X
+    from uvirt.machine import Machine
+    with Machine() as m:
+        m.load_bios_file(BIOS)
+        uc = m.uc
+        assert uc.reg_read(X.UC_X86_REG_CR0) == 0x60000010
+        assert (uc.reg_read(X.UC_X86_REG_CS), uc.reg_read(X.UC_X86_REG_EIP)) == (0xF000, 0xFFF0)
+        assert uc.reg_read(X.UC_X86_REG_EDX) == 0x663
+        image = Path(BIOS).read_bytes()
+        assert bytes(uc.mem_read(0xFFFF0, 16)) == image[-16:]          # isa-bios
+        assert bytes(uc.mem_read(0xFFFFFFF0, 16)) == image[-16:]       # pc.bios
+
+
+def test_bad_bios_image_is_a_one_line_error(tmp_path):
+    from uvirt.errors import ImageError
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"x" * 1000)
+    with pytest.raises(ImageError, match="0x3e8"):
+        run_config(parse_argv(["-bios", str(bad)]))
+
+
+# ---------------------------------------------------------------- INT 13h from virtio-blk
+
+TRANSPORTS = ["", ",disable-modern=on", ",disable-legacy=on"]
+
+
+def boot_args(disk: Path, transport: str, con: Path) -> list[str]:
+    return ["-machine", "pc", "-m", "128M", "-nodefaults", "-nographic", "-display", "none",
+            "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-bios", BIOS,
+            "-drive", f"file={disk},format=raw,if=none,id=d0",
+            "-device", f"virtio-blk-pci,drive=d0,addr=0x3,bootindex=1{transport}",
+            "-debugcon", f"file:{con}"]
+
+
+def stored_int13() -> str:
+    from uvirt.testing.qemu import DATA_DIR, strip_header
+    return strip_header((DATA_DIR / "seabios_int13.txt").read_text())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=["transitional", "legacy", "modern"])
+def test_seabios_boots_the_mbr_from_virtio_blk(tmp_path, transport):
+    """SeaBIOS's own virtio-blk driver finds the disk, the boot sector's INT 13h reads
+    (CHS, LBA, one past the end) print what QEMU 7.2's run printed."""
+    from uvirt.testing.bootsector import disk_image
+    disk, con = tmp_path / "disk.img", tmp_path / "con.txt"
+    disk_image(disk)
+    stop = run_config(parse_argv(boot_args(disk, transport, con) + ["-uvirt-timeout", "60"]))
+    assert stop.exit_code == 1, stop.report()
+    assert con.read_text() == stored_int13()
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=["transitional", "legacy", "modern"])
+def test_stored_int13_transcript_is_qemus(tmp_path, transport):
+    import subprocess
+    from uvirt.testing.bootsector import disk_image
+    disk, con = tmp_path / "disk.img", tmp_path / "con.txt"
+    disk_image(disk)
+    proc = subprocess.run(["qemu-system-x86_64", *boot_args(disk, transport, con), "-serial", "none"],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert con.read_text() == stored_int13()

@@ -1,0 +1,197 @@
+"""A boot sector guest program for real firmware (``-bios``): INT 13h reads from the
+boot disk, printed on port 0xE9, then exit through isa-debug-exit (0xF4).
+
+The disk (``disk_image``): sector s, byte i = (s * 7 + i) & 0xFF, except sector 0 (the
+boot sector).  The program prints, numbers in hex:
+
+    MBR dl=80                      the drive SeaBIOS booted from
+    CHS c=0 h=0 s=2 cf ah bytes    AH=02 read of one sector (LBA 1), first 4 bytes
+    EXT41 cf bx cx                 AH=41 extensions check
+    LBA 5 cf ah bytes              AH=42 read of LBA 5
+    LBA END cf ah                  AH=42 read of the sector one past the end: must fail
+"""
+
+from __future__ import annotations
+
+SECTORS = 2048                     # 1 MiB
+
+SOURCE = r"""
+    cli
+    xor ax, ax
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov sp, 0x7000
+    mov [drive], dl
+    mov si, s_mbr
+    call puts
+    mov al, dl
+    call hex8
+    call nl
+
+    ; AH=02: CHS 0/0/2 -> 0x8000
+    mov ax, 0x0201
+    mov cx, 0x0002
+    mov dh, 0
+    mov dl, [drive]
+    mov bx, 0x8000
+    int 0x13
+    mov si, s_chs
+    call puts
+    call result
+    mov si, 0x8000
+    call bytes4
+    call nl
+
+    ; AH=41: extensions
+    mov ah, 0x41
+    mov bx, 0x55aa
+    mov dl, [drive]
+    int 0x13
+    mov si, s_ext
+    call puts
+    call cf
+    mov ax, bx
+    call hex16
+    mov al, 0x20
+    call putc
+    mov ax, cx
+    call hex16
+    call nl
+
+    ; AH=42: LBA 5 -> 0x8200
+    mov dword ptr [dap_lba], 5
+    call lba_read
+    mov si, s_lba5
+    call puts
+    call result
+    mov si, 0x8200
+    call bytes4
+    call nl
+
+    ; AH=42: one past the end
+    mov dword ptr [dap_lba], END_LBA
+    call lba_read
+    mov si, s_end
+    call puts
+    call result
+    call nl
+
+    mov al, 0
+    out 0xf4, al
+    hlt
+
+lba_read:
+    mov si, dap
+    mov ah, 0x42
+    mov dl, [drive]
+    mov word ptr [dap_count], 1
+    int 0x13
+    ret
+
+; prints "cf ah " from the flags and AH of the last call (flags saved first)
+result:
+    pushf
+    push ax
+    call cf
+    pop ax
+    popf
+    push ax
+    mov al, ah
+    call hex8
+    mov al, 0x20
+    call putc
+    pop ax
+    ret
+
+cf:
+    pushf
+    mov al, 0x30
+    jnc cf_out
+    mov al, 0x31
+cf_out:
+    call putc
+    mov al, 0x20
+    call putc
+    popf
+    ret
+
+bytes4:
+    mov cx, 4
+b4_loop:
+    lodsb
+    call hex8
+    loop b4_loop
+    ret
+
+hex16:
+    push ax
+    mov al, ah
+    call hex8
+    pop ax
+hex8:
+    push ax
+    shr al, 4
+    call hexd
+    pop ax
+    push ax
+    and al, 0x0f
+    call hexd
+    pop ax
+    ret
+hexd:
+    add al, 0x30
+    cmp al, 0x39
+    jbe hexd_out
+    add al, 0x27
+hexd_out:
+putc:
+    out 0xe9, al
+    ret
+nl:
+    mov al, 0x0a
+    jmp putc
+puts:
+    lodsb
+    test al, al
+    jz puts_out
+    call putc
+    jmp puts
+puts_out:
+    ret
+
+drive: .byte 0
+dap: .byte 0x10, 0
+dap_count: .word 1
+dap_buf: .word 0x8200, 0
+dap_lba: .long 0, 0
+s_mbr: .asciz "MBR dl="
+s_chs: .asciz "CHS c=0 h=0 s=2 "
+s_ext: .asciz "EXT41 "
+s_lba5: .asciz "LBA 5 "
+s_end: .asciz "LBA END "
+"""
+
+
+def boot_sector() -> bytes:
+    from keystone import KS_ARCH_X86, KS_MODE_16, Ks
+    src = SOURCE.replace("END_LBA", str(SECTORS))
+    # keystone's 16-bit mode: ';' comments are not understood
+    src = "\n".join(line.split(";")[0] for line in src.splitlines())
+    code, _ = Ks(KS_ARCH_X86, KS_MODE_16).asm(src, 0x7C00)
+    code = bytes(code)
+    if len(code) > 510:
+        raise ValueError(f"boot sector too large: {len(code)} bytes")
+    return code.ljust(510, b"\0") + b"\x55\xaa"
+
+
+def disk_byte(sector: int, i: int) -> int:
+    return (sector * 7 + i) & 0xFF
+
+
+def disk_image(path) -> None:
+    data = bytearray(boot_sector())
+    for s in range(1, SECTORS):
+        data += bytes(disk_byte(s, i) for i in range(512))
+    with open(path, "wb") as f:
+        f.write(data)
