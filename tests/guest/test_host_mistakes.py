@@ -23,7 +23,7 @@ BASE = ["-machine", "pc", "-nodefaults", "-display", "none"]
 #: a value QEMU refuses, by property kind
 BAD_BY_KIND = {"uint8": "0x100", "uint16": "0x10000", "uint32": "0x100000000", "uint64": "x",
                "int32": "x", "bool": "maybe", "onoffauto": "maybe", "BlockdevOnError": "x",
-               "pci-addr": "0x20", "chardev": "nosuch"}
+               "pci-addr": "0x20", "chardev": "nosuch", "size": "1x"}
 #: string properties that name something (or have a syntax), and a value that is wrong
 BAD_STR = {"drive": "nosuch", "memdev": "nosuch", "rng": "nosuch", "romfile": "/nonexistent.rom",
            "bus": "nosuch", "id": "1bad", "memory-regions": "3M"}
