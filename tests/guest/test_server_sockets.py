@@ -140,3 +140,28 @@ def test_chardev_server_wait_off_without_client(emulator, firmware, tmp_path):
                            "-device", "isa-debugcon,iobase=0xe9,chardev=c", "-kernel", str(image)],
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
+
+
+@pytest.mark.parametrize("emulator", _emulators())
+def test_qmp_system_reset_ends_a_no_reboot_run(emulator, firmware, tmp_path):
+    image = firmware("gpu_commands", defines={"SCREENDUMP": 1})
+    path = tmp_path / "qmp.sock"
+    proc = subprocess.Popen([*emulator, *BASE_ARGS, *GPU, "-qmp", f"unix:{path},server=on,wait=off",
+                             "-kernel", str(image)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        s = _connect(socket.AF_UNIX, str(path))
+        f = s.makefile("rw")
+        f.readline()
+        _qmp(f, "qmp_capabilities")
+        try:
+            assert _qmp(f, "system_reset") == {"return": {}}
+        except (ConnectionResetError, json.JSONDecodeError):
+            assert emulator != UVIRT
+        s.close()
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0

@@ -9,7 +9,8 @@ a device in the middle of an access.  Once the guest has stopped, commands run a
 
 How the run ends, as with QEMU:
 
-* ``quit`` stops the guest; the run's status is 0;
+* ``quit`` stops the guest; the run's status is 0; ``system_reset`` too (QEMU under
+  ``-no-reboot`` shuts down instead of rebooting, and uvirt never reboots);
 * a guest that halts with interrupts off keeps its monitors (QEMU's vCPU just sleeps):
   uvirt keeps serving until ``quit`` or the wall-clock budget, so a host can still take
   a ``screendump`` of what the guest left on the screen;
@@ -111,7 +112,11 @@ class GuestMonitors:
         self.loop.stop("quit", 0)
 
     def _reset(self) -> None:
-        self.machine.reset()
+        """QMP ``system_reset``: QEMU under -no-reboot (uvirt always is) shuts down instead
+        of rebooting; the guest's own reset request ends the run the same way."""
+        self.quit_requested.set()
+        self.machine.request_reset()
+        self.loop.stop("system_reset", 0)
 
     # -- life cycle
     def start(self) -> None:
