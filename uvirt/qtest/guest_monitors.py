@@ -19,6 +19,9 @@ How the run ends, as with QEMU:
 
 ``wait=on`` (QEMU's default for a server) blocks before the guest starts until a
 client connects, with QEMU's message.
+
+Not modelled: ``stop``/``cont`` change the status QMP reports (and send STOP/RESUME) but
+do not pause the CPU; uvirt's machine has no paused state yet.
 """
 
 from __future__ import annotations
