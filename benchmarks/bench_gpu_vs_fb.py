@@ -25,6 +25,11 @@ moving 32x32 sprite) of firmware/display_frames.S —
 Counts come from one extra run per row with counters attached (they are deterministic);
 times from runs without them.  The headline Result is the sprite row's ratio
 virtio-gpu / virtio-fb time per frame (no target: the issue asks for the figure).
+
+``--qemu`` adds the same frames on QEMU 7.2 itself (TCG), which has no virtio-fb: there
+the shared-memory design is a framebuffer in ivshmem-plain's BAR 2 with no flush at all
+(DESIGN 3), against virtio-gpu and drawing alone.  The markers travel over a socket
+chardev in server mode, time-stamped by the reading host thread.
 """
 
 from __future__ import annotations
@@ -178,6 +183,91 @@ def counts(design: int, pattern: int, image: Path, frames: int, w: int, h: int) 
     return c
 
 
+QEMU_DESIGNS = {0: "drawing only", 3: "ivshmem framebuffer", 2: "virtio-gpu"}
+
+
+def qemu_time_per_frame(design: int, image: Path, frames: int, w: int, h: int, tmp: Path) -> float:
+    """One run on QEMU 7.2: the guest's markers time-stamped as they arrive on a socket."""
+    import socket
+    import subprocess
+
+    from uvirt.testing.qemu import BASE_ARGS, qemu_binary
+    sock = tmp / "marks.sock"
+    devices = {0: [], 2: ["-device", "virtio-gpu-pci"],
+               3: ["-object", f"memory-backend-ram,id=fb,size={max(1 << 20, 1 << (w * h * 4 - 1).bit_length())}",
+                   "-device", "ivshmem-plain,memdev=fb"]}[design]
+    proc = subprocess.Popen([qemu_binary(), *BASE_ARGS, *devices, "-chardev", f"socket,id=m,path={sock},server=on",
+                             "-device", "isa-debugcon,iobase=0xe9,chardev=m", "-kernel", str(image)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(str(sock))
+                break
+            except OSError:
+                s.close()
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("QEMU did not open its marker socket")
+                time.sleep(0.01)
+        begin = end = None
+        text = b""
+        while chunk := s.recv(65536):
+            t = time.perf_counter()
+            if begin is None and b"<" in chunk:
+                begin = t
+            if b">" in chunk:
+                end = t
+            text += chunk
+        s.close()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if begin is None or end is None or b"FAIL" in text:
+        raise RuntimeError(f"display_frames on QEMU: {text.decode('latin-1')}")
+    return (end - begin) / frames
+
+
+def measure_qemu(reps: int, w: int, h: int) -> dict:
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="uvirt-gpu-fb-qemu-") as tmp:
+        for pattern, frames in FRAMES.items():
+            frames *= 4                            # QEMU runs the frames faster
+            images = {d: _image(d, pattern, frames, w, h, Path(tmp)) for d in QEMU_DESIGNS}
+            per = {d: [] for d in QEMU_DESIGNS}
+            for _ in range(reps):
+                for d in QEMU_DESIGNS:
+                    per[d].append(qemu_time_per_frame(d, images[d], frames, w, h, Path(tmp)))
+            for d in QEMU_DESIGNS:
+                ratios = [per[d][i] / per[0][i] for i in range(reps)]
+                rows[(d, pattern)] = {"t": statistics.median(per[d]), "tlo": min(per[d]), "thi": max(per[d]),
+                                      "ratio": statistics.median(ratios), "per": per[d]}
+    return rows
+
+
+def qemu_table(rows: dict, w: int, h: int, reps: int) -> str:
+    lines = [f"QEMU 7.2 (TCG), {w}x{h}: a framebuffer in ivshmem-plain's BAR (no flush) vs "
+             f"virtio-gpu; medians of {reps} repetitions [min-max]", "",
+             "| design | pattern | guest time / frame | vs drawing only |", "| --- | --- | --- | --- |"]
+    for pattern in PATTERNS:
+        for d in QEMU_DESIGNS:
+            if d == 0 and pattern == 3:
+                continue
+            r = rows[(d, pattern)]
+            vs = f"{r['ratio']:.2f}x" if pattern != 3 else "-"
+            lines.append(f"| {QEMU_DESIGNS[d]} | {PATTERNS[pattern]} | {r['t'] * 1e6:,.1f} us "
+                         f"[{r['tlo'] * 1e6:,.1f}-{r['thi'] * 1e6:,.1f}] | {vs} |")
+    lines.append("")
+    for pattern in PATTERNS:
+        pr = [g / f for g, f in zip(rows[(2, pattern)]["per"], rows[(3, pattern)]["per"])]
+        lines.append(f"{PATTERNS[pattern]}: virtio-gpu / ivshmem framebuffer time per frame "
+                     f"{statistics.median(pr):.2f}x [{min(pr):.2f}-{max(pr):.2f}]")
+    return "\n".join(lines)
+
+
 def measure(reps: int, w: int, h: int, out=sys.stdout) -> dict:
     rows = {}
     with tempfile.TemporaryDirectory(prefix="uvirt-gpu-fb-") as tmp:
@@ -254,9 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_gpu_vs_fb")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--size", default="320x240", help="WxH of the picture (default 320x240)")
+    ap.add_argument("--qemu", action="store_true", help="also measure on QEMU 7.2 (ivshmem framebuffer "
+                    "vs virtio-gpu)")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
     print(bench_gpu_vs_fb(args.reps, (w, h)).line())
+    if args.qemu:
+        reps = max(3, args.reps)
+        print()
+        print(qemu_table(measure_qemu(reps, w, h), w, h, reps))
     return 0
 
 

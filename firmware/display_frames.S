@@ -10,6 +10,10 @@
 #             the host's resource and RESOURCE_FLUSH shows it: two requests, published
 #             together, one kick, both answers awaited.
 #   DESIGN 0  drawing only, into RAM, nothing presented (the baseline).
+#   DESIGN 3  a framebuffer in ivshmem-plain's BAR 2 (-object memory-backend-ram,id=fb,
+#             size=... -device ivshmem-plain,memdev=fb): host memory the guest stores
+#             into, with no flush at all — the shared-memory design as it can be run on
+#             QEMU 7.2 itself, which has no virtio-fb.
 #
 #   PATTERN 1 full frames: the whole picture is drawn and presented every frame.
 #   PATTERN 2 a moving 32x32 sprite over the picture: each frame erases the sprite (the
@@ -80,6 +84,15 @@ main:
 .endif
 .if DESIGN == 2
     call gpu_setup
+.endif
+.if DESIGN == 3
+    mov eax, 0x11101af4                 # ivshmem-plain
+    call pci_find
+    REQUIRE_FOUND "FAIL: no ivshmem-plain"
+    mov edx, 0x18
+    call pci_read32
+    and eax, 0xfffffff0
+    mov [base], eax
 .endif
     mov eax, [base]
     mov edx, [stride]

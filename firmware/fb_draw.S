@@ -11,7 +11,8 @@
 # draws with plain stores, then sends flush requests on queue 0: the whole screen, a
 # rectangle past the edge (status 1) and a small one.  PASS/FAIL lines, then SUMMARY.
 #
-# The picture (tests/guest/test_memory_regions.py computes the same, pixel by pixel):
+# The picture (firmware/include/picture.inc; tests/guest/test_memory_regions.py computes
+# the same, pixel by pixel):
 #   a 2-pixel white (ffffff) border; inside it, the top two thirds (y*3 < 2*H) are eight
 #   vertical 75% colour bars, bar = x*8/W: c0c0c0 c0c000 00c0c0 00c000 c000c0 c00000
 #   0000c0 000000; the bottom third a grey ramp, v = x*256/W, colour v*0x010101.
@@ -19,6 +20,7 @@
 .include "uvirt.inc"
 .include "virtio.inc"
 .include "memregion.inc"
+.include "picture.inc"
 
 .set FB_TYPE, 63
 .set MEM_SEL, 20
@@ -40,7 +42,6 @@ fb_len:   .long 0
 width:    .long 0
 height:   .long 0
 stride:   .long 0
-bars:     .long 0xc0c0c0, 0xc0c000, 0x00c0c0, 0x00c000, 0xc000c0, 0xc00000, 0x0000c0, 0x000000
 segs:     .long REQ, 16, 0, REQ + 16, 1, 2
 
 main:
@@ -295,65 +296,17 @@ __find_out:
     pop ebx
     ret
 
-# The picture (see the top of this file), row by row.
+# The picture (see the top of this file): picture.inc's, at this mode.
 draw:
     push eax
-    push ebx
-    push ecx
     push edx
-    push esi
-    push edi
-    push ebp
-    xor ebp, ebp                        # y
-__draw_row:
-    mov edi, ebp
-    imul edi, [stride]
-    add edi, [fb]                       # row address
-    xor esi, esi                        # x
-__draw_px:
-    mov eax, 0xffffff
-    cmp esi, 2
-    jb __draw_put
-    cmp ebp, 2
-    jb __draw_put
-    mov ecx, [width]
-    sub ecx, 2
-    cmp esi, ecx
-    jae __draw_put
-    mov ecx, [height]
-    sub ecx, 2
-    cmp ebp, ecx
-    jae __draw_put
-    lea ecx, [ebp+ebp*2]                # y*3
-    mov ebx, [height]
-    add ebx, ebx                        # 2*H
-    cmp ecx, ebx
-    jae __draw_ramp
-    mov eax, esi
-    shl eax, 3
-    xor edx, edx
-    div dword ptr [width]               # x*8/W
-    mov eax, [bars+eax*4]
-    jmp __draw_put
-__draw_ramp:
-    mov eax, esi
-    shl eax, 8
-    xor edx, edx
-    div dword ptr [width]               # x*256/W
-    imul eax, eax, 0x010101
-__draw_put:
-    mov [edi+esi*4], eax
-    inc esi
-    cmp esi, [width]
-    jb __draw_px
-    inc ebp
-    cmp ebp, [height]
-    jb __draw_row
-    pop ebp
-    pop edi
-    pop esi
+    mov eax, [width]
+    mov [pic_w], eax
+    mov eax, [height]
+    mov [pic_h], eax
+    mov eax, [fb]
+    mov edx, [stride]
+    call pic_draw
     pop edx
-    pop ecx
-    pop ebx
     pop eax
     ret

@@ -569,6 +569,12 @@ class Machine:
         """Stop the running guest from another thread or a signal handler."""
         self._request_stop(StopReason.INTERRUPTED, EXIT_INTERRUPTED)
 
+    @property
+    def stop_requested(self) -> bool:
+        """A stop is on its way (the run is ending): for host code that waits on the CPU
+        thread, e.g. a QMP ``stop`` holding the vCPU."""
+        return self._stopping
+
     def request_quit(self) -> None:
         """QMP ``quit`` from a monitor thread: stop with status 0, as QEMU exits."""
         self._request_stop(StopReason.QUIT, EXIT_CLEAN)

@@ -128,3 +128,30 @@ def test_property_errors_are_qemus(prop, message, firmware):
     with pytest.raises(OptionError) as e:
         run_uvirt(firmware("pci_enum"), ("-device", f"virtio-gpu-pci,{prop}"))
     assert str(e.value) == f"-device virtio-gpu-pci,{prop}: {message}"
+
+
+def test_measurement_counts(tmp_path):
+    """The deterministic half of `python -m benchmarks gpu_vs_fb` (no timing asserted):
+    per frame one kick for either design, no port I/O, and virtio-gpu copies exactly the
+    presented rectangles (virtio-fb nothing)."""
+    from benchmarks.bench_gpu_vs_fb import _image, counts
+    frames = 40
+    for design in (1, 2):
+        c = counts(design, 2, _image(design, 2, frames, 320, 240, tmp_path), frames, 320, 240)
+        assert (c.kicks, c.pio) == (frames, 0)
+        if design == 1:
+            assert c.copied == 0
+        else:
+            # 8-pixel steps along a row: 40x32 rectangles, and a 320x64 one at each wrap;
+            # a full-width rectangle at 0,0 is QEMU's fast path: the whole resource
+            x = y = 0
+            want = 0
+            for _ in range(frames):
+                ox, oy = x, y
+                x += 8
+                if x > 320 - 32:
+                    x, y = 0, y + 32
+                rx, ry, rw = min(ox, x), min(oy, y), max(ox, x) + 32 - min(ox, x)
+                rh = max(oy, y) + 32 - ry
+                want += 320 * 240 * 4 if (rx, ry, rw) == (0, 0, 320) else rw * rh * 4
+            assert c.copied == want

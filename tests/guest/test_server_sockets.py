@@ -140,3 +140,80 @@ def test_chardev_server_wait_off_without_client(emulator, firmware, tmp_path):
                            "-device", "isa-debugcon,iobase=0xe9,chardev=c", "-kernel", str(image)],
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
+
+
+@pytest.mark.parametrize("emulator", _emulators())
+def test_qmp_system_reset_ends_a_no_reboot_run(emulator, firmware, tmp_path):
+    image = firmware("gpu_commands", defines={"SCREENDUMP": 1})
+    path = tmp_path / "qmp.sock"
+    proc = subprocess.Popen([*emulator, *BASE_ARGS, *GPU, "-qmp", f"unix:{path},server=on,wait=off",
+                             "-kernel", str(image)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        s = _connect(socket.AF_UNIX, str(path))
+        f = s.makefile("rw")
+        f.readline()
+        _qmp(f, "qmp_capabilities")
+        try:
+            assert _qmp(f, "system_reset") == {"return": {}}
+        except (ConnectionResetError, json.JSONDecodeError):
+            assert emulator != UVIRT
+        s.close()
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("emulator", _emulators())
+def test_qmp_stop_holds_the_guest_until_cont(emulator, firmware, tmp_path):
+    """A guest printing dots: after QMP ``stop`` no more arrive, after ``cont`` they do."""
+    src = tmp_path / "dots.S"
+    src.write_text('.include "uvirt.inc"\nmain:\n    PUTC \'.\'\n    PUTC 10\n    mov ecx, 20000\n'
+                   'spin:\n    dec ecx\n    jnz spin\n    jmp main\n')
+    image = firmware(src)
+    path, con = tmp_path / "qmp.sock", tmp_path / "con.txt"
+    proc = subprocess.Popen([*emulator, *BASE_ARGS, "-qmp", f"unix:{path},server=on,wait=off",
+                             "-debugcon", f"file:{con}", "-kernel", str(image), *(
+                                 ["-uvirt-timeout", "60"] if emulator == UVIRT else [])],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def size() -> int:
+        return con.stat().st_size if con.exists() else 0
+
+    def grows(timeout: float = 10.0) -> bool:
+        start, deadline = size(), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if size() > start + 10:
+                return True
+            time.sleep(0.02)
+        return False
+
+    try:
+        s = _connect(socket.AF_UNIX, str(path))
+        f = s.makefile("rw")
+        f.readline()
+        _qmp(f, "qmp_capabilities")
+        assert grows()
+        assert _qmp(f, "stop") == {"return": {}}
+        assert _qmp(f, "query-status")["return"]["status"] == "paused"
+        time.sleep(0.3)
+        held = size()
+        time.sleep(0.5)
+        assert size() == held
+        assert _qmp(f, "cont") == {"return": {}}
+        assert _qmp(f, "query-status")["return"]["running"] is True
+        assert grows()
+        try:
+            _qmp(f, "quit")
+        except (ConnectionResetError, json.JSONDecodeError):
+            pass
+        s.close()
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0

@@ -9,7 +9,8 @@ a device in the middle of an access.  Once the guest has stopped, commands run a
 
 How the run ends, as with QEMU:
 
-* ``quit`` stops the guest; the run's status is 0;
+* ``quit`` stops the guest; the run's status is 0; ``system_reset`` too (QEMU under
+  ``-no-reboot`` shuts down instead of rebooting, and uvirt never reboots);
 * a guest that halts with interrupts off keeps its monitors (QEMU's vCPU just sleeps):
   uvirt keeps serving until ``quit`` or the wall-clock budget, so a host can still take
   a ``screendump`` of what the guest left on the screen;
@@ -18,6 +19,10 @@ How the run ends, as with QEMU:
 
 ``wait=on`` (QEMU's default for a server) blocks before the guest starts until a
 client connects, with QEMU's message.
+
+``stop`` holds the CPU thread at its next stop (QEMU's vCPU paused: the guest does not
+advance, commands then run at once) until ``cont``, ``quit``, ``system_reset``, SIGINT or
+the wall-clock budget.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ class _OnCpuThread:
         attr = getattr(self._ctx, name)
         if not name.startswith("cmd_"):
             return attr
+        if name == "cmd_stop":
+            return lambda args: self._owner.stop(attr, args)
+        if name == "cmd_cont":
+            return lambda args: self._owner.cont(attr, args)
         return lambda args: self._owner.call(attr, args)
 
 
@@ -61,6 +70,7 @@ class GuestMonitors:
         self._jobs: collections.deque = collections.deque()
         self._lock = threading.Lock()
         self._guest_running = False
+        self._resume = threading.Event()
         self.ctx = QmpContext(hooks(self.machine), machine_type=cfg.machine.type,
                               start_paused=cfg.start_paused, name=getattr(cfg, "name", None),
                               build_ctx=built.ctx, reset=self._reset, quit=self._quit)
@@ -105,13 +115,48 @@ class GuestMonitors:
             finally:
                 done.set()
 
+    # -- stop / cont: the vCPU held on its own thread
+    def stop(self, fn, args: dict) -> Any:
+        result = self.call(fn, args)              # status "paused", the STOP event
+        with self._lock:
+            hold = self._guest_running and self.ctx.status == "paused"
+            if hold:
+                self._resume.clear()
+        if hold:
+            self.machine.call_soon_threadsafe(self._hold)
+        return result
+
+    def cont(self, fn, args: dict) -> Any:
+        result = self.call(fn, args)
+        self._resume.set()
+        return result
+
+    def _hold(self) -> None:
+        """CPU thread: stay here while paused; commands run at once meanwhile."""
+        with self._lock:
+            if self.ctx.status != "paused":
+                return
+            self._guest_running = False
+        self._drain()
+        while not self._resume.wait(0.05):
+            if self.machine.stop_requested or self.quit_requested.is_set():
+                break
+        with self._lock:
+            self._guest_running = True
+
     def _quit(self) -> None:
+        self._resume.set()
         self.quit_requested.set()
         self.machine.request_quit()
         self.loop.stop("quit", 0)
 
     def _reset(self) -> None:
-        self.machine.reset()
+        """QMP ``system_reset``: QEMU under -no-reboot (uvirt always is) shuts down instead
+        of rebooting; the guest's own reset request ends the run the same way."""
+        self._resume.set()
+        self.quit_requested.set()
+        self.machine.request_reset()
+        self.loop.stop("system_reset", 0)
 
     # -- life cycle
     def start(self) -> None:

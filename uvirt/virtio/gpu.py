@@ -81,6 +81,7 @@ from typing import Callable
 
 from ..display.edid import EdidInfo, generate as edid_generate
 from ..display.surface import Surface, placeholder
+from ..errors import GuestMemoryError
 from .device import VirtioDevice
 
 VIRTIO_ID_GPU = 16
@@ -574,6 +575,17 @@ class VirtioGpu(VirtioDevice):
             return self._bad("gpu_bad_transfer_rect", f"transfer bounds outside resource bounds for "
                              f"resource {rid}: {x} {y} {w} {h} vs {res.width} {res.height}",
                              GpuResp.ERR_INVALID_PARAMETER)
+        try:
+            self._transfer(res, x, y, w, h, offset)
+        except GuestMemoryError as e:
+            # QEMU mapped the backing at attach time and keeps the host pointer; RAM does
+            # not move on uvirt's pc either, so this is a safety net, not a behaviour
+            self.transport.guest_error("gpu_backing_unmappable", f"virtio-gpu: transfer: {e}")
+        return None
+
+    def _transfer(self, res: Resource, x: int, y: int, w: int, h: int, offset: int) -> None:
+        """The copy of ``virtio_gpu_transfer_to_host_2d``: row by row, or the whole
+        resource in one go (QEMU's fast path, whatever ``h`` says)."""
         stride, img, backing = res.stride, res.image, res.backing
         if offset or x or y or w != res.width:
             row = w * BYTES_PP
@@ -590,7 +602,6 @@ class VirtioGpu(VirtioDevice):
                 self.stats.bytes_copied += backing.copy_into(self.mem, src, row, img, dst)
         else:
             self.stats.bytes_copied += backing.copy_into(self.mem, 0, stride * res.height, img, 0)
-        return None
 
     def cmd_resource_attach_backing(self, elem) -> int | None:
         rid, nr_entries = self._fill(elem, "2I", "virtio_gpu_resource_attach_backing")
