@@ -57,7 +57,8 @@ from .testing.guest_tests import (MANIFEST_NAME, GuestRun, GuestSpec, GuestSpecE
                                   spec_from_source, uvirt_only, DEFAULT_TRACE_TAIL)
 
 try:                                   # pytest >= 9: subtests are part of pytest
-    from _pytest.subtests import SubtestContext, SubtestReport
+    from pytest import SubtestReport
+    from _pytest.subtests import SubtestContext     # not exported; the report needs one
 except ImportError:                    # pragma: no cover - pytest 8
     SubtestContext = SubtestReport = None
 
