@@ -17,12 +17,14 @@ One test per program, one sub-result per report (the design choice)
     Instead each program is one item that runs it once, at test time, and reports every
     ``PASS:``/``FAIL:`` line as a sub-result through pytest's own subtests reporting
     (``SubtestReport``, pytest >= 9): ``pytest -v`` lists each report by name
-    (``test_edu.S::test_edu [liveness returns the inverse] SUBPASSED``), a failing report
-    is always shown by name, xdist carries the sub-results from its workers and the JUnit
-    XML records them.  The item itself fails when any report failed, the exit status is
-    not the expected one, or the guest stopped abnormally; its failure text lists every
-    FAIL line, the end of the guest's output, the stop report with the faulting
-    instruction (capstone) and the last trace events (``--uvirt-trace-tail``).
+    (``test_edu.S::test_edu SUBPASSED[liveness returns the inverse]``), a failing report
+    is always shown by name, xdist carries the sub-results from its workers, and the JUnit
+    XML has the failures in the program's testcase and every report as a property.  The
+    item itself fails when any report failed, the exit status is not the expected one,
+    or the guest stopped abnormally; its failure text lists every FAIL line, the end of
+    the guest's output, the stop report with the faulting instruction (capstone) and
+    the last trace events (``--uvirt-trace-tail``; ``format_trace_events`` in
+    uvirt.testing.guest_tests is where the decoded trace slots in).
     Under pytest 8 (no subtests) only the item's own result appears.
 
 ``--uvirt-qemu``
@@ -57,7 +59,8 @@ from .testing.guest_tests import (MANIFEST_NAME, GuestRun, GuestSpec, GuestSpecE
                                   spec_from_source, uvirt_only, DEFAULT_TRACE_TAIL)
 
 try:                                   # pytest >= 9: subtests are part of pytest
-    from _pytest.subtests import SubtestContext, SubtestReport
+    from pytest import SubtestReport
+    from _pytest.subtests import SubtestContext     # not exported; the report needs one
 except ImportError:                    # pragma: no cover - pytest 8
     SubtestContext = SubtestReport = None
 

@@ -16,7 +16,7 @@
 .set ROLE, 1
 .endif
 .ifndef WAIT_MAX
-.set WAIT_MAX, 8000000             # tries: a few seconds on QEMU and on uvirt
+.set WAIT_MAX, 12000000            # tries: a few seconds on QEMU and on uvirt
 .endif
 
 .align 4, 0

@@ -27,16 +27,17 @@ def main(argv: list[str]) -> int:
         shared.write_bytes(bytes(1 << 20))              # a fresh, zeroed mailbox
         device = ["-object", f"memory-backend-file,id=shm,size=1M,share=on,mem-path={shared}",
                   "-device", "ivshmem-plain,memdev=shm"]
+        images = {name: build_to(HERE / "pingpong.S", Path(tmp) / f"guest{name}.bin",
+                                 defines={"ROLE": role})
+                  for role, name in ((1, "A"), (2, "B"))}
         guests = []
         # B first: it waits for A, so A's start-up time is covered by B's patience
-        for role, name in ((2, "B"), (1, "A")):
-            image = build_to(HERE / "pingpong.S", Path(tmp) / f"guest{name}.bin",
-                             defines={"ROLE": role})
+        for name in ("B", "A"):
             console = Path(tmp) / f"guest{name}.txt"
             on_qemu = use_qemu and name == "B"
             emulator = [QEMU] if on_qemu else [sys.executable, "-m", "uvirt", "run"]
             cmd = [*emulator, *BASE_ARGS, *device, "-debugcon", f"file:{console}",
-                   "-kernel", str(image)]
+                   "-kernel", str(images[name])]
             guests.append((name, "QEMU 7.2" if on_qemu else "uvirt", console,
                            subprocess.Popen(cmd, stdin=subprocess.DEVNULL)))
         status = 0
