@@ -102,7 +102,11 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
         with m.batch():
             if cfg.debugcon is not None:
                 m.add_debugcon(_open(cfg.debugcon, ctx, built))
+            ids: set[str] = set()
             for d in cfg.devices:
+                if d.id is not None and d.id in ids:     # QEMU: device ids are unique
+                    raise OptionError(f"{d.origin}: Duplicate ID '{d.id}' for device")
+                ids.add(d.id)
                 props = {**defaults.get(d.driver, {}), **d.props}
                 built.devices.append((d, create_device(m, ctx, d.driver, props, d.raw)))
             if not serving:

@@ -39,7 +39,6 @@ class BuildContext:
     #: ids a device has taken (QEMU ``host_memory_backend_is_mapped``).
     memdevs: dict[str, Any] = field(default_factory=dict)
     used_memdevs: set[str] = field(default_factory=set)
-    device_ids: set[str] = field(default_factory=set)   # -device id=, unique as in QEMU
 
 
 Factory = Callable[["Machine", dict[str, Any], BuildContext], Any]
@@ -136,9 +135,6 @@ def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dic
         ctx.raw = raw
     from ..qemu_options import _opts_id
     ident = values.get("id") or _opts_id(raw, "")
-    if ident is not None and ctx is not None:
-        if ident in ctx.device_ids:
-            raise OptionError(f"-device {raw}: Duplicate ID '{ident}' for device")
     from ..pci_bus import PciFunction, PciPlugError
     try:
         created = dev.factory(machine, values, ctx)
@@ -149,8 +145,6 @@ def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dic
         if not os.path.isfile(values["romfile"]):
             raise OptionError(f"-device {raw}: failed to find romfile \"{values['romfile']}\"")
         raise OptionError(f"-device {raw}: romfile: uvirt does not load option ROMs")
-    if ident is not None and ctx is not None:
-        ctx.device_ids.add(ident)
     if isinstance(created, PciFunction):
         created.qom_type, created.qdev_id = driver, ident
     return created
@@ -266,7 +260,7 @@ def place_pci(machine: "Machine", fn: Any, v: dict[str, Any]) -> None:
 def _virtio_rng_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     from ..virtio.rng import VirtioRng
     return _virtio_pci(machine, v, VirtioRng(seed=v["seed"]), class_code=0x00FF, default_vectors=2,
-                       raw=ctx.raw)
+                       raw=ctx.raw if ctx else None)
 
 
 def _virtio_fb_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
@@ -275,7 +269,7 @@ def _virtio_fb_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
         dev = VirtioFb(width=v["width"], height=v["height"])
     except UvirtError as e:
         raise OptionError(f"-device virtio-fb-pci: {e}") from None
-    fn = _virtio_pci(machine, v, dev, class_code=0x0380, default_vectors=2, raw=ctx.raw)
+    fn = _virtio_pci(machine, v, dev, class_code=0x0380, default_vectors=2, raw=ctx.raw if ctx else None)
     machine.framebuffers = getattr(machine, "framebuffers", []) + [dev]
     return fn
 
@@ -330,7 +324,7 @@ def _virtio_blk_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
                     opt_io_size=v["opt_io_size"])
     dev.ioeventfd = v["ioeventfd"]
     cls = v["class"] if v["class"] in (0x0100, 0x0180) else 0x0100
-    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw)
+    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw if ctx else None)
     drive.used_by = "virtio-blk-pci"
     from ..qtest.hooks import hooks
     hooks(machine).block_backends[drive.id] = backend       # QMP block_resize
@@ -354,7 +348,7 @@ def _virtio_serial_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext)
     dev.auto_named = not dev_id
     dev.ioeventfd = v["ioeventfd"]
     cls = v["class"] if v["class"] in (0x0780, 0x0380, 0x00FF) else 0x0780
-    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw)
+    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw if ctx else None)
     ctx.virtio_serial_buses.append(dev)
     from ..qtest.hooks import hooks
     h = hooks(machine)
