@@ -190,6 +190,8 @@ def run_config(cfg: RunConfig) -> StopInfo:
     when an output file lost bytes: the run's result is incomplete."""
     built = build_machine(cfg)
     m = built.machine
+    for w in built.ctx.warnings:
+        print(f"uvirt: {w}", file=sys.stderr)
     try:
         framebuffers = getattr(m, "framebuffers", [])
         if cfg.uvirt.screenshot and not framebuffers:

@@ -148,3 +148,19 @@ def test_a_good_bus_and_multifunction_are_accepted(firmware):
     f0 = lines[lines.index("00:03.0 1af4:1005") + 1]
     f1 = lines[lines.index("00:03.1 1af4:1044") + 1]
     assert f0.split()[15] == "80" and f1.split()[15] == "00"          # header type byte 0x0e
+
+
+def test_too_many_msix_vectors_is_qemus_warning_and_no_msix(firmware, qemu, tmp_path):
+    """QEMU 7.2 warns and creates the device without MSI-X (no capability, no BAR1); the
+    guest sees the same configuration space on both."""
+    import sys
+    from uvirt.testing.guest import run_uvirt
+    extra = ("-device", "virtio-rng-pci,vectors=100000")
+    ours, theirs = run_uvirt(firmware("pci_dump"), extra), qemu(firmware("pci_dump"), extra)
+    assert ours.exit_code == theirs.exit_code == 1
+    assert ours.debugcon == theirs.debugcon
+    r = subprocess.run([sys.executable, "-m", "uvirt", "run", *BASE, *extra, "-device",
+                        "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", str(firmware("pci_dump"))],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.stderr == ("uvirt: -device virtio-rng-pci,vectors=100000: warning: unable to init "
+                        "msix vectors to 100000\n")

@@ -39,6 +39,8 @@ class BuildContext:
     #: ids a device has taken (QEMU ``host_memory_backend_is_mapped``).
     memdevs: dict[str, Any] = field(default_factory=dict)
     used_memdevs: set[str] = field(default_factory=set)
+    #: QEMU's warnings (``-device X: warning: ...``): the device is created anyway
+    warnings: list[str] = field(default_factory=list)
 
 
 Factory = Callable[["Machine", dict[str, Any], BuildContext], Any]
@@ -213,8 +215,12 @@ def _memory_regions(v: dict[str, Any], name: str, raw_origin: str) -> list:
     return regions
 
 
+#: QEMU's MSI-X limit (PCI_MSIX_FLAGS_QSIZE + 1)
+MAX_MSIX_VECTORS = 0x800
+
+
 def _virtio_pci(machine: "Machine", v: dict[str, Any], device, *, class_code: int,
-                default_vectors: int, raw: str | None = None):
+                default_vectors: int, raw: str | None = None, ctx: BuildContext | None = None):
     from ..virtio.features import VirtioFeature as F
     from ..virtio_pci import VirtioPci
 
@@ -229,6 +235,11 @@ def _virtio_pci(machine: "Machine", v: dict[str, Any], device, *, class_code: in
         else:
             device.host_features &= ~bit
     vectors = default_vectors if v["vectors"] is None else v["vectors"]
+    if vectors > MAX_MSIX_VECTORS:    # QEMU virtio_pci_device_plugged: no MSI-X at all then
+        if ctx is not None:
+            ctx.warnings.append(f"-device {raw or device.name + '-pci'}: warning: unable to init "
+                                f"msix vectors to {vectors}")
+        vectors = 0
     if legacy_off and v["disable-modern"]:
         raise OptionError(f"-device {device.name}-pci: device would have neither legacy nor modern interface "
                           f"(disable-legacy=on and disable-modern=on)")
@@ -260,7 +271,7 @@ def place_pci(machine: "Machine", fn: Any, v: dict[str, Any]) -> None:
 def _virtio_rng_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     from ..virtio.rng import VirtioRng
     return _virtio_pci(machine, v, VirtioRng(seed=v["seed"]), class_code=0x00FF, default_vectors=2,
-                       raw=ctx.raw if ctx else None)
+                       raw=ctx.raw if ctx else None, ctx=ctx)
 
 
 def _virtio_fb_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
@@ -269,7 +280,7 @@ def _virtio_fb_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
         dev = VirtioFb(width=v["width"], height=v["height"])
     except UvirtError as e:
         raise OptionError(f"-device virtio-fb-pci: {e}") from None
-    fn = _virtio_pci(machine, v, dev, class_code=0x0380, default_vectors=2, raw=ctx.raw if ctx else None)
+    fn = _virtio_pci(machine, v, dev, class_code=0x0380, default_vectors=2, raw=ctx.raw if ctx else None, ctx=ctx)
     machine.framebuffers = getattr(machine, "framebuffers", []) + [dev]
     return fn
 
@@ -324,7 +335,7 @@ def _virtio_blk_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
                     opt_io_size=v["opt_io_size"])
     dev.ioeventfd = v["ioeventfd"]
     cls = v["class"] if v["class"] in (0x0100, 0x0180) else 0x0100
-    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw if ctx else None)
+    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw if ctx else None, ctx=ctx)
     drive.used_by = "virtio-blk-pci"
     from ..qtest.hooks import hooks
     hooks(machine).block_backends[drive.id] = backend       # QMP block_resize
@@ -348,7 +359,7 @@ def _virtio_serial_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext)
     dev.auto_named = not dev_id
     dev.ioeventfd = v["ioeventfd"]
     cls = v["class"] if v["class"] in (0x0780, 0x0380, 0x00FF) else 0x0780
-    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw if ctx else None)
+    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw if ctx else None, ctx=ctx)
     ctx.virtio_serial_buses.append(dev)
     from ..qtest.hooks import hooks
     h = hooks(machine)
