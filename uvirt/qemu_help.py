@@ -125,6 +125,7 @@ _PROP_TYPES = {
     "uint8": ("uint8", ""), "uint16": ("uint16", ""), "uint32": ("uint32", ""),
     "uint64": ("uint64", ""), "int32": ("int32", ""), "bool": ("bool", "on/off"), "str": ("str", None),
     "BlockdevOnError": ("BlockdevOnError", "Error handling policy, report/ignore/enospc/stop/auto"),
+    "size32": ("size", ""), "blocksize": ("size", "A power of two between 512 B and 2 MiB"),
     "onoffauto": ("OnOffAuto", "on/off/auto"), "chardev": ("str", "ID of a chardev to use as a backend"),
     "pci-addr": ("int32", "Slot and optional function number, example: 06.0 or 06"),
 }

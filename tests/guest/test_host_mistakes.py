@@ -22,7 +22,7 @@ BASE = ["-machine", "pc", "-nodefaults", "-display", "none"]
 
 #: a value QEMU refuses, by property kind
 BAD_BY_KIND = {"uint8": "0x100", "uint16": "0x10000", "uint32": "0x100000000", "uint64": "x",
-               "int32": "x", "bool": "maybe", "onoffauto": "maybe", "BlockdevOnError": "x",
+               "int32": "x", "size32": "0x100000000", "blocksize": "0x100000000", "bool": "maybe", "onoffauto": "maybe", "BlockdevOnError": "x",
                "pci-addr": "0x20", "chardev": "nosuch"}
 #: string properties that name something (or have a syntax), and a value that is wrong
 BAD_STR = {"drive": "nosuch", "memdev": "nosuch", "rng": "nosuch", "romfile": "/nonexistent.rom",
@@ -39,8 +39,6 @@ REQUIRED = {"virtio-blk-pci": "drive=d0", "ivshmem-plain": "memdev=m0"}
 OWN_WORDS = {
     **{(d, "memory-regions"): "uvirt's own property" for d in DEVICE_TYPES},
     ("virtio-rng-pci", "seed"): "uvirt's own property",
-    **{("virtio-blk-pci", p): "QEMU's size32 type words its range differently (not modelled)"
-       for p in ("logical_block_size", "physical_block_size", "min_io_size", "opt_io_size")},
 }
 
 
@@ -123,6 +121,11 @@ PLACEMENT = {
     "isa-device-on-pci": ["-device", "isa-debug-exit,bus=pci.0"],
     "bus-full": [a for _ in range(31) for a in ("-device", "virtio-rng-pci")],   # slots 2..31 + 1
     "duplicate-id": ["-device", "virtio-rng-pci,id=a", "-device", "virtio-serial-pci,id=a"],
+    # QEMU's size types: syntax, range, power of two
+    **{f"blk-{v}": ["-drive", "if=none,id=d0,file=null-co://,format=raw",
+                    "-device", f"virtio-blk-pci,drive=d0,{v}"]
+       for v in ("logical_block_size=x", "logical_block_size=256", "logical_block_size=1000",
+                 "physical_block_size=4M", "min_io_size=x", "opt_io_size=0x100000000")},
 }
 
 

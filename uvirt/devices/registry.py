@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 class Prop:
     name: str
     kind: str                  # "uint8" | "uint16" | "uint32" | "uint64" | "int32" | "bool" | "str" |
-    #                            "onoffauto" | "chardev" | "pci-addr" | a key of ENUMS
+    #                            "onoffauto" | "chardev" | "pci-addr" | "size32" | "blocksize" |
+    #                            a key of ENUMS
     default: Any = None
 
 
@@ -88,6 +89,8 @@ def _convert(dev: DeviceType, prop: Prop, value: str, raw: str) -> Any:
         return parse_int(value, option=where, key=prop.name, bits=_UINT_BITS[prop.kind])
     if prop.kind == "bool":
         return parse_bool(value, option=where, key=prop.name)
+    if prop.kind in ("size32", "blocksize"):
+        return _size_prop(dev, prop, value, where)
     if prop.kind == "int32":
         return parse_int(value, option=where, key=prop.name, bits=32, signed=True)
     if prop.kind == "onoffauto" or prop.kind in ENUMS:
@@ -105,6 +108,30 @@ def _convert(dev: DeviceType, prop: Prop, value: str, raw: str) -> Any:
 def device_props(dev: DeviceType) -> tuple[Prop, ...]:
     """Every property ``-device`` accepts for ``dev``: its own, then the common ones."""
     return dev.props + _COMMON + (_PCI_COMMON if dev.bus == "pci" else ())
+
+
+def _size_prop(dev: DeviceType, prop: Prop, value: str, where: str) -> int:
+    """QEMU's ``size32`` and block-size property types: a size with suffixes, at most
+    2^32 - 1; a block size is a power of two between 512 B and 2 MiB.  QEMU names the
+    owner in the range message (the virtio device behind a ``-pci`` proxy) except for
+    block sizes, whose message has an empty type name."""
+    from ..qemu_options import qemu_strtosz
+    try:
+        n = qemu_strtosz(value)
+    except ValueError:
+        raise OptionError(f"{where}: Parameter '{prop.name}' expects size") from None
+    if prop.kind == "blocksize":
+        if not 512 <= n <= 2 << 20:
+            raise OptionError(f"{where}: Property .{prop.name} doesn't take value {n} "
+                              f"(minimum: 512, maximum: 2097152)")
+        if n & (n - 1):
+            raise OptionError(f"{where}: Property .{prop.name} doesn't take value '{value}', "
+                              f"it's not a power of 2")
+    elif n > 0xFFFFFFFF:
+        owner = dev.name.removesuffix("-pci") + "-device" if dev.name.startswith("virtio-") else dev.name
+        raise OptionError(f"{where}: Property {owner}.{prop.name} doesn't take value {n} "
+                          f"(maximum: 4294967295)")
+    return n
 
 
 def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dict[str, str],
@@ -435,8 +462,8 @@ DEVICE_TYPES: dict[str, DeviceType] = {
             Prop("queue-size", "uint16", 256), Prop("seg-max-adjust", "bool", True),
             Prop("scsi", "bool", False), Prop("request-merging", "bool", True),
             Prop("write-cache", "onoffauto", "auto"), Prop("share-rw", "bool", False),
-            Prop("logical_block_size", "uint32", 0), Prop("physical_block_size", "uint32", 0),
-            Prop("min_io_size", "uint32", 0), Prop("opt_io_size", "uint32", 0),
+            Prop("logical_block_size", "blocksize", 0), Prop("physical_block_size", "blocksize", 0),
+            Prop("min_io_size", "size32", 0), Prop("opt_io_size", "size32", 0),
             Prop("bootindex", "int32"), Prop("class", "uint32", 0),
             Prop("werror", "BlockdevOnError", "auto"), Prop("rerror", "BlockdevOnError", "auto")),
         _virtio_blk_pci, category="Storage"),
