@@ -75,7 +75,8 @@ OPTION_HELP: dict[str, tuple[str, str]] = {
     "qtest-log": ("file", "write the qtest session to file, as QEMU's -qtest-log"),
     "kernel": ("image", "boot image: multiboot v1 (a.out kludge or ELF32)"),
     "append": ("cmdline", "the multiboot command line"),
-    "initrd": ("file", "accepted with -kernel; uvirt loads no modules (multiboot images only)"),
+    "initrd": ("file", "parsed with -kernel but not loaded: uvirt passes no multiboot modules "
+                       "(QEMU lists the files as modules in the multiboot information)"),
     "nodefaults": ("", "don't create default devices (uvirt never creates QEMU's VGA and NIC)"),
     "no-reboot": ("", "exit instead of rebooting (uvirt always does)"),
     "S": ("", "freeze CPU at startup (with -qtest: the qtest server runs, no CPU)"),
