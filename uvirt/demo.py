@@ -11,7 +11,7 @@ import sys
 import time
 
 from .chardev import MemoryChardev
-from .lspci import format_enum
+from .lspci import add_sizes, format_functions, parse_dump
 
 
 def _boot(program: str, *, trace: bool = False, devices: tuple[str, ...] = ()):
@@ -54,12 +54,16 @@ def demo_main(argv: list[str], out=None) -> int:
     steps = 4
     status = 0
 
-    _step(1, steps, "firmware/pci_enum.S: the guest walks bus 0 through ports 0xCF8/0xCFC", out)
+    _step(1, steps, "firmware/pci_enum.S and pci_dump.S: the guest walks bus 0 through ports "
+          "0xCF8/0xCFC (as `uvirt lspci -v` prints it)", out)
     text, stop, _, dt = _boot("pci_enum.S")
-    for line in format_enum(text).splitlines():
+    dump, dump_stop, _, _ = _boot("pci_dump.S")
+    functions = parse_dump(dump)
+    add_sizes(functions, text)
+    for line in format_functions(functions, verbose=1).splitlines():
         print(("  " + line).rstrip(), file=out)
     print(f"  -> {stop.summary()}; booted, enumerated and exited in {dt * 1e3:.1f} ms", file=out)
-    status |= stop.exit_code != 1
+    status |= stop.exit_code != 1 or dump_stop.exit_code != 1
 
     _step(2, steps, "firmware/lib_selftest.S: the guest library checks itself (kvm-unit-tests style)", out)
     text, stop, _, dt = _boot("lib_selftest.S")

@@ -254,7 +254,14 @@ class _Preprocessor:
                 continue
             if _ENDM_RE.match(ln.text):
                 raise FirmwareBuildError(f"{ln.origin}: .endm without .macro")
-            out.extend(self._maybe_invoke(ln, depth))
+            try:
+                out.extend(self._maybe_invoke(ln, depth))
+            except FirmwareBuildError as exc:
+                if depth:
+                    raise
+                # a bad invocation is reported with the others; the line is dropped
+                text, where = str(exc), f"{ln.origin}: "
+                self.errors.append((ln.origin, text[len(where):] if text.startswith(where) else text))
             i += 1
         return out
 

@@ -12,7 +12,6 @@ sizes each BAR and the ROM as Linux does.  This module only formats what they pr
   cfg_type, BAR, offset, length and the notify multiplier).  ``-n``/``-nn`` as lspci.
   Sizes (``[size=4K]``) come from the guest's BAR sizing, as a live lspci reads them from
   the kernel; ``lspci -F`` on a dump cannot know them and prints none.
-* ``format_enum(transcript)`` is the older one-screen view that ``uvirt demo`` prints.
 
 Names: pciutils looks them up in pci.ids; uvirt carries the few its machine can show
 (``VENDOR_NAMES``, ``DEVICE_NAMES``, ``CLASS_NAMES``) and falls back to lspci's own
@@ -51,7 +50,6 @@ DEVICE_NAMES = {
     (0x1AF4, 0x1043): "Virtio 1.0 console", (0x1AF4, 0x1044): "Virtio 1.0 RNG",
     (0x1AF4, 0x1110): "Inter-VM shared memory",
 }
-SUBSYS_NAMES = {(0x1AF4, 0x1100): "Qemu virtual machine"}
 #: pci.ids subsystem entries, (vendor, device, subvendor, subdevice) -> name; lspci falls
 #: back to the device's own name when the subsystem vendor is the device's vendor
 SUBSYSTEM_ENTRIES = {
@@ -66,55 +64,6 @@ _FN = re.compile(r"^(?P<bdf>[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]) (?P<ven>[0-9a-f]{4})
                  r"subsys (?P<sven>[0-9a-f]{4}):(?P<sdev>[0-9a-f]{4}) pin (?P<pin>\d)")
 _BAR = re.compile(r"^\s+BAR(?P<n>\d) (?P<kind>io|mem32|mem64)(?P<pref> pref)? addr (?P<addr>[0-9a-f]+) "
                   r"size (?P<size>[0-9a-f]+)")
-
-
-def _size(n: int) -> str:
-    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift}{unit}"
-    return str(n)
-
-
-def format_enum(transcript: str) -> str:
-    out: list[str] = []
-    for line in transcript.splitlines():
-        m = _FN.match(line)
-        if m:
-            ven, dev, cls = int(m["ven"], 16), int(m["dev"], 16), int(m["cls"], 16)
-            sven, sdev = int(m["sven"], 16), int(m["sdev"], 16)
-            cname = CLASS_NAMES.get(cls >> 8, "Class")
-            vname = VENDOR_NAMES.get(ven, "Device")
-            dname = DEVICE_NAMES.get((ven, dev), "Device")
-            rev = int(m["rev"], 16)
-            rev_s = f" (rev {rev:02x})" if rev else ""
-            prog = cls & 0xFF
-            prog_s = f" (prog-if {prog:02x})" if prog else ""
-            if out:
-                out.append("")
-            out.append(f"{m['bdf']} {cname} [{cls >> 8:04x}]: {vname} {dname} [{ven:04x}:{dev:04x}]"
-                       f"{rev_s}{prog_s}")
-            sname = SUBSYS_NAMES.get((sven, sdev), "Device")
-            out.append(f"\tSubsystem: {VENDOR_NAMES.get(sven, 'Device')} {sname} [{sven:04x}:{sdev:04x}]")
-            if m["hdr"] != "00" and int(m["hdr"], 16) & 0x80:
-                out.append("\tFlags: multi-function")
-            pin = int(m["pin"])
-            if pin:
-                out.append(f"\tInterrupt: pin {'ABCD'[pin - 1]}")
-            continue
-        b = _BAR.match(line)
-        if b:
-            addr, size = int(b["addr"], 16), int(b["size"], 16)
-            if b["kind"] == "io":
-                out.append(f"\tRegion {b['n']}: I/O ports at {addr:04x} [size={_size(size)}]")
-            else:
-                bits = "64-bit" if b["kind"] == "mem64" else "32-bit"
-                pref = "prefetchable" if b["pref"] else "non-prefetchable"
-                out.append(f"\tRegion {b['n']}: Memory at {addr:08x} ({bits}, {pref}) [size={_size(size)}]")
-            continue
-        stripped = line.strip()
-        if stripped.startswith(("CAP ", "ROM ")):
-            out.append("\t" + stripped)
-    return "\n".join(out) + "\n"
 
 
 # --------------------------------------------------------------------------- lspci proper

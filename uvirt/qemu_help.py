@@ -75,7 +75,8 @@ OPTION_HELP: dict[str, tuple[str, str]] = {
     "qtest-log": ("file", "write the qtest session to file, as QEMU's -qtest-log"),
     "kernel": ("image", "boot image: multiboot v1 (a.out kludge or ELF32)"),
     "append": ("cmdline", "the multiboot command line"),
-    "initrd": ("file", "accepted with -kernel; uvirt loads no modules (multiboot images only)"),
+    "initrd": ("file", "parsed with -kernel but not loaded: uvirt passes no multiboot modules "
+                       "(QEMU lists the files as modules in the multiboot information)"),
     "nodefaults": ("", "don't create default devices (uvirt never creates QEMU's VGA and NIC)"),
     "no-reboot": ("", "exit instead of rebooting (uvirt always does)"),
     "S": ("", "freeze CPU at startup (with -qtest: the qtest server runs, no CPU)"),
@@ -125,6 +126,7 @@ _PROP_TYPES = {
     "uint8": ("uint8", ""), "uint16": ("uint16", ""), "uint32": ("uint32", ""),
     "uint64": ("uint64", ""), "int32": ("int32", ""), "bool": ("bool", "on/off"), "str": ("str", None),
     "BlockdevOnError": ("BlockdevOnError", "Error handling policy, report/ignore/enospc/stop/auto"),
+    "size32": ("size", ""), "blocksize": ("size", "A power of two between 512 B and 2 MiB"),
     "onoffauto": ("OnOffAuto", "on/off/auto"), "chardev": ("str", "ID of a chardev to use as a backend"),
     "pci-addr": ("int32", "Slot and optional function number, example: 06.0 or 06"),
 }

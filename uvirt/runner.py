@@ -118,7 +118,11 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
         with m.batch():
             if cfg.debugcon is not None:
                 m.add_debugcon(_open(cfg.debugcon, ctx, built))
+            ids: set[str] = set()
             for d in cfg.devices:
+                if d.id is not None and d.id in ids:     # QEMU: device ids are unique
+                    raise OptionError(f"{d.origin}: Duplicate ID '{d.id}' for device")
+                ids.add(d.id)
                 props = {**defaults.get(d.driver, {}), **d.props}
                 built.devices.append((d, create_device(m, ctx, d.driver, props, d.raw)))
             if not serving and cfg.bios is None and not cfg.pflash:
@@ -212,6 +216,8 @@ def run_config(cfg: RunConfig) -> StopInfo:
     when an output file lost bytes: the run's result is incomplete."""
     built = build_machine(cfg)
     m = built.machine
+    for w in built.ctx.warnings:
+        print(f"uvirt: {w}", file=sys.stderr)
     monitors = None
     try:
         if any(mon.mode == "control" for mon in cfg.monitors):
@@ -296,7 +302,7 @@ def _lspci_flags(argv: list[str]) -> tuple[dict[str, int], list[str]]:
     rest: list[str] = []
     numeric_seen = 0
     for arg in argv:
-        if re.fullmatch(r"-[vxn]+", arg) and arg not in _QEMU_SHORT_FLAGS:
+        if re.fullmatch(r"-[vxn]+", arg):          # no QEMU option is spelt this way
             flags["verbose"] += arg.count("v")
             flags["hex_level"] += arg.count("x")
             numeric_seen += arg.count("n")
@@ -305,11 +311,6 @@ def _lspci_flags(argv: list[str]) -> tuple[dict[str, int], list[str]]:
     if numeric_seen:
         flags["numeric"] = min(numeric_seen, 2)
     return flags, rest
-
-
-#: QEMU single-letter options that look like lspci flags (none today: QEMU's -n does not
-#: exist and -x/-v are not QEMU options); kept so a clash is a decision, not an accident
-_QEMU_SHORT_FLAGS: frozenset[str] = frozenset()
 
 
 def lspci_main(argv: list[str]) -> int:
@@ -325,10 +326,9 @@ def lspci_main(argv: list[str]) -> int:
         print(LSPCI_USAGE)
         return 0
     flags, options = _lspci_flags(argv)
-    for a in options:
-        if a in ("-kernel", "-bios") or not a.startswith("-") and options.index(a) == 0:
-            raise UsageError(f"lspci: {a}: uvirt lspci boots its own guest programs; "
-                             f"give only device options")
+    if "-kernel" in options:
+        raise UsageError("lspci: -kernel: uvirt lspci boots its own guest programs; "
+                         "give only device options")
     transcripts = {}
     with tempfile.TemporaryDirectory() as tmp:
         for prog in ("pci_dump", "pci_enum"):

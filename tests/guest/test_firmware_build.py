@@ -376,3 +376,13 @@ def test_error_count_is_capped(tmp_path: Path) -> None:
         fw.build(_prog(tmp_path, body))
     lines = str(ei.value).splitlines()
     assert len(lines) == fw.MAX_ERRORS + 1 and lines[-1].startswith("... and ")
+
+
+def test_macro_mistakes_are_reported_with_the_other_errors(tmp_path: Path) -> None:
+    body = "main:\n    PUTHEX8 1, 2\n    bogus\n    PUTHEX8\n    ret\n"
+    with pytest.raises(FirmwareBuildError) as ei:
+        fw.build(_prog(tmp_path, body))
+    lines = [Path(line).name for line in str(ei.value).splitlines()]
+    assert lines[0] == "prog.S:3: macro PUTHEX8 takes 1 argument(s), got 2"
+    assert lines[1].startswith("prog.S:4: Invalid mnemonic")
+    assert lines[2] == "prog.S:5: macro PUTHEX8: missing argument v"

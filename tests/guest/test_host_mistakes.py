@@ -22,8 +22,9 @@ BASE = ["-machine", "pc", "-nodefaults", "-display", "none"]
 
 #: a value QEMU refuses, by property kind
 BAD_BY_KIND = {"uint8": "0x100", "uint16": "0x10000", "uint32": "0x100000000", "uint64": "x",
-               "int32": "x", "bool": "maybe", "onoffauto": "maybe", "BlockdevOnError": "x",
-               "pci-addr": "0x20", "chardev": "nosuch", "size": "1x"}
+               "int32": "x", "size32": "0x100000000", "blocksize": "0x100000000", "bool": "maybe",
+               "onoffauto": "maybe", "BlockdevOnError": "x", "pci-addr": "0x20", "chardev": "nosuch",
+               "size": "1x"}
 #: string properties that name something (or have a syntax), and a value that is wrong
 BAD_STR = {"drive": "nosuch", "memdev": "nosuch", "rng": "nosuch", "romfile": "/nonexistent.rom",
            "bus": "nosuch", "id": "1bad", "memory-regions": "3M"}
@@ -39,8 +40,6 @@ REQUIRED = {"virtio-blk-pci": "drive=d0", "ivshmem-plain": "memdev=m0"}
 OWN_WORDS = {
     **{(d, "memory-regions"): "uvirt's own property" for d in DEVICE_TYPES},
     ("virtio-rng-pci", "seed"): "uvirt's own property",
-    **{("virtio-blk-pci", p): "QEMU's size32 type words its range differently (not modelled)"
-       for p in ("logical_block_size", "physical_block_size", "min_io_size", "opt_io_size")},
 }
 
 
@@ -123,6 +122,11 @@ PLACEMENT = {
     "isa-device-on-pci": ["-device", "isa-debug-exit,bus=pci.0"],
     "bus-full": [a for _ in range(31) for a in ("-device", "virtio-rng-pci")],   # slots 2..31 + 1
     "duplicate-id": ["-device", "virtio-rng-pci,id=a", "-device", "virtio-serial-pci,id=a"],
+    # QEMU's size types: syntax, range, power of two
+    **{f"blk-{v}": ["-drive", "if=none,id=d0,file=null-co://,format=raw",
+                    "-device", f"virtio-blk-pci,drive=d0,{v}"]
+       for v in ("logical_block_size=x", "logical_block_size=256", "logical_block_size=1000",
+                 "physical_block_size=4M", "min_io_size=x", "opt_io_size=0x100000000")},
 }
 
 
@@ -148,3 +152,19 @@ def test_a_good_bus_and_multifunction_are_accepted(firmware):
     f0 = lines[lines.index("00:03.0 1af4:1005") + 1]
     f1 = lines[lines.index("00:03.1 1af4:1044") + 1]
     assert f0.split()[15] == "80" and f1.split()[15] == "00"          # header type byte 0x0e
+
+
+def test_too_many_msix_vectors_is_qemus_warning_and_no_msix(firmware, qemu, tmp_path):
+    """QEMU 7.2 warns and creates the device without MSI-X (no capability, no BAR1); the
+    guest sees the same configuration space on both."""
+    import sys
+    from uvirt.testing.guest import run_uvirt
+    extra = ("-device", "virtio-rng-pci,vectors=100000")
+    ours, theirs = run_uvirt(firmware("pci_dump"), extra), qemu(firmware("pci_dump"), extra)
+    assert ours.exit_code == theirs.exit_code == 1
+    assert ours.debugcon == theirs.debugcon
+    r = subprocess.run([sys.executable, "-m", "uvirt", "run", *BASE, *extra, "-device",
+                        "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", str(firmware("pci_dump"))],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.stderr == ("uvirt: -device virtio-rng-pci,vectors=100000: warning: unable to init "
+                        "msix vectors to 100000\n")

@@ -18,8 +18,6 @@ from uvirt.qemu_options import (
     ChardevRef,
     GlobalOpt,
     HelpRequest,
-    IGNORED_OPTIONS,
-    UNSUPPORTED_OPTIONS,
     format_opts,
     parse_argv,
     parse_bool,

@@ -290,3 +290,21 @@ def test_qmp_server_mode_accepts_clients_in_turn_and_quit_exits_0(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_device_add_into_a_taken_pci_slot_says_what_qemu_says(qmp):
+    """QMP errors from device placement are QEMU's words, without the -device prefix, and
+    an id can be used again once its device is gone."""
+    qmp.negotiate()
+    hp = FakeHotplug(qmp.h)
+    qmp.h.hotplug["pci.0"] = hp
+    assert qmp('{"execute":"device_add","arguments":{"driver":"virtio-rng-pci","id":"r","addr":"0"}}') == [
+        err("GenericError", "PCI: slot 0 function 0 not available for virtio-rng-pci, "
+                            "in use by i440FX,id=(null)")]
+    assert qmp('{"execute":"device_add","arguments":{"driver":"virtio-rng-pci","id":"r","addr":"6"}}') == [
+        {"return": {}}]
+    assert qmp('{"execute":"device_add","arguments":{"driver":"virtio-rng-pci","id":"s","addr":"6"}}') == [
+        err("GenericError", "PCI: slot 6 function 0 not available for virtio-rng-pci, "
+                            "in use by virtio-rng-pci,id=r")]
+    assert qmp('{"execute":"device_add","arguments":{"driver":"virtio-rng-pci","id":"t","addr":"0x20"}}') == [
+        err("GenericError", "Property 'virtio-rng-pci.addr' doesn't take value '0x20'")]

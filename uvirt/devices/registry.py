@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 class Prop:
     name: str
     kind: str                  # "uint8" | "uint16" | "uint32" | "uint64" | "int32" | "bool" | "str" |
-    #                            "onoffauto" | "chardev" | "pci-addr" | a key of ENUMS
+    #                            "onoffauto" | "chardev" | "pci-addr" | "size32" | "blocksize" |
+    #                            a key of ENUMS
     default: Any = None
 
 
@@ -39,7 +40,8 @@ class BuildContext:
     #: ids a device has taken (QEMU ``host_memory_backend_is_mapped``).
     memdevs: dict[str, Any] = field(default_factory=dict)
     used_memdevs: set[str] = field(default_factory=set)
-    device_ids: set[str] = field(default_factory=set)   # -device id=, unique as in QEMU
+    #: QEMU's warnings (``-device X: warning: ...``): the device is created anyway
+    warnings: list[str] = field(default_factory=list)
 
 
 Factory = Callable[["Machine", dict[str, Any], BuildContext], Any]
@@ -87,6 +89,8 @@ def _convert(dev: DeviceType, prop: Prop, value: str, raw: str) -> Any:
         return parse_int(value, option=where, key=prop.name, bits=_UINT_BITS[prop.kind])
     if prop.kind == "bool":
         return parse_bool(value, option=where, key=prop.name)
+    if prop.kind in ("size32", "blocksize"):
+        return _size_prop(dev, prop, value, where)
     if prop.kind == "int32":
         return parse_int(value, option=where, key=prop.name, bits=32, signed=True)
     if prop.kind == "size":
@@ -107,6 +111,30 @@ def _convert(dev: DeviceType, prop: Prop, value: str, raw: str) -> Any:
 def device_props(dev: DeviceType) -> tuple[Prop, ...]:
     """Every property ``-device`` accepts for ``dev``: its own, then the common ones."""
     return dev.props + _COMMON + (_PCI_COMMON if dev.bus == "pci" else ())
+
+
+def _size_prop(dev: DeviceType, prop: Prop, value: str, where: str) -> int:
+    """QEMU's ``size32`` and block-size property types: a size with suffixes, at most
+    2^32 - 1; a block size is a power of two between 512 B and 2 MiB.  QEMU names the
+    owner in the range message (the virtio device behind a ``-pci`` proxy) except for
+    block sizes, whose message has an empty type name."""
+    from ..qemu_options import qemu_strtosz
+    try:
+        n = qemu_strtosz(value)
+    except ValueError:
+        raise OptionError(f"{where}: Parameter '{prop.name}' expects size") from None
+    if prop.kind == "blocksize":
+        if not 512 <= n <= 2 << 20:
+            raise OptionError(f"{where}: Property .{prop.name} doesn't take value {n} "
+                              f"(minimum: 512, maximum: 2097152)")
+        if n & (n - 1):
+            raise OptionError(f"{where}: Property .{prop.name} doesn't take value '{value}', "
+                              f"it's not a power of 2")
+    elif n > 0xFFFFFFFF:
+        owner = dev.name.removesuffix("-pci") + "-device" if dev.name.startswith("virtio-") else dev.name
+        raise OptionError(f"{where}: Property {owner}.{prop.name} doesn't take value {n} "
+                          f"(maximum: 4294967295)")
+    return n
 
 
 def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dict[str, str],
@@ -139,9 +167,6 @@ def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dic
         ctx.raw = raw
     from ..qemu_options import _opts_id
     ident = values.get("id") or _opts_id(raw, "")
-    if ident is not None and ctx is not None:
-        if ident in ctx.device_ids:
-            raise OptionError(f"-device {raw}: Duplicate ID '{ident}' for device")
     from ..pci_bus import PciFunction, PciPlugError
     try:
         created = dev.factory(machine, values, ctx)
@@ -152,8 +177,6 @@ def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dic
         if not os.path.isfile(values["romfile"]):
             raise OptionError(f"-device {raw}: failed to find romfile \"{values['romfile']}\"")
         raise OptionError(f"-device {raw}: romfile: uvirt does not load option ROMs")
-    if ident is not None and ctx is not None:
-        ctx.device_ids.add(ident)
     if isinstance(created, PciFunction):
         created.qom_type, created.qdev_id = driver, ident
     return created
@@ -222,8 +245,12 @@ def _memory_regions(v: dict[str, Any], name: str, raw_origin: str) -> list:
     return regions
 
 
+#: QEMU's MSI-X limit (PCI_MSIX_FLAGS_QSIZE + 1)
+MAX_MSIX_VECTORS = 0x800
+
+
 def _virtio_pci(machine: "Machine", v: dict[str, Any], device, *, class_code: int,
-                default_vectors: int, raw: str | None = None):
+                default_vectors: int, raw: str | None = None, ctx: BuildContext | None = None):
     from ..virtio.features import VirtioFeature as F
     from ..virtio_pci import VirtioPci
 
@@ -238,6 +265,11 @@ def _virtio_pci(machine: "Machine", v: dict[str, Any], device, *, class_code: in
         else:
             device.host_features &= ~bit
     vectors = default_vectors if v["vectors"] is None else v["vectors"]
+    if vectors > MAX_MSIX_VECTORS:    # QEMU virtio_pci_device_plugged: no MSI-X at all then
+        if ctx is not None:
+            ctx.warnings.append(f"-device {raw or device.name + '-pci'}: warning: unable to init "
+                                f"msix vectors to {vectors}")
+        vectors = 0
     if legacy_off and v["disable-modern"]:
         raise OptionError(f"-device {device.name}-pci: device would have neither legacy nor modern interface "
                           f"(disable-legacy=on and disable-modern=on)")
@@ -269,7 +301,7 @@ def place_pci(machine: "Machine", fn: Any, v: dict[str, Any]) -> None:
 def _virtio_rng_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     from ..virtio.rng import VirtioRng
     return _virtio_pci(machine, v, VirtioRng(seed=v["seed"]), class_code=0x00FF, default_vectors=2,
-                       raw=ctx.raw)
+                       raw=ctx.raw if ctx else None, ctx=ctx)
 
 
 def _virtio_fb_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
@@ -278,7 +310,7 @@ def _virtio_fb_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
         dev = VirtioFb(width=v["width"], height=v["height"])
     except UvirtError as e:
         raise OptionError(f"-device virtio-fb-pci: {e}") from None
-    fn = _virtio_pci(machine, v, dev, class_code=0x0380, default_vectors=2, raw=ctx.raw)
+    fn = _virtio_pci(machine, v, dev, class_code=0x0380, default_vectors=2, raw=ctx.raw if ctx else None, ctx=ctx)
     machine.framebuffers = getattr(machine, "framebuffers", []) + [dev]
     machine.displays = getattr(machine, "displays", []) + [(v["id"], dev)]
     return fn
@@ -357,7 +389,7 @@ def _virtio_blk_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
                     opt_io_size=v["opt_io_size"])
     dev.ioeventfd = v["ioeventfd"]
     cls = v["class"] if v["class"] in (0x0100, 0x0180) else 0x0100
-    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw)
+    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw if ctx else None, ctx=ctx)
     if v["bootindex"] is not None:       # firmware_boot.boot_order: the bootorder file
         fn.bootindex = v["bootindex"]
         # QEMU's qdev_get_fw_dev_path: class 0x0100 is "scsi", virtio-blk's "disk@0,0"
@@ -386,7 +418,7 @@ def _virtio_serial_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext)
     dev.auto_named = not dev_id
     dev.ioeventfd = v["ioeventfd"]
     cls = v["class"] if v["class"] in (0x0780, 0x0380, 0x00FF) else 0x0780
-    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw)
+    fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw if ctx else None, ctx=ctx)
     ctx.virtio_serial_buses.append(dev)
     from ..qtest.hooks import hooks
     h = hooks(machine)
@@ -462,8 +494,8 @@ DEVICE_TYPES: dict[str, DeviceType] = {
             Prop("queue-size", "uint16", 256), Prop("seg-max-adjust", "bool", True),
             Prop("scsi", "bool", False), Prop("request-merging", "bool", True),
             Prop("write-cache", "onoffauto", "auto"), Prop("share-rw", "bool", False),
-            Prop("logical_block_size", "uint32", 0), Prop("physical_block_size", "uint32", 0),
-            Prop("min_io_size", "uint32", 0), Prop("opt_io_size", "uint32", 0),
+            Prop("logical_block_size", "blocksize", 0), Prop("physical_block_size", "blocksize", 0),
+            Prop("min_io_size", "size32", 0), Prop("opt_io_size", "size32", 0),
             Prop("bootindex", "int32"), Prop("class", "uint32", 0),
             Prop("werror", "BlockdevOnError", "auto"), Prop("rerror", "BlockdevOnError", "auto")),
         _virtio_blk_pci, category="Storage"),
