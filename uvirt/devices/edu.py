@@ -456,7 +456,7 @@ def create_edu(machine: "Machine", v: dict[str, Any], ctx: Any) -> Edu:
         machine.guest_error("edu", message)
         machine.hardware_error(message)
 
-    dev = Edu(dma_mask=v["dma_mask"], post=post, host_timer=host_timer, after=after,
+    dev = Edu(dma_mask=DEFAULT_DMA_MASK if v["dma_mask"] is None else v["dma_mask"], post=post, host_timer=host_timer, after=after,
               hw_error=hw_error, log=log)
     slot, func = v["addr"] if v["addr"] is not None else (None, 0)
     machine.add_pci(dev, slot, func)

@@ -329,7 +329,7 @@ def _virtio_gpu_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
                     max_hostmem=v["max_hostmem"])
     dev.ioeventfd = v["ioeventfd"]
     fn = _virtio_pci(machine, {**v, "disable-legacy": "on", "disable-modern": False}, dev,
-                     class_code=0x0380, default_vectors=3)
+                     class_code=0x0380, default_vectors=3, raw=ctx.raw, ctx=ctx)
     machine.displays = getattr(machine, "displays", []) + [(v["id"], dev)]
     return fn
 
@@ -526,7 +526,9 @@ DEVICE_TYPES: dict[str, DeviceType] = {
     "virtio-gpu-pci": DeviceType(
         "virtio-gpu-pci", "pci", "virtio GPU, 2D (modern-only, as QEMU forces it): resources in host "
         "memory, guest-RAM backing, TRANSFER_TO_HOST_2D + RESOURCE_FLUSH",
-        _virtio_common_props() + (Prop("max_outputs", "uint32", 1), Prop("edid", "bool", True),
+        tuple(Prop("ioeventfd", "bool", False) if p.name == "ioeventfd" else p   # QEMU: off here
+              for p in _virtio_common_props())
+        + (Prop("max_outputs", "uint32", 1), Prop("edid", "bool", True),
                                   Prop("xres", "uint32", 1280), Prop("yres", "uint32", 800),
                                   Prop("max_hostmem", "size", 256 << 20), Prop("blob", "bool", False)),
         _virtio_gpu_pci, category="Display"),
@@ -537,7 +539,7 @@ DEVICE_TYPES: dict[str, DeviceType] = {
         _virtio_rng_pci),
     "edu": DeviceType(
         "edu", "pci", "QEMU's educational device (1234:11e8): factorial, DMA, INTx and MSI",
-        (Prop("dma_mask", "uint64", (1 << 28) - 1),), _edu),
+        (Prop("dma_mask", "uint64"),), _edu)   # QEMU shows no default: edu_instance_init sets it,
     "isa-debug-exit": DeviceType(
         "isa-debug-exit", "isa", "ISA debug exit device: a write of v ends the run with status (v<<1)|1",
         (Prop("iobase", "uint32", 0x501), Prop("iosize", "uint32", 2)), _debug_exit),
