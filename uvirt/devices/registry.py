@@ -539,7 +539,7 @@ DEVICE_TYPES: dict[str, DeviceType] = {
         _virtio_rng_pci),
     "edu": DeviceType(
         "edu", "pci", "QEMU's educational device (1234:11e8): factorial, DMA, INTx and MSI",
-        (Prop("dma_mask", "uint64"),), _edu)   # QEMU shows no default: edu_instance_init sets it,
+        (Prop("dma_mask", "uint64"),), _edu),   # no default shown: edu_instance_init sets it
     "isa-debug-exit": DeviceType(
         "isa-debug-exit", "isa", "ISA debug exit device: a write of v ends the run with status (v<<1)|1",
         (Prop("iobase", "uint32", 0x501), Prop("iosize", "uint32", 2)), _debug_exit),
