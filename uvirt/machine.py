@@ -207,6 +207,7 @@ class Machine:
         self.pci = PciBus(self.memory, self.io)
         self.pci.on_change = self._trace_bar
         self.pci.tracer = self.tracer
+        self.memory.tracer = self.tracer
         self.pci_host = PciHostConf1(self.pci)
         idx, data = self.pci_host.regions()
         self.io.add(idx, PciHostConf1.CONFIG_ADDRESS)
@@ -312,6 +313,29 @@ class Machine:
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))
         self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
         self._install_gdt()
+        self.tracer.context = self._trace_context
+        self._insn_cache: dict[bytes, str] = {}
+        self._trace_hook: int | None = None
+
+    def _trace_context(self) -> dict:
+        """The guest instruction behind an event emitted from a CPU hook: EIP reads as
+        the accessing instruction inside IN/OUT and MMIO callbacks (unicorn-notes.md §4
+        item 11), disassembled by capstone (cached by its bytes)."""
+        if not self._in_cpu or threading.get_ident() != self.memory.cpu_thread:
+            return {}
+        uc = self.uc
+        eip = uc.reg_read(X.UC_X86_REG_EIP)
+        try:
+            code = bytes(uc.mem_read(eip, 15))
+        except UcError:
+            return {"eip": eip}
+        text = self._insn_cache.get(code)
+        if text is None:
+            from capstone import CS_ARCH_X86, CS_MODE_32, Cs
+            text = next((f"{i.mnemonic} {i.op_str}".rstrip()
+                         for i in Cs(CS_ARCH_X86, CS_MODE_32).disasm(code, eip, 1)), "(undecodable)")
+            self._insn_cache[code] = text
+        return {"eip": eip, "insn": text}
 
     def _make_in_hook(self):
         # The port-I/O hot path.  It repeats MmioRegion's fast path inline (valid size,
@@ -467,6 +491,15 @@ class Machine:
         self._stop = None
         self._wake.clear()
         self.io.commit()
+        if self.tracer.enabled and self._trace_hook is None:
+            # Inside an MMIO callback EIP is only as fresh as the translation block's last
+            # sync; with a memory hook present Unicorn syncs it before every access, so
+            # traced MMIO accesses name their instruction.  Bounded to the space above
+            # RAM (the PCI hole), so RAM accesses never call back into Python.
+            from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
+            self._trace_hook = uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _no_op_mem_hook,
+                                           begin=self.ram_size, end=0xFFFFFFFF)
+            self._hooks.append(self._trace_hook)
         deadline = None if not timeout else time.monotonic() + timeout
         watch = _Watchdog.get()
         token = watch.register(self, deadline, timeout)
@@ -892,6 +925,10 @@ class _UcView:
             return bytes(self.uc.mem_read(addr, size))
         except UcError:
             return bytes(size)           # unassigned memory reads 0
+
+
+def _no_op_mem_hook(_uc, _access, _address, _size, _value, _ud) -> None:
+    """See ``Machine.run``: its presence keeps EIP exact in MMIO callbacks."""
 
 
 def _guess_error_code(uc: Uc, eip: int) -> int:
