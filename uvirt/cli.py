@@ -4,6 +4,9 @@
     uvirt asm PROG -o IMAGE        assemble a guest program into a multiboot image
     uvirt lspci [device options]   the bus as a guest enumerates it, like lspci -nn -v
     uvirt demo                     bundled guest programs, shown step by step
+    uvirt trace [opts] [QEMU options]    run, print every access decoded with the spec's names
+    uvirt explain [QEMU options]   run, say what the virtio driver did wrong or left out
+    uvirt inspect [--html F] [QEMU options]  run, show the virtqueues at each kick and interrupt
     uvirt ivshmem-server [opts]    QEMU-compatible ivshmem server
     uvirt qtest record [opts]      drive an emulator over qtest, write QEMU's -qtest-log trace
 
@@ -37,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         if cmd == "lspci":
             from .runner import lspci_main
             return lspci_main(rest)
+        if cmd in ("trace", "explain", "inspect"):
+            from . import observe
+            return getattr(observe, f"{cmd}_main")(rest)
         if cmd == "demo":
             from .demo import demo_main
             return demo_main(rest)
@@ -50,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             from . import __version__
             print(f"uvirt {__version__} (QEMU 7.2 compatible)")
             return 0
-        print(f"uvirt: unknown command '{cmd}' (run, asm, lspci, demo, ivshmem-server, qtest)", file=sys.stderr)
+        print(f"uvirt: unknown command '{cmd}' (run, asm, lspci, demo, trace, explain, inspect, ivshmem-server, qtest)", file=sys.stderr)
         return 2
     except UvirtError as e:
         if os.environ.get("UVIRT_DEBUG"):

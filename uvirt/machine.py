@@ -296,6 +296,30 @@ class Machine:
             self.tracer.emit("pci_bar_map", bdf=bdf_str(fn.devfn or 0), index=ch.index,
                              old=fmt(ch.old), new=fmt(ch.new))
 
+    def trace_layout(self) -> None:
+        """Emit the board as it stands (``pci_device``, ``io_region`` events), so a trace
+        started now can be decoded on its own: BAR moves after this are ``pci_bar_map``."""
+        if not self.tracer.enabled:
+            return
+        bar_regions = set()
+        for dfn, fn in sorted(self.pci.functions.items()):
+            bars = []
+            for bar in fn.bars:
+                if bar is None:
+                    continue
+                bar_regions.add(id(bar.region))
+                bars.append([bar.index, "io" if bar.io else "mem", fn.bar_addr[bar.index], bar.size])
+            if getattr(fn, "vdev", None) is not None:
+                transport = {(True, True): "transitional", (True, False): "legacy",
+                             (False, True): "modern"}[(fn.legacy, fn.modern)]
+            else:
+                transport = "pci"
+            self.tracer.emit("pci_device", bdf=bdf_str(dfn), name=fn.name, transport=transport,
+                             bars=bars)
+        for p in self.io.placements:
+            if id(p.region) not in bar_regions and p.enabled:
+                self.tracer.emit("io_region", base=p.addr, size=p.region.size, name=p.region.name)
+
     # ------------------------------------------------------------------ CPU
     def attach(self, uc: Uc) -> None:
         """Wire the board to a Unicorn CPU (ours or the user's)."""

@@ -113,8 +113,9 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
         m.close()
         raise
     if cfg.uvirt.trace:
+        from .trace_decode import attach_file_sink
         f = open(cfg.uvirt.trace, "w")
-        m.tracer.to_file(f)
+        attach_file_sink(m, f, cfg.uvirt.trace_format)
     return built
 
 

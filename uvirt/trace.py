@@ -77,7 +77,7 @@ class Tracer:
     #: to the guest instruction while the CPU runs), or None.
     context: Callable[[], dict] | None = None
 
-    def emit(self, name: str, **fields) -> None:
+    def emit(self, name: str, /, **fields) -> None:
         if name not in EVENTS:
             raise KeyError(f"undeclared trace event {name!r}")
         if self.context is not None:
