@@ -166,8 +166,9 @@ class Decoder:
             if not any(f in keys or fnmatch.fnmatch(d.device.lower(), f) for f in self.devices):
                 return False
         if self.registers:
-            reg = d.register.upper().split("[")[0]
-            if not any(fnmatch.fnmatch(reg, r) for r in self.registers):
+            full = d.register.upper()
+            names = {full, full.split(" ")[0].split("[")[0]}
+            if not any(fnmatch.fnmatch(n, r) for n in names for r in self.registers):
                 return False
         return True
 
