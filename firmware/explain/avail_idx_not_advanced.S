@@ -29,6 +29,6 @@ main:
     mov word ptr [eax + 4], 0           # avail.ring[0] = 0 ... and avail.idx stays 0
     xor eax, eax
     call vq_kick
-    call ex_wait
+    call ex_wait_short
     PUTISR "ISR "
     call report_summary

@@ -19,6 +19,6 @@ main:
     call ex_status
     mov eax, VD_WRITE
     call ex_add                         # wrong: no vq_kick after this
-    call ex_wait
+    call ex_wait_short
     PUTISR "ISR "
     call report_summary

@@ -23,6 +23,6 @@ main:
     call ex_add
     xor eax, eax
     call vq_kick
-    call ex_wait
+    call ex_wait_short
     PUTISR "ISR "
     call report_summary

@@ -23,6 +23,6 @@ main:
     mov eax, [vio_notify_base]
     add eax, 4                          # wrong: queue 0's queue_notify_off is 0
     mov word ptr [eax], 0
-    call ex_wait
+    call ex_wait_short
     PUTISR "ISR "
     call report_summary
