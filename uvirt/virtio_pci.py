@@ -332,6 +332,11 @@ class VirtioPci(PciFunction):
             sink(kind, detail)
 
     @property
+    def tracer(self):
+        """The bus's ``uvirt.trace.Tracer`` (None while unplugged)."""
+        return getattr(self.bus, "tracer", None)
+
+    @property
     def tracing(self) -> bool:
         tracer = getattr(self.bus, "tracer", None)
         return tracer is not None and tracer.enabled

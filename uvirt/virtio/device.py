@@ -122,15 +122,26 @@ class _NullTransport:
 
 
 class _QueueEvents:
+    __slots__ = ("dev", "_tracer")
+
     def __init__(self, dev: "VirtioDevice") -> None:
         self.dev = dev
+        self._tracer = None
 
     def guest_error(self, kind: str, **fields) -> None:
         self.dev.transport.guest_error(f"virtqueue_{kind}", fields.get("reason", kind))
 
     @property
     def tracing(self) -> bool:
-        return getattr(self.dev.transport, "tracing", False)
+        # Asked on every pop/fill/flush: the transport's tracer (anything with
+        # ``enabled``) is looked up once, then it is one attribute read.
+        t = self._tracer
+        if t is None:
+            t = getattr(self.dev.transport, "tracer", None)
+            if t is None:
+                return getattr(self.dev.transport, "tracing", False)
+            self._tracer = t
+        return t.enabled
 
     def ring(self, name: str, **fields) -> None:
         self.dev.transport.trace(name, **fields)
@@ -269,7 +280,7 @@ class VirtioDevice:
     def queue_notify(self, index: int) -> None:
         """QEMU ``virtio_queue_notify``: a kick.  Ignored for a queue with no rings or a
         broken device."""
-        tracing = getattr(self.transport, "tracing", False)
+        tracing = self._events.tracing
         if index >= len(self.queues):
             self.transport.guest_error("notify_missing_queue", f"{self.name}: notify of queue {index}, "
                                        f"which does not exist")
@@ -305,7 +316,7 @@ class VirtioDevice:
     def notify(self, index: int) -> None:
         """QEMU ``virtio_notify``: used buffers are there; interrupt unless suppressed."""
         q = self.queues[index]
-        if getattr(self.transport, "tracing", False):
+        if self._events.tracing:
             decide = getattr(q, "notify_decision", None)
             due, reason = decide() if decide is not None else (q.should_notify(), "packed ring "
                                                                 "event suppression (§2.8.10)")
@@ -320,7 +331,7 @@ class VirtioDevice:
 
     def notify_config(self) -> None:
         """QEMU ``virtio_notify_config``: only once the driver is up."""
-        tracing = getattr(self.transport, "tracing", False)
+        tracing = self._events.tracing
         if not self.status & _DRIVER_OK:
             if tracing:
                 self.transport.trace("config_irq", verdict="suppressed",
