@@ -338,7 +338,7 @@ class Machine:
         self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
         self._install_gdt()
         self.tracer.context = self._trace_context
-        self._insn_cache: dict[bytes, str] = {}
+        self._insn_cache: dict = {}       # code bytes -> text; b"" -> the capstone handle
         self._trace_hook: int | None = None
 
     def _trace_context(self) -> dict:
@@ -355,9 +355,12 @@ class Machine:
             return {"eip": eip}
         text = self._insn_cache.get(code)
         if text is None:
-            from capstone import CS_ARCH_X86, CS_MODE_32, Cs
-            text = next((f"{i.mnemonic} {i.op_str}".rstrip()
-                         for i in Cs(CS_ARCH_X86, CS_MODE_32).disasm(code, eip, 1)), "(undecodable)")
+            cs = self._insn_cache.get(b"")
+            if cs is None:
+                from capstone import CS_ARCH_X86, CS_MODE_32, Cs
+                cs = self._insn_cache[b""] = Cs(CS_ARCH_X86, CS_MODE_32)
+            text = next((f"{i.mnemonic} {i.op_str}".rstrip() for i in cs.disasm(code, eip, 1)),
+                        "(undecodable)")
             self._insn_cache[code] = text
         return {"eip": eip, "insn": text}
 

@@ -21,6 +21,8 @@ trace file decodes on its own, long after the run (``decode(read_json(f))``).
 API (the pytest plugin and ``uvirt explain`` use it)::
 
     decode(events, devices=(), registers=()) -> list[str]     # the text lines
+    last_events(events, n) -> list[str]                       # the last n of them
+    DecodedTail(n).attach(machine); ...; .lines()             # the same, bounded, live
     Decoder().feed(ev) -> list[Decoded]; .flush()             # streaming
     to_json_lines(events) / read_json(lines)                  # JSON lines, round-trip
     attach_file_sink(machine, file, "raw" | "text" | "json")   # -uvirt-trace-format
@@ -454,6 +456,37 @@ def last_events(events: list[TraceEvent], n: int = 20) -> list[str]:
     """The last ``n`` decoded lines of a run (the pytest plugin's failure report): the
     whole trace is decoded, so names reflect BAR moves made long before."""
     return decode(events)[-n:]
+
+
+class DecodedTail:
+    """The last ``limit`` decoded lines of a machine's trace, decoded as the run goes (so
+    BAR moves and queue selects long before the tail still name it right), in bounded
+    memory: what a failure report shows.
+
+        tail = DecodedTail(20).attach(machine)    # before machine.run()
+        ...
+        tail.lines()                               # -> list[str]
+    """
+
+    def __init__(self, limit: int = 20, devices: Iterable[str] = (), registers: Iterable[str] = ()) -> None:
+        from collections import deque
+        self.decoder = Decoder(devices, registers)
+        self.tail: "deque[Decoded]" = deque(maxlen=limit)
+
+    def __call__(self, ev: TraceEvent) -> None:
+        self.tail.extend(self.decoder.feed(ev))
+
+    def attach(self, machine) -> "DecodedTail":
+        machine.tracer.sinks.append(self)
+        machine.tracer.enabled = True
+        machine.trace_layout()
+        return self
+
+    def lines(self) -> list[str]:
+        """The tail, with a debugcon line still being written shown as it stands."""
+        pending = [d.text for d in self.decoder.flush()]
+        out = [d.text for d in self.tail] + pending
+        return out[-self.tail.maxlen:] if self.tail.maxlen else out
 
 
 def to_json_lines(events: Iterable[TraceEvent], decoded: bool = True) -> list[str]:

@@ -107,3 +107,27 @@ def test_explain_command_prints_the_diagnosis_and_exits_1(firmware):
     assert "isr_never_read (§4.1.4.5)" in r.stdout and "INTx is still asserted" in r.stdout
     r = uvirt("explain", "--json", *BASE_ARGS, *RNG, "-kernel", str(firmware("virtio_demo")))
     assert r.returncode == 0 and json.loads(r.stdout) == []
+
+
+def test_decoded_tail_for_failure_reports(firmware):
+    """What the pytest plugin shows when a guest fails: the last decoded lines, kept in
+    bounded memory while the run goes, and the explanation from the same events."""
+    from uvirt.explain import explain_events
+    from uvirt.observe import virtio_state
+    from uvirt.qemu_options import parse_argv
+    from uvirt.runner import build_machine
+    from uvirt.trace_decode import DecodedTail, last_events
+
+    src = __import__("pathlib").Path(__file__).resolve().parents[2] / "firmware" / "explain" / "desc_not_writable.S"
+    m = build_machine(parse_argv([*BASE_ARGS, *RNG, "-debugcon", "null", "-kernel", str(firmware(src))])).machine
+    events = m.tracer.record()
+    tail = DecodedTail(5).attach(m)
+    try:
+        m.run(timeout=30)
+        state = virtio_state(m)
+    finally:
+        m.close()
+    lines = tail.lines()
+    assert len(lines) == 5 and lines == last_events(events, 5)
+    assert lines[-1].startswith("stop debug_exit") and "exit status 3" in lines[-2]
+    assert [f.rule for f in explain_events(events, state)] == ["descriptor_not_writable"]
