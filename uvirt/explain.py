@@ -112,7 +112,9 @@ class DeviceFacts:
         return [a for a in self.accesses if a.register == name and (write is None or a.write == write)]
 
     def status_writes(self) -> list[Access]:
-        return self.regs("STATUS", write=True)
+        """STATUS writes, as the device stores them (the low byte of a wider access)."""
+        return [Access(a.seq, a.register, True, a.value & 0xFF, a.where, a.window)
+                for a in self.regs("STATUS", write=True)]
 
     def status_at(self, seq: int) -> int:
         """The status the driver had written last before ``seq`` (0 after a reset)."""
@@ -350,9 +352,11 @@ def _wrong_notify_offset(f: DeviceFacts) -> list[str]:
                        f"(offset / notify_off_multiplier {NOTIFY_OFF_MULTIPLIER})"
                        f"{'' if exists else ', which does not exist'}; the queues the driver set up are "
                        f"notified at queue_notify_off x multiplier ({fix or 'none enabled'})")
-    for a in f.regs("QUEUE_NOTIFY", write=True):
-        if nqueues is not None and a.value >= nqueues:
-            out.append(f"QUEUE_NOTIFY <- {a.value} at {a.where}: the device has {nqueues} queue(s)")
+    bad = [a for a in f.regs("QUEUE_NOTIFY", write=True) if nqueues is not None and a.value >= nqueues]
+    if bad:
+        values = ", ".join(str(a.value) for a in bad[:8]) + (", ..." if len(bad) > 8 else "")
+        out.append(f"QUEUE_NOTIFY <- {values} (first at {bad[0].where}): the value written is the queue "
+                   f"index, and the device has {nqueues} queue(s); those kicks reach no queue")
     return out
 
 

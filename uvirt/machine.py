@@ -338,30 +338,32 @@ class Machine:
         self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
         self._install_gdt()
         self.tracer.context = self._trace_context
-        self._insn_cache: dict = {}       # code bytes -> text; b"" -> the capstone handle
+        self._insn_cache: dict = {}       # eip -> instruction text; "cs" -> the capstone handle
         self._trace_hook: int | None = None
 
     def _trace_context(self) -> dict:
         """The guest instruction behind an event emitted from a CPU hook: EIP reads as
         the accessing instruction inside IN/OUT and MMIO callbacks (unicorn-notes.md §4
-        item 11), disassembled by capstone (cached by its bytes)."""
+        item 11; MMIO needs the memory hook ``run`` adds), disassembled by capstone."""
         if not self._in_cpu or threading.get_ident() != self.memory.cpu_thread:
             return {}
         uc = self.uc
         eip = uc.reg_read(X.UC_X86_REG_EIP)
-        try:
-            code = bytes(uc.mem_read(eip, 15))
-        except UcError:
-            return {"eip": eip}
-        text = self._insn_cache.get(code)
+        text = self._insn_cache.get(eip)
         if text is None:
-            cs = self._insn_cache.get(b"")
+            # Disassembled once per address: tracing a polling loop costs one lookup per
+            # access (code rewritten at the same address keeps its first text).
+            try:
+                code = bytes(uc.mem_read(eip, 15))
+            except UcError:
+                return {"eip": eip}
+            cs = self._insn_cache.get("cs")
             if cs is None:
                 from capstone import CS_ARCH_X86, CS_MODE_32, Cs
-                cs = self._insn_cache[b""] = Cs(CS_ARCH_X86, CS_MODE_32)
+                cs = self._insn_cache["cs"] = Cs(CS_ARCH_X86, CS_MODE_32)
             text = next((f"{i.mnemonic} {i.op_str}".rstrip() for i in cs.disasm(code, eip, 1)),
                         "(undecodable)")
-            self._insn_cache[code] = text
+            self._insn_cache[eip] = text
         return {"eip": eip, "insn": text}
 
     def _make_in_hook(self):

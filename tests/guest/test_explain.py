@@ -91,3 +91,4 @@ def test_broken_drivers_behave_the_same_on_qemu(firmware, qemu, program):
     got = run_uvirt(image, RNG)
     assert got.exit_code == want.exit_code, (want.debugcon, got.debugcon)
     assert comparable(got.debugcon) == comparable(want.debugcon)
+
