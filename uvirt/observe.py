@@ -9,7 +9,7 @@ text and the final state of every virtio function (``virtio_state``), which is w
 (``Recording.to_json`` / ``from_json``), so a failing test can save it and a tool can
 explain it later.
 
-Command lines (options of these commands come first, then QEMU's)::
+Command lines (these commands' own options, anywhere among QEMU's)::
 
     uvirt trace   [--trace-format text|raw|json] [--filter-device D]... [--filter-register R]...
                   [--output FILE] [QEMU options]
@@ -117,16 +117,20 @@ def _debugcon_text(events: list[TraceEvent]) -> str:
 
 
 def _take(argv: list[str], flags: dict[str, bool]) -> tuple[dict[str, list[str]], list[str]]:
-    """Split our own leading options (``flags``: name -> takes an argument) from QEMU's."""
+    """Split our own options (``flags``: name -> takes an argument) from QEMU's.  They may
+    stand anywhere: QEMU has no option of these names (all ``--`` and multi-word)."""
     from .errors import OptionError
     opts: dict[str, list[str]] = {}
-    rest = list(argv)
-    while rest and rest[0] in flags:
-        name = rest.pop(0)
-        if flags[name]:
-            if not rest:
+    rest: list[str] = []
+    args = list(argv)
+    while args:
+        name = args.pop(0)
+        if name not in flags:
+            rest.append(name)
+        elif flags[name]:
+            if not args:
                 raise OptionError(f"{name}: needs an argument")
-            opts.setdefault(name, []).append(rest.pop(0))
+            opts.setdefault(name, []).append(args.pop(0))
         else:
             opts.setdefault(name, []).append("")
     return opts, rest
