@@ -73,6 +73,17 @@ class RingInspector:
 # --------------------------------------------------------------------------- terminal
 
 
+def _indirect_text(chain: dict) -> str:
+    """`` -> indirect [addr+len flags, ...]``: the table a chain's INDIRECT descriptor names."""
+    table = chain.get("indirect")
+    if not table:
+        return ""
+    items = ", ".join(f"{t['addr']:#x}+{t['len']} {t['flag_names']}" if "addr" in t else t["error"]
+                      for t in table)
+    return f" -> indirect [{items}]"
+
+
+
 def _hex(v: Any, width: int = 0) -> str:
     return "-" if v is None else f"0x{v:0{width}x}"
 
@@ -139,6 +150,7 @@ def _terminal_queue(q: dict, Table, Text) -> list:
         at.add_row("used_event", str(av["used_event"]))
     for c in q["chains"]:
         chain = " -> ".join(str(i) for i in c["descs"]) + (f"  ({c['error']})" if c.get("error") else "")
+        chain += _indirect_text(c)
         at.add_row(f"chain @{c['avail_idx']}", f"{chain}{'  pending' if c['pending'] else '  consumed'}")
     us = q["used"]
     ut = Table(title="used ring (§2.7.8)", title_style="bold magenta", header_style="magenta")
@@ -234,6 +246,7 @@ def _html_queue(q: dict) -> str:
         arows.append(f'<tr><td>used_event</td><td>{av["used_event"]}</td></tr>')
     for c in q["chains"]:
         chain = " → ".join(str(i) for i in c["descs"]) + (f" ({e(c['error'])})" if c.get("error") else "")
+        chain += e(_indirect_text(c))
         arows.append(f'<tr class="{"pending" if c["pending"] else "done"}"><td>chain @{c["avail_idx"]}</td>'
                      f'<td>{chain} {"pending" if c["pending"] else "consumed"}</td></tr>')
     avail = ('<table class="avail"><caption>available ring (§2.7.6)</caption><tr><th>field</th><th>value</th></tr>'

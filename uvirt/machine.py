@@ -297,7 +297,7 @@ class Machine:
                              old=fmt(ch.old), new=fmt(ch.new))
 
     def trace_layout(self) -> None:
-        """Emit the board as it stands (``pci_device``, ``io_region`` events), so a trace
+        """Emit the board as it stands (``pci_device``, ``io_region``, ``mem_region``), so a trace
         started now can be decoded on its own: BAR moves after this are ``pci_bar_map``."""
         if not self.tracer.enabled:
             return
@@ -319,6 +319,10 @@ class Machine:
         for p in self.io.placements:
             if id(p.region) not in bar_regions and p.enabled:
                 self.tracer.emit("io_region", base=p.addr, size=p.region.size, name=p.region.name)
+        for p in self.memory.placements:
+            if (isinstance(p.region, MmioRegion) and id(p.region) not in bar_regions and p.enabled
+                    and p.region.name != "unassigned"):
+                self.tracer.emit("mem_region", base=p.addr, size=p.region.size, name=p.region.name)
 
     # ------------------------------------------------------------------ CPU
     def attach(self, uc: Uc) -> None:

@@ -25,9 +25,11 @@ EVENTS: dict[str, str] = {
     "guest_error": "guest error {kind}: {detail}",
     "stop": "stop {reason} eip={eip:#010x}",
     "interrupt": "interrupt vector={vector:#04x} {kind} eip={eip:#010x} -> {result}",
-    # The board as tracing starts (uvirt.trace_decode names accesses from these).
+    # The board as tracing starts (uvirt.trace_decode names accesses from these):
+    # PCI functions with their BARs, and the other named port and MMIO regions.
     "pci_device": "pci {bdf} {name} ({transport}) bars={bars}",
     "io_region": "io {base:#06x}+{size:#x} {name}",
+    "mem_region": "mmio {base:#010x}+{size:#x} {name}",
     # Virtqueue and virtio device events (uvirt/virtio/queue.py, device.py), sent through
     # the queue's events sink and the transport, which adds ``device`` and ``bdf``.
     "vq_kick": "virtqueue {device} {bdf} q{queue} kick",

@@ -14,7 +14,7 @@ element written, used.idx published, an interrupt raised or suppressed and why) 
 their own; debugcon bytes are folded into ``debugcon: "text"`` lines; config-mechanism
 port accesses (0xCF8/0xCFC) are shown as the config-space accesses they make.
 
-The decoder needs the board: the ``pci_device`` and ``io_region`` events a traced run
+The decoder needs the board: the ``pci_device``, ``io_region`` and ``mem_region`` events a traced run
 starts with (``Machine.trace_layout``) and the ``pci_bar_map`` events after them.  So a
 trace file decodes on its own, long after the run (``decode(read_json(f))``).
 
@@ -156,6 +156,7 @@ class Decoder:
     def __init__(self, devices: Iterable[str] = (), registers: Iterable[str] = ()) -> None:
         self.functions: dict[str, _Function] = {}
         self.io_regions: list[tuple[int, int, str]] = []
+        self.mem_regions: list[tuple[int, int, str]] = []
         self.devices = [d.lower() for d in devices]
         self.registers = [r.upper() for r in registers]
         self._con = bytearray()
@@ -192,10 +193,9 @@ class Decoder:
             for index, (kind, base, size) in fn.bars.items():
                 if kind == space and base is not None and base <= addr < base + size:
                     return fn, index, addr - base, ""
-        if space == "io":
-            for base, size, name in self.io_regions:
-                if base <= addr < base + size:
-                    return None, -1, addr - base, name
+        for base, size, name in (self.io_regions if space == "io" else self.mem_regions):
+            if base <= addr < base + size:
+                return None, -1, addr - base, name
         return None
 
     # -- decoding
@@ -212,6 +212,9 @@ class Decoder:
                             device=fn.name, bdf=fn.bdf, window="config")]
         if n == "io_region":
             self.io_regions.append((f["base"], f["size"], f["name"]))
+            return []
+        if n == "mem_region":
+            self.mem_regions.append((f["base"], f["size"], f["name"]))
             return []
         if n == "pci_bar_map":
             fn = self.functions.get(f["bdf"])
@@ -302,7 +305,7 @@ class Decoder:
                                 value=f"{value:#x}: exit status {(value << 1) | 1}", device="isa-debug-exit",
                                 window="io")]
             return [Decoded(ev, who=region, register=f"+{off:#x}", arrow=arrow, value=f"{value:#0{2 + 2 * size}x}",
-                            device=region, window="io")]
+                            device=region, window=space)]
         d = Decoded(ev, arrow=arrow, device=fn.name, bdf=fn.bdf)
         if fn.virtio and index == 0 and space == "io":
             self._legacy(fn, d, off, size, value, write)

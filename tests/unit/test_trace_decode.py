@@ -197,3 +197,22 @@ def test_untraced_queue_sends_no_ring_events():
     mem.write_u16(q.avail + 2, 1)
     q.push(q.pop(), 0)
     assert events.rings == []
+
+
+def test_ring_view_follows_chains_into_indirect_tables():
+    from uvirt.inspector import _indirect_text
+    from uvirt.virtio.ring_view import split_ring_view
+    q, mem = _queue(RecordingEvents())
+    desc = lambda addr, n, flags, nxt=0: (addr.to_bytes(8, "little") + n.to_bytes(4, "little")
+                                         + flags.to_bytes(2, "little") + nxt.to_bytes(2, "little"))
+    mem.write(0x10000, desc(0x20000, 4, 1, 1) + desc(0x30000, 32, 4))      # 0 -> 1 (INDIRECT)
+    mem.write(0x30000, desc(0x40000, 8, 1, 1) + desc(0x50000, 16, 2))     # the table: out, in
+    mem.write(0x40000, b"\x01\x02")
+    mem.write_u16(q.avail + 2, 1)
+    view = split_ring_view(mem, q)
+    (chain,) = view["chains"]
+    assert chain["descs"] == [0, 1] and chain["pending"]
+    assert [(t["addr"], t["flag_names"]) for t in chain["indirect"]] == [(0x40000, "NEXT"), (0x50000, "WRITE")]
+    assert chain["indirect"][0]["bytes"].startswith("01 02 00")
+    assert _indirect_text(chain) == " -> indirect [0x40000+8 NEXT, 0x50000+16 WRITE]"
+    assert view["descs"][1]["flag_names"] == "INDIRECT" and view["avail"]["idx"] == 1

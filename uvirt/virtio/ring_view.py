@@ -115,9 +115,24 @@ def _follow(mem: "GuestMemory", table: int, n: int, head: int | None) -> dict:
         except GuestMemoryError:
             return {"descs": seen, "error": "descriptor table not RAM"}
         if d.flags & VRING_DESC_F_INDIRECT:
-            return {"descs": seen, "error": None, "indirect": True}
+            return {"descs": seen, "error": None, "indirect": _indirect(mem, d)}
         if not d.flags & VRING_DESC_F_NEXT:
             return {"descs": seen, "error": None}
         if d.next >= n:
             return {"descs": seen, "error": f"next {d.next} out of range"}
         i = d.next
+
+
+def _indirect(mem: "GuestMemory", d: Descriptor) -> list[dict]:
+    """The entries of an indirect table (§2.7.5.3), in table order, at most MAX_DESCS."""
+    out = []
+    for i in range(min(d.len // DESC_SIZE, MAX_DESCS)):
+        try:
+            e = Descriptor.unpack(mem.read(d.addr + DESC_SIZE * i, DESC_SIZE))
+        except GuestMemoryError:
+            out.append({"i": i, "error": "not RAM"})
+            break
+        out.append({"i": i, "addr": e.addr, "len": e.len, "flags": e.flags,
+                    "flag_names": desc_flag_names(e.flags), "next": e.next,
+                    "bytes": _peek(mem, e.addr, e.len) if e.len else ""})
+    return out
