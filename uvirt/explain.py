@@ -27,6 +27,8 @@ the list below, nothing else decides.
                                   in the ring
     interrupts_suppressed         the device's interrupt suppressed by the driver    §2.7.7
     isr_never_read                INTx raised, ISR never read (line left asserted)   §4.1.4.5
+    features_after_features_ok    feature writes after FEATURES_OK (ignored)          §3.1.1
+    unoffered_features            accepted bits the device did not offer              §2.2.1
     device_error                  the device marked itself broken (virtio_error)     §2.1.2
 
 ``explain_events(events)`` is the entry point for a trace alone (a pytest failure hook,
@@ -472,6 +474,21 @@ def _isr_never_read(f: DeviceFacts) -> list[str]:
             f"line{level}"]
 
 
+def _features_after_features_ok(f: DeviceFacts) -> list[str]:
+    bad = [detail for kind, detail in f.errors if kind == "features_after_features_ok"]
+    if not bad:
+        return []
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    return [f"{bad[0]}{more}: the feature set is fixed once FEATURES_OK is set; a driver that wants "
+            f"other features resets the device and negotiates again"]
+
+
+def _unoffered_features(f: DeviceFacts) -> list[str]:
+    return [f"{detail}: the driver may accept only bits the device offered (device_feature / "
+            f"HOST_FEATURES); QEMU drops the others" for kind, detail in f.errors
+            if kind == "unoffered_features"][:1]
+
+
 def _device_error(f: DeviceFacts) -> list[str]:
     return [f"{detail}: the device stops using its queues until reset (DEVICE_NEEDS_RESET with VERSION_1)"
             for kind, detail in f.errors if kind == "virtio_error"]
@@ -501,6 +518,8 @@ RULES: tuple[Rule, ...] = (
     Rule("descriptor_not_writable", "§2.7.5", _descriptor_not_writable, needs_state=True),
     Rule("interrupts_suppressed", "§2.7.7", _interrupts_suppressed),
     Rule("isr_never_read", "§4.1.4.5", _isr_never_read),
+    Rule("features_after_features_ok", "§3.1.1 step 5", _features_after_features_ok),
+    Rule("unoffered_features", "§2.2.1", _unoffered_features),
     Rule("device_error", "§2.1.2", _device_error),
 )
 

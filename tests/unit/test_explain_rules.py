@@ -45,3 +45,14 @@ def test_device_error_is_reported_with_qemus_reason():
 
 def test_an_untouched_device_says_nothing():
     assert explain_events(LAYOUT + [TraceEvent("stop", {"reason": "debug_exit", "eip": 0})]) == []
+
+
+def test_feature_writes_the_device_ignored():
+    events = LAYOUT + [w(0x14, 1, 1),
+                       TraceEvent("guest_error", {"kind": "unoffered_features",
+                                                  "detail": "virtio-x: driver accepted unoffered features 0x4"}),
+                       TraceEvent("guest_error", {"kind": "features_after_features_ok",
+                                                  "detail": "virtio-x: feature write 0x0 after FEATURES_OK ignored"})]
+    found = {f.rule: f.message for f in explain_events(events)}
+    assert found["unoffered_features"].startswith("virtio-x: driver accepted unoffered features 0x4")
+    assert "after FEATURES_OK ignored" in found["features_after_features_ok"]
