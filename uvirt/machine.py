@@ -347,8 +347,9 @@ class Machine:
 
     def _trace_context(self) -> dict:
         """The guest instruction behind an event emitted from a CPU hook: EIP reads as
-        the accessing instruction inside IN/OUT and MMIO callbacks (unicorn-notes.md §4
-        item 11; MMIO needs the memory hook ``run`` adds), disassembled by capstone."""
+        the accessing instruction inside IN/OUT callbacks (docs/unicorn-notes.md §7 item 11) and,
+        with the memory hook ``run`` adds while tracing, inside MMIO callbacks (measured:
+        without it EIP is the last synced PC of the block), disassembled by capstone."""
         if not self._in_cpu or threading.get_ident() != self.memory.cpu_thread:
             return {}
         uc = self.uc
