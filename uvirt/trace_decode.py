@@ -83,7 +83,7 @@ _MSIX_FIELDS = {0: "ADDR_LO", 4: "ADDR_HI", 8: "DATA", 12: "CTRL"}
 
 
 def flag_names(flags: type[IntFlag], value: int) -> str:
-    """``ACKNOWLEDGE|DRIVER`` (unnamed bits as ``bit N``, 0 as ``0``)."""
+    """``ACKNOWLEDGE|DRIVER`` (unnamed bits as ``bit N``, 0 as ``none``)."""
     names = []
     rest = value
     for member in flags:
@@ -92,7 +92,7 @@ def flag_names(flags: type[IntFlag], value: int) -> str:
                 names.append(member.name)
             rest &= ~member.value
     names += [f"bit {i}" for i in range(rest.bit_length()) if rest >> i & 1]
-    return "|".join(names) if names else "0"
+    return "|".join(names) if names else "none"
 
 
 def _enum_name(enum: type[IntEnum], offset: int) -> str | None:

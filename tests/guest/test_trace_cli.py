@@ -37,7 +37,7 @@ DEMO_STORY = [
     "legacy STATUS <- 0x01 ACKNOWLEDGE ",
     "legacy STATUS <- 0x03 ACKNOWLEDGE|DRIVER ",
     "legacy HOST_FEATURES -> 0x79000000 NOTIFY_ON_EMPTY|ANY_LAYOUT|RING_INDIRECT_DESC|RING_EVENT_IDX|BAD_FEATURE",
-    "legacy GUEST_FEATURES <- 0x00000000 0",
+    "legacy GUEST_FEATURES <- 0x00000000 none",
     "legacy QUEUE_SEL <- 0x0000 (queue 0)",
     "legacy QUEUE_NUM -> 8 (q0 size)",
     "legacy QUEUE_PFN <- 0x00000200 (q0 ring at 0x200000)",
@@ -51,7 +51,7 @@ DEMO_STORY = [
     "INTERRUPT q0 raised: avail.flags=0x0000: VIRTQ_AVAIL_F_NO_INTERRUPT clear",
     'debugcon: "used.idx 1 id 0 length 16"',
     "legacy ISR -> 0x01 QUEUE",
-    "legacy ISR -> 0x00 0",
+    "legacy ISR -> 0x00 none",
     "isa-debug-exit +0x0 <- 0x0: exit status 1",
     "stop debug_exit",
 ]
