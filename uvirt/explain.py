@@ -469,7 +469,8 @@ def _isr_never_read(f: DeviceFacts) -> list[str]:
     if f.state is not None:
         level = (f"; at the end ISR = 0x{f.state['isr']:02x} and INTx is "
                  f"{'still asserted' if f.state['intx_level'] else 'low'}")
-    return [f"the device raised INTx for queue {ev.fields.get('queue', '-')} at {_where(ev)} and the driver "
+    what = f"queue {ev.fields['queue']}" if "queue" in ev.fields else "a configuration change"
+    return [f"the device raised INTx for {what} at {_where(ev)} and the driver "
             f"never read ISR afterwards; reading ISR is what acknowledges the interrupt and lowers the "
             f"line{level}"]
 

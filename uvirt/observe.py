@@ -27,6 +27,12 @@ from typing import Any
 from .trace import TraceEvent
 
 
+#: The wall-clock budget of a traced run without -uvirt-timeout: six times ``uvirt run``'s
+#: (uvirt.runner.DEFAULT_TIMEOUT), because every traced access costs a few microseconds
+#: (a port-I/O-bound guest ran 2-5x slower traced, on a loaded host).
+TRACED_TIMEOUT = 60.0
+
+
 @dataclass
 class Recording:
     events: list[TraceEvent]
@@ -81,7 +87,7 @@ def virtio_state(machine) -> list[dict]:
 def traced_run(argv: list[str], *, inspect: bool = False, timeout: float | None = None) -> Recording:
     """Run a guest from a ``uvirt run`` command line, recording everything."""
     from .qemu_options import parse_argv
-    from .runner import DEFAULT_TIMEOUT, build_machine
+    from .runner import build_machine
 
     cfg = parse_argv(list(argv))
     built = build_machine(cfg)
@@ -95,7 +101,7 @@ def traced_run(argv: list[str], *, inspect: bool = False, timeout: float | None 
             inspector = RingInspector(m)
             m.tracer.sinks.append(inspector)
         if timeout is None:
-            timeout = cfg.uvirt.timeout if cfg.uvirt.timeout is not None else DEFAULT_TIMEOUT
+            timeout = cfg.uvirt.timeout if cfg.uvirt.timeout is not None else TRACED_TIMEOUT
         stop = m.run(timeout=timeout or None, max_insns=cfg.uvirt.max_insns)
         if inspector is not None:
             inspector.final("stop: " + stop.summary())
