@@ -31,11 +31,14 @@ RICH_STYLES = {"kick": "bold blue", "kick ignored": "bold red", "irq raised": "b
 class RingInspector:
     """Collects ring snapshots while a machine runs (append it to ``tracer.sinks``)."""
 
-    def __init__(self, machine) -> None:
+    def __init__(self, machine, events: list[TraceEvent] | None = None) -> None:
         from .observe import virtio_functions
         self.machine = machine
         self.functions = virtio_functions(machine)
         self.steps: list[dict] = []
+        #: the run's recorded events (``tracer.record()``), so a step can say which event
+        #: it follows (``event_index``); without them, events counted since attaching
+        self.events = events
         self._count = 0
 
     def __call__(self, ev: TraceEvent) -> None:
@@ -63,7 +66,8 @@ class RingInspector:
             return
         mem = self.machine.memory.guest
         queues = [split_ring_view(mem, q) for q in fn.vdev.queues if q.desc]
-        self.steps.append({"step": len(self.steps) + 1, "event_index": self._count, "kind": kind,
+        index = len(self.events) if self.events is not None else self._count
+        self.steps.append({"step": len(self.steps) + 1, "event_index": index, "kind": kind,
                            "label": label, "bdf": bdf, "device": fn.name,
                            "eip": ev.fields.get("eip") if ev else None,
                            "insn": ev.fields.get("insn") if ev else None,
@@ -186,6 +190,8 @@ table.desc th{background:#2e7d32;color:#fff} table.avail th{background:#ef6c00;c
 table.used th{background:#6a1b9a;color:#fff} caption{font-weight:700;text-align:left;padding:2px 0}
 tr.pending td{background:#fff3e0;font-weight:700} tr.done td{color:#9e9e9e}
 td.bytes{color:#37474f}
+details{margin-top:8px} summary{cursor:pointer;font-size:12px;color:#455a64}
+pre.trace{font:11px/1.35 monospace;background:#f5f5f5;padding:6px;overflow-x:auto}
 """
 
 
@@ -195,7 +201,9 @@ def render_html(rec, title: str = "") -> str:
     chips = "".join(f'<a href="#step{st["step"]}" style="background:{KIND_COLOURS.get(st["kind"], "#999")}" '
                     f'title="{e(st["label"])}">{st["step"]}. {e(st["kind"])} {e(st["device"])}</a>'
                     for st in rec.snapshots)
-    sections = "".join(_html_step(st) for st in rec.snapshots) or "<p>no virtqueue activity</p>"
+    slices = _trace_slices(rec)
+    sections = "".join(_html_step(st, slices[i]) for i, st in enumerate(rec.snapshots)) \
+        or "<p>no virtqueue activity</p>"
     guest = e(rec.debugcon[-4000:]) if rec.debugcon else ""
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>uvirt ring inspector</title>"
             f"<style>{_CSS}</style></head><body>"
@@ -206,11 +214,30 @@ def render_html(rec, title: str = "") -> str:
             f"</main></body></html>")
 
 
-def _html_step(st: dict) -> str:
+def _trace_slices(rec, limit: int = 40) -> list[list[str]]:
+    """For each step, the decoded trace lines since the previous step (the last ``limit``)."""
+    from .trace_decode import Decoder
+    dec = Decoder()
+    out: list[list[str]] = []
+    pos = 0
+    for st in rec.snapshots:
+        lines: list[str] = []
+        end = min(st["event_index"], len(rec.events))
+        for ev in rec.events[pos:end]:
+            lines += [d.text for d in dec.feed(ev)]
+        pos = max(pos, end)
+        out.append(lines[-limit:])
+    return out
+
+
+def _html_step(st: dict, trace: list[str] = ()) -> str:
     e = html.escape
     colour = KIND_COLOURS.get(st["kind"], "#999")
     insn = (f' <span class="insn">{e(st["insn"])} @0x{st["eip"]:x}</span>' if st.get("insn") else "")
     body = "".join(_html_queue(q) for q in st["queues"]) or "<p>no configured queue</p>"
+    if trace:
+        body += (f'<details><summary>decoded trace before this step ({len(trace)} lines)</summary>'
+                 f'<pre class="trace">{e(chr(10).join(trace))}</pre></details>')
     return (f'<section class="step" id="step{st["step"]}" style="border-left-color:{colour}">'
             f'<h2>{st["step"]}. {e(st["bdf"])} {e(st["device"])}: {e(st["label"])}{insn}</h2>'
             f'<div class="qhead">status 0x{st["status"]:02x}, ISR 0x{st["isr"]:02x}</div>{body}</section>')

@@ -98,7 +98,7 @@ def traced_run(argv: list[str], *, inspect: bool = False, timeout: float | None 
         inspector = None
         if inspect:
             from .inspector import RingInspector
-            inspector = RingInspector(m)
+            inspector = RingInspector(m, events)
             m.tracer.sinks.append(inspector)
         if timeout is None:
             timeout = cfg.uvirt.timeout if cfg.uvirt.timeout is not None else TRACED_TIMEOUT

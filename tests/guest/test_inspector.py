@@ -93,3 +93,13 @@ def test_html_page_in_headless_chromium(firmware, tmp_path):
     # the three ring areas' table headers of the first step
     for colour in ("#2e7d32", "#ef6c00", "#6a1b9a"):
         assert _count(img, _rgb(colour), (0, 160, w, 400)) > 300, colour
+
+
+def test_each_html_step_carries_the_trace_that_led_to_it(firmware):
+    from uvirt.inspector import _trace_slices
+    rec = inspect(firmware("virtio_demo"))
+    kick, irq, stop = _trace_slices(rec)
+    assert "legacy QUEUE_NOTIFY <- 0x0000: kick queue 0" in kick[-2] and "KICK q0" in kick[-1]
+    assert any("POP q0 chain head 0" in ln for ln in irq) and "INTERRUPT q0 raised" in irq[-1]
+    assert stop[-2].startswith("isa-debug-exit") and stop[-1].startswith("stop debug_exit")
+    assert "decoded trace before this step" in render_html(rec)
