@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench_interrupts, bench_ivshmem, bench_machine, bench_qtest, bench_regions, bench_virtio
+from . import (bench_interrupts, bench_ivshmem, bench_machine, bench_qtest, bench_regions, bench_trace,
+               bench_virtio)
 
-SUITES = [bench_machine, bench_virtio, bench_regions, bench_qtest, bench_interrupts, bench_ivshmem]
+SUITES = [bench_machine, bench_virtio, bench_regions, bench_qtest, bench_interrupts, bench_ivshmem,
+          bench_trace]
 
 
 def main(argv: list[str] | None = None) -> int:
