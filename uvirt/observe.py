@@ -142,8 +142,19 @@ def _take(argv: list[str], flags: dict[str, bool]) -> tuple[dict[str, list[str]]
     return opts, rest
 
 
+def _usage(argv: list[str]) -> bool:
+    """``-h``/``--help``: print the command lines (this module's docstring) and stop."""
+    if any(a in ("-h", "-help", "--help") for a in argv):
+        print("usage:\n" + __doc__.split("::", 1)[1].rstrip().strip("\n") + "\n")
+        print("QEMU options as for `uvirt run` (uvirt run -help lists them).")
+        return True
+    return False
+
+
 def trace_main(argv: list[str]) -> int:
     from .errors import OptionError
+    if _usage(argv):
+        return 0
     from .trace_decode import FORMATS, Decoder, to_json_lines
     opts, rest = _take(argv, {"--trace-format": True, "--filter-device": True,
                               "--filter-register": True, "--output": True})
@@ -172,6 +183,8 @@ def trace_main(argv: list[str]) -> int:
 
 def explain_main(argv: list[str]) -> int:
     from .explain import explain, format_findings
+    if _usage(argv):
+        return 0
     opts, rest = _take(argv, {"--json": False})
     rec = traced_run(rest)
     findings = explain(rec)
@@ -185,6 +198,8 @@ def explain_main(argv: list[str]) -> int:
 def inspect_main(argv: list[str]) -> int:
     from .errors import OptionError
     from .inspector import render_html, render_terminal
+    if _usage(argv):
+        return 0
     opts, rest = _take(argv, {"--html": True, "--last": True})
     rec = traced_run(rest, inspect=True)
     last = (opts.get("--last") or [None])[-1]

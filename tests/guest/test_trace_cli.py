@@ -131,3 +131,12 @@ def test_decoded_tail_for_failure_reports(firmware):
     assert len(lines) == 5 and lines == last_events(events, 5)
     assert lines[-1].startswith("stop debug_exit") and "exit status 3" in lines[-2]
     assert [f.rule for f in explain_events(events, state)] == ["descriptor_not_writable"]
+
+
+def test_help_and_host_mistakes_are_one_line():
+    r = uvirt("inspect", "-h")
+    assert r.returncode == 0 and "uvirt inspect [--html FILE]" in r.stdout
+    r = uvirt("trace", "-machine", "pc")
+    assert r.returncode == 1 and r.stderr.startswith("uvirt: no -kernel given") and "Traceback" not in r.stderr
+    r = uvirt("trace", "--trace-format", "yaml", "-kernel", "x")
+    assert r.returncode == 1 and "--trace-format yaml" in r.stderr
