@@ -48,7 +48,9 @@ from .virtio.features import VirtioFeature
 from .virtio_pci import (CAP_COMMON, CAP_DEVICE, CAP_ISR, CAP_MSIX_LEGACY, CAP_MSIX_MODERN,
                          CAP_NOTIFY, CAP_PCI_CFG, COMMON_OFFSET, DEVICE_OFFSET, ISR_OFFSET,
                          LEGACY_CONFIG_MSI, LEGACY_CONFIG_NOMSI, MODERN_BAR, MSIX_BAR,
-                         NOTIFY_OFF_MULTIPLIER, NOTIFY_OFFSET, REGION_SIZE, CommonCfg, LegacyReg)
+                         NOTIFY_OFF_MULTIPLIER, NOTIFY_OFFSET, REGION_SIZE, CapType, CommonCfg,
+                         LegacyReg)
+from .pci_msix import ENTRY_SIZE, EXCLUSIVE_PBA_OFFSET, MsixEntry, MsixReg
 
 FORMATS = ("raw", "text", "json")
 
@@ -74,12 +76,13 @@ _REG_SPECS = {
     "QUEUE_NOTIFY": SPEC_KICK, "ISR": SPEC_ISR,
 }
 
-#: Virtio vendor capabilities where QEMU puts them (uvirt.virtio_pci), for config-space names.
-_VIRTIO_CAPS = {CAP_COMMON: "COMMON_CFG", CAP_ISR: "ISR_CFG", CAP_DEVICE: "DEVICE_CFG",
-                CAP_NOTIFY: "NOTIFY_CFG", CAP_PCI_CFG: "PCI_CFG"}
+#: Virtio vendor capabilities where QEMU puts them (uvirt.virtio_pci), named by ``CapType``.
+_VIRTIO_CAPS = {CAP_COMMON: CapType.COMMON_CFG.name, CAP_ISR: CapType.ISR_CFG.name,
+                CAP_DEVICE: CapType.DEVICE_CFG.name, CAP_NOTIFY: CapType.NOTIFY_CFG.name,
+                CAP_PCI_CFG: CapType.PCI_CFG.name}
+#: ``struct virtio_pci_cap`` (+ notify_off_multiplier) field offsets (§4.1.4); no enum holds them.
 _CAP_FIELDS = {0: "cap_vndr", 1: "cap_next", 2: "cap_len", 3: "cfg_type", 4: "bar", 5: "id",
                8: "offset", 12: "length", 16: "notify_off_multiplier"}
-_MSIX_FIELDS = {0: "ADDR_LO", 4: "ADDR_HI", 8: "DATA", 12: "CTRL"}
 
 
 def flag_names(flags: type[IntFlag], value: int) -> str:
@@ -313,10 +316,11 @@ class Decoder:
             self._modern(fn, d, off, size, value, write)
         elif fn.virtio and index == MSIX_BAR and space == "mem":
             d.window = "msix"
-            if off < 0x800:
-                d.register = f"table[{off // 16}].{_MSIX_FIELDS.get(off % 16, f'+{off % 16}')}"
+            if off < EXCLUSIVE_PBA_OFFSET:
+                field_name = _enum_name(MsixEntry, off % ENTRY_SIZE) or f"+{off % ENTRY_SIZE}"
+                d.register = f"table[{off // ENTRY_SIZE}].{field_name}"
             else:
-                d.register = f"PBA+{off - 0x800:#x}"
+                d.register = f"PBA+{off - EXCLUSIVE_PBA_OFFSET:#x}"
             d.value = f"{value:#x}"
             d.spec = SPEC_MSIX
         else:
@@ -410,7 +414,7 @@ class Decoder:
                     spec = SPEC_PCI_CAPS
             for base in (CAP_MSIX_LEGACY, CAP_MSIX_MODERN):
                 if base <= off < base + 12 and (base == CAP_MSIX_MODERN) == (fn.transport != "legacy"):
-                    name = f"cap MSI-X +{off - base}"
+                    name = f"cap MSI-X.{_enum_name(MsixReg, off - base) or f'+{off - base}'}"
                     spec = SPEC_MSIX
                     if write and off <= base + 3 < off + size:   # Message Control, high byte
                         fn.msix_enabled = bool((value >> (8 * (base + 3 - off))) & 0x80)
