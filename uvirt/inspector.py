@@ -77,6 +77,15 @@ class RingInspector:
 # --------------------------------------------------------------------------- terminal
 
 
+def _ring_text(avail: dict, size: int) -> str:
+    """avail.ring as far as the driver filled it (the slots below avail.idx), not all N."""
+    ring = avail["ring"]
+    shown = min(avail["idx"] or 0, size)
+    text = " ".join("-" if r is None else str(r) for r in ring[:shown])
+    rest = size - shown
+    return (text + (f" ... ({rest} slot{'s' if rest != 1 else ''} not yet used)" if rest else "")).strip()
+
+
 def _indirect_text(chain: dict) -> str:
     """`` -> indirect [addr+len flags, ...]``: the table a chain's INDIRECT descriptor names."""
     table = chain.get("indirect")
@@ -149,7 +158,7 @@ def _terminal_queue(q: dict, Table, Text) -> list:
     at.add_column("value")
     at.add_row("flags", f"{_hex(av['flags'], 4)}{' NO_INTERRUPT' if (av['flags'] or 0) & 1 else ''}")
     at.add_row("idx", str(av["idx"]))
-    at.add_row("ring", " ".join("-" if r is None else str(r) for r in av["ring"]))
+    at.add_row("ring", _ring_text(av, q["size"]))
     if q["event_idx"]:
         at.add_row("used_event", str(av["used_event"]))
     for c in q["chains"]:
@@ -268,7 +277,7 @@ def _html_queue(q: dict) -> str:
     av = q["avail"]
     arows = [f'<tr><td>flags</td><td>{_hex(av["flags"], 4)}{" NO_INTERRUPT" if (av["flags"] or 0) & 1 else ""}</td></tr>',
              f'<tr><td>idx</td><td>{av["idx"]}</td></tr>',
-             f'<tr><td>ring</td><td>{" ".join("-" if r is None else str(r) for r in av["ring"])}</td></tr>']
+             f'<tr><td>ring</td><td>{e(_ring_text(av, q["size"]))}</td></tr>']
     if q["event_idx"]:
         arows.append(f'<tr><td>used_event</td><td>{av["used_event"]}</td></tr>')
     for c in q["chains"]:
