@@ -71,8 +71,7 @@ def virtio_state(machine) -> list[dict]:
         queues = []
         for q in d.queues:
             view = split_ring_view(mem, q)
-            staged = fn._vqs.get(q.index)
-            view["enabled"] = bool(staged.enabled) if staged is not None else False
+            view["enabled"] = fn.queue_enabled(q.index)
             queues.append(view)
         out.append({"bdf": bdf, "name": fn.name,
                     "transport": {(True, True): "transitional", (True, False): "legacy",

@@ -364,6 +364,11 @@ class VirtioPci(PciFunction):
             q = self._vqs[n] = _ProxyQueue()
         return q
 
+    def queue_enabled(self, n: int) -> bool:
+        """Modern queue_enable of queue ``n`` as the driver last set it (legacy: False)."""
+        q = self._vqs.get(n)
+        return q is not None and bool(q.enabled)
+
     def queue_vector(self, n: int) -> int:
         return self.queue_vectors.get(n, VIRTIO_NO_VECTOR)
 
