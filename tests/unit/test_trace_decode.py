@@ -216,3 +216,32 @@ def test_ring_view_follows_chains_into_indirect_tables():
     assert chain["indirect"][0]["bytes"].startswith("01 02 00")
     assert _indirect_text(chain) == " -> indirect [0x40000+8 NEXT, 0x50000+16 WRITE]"
     assert view["descs"][1]["flag_names"] == "INDIRECT" and view["avail"]["idx"] == 1
+
+
+def test_qtest_register_accesses_are_traced_and_decode(tmp_path):
+    """Without a CPU (qtest), the sized accesses of the qtest client are the same declared
+    events a guest's are, so a qtest session's trace decodes too."""
+    import io
+    from uvirt.devices.registry import BuildContext, create_device
+    from uvirt.machine import Machine
+    from uvirt.qtest import hooks
+    from uvirt.qtest.server import QtestServer
+    m = Machine(cpu=False)
+    try:
+        with m.batch():
+            create_device(m, BuildContext(), "virtio-rng-pci", {"disable-modern": "on"})
+        out = []
+        srv = QtestServer(m.memory, m.io, hooks(m), out.append, log=io.StringIO(), timer=lambda: 0.0)
+        srv.opened()
+        events = m.tracer.record()
+        m.trace_layout()
+        # BAR0 at 0xc000 with I/O decode on, then STATUS = ACKNOWLEDGE, read back; a RAM write
+        srv.feed(b"outl 0xcf8 0x80001010\noutl 0xcfc 0xc001\noutl 0xcf8 0x80001004\noutw 0xcfc 0x1\n"
+                 b"outb 0xc012 0x1\ninb 0xc012\nwritel 0x1000 0x5\n")
+        lines = decode(events)
+        assert any(ln.startswith("00:02.0 virtio-rng legacy STATUS <- 0x01 ACKNOWLEDGE") for ln in lines)
+        assert any(ln.startswith("00:02.0 virtio-rng legacy STATUS -> 0x01 ACKNOWLEDGE") for ln in lines)
+        assert any("BAR0 unmapped -> 0xc000" in ln for ln in lines)
+        assert not any(e.name == "mmio_write" for e in events)          # RAM is not a register
+    finally:
+        m.close()
