@@ -20,10 +20,11 @@ import pstats
 import sys
 
 from . import (bench_gpu_vs_fb, bench_growth, bench_interrupts, bench_ivshmem, bench_machine, bench_qtest,
-               bench_regions, bench_seabios, bench_virtio)
+               bench_regions, bench_seabios, bench_trace,
+               bench_virtio)
 
 SUITES = [bench_machine, bench_virtio, bench_regions, bench_qtest, bench_interrupts, bench_ivshmem,
-          bench_growth, bench_gpu_vs_fb, bench_seabios]
+          bench_growth, bench_gpu_vs_fb, bench_seabios, bench_trace]
 
 
 def all_benchmarks() -> list:

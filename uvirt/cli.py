@@ -37,6 +37,11 @@ COMMANDS = (
     ("lspci", "[-v|-vv] [-x|-xxx] [device options]", "the bus as a guest enumerates it, "
      "printed as pciutils' lspci does"),
     ("demo", "", "bundled guest programs, shown step by step"),
+    ("trace", "[--trace-format F] [--filter-device D] [--filter-register R] [QEMU options]",
+     "run, and print every device access decoded with the spec's names"),
+    ("explain", "[QEMU options]", "run, and say what the virtio driver did wrong or left out"),
+    ("inspect", "[--html F] [--last N] [QEMU options]",
+     "run, and show the virtqueues at each kick, interrupt and the stop"),
     ("ivshmem-server", "[options]", "QEMU-compatible ivshmem server"),
     ("qtest", "record [options]", "drive an emulator over qtest, write QEMU's -qtest-log trace"),
 )
@@ -146,6 +151,9 @@ def _dispatch(argv: list[str]) -> int:
     if cmd == "demo":
         from .demo import demo_main
         return demo_main(rest)
+    if cmd in ("trace", "explain", "inspect"):
+        from . import observe
+        return getattr(observe, f"{cmd}_main")(rest)
     if cmd == "ivshmem-server":
         from .ivshmem.server import main as server_main
         return server_main(rest)

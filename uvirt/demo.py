@@ -33,6 +33,7 @@ def _boot(program: str, *, trace: bool = False, devices: tuple[str, ...] = ()):
     bios.firmware_step(m)
     m.load_kernel(image, filename=program)
     events = m.tracer.record() if trace else []
+    m.trace_layout()
     stop = m.run(timeout=10)
     elapsed = time.perf_counter() - t
     m.close()
@@ -88,26 +89,22 @@ def demo_main(argv: list[str], out=None) -> int:
     text, stop, events, _ = _boot("virtio_demo.S", trace=True, devices=("virtio-rng-pci,disable-modern=on",))
     for ln in text.splitlines()[1:]:
         print("  guest: " + ln, file=out)
-    print("  what the transport saw (I/O BAR0 registers, virtio 0.9.5 names):", file=out)
-    port = next(int(ln.rsplit(" ", 1)[1], 16) for ln in text.splitlines() if "I/O port" in ln)
-    for line in _decode_virtio_legacy(events, port):
+    print("  what the transport saw: its legacy I/O BAR0 registers and the device's ring events "
+          "(uvirt trace --filter-device legacy --filter-device ring):", file=out)
+    for line in _decode_virtio(events):
         print("    " + line, file=out)
     status |= stop.exit_code != 1
     return status
 
 
-def _decode_virtio_legacy(events, base: int) -> list[str]:
-    """Port accesses inside the virtio function's I/O BAR (at ``base``), named by register."""
-    from .virtio_pci import LegacyReg
+def _decode_virtio(events) -> list[str]:
+    """The virtio function's legacy registers and ring events, decoded as ``uvirt trace``
+    does (uvirt.trace_decode), without the instruction column."""
+    from .trace_decode import decode_records
 
-    names = {r.value: r.name for r in LegacyReg}
     out = []
-    for ev in events:
-        if not ev.name.startswith("pio_"):
-            continue
-        off = ev.fields["port"] - base
-        if 0 <= off < 0x20:
-            arrow = "->" if ev.name == "pio_read" else "<-"
-            name = names.get(off, f"+0x{off:02x}")
-            out.append(f"{name:<15} {arrow} 0x{ev.fields['value']:0{2 * ev.fields['size']}x}")
+    for d in decode_records(events, devices=("legacy", "ring")):
+        d.event = type(d.event)(d.event.name, {k: v for k, v in d.event.fields.items()
+                                               if k not in ("eip", "insn")})
+        out.append(d.text.rstrip())
     return out

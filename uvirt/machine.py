@@ -212,6 +212,7 @@ class Machine:
         self.pci = PciBus(self.memory, self.io)
         self.pci.on_change = self._trace_bar
         self.pci.tracer = self.tracer
+        self.memory.tracer = self.tracer
         self.pci_host = PciHostConf1(self.pci)
         idx, data = self.pci_host.regions()
         self.io.add(idx, PciHostConf1.CONFIG_ADDRESS)
@@ -305,6 +306,34 @@ class Machine:
             self.tracer.emit("pci_bar_map", bdf=bdf_str(fn.devfn or 0), index=ch.index,
                              old=fmt(ch.old), new=fmt(ch.new))
 
+    def trace_layout(self) -> None:
+        """Emit the board as it stands (``pci_device``, ``io_region``, ``mem_region``), so a trace
+        started now can be decoded on its own: BAR moves after this are ``pci_bar_map``."""
+        if not self.tracer.enabled:
+            return
+        bar_regions = set()
+        for dfn, fn in sorted(self.pci.functions.items()):
+            bars = []
+            for bar in fn.bars:
+                if bar is None:
+                    continue
+                bar_regions.add(id(bar.region))
+                bars.append([bar.index, "io" if bar.io else "mem", fn.bar_addr[bar.index], bar.size])
+            if getattr(fn, "vdev", None) is not None:
+                transport = {(True, True): "transitional", (True, False): "legacy",
+                             (False, True): "modern"}[(fn.legacy, fn.modern)]
+            else:
+                transport = "pci"
+            self.tracer.emit("pci_device", bdf=bdf_str(dfn), name=fn.name, transport=transport,
+                             bars=bars)
+        for p in self.io.placements:
+            if id(p.region) not in bar_regions and p.enabled:
+                self.tracer.emit("io_region", base=p.addr, size=p.region.size, name=p.region.name)
+        for p in self.memory.placements:
+            if (isinstance(p.region, MmioRegion) and id(p.region) not in bar_regions and p.enabled
+                    and p.region.name != "unassigned"):
+                self.tracer.emit("mem_region", base=p.addr, size=p.region.size, name=p.region.name)
+
     # ------------------------------------------------------------------ CPU
     def attach(self, uc: Uc) -> None:
         """Wire the board to a Unicorn CPU (ours or the user's)."""
@@ -332,6 +361,35 @@ class Machine:
         for lo, hi in ROM_WRITE_RANGES:
             self._hooks.append(uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._hook_write_prot, None, lo, hi))
         self._install_gdt()
+        self.tracer.context = self._trace_context
+        self._insn_cache: dict = {}       # eip -> instruction text; "cs" -> the capstone handle
+        self._trace_hook: int | None = None
+
+    def _trace_context(self) -> dict:
+        """The guest instruction behind an event emitted from a CPU hook: EIP reads as
+        the accessing instruction inside IN/OUT callbacks (docs/unicorn-notes.md §7 item 11) and,
+        with the memory hook ``run`` adds while tracing, inside MMIO callbacks (measured:
+        without it EIP is the last synced PC of the block), disassembled by capstone."""
+        if not self._in_cpu or threading.get_ident() != self.memory.cpu_thread:
+            return {}
+        uc = self.uc
+        eip = uc.reg_read(X.UC_X86_REG_EIP)
+        text = self._insn_cache.get(eip)
+        if text is None:
+            # Disassembled once per address: tracing a polling loop costs one lookup per
+            # access (code rewritten at the same address keeps its first text).
+            try:
+                code = bytes(uc.mem_read(eip, 15))
+            except UcError:
+                return {"eip": eip}
+            cs = self._insn_cache.get("cs")
+            if cs is None:
+                from capstone import CS_ARCH_X86, CS_MODE_32, Cs
+                cs = self._insn_cache["cs"] = Cs(CS_ARCH_X86, CS_MODE_32)
+            text = next((f"{i.mnemonic} {i.op_str}".rstrip() for i in cs.disasm(code, eip, 1)),
+                        "(undecodable)")
+            self._insn_cache[eip] = text
+        return {"eip": eip, "insn": text}
 
     def _make_in_hook(self):
         # The port-I/O hot path.  It repeats MmioRegion's fast path inline (valid size,
@@ -591,6 +649,15 @@ class Machine:
         self._stop = None
         self._wake.clear()
         self.io.commit()
+        if self.tracer.enabled and self._trace_hook is None:
+            # Inside an MMIO callback EIP is only as fresh as the translation block's last
+            # sync; with a memory hook present Unicorn syncs it before every access, so
+            # traced MMIO accesses name their instruction.  Bounded to the space above
+            # RAM (the PCI hole), so RAM accesses never call back into Python.
+            from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
+            self._trace_hook = uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _no_op_mem_hook,
+                                           begin=self.ram_size, end=0xFFFFFFFF)
+            self._hooks.append(self._trace_hook)
         deadline = None if not timeout else time.monotonic() + timeout
         watch = _Watchdog.get()
         token = watch.register(self, deadline, timeout)
@@ -1104,6 +1171,10 @@ class _UcView:
             return self.regs.mem_read(addr, size)
         except UcError:
             return bytes(size)           # unassigned memory reads 0
+
+
+def _no_op_mem_hook(_uc, _access, _address, _size, _value, _ud) -> None:
+    """See ``Machine.run``: its presence keeps EIP exact in MMIO callbacks."""
 
 
 def _guess_error_code(uc: Uc, eip: int) -> int:

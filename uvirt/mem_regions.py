@@ -663,6 +663,8 @@ class MemoryMap(AddressSpace):
         #: Set by the machine: ``(addr, size) -> bool``, False when no translated code
         #: can exist there (uvirt/cpu_tlb.py tracks the pages the CPU fetched from).
         self.may_hold_code: Callable[[int, int], bool] | None = None
+        #: Set by the machine: a ``uvirt.trace.Tracer`` for ``mmio_read``/``mmio_write``.
+        self.tracer = None
 
     # -- Unicorn side
     def attach(self, uc) -> None:
@@ -730,9 +732,11 @@ class MemoryMap(AddressSpace):
             region.buffer.mapped_count += 1
             return
         if span.kind == "mmio":
-            read_cb, write_cb = _region_callbacks(span.region, span.offset, self.replay)
+            read_cb, write_cb = _region_callbacks(span.region, span.offset, self.replay,
+                                                  span.start, self.tracer)
         else:
-            read_cb, write_cb = _mixed_callbacks(span.pieces, span.start, self.replay)
+            read_cb, write_cb = _mixed_callbacks(span.pieces, span.start, self.replay,
+                                                 self.tracer)
         self._callbacks[_span_key(span)] = (read_cb, write_cb)
         uc.mmio_map(span.start, span.size, read_cb, None, write_cb, None)
         for pc in span.pieces:
@@ -999,17 +1003,40 @@ class ReplayGuard:
             self.journal = ("w", region, offset, size, value)
 
 
-def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard):
+def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard, start: int = 0,
+                      tracer=None):
+    """``start`` (the span's guest-physical address) and ``tracer`` name MMIO accesses as
+    declared trace events; an access the guard answers from its journal (a restart) is
+    not traced twice."""
+    if tracer is None:
+        def read_cb(uc, offset, size, _ud):
+            return guard.read(region, base_offset + offset, size)
+
+        def write_cb(uc, offset, size, value, _ud):
+            guard.write(region, base_offset + offset, size, value)
+
+        return read_cb, write_cb
+
     def read_cb(uc, offset, size, _ud):
-        return guard.read(region, base_offset + offset, size)
+        if not tracer.enabled:
+            return guard.read(region, base_offset + offset, size)
+        seen = guard.absorbed
+        value = guard.read(region, base_offset + offset, size)
+        if guard.absorbed == seen:
+            tracer.emit("mmio_read", addr=start + offset, size=size, value=value)
+        return value
 
     def write_cb(uc, offset, size, value, _ud):
+        if not tracer.enabled:
+            guard.write(region, base_offset + offset, size, value)
+            return
+        tracer.emit("mmio_write", addr=start + offset, size=size, value=value)
         guard.write(region, base_offset + offset, size, value)
 
     return read_cb, write_cb
 
 
-def _mixed_callbacks(pieces: tuple[Piece, ...], page: int, guard: ReplayGuard):
+def _mixed_callbacks(pieces: tuple[Piece, ...], page: int, guard: ReplayGuard, tracer=None):
     starts = [p.start - page for p in pieces]
 
     def find(offset: int) -> Piece | None:
@@ -1022,11 +1049,17 @@ def _mixed_callbacks(pieces: tuple[Piece, ...], page: int, guard: ReplayGuard):
         pc = find(offset)
         if pc is None:
             return UNASSIGNED_MEM_VALUE
-        return guard.read(pc.region, pc.offset + offset - (pc.start - page), size)
+        seen = guard.absorbed
+        value = guard.read(pc.region, pc.offset + offset - (pc.start - page), size)
+        if tracer is not None and tracer.enabled and guard.absorbed == seen:
+            tracer.emit("mmio_read", addr=page + offset, size=size, value=value)
+        return value
 
     def write_cb(uc, offset, size, value, _ud):
         pc = find(offset)
         if pc is not None:
+            if tracer is not None and tracer.enabled:
+                tracer.emit("mmio_write", addr=page + offset, size=size, value=value)
             guard.write(pc.region, pc.offset + offset - (pc.start - page), size, value)
 
     return read_cb, write_cb

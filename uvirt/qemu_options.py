@@ -42,6 +42,8 @@ them is visibly uvirt-only, and removing them gives the QEMU command line back:
 ``-uvirt-timeout S``  wall-clock limit in seconds (``2.5``; 0 = no limit; default 10)
 ``-uvirt-max-insns N``  stop after N guest instructions (decimal or ``0x`` hex)
 ``-uvirt-trace FILE``  write uvirt's device trace to FILE
+``-uvirt-trace-format F``  ``raw`` (default: one declared event a line), ``text`` (decoded
+                       with the spec's names, uvirt.trace_decode) or ``json`` (JSON lines)
 ``-uvirt-screenshot FILE``  save the first display (virtio-gpu scanout 0 or virtio-fb) when
                        the run ends: PPM for ``*.ppm`` (QEMU's screendump bytes), else PNG
                        (also spelled ``-screenshot FILE``, as issue 5 names it; QEMU
@@ -226,6 +228,7 @@ class UvirtOpts:
     max_insns: int | None = None
     trace: str | None = None
     screenshot: str | None = None
+    trace_format: str = "raw"
 
 
 @dataclass(frozen=True)
@@ -768,6 +771,7 @@ _NOT_FOR_TARGET = frozenset("g prom-env semihosting semihosting-config old-param
                             "xen-attach xen-domid-restrict".split())
 
 _UVIRT_OPTIONS = {"uvirt-timeout": True, "uvirt-max-insns": True, "uvirt-trace": True,
+                  "uvirt-trace-format": True,
                   "uvirt-screenshot": True,
                   # QEMU has no -screenshot (its monitor has screendump); issue 5 names it so.
                   "screenshot": True}
@@ -1271,6 +1275,12 @@ class _Parser:
     def opt_uvirt_trace(self, opt: str, arg: str, origin: str) -> None:
         self.uvirt["trace"] = arg
 
+    def opt_uvirt_trace_format(self, opt: str, arg: str, origin: str) -> None:
+        from .trace_decode import FORMATS
+        if arg not in FORMATS:
+            raise _loc(origin, f"trace format '{arg}' is not one of {', '.join(FORMATS)}")
+        self.uvirt["trace_format"] = arg
+
     def opt_uvirt_screenshot(self, opt: str, arg: str, origin: str) -> None:
         self.uvirt["screenshot"] = arg
 
@@ -1407,7 +1417,8 @@ class _Parser:
             ignored=tuple(self.ignored), warnings=tuple(self.warnings),
             help_request=self.help,
             uvirt=UvirtOpts(timeout=u.get("timeout"), max_insns=u.get("max_insns"),
-                            trace=u.get("trace"), screenshot=u.get("screenshot")))
+                            trace=u.get("trace"), screenshot=u.get("screenshot"),
+                            trace_format=u.get("trace_format", "raw")))
 
 
 def _lookup(argv: Sequence[str], i: int) -> tuple[str, str, str | None, int]:

@@ -142,9 +142,12 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
                 raise OptionError("no -kernel given: uvirt boots multiboot images (-kernel FILE)")
             m.load_kernel_file(cfg.kernel, cmdline=cfg.append or "")
         if cfg.uvirt.trace:
+            from .trace_decode import attach_file_sink
             trace = TraceFile(cfg.uvirt.trace)
-            m.tracer.to_file(trace)
-            m.chardevs.append(trace)            # flushed and closed with the machine
+            m.chardevs.append(trace)            # its write errors are reported as a chardev's
+            # -uvirt-trace-format: the sink writes through it, flushed at each stop and
+            # closed with the machine
+            attach_file_sink(m, trace, cfg.uvirt.trace_format)
     except BaseException:
         m.close()
         raise

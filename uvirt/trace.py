@@ -8,6 +8,7 @@ trace pays one attribute test per access.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
@@ -25,7 +26,27 @@ EVENTS: dict[str, str] = {
     "interrupt": "interrupt vector={vector:#04x} {kind} eip={eip:#010x} -> {result}",
     "rom_write_dropped": "write to read-only memory {address:#010x} size={size} dropped",
     "stop": "stop {reason} eip={eip:#010x}",
+    "interrupt": "interrupt vector={vector:#04x} {kind} eip={eip:#010x} -> {result}",
+    # The board as tracing starts (uvirt.trace_decode names accesses from these):
+    # PCI functions with their BARs, and the other named port and MMIO regions.
+    "pci_device": "pci {bdf} {name} ({transport}) bars={bars}",
+    "io_region": "io {base:#06x}+{size:#x} {name}",
+    "mem_region": "mmio {base:#010x}+{size:#x} {name}",
+    # Virtqueue and virtio device events (uvirt/virtio/queue.py, device.py), sent through
+    # the queue's events sink and the transport, which adds ``device`` and ``bdf``.
+    "vq_kick": "virtqueue {device} {bdf} q{queue} kick",
+    "vq_kick_ignored": "virtqueue {device} {bdf} q{queue} kick ignored: {reason}",
+    "vq_pop": "virtqueue {device} {bdf} q{queue} pop head={head} avail_idx={avail_idx} "
+              "out={readable} in={writable}",
+    "vq_fill": "virtqueue {device} {bdf} q{queue} used.ring[{slot}] = {{id {head}, len {len}}}",
+    "vq_flush": "virtqueue {device} {bdf} q{queue} used.idx {old} -> {new}",
+    "vq_irq": "virtqueue {device} {bdf} q{queue} interrupt {verdict}: {reason}",
+    "config_irq": "virtio {device} {bdf} configuration change interrupt {verdict}: {reason}",
 }
+
+#: Fields the machine adds to every event emitted while the guest CPU runs (the
+#: instruction that made the access); formats do not print them.
+CONTEXT_FIELDS = ("eip", "insn")
 
 
 @dataclass(frozen=True)
@@ -37,14 +58,35 @@ class TraceEvent:
         return EVENTS[self.name].format(**self.fields)
 
 
+    def to_json(self) -> str:
+        """One JSON line: ``{"event": name, **fields}`` (``from_json`` gives it back)."""
+        return json.dumps({"event": self.name, **self.fields}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str) -> "TraceEvent":
+        """Parse a ``to_json`` line (extra keys a tool added, ``decoded``, are dropped)."""
+        obj = json.loads(line)
+        name = obj.pop("event")
+        obj.pop("decoded", None)
+        if name not in EVENTS:
+            raise ValueError(f"undeclared trace event {name!r}")
+        return cls(name, obj)
+
+
 @dataclass
 class Tracer:
     enabled: bool = False
     sinks: list[Callable[[TraceEvent], None]] = field(default_factory=list)
+    #: ``() -> dict`` of ``CONTEXT_FIELDS`` merged into each event (the machine sets it
+    #: to the guest instruction while the CPU runs), or None.
+    context: Callable[[], dict] | None = None
 
-    def emit(self, name: str, **fields) -> None:
+    def emit(self, name: str, /, **fields) -> None:
         if name not in EVENTS:
             raise KeyError(f"undeclared trace event {name!r}")
+        if self.context is not None:
+            for k, v in self.context().items():
+                fields.setdefault(k, v)
         ev = TraceEvent(name, fields)
         for sink in self.sinks:
             sink(ev)

@@ -71,7 +71,7 @@ from enum import IntEnum
 from .errors import UvirtError
 from .mem_regions import Container, MmioRegion, RamRegion
 from .shared_memory import MIN_REGION_SIZE, SharedMemory
-from .pci_bus import CapId, Command, PciFunction, PciReg
+from .pci_bus import CapId, Command, PciFunction, PciReg, bdf_str
 from .pci_msix import Msix
 from .virtio.device import VIRTIO_NO_VECTOR, VIRTIO_QUEUE_MAX, Status, VirtioDevice
 from .virtio.features import VirtioFeature as F
@@ -340,6 +340,22 @@ class VirtioPci(PciFunction):
         if sink is not None:
             sink(kind, detail)
 
+    @property
+    def tracer(self):
+        """The bus's ``uvirt.trace.Tracer`` (None while unplugged)."""
+        return getattr(self.bus, "tracer", None)
+
+    @property
+    def tracing(self) -> bool:
+        tracer = getattr(self.bus, "tracer", None)
+        return tracer is not None and tracer.enabled
+
+    def trace(self, name: str, **fields) -> None:
+        """A device or virtqueue event, named with this function's address."""
+        tracer = getattr(self.bus, "tracer", None)
+        if tracer is not None and tracer.enabled:
+            tracer.emit(name, device=self.name, bdf=bdf_str(self.devfn or 0), **fields)
+
     def notify_vector(self, vector: int) -> None:
         """QEMU ``virtio_pci_notify``: MSI-X when enabled, else INTx = ISR bit 0."""
         if self.msix is not None and self.msix.enabled:
@@ -356,6 +372,11 @@ class VirtioPci(PciFunction):
         if q is None:
             q = self._vqs[n] = _ProxyQueue()
         return q
+
+    def queue_enabled(self, n: int) -> bool:
+        """Modern queue_enable of queue ``n`` as the driver last set it (legacy: False)."""
+        q = self._vqs.get(n)
+        return q is not None and bool(q.enabled)
 
     def queue_vector(self, n: int) -> int:
         return self.queue_vectors.get(n, VIRTIO_NO_VECTOR)

@@ -14,7 +14,7 @@ def test_demo_runs_every_step_and_exits_zero():
     assert r.returncode == 0, r.stderr
     assert "[4/4]" in r.stdout and "Traceback" not in r.stderr
     assert "SUMMARY: 27 tests, 0 failures" in r.stdout
-    assert "QUEUE_NOTIFY    <- 0x0000" in r.stdout
+    assert "legacy QUEUE_NOTIFY <- 0x0000: kick queue 0" in r.stdout and "POP q0 chain head 0" in r.stdout
 
 
 def test_lspci_lists_builtins_and_a_virtio_device():

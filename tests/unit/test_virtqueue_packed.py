@@ -264,3 +264,15 @@ def test_reset_restores_wrap_counters(mem, events):
     q.reset()
     assert q.last_avail_wrap_counter and q.used_wrap_counter and q.shadow_avail_wrap_counter
     assert (q.desc, q.last_avail_idx, q.used_idx) == (0, 0, 0)
+
+
+def test_ring_events_pop_fill_flush(mem, events):
+    """The trace's ring events (uvirt/trace.py vq_pop, vq_fill, vq_flush) from a packed ring."""
+    drv, q = make(mem, events)
+    chain = drv.add_chain([(16, False), (32, True)], buffer_id=5)
+    elem = q.pop()
+    q.push(elem, 32)
+    assert [n for n, _ in events.rings] == ["vq_pop", "vq_fill", "vq_flush"]
+    assert events.rings[0][1]["writable"] == [list(p) for p in chain.writable]
+    assert events.rings[1][1] == {"queue": 0, "slot": 0, "head": 5, "len": 32}
+    assert events.rings[2][1] == {"queue": 0, "old": 0, "new": 2}

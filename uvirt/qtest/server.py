@@ -48,6 +48,7 @@ from typing import IO, Callable
 
 from . import physmem
 from .hooks import GpioList, MachineHooks
+from ..mem_regions import RamRegion
 
 MAX_IRQ = 256
 #: uvirt's ceiling for ``read``/``b64read``/``memset`` buffers; QEMU's ``g_malloc`` aborts
@@ -277,6 +278,21 @@ class QtestServer:
             raise QtestAbort(f"assertion failed: ({e})", line) from None
 
     # -- commands
+    def _trace(self, name: str, addr: int, size: int, value: int) -> None:
+        """A sized qtest access as the declared trace event a guest's would be (the
+        machine's tracer hangs off its memory map; RAM accesses are not register
+        accesses and are not traced, as a guest's are not)."""
+        tracer = getattr(self.memory, "tracer", None)
+        if tracer is None or not tracer.enabled:
+            return
+        if name.startswith("pio"):
+            tracer.emit(name, port=addr, size=size, value=value)
+            return
+        piece = self.memory.lookup(addr)
+        if piece is not None and isinstance(piece.region, RamRegion):
+            return
+        tracer.emit(name, addr=addr, size=size, value=value)
+
     def _dispatch(self, w: list[str]) -> None:
         cmd = w[0]
         arg = lambda i: w[i] if i < len(w) else None  # noqa: E731
@@ -291,7 +307,9 @@ class QtestServer:
             addr, value = _u64(w[1]), _u64(w[2])
             _check(addr <= 0xFFFF, "addr <= 0xffff")
             size = {"b": 1, "w": 2, "l": 4}[cmd[3]]
-            physmem.write(self.io, addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
+            value &= (1 << (8 * size)) - 1
+            self._trace("pio_write", addr, size, value)
+            physmem.write(self.io, addr, value.to_bytes(size, "little"))
             self.reply("OK")
         elif cmd in ("inb", "inw", "inl"):
             _check(len(w) >= 2, "words[1]")
@@ -299,18 +317,22 @@ class QtestServer:
             _check(addr <= 0xFFFF, "addr <= 0xffff")
             size = {"b": 1, "w": 2, "l": 4}[cmd[2]]
             value = int.from_bytes(physmem.read(self.io, addr, size), "little")
+            self._trace("pio_read", addr, size, value)
             self.reply(f"OK 0x{value:04x}")
         elif cmd in ("writeb", "writew", "writel", "writeq"):
             _check(len(w) >= 3, "words[1] && words[2]")
             addr, value = _u64(w[1]), _u64(w[2])
             size = {"b": 1, "w": 2, "l": 4, "q": 8}[cmd[5]]
-            physmem.write(self.memory, addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
+            value &= (1 << (8 * size)) - 1
+            self._trace("mmio_write", addr, size, value)
+            physmem.write(self.memory, addr, value.to_bytes(size, "little"))
             self.reply("OK")
         elif cmd in ("readb", "readw", "readl", "readq"):
             _check(len(w) >= 2, "words[1]")
             addr = _u64(w[1])
             size = {"b": 1, "w": 2, "l": 4, "q": 8}[cmd[4]]
             value = int.from_bytes(physmem.read(self.memory, addr, size), "little")
+            self._trace("mmio_read", addr, size, value)
             self.reply(f"OK 0x{value:016x}")
         elif cmd == "read":
             _check(len(w) >= 3, "words[1] && words[2]")

@@ -20,6 +20,12 @@ Features (QEMU ``virtio_set_features``)
     add BAD_FEATURE (legacy) and VERSION_1 (modern).  ``legacy_features`` are hidden
     from the modern feature window.
 
+Trace (declared events, uvirt/trace.py)
+    Kicks (``vq_kick``, or ``vq_kick_ignored`` with the reason), the queue's ring events
+    and every used-buffer notification decision (``vq_irq``: raised, or suppressed and
+    why; ``config_irq``) go to the transport's ``trace`` while its ``tracing`` is true.
+    The device never sees the tracer or the machine.
+
 Errors (QEMU ``virtio_error``)
     A device that finds the driver broke the protocol marks itself broken (kicks are
     ignored until reset), sets DEVICE_NEEDS_RESET if VERSION_1 was negotiated, and sends
@@ -95,24 +101,50 @@ STATUS_RULES: tuple[StatusRule, ...] = (
 class VirtioTransport(Protocol):
     """What a device asks of its transport."""
 
+    tracing: bool                                              # is anyone tracing?
+
     def notify_vector(self, vector: int) -> None: ...          # QEMU virtio_notify_vector
     def guest_error(self, kind: str, detail: str) -> None: ...
+    def trace(self, name: str, **fields) -> None: ...          # a declared trace event
 
 
 class _NullTransport:
+    tracing = False
+
     def notify_vector(self, vector: int) -> None:
         pass
 
     def guest_error(self, kind: str, detail: str) -> None:
         pass
 
+    def trace(self, name: str, **fields) -> None:
+        pass
+
 
 class _QueueEvents:
+    __slots__ = ("dev", "_tracer")
+
     def __init__(self, dev: "VirtioDevice") -> None:
         self.dev = dev
+        self._tracer = None
 
     def guest_error(self, kind: str, **fields) -> None:
         self.dev.transport.guest_error(f"virtqueue_{kind}", fields.get("reason", kind))
+
+    @property
+    def tracing(self) -> bool:
+        # Asked on every pop/fill/flush: the transport's tracer (anything with
+        # ``enabled``) is looked up once, then it is one attribute read.
+        t = self._tracer
+        if t is None:
+            t = getattr(self.dev.transport, "tracer", None)
+            if t is None:
+                return getattr(self.dev.transport, "tracing", False)
+            self._tracer = t
+        return t.enabled
+
+    def ring(self, name: str, **fields) -> None:
+        self.dev.transport.trace(name, **fields)
 
 
 class VirtioDevice:
@@ -257,13 +289,24 @@ class VirtioDevice:
         ``ioeventfd=on`` runs it from the main loop (``virtio_queue_notify_vq``, which
         checks rings and broken again): after the register access that kicked, never
         inside it, and a kick while one is pending coalesces as an eventfd does."""
+        tracing = self._events.tracing
         if index >= len(self.queues):
             self.transport.guest_error("notify_missing_queue", f"{self.name}: notify of queue {index}, "
                                        f"which does not exist")
+            if tracing:
+                self.transport.trace("vq_kick_ignored", queue=index,
+                                     reason=f"the device has {len(self.queues)} queue(s)")
             return
         q = self.queues[index]
         if not q.desc or self.broken:
+            if tracing:
+                why = ("the device is broken until reset (virtio_error)" if self.broken else
+                       "the queue has no descriptor table (QUEUE_PFN / queue_desc+queue_enable "
+                       "never set)")
+                self.transport.trace("vq_kick_ignored", queue=index, reason=why)
             return
+        if tracing:
+            self.transport.trace("vq_kick", queue=index)
         self.kick(index)
 
     def kick(self, index: int) -> None:
@@ -319,15 +362,29 @@ class VirtioDevice:
     def notify(self, index: int) -> None:
         """QEMU ``virtio_notify``: used buffers are there; interrupt unless suppressed."""
         q = self.queues[index]
-        if not q.should_notify():
+        if self._events.tracing:
+            decide = getattr(q, "notify_decision", None)
+            due, reason = decide() if decide is not None else (q.should_notify(), "packed ring "
+                                                                "event suppression (§2.8.10)")
+            self.transport.trace("vq_irq", queue=index, verdict="raised" if due else "suppressed",
+                                 reason=reason, vector=self.vectors[index])
+        else:
+            due = q.should_notify()
+        if not due:
             return
         self.isr |= _ISR_QUEUE
         self.transport.notify_vector(self.vectors[index])
 
     def notify_config(self) -> None:
         """QEMU ``virtio_notify_config``: only once the driver is up."""
+        tracing = self._events.tracing
         if not self.status & _DRIVER_OK:
+            if tracing:
+                self.transport.trace("config_irq", verdict="suppressed",
+                                     reason=f"status=0x{self.status:02x}: DRIVER_OK not set (§4.1.4.5)")
             return
+        if tracing:
+            self.transport.trace("config_irq", verdict="raised", reason="configuration changed (§4.1.4.5)")
         self.isr |= _ISR_QUEUE | _ISR_CONFIG
         self.generation = (self.generation + 1) & 0xFF
         self.transport.notify_vector(self.config_vector)

@@ -347,15 +347,22 @@ class PackedQueue(VirtqueueBase):
         for s in staged:
             offsets.append(off)
             off += s[2]  # type: ignore[index]
+        tracing = self.events.tracing
         for i in list(range(1, count)) + [0]:
             buffer_id, length, _ = staged[i]  # type: ignore[misc]
             self._write_used_desc(offsets[i], buffer_id, length)
+            if tracing:     # (§2.8.6 "Used descriptors": the slot is the descriptor ring's)
+                self.events.ring("vq_fill", queue=self.index, slot=(self.used_idx + offsets[i]) % self.size,
+                                 head=buffer_id, len=length)
+        old = self.used_idx
         self.inuse -= ndescs
         self.used_idx += ndescs
         if self.used_idx >= self.size:
             self.used_idx -= self.size
             self.used_wrap_counter = not self.used_wrap_counter
             self.signalled_used_valid = False
+        if tracing:
+            self.events.ring("vq_flush", queue=self.index, old=old, new=self.used_idx)
 
     def _write_used_desc(self, offset: int, buffer_id: int, length: int) -> None:
         """QEMU ``virtqueue_packed_fill_desc``: id and len, then AVAIL = USED = wrap."""

@@ -43,6 +43,12 @@ docs/virtio-pci-facts.md §5.5), fatal with ``strict=True`` (spec §2.7.5.3.1, L
 
 Also not fatal: ``bad_queue_size`` (a size write QEMU ignores) and ``ring_access`` (a ring
 area that stopped being RAM after it was checked; the access reads 0 / is dropped).
+
+Ring events (declared trace events, uvirt/trace.py), sent to ``events.ring(name, ...)``
+only while ``events.tracing`` is true, so an untraced queue pays one attribute test:
+``vq_pop`` (a chain popped, §2.7.13 driver side / §2.7.5 descriptors), ``vq_fill`` (a used
+element written, §2.7.8), ``vq_flush`` (used.idx published).  ``notify_decision`` says
+whether a used-buffer notification is due and why (§2.7.7, §2.7.10 for EVENT_IDX).
 """
 
 from __future__ import annotations
@@ -174,30 +180,46 @@ class Descriptor:
 
 
 class QueueEvents(Protocol):
-    """Where a queue reports guest misbehaviour (vm-superio ``RtcEvents`` style).
+    """Where a queue reports guest misbehaviour (vm-superio ``RtcEvents`` style) and,
+    while ``tracing``, what it does to the rings.
 
     ``fields`` always holds ``reason`` (str), ``fatal`` (bool) and ``queue`` (the
     queue's index), plus values naming what was wrong (``head=``, ``next=``, ``addr=``...).
     """
 
+    tracing: bool
+
     def guest_error(self, kind: str, **fields: Any) -> None: ...
+
+    def ring(self, name: str, **fields: Any) -> None: ...
 
 
 class NoEvents:
     """The default: guest errors are only visible through return values."""
 
+    tracing = False
+
     def guest_error(self, kind: str, **fields: Any) -> None:
+        pass
+
+    def ring(self, name: str, **fields: Any) -> None:
         pass
 
 
 class RecordingEvents:
     """Keeps every event, for tests: ``events.kinds == ["loop"]``."""
 
+    tracing = True
+
     def __init__(self) -> None:
         self.errors: list[tuple[str, dict[str, Any]]] = []
+        self.rings: list[tuple[str, dict[str, Any]]] = []
 
     def guest_error(self, kind: str, **fields: Any) -> None:
         self.errors.append((kind, fields))
+
+    def ring(self, name: str, **fields: Any) -> None:
+        self.rings.append((name, fields))
 
     @property
     def kinds(self) -> list[str]:
@@ -642,6 +664,11 @@ class VirtqueueBase:
             return self._break(kind, reason, head=head, **fields)
         ndescs = 1 if (chain.indirect or not self.packed) else count
         self.inuse += ndescs
+        if self.events.tracing:
+            self.events.ring("vq_pop", queue=self.index, head=head,
+                             avail_idx=getattr(self, "shadow_avail_idx", 0),
+                             readable=[[a, n] for a, n in readable],
+                             writable=[[a, n] for a, n in writable])
         return Element(head, tuple(readable), tuple(writable), ndescs,
                        bounce[0] if bounce else None)
 
@@ -886,6 +913,8 @@ class SplitQueue(VirtqueueBase):
         slot = (idx + self.used_idx) % self.size
         self._st(self.used + USED_RING + USED_ELEM_SIZE * slot,
                  struct.pack("<II", head & _U32, length & _U32))
+        if self.events.tracing:
+            self.events.ring("vq_fill", queue=self.index, slot=slot, head=head, len=length & _U32)
 
     def flush(self, count: int) -> None:
         """Publish ``count`` filled entries: used.idx += count (QEMU ``virtqueue_split_flush``)."""
@@ -902,6 +931,8 @@ class SplitQueue(VirtqueueBase):
         self._st(self.used + USED_IDX, new.to_bytes(2, "little"))
         self.used_idx = new
         self.inuse -= count
+        if self.events.tracing:
+            self.events.ring("vq_flush", queue=self.index, old=old, new=new)
         # The last signalled index fell behind by more than this batch: it can no
         # longer tell whether the driver's used_event was crossed.
         if _s16(new - self.signalled_used) < ((new - old) & _U16):
@@ -917,15 +948,28 @@ class SplitQueue(VirtqueueBase):
         with EVENT_IDX the used index must have crossed ``used_event`` since the last
         notification (the first one is unconditional).
         """
+        return self.notify_decision()[0]
+
+    def notify_decision(self) -> tuple[bool, str]:
+        """``should_notify`` with the reason, in the spec's words (for the trace)."""
         if self.notify_on_empty and not self.inuse and self.is_empty():
-            return True
+            return True, "NOTIFY_ON_EMPTY negotiated and the ring is empty (§6.3 legacy)"
         if not self.event_idx:
-            return not self.avail_flags() & VRING_AVAIL_F_NO_INTERRUPT
+            flags = self.avail_flags()
+            if flags & VRING_AVAIL_F_NO_INTERRUPT:
+                return False, (f"avail.flags=0x{flags:04x}: the driver set VIRTQ_AVAIL_F_NO_INTERRUPT "
+                               f"(§2.7.7)")
+            return True, f"avail.flags=0x{flags:04x}: VIRTQ_AVAIL_F_NO_INTERRUPT clear (§2.7.7)"
         valid = self.signalled_used_valid
         self.signalled_used_valid = True
         old = self.signalled_used
         new = self.signalled_used = self.used_idx
-        return not valid or vring_need_event(self.used_event(), new, old)
+        if not valid:
+            return True, f"first notification with VIRTIO_F_EVENT_IDX, used.idx={new} (§2.7.7.2)"
+        event = self.used_event()
+        if vring_need_event(event, new, old):
+            return True, f"used.idx {old} -> {new} crossed used_event={event} (§2.7.7.2)"
+        return False, f"used.idx {old} -> {new} did not cross used_event={event} (§2.7.7.2)"
 
     def set_notification(self, enable: bool) -> None:
         """Ask the driver for kicks, or not (QEMU ``virtio_queue_set_notification``):
