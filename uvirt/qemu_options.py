@@ -784,7 +784,7 @@ IGNORED_OPTIONS: dict[str, str] = {
     "rotate": _DISPLAY, "k": "keyboard layout of a graphical console; uvirt has none",
     "no-user-config": "uvirt reads no configuration files",
     "name": "guest/process name for window titles and QMP; not visible to the guest",
-    "serial": "only '-serial none' is ignored; other values are recorded in RunConfig.serial",
+    "serial": "only '-serial none' is ignored; other values are 16550 UARTs at COM1.. (RunConfig.serial)",
     "monitor": "only '-monitor none' is ignored; other values are recorded as monitors",
     "parallel": "only '-parallel none' (uvirt has no parallel port)",
     "boot": "only firmware reads it: menu, splash-time and reboot-timeout go to fw_cfg and the "

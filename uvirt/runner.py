@@ -108,6 +108,8 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
         with m.batch():
             if cfg.debugcon is not None:
                 m.add_debugcon(_open(cfg.debugcon, ctx, built))
+            if cfg.serial and not none:
+                _serial_ports(m, cfg, ctx, built)
             for d in cfg.devices:
                 props = {**defaults.get(d.driver, {}), **d.props}
                 built.devices.append((d, create_device(m, ctx, d.driver, props, d.raw)))
@@ -134,6 +136,27 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
         f = open(cfg.uvirt.trace, "w")
         m.tracer.to_file(f)
     return built
+
+
+def _serial_ports(m: Machine, cfg: RunConfig, ctx: BuildContext, built: Built) -> None:
+    """One 16550 per ``-serial`` (QEMU's serial_hds -> isa-serial), at COM1..COM4."""
+    from .devices.serial import COM_PORTS, Uart16550
+    from .mem_regions import MmioRegion
+    if len(cfg.serial) > len(COM_PORTS):
+        raise OptionError(f"{cfg.serial[len(COM_PORTS)].origin}: isa-serial: Max. supported number "
+                          f"of ISA serial ports is {len(COM_PORTS)}.")
+    for spec, (base, irq) in zip(cfg.serial, COM_PORTS):
+        dev = _open(spec, ctx, built)
+        if dev not in m.chardevs:
+            m.chardevs.append(dev)
+
+        def set_irq(level: int, irq: int = irq) -> None:
+            if m.interrupts is not None:
+                m.interrupts.pic.set_irq(irq, level)
+
+        uart = Uart16550(dev.write, set_irq)
+        m.add_isa(MmioRegion("serial", 8, uart, valid_sizes=(1, 2, 4), unaligned=True, impl_max=1),
+                  base, uart)
 
 
 def _memory_backends(cfg: RunConfig, ctx: BuildContext, m: Machine) -> None:

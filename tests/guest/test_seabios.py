@@ -100,3 +100,28 @@ def test_stored_int13_transcript_is_qemus(tmp_path, transport):
                           capture_output=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
     assert con.read_text() == stored_int13()
+
+
+def _serial_boot(tmp_path: Path, emulator: str | None) -> bytes:
+    import subprocess
+    from uvirt.testing.bootsector import disk_image
+    disk, con, ser = tmp_path / "disk.img", tmp_path / "con.txt", tmp_path / "serial.txt"
+    disk_image(disk)
+    args = boot_args(disk, "", con) + ["-serial", f"file:{ser}"]
+    if emulator is None:
+        stop = run_config(parse_argv(args + ["-uvirt-timeout", "60"]))
+        assert stop.exit_code == 1, stop.report()
+    else:
+        assert subprocess.run([emulator, *args], capture_output=True, timeout=60).returncode == 1
+    return ser.read_bytes()
+
+
+def test_serial_console_carries_seabios_screen(tmp_path):
+    """-nographic: SeaBIOS's sercon writes its screen to the 16550 that -serial made."""
+    out = _serial_boot(tmp_path, None)
+    assert b"SeaBIOS (version 1.16.2" in out and b"Booting from Hard Disk" in out
+
+
+@pytest.mark.qemu
+def test_serial_console_bytes_equal_qemus(tmp_path):
+    assert _serial_boot(tmp_path, None) == _serial_boot(tmp_path, "qemu-system-x86_64")
