@@ -549,6 +549,10 @@ class Machine:
         self._request_stop(StopReason.HOST_ERROR, EXIT_HOST_ERROR, f"{type(e).__name__}: {e}")
         self.host_exception = e
 
+    def stop_unsupported(self, detail: str) -> None:
+        """The guest asked for something uvirt cannot do (an SMI): stop and say so."""
+        self._request_stop(StopReason.FAULT, EXIT_FAULT, detail)
+
     def interrupt(self) -> None:
         """Stop the running guest from another thread or a signal handler."""
         self._request_stop(StopReason.INTERRUPTED, EXIT_INTERRUPTED)

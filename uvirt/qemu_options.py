@@ -243,6 +243,7 @@ class RunConfig:
     boot: dict[str, str] = field(default_factory=dict)     # -boot order=,menu=,splash-time=,...
     uuid: bytes | None = None               # -uuid: fw_cfg FW_CFG_UUID
     pflash: tuple[DriveOpts, ...] = ()      # -drive if=pflash: the system flash
+    smm: str = "auto"                       # -machine smm=on|off|auto (uvirt has no SMM)
     devices: tuple[DeviceOpts, ...] = ()
     objects: tuple[ObjectOpts, ...] = ()
     chardevs: tuple[ChardevOpts, ...] = ()  # -chardev and the ones -monitor/-qmp create
@@ -895,6 +896,7 @@ class _Parser:
         self.kernel: str | None = None
         self.firmware: str | None = None        # -bios FILE = -machine firmware=FILE
         self.boot: dict[str, str] = {}          # -boot, merged
+        self.smm = "auto"                       # -machine smm=
         self.pflash: list[DriveOpts] = []
         self.uuid: bytes | None = None
         self.append: str | None = None
@@ -1315,6 +1317,11 @@ class _Parser:
             elif top in ("kernel", "initrd", "append", "firmware"):
                 setattr(self, top, v)
                 continue
+            elif top == "smm":
+                if v not in ("on", "off", "auto"):
+                    raise _loc(loc, f"Parameter 'smm' does not accept value '{v}'")
+                self.smm = v
+                continue
             else:
                 raise _loc(loc, f"machine property '{k}' is not supported by uvirt")
             props[k] = v
@@ -1406,7 +1413,7 @@ class _Parser:
             ram_size=ram_size, nodefaults=self.flags["nodefaults"],
             no_reboot=self.flags["no_reboot"], start_paused=self.flags["start_paused"],
             kernel=self.kernel, append=self.append, initrd=self.initrd, bios=self.firmware,
-            boot=dict(self.boot), uuid=self.uuid, pflash=tuple(self.pflash),
+            boot=dict(self.boot), uuid=self.uuid, pflash=tuple(self.pflash), smm=self.smm,
             devices=tuple(self.devices), objects=tuple(self.objects),
             chardevs=tuple(self.chardevs), drives=tuple(self.drives),
             netdevs=tuple(self.netdevs), globals=tuple(self.globals), debugcon=self.debugcon,

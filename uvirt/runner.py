@@ -85,8 +85,9 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
     built = Built(m, ctx)
     try:
         if not none:
-            from .firmware_boot import apply_boot_options
+            from .firmware_boot import apply_boot_options, apply_smm
             apply_boot_options(m, cfg)
+            apply_smm(m, cfg.smm)
         for c in cfg.chardevs:
             if c.id in ctx.chardevs:
                 raise OptionError(f"{c.origin}: attempt to add duplicate property 'id' to object "

@@ -125,3 +125,19 @@ def test_serial_console_carries_seabios_screen(tmp_path):
 @pytest.mark.qemu
 def test_serial_console_bytes_equal_qemus(tmp_path):
     assert _serial_boot(tmp_path, None) == _serial_boot(tmp_path, "qemu-system-x86_64")
+
+
+def test_smi_without_smm_stops_with_advice_and_smm_off_boots(tmp_path):
+    """bios-256k.bin raises an SMI to relocate SMBASE; uvirt has no SMM.  By default
+    the run stops and says why; with -machine smm=off (PIIX4 reports SMM as set up, as
+    QEMU's smm=off machine does) SeaBIOS skips it and boots the disk."""
+    from uvirt.testing.bootsector import disk_image
+    big = "/usr/share/seabios/bios-256k.bin"
+    disk, con = tmp_path / "disk.img", tmp_path / "con.txt"
+    disk_image(disk)
+    args = [a if a != BIOS else big for a in boot_args(disk, "", con)] + ["-uvirt-timeout", "60"]
+    stop = run_config(parse_argv(args))
+    assert stop.exit_code == 2 and "System Management Mode" in stop.detail
+    stop = run_config(parse_argv(args + ["-machine", "pc,smm=off"]))
+    assert stop.exit_code == 1, stop.report()
+    assert con.read_text() == stored_int13()

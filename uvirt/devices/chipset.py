@@ -15,7 +15,8 @@ AcpiPm (hw/acpi/piix4.c ``pm_io_space_update``, hw/acpi/core.c): PIIX4's power
 Apm (hw/isa/apm.c, ports 0xB2/0xB3): APM control and status bytes.  A write to 0xB2
     other than ACPI enable/disable (0xF1/0xF0) raises an SMI when PIIX4 DEVACTB
     APMC_EN (config 0x5B bit 1) is set; uvirt has no SMM, so the SMI is recorded as a
-    guest error ("smi") and nothing runs.
+    guest error ("smi") and a running guest stops with the advice to use
+    ``-machine smm=off`` (firmware_boot.apply_smm).
 
 KvmVapic (hw/i386/kvmvapic.c, port 0x7E; only with ``-bios``, where uvirt offers QEMU's
     ``genroms/kvmvapic.bin`` as QEMU's TCG pc does): the ROM's 16-bit write reports its

@@ -215,8 +215,14 @@ def install_pc_builtins(machine: "Machine") -> None:
     pm._pm_io_update()
     port92 = Port92(machine.request_reset)
     machine.add_isa(MmioRegion("port92", 1, port92, valid_sizes=(1,)), 0x92, port92)
-    apm = Apm(lambda: bool(pm.config.data[0x5B] & 2),
-              lambda v: machine.guest_error("smi", f"SMI (APM command 0x{v:02x}): uvirt has no SMM"))
+    def smi(value: int) -> None:
+        detail = (f"SMI (APM command 0x{value:02x}): uvirt's CPU has no System Management Mode; "
+                  f"-machine smm=off gives firmware a machine without it, as QEMU's does")
+        machine.guest_error("smi", detail)
+        if machine.uc is not None:
+            machine.stop_unsupported(detail)
+
+    apm = Apm(lambda: bool(pm.config.data[0x5B] & 2), smi)
     machine.add_isa(MmioRegion("apm-io", 2, apm, valid_sizes=(1,)), 0xB2, apm)
     def rtc_irq(level: int) -> None:          # ISA IRQ 8: the PIC and the IOAPIC's pin 8
         if machine.interrupts is not None:
