@@ -213,6 +213,18 @@ def install_pc_builtins(machine: "Machine") -> None:
                                      enabled=False)
     machine.resettables.append(acpi)
     pm._pm_io_update()
+    from .chipset import DmaPorts, I8257
+    for dshift, base, page in ((0, 0x00, 0x80), (1, 0xC0, 0x88)):
+        dma = I8257(dshift)
+        size = 8 << dshift
+        machine.add_isa(MmioRegion("dma-chan", size, DmaPorts(dma, "chan"), valid_sizes=(1, 2, 4),
+                                   impl_max=1), base)
+        cont = DmaPorts(dma, "cont")
+        machine.add_isa(MmioRegion("dma-cont", size, cont, valid_sizes=(1, 2, 4), impl_max=1),
+                        base + size, cont)
+        for first, count in ((1, 3), (7, 1)):        # page_portio_list: +1..+3, +7
+            machine.add_isa(MmioRegion("dma-page", count, DmaPorts(dma, "page", first),
+                                       valid_sizes=(1, 2, 4), impl_max=1), page + first)
     port92 = Port92(machine.request_reset)
     machine.add_isa(MmioRegion("port92", 1, port92, valid_sizes=(1,)), 0x92, port92)
     def smi(value: int) -> None:
