@@ -243,8 +243,8 @@ class I8257:
 class DmaPorts:
     """A port range of an I8257 as a region device: ``kind`` chan | cont | page."""
 
-    def __init__(self, dma: I8257, kind: str, first: int = 0) -> None:
-        self.dma, self.kind, self.first = dma, kind, first
+    def __init__(self, dma: I8257, kind: str, first: int = 0, count: int = 0) -> None:
+        self.dma, self.kind, self.first, self.count = dma, kind, first, count
 
     def reset(self) -> None:
         if self.kind == "cont":
@@ -255,6 +255,16 @@ class DmaPorts:
             return self.dma.read_chan(offset)
         if self.kind == "cont":
             return self.dma.read_cont(offset)
+        # QEMU's portio list (softmmu/ioport.c portio_read): byte entries answer bytes;
+        # a word is two bytes (0xff above the entry's end); anything wider all ones
+        if size == 1:
+            return self._page(offset)
+        if size == 2:
+            high = self._page(offset + 1) if offset + 1 < self.count else 0xFF
+            return self._page(offset) | high << 8
+        return (1 << (8 * size)) - 1
+
+    def _page(self, offset: int) -> int:
         ch = CHANNELS_OF_PAGE[(self.first + offset) & 7]
         return 0 if ch < 0 else self.dma.page[ch]
 
@@ -263,7 +273,9 @@ class DmaPorts:
             self.dma.write_chan(offset, value)
         elif self.kind == "cont":
             self.dma.write_cont(offset, value)
-        else:
-            ch = CHANNELS_OF_PAGE[(self.first + offset) & 7]
-            if ch >= 0:
-                self.dma.page[ch] = value & 0xFF
+        elif size <= 2:
+            for i in range(size):
+                if offset + i < self.count:
+                    ch = CHANNELS_OF_PAGE[(self.first + offset + i) & 7]
+                    if ch >= 0:
+                        self.dma.page[ch] = (value >> (8 * i)) & 0xFF

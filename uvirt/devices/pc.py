@@ -223,10 +223,10 @@ def install_pc_builtins(machine: "Machine") -> None:
         machine.add_isa(MmioRegion("dma-cont", size, cont, valid_sizes=(1, 2, 4), impl_max=1),
                         base + size, cont)
         for first, count in ((1, 3), (7, 1)):        # page_portio_list: +1..+3, +7
-            machine.add_isa(MmioRegion("dma-page", count, DmaPorts(dma, "page", first),
-                                       valid_sizes=(1, 2, 4), impl_max=1), page + first)
+            machine.add_isa(MmioRegion("dma-page", count, DmaPorts(dma, "page", first, count),
+                                       valid_sizes=(1, 2, 4), unaligned=True), page + first)
     port92 = Port92(machine.request_reset)
-    machine.add_isa(MmioRegion("port92", 1, port92, valid_sizes=(1,)), 0x92, port92)
+    machine.add_isa(MmioRegion("port92", 1, port92, valid_sizes=(1, 2, 4), impl_max=1), 0x92, port92)
     def smi(value: int) -> None:
         detail = (f"SMI (APM command 0x{value:02x}): uvirt's CPU has no System Management Mode; "
                   f"-machine smm=off gives firmware a machine without it, as QEMU's does")
@@ -235,7 +235,7 @@ def install_pc_builtins(machine: "Machine") -> None:
             machine.stop_unsupported(detail)
 
     apm = Apm(lambda: bool(pm.config.data[0x5B] & 2), smi)
-    machine.add_isa(MmioRegion("apm-io", 2, apm, valid_sizes=(1,)), 0xB2, apm)
+    machine.add_isa(MmioRegion("apm-io", 2, apm, valid_sizes=(1, 2, 4), impl_max=1), 0xB2, apm)
     def rtc_irq(level: int) -> None:          # ISA IRQ 8: the PIC and the IOAPIC's pin 8
         if machine.interrupts is not None:
             machine.interrupts.pic.set_irq(8, level)
@@ -246,13 +246,14 @@ def install_pc_builtins(machine: "Machine") -> None:
             lines.set(8, level)
 
     rtc = Rtc(pc_cmos_memory(*pc_ram_split(machine.ram_size)), set_irq=rtc_irq)
-    machine.add_isa(MmioRegion("rtc", 2, rtc, valid_sizes=(1,)), 0x70, rtc)
+    machine.add_isa(MmioRegion("rtc", 2, rtc, valid_sizes=(1, 2, 4), impl_max=1), 0x70, rtc)
     machine.rtc = rtc
     from .i8042 import I8042, Port
     kbd = I8042(lambda irq, level: machine.interrupts and machine.interrupts.pic.set_irq(irq, level),
                 machine.request_reset)
-    machine.add_isa(MmioRegion("i8042-data", 1, Port(kbd, 0), valid_sizes=(1,)), 0x60, kbd)
-    machine.add_isa(MmioRegion("i8042-cmd", 1, Port(kbd, 4), valid_sizes=(1,)), 0x64)
+    # QEMU's i8042/cmos/port92/apm ops: .impl 1 byte, any valid size (wider accesses split)
+    machine.add_isa(MmioRegion("i8042-data", 1, Port(kbd, 0), valid_sizes=(1, 2, 4), impl_max=1), 0x60, kbd)
+    machine.add_isa(MmioRegion("i8042-cmd", 1, Port(kbd, 4), valid_sizes=(1, 2, 4), impl_max=1), 0x64)
     machine.i8042 = kbd
     rcr = _ResetControl(machine)
     machine.add_isa(MmioRegion("piix3-reset-control", 1, rcr, valid_sizes=(1,)), 0xCF9, rcr, priority=1)
