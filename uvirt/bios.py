@@ -7,7 +7,8 @@ A guest on QEMU finds every PCI device already programmed by SeaBIOS
 * BARs are sized and placed like ``pci_bios_map_devices``: per region type (I/O,
   32-bit memory, prefetchable memory) entries are sorted by size, largest first, and
   packed upward from the region base; I/O starts at 0xC000; the two memory regions are
-  stacked downward from 0xFEC00000, the one with the larger alignment on top;
+  stacked downward from 0xFEC00000, prefetchable on top unless the other one's
+  alignment is smaller (``pci_bios_init_root_regions_mem``);
   memory BARs are at least 4 KiB (``PCI_DEVICE_MEM_MIN``), I/O BARs at least 4 bytes.
 * command gets I/O + memory decode + SERR (``pci_bios_init_device``); bus master only
   where a SeaBIOS driver uses the device (its ``on_firmware`` hook says so).
@@ -88,8 +89,10 @@ def _assign(bus: PciBus) -> None:
             base += e.size
 
     place(io, IO_BASE)
+    # pci_bios_init_root_regions_mem: prefetchable memory on top unless the plain memory
+    # region's alignment is smaller ("swap regions to improve alignment")
     top, bottom = pref, mem
-    if _align(mem) > _align(pref):     # the region with the larger alignment goes on top
+    if _align(mem) < _align(pref):
         top, bottom = mem, pref
     top_base = _align_down(MEM_END - _sum(top), _align(top))
     bottom_base = _align_down(top_base - _sum(bottom), _align(bottom))
