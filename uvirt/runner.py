@@ -115,7 +115,7 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True) -> Built:
                 props = {**defaults.get(d.driver, {}), **d.props}
                 built.devices.append((d, create_device(m, ctx, d.driver, props, d.raw)))
             if not serving and cfg.bios is None and not cfg.pflash:
-                bios.firmware_step(m)
+                bios.firmware_step(m, nographic=cfg.nographic)
         firmware = cfg.bios
         if cfg.pflash and not none:
             from .firmware_boot import load_pflash
@@ -158,6 +158,7 @@ def _serial_ports(m: Machine, cfg: RunConfig, ctx: BuildContext, built: Built) -
         uart = Uart16550(dev.write, set_irq)
         m.add_isa(MmioRegion("serial", 8, uart, valid_sizes=(1, 2, 4), unaligned=True, impl_max=1),
                   base, uart)
+        m.serial_ports = [*getattr(m, "serial_ports", []), (base, uart)]
 
 
 def _memory_backends(cfg: RunConfig, ctx: BuildContext, m: Machine) -> None:

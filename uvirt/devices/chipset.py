@@ -176,6 +176,13 @@ class I8257:
         self.status = 0
         self.command = 0
 
+    def firmware_state(self) -> None:
+        """SeaBIOS dma_setup: channel 4 (the cascade, controller 2's channel 0) in
+        cascade mode and unmasked."""
+        if self.dshift:
+            self.mode[0] = 0xC0
+            self.mask &= ~1
+
     def _ff(self) -> int:
         ff, self.flip_flop = self.flip_flop, self.flip_flop ^ 1
         return ff

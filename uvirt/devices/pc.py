@@ -214,8 +214,10 @@ def install_pc_builtins(machine: "Machine") -> None:
     machine.resettables.append(acpi)
     pm._pm_io_update()
     from .chipset import DmaPorts, I8257
+    machine.dma = []
     for dshift, base, page in ((0, 0x00, 0x80), (1, 0xC0, 0x88)):
         dma = I8257(dshift)
+        machine.dma.append(dma)
         size = 8 << dshift
         machine.add_isa(MmioRegion("dma-chan", size, DmaPorts(dma, "chan"), valid_sizes=(1, 2, 4),
                                    impl_max=1), base)
@@ -225,7 +227,7 @@ def install_pc_builtins(machine: "Machine") -> None:
         for first, count in ((1, 3), (7, 1)):        # page_portio_list: +1..+3, +7
             machine.add_isa(MmioRegion("dma-page", count, DmaPorts(dma, "page", first, count),
                                        valid_sizes=(1, 2, 4), unaligned=True), page + first)
-    port92 = Port92(machine.request_reset)
+    port92 = machine.port92 = Port92(machine.request_reset)
     machine.add_isa(MmioRegion("port92", 1, port92, valid_sizes=(1, 2, 4), impl_max=1), 0x92, port92)
     def smi(value: int) -> None:
         detail = (f"SMI (APM command 0x{value:02x}): uvirt's CPU has no System Management Mode; "
