@@ -561,17 +561,24 @@ class IoSpace(AddressSpace):
         super().__init__("io", 0x10000)
         self.unassigned_entry = self._entry(self.unassigned, 0)
         self.table: dict[int, PortEntry] = {}
+        self._entries: dict[tuple, PortEntry] = {}
         self.commit()
 
     def commit(self) -> None:
         if self._deferred():
             return
         table: dict[int, PortEntry] = {}
+        old, entries = self._entries, {}
         for pc in self.flatten():
-            entry = self._entry(pc.region, pc.start - pc.offset)
+            key = (pc.region, pc.start - pc.offset)
+            entry = entries.get(key) or old.get(key)
+            if entry is None:            # an entry depends only on its region and base
+                entry = self._entry(pc.region, key[1])
+            entries[key] = entry
             for port in range(pc.start, pc.end):
                 table[port] = entry
         self.table = table
+        self._entries = entries          # only what is placed now: moves do not pile up
 
     @staticmethod
     def _entry(region: Region, base: int) -> "PortEntry":
