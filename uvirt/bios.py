@@ -7,7 +7,8 @@ A guest on QEMU finds every PCI device already programmed by SeaBIOS
 * BARs are sized and placed like ``pci_bios_map_devices``: per region type (I/O,
   32-bit memory, prefetchable memory) entries are sorted by size, largest first, and
   packed upward from the region base; I/O starts at 0xC000; the two memory regions are
-  stacked downward from 0xFEC00000, the one with the larger alignment on top;
+  stacked downward from 0xFEC00000, prefetchable on top unless the other one's
+  alignment is smaller (``pci_bios_init_root_regions_mem``);
   memory BARs are at least 4 KiB (``PCI_DEVICE_MEM_MIN``), I/O BARs at least 4 bytes.
 * command gets I/O + memory decode + SERR (``pci_bios_init_device``); bus master only
   where a SeaBIOS driver uses the device (its ``on_firmware`` hook says so).
@@ -16,6 +17,11 @@ A guest on QEMU finds every PCI device already programmed by SeaBIOS
 * the interrupt controllers as SeaBIOS leaves them: PIC bases 0x08/0x70, IMR b8/8e,
   ELCR 00/0c, PIT channel 0 in mode 2, LAPIC SVR 0x1ff, LINT0 0x8700, LINT1 0x8400
   (``InterruptController.firmware_state``).
+* the rest of the chipset as SeaBIOS leaves it (firmware/chipset_probe.S on QEMU 7.2):
+  port 0x92 = 0x02 (A20 on), the i8042 after its self test with command byte 0x61
+  (keyboard interrupt, translation, aux disabled), the second 8237 with channel 4 in
+  cascade mode and unmasked, and with ``-nographic`` the UART at 0x3F8 that sercon
+  set to 8N1 with its FIFO on.
 
 The BAR addresses and interrupt lines are firmware choices: a differential test compares
 everything else.  Exact placement is a best effort at SeaBIOS 1.16's algorithm.
@@ -52,12 +58,29 @@ def piix_irq_line(slot: int, pin: int) -> int:
 LAST_CONFIG_ADDRESS = 0x8000005C
 
 
-def firmware_step(machine) -> None:
+def firmware_step(machine, *, nographic: bool = False) -> None:
     """Everything SeaBIOS leaves behind that a guest can observe."""
     assign_resources(machine.pci)
     machine.pci_host.config_reg = LAST_CONFIG_ADDRESS
     if getattr(machine, "interrupts", None) is not None:
         machine.interrupts.firmware_state()
+    _chipset_state(machine, nographic)
+
+
+def _chipset_state(machine, nographic: bool) -> None:
+    port92 = getattr(machine, "port92", None)
+    if port92 is not None:
+        port92.outport = 0x02
+    kbd = getattr(machine, "i8042", None)
+    if kbd is not None:
+        kbd.firmware_state()
+    for dma in getattr(machine, "dma", ()):
+        dma.firmware_state()
+    if nographic:
+        for base, uart in getattr(machine, "serial_ports", ()):
+            if base == 0x3F8:                    # sercon_setup: 8N1, FIFO on
+                uart.write(3, 1, 0x03)
+                uart.write(2, 1, 0x01)
 
 
 def assign_resources(bus: PciBus) -> None:
@@ -88,8 +111,10 @@ def _assign(bus: PciBus) -> None:
             base += e.size
 
     place(io, IO_BASE)
+    # pci_bios_init_root_regions_mem: prefetchable memory on top unless the plain memory
+    # region's alignment is smaller ("swap regions to improve alignment")
     top, bottom = pref, mem
-    if _align(mem) > _align(pref):     # the region with the larger alignment goes on top
+    if _align(mem) < _align(pref):
         top, bottom = mem, pref
     top_base = _align_down(MEM_END - _sum(top), _align(top))
     bottom_base = _align_down(top_base - _sum(bottom), _align(bottom))

@@ -146,3 +146,20 @@ def load_pflash(m: Machine, drives) -> str:
     if m.uc is not None:
         m.cpu_reset()
     return path
+
+
+def apply_smm(m: Machine, smm: str) -> None:
+    """``-machine smm=``: uvirt's CPU has no System Management Mode.  ``smm=off`` is
+    QEMU's machine without it: PIIX4 starts with DEVACTB.APMC_EN set (config 0x5B bit 1,
+    hw/acpi/piix4.c ``piix4_pm_reset``), which tells firmware that SMM is "already
+    initialised", so SeaBIOS's bios-256k.bin skips its SMM relocation.  ``smm=on`` is
+    refused; with the default (``auto``, on for QEMU's TCG) an SMI the guest raises stops
+    the run with that advice (devices/chipset.py ``Apm``)."""
+    from .errors import OptionError
+    from .pci_bus import devfn
+    if smm == "on":
+        raise OptionError("-machine smm=on: uvirt's CPU has no System Management Mode")
+    pm = m.pci.find(0, devfn(1, 3))
+    if smm == "off" and pm is not None:
+        pm.config.data[0x5B] |= 0x02
+        pm.freeze_reset_state()

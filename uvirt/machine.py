@@ -101,6 +101,8 @@ GDT = bytes.fromhex(
     "ffff0000009e0000"      # 0x18 16-bit code (conforming), 64 KiB
     "ffff000000920000")     # 0x20 16-bit data, 64 KiB
 CODE_SEL, DATA_SEL = 0x08, 0x10
+#: Low RAM where the GDT is copied while the segment registers load (_install_gdt)
+GDT_SCRATCH = 0x500
 ENTRY_EFLAGS = 0x00000006      # observed at a QEMU multiboot entry: IF=0, PF=1
 ENTRY_ESP = 0x00006F08         # the ROM's stack as QEMU leaves it; guests set their own
 ENTRY_IDTR = (0, 0, 0x3FF, 0)  # the real-mode IVT, still loaded
@@ -492,26 +494,25 @@ class Machine:
 
     def _install_gdt(self) -> None:
         # The option ROM's GDT lies in shadow RAM at 0xC02B8, which the firmware leaves
-        # read-only (or, before the firmware step, hidden behind pc.rom): the CPU
-        # loads its descriptors while the ROM's RAM shows, as when the ROM ran.
-        if self.lowmem is not None:
-            with self.lowmem.shadow_open(GDT_ADDR):
-                self._install_gdt_regs()
-        else:
-            self._install_gdt_regs()
-
-    def _install_gdt_regs(self) -> None:
+        # read-only (or, before the firmware step, hidden behind pc.rom), and Unicorn
+        # loads a segment's descriptor from guest memory as the CPU sees it.  So the
+        # segments are loaded from a copy in low RAM (put back afterwards), and only
+        # then does GDTR point at the ROM's table: the descriptor caches are the same.
         self.write_ram(GDT_ADDR, GDT)
+        scratch = bytes(self.ram.buffer.view[GDT_SCRATCH:GDT_SCRATCH + len(GDT)])
+        self.write_ram(GDT_SCRATCH, GDT)
         uc = self.uc
+        try:
+            uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_SCRATCH, len(GDT) - 1, 0))
+            uc.reg_write(X.UC_X86_REG_IDTR, ENTRY_IDTR)
+            uc.reg_write(X.UC_X86_REG_CS, CODE_SEL)
+            for r in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS, X.UC_X86_REG_GS,
+                      X.UC_X86_REG_SS):
+                uc.reg_write(r, DATA_SEL)
+        finally:
+            self.write_ram(GDT_SCRATCH, scratch)
         uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_ADDR, len(GDT) - 1, 0))
-        uc.reg_write(X.UC_X86_REG_IDTR, ENTRY_IDTR)
-        uc.reg_write(X.UC_X86_REG_CS, CODE_SEL)
-        for r in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS, X.UC_X86_REG_GS, X.UC_X86_REG_SS):
-            uc.reg_write(r, DATA_SEL)
         uc.reg_write(X.UC_X86_REG_CR4, 0)     # QEMU's entry state; Unicorn starts with 0x50200
-        # Loading CS through reg_write marks the code descriptor accessed; QEMU's far jump
-        # does not: put the table back byte for byte.
-        self.write_ram(GDT_ADDR, GDT)
 
     # ------------------------------------------------------------------ boot
     def load_kernel(self, image: bytes, *, filename: str = "kernel", cmdline: str = "") -> None:
@@ -622,6 +623,10 @@ class Machine:
             return
         self._request_stop(StopReason.HOST_ERROR, EXIT_HOST_ERROR, f"{type(e).__name__}: {e}")
         self.host_exception = e
+
+    def stop_unsupported(self, detail: str) -> None:
+        """The guest asked for something uvirt cannot do (an SMI): stop and say so."""
+        self._request_stop(StopReason.FAULT, EXIT_FAULT, detail)
 
     def interrupt(self) -> None:
         """Stop the running guest from another thread or a signal handler."""

@@ -587,17 +587,24 @@ class IoSpace(AddressSpace):
         super().__init__("io", 0x10000)
         self.unassigned_entry = self._entry(self.unassigned, 0)
         self.table: dict[int, PortEntry] = {}
+        self._entries: dict[tuple, PortEntry] = {}
         self.commit()
 
     def commit(self) -> None:
         if self._deferred():
             return
         table: dict[int, PortEntry] = {}
+        old, entries = self._entries, {}
         for pc in self.flatten():
-            entry = self._entry(pc.region, pc.start - pc.offset)
+            key = (pc.region, pc.start - pc.offset)
+            entry = entries.get(key) or old.get(key)
+            if entry is None:            # an entry depends only on its region and base
+                entry = self._entry(pc.region, key[1])
+            entries[key] = entry
             for port in range(pc.start, pc.end):
                 table[port] = entry
         self.table = table
+        self._entries = entries          # only what is placed now: moves do not pile up
 
     @staticmethod
     def _entry(region: Region, base: int) -> "PortEntry":
@@ -925,7 +932,27 @@ def _spans(pieces: list[Piece]) -> list[_Span]:
                     Piece(s, e, pc.region, pc.offset + s - pc.start))
     for page, ps in mixed.items():
         spans.append(_Span(page, PAGE_SIZE, "mixed", pieces=tuple(sorted(ps, key=lambda p: p.start))))
-    return spans
+    return _merge_ram(spans)
+
+
+def _merge_ram(spans: list[_Span]) -> list[_Span]:
+    """One Unicorn mapping for adjacent RAM spans that continue each other in the same
+    host buffer with the same protection (RAM split around the low megabyte's PAM
+    segments and the VGA window is mostly contiguous again): ``mem_map_ptr`` costs
+    about 20 µs per call, and a machine build would otherwise make twenty of them."""
+    out: list[_Span] = []
+    for sp in sorted(spans, key=lambda sp: sp.start):
+        prev = out[-1] if out else None
+        if (prev is not None and sp.kind == "ram" and prev.kind == "ram"
+                and prev.start + prev.size == sp.start
+                and prev.region.buffer is sp.region.buffer
+                and prev.region.readonly == sp.region.readonly
+                and prev.region.buffer_offset + prev.offset + prev.size
+                == sp.region.buffer_offset + sp.offset):
+            out[-1] = _Span(prev.start, prev.size + sp.size, "ram", prev.region, prev.offset)
+        else:
+            out.append(sp)
+    return out
 
 
 class ReplayGuard:

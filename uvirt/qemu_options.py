@@ -58,7 +58,7 @@ Decisions
 ---------
 * Rule: an option whose effect a guest could notice and that uvirt cannot honour is an
   error naming the value (``-smp 2``, ``-machine q35``, ``-vga std``, ``-cpu max``,
-  ``-bios``, ``-drive`` without ``if=none``); an option that only concerns the host
+  ``-machine smm=on``, ``-drive`` other than ``if=none``/``if=pflash``); an option that only concerns the host
   (display, logging, names, config files) is accepted and listed in ``ignored``.
 * Accelerators: ``tcg`` and ``qtest`` are honoured.  ``kvm`` (``-enable-kvm``,
   ``-accel kvm``, ``accel=kvm:tcg``) is skipped when a later candidate follows, which
@@ -247,6 +247,7 @@ class RunConfig:
     boot: dict[str, str] = field(default_factory=dict)     # -boot order=,menu=,splash-time=,...
     uuid: bytes | None = None               # -uuid: fw_cfg FW_CFG_UUID
     pflash: tuple[DriveOpts, ...] = ()      # -drive if=pflash: the system flash
+    smm: str = "auto"                       # -machine smm=on|off|auto (uvirt has no SMM)
     devices: tuple[DeviceOpts, ...] = ()
     objects: tuple[ObjectOpts, ...] = ()
     chardevs: tuple[ChardevOpts, ...] = ()  # -chardev and the ones -monitor/-qmp create
@@ -789,7 +790,7 @@ IGNORED_OPTIONS: dict[str, str] = {
     "rotate": _DISPLAY, "k": "keyboard layout of a graphical console; uvirt has none",
     "no-user-config": "uvirt reads no configuration files",
     "name": "guest/process name for window titles and QMP; not visible to the guest",
-    "serial": "only '-serial none' is ignored; other values are recorded in RunConfig.serial",
+    "serial": "only '-serial none' is ignored; other values are 16550 UARTs at COM1.. (RunConfig.serial)",
     "monitor": "only '-monitor none' is ignored; other values are recorded as monitors",
     "parallel": "only '-parallel none' (uvirt has no parallel port)",
     "boot": "only firmware reads it: menu, splash-time and reboot-timeout go to fw_cfg and the "
@@ -891,6 +892,7 @@ class _Parser:
         self.kernel: str | None = None
         self.firmware: str | None = None        # -bios FILE = -machine firmware=FILE
         self.boot: dict[str, str] = {}          # -boot, merged
+        self.smm = "auto"                       # -machine smm=
         self.pflash: list[DriveOpts] = []
         self.uuid: bytes | None = None
         self.append: str | None = None
@@ -1317,6 +1319,11 @@ class _Parser:
             elif top in ("kernel", "initrd", "append", "firmware"):
                 setattr(self, top, v)
                 continue
+            elif top == "smm":
+                if v not in ("on", "off", "auto"):
+                    raise _loc(loc, f"Parameter 'smm' does not accept value '{v}'")
+                self.smm = v
+                continue
             else:
                 raise _loc(loc, f"machine property '{k}' is not supported by uvirt")
             props[k] = v
@@ -1408,7 +1415,7 @@ class _Parser:
             ram_size=ram_size, nodefaults=self.flags["nodefaults"],
             no_reboot=self.flags["no_reboot"], start_paused=self.flags["start_paused"],
             kernel=self.kernel, append=self.append, initrd=self.initrd, bios=self.firmware,
-            boot=dict(self.boot), uuid=self.uuid, pflash=tuple(self.pflash),
+            boot=dict(self.boot), uuid=self.uuid, pflash=tuple(self.pflash), smm=self.smm,
             devices=tuple(self.devices), objects=tuple(self.objects),
             chardevs=tuple(self.chardevs), drives=tuple(self.drives),
             netdevs=tuple(self.netdevs), globals=tuple(self.globals), debugcon=self.debugcon,

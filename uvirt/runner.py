@@ -95,8 +95,9 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
     built = Built(m, ctx)
     try:
         if not none:
-            from .firmware_boot import apply_boot_options
+            from .firmware_boot import apply_boot_options, apply_smm
             apply_boot_options(m, cfg)
+            apply_smm(m, cfg.smm)
         for c in cfg.chardevs:
             if c.id in ctx.chardevs:
                 raise OptionError(f"{c.origin}: attempt to add duplicate property 'id' to object "
@@ -118,6 +119,8 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
         with m.batch():
             if cfg.debugcon is not None:
                 m.add_debugcon(_open(cfg.debugcon, ctx, built))
+            if cfg.serial and not none:
+                _serial_ports(m, cfg, ctx, built)
             ids: set[str] = set()
             for d in cfg.devices:
                 if d.id is not None and d.id in ids:     # QEMU: device ids are unique
@@ -126,7 +129,7 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
                 props = {**defaults.get(d.driver, {}), **d.props}
                 built.devices.append((d, create_device(m, ctx, d.driver, props, d.raw)))
             if not serving and cfg.bios is None and not cfg.pflash:
-                bios.firmware_step(m)
+                bios.firmware_step(m, nographic=cfg.nographic)
         firmware = cfg.bios
         if cfg.pflash and not none:
             from .firmware_boot import load_pflash
@@ -193,6 +196,28 @@ def output_errors(chardevs) -> list[str]:
     errors = [(ch, getattr(ch, "write_error", None)) for ch in chardevs]
     return [f"{getattr(ch, 'label', '') or ch.id}: {e.strerror or e}"
             for ch, e in errors if e is not None and e.errno != errno.EPIPE]
+
+
+def _serial_ports(m: Machine, cfg: RunConfig, ctx: BuildContext, built: Built) -> None:
+    """One 16550 per ``-serial`` (QEMU's serial_hds -> isa-serial), at COM1..COM4."""
+    from .devices.serial import COM_PORTS, Uart16550
+    from .mem_regions import MmioRegion
+    if len(cfg.serial) > len(COM_PORTS):
+        raise OptionError(f"{cfg.serial[len(COM_PORTS)].origin}: isa-serial: Max. supported number "
+                          f"of ISA serial ports is {len(COM_PORTS)}.")
+    for spec, (base, irq) in zip(cfg.serial, COM_PORTS):
+        dev = _open(spec, ctx, built)
+        if dev not in m.chardevs:
+            m.chardevs.append(dev)
+
+        def set_irq(level: int, irq: int = irq) -> None:
+            if m.interrupts is not None:
+                m.interrupts.pic.set_irq(irq, level)
+
+        uart = Uart16550(dev.write, set_irq)
+        m.add_isa(MmioRegion("serial", 8, uart, valid_sizes=(1, 2, 4), unaligned=True, impl_max=1),
+                  base, uart)
+        m.serial_ports = [*getattr(m, "serial_ports", []), (base, uart)]
 
 
 def _memory_backends(cfg: RunConfig, ctx: BuildContext, m: Machine) -> None:

@@ -100,3 +100,51 @@ def test_stored_int13_transcript_is_qemus(tmp_path, transport):
                           capture_output=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
     assert con.read_text() == stored_int13()
+
+
+def _serial_boot(tmp_path: Path, emulator: str | None) -> bytes:
+    import subprocess
+    from uvirt.testing.bootsector import disk_image
+    disk, con, ser = tmp_path / "disk.img", tmp_path / "con.txt", tmp_path / "serial.txt"
+    disk_image(disk)
+    args = boot_args(disk, "", con) + ["-serial", f"file:{ser}"]
+    if emulator is None:
+        stop = run_config(parse_argv(args + ["-uvirt-timeout", "60"]))
+        assert stop.exit_code == 1, stop.report()
+    else:
+        assert subprocess.run([emulator, *args], capture_output=True, timeout=60).returncode == 1
+    return ser.read_bytes()
+
+
+def test_serial_console_carries_seabios_screen(tmp_path):
+    """-nographic: SeaBIOS's sercon writes its screen to the 16550 that -serial made."""
+    out = _serial_boot(tmp_path, None)
+    assert b"SeaBIOS (version 1.16.2" in out and b"Booting from Hard Disk" in out
+
+
+@pytest.mark.qemu
+def test_serial_console_bytes_equal_qemus(tmp_path):
+    """Byte for byte up to where the shorter one ends: SeaBIOS's sercon queues output
+    and flushes while LSR says THR is empty; QEMU's UART takes a character time per
+    byte (uvirt's THR empties at once), so how much of the queue went out before the
+    boot sector ran varies from run to run."""
+    ours, qemu = _serial_boot(tmp_path, None), _serial_boot(tmp_path, "qemu-system-x86_64")
+    n = min(len(ours), len(qemu))
+    assert ours[:n] == qemu[:n]
+    assert b"Booting from Hard Disk" in ours[:n]
+
+
+def test_smi_without_smm_stops_with_advice_and_smm_off_boots(tmp_path):
+    """bios-256k.bin raises an SMI to relocate SMBASE; uvirt has no SMM.  By default
+    the run stops and says why; with -machine smm=off (PIIX4 reports SMM as set up, as
+    QEMU's smm=off machine does) SeaBIOS skips it and boots the disk."""
+    from uvirt.testing.bootsector import disk_image
+    big = "/usr/share/seabios/bios-256k.bin"
+    disk, con = tmp_path / "disk.img", tmp_path / "con.txt"
+    disk_image(disk)
+    args = [a if a != BIOS else big for a in boot_args(disk, "", con)] + ["-uvirt-timeout", "60"]
+    stop = run_config(parse_argv(args))
+    assert stop.exit_code == 2 and "System Management Mode" in stop.detail
+    stop = run_config(parse_argv(args + ["-machine", "pc,smm=off"]))
+    assert stop.exit_code == 1, stop.report()
+    assert con.read_text() == stored_int13()

@@ -113,3 +113,22 @@ def test_task_gate_is_unsupported():
     cpu = Cpu()
     cpu.gate(0x40, type_attr=0x85)
     assert isinstance(deliver(cpu, 0x40, Kind.HARDWARE, eip=0), Unsupported)
+
+
+def test_real_mode_delivery_through_the_ivt():
+    """do_interrupt_real: FLAGS, CS, IP as words; CS:IP from the IVT; IF/TF cleared."""
+    from uvirt.interrupts.delivery import deliver_real
+    cpu = Cpu(eflags=0x0302, cs=0xF000, esp=0x7000, idt=(0, 0x3FF))
+    cpu.mem[0x13 * 4:0x13 * 4 + 4] = (0xF000E3FE).to_bytes(4, "little")
+    d = deliver_real(cpu, 0x13, Kind.SOFTWARE, eip=0x7C10, next_eip=0x7C12)
+    assert isinstance(d, Delivered)
+    assert (d.cs, d.eip, d.esp, d.eflags) == (0xF000, 0xE3FE, 0x6FFA, 0x0002)
+    assert d.stack == (0x7C12).to_bytes(2, "little") + (0xF000).to_bytes(2, "little") + (0x0302).to_bytes(2, "little")
+    d = deliver_real(cpu, 0x08, Kind.HARDWARE, eip=0x7C10)
+    assert d.stack[:2] == (0x7C10).to_bytes(2, "little")            # the interrupted IP
+
+
+def test_real_mode_vector_past_the_ivt_limit_is_a_triple_fault():
+    from uvirt.interrupts.delivery import deliver_real
+    cpu = Cpu(idt=(0, 0x3F))
+    assert isinstance(deliver_real(cpu, 0x10, Kind.SOFTWARE, eip=0), TripleFault)

@@ -247,7 +247,13 @@ def test_machine_unknown_property_is_an_error():
 
 
 def test_machine_guest_visible_property_is_refused():
-    assert err("-machine pc,smm=off") == "-machine pc,smm=off: machine property 'smm' is not supported by uvirt"
+    assert err("-machine pc,hpet=off") == "-machine pc,hpet=off: machine property 'hpet' is not supported by uvirt"
+
+
+def test_machine_smm_is_recorded():
+    assert parse_argv(["-machine", "pc,smm=off"]).smm == "off"
+    assert parse_argv([]).smm == "auto"
+    assert err("-machine pc,smm=maybe") == "-machine pc,smm=maybe: Parameter 'smm' does not accept value 'maybe'"
 
 
 def test_machine_flag_without_value_is_an_error():

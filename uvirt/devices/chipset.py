@@ -15,7 +15,17 @@ AcpiPm (hw/acpi/piix4.c ``pm_io_space_update``, hw/acpi/core.c): PIIX4's power
 Apm (hw/isa/apm.c, ports 0xB2/0xB3): APM control and status bytes.  A write to 0xB2
     other than ACPI enable/disable (0xF1/0xF0) raises an SMI when PIIX4 DEVACTB
     APMC_EN (config 0x5B bit 1) is set; uvirt has no SMM, so the SMI is recorded as a
-    guest error ("smi") and nothing runs.
+    guest error ("smi") and a running guest stops with the advice to use
+    ``-machine smm=off`` (firmware_boot.apply_smm).
+
+I8257 (hw/dma/i8257.c ``i8257_dma_init(isa_bus, 0)``): the two 8237 DMA controllers'
+    registers.  Controller 1: channel address/count at 0x00-0x07 (one byte at a time
+    through the flip-flop), command/request/single mask/mode/clear flip-flop/master
+    clear/clear mask/write mask at 0x08-0x0F, page registers at 0x81-0x83 and 0x87;
+    controller 2 the same with every register two ports wide at 0xC0-0xDF and pages at
+    0x89-0x8B, 0x8F.  Reading 0x08/0xD0 gives the status (request bits cleared), 0x09/
+    0xD2 the mask (QEMU's ``i8257_read_cont``), other control ports 0.  No ISA device
+    requests DMA in uvirt, so nothing ever transfers.
 
 KvmVapic (hw/i386/kvmvapic.c, port 0x7E; only with ``-bios``, where uvirt offers QEMU's
     ``genroms/kvmvapic.bin`` as QEMU's TCG pc does): the ROM's 16-bit write reports its
@@ -144,3 +154,135 @@ class KvmVapic:
         for pos in range(rom_size - 8):
             if data[pos:pos + 7] == VMCALL and data[pos + 7] in (0xC1, 0xD9):
                 self.write_ram(rom + pos + 5, OUTL_PATCH)
+
+
+CHANNELS_OF_PAGE = (-1, 2, 3, 1, -1, -1, -1, 0)
+
+
+class I8257:
+    """One 8237 (``dshift`` 0: controller 1, 1: controller 2)."""
+
+    def __init__(self, dshift: int) -> None:
+        self.dshift = dshift
+        self.base = [[0, 0] for _ in range(4)]      # [address, count] as written
+        self.now = [[0, 0] for _ in range(4)]
+        self.mode = [0] * 4
+        self.page = [0] * 4
+        self.reset()
+
+    def reset(self) -> None:
+        self.flip_flop = 0
+        self.mask = 0xFF
+        self.status = 0
+        self.command = 0
+
+    def firmware_state(self) -> None:
+        """SeaBIOS dma_setup: channel 4 (the cascade, controller 2's channel 0) in
+        cascade mode and unmasked."""
+        if self.dshift:
+            self.mode[0] = 0xC0
+            self.mask &= ~1
+
+    def _ff(self) -> int:
+        ff, self.flip_flop = self.flip_flop, self.flip_flop ^ 1
+        return ff
+
+    # channel registers
+    def read_chan(self, port: int) -> int:
+        iport = (port >> self.dshift) & 0x0F
+        ch, reg = iport >> 1, iport & 1
+        direction = -1 if (self.mode[ch] >> 5) & 1 else 1
+        ff = self._ff()
+        if reg:
+            val = (self.base[ch][1] << self.dshift) - self.now[ch][1]
+        else:
+            val = self.now[ch][0] + self.now[ch][1] * direction
+        return (val >> (self.dshift + (ff << 3))) & 0xFF
+
+    def write_chan(self, port: int, value: int) -> None:
+        iport = (port >> self.dshift) & 0x0F
+        ch, reg = iport >> 1, iport & 1
+        if self._ff():
+            self.base[ch][reg] = (self.base[ch][reg] & 0xFF) | ((value << 8) & 0xFF00)
+            self.now[ch] = [self.base[ch][0] << self.dshift, 0]
+        else:
+            self.base[ch][reg] = (self.base[ch][reg] & 0xFF00) | (value & 0xFF)
+
+    # control registers
+    def read_cont(self, port: int) -> int:
+        iport = (port >> self.dshift) & 0x0F
+        if iport == 0:
+            val, self.status = self.status, self.status & 0xF0
+            return val
+        return self.mask if iport == 1 else 0
+
+    def write_cont(self, port: int, value: int) -> None:
+        iport = (port >> self.dshift) & 0x0F
+        value &= 0xFF
+        if iport == 0:
+            if value and value & 0xFD:              # CMD_NOT_SUPPORTED bits: ignored
+                return
+            self.command = value
+        elif iport == 1:
+            ch = value & 3
+            if value & 4:
+                self.status |= 1 << (ch + 4)
+            else:
+                self.status &= ~(1 << (ch + 4))
+            self.status &= ~(1 << ch)
+        elif iport == 2:
+            if value & 4:
+                self.mask |= 1 << (value & 3)
+            else:
+                self.mask &= ~(1 << (value & 3))
+        elif iport == 3:
+            self.mode[value & 3] = value
+        elif iport == 4:
+            self.flip_flop = 0
+        elif iport == 5:
+            self.reset()
+        elif iport == 6:
+            self.mask = 0
+        elif iport == 7:
+            self.mask = value
+
+
+class DmaPorts:
+    """A port range of an I8257 as a region device: ``kind`` chan | cont | page."""
+
+    def __init__(self, dma: I8257, kind: str, first: int = 0, count: int = 0) -> None:
+        self.dma, self.kind, self.first, self.count = dma, kind, first, count
+
+    def reset(self) -> None:
+        if self.kind == "cont":
+            self.dma.reset()
+
+    def read(self, offset: int, size: int) -> int:
+        if self.kind == "chan":
+            return self.dma.read_chan(offset)
+        if self.kind == "cont":
+            return self.dma.read_cont(offset)
+        # QEMU's portio list (softmmu/ioport.c portio_read): byte entries answer bytes;
+        # a word is two bytes (0xff above the entry's end); anything wider all ones
+        if size == 1:
+            return self._page(offset)
+        if size == 2:
+            high = self._page(offset + 1) if offset + 1 < self.count else 0xFF
+            return self._page(offset) | high << 8
+        return (1 << (8 * size)) - 1
+
+    def _page(self, offset: int) -> int:
+        ch = CHANNELS_OF_PAGE[(self.first + offset) & 7]
+        return 0 if ch < 0 else self.dma.page[ch]
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if self.kind == "chan":
+            self.dma.write_chan(offset, value)
+        elif self.kind == "cont":
+            self.dma.write_cont(offset, value)
+        elif size <= 2:
+            for i in range(size):
+                if offset + i < self.count:
+                    ch = CHANNELS_OF_PAGE[(self.first + offset + i) & 7]
+                    if ch >= 0:
+                        self.dma.page[ch] = (value >> (8 * i)) & 0xFF

@@ -5,8 +5,8 @@ port answers its test but has no mouse model yet.
 Ports
     0x60  data: read the output buffer (keyboard or aux byte); a write goes to the
           command that asked for a parameter, else to the keyboard
-    0x64  read: status (OBF 0x01, IBF 0x02 never, SELFTEST 0x04, CMD 0x08, UNLOCKED
-          0x10, AUX_OBF 0x20); write: controller command
+    0x64  read: status (OBF 0x01, IBF 0x02 never, SELFTEST 0x04, CMD 0x08 always, as
+          QEMU never clears it, UNLOCKED 0x10, AUX_OBF 0x20); write: controller command
 
 Controller commands (``KbdCmd``): 0x20 read / 0x60 write the command byte ("mode"),
 0xA7/0xA8 aux disable/enable, 0xA9 aux test (0x00), 0xAA self test (0x55, sets
@@ -84,6 +84,14 @@ class I8042:
         self._irqs = (0, 0)
         self._update()
 
+    def firmware_state(self) -> None:
+        """As SeaBIOS leaves it (measured on QEMU 7.2): self test passed, command byte
+        0x61 (keyboard interrupt, translation, aux disabled), keyboard scanning."""
+        self.status |= Status.SELFTEST
+        self.mode = MODE_KCC | MODE_DISABLE_MOUSE | MODE_KBD_INT
+        self.scan_enabled = True
+        self._update()
+
     # -- output buffer
     def _put(self, value: int, aux: bool = False) -> None:
         self.queue.append((value & 0xFF, aux))
@@ -120,11 +128,9 @@ class I8042:
 
     def write(self, offset: int, size: int, value: int) -> None:
         value &= 0xFF
-        if offset == 4:
-            self.status |= Status.CMD
+        if offset == 4:                 # QEMU keeps CMD set from reset on
             self._command(value)
         else:
-            self.status &= ~Status.CMD
             self._data(value)
 
     def _command(self, cmd: int) -> None:

@@ -44,8 +44,6 @@ Without ``-bios`` uvirt has no BIOS image: "isa-bios" and "pc.bios" are then zer
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from ..mem_regions import MemoryMap, Placement, RamRegion
 
 VGA_BASE, VGA_SIZE = 0xA0000, 0x20000
@@ -145,20 +143,3 @@ class LowMemory:
             self.vapic = self.memory.add(RamRegion("kvmvapic-rom", length, self.ram.buffer,
                                                    buffer_offset=start), start, VAPIC_PRIORITY)
         self.memory.commit()
-
-    @contextmanager
-    def shadow_open(self, addr: int):
-        """The RAM of the PAM segment holding ``addr`` visible read/write for a while
-        (the host loading CPU state from an option ROM's shadow copy)."""
-        seg = next(i for i, (start, length) in enumerate(PAM_SEGMENTS) if start <= addr < start + length)
-        placements = self.pam[seg]
-        state = [p.enabled for p in placements]
-        for p, on in zip(placements, (False, True, False)):
-            p.set_enabled(on)
-        self.memory.commit()
-        try:
-            yield
-        finally:
-            for p, on in zip(placements, state):
-                p.set_enabled(on)
-            self.memory.commit()

@@ -217,11 +217,31 @@ def install_pc_builtins(machine: "Machine") -> None:
                                      enabled=False)
     machine.resettables.append(acpi)
     pm._pm_io_update()
-    port92 = Port92(machine.request_reset)
-    machine.add_isa(MmioRegion("port92", 1, port92, valid_sizes=(1,)), 0x92, port92)
-    apm = Apm(lambda: bool(pm.config.data[0x5B] & 2),
-              lambda v: machine.guest_error("smi", f"SMI (APM command 0x{v:02x}): uvirt has no SMM"))
-    machine.add_isa(MmioRegion("apm-io", 2, apm, valid_sizes=(1,)), 0xB2, apm)
+    from .chipset import DmaPorts, I8257
+    machine.dma = []
+    for dshift, base, page in ((0, 0x00, 0x80), (1, 0xC0, 0x88)):
+        dma = I8257(dshift)
+        machine.dma.append(dma)
+        size = 8 << dshift
+        machine.add_isa(MmioRegion("dma-chan", size, DmaPorts(dma, "chan"), valid_sizes=(1, 2, 4),
+                                   impl_max=1), base)
+        cont = DmaPorts(dma, "cont")
+        machine.add_isa(MmioRegion("dma-cont", size, cont, valid_sizes=(1, 2, 4), impl_max=1),
+                        base + size, cont)
+        for first, count in ((1, 3), (7, 1)):        # page_portio_list: +1..+3, +7
+            machine.add_isa(MmioRegion("dma-page", count, DmaPorts(dma, "page", first, count),
+                                       valid_sizes=(1, 2, 4), unaligned=True), page + first)
+    port92 = machine.port92 = Port92(machine.request_reset)
+    machine.add_isa(MmioRegion("port92", 1, port92, valid_sizes=(1, 2, 4), impl_max=1), 0x92, port92)
+    def smi(value: int) -> None:
+        detail = (f"SMI (APM command 0x{value:02x}): uvirt's CPU has no System Management Mode; "
+                  f"-machine smm=off gives firmware a machine without it, as QEMU's does")
+        machine.guest_error("smi", detail)
+        if machine.uc is not None:
+            machine.stop_unsupported(detail)
+
+    apm = Apm(lambda: bool(pm.config.data[0x5B] & 2), smi)
+    machine.add_isa(MmioRegion("apm-io", 2, apm, valid_sizes=(1, 2, 4), impl_max=1), 0xB2, apm)
     def rtc_irq(level: int) -> None:          # ISA IRQ 8: the PIC and the IOAPIC's pin 8
         if machine.interrupts is not None:
             machine.interrupts.pic.set_irq(8, level)
@@ -232,13 +252,14 @@ def install_pc_builtins(machine: "Machine") -> None:
             lines.set(8, level)
 
     rtc = Rtc(pc_cmos_memory(*pc_ram_split(machine.ram_size)), set_irq=rtc_irq)
-    machine.add_isa(MmioRegion("rtc", 2, rtc, valid_sizes=(1,)), 0x70, rtc)
+    machine.add_isa(MmioRegion("rtc", 2, rtc, valid_sizes=(1, 2, 4), impl_max=1), 0x70, rtc)
     machine.rtc = rtc
     from .i8042 import I8042, Port
     kbd = I8042(lambda irq, level: machine.interrupts and machine.interrupts.pic.set_irq(irq, level),
                 machine.request_reset)
-    machine.add_isa(MmioRegion("i8042-data", 1, Port(kbd, 0), valid_sizes=(1,)), 0x60, kbd)
-    machine.add_isa(MmioRegion("i8042-cmd", 1, Port(kbd, 4), valid_sizes=(1,)), 0x64)
+    # QEMU's i8042/cmos/port92/apm ops: .impl 1 byte, any valid size (wider accesses split)
+    machine.add_isa(MmioRegion("i8042-data", 1, Port(kbd, 0), valid_sizes=(1, 2, 4), impl_max=1), 0x60, kbd)
+    machine.add_isa(MmioRegion("i8042-cmd", 1, Port(kbd, 4), valid_sizes=(1, 2, 4), impl_max=1), 0x64)
     machine.i8042 = kbd
     rcr = _ResetControl(machine)
     machine.add_isa(MmioRegion("piix3-reset-control", 1, rcr, valid_sizes=(1,)), 0xCF9, rcr, priority=1)

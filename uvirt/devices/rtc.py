@@ -75,6 +75,9 @@ class RegB(IntFlag):
 
 
 REG_A_UIP = 0x80
+#: QEMU's RTC_IBM_PS2_CENTURY_BYTE: an access there is an access to 0x32 (and the index
+#: moves there)
+IBM_PS2_CENTURY = 0x37
 REG_D_VRT = 0x80
 CMOS_SIZE = 128
 
@@ -424,6 +427,8 @@ class Rtc:
         if offset == 0:
             return 0xFF
         self._poll()
+        if self.index == IBM_PS2_CENTURY:
+            self.index = RtcReg.CENTURY
         i, c = self.index, self.cmos
         if i in (RtcReg.SECONDS, RtcReg.MINUTES, RtcReg.HOURS, RtcReg.DAY_OF_WEEK,
                  RtcReg.DAY_OF_MONTH, RtcReg.MONTH, RtcReg.YEAR, RtcReg.CENTURY):
@@ -447,6 +452,8 @@ class Rtc:
             self.index = value & 0x7F
             return
         self._poll()
+        if self.index == IBM_PS2_CENTURY:
+            self.index = RtcReg.CENTURY
         i, c = self.index, self.cmos
         if i in (RtcReg.SECONDS_ALARM, RtcReg.MINUTES_ALARM, RtcReg.HOURS_ALARM):
             c[i] = value

@@ -171,6 +171,14 @@ LOWMEM_REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 REFERENCES.update(LOWMEM_REFERENCES)
 
+# the chipset as firmware leaves it (firmware/chipset_probe.S), without and with a UART
+CHIPSET_REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "chipset_probe.txt": ("chipset_probe", ()),
+    "chipset_probe__serial.txt": ("chipset_probe", ("-chardev", f"file,id=s0,path={VIRTIO_CHARDEV}",
+                                                    "-serial", "chardev:s0")),
+}
+REFERENCES.update(CHIPSET_REFERENCES)
+
 
 @contextlib.contextmanager
 def reference_args(extra: tuple[str, ...], tmpdir: str | os.PathLike[str]):
