@@ -1,8 +1,8 @@
 """Real firmware: reset to boot sector with Debian's SeaBIOS (``-bios bios.bin``), a
 virtio-blk disk whose boot sector exits at once, on uvirt and on QEMU 7.2 TCG.
 
-QEMU spends about 0.04 s in SeaBIOS here (seabios-facts: 5.7 M guest instructions, 84 %
-of them one byte-wise memset loop), most of it in 32-bit flat code that a TCG
+QEMU spends about 0.04 s in SeaBIOS here (measured: 5.7 M guest instructions, 84 % of
+them one byte-wise memset loop), most of it in 32-bit flat code that a TCG
 translation runs natively; uvirt runs the same instructions through Unicorn and serves
 about 1 500 port and MMIO accesses from Python.  The second figure is what the fast
 default saves: the same boot sector is not reachable without firmware, so it compares

@@ -61,15 +61,15 @@ OPTION_HELP: dict[str, tuple[str, str]] = {
               "a block back end for -device virtio-blk-pci,drive=ID (raw files, null-co://)"),
     "netdev": ("type,id=ID[,...]", "parsed and recorded; uvirt has no network card to use it"),
     "chardev": ("backend,id=id[,prop=value...]",
-                "character device: file (path=, append=), stdio, null, socket (a client: "
-                "path=); '-chardev help'"),
+                "character device: file (path=, append=), stdio, null, socket (path= or "
+                "host=,port=; a client, or server=on[,wait=off]); '-chardev help'"),
     "mon": ("[chardev=]name[,mode=readline|control][,pretty[=on|off]]",
             "a monitor on chardev name (QMP with mode=control)"),
     "monitor": ("dev", "a HMP monitor on dev ('none' for none)"),
     "qmp": ("dev", "a QMP monitor on dev"),
     "qmp-pretty": ("dev", "a QMP monitor on dev, pretty-printed JSON"),
     "debugcon": ("dev", "redirect the debug console (port 0xE9) to char device 'dev'"),
-    "serial": ("dev", "'none' only is ignored; other back ends are recorded (uvirt has no UART)"),
+    "serial": ("dev", "redirect the serial port to char device 'dev' (16550 UARTs at COM1..COM4)"),
     "parallel": ("none", "no parallel port (the only value uvirt accepts)"),
     "qtest": ("dev", "serve QEMU's qtest protocol on dev (no CPU; with -accel qtest)"),
     "qtest-log": ("file", "write the qtest session to file, as QEMU's -qtest-log"),
@@ -84,7 +84,11 @@ OPTION_HELP: dict[str, tuple[str, str]] = {
     "display": ("type", "accepted: uvirt has no graphical console ('-display help')"),
     "vga": ("none", "no VGA card (the only value uvirt accepts; '-vga help')"),
     "boot": ("[order=drives][,once=drives][,menu=on|off]...",
-             "accepted: firmware boot settings; uvirt boots -kernel directly"),
+             "firmware boot settings, to fw_cfg and CMOS as QEMU puts them (read by -bios "
+             "firmware; the fast default boots -kernel directly)"),
+    "bios": ("file", "set the filename for the BIOS: real firmware from the reset vector "
+                     "(without it uvirt's in-process firmware step runs, the fast default)"),
+    "uuid": ("%08x-%04x-%04x-%04x-%012x", "specify machine UUID (fw_cfg, for firmware)"),
     "rtc": ("[base=utc|localtime|datetime][,clock=...][,driftfix=...]", "accepted, no effect"),
     "name": ("string1[,process=string2][,debug-threads=on|off]", "accepted, no effect"),
     # uvirt's own (QEMU rejects them: a command line carrying them is visibly uvirt-only)
@@ -93,14 +97,16 @@ OPTION_HELP: dict[str, tuple[str, str]] = {
                              "code hook); exit 124"),
     "uvirt-trace": ("file", "write every guest-visible device access to file, one declared "
                             "trace event a line"),
-    "uvirt-screenshot": ("file", "save the virtio-fb framebuffer as PNG when the run ends "
-                                 "(also -screenshot)"),
+    "uvirt-trace-format": ("raw|text|json", "the -uvirt-trace file's format: declared events "
+                                            "(default), decoded with the spec's names, or JSON lines"),
+    "uvirt-screenshot": ("file", "save the first display (virtio-gpu scanout 0 or virtio-fb) "
+                                 "when the run ends: PPM for *.ppm, else PNG (also -screenshot)"),
     "screenshot": ("file", "same as -uvirt-screenshot"),
 }
 
 _SECTIONS = (
     ("Standard options:", ("h", "version", "machine", "M", "accel", "enable-kvm", "cpu", "smp",
-                           "m", "device", "global", "name")),
+                           "m", "device", "global", "name", "uuid")),
     ("Block device options:", ("drive",)),
     ("Display options:", ("display", "nographic", "vga")),
     ("Network options:", ("netdev",)),
@@ -108,10 +114,11 @@ _SECTIONS = (
     ("Boot Image or Kernel specific:", ("kernel", "append", "initrd")),
     ("Debug/Expert options:", ("nodefaults", "no-reboot", "S", "mon", "monitor", "qmp",
                                "qmp-pretty", "debugcon", "serial", "parallel", "boot", "rtc",
-                               "qtest", "qtest-log")),
+                               "bios", "qtest", "qtest-log")),
     ("Generic object creation:", ("object",)),
     ("uvirt's own options (QEMU has none of these):",
-     ("uvirt-timeout", "uvirt-max-insns", "uvirt-trace", "uvirt-screenshot", "screenshot")),
+     ("uvirt-timeout", "uvirt-max-insns", "uvirt-trace", "uvirt-trace-format", "uvirt-screenshot",
+      "screenshot")),
 )
 
 #: QEMU's device categories (qdev_print_devinfos), in its order

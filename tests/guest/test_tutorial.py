@@ -36,7 +36,7 @@ def _needs_plugin():
 
 def expected(lesson: Path) -> str:
     m = BLOCK.search((lesson / "README.md").read_text())
-    assert m, f"{lesson.name}/README.md has no expected-output block"
+    assert m, f"lesson {lesson.name}: its README.md has no expected-output block"
     return m.group(2)
 
 
