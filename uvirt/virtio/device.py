@@ -144,6 +144,32 @@ class VirtioDevice:
         self.disabled = False
         self._kicks: set[int] = set()
 
+    # -- QEMU virtio_device_disabled: a broken or disabled device pops nothing, its
+    # queues read as empty and fills are dropped (virtqueue_pop/fill/flush,
+    # virtio_queue_empty); the queues carry the flag so the ring code needs no device
+    @property
+    def broken(self) -> bool:
+        return self._broken
+
+    @broken.setter
+    def broken(self, value: bool) -> None:
+        self._broken = value
+        self._sync_disabled()
+
+    @property
+    def disabled(self) -> bool:
+        return self._disabled
+
+    @disabled.setter
+    def disabled(self, value: bool) -> None:
+        self._disabled = value
+        self._sync_disabled()
+
+    def _sync_disabled(self) -> None:
+        off = getattr(self, "_broken", False) or getattr(self, "_disabled", False)
+        for q in getattr(self, "queues", ()):
+            q.disabled = off
+
     # -- wiring (host side)
     def realize(self, mem: "GuestMemory", transport: VirtioTransport) -> None:
         """Attach guest memory and the transport; the transport has added its feature
@@ -153,6 +179,7 @@ class VirtioDevice:
         self.host_features = self.get_features(self.host_features)
         self.queues = [SplitQueue(mem, n, index=i, events=self._events)
                        for i, n in enumerate(self.queue_sizes)]
+        self._sync_disabled()
         self.vectors = [VIRTIO_NO_VECTOR] * len(self.queues)
 
     # -- hooks
