@@ -1187,6 +1187,10 @@ class GuestMemory:
         bounce buffer is in use).  The mapping may be shorter than asked."""
         if length <= 0:
             return None
+        pc = self._space.ram_piece(addr)            # the common case: all in one RAM piece
+        if (pc is not None and addr + length <= pc.end
+                and not (is_write and pc.region.readonly)):
+            return Mapping(addr, length)
         addr &= _ADDR_MAX
         pc = self._piece(addr)
         if (pc is not None and isinstance(pc.region, RamRegion)
@@ -1264,16 +1268,23 @@ class GuestMemory:
 _ADDR_MAX = (1 << 64) - 1
 
 
-@dataclass(eq=False)
 class Mapping:
     """One ``map`` result: ``length`` bytes at ``addr``, direct RAM (``buffer`` None)
     or the bounce buffer."""
 
-    addr: int
-    length: int
-    buffer: bytearray | None = None
-    is_write: bool = False
+    __slots__ = ("addr", "length", "buffer", "is_write")
+
+    def __init__(self, addr: int, length: int, buffer: bytearray | None = None,
+                 is_write: bool = False) -> None:
+        self.addr = addr
+        self.length = length
+        self.buffer = buffer
+        self.is_write = is_write
 
     @property
     def bounced(self) -> bool:
         return self.buffer is not None
+
+    def __repr__(self) -> str:
+        kind = "bounce" if self.buffer is not None else "ram"
+        return f"Mapping(0x{self.addr:x}, 0x{self.length:x}, {kind})"
