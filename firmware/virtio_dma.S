@@ -189,6 +189,22 @@ blk_write:
     mov edx, seg
     mov ecx, 1
     call dma_request
+    PUTSN "-- blk: two reads into the PCI hole in one kick (one bounce buffer)"
+    call dma_init
+    mov dword ptr [BUF], 0              # IN sector 1
+    mov dword ptr [BUF + 8], 1
+    SEG 0, BUF, 0, 16, 0
+    SEG 1, HOLE, 0, 512, VD_WRITE
+    SEG 2, STATUSB, 0, 1, VD_WRITE
+    mov edx, seg
+    mov ecx, 3
+    call dma_add
+    mov dword ptr [BUF + 0x40], 0       # IN sector 2
+    mov dword ptr [BUF + 0x48], 2
+    SEG 0, BUF + 0x40, 0, 16, 0
+    SEG 1, HOLE + 0x1000, 0, 512, VD_WRITE
+    SEG 2, STATUSB + 1, 0, 1, VD_WRITE
+    call after_error_tail
     PUTSN "-- blk: a request without headers, then a good one, in one kick"
     call dma_init
     SEG 0, BUF, 0, 16, 0                # readable only: "missing headers"
