@@ -43,6 +43,10 @@ SLICE_SECONDS = 0.02
 
 Work = Callable[[], "Iterator | None"]
 
+#: Yielded by a handler that runs inside a register access (``ioeventfd=off``) where
+#: QEMU's part inside the access ends: the rest (AIO completions) is main-loop work.
+AFTER_ACCESS = object()
+
 
 class DeviceWork:
     """The machine's queue of device work (QEMU's main-loop bottom halves).

@@ -62,7 +62,7 @@ from __future__ import annotations
 import struct
 
 from ..block import SECTOR, BlockBackend, BlockError
-from ..dma import PIECE
+from ..dma import AFTER_ACCESS, PIECE
 from .device import Status, VirtioDevice
 from .features import VirtioFeature as F
 
@@ -262,6 +262,7 @@ class VirtioBlk(VirtioDevice):
             # round that consumed nothing ends the loop
             if q.is_empty() or q.last_avail_idx == start:
                 break
+        yield AFTER_ACCESS          # with ioeventfd=off the kick's access ends here
         for completion in pending:
             yield from completion
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from enum import IntFlag
 from typing import TYPE_CHECKING, Callable, Protocol
 
+from ..dma import AFTER_ACCESS
 from .features import VirtioFeature as F
 from .queue import SplitQueue, VirtqueueBase
 
@@ -301,7 +302,10 @@ class VirtioDevice:
         if work is None or not getattr(self, "ioeventfd", True):
             result = self.handle_output(index)
             if result is not None:
-                for _ in result:
+                for marker in result:
+                    if marker is AFTER_ACCESS and work is not None:
+                        work.schedule(lambda: result, owner=self)    # the rest: after it
+                        break
                     if work is not None and work.should_stop():
                         break                   # the run is ending: leave the rest
             return
