@@ -159,13 +159,17 @@ class ReentrancyGuard:
 
     def enter(self, what: str) -> bool:
         if self.engaged:
-            self.blocked += 1
-            if self.on_blocked is not None:
-                self.on_blocked(f"Blocked re-entrant IO on MemoryRegion: {self.name} {what}")
+            self.block(what)
             return False
         self.engaged = True
         self.work.enter()
         return True
+
+    def block(self, what: str) -> None:
+        """An access made while engaged: dropped (QEMU MEMTX_ACCESS_ERROR), reported."""
+        self.blocked += 1
+        if self.on_blocked is not None:
+            self.on_blocked(f"Blocked re-entrant IO on MemoryRegion: {self.name} {what}")
 
     def leave(self) -> None:
         self.engaged = False

@@ -185,23 +185,36 @@ class MmioRegion(Region):
         access of its own is dropped and reads 0."""
         self.guard = guard
         read, write = self._fast_paths()
-        name = self.name
+        name, work = self.name, guard.work
 
+        # guard.enter/leave inlined: this wraps every register access of the device
         def guarded_read(offset: int, size: int) -> int:
-            if not guard.enter(f"at +0x{offset:x} ({name}, read)"):
+            if guard.engaged:
+                guard.block(f"at +0x{offset:x} ({name}, read)")
                 return UNASSIGNED_MEM_VALUE
+            guard.engaged = True
+            work.depth += 1
             try:
                 return read(offset, size)
             finally:
-                guard.leave()
+                guard.engaged = False
+                work.depth -= 1
+                if not work.depth and work._queue and not work.running:
+                    work.run()
 
         def guarded_write(offset: int, size: int, value: int) -> None:
-            if not guard.enter(f"at +0x{offset:x} ({name}, write)"):
+            if guard.engaged:
+                guard.block(f"at +0x{offset:x} ({name}, write)")
                 return
+            guard.engaged = True
+            work.depth += 1
             try:
                 write(offset, size, value)
             finally:
-                guard.leave()
+                guard.engaged = False
+                work.depth -= 1
+                if not work.depth and work._queue and not work.running:
+                    work.run()
 
         self.read, self.write = guarded_read, guarded_write
 
