@@ -43,9 +43,16 @@ SLICE_SECONDS = 0.02
 
 Work = Callable[[], "Iterator | None"]
 
+#: Yielded by a handler that runs inside a register access (``ioeventfd=off``) where
+#: QEMU's part inside the access ends: the rest (AIO completions) is main-loop work.
+AFTER_ACCESS = object()
+
 
 class DeviceWork:
-    """The machine's queue of device work (QEMU's main-loop bottom halves)."""
+    """The machine's queue of device work (QEMU's main-loop bottom halves).
+
+    Queue entries are ``[fn, owner, generator]``: ``fn`` not yet called, or the
+    generator it returned, run one piece per step."""
 
     def __init__(self) -> None:
         self._queue: deque = deque()
@@ -65,9 +72,7 @@ class DeviceWork:
     def schedule(self, fn: Work, owner: object = None) -> None:
         """Queue ``fn`` (runs now when no register access is in progress).  ``owner``
         (a device) lets ``cancel`` drop it at the device's reset."""
-        if owner is not None:
-            fn = _Owned(fn, owner)
-        self._queue.append(fn)
+        self._queue.append([fn, owner, None])
         if not self.depth and not self.running:
             self.run()
 
@@ -81,7 +86,9 @@ class DeviceWork:
 
     def cancel(self, owner: object) -> None:
         """Drop queued work of ``owner`` (a device reset)."""
-        self._queue = deque(w for w in self._queue if getattr(w, "owner", None) is not owner)
+        keep = [w for w in self._queue if w[1] is not owner]
+        self._queue.clear()                  # in place: a run in progress holds the deque
+        self._queue.extend(keep)
 
     def run(self, budget: float | None = SLICE_SECONDS) -> bool:
         """Run queued work for at most ``budget`` seconds (None: until done); True when
@@ -89,29 +96,31 @@ class DeviceWork:
         if self.running:
             return not self._queue
         self.running = True
-        deadline = None if budget is None or self.continue_later is None else time.monotonic() + budget
+        later = self.continue_later
+        deadline = None if budget is None or later is None else time.monotonic() + budget
         q = self._queue
+        stop = self.should_stop
         try:
-            while q:
-                if self.should_stop():
-                    break
-                item = q[0]
-                if not isinstance(item, _Pieces):
-                    q.popleft()
-                    result = item()
-                    if result is None:
+            while q and not stop():
+                entry = q[0]
+                gen = entry[2]
+                if gen is None:
+                    gen = entry[0]()
+                    if gen is None:
+                        _remove(q, entry)
                         continue
-                    item = _Pieces(result, getattr(item, "owner", None))
-                    q.appendleft(item)
-                if item.step():
-                    q.popleft()
+                    entry[2] = gen
+                try:
+                    next(gen)
+                except StopIteration:
+                    _remove(q, entry)
                 self.pieces += 1
                 if deadline is not None and time.monotonic() >= deadline:
                     break
         finally:
             self.running = False
-        if q and self.continue_later is not None and not self.should_stop():
-            self.continue_later()
+        if q and later is not None and not stop():
+            later()
         return not q
 
     def drain(self) -> None:
@@ -120,31 +129,16 @@ class DeviceWork:
             self.run(None)
 
 
-class _Owned:
-    __slots__ = ("fn", "owner")
-
-    def __init__(self, fn: Work, owner: object) -> None:
-        self.fn = fn
-        self.owner = owner
-
-    def __call__(self):
-        return self.fn()
-
-
-class _Pieces:
-    __slots__ = ("gen", "owner")
-
-    def __init__(self, gen: Iterator, owner: object = None) -> None:
-        self.gen = gen
-        self.owner = owner
-
-    def step(self) -> bool:
-        """One piece; True when the generator is finished."""
-        try:
-            next(self.gen)
-        except StopIteration:
-            return True
-        return False
+def _remove(q: deque, entry: list) -> None:
+    """Take a finished entry off the queue (normally its head; work may have cancelled
+    or reordered the queue meanwhile)."""
+    if q and q[0] is entry:
+        q.popleft()
+        return
+    for i, e in enumerate(q):
+        if e is entry:
+            del q[i]
+            return
 
 
 class ReentrancyGuard:
@@ -165,13 +159,17 @@ class ReentrancyGuard:
 
     def enter(self, what: str) -> bool:
         if self.engaged:
-            self.blocked += 1
-            if self.on_blocked is not None:
-                self.on_blocked(f"Blocked re-entrant IO on MemoryRegion: {self.name} {what}")
+            self.block(what)
             return False
         self.engaged = True
         self.work.enter()
         return True
+
+    def block(self, what: str) -> None:
+        """An access made while engaged: dropped (QEMU MEMTX_ACCESS_ERROR), reported."""
+        self.blocked += 1
+        if self.on_blocked is not None:
+            self.on_blocked(f"Blocked re-entrant IO on MemoryRegion: {self.name} {what}")
 
     def leave(self) -> None:
         self.engaged = False

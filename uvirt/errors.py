@@ -6,8 +6,10 @@ Two families, never mixed:
   file, a programming error in a device model).  They propagate, and the CLI prints
   ``uvirt: <message>`` on one line and exits 1, as QEMU does for its own option errors.
   Messages name the offending value, numbers in hex.
-* ``GuestMemoryError`` is raised by guest-memory accessors when a *guest-supplied* address
-  is bad.  Device code catches it and applies its documented guest-error reaction; it
+* ``GuestMemoryError`` is raised by guest-memory accessors for a request no guest access
+  could make (a negative size).  Device DMA itself never raises: like QEMU's
+  ``address_space_rw``, unassigned memory reads 0 and drops writes (uvirt/mem_regions.py
+  ``GuestMemory``).  Device code that catches it applies its guest-error reaction; it
   never escapes a hook.
 """
 

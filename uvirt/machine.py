@@ -797,7 +797,10 @@ class Machine:
         self._wake.set()
 
     def _timer_fired(self) -> None:
-        """Watchdog thread: a PIT edge or a poll of a blocked interrupt is due."""
+        """Watchdog thread: a PIT edge, a poll of a blocked interrupt or device work is due.
+        The watchdog has dropped the tick: forget it, so the next ``_arm_tick`` arms one
+        again even for the same time (the CPU thread may have looked before it was due)."""
+        self._armed_tick = None
         self._kick_async()
 
     def _irq_changed(self) -> None:

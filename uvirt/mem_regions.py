@@ -185,23 +185,36 @@ class MmioRegion(Region):
         access of its own is dropped and reads 0."""
         self.guard = guard
         read, write = self._fast_paths()
-        name = self.name
+        name, work = self.name, guard.work
 
+        # guard.enter/leave inlined: this wraps every register access of the device
         def guarded_read(offset: int, size: int) -> int:
-            if not guard.enter(f"at +0x{offset:x} ({name}, read)"):
+            if guard.engaged:
+                guard.block(f"at +0x{offset:x} ({name}, read)")
                 return UNASSIGNED_MEM_VALUE
+            guard.engaged = True
+            work.depth += 1
             try:
                 return read(offset, size)
             finally:
-                guard.leave()
+                guard.engaged = False
+                work.depth -= 1
+                if not work.depth and work._queue and not work.running:
+                    work.run()
 
         def guarded_write(offset: int, size: int, value: int) -> None:
-            if not guard.enter(f"at +0x{offset:x} ({name}, write)"):
+            if guard.engaged:
+                guard.block(f"at +0x{offset:x} ({name}, write)")
                 return
+            guard.engaged = True
+            work.depth += 1
             try:
                 write(offset, size, value)
             finally:
-                guard.leave()
+                guard.engaged = False
+                work.depth -= 1
+                if not work.depth and work._queue and not work.running:
+                    work.run()
 
         self.read, self.write = guarded_read, guarded_write
 
@@ -1247,6 +1260,10 @@ class GuestMemory:
         bounce buffer is in use).  The mapping may be shorter than asked."""
         if length <= 0:
             return None
+        pc = self._space.ram_piece(addr)            # the common case: all in one RAM piece
+        if (pc is not None and addr + length <= pc.end
+                and not (is_write and pc.region.readonly)):
+            return Mapping(addr, length)
         addr &= _ADDR_MAX
         pc = self._piece(addr)
         if (pc is not None and isinstance(pc.region, RamRegion)
@@ -1324,16 +1341,23 @@ class GuestMemory:
 _ADDR_MAX = (1 << 64) - 1
 
 
-@dataclass(eq=False)
 class Mapping:
     """One ``map`` result: ``length`` bytes at ``addr``, direct RAM (``buffer`` None)
     or the bounce buffer."""
 
-    addr: int
-    length: int
-    buffer: bytearray | None = None
-    is_write: bool = False
+    __slots__ = ("addr", "length", "buffer", "is_write")
+
+    def __init__(self, addr: int, length: int, buffer: bytearray | None = None,
+                 is_write: bool = False) -> None:
+        self.addr = addr
+        self.length = length
+        self.buffer = buffer
+        self.is_write = is_write
 
     @property
     def bounced(self) -> bool:
         return self.buffer is not None
+
+    def __repr__(self) -> str:
+        kind = "bounce" if self.buffer is not None else "ram"
+        return f"Mapping(0x{self.addr:x}, 0x{self.length:x}, {kind})"

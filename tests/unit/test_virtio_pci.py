@@ -68,6 +68,10 @@ def test_legacy_ack_driver_sets_bus_master():
 def test_legacy_request_fills_buffer_sets_isr_and_isr_read_clears_and_deasserts():
     m, fn = rng(",disable-modern=on")
     rd, wr = legacy(m, fn)
+    # reset first: SeaBIOS's command write (bus mastering off) left the device disabled
+    # (QEMU virtio_write_config, use-disabled-flag), and ACK|DRIVER turns mastering on
+    # without undoing that (firmware/virtio_dma.S "before any reset" shows it on QEMU)
+    wr(LegacyReg.STATUS, 1, 0)
     wr(LegacyReg.STATUS, 1, 3)
     q = MockSplitQueue(m.memory.guest, RING, 8)
     wr(LegacyReg.QUEUE_PFN, 4, q.pfn)

@@ -147,6 +147,8 @@ VIRTIO_HUGE_REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 REFERENCES.update(VIRTIO_REFERENCES)
 REFERENCES.update(VIRTIO_HUGE_REFERENCES)
+#: QEMU seconds per run where the default 30 is not enough (on a loaded machine)
+REFERENCE_TIMEOUT = {"virtio_dma_huge": 300}
 
 # ivshmem guest programs (firmware/ivshmem_*.S): IVSHMEM_FILE / IVSHMEM_SOCKET placeholders
 # are made real, and the host side played, by uvirt.testing.ivshmem.ivshmem_env.
@@ -313,7 +315,7 @@ def regen(names: list[str] | None = None, out_dir: Path = DATA_DIR) -> list[Path
             continue
         with tempfile.TemporaryDirectory(prefix="uvirt-files-") as files:
             with reference_args(extra, files) as args:
-                res = run_bundled(prog, args)
+                res = run_bundled(prog, args, timeout=REFERENCE_TIMEOUT.get(prog, 30))
         header = (
             f"# firmware/{prog}.S on {version}\n"
             f"# args: base args{(' ' + ' '.join(extra)) if extra else ''}; "

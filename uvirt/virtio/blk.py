@@ -62,7 +62,7 @@ from __future__ import annotations
 import struct
 
 from ..block import SECTOR, BlockBackend, BlockError
-from ..dma import PIECE
+from ..dma import AFTER_ACCESS, PIECE
 from .device import Status, VirtioDevice
 from .features import VirtioFeature as F
 
@@ -235,7 +235,12 @@ class VirtioBlk(VirtioDevice):
         return self._handle_vq()
 
     def _handle_vq(self):
+        """Pop every available request first, then complete the ones QEMU completes
+        asynchronously (reads, writes, flushes, discards: AIO completion bottom halves),
+        in order.  Until then such a request keeps its mapping, so a second request that
+        needs the one bounce buffer fails to pop, as on QEMU."""
         q = self.queues[0]
+        pending = []
         while True:
             start = q.last_avail_idx
             q.set_notification(False)
@@ -246,22 +251,29 @@ class VirtioBlk(VirtioDevice):
                 if elem.broken:
                     self.error(elem.reason)
                     break
-                ok = yield from self._handle_request(elem)
-                if not ok:
+                result = self._submit(elem)
+                if result is False:
                     q.detach(elem)
                     break
+                if result is not None:
+                    pending.append(result)
             q.set_notification(True)
-            # QEMU loops while the queue is not empty, broken or not (its pop never
-            # looks at ``broken``); uvirt's pop refuses an avail-index jump without
-            # consuming anything, so a round that consumed nothing ends the loop.
+            # uvirt's pop refuses an avail-index jump without consuming anything, so a
+            # round that consumed nothing ends the loop
             if q.is_empty() or q.last_avail_idx == start:
-                return
+                break
+        yield AFTER_ACCESS          # with ioeventfd=off the kick's access ends here
+        for completion in pending:
+            yield from completion
 
     # ------------------------------------------------------------------ requests
-    def _handle_request(self, elem):
-        """QEMU ``virtio_blk_handle_request``; False after a ``virtio_error``.  Every byte
-        goes through the element's mapping (RAM, or the bounce buffer written back at
-        push), data in pieces of ``PIECE`` bytes (a generator: ``yield`` between them)."""
+    def _submit(self, elem):
+        """QEMU ``virtio_blk_handle_request``: False after a ``virtio_error``; None when
+        the request completed at once (QEMU ``virtio_blk_req_complete`` inside the
+        handler: GET_ID, SCSI, unsupported types, out-of-range I/O, bad discard
+        segments); else a generator that does the I/O and completes it.  Every byte goes
+        through the element's mapping (RAM, or the bounce buffer written back at push),
+        data in pieces of ``PIECE`` bytes."""
         mem = self.mem
         if not elem.readable or not elem.writable:
             self.error("virtio-blk missing headers")
@@ -273,42 +285,64 @@ class VirtioBlk(VirtioDevice):
             self.error("virtio-blk request inhdr too short")
             return False
         hdr = elem.read_at(mem, 0, OUTHDR_LEN)
-        in_len = elem.writable_len
-        data_in_len = in_len - 1
+        data_in_len = elem.writable_len - 1
         data_out_len = elem.readable_len - OUTHDR_LEN
         rtype, _ioprio, sector = struct.unpack_from("<IIQ", hdr)
         kind = rtype & ~(T_OUT | T_BARRIER)
         if kind == T_IN:
-            status = yield from self._rw(elem, rtype & T_OUT, sector, data_in_len, data_out_len)
-        elif kind == T_FLUSH:
-            self.backend.flush()
-            status = S_OK
-        elif kind == T_GET_ID:
+            is_write = rtype & T_OUT
+            if not self._range_ok(sector, data_out_len if is_write else data_in_len):
+                return self._complete(elem, S_IOERR)
+            return self._rw(elem, is_write, sector, data_in_len, data_out_len)
+        if kind == T_FLUSH:
+            return self._later(elem, self._flush)
+        if kind == T_GET_ID:
             serial = (self.serial or "").encode("latin-1", "replace")
             n = min(len(serial) + 1, data_in_len, ID_BYTES)
             elem.write_at(mem, 0, (serial + b"\0")[:n])
-            status = S_OK
-        elif kind == T_SCSI_CMD:
+            return self._complete(elem, S_OK)
+        if kind == T_SCSI_CMD:
             status = S_IOERR if len(elem.readable) < 2 or len(elem.writable) < 3 else S_UNSUPP
             if len(elem.writable) >= 3 and elem.writable[-2][1] >= 4:
                 # virtio_scsi_inhdr.errors = 255, in the second-to-last writable piece
                 at = sum(n for _, n in elem.writable[:-2])
                 elem.write_at(mem, at, (255).to_bytes(4, "little"))
-        elif kind in (T_DISCARD & ~T_OUT, T_WRITE_ZEROES & ~T_OUT):
+            return self._complete(elem, status)
+        if kind in (T_DISCARD & ~T_OUT, T_WRITE_ZEROES & ~T_OUT):
             if not rtype & T_OUT or data_out_len > 16:
-                status = S_UNSUPP
-            elif data_out_len < 16:
+                return self._complete(elem, S_UNSUPP)
+            if data_out_len < 16:
                 self.error("virtio-blk discard/write_zeroes header too short")
                 return False
-            else:
-                status = self._discard_write_zeroes(rtype & ~T_BARRIER == T_WRITE_ZEROES,
-                                                    elem.read_at(mem, OUTHDR_LEN, 16))
-        else:
-            status = S_UNSUPP
-        elem.write_at(mem, in_len - 1, bytes([status]))
+            write_zeroes = rtype & ~T_BARRIER == T_WRITE_ZEROES
+            seg = elem.read_at(mem, OUTHDR_LEN, 16)
+            status = self._check_discard(write_zeroes, seg)
+            if status is not None:
+                return self._complete(elem, status)
+            return self._later(elem, lambda: self._discard_write_zeroes(write_zeroes, seg))
+        return self._complete(elem, S_UNSUPP)
+
+    def _complete(self, elem, status: int) -> None:
+        """QEMU ``virtio_blk_req_complete``: the status byte, push (the whole writable
+        length), notify."""
+        in_len = elem.writable_len
+        elem.write_at(self.mem, in_len - 1, bytes([status]))
         self.queues[0].push(elem, in_len)
         self.notify(0)
-        return True
+        return None
+
+    def _later(self, elem, operation):
+        """A request completed after the handler (one piece of work)."""
+        self._complete(elem, operation())
+        return
+        yield                           # a generator: completes when iterated
+
+    def _flush(self) -> int:
+        try:
+            self.backend.flush()
+        except (BlockError, OSError):
+            return S_IOERR
+        return S_OK
 
     def _range_ok(self, sector: int, size: int) -> bool:
         """QEMU ``virtio_blk_sect_range_ok``."""
@@ -318,11 +352,10 @@ class VirtioBlk(VirtioDevice):
                 and sector <= total and nb <= total - sector)
 
     def _rw(self, elem, is_write: int, sector: int, data_in_len: int, data_out_len: int):
-        """A read or write in pieces of at most ``PIECE`` bytes -> status."""
+        """A read or write in pieces of at most ``PIECE`` bytes, then its completion."""
         size = data_out_len if is_write else data_in_len
-        if not self._range_ok(sector, size):
-            return S_IOERR
         mem, pos = self.mem, 0
+        status = S_OK
         try:
             while pos < size:
                 n = min(PIECE, size - pos)
@@ -336,22 +369,27 @@ class VirtioBlk(VirtioDevice):
                 if pos < size:
                     yield
         except (BlockError, OSError):
-            return S_IOERR
-        return S_OK
+            status = S_IOERR
+        self._complete(elem, status)
 
-    def _discard_write_zeroes(self, write_zeroes: bool, seg: bytes) -> int:
-        """QEMU ``virtio_blk_handle_discard_write_zeroes`` (one segment)."""
+    def _check_discard(self, write_zeroes: bool, seg: bytes) -> int | None:
+        """QEMU ``virtio_blk_handle_discard_write_zeroes`` checks (one segment): a status
+        to complete with at once, or None to go ahead."""
         sector, num, flags = struct.unpack("<QII", seg)
         limit = self.max_write_zeroes_sectors if write_zeroes else self.max_discard_sectors
         if num > limit or not self._range_ok(sector, num << 9):
             return S_IOERR
         if flags & ~WRITE_ZEROES_FLAG_UNMAP:
             return S_UNSUPP
+        if not write_zeroes and flags & WRITE_ZEROES_FLAG_UNMAP:
+            return S_UNSUPP
+        return None
+
+    def _discard_write_zeroes(self, write_zeroes: bool, seg: bytes) -> int:
+        sector, num, _flags = struct.unpack("<QII", seg)
         try:
             if write_zeroes:
                 self.backend.write_zeroes(sector * SECTOR, num * SECTOR)
-            elif flags & WRITE_ZEROES_FLAG_UNMAP:
-                return S_UNSUPP
             else:
                 self.backend.discard(sector * SECTOR, num * SECTOR)
         except (BlockError, OSError):

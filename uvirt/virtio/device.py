@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from enum import IntFlag
 from typing import TYPE_CHECKING, Callable, Protocol
 
+from ..dma import AFTER_ACCESS
 from .features import VirtioFeature as F
 from .queue import SplitQueue, VirtqueueBase
 
@@ -176,6 +177,32 @@ class VirtioDevice:
         self.disabled = False
         self._kicks: set[int] = set()
 
+    # -- QEMU virtio_device_disabled: a broken or disabled device pops nothing, its
+    # queues read as empty and fills are dropped (virtqueue_pop/fill/flush,
+    # virtio_queue_empty); the queues carry the flag so the ring code needs no device
+    @property
+    def broken(self) -> bool:
+        return self._broken
+
+    @broken.setter
+    def broken(self, value: bool) -> None:
+        self._broken = value
+        self._sync_disabled()
+
+    @property
+    def disabled(self) -> bool:
+        return self._disabled
+
+    @disabled.setter
+    def disabled(self, value: bool) -> None:
+        self._disabled = value
+        self._sync_disabled()
+
+    def _sync_disabled(self) -> None:
+        off = getattr(self, "_broken", False) or getattr(self, "_disabled", False)
+        for q in getattr(self, "queues", ()):
+            q.disabled = off
+
     # -- wiring (host side)
     def realize(self, mem: "GuestMemory", transport: VirtioTransport) -> None:
         """Attach guest memory and the transport; the transport has added its feature
@@ -185,6 +212,7 @@ class VirtioDevice:
         self.host_features = self.get_features(self.host_features)
         self.queues = [SplitQueue(mem, n, index=i, events=self._events)
                        for i, n in enumerate(self.queue_sizes)]
+        self._sync_disabled()
         self.vectors = [VIRTIO_NO_VECTOR] * len(self.queues)
 
     # -- hooks
@@ -317,7 +345,10 @@ class VirtioDevice:
         if work is None or not getattr(self, "ioeventfd", True):
             result = self.handle_output(index)
             if result is not None:
-                for _ in result:
+                for marker in result:
+                    if marker is AFTER_ACCESS and work is not None:
+                        work.schedule(lambda: result, owner=self)    # the rest: after it
+                        break
                     if work is not None and work.should_stop():
                         break                   # the run is ending: leave the rest
             return

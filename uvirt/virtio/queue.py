@@ -11,7 +11,11 @@ used ring aligned to 4096 (``legacy_layout``).  Modern transports give three add
 
 Configuring a queue follows QEMU's ``virtio_queue_set_num`` / ``virtio_queue_set_addr`` /
 ``virtio_queue_set_rings``: the ring areas are checked once, when they are set
-(``virtio_init_region_cache``), and a queue whose areas are not all RAM reads as empty.
+(``virtio_init_region_cache``): an area may lie in any one memory region (RAM, a
+device's registers, ROM, unassigned space, which reads 0), but not cross out of it; a
+queue whose areas failed the check reads as empty.  Buffers are mapped as QEMU's
+``virtqueue_map_desc`` maps them (``GuestMemory.map``: RAM directly, anything else
+through the one bounce buffer, which a second non-RAM piece finds in use).
 
 Guest errors (each one is an ``events.guest_error(kind, reason=..., fatal=...)`` call).
 Fatal ones make ``pop``/``set_rings``/``avail_bytes`` return a ``QueueBroken`` whose
@@ -42,7 +46,7 @@ docs/virtio-pci-facts.md §5.5), fatal with ``strict=True`` (spec §2.7.5.3.1, L
     indirect_not_head      INDIRECT on a later descriptor of a direct chain (strict: followed)
 
 Also not fatal: ``bad_queue_size`` (a size write QEMU ignores) and ``ring_access`` (a ring
-area that stopped being RAM after it was checked; the access reads 0 / is dropped).
+area whose memory changed after it was checked; the access goes through the DMA path).
 
 Ring events (declared trace events, uvirt/trace.py), sent to ``events.ring(name, ...)``
 only while ``events.tracing`` is true, so an untraced queue pays one attribute test:
@@ -359,7 +363,8 @@ def indirect_table(mem: "GuestMemory", desc, num_bufs: int | None = None,
                    limit: int = 0) -> tuple[int, int]:
     """QEMU's checks on entering an indirect table, in its order -> (address, entries):
     a length that is a positive multiple of a descriptor; for ``avail_bytes`` only, a
-    descriptor budget not yet spent (``num_bufs < limit``, else a loop); mappable RAM."""
+    descriptor budget not yet spent (``num_bufs < limit``, else a loop); a table in one
+    memory region (``address_space_cache_init``)."""
     if not desc.len or desc.len % DESC_SIZE:
         raise _ChainError("indirect_bad_size", "Invalid size for indirect buffer table",
                           len=desc.len)
@@ -428,7 +433,7 @@ class DescriptorChain(ChainWalker):
     seen (same shape).  Every walk ends: at most ``ttl`` descriptors per table.
 
     Checks, QEMU order: the head descriptor may point at an indirect table (length
-    non-zero and a multiple of 16, wholly in RAM); after each descriptor, more than
+    non-zero and a multiple of 16, in one memory region); after each descriptor, more than
     ``max`` descriptors is a loop; ``next >= max`` is out of range.  ``max`` is the queue
     size, or the number of entries of the indirect table.
     """

@@ -47,8 +47,11 @@ class VirtioRng(VirtioDevice):
         self.status = status          # QEMU stores first, then processes
         self.process()
 
-    def handle_output(self, index: int) -> None:
-        self.process()
+    def handle_output(self, index: int):
+        """A kick: already device work, so the entropy is delivered right here (QEMU's
+        back end answers from a bottom half; nothing runs in between that could tell)."""
+        size = self.request_size()
+        return self.chr_read(size) if size else None
 
     def is_guest_ready(self) -> bool:
         """QEMU ``is_guest_ready``: queue 0 has rings and DRIVER_OK is set (broken or
@@ -59,15 +62,19 @@ class VirtioRng(VirtioDevice):
         """QEMU ``virtio_rng_process``: ask the back end for as many bytes as the
         available writable buffers hold (``virtqueue_get_avail_bytes(vq, .., quota, 0)``);
         they arrive later, as device work (``rng-builtin``'s bottom half)."""
+        size = self.request_size()
+        if size:
+            self.defer(lambda: self.chr_read(size))
+
+    def request_size(self) -> int:
+        """QEMU ``get_request_size`` when the guest is ready, else 0."""
         if not self.is_guest_ready():
-            return
+            return 0
         avail = self.queues[0].avail_bytes(0xFFFF_FFFF, 0)
         if not isinstance(avail, tuple):
             self.error(avail.reason)          # QEMU: virtio_error, then a request of 0 bytes
-            return
-        size = avail[0]
-        if size:
-            self.defer(lambda: self.chr_read(size))
+            return 0
+        return avail[0]
 
     def chr_read(self, size: int):
         """QEMU ``chr_read`` with ``size`` bytes of entropy arriving: fill buffers in
