@@ -49,6 +49,13 @@ MEASURED = {
     "ivshmem_doorbell.txt": "",
     "lowmem_map.txt": "",
     "chipset_probe__serial.txt": "",
+    "edu.txt": "",
+    "virtio_dma__blk-legacy.txt": "00:02.0@04:03->07",
+    "virtio_dma__blk-modern-ioeventfd-off.txt": "00:02.0@04:03->07",
+    "gpu_commands__default.txt": "",
+    "gpu_commands__edid-off-2-heads.txt": "",
+    "gpu_commands__5120x2160-1M.txt": "",
+    "gpu_commands__333x77-no-msix.txt": "",
 }
 
 
