@@ -203,6 +203,11 @@ def _pow2ceil(n: int) -> int:
 
 class VirtioPci(PciFunction):
     """A virtio device on the PCI transport."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = (
+        "vdev", "msix", "dfselect", "gfselect", "guest_features_words", "_vqs", "queue_vectors",
+        "mem_sel",
+    )
 
     def __init__(self, device: VirtioDevice, *, class_code: int, disable_legacy: bool = False,
                  disable_modern: bool = False, vectors: int = 2,
@@ -653,6 +658,9 @@ class VirtioPci(PciFunction):
 
 
 class _LegacyRegs:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
+
     def __init__(self, t: VirtioPci) -> None:
         self.read = t.legacy_read
         self.write = t.legacy_write
@@ -660,6 +668,8 @@ class _LegacyRegs:
 
 class _ModernBar:
     """Dispatch the 16 KiB modern BAR to its four 4 KiB register windows."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
 
     def __init__(self, t: VirtioPci) -> None:
         self.t = t
