@@ -368,5 +368,7 @@ def restore(machine, snap: Snapshot) -> None:
                     memory.invalidate_code(o, PAGE_SIZE)
         else:
             machine.uc.ctl_flush_tb()
+    if not machine.io.table:
+        machine.io.commit()        # a CPU stop left the port table empty: host accesses need it
     snap.restores += 1
     _start_tracking(machine)
