@@ -119,11 +119,13 @@ class GuestBackend:
             raise ValueError("the guest backend needs a machine with a CPU")
         self.target = target
         self.timeout = timeout
+        guest = target.machine.memory.guest
+        self._write = type(guest).write.__get__(guest)      # not a device's DMA (oracles)
 
     def run(self, ops: list[Op], on_op=None) -> RunResult:
         m = self.target.machine
         code, resumes, nread = compile_ops(ops)
-        m.memory.guest.write(CODE_BASE, code)
+        self._write(CODE_BASE, code)
         end = CODE_BASE + len(code)
         m.uc.reg_write(_EIP, CODE_BASE)
         stop = None

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..errors import UvirtError
 from ..pci_bus import Command, PciReg
-from .ops import (BUF_BASE, DMA_BASE, DMA_END, QUEUE_STRIDE, BarInfo, Layout, QueueInfo)
+from .ops import (BUF_BASE, CONFIG_ADDRESS, CONFIG_DATA, DMA_BASE, DMA_END, QUEUE_STRIDE, BarInfo,
+                  Layout, QueueInfo)
 
 HARNESS_SOURCE = '.include "uvirt.inc"\nmain:\n    cli\n    hlt\n    jmp main\n'
 MAX_QUEUES = 8
@@ -60,8 +61,6 @@ class FuzzTarget:
             raise UvirtError(f"uvirt fuzz: {self.built.devices[-1][0].driver} is not a PCI device")
         self.name = self.built.devices[-1][0].driver
         self._install_clock()
-        for port in (0x21, 0xA1):              # mask every line at both PICs
-            m.io.write(port, 1, 0xFF)
         if cpu:
             m.load_kernel(harness_image(), filename="uvirt-fuzz-harness")
             stop = m.run(timeout=10)
@@ -93,49 +92,64 @@ class FuzzTarget:
         self.now += ns
         self.machine.interrupts.pit.sync()
 
-    # -- set-up: what a driver leaves behind
-    def _cfg(self, off: int, size: int, value: int | None = None) -> int:
-        m, dfn = self.machine, self.fn.devfn
-        if value is None:
-            return m.pci.config_read(0, dfn, off, size)
-        m.pci.config_write(0, dfn, off, size, value)
-        return value
+    # -- set-up: what firmware and a driver leave behind, recorded as primitives (the
+    #    reproducers replay them first: under qtest no firmware places the BARs)
+    def _do(self, prim) -> int:
+        m = self.machine
+        self.setup_prims.append(prim)
+        k = prim[0]
+        if k == "pio_w":
+            m.io.write(prim[1], prim[2], prim[3])
+        elif k == "pio_r":
+            return m.io.read(prim[1], prim[2])
+        return 0
+
+    def _cfg_write(self, off: int, size: int, value: int) -> None:
+        self._do(("pio_w", CONFIG_ADDRESS, 4, 0x80000000 | (self.fn.devfn << 8) | (off & 0xFC)))
+        self._do(("pio_w", CONFIG_DATA + (off & 3), size, value))
 
     def _set_up(self) -> Layout:
-        fn, m = self.fn, self.machine
-        self._cfg(PciReg.COMMAND, 2, self._cfg(PciReg.COMMAND, 2) | Command.IO | Command.MEMORY
-                  | Command.MASTER)
+        fn = self.fn
+        self.setup_prims: list = []
+        for port in (0x21, 0xA1):              # mask every line at both PICs
+            self._do(("pio_w", port, 1, 0xFF))
         bars = []
         for i, bar in enumerate(fn.bars[:6]):
             addr = fn.bar_address(i) if bar is not None else None
-            if addr is not None:
-                bars.append(BarInfo(i, bar.io, addr, bar.size))
+            if bar is None:
+                continue
+            if addr is None:
+                raise UvirtError(f"uvirt fuzz: BAR{i} of {self.name} has no address")
+            self._cfg_write(PciReg.BASE_ADDRESS_0 + 4 * i, 4, addr & 0xFFFFFFFF)
+            if bar.mem64:
+                self._cfg_write(PciReg.BASE_ADDRESS_0 + 4 * i + 4, 4, addr >> 32)
+            bars.append(BarInfo(i, bar.io, addr, bar.size))
+        self._cfg_write(PciReg.COMMAND, 2, fn.command | Command.IO | Command.MEMORY | Command.MASTER)
         layout = Layout(devfn=fn.devfn, bars=bars)
         vdev = getattr(fn, "vdev", None)
         if vdev is None or not getattr(fn, "legacy", False):
             return layout
         from ..virtio_pci import LegacyReg as R
-        io = next(b for b in bars if b.io and b.index == 0)
-        base = io.addr
-        m.io.write(base + R.STATUS, 1, 0)
-        m.io.write(base + R.STATUS, 1, 1)
-        m.io.write(base + R.STATUS, 1, 3)
-        host = m.io.read(base + R.HOST_FEATURES, 4)
-        m.io.write(base + R.GUEST_FEATURES, 4, host & VIRTIO_F_INDIRECT)
+        base = next(b for b in bars if b.io and b.index == 0).addr
+        do = self._do
+        for status in (0, 1, 3):
+            do(("pio_w", base + R.STATUS, 1, status))
+        host = do(("pio_r", base + R.HOST_FEATURES, 4))
+        do(("pio_w", base + R.GUEST_FEATURES, 4, host & VIRTIO_F_INDIRECT))
         for q in range(min(len(vdev.queues), MAX_QUEUES)):
-            m.io.write(base + R.QUEUE_SEL, 2, q)
-            size = m.io.read(base + R.QUEUE_NUM, 2)
+            do(("pio_w", base + R.QUEUE_SEL, 2, q))
+            size = do(("pio_r", base + R.QUEUE_NUM, 2))
             if not size:
                 continue
             desc = DMA_BASE + q * QUEUE_STRIDE
-            m.io.write(base + R.QUEUE_PFN, 4, desc >> 12)
             avail = desc + 16 * size
             used = (avail + 6 + 2 * size + 4095) & ~4095
             if used + 6 + 8 * size > desc + QUEUE_STRIDE or desc + QUEUE_STRIDE > BUF_BASE:
                 raise UvirtError(f"uvirt fuzz: queue {q} of {size} entries does not fit the DMA area")
+            do(("pio_w", base + R.QUEUE_PFN, 4, desc >> 12))
             layout.queues.append(QueueInfo(q, size, desc, avail, used))
-        m.io.write(base + R.QUEUE_SEL, 2, 0)
-        m.io.write(base + R.STATUS, 1, 7)
+        do(("pio_w", base + R.QUEUE_SEL, 2, 0))
+        do(("pio_w", base + R.STATUS, 1, 7))
         layout.notify = ("pio", base + R.QUEUE_NOTIFY, 2)
         layout.status = ("pio", base + R.STATUS, 1)
         layout.isr = ("pio", base + R.ISR, 1)
