@@ -49,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
                    help="finding kinds to report, comma-separated (default: all: %(default)s)")
     p.add_argument("--budget", type=float, default=1.0, help="seconds per input before it is a hang")
     p.add_argument("--stop-on-first", action="store_true", help="end at the first finding")
+    p.add_argument("--python", metavar="MODULE:CALLABLE",
+                   help="fuzz your own device: CALLABLE(machine) returns a PciFunction or a VirtioDevice")
     p.add_argument("--reproduce", metavar="FILE",
                    help="decode one input, print each operation with the device's reaction")
     return p
@@ -84,10 +86,13 @@ def main(argv: list[str]) -> int:
     bad = [o for o in oracles if o not in KINDS]
     if bad:
         raise UsageError(f"fuzz: unknown oracle '{bad[0]}' (known: {', '.join(KINDS)})")
-    if not any(a == "-device" for a in dev):
-        raise UsageError("fuzz: no -device to fuzz (e.g. -device virtio-rng-pci)")
+    if not args.python and not any(a == "-device" for a in dev):
+        raise UsageError("fuzz: no -device to fuzz (e.g. -device virtio-rng-pci, or --python MODULE:CALLABLE)")
+    if args.python:
+        from .target import load_factory
+        load_factory(args.python)             # a bad spec is a one-line error now
     if args.reproduce:
-        return reproduce(dev, args.reproduce, args.backend, oracles)
+        return reproduce(dev, args.reproduce, args.backend, oracles, args.python)
     if args.jobs > 1:
         return _jobs(argv, args)
     try:
@@ -100,7 +105,8 @@ def main(argv: list[str]) -> int:
         dict_path = write_auto_dict(dev, args.out)
     cfg = FuzzConfig(device_argv=dev, backend=args.backend, seconds=args.seconds, runs=args.runs,
                      corpus=args.corpus, dict_path=dict_path, seed=args.seed, out=args.out,
-                     oracles=oracles, budget=args.budget, stop_on_first=args.stop_on_first)
+                     oracles=oracles, budget=args.budget, stop_on_first=args.stop_on_first,
+                     python=args.python)
     return fuzz(cfg)
 
 
@@ -140,7 +146,8 @@ def write_auto_dict(dev: list[str], out: str) -> str:
                 LegacyReg.QUEUE_NUM, LegacyReg.QUEUE_SEL, LegacyReg.QUEUE_NOTIFY) else 2
             entries.append(encode(k, bytes((0, size)) + int(r).to_bytes(4, "little")))
     for k in OpKind:
-        entries.append(encode(k) + b"\0")
+        for operand in range(3):
+            entries.append(encode(k, bytes((operand,))))
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "auto.dict")
     with open(path, "w") as f:
@@ -149,7 +156,7 @@ def write_auto_dict(dev: list[str], out: str) -> str:
     return path
 
 
-def reproduce(dev: list[str], path: str, backend: str, oracles) -> int:
+def reproduce(dev: list[str], path: str, backend: str, oracles, python: str | None = None) -> int:
     """Print each operation with the device's reaction (board backend, step by step),
     then the verdict of the chosen backend."""
     from .engine import Harness
@@ -158,7 +165,7 @@ def reproduce(dev: list[str], path: str, backend: str, oracles) -> int:
         data = open(path, "rb").read()
     except OSError as e:
         raise UvirtError(f"fuzz: cannot read {path}: {e.strerror}") from None
-    target = FuzzTarget(dev)
+    target = FuzzTarget(dev, factory=python)
     h = Harness(target, "board", oracles=oracles)
     vdev = h.monitor.vdev
     m = target.machine

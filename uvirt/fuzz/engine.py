@@ -247,6 +247,7 @@ class FuzzConfig:
     oracles: tuple = KINDS
     budget: float = 1.0
     stop_on_first: bool = False
+    python: str | None = None              # MODULE:CALLABLE of a user's device
     libfuzzer_args: list = field(default_factory=list)
 
 
@@ -255,7 +256,7 @@ def fuzz(cfg: FuzzConfig, *, log=sys.stderr) -> int:
     findings, 1 with."""
     import atheris
     from .reproducers import write_reproducers
-    target = FuzzTarget(cfg.device_argv)
+    target = FuzzTarget(cfg.device_argv, factory=cfg.python)
     harness = Harness(target, cfg.backend, oracles=cfg.oracles, budget=cfg.budget)
     n_instr = instrument_device_code(target)
     feedback = FeatureFeedback()
@@ -281,10 +282,10 @@ def fuzz(cfg: FuzzConfig, *, log=sys.stderr) -> int:
         stats.features.update(ex.features)
         f = ex.finding
         if f is not None and f.signature not in stats.findings:
-            small = minimise(harness, data, f)
+            small = minimise(harness, data, f, max_execs=30 if f.kind == "hang" else 2000)
             ex2 = harness.execute(small)
             f2 = ex2.finding if ex2.finding is not None and ex2.finding.kind == f.kind else f
-            paths = write_reproducers(harness, small, f2, cfg.out, cfg.device_argv)
+            paths = write_reproducers(harness, small, f2, cfg.out, cfg.device_argv, cfg.python)
             stats.findings[f.signature] = (f2, small, paths)
             print(f"\nuvirt fuzz: FINDING {f2.kind}: {f2.detail}\n  reproducers: "
                   + ", ".join(paths), file=log, flush=True)
@@ -307,12 +308,33 @@ def fuzz(cfg: FuzzConfig, *, log=sys.stderr) -> int:
     if cfg.dict_path:
         argv.append(f"-dict={cfg.dict_path}")
     argv += [f"-artifact_prefix={os.path.join(cfg.out, '')}", *cfg.libfuzzer_args]
-    if cfg.corpus:
-        os.makedirs(cfg.corpus, exist_ok=True)
-        argv.append(cfg.corpus)
+    corpus = cfg.corpus or os.path.join(cfg.out, "corpus")
+    os.makedirs(corpus, exist_ok=True)
+    argv += [corpus, write_seeds(os.path.join(cfg.out, "seeds"))]
     atheris.Setup(argv, one_input)
     atheris.Fuzz()
     return 0
+
+
+def seeds() -> list[bytes]:
+    """What a driver does, as inputs to start from: a request, a request waited for and
+    its used index read, a driver reload followed by a request, an ISR read."""
+    from .ops import OpKind, encode
+    chain = encode(OpKind.CHAIN, bytes([0, 1, 0, 0, 0x49, 0, 0, 0]))
+    used = encode(OpKind.USED_READ, b"\0")
+    wait = encode(OpKind.WAIT, b"\x10\0")
+    isr = encode(OpKind.IO_READ, bytes([0, 0, 0x13, 0, 0, 0]))
+    reload = encode(OpKind.RESET, b"\x01")
+    return [chain, SEPARATOR.join([chain, wait, used]), SEPARATOR.join([reload, chain, used]),
+            SEPARATOR.join([chain, isr])]
+
+
+def write_seeds(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    for data in seeds():
+        with open(os.path.join(path, hashlib.sha1(data).hexdigest()), "wb") as f:
+            f.write(data)
+    return path
 
 
 def _bdf(devfn: int) -> str:

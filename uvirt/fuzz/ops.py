@@ -66,7 +66,7 @@ class OpKind(IntEnum):
 OPERAND_BYTES = {
     OpKind.CFG_READ: 2, OpKind.CFG_WRITE: 6, OpKind.IO_READ: 4, OpKind.IO_WRITE: 12,
     OpKind.MMIO_READ: 6, OpKind.MMIO_WRITE: 14, OpKind.RAM_WRITE: 4, OpKind.DESC: 12,
-    OpKind.AVAIL: 4, OpKind.NOTIFY: 1, OpKind.CHAIN: 8, OpKind.INDIRECT: 8, OpKind.RESET: 0,
+    OpKind.AVAIL: 4, OpKind.NOTIFY: 1, OpKind.CHAIN: 8, OpKind.INDIRECT: 8, OpKind.RESET: 1,
     OpKind.WAIT: 2, OpKind.USED_READ: 1,
 }
 SIZES = (1, 2, 4, 8)
@@ -100,6 +100,8 @@ class Layout:
     status: tuple | None = None        # (kind, address, size) of the device status register
     isr: tuple | None = None           # (kind, address, size) of the ISR register
     header: bytes = b""                # a well-formed request header for this device
+    init: tuple = ()                   # the driver's initialisation after a reset (primitives)
+    init_ok: tuple = ()                # ... and its final DRIVER_OK write
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,15 @@ class _Decoder:
                 return None
             sk, saddr, ssize = L.status
             self.avail_idx = [0] * len(L.queues)
-            return Op(kind, "device reset (status = 0)", ((f"{sk}_w", saddr, ssize, 0),))
+            how = _u(a, 0, 1) % 3
+            reset = ((f"{sk}_w", saddr, ssize, 0),)
+            if how == 0:
+                return Op(kind, "device reset (status = 0)", reset)
+            if how == 1:
+                return Op(kind, "device reset and the driver's set-up again, up to DRIVER_OK",
+                          reset + L.init + L.init_ok)
+            return Op(kind, "device reset and the driver's set-up again, without DRIVER_OK",
+                      reset + L.init)
         if kind == OpKind.WAIT:
             ns = _u(a, 0, 2) * 1000
             return Op(kind, f"wait {ns // 1000} us (device work runs)", (("wait", ns),))
@@ -209,12 +219,18 @@ class _Decoder:
             return self._chain(kind, q, a)
         return None
 
-    @staticmethod
-    def _addr(raw: int, value: int) -> int:
-        """Buffer addresses: mostly a slot of the DMA area, sometimes anything."""
-        if raw & 0xC0 == 0xC0:
-            return value | ((raw & 0x3F) << 32 if raw & 0x20 else 0)
-        return BUF_BASE + (value % BUF_SLOTS) * BUF_SLOT + (raw & 0x3F) * 0x10 * (raw >> 7)
+    def _addr(self, raw: int, value: int) -> int:
+        """Buffer addresses: mostly a slot of the DMA area (top bits 00/10), sometimes one
+        of the device's own memory BARs (01: DMA into its registers), sometimes anything."""
+        top = raw >> 6
+        if top == 3:
+            return value | ((raw & 0x1F) << 32 if raw & 0x20 else 0)
+        if top == 1:
+            mem = [b for b in self.L.bars if not b.io]
+            if mem:
+                bar = mem[raw % len(mem)]
+                return bar.addr + (value % bar.size)
+        return BUF_BASE + (value % BUF_SLOTS) * BUF_SLOT + (raw & 0x3F) * 0x10 * (top >> 1)
 
     def _chain(self, kind: OpKind, q: QueueInfo, a: bytes) -> Op:
         """A well-formed request: header (device-readable), data, status (device-writable),
@@ -231,19 +247,21 @@ class _Decoder:
             length = len(self.L.header) if k == 0 and self.L.header else 1 + (lens >> (k * 3) & 7) * 64
             flags = (VRING_DESC_F_NEXT if k < n - 1 else 0) | (VRING_DESC_F_WRITE if k >= write_from else 0)
             descs.append([buf, length, flags, k + 1])
+        prims: list = []
+        if self.L.header:
+            prims.append(("ram", descs[0][0], self.L.header))      # before any twist
         if twist & 0x7 == 1 and n > 1:
             descs[-1][2] |= VRING_DESC_F_NEXT; descs[-1][3] = 0            # loop back to the first
         elif twist & 0x7 == 2:
             descs[0][1] = 0xFFFFFFFF                                      # huge length
         elif twist & 0x7 == 3:
-            descs[-1][0] = 0xFFFFF000 + (twist >> 3)                      # outside RAM
+            descs[(twist >> 3) % n][0] = 0xFFFFF000 + (lens & 0xFFF)     # outside RAM
         elif twist & 0x7 == 4:
             descs[-1][1] = 0                                              # empty buffer
-        prims: list = []
-        if self.L.header:
-            prims.append(("ram", descs[0][0], self.L.header))
+        elif twist & 0x7 == 5:
+            descs[-1][0] = self._addr(0x40 | (twist >> 3), lens)          # into a BAR
         text_extra = ("", " (loop)", " (huge length)", " (address outside RAM)", " (empty buffer)",
-                      "", "", "")[twist & 7]
+                      " (buffer in a BAR)", "", "")[twist & 7]
         if kind == OpKind.INDIRECT:
             table = BUF_BASE + ((slot0 + 8) % BUF_SLOTS) * BUF_SLOT
             tbl = b"".join(struct.pack("<QIHH", d[0], d[1], d[2], d[3] if d[2] & 1 else 0) for d in descs)

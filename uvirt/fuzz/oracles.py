@@ -63,7 +63,9 @@ class FindingError(Exception):
 def exception_finding(e: BaseException) -> Finding:
     """Where a device's exception came from: the innermost frame outside the fuzzer."""
     tb = traceback.extract_tb(e.__traceback__)
-    frames = [f for f in tb if "/uvirt/fuzz/" not in f.filename and "/unicorn/" not in f.filename]
+    harness = ("/uvirt/fuzz/backends.py", "/uvirt/fuzz/engine.py", "/uvirt/fuzz/oracles.py",
+               "/uvirt/fuzz/target.py", "/uvirt/fuzz/ops.py", "/unicorn/")
+    frames = [f for f in tb if not any(h in f.filename for h in harness)]
     where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno} in {frames[-1].name}" if frames else "?"
     return Finding("exception", f"{type(e).__name__} at {where} | {e}")
 
@@ -183,7 +185,8 @@ class Monitor:
             for a, ln, flags, _nxt in descs:
                 if flags & F_WRITE and a <= addr and end <= a + ln:
                     return
-                if flags & F_INDIRECT and ln % 16 == 0 and 0 < ln <= 16 * 1024:
+                if (flags & F_INDIRECT and ln % 16 == 0 and 0 < ln <= 16 * 1024
+                        and self.vdev.guest_features & (1 << 28)):
                     for ia, iln, ifl, _ in self._descs(a, ln // 16):
                         if ifl & F_WRITE and ia <= addr and end <= ia + iln:
                             return
@@ -203,7 +206,7 @@ class Monitor:
         total, count, table, n, i = 0, 0, vq.desc, vq.size, elem_id
         descs = self._descs(table, n)
         a, ln, flags, nxt = descs[i]
-        if flags & F_INDIRECT:
+        if flags & F_INDIRECT and self.vdev.guest_features & (1 << 28):
             if not ln or ln % 16 or ln > 16 * 1024:
                 return                                     # rejected chains are not pushed
             n = ln // 16

@@ -98,7 +98,8 @@ def guest_program(setup_prims, ops: list[Op], finding, device_argv: list[str]) -
     return "\n".join(lines)
 
 
-def pytest_file(name: str, data: bytes, finding, device_argv: list[str], backend: str) -> str:
+def pytest_file(name: str, data: bytes, finding, device_argv: list[str], backend: str,
+                python: str | None = None) -> str:
     return f'''"""uvirt fuzz finding ({finding.kind}): {finding.detail}
 
 Fails while the device still has the bug; passes once it is fixed."""
@@ -106,28 +107,31 @@ Fails while the device still has the bug; passes once it is fixed."""
 from uvirt.fuzz.reproducers import replay
 
 DEVICE = {device_argv!r}
+PYTHON = {python!r}
 INPUT = bytes.fromhex("{data.hex()}")
 
 
 def test_{name.replace("-", "_")}():
-    finding = replay(DEVICE, INPUT, backend={backend!r})
+    finding = replay(DEVICE, INPUT, backend={backend!r}, python=PYTHON)
     assert finding is None, f"{{finding.kind}}: {{finding.detail}}"
 '''
 
 
-def replay(device_argv: list[str], data: bytes, *, backend: str = "guest", oracles=None):
+def replay(device_argv: list[str], data: bytes, *, backend: str = "guest", oracles=None,
+           python: str | None = None):
     """Run one input on a fresh target with the oracles: the finding, or None."""
     from .engine import Harness
     from .oracles import KINDS
     from .target import FuzzTarget
-    t = FuzzTarget(list(device_argv))
+    t = FuzzTarget(list(device_argv), factory=python)
     try:
         return Harness(t, backend, oracles=oracles or KINDS).execute(data).finding
     finally:
         t.close()
 
 
-def write_reproducers(harness, data: bytes, finding, out: str, device_argv: list[str]) -> list[str]:
+def write_reproducers(harness, data: bytes, finding, out: str, device_argv: list[str],
+                      python: str | None = None) -> list[str]:
     from .ops import decode
     target = harness.target
     ops = decode(data, target.layout)
@@ -143,8 +147,9 @@ def write_reproducers(harness, data: bytes, finding, out: str, device_argv: list
         paths.append(p)
 
     put(f"{name}.bin", data, "wb")
-    put(f"{name}.qtest", qtest_trace(target.setup_prims, ops, device_argv))
-    put(f"{name}.S", guest_program(target.setup_prims, ops, finding, device_argv))
+    if python is None:         # a Python device exists only inside uvirt fuzz: no command line
+        put(f"{name}.qtest", qtest_trace(target.setup_prims, ops, device_argv))
+        put(f"{name}.S", guest_program(target.setup_prims, ops, finding, device_argv))
     put(f"test_{name.replace('-', '_')}.py",
-        pytest_file(name, data, finding, device_argv, harness.backend.name))
+        pytest_file(name, data, finding, device_argv, harness.backend.name, python))
     return paths

@@ -47,19 +47,22 @@ def harness_image() -> bytes:
 class FuzzTarget:
     """A built machine, the device under test, its ``Layout``, and the snapshot."""
 
-    def __init__(self, argv: list[str], *, cpu: bool = True) -> None:
+    def __init__(self, argv: list[str], *, cpu: bool = True, factory=None) -> None:
         from ..qemu_options import parse_argv
         from ..runner import build_machine
         base = ["-machine", "pc", "-m", "128M", "-nodefaults", "-display", "none", "-no-reboot"]
         cfg = parse_argv(base + list(argv))
         self.built = build_machine(cfg, cpu=cpu, kernel=False)
         m = self.machine = self.built.machine
-        if not self.built.devices:
-            raise UvirtError("uvirt fuzz: no -device to fuzz (give one, e.g. -device virtio-rng-pci)")
-        self.fn = self.built.devices[-1][1]
+        if factory is not None:
+            self.fn, self.name = _from_factory(m, factory)
+        else:
+            if not self.built.devices:
+                raise UvirtError("uvirt fuzz: no -device to fuzz (give one, e.g. -device virtio-rng-pci)")
+            self.fn = self.built.devices[-1][1]
+            self.name = self.built.devices[-1][0].driver
         if getattr(self.fn, "devfn", None) is None or self.fn.devfn not in m.pci.functions:
-            raise UvirtError(f"uvirt fuzz: {self.built.devices[-1][0].driver} is not a PCI device")
-        self.name = self.built.devices[-1][0].driver
+            raise UvirtError(f"uvirt fuzz: {self.name} is not a PCI device")
         self._install_clock()
         if cpu:
             m.load_kernel(harness_image(), filename="uvirt-fuzz-harness")
@@ -132,6 +135,7 @@ class FuzzTarget:
         from ..virtio_pci import LegacyReg as R
         base = next(b for b in bars if b.io and b.index == 0).addr
         do = self._do
+        first = len(self.setup_prims) + 1         # the driver's part, after status = 0
         for status in (0, 1, 3):
             do(("pio_w", base + R.STATUS, 1, status))
         host = do(("pio_r", base + R.HOST_FEATURES, 4))
@@ -149,7 +153,9 @@ class FuzzTarget:
             do(("pio_w", base + R.QUEUE_PFN, 4, desc >> 12))
             layout.queues.append(QueueInfo(q, size, desc, avail, used))
         do(("pio_w", base + R.QUEUE_SEL, 2, 0))
+        layout.init = tuple(p for p in self.setup_prims[first:] if p[0] != "pio_r")
         do(("pio_w", base + R.STATUS, 1, 7))
+        layout.init_ok = (self.setup_prims[-1],)
         layout.notify = ("pio", base + R.QUEUE_NOTIFY, 2)
         layout.status = ("pio", base + R.STATUS, 1)
         layout.isr = ("pio", base + R.ISR, 1)
@@ -162,6 +168,45 @@ class FuzzTarget:
 
     def close(self) -> None:
         self.machine.close()
+
+
+def load_factory(spec: str):
+    """``package.module:callable`` -> the callable (``--python``)."""
+    import importlib
+    mod, _, attr = spec.partition(":")
+    if not mod or not attr:
+        raise UvirtError(f"--python {spec}: expected MODULE:CALLABLE")
+    try:
+        return getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as e:
+        raise UvirtError(f"--python {spec}: {e}") from None
+
+
+def _from_factory(machine, factory):
+    """A user's device: ``factory(machine)`` returns a ``PciFunction`` it plugged, a
+    ``PciFunction`` to plug, or a ``VirtioDevice`` to put on virtio-pci; BARs are then
+    placed as firmware would."""
+    from .. import bios
+    from ..pci_bus import PciFunction
+    from ..virtio.device import VirtioDevice
+    if isinstance(factory, str):
+        factory = load_factory(factory)
+    with machine.batch():
+        obj = factory(machine)
+        if isinstance(obj, VirtioDevice):
+            from ..virtio_pci import VirtioPci
+            fn = VirtioPci(obj, class_code=0x00FF, vectors=2)
+            fn.realize(machine.memory.guest)
+            machine.add_pci(fn)
+        elif isinstance(obj, PciFunction):
+            fn = obj
+            if fn.devfn is None or fn.devfn not in machine.pci.functions:
+                machine.add_pci(fn)
+        else:
+            raise UvirtError(f"--python: {factory!r} returned {type(obj).__name__}, not a PCI "
+                             f"function or a virtio device")
+        bios.assign_resources(machine.pci)
+    return fn, getattr(factory, "__name__", type(fn).__name__)
 
 
 def settle(machine) -> None:
