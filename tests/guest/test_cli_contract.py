@@ -17,9 +17,10 @@ SUBCOMMANDS = [name for name, _, _ in COMMANDS]
 
 #: how each subcommand is asked for help, and a flag it does not know
 HELP = {"run": ["-help", "--help", "-h"], "asm": ["--help", "-h"], "lspci": ["--help", "-h"],
-        "demo": ["--help", "-h"], "ivshmem-server": ["--help", "-h"], "qtest": ["--help", "-h"]}
+        "demo": ["--help", "-h"], "ivshmem-server": ["--help", "-h"], "qtest": ["--help", "-h"],
+        "fuzz": ["--help", "-h"]}
 BOGUS = {"run": ["-bogus"], "asm": ["pci_enum.S", "-o", "/nonexistent/g.bin", "--bogus"], "lspci": ["--bogus"], "demo": ["--bogus"],
-         "ivshmem-server": ["--bogus"], "qtest": ["--bogus"]}
+         "ivshmem-server": ["--bogus"], "qtest": ["--bogus"], "fuzz": ["--bogus"]}
 
 
 def uvirt(*args: str, stdout=subprocess.PIPE, timeout=60) -> subprocess.CompletedProcess:

@@ -175,8 +175,9 @@ def reproduce(dev: list[str], path: str, backend: str, oracles, python: str | No
         if vdev is None:
             return {}
         out = {"status": int(vdev.status), "isr": vdev.isr, "intx": target.fn.intx_level}
-        for vq in vdev.queues[:4]:
-            out[f"q{vq.index}.used"] = vq.used_idx
+        for vq in vdev.queues[:4]:              # the used index as the driver reads it
+            if vq.used:
+                out[f"q{vq.index}.used"] = int.from_bytes(h.monitor._read(vq.used + 2, 2), "little")
         return out
 
     prev = [None]

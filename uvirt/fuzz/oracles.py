@@ -141,15 +141,15 @@ class Monitor:
         self.depth += 1
         if self.depth > 1:
             self.depth -= 1
-            raise FindingError(Finding("reentrancy", f"{self.target.name} register +0x{offset:x} reached "
-                                                     f"from inside its own access"))
+            raise FindingError(Finding("reentrancy", f"{self.target.name}: a register reached from inside "
+                                                     f"its own access | offset 0x{offset:x}"))
 
     # -- DMA
     def _status_check(self, what: str, addr: int, size: int) -> None:
         if "dma-before-driver-ok" in self.enabled and not self.vdev.status & DRIVER_OK:
             raise FindingError(Finding("dma-before-driver-ok",
-                                       f"{what} with status 0x{int(self.vdev.status):x} | "
-                                       f"0x{addr:x}+{size}"))
+                                       f"{self.target.name}: {what} without DRIVER_OK | status "
+                                       f"0x{int(self.vdev.status):x}, 0x{addr:x}+{size}"))
 
     def _dma_read(self, addr: int, size: int) -> bytes:
         self._status_check("DMA read", addr, size)
@@ -191,7 +191,7 @@ class Monitor:
                         if ifl & F_WRITE and ia <= addr and end <= ia + iln:
                             return
         raise FindingError(Finding("dma-outside-buffer",
-                                   f"{self.target.name} wrote guest memory outside every writable "
+                                   f"{self.target.name}: wrote guest memory outside every writable "
                                    f"buffer | 0x{addr:x}+{len(data)}"))
 
     def _check_used(self, vq, addr: int, data: bytes) -> None:
@@ -201,7 +201,7 @@ class Monitor:
             return
         elem_id, length = struct.unpack_from("<II", data)
         if elem_id >= vq.size:
-            self._bad_chain(f"used id {elem_id} >= queue size {vq.size}")
+            self._bad_chain("used id outside the queue", f"id {elem_id} >= size {vq.size}")
             return
         total, count, table, n, i = 0, 0, vq.desc, vq.size, elem_id
         descs = self._descs(table, n)
@@ -215,23 +215,25 @@ class Monitor:
             a, ln, flags, nxt = descs[i]
             count += 1
             if count > n:
-                self._bad_chain(f"chain from {elem_id} loops (more than {n} descriptors)")
+                self._bad_chain("a looping chain used", f"chain from {elem_id}: more than {n} descriptors")
                 return
             if flags & F_WRITE:
                 total += ln
             if not flags & F_NEXT:
                 break
             if nxt >= n:
-                self._bad_chain(f"chain from {elem_id}: next {nxt} outside {n} entries")
+                self._bad_chain("a chain with next out of range used", f"chain from {elem_id}: next {nxt} "
+                                f"outside {n} entries")
                 return
             i = nxt
         if "used-len-overflow" in self.enabled and length > total:
             raise FindingError(Finding("used-len-overflow",
-                                       f"used length {length} > {total} writable bytes | chain {elem_id}"))
+                                       f"{self.target.name}: used length larger than the writable "
+                                       f"buffers | {length} > {total}, chain {elem_id}"))
 
-    def _bad_chain(self, why: str) -> None:
+    def _bad_chain(self, what: str, why: str) -> None:
         if "bad-chain-accepted" in self.enabled:
-            raise FindingError(Finding("bad-chain-accepted", why))
+            raise FindingError(Finding("bad-chain-accepted", f"{self.target.name}: {what} | {why}"))
 
     # -- after an input
     def after(self) -> Finding | None:
@@ -240,5 +242,6 @@ class Monitor:
         fn = self.target.fn
         msix = getattr(fn, "msix", None)
         if self.vdev.isr & 1 and not fn.intx_level and not (msix is not None and msix.enabled):
-            return Finding("isr-without-interrupt", f"ISR 0x{self.vdev.isr:x} with INTx low")
+            return Finding("isr-without-interrupt", f"{self.target.name}: ISR set with INTx low | "
+                                                    f"ISR 0x{self.vdev.isr:x}")
         return None

@@ -1,9 +1,10 @@
 """A finding, written three ways (plus the raw input):
 
 ``<name>.qtest``  the set-up and the operations as a qtest trace: ``uvirt run -accel qtest
-                  -qtest stdio < FILE`` replays it, and so does QEMU 7.2 (``-machine pc
-                  -accel qtest -qtest stdio``, with the same -device/-drive options,
-                  given at the top of the file), so a finding can be checked against QEMU.
+                  -qtest stdio < FILE`` replays it, and so does QEMU 7.2 (a paused tcg
+                  machine, ``-S -qtest stdio``), with the same -device/-drive options;
+                  ``<name>.sh`` has both command lines, so a finding can be checked
+                  against QEMU.
 ``<name>.S``      a standalone guest program in firmware/ style: it programs the BARs,
                   sets the device up and runs the operations as guest instructions,
                   then prints PASS.  A finding that kills the run (an exception, a hang)
@@ -41,22 +42,30 @@ def _qtest_lines(prims) -> list[str]:
         elif k == "ram":
             out.append(f"write 0x{p[1]:x} 0x{len(p[2]):x} 0x{p[2].hex()}")
         elif k == "wait":
-            out.append(f"clock_step {p[1]}" if p[1] else "clock_step 0")
+            if p[1]:
+                out.append(f"clock_step {p[1]}")
     return out
 
 
-def qtest_trace(setup_prims, ops: list[Op], device_argv: list[str]) -> str:
-    head = ["# uvirt fuzz reproducer: replay with", "#   uvirt run -machine pc -accel qtest -qtest stdio "
-            + shlex.join(device_argv) + " < THIS_FILE",
-            "#   qemu-system-x86_64 -machine pc -accel qtest -qtest stdio -display none "
-            + shlex.join(device_argv) + " < THIS_FILE"]
-    lines = ["# set-up: BARs, command register, PIC masks, driver initialisation"]
-    lines += _qtest_lines(setup_prims)
+def qtest_trace(setup_prims, ops: list[Op]) -> str:
+    """qtest commands only (a qtest server answers every line, comments included)."""
+    lines = _qtest_lines(setup_prims)
     for op in ops:
-        lines.append(f"# {op.text}")
         lines += _qtest_lines(op.prims)
-    # a qtest client ignores nothing: comments are stripped (uvirt and QEMU read commands only)
-    return "\n".join(head) + "\n" + "\n".join(l for l in lines if not l.startswith("#")) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def replay_script(name: str, device_argv: list[str]) -> str:
+    dev = shlex.join(device_argv)
+    return f"""#!/bin/sh
+# Replay {name}.qtest: on uvirt (default) or, with --qemu, on QEMU 7.2 (a paused tcg
+# machine: Debian's QEMU has no qtest accelerator).
+cd "$(dirname "$0")"
+if [ "${{1:-}}" = --qemu ]; then
+    exec qemu-system-x86_64 -machine pc -S -qtest stdio -display none -nodefaults {dev} < {name}.qtest
+fi
+exec uvirt run -machine pc -accel qtest -qtest stdio -display none -nodefaults {dev} < {name}.qtest
+"""
 
 
 def _asm(prims) -> list[str]:
@@ -148,7 +157,9 @@ def write_reproducers(harness, data: bytes, finding, out: str, device_argv: list
 
     put(f"{name}.bin", data, "wb")
     if python is None:         # a Python device exists only inside uvirt fuzz: no command line
-        put(f"{name}.qtest", qtest_trace(target.setup_prims, ops, device_argv))
+        put(f"{name}.qtest", qtest_trace(target.setup_prims, ops))
+        put(f"{name}.sh", replay_script(name, device_argv))
+        os.chmod(paths[-1], 0o755)
         put(f"{name}.S", guest_program(target.setup_prims, ops, finding, device_argv))
     put(f"test_{name.replace('-', '_')}.py",
         pytest_file(name, data, finding, device_argv, harness.backend.name, python))
