@@ -47,6 +47,7 @@ from __future__ import annotations
 import collections
 import copy
 import enum
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,9 @@ PAGE_SHIFT = 12
 
 _IMMUTABLE = (int, float, str, bytes, bool, type(None), enum.Enum, frozenset, complex)
 _SHALLOW = {list: list, dict: dict, set: set, collections.deque: collections.deque}
+
+
+_MISSING = object()
 
 
 class SnapshotError(UvirtError):
@@ -92,7 +96,7 @@ def _stateful(v: Any) -> bool:
 class _ObjectState:
     """One object's saved attributes, grouped by how they come back."""
 
-    __slots__ = ("obj", "plain", "buffers", "shallow", "deep", "lists", "slots")
+    __slots__ = ("obj", "plain", "buffers", "shallow", "deep", "lists", "slots", "states", "dict", "rest")
 
     def __init__(self, obj: Any, names: tuple[str, ...], found: list) -> None:
         self.obj = obj
@@ -101,16 +105,21 @@ class _ObjectState:
         self.shallow: list[tuple[str, type, Any]] = []
         self.deep: list[tuple[str, Any]] = []
         self.lists: list[tuple[str, list, list]] = []
+        self.states: list[tuple[str, Any, Any]] = []    # generators: getstate/setstate in place
         has_dict = hasattr(obj, "__dict__")
         self.slots: dict[str, Any] = {}
         for name in names:
-            v = getattr(obj, name)
+            v = getattr(obj, name, _MISSING)
+            if v is _MISSING:          # not there in this configuration (a machine without CPU)
+                continue
             if not has_dict or name not in obj.__dict__:
                 self.slots[name] = copy.deepcopy(v) if not isinstance(v, _IMMUTABLE) else v
             elif isinstance(v, _IMMUTABLE):
                 self.plain[name] = v
             elif isinstance(v, bytearray):
                 self.buffers.append((name, v, bytes(v)))
+            elif isinstance(v, random.Random):
+                self.states.append((name, v, v.getstate()))
             elif _stateful(v):
                 self.plain[name] = v                # the same object, restored in place
                 found.append(v)
@@ -122,17 +131,27 @@ class _ObjectState:
                 self.shallow.append((name, _SHALLOW[type(v)], _SHALLOW[type(v)](v)))
             else:
                 self.deep.append((name, copy.deepcopy(v)))
+        self.dict = obj.__dict__ if has_dict else None
+        self.rest = bool(self.buffers or self.shallow or self.deep or self.lists or self.states or self.slots)
+        if self.dict is None and self.plain:    # __slots__ objects: attribute by attribute
+            self.slots.update(self.plain)
+            self.plain = {}
+            self.rest = True
 
     def restore(self) -> None:
-        obj = self.obj
-        if self.plain:
-            obj.__dict__.update(self.plain)
-        d = obj.__dict__ if hasattr(obj, "__dict__") else None
+        plain, d = self.plain, self.dict
+        if d is not None:
+            if plain:
+                d.update(plain)
+        elif plain:
+            for name, v in plain.items():
+                setattr(self.obj, name, v)
+        if self.rest:
+            self._restore_rest(d)
+
+    def _restore_rest(self, d) -> None:
         for name, buf, saved in self.buffers:
-            if len(buf) == len(saved):
-                buf[:] = saved
-            else:
-                buf[:] = saved
+            buf[:] = saved
             d[name] = buf
         for name, ctor, saved in self.shallow:
             d[name] = ctor(saved)
@@ -141,8 +160,11 @@ class _ObjectState:
         for name, lst, saved in self.lists:
             lst[:] = saved
             d[name] = lst
+        for name, gen, state in self.states:
+            gen.setstate(state)
+            d[name] = gen
         for name, saved in self.slots.items():
-            setattr(obj, name, saved if isinstance(saved, _IMMUTABLE) else copy.deepcopy(saved))
+            setattr(self.obj, name, saved if isinstance(saved, _IMMUTABLE) else copy.deepcopy(saved))
 
 
 def _fallback_names(obj: Any) -> tuple[str, ...]:
