@@ -89,6 +89,13 @@ def _plain(v: Any) -> bool:
     return False
 
 
+def _frozen(v: Any) -> bool:
+    """Immutable all the way down (a tuple of numbers, say): shared, never copied."""
+    if isinstance(v, tuple):
+        return all(_frozen(x) for x in v)
+    return isinstance(v, _IMMUTABLE)
+
+
 def _stateful(v: Any) -> bool:
     return state_names(type(v)) is not None
 
@@ -114,7 +121,7 @@ class _ObjectState:
                 continue
             if not has_dict or name not in obj.__dict__:
                 self.slots[name] = copy.deepcopy(v) if not isinstance(v, _IMMUTABLE) else v
-            elif isinstance(v, _IMMUTABLE):
+            elif _frozen(v):
                 self.plain[name] = v
             elif isinstance(v, bytearray):
                 self.buffers.append((name, v, bytes(v)))
@@ -126,7 +133,10 @@ class _ObjectState:
             elif isinstance(v, list) and any(_stateful(x) for x in v):
                 self.lists.append((name, v, list(v)))
                 found.extend(x for x in v if _stateful(x))
-            elif type(v) in _SHALLOW and all(isinstance(x, _IMMUTABLE)
+            elif isinstance(v, dict) and v and any(_stateful(x) for x in v.values()):
+                self.lists.append((name, v, dict(v)))      # restored in place, values too
+                found.extend(x for x in v.values() if _stateful(x))
+            elif type(v) in _SHALLOW and all(_frozen(x)
                                              for x in (v.values() if isinstance(v, dict) else v)):
                 self.shallow.append((name, _SHALLOW[type(v)], _SHALLOW[type(v)](v)))
             else:
@@ -158,7 +168,11 @@ class _ObjectState:
         for name, saved in self.deep:
             d[name] = copy.deepcopy(saved)
         for name, lst, saved in self.lists:
-            lst[:] = saved
+            if isinstance(lst, dict):
+                lst.clear()
+                lst.update(saved)
+            else:
+                lst[:] = saved
             d[name] = lst
         for name, gen, state in self.states:
             gen.setstate(state)

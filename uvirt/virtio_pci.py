@@ -67,6 +67,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import ClassVar
 
 from .errors import UvirtError
 from .mem_regions import Container, MmioRegion, RamRegion
@@ -188,6 +189,7 @@ PCI_CFG_DATA = 16             # offset of pci_cfg_data inside the PCI-cfg cap
 @dataclass
 class _ProxyQueue:
     """Per-queue modern staging (QEMU ``VirtIOPCIQueue``)."""
+    snapshot_state: ClassVar[tuple[str, ...]] = ("num", "enabled", "reset", "desc", "avail", "used")
 
     num: int = 0
     enabled: int = 0
