@@ -130,3 +130,15 @@ def test_fuzz_usage_errors_are_one_line():
     assert r.returncode == 1 and "no -device" in r.stderr
     r = _uvirt("fuzz", "--oracles", "bogus", "-device", "virtio-rng-pci")
     assert r.returncode == 1 and "unknown oracle" in r.stderr
+
+
+def test_clusterfuzzlite_target_finds_the_canary(tmp_path):
+    """.clusterfuzzlite/fuzz_device.py as build.sh makes it, run by libFuzzer directly."""
+    from pathlib import Path
+    src = Path(__file__).resolve().parents[2] / ".clusterfuzzlite" / "fuzz_device.py"
+    target = tmp_path / "fuzz_planted.py"
+    target.write_text(src.read_text().replace("@DEVICE@", "planted-off-by-one"))
+    r = subprocess.run([sys.executable, str(target), "-runs=20000", "-seed=1"], capture_output=True,
+                       text=True, timeout=180, cwd=tmp_path)
+    assert r.returncode != 0 and "UvirtFinding: dma-outside-buffer" in r.stderr, r.stderr[-2000:]
+    assert list(tmp_path.glob("crash-*"))

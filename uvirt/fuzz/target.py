@@ -206,7 +206,7 @@ def _from_factory(machine, factory):
             raise UvirtError(f"--python: {factory!r} returned {type(obj).__name__}, not a PCI "
                              f"function or a virtio device")
         bios.assign_resources(machine.pci)
-    return fn, getattr(factory, "__name__", type(fn).__name__)
+    return fn, getattr(fn, "name", None) or getattr(factory, "__name__", type(fn).__name__)
 
 
 def settle(machine) -> None:
