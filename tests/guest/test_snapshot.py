@@ -146,3 +146,48 @@ def test_restore_needs_the_current_snapshot(tmp_path, firmware):
     with pytest.raises(SnapshotError, match="current snapshot"):
         m.restore(old)
     m.close()
+
+
+def test_why_not_unicorns_memory_snapshots():
+    """The measurement behind uvirt/snapshot.py's choice: with Unicorn's copy-on-write
+    memory contexts active, a mem_map_ptr host view no longer sees the guest's writes,
+    nor the guest the host's (every shared region and ring view would go stale)."""
+    import ctypes
+    import mmap
+    from unicorn import (UC_ARCH_X86, UC_CTL_CONTEXT_CPU, UC_CTL_CONTEXT_MEMORY, UC_CTL_CONTEXT_MODE,
+                         UC_CTL_IO_WRITE, UC_MODE_32, UC_PROT_ALL, Uc)
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    buf = mmap.mmap(-1, 1 << 20)
+    pin = ctypes.c_char.from_buffer(buf)
+    uc.mem_map_ptr(0x100000, 1 << 20, UC_PROT_ALL, ctypes.addressof(pin))
+    code = b"\xc7\x05" + (0x100800).to_bytes(4, "little") + (0x12345678).to_bytes(4, "little")
+    buf[0:len(code)] = code
+    uc.ctl(UC_CTL_CONTEXT_MODE, UC_CTL_IO_WRITE, UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)
+    uc.context_save()
+    uc.emu_start(0x100000, 0x100000 + len(code))
+    assert uc.mem_read(0x100800, 4) == (0x12345678).to_bytes(4, "little")
+    assert buf[0x800:0x804] == bytes(4)                      # the host view is stale
+    buf[0x900:0x904] = b"\x11\x22\x33\x44"
+    assert uc.mem_read(0x100900, 4) == bytes(4)              # and the guest does not see the host
+    uc.mem_unmap(0x100000, 1 << 20)
+    del pin
+
+
+def test_shared_memory_restored_through_the_same_host_view():
+    """ivshmem-plain's BAR 2 (a memory backend shared with the host): the guest writes it,
+    restore brings the old bytes back into the same buffer the host's view reads."""
+    from uvirt.fuzz.backends import GuestBackend
+    from uvirt.fuzz.ops import Op, OpKind
+    from uvirt.fuzz.target import FuzzTarget
+    from uvirt.mem_regions import RamRegion
+    t = FuzzTarget(["-object", "memory-backend-ram,id=hm,size=1M", "-device", "ivshmem-plain,memdev=hm"])
+    ram = t.fn.bars[2].region.children[0][1]          # the container's RAM (the backend)
+    assert isinstance(ram, RamRegion)
+    view = ram.buffer.view
+    base = t.fn.bar_address(2)
+    before = bytes(view[:16])
+    GuestBackend(t).run([Op(OpKind.MMIO_WRITE, "write", (("mem_w", base, 4, 0xCAFEF00D),))])
+    assert view[:4] == (0xCAFEF00D).to_bytes(4, "little")       # the host sees the guest's store
+    t.reset()
+    assert bytes(view[:16]) == before
+    t.close()
