@@ -204,7 +204,15 @@ def reproduce(dev: list[str], path: str, backend: str, oracles, python: str | No
     target.reset()
     start()
     print(f"{target.name}: {len(data)} bytes")
+    printed = [0]
+    inner = on_op
+
+    def on_op(op, reads):
+        printed[0] += 1
+        inner(op, reads)
     ex = h.execute(data, on_op=on_op)
+    if ex.finding is not None and printed[0] < len(ex.ops):
+        print(f"  {ex.ops[printed[0]].text}  <= the finding, inside this operation")
     print(f"board backend: {'no finding' if ex.finding is None else ex.finding.kind + ': ' + ex.finding.detail}")
     if backend == "guest":
         g = Harness(target, "guest", oracles=oracles)

@@ -18,6 +18,9 @@ isr-without-interrupt  after an input the virtio ISR is set but no interrupt is 
                        (INTx low, MSI-X off)
 reentrancy             the device's registers are reached while the device is inside
                        one of its own register accesses (MMIO -> DMA -> MMIO)
+dma-into-own-registers a virtio device's DMA, outside any register access of its own,
+                       lands in its own memory BARs (a bottom half -> DMA -> MMIO, the
+                       CVE-2024-3446 class; QEMU 8 guards it, QEMU 7.2 did not)
 =====================  ==============================================================
 
 The strict checks (all but ``exception`` and ``hang``) follow the virtio 1.2 spec's
@@ -34,7 +37,7 @@ import traceback
 from dataclasses import dataclass
 
 STRICT = ("dma-before-driver-ok", "dma-outside-buffer", "used-len-overflow",
-          "bad-chain-accepted", "isr-without-interrupt", "reentrancy")
+          "bad-chain-accepted", "isr-without-interrupt", "reentrancy", "dma-into-own-registers")
 KINDS = ("exception", "hang", *STRICT)
 DRIVER_OK = 4
 F_NEXT, F_WRITE, F_INDIRECT = 1, 2, 4
@@ -115,7 +118,8 @@ class Monitor:
         self._write = cls.write.__get__(guest)
         self.driver_write = self._write          # the board backend's own RAM writes
         if self.vdev is not None and self.enabled & {"dma-before-driver-ok", "dma-outside-buffer",
-                                                     "used-len-overflow", "bad-chain-accepted"}:
+                                                     "used-len-overflow", "bad-chain-accepted",
+                                                     "dma-into-own-registers"}:
             guest.read = self._dma_read
             guest.write = self._dma_write
         if "reentrancy" in self.enabled:
@@ -151,13 +155,30 @@ class Monitor:
                                        f"{self.target.name}: {what} without DRIVER_OK | status "
                                        f"0x{int(self.vdev.status):x}, 0x{addr:x}+{size}"))
 
+    def _own_registers(self, what: str, addr: int, size: int) -> None:
+        """DMA that lands in the device's own memory BARs (a bottom half -> DMA -> MMIO, the
+        CVE-2024-3446 class; QEMU 8 guards it, 7.2 did not)."""
+        if "dma-into-own-registers" not in self.enabled or self.depth:
+            return                     # inside an access: the reentrancy oracle's business
+        fn = self.target.fn
+        for i, bar in enumerate(fn.bars[:6]):
+            if bar is None or bar.io:
+                continue
+            base = fn.bar_address(i)
+            if base is not None and addr < base + bar.size and base < addr + size:
+                raise FindingError(Finding("dma-into-own-registers",
+                                           f"{self.target.name}: {what} into its own registers | "
+                                           f"BAR{i}+0x{addr - base:x}"))
+
     def _dma_read(self, addr: int, size: int) -> bytes:
         self._status_check("DMA read", addr, size)
+        self._own_registers("DMA read", addr, size)
         return self._read(addr, size)
 
     def _dma_write(self, addr: int, data) -> None:
         size = len(data)
         self._status_check("DMA write", addr, size)
+        self._own_registers("DMA write", addr, size)
         if self.enabled & {"dma-outside-buffer", "used-len-overflow", "bad-chain-accepted"}:
             self._check_write(addr, bytes(data))
         self._write(addr, data)
@@ -185,8 +206,7 @@ class Monitor:
             for a, ln, flags, _nxt in descs:
                 if flags & F_WRITE and a <= addr and end <= a + ln:
                     return
-                if (flags & F_INDIRECT and ln % 16 == 0 and 0 < ln <= 16 * 1024
-                        and self.vdev.guest_features & (1 << 28)):
+                if flags & F_INDIRECT and ln % 16 == 0 and 0 < ln <= 16 * 1024:
                     for ia, iln, ifl, _ in self._descs(a, ln // 16):
                         if ifl & F_WRITE and ia <= addr and end <= ia + iln:
                             return
@@ -195,7 +215,10 @@ class Monitor:
                                    f"buffer | 0x{addr:x}+{len(data)}"))
 
     def _check_used(self, vq, addr: int, data: bytes) -> None:
-        """A used element being written: is the chain it names sound, its length honest?"""
+        """A used element being written: is the chain it names sound, its length honest?
+        A head with the INDIRECT flag is read both ways (QEMU's devices follow the table
+        whether or not the feature was negotiated; a device without indirect support reads
+        the head as a plain buffer): only what is wrong both ways is a finding."""
         off = addr - (vq.used + 4)
         if off < 0 or off % 8 or len(data) < 8:
             return
@@ -203,33 +226,38 @@ class Monitor:
         if elem_id >= vq.size:
             self._bad_chain("used id outside the queue", f"id {elem_id} >= size {vq.size}")
             return
-        total, count, table, n, i = 0, 0, vq.desc, vq.size, elem_id
-        descs = self._descs(table, n)
-        a, ln, flags, nxt = descs[i]
-        if flags & F_INDIRECT and self.vdev.guest_features & (1 << 28):
-            if not ln or ln % 16 or ln > 16 * 1024:
-                return                                     # rejected chains are not pushed
-            n = ln // 16
-            descs, i = self._descs(a, n), 0
-        while True:
-            a, ln, flags, nxt = descs[i]
-            count += 1
-            if count > n:
-                self._bad_chain("a looping chain used", f"chain from {elem_id}: more than {n} descriptors")
-                return
-            if flags & F_WRITE:
-                total += ln
-            if not flags & F_NEXT:
-                break
-            if nxt >= n:
-                self._bad_chain("a chain with next out of range used", f"chain from {elem_id}: next {nxt} "
-                                f"outside {n} entries")
-                return
-            i = nxt
+        descs = self._descs(vq.desc, vq.size)
+        ways = [self._walk(descs, elem_id, vq.size, elem_id)]
+        a, ln, flags, _ = descs[elem_id]
+        if flags & F_INDIRECT and ln and not ln % 16 and ln <= 16 * 1024:
+            ways.append(self._walk(self._descs(a, ln // 16), 0, ln // 16, elem_id))
+        good = [w for w in ways if isinstance(w, int)]
+        if not good:
+            self._bad_chain(*ways[0])
+            return
+        total = max(good)
         if "used-len-overflow" in self.enabled and length > total:
             raise FindingError(Finding("used-len-overflow",
                                        f"{self.target.name}: used length larger than the writable "
                                        f"buffers | {length} > {total}, chain {elem_id}"))
+
+    @staticmethod
+    def _walk(descs, i: int, n: int, head: int):
+        """Writable bytes of the chain from ``i``, or (what, why) if it loops or runs out."""
+        total = count = 0
+        while True:
+            _a, ln, flags, nxt = descs[i]
+            count += 1
+            if count > n:
+                return ("a looping chain used", f"chain from {head}: more than {n} descriptors")
+            if flags & F_WRITE:
+                total += ln
+            if not flags & F_NEXT:
+                return total
+            if nxt >= n:
+                return ("a chain with next out of range used", f"chain from {head}: next {nxt} "
+                        f"outside {n} entries")
+            i = nxt
 
     def _bad_chain(self, what: str, why: str) -> None:
         if "bad-chain-accepted" in self.enabled:
