@@ -42,7 +42,7 @@ def planted_target(request):
 @pytest.mark.parametrize("backend", ["board", "guest"])
 def test_each_planted_bug_is_its_named_finding(planted_target, backend):
     bug, t = planted_target
-    h = Harness(t, backend, budget=0.3, oracles=[k for k in KINDS if k != "dma-into-own-registers"])
+    h = Harness(t, backend, budget=1.0, oracles=[k for k in KINDS if k != "dma-into-own-registers"])
     if bug == "clean":
         for data in TRIGGERS.values():
             assert h.execute(data).finding is None
@@ -148,3 +148,12 @@ def test_clusterfuzzlite_target_finds_the_canary(tmp_path):
                        text=True, timeout=180, cwd=tmp_path)
     assert r.returncode != 0 and "UvirtFinding: dma-outside-buffer" in r.stdout + r.stderr, r.stdout[-2000:]
     assert list(tmp_path.glob("crash-*"))
+
+
+def test_used_length_oracle_on_its_own():
+    """off_by_one also reports one byte more than it was given: with only that oracle on,
+    that is what the input is."""
+    t = FuzzTarget([], factory="uvirt.fuzz.planted:off_by_one")
+    f = Harness(t, "board", oracles=["used-len-overflow"]).execute(CHAIN).finding
+    assert f is not None and f.kind == "used-len-overflow" and "2 > 1" in f.detail
+    t.close()
