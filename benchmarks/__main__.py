@@ -19,12 +19,11 @@ import io
 import pstats
 import sys
 
-from . import (bench_gpu_vs_fb, bench_growth, bench_interrupts, bench_ivshmem, bench_machine, bench_qtest,
-               bench_regions, bench_seabios, bench_trace,
-               bench_virtio)
+from . import (bench_fuzz, bench_gpu_vs_fb, bench_growth, bench_interrupts, bench_ivshmem, bench_machine,
+               bench_qtest, bench_regions, bench_seabios, bench_trace, bench_virtio)
 
 SUITES = [bench_machine, bench_virtio, bench_regions, bench_qtest, bench_interrupts, bench_ivshmem,
-          bench_growth, bench_gpu_vs_fb, bench_seabios, bench_trace]
+          bench_growth, bench_gpu_vs_fb, bench_seabios, bench_trace, bench_fuzz]
 
 
 def all_benchmarks() -> list:

@@ -44,6 +44,8 @@ COMMANDS = (
      "run, and show the virtqueues at each kick, interrupt and the stop"),
     ("ivshmem-server", "[options]", "QEMU-compatible ivshmem server"),
     ("qtest", "record [options]", "drive an emulator over qtest, write QEMU's -qtest-log trace"),
+    ("fuzz", "[options] -device DEV [device options]", "fuzz a device from guest code; findings "
+     "become a qtest trace, a guest program and a test"),
 )
 
 EXIT_USAGE = 1          # host mistakes, usage included (README "How a run ends")
@@ -160,6 +162,9 @@ def _dispatch(argv: list[str]) -> int:
     if cmd == "qtest":
         from .qtest.record import main as qtest_main
         return qtest_main(rest)
+    if cmd == "fuzz":
+        from .fuzz.cli import main as fuzz_main
+        return fuzz_main(rest)
     names = ", ".join(n for n, _, _ in COMMANDS)
     raise UsageError(f"unknown command '{cmd}' (commands: {names}; see 'uvirt --help')")
 

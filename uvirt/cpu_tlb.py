@@ -34,7 +34,7 @@ from __future__ import annotations
 import ctypes
 from typing import Callable
 
-from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_TLB_FILL, UC_MEM_FETCH,
+from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_TLB_FILL, UC_MEM_FETCH, UC_MEM_WRITE,
                      UC_PROT_ALL, UC_PROT_READ, UC_PROT_WRITE, UC_TLB_CPU, UC_TLB_VIRTUAL, Uc)
 from unicorn import x86_const as X
 
@@ -55,6 +55,11 @@ class TlbFill:
         self.paging = False                 # True: Unicorn's x86 MMU fills the TLB
         self.switches = 0                   # MMU hand-overs, either way
         self._switch = False                # the hook saw CR0.PG=1: sync() must switch
+        #: page numbers the CPU may have written since ``track_writes()`` (None: not
+        #: tracking).  While tracking, a page not in it gets an entry without write
+        #: permission, so the CPU's first store to it comes back here as a write fill.
+        self.dirty: set[int] | None = None
+        self._track_switches = 0
         self._on_error = on_error
         self._cr0 = _reg_reader(uc, X.UC_X86_REG_CR0)
         self._flush = lambda: uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
@@ -75,13 +80,20 @@ class TlbFill:
             page = vaddr >> PAGE_SHIFT
             entry.paddr = vaddr           # paging off: physical = linear
             if page in self.exec_pages:
-                entry.perms = UC_PROT_ALL
+                perms = UC_PROT_ALL
             elif access == UC_MEM_FETCH:
                 self.exec_pages.add(page)
                 self._flush()             # no write-only entry may outlive this
-                entry.perms = UC_PROT_ALL
+                perms = UC_PROT_ALL
             else:
-                entry.perms = _RW
+                perms = _RW
+            dirty = self.dirty
+            if dirty is not None and page not in dirty:
+                if access == UC_MEM_WRITE:
+                    dirty.add(page)       # the store follows this fill
+                else:
+                    perms &= ~UC_PROT_WRITE
+            entry.perms = perms
             return True
         except BaseException as e:        # never let the CPU see a Python error
             self._on_error(e)
@@ -109,6 +121,19 @@ class TlbFill:
                     # code translated while paging is not in exec_pages: drop it, or a
                     # fast store could rewrite it behind the translator's back
                     self.uc.ctl_flush_tb()
+
+    def track_writes(self) -> None:
+        """Start (or restart) recording the pages the CPU writes (uvirt/snapshot.py):
+        every entry is dropped, so each page's first store comes back as a write fill."""
+        self.dirty = set()
+        self._track_switches = self.switches
+        self._flush()
+
+    def tracking_exact(self) -> bool:
+        """Does ``dirty`` hold every page the CPU wrote?  Not while Unicorn's own MMU
+        fills the TLB (guest paging on): those stores never reach our hook."""
+        return (self.dirty is not None and not self.paging and not self._switch
+                and self.switches == self._track_switches)
 
     def may_hold_code(self, addr: int, size: int) -> bool:
         """Can translated code exist for guest-physical [addr, addr+size)?  Any thread.

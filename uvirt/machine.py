@@ -1121,6 +1121,21 @@ class Machine:
         return f"{addr:08x}: {code[:4].hex(' ')} ...  (undecodable)"
 
     # ------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------ snapshots
+    #: the run state a snapshot holds (devices declare their own: uvirt/snapshot.py)
+    snapshot_state = ("_exc", "guest_errors", "rom_writes_dropped", "insn_count")
+
+    def snapshot(self):
+        """Save everything the guest can observe, to come back to with ``restore``
+        (uvirt/snapshot.py: CPU, RAM written since, shared regions, every device)."""
+        from .snapshot import take
+        return take(self)
+
+    def restore(self, snap) -> None:
+        """Back to ``snap`` (this machine's latest snapshot); it can be restored again."""
+        from .snapshot import restore
+        restore(self, snap)
+
     def reset(self) -> None:
         """System reset: devices, PCI functions, the host bridge; RAM is kept (as QEMU)."""
         for dev in self.resettables:

@@ -350,6 +350,7 @@ def _leaves(region: Region, addr: int, lo: int, hi: int, key: tuple, out: list) 
 
 class _ConstantDevice:
     """Unassigned space: reads a constant, ignores writes."""
+    snapshot_state = ()          # constant (uvirt/snapshot.py)
 
     def __init__(self, value: int) -> None:
         self.value = value
@@ -685,6 +686,8 @@ class MemoryMap(AddressSpace):
         self.may_hold_code: Callable[[int, int], bool] | None = None
         #: Set by the machine: a ``uvirt.trace.Tracer`` for ``mmio_read``/``mmio_write``.
         self.tracer = None
+        #: ``(addr, size)`` for every host write to RAM (set while a snapshot is held)
+        self.dirty_log: Callable[[int, int], None] | None = None
 
     # -- Unicorn side
     def attach(self, uc) -> None:
@@ -780,6 +783,8 @@ class MemoryMap(AddressSpace):
 
         Every device DMA write lands here, so it calls ``uc_ctl`` directly: the binding's
         ``ctl_remove_cache`` spends about 4 µs in Python argument encoding."""
+        if self.dirty_log is not None:
+            self.dirty_log(addr, size)    # host writes for snapshots (uvirt/snapshot.py)
         if self._uc is None or size <= 0:
             return
         if self.may_hold_code is not None and not self.may_hold_code(addr, size):

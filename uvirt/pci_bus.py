@@ -113,6 +113,8 @@ STATUS_W1C = (Status.PARITY | Status.SIG_TARGET_ABORT | Status.REC_TARGET_ABORT
 
 class PciConfigSpace:
     """Values + write masks; knows nothing of BARs or buses."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("data",)
 
     def __init__(self) -> None:
         self.data = bytearray(CONFIG_SPACE_SIZE)
@@ -214,6 +216,8 @@ class PciFunction:
     Device models subclass it and override ``config_read``/``config_write`` for
     device-specific registers (calling ``super()``).  Never imports Unicorn.
     """
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("config", "intx_level")
 
     name = "pci-function"
     #: QEMU's type name and -device id, for QEMU's wording of a taken slot ("in use by
@@ -529,6 +533,8 @@ class PciHostConf1:
     Two register windows (QEMU ``pci_host_conf_le_ops`` / ``pci_host_data_le_ops``),
     served by ``address_device`` and ``data_device``.
     """
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("config_reg",)
 
     CONFIG_ADDRESS = 0xCF8
     CONFIG_DATA = 0xCFC
@@ -553,6 +559,9 @@ class PciHostConf1:
 
 
 class _Conf1Address:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
+
     def __init__(self, host: PciHostConf1) -> None:
         self.host = host
 
@@ -565,6 +574,9 @@ class _Conf1Address:
 
 
 class _Conf1Data:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
+
     def __init__(self, host: PciHostConf1) -> None:
         self.host = host
 

@@ -58,6 +58,8 @@ class MsixEntry(IntEnum):
 
 class Msix:
     """MSI-X for one PCI function.  ``fn.config_write`` must call ``config_written``."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("table", "pba", "_was_masked_all")
 
     def __init__(self, fn: PciFunction, nvectors: int, *, bar: int, cap_offset: int,
                  table_offset: int = 0, pba_offset: int = EXCLUSIVE_PBA_OFFSET) -> None:
@@ -178,6 +180,9 @@ class Msix:
 
 
 class _Table:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
+
     def __init__(self, msix: Msix) -> None:
         self.msix = msix
 
@@ -193,6 +198,9 @@ class _Table:
 
 
 class _Pba:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
+
     def __init__(self, msix: Msix) -> None:
         self.msix = msix
 
@@ -205,6 +213,8 @@ class _Pba:
 
 class _ExclusiveBar:
     """Table at 0, PBA at 0x800; the rest of the 4 KiB reads 0 (unassigned in QEMU's container)."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
 
     def __init__(self, msix: Msix) -> None:
         self.msix = msix

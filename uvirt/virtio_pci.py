@@ -67,6 +67,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import ClassVar
 
 from .errors import UvirtError
 from .mem_regions import Container, MmioRegion, RamRegion
@@ -188,6 +189,7 @@ PCI_CFG_DATA = 16             # offset of pci_cfg_data inside the PCI-cfg cap
 @dataclass
 class _ProxyQueue:
     """Per-queue modern staging (QEMU ``VirtIOPCIQueue``)."""
+    snapshot_state: ClassVar[tuple[str, ...]] = ("num", "enabled", "reset", "desc", "avail", "used")
 
     num: int = 0
     enabled: int = 0
@@ -203,6 +205,11 @@ def _pow2ceil(n: int) -> int:
 
 class VirtioPci(PciFunction):
     """A virtio device on the PCI transport."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = (
+        "vdev", "msix", "dfselect", "gfselect", "guest_features_words", "_vqs", "queue_vectors",
+        "mem_sel",
+    )
 
     def __init__(self, device: VirtioDevice, *, class_code: int, disable_legacy: bool = False,
                  disable_modern: bool = False, vectors: int = 2,
@@ -674,6 +681,9 @@ class VirtioPci(PciFunction):
 
 
 class _LegacyRegs:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
+
     def __init__(self, t: VirtioPci) -> None:
         self.read = t.legacy_read
         self.write = t.legacy_write
@@ -681,6 +691,8 @@ class _LegacyRegs:
 
 class _ModernBar:
     """Dispatch the 16 KiB modern BAR to its four 4 KiB register windows."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
 
     def __init__(self, t: VirtioPci) -> None:
         self.t = t

@@ -18,10 +18,11 @@ SUBCOMMANDS = [name for name, _, _ in COMMANDS]
 #: how each subcommand is asked for help, and a flag it does not know
 HELP = {"run": ["-help", "--help", "-h"], "asm": ["--help", "-h"], "lspci": ["--help", "-h"],
         "demo": ["--help", "-h"], "ivshmem-server": ["--help", "-h"], "qtest": ["--help", "-h"],
-        "trace": ["--help", "-h"], "explain": ["--help", "-h"], "inspect": ["--help", "-h"]}
+        "trace": ["--help", "-h"], "explain": ["--help", "-h"], "inspect": ["--help", "-h"],
+        "fuzz": ["--help", "-h"]}
 BOGUS = {"run": ["-bogus"], "asm": ["pci_enum.S", "-o", "/nonexistent/g.bin", "--bogus"], "lspci": ["--bogus"], "demo": ["--bogus"],
          "ivshmem-server": ["--bogus"], "qtest": ["--bogus"], "trace": ["--bogus"],
-         "explain": ["--bogus"], "inspect": ["--bogus"]}
+         "explain": ["--bogus"], "inspect": ["--bogus"], "fuzz": ["--bogus"]}
 
 
 def uvirt(*args: str, stdout=subprocess.PIPE, timeout=60) -> subprocess.CompletedProcess:

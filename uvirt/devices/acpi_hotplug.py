@@ -62,6 +62,8 @@ def _ctz32(v: int) -> int:
 
 class Gpe0:
     """The PIIX4 GPE0 block at 0xafe0: status (w1c) and enable, two bytes each."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("sts", "en", "sci")
 
     def __init__(self, on_sci) -> None:
         self.sts = bytearray(GPE_LEN // 2)
@@ -102,6 +104,8 @@ class Gpe0:
 
 class AcpiPciHotplug:
     """The 0xae00 registers and the ``hooks(m).hotplug["pci.0"]`` handler."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("hotplug_select", "acpi_index", "up", "down", "hotplug_enable", "gpe")
 
     def __init__(self, machine: "Machine") -> None:
         self.machine = machine

@@ -47,6 +47,9 @@ ACPI_ENABLE, ACPI_DISABLE = 0xF1, 0xF0
 
 
 class Port92:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("outport",)
+
     def __init__(self, request_reset: Callable[[], None]) -> None:
         self.outport = 0
         self._request_reset = request_reset
@@ -64,6 +67,9 @@ class Port92:
 
 
 class AcpiPm:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("sts", "en", "cnt")
+
     def __init__(self, clock: Callable[[], int] = time.monotonic_ns) -> None:
         self.clock = clock
         self.sts = self.en = self.cnt = 0
@@ -94,6 +100,9 @@ class AcpiPm:
 
 
 class Apm:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("cnt", "sts")
+
     def __init__(self, smi_enabled: Callable[[], bool], on_smi: Callable[[int], None]) -> None:
         self.cnt = self.sts = 0
         self._smi_enabled = smi_enabled

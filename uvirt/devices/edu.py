@@ -174,6 +174,11 @@ class Edu(PciFunction):
       ``cancel()`` -- the DMA timer;
     * ``hw_error(message)``: QEMU's ``hw_error``, the end of the emulator.
     """
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = (
+        "addr4", "cmd", "cnt", "dead", "dma_mask", "dst", "fact", "irq_status", "src", "status",
+        "dma_buf", "_fact_deadline",
+    )
 
     name = "edu"
 
@@ -363,6 +368,8 @@ def _as_write(memory, addr: int, data: bytes) -> None:
 
 class _Registers:
     """BAR0 (``edu_mmio_read``/``edu_mmio_write``), 4- and 8-byte accesses only."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
 
     def __init__(self, dev: Edu) -> None:
         self.dev = dev

@@ -112,6 +112,8 @@ def pc_items(ram_size: int, *, nographic: bool = False, boot_menu: bool = False,
 
 class FwCfg:
     """The item store, the selector/data port logic and the DMA engine."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("cur_entry", "cur_offset", "dma_addr")
 
     def __init__(self, items: dict[int, bytes], files: dict[str, bytes] | None = None,
                  memory=None) -> None:
@@ -216,6 +218,8 @@ class FwCfg:
 
 class _CombPorts:
     """0x510-0x511: QEMU ``fw_cfg_comb_mem_ops``."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
 
     def __init__(self, fw: FwCfg) -> None:
         self.fw = fw
@@ -237,6 +241,8 @@ class _CombPorts:
 
 class _DmaPorts:
     """0x514-0x51b: QEMU ``fw_cfg_dma_mem_ops`` (DEVICE_BIG_ENDIAN)."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
 
     def __init__(self, fw: FwCfg) -> None:
         self.fw = fw

@@ -65,6 +65,12 @@ ACK, RESEND, BAT_OK = 0xFA, 0xFE, 0xAA
 
 
 class I8042:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = (
+        "mode", "status", "outport", "write_cmd", "queue", "current", "last", "kbd_param",
+        "scan_enabled", "scancode_set",
+    )
+
     def __init__(self, set_irq: Callable[[int, int], None], request_reset: Callable[[], None]) -> None:
         self._set_irq = set_irq
         self._request_reset = request_reset
@@ -231,6 +237,8 @@ class I8042:
 class Port:
     """One of the controller's two ports as its own 1-byte region (0x61, between them,
     is the PC speaker)."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
 
     def __init__(self, ctl: I8042, offset: int) -> None:
         self.ctl, self.offset = ctl, offset

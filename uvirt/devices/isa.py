@@ -21,6 +21,8 @@ from ..chardev import Chardev, NullChardev
 class IsaDebugcon:
     name = "isa-debugcon"
 
+    snapshot_state = ()    # configuration only; output is the outside world's
+
     def __init__(self, chardev: Chardev | None = None, *, iobase: int = 0xE9,
                  readback: int = 0xE9) -> None:
         self.chardev = chardev or NullChardev()
@@ -39,6 +41,8 @@ class IsaDebugcon:
 
 class IsaDebugExit:
     name = "isa-debug-exit"
+
+    snapshot_state = ()    # configuration only; output is the outside world's
 
     def __init__(self, on_exit: Callable[[int], None], *, iobase: int = 0x501, iosize: int = 2) -> None:
         self.on_exit = on_exit

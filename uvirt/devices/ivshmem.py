@@ -124,6 +124,8 @@ class _Locked:
 
 class _Registers:
     """BAR0 (``ivshmem_mmio_ops``); called with offsets only, 4 bytes at a time."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
 
     def __init__(self, dev: "Ivshmem") -> None:
         self.dev = dev
@@ -155,6 +157,8 @@ class _Registers:
 class Ivshmem(PciFunction):
     """One ivshmem function.  ``shm`` is the memory (a backend, or the server's fd
     mapped); ``client`` is the connected server client (doorbell) or None (plain)."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("intrmask", "intrstatus", "msix")
 
     def __init__(self, name: str, shm: SharedMemory, *, client: IvshmemClient | None = None,
                  vectors: int = 0, owns_shm: bool = False) -> None:

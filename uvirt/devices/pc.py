@@ -98,6 +98,8 @@ class _Bmdma:
 
     Storage only: no drives are attached under ``-nodefaults``, so no transfer starts.
     """
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("regs",)
 
     def __init__(self) -> None:
         self.regs = bytearray(16)
@@ -181,6 +183,8 @@ class Piix4Pm(PciFunction):
 
 class _ResetControl:
     """PIIX3 RCR at 0xCF9 (``rcr_write``): bit 2 requests a reset, bit 1 is kept."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("rcr",)
 
     def __init__(self, machine: "Machine") -> None:
         self.machine = machine

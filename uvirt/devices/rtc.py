@@ -134,6 +134,8 @@ def gmtime(secs: int) -> time.struct_time:
 
 class LazyTimer:
     """A timer that fires when its owner polls (``Rtc._poll``), not asynchronously."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("expire",)
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self.callback = callback
@@ -164,6 +166,11 @@ def periodic_clock_to_ns(clocks: int) -> int:
 
 class Rtc:
     """The chip and its CMOS (ports 0x70/0x71 through ``read``/``write``)."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = (
+        "cmos", "index", "period", "next_periodic_time", "next_alarm_time", "base_rtc",
+        "last_update", "offset", "update_timer", "periodic_timer",
+    )
 
     def __init__(self, cmos: dict[int, int] | None = None, *,
                  clock: Callable[[], int] = time.monotonic_ns, base_utc: float | None = None,

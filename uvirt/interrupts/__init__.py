@@ -33,6 +33,9 @@ APIC_PRIORITY = 0x1000        # QEMU maps the APIC window over everything
 
 
 class InterruptController:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("pic", "apic", "pit", "router", "touched", "_was_pending", "delivered")
+
     def __init__(self, clock: Callable[[], int] = time.monotonic_ns) -> None:
         self.pic = PicPair()
         self.apic = LocalApic()
@@ -153,6 +156,8 @@ class InterruptController:
 
 class _Touching:
     """A device whose guest accesses count in ``InterruptController.touched``."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
 
     def __init__(self, dev, ctl: InterruptController) -> None:
         self.dev, self.ctl = dev, ctl

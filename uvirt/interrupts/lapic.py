@@ -39,6 +39,12 @@ def _highest(bits: int) -> int:
 
 
 class LocalApic:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = (
+        "id", "apicbase", "tpr", "spurious_vec", "log_dest", "dest_mode", "isr", "tmr", "irr",
+        "esr", "icr", "lvt", "divide_conf", "initial_count",
+    )
+
     def __init__(self) -> None:
         #: Called when an APIC interrupt may have become pending (IRR/ISR/TPR/SVR changed).
         self.on_change: Callable[[], None] = lambda: None

@@ -24,6 +24,12 @@ from typing import Callable
 
 class I8259:
     """One 8259A chip (QEMU's ``PICCommonState``)."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = (
+        "elcr", "last_irr", "irr", "imr", "isr", "priority_add", "irq_base", "read_reg_select",
+        "poll", "special_mask", "init_state", "auto_eoi", "rotate_on_auto_eoi",
+        "special_fully_nested_mode", "init4", "single_mode",
+    )
 
     def __init__(self, *, master: bool, elcr_mask: int) -> None:
         self.master = master
@@ -186,6 +192,8 @@ class I8259:
 
 class PicPair:
     """Master + slave as wired on ``pc`` (``i8259_init``), with ``read_irq`` for the CPU."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("master", "slave")
 
     def __init__(self) -> None:
         self.master = I8259(master=True, elcr_mask=0xF8)
@@ -240,6 +248,9 @@ class PicPair:
 
 
 class _ChipPorts:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
+
     def __init__(self, pair: PicPair, chip: I8259) -> None:
         self.pair, self.chip = pair, chip
 
@@ -253,6 +264,9 @@ class _ChipPorts:
 
 
 class _ElcrPort:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
+
     def __init__(self, pair: PicPair, chip: I8259) -> None:
         self.pair, self.chip = pair, chip
 

@@ -26,6 +26,9 @@ def pci_slot_get_pirq(devfn: int, pin: int) -> int:
 
 
 class PiixPirqRouter:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("_asserted", "pic_levels")
+
     def __init__(self, piix3, set_isa_irq: Callable[[int, int], None]) -> None:
         self.piix3 = piix3
         self.set_isa_irq = set_isa_irq

@@ -33,6 +33,12 @@ def _ns(ticks: int) -> int:
 
 
 class PitChannel:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = (
+        "count", "latched_count", "count_latched", "status_latched", "status", "read_state",
+        "write_state", "rw_mode", "write_latch", "mode", "bcd", "gate", "count_load_time",
+    )
+
     def __init__(self, index: int) -> None:
         self.index = index
         self.count = 0x10000
@@ -95,6 +101,8 @@ class PitChannel:
 
 class Pit8254:
     """Three channels; channel 0 drives ISA IRQ 0 through ``irq(level)``."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("channels", "_synced", "_level", "speaker_data_on", "refresh_clock")
 
     def __init__(self, irq: Callable[[int], None] = lambda level: None,
                  clock: Callable[[], int] = time.monotonic_ns) -> None:
@@ -237,6 +245,9 @@ class Pit8254:
 
 
 class _SpeakerPort:
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ()
+
     def __init__(self, pit: Pit8254) -> None:
         self.pit = pit
 

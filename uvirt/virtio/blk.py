@@ -148,6 +148,9 @@ def driver_ok_kick(dev: VirtioDevice, status: int) -> None:
 
 
 class VirtioBlk(VirtioDevice):
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("wce", "_config", "ioeventfd_started")
+
     device_id = 2
     name = "virtio-blk"
     queue_sizes = (256,)

@@ -151,6 +151,11 @@ class _QueueEvents:
 class VirtioDevice:
     """Base class of device models.  Subclasses set the class attributes and override
     the hooks marked *hook*."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = (
+        "queues", "vectors", "host_features", "status", "guest_features", "queue_sel", "isr",
+        "config_vector", "generation", "broken", "disabled", "_kicks",
+    )
 
     device_id: int = 0            # virtio device type (4 = entropy)
     name: str = "virtio-device"

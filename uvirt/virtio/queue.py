@@ -507,6 +507,12 @@ class VirtqueueBase:
     buffer-mapping loop.  Devices use the common surface: ``pop``, ``push``,
     ``fill``/``flush``, ``should_notify``, ``set_notification``, ``is_empty``,
     ``avail_bytes``, ``reset``, ``broken``."""
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = (
+        "size", "desc", "avail", "used", "last_avail_idx", "shadow_avail_idx", "used_idx",
+        "signalled_used", "signalled_used_valid", "notification", "inuse", "broken", "event_idx",
+        "notify_on_empty", "_mapped", "_desc_len", "disabled",
+    )
 
     packed: ClassVar[bool] = False
 

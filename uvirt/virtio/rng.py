@@ -24,6 +24,9 @@ from .device import Status, VirtioDevice
 
 
 class VirtioRng(VirtioDevice):
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("_random",)
+
     device_id = 4
     name = "virtio-rng"
     queue_sizes = (8,)

@@ -89,6 +89,9 @@ def rx_queue(port_id: int) -> int:
 
 
 class VirtioSerial(VirtioDevice):
+    #: what a snapshot holds (uvirt/snapshot.py)
+    snapshot_state = ("_config", "ioeventfd_started")
+
     device_id = 3
     name = "virtio-serial"
     config_len = 12

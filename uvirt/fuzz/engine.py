@@ -1,0 +1,352 @@
+"""Running inputs against a target with the oracles, minimising findings, and the
+coverage-guided loop (atheris, i.e. libFuzzer for Python).
+
+One execution: restore the snapshot (uvirt/snapshot.py), decode the input into operations
+(uvirt/fuzz/ops.py), run them on the chosen backend (uvirt/fuzz/backends.py) under a time
+budget, then ask the oracles (uvirt/fuzz/oracles.py).  Coverage is libFuzzer's, from
+atheris' bytecode instrumentation of the device's Python code (the modules of the device
+model, the virtio core and transport, the PCI and MSI-X code); on top of it, virtio-level
+features of the run (the device status reached, how far the used index moved, which guest
+errors the device reported) are fed to libFuzzer as extra edges, so an input that drives
+the device into a new state is kept even when it runs no new line.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+from .backends import BoardBackend, GuestBackend, RunResult
+from .oracles import KINDS, Finding, FindingError, Monitor, exception_finding
+from .ops import SEPARATOR, decode, split_commands
+from .target import FuzzTarget
+
+
+class Hang(FindingError):
+    pass
+
+
+@dataclass
+class Execution:
+    ops: list
+    result: RunResult | None
+    finding: Finding | None
+    features: tuple = ()
+
+
+@dataclass
+class Stats:
+    execs: int = 0
+    started: float = field(default_factory=time.monotonic)
+    findings: dict = field(default_factory=dict)        # signature -> (Finding, input)
+    features: set = field(default_factory=set)
+
+
+class Harness:
+    """A target, a backend and the oracles: ``execute(data)``."""
+
+    def __init__(self, target: FuzzTarget, backend: str = "guest", *, oracles=KINDS,
+                 budget: float = 1.0) -> None:
+        self.target = target
+        self.monitor = Monitor(target, tuple(oracles))
+        self.oracles = frozenset(oracles)
+        self.budget = budget
+        if backend == "guest":
+            self.backend = GuestBackend(target, timeout=budget * 2)
+        elif backend == "board":
+            self.backend = BoardBackend(target)
+            self.backend._guest = _DriverWrites(self.monitor)
+        else:
+            raise ValueError(f"backend {backend!r}: guest or board")
+
+    def execute(self, data: bytes, on_op=None) -> Execution:
+        t = self.target
+        t.reset()
+        ops = decode(data, t.layout)
+        m = t.machine
+        errors_before = len(m.guest_errors)
+        finding = None
+        result = None
+        old = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, self.budget)
+        try:
+            result = self.backend.run(ops, on_op)
+        except FindingError as e:
+            finding = e.finding
+        except Exception as e:                # a device's exception, board backend
+            finding = exception_finding(e)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        if finding is None and result is not None and result.stop is not None:
+            finding = self._from_stop(result)
+        if finding is not None and finding.kind not in self.oracles:
+            finding = None
+        if finding is None:
+            finding = self.monitor.after()
+        feats = self._features(errors_before)
+        return Execution(ops, result, finding, feats)
+
+    def _from_stop(self, result: RunResult) -> Finding | None:
+        stop, m = result.stop, self.target.machine
+        name = stop.reason.name
+        if name == "HOST_ERROR":
+            e = getattr(m, "host_exception", None)
+            m.host_exception = None
+            if isinstance(e, FindingError):
+                return e.finding
+            return exception_finding(e) if e is not None else Finding("exception", stop.summary())
+        if name == "TIMEOUT":
+            return Finding("hang", f"the guest did not finish in {self.budget * 2:g} s")
+        return None
+
+    def _features(self, errors_before: int) -> tuple:
+        vdev = self.monitor.vdev
+        feats = []
+        if vdev is not None:
+            feats.append(("status", int(vdev.status) & 0xFF))
+            for vq in vdev.queues[:8]:
+                feats.append(("used", vq.index, min(vq.used_idx, 16)))
+                feats.append(("inuse", vq.index, min(vq.inuse, 4)))
+            feats.append(("broken", bool(vdev.broken)))
+        for kind, _detail in self.target.machine.guest_errors[errors_before:]:
+            feats.append(("guest_error", kind))
+        return tuple(feats)
+
+
+class _DriverWrites:
+    """The board backend's ``ram`` operations are the driver's writes, not the device's:
+    they bypass the DMA oracles."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.write = monitor.driver_write
+
+
+def _alarm(signum, frame):
+    raise Hang(Finding("hang", "input ran past its time budget"))
+
+
+# ---------------------------------------------------------------------- minimising
+def minimise(harness: Harness, data: bytes, finding: Finding, *, max_execs: int = 2000) -> bytes:
+    """Delta debugging over commands, then over each command's bytes: the smallest input
+    that still gives a finding of the same kind (and signature where it can)."""
+    want = finding.signature
+
+    def same(d: bytes) -> bool:
+        f = harness.execute(d).finding
+        return f is not None and f.kind == finding.kind and (f.signature == want or finding.kind == "hang")
+
+    cmds = split_commands(data)
+    execs = 0
+    chunk = max(1, len(cmds) // 2)
+    while chunk >= 1 and execs < max_execs:
+        i, changed = 0, False
+        while i < len(cmds) and execs < max_execs:
+            trial = cmds[:i] + cmds[i + chunk:]
+            execs += 1
+            if trial and same(SEPARATOR.join(trial)):
+                cmds, changed = trial, True
+            else:
+                i += chunk
+        if not changed:
+            chunk //= 2
+    for i in range(len(cmds)):                # trailing operand bytes that do not matter
+        while len(cmds[i]) > 1 and execs < max_execs:
+            trial = cmds[:i] + [cmds[i][:-1]] + cmds[i + 1:]
+            execs += 1
+            if same(SEPARATOR.join(trial)):
+                cmds = trial
+            else:
+                break
+    return SEPARATOR.join(cmds)
+
+
+# ---------------------------------------------------------------------- the fuzzing loop
+def instrument_device_code(target: FuzzTarget) -> int:
+    """atheris coverage for the device's Python code: its own module, the virtio core
+    and transport, PCI, MSI-X, DMA, the block back end.  Returns the functions patched."""
+    import atheris
+    mods = {type(target.fn).__module__}
+    vdev = getattr(target.fn, "vdev", None)
+    if vdev is not None:
+        mods.add(type(vdev).__module__)
+    prefixes = ("uvirt.virtio", "uvirt.virtio_pci", "uvirt.pci_bus", "uvirt.pci_msix",
+                "uvirt.pci_msi", "uvirt.dma", "uvirt.block")
+    n = 0
+    seen = set()
+    for name, mod in list(sys.modules.items()):
+        if mod is None or not (name in mods or name.startswith(prefixes)):
+            continue
+        for obj in list(vars(mod).values()):
+            for fn in _functions(obj, name):
+                if id(fn) not in seen:
+                    seen.add(id(fn))
+                    try:
+                        atheris.instrument_func(fn)
+                        n += 1
+                    except Exception:
+                        pass
+    return n
+
+
+def _functions(obj, modname: str):
+    import types
+    if isinstance(obj, types.FunctionType) and obj.__module__ == modname:
+        yield obj
+    elif isinstance(obj, type) and obj.__module__ == modname:
+        for v in vars(obj).values():
+            if isinstance(v, (staticmethod, classmethod)):
+                v = v.__func__
+            if isinstance(v, property):
+                for f in (v.fget, v.fset):
+                    if isinstance(f, types.FunctionType):
+                        yield f
+            elif isinstance(v, types.FunctionType):
+                yield v
+
+
+def _feature_sink_source(n: int) -> str:
+    lines = ["def feature_edge(k):"]
+    for i in range(n):
+        lines.append(f"    if k == {i}:\n        return {i}")
+    lines.append("    return -1")
+    return "\n".join(lines)
+
+
+class FeatureFeedback:
+    """Virtio-level features as libFuzzer edges: each new (feature) hashes to one of
+    ``n`` branches of an instrumented function, so reaching it is new coverage."""
+
+    def __init__(self, n: int = 1024) -> None:
+        import atheris
+        ns: dict = {}
+        exec(compile(_feature_sink_source(n), "<uvirt-fuzz-features>", "exec"), ns)
+        self.edge = atheris.instrument_func(ns["feature_edge"])
+        self.n = n
+
+    def feed(self, feats: tuple) -> None:
+        edge, n = self.edge, self.n
+        for f in feats:
+            edge(int.from_bytes(hashlib.blake2s(repr(f).encode(), digest_size=4).digest(), "little") % n)
+
+
+@dataclass
+class FuzzConfig:
+    device_argv: list
+    backend: str = "guest"
+    seconds: float | None = None
+    runs: int | None = None
+    jobs: int = 1
+    corpus: str | None = None
+    dict_path: str | None = None
+    seed: int | None = None
+    out: str = "uvirt-findings"
+    oracles: tuple = KINDS
+    budget: float = 1.0
+    stop_on_first: bool = False
+    python: str | None = None              # MODULE:CALLABLE of a user's device
+    libfuzzer_args: list = field(default_factory=list)
+
+
+def fuzz(cfg: FuzzConfig, *, log=sys.stderr) -> int:
+    """The atheris loop; exits the process (libFuzzer never returns): status 0 without
+    findings, 1 with."""
+    import atheris
+    from .reproducers import write_reproducers
+    target = FuzzTarget(cfg.device_argv, factory=cfg.python)
+    harness = Harness(target, cfg.backend, oracles=cfg.oracles, budget=cfg.budget)
+    n_instr = instrument_device_code(target)
+    feedback = FeatureFeedback()
+    stats = Stats()
+    os.makedirs(cfg.out, exist_ok=True)
+    deadline = None if cfg.seconds is None else stats.started + cfg.seconds
+    next_report = [stats.started + 2.0]
+    print(f"uvirt fuzz: {target.name} at {_bdf(target.fn.devfn)}, backend {cfg.backend}, "
+          f"{len(target.layout.bars)} BARs, {len(target.layout.queues)} queues, "
+          f"{n_instr} functions instrumented, oracles: {', '.join(sorted(harness.oracles))}",
+          file=log, flush=True)
+
+    def finish(code: int) -> None:
+        _summary(stats, cfg, target, log)
+        log.flush()
+        sys.stdout.flush()
+        os._exit(code)
+
+    def one_input(data: bytes) -> None:
+        ex = harness.execute(data)
+        stats.execs += 1
+        feedback.feed(ex.features)
+        stats.features.update(ex.features)
+        f = ex.finding
+        if f is not None and f.signature not in stats.findings:
+            small = minimise(harness, data, f, max_execs=30 if f.kind == "hang" else 2000)
+            ex2 = harness.execute(small)
+            f2 = ex2.finding if ex2.finding is not None and ex2.finding.kind == f.kind else f
+            paths = write_reproducers(harness, small, f2, cfg.out, cfg.device_argv, cfg.python)
+            stats.findings[f.signature] = (f2, small, paths)
+            print(f"\nuvirt fuzz: FINDING {f2.kind}: {f2.detail}\n  reproducers: "
+                  + ", ".join(paths), file=log, flush=True)
+            if cfg.stop_on_first:
+                finish(1)
+        now = time.monotonic()
+        if now >= next_report[0]:
+            next_report[0] = now + 2.0
+            el = now - stats.started
+            print(f"uvirt fuzz: {stats.execs} execs, {stats.execs / el:.0f}/s, "
+                  f"{len(stats.features)} virtio features, {len(stats.findings)} findings, {el:.0f} s",
+                  file=log, flush=True)
+        if (deadline is not None and now >= deadline) or (cfg.runs is not None and stats.execs >= cfg.runs):
+            finish(1 if stats.findings else 0)
+
+    argv = [sys.argv[0], "-rss_limit_mb=4096", f"-timeout={max(5, int(cfg.budget * 10))}",
+            "-max_len=4096", "-len_control=20"]
+    if cfg.seed is not None:
+        argv.append(f"-seed={cfg.seed}")
+    if cfg.dict_path:
+        argv.append(f"-dict={cfg.dict_path}")
+    argv += [f"-artifact_prefix={os.path.join(cfg.out, '')}", *cfg.libfuzzer_args]
+    corpus = cfg.corpus or os.path.join(cfg.out, "corpus")
+    os.makedirs(corpus, exist_ok=True)
+    argv += [corpus, write_seeds(os.path.join(cfg.out, "seeds"))]
+    atheris.Setup(argv, one_input)
+    atheris.Fuzz()
+    return 0
+
+
+def seeds() -> list[bytes]:
+    """What a driver does, as inputs to start from: a request, a request waited for and
+    its used index read, a driver reload followed by a request, an ISR read."""
+    from .ops import OpKind, encode
+    chain = encode(OpKind.CHAIN, bytes([0, 1, 0, 0, 0x49, 0, 0, 0]))
+    used = encode(OpKind.USED_READ, b"\0")
+    wait = encode(OpKind.WAIT, b"\x10\0")
+    isr = encode(OpKind.IO_READ, bytes([0, 0, 0x13, 0, 0, 0]))
+    reload = encode(OpKind.RESET, b"\x01")
+    return [chain, SEPARATOR.join([chain, wait, used]), SEPARATOR.join([reload, chain, used]),
+            SEPARATOR.join([chain, isr])]
+
+
+def write_seeds(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    for data in seeds():
+        with open(os.path.join(path, hashlib.sha1(data).hexdigest()), "wb") as f:
+            f.write(data)
+    return path
+
+
+def _bdf(devfn: int) -> str:
+    return f"00:{devfn >> 3:02x}.{devfn & 7}"
+
+
+def _summary(stats: Stats, cfg: FuzzConfig, target: FuzzTarget, log) -> None:
+    el = max(time.monotonic() - stats.started, 1e-9)
+    print(f"\nuvirt fuzz summary: {target.name}, backend {cfg.backend}: {stats.execs} executions "
+          f"in {el:.1f} s ({stats.execs / el:.0f}/s), {len(stats.features)} virtio features, "
+          f"{len(stats.findings)} distinct findings", file=log)
+    for sig, (f, data, paths) in stats.findings.items():
+        print(f"  {f.kind}: {f.detail}", file=log)
+        for p in paths:
+            print(f"      {p}", file=log)

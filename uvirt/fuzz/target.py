@@ -1,0 +1,252 @@
+"""The machine a fuzzer drives: built from QEMU-style options, the device under test set
+up as a driver would leave it, and snapshot so every input starts from the same state.
+
+Set-up (before the snapshot): the bundled harness guest boots and halts (the CPU is in
+flat 32-bit protected mode, as after any multiboot entry), every interrupt line is
+masked at the PICs (the fuzzing guest runs with IF=0 and never takes an interrupt, so
+the CPU never single-steps towards one: interrupt state stays visible in the
+controllers and the device's ISR), the device gets bus mastering, and a virtio device
+on the legacy transport is driven to DRIVER_OK with every queue placed in the fuzzer's
+DMA area (uvirt/fuzz/ops.py) and the indirect-descriptor feature accepted.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+import tempfile
+from pathlib import Path
+
+from ..errors import UvirtError
+from ..pci_bus import Command, PciReg
+from .ops import (BUF_BASE, CONFIG_ADDRESS, CONFIG_DATA, DMA_BASE, DMA_END, QUEUE_STRIDE, BarInfo,
+                  Layout, QueueInfo)
+
+HARNESS_SOURCE = '.include "uvirt.inc"\nmain:\n    cli\n    hlt\n    jmp main\n'
+MAX_QUEUES = 8
+VIRTIO_F_INDIRECT = 1 << 28
+_HARNESS: dict[str, bytes] = {}
+
+#: request headers a chain starts with, by virtio device ID (virtio 1.2 §5)
+HEADERS = {
+    2: struct.pack("<IIQ", 0, 0, 0),        # virtio-blk: VIRTIO_BLK_T_IN, sector 0
+    3: struct.pack("<IHH", 0, 0, 0),        # virtio-console control message
+}
+
+
+def harness_image() -> bytes:
+    if "image" not in _HARNESS:
+        from .. import firmware
+        with tempfile.TemporaryDirectory(prefix="uvirt-fuzz-") as tmp:
+            src = Path(tmp) / "harness.S"
+            src.write_text(HARNESS_SOURCE)
+            out = firmware.build_to(src, Path(tmp) / "harness.bin")
+            _HARNESS["image"] = out.read_bytes()
+    return _HARNESS["image"]
+
+
+class FuzzTarget:
+    """A built machine, the device under test, its ``Layout``, and the snapshot."""
+
+    def __init__(self, argv: list[str], *, cpu: bool = True, factory=None) -> None:
+        from ..qemu_options import parse_argv
+        from ..runner import build_machine
+        base = ["-machine", "pc", "-m", "128M", "-nodefaults", "-display", "none", "-no-reboot"]
+        cfg = parse_argv(base + list(argv))
+        self.built = build_machine(cfg, cpu=cpu, kernel=False)
+        m = self.machine = self.built.machine
+        if factory is not None:
+            self.fn, self.name = _from_factory(m, factory)
+        else:
+            if not self.built.devices:
+                raise UvirtError("uvirt fuzz: no -device to fuzz (give one, e.g. -device virtio-rng-pci)")
+            self.fn = self.built.devices[-1][1]
+            self.name = self.built.devices[-1][0].driver
+        if getattr(self.fn, "devfn", None) is None or self.fn.devfn not in m.pci.functions:
+            raise UvirtError(f"uvirt fuzz: {self.name} is not a PCI device")
+        self._install_clock()
+        if cpu:
+            m.load_kernel(harness_image(), filename="uvirt-fuzz-harness")
+            stop = m.run(timeout=10)
+            if stop.reason.name != "HALTED":
+                raise UvirtError(f"uvirt fuzz: the harness did not start ({stop.summary()})")
+        settle(m)
+        self.layout = self._set_up()
+        self.snap = m.snapshot()
+        self._clock_at_snapshot = self.now
+
+    # -- a virtual clock: inputs replay the same timer events on every run
+    def _install_clock(self) -> None:
+        """The PIT, the RTC and the PM timer read the host's clock; under the fuzzer they
+        read ``now``, which only a ``wait`` operation advances (QEMU's qtest clock_step)."""
+        from ..devices.chipset import AcpiPm
+        self.now = 1_000_000_000
+        clock = lambda: self.now
+        m = self.machine
+        m.interrupts.pit.clock = clock
+        m.rtc.clock = clock
+        for p in m.io.placements:
+            dev = getattr(p.region, "device", None)
+            if isinstance(dev, AcpiPm):
+                dev.clock = clock
+        m.interrupts.pit.reset()
+
+    def step(self, ns: int) -> None:
+        """Advance the virtual clock; timer edges since the last step reach the PICs."""
+        self.now += ns
+        self.machine.interrupts.pit.sync()
+
+    # -- set-up: what firmware and a driver leave behind, recorded as primitives (the
+    #    reproducers replay them first: under qtest no firmware places the BARs)
+    def _do(self, prim) -> int:
+        m = self.machine
+        self.setup_prims.append(prim)
+        k = prim[0]
+        if k == "pio_w":
+            m.io.write(prim[1], prim[2], prim[3])
+        elif k == "pio_r":
+            return m.io.read(prim[1], prim[2])
+        return 0
+
+    def _cfg_write(self, off: int, size: int, value: int) -> None:
+        self._do(("pio_w", CONFIG_ADDRESS, 4, 0x80000000 | (self.fn.devfn << 8) | (off & 0xFC)))
+        self._do(("pio_w", CONFIG_DATA + (off & 3), size, value))
+
+    def _set_up(self) -> Layout:
+        fn = self.fn
+        self.setup_prims: list = []
+        for port in (0x21, 0xA1):              # mask every line at both PICs
+            self._do(("pio_w", port, 1, 0xFF))
+        bars = []
+        for i, bar in enumerate(fn.bars[:6]):
+            addr = fn.bar_address(i) if bar is not None else None
+            if bar is None:
+                continue
+            if addr is None:
+                raise UvirtError(f"uvirt fuzz: BAR{i} of {self.name} has no address")
+            self._cfg_write(PciReg.BASE_ADDRESS_0 + 4 * i, 4, addr & 0xFFFFFFFF)
+            if bar.mem64:
+                self._cfg_write(PciReg.BASE_ADDRESS_0 + 4 * i + 4, 4, addr >> 32)
+            bars.append(BarInfo(i, bar.io, addr, bar.size))
+        self._cfg_write(PciReg.COMMAND, 2, fn.command | Command.IO | Command.MEMORY | Command.MASTER)
+        layout = Layout(devfn=fn.devfn, bars=bars)
+        vdev = getattr(fn, "vdev", None)
+        if vdev is None or not getattr(fn, "legacy", False):
+            return layout
+        from ..virtio_pci import LegacyReg as R
+        base = next(b for b in bars if b.io and b.index == 0).addr
+        do = self._do
+        first = len(self.setup_prims) + 1         # the driver's part, after status = 0
+        for status in (0, 1, 3):
+            do(("pio_w", base + R.STATUS, 1, status))
+        host = do(("pio_r", base + R.HOST_FEATURES, 4))
+        do(("pio_w", base + R.GUEST_FEATURES, 4, host & VIRTIO_F_INDIRECT))
+        for q in range(min(len(vdev.queues), MAX_QUEUES)):
+            do(("pio_w", base + R.QUEUE_SEL, 2, q))
+            size = do(("pio_r", base + R.QUEUE_NUM, 2))
+            if not size:
+                continue
+            desc = DMA_BASE + q * QUEUE_STRIDE
+            avail = desc + 16 * size
+            used = (avail + 6 + 2 * size + 4095) & ~4095
+            if used + 6 + 8 * size > desc + QUEUE_STRIDE or desc + QUEUE_STRIDE > BUF_BASE:
+                raise UvirtError(f"uvirt fuzz: queue {q} of {size} entries does not fit the DMA area")
+            do(("pio_w", base + R.QUEUE_PFN, 4, desc >> 12))
+            layout.queues.append(QueueInfo(q, size, desc, avail, used))
+        do(("pio_w", base + R.QUEUE_SEL, 2, 0))
+        layout.init = tuple(p for p in self.setup_prims[first:] if p[0] != "pio_r")
+        do(("pio_w", base + R.STATUS, 1, 7))
+        layout.init_ok = (self.setup_prims[-1],)
+        layout.notify = ("pio", base + R.QUEUE_NOTIFY, 2)
+        layout.status = ("pio", base + R.STATUS, 1)
+        layout.isr = ("pio", base + R.ISR, 1)
+        layout.header = HEADERS.get(vdev.device_id, b"")
+        return layout
+
+    def reset(self) -> None:
+        self.machine.restore(self.snap)
+        self.now = self._clock_at_snapshot
+
+    def close(self) -> None:
+        self.machine.close()
+
+
+def load_factory(spec: str):
+    """``package.module:callable`` -> the callable (``--python``)."""
+    import importlib
+    mod, _, attr = spec.partition(":")
+    if not mod or not attr:
+        raise UvirtError(f"--python {spec}: expected MODULE:CALLABLE")
+    try:
+        return getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as e:
+        raise UvirtError(f"--python {spec}: {e}") from None
+
+
+def _from_factory(machine, factory):
+    """A user's device: ``factory(machine)`` returns a ``PciFunction`` it plugged, a
+    ``PciFunction`` to plug, or a ``VirtioDevice`` to put on virtio-pci; BARs are then
+    placed as firmware would."""
+    from .. import bios
+    from ..pci_bus import PciFunction
+    from ..virtio.device import VirtioDevice
+    if isinstance(factory, str):
+        factory = load_factory(factory)
+    with machine.batch():
+        obj = factory(machine)
+        if isinstance(obj, VirtioDevice):
+            from ..virtio_pci import VirtioPci
+            fn = VirtioPci(obj, class_code=0x00FF, vectors=2)
+            fn.realize(machine.memory.guest)
+            machine.add_pci(fn)
+        elif isinstance(obj, PciFunction):
+            fn = obj
+            if fn.devfn is None or fn.devfn not in machine.pci.functions:
+                machine.add_pci(fn)
+        else:
+            raise UvirtError(f"--python: {factory!r} returned {type(obj).__name__}, not a PCI "
+                             f"function or a virtio device")
+        bios.assign_resources(machine.pci)
+    return fn, getattr(fn, "name", None) or getattr(factory, "__name__", type(fn).__name__)
+
+
+def settle(machine) -> None:
+    """After a CPU run: the board serves host accesses again (a stop empties the port
+    table and holds device work back until the next run)."""
+    machine._stopping = False
+    if not machine.io.table:
+        machine.io.commit()
+    machine.work.drain()
+
+
+def observe(machine, with_cpu: bool = False) -> tuple:
+    """What the guest could observe of the board after an input: every device's declared
+    state (host clock readings left out), every PCI function's config space, the DMA
+    area's bytes, the memory map."""
+    from ..snapshot import capture_objects, device_roots
+    state = []
+    for st in capture_objects(device_roots(machine)):
+        plain = sorted((k, repr(v)) for k, v in st.plain.items()
+                       if not hasattr(v, "snapshot_state") and k not in CLOCK_FIELDS)
+        if st.obj is machine or not (plain or st.buffers or st.shallow or st.deep):
+            continue
+        state.append((type(st.obj).__qualname__, tuple(plain), tuple(bytes(b) for _, b, _ in st.buffers),
+                      tuple(repr(v) for _, _, v in st.shallow), tuple(_stable(v) for _, v in st.deep)))
+    state.sort()
+    cfg = tuple((dfn, bytes(fn.config_read(o, 1) for o in range(256)))
+                for dfn, fn in sorted(machine.pci.functions.items()))
+    view = machine.ram.buffer.view
+    dma = hashlib.sha256(view[DMA_BASE:DMA_END]).hexdigest()
+    unassigned = machine.memory._unassigned
+    spans = tuple((p.start, p.end, p.region.name) for p in machine.memory.flatten()
+                  if p.region is not unassigned)
+    return tuple(state), cfg, dma, spans
+
+
+def _stable(v) -> str:
+    import random
+    return repr(v.getstate()) if isinstance(v, random.Random) else repr(v)
+
+
+#: wall-clock timestamps in device state (the PIT and RTC run on the host's clock)
+CLOCK_FIELDS = frozenset({"_synced", "count_load_time", "last_update", "next_periodic_time",
+                          "next_alarm_time", "expire", "_fact_deadline", "base_rtc"})
