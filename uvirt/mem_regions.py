@@ -411,6 +411,9 @@ class AddressSpace:
         self._pieces: list[Piece] = []
         self._starts: list[int] = []
         self._dirty = True
+        #: Bumped whenever the flattened view is rebuilt: with ``_dirty`` false and the
+        #: same generation, every address still shows what it showed (``RamWindow``).
+        self.generation = 0
         #: Where regions placed here report guest errors (the machine's recorder).
         self.on_guest_error: GuestErrorHook | None = None
         self._defer = 0
@@ -505,6 +508,7 @@ class AddressSpace:
         self._pieces = pieces
         self._starts = [pc.start for pc in pieces]
         self._dirty = False
+        self.generation += 1
         return pieces
 
     def lookup(self, addr: int) -> Piece | None:
@@ -1324,6 +1328,20 @@ class GuestMemory:
     def write_u64(self, addr: int, value: int) -> None:
         self.write(addr, (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"))
 
+    def ram_window(self, addr: int, size: int) -> "RamWindow | None":
+        """[addr, addr+size) as one writable RAM piece's bytes, or None: what ``read``
+        and ``write`` would touch there, valid while ``RamWindow.valid()`` (the ring areas
+        of a virtqueue, read and written on every request)."""
+        if size <= 0:
+            return None
+        self._space.flatten()
+        pc = self._space.ram_piece(addr)
+        if pc is None or addr + size > pc.end or pc.region.readonly:
+            return None
+        space = self._space
+        return RamWindow(pc.region.buffer.view, pc.start, pc.end,
+                         pc.start - pc.region.buffer_offset - pc.offset, space, space.generation)
+
     def is_ram(self, addr: int, size: int) -> bool:
         """All of [addr, addr+size) is RAM (loaders; devices use ``map``)."""
         if size < 0 or addr < 0 or addr + size > ADDR_SPACE_END:
@@ -1339,6 +1357,22 @@ class GuestMemory:
 
 
 _ADDR_MAX = (1 << 64) - 1
+
+
+class RamWindow:
+    """Guest addresses [lo, hi) are ``view[addr - delta]`` (one RAM piece), for as long
+    as the address space is not changed: ``space._dirty`` false and ``space.generation``
+    still ``gen``.  Users test that inline (it is on every ring access) and fall back to
+    ``GuestMemory.read``/``write``, which stay the reference; writes through a window
+    must still call ``space.invalidate_code``."""
+
+    __slots__ = ("view", "lo", "hi", "delta", "space", "gen")
+
+    def __init__(self, view, lo: int, hi: int, delta: int, space, gen: int) -> None:
+        self.view, self.lo, self.hi, self.delta, self.space, self.gen = view, lo, hi, delta, space, gen
+
+    def valid(self) -> bool:
+        return not self.space._dirty and self.space.generation == self.gen
 
 
 class Mapping:
