@@ -861,7 +861,7 @@ class SplitQueue(VirtqueueBase):
             self._set_avail_event(self.last_avail_idx)
         if not self._mapped:
             return self._break("rings_unmapped", "Region caches not initialized")
-        if self._desc_len < self._desc_area_size():
+        if self._desc_len < DESC_SIZE * self.size:      # _desc_area_size(), inlined
             return self._break("desc_ring_unmappable", "Cannot map descriptor ring")
         return self._collect(DescriptorChain(self.mem, self.desc, self.size, head,
                                              strict=self.strict, read_desc=self._read_desc),
@@ -877,7 +877,7 @@ class SplitQueue(VirtqueueBase):
         """
         if not self.desc or not self._mapped:
             return (0, 0)
-        if self._desc_len < self._desc_area_size():
+        if self._desc_len < DESC_SIZE * self.size:      # _desc_area_size(), inlined
             return self._break("desc_ring_unmappable", "Cannot map descriptor ring")
         idx = self.last_avail_idx
         total_bufs = in_total = out_total = 0
