@@ -389,9 +389,10 @@ class Placement:
         self.space.remove(self)
 
 
-@dataclass(frozen=True)
-class Piece:
-    """A visible interval of the flattened space: [start, end) shows region at offset."""
+class Piece(NamedTuple):
+    """A visible interval of the flattened space: [start, end) shows region at offset.
+    (A named tuple, not a frozen dataclass: every commit builds them all, and a frozen
+    dataclass costs a ``object.__setattr__`` per field.)"""
 
     start: int
     end: int
@@ -648,9 +649,9 @@ class IoSpace(AddressSpace):
 # --------------------------------------------------------------------------- memory map
 
 
-@dataclass(frozen=True)
-class _Span:
-    """One Unicorn mapping.  Equal spans are left alone by a commit."""
+class _Span(NamedTuple):
+    """One Unicorn mapping.  Equal spans are left alone by a commit.  (A named tuple
+    for the same reason as ``Piece``.)"""
 
     start: int
     size: int
