@@ -142,6 +142,8 @@ class TlbFill:
             return True
         pages = self.exec_pages
         first, last = addr >> PAGE_SHIFT, (addr + max(size, 1) - 1) >> PAGE_SHIFT
+        if first == last:                 # every ring field and small DMA write
+            return first in pages
         return any(p in pages for p in range(first, last + 1))
 
     def close(self) -> None:

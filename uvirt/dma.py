@@ -92,12 +92,14 @@ class DeviceWork:
 
     def run(self, budget: float | None = SLICE_SECONDS) -> bool:
         """Run queued work for at most ``budget`` seconds (None: until done); True when
-        the queue is empty afterwards."""
+        the queue is empty afterwards.  The clock starts after the first piece: the
+        common run (one kick, one piece) reads no clock, and a piece is bounded anyway."""
         if self.running:
             return not self._queue
         self.running = True
         later = self.continue_later
-        deadline = None if budget is None or later is None else time.monotonic() + budget
+        timed = budget is not None and later is not None
+        deadline = None
         q = self._queue
         stop = self.should_stop
         try:
@@ -110,13 +112,15 @@ class DeviceWork:
                         _remove(q, entry)
                         continue
                     entry[2] = gen
-                try:
-                    next(gen)
-                except StopIteration:
+                if next(gen, _END) is _END:
                     _remove(q, entry)
                 self.pieces += 1
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
+                if timed and q:
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + budget
+                    if now >= deadline:
+                        break
         finally:
             self.running = False
         if q and later is not None and not stop():
@@ -127,6 +131,9 @@ class DeviceWork:
         """Run everything (tests, qtest)."""
         while self._queue and not self.should_stop():
             self.run(None)
+
+
+_END = object()          # next(gen, _END): the piece was the last one
 
 
 def _remove(q: deque, entry: list) -> None:

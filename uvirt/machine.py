@@ -1011,7 +1011,8 @@ class Machine:
         return self._linear(self.uc.reg_read(X.UC_X86_REG_EIP))
 
     def _real_mode(self) -> bool:
-        return not self.uc.reg_read(X.UC_X86_REG_CR0) & 1
+        # FastRegs: asked twice per delivered interrupt (the binding's reg_read ~2 us)
+        return not self.regs.read(X.UC_X86_REG_CR0) & 1
 
     def _linear(self, eip: int) -> int:
         """The linear address of CS:EIP (real mode: CS * 16; protected mode: flat, as

@@ -390,9 +390,10 @@ class Placement:
         self.space.remove(self)
 
 
-@dataclass(frozen=True)
-class Piece:
-    """A visible interval of the flattened space: [start, end) shows region at offset."""
+class Piece(NamedTuple):
+    """A visible interval of the flattened space: [start, end) shows region at offset.
+    (A named tuple, not a frozen dataclass: every commit builds them all, and a frozen
+    dataclass costs a ``object.__setattr__`` per field.)"""
 
     start: int
     end: int
@@ -412,6 +413,9 @@ class AddressSpace:
         self._pieces: list[Piece] = []
         self._starts: list[int] = []
         self._dirty = True
+        #: Bumped whenever the flattened view is rebuilt: with ``_dirty`` false and the
+        #: same generation, every address still shows what it showed (``RamWindow``).
+        self.generation = 0
         #: Where regions placed here report guest errors (the machine's recorder).
         self.on_guest_error: GuestErrorHook | None = None
         self._defer = 0
@@ -506,6 +510,7 @@ class AddressSpace:
         self._pieces = pieces
         self._starts = [pc.start for pc in pieces]
         self._dirty = False
+        self.generation += 1
         return pieces
 
     def lookup(self, addr: int) -> Piece | None:
@@ -645,9 +650,9 @@ class IoSpace(AddressSpace):
 # --------------------------------------------------------------------------- memory map
 
 
-@dataclass(frozen=True)
-class _Span:
-    """One Unicorn mapping.  Equal spans are left alone by a commit."""
+class _Span(NamedTuple):
+    """One Unicorn mapping.  Equal spans are left alone by a commit.  (A named tuple
+    for the same reason as ``Piece``.)"""
 
     start: int
     size: int
@@ -1329,6 +1334,20 @@ class GuestMemory:
     def write_u64(self, addr: int, value: int) -> None:
         self.write(addr, (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"))
 
+    def ram_window(self, addr: int, size: int) -> "RamWindow | None":
+        """[addr, addr+size) as one writable RAM piece's bytes, or None: what ``read``
+        and ``write`` would touch there, valid while ``RamWindow.valid()`` (the ring areas
+        of a virtqueue, read and written on every request)."""
+        if size <= 0:
+            return None
+        self._space.flatten()
+        pc = self._space.ram_piece(addr)
+        if pc is None or addr + size > pc.end or pc.region.readonly:
+            return None
+        space = self._space
+        return RamWindow(pc.region.buffer.view, pc.start, pc.end,
+                         pc.start - pc.region.buffer_offset - pc.offset, space, space.generation)
+
     def is_ram(self, addr: int, size: int) -> bool:
         """All of [addr, addr+size) is RAM (loaders; devices use ``map``)."""
         if size < 0 or addr < 0 or addr + size > ADDR_SPACE_END:
@@ -1344,6 +1363,22 @@ class GuestMemory:
 
 
 _ADDR_MAX = (1 << 64) - 1
+
+
+class RamWindow:
+    """Guest addresses [lo, hi) are ``view[addr - delta]`` (one RAM piece), for as long
+    as the address space is not changed: ``space._dirty`` false and ``space.generation``
+    still ``gen``.  Users test that inline (it is on every ring access) and fall back to
+    ``GuestMemory.read``/``write``, which stay the reference; writes through a window
+    must still call ``space.invalidate_code``."""
+
+    __slots__ = ("view", "lo", "hi", "delta", "space", "gen")
+
+    def __init__(self, view, lo: int, hi: int, delta: int, space, gen: int) -> None:
+        self.view, self.lo, self.hi, self.delta, self.space, self.gen = view, lo, hi, delta, space, gen
+
+    def valid(self) -> bool:
+        return not self.space._dirty and self.space.generation == self.gen
 
 
 class Mapping:

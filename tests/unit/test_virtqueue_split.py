@@ -672,3 +672,72 @@ def test_legacy_bad_feature_write_means_bad_features():
 def test_feature_names_use_spec_names():
     from uvirt.virtio.features import VirtioFeature as F, feature_names
     assert feature_names(F.RING_INDIRECT_DESC | F.VERSION_1 | 1) == ["bit0", "RING_INDIRECT_DESC", "VERSION_1"]
+
+
+# --------------------------------------------------------------------------- ring window
+
+
+def _serve(drv, q, rounds):
+    """A driver/device exchange whose every ring access goes through ``q``'s accessors."""
+    seen = []
+    for i in range(rounds):
+        drv.add_chain([(8 + i, False), (16, True)], data=bytes([i]) * (8 + i))
+        seen.append(q.avail_bytes())
+        elem = q.pop()
+        seen.append((elem.head, elem.readable, elem.writable))
+        q.push(elem, i)
+        seen.append(q.should_notify())
+        seen.append(drv.used_entries())        # gives the descriptors back
+    q.set_notification(False)
+    return seen
+
+
+@pytest.mark.parametrize("layout", ["legacy", "modern"])
+def test_ring_window_agrees_with_the_guest_memory_path(layout):
+    """The RAM window is only a translation cache: a queue without it (every ring
+    access through GuestMemory.read/write) sees and writes exactly the same."""
+    results = []
+    for use_window in (True, False):
+        mem = guest_ram(RAM)
+        drv = MockSplitQueue(mem, RING, N, layout=layout)
+        q = SplitQueue(mem, N, events=RecordingEvents())
+        assert drv.configure(q) is None
+        assert q._win is not None
+        if not use_window:
+            q._win = None
+        seen = _serve(drv, q, 20)
+        results.append((seen, mem.read(RING, 3 * 4096)))
+    assert results[0] == results[1]
+
+
+def test_ring_window_is_dropped_when_the_memory_map_changes():
+    """A region placed over the used ring after the queue was set up: the next used
+    element goes to that region, as QEMU's re-initialised region caches send it."""
+    from uvirt.mem_regions import MmioRegion
+
+    class Recorder:
+        def __init__(self):
+            self.writes = []
+
+        def read(self, offset, size):
+            return 0
+
+        def write(self, offset, size, value):
+            self.writes.append((offset, size, value))
+
+    mem = guest_ram(RAM)
+    drv = MockSplitQueue(mem, RING, N, layout="legacy")
+    q = SplitQueue(mem, N, events=RecordingEvents())
+    assert drv.configure(q) is None and q._win is not None
+    drv.add_chain([(16, True)])
+    elem = q.pop()
+    dev = Recorder()
+    mem._space.add(MmioRegion("over-used", 4096, dev), q.used, priority=1)
+    mem._space.commit()
+    before = mem._space.lookup(q.used).region
+    assert isinstance(before, MmioRegion)
+    q.push(elem, 5)
+    assert (4, 4, elem.head) in dev.writes and (2, 2, 1) in dev.writes
+    mem._space.remove(mem._space.placements[-1])
+    mem._space.commit()
+    assert drv.used_idx == 0               # RAM below never saw the push

@@ -391,8 +391,8 @@ class VirtioDevice:
 
     def ready(self, index: int) -> bool:
         """``virtio_queue_ready`` and DRIVER_OK: may the device use the queue now?"""
-        q = self.queue(index)
-        return q is not None and q.ready and bool(self.status & _DRIVER_OK)
+        queues = self.queues          # queue(index), inlined: asked twice per request
+        return index < len(queues) and queues[index].ready and bool(self.status & _DRIVER_OK)
 
     # -- device side: interrupts and errors
     def notify(self, index: int) -> None:

@@ -98,6 +98,7 @@ VIRTIO_PCI_QUEUE_ADDR_SHIFT = 12
 _U16 = 0xFFFF
 _U32 = 0xFFFF_FFFF
 _DESC = struct.Struct("<QIHH")
+_LE16 = struct.Struct("<H")
 
 
 def vring_need_event(event_idx: int, new_idx: int, old_idx: int) -> bool:
@@ -439,11 +440,13 @@ class DescriptorChain(ChainWalker):
     """
 
     def __init__(self, mem: "GuestMemory", table: int, size: int, head: int, *,
-                 strict: bool = False) -> None:
+                 strict: bool = False, read_desc=None) -> None:
         super().__init__(mem, strict=strict)
         self.table = table
         self.size = size
         self.head = head
+        if read_desc is not None:          # the queue's reader (its ring-area window)
+            self._read = read_desc
 
     def _walk(self) -> Iterator[Descriptor]:
         table, ttl = self.table, self.size
@@ -548,6 +551,7 @@ class VirtqueueBase:
         self.notify_on_empty = False
         self._mapped = False
         self._desc_len = 0
+        self._win = None
 
     # -- configuration
 
@@ -590,6 +594,7 @@ class VirtqueueBase:
         desc, used, avail.  A queue with desc == 0 is simply not set up."""
         self._mapped = False
         self._desc_len = 0
+        self._win = None
         if not self.desc:
             return None
         areas = (("desc", self.desc, self._desc_area_size()),
@@ -601,6 +606,13 @@ class VirtqueueBase:
                                    addr=addr, size=size)
         self._mapped = True
         self._desc_len = areas[0][2]
+        # The common case: all three areas in one piece of RAM.  Ring fields are then
+        # read and written through that RAM's bytes (a translation cache only: an access
+        # outside it, or after the memory map changed, takes the GuestMemory path).
+        lo = min(a for _, a, _ in areas)
+        hi = max(a + n for _, a, n in areas)
+        window = getattr(self.mem, "ram_window", None)
+        self._win = window(lo, hi - lo) if window is not None else None
         return None
 
     def _desc_area_size(self) -> int:
@@ -629,6 +641,10 @@ class VirtqueueBase:
     def _ld16(self, addr: int) -> int:
         if not self._mapped:
             return 0
+        w = self._win
+        if (w is not None and w.lo <= addr and addr + 2 <= w.hi and not w.space._dirty
+                and w.space.generation == w.gen):
+            return _LE16.unpack_from(w.view, addr - w.delta)[0]
         try:
             return self.mem.read_u16(addr)
         except GuestMemoryError as e:
@@ -637,6 +653,14 @@ class VirtqueueBase:
 
     def _st(self, addr: int, data: bytes) -> None:
         if not self._mapped:
+            return
+        w = self._win
+        n = len(data)
+        if (w is not None and w.lo <= addr and addr + n <= w.hi and not w.space._dirty
+                and w.space.generation == w.gen):
+            o = addr - w.delta
+            w.view[o:o + n] = data
+            w.space.invalidate_code(addr, n)
             return
         try:
             self.mem.write(addr, data)
@@ -792,6 +816,11 @@ class SplitQueue(VirtqueueBase):
                      (value & _U16).to_bytes(2, "little"))
 
     def _read_desc(self, table: int, i: int) -> Descriptor:
+        addr = table + DESC_SIZE * i
+        w = self._win
+        if (w is not None and w.lo <= addr and addr + DESC_SIZE <= w.hi and not w.space._dirty
+                and w.space.generation == w.gen):
+            return Descriptor(*_DESC.unpack_from(w.view, addr - w.delta))
         try:
             return Descriptor.unpack(self.mem.read(table + DESC_SIZE * i, DESC_SIZE))
         except GuestMemoryError as e:
@@ -838,10 +867,11 @@ class SplitQueue(VirtqueueBase):
             self._set_avail_event(self.last_avail_idx)
         if not self._mapped:
             return self._break("rings_unmapped", "Region caches not initialized")
-        if self._desc_len < self._desc_area_size():
+        if self._desc_len < DESC_SIZE * self.size:      # _desc_area_size(), inlined
             return self._break("desc_ring_unmappable", "Cannot map descriptor ring")
         return self._collect(DescriptorChain(self.mem, self.desc, self.size, head,
-                                             strict=self.strict), head)
+                                             strict=self.strict, read_desc=self._read_desc),
+                             head)
 
     def avail_bytes(self, max_in: int = _U32, max_out: int = _U32) -> tuple[int, int] | QueueBroken:
         """``(writable, readable)`` bytes available, without popping (QEMU
@@ -853,7 +883,7 @@ class SplitQueue(VirtqueueBase):
         """
         if not self.desc or not self._mapped:
             return (0, 0)
-        if self._desc_len < self._desc_area_size():
+        if self._desc_len < DESC_SIZE * self.size:      # _desc_area_size(), inlined
             return self._break("desc_ring_unmappable", "Cannot map descriptor ring")
         idx = self.last_avail_idx
         total_bufs = in_total = out_total = 0
