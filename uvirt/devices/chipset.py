@@ -171,6 +171,8 @@ CHANNELS_OF_PAGE = (-1, 2, 3, 1, -1, -1, -1, 0)
 class I8257:
     """One 8237 (``dshift`` 0: controller 1, 1: controller 2)."""
 
+    snapshot_state = ("base", "now", "mode", "page", "flip_flop", "mask", "status", "command")
+
     def __init__(self, dshift: int) -> None:
         self.dshift = dshift
         self.base = [[0, 0] for _ in range(4)]      # [address, count] as written
@@ -258,6 +260,8 @@ class I8257:
 
 class DmaPorts:
     """A port range of an I8257 as a region device: ``kind`` chan | cont | page."""
+
+    snapshot_state = ("dma",)       # a view: the controller holds the state
 
     def __init__(self, dma: I8257, kind: str, first: int = 0, count: int = 0) -> None:
         self.dma, self.kind, self.first, self.count = dma, kind, first, count
