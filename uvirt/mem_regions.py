@@ -615,10 +615,14 @@ class IoSpace(AddressSpace):
         table: dict[int, PortEntry] = {}
         old, entries = self._entries, {}
         for pc in self.flatten():
-            key = (pc.region, pc.start - pc.offset)
+            region = pc.region
+            # an entry depends on its region, its base and what the region dispatches to
+            # now (a device or its accessors can be swapped: a guard, a tracing proxy)
+            key = (region, pc.start - pc.offset, getattr(region, "device", None),
+                   getattr(region, "read", None), getattr(region, "write", None))
             entry = entries.get(key) or old.get(key)
-            if entry is None:            # an entry depends only on its region and base
-                entry = self._entry(pc.region, key[1])
+            if entry is None:
+                entry = self._entry(region, key[1])
             entries[key] = entry
             for port in range(pc.start, pc.end):
                 table[port] = entry

@@ -181,3 +181,30 @@ def test_host_writes_visible_to_guest_without_copy():
     assert bytes(uc.mem_read(0x20000, 4)) == b"wxyz"
     uc.mem_write(0x20004, b"1234")
     assert bytes(shm.buffer.view[4:8]) == b"1234"
+
+
+def test_port_entries_follow_a_swapped_device():
+    """The port table reuses entries across commits, but only while the region still
+    dispatches to the same device: a device swapped in (a tracing or fuzzing proxy) is
+    what the IN/OUT path reaches after the next commit."""
+    class Reg:
+        def __init__(self, value):
+            self.value = value
+
+        def reset(self):
+            pass
+
+        def read(self, offset, size):
+            return self.value
+
+        def write(self, offset, size, value):
+            pass
+    io = IoSpace()
+    region = MmioRegion("r", 4, Reg(1), valid_sizes=(1, 2, 4))
+    io.add(region, 0x510)
+    io.commit()
+    assert io.table[0x510].dev_read(0, 4) == 1
+    region.device = Reg(2)
+    region.read, region.write = region._fast_paths()
+    io.commit()
+    assert io.table[0x510].dev_read(0, 4) == 2
