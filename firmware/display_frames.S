@@ -294,7 +294,8 @@ fb_setup:
     push eax
     push edx
     VIO_REQUIRE FB_TYPE, "FAIL: no virtio-fb"
-    call find_shm0
+    xor eax, eax
+    call vio_find_shm
     REQUIRE_FOUND "FAIL: no shared memory capability with shmid 0"
     mov esi, eax
     mov eax, [vio_bdf]
@@ -359,50 +360,3 @@ gpu_setup:
     pop eax
     ret
 
-# -> eax = config offset of the vendor capability with cfg_type 8 and shmid 0, or -1
-find_shm0:
-    push ebx
-    push ecx
-    push edx
-    push esi
-    mov ebx, [vio_bdf]
-    mov eax, ebx
-    mov edx, 0x34
-    call pci_read8
-    mov esi, eax
-    mov ecx, 48
-__find_loop:
-    and esi, 0xfc
-    jz __find_none
-    mov eax, ebx
-    mov edx, esi
-    call pci_read8
-    cmp al, 0x09
-    jne __find_next
-    mov eax, ebx
-    lea edx, [esi+3]
-    call pci_read8
-    cmp eax, 8
-    jne __find_next
-    mov eax, ebx
-    lea edx, [esi+5]
-    call pci_read8
-    test eax, eax
-    jnz __find_next
-    mov eax, esi
-    jmp __find_out
-__find_next:
-    mov eax, ebx
-    lea edx, [esi+1]
-    call pci_read8
-    mov esi, eax
-    dec ecx
-    jnz __find_loop
-__find_none:
-    mov eax, 0xffffffff
-__find_out:
-    pop esi
-    pop edx
-    pop ecx
-    pop ebx
-    ret

@@ -49,9 +49,10 @@ main:
     VIO_REQUIRE FB_TYPE, "FAIL: no virtio-fb"
     call vio_put_ident
     mov ebx, eax
-    call find_shm0                      # eax = cap position or 0
-    test eax, eax
-    jz legacy_path
+    xor eax, eax
+    call vio_find_shm                   # eax = cap position or 0xffffffff
+    cmp eax, 0xffffffff
+    je legacy_path
 
     PUTSN "-- framebuffer through the shared memory capability (shmid 0)"
     mov esi, eax
@@ -246,54 +247,6 @@ flush:
     call vq_poll
     movzx eax, byte ptr [REQ+16]
     pop edx
-    ret
-
-# -> eax = config offset of the first vendor capability with cfg_type 8 and shmid 0, or 0
-find_shm0:
-    push ebx
-    push ecx
-    push edx
-    push esi
-    mov ebx, [vio_bdf]
-    mov eax, ebx
-    mov edx, 0x34
-    call pci_read8
-    mov esi, eax
-    mov ecx, 48
-__find_loop:
-    and esi, 0xfc
-    jz __find_none
-    mov eax, ebx
-    mov edx, esi
-    call pci_read8
-    cmp al, 0x09
-    jne __find_next
-    mov eax, ebx
-    lea edx, [esi+3]
-    call pci_read8
-    cmp eax, 8
-    jne __find_next
-    mov eax, ebx
-    lea edx, [esi+5]
-    call pci_read8
-    test eax, eax
-    jnz __find_next
-    mov eax, esi
-    jmp __find_out
-__find_next:
-    mov eax, ebx
-    lea edx, [esi+1]
-    call pci_read8
-    mov esi, eax
-    dec ecx
-    jnz __find_loop
-__find_none:
-    xor eax, eax
-__find_out:
-    pop esi
-    pop edx
-    pop ecx
-    pop ebx
     ret
 
 # The picture (see the top of this file): picture.inc's, at this mode.
