@@ -1,4 +1,4 @@
-"""The fuzzer's speed (uvirt/fuzz/, uvirt/snapshot.py).
+"""The fuzzer's speed (uvirt/fuzz/, uvirt/cpu/snapshot.py).
 
 * Executions per second on virtio-rng and virtio-blk, snapshot reset before every input,
   guest backend (the operations run as x86 code; target >= 1,000/s per core) and board

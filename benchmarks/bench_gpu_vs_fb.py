@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uvirt.chardev import Chardev
+from uvirt.backends.chardev import Chardev
 
 from .common import Result
 
@@ -91,8 +91,8 @@ def _image(design: int, pattern: int, frames: int, w: int, h: int, tmp: Path) ->
 
 
 def _machine(design: int, image: Path, w: int, h: int):
-    from uvirt.qemu_options import parse_argv
-    from uvirt.runner import build_machine
+    from uvirt.options.parser import parse_argv
+    from uvirt.launch.runner import build_machine
     args = ["-machine", "pc", "-accel", "tcg", "-m", "128M", "-nodefaults", "-no-reboot",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
     if design == 1:

@@ -11,10 +11,10 @@ import tempfile
 from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_32, Uc
 from unicorn import x86_const as X
 
-from uvirt import bios
-from uvirt.chardev import NullChardev
-from uvirt.machine import Machine
-from uvirt.mem_regions import MmioRegion
+from uvirt.boot import firmware_step as bios
+from uvirt.backends.chardev import NullChardev
+from uvirt.cpu.machine import Machine
+from uvirt.board.memory.regions import MmioRegion
 
 from .common import Result, build_guest, paired, summarize
 

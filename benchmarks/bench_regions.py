@@ -6,7 +6,7 @@
   the BAR that reads and writes the same bytes, through ``uc.mmio_map``): the path the
   project exists to avoid, target: regions >= 100x faster.  Loads and store+load pairs
   are reported separately: Unicorn 2.1.4 alone sends every guest store down its softmmu
-  slow path (~16-40 ns, docs/unicorn-notes.md §0); uvirt's TLB fill (uvirt/cpu_tlb.py) keeps
+  slow path (~16-40 ns, docs/unicorn-notes.md §0); uvirt's TLB fill (uvirt/cpu/tlb.py) keeps
   pages that never held code on the fast path, regions included;
 * a BAR move (a PCI config write that moves a 1 MiB region: bus, memory-map commit,
   Unicorn unmap + map, listeners) vs a bare ``mem_unmap`` + ``mem_map_ptr`` of the same
@@ -25,11 +25,11 @@ import time
 
 from unicorn import UC_ARCH_X86, UC_MODE_32, UC_PROT_ALL, Uc
 
-from uvirt import bios
-from uvirt.chardev import NullChardev
-from uvirt.devices.registry import BuildContext, create_device
-from uvirt.machine import Machine
-from uvirt.mem_regions import MmioRegion
+from uvirt.boot import firmware_step as bios
+from uvirt.backends.chardev import NullChardev
+from uvirt.launch.device_table import BuildContext, create_device
+from uvirt.cpu.machine import Machine
+from uvirt.board.memory.regions import MmioRegion
 
 from .common import Result, build_guest, summarize
 

@@ -1,4 +1,4 @@
-# cpu_memory.S - what the CPU's TLB handling (uvirt/cpu_tlb.py) must never change:
+# cpu_memory.S - what the CPU's TLB handling (uvirt/cpu/tlb.py) must never change:
 # stores and loads, code written and then run (self-modifying code on pages that were
 # data first, and on pages that hold code and data), and paging turned on (identity
 # map plus an alias at 0x80000000, 4 MiB pages) and off again.  uvirt fills the TLB

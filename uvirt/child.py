@@ -1,7 +1,7 @@
 """Run a function in a forked child process and get its answer back as text.
 
 For work that must not touch this process: probing Unicorn's internals (a wrong guess may
-crash, uvirt/cpu_exits.py), or dropping privileges in a test.  The child never returns
+crash, uvirt/cpu/exits.py), or dropping privileges in a test.  The child never returns
 into the caller's code: it writes the function's string result to a pipe and leaves with
 ``os._exit``.  A multiprocessing pool would hang if the child died; this reads "" instead.
 """

@@ -8,7 +8,7 @@ Two families, never mixed:
   Messages name the offending value, numbers in hex.
 * ``GuestMemoryError`` is raised by guest-memory accessors for a request no guest access
   could make (a negative size).  Device DMA itself never raises: like QEMU's
-  ``address_space_rw``, unassigned memory reads 0 and drops writes (uvirt/mem_regions.py
+  ``address_space_rw``, unassigned memory reads 0 and drops writes (uvirt/board/memory/regions.py
   ``GuestMemory``).  Device code that catches it applies its guest-error reaction; it
   never escapes a hook.
 """

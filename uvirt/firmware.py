@@ -463,7 +463,7 @@ def _isolated(fn, *args):
     """
     import json
 
-    from .child import run_in_child
+    from uvirt.child import run_in_child
 
     answer = run_in_child(lambda: json.dumps(fn(*args)))
     try:
@@ -706,7 +706,7 @@ def asm_main(argv: list[str] | None = None) -> int:
 
     PROG is a path, or the name of a bundled program (``pci_probe``).
     """
-    from .cli import UsageParser
+    from uvirt.cli.main import UsageParser
 
     p = UsageParser(prog="uvirt asm", description="assemble a guest program (a path, or the "
                     "name of a program in firmware/) into a multiboot image")

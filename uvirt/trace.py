@@ -27,7 +27,7 @@ EVENTS: dict[str, str] = {
     "rom_write_dropped": "write to read-only memory {address:#010x} size={size} dropped",
     "stop": "stop {reason} eip={eip:#010x}",
     "interrupt": "interrupt vector={vector:#04x} {kind} eip={eip:#010x} -> {result}",
-    # The board as tracing starts (uvirt.trace_decode names accesses from these):
+    # The board as tracing starts (uvirt.observe.decode names accesses from these):
     # PCI functions with their BARs, and the other named port and MMIO regions.
     "pci_device": "pci {bdf} {name} ({transport}) bars={bars}",
     "io_region": "io {base:#06x}+{size:#x} {name}",

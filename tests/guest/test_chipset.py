@@ -2,7 +2,7 @@
 frozen and read in each format, the PM timer, port 0x92, APM, the i8042 protocol, the
 8237 registers and COM1, as the firmware leaves them.  uvirt's transcript equals the
 stored QEMU 7.2 one (``python -m uvirt.testing.qemu regen chipset_probe``) with the fast
-firmware step, which must leave what SeaBIOS leaves (uvirt/bios.py ``_chipset_state``).
+firmware step, which must leave what SeaBIOS leaves (uvirt/boot/firmware_step.py ``_chipset_state``).
 """
 
 import tempfile

@@ -1,4 +1,4 @@
-"""The exit-status contract (README "How a run ends", uvirt/cli.py) over every subcommand:
+"""The exit-status contract (README "How a run ends", uvirt/cli/main.py) over every subcommand:
 help asked for goes to stdout with status 0; a usage mistake is one line on stderr with
 status 1; a reader that goes away or a full disk never shows a traceback."""
 
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from uvirt.cli import COMMANDS
+from uvirt.cli.main import COMMANDS
 
 UVIRT = [sys.executable, "-m", "uvirt"]
 SUBCOMMANDS = [name for name, _, _ in COMMANDS]

@@ -1,4 +1,4 @@
-"""The CPU's TLB handling (uvirt/cpu_tlb.py) and the unmapped-access hooks bounded to
+"""The CPU's TLB handling (uvirt/cpu/tlb.py) and the unmapped-access hooks bounded to
 the gaps (mem_regions._GapHooks): invisible to the guest, compared with QEMU 7.2."""
 
 import ctypes
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from uvirt.qemu_options import parse_argv
-from uvirt.runner import build_machine
+from uvirt.options.parser import parse_argv
+from uvirt.launch.runner import build_machine
 from uvirt.testing.guest import comparable, run_uvirt
 from uvirt.testing.qemu import BASE_ARGS, DATA_DIR, strip_header
 
@@ -94,7 +94,7 @@ def test_unmapped_hooks_cover_everything_but_ram(firmware, tmp_path):
 
 def test_closing_gives_a_users_cpu_back_unchanged(firmware, tmp_path):
     from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
-    from uvirt.machine import Machine
+    from uvirt.cpu.machine import Machine
     uc = Uc(UC_ARCH_X86, UC_MODE_32)
     m = Machine(uc=uc)
     m.close()
@@ -103,14 +103,14 @@ def test_closing_gives_a_users_cpu_back_unchanged(firmware, tmp_path):
     uc.mem_map(0x2000, 0x1000)
     uc.emu_start(0x1000, 0x100B)
     assert uc.mem_read(0x2000, 4) == bytes.fromhex("78563412")
-    from uvirt import cpu_exits
+    from uvirt.cpu import exits as cpu_exits
     flag = cpu_exits._engine_address(uc) + cpu_exits.flag_offset()
     assert ctypes.string_at(flag, 1) == b"\x00"        # Unicorn's per-access stop checks kept
     assert m.exits is None                               # (a user's hooks may rely on them)
 
 
 def test_own_cpu_stops_at_block_starts():
-    from uvirt.machine import Machine
+    from uvirt.cpu.machine import Machine
     m = Machine()
     try:
         assert m.exits is not None and m.exits.on and not m.memory.replay.armed
@@ -150,7 +150,7 @@ def test_a_host_thread_writing_a_region_meets_a_running_guest(firmware, tmp_path
 
 
 # --------------------------------------------------------------------------- stops
-# uvirt/cpu_exits.py: Unicorn abandons an instruction when a stop is pending after any of
+# uvirt/cpu/exits.py: Unicorn abandons an instruction when a stop is pending after any of
 # its memory accesses and runs it again; a stop from another thread landing after a
 # read-modify-write's store made it count twice.  Stops now land at block starts.
 
@@ -203,7 +203,7 @@ def _two_numbers(text: str) -> tuple[int, int]:
 
 
 def test_cpu_exits_flag_is_found_in_the_pinned_unicorn():
-    from uvirt import cpu_exits
+    from uvirt.cpu import exits as cpu_exits
     assert cpu_exits.flag_offset() is not None
     assert cpu_exits._stop_effect(cpu_exits.flag_offset()) == 0x1234
 
@@ -235,7 +235,7 @@ def test_mmio_reads_happen_once_while_other_threads_stop_the_cpu(firmware, tmp_p
     ReplayGuard is disarmed (with the guard disarmed but Unicorn's per-access checks
     still compiled in, reads would repeat; the guard's own rare gap hardly ever shows
     here, so this does not measure it)."""
-    from uvirt.mem_regions import MmioRegion
+    from uvirt.board.memory.regions import MmioRegion
     image = _storm_guest(tmp_path, firmware, "    mov eax, [0xe0000000]")
     m, con = _machine(image, tmp_path)
     dev = _ReadCounter()

@@ -6,7 +6,7 @@ entries all name the same 4 MiB of RAM: 4 GiB less 4 MiB of entropy for virtio-r
 Each run is a child process (its own peak RSS, ``ru_maxrss``), and must end within 0.5 s
 of its stop: the wall-clock budget (``-uvirt-timeout 2``), Ctrl-C, or an instruction
 budget.  QEMU 7.2 itself would allocate the whole request (4 GiB); uvirt never holds more
-than a piece (uvirt/dma.py ``PIECE``) of it.
+than a piece (uvirt/board/dma.py ``PIECE``) of it.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ LATE = 0.5
 
 CHILD = r"""
 import json, resource, sys, time
-from uvirt.qemu_options import parse_argv
-from uvirt.runner import run_config
+from uvirt.options.parser import parse_argv
+from uvirt.launch.runner import run_config
 argv = json.loads(sys.argv[1])
 t0 = time.monotonic()
 stop = run_config(parse_argv(argv))

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from uvirt.explain import RULES, explain, format_findings
-from uvirt.observe import traced_run
+from uvirt.observe.explain import RULES, explain, format_findings
+from uvirt.observe.record import traced_run
 from uvirt.testing.qemu import BASE_ARGS
 
 EXPLAIN_DIR = Path(__file__).resolve().parents[2] / "firmware" / "explain"
@@ -73,7 +73,7 @@ def test_messages_quote_the_values_that_show_the_mistake(firmware):
 
 
 def test_recording_survives_json_and_explains_the_same(firmware):
-    from uvirt.observe import Recording
+    from uvirt.observe.record import Recording
     rec = run(firmware(EXPLAIN_DIR / "desc_not_writable.S"))
     again = Recording.from_json(rec.to_json())
     assert again.events == rec.events

@@ -1,4 +1,4 @@
-"""What uvirt's in-process firmware step (uvirt/bios.py) leaves, against what Debian's
+"""What uvirt's in-process firmware step (uvirt/boot/firmware_step.py) leaves, against what Debian's
 real SeaBIOS leaves when it runs on uvirt (``-bios bios.bin``), for every device set the
 bundled programs use: firmware/pci_dump.S prints the config space of every function
 after each, and the two dumps are diffed byte by byte.

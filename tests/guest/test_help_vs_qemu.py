@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from uvirt.devices.registry import DEVICE_TYPES
+from uvirt.launch.device_table import DEVICE_TYPES
 from uvirt.testing.qemu import qemu_binary
 
 pytestmark = pytest.mark.qemu

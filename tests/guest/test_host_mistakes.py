@@ -1,7 +1,7 @@
 """Issue 12 item 5: every host mistake reachable from ``-device`` is one line, exit status 1,
 no traceback, in QEMU 7.2's words where QEMU has words.
 
-Parametrised over every property of every device in the table (uvirt/devices/registry.py)
+Parametrised over every property of every device in the table (uvirt/launch/device_table.py)
 with a bad value, and over PCI placement mistakes (a taken slot, a slot past the bus, a
 function past 7, single- and multi-function clashes, a bus that does not exist).  Where
 QEMU has the device and the property, its first line of error is the expected one."""
@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from uvirt import cli
-from uvirt.devices.registry import DEVICE_TYPES, device_props
+from uvirt.cli import main as cli
+from uvirt.launch.device_table import DEVICE_TYPES, device_props
 from uvirt.testing.qemu import qemu_binary
 
 BASE = ["-machine", "pc", "-nodefaults", "-display", "none"]

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from uvirt.inspector import KIND_COLOURS, render_html, render_terminal
-from uvirt.observe import traced_run
+from uvirt.observe.inspector import KIND_COLOURS, render_html, render_terminal
+from uvirt.observe.record import traced_run
 from uvirt.testing import browser
 from uvirt.testing.qemu import BASE_ARGS
 
@@ -96,7 +96,7 @@ def test_html_page_in_headless_chromium(firmware, tmp_path):
 
 
 def test_each_html_step_carries_the_trace_that_led_to_it(firmware):
-    from uvirt.inspector import _trace_slices
+    from uvirt.observe.inspector import _trace_slices
     rec = inspect(firmware("virtio_demo"))
     kick, irq, stop = _trace_slices(rec)
     assert "legacy QUEUE_NOTIFY <- 0x0000: kick queue 0" in kick[-2] and "KICK q0" in kick[-1]

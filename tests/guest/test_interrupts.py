@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from uvirt import bios
-from uvirt.chardev import MemoryChardev
-from uvirt.machine import Machine, StopReason
-from uvirt.mem_regions import MmioRegion
-from uvirt.pci_bus import PciFunction
+from uvirt.boot import firmware_step as bios
+from uvirt.backends.chardev import MemoryChardev
+from uvirt.cpu.machine import Machine, StopReason
+from uvirt.board.memory.regions import MmioRegion
+from uvirt.board.pci.bus import PciFunction
 from uvirt.testing.guest import comparable, run_uvirt
 from uvirt.testing.qemu import DATA_DIR, strip_header
 

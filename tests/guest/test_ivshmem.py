@@ -24,13 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from uvirt.devices import ivshmem as ivs
+from uvirt.board.devices import ivshmem as ivs
 from uvirt.errors import OptionError
 from uvirt.ivshmem.peer import IvshmemPeer
 from uvirt.ivshmem.protocol import send_message
 from uvirt.ivshmem.server import IvshmemServer
-from uvirt.qemu_options import parse_argv
-from uvirt.runner import build_machine
+from uvirt.options.parser import parse_argv
+from uvirt.launch.runner import build_machine
 from uvirt.testing.guest import comparable, run_uvirt
 from uvirt.testing.ivshmem import as_nobody, expected_memory, ivshmem_env, open_fds
 from uvirt.testing.qemu import BASE_ARGS, DATA_DIR, IVSHMEM_REFERENCES, QEMU, run_qemu, strip_header
@@ -461,7 +461,7 @@ def _error_of(fn) -> str:
 
 
 def test_no_permission_on_backend_path():
-    from uvirt.shared_memory import backend_from_object
+    from uvirt.backends.shared_memory import backend_from_object
     private = _private_dir()
     path = private / "mem"
     origin = f"-object memory-backend-file,id=m,size=1M,share=on,mem-path={path}"
@@ -501,7 +501,7 @@ def test_doorbell_transcript_survives_a_slow_service_thread(firmware, tmp_path, 
     pinned without timing in tests/unit/test_ivshmem_device.py."""
     import select as real_select
 
-    from uvirt.devices import ivshmem
+    from uvirt.board.devices import ivshmem
 
     class SlowSelect:                   # the service thread wakes 20 ms late
         @staticmethod

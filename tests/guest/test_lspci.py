@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from uvirt.lspci import Function, format_functions
+from uvirt.cli.lspci import Function, format_functions
 
 LSPCI = shutil.which("lspci")
 
@@ -104,7 +104,7 @@ def test_hex_dump_is_the_guests_view():
 
 # Synthetic configuration spaces: capabilities uvirt's devices do not have today (power
 # management, 32/64-bit and maskable MSI, unknown IDs, a looped and a broken chain), each
-# decoded by pciutils and by uvirt.lspci with no guest at all.
+# decoded by pciutils and by uvirt.cli.lspci with no guest at all.
 
 def _config(caps: list[tuple[int, bytes]], *, status=0x10, command=0x0507, bars=()) -> bytes:
     c = bytearray(256)

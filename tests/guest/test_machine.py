@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_32, Uc
 
-from uvirt import bios
-from uvirt.chardev import MemoryChardev
-from uvirt.machine import Machine, StopReason
-from uvirt.mem_regions import RamRegion
-from uvirt.pci_bus import PciFunction
+from uvirt.boot import firmware_step as bios
+from uvirt.backends.chardev import MemoryChardev
+from uvirt.cpu.machine import Machine, StopReason
+from uvirt.board.memory.regions import RamRegion
+from uvirt.board.pci.bus import PciFunction
 from uvirt.testing.guest import comparable, run_uvirt
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -189,7 +189,7 @@ def test_watchdog_wakes_only_for_an_earlier_deadline():
     it already sleeps towards only cost a thread switch and the GIL (a boot's hot path)."""
     import time as _time
 
-    from uvirt.machine import _Watchdog
+    from uvirt.cpu.machine import _Watchdog
     w = _Watchdog()
     pokes = []
     poke = w._poke

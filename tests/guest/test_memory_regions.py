@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from uvirt.errors import MemoryMapError, OptionError
-from uvirt.machine import StopReason
-from uvirt.qemu_options import parse_argv
-from uvirt.runner import build_machine
+from uvirt.cpu.machine import StopReason
+from uvirt.options.parser import parse_argv
+from uvirt.launch.runner import build_machine
 from uvirt.testing.guest import run_uvirt
 from uvirt.testing.qemu import BASE_ARGS
-from uvirt.virtio_pci import VirtioPci
+from uvirt.virtio.pci import VirtioPci
 
 LEGACY = "virtio-rng-pci,disable-modern=on,memory-regions=64K:16K"
 TRANSITIONAL = "virtio-rng-pci,memory-regions=64K:16K"
@@ -406,8 +406,8 @@ done:
 
 HOST_SIDE = """
 import sys, threading, time
-from uvirt.qemu_options import parse_argv
-from uvirt.runner import build_machine
+from uvirt.options.parser import parse_argv
+from uvirt.launch.runner import build_machine
 from uvirt.testing.qemu import BASE_ARGS
 image, con = sys.argv[1], sys.argv[2]
 m = build_machine(parse_argv([*BASE_ARGS, "-device", "{device}", "-debugcon", "file:" + con,

@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from uvirt.errors import ImageError
-from uvirt.multiboot import parse
+from uvirt.boot.multiboot import parse
 from uvirt.testing.guest import comparable, run_uvirt
 
 LOAD = 0x100000

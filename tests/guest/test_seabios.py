@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from uvirt.qemu_options import parse_argv
-from uvirt.runner import run_config
+from uvirt.options.parser import parse_argv
+from uvirt.launch.runner import run_config
 
 BIOS = "/usr/share/seabios/bios.bin"
 pytestmark = pytest.mark.skipif(not os.path.exists(BIOS), reason=f"{BIOS} missing (Debian seabios)")
@@ -39,7 +39,7 @@ def test_seabios_runs_to_its_boot_menu_without_a_disk(tmp_path):
 
 def test_reset_state_is_real_mode_at_f000_fff0():
     from unicorn import x86_const as X
-    from uvirt.machine import Machine
+    from uvirt.cpu.machine import Machine
     with Machine() as m:
         m.load_bios_file(BIOS)
         uc = m.uc

@@ -1,4 +1,4 @@
-"""Snapshot and restore (uvirt/snapshot.py): a bundled guest program is stopped at an
+"""Snapshot and restore (uvirt/cpu/snapshot.py): a bundled guest program is stopped at an
 arbitrary instruction, snapshot, run to its end, restored and run to its end again; the
 two endings must be indistinguishable (transcript, exit status, registers, RAM, disk,
 every PCI function's config space, every device's declared state)."""
@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from uvirt.chardev import MemoryChardev
-from uvirt.qemu_options import parse_argv
-from uvirt.runner import build_machine
-from uvirt.snapshot import SnapshotError, capture_objects, device_roots, undeclared
+from uvirt.backends.chardev import MemoryChardev
+from uvirt.options.parser import parse_argv
+from uvirt.launch.runner import build_machine
+from uvirt.cpu.snapshot import SnapshotError, capture_objects, device_roots, undeclared
 
 #: wall-clock timestamps (the PIT and RTC run on the host's clock, as QEMU's do on its
 #: virtual clock): they differ between two runs of the same guest, restored or not
@@ -149,7 +149,7 @@ def test_restore_needs_the_current_snapshot(tmp_path, firmware):
 
 
 def test_why_not_unicorns_memory_snapshots():
-    """The measurement behind uvirt/snapshot.py's choice: with Unicorn's copy-on-write
+    """The measurement behind uvirt/cpu/snapshot.py's choice: with Unicorn's copy-on-write
     memory contexts active, a mem_map_ptr host view no longer sees the guest's writes,
     nor the guest the host's (every shared region and ring view would go stale)."""
     import ctypes
@@ -179,7 +179,7 @@ def test_shared_memory_restored_through_the_same_host_view():
     from uvirt.fuzz.backends import GuestBackend
     from uvirt.fuzz.ops import Op, OpKind
     from uvirt.fuzz.target import FuzzTarget
-    from uvirt.mem_regions import RamRegion
+    from uvirt.board.memory.regions import RamRegion
     t = FuzzTarget(["-object", "memory-backend-ram,id=hm,size=1M", "-device", "ivshmem-plain,memdev=hm"])
     ram = t.fn.bars[2].region.children[0][1]          # the container's RAM (the backend)
     assert isinstance(ram, RamRegion)

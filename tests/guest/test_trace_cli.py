@@ -7,7 +7,7 @@ import sys
 
 from uvirt.testing.qemu import BASE_ARGS
 from uvirt.trace import TraceEvent
-from uvirt.trace_decode import decode, read_json
+from uvirt.observe.decode import decode, read_json
 
 RNG = ["-device", "virtio-rng-pci", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
 
@@ -112,11 +112,11 @@ def test_explain_command_prints_the_diagnosis_and_exits_1(firmware):
 def test_decoded_tail_for_failure_reports(firmware):
     """What the pytest plugin shows when a guest fails: the last decoded lines, kept in
     bounded memory while the run goes, and the explanation from the same events."""
-    from uvirt.explain import explain_events
-    from uvirt.observe import virtio_state
-    from uvirt.qemu_options import parse_argv
-    from uvirt.runner import build_machine
-    from uvirt.trace_decode import DecodedTail, last_events
+    from uvirt.observe.explain import explain_events
+    from uvirt.observe.record import virtio_state
+    from uvirt.options.parser import parse_argv
+    from uvirt.launch.runner import build_machine
+    from uvirt.observe.decode import DecodedTail, last_events
 
     src = __import__("pathlib").Path(__file__).resolve().parents[2] / "firmware" / "explain" / "desc_not_writable.S"
     m = build_machine(parse_argv([*BASE_ARGS, *RNG, "-debugcon", "null", "-kernel", str(firmware(src))])).machine

@@ -31,7 +31,7 @@ def _devices(args: tuple[str, ...]) -> list[str]:
 
 
 def _skip_if_uvirt_lacks(args: tuple[str, ...]) -> None:
-    from uvirt.devices.registry import DEVICE_TYPES
+    from uvirt.launch.device_table import DEVICE_TYPES
 
     for dev in _devices(args):
         if dev not in DEVICE_TYPES:

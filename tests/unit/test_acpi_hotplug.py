@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from uvirt.devices import acpi_hotplug as A
-from uvirt.devices.registry import BuildContext
-from uvirt.machine import Machine
+from uvirt.board.devices import acpi_hotplug as A
+from uvirt.launch.device_table import BuildContext
+from uvirt.cpu.machine import Machine
 from uvirt.qtest import hooks, physmem
 from uvirt.qtest.qmp import QmpContext, QmpMonitor
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from uvirt.chardev import ServerSocketChardev
+from uvirt.backends.chardev import ServerSocketChardev
 from uvirt.errors import OptionError
 
 

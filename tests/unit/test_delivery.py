@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from uvirt.interrupts.delivery import (Delivered, Kind, TripleFault, Unsupported,
+from uvirt.board.interrupts.delivery import (Delivered, Kind, TripleFault, Unsupported,
                                        check_exception, deliver)
 
 IDT, GDT = 0x1000, 0x2000
@@ -117,7 +117,7 @@ def test_task_gate_is_unsupported():
 
 def test_real_mode_delivery_through_the_ivt():
     """do_interrupt_real: FLAGS, CS, IP as words; CS:IP from the IVT; IF/TF cleared."""
-    from uvirt.interrupts.delivery import deliver_real
+    from uvirt.board.interrupts.delivery import deliver_real
     cpu = Cpu(eflags=0x0302, cs=0xF000, esp=0x7000, idt=(0, 0x3FF))
     cpu.mem[0x13 * 4:0x13 * 4 + 4] = (0xF000E3FE).to_bytes(4, "little")
     d = deliver_real(cpu, 0x13, Kind.SOFTWARE, eip=0x7C10, next_eip=0x7C12)
@@ -129,6 +129,6 @@ def test_real_mode_delivery_through_the_ivt():
 
 
 def test_real_mode_vector_past_the_ivt_limit_is_a_triple_fault():
-    from uvirt.interrupts.delivery import deliver_real
+    from uvirt.board.interrupts.delivery import deliver_real
     cpu = Cpu(idt=(0, 0x3F))
     assert isinstance(deliver_real(cpu, 0x10, Kind.SOFTWARE, eip=0), TripleFault)

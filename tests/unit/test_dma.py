@@ -1,4 +1,4 @@
-"""Device work (uvirt/dma.py) and device DMA that lands in device registers, without a CPU.
+"""Device work (uvirt/board/dma.py) and device DMA that lands in device registers, without a CPU.
 
 QEMU 7.2.22 (Debian's, with the 8.0 re-entrancy guard backported) runs virtio request
 processing from its main loop (ioeventfd), where no device is inside an access: a DMA
@@ -13,14 +13,14 @@ import inspect
 
 import pytest
 
-from uvirt import bios
-from uvirt.devices.registry import BuildContext, create_device
-from uvirt.dma import DeviceWork, ReentrancyGuard
-from uvirt.machine import Machine
-from uvirt.mem_regions import MemoryMap, MmioRegion, RamRegion
+from uvirt.boot import firmware_step as bios
+from uvirt.launch.device_table import BuildContext, create_device
+from uvirt.board.dma import DeviceWork, ReentrancyGuard
+from uvirt.cpu.machine import Machine
+from uvirt.board.memory.regions import MemoryMap, MmioRegion, RamRegion
 from uvirt.testing.mock_driver import MockSplitQueue
 from uvirt.virtio.queue import VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE
-from uvirt.virtio_pci import CommonCfg, LegacyReg
+from uvirt.virtio.pci import CommonCfg, LegacyReg
 
 RING = 0x200000
 

@@ -1,6 +1,6 @@
-"""The 8237 DMA controllers' registers as QEMU 7.2's i8257 (uvirt/devices/chipset.py)."""
+"""The 8237 DMA controllers' registers as QEMU 7.2's i8257 (uvirt/board/devices/chipset.py)."""
 
-from uvirt.machine import Machine
+from uvirt.cpu.machine import Machine
 
 
 def test_registers_through_the_port_space():

@@ -5,9 +5,9 @@ The device is built through the ``-device edu`` registry entry on a CPU-less mac
 
 import pytest
 
-from uvirt.devices.edu import (DMA_START, Edu, EduReg, check_range, factorial32)
-from uvirt.devices.registry import BuildContext, create_device
-from uvirt.machine import Machine
+from uvirt.board.devices.edu import (DMA_START, Edu, EduReg, check_range, factorial32)
+from uvirt.launch.device_table import BuildContext, create_device
+from uvirt.cpu.machine import Machine
 from uvirt.qtest.hooks import hooks
 
 MS = 1_000_000
@@ -157,7 +157,7 @@ def test_reset_keeps_registers(board):
 def test_long_factorial_takes_qemus_time(monkeypatch):
     """Without a CPU thread a factorial is due n * FACT_NS_PER_STEP after the write (QEMU's
     loop); the first access after that finishes it."""
-    import uvirt.devices.edu as edu_mod
+    import uvirt.board.devices.edu as edu_mod
     now = [100.0]
     monkeypatch.setattr(edu_mod.time, "monotonic", lambda: now[0])
     dev = Edu()

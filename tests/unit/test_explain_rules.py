@@ -1,7 +1,7 @@
 """``uvirt explain``'s rules from hand-made traces: the ones no bundled device can provoke
 from a guest (a device refusing FEATURES_OK), and the table's shape."""
 
-from uvirt.explain import RULES, explain_events
+from uvirt.observe.explain import RULES, explain_events
 from uvirt.trace import TraceEvent
 
 BASE = 0xFE000000

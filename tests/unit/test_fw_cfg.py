@@ -11,8 +11,8 @@ import struct
 
 import pytest
 
-from uvirt.devices import fw_cfg as F
-from uvirt.machine import Machine
+from uvirt.board.devices import fw_cfg as F
+from uvirt.cpu.machine import Machine
 from uvirt.qtest import physmem
 
 

@@ -1,6 +1,6 @@
-"""The i8042 and its PS/2 keyboard as SeaBIOS drives them (uvirt/devices/i8042.py)."""
+"""The i8042 and its PS/2 keyboard as SeaBIOS drives them (uvirt/board/devices/i8042.py)."""
 
-from uvirt.devices.i8042 import I8042
+from uvirt.board.devices.i8042 import I8042
 
 
 def make():

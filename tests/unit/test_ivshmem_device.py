@@ -1,7 +1,7 @@
-"""ivshmem-plain / ivshmem-doorbell device model without a CPU (uvirt/devices/ivshmem.py).
+"""ivshmem-plain / ivshmem-doorbell device model without a CPU (uvirt/board/devices/ivshmem.py).
 
 Expected config images were read from QEMU 7.2 over qtest (no firmware): see the module
-docstring of uvirt.devices.ivshmem."""
+docstring of uvirt.board.devices.ivshmem."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from uvirt.devices.ivshmem import Ivshmem, msix_exclusive_layout
+from uvirt.board.devices.ivshmem import Ivshmem, msix_exclusive_layout
 from uvirt.ivshmem.peer import IvshmemPeer
 from uvirt.ivshmem.server import IvshmemServer
-from uvirt.machine import Machine
-from uvirt.qemu_options import parse_argv
-from uvirt.runner import build_machine
-from uvirt.shared_memory import SharedMemory
+from uvirt.cpu.machine import Machine
+from uvirt.options.parser import parse_argv
+from uvirt.launch.runner import build_machine
+from uvirt.backends.shared_memory import SharedMemory
 
 # 00:04.0 at reset on QEMU 7.2, first 0x50 bytes
 _ROW0 = "f41a1011000000000100000500000000"
@@ -84,7 +84,7 @@ def test_msix_exclusive_bar_layout(n, layout):
 
 def test_not_power_of_two_refused():
     from uvirt.errors import UvirtError
-    from uvirt.mem_regions import HostBuffer
+    from uvirt.board.memory.regions import HostBuffer
     with pytest.raises(UvirtError, match="0x3000 is not a power of two"):
         Ivshmem("x", SharedMemory("x", HostBuffer(0x3000)))
 

@@ -3,8 +3,8 @@ priorities, EOI, SVR and TPR, and the controller's acknowledge path with the PIC
 
 import pytest
 
-from uvirt.interrupts import InterruptController
-from uvirt.interrupts.lapic import LocalApic
+from uvirt.board.interrupts import InterruptController
+from uvirt.board.interrupts.lapic import LocalApic
 
 
 @pytest.fixture

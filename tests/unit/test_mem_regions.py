@@ -4,7 +4,7 @@ import pytest
 from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 
 from uvirt.errors import GuestMemoryError
-from uvirt.mem_regions import (PAGE_SIZE, HostBuffer, IoSpace, MemoryMap, MmioRegion,
+from uvirt.board.memory.regions import (PAGE_SIZE, HostBuffer, IoSpace, MemoryMap, MmioRegion,
                                RamRegion, _spans)
 
 

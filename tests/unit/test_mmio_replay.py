@@ -14,7 +14,7 @@ from keystone import KS_ARCH_X86, KS_MODE_32, Ks
 from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 from unicorn.x86_const import UC_X86_REG_EIP, UC_X86_REG_ESI
 
-from uvirt.mem_regions import MemoryMap, MmioRegion, RamRegion
+from uvirt.board.memory.regions import MemoryMap, MmioRegion, RamRegion
 
 N = 20000
 CODE = bytes(Ks(KS_ARCH_X86, KS_MODE_32).asm(f"""

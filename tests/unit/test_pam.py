@@ -1,7 +1,7 @@
-"""i440FX PAM and SMRAM decoding of 0xA0000-0xFFFFF without a CPU (uvirt/devices/pam.py)."""
+"""i440FX PAM and SMRAM decoding of 0xA0000-0xFFFFF without a CPU (uvirt/board/devices/pam.py)."""
 
-from uvirt.machine import Machine
-from uvirt.devices.pam import PAM_SEGMENTS, pam_attribute
+from uvirt.cpu.machine import Machine
+from uvirt.board.devices.pam import PAM_SEGMENTS, pam_attribute
 
 
 def cfg_write(m, off, val):

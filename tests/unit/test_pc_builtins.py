@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from uvirt import bios
-from uvirt.machine import Machine
+from uvirt.boot import firmware_step as bios
+from uvirt.cpu.machine import Machine
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "qemu"
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from uvirt.mem_regions import IoSpace, MemoryMap, MmioRegion, RamRegion
-from uvirt.pci_bus import (BarChange, Command, PciBus, PciFunction, PciHostConf1, PciReg,
+from uvirt.board.memory.regions import IoSpace, MemoryMap, MmioRegion, RamRegion
+from uvirt.board.pci.bus import (BarChange, Command, PciBus, PciFunction, PciHostConf1, PciReg,
                            devfn)
 
 

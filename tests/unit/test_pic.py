@@ -3,9 +3,9 @@ OCW3, poll mode, spurious IRQs, the ELCR, and PIIX3 PIRQ routing."""
 
 import pytest
 
-from uvirt.interrupts.pic import PicPair
-from uvirt.interrupts.piix_irq import PiixPirqRouter, pci_slot_get_pirq
-from uvirt.pci_bus import PciFunction
+from uvirt.board.interrupts.pic import PicPair
+from uvirt.board.interrupts.piix_irq import PiixPirqRouter, pci_slot_get_pirq
+from uvirt.board.pci.bus import PciFunction
 
 
 def init(pair: PicPair, master_base=0x20, slave_base=0x28, icw4=0x01):

@@ -1,7 +1,7 @@
 """The 8254 with a fake clock: counting, latches, read-back status, modes 2 and 3 on
 IRQ 0 (lazy edges), port 0x61."""
 
-from uvirt.interrupts.pit import PIT_FREQ, Pit8254
+from uvirt.board.interrupts.pit import PIT_FREQ, Pit8254
 
 NS = 1_000_000_000
 

@@ -4,11 +4,11 @@ import re
 
 import pytest
 
-from uvirt import qemu_help
-from uvirt.devices import registry
-from uvirt.devices.registry import DEVICE_TYPES, DeviceType, Prop, device_props
+from uvirt.options import help as qemu_help
+from uvirt.launch import device_table as registry
+from uvirt.launch.device_table import DEVICE_TYPES, DeviceType, Prop, device_props
 from uvirt.errors import OptionError
-from uvirt.qemu_options import IGNORED_OPTIONS, UNSUPPORTED_OPTIONS, HelpRequest, _Parser
+from uvirt.options.parser import IGNORED_OPTIONS, UNSUPPORTED_OPTIONS, HelpRequest, _Parser
 
 QEMU_PROPERTY_LINE = re.compile(r"^  [\w.-]+=<[^>]+(?:>[^>]*)?>(?: *- .*)?$")
 

@@ -1,4 +1,4 @@
-"""uvirt.qemu_options: QEMU 7.2's command line.  Every pinned message was read off
+"""uvirt.options.parser: QEMU 7.2's command line.  Every pinned message was read off
 qemu-system-x86_64 7.2 given the same arguments (with "uvirt: " in place of
 "qemu-system-x86_64: ", which the CLI adds)."""
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uvirt.errors import OptionError
-from uvirt.qemu_options import (
+from uvirt.options.parser import (
     DEFAULT_RAM_SIZE,
     ChardevOpts,
     ChardevRef,
@@ -754,8 +754,8 @@ def test_bios_is_the_machine_firmware_property():
 
 
 def test_uuid_and_boot_options_reach_fw_cfg_and_cmos():
-    from uvirt.devices import fw_cfg as F
-    from uvirt.runner import build_machine
+    from uvirt.board.devices import fw_cfg as F
+    from uvirt.launch.runner import build_machine
     cfg = parse_argv(["-machine", "pc", "-accel", "qtest", "-uuid", "4600cb32-38ec-4b2f-8acb-81c6ea54f2d8",
                       "-boot", "order=dc,menu=on,splash-time=12,reboot-timeout=15"])
     m = build_machine(cfg).machine
@@ -771,7 +771,7 @@ def test_uuid_and_boot_options_reach_fw_cfg_and_cmos():
 
 
 def test_bad_boot_values_are_qemus_errors():
-    from uvirt.runner import build_machine
+    from uvirt.launch.runner import build_machine
     for arg, msg in (("reboot-timeout=70000", "reboot timeout is invalid"),
                      ("splash-time=70000", "splash-time is invalid"),
                      ("order=cx", "Invalid boot device for PC: 'x'"), ("order=cdna", "Too many boot devices")):

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from uvirt.machine import Machine
+from uvirt.cpu.machine import Machine
 from uvirt.qtest import hooks
 from uvirt.qtest.hooks import Peripheral
 from uvirt.qtest.jsonlex import Streamer

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from uvirt.machine import Machine
-from uvirt.mem_regions import MmioRegion
+from uvirt.cpu.machine import Machine
+from uvirt.board.memory.regions import MmioRegion
 from uvirt.qtest import hooks
 from uvirt.qtest import physmem
 from uvirt.qtest.clock import VirtualClock

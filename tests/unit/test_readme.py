@@ -5,7 +5,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from uvirt import cli
+from uvirt.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

@@ -1,8 +1,8 @@
-"""MC146818 RTC and CMOS (uvirt/devices/rtc.py) without a CPU."""
+"""MC146818 RTC and CMOS (uvirt/board/devices/rtc.py) without a CPU."""
 
 import calendar
 
-from uvirt.devices.rtc import Rtc, pc_cmos_memory
+from uvirt.board.devices.rtc import Rtc, pc_cmos_memory
 
 T0 = calendar.timegm((2026, 12, 5, 13, 45, 30, 0, 0, 0))
 
@@ -100,7 +100,7 @@ def test_periodic_interrupt_on_a_lazy_timer():
 
 def test_gmtime_matches_the_c_library():
     import time
-    from uvirt.devices.rtc import days_from_civil, gmtime
+    from uvirt.board.devices.rtc import days_from_civil, gmtime
     for t in (0, 86399, 951782400, T0, 4102444800, -86400 * 400):
         assert tuple(gmtime(t))[:7] == tuple(time.gmtime(t))[:7]
     assert days_from_civil(2026, 12, 5) * 86400 == calendar.timegm((2026, 12, 5, 0, 0, 0))

@@ -1,6 +1,6 @@
-"""The 16550A behind -serial (uvirt/devices/serial.py), as SeaBIOS and Linux probe it."""
+"""The 16550A behind -serial (uvirt/board/devices/serial.py), as SeaBIOS and Linux probe it."""
 
-from uvirt.devices.serial import Uart16550
+from uvirt.board.devices.serial import Uart16550
 
 
 def make():

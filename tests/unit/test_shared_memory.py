@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from uvirt import bios
-from uvirt.devices.registry import BuildContext, create_device
+from uvirt.boot import firmware_step as bios
+from uvirt.launch.device_table import BuildContext, create_device
 from uvirt.errors import UvirtError
-from uvirt.machine import Machine
-from uvirt.shared_memory import SharedMemory
+from uvirt.cpu.machine import Machine
+from uvirt.backends.shared_memory import SharedMemory
 
 
 # --------------------------------------------------------------------------- back ends

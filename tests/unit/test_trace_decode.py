@@ -1,13 +1,13 @@
-"""The decoded trace (uvirt.trace_decode) from hand-made events, and the virtqueue's ring
+"""The decoded trace (uvirt.observe.decode) from hand-made events, and the virtqueue's ring
 events through its events sink (no CPU)."""
 
 import json
 
 import pytest
 
-from uvirt.mem_regions import MemoryMap, RamRegion
+from uvirt.board.memory.regions import MemoryMap, RamRegion
 from uvirt.trace import EVENTS, TraceEvent, Tracer
-from uvirt.trace_decode import TraceFile, decode, decode_records, read_json, to_json_lines
+from uvirt.observe.decode import TraceFile, decode, decode_records, read_json, to_json_lines
 from uvirt.virtio.features import VirtioFeature
 from uvirt.virtio.queue import RecordingEvents, SplitQueue
 
@@ -200,7 +200,7 @@ def test_untraced_queue_sends_no_ring_events():
 
 
 def test_ring_view_follows_chains_into_indirect_tables():
-    from uvirt.inspector import _indirect_text
+    from uvirt.observe.inspector import _indirect_text
     from uvirt.virtio.ring_view import split_ring_view
     q, mem = _queue(RecordingEvents())
     desc = lambda addr, n, flags, nxt=0: (addr.to_bytes(8, "little") + n.to_bytes(4, "little")
@@ -222,8 +222,8 @@ def test_qtest_register_accesses_are_traced_and_decode(tmp_path):
     """Without a CPU (qtest), the sized accesses of the qtest client are the same declared
     events a guest's are, so a qtest session's trace decodes too."""
     import io
-    from uvirt.devices.registry import BuildContext, create_device
-    from uvirt.machine import Machine
+    from uvirt.launch.device_table import BuildContext, create_device
+    from uvirt.cpu.machine import Machine
     from uvirt.qtest import hooks
     from uvirt.qtest.server import QtestServer
     m = Machine(cpu=False)

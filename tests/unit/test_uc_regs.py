@@ -1,4 +1,4 @@
-"""uvirt/uc_regs.py: the C-API register path gives exactly what the binding gives."""
+"""uvirt/cpu/uc_regs.py: the C-API register path gives exactly what the binding gives."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from unicorn import UC_ARCH_X86, UC_MODE_32, Uc, UcError
 from unicorn import x86_const as X
 
-from uvirt.uc_regs import FastRegs
+from uvirt.cpu.uc_regs import FastRegs
 
 REGS32 = [X.UC_X86_REG_EAX, X.UC_X86_REG_EBX, X.UC_X86_REG_ECX, X.UC_X86_REG_EDX,
           X.UC_X86_REG_ESI, X.UC_X86_REG_EDI, X.UC_X86_REG_EBP, X.UC_X86_REG_ESP,

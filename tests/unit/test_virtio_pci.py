@@ -3,11 +3,11 @@ dispatch a guest uses (the CPU-less access path), rings built by the mock driver
 
 import pytest
 
-from uvirt import bios
-from uvirt.devices.registry import BuildContext, create_device
-from uvirt.machine import Machine
+from uvirt.boot import firmware_step as bios
+from uvirt.launch.device_table import BuildContext, create_device
+from uvirt.cpu.machine import Machine
 from uvirt.testing.mock_driver import MockSplitQueue
-from uvirt.virtio_pci import CommonCfg, LegacyReg
+from uvirt.virtio.pci import CommonCfg, LegacyReg
 
 RING = 0x200000
 
@@ -258,7 +258,7 @@ def test_msix_masked_vector_sets_pba_and_unmask_delivers_it():
     bar1 = fn.bar_addr[1]
     m.pci.config_write(0, fn.devfn, 0x42, 2, 0x8001)
     m.pci.config_write(0, fn.devfn, 4, 2, 0x0107)
-    m.memory.add(__import__("uvirt.mem_regions", fromlist=["RamRegion"]).RamRegion("sink", 0x1000), 0x7F000000)
+    m.memory.add(__import__("uvirt.board.memory.regions", fromlist=["RamRegion"]).RamRegion("sink", 0x1000), 0x7F000000)
     m.memory.write(bar1 + 0, 4, 0x7F000000)                    # entry 0 address
     m.memory.write(bar1 + 8, 4, 0x41)                          # data
     wr(LegacyReg.MSI_QUEUE_VECTOR, 2, 0)

@@ -8,12 +8,12 @@ import struct
 
 import pytest
 
-from uvirt.chardev import MemoryChardev
+from uvirt.backends.chardev import MemoryChardev
 from uvirt.errors import OptionError
 from uvirt.testing.mock_driver import MockSplitQueue, guest_ram
 from uvirt.virtio.serial import (CONSOLE_PORT, DEVICE_READY, PORT_ADD, PORT_NAME, PORT_OPEN, PORT_READY,
                                  PORT_REMOVE, VirtioSerial, VirtioSerialPort)
-from uvirt.virtio_pci import VirtioPci
+from uvirt.virtio.pci import VirtioPci
 
 
 def _ctrl(port, event, value):
@@ -147,8 +147,8 @@ def test_bad_ring_is_virtio_error_not_exception():
 
 
 def test_python_api_builds_devices_on_a_machine(tmp_path):
-    from uvirt.devices.registry import add_virtio_blk_pci, add_virtio_serial_pci, add_virtio_serial_port
-    from uvirt.machine import Machine
+    from uvirt.launch.device_table import add_virtio_blk_pci, add_virtio_serial_pci, add_virtio_serial_port
+    from uvirt.cpu.machine import Machine
 
     img = tmp_path / "d.img"
     img.write_bytes(bytes(64 << 10))

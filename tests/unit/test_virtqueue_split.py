@@ -713,7 +713,7 @@ def test_ring_window_agrees_with_the_guest_memory_path(layout):
 def test_ring_window_is_dropped_when_the_memory_map_changes():
     """A region placed over the used ring after the queue was set up: the next used
     element goes to that region, as QEMU's re-initialised region caches send it."""
-    from uvirt.mem_regions import MmioRegion
+    from uvirt.board.memory.regions import MmioRegion
 
     class Recorder:
         def __init__(self):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .placeholder_font import GLYPHS, FONT_HEIGHT, FONT_WIDTH
+from uvirt.display.placeholder_font import GLYPHS, FONT_HEIGHT, FONT_WIDTH
 
 
 @dataclass

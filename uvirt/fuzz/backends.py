@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from .ops import CODE_BASE, RESULTS_BASE, Op
+from uvirt.fuzz.ops import CODE_BASE, RESULTS_BASE, Op
 
 _OUT = {1: b"\xEE", 2: b"\x66\xEF", 4: b"\xEF"}
 _IN = {1: b"\xEC", 2: b"\x66\xED", 4: b"\xED"}

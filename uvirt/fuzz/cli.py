@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 
-from ..errors import UsageError, UvirtError
-from .oracles import KINDS
+from uvirt.errors import UsageError, UvirtError
+from uvirt.fuzz.oracles import KINDS
 
 DESCRIPTION = """\
 Fuzz one device (the last -device given) from guest code: inputs become operations
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
     if not args.python and not any(a == "-device" for a in dev):
         raise UsageError("fuzz: no -device to fuzz (e.g. -device virtio-rng-pci, or --python MODULE:CALLABLE)")
     if args.python:
-        from .target import load_factory
+        from uvirt.fuzz.target import load_factory
         load_factory(args.python)             # a bad spec is a one-line error now
     if args.reproduce:
         return reproduce(dev, args.reproduce, args.backend, oracles, args.python)
@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
         import atheris  # noqa: F401
     except ImportError:
         raise UvirtError("uvirt fuzz needs atheris: pip install 'uvirt[fuzz]'") from None
-    from .engine import FuzzConfig, fuzz
+    from uvirt.fuzz.engine import FuzzConfig, fuzz
     dict_path = args.dict_path
     if dict_path == "auto":
         dict_path = write_auto_dict(dev, args.out)
@@ -133,9 +133,9 @@ def _jobs(argv: list[str], args) -> int:
 def write_auto_dict(dev: list[str], out: str) -> str:
     """A libFuzzer dictionary from the register enums: whole commands that reach each
     named register of the device's transport, and the PCI config registers."""
-    from ..pci_bus import PciReg
-    from ..virtio_pci import LegacyReg
-    from .ops import SEPARATOR, OpKind, encode
+    from uvirt.board.pci.bus import PciReg
+    from uvirt.virtio.pci import LegacyReg
+    from uvirt.fuzz.ops import SEPARATOR, OpKind, encode
     entries = [SEPARATOR]
     for r in PciReg:
         for k in (OpKind.CFG_READ, OpKind.CFG_WRITE):
@@ -159,8 +159,8 @@ def write_auto_dict(dev: list[str], out: str) -> str:
 def reproduce(dev: list[str], path: str, backend: str, oracles, python: str | None = None) -> int:
     """Print each operation with the device's reaction (board backend, step by step),
     then the verdict of the chosen backend."""
-    from .engine import Harness
-    from .target import FuzzTarget
+    from uvirt.fuzz.engine import Harness
+    from uvirt.fuzz.target import FuzzTarget
     try:
         data = open(path, "rb").read()
     except OSError as e:

@@ -1,7 +1,7 @@
 """Running inputs against a target with the oracles, minimising findings, and the
 coverage-guided loop (atheris, i.e. libFuzzer for Python).
 
-One execution: restore the snapshot (uvirt/snapshot.py), decode the input into operations
+One execution: restore the snapshot (uvirt/cpu/snapshot.py), decode the input into operations
 (uvirt/fuzz/ops.py), run them on the chosen backend (uvirt/fuzz/backends.py) under a time
 budget, then ask the oracles (uvirt/fuzz/oracles.py).  Coverage is libFuzzer's, from
 atheris' bytecode instrumentation of the device's Python code (the modules of the device
@@ -19,10 +19,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .backends import BoardBackend, GuestBackend, RunResult
-from .oracles import KINDS, Finding, FindingError, Monitor, exception_finding
-from .ops import SEPARATOR, decode, split_commands
-from .target import FuzzTarget
+from uvirt.fuzz.backends import BoardBackend, GuestBackend, RunResult
+from uvirt.fuzz.oracles import KINDS, Finding, FindingError, Monitor, exception_finding
+from uvirt.fuzz.ops import SEPARATOR, decode, split_commands
+from uvirt.fuzz.target import FuzzTarget
 
 
 class Hang(FindingError):
@@ -173,8 +173,8 @@ def instrument_device_code(target: FuzzTarget) -> int:
     vdev = getattr(target.fn, "vdev", None)
     if vdev is not None:
         mods.add(type(vdev).__module__)
-    prefixes = ("uvirt.virtio", "uvirt.virtio_pci", "uvirt.pci_bus", "uvirt.pci_msix",
-                "uvirt.pci_msi", "uvirt.dma", "uvirt.block")
+    prefixes = ("uvirt.virtio", "uvirt.virtio.pci", "uvirt.board.pci.bus", "uvirt.board.pci.msix",
+                "uvirt.board.pci.msi", "uvirt.board.dma", "uvirt.backends.block")
     n = 0
     seen = set()
     for name, mod in list(sys.modules.items()):
@@ -255,7 +255,7 @@ def fuzz(cfg: FuzzConfig, *, log=sys.stderr) -> int:
     """The atheris loop; exits the process (libFuzzer never returns): status 0 without
     findings, 1 with."""
     import atheris
-    from .reproducers import write_reproducers
+    from uvirt.fuzz.reproducers import write_reproducers
     target = FuzzTarget(cfg.device_argv, factory=cfg.python)
     harness = Harness(target, cfg.backend, oracles=cfg.oracles, budget=cfg.budget)
     n_instr = instrument_device_code(target)
@@ -319,7 +319,7 @@ def fuzz(cfg: FuzzConfig, *, log=sys.stderr) -> int:
 def seeds() -> list[bytes]:
     """What a driver does, as inputs to start from: a request, a request waited for and
     its used index read, a driver reload followed by a request, an ISR read."""
-    from .ops import OpKind, encode
+    from uvirt.fuzz.ops import OpKind, encode
     chain = encode(OpKind.CHAIN, bytes([0, 1, 0, 0, 0x49, 0, 0, 0]))
     used = encode(OpKind.USED_READ, b"\0")
     wait = encode(OpKind.WAIT, b"\x10\0")

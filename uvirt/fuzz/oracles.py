@@ -127,7 +127,7 @@ class Monitor:
 
     # -- register accesses
     def _wrap_regions(self) -> None:
-        from ..mem_regions import MmioRegion
+        from uvirt.board.memory.regions import MmioRegion
         m = self.target.machine
         for bar in self.target.fn.bars:
             if bar is None or not isinstance(bar.region, MmioRegion):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import struct
 
-from ..virtio.device import VirtioDevice
+from uvirt.virtio.device import VirtioDevice
 
 F_NEXT, F_WRITE = 1, 2
 DEVICE_ID = 42
@@ -52,7 +52,7 @@ class PlantedDevice(VirtioDevice):
         self.ioeventfd = bug != "reentrancy"
 
     def get_features(self, features: int) -> int:
-        from ..virtio.features import VirtioFeature as F
+        from uvirt.virtio.features import VirtioFeature as F
         return features & ~F.RING_INDIRECT_DESC & ~F.RING_EVENT_IDX     # it walks plain chains
 
     def device_reset(self) -> None:
@@ -128,7 +128,7 @@ class PlantedDevice(VirtioDevice):
 
 def _make(bug: str):
     def factory(machine):
-        from ..virtio_pci import VirtioPci
+        from uvirt.virtio.pci import VirtioPci
         dev = PlantedDevice(bug)
         fn = VirtioPci(dev, class_code=0x00FF, vectors=2)
         fn.realize(machine.memory.guest)

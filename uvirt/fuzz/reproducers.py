@@ -23,7 +23,7 @@ import hashlib
 import os
 import shlex
 
-from .ops import Op
+from uvirt.fuzz.ops import Op
 
 
 def _qtest_lines(prims) -> list[str]:
@@ -129,9 +129,9 @@ def test_{name.replace("-", "_")}():
 def replay(device_argv: list[str], data: bytes, *, backend: str = "guest", oracles=None,
            python: str | None = None):
     """Run one input on a fresh target with the oracles: the finding, or None."""
-    from .engine import Harness
-    from .oracles import KINDS
-    from .target import FuzzTarget
+    from uvirt.fuzz.engine import Harness
+    from uvirt.fuzz.oracles import KINDS
+    from uvirt.fuzz.target import FuzzTarget
     t = FuzzTarget(list(device_argv), factory=python)
     try:
         return Harness(t, backend, oracles=oracles or KINDS).execute(data).finding
@@ -141,7 +141,7 @@ def replay(device_argv: list[str], data: bytes, *, backend: str = "guest", oracl
 
 def write_reproducers(harness, data: bytes, finding, out: str, device_argv: list[str],
                       python: str | None = None) -> list[str]:
-    from .ops import decode
+    from uvirt.fuzz.ops import decode
     target = harness.target
     ops = decode(data, target.layout)
     digest = hashlib.sha1(data).hexdigest()[:10]

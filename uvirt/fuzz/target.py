@@ -16,9 +16,9 @@ import struct
 import tempfile
 from pathlib import Path
 
-from ..errors import UvirtError
-from ..pci_bus import Command, PciReg
-from .ops import (BUF_BASE, CONFIG_ADDRESS, CONFIG_DATA, DMA_BASE, DMA_END, QUEUE_STRIDE, BarInfo,
+from uvirt.errors import UvirtError
+from uvirt.board.pci.bus import Command, PciReg
+from uvirt.fuzz.ops import (BUF_BASE, CONFIG_ADDRESS, CONFIG_DATA, DMA_BASE, DMA_END, QUEUE_STRIDE, BarInfo,
                   Layout, QueueInfo)
 
 HARNESS_SOURCE = '.include "uvirt.inc"\nmain:\n    cli\n    hlt\n    jmp main\n'
@@ -35,7 +35,7 @@ HEADERS = {
 
 def harness_image() -> bytes:
     if "image" not in _HARNESS:
-        from .. import firmware
+        from uvirt import firmware
         with tempfile.TemporaryDirectory(prefix="uvirt-fuzz-") as tmp:
             src = Path(tmp) / "harness.S"
             src.write_text(HARNESS_SOURCE)
@@ -48,8 +48,8 @@ class FuzzTarget:
     """A built machine, the device under test, its ``Layout``, and the snapshot."""
 
     def __init__(self, argv: list[str], *, cpu: bool = True, factory=None) -> None:
-        from ..qemu_options import parse_argv
-        from ..runner import build_machine
+        from uvirt.options.parser import parse_argv
+        from uvirt.launch.runner import build_machine
         base = ["-machine", "pc", "-m", "128M", "-nodefaults", "-display", "none", "-no-reboot"]
         cfg = parse_argv(base + list(argv))
         self.built = build_machine(cfg, cpu=cpu, kernel=False)
@@ -78,7 +78,7 @@ class FuzzTarget:
     def _install_clock(self) -> None:
         """The PIT, the RTC and the PM timer read the host's clock; under the fuzzer they
         read ``now``, which only a ``wait`` operation advances (QEMU's qtest clock_step)."""
-        from ..devices.chipset import AcpiPm
+        from uvirt.board.devices.chipset import AcpiPm
         self.now = 1_000_000_000
         clock = lambda: self.now
         m = self.machine
@@ -132,7 +132,7 @@ class FuzzTarget:
         vdev = getattr(fn, "vdev", None)
         if vdev is None or not getattr(fn, "legacy", False):
             return layout
-        from ..virtio_pci import LegacyReg as R
+        from uvirt.virtio.pci import LegacyReg as R
         base = next(b for b in bars if b.io and b.index == 0).addr
         do = self._do
         first = len(self.setup_prims) + 1         # the driver's part, after status = 0
@@ -186,15 +186,15 @@ def _from_factory(machine, factory):
     """A user's device: ``factory(machine)`` returns a ``PciFunction`` it plugged, a
     ``PciFunction`` to plug, or a ``VirtioDevice`` to put on virtio-pci; BARs are then
     placed as firmware would."""
-    from .. import bios
-    from ..pci_bus import PciFunction
-    from ..virtio.device import VirtioDevice
+    from uvirt.boot import firmware_step as bios
+    from uvirt.board.pci.bus import PciFunction
+    from uvirt.virtio.device import VirtioDevice
     if isinstance(factory, str):
         factory = load_factory(factory)
     with machine.batch():
         obj = factory(machine)
         if isinstance(obj, VirtioDevice):
-            from ..virtio_pci import VirtioPci
+            from uvirt.virtio.pci import VirtioPci
             fn = VirtioPci(obj, class_code=0x00FF, vectors=2)
             fn.realize(machine.memory.guest)
             machine.add_pci(fn)
@@ -222,7 +222,7 @@ def observe(machine, with_cpu: bool = False) -> tuple:
     """What the guest could observe of the board after an input: every device's declared
     state (host clock readings left out), every PCI function's config space, the DMA
     area's bytes, the memory map."""
-    from ..snapshot import capture_objects, device_roots
+    from uvirt.cpu.snapshot import capture_objects, device_roots
     state = []
     for st in capture_objects(device_roots(machine)):
         plain = sorted((k, repr(v)) for k, v in st.plain.items()

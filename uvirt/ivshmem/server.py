@@ -37,6 +37,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 
+from uvirt.service_thread import start_service_thread
 from uvirt.ivshmem.protocol import (
     MAX_PEER_ID,
     MAX_VECTORS,
@@ -167,8 +168,7 @@ class IvshmemServer:
         """Serve in a daemon thread; close() stops and joins it."""
         if self._listen is None:
             self.start()
-        self._thread = threading.Thread(target=self.serve_forever, name="ivshmem-server", daemon=True)
-        self._thread.start()
+        self._thread = start_service_thread(self.serve_forever, "ivshmem-server")
         return self._thread
 
     def stop(self) -> None:

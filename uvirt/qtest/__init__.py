@@ -12,6 +12,6 @@ reproducers drive uvirt's devices.
     record.py    ``uvirt qtest record``: drive an emulator, write QEMU's -qtest-log format
 """
 
-from .hooks import hooks
+from uvirt.qtest.hooks import hooks
 
 __all__ = ["hooks"]

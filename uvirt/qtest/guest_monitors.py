@@ -32,10 +32,11 @@ import threading
 import time
 from typing import Any
 
-from ..qemu_options import RunConfig
-from .hooks import hooks
-from .loop import MainLoop, open_endpoint
-from .qmp import QmpContext, QmpMonitor
+from uvirt.options.parser import RunConfig
+from uvirt.qtest.hooks import hooks
+from uvirt.qtest.loop import MainLoop, open_endpoint
+from uvirt.qtest.qmp import QmpContext, QmpMonitor
+from uvirt.service_thread import start_service_thread
 
 
 def control_monitor_chardevs(cfg: RunConfig) -> set[str]:
@@ -163,8 +164,7 @@ class GuestMonitors:
         for ep in self.loop.endpoints:
             ep.start()                       # wait=on blocks here, before the guest runs
         self._guest_running = True
-        self._thread = threading.Thread(target=self._serve, name="qmp-main-loop", daemon=True)
-        self._thread.start()
+        self._thread = start_service_thread(self._serve, "qmp-main-loop")
 
     def _serve(self) -> None:
         self.loop.running = True

@@ -122,7 +122,7 @@ class HotplugHandler(Protocol):
 
 class MachineHooks:
     def __init__(self, machine: Any) -> None:
-        from .clock import VirtualClock
+        from uvirt.qtest.clock import VirtualClock
         self._machine = weakref.ref(machine)
         self.clock = VirtualClock()
         self.gpio_devices: dict[str, GpioDevice] = {}

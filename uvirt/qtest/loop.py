@@ -24,7 +24,7 @@ import socket
 import sys
 from typing import Callable
 
-from ..errors import OptionError
+from uvirt.errors import OptionError
 
 
 class MainLoop:

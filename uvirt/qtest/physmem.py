@@ -24,7 +24,7 @@ little-endian (x86: ``ldn_he_p`` on a little-endian host).
 
 from __future__ import annotations
 
-from ..mem_regions import AddressSpace, IoSpace, MmioRegion, RamRegion, Region
+from uvirt.board.memory.regions import AddressSpace, IoSpace, MmioRegion, RamRegion, Region
 
 #: QEMU's default when a region's ops leave ``valid.max_access_size`` 0 (physmem.c).
 DEFAULT_MAX_ACCESS = 4

@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from .. import __version__
-from .hooks import MachineHooks, Peripheral
-from .jsonlex import Streamer
-from .qom_types import QEMU_DEVICE_TYPES
+from uvirt import __version__
+from uvirt.qtest.hooks import MachineHooks, Peripheral
+from uvirt.qtest.jsonlex import Streamer
+from uvirt.qtest.qom_types import QEMU_DEVICE_TYPES
 
 QEMU_VERSION = {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": f"uvirt {__version__}"}
 
@@ -153,7 +153,7 @@ class QmpContext:
         return [dict(m) for m in MACHINES]
 
     def known_types(self) -> dict[str, tuple[str, bool]]:
-        from ..devices.registry import DEVICE_TYPES
+        from uvirt.launch.device_table import DEVICE_TYPES
         names = set(BOARD_TYPES) | set(DEVICE_TYPES)
         out: dict[str, tuple[str, bool]] = {}
         for n in names:
@@ -184,8 +184,8 @@ class QmpContext:
     def cmd_device_add(self, args: dict) -> dict:
         check_args(args, (("driver", "str", True), ("bus", "str", False), ("id", "str", False)),
                    extra=True)
-        from ..devices.registry import DEVICE_TYPES, create_device
-        from ..errors import OptionError
+        from uvirt.launch.device_table import DEVICE_TYPES, create_device
+        from uvirt.errors import OptionError
         driver = args["driver"]
         dtype = DEVICE_TYPES.get(driver)
         if dtype is None:

@@ -159,7 +159,7 @@ def compare(expected: list[Exchange], got: list[Exchange]) -> list[str]:
 
 
 def record_main(argv: list[str]) -> int:
-    from ..cli import UsageParser
+    from uvirt.cli.main import UsageParser
     ap = UsageParser(prog="uvirt qtest record", description=__doc__.split("\n\n")[0])
     ap.add_argument("-i", "--input", help="requests or a -qtest-log trace (default: stdin)")
     ap.add_argument("-o", "--output", help="trace file (default: stdout)")
@@ -202,7 +202,7 @@ def record_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from ..errors import UsageError
+    from uvirt.errors import UsageError
     usage = ("usage: uvirt qtest record [-i SCRIPT] [-o TRACE] [--emulator CMD] [--compare] "
              "[--] [EMULATOR OPTIONS...]")
     if argv and argv[0] in ("-h", "--help"):

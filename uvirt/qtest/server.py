@@ -46,9 +46,9 @@ import string
 import time
 from typing import IO, Callable
 
-from . import physmem
-from .hooks import GpioList, MachineHooks
-from ..mem_regions import RamRegion
+from uvirt.qtest import physmem
+from uvirt.qtest.hooks import GpioList, MachineHooks
+from uvirt.board.memory.regions import RamRegion
 
 MAX_IRQ = 256
 #: uvirt's ceiling for ``read``/``b64read``/``memset`` buffers; QEMU's ``g_malloc`` aborts

@@ -19,11 +19,11 @@ import signal
 import sys
 from typing import IO, Any
 
-from ..qemu_options import ChardevOpts, ChardevRef, RunConfig
-from .hooks import Peripheral, hooks
-from .loop import Endpoint, MainLoop, open_endpoint
-from .qmp import QmpContext, QmpMonitor
-from .server import QtestAbort, QtestServer
+from uvirt.options.parser import ChardevOpts, ChardevRef, RunConfig
+from uvirt.qtest.hooks import Peripheral, hooks
+from uvirt.qtest.loop import Endpoint, MainLoop, open_endpoint
+from uvirt.qtest.qmp import QmpContext, QmpMonitor
+from uvirt.qtest.server import QtestAbort, QtestServer
 
 IOAPIC_PATH = "/machine/i440fx/ioapic"
 IOAPIC_PINS = 24
@@ -73,7 +73,7 @@ def _chardev(cfg: RunConfig, chardev_id: str) -> ChardevOpts:
 
 class Session:
     def __init__(self, cfg: RunConfig) -> None:
-        from ..runner import build_machine
+        from uvirt.launch.runner import build_machine
         self.cfg = cfg
         self.built = build_machine(cfg, cpu=False)
         self.machine = m = self.built.machine
@@ -81,7 +81,7 @@ class Session:
         _board_paths(m, cfg)
         for opts, device in self.built.devices:
             if opts.id is not None:
-                from ..devices.registry import DEVICE_TYPES
+                from uvirt.launch.device_table import DEVICE_TYPES
                 dtype = DEVICE_TYPES.get(opts.driver)
                 bus = f"{dtype.bus}.0" if dtype is not None else "main-system-bus"
                 h.peripherals[opts.id] = Peripheral(opts.id, opts.driver, opts.props.get("bus", bus),

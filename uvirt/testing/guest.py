@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .qemu import BASE_ARGS
+from uvirt.testing.qemu import BASE_ARGS
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +28,8 @@ class UvirtResult:
 
 def run_uvirt(image_path: str | os.PathLike[str], extra_args: tuple[str, ...] | list[str] = (),
               timeout: float = 30) -> UvirtResult:
-    from ..qemu_options import parse_argv
-    from ..runner import run_config
+    from uvirt.options.parser import parse_argv
+    from uvirt.launch.runner import run_config
 
     with tempfile.TemporaryDirectory(prefix="uvirt-run-") as tmp:
         con = Path(tmp) / "debugcon.txt"

@@ -46,8 +46,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UvirtError
-from .qemu import BASE_ARGS
+from uvirt.errors import UvirtError
+from uvirt.testing.qemu import BASE_ARGS
 
 HEADER_SECTION = "uvirt"
 MANIFEST_NAME = "unittests.cfg"
@@ -212,7 +212,7 @@ class GuestRun:
 
     exit_code: int
     output: str
-    stop: object = None                  # uvirt.machine.StopInfo
+    stop: object = None                  # uvirt.cpu.machine.StopInfo
     trace_tail: list[str] = field(default_factory=list)
     emulator: str = "uvirt"
     stderr: str = ""
@@ -271,7 +271,7 @@ def format_trace_events(events, limit: int = DEFAULT_TRACE_TAIL) -> list[str]:
 
 def build_program(spec_or_path, out_dir: Path, defines: dict[str, int] | None = None) -> Path:
     """A multiboot image for a ``.S`` source (assembled) or an image path (as is)."""
-    from .. import firmware
+    from uvirt import firmware
 
     program = spec_or_path.program if isinstance(spec_or_path, GuestSpec) else Path(spec_or_path)
     if isinstance(spec_or_path, GuestSpec):
@@ -285,8 +285,8 @@ def run_guest(image: Path, extra_params: tuple[str, ...] | list[str] = (), *,
               timeout: float = DEFAULT_TIMEOUT, trace_tail: int = DEFAULT_TRACE_TAIL) -> GuestRun:
     """Run ``image`` on uvirt in-process with the base arguments and ``extra_params``,
     keeping the last ``trace_tail`` trace events (0: no tracing)."""
-    from ..qemu_options import parse_argv
-    from ..runner import build_machine
+    from uvirt.options.parser import parse_argv
+    from uvirt.launch.runner import build_machine
 
     with tempfile.TemporaryDirectory(prefix="uvirt-guest-") as tmp:
         con = Path(tmp) / "debugcon.txt"
@@ -308,7 +308,7 @@ def run_guest(image: Path, extra_params: tuple[str, ...] | list[str] = (), *,
 def run_guest_qemu(image: Path, extra_params: tuple[str, ...] | list[str] = (), *,
                    timeout: float = DEFAULT_TIMEOUT) -> GuestRun:
     """The same run on QEMU 7.2 (``uvirt.testing.qemu.run_qemu``)."""
-    from .qemu import run_qemu
+    from uvirt.testing.qemu import run_qemu
 
     res = run_qemu(image, tuple(extra_params), timeout=timeout + 20)
     return GuestRun(res.exit_code, res.debugcon, None, [], "qemu", res.stderr)

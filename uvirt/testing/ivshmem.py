@@ -26,9 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..child import run_in_child
-from ..ivshmem.peer import IvshmemPeer
-from ..ivshmem.server import IvshmemServer
+from uvirt.child import run_in_child
+from uvirt.ivshmem.peer import IvshmemPeer
+from uvirt.ivshmem.server import IvshmemServer
 
 FILE = "IVSHMEM_FILE"
 SOCKET = "IVSHMEM_SOCKET"
@@ -73,7 +73,7 @@ def expected_memory(size: int, *, handshake: bool = False) -> bytes:
 
 
 def _size_of(arg: str) -> int:
-    from ..qemu_options import parse_size
+    from uvirt.options.parser import parse_size
     for part in arg.split(","):
         if part.startswith("size="):
             return parse_size(part[5:], option="-object", key="size")

@@ -21,16 +21,16 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from ..virtio.packed import (DESC_FLAGS, DESC_ID, DESC_LEN, EVENT_FLAGS, EVENT_OFF_WRAP,
+from uvirt.virtio.packed import (DESC_FLAGS, DESC_ID, DESC_LEN, EVENT_FLAGS, EVENT_OFF_WRAP,
                              VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED,
                              PackedDescriptor)
-from ..virtio.queue import (AVAIL_FLAGS, AVAIL_IDX, AVAIL_RING, DESC_SIZE, USED_ELEM_SIZE,
+from uvirt.virtio.queue import (AVAIL_FLAGS, AVAIL_IDX, AVAIL_RING, DESC_SIZE, USED_ELEM_SIZE,
                             USED_FLAGS, USED_IDX, USED_RING, VRING_DESC_F_INDIRECT,
                             VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, Descriptor, legacy_layout)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..mem_regions import GuestMemory
-    from ..virtio.queue import QueueBroken, VirtqueueBase
+    from uvirt.board.memory.regions import GuestMemory
+    from uvirt.virtio.queue import QueueBroken, VirtqueueBase
 
 #: A buffer request: ``(length, device_writable)``, or just a length (device-readable).
 BufferSpec = tuple[int, bool] | int
@@ -40,7 +40,7 @@ PAGE = 0x1000
 
 def guest_ram(size: int = 1 << 20, base: int = 0) -> "GuestMemory":
     """A CPU-less guest memory with one RAM region (for unit tests and fuzzers)."""
-    from ..mem_regions import MemoryMap, RamRegion
+    from uvirt.board.memory.regions import MemoryMap, RamRegion
     mm = MemoryMap()
     mm.add(RamRegion("ram", size), base)
     return mm.guest

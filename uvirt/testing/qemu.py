@@ -186,7 +186,7 @@ REFERENCES.update(CHIPSET_REFERENCES)
 def reference_args(extra: tuple[str, ...], tmpdir: str | os.PathLike[str]):
     """``virtio_args``, and for ivshmem placeholders the host side for the run's duration."""
     args = virtio_args(extra, tmpdir)
-    from .ivshmem import has_placeholders, ivshmem_env
+    from uvirt.testing.ivshmem import has_placeholders, ivshmem_env
     if not has_placeholders(args):
         yield args
         return

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .features import VirtioFeature, mask_unoffered, page, set_page
-from .packed import PackedQueue
-from .queue import (Descriptor, DescriptorChain, Element, NoEvents, QueueBroken, QueueEvents,
+from uvirt.virtio.features import VirtioFeature, mask_unoffered, page, set_page
+from uvirt.virtio.packed import PackedQueue
+from uvirt.virtio.queue import (Descriptor, DescriptorChain, Element, NoEvents, QueueBroken, QueueEvents,
                     RecordingEvents, RingLayout, SplitQueue, VirtqueueBase, legacy_layout,
                     vring_need_event)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..mem_regions import GuestMemory
+    from uvirt.board.memory.regions import GuestMemory
 
 __all__ = [
     "Descriptor", "DescriptorChain", "Element", "NoEvents", "PackedQueue", "QueueBroken",

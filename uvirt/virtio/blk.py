@@ -44,7 +44,7 @@ Requests (one queue of ``queue-size`` = 256 entries)
     headers")``; fewer than 16 readable bytes → ``"virtio-blk request outhdr too short"``;
     the element is dropped (not used) and the device is broken until reset.
 
-A kick runs every available request to completion as device work (uvirt/dma.py: after
+A kick runs every available request to completion as device work (uvirt/board/dma.py: after
 the kicking access, before the guest's next instruction unless the data runs past a CPU
 slice), with notifications off while it does (QEMU ``virtio_blk_handle_vq``), and
 notifies per request; data moves in pieces of ``PIECE`` bytes.  After a request that
@@ -61,10 +61,10 @@ from __future__ import annotations
 
 import struct
 
-from ..block import SECTOR, BlockBackend, BlockError
-from ..dma import AFTER_ACCESS, PIECE
-from .device import Status, VirtioDevice
-from .features import VirtioFeature as F
+from uvirt.backends.block import SECTOR, BlockBackend, BlockError
+from uvirt.board.dma import AFTER_ACCESS, PIECE
+from uvirt.virtio.device import Status, VirtioDevice
+from uvirt.virtio.features import VirtioFeature as F
 
 # feature bits (virtio 1.2 §5.2.3)
 BLK_F_SIZE_MAX = 1 << 1
@@ -148,7 +148,7 @@ def driver_ok_kick(dev: VirtioDevice, status: int) -> None:
 
 
 class VirtioBlk(VirtioDevice):
-    #: what a snapshot holds (uvirt/snapshot.py)
+    #: what a snapshot holds (uvirt/cpu/snapshot.py)
     snapshot_state = ("wce", "_config", "ioeventfd_started")
 
     device_id = 2

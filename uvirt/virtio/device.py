@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from enum import IntFlag
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from ..dma import AFTER_ACCESS
-from .features import VirtioFeature as F
-from .queue import SplitQueue, VirtqueueBase
+from uvirt.board.dma import AFTER_ACCESS
+from uvirt.virtio.features import VirtioFeature as F
+from uvirt.virtio.queue import SplitQueue, VirtqueueBase
 
 if TYPE_CHECKING:
-    from ..mem_regions import GuestMemory
+    from uvirt.board.memory.regions import GuestMemory
 
 VIRTIO_QUEUE_MAX = 1024
 VIRTIO_NO_VECTOR = 0xFFFF
@@ -151,7 +151,7 @@ class _QueueEvents:
 class VirtioDevice:
     """Base class of device models.  Subclasses set the class attributes and override
     the hooks marked *hook*."""
-    #: what a snapshot holds (uvirt/snapshot.py)
+    #: what a snapshot holds (uvirt/cpu/snapshot.py)
     snapshot_state = (
         "queues", "vectors", "host_features", "status", "guest_features", "queue_sel", "isr",
         "config_vector", "generation", "broken", "disabled", "_kicks",
@@ -318,7 +318,7 @@ class VirtioDevice:
 
     def queue_notify(self, index: int) -> None:
         """QEMU ``virtio_queue_notify``: a kick.  Ignored for a queue with no rings or a
-        broken device.  The handler runs as device work (uvirt/dma.py), as QEMU's
+        broken device.  The handler runs as device work (uvirt/board/dma.py), as QEMU's
         ``ioeventfd=on`` runs it from the main loop (``virtio_queue_notify_vq``, which
         checks rings and broken again): after the register access that kicked, never
         inside it, and a kick while one is pending coalesces as an eventfd does."""
@@ -372,7 +372,7 @@ class VirtioDevice:
 
     def defer(self, fn) -> None:
         """Run ``fn()`` as device work (a QEMU bottom half); it may return a generator
-        that yields after each bounded piece (uvirt/dma.py ``PIECE`` bytes)."""
+        that yields after each bounded piece (uvirt/board/dma.py ``PIECE`` bytes)."""
         work = getattr(self.mem, "work", None)
         if work is None:
             result = fn()

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import struct
 
-from ..errors import UvirtError
-from ..shared_memory import SharedMemory
-from .device import VirtioDevice
+from uvirt.errors import UvirtError
+from uvirt.backends.shared_memory import SharedMemory
+from uvirt.virtio.device import VirtioDevice
 
 FORMAT_XRGB8888 = 1
 FB_STATUS_OK, FB_STATUS_BAD_RECT = 0, 1
@@ -93,7 +93,7 @@ class VirtioFb(VirtioDevice):
     def surface(self, head: int = 0):
         """The display surface (a view into the framebuffer region, XRGB8888 = B, G, R, X
         bytes), as QMP ``screendump`` and ``-uvirt-screenshot`` save it."""
-        from ..display.surface import Surface
+        from uvirt.display.surface import Surface
         return Surface(self.width, self.height, self.stride, "BGRX", self.fb.view, 0)
 
     def pixels(self) -> bytes:

@@ -79,10 +79,10 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Callable
 
-from ..display.edid import EdidInfo, generate as edid_generate
-from ..display.surface import Surface, placeholder
-from ..errors import GuestMemoryError
-from .device import VirtioDevice
+from uvirt.display.edid import EdidInfo, generate as edid_generate
+from uvirt.display.surface import Surface, placeholder
+from uvirt.errors import GuestMemoryError
+from uvirt.virtio.device import VirtioDevice
 
 VIRTIO_ID_GPU = 16
 VIRTIO_GPU_MAX_SCANOUTS = 16
@@ -676,7 +676,7 @@ class VirtioGpu(VirtioDevice):
                     n = page - addr
                     break
                 page += BOUNCE_MAX
-            from ..qtest.physmem import read as phys_read
+            from uvirt.qtest.physmem import read as phys_read
             data = phys_read(space, addr, n)
         else:
             data = bytes(n)

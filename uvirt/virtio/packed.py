@@ -31,13 +31,13 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Iterator
 
-from ..errors import GuestMemoryError, UvirtError
-from .queue import (DESC_SIZE, ChainWalker, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+from uvirt.errors import GuestMemoryError, UvirtError
+from uvirt.virtio.queue import (DESC_SIZE, ChainWalker, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
                     Element, PopResult,
                     QueueBroken, VirtqueueBase, _ChainError, indirect_table, vring_need_event)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..mem_regions import GuestMemory
+    from uvirt.board.memory.regions import GuestMemory
 
 #: Packed descriptor flag bits (virtio 1.2 §2.8.1; Linux ``VRING_PACKED_DESC_F_*``).
 VRING_PACKED_DESC_F_AVAIL = 1 << 7

@@ -61,11 +61,11 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Protocol
 
-from ..errors import GuestMemoryError, UvirtError
-from .features import VirtioFeature
+from uvirt.errors import GuestMemoryError, UvirtError
+from uvirt.virtio.features import VirtioFeature
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..mem_regions import GuestMemory
+    from uvirt.board.memory.regions import GuestMemory
 
 # --------------------------------------------------------------------------- constants
 
@@ -510,7 +510,7 @@ class VirtqueueBase:
     buffer-mapping loop.  Devices use the common surface: ``pop``, ``push``,
     ``fill``/``flush``, ``should_notify``, ``set_notification``, ``is_empty``,
     ``avail_bytes``, ``reset``, ``broken``."""
-    #: what a snapshot holds (uvirt/snapshot.py)
+    #: what a snapshot holds (uvirt/cpu/snapshot.py)
     snapshot_state = (
         "size", "desc", "avail", "used", "last_avail_idx", "shadow_avail_idx", "used_idx",
         "signalled_used", "signalled_used_valid", "notification", "inuse", "broken", "event_idx",

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import GuestMemoryError
-from .queue import (AVAIL_FLAGS, AVAIL_IDX, AVAIL_RING, DESC_SIZE, USED_ELEM_SIZE, USED_FLAGS,
+from uvirt.errors import GuestMemoryError
+from uvirt.virtio.queue import (AVAIL_FLAGS, AVAIL_IDX, AVAIL_RING, DESC_SIZE, USED_ELEM_SIZE, USED_FLAGS,
                     USED_IDX, USED_RING, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT,
                     VRING_DESC_F_WRITE, Descriptor)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..mem_regions import GuestMemory
+    from uvirt.board.memory.regions import GuestMemory
 
 #: Bytes of each buffer shown (the inspector's "first bytes").
 PEEK = 16

@@ -19,12 +19,12 @@ from __future__ import annotations
 import os
 import random
 
-from ..dma import PIECE
-from .device import Status, VirtioDevice
+from uvirt.board.dma import PIECE
+from uvirt.virtio.device import Status, VirtioDevice
 
 
 class VirtioRng(VirtioDevice):
-    #: what a snapshot holds (uvirt/snapshot.py)
+    #: what a snapshot holds (uvirt/cpu/snapshot.py)
     snapshot_state = ("_random",)
 
     device_id = 4

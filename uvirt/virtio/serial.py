@@ -37,7 +37,7 @@ discarded.  A write of a nonzero value to emerg_wr outputs its low byte on the f
 host-connected console and clears the field.  Requests are taken whatever the status
 (QEMU does not wait for DRIVER_OK).  Input from the chardev to the guest is not
 modelled (uvirt's chardevs are output-only): receive queues are never filled.
-Requests run as device work after the kick (uvirt/dma.py), output in pieces.  Setting DRIVER_OK kicks every queue that
+Requests run as device work after the kick (uvirt/board/dma.py), output in pieces.  Setting DRIVER_OK kicks every queue that
 has rings (QEMU starts its ioeventfds then and "kicks right away"), so the transmit and
 control queues are processed and notified once: ISR reads 1 right after DRIVER_OK.
 """
@@ -48,10 +48,10 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import OptionError
-from ..dma import PIECE
-from .blk import driver_ok_kick
-from .device import Status, VirtioDevice
+from uvirt.errors import OptionError
+from uvirt.board.dma import PIECE
+from uvirt.virtio.blk import driver_ok_kick
+from uvirt.virtio.device import Status, VirtioDevice
 
 CONSOLE_F_SIZE = 1 << 0
 CONSOLE_F_MULTIPORT = 1 << 1
@@ -89,7 +89,7 @@ def rx_queue(port_id: int) -> int:
 
 
 class VirtioSerial(VirtioDevice):
-    #: what a snapshot holds (uvirt/snapshot.py)
+    #: what a snapshot holds (uvirt/cpu/snapshot.py)
     snapshot_state = ("_config", "ioeventfd_started")
 
     device_id = 3

@@ -1,0 +1,572 @@
+"""``ivshmem-plain`` and ``ivshmem-doorbell`` as QEMU 7.2 presents them (hw/misc/ivshmem.c).
+
+Identity (measured over qtest on QEMU 7.2, no firmware)
+    1af4:1110 revision 1, class 0x0500, subsystem 1af4:1100, interrupt pin 0 for both
+    variants, command 0x0000: QEMU's realize presets I/O + memory decode, but the
+    machine reset that follows (``pci_do_device_reset``) clears it before the guest runs,
+    so uvirt does not preset it.  The doorbell variant has one capability, MSI-X at 0x40.
+
+BARs
+    BAR0  256-byte 32-bit MMIO register window (``ivshmem-mmio``).
+    BAR1  doorbell only: MSI-X exclusive BAR (``msix_init_exclusive_bar``): 4 KiB, table
+          at 0, PBA at 0x800; more than 128 vectors move the PBA to vectors*16 and grow
+          the BAR to the next power of two.
+    BAR2  64-bit prefetchable: the shared memory.  A ``Container`` of the memory's size
+          whose one subregion is the ``SharedMemory.region`` (a ``mem_map_ptr`` mapping,
+          guest loads and stores at native speed, the host sees every byte at once).
+
+Registers (BAR0, ``ivshmem_io_read/write``; ``.impl`` 4 bytes, ``.valid`` 1..4 aligned)
+    0x00 IntrMask    plain R/W storage (rev 1: no INTx, pin 0)
+    0x04 IntrStatus  R/W storage, a read returns it and clears it
+    0x08 IVPosition  own peer id (0 for ivshmem-plain)
+    0x0C Doorbell    write: bits 31:16 destination peer, vector = ``val & 0xff``
+    other offsets    read 0, writes ignored
+    Reads dispatch on the exact offset (a byte read at 0x09 reads 0), writes on
+    ``offset & 0xfc`` with the written value unshifted (a byte store of 1 at 0x0D rings
+    peer 0, vector 1) -- QEMU's ``access_with_adjusted_size`` widening, which the
+    ``MmioRegion`` (impl 4..4) reproduces.  A doorbell to a peer or vector that is not
+    connected is ignored; ringing one's own id is allowed.
+
+Doorbell (``-chardev socket,path=SOCK,id=c -device ivshmem-doorbell,chardev=c,vectors=N``)
+    The socket chardev connects when it is created (QEMU: ``Failed to connect to
+    'SOCK': No such file or directory``).  The device is an ``IvshmemClient``: before the
+    guest runs it waits -- bounded by ``SETUP_TIMEOUT`` seconds, where QEMU would wait
+    forever -- for version, id, the shared-memory fd and its own eventfds.  Afterwards a
+    service thread blocks in ``select`` on the client's epoll fd and hands every event to
+    the device under ``self.lock``: peers joining or leaving update the peer table; a
+    ring on an own eventfd calls ``Msix.notify(vector)`` when MSI-X is enabled (PBA bit
+    while masked, the message otherwise) and does nothing when it is disabled, as QEMU's
+    ``ivshmem_vector_notify``.  Every guest-side entry point (BAR0, BAR1, config writes)
+    takes the same lock.  Messages are sent through ``self.deliver(callable)``: direct by
+    default, or the machine's ``call_soon_threadsafe`` when it has one, so delivery can
+    move onto the CPU thread without touching this file.
+
+Lifetime
+    ``close()`` stops the thread, unmaps BAR2 from the guest, closes the mapping, the
+    eventfds, the shared-memory fd and the socket.  The machine reaches it through
+    ``machine.chardevs`` (``Machine.close()`` closes every entry): the doorbell's socket
+    chardev closes its device, ivshmem-plain registers a small ``DeviceCloser``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from uvirt.backends.chardev import Chardev
+from uvirt.errors import OptionError, UvirtError
+from uvirt.ivshmem.protocol import (
+    MAX_VECTORS,
+    Interrupt,
+    IvshmemClient,
+    IvshmemError,
+    VectorDropped,
+)
+from uvirt.board.memory.regions import Container, MmioRegion
+from uvirt.board.pci.bus import PciFunction
+from uvirt.board.pci.msix import ENTRY_SIZE, EXCLUSIVE_BAR_SIZE, Msix
+from uvirt.backends.shared_memory import SharedMemory
+from uvirt.service_thread import start_service_thread
+
+if TYPE_CHECKING:
+    from uvirt.cpu.machine import Machine
+
+log = logging.getLogger("uvirt.ivshmem")
+
+VENDOR_ID = 0x1AF4
+DEVICE_ID = 0x1110
+REVISION = 1
+CLASS_MEMORY_RAM = 0x0500
+REG_BAR_SIZE = 0x100
+MSIX_CAP = 0x40
+REG_BAR, MSIX_BAR, SHM_BAR = 0, 1, 2
+MAX_MSIX_VECTORS = 0x800            # PCI_MSIX_FLAGS_QSIZE + 1
+
+INTRMASK, INTRSTATUS, IVPOSITION, DOORBELL = 0x0, 0x4, 0x8, 0xC
+
+#: Bound on the wait for the server's set-up messages (QEMU waits forever).
+SETUP_TIMEOUT = 5.0
+#: How often a message posted to the CPU thread (``deliver``) is kicked again until it ran.
+RETRY_KICK = 0.002
+
+
+def msix_exclusive_layout(nvectors: int) -> tuple[int, int]:
+    """QEMU ``msix_init_exclusive_bar``: (BAR size, PBA offset) for ``nvectors``."""
+    bar_size = EXCLUSIVE_BAR_SIZE
+    pba_offset = bar_size // 2
+    pba_size = ((nvectors + 63) // 64) * 8
+    if nvectors * ENTRY_SIZE > pba_offset:
+        pba_offset = nvectors * ENTRY_SIZE
+    if pba_offset + pba_size > EXCLUSIVE_BAR_SIZE:
+        bar_size = pba_offset + pba_size
+    return 1 << (bar_size - 1).bit_length(), pba_offset
+
+
+class _Locked:
+    """A register window whose accesses run under the device lock."""
+
+    def __init__(self, device: Any, lock: threading.RLock) -> None:
+        self.device = device
+        self.lock = lock
+
+    def read(self, offset: int, size: int) -> int:
+        with self.lock:
+            return self.device.read(offset, size)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        with self.lock:
+            self.device.write(offset, size, value)
+
+
+class _Registers:
+    """BAR0 (``ivshmem_mmio_ops``); called with offsets only, 4 bytes at a time."""
+    #: what a snapshot holds (uvirt/cpu/snapshot.py)
+    snapshot_state = ()
+
+    def __init__(self, dev: "Ivshmem") -> None:
+        self.dev = dev
+
+    def read(self, offset: int, size: int) -> int:
+        d = self.dev
+        with d.lock:
+            if offset == INTRMASK:
+                return d.intrmask
+            if offset == INTRSTATUS:
+                value, d.intrstatus = d.intrstatus, 0
+                return value
+            if offset == IVPOSITION:
+                return d.vm_id
+            return 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        d = self.dev
+        offset &= 0xFC
+        with d.lock:
+            if offset == INTRMASK:
+                d.intrmask = value & 0xFFFFFFFF
+            elif offset == INTRSTATUS:
+                d.intrstatus = value & 0xFFFFFFFF
+            elif offset == DOORBELL:
+                d.doorbell((value >> 16) & 0xFFFF, value & 0xFF)
+
+
+class Ivshmem(PciFunction):
+    """One ivshmem function.  ``shm`` is the memory (a backend, or the server's fd
+    mapped); ``client`` is the connected server client (doorbell) or None (plain)."""
+    #: what a snapshot holds (uvirt/cpu/snapshot.py)
+    snapshot_state = ("intrmask", "intrstatus", "msix")
+
+    def __init__(self, name: str, shm: SharedMemory, *, client: IvshmemClient | None = None,
+                 vectors: int = 0, owns_shm: bool = False) -> None:
+        super().__init__(vendor_id=VENDOR_ID, device_id=DEVICE_ID, class_code=CLASS_MEMORY_RAM,
+                         revision=REVISION)
+        size = shm.size
+        if size & (size - 1) or size < 16:
+            # QEMU 7.2 aborts here (pci_register_bar: Assertion `is_power_of_2(size)').
+            raise UvirtError(f"ivshmem BAR2 size 0x{size:x} is not a power of two of at least 0x10 "
+                             f"(QEMU 7.2 aborts on this)")
+        self.name = name
+        self.lock = threading.RLock()
+        self.shm = shm
+        self.owns_shm = owns_shm
+        self.client = client
+        self.vm_id = client.id if client is not None else 0
+        self.intrmask = 0
+        self.intrstatus = 0
+        self.rings_sent = 0
+        self.rings_ignored = 0
+        self.interrupts = 0
+        self.outstanding = 0              # messages handed to ``deliver`` and not sent yet
+        self.closed = False
+        #: how a message (``Msix.notify`` of an unmasked vector) gets sent: called with a
+        #: zero-argument callable from the service thread.
+        self.deliver: Callable[[Callable[[], None]], None] = lambda f: f()
+        #: called on the CPU thread after a doorbell rang a peer (see ``create_doorbell``).
+        self.after_ring: Callable[[], None] | None = None
+        #: whether the CPU thread is in its run loop (posted messages get run): the
+        #: service thread only re-kicks then.
+        self.cpu_running: Callable[[], bool] = lambda: False
+        #: whether a message to this address is a plain RAM write, which any thread may
+        #: make while the guest runs (QEMU's I/O thread writes RAM without a vCPU kick);
+        #: anything else (the local APIC) goes through ``deliver``.
+        self.ram_target: Callable[[int], bool] = lambda addr: False
+        self.regs_region = MmioRegion("ivshmem-mmio", REG_BAR_SIZE, _Registers(self),
+                                      valid_sizes=(1, 2, 4), impl_min=4, impl_max=4)
+        self.register_bar(REG_BAR, self.regs_region)
+        self.msix: Msix | None = None
+        if client is not None:
+            bar_size, pba_offset = msix_exclusive_layout(vectors)
+            self.msix = Msix(self, vectors, bar=MSIX_BAR, cap_offset=MSIX_CAP, pba_offset=pba_offset)
+            inner = self.msix.exclusive_bar_region("ivshmem-msix")
+            self.msix_region = MmioRegion("ivshmem-msix", bar_size, _Locked(inner.device, self.lock),
+                                          valid_sizes=(1, 2, 4, 8))
+            self.register_bar(MSIX_BAR, self.msix_region)
+        self.bar2 = Container("ivshmem.bar2", size)
+        self.bar2.add_subregion(0, shm.region)
+        self.register_bar(SHM_BAR, self.bar2, mem64=True, prefetch=True)
+        self.freeze_reset_state()
+        self._thread: threading.Thread | None = None
+        self._wake_r = self._wake_w = -1
+
+    # ------------------------------------------------------------------ guest side
+    def config_write(self, offset: int, size: int, value: int):
+        with self.lock:
+            changes = super().config_write(offset, size, value)
+            if self.msix is not None:
+                self.msix.config_written(offset, size)
+            return changes
+
+    def doorbell(self, dest: int, vector: int) -> None:
+        """A guest doorbell write (lock held): ring ``dest``'s eventfd ``vector`` if both exist.
+
+        A ring of our own vector is answered here, on the CPU thread.  QEMU writes its own
+        eventfd and its main loop answers within microseconds, long before a guest's next
+        steps; through uvirt's service thread a loaded host could answer after the guest
+        had already changed its MSI-X state (seen: a pending bit set for a ring made while
+        MSI-X was off).  Same checks as a ring of a peer: the vector must exist."""
+        client = self.client
+        if (client is not None and not client.closed and dest == self.vm_id
+                and client.state.eventfd(dest, vector) >= 0):
+            self.rings_sent += 1
+            self._vector_notify(vector)
+            return
+        if client is None or client.closed or not client.ring(dest, vector):
+            self.rings_ignored += 1
+            return
+        self.rings_sent += 1
+        if self.after_ring is not None:
+            self.after_ring()
+
+    def reset(self):
+        """QEMU ``ivshmem_reset`` + ``pci_do_device_reset``: registers, MSI-X, config."""
+        with self.lock:
+            changes = super().reset()
+            self.intrstatus = 0
+            self.intrmask = 0
+            if self.msix is not None:
+                self.msix.reset()
+            return changes
+
+    # ------------------------------------------------------------------ server events
+    def handle_events(self, events) -> None:
+        """Apply client events (lock held by the caller or taken here)."""
+        with self.lock:
+            for ev in events:
+                if isinstance(ev, Interrupt):
+                    self._vector_notify(ev.vector)
+                elif isinstance(ev, VectorDropped):
+                    # QEMU: error_report("Too many eventfd received, device has %d vectors")
+                    log.warning("Too many eventfd received, device has %d vectors",
+                                self.client.vectors if self.client else 0)
+
+    def _vector_notify(self, vector: int) -> None:
+        """QEMU ``ivshmem_vector_notify``: MSI-X only, and only while it is enabled."""
+        self.interrupts += 1
+        m = self.msix
+        if m is None or not m.enabled or vector >= m.nvectors:
+            return
+        if m.vector_masked(vector):
+            m.notify(vector)                      # sets the PBA bit, sends nothing
+        elif self.ram_target(m.message(vector)[0]):
+            m.notify(vector)                      # a RAM write: no CPU stop needed
+        else:
+            self.outstanding += 1
+            self.deliver(lambda: self._notify_locked(vector))
+
+    def _notify_locked(self, vector: int) -> None:
+        with self.lock:
+            self.outstanding -= 1
+            if self.msix is not None and not self.closed:
+                self.msix.notify(vector)
+
+    def start_service(self) -> None:
+        """Start the thread that services the server socket and own eventfds."""
+        if self.client is None or self._thread is not None:
+            return
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._thread = start_service_thread(self._serve, f"{self.name}-service")
+
+    def _serve(self) -> None:
+        client = self.client
+        assert client is not None
+        try:
+            efd = client.fileno()
+        except IvshmemError:
+            return
+        while True:
+            # A message posted to the CPU thread and not run yet is kicked again every
+            # RETRY_KICK seconds: a kick that lands while the run loop is between two
+            # emu_start calls is otherwise only noticed at the guest's next exit.
+            timeout = RETRY_KICK if self.outstanding and self.cpu_running() else None
+            try:
+                ready, _, _ = select.select([efd, self._wake_r], [], [], timeout)
+            except (OSError, ValueError):
+                return
+            if self._wake_r in ready:
+                return
+            if not ready:
+                if self.outstanding and not self.closed and self.cpu_running():
+                    self.deliver(_nothing)
+                continue
+            with self.lock:
+                if self.closed or client.closed:
+                    return
+                try:
+                    events = client.poll(0.0)
+                except Exception as e:          # never let the thread die silently
+                    log.warning("ivshmem: %s", e)
+                    return
+                self.handle_events(events)
+
+    def service_once(self, timeout: float = 0.0) -> None:
+        """Service pending events on the calling thread (tests, no thread running)."""
+        if self.client is None:
+            return
+        with self.lock:
+            if self.client.closed:
+                return
+            self.handle_events(self.client.poll(timeout))
+
+    # ------------------------------------------------------------------ host side
+    @property
+    def peers(self) -> dict[int, int]:
+        with self.lock:
+            return {} if self.client is None or self.client.closed else self.client.peers
+
+    def close(self) -> None:
+        """Stop the service thread; unmap and release the memory, the eventfds, the socket."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+        if self._thread is not None:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+        with self.lock:
+            if self.client is not None:
+                self.client.close()
+            # Take the memory out of the guest's map so its buffer can be released now.
+            if self.shm.region in [c[1] for c in self.bar2.children]:
+                self.bar2.remove_subregion(self.shm.region)
+            if self.owns_shm:
+                _close_shm(self.shm)
+
+
+def _close_shm(shm: SharedMemory) -> None:
+    try:
+        shm.buffer.close()
+    except (UvirtError, BufferError, ValueError) as e:
+        log.debug("ivshmem: buffer %s not released: %s", shm.name, e)
+
+
+class DeviceCloser(Chardev):
+    """An entry of ``machine.chardevs`` whose ``close()`` closes a device (the machine
+    closes every chardev in ``Machine.close()``; it has no other closer hook yet)."""
+
+    def __init__(self, close: Callable[[], None], label: str = "") -> None:
+        self._close = close
+        self.id = label
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        close, self._close = self._close, None
+        if close is not None:
+            close()
+
+
+class BackendCloser(DeviceCloser):
+    """Releases ``-object memory-backend-*`` buffers that no device took over."""
+
+    def __init__(self, backends: dict[str, SharedMemory], used: set[str]) -> None:
+        def close() -> None:
+            for key, shm in backends.items():
+                if key not in used:
+                    _close_shm(shm)
+        super().__init__(close, "memory-backends")
+
+
+# --------------------------------------------------------------------------- socket chardev
+
+
+class SocketChardev(Chardev):
+    """``-chardev socket,path=SOCK,id=ID`` as a client: connects when created, as QEMU.
+
+    ivshmem-doorbell takes the connected socket (``take_socket``) and attaches its
+    device, which this chardev closes with itself.  Other users get a byte stream.
+    """
+
+    def __init__(self, path: str, origin: str, *, chardev_id: str = "") -> None:
+        self.id = chardev_id
+        self.path = path
+        self.origin = origin
+        self.device: Ivshmem | None = None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except OSError as e:
+            sock.close()
+            raise OptionError(f"{origin}: Failed to connect to '{path}': {e.strerror or e}") from None
+        self._sock: socket.socket | None = sock
+
+    def take_socket(self) -> socket.socket:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            raise UvirtError(f"chardev '{self.id}' has no connection left")
+        return sock
+
+    def write(self, data: bytes) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.sendall(data)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self.device is not None:
+            self.device.close()
+            self.device = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def open_socket_chardev(props: dict[str, str], origin: str, chardev_id: str) -> SocketChardev:
+    """The client form of QEMU's socket chardev (``path=``); other forms are refused."""
+    from uvirt.options.parser import parse_bool
+
+    if "path" not in props:
+        raise OptionError(f"{origin}: uvirt supports only UNIX socket chardevs (path=...)")
+    for key in ("server", "listen"):
+        if key in props and parse_bool(props[key], option=origin, key=key):
+            raise OptionError(f"{origin}: uvirt supports only client socket chardevs "
+                              f"(server=on is not supported)")
+    return SocketChardev(props["path"], origin, chardev_id=chardev_id)
+
+
+# --------------------------------------------------------------------------- factories
+
+
+def _place(machine: "Machine", fn: Ivshmem, v: dict[str, Any]) -> None:
+    from uvirt.launch.device_table import place_pci
+    place_pci(machine, fn, v)
+
+
+def _stop_after_ring(machine: "Machine", hook: Callable[[Callable[[], None]], None]) -> Callable[[], None]:
+    """While Unicorn checks for stops after every access, a doorbell write ends the CPU's
+    run slice (a stop requested by the MMIO callback itself).
+
+    The peer answers within microseconds and its answer stops the CPU from the service
+    thread (``deliver``).  With per-access stop checks on (exact stops: code hooks, or a
+    Unicorn build without the block-start switch, uvirt/cpu/exits.py), a stop from
+    another thread that lands just after an MMIO callback returned makes Unicorn execute
+    the store again, and the replay guard cannot see it (mem_regions.ReplayGuard, "known
+    gap"): the doorbell would ring twice.  Stopping from inside the callback puts the
+    store in the guard's journal first, so a restart of it is absorbed whoever asked for
+    the stop.  With stops at block starts (the default) no store is restarted, and the
+    doorbell costs no stop.
+    """
+    memory = machine.memory
+
+    def after_ring() -> None:
+        if memory.replay.armed and getattr(memory, "cpu_thread", None) == threading.get_ident():
+            hook(_nothing)
+    return after_ring
+
+
+def _nothing() -> None:
+    pass
+
+
+def create_plain(machine: "Machine", v: dict[str, Any], ctx, where: str) -> Ivshmem:
+    """``-device ivshmem-plain``; ``where`` is the ``-device ARG`` errors start with."""
+    memdev = v["memdev"]
+    if memdev is None:
+        raise OptionError(f"{where}: You must specify a 'memdev'")
+    backends = getattr(ctx, "memdevs", {})
+    used = getattr(ctx, "used_memdevs", set())
+    if memdev not in backends:
+        raise OptionError(f"{where}: Device '{memdev}' not found")
+    if memdev in used:
+        raise OptionError(f"{where}: can't use already busy memdev: {memdev}")
+    try:
+        fn = Ivshmem("ivshmem-plain", backends[memdev], owns_shm=True)
+    except UvirtError as e:
+        raise OptionError(f"{where}: {e}") from None
+    used.add(memdev)
+    machine.chardevs.append(DeviceCloser(fn.close, "ivshmem-plain"))
+    _place(machine, fn, v)
+    return fn
+
+
+def create_doorbell(machine: "Machine", v: dict[str, Any], ctx, where: str,
+                    timeout: float | None = None) -> Ivshmem:
+    """``-device ivshmem-doorbell``: set-up with the server happens here, bounded."""
+    chardev = v["chardev"]
+    if chardev is None:
+        raise OptionError(f"{where}: You must specify a 'chardev'")
+    vectors = v["vectors"]
+    if not 1 <= vectors <= MAX_MSIX_VECTORS:
+        raise OptionError(f"{where}: Failed to initialize interrupts: The number of MSI-X vectors is invalid")
+    if not isinstance(chardev, SocketChardev):
+        # QEMU reads the set-up messages from any chardev and waits forever on one
+        # that never sends them (null, file): refuse instead.
+        raise OptionError(f"{where}: chardev '{getattr(chardev, 'id', '?')}' is not a socket "
+                          f"connected to an ivshmem server")
+    timeout = SETUP_TIMEOUT if timeout is None else timeout
+    sock = chardev.take_socket()
+    try:
+        # The protocol layer tracks at most MAX_VECTORS eventfds per peer (the reference
+        # server's limit); the MSI-X table still has ``vectors`` entries.
+        client = IvshmemClient(sock, min(vectors, MAX_VECTORS), chardev.path)
+        client._timeout = timeout           # the bound its timeout error names
+        client.setup(deadline=time.monotonic() + timeout)
+    except IvshmemError as e:
+        raise OptionError(f"{where}: {e}") from None
+    try:
+        if v["master"] == "on" and client.id != 0:
+            raise OptionError(f"{where}: master must connect to the server before any peers")
+        try:
+            shm = SharedMemory.from_fd("ivshmem.bar2", client.shm_fd, client.shm_size)
+        except (UvirtError, OSError, ValueError) as e:
+            raise OptionError(f"{where}: can't map shared memory sent by server "
+                              f"(size 0x{client.shm_size:x}): {e}") from None
+        try:
+            fn = Ivshmem("ivshmem-doorbell", shm, client=client, vectors=vectors, owns_shm=True)
+        except UvirtError as e:
+            _close_shm(shm)
+            raise OptionError(f"{where}: {e}") from None
+    except BaseException:
+        client.close()
+        raise
+    chardev.device = fn
+    hook = getattr(machine, "call_soon_threadsafe", None)
+    if callable(hook) and getattr(machine, "uc", None) is not None:
+        # With a CPU, messages are sent on its thread; without one (qtest) directly.
+        fn.deliver = hook
+        fn.after_ring = _stop_after_ring(machine, hook)
+        fn.cpu_running = lambda: getattr(machine.memory, "cpu_thread", None) is not None
+        fn.ram_target = lambda addr: machine.memory.ram_piece(addr) is not None
+    try:
+        _place(machine, fn, v)
+    except BaseException:
+        fn.close()
+        chardev.device = None
+        raise
+    fn.start_service()
+    return fn

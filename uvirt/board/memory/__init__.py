@@ -1,0 +1,1 @@
+"""Guest-physical and port address spaces: the pure region tree and flatten."""

@@ -1,0 +1,1 @@
+"""Conventional PCI: configuration space, BARs, capabilities, MSI and MSI-X."""

@@ -1,0 +1,1 @@
+"""Boot paths: multiboot ``-kernel`` images, the firmware step, and ``-bios``."""

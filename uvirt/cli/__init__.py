@@ -1,0 +1,1 @@
+"""The ``uvirt`` command and its subcommands."""

@@ -1,0 +1,1381 @@
+"""The machine: a 32-bit x86 Unicorn CPU wired to the memory map, the port space and the
+PCI bus of QEMU's ``pc`` (i440FX + PIIX3).
+
+Only this module (with its CPU helpers ``cpu_tlb``, ``cpu_exits``, ``uc_hooks``) and ``mem_regions``
+import Unicorn.  The board (memory map, port space, PCI bus, devices) works without a CPU,
+so qtest and unit tests drive the same objects a guest does; ``attach(uc)`` adds the
+CPU, either one the machine creates or one the user made, next to the user's own hooks.
+
+Running (docs/unicorn-notes.md §4, §6, §7)
+    ``run()`` loops on ``emu_start``.  Port I/O arrives through ``UC_HOOK_INSN`` IN/OUT
+    hooks (about 0.45 µs each), MMIO through ``mmio_map`` callbacks set up by the
+    memory map.  No code, block or memory hooks are installed (they slow every
+    instruction).  A data access to a page nobody claims maps a reads-zero page and is
+    retried (QEMU: unassigned memory reads 0); an instruction fetch there is a fault.
+    A stop requested from a hook (debug-exit) takes effect at the end of the current
+    translation block, so port hooks ignore everything after it: nothing the guest does
+    after its exit write is visible.  Any stop lands at a block start, as QEMU's
+    ``cpu_exit`` does: Unicorn's own per-access stop checks, which abandon and re-run an
+    instruction whose store already happened, are compiled out (uvirt/cpu/exits.py)
+    except while a code hook needs a stop before an exact instruction.  A process-wide
+    watchdog thread enforces the wall-clock budget and turns SIGINT into a clean stop
+    (``emu_start`` holds no GIL, but Python's signal handlers only run when the main
+    thread runs Python, so the signal wakes the watchdog through ``signal.set_wakeup_fd``).
+
+Stores (uvirt/cpu/tlb.py, docs/unicorn-notes.md §0)
+    Unicorn 2.1.4 sends every store to an executable page down its slow path; ``TlbFill``
+    fills the TLB itself while paging is off so that pages never executed from (data,
+    stacks, shared-memory regions) get native-speed stores, and hands the TLB back to
+    Unicorn's x86 MMU while the guest pages.
+
+Interrupts (uvirt/board/interrupts/, docs/unicorn-notes.md §7 items 10-16)
+    Unicorn never uses the guest IDT, so delivery happens between two ``emu_start``
+    calls.  A device that raises a line from a port/MMIO hook makes the controller call
+    ``_irq_changed``, which stops the CPU at the end of the translation block (as QEMU's
+    TCG takes an interrupt at the next block boundary); the PIT's next rising edge is a
+    tick the watchdog thread turns into ``emu_stop``; other threads post work with
+    ``call_soon_threadsafe``.  At each stop ``_service`` acknowledges the interrupt
+    and ``interrupts.delivery`` pushes the frame and loads the gate.  With IF=0 (or in the
+    one-instruction STI shadow) a pending interrupt puts the CPU in *blocked* mode: a
+    code hook single-steps until IF becomes 1 (STI, POPF, IRET), so the interrupt arrives
+    exactly where QEMU takes it, for at most ``STEP_BUDGET`` instructions after the
+    guest's last access to an interrupt controller; past that
+    budget the watchdog polls (1 ms doubling to 64 ms) so a guest that runs with IF=0 for
+    long keeps its speed.  ``hlt`` with IF=1 sleeps until an interrupt, a tick, a posted
+    call, a budget or SIGINT.  CPU exceptions reported by Unicorn (``UC_HOOK_INTR``:
+    #DE, #GP, int n, int3, into; ``UC_ERR_INSN_INVALID``: #UD) are delivered the same way;
+    a triple fault ends the run.
+
+Stops
+    Every run ends with a ``StopInfo``: reason, exit code, EIP, registers, and the
+    instruction at EIP disassembled by capstone.  Exit codes: isa-debug-exit gives
+    ``(v << 1) | 1`` like QEMU; a halt with interrupts off or a guest reset under
+    ``-no-reboot`` gives 0 (QEMU exits 0 on shutdown); a guest fault 2; a budget 124
+    (as ``timeout(1)``); SIGINT 130.  A triple fault gives 2 with the chain of events
+    (QEMU under ``-no-reboot`` exits 0, indistinguishable from a clean shutdown: uvirt
+    reports the crash instead).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import select
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+
+from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
+                     UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT,
+                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_HOOK_MEM_WRITE_PROT, UC_MODE_32, Uc, UcError)
+from unicorn import x86_const as X
+
+from uvirt.boot import multiboot
+from uvirt.backends.chardev import Chardev
+from uvirt.cpu.exits import TbEndExits
+from uvirt.service_thread import start_service_thread
+from uvirt.cpu.tlb import TlbFill
+from uvirt.board.devices.isa import IsaDebugcon, IsaDebugExit
+from uvirt.errors import ImageError, UvirtError
+from uvirt.board.interrupts import InterruptController
+from uvirt.board.interrupts import delivery as _delivery
+from uvirt.board.memory.regions import (PAGE_MASK, IoSpace, MemoryMap, MmioRegion, RamRegion, _ConstantDevice)
+from uvirt.board.pci.bus import PciBus, PciFunction, PciHostConf1, bdf_str, devfn
+from uvirt.trace import Tracer
+from uvirt.cpu.uc_hooks import add_c_hook
+from uvirt.cpu.uc_regs import FastRegs
+
+DEFAULT_RAM_SIZE = 128 << 20
+
+#: QEMU's multiboot option ROM GDT (pc-bios/optionrom/multiboot.S), left where the ROM
+#: leaves it (GDTR base 0xC02B8, limit 0x27: docs/qemu-7.2-observed.md "Interrupts").
+GDT_ADDR = 0x000C02B8
+GDT = bytes.fromhex(
+    "0000000000000000"      # 0x00 null
+    "ffff0000009acf00"      # 0x08 32-bit code, base 0, 4 GiB
+    "ffff00000093cf00"      # 0x10 32-bit data, base 0, 4 GiB (accessed: the ROM loaded it)
+    "ffff0000009e0000"      # 0x18 16-bit code (conforming), 64 KiB
+    "ffff000000920000")     # 0x20 16-bit data, 64 KiB
+CODE_SEL, DATA_SEL = 0x08, 0x10
+#: Low RAM where the GDT is copied while the segment registers load (_install_gdt)
+GDT_SCRATCH = 0x500
+ENTRY_EFLAGS = 0x00000006      # observed at a QEMU multiboot entry: IF=0, PF=1
+ENTRY_ESP = 0x00006F08         # the ROM's stack as QEMU leaves it; guests set their own
+ENTRY_IDTR = (0, 0, 0x3FF, 0)  # the real-mode IVT, still loaded
+
+IF_MASK = 0x200
+#: CPU reset (Machine.cpu_reset): F000:FFF0, EDX = qemu64's family 6 model 6 stepping 3
+RESET_CS, RESET_EIP, RESET_EDX = 0xF000, 0xFFF0, 0x663
+#: Where read-only RAM can be (devices/pam.py): the low-memory window and the BIOS ROM.
+ROM_WRITE_RANGES = ((0xA0000, 0xFFFFF), (0xFF000000, 0xFFFFFFFF))
+#: Instructions single-stepped while a pending interrupt waits for IF=1 (see "Interrupts");
+#: the count restarts whenever the guest touches the PIC, PIT or APIC.
+STEP_BUDGET = 1000
+POLL_FIRST, POLL_MAX = 0.001, 0.064
+
+
+
+class StopReason(Enum):
+    DEBUG_EXIT = "debug-exit"
+    HALTED = "halted with interrupts disabled"
+    RESET = "guest reset (-no-reboot)"
+    FAULT = "guest fault"
+    TRIPLE_FAULT = "triple fault"
+    TIMEOUT = "wall-clock budget exhausted"
+    INSN_BUDGET = "instruction budget exhausted"
+    INTERRUPTED = "interrupted (SIGINT)"
+    HOST_ERROR = "internal error in a device model"
+    QUIT = "quit (QMP)"
+    HARDWARE_ERROR = "hardware error (QEMU aborts here)"
+
+
+EXIT_CLEAN = 0
+EXIT_FAULT = 2
+EXIT_BUDGET = 124
+EXIT_INTERRUPTED = 130
+EXIT_HOST_ERROR = 1
+EXIT_HARDWARE_ERROR = 134      # QEMU's hw_error() ends in abort(): 128 + SIGABRT
+
+_REGS = [("eax", X.UC_X86_REG_EAX), ("ebx", X.UC_X86_REG_EBX), ("ecx", X.UC_X86_REG_ECX),
+         ("edx", X.UC_X86_REG_EDX), ("esi", X.UC_X86_REG_ESI), ("edi", X.UC_X86_REG_EDI),
+         ("ebp", X.UC_X86_REG_EBP), ("esp", X.UC_X86_REG_ESP), ("eip", X.UC_X86_REG_EIP),
+         ("eflags", X.UC_X86_REG_EFLAGS), ("cs", X.UC_X86_REG_CS), ("ds", X.UC_X86_REG_DS),
+         ("ss", X.UC_X86_REG_SS), ("cr0", X.UC_X86_REG_CR0)]
+
+_EXCEPTION_NAMES = {0: "#DE divide error", 1: "#DB debug", 3: "#BP breakpoint", 4: "#OF overflow",
+                    5: "#BR bound range", 6: "#UD invalid opcode", 7: "#NM no math coprocessor",
+                    8: "#DF double fault", 10: "#TS invalid TSS", 11: "#NP segment not present",
+                    12: "#SS stack fault", 13: "#GP general protection", 14: "#PF page fault",
+                    16: "#MF x87 error", 17: "#AC alignment check", 18: "#MC machine check",
+                    19: "#XM SIMD exception"}
+
+
+@dataclass
+class StopInfo:
+    reason: StopReason
+    exit_code: int
+    detail: str = ""
+    eip: int = 0
+    regs: dict[str, int] = field(default_factory=dict)
+    insn: str = ""
+    debug_exit_value: int | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.reason in (StopReason.DEBUG_EXIT, StopReason.HALTED, StopReason.RESET, StopReason.QUIT)
+
+    def summary(self) -> str:
+        text = self.reason.value + (f": {self.detail}" if self.detail else "")
+        return f"{text} at eip=0x{self.eip:08x}"
+
+    def report(self) -> str:
+        """Several lines for a person: reason, registers, the instruction at EIP."""
+        lines = [f"guest stopped: {self.summary()}"]
+        if self.regs:
+            r = self.regs
+            lines.append("  " + " ".join(f"{k}={r[k]:08x}" for k in
+                                         ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp")))
+            lines.append("  " + " ".join(f"{k}={r[k]:08x}" for k in ("eip", "eflags", "cr0"))
+                         + " " + " ".join(f"{k}={r[k]:04x}" for k in ("cs", "ds", "ss")))
+        if self.insn:
+            lines.append(f"  insn: {self.insn}")
+        return "\n".join(lines)
+
+
+class _Stop(Exception):
+    pass
+
+
+class Machine:
+    """QEMU ``-machine pc`` as a guest sees it, with uvirt's devices plugged in."""
+
+    def __init__(self, *, ram_size: int = DEFAULT_RAM_SIZE, no_reboot: bool = True,
+                 cpu: bool = True, uc: Uc | None = None, builtins: bool = True) -> None:
+        if ram_size < 2 << 20 or ram_size & ~PAGE_MASK:
+            raise UvirtError(f"RAM size 0x{ram_size:x} must be a multiple of 4 KiB and at least 2 MiB")
+        if ram_size > 0xE0000000:
+            raise UvirtError(f"RAM size 0x{ram_size:x} above 3.5 GiB is not supported "
+                             f"(a 32-bit guest cannot reach memory above 4 GiB)")
+        self.ram_size = ram_size
+        self.no_reboot = no_reboot
+        self.tracer = Tracer()
+        self.guest_errors: list[tuple[str, str]] = []
+        self.memory = MemoryMap()
+        self.io = IoSpace()
+        self.memory.on_guest_error = self.io.on_guest_error = self.guest_error
+        self.ram = RamRegion("pc.ram", ram_size)
+        self.ram_placement = self.memory.add(self.ram, 0, priority=0)
+        #: 0xA0000-0xFFFFF as the i440FX decodes it (devices/pam.py), with the builtins
+        self.lowmem = None
+        self.pci = PciBus(self.memory, self.io)
+        self.pci.on_change = self._trace_bar
+        self.pci.tracer = self.tracer
+        self.memory.tracer = self.tracer
+        self.pci_host = PciHostConf1(self.pci)
+        idx, data = self.pci_host.regions()
+        self.io.add(idx, PciHostConf1.CONFIG_ADDRESS)
+        self.io.add(data, PciHostConf1.CONFIG_DATA)
+        self.resettables: list = [self.pci_host]
+        self.chardevs: list[Chardev] = []
+        self.uc: Uc | None = None
+        self._owns_uc = False
+        self.exits: TbEndExits | None = None
+        self.tlb: TlbFill | None = None
+        self.entry: int | None = None
+        self._boot_regs: dict[int, int] = {}
+        self._stop: StopInfo | None = None
+        self._stopping = False
+        self._hooks: list[int] = []
+        self.insn_count = 0
+        # interrupts: see the module docstring
+        self.interrupts: InterruptController | None = None
+        self._wake = threading.Event()
+        self._posted: collections.deque = collections.deque()
+        self._in_cpu = False
+        self._kicked = False
+        self._exc: tuple[int, int] | None = None
+        self._blocked = False
+        self._step_hook: int | None = None
+        self._max_insns: int | None = None     # the current run's instruction budget
+        self._step_budget = 0
+        self._step_prev = -1
+        self._step_shadow = False
+        self._step_touched = 0
+        self._poll_interval = 0.0
+        self._poll_at: float | None = None
+        self._watch_token: int | None = None
+        self._armed_tick: float | None = None
+        # device work (uvirt/board/dma.py): stops land between its pieces; what a slice leaves
+        # over runs between CPU slices
+        self.work = self.memory.guest.work
+        self.work.should_stop = lambda: self._stopping
+        self._work_due: float | None = None
+        if builtins:
+            from uvirt.board.devices.pc import install_pc_builtins
+            with self.batch():
+                install_pc_builtins(self)
+                self.interrupts = InterruptController()
+                self.interrupts.install(self)
+                self.interrupts.on_change = self._irq_changed
+        if cpu:
+            self._owns_uc = uc is None
+            self.attach(uc if uc is not None else Uc(UC_ARCH_X86, UC_MODE_32))
+
+    @contextmanager
+    def batch(self):
+        """Many device or BAR changes, one commit of each address space at the end."""
+        with self.memory.batch(), self.io.batch():
+            yield self
+
+    # ------------------------------------------------------------------ building
+    def guest_error(self, kind: str, detail: str) -> None:
+        """A guest did something a device rejects: recorded and traced, never raised."""
+        self.guest_errors.append((kind, detail))
+        if self.tracer.enabled:
+            self.tracer.emit("guest_error", kind=kind, detail=detail)
+
+    def add_isa(self, region: MmioRegion, port: int, device=None, priority: int = 0) -> None:
+        self.io.add(region, port, priority)
+        self.io.commit()
+        if device is not None and hasattr(device, "reset"):
+            self.resettables.append(device)
+
+    def add_pci(self, fn: PciFunction, slot: int | None = None, function: int = 0) -> int:
+        if slot is None:
+            slot = self.pci.free_slot()
+        dfn = devfn(slot, function)
+        self.pci.plug(fn, dfn)
+        return dfn
+
+    def add_debugcon(self, chardev: Chardev, iobase: int = 0xE9, *, readback: int = 0xE9) -> IsaDebugcon:
+        dev = IsaDebugcon(chardev, iobase=iobase, readback=readback)
+        self.add_isa(MmioRegion("isa-debugcon", 1, dev, valid_sizes=(1,)), iobase, dev)
+        self.chardevs.append(chardev)
+        return dev
+
+    def add_debug_exit(self, iobase: int = 0x501, iosize: int = 2) -> IsaDebugExit:
+        dev = IsaDebugExit(self._debug_exit, iobase=iobase, iosize=iosize)
+        self.add_isa(MmioRegion("isa-debug-exit", iosize, dev, valid_sizes=(1, 2, 4)), iobase, dev)
+        return dev
+
+    def _trace_bar(self, fn: PciFunction, ch) -> None:
+        if self.tracer.enabled:
+            fmt = lambda a: "unmapped" if a is None else f"0x{a:x}"
+            self.tracer.emit("pci_bar_map", bdf=bdf_str(fn.devfn or 0), index=ch.index,
+                             old=fmt(ch.old), new=fmt(ch.new))
+
+    def trace_layout(self) -> None:
+        """Emit the board as it stands (``pci_device``, ``io_region``, ``mem_region``), so a trace
+        started now can be decoded on its own: BAR moves after this are ``pci_bar_map``."""
+        if not self.tracer.enabled:
+            return
+        bar_regions = set()
+        for dfn, fn in sorted(self.pci.functions.items()):
+            bars = []
+            for bar in fn.bars:
+                if bar is None:
+                    continue
+                bar_regions.add(id(bar.region))
+                bars.append([bar.index, "io" if bar.io else "mem", fn.bar_addr[bar.index], bar.size])
+            if getattr(fn, "vdev", None) is not None:
+                transport = {(True, True): "transitional", (True, False): "legacy",
+                             (False, True): "modern"}[(fn.legacy, fn.modern)]
+            else:
+                transport = "pci"
+            self.tracer.emit("pci_device", bdf=bdf_str(dfn), name=fn.name, transport=transport,
+                             bars=bars)
+        for p in self.io.placements:
+            if id(p.region) not in bar_regions and p.enabled:
+                self.tracer.emit("io_region", base=p.addr, size=p.region.size, name=p.region.name)
+        for p in self.memory.placements:
+            if (isinstance(p.region, MmioRegion) and id(p.region) not in bar_regions and p.enabled
+                    and p.region.name != "unassigned"):
+                self.tracer.emit("mem_region", base=p.addr, size=p.region.size, name=p.region.name)
+
+    # ------------------------------------------------------------------ CPU
+    def attach(self, uc: Uc) -> None:
+        """Wire the board to a Unicorn CPU (ours or the user's)."""
+        self.uc = uc
+        self.regs = FastRegs(uc)
+        self.memory.on_unmapped = self._unmapped_access
+        self.memory.attach(uc)
+        self.memory.post_to_cpu = self.call_soon_threadsafe
+        self.tlb = TlbFill(uc, self._host_exception)
+        self.memory.may_hold_code = self.tlb.may_hold_code
+        # A user's CPU keeps Unicorn's stop semantics: their own code hooks may count on
+        # a stop taking effect before the next instruction.
+        self.exits = TbEndExits.for_uc(uc) if self._owns_uc else None
+        self._exact_stops(False)
+        self._hooks.append(_port_hook(uc, X.UC_X86_INS_IN, self._make_in_hook()))
+        self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))
+        self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
+        # Read-only RAM (PAM shadow, ROMs) drops guest writes: Unicorn reports them as
+        # UC_ERR_WRITE_PROT, the run loop re-runs the instruction alone and puts the
+        # bytes back (_drop_rom_write).  Bounded to where such regions live, so that no
+        # other page's stores leave Unicorn's fast path (uvirt/cpu/tlb.py).
+        self._rom_write: tuple[int, int] | None = None
+        self._rom_write_allowed = False
+        self.rom_writes_dropped = 0
+        for lo, hi in ROM_WRITE_RANGES:
+            self._hooks.append(uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._hook_write_prot, None, lo, hi))
+        self._install_gdt()
+        self.tracer.context = self._trace_context
+        self._insn_cache: dict = {}       # eip -> instruction text; "cs" -> the capstone handle
+        self._trace_hook: int | None = None
+
+    def _trace_context(self) -> dict:
+        """The guest instruction behind an event emitted from a CPU hook: EIP reads as
+        the accessing instruction inside IN/OUT callbacks (docs/unicorn-notes.md §7 item 11) and,
+        with the memory hook ``run`` adds while tracing, inside MMIO callbacks (measured:
+        without it EIP is the last synced PC of the block), disassembled by capstone."""
+        if not self._in_cpu or threading.get_ident() != self.memory.cpu_thread:
+            return {}
+        uc = self.uc
+        eip = uc.reg_read(X.UC_X86_REG_EIP)
+        text = self._insn_cache.get(eip)
+        if text is None:
+            # Disassembled once per address: tracing a polling loop costs one lookup per
+            # access (code rewritten at the same address keeps its first text).
+            try:
+                code = bytes(uc.mem_read(eip, 15))
+            except UcError:
+                return {"eip": eip}
+            cs = self._insn_cache.get("cs")
+            if cs is None:
+                from capstone import CS_ARCH_X86, CS_MODE_32, Cs
+                cs = self._insn_cache["cs"] = Cs(CS_ARCH_X86, CS_MODE_32)
+            text = next((f"{i.mnemonic} {i.op_str}".rstrip() for i in cs.disasm(code, eip, 1)),
+                        "(undecodable)")
+            self._insn_cache[eip] = text
+        return {"eip": eip, "insn": text}
+
+    def _make_in_hook(self):
+        # The port-I/O hot path.  It repeats MmioRegion's fast path inline (valid size,
+        # natural alignment -> the device's own read) because every Python frame here
+        # costs about a tenth of an IN exit; other accesses take region.read, which
+        # applies the full access contract.  No "stopped?" test: a stop empties io.table.
+        io, tracer, unassigned = self.io, self.tracer, self.io.unassigned_entry
+        masks = (0, 0xFF, 0xFFFF, 0, 0xFFFFFFFF)
+
+        def hook_in(_handle, port, size, _ud):
+            try:
+                region, base, dev_read, _w, direct, amask = io.table.get(port, unassigned)
+                off = port - base
+                if size in direct and not off & (size - 1) & amask:
+                    value = dev_read(off, size) & masks[size]
+                else:
+                    value = region.read(off, size)
+                if tracer.enabled:
+                    tracer.emit("pio_read", port=port, size=size, value=value)
+                return value
+            except BaseException as e:   # a device bug must not hand the guest garbage
+                self._host_exception(e)
+                return 0xFFFFFFFF
+
+        return hook_in
+
+    def _make_out_hook(self):
+        io, tracer, unassigned = self.io, self.tracer, self.io.unassigned_entry
+        masks = (0, 0xFF, 0xFFFF, 0, 0xFFFFFFFF)
+
+        def hook_out(_handle, port, size, value, _ud):
+            try:
+                if tracer.enabled:
+                    tracer.emit("pio_write", port=port, size=size, value=value)
+                region, base, _r, dev_write, direct, amask = io.table.get(port, unassigned)
+                off = port - base
+                if size in direct and not off & (size - 1) & amask:
+                    dev_write(off, size, value & masks[size])
+                else:
+                    region.write(off, size, value)
+            except BaseException as e:
+                self._host_exception(e)
+
+        return hook_out
+
+    def _unmapped_access(self, address: int, size: int) -> bool:
+        try:
+            self.memory.map_unassigned_page(address)
+            end = address + size - 1
+            if end & PAGE_MASK != address & PAGE_MASK and end < (1 << 32):
+                self.memory.map_unassigned_page(end)
+            if self.tracer.enabled:
+                self.tracer.emit("unassigned_page", page=address & PAGE_MASK)
+            return True
+        except BaseException as e:
+            self._host_exception(e)
+            return False
+
+    def _hook_intr(self, uc, intno, _ud) -> None:
+        # #DE, #GP, int n, int3, into...: Unicorn would carry on past it; stop here and
+        # deliver through the IDT from the run loop.
+        if self._stopping:
+            return
+        self._exc = (intno, uc.reg_read(X.UC_X86_REG_EIP))
+        self._cpu_stop()
+
+    def _hook_write_prot(self, uc, _access, address, size, _value, _ud) -> bool:
+        if self._rom_write_allowed:
+            return True
+        self._rom_write = (address, size)
+        return False                     # the run stops with EIP at the instruction
+
+    def _drop_rom_write(self) -> None:
+        """A guest store hit read-only memory (QEMU drops it): run the instruction
+        alone with the store let through, then put the bytes back."""
+        uc = self.uc
+        addr, size = self._rom_write
+        self._rom_write = None
+        pages = sorted({addr & PAGE_MASK, (addr + size - 1) & PAGE_MASK})
+        saved = [(p, bytes(uc.mem_read(p, 0x1000))) for p in pages]
+        self._rom_write_allowed = True
+        self._exact_stops(True)          # one instruction exactly, not the rest of its block
+        try:
+            uc.emu_start(uc.reg_read(X.UC_X86_REG_EIP), 0xFFFFFFFF, 0, 1)
+        except UcError:
+            pass                         # whatever else it does shows again on resume
+        finally:
+            self._rom_write_allowed = False
+            self._exact_stops(bool(self._max_insns))
+            for p, data in saved:
+                uc.mem_write(p, data)    # ignores the protection, drops stale code
+        self.rom_writes_dropped += 1
+        if self.tracer.enabled:
+            self.tracer.emit("rom_write_dropped", address=addr, size=size)
+
+    def write_ram(self, addr: int, data: bytes) -> None:
+        """A host write into RAM itself, whatever the low-memory window shows there."""
+        self.ram.buffer.view[addr:addr + len(data)] = data
+        self.memory.invalidate_code(addr, len(data))
+
+    def _install_gdt(self) -> None:
+        # The option ROM's GDT lies in shadow RAM at 0xC02B8, which the firmware leaves
+        # read-only (or, before the firmware step, hidden behind pc.rom), and Unicorn
+        # loads a segment's descriptor from guest memory as the CPU sees it.  So the
+        # segments are loaded from a copy in low RAM (put back afterwards), and only
+        # then does GDTR point at the ROM's table: the descriptor caches are the same.
+        self.write_ram(GDT_ADDR, GDT)
+        scratch = bytes(self.ram.buffer.view[GDT_SCRATCH:GDT_SCRATCH + len(GDT)])
+        self.write_ram(GDT_SCRATCH, GDT)
+        uc = self.uc
+        try:
+            uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_SCRATCH, len(GDT) - 1, 0))
+            uc.reg_write(X.UC_X86_REG_IDTR, ENTRY_IDTR)
+            uc.reg_write(X.UC_X86_REG_CS, CODE_SEL)
+            for r in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS, X.UC_X86_REG_GS,
+                      X.UC_X86_REG_SS):
+                uc.reg_write(r, DATA_SEL)
+        finally:
+            self.write_ram(GDT_SCRATCH, scratch)
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_ADDR, len(GDT) - 1, 0))
+        uc.reg_write(X.UC_X86_REG_CR4, 0)     # QEMU's entry state; Unicorn starts with 0x50200
+
+    # ------------------------------------------------------------------ boot
+    def load_kernel(self, image: bytes, *, filename: str = "kernel", cmdline: str = "") -> None:
+        """Load a multiboot image as QEMU's ``-kernel`` does and set the entry state."""
+        plan = multiboot.parse(image, self.ram_size, filename=filename, cmdline=cmdline)
+        guest = self.memory.guest
+        for addr, data in plan.segments:
+            if not guest.is_ram(addr, len(data)):
+                raise ImageError(f"{filename}: segment [0x{addr:x}, 0x{addr + len(data):x}) "
+                                 f"is not in RAM")
+            guest.write(addr, data)
+        self.entry = plan.entry
+        self._boot_regs = {X.UC_X86_REG_EAX: multiboot.MULTIBOOT_BOOTLOADER_MAGIC,
+                           X.UC_X86_REG_EBX: plan.mbi_addr, X.UC_X86_REG_ECX: 0,
+                           X.UC_X86_REG_EDX: 0, X.UC_X86_REG_ESI: 0, X.UC_X86_REG_EDI: 0,
+                           X.UC_X86_REG_EBP: 0, X.UC_X86_REG_ESP: ENTRY_ESP,
+                           X.UC_X86_REG_EFLAGS: ENTRY_EFLAGS, X.UC_X86_REG_EIP: plan.entry}
+        if self.uc is not None:
+            self._install_gdt()
+            for reg, value in self._boot_regs.items():
+                self.uc.reg_write(reg, value)
+
+    def load_bios(self, image: bytes, *, filename: str = "bios") -> None:
+        """``-bios``: map the image at the top of 4 GiB (its last 128 KiB also below
+        1 MiB) and put the CPU in its reset state, so the firmware runs from F000:FFF0."""
+        if not image or len(image) % 0x10000 or len(image) > 16 << 20:
+            raise ImageError(f"could not load PC BIOS '{filename}': size 0x{len(image):x} is not "
+                             f"a multiple of 64 KiB up to 16 MiB")
+        if self.lowmem is None:
+            raise UvirtError("-bios needs the pc machine's chipset")
+        self.lowmem.load_bios(image)
+        self.entry = RESET_EIP
+        self._boot_regs = {}
+        if self.uc is not None:
+            self.cpu_reset()
+
+    def load_bios_file(self, path: str) -> None:
+        try:
+            with open(path, "rb") as f:
+                image = f.read()
+        except OSError as e:
+            raise ImageError(f"could not load PC BIOS '{path}': {e.strerror}") from None
+        self.load_bios(image, filename=path)
+
+    def cpu_reset(self) -> None:
+        """The x86 reset state QEMU's ``x86_cpu_reset`` gives (real mode, EDX = the CPUID
+        family/model/stepping of qemu64, CR0 = 0x60000010).  CS is F000 with base 0xF0000
+        rather than the architectural 0xFFFF0000: Unicorn loads real-mode bases as
+        selector * 16, and until the BIOS's first far jump the bytes at 0xFFFF0 are the
+        same (isa-bios is the last 128 KiB of the image)."""
+        uc = self.uc
+        uc.reg_write(X.UC_X86_REG_CR0, 0x60000010)
+        uc.reg_write(X.UC_X86_REG_CR4, 0)
+        uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
+        for r in (X.UC_X86_REG_EAX, X.UC_X86_REG_EBX, X.UC_X86_REG_ECX, X.UC_X86_REG_ESI,
+                  X.UC_X86_REG_EDI, X.UC_X86_REG_EBP, X.UC_X86_REG_ESP):
+            uc.reg_write(r, 0)
+        uc.reg_write(X.UC_X86_REG_EDX, RESET_EDX)
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
+        uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0xFFFF, 0))
+        for r in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS, X.UC_X86_REG_GS, X.UC_X86_REG_SS):
+            uc.reg_write(r, 0)
+        uc.reg_write(X.UC_X86_REG_CS, RESET_CS)
+        uc.reg_write(X.UC_X86_REG_EIP, RESET_EIP)
+        uc.ctl_flush_tb()
+
+    def load_kernel_file(self, path: str, *, cmdline: str = "") -> None:
+        try:
+            with open(path, "rb") as f:
+                image = f.read()
+        except OSError as e:
+            raise ImageError(f"could not load kernel '{path}': {e.strerror}") from None
+        self.load_kernel(image, filename=path, cmdline=cmdline)
+
+    # ------------------------------------------------------------------ running
+    def _debug_exit(self, value: int) -> None:
+        code = (value << 1) | 1
+        self._request_stop(StopReason.DEBUG_EXIT, code & 0xFF, f"value 0x{value:x}, status {code}",
+                           debug_exit_value=value)
+
+    def request_reset(self) -> None:
+        """A guest asked for a system reset (PIIX3 RCR, keyboard controller...)."""
+        # Without -no-reboot QEMU would reboot into the firmware; uvirt stops either way.
+        detail = "" if self.no_reboot else "reboot is not supported: stopping"
+        self._request_stop(StopReason.RESET, EXIT_CLEAN, detail)
+
+    def hardware_error(self, message: str) -> None:
+        """A device model reached QEMU's ``hw_error``: QEMU prints the message and aborts,
+        so the guest observes nothing more.  The run stops at once with exit status 134
+        and the message in its report."""
+        self._request_stop(StopReason.HARDWARE_ERROR, EXIT_HARDWARE_ERROR, message)
+
+    def _request_stop(self, reason: StopReason, exit_code: int, detail: str = "", **kw) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._stop = StopInfo(reason, exit_code, detail, **kw)
+        # The rest of the translation block still runs (docs/unicorn-notes.md §7 item 10):
+        # until run() returns every port reads as unassigned and ignores writes.
+        self.io.table = {}
+        if self.uc is not None:
+            self._cpu_stop()
+        self._wake.set()
+
+    def _host_exception(self, e: BaseException) -> None:
+        if isinstance(e, KeyboardInterrupt):
+            self._request_stop(StopReason.INTERRUPTED, EXIT_INTERRUPTED)
+            return
+        self._request_stop(StopReason.HOST_ERROR, EXIT_HOST_ERROR, f"{type(e).__name__}: {e}")
+        self.host_exception = e
+
+    def stop_unsupported(self, detail: str) -> None:
+        """The guest asked for something uvirt cannot do (an SMI): stop and say so."""
+        self._request_stop(StopReason.FAULT, EXIT_FAULT, detail)
+
+    def interrupt(self) -> None:
+        """Stop the running guest from another thread or a signal handler."""
+        self._request_stop(StopReason.INTERRUPTED, EXIT_INTERRUPTED)
+
+    @property
+    def stop_requested(self) -> bool:
+        """A stop is on its way (the run is ending): for host code that waits on the CPU
+        thread, e.g. a QMP ``stop`` holding the vCPU."""
+        return self._stopping
+
+    def request_quit(self) -> None:
+        """QMP ``quit`` from a monitor thread: stop with status 0, as QEMU exits."""
+        self._request_stop(StopReason.QUIT, EXIT_CLEAN)
+
+    def run(self, *, timeout: float | None = 10.0, max_insns: int | None = None) -> StopInfo:
+        """Run until the guest stops; ``timeout`` seconds of wall clock (None: no limit),
+        ``max_insns`` instructions (costly in Unicorn: it adds a code hook)."""
+        if self.uc is None:
+            raise UvirtError("this machine has no CPU (created with cpu=False)")
+        if self.entry is None:
+            raise UvirtError("no kernel loaded (use load_kernel or -kernel)")
+        uc = self.uc
+        self._stopping = False
+        self._stop = None
+        self._wake.clear()
+        self.io.commit()
+        if self.tracer.enabled and self._trace_hook is None:
+            # Inside an MMIO callback EIP is only as fresh as the translation block's last
+            # sync; with a memory hook present Unicorn syncs it before every access, so
+            # traced MMIO accesses name their instruction.  Bounded to the space above
+            # RAM (the PCI hole), so RAM accesses never call back into Python.
+            from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
+            self._trace_hook = uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, _no_op_mem_hook,
+                                           begin=self.ram_size, end=0xFFFFFFFF)
+            self._hooks.append(self._trace_hook)
+        deadline = None if not timeout else time.monotonic() + timeout
+        watch = _Watchdog.get()
+        token = watch.register(self, deadline, timeout)
+        self._watch_token, self._armed_tick = token, None
+        old_handler = None
+        if threading.current_thread() is threading.main_thread():
+            old_handler = signal.signal(signal.SIGINT, lambda s, f: self.interrupt())
+        self.memory.cpu_thread = threading.get_ident()
+        self._max_insns = max_insns
+        if max_insns:
+            self._exact_stops(True)      # Unicorn counts with a code hook: exact stops
+        self.work.continue_later = self._work_later
+        try:
+            while not self._stopping:
+                self._service()
+                if self._stopping:
+                    break
+                self._arm_tick(watch)
+                self.tlb.sync()
+                eip = self.regs.read(X.UC_X86_REG_EIP)
+                self._kicked = False
+                self._in_cpu = True
+                if self._posted:
+                    # Posted after _service ran, while _in_cpu was still False: its kick
+                    # only set _wake, and emu_start clears pending stop requests, so it
+                    # would wait for the poster's retry.  Serve it first.
+                    self._in_cpu = False
+                    continue
+                self.memory.replay.started()
+                try:
+                    uc.emu_start(eip, 0xFFFFFFFF, 0, max_insns or 0)
+                except UcError as e:
+                    self._in_cpu = False
+                    if self._stopping:
+                        break
+                    if e.errno == UC_ERR_EXCEPTION and self.tlb.take_switch():
+                        continue           # guest turned paging on: its MMU from now on
+                    if e.errno == UC_ERR_WRITE_PROT and self._rom_write is not None:
+                        self._drop_rom_write()
+                        if self._exc is not None:      # the instruction raised one
+                            intno, at = self._exc
+                            self._exc = None
+                            self._raise_exception(intno, at)
+                        continue
+                    if e.errno == UC_ERR_INSN_INVALID:
+                        self._raise_exception(_delivery.EXC_UD, uc.reg_read(X.UC_X86_REG_EIP))
+                        continue
+                    self._fault_from(e)
+                    break
+                finally:
+                    self._in_cpu = False
+                if self._stopping:
+                    break
+                self._finish_restarted_access()
+                if self._exc is not None:
+                    intno, at = self._exc
+                    self._exc = None
+                    self._raise_exception(intno, at)
+                    continue
+                if self._kicked:
+                    continue
+                if self._halted():
+                    self._halt_wait()
+                elif max_insns:
+                    self._request_stop(StopReason.INSN_BUDGET, EXIT_BUDGET,
+                                       f"{max_insns} instructions")
+        except KeyboardInterrupt:
+            self.interrupt()
+        finally:
+            self.work.continue_later = None
+            self._work_due = None
+            self.memory.cpu_thread = None
+            self._leave_blocked()
+            if self._max_insns:
+                self._max_insns = None
+                self._exact_stops(False)
+            self._exc = None
+            watch.unregister(token)
+            self._watch_token = None
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+            for ch in self.chardevs:
+                ch.flush()
+        stop = self._stop
+        assert stop is not None
+        self._fill_cpu_state(stop)
+        if self.tracer.enabled:
+            self.tracer.emit("stop", reason=stop.reason.name.lower(), eip=stop.eip)
+        return stop
+
+    def _exact_stops(self, on: bool) -> None:
+        """on: stops may land before any instruction (code hooks: single-stepping, an
+        instruction count), with Unicorn's per-access checks and ReplayGuard; off: stops
+        land at translation-block starts only, as in QEMU (uvirt/cpu/exits.py)."""
+        if self.exits is None:
+            return
+        self.exits.set(not on)
+        self.memory.replay.armed = on
+
+    # ------------------------------------------------------------------ interrupts
+    def _cpu_stop(self) -> None:
+        """Every stop request goes through here, so the memory map can keep MMIO side
+        effects exactly-once when Unicorn restarts the access (mem_regions.ReplayGuard)."""
+        self.memory.replay.note_stop()
+        self.uc.emu_stop()
+
+    def _finish_restarted_access(self) -> None:
+        """Unicorn abandoned an instruction in the middle of an MMIO access: run it again,
+        alone, before anything else (an interrupt frame) happens; the guard answers its
+        access from the journal."""
+        replay = self.memory.replay
+        if replay.journal is None or self._stopping:
+            return
+        replay.started()
+        try:
+            self.uc.emu_start(self.uc.reg_read(X.UC_X86_REG_EIP), 0xFFFFFFFF, 0, 1)
+        except UcError:
+            pass                       # the fault shows again when the run resumes
+        replay.journal = None
+
+    def call_soon_threadsafe(self, fn) -> None:
+        """Run ``fn()`` on the CPU thread at the next stop (now if the guest is halted):
+        how device threads (eventfds, backends) touch device state and raise interrupts."""
+        self._posted.append(fn)
+        self._kick_async()
+
+    def _kick_async(self) -> None:
+        """From any thread: stop the CPU soon (end of the current block) and wake a HLT."""
+        if self._in_cpu and self.uc is not None:
+            self._kicked = True
+            self._cpu_stop()
+        self._wake.set()
+
+    def _timer_fired(self) -> None:
+        """Watchdog thread: a PIT edge, a poll of a blocked interrupt or device work is due.
+        The watchdog has dropped the tick: forget it, so the next ``_arm_tick`` arms one
+        again even for the same time (the CPU thread may have looked before it was due)."""
+        self._armed_tick = None
+        self._kick_async()
+
+    def _irq_changed(self) -> None:
+        """CPU thread (a port/MMIO hook or the run loop): an interrupt may be pending."""
+        # While single-stepping a blocked interrupt the step hook stops exactly when IF
+        # turns 1; otherwise (running free, or polling) stop now.
+        if self._in_cpu and not self._kicked and self._step_hook is None and not self._stopping:
+            if self.interrupts.cpu_pending():
+                self._kicked = True
+                self._cpu_stop()
+
+    def _run_posted(self) -> None:
+        while self._posted:
+            fn = self._posted.popleft()
+            try:
+                fn()
+            except BaseException as e:
+                self._host_exception(e)
+
+    def _work_later(self) -> None:
+        """Device work is left after a slice: give the CPU a slice of the same length,
+        then continue (a tick stops the CPU).  Under an instruction budget no tick: the
+        work continues at the CPU's next stop, so the count Unicorn keeps per
+        ``emu_start`` is not restarted by device work."""
+        if self._max_insns:
+            self._work_due = 0.0
+            return
+        from uvirt.board.dma import SLICE_SECONDS
+        due = time.monotonic() + SLICE_SECONDS
+        self._work_due = due
+        if self._in_cpu and self._watch_token is not None:
+            tick = due if self._armed_tick is None else min(due, self._armed_tick)
+            self._armed_tick = tick
+            _Watchdog.get().set_tick(self._watch_token, tick)
+
+    def _run_work(self) -> None:
+        if self.work.pending and not self._stopping:
+            due = self._work_due
+            if due is None or time.monotonic() >= due:
+                self._work_due = None
+                try:
+                    self.work.run()
+                except BaseException as e:
+                    self._host_exception(e)
+
+    def _service(self) -> None:
+        """Between two emu_start calls: posted work, device work that a slice left over,
+        timers, and delivery of a pending interrupt when the CPU accepts one (IF=1,
+        outside the STI shadow)."""
+        self._run_posted()
+        self._run_work()
+        ic = self.interrupts
+        if ic is None or self._stopping:
+            return
+        ic.sync()
+        if not ic.cpu_pending():
+            self._leave_blocked()
+            return
+        regs = self.regs
+        if regs.read(X.UC_X86_REG_EFLAGS) & IF_MASK and not self._in_shadow():
+            self._leave_blocked()
+            vector = ic.acknowledge()
+            if vector is not None:
+                eip = regs.read(X.UC_X86_REG_EIP)
+                self._deliver(vector, _delivery.Kind.HARDWARE, eip, eip, 0)
+            return
+        self._enter_blocked()
+
+    def _in_shadow(self) -> bool:
+        """The instruction before EIP was STI (the one-instruction interrupt shadow).
+        Reached only when the CPU stopped right after STI (STI ends a block)."""
+        if self._step_shadow:
+            return True
+        try:
+            return self.regs.mem_read(self._linear(self.regs.read(X.UC_X86_REG_EIP)) - 1, 1) == b"\xfb"
+        except UcError:
+            return False
+
+    def _enter_blocked(self) -> None:
+        """A pending interrupt waits for IF=1: single-step until it is (bounded)."""
+        uc = self.uc
+        shadow = self._in_shadow()
+        touched = self.interrupts.touched
+        if not self._blocked or touched != self._step_touched:
+            # newly blocked, or the guest worked on its interrupts since: step again
+            # (a guest that never touched the PIC, PIT or APIC runs with SeaBIOS's
+            # IRQ 0 pending and IF=0 throughout: polling is enough for it)
+            self._blocked = True
+            self._step_budget = STEP_BUDGET if touched else 0
+            self._step_touched = touched
+            self._poll_interval = POLL_FIRST
+        self._step_shadow = shadow
+        self._step_prev = -1
+        if self._step_budget > 0:
+            if self._step_hook is None:
+                self._exact_stops(True)
+                self._step_hook = uc.hook_add(UC_HOOK_CODE, self._step_cb)
+                uc.ctl_flush_tb()        # code hooks reach only newly translated blocks
+            self._poll_at = None
+        else:
+            if self._step_hook is not None:
+                uc.hook_del(self._step_hook)
+                self._step_hook = None
+                uc.ctl_flush_tb()
+                self._exact_stops(bool(self._max_insns))
+            self._poll_at = time.monotonic() + self._poll_interval
+            self._poll_interval = min(self._poll_interval * 2, POLL_MAX)
+
+    def _leave_blocked(self) -> None:
+        if self._step_hook is not None and self.uc is not None:
+            self.uc.hook_del(self._step_hook)
+            self._step_hook = None
+            self.uc.ctl_flush_tb()
+            self._exact_stops(bool(self._max_insns))
+        self._blocked = False
+        self._step_shadow = False
+        self._poll_at = None
+
+    def _step_cb(self, uc, address, size, _ud) -> None:
+        try:
+            if uc.reg_read(X.UC_X86_REG_EFLAGS) & IF_MASK:
+                if self._step_shadow:
+                    self._step_shadow = False        # this is the shadowed instruction
+                elif self._step_prev >= 0 and uc.mem_read(self._step_prev, 1) == b"\xfb":
+                    pass                             # it follows STI: let it run
+                else:
+                    self._kicked = True
+                    self._cpu_stop()                 # stops before this instruction
+                    return
+            self._step_prev = address
+            self._step_budget -= 1
+            touched = self.interrupts.touched
+            if touched != self._step_touched:
+                self._step_touched = touched
+                self._step_budget = STEP_BUDGET
+            if self._step_budget <= 0:
+                self._kicked = True
+                self._cpu_stop()
+        except BaseException as e:
+            self._host_exception(e)
+
+    def _arm_tick(self, watch: "_Watchdog") -> None:
+        tick = None
+        ic = self.interrupts
+        if ic is not None:
+            if self._poll_at is not None:
+                tick = self._poll_at
+            elif not self._blocked:
+                ns = ic.next_deadline(time.monotonic_ns())
+                if ns is not None:
+                    tick = ns / 1e9
+        if self.work.pending and self._work_due and not self._max_insns:
+            tick = self._work_due if tick is None else min(tick, self._work_due)
+        if tick != self._armed_tick:
+            self._armed_tick = tick
+            watch.set_tick(self._watch_token, tick)
+
+    def _halt_wait(self) -> None:
+        """``hlt``: with IF=0 the run is over (QEMU waits for an NMI that never comes);
+        with IF=1 sleep until something can interrupt (the budget still applies)."""
+        uc = self.uc
+        if not uc.reg_read(X.UC_X86_REG_EFLAGS) & IF_MASK:
+            self._request_stop(StopReason.HALTED, EXIT_CLEAN)
+            return
+        ic = self.interrupts
+        while not self._stopping:
+            self._run_posted()
+            if self.work.pending:             # a halted CPU leaves the host to device work
+                self._work_due = None
+                self._run_work()
+                if ic is not None:
+                    ic.sync()
+                    if ic.cpu_pending():
+                        return
+                continue
+            if ic is None:
+                self._wake.wait()
+            else:
+                ic.sync()
+                if ic.cpu_pending():
+                    return
+                now = time.monotonic_ns()
+                nxt = ic.next_deadline(now)
+                self._wake.wait(None if nxt is None else max(0.0, (nxt - now) / 1e9))
+            self._wake.clear()
+
+    def _raise_exception(self, intno: int, eip: int) -> None:
+        """An exception or software interrupt Unicorn reported at ``eip``."""
+        uc = self.uc
+        kind, insn, nxt, error = _delivery.Kind.EXCEPTION, eip, eip, 0
+        try:
+            before = bytes(uc.mem_read(self._linear(eip) - 2, 2))
+        except UcError:
+            before = b""
+        if len(before) == 2 and ((intno == 3 and before[1] == 0xCC) or (intno == 4 and before[1] == 0xCE)
+                                 or (intno == 1 and before[1] == 0xF1)):
+            kind, insn = _delivery.Kind.SOFTWARE, eip - 1
+        elif before == bytes((0xCD, intno)):
+            kind, insn = _delivery.Kind.SOFTWARE, eip - 2
+        elif intno in (_delivery.EXC_TS, _delivery.EXC_NP, _delivery.EXC_SS, _delivery.EXC_GP):
+            error = _guess_error_code(uc, eip)
+        if kind is _delivery.Kind.EXCEPTION and intno in (0, 8, 10, 11, 12, 13, 14):
+            _reset_old_exception(uc)     # Unicorn never delivered it: forget it (see there)
+        self._deliver(intno, kind, insn, nxt, error)
+
+    def cpu_linear_pc(self) -> int:
+        """Linear address of the instruction a port hook is running for."""
+        return self._linear(self.uc.reg_read(X.UC_X86_REG_EIP))
+
+    def _real_mode(self) -> bool:
+        # FastRegs: asked twice per delivered interrupt (the binding's reg_read ~2 us)
+        return not self.regs.read(X.UC_X86_REG_CR0) & 1
+
+    def _linear(self, eip: int) -> int:
+        """The linear address of CS:EIP (real mode: CS * 16; protected mode: flat, as
+        uvirt's guests and SeaBIOS's 32-bit code run)."""
+        if self._real_mode():
+            return (self.uc.reg_read(X.UC_X86_REG_CS) << 4) + (eip & 0xFFFF)
+        return eip
+
+    def _deliver(self, vector: int, kind, eip: int, next_eip: int, error: int) -> None:
+        regs = self.regs
+        if self._real_mode():
+            self._deliver_real(vector, kind, eip, next_eip)
+            return
+        result = _delivery.deliver(_UcView(regs), vector, kind, eip=eip, next_eip=next_eip,
+                                   error_code=error)
+        if self.tracer.enabled:
+            self.tracer.emit("interrupt", vector=vector, kind=kind.value, eip=eip,
+                             result=type(result).__name__)
+        if isinstance(result, _delivery.Delivered):
+            regs.mem_write(result.esp, result.stack)
+            regs.write(X.UC_X86_REG_ESP, result.esp)
+            regs.write(X.UC_X86_REG_EFLAGS, result.eflags)
+            if result.cs != regs.selector(X.UC_X86_REG_CS):
+                self._load_cs(result.cs)
+            regs.write(X.UC_X86_REG_EIP, result.eip)
+            return
+        first = result.chain[0] if result.chain else None
+        what = _EXCEPTION_NAMES.get(first.vector, f"vector 0x{first.vector:02x}") if first else ""
+        if kind is _delivery.Kind.HARDWARE and first is not None:
+            what = f"interrupt vector 0x{first.vector:02x}"
+        elif kind is _delivery.Kind.SOFTWARE and first is not None:
+            what = f"int 0x{first.vector:02x}"
+        if isinstance(result, _delivery.TripleFault):
+            self._request_stop(StopReason.TRIPLE_FAULT, EXIT_FAULT,
+                               f"{what}, delivery through the IDT failed: {result}")
+        else:
+            self._request_stop(StopReason.FAULT, EXIT_FAULT, f"{what}: {result.reason}")
+
+    def _deliver_real(self, vector: int, kind, eip: int, next_eip: int) -> None:
+        uc = self.uc
+        ss = uc.reg_read(X.UC_X86_REG_SS)
+        result = _delivery.deliver_real(_UcView(self.regs), vector, kind, eip=eip, next_eip=next_eip)
+        if self.tracer.enabled:
+            self.tracer.emit("interrupt", vector=vector, kind=kind.value, eip=eip,
+                             result=type(result).__name__)
+        if isinstance(result, _delivery.Delivered):
+            uc.mem_write((ss << 4) + (result.esp & 0xFFFF), result.stack)
+            uc.reg_write(X.UC_X86_REG_ESP, result.esp)
+            uc.reg_write(X.UC_X86_REG_EFLAGS, result.eflags)
+            uc.reg_write(X.UC_X86_REG_CS, result.cs)
+            uc.reg_write(X.UC_X86_REG_EIP, result.eip)
+            return
+        self._request_stop(StopReason.TRIPLE_FAULT, EXIT_FAULT,
+                           f"real-mode vector 0x{vector:02x}, beyond the IVT limit: {result}")
+
+    def _load_cs(self, selector: int) -> None:
+        # Loading CS through reg_write marks the descriptor accessed; QEMU's delivery
+        # does not: put the access byte back.
+        uc = self.uc
+        _sel, base, limit, _f = uc.reg_read(X.UC_X86_REG_GDTR)
+        off = base + (selector & ~7) + 5
+        try:
+            access = bytes(uc.mem_read(off, 1))
+        except UcError:
+            access = None
+        uc.reg_write(X.UC_X86_REG_CS, selector)
+        if access is not None:
+            uc.mem_write(off, access)
+
+    def _halted(self) -> bool:
+        regs = self.regs
+        eip = regs.read(X.UC_X86_REG_EIP)
+        try:
+            return regs.mem_read(self._linear(eip) - 1, 1) == b"\xf4"
+        except UcError:
+            return False
+
+    def _fault_from(self, e: UcError) -> None:
+        eip = self.uc.reg_read(X.UC_X86_REG_EIP)
+        if e.errno == UC_ERR_FETCH_UNMAPPED or e.errno == UC_ERR_FETCH_PROT:
+            detail = "instruction fetch from unmapped memory"
+        elif e.errno == UC_ERR_INSN_INVALID:
+            detail = "CPU exception #UD invalid opcode"
+        elif e.errno in (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED):
+            detail = "data access outside the address space"
+        elif e.errno == UC_ERR_EXCEPTION:
+            detail = "unhandled CPU exception"
+        else:
+            detail = f"unicorn: {e}"
+        self._request_stop(StopReason.FAULT, EXIT_FAULT, detail)
+
+    def _fill_cpu_state(self, stop: StopInfo) -> None:
+        uc = self.uc
+        stop.regs = {name: uc.reg_read(reg) for name, reg in _REGS}
+        stop.eip = stop.regs["eip"]
+        if not stop.clean:
+            stop.insn = self.disassemble(stop.eip)
+
+    def disassemble(self, addr: int) -> str:
+        from capstone import CS_ARCH_X86, CS_MODE_32, Cs
+        try:
+            code = bytes(self.uc.mem_read(addr, 15))
+        except UcError:
+            return "<no memory at eip>"
+        for insn in Cs(CS_ARCH_X86, CS_MODE_32).disasm(code, addr, 1):
+            return f"{insn.address:08x}: {insn.bytes.hex(' ')}  {insn.mnemonic} {insn.op_str}".rstrip()
+        return f"{addr:08x}: {code[:4].hex(' ')} ...  (undecodable)"
+
+    # ------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------ snapshots
+    #: the run state a snapshot holds (devices declare their own: uvirt/cpu/snapshot.py)
+    snapshot_state = ("_exc", "guest_errors", "rom_writes_dropped", "insn_count")
+
+    def snapshot(self):
+        """Save everything the guest can observe, to come back to with ``restore``
+        (uvirt/cpu/snapshot.py: CPU, RAM written since, shared regions, every device)."""
+        from uvirt.cpu.snapshot import take
+        return take(self)
+
+    def restore(self, snap) -> None:
+        """Back to ``snap`` (this machine's latest snapshot); it can be restored again."""
+        from uvirt.cpu.snapshot import restore
+        restore(self, snap)
+
+    def reset(self) -> None:
+        """System reset: devices, PCI functions, the host bridge; RAM is kept (as QEMU)."""
+        for dev in self.resettables:
+            dev.reset()
+        self.pci.reset()
+        self.guest_errors.clear()
+        if self.uc is not None and self.lowmem is not None and self.lowmem.bios is not None:
+            self.cpu_reset()
+        elif self.uc is not None and self._boot_regs:
+            self._install_gdt()
+            for reg, value in self._boot_regs.items():
+                self.uc.reg_write(reg, value)
+
+    def close(self) -> None:
+        """Release the CPU: hooks, mappings (buffers stay with their regions)."""
+        uc, self.uc = self.uc, None
+        for ch in self.chardevs:
+            ch.close()
+        if uc is not None:
+            if self.exits is not None:
+                self.exits.set(False)    # a user's CPU goes back as Unicorn made it
+            self.tlb.close()
+            self.memory.may_hold_code = None
+            for h in self._hooks:
+                uc.hook_del(h)
+            self._hooks.clear()
+            # Our own CPU is closed outright (uc_close frees its mappings at once); a
+            # user's CPU lives on, so everything we mapped into it is unmapped.
+            finalizer = getattr(uc, "_Uc__finalizer", None) if self._owns_uc else None
+            if finalizer is not None:
+                finalizer()
+                self.memory.detach(cpu_closed=True)
+            else:
+                self.memory.detach()
+
+    def __enter__(self) -> "Machine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _UcView:
+    """``interrupts.delivery.CpuView`` over a Unicorn CPU."""
+
+    def __init__(self, regs: FastRegs) -> None:
+        self.regs = regs
+        self.eflags = regs.read(X.UC_X86_REG_EFLAGS)
+        self.cs = regs.selector(X.UC_X86_REG_CS)
+        self.esp = regs.read(X.UC_X86_REG_ESP)
+        self.idt = regs.table(X.UC_X86_REG_IDTR)
+        self.gdt = regs.table(X.UC_X86_REG_GDTR)
+
+    def read(self, addr: int, size: int) -> bytes:
+        try:
+            return self.regs.mem_read(addr, size)
+        except UcError:
+            return bytes(size)           # unassigned memory reads 0
+
+
+def _no_op_mem_hook(_uc, _access, _address, _size, _value, _ud) -> None:
+    """See ``Machine.run``: its presence keeps EIP exact in MMIO callbacks."""
+
+
+def _guess_error_code(uc: Uc, eip: int) -> int:
+    """Unicorn does not report the error code of the #GP/#NP/#SS/#TS it raises.  For a
+    segment register load (the common case at ring 0) it is the selector, as QEMU's
+    ``load_segment`` failures give; anything else gets 0."""
+    try:
+        from capstone import CS_ARCH_X86, CS_MODE_32, Cs
+        from capstone import x86_const as CX
+        md = Cs(CS_ARCH_X86, CS_MODE_32)
+        md.detail = True
+        insn = next(md.disasm(bytes(uc.mem_read(eip, 15)), eip, 1), None)
+        if insn is None:
+            return 0
+        sregs = {CX.X86_REG_DS, CX.X86_REG_ES, CX.X86_REG_FS, CX.X86_REG_GS, CX.X86_REG_SS}
+        ops = insn.operands
+        if insn.mnemonic == "mov" and len(ops) == 2 and ops[0].type == CX.X86_OP_REG and ops[0].reg in sregs:
+            if ops[1].type == CX.X86_OP_REG:
+                name = insn.reg_name(ops[1].reg).upper()
+                reg = getattr(X, f"UC_X86_REG_{name}", None)
+                return (uc.reg_read(reg) & 0xFFFC) if reg is not None else 0
+        if insn.mnemonic == "pop" and ops and ops[0].type == CX.X86_OP_REG and ops[0].reg in sregs:
+            esp = uc.reg_read(X.UC_X86_REG_ESP)
+            return int.from_bytes(uc.mem_read(esp, 2), "little") & 0xFFFC
+    except Exception:
+        return 0
+    return 0
+
+
+_OLD_EXCEPTION_OFFSET: int | None | bool = False     # False: not calibrated yet
+
+
+def _old_exception_offset() -> int | None:
+    """Where ``env->old_exception`` sits in Unicorn's saved CPU context.
+
+    QEMU's ``check_exception`` turns a second contributory exception into #DF while
+    ``old_exception`` says one is "in flight"; only a completed delivery resets it, and
+    Unicorn never delivers.  So after a #DE, the next #DE would be reported as #DF and the
+    one after as a triple fault (measured).  The field is found once per process by
+    raising #DE and #GP in a scratch CPU and comparing saved contexts (-1 -> 0 / 13)."""
+    global _OLD_EXCEPTION_OFFSET
+    if _OLD_EXCEPTION_OFFSET is not False:
+        return _OLD_EXCEPTION_OFFSET
+
+    def trial(code: bytes) -> tuple[bytes, bytes]:
+        u = Uc(UC_ARCH_X86, UC_MODE_32)
+        u.mem_map(0, 0x2000)
+        u.mem_write(0x1000, code)
+        u.hook_add(UC_HOOK_INTR, lambda uc, i, d: uc.emu_stop())
+        before = bytes(u.context_save())
+        u.emu_start(0x1000, 0x1000 + len(code))
+        return before, bytes(u.context_save())
+
+    try:
+        a, b = trial(bytes.fromhex("31c9f7f1"))                 # xor ecx,ecx; div ecx
+        _, c = trial(bytes.fromhex("66b833008ed8"))             # mov ax,0x33; mov ds,ax
+        found = [o for o in range(0, min(len(a), len(b), len(c)) - 3, 4)
+                 if a[o:o + 4] == b"\xff\xff\xff\xff" and b[o:o + 4] == bytes(4)
+                 and c[o:o + 4] == (13).to_bytes(4, "little")]
+        _OLD_EXCEPTION_OFFSET = found[0] if len(found) == 1 else None
+    except Exception:
+        _OLD_EXCEPTION_OFFSET = None
+    return _OLD_EXCEPTION_OFFSET
+
+
+def _reset_old_exception(uc: Uc) -> None:
+    offset = _old_exception_offset()
+    if offset is None:
+        return
+    ctx = uc.context_save()
+    ptr = ctypes.cast(ctx.context, ctypes.c_void_p).value
+    ctypes.memmove(ptr + offset, (-1).to_bytes(4, "little", signed=True), 4)
+    uc.context_restore(ctx)
+
+
+def _port_hook(uc: Uc, insn: int, fn) -> int:
+    """An IN or OUT hook whose Python function Unicorn calls directly (uvirt/cpu/uc_hooks.py)."""
+    name = "HOOK_INSN_IN_CFUNC" if insn == X.UC_X86_INS_IN else "HOOK_INSN_OUT_CFUNC"
+    return add_c_hook(uc, UC_HOOK_INSN, name, fn,
+                      lambda: uc.hook_add(UC_HOOK_INSN, lambda u, *a: fn(None, *a), None, 1, 0, insn),
+                      1, 0, ctypes.c_int(insn))
+
+
+class _Watchdog:
+    """One daemon thread per process: stops machines at their deadline and on SIGINT."""
+
+    _instance: "_Watchdog | None" = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def get(cls) -> "_Watchdog":
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def __init__(self) -> None:
+        self._active: dict[int, tuple[Machine, float | None, float | None]] = {}
+        self._ticks: dict[int, float] = {}     # token -> monotonic time of the machine's next tick
+        self._mutex = threading.Lock()
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        os.set_blocking(self._wfd, False)
+        self._next = 0
+        #: when the loop's select times out (inf: no deadline): a new deadline or tick
+        #: that is not earlier needs no wake-up, the loop recomputes when it wakes
+        self._sleep_until = float("inf")
+        self._wakeup_installed = False
+        start_service_thread(self._loop, "uvirt-watchdog")
+
+    def register(self, machine: Machine, deadline: float | None, seconds: float | None = None) -> int:
+        with self._mutex:
+            self._next += 1
+            token = self._next
+            self._active[token] = (machine, deadline, seconds)
+            wake = deadline is not None and deadline < self._sleep_until
+        if threading.current_thread() is threading.main_thread() and not self._wakeup_installed:
+            try:
+                signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
+                self._wakeup_installed = True
+            except ValueError:
+                pass
+        if wake:
+            self._poke()
+        return token
+
+    def unregister(self, token: int) -> None:
+        with self._mutex:
+            self._active.pop(token, None)
+            self._ticks.pop(token, None)
+
+    def set_tick(self, token: int | None, when: float | None) -> None:
+        """Call the machine's ``_timer_fired`` at ``when`` (monotonic seconds), once."""
+        if token is None:
+            return
+        with self._mutex:
+            if when is None:
+                self._ticks.pop(token, None)
+                return
+            self._ticks[token] = when
+            wake = when < self._sleep_until
+        if wake:
+            self._poke()
+
+    def _poke(self) -> None:
+        try:
+            os.write(self._wfd, b"\0")
+        except BlockingIOError:
+            pass
+
+    def _loop(self) -> None:
+        while True:
+            with self._mutex:
+                deadlines = [d for _, d, _ in self._active.values() if d is not None]
+                deadlines += self._ticks.values()
+                self._sleep_until = min(deadlines, default=float("inf"))
+            wait = None if not deadlines else max(0.0, self._sleep_until - time.monotonic())
+            ready, _, _ = select.select([self._rfd], [], [], wait)
+            got_signal = False
+            if ready:
+                try:
+                    data = os.read(self._rfd, 512)
+                except BlockingIOError:
+                    data = b""
+                got_signal = any(b == signal.SIGINT for b in data)
+            now = time.monotonic()
+            with self._mutex:
+                active = list(self._active.values())
+                due = [t for t, when in self._ticks.items() if when <= now]
+                fired = [self._active[t][0] for t in due if t in self._active]
+                for t in due:
+                    del self._ticks[t]
+            for machine in fired:
+                machine._timer_fired()
+            for machine, deadline, seconds in active:
+                if got_signal:
+                    machine.interrupt()
+                elif deadline is not None and now >= deadline:
+                    machine._request_stop(StopReason.TIMEOUT, EXIT_BUDGET, f"{seconds:g} s of wall clock")

@@ -1,0 +1,218 @@
+"""Run a guest and keep what it did: ``uvirt trace``, ``uvirt explain``, ``uvirt inspect``.
+
+``traced_run(argv)`` builds the machine exactly as ``uvirt run`` does (the same QEMU
+options, uvirt.launch.runner.build_machine), records every declared trace event from the board's
+layout on, optionally takes ring snapshots at each kick, interrupt decision and stop
+(uvirt.observe.inspector), and returns a ``Recording``: the events, the stop, the guest's debugcon
+text and the final state of every virtio function (``virtio_state``), which is what
+``uvirt explain`` reasons about.  The recording is plain data, JSON-able
+(``Recording.to_json`` / ``from_json``), so a failing test can save it and a tool can
+explain it later.
+
+Command lines (these commands' own options, anywhere among QEMU's)::
+
+    uvirt trace   [--trace-format text|raw|json] [--filter-device D]... [--filter-register R]...
+                  [--output FILE] [QEMU options]
+    uvirt explain [--json] [QEMU options]
+    uvirt inspect [--html FILE] [--last N] [QEMU options]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from uvirt.trace import TraceEvent
+
+
+#: The wall-clock budget of a traced run without -uvirt-timeout: six times ``uvirt run``'s
+#: (uvirt.launch.runner.DEFAULT_TIMEOUT), because every traced access costs a few microseconds
+#: (a port-I/O-bound guest ran 2-5x slower traced, on a loaded host).
+TRACED_TIMEOUT = 60.0
+
+
+@dataclass
+class Recording:
+    events: list[TraceEvent]
+    exit_code: int = 0
+    stop: str = ""
+    debugcon: str = ""
+    devices: list[dict] = field(default_factory=list)       # virtio_state() at the end
+    snapshots: list[dict] = field(default_factory=list)     # inspector steps
+
+    def to_json(self) -> str:
+        return json.dumps({"events": [{"event": e.name, **e.fields} for e in self.events],
+                           "exit_code": self.exit_code, "stop": self.stop, "debugcon": self.debugcon,
+                           "devices": self.devices, "snapshots": self.snapshots})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Recording":
+        obj = json.loads(text)
+        events = [TraceEvent.from_json(json.dumps(e)) for e in obj.pop("events")]
+        return cls(events, **obj)
+
+
+def virtio_functions(machine) -> dict[str, Any]:
+    """bdf -> VirtioPci for every virtio function on the bus."""
+    from uvirt.board.pci.bus import bdf_str
+    return {bdf_str(dfn): fn for dfn, fn in sorted(machine.pci.functions.items())
+            if getattr(fn, "vdev", None) is not None}
+
+
+def virtio_state(machine) -> list[dict]:
+    """Each virtio function's driver-visible state, read without side effects."""
+    from uvirt.virtio.ring_view import split_ring_view
+    out = []
+    mem = machine.memory.guest
+    for bdf, fn in virtio_functions(machine).items():
+        d = fn.vdev
+        queues = []
+        for q in d.queues:
+            view = split_ring_view(mem, q)
+            view["enabled"] = fn.queue_enabled(q.index)
+            queues.append(view)
+        out.append({"bdf": bdf, "name": fn.name,
+                    "transport": {(True, True): "transitional", (True, False): "legacy",
+                                  (False, True): "modern"}[(fn.legacy, fn.modern)],
+                    "status": d.status, "host_features": d.host_features,
+                    "guest_features": d.guest_features, "isr": d.isr, "broken": d.broken,
+                    "msix_enabled": fn.msix_enabled(), "intx_level": fn.intx_level,
+                    "queues": queues})
+    return out
+
+
+def traced_run(argv: list[str], *, inspect: bool = False, timeout: float | None = None) -> Recording:
+    """Run a guest from a ``uvirt run`` command line, recording everything."""
+    from uvirt.options.parser import parse_argv
+    from uvirt.launch.runner import build_machine
+
+    cfg = parse_argv(list(argv))
+    built = build_machine(cfg)
+    m = built.machine
+    try:
+        events = m.tracer.record()
+        m.trace_layout()
+        inspector = None
+        if inspect:
+            from uvirt.observe.inspector import RingInspector
+            inspector = RingInspector(m, events)
+            m.tracer.sinks.append(inspector)
+        if timeout is None:
+            timeout = cfg.uvirt.timeout if cfg.uvirt.timeout is not None else TRACED_TIMEOUT
+        stop = m.run(timeout=timeout or None, max_insns=cfg.uvirt.max_insns)
+        if inspector is not None:
+            inspector.final("stop: " + stop.summary())
+        rec = Recording(list(events), stop.exit_code, stop.summary(),
+                        _debugcon_text(events),
+                        virtio_state(m), inspector.steps if inspector else [])
+    finally:
+        m.close()
+    return rec
+
+
+def _debugcon_text(events: list[TraceEvent]) -> str:
+    from uvirt.observe.decode import decode_records
+    return "".join(json.loads(d.value.removesuffix(" (no newline)")) + "\n"
+                   for d in decode_records(events, devices=("debugcon",)))
+
+
+# --------------------------------------------------------------------------- command lines
+
+
+def _take(argv: list[str], flags: dict[str, bool]) -> tuple[dict[str, list[str]], list[str]]:
+    """Split our own options (``flags``: name -> takes an argument) from QEMU's.  They may
+    stand anywhere: QEMU has no option of these names (all ``--`` and multi-word)."""
+    from uvirt.errors import OptionError
+    opts: dict[str, list[str]] = {}
+    rest: list[str] = []
+    args = list(argv)
+    while args:
+        name = args.pop(0)
+        if name not in flags:
+            rest.append(name)
+        elif flags[name]:
+            if not args:
+                raise OptionError(f"{name}: needs an argument")
+            opts.setdefault(name, []).append(args.pop(0))
+        else:
+            opts.setdefault(name, []).append("")
+    return opts, rest
+
+
+def _usage(argv: list[str]) -> bool:
+    """``-h``/``--help``: print the command lines (this module's docstring) and stop."""
+    if any(a in ("-h", "-help", "--help") for a in argv):
+        print("usage:\n" + __doc__.split("::", 1)[1].rstrip().strip("\n") + "\n")
+        print("QEMU options as for `uvirt run` (uvirt run -help lists them).")
+        return True
+    return False
+
+
+def trace_main(argv: list[str]) -> int:
+    from uvirt.errors import OptionError
+    if _usage(argv):
+        return 0
+    from uvirt.observe.decode import FORMATS, Decoder, to_json_lines
+    opts, rest = _take(argv, {"--trace-format": True, "--filter-device": True,
+                              "--filter-register": True, "--output": True})
+    fmt = (opts.get("--trace-format") or ["text"])[-1]
+    if fmt not in FORMATS:
+        raise OptionError(f"--trace-format {fmt}: not one of {', '.join(FORMATS)}")
+    rec = traced_run(rest)
+    if fmt == "json":
+        lines = to_json_lines(rec.events)
+    elif fmt == "raw":
+        lines = [str(e) for e in rec.events]
+    else:
+        dec = Decoder(opts.get("--filter-device", ()), opts.get("--filter-register", ()))
+        lines = [d.text for e in rec.events for d in dec.feed(e)] + [d.text for d in dec.flush()]
+    out = (opts.get("--output") or [None])[-1]
+    if out:
+        try:
+            with open(out, "w") as f:
+                f.write("\n".join(lines) + "\n")
+        except OSError as e:
+            raise OptionError(f"--output {out}: {e.strerror}") from None
+    else:
+        sys.stdout.write("\n".join(lines) + "\n")
+    return rec.exit_code
+
+
+def explain_main(argv: list[str]) -> int:
+    from uvirt.observe.explain import explain, format_findings
+    if _usage(argv):
+        return 0
+    opts, rest = _take(argv, {"--json": False})
+    rec = traced_run(rest)
+    findings = explain(rec)
+    if "--json" in opts:
+        print(json.dumps([f.as_dict() for f in findings], indent=1))
+    else:
+        print(format_findings(findings, rec))
+    return 1 if findings else 0
+
+
+def inspect_main(argv: list[str]) -> int:
+    from uvirt.errors import OptionError
+    from uvirt.observe.inspector import render_html, render_terminal
+    if _usage(argv):
+        return 0
+    opts, rest = _take(argv, {"--html": True, "--last": True})
+    rec = traced_run(rest, inspect=True)
+    last = (opts.get("--last") or [None])[-1]
+    try:
+        n = int(last) if last is not None else None
+    except ValueError:
+        raise OptionError(f"--last {last}: expects a number of steps") from None
+    render_terminal(rec, last=n)
+    html = (opts.get("--html") or [None])[-1]
+    if html:
+        try:
+            with open(html, "w") as f:
+                f.write(render_html(rec, title=" ".join(rest)))
+        except OSError as e:
+            raise OptionError(f"--html {html}: {e.strerror}") from None
+        print(f"uvirt: ring inspector page written to {html}", file=sys.stderr)
+    return rec.exit_code
