@@ -91,7 +91,7 @@ def _image(design: int, pattern: int, frames: int, w: int, h: int, tmp: Path) ->
 
 
 def _machine(design: int, image: Path, w: int, h: int):
-    from uvirt.options.parser import parse_argv
+    from uvirt.options import parse_argv
     from uvirt.launch.runner import build_machine
     args = ["-machine", "pc", "-accel", "tcg", "-m", "128M", "-nodefaults", "-no-reboot",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]

@@ -39,7 +39,7 @@ def _args(tmp: str) -> list[str]:
 
 
 def _uvirt(args: list[str]) -> None:
-    from uvirt.options.parser import parse_argv
+    from uvirt.options import parse_argv
     from uvirt.launch.runner import run_config
     stop = run_config(parse_argv(args + ["-uvirt-timeout", "60"]))
     assert stop.exit_code == 1, stop.report()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from uvirt.options.parser import parse_argv
+from uvirt.options import parse_argv
 from uvirt.launch.runner import build_machine
 from uvirt.testing.guest import comparable, run_uvirt
 from uvirt.testing.qemu import BASE_ARGS, DATA_DIR, strip_header

@@ -32,7 +32,7 @@ LATE = 0.5
 
 CHILD = r"""
 import json, resource, sys, time
-from uvirt.options.parser import parse_argv
+from uvirt.options import parse_argv
 from uvirt.launch.runner import run_config
 argv = json.loads(sys.argv[1])
 t0 = time.monotonic()

@@ -29,7 +29,7 @@ from uvirt.errors import OptionError
 from uvirt.ivshmem.peer import IvshmemPeer
 from uvirt.ivshmem.protocol import send_message
 from uvirt.ivshmem.server import IvshmemServer
-from uvirt.options.parser import parse_argv
+from uvirt.options import parse_argv
 from uvirt.launch.runner import build_machine
 from uvirt.testing.guest import comparable, run_uvirt
 from uvirt.testing.ivshmem import as_nobody, expected_memory, ivshmem_env, open_fds

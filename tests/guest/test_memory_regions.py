@@ -22,7 +22,7 @@ import pytest
 
 from uvirt.errors import MemoryMapError, OptionError
 from uvirt.cpu.machine import StopReason
-from uvirt.options.parser import parse_argv
+from uvirt.options import parse_argv
 from uvirt.launch.runner import build_machine
 from uvirt.testing.guest import run_uvirt
 from uvirt.testing.qemu import BASE_ARGS
@@ -406,7 +406,7 @@ done:
 
 HOST_SIDE = """
 import sys, threading, time
-from uvirt.options.parser import parse_argv
+from uvirt.options import parse_argv
 from uvirt.launch.runner import build_machine
 from uvirt.testing.qemu import BASE_ARGS
 image, con = sys.argv[1], sys.argv[2]

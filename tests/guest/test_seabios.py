@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from uvirt.options.parser import parse_argv
+from uvirt.options import parse_argv
 from uvirt.launch.runner import run_config
 
 BIOS = "/usr/share/seabios/bios.bin"

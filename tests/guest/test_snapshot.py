@@ -9,7 +9,7 @@ import random
 import pytest
 
 from uvirt.backends.chardev import MemoryChardev
-from uvirt.options.parser import parse_argv
+from uvirt.options import parse_argv
 from uvirt.launch.runner import build_machine
 from uvirt.cpu.snapshot import SnapshotError, capture_objects, device_roots, undeclared
 

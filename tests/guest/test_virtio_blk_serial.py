@@ -105,7 +105,7 @@ class InProcess(Qtest):
     qtest server answers the same protocol, but at a few ms per line."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
-        from uvirt.options.parser import parse_argv
+        from uvirt.options import parse_argv
         from uvirt.launch.runner import build_machine
 
         self.which = "uvirt"

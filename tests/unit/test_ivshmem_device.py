@@ -14,7 +14,7 @@ from uvirt.board.devices.ivshmem import Ivshmem, msix_exclusive_layout
 from uvirt.ivshmem.peer import IvshmemPeer
 from uvirt.ivshmem.server import IvshmemServer
 from uvirt.cpu.machine import Machine
-from uvirt.options.parser import parse_argv
+from uvirt.options import parse_argv
 from uvirt.launch.runner import build_machine
 from uvirt.backends.shared_memory import SharedMemory
 

@@ -8,13 +8,14 @@ from uvirt.options import help as qemu_help
 from uvirt.launch import device_table as registry
 from uvirt.launch.device_table import DEVICE_TYPES, DeviceType, Prop, device_props
 from uvirt.errors import OptionError
-from uvirt.options.parser import IGNORED_OPTIONS, UNSUPPORTED_OPTIONS, HelpRequest, _Parser
+from uvirt.options import IGNORED_OPTIONS, UNSUPPORTED_OPTIONS, HelpRequest
+from uvirt.options.argv import ArgvParser
 
 QEMU_PROPERTY_LINE = re.compile(r"^  [\w.-]+=<[^>]+(?:>[^>]*)?>(?: *- .*)?$")
 
 
 def test_every_option_uvirt_handles_is_described():
-    handled = {name[4:].replace("_", "-") for name in dir(_Parser) if name.startswith("opt_")}
+    handled = {name[4:].replace("_", "-") for name in dir(ArgvParser) if name.startswith("opt_")}
     handled -= set(IGNORED_OPTIONS)             # listed with their reasons instead
     assert handled <= set(qemu_help.OPTION_HELP), handled - set(qemu_help.OPTION_HELP)
 

@@ -1,4 +1,4 @@
-"""uvirt.options.parser: QEMU 7.2's command line.  Every pinned message was read off
+"""uvirt.options (values, keyval, argv): QEMU 7.2's command line.  Every pinned message was read off
 qemu-system-x86_64 7.2 given the same arguments (with "uvirt: " in place of
 "qemu-system-x86_64: ", which the CLI adds)."""
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uvirt.errors import OptionError
-from uvirt.options.parser import (
+from uvirt.options import (
     DEFAULT_RAM_SIZE,
     ChardevOpts,
     ChardevRef,

@@ -10,7 +10,7 @@ import pytest
 
 from uvirt.backends.block import NullBackend, RawFile, open_drive, open_drives
 from uvirt.errors import OptionError
-from uvirt.options.parser import DriveOpts
+from uvirt.options import DriveOpts
 from uvirt.testing.mock_driver import MockSplitQueue, guest_ram
 from uvirt.virtio.blk import VirtioBlk, geometry_guess
 from uvirt.virtio.pci import VirtioPci
@@ -212,7 +212,7 @@ def test_resize_sends_config_change(tmp_path):
 
 
 def _drive(tmp_path, spec):
-    from uvirt.options.parser import parse_qemu_opts
+    from uvirt.options import parse_qemu_opts
     pairs = parse_qemu_opts(spec)
     props = {k: v for k, v in pairs if k != "id"}
     return open_drives([DriveOpts("d0", props, spec, "-drive")], warn=lambda m: None)["d0"].backend

@@ -203,7 +203,7 @@ def _bool(value: str, name: str) -> bool:
 
 
 def _size(value: str) -> int:
-    from uvirt.options.parser import qemu_strtosz
+    from uvirt.options.values import qemu_strtosz
     try:
         return qemu_strtosz(value)
     except ValueError:

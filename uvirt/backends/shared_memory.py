@@ -145,7 +145,7 @@ class SharedMemory:
 def backend_from_object(qom_type: str, obj_id: str, props: dict[str, str], origin: str) -> SharedMemory:
     """``-object memory-backend-{ram,file,memfd},id=..,size=..[,mem-path=..,share=..]``."""
     from uvirt.errors import OptionError
-    from uvirt.options.parser import parse_bool, parse_size
+    from uvirt.options.values import parse_bool, parse_size
 
     known = {"memory-backend-ram": {"size", "share", "prealloc", "merge", "dump", "x-use-canonical-path-for-ramblock-id"},
              "memory-backend-file": {"size", "share", "mem-path", "prealloc", "merge", "dump", "readonly",

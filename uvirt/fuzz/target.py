@@ -48,7 +48,7 @@ class FuzzTarget:
     """A built machine, the device under test, its ``Layout``, and the snapshot."""
 
     def __init__(self, argv: list[str], *, cpu: bool = True, factory=None) -> None:
-        from uvirt.options.parser import parse_argv
+        from uvirt.options.argv import parse_argv
         from uvirt.launch.runner import build_machine
         base = ["-machine", "pc", "-m", "128M", "-nodefaults", "-display", "none", "-no-reboot"]
         cfg = parse_argv(base + list(argv))

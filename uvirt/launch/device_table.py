@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from uvirt.errors import OptionError, UvirtError
-from uvirt.options.parser import parse_bool, parse_int
+from uvirt.options.keyval import opts_id
+from uvirt.options.values import parse_bool, parse_int, parse_size, qemu_strtosz
 
 if TYPE_CHECKING:
     from uvirt.cpu.machine import Machine
@@ -94,7 +95,6 @@ def _convert(dev: DeviceType, prop: Prop, value: str, raw: str) -> Any:
     if prop.kind == "int32":
         return parse_int(value, option=where, key=prop.name, bits=32, signed=True)
     if prop.kind == "size":
-        from uvirt.options.parser import parse_size
         return parse_size(value, option=where, key=prop.name, expects="size")
     if prop.kind == "onoffauto" or prop.kind in ENUMS:
         if value in ENUMS.get(prop.kind, ("on", "off", "auto")):
@@ -118,7 +118,6 @@ def _size_prop(dev: DeviceType, prop: Prop, value: str, where: str) -> int:
     2^32 - 1; a block size is a power of two between 512 B and 2 MiB.  QEMU names the
     owner in the range message (the virtio device behind a ``-pci`` proxy) except for
     block sizes, whose message has an empty type name."""
-    from uvirt.options.parser import qemu_strtosz
     try:
         n = qemu_strtosz(value)
     except ValueError:
@@ -165,8 +164,7 @@ def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dic
         raise OptionError(f"-device {raw}: Device '{values['rng']}' not found")
     if ctx is not None:
         ctx.raw = raw
-    from uvirt.options.parser import _opts_id
-    ident = values.get("id") or _opts_id(raw, "")
+    ident = values.get("id") or opts_id(raw, "")
     from uvirt.board.pci.bus import PciFunction, PciPlugError
     try:
         created = dev.factory(machine, values, ctx)
@@ -229,7 +227,6 @@ def _virtio_common_props() -> tuple[Prop, ...]:
 
 def _memory_regions(v: dict[str, Any], name: str, raw_origin: str) -> list:
     """``memory-regions=4M:1M`` (uvirt's own property): anonymous shared regions."""
-    from uvirt.options.parser import parse_size
     from uvirt.backends.shared_memory import MIN_REGION_SIZE, SharedMemory
 
     spec = v["memory-regions"]
@@ -402,9 +399,8 @@ def _virtio_blk_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
 
 
 def _virtio_serial_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
-    from uvirt.options.parser import _opts_id
     from uvirt.virtio.serial import VirtioSerial
-    dev_id = v["id"] or (_opts_id(ctx.raw, "") if ctx.raw else None)
+    dev_id = v["id"] or (opts_id(ctx.raw, "") if ctx.raw else None)
     if dev_id:
         bus_name = f"{dev_id}.0"
     else:

@@ -1,6 +1,6 @@
 """From a QEMU command line to a running machine: ``uvirt run`` and ``uvirt lspci``.
 
-``build_machine(cfg)`` turns a parsed ``RunConfig`` (uvirt.options.parser) into a
+``build_machine(cfg)`` turns a parsed ``RunConfig`` (uvirt.options.config) into a
 ``Machine``: character devices, ``-debugcon``, ``-global`` defaults, ``-device`` drivers
 (uvirt.launch.device_table), the firmware step (skipped under ``-accel qtest``, as QEMU runs
 no firmware there) and ``-kernel``.  Every refusal is an ``OptionError``/``ImageError``:
@@ -28,7 +28,8 @@ from uvirt.backends.chardev import Chardev, open_chardev
 from uvirt.launch.device_table import BuildContext, create_device
 from uvirt.errors import OptionError, UsageError, UvirtError
 from uvirt.cpu.machine import Machine, StopInfo
-from uvirt.options.parser import ChardevOpts, ChardevRef, RunConfig, parse_argv
+from uvirt.options.argv import parse_argv
+from uvirt.options.config import ChardevOpts, ChardevRef, RunConfig
 
 DEFAULT_TIMEOUT = 10.0
 

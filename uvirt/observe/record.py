@@ -85,7 +85,7 @@ def virtio_state(machine) -> list[dict]:
 
 def traced_run(argv: list[str], *, inspect: bool = False, timeout: float | None = None) -> Recording:
     """Run a guest from a ``uvirt run`` command line, recording everything."""
-    from uvirt.options.parser import parse_argv
+    from uvirt.options.argv import parse_argv
     from uvirt.launch.runner import build_machine
 
     cfg = parse_argv(list(argv))

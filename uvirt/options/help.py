@@ -5,7 +5,7 @@ Every answer is generated from the tables that drive uvirt itself, so it cannot 
 from what uvirt accepts:
 
 * ``-h``/``-help``/``--help``: ``OPTION_HELP`` below (the options uvirt honours; a test
-  checks that every option handler in ``uvirt.options.parser`` has an entry), then
+  checks that every option handler in ``uvirt.options.argv`` has an entry), then
   ``IGNORED_OPTIONS`` and ``UNSUPPORTED_OPTIONS`` with their reasons.  Layout of
   ``qemu-options.hx``: the synopsis, and the text on the same line from column 16 when
   the synopsis is short, else on the next line indented 16.
@@ -30,10 +30,12 @@ import textwrap
 from typing import Any
 
 from uvirt.errors import OptionError
-from uvirt.options.parser import (IGNORED_OPTIONS, UNSUPPORTED_OPTIONS, HelpRequest, parse_qemu_opts)
+from uvirt.options.config import HelpRequest
+from uvirt.options.keyval import parse_qemu_opts
+from uvirt.options.tables import IGNORED_OPTIONS, UNSUPPORTED_OPTIONS
 
 #: option -> (synopsis after the option name, what uvirt does with it).  Options uvirt
-#: honours (``uvirt.options.parser`` has a handler for each); QEMU's own wording where the
+#: honours (``uvirt.options.argv`` has a handler for each); QEMU's own wording where the
 #: behaviour is QEMU's.
 OPTION_HELP: dict[str, tuple[str, str]] = {
     "h": ("", "display this help and exit (also -help, --help)"),

@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Any
 
-from uvirt.options.parser import RunConfig
+from uvirt.options.config import RunConfig
 from uvirt.qtest.hooks import hooks
 from uvirt.qtest.loop import MainLoop, open_endpoint
 from uvirt.qtest.qmp import QmpContext, QmpMonitor

@@ -19,7 +19,7 @@ import signal
 import sys
 from typing import IO, Any
 
-from uvirt.options.parser import ChardevOpts, ChardevRef, RunConfig
+from uvirt.options.config import ChardevOpts, ChardevRef, RunConfig
 from uvirt.qtest.hooks import Peripheral, hooks
 from uvirt.qtest.loop import Endpoint, MainLoop, open_endpoint
 from uvirt.qtest.qmp import QmpContext, QmpMonitor

@@ -28,7 +28,7 @@ class UvirtResult:
 
 def run_uvirt(image_path: str | os.PathLike[str], extra_args: tuple[str, ...] | list[str] = (),
               timeout: float = 30) -> UvirtResult:
-    from uvirt.options.parser import parse_argv
+    from uvirt.options.argv import parse_argv
     from uvirt.launch.runner import run_config
 
     with tempfile.TemporaryDirectory(prefix="uvirt-run-") as tmp:

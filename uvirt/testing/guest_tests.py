@@ -285,7 +285,7 @@ def run_guest(image: Path, extra_params: tuple[str, ...] | list[str] = (), *,
               timeout: float = DEFAULT_TIMEOUT, trace_tail: int = DEFAULT_TRACE_TAIL) -> GuestRun:
     """Run ``image`` on uvirt in-process with the base arguments and ``extra_params``,
     keeping the last ``trace_tail`` trace events (0: no tracing)."""
-    from uvirt.options.parser import parse_argv
+    from uvirt.options.argv import parse_argv
     from uvirt.launch.runner import build_machine
 
     with tempfile.TemporaryDirectory(prefix="uvirt-guest-") as tmp:

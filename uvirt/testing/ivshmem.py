@@ -73,7 +73,7 @@ def expected_memory(size: int, *, handshake: bool = False) -> bytes:
 
 
 def _size_of(arg: str) -> int:
-    from uvirt.options.parser import parse_size
+    from uvirt.options.values import parse_size
     for part in arg.split(","):
         if part.startswith("size="):
             return parse_size(part[5:], option="-object", key="size")

@@ -345,7 +345,7 @@ def machine(request: pytest.FixtureRequest):
     with a CPU and no kernel yet (``machine.load_kernel(image)``, ``machine.run()``);
     ``machine.debugcon`` collects port 0xE9."""
     from uvirt.backends.chardev import MemoryChardev
-    from uvirt.options.parser import parse_argv
+    from uvirt.options.argv import parse_argv
     from uvirt.launch.runner import build_machine
     from uvirt.testing.qemu import BASE_ARGS
 

@@ -448,7 +448,7 @@ class SocketChardev(Chardev):
 
 def open_socket_chardev(props: dict[str, str], origin: str, chardev_id: str) -> SocketChardev:
     """The client form of QEMU's socket chardev (``path=``); other forms are refused."""
-    from uvirt.options.parser import parse_bool
+    from uvirt.options.values import parse_bool
 
     if "path" not in props:
         raise OptionError(f"{origin}: uvirt supports only UNIX socket chardevs (path=...)")
