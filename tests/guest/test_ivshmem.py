@@ -29,7 +29,8 @@ from uvirt.errors import OptionError
 from uvirt.ivshmem.peer import IvshmemPeer
 from uvirt.ivshmem.protocol import send_message
 from uvirt.ivshmem.server import IvshmemServer
-from uvirt.options import parse_argv
+from uvirt.launch.backends import open_chardev
+from uvirt.options import ChardevOpts, parse_argv
 from uvirt.launch.runner import build_machine
 from uvirt.testing.guest import comparable, run_uvirt
 from uvirt.testing.ivshmem import as_nobody, expected_memory, ivshmem_env, open_fds
@@ -461,12 +462,13 @@ def _error_of(fn) -> str:
 
 
 def test_no_permission_on_backend_path():
-    from uvirt.backends.shared_memory import backend_from_object
+    from uvirt.launch.backends import memory_backend
+    from uvirt.options import ObjectOpts
     private = _private_dir()
     path = private / "mem"
     origin = f"-object memory-backend-file,id=m,size=1M,share=on,mem-path={path}"
-    fn = lambda: _error_of(lambda: backend_from_object(
-        "memory-backend-file", "m", {"size": "1M", "share": "on", "mem-path": str(path)}, origin))
+    fn = lambda: _error_of(lambda: memory_backend(ObjectOpts(
+        "memory-backend-file", "m", {"size": "1M", "share": "on", "mem-path": str(path)}, origin[8:], origin)))
     if os.geteuid() == 0:
         msg = as_nobody(fn)
     else:
@@ -484,7 +486,7 @@ def test_no_permission_on_server_socket():
     try:
         os.chmod(sock, 0o600)
         origin = f"-chardev socket,path={sock},id=c"
-        fn = lambda: _error_of(lambda: ivs.open_socket_chardev({"path": sock}, origin, "c"))
+        fn = lambda: _error_of(lambda: open_chardev(ChardevOpts("c", "socket", {"path": sock}, origin)))
         if os.geteuid() == 0:
             msg = as_nobody(fn)
         else:

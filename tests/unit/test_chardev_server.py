@@ -9,6 +9,8 @@ import pytest
 
 from uvirt.backends.chardev import ServerSocketChardev
 from uvirt.errors import OptionError
+from uvirt.launch.backends import open_chardev
+from uvirt.options import ChardevOpts
 
 
 def _recv_until(s: socket.socket, want: bytes, timeout: float = 5.0) -> bytes:
@@ -31,7 +33,7 @@ def _wait_connected(ch: ServerSocketChardev, timeout: float = 5.0) -> None:
 
 def test_unix_server_without_wait_drops_then_delivers_and_reaccepts(tmp_path):
     path = tmp_path / "c.sock"
-    ch = ServerSocketChardev({"path": str(path), "server": "on", "wait": "off"}, "-chardev x", "c")
+    ch = ServerSocketChardev(str(path), wait=False, label="-chardev x", chardev_id="c")
     try:
         ch.write(b"lost: nobody listens\n")
         a = socket.socket(socket.AF_UNIX)
@@ -55,7 +57,8 @@ def test_unix_server_without_wait_drops_then_delivers_and_reaccepts(tmp_path):
 
 
 def test_tcp_server_port_0_and_bad_port():
-    ch = ServerSocketChardev({"host": "127.0.0.1", "port": "0", "server": "on", "wait": "off"}, "-chardev y", "y")
+    ch = open_chardev(ChardevOpts("y", "socket", {"host": "127.0.0.1", "port": "0", "server": "on",
+                                             "wait": "off"}, "-chardev y"))
     try:
         port = int(ch.desc.rsplit(":", 1)[1])
         s = socket.create_connection(("127.0.0.1", port))
@@ -65,5 +68,6 @@ def test_tcp_server_port_0_and_bad_port():
         s.close()
     finally:
         ch.close()
-    with pytest.raises(OptionError, match="expects a number"):
-        ServerSocketChardev({"host": "127.0.0.1", "port": "x", "server": "on", "wait": "off"}, "-chardev z", "z")
+    with pytest.raises(OptionError, match="^-chardev z: Parameter 'port' expects a number$"):
+        open_chardev(ChardevOpts("z", "socket", {"host": "127.0.0.1", "port": "x", "server": "on",
+                                                 "wait": "off"}, "-chardev z"))

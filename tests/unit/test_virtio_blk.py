@@ -8,7 +8,8 @@ import struct
 
 import pytest
 
-from uvirt.backends.block import NullBackend, RawFile, open_drive, open_drives
+from uvirt.backends.block import NullBackend, RawFile
+from uvirt.launch.backends import open_drive, open_drives
 from uvirt.errors import OptionError
 from uvirt.options import DriveOpts
 from uvirt.testing.mock_driver import MockSplitQueue, guest_ram

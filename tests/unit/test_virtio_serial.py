@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from uvirt.backends.chardev import MemoryChardev
-from uvirt.errors import OptionError
+from uvirt.virtio.serial import VirtioSerialError
 from uvirt.testing.mock_driver import MockSplitQueue, guest_ram
 from uvirt.virtio.serial import (CONSOLE_PORT, DEVICE_READY, PORT_ADD, PORT_NAME, PORT_OPEN, PORT_READY,
                                  PORT_REMOVE, VirtioSerial, VirtioSerialPort)
@@ -56,7 +56,7 @@ def test_identity_features_config_queues():
 @pytest.mark.parametrize("max_ports,message", [(0, "Maximum number of serial ports not specified"),
                                                (512, "maximum ports supported: 511")])
 def test_max_ports_errors(max_ports, message):
-    with pytest.raises(OptionError, match=message):
+    with pytest.raises(VirtioSerialError, match=message):
         VirtioSerial(max_ports=max_ports)
 
 
@@ -65,14 +65,14 @@ def test_port_ids_and_errors():
     con = dev.plug(VirtioSerialPort(is_console=True))
     port = dev.plug(VirtioSerialPort(name="a"))
     assert (con.id, port.id) == (0, 1)
-    with pytest.raises(OptionError, match="A port already exists at id 1"):
+    with pytest.raises(VirtioSerialError, match="A port already exists at id 1"):
         dev.plug(VirtioSerialPort(), 1)
-    with pytest.raises(OptionError, match="A port already exists by name a"):
+    with pytest.raises(VirtioSerialError, match="A port already exists by name a"):
         dev.plug(VirtioSerialPort(name="a"))
-    with pytest.raises(OptionError, match="Out-of-range port id specified, max. allowed: 3"):
+    with pytest.raises(VirtioSerialError, match="Out-of-range port id specified, max. allowed: 3"):
         dev.plug(VirtioSerialPort(), 4)
     _, dev, _, _ = _device(max_ports=4)
-    with pytest.raises(OptionError, match="Port number 0 on virtio-serial devices reserved"):
+    with pytest.raises(VirtioSerialError, match="Port number 0 on virtio-serial devices reserved"):
         dev.plug(VirtioSerialPort(), 0)
     assert dev.plug(VirtioSerialPort()).id == 1              # id 0 stays reserved
 

@@ -22,47 +22,40 @@ zeros, like a punched hole).  Not modelled: ``format`` other than raw (each is r
 name), the "probed raw" restriction on writes to sector 0 (only the warning is printed),
 ``cache=`` modes beyond the write-cache flag, I/O errors of the host file.
 
-Errors are QEMU 7.2's wording, measured (``-drive`` location prefix added by the caller):
-
-=====================================  ===================================================
-missing file                           ``Could not open 'x': No such file or directory``
-``format=bogus``                       ``Unknown driver 'bogus'``
-``format=qcow2`` on a raw file         ``Image is not in qcow2 format``
-``readonly=maybe``                     ``Parameter 'read-only' expects 'on' or 'off'``
-unknown option                         ``Block format 'raw' does not support the option 'x'``
-same ``id`` twice                      ``Duplicate ID 'd0' for drive``
-=====================================  ===================================================
+The back ends take typed values and raise ``OSError`` (a file that cannot be opened) or
+``BlockError``; ``-drive`` text is read, and errors worded as QEMU words them, by the
+builder (``uvirt.launch.backends.open_drives``).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import sys
 from dataclasses import dataclass
 
-from uvirt.errors import OptionError
+from uvirt.errors import UvirtError
 
 SECTOR = 512
 NULL_DEFAULT_SIZE = 1 << 30
 #: Formats QEMU 7.2 knows that uvirt cannot read (refused by name, not "unknown").
-_QEMU_FORMATS = {"qcow2", "qcow", "qed", "vmdk", "vdi", "vhdx", "vpc", "luks", "parallels",
+QEMU_FORMATS = {"qcow2", "qcow", "qed", "vmdk", "vdi", "vhdx", "vpc", "luks", "parallels",
                  "bochs", "cloop", "dmg", "vvfat", "ftp", "ftps", "http", "https", "nbd",
                  "ssh", "iscsi", "rbd", "gluster", "host_device", "host_cdrom", "throttle",
                  "blkdebug", "blkverify", "quorum", "compress", "copy-on-read", "preallocate",
                  "snapshot-access", "copy-before-write", "blklogwrites", "replication"}
-#: -drive options uvirt accepts and what they mean here.
-_DRIVE_KEYS = {"file", "format", "if", "id", "readonly", "read-only", "auto-read-only",
-               "cache", "cache.writeback", "cache.direct", "cache.no-flush", "discard",
-               "driver", "size", "read-zeroes", "file.read-zeroes", "file.size", "media",
-               "aio", "detect-zeroes", "werror", "rerror", "snapshot", "index", "bus", "unit",
-               "copy-on-read", "file.driver", "file.filename", "file.locking", "locking"}
-_IMAGE_MAGICS = {b"QFI\xfb": "qcow2", b"KDMV": "vmdk", b"QED\x00": "qed",
+#: the first bytes of the image formats uvirt recognises (to refuse them by name)
+IMAGE_MAGICS = {b"QFI\xfb": "qcow2", b"KDMV": "vmdk", b"QED\x00": "qed",
                  b"conectix": "vpc", b"vhdxfile": "vhdx", b"LUKS\xba\xbe": "luks"}
 
 
-class BlockError(Exception):
-    """A request the back end refuses (QEMU -EPERM/-EIO): the device reports IOERR."""
+def image_format(head: bytes) -> str | None:
+    """The format whose magic ``head`` (an image's first bytes) starts with, or None."""
+    return next((name for magic, name in IMAGE_MAGICS.items() if head.startswith(magic)), None)
+
+
+class BlockError(UvirtError):
+    """A request the back end refuses (QEMU -EPERM/-EIO): the device reports IOERR; from
+    the host (QMP ``block_resize``), an error in QEMU's words."""
 
 
 class BlockBackend:
@@ -145,7 +138,7 @@ class RawFile(BlockBackend):
 
     def _set_length(self, size: int) -> None:
         if self.read_only:
-            raise OptionError("Cannot resize a read-only drive")   # pragma: no cover - QMP checks first
+            raise BlockError("Cannot resize a read-only drive")
         os.ftruncate(self.fd, size)
         self.length = size
 
@@ -192,110 +185,3 @@ class Drive:
     backend: BlockBackend
     raw: str
     used_by: str | None = None
-
-
-def _bool(value: str, name: str) -> bool:
-    if value in ("on", "yes", "true", "y"):
-        return True
-    if value in ("off", "no", "false", "n"):
-        return False
-    raise OptionError(f"Parameter '{name}' expects 'on' or 'off'")
-
-
-def _size(value: str) -> int:
-    from uvirt.options.values import qemu_strtosz
-    try:
-        return qemu_strtosz(value)
-    except ValueError:
-        raise OptionError("Parameter 'size' expects a non-negative number below 2^64") from None
-
-
-def open_drive(props: dict[str, str], *, drive_id: str, warn=None) -> BlockBackend:
-    """A back end from ``-drive`` properties (without the ``-drive ...:`` prefix in errors)."""
-    warn = warn or (lambda msg: print(msg, file=sys.stderr))
-    fmt = props.get("format")
-    driver = props.get("driver")
-    filename = props.get("file")
-    ro = _bool(props.get("readonly", props.get("read-only", "off")), "read-only")
-    auto_ro = _bool(props.get("auto-read-only", "off"), "auto-read-only")
-    for key in props:
-        if key not in _DRIVE_KEYS and not key.startswith(("file.", "throttling.")):
-            raise OptionError(f"Block format '{fmt or driver or 'raw'}' does not support the option '{key}'")
-    if fmt is not None and fmt != "raw":
-        if fmt == "null-co":
-            driver, fmt = "null-co", None
-        elif fmt in _QEMU_FORMATS:
-            if filename and not filename.startswith("null-co://") and os.path.exists(filename):
-                with open(filename, "rb") as f:
-                    head = f.read(8)
-                if not any(head.startswith(m) and name == fmt for m, name in _IMAGE_MAGICS.items()):
-                    raise OptionError(f"Image is not in {fmt} format")
-            raise OptionError(f"format '{fmt}' is not supported by uvirt (raw only)")
-        else:
-            raise OptionError(f"Unknown driver '{fmt}'")
-    null = driver == "null-co" or (filename or "").startswith("null-co://")
-    if driver is not None and driver not in ("null-co", "raw", "file"):
-        if driver in _QEMU_FORMATS:
-            raise OptionError(f"driver '{driver}' is not supported by uvirt (raw, file, null-co)")
-        raise OptionError(f"Unknown driver '{driver}'")
-    backend: BlockBackend
-    if null:
-        size_s = props.get("file.size", props.get("size"))
-        size = _size(size_s) if size_s is not None else NULL_DEFAULT_SIZE
-        zeroes = _bool(props.get("file.read-zeroes", props.get("read-zeroes", "off")), "read-zeroes")
-        backend = NullBackend(size, read_zeroes=zeroes, read_only=ro)
-    elif filename is None:
-        backend = EmptyDrive()
-    else:
-        if filename == "":
-            raise OptionError("A block device must be specified for \"filename\"")
-        try:
-            backend = RawFile(filename, read_only=ro, auto_read_only=auto_ro)
-        except OSError as e:
-            raise OptionError(f"Could not open '{filename}': {os.strerror(e.errno or errno.EIO)}") from None
-        if fmt is None and driver is None:
-            head = backend.read(0, 8) or b""
-            for magic, name in _IMAGE_MAGICS.items():
-                if head.startswith(magic):
-                    backend.close()
-                    raise OptionError(f"image '{filename}' is in {name} format, which uvirt cannot read")
-            warn(f"WARNING: Image format was not specified for '{filename}' and probing guessed raw.\n"
-                 "         Automatically detecting the format is dangerous for raw images, "
-                 "write operations on block 0 will be restricted.\n"
-                 "         Specify the 'raw' format explicitly to remove the restrictions.")
-    cache = props.get("cache", "writeback")
-    if cache not in ("writeback", "writethrough", "none", "directsync", "unsafe"):
-        backend.close()
-        raise OptionError("invalid cache option")
-    backend.write_cache = cache in ("writeback", "none", "unsafe")
-    if "cache.writeback" in props:
-        backend.write_cache = _bool(props["cache.writeback"], "cache.writeback")
-    discard = props.get("discard", "ignore")
-    if discard not in ("ignore", "off", "unmap", "on"):
-        backend.close()
-        raise OptionError("Invalid discard option")
-    backend.discard_unmap = discard in ("unmap", "on")
-    backend.id = drive_id
-    return backend
-
-
-def open_drives(drives, *, warn=None) -> dict[str, Drive]:
-    """Every ``-drive`` of a ``RunConfig`` by id (QEMU's errors, ``-drive RAW:`` prefixed).
-    On an error the back ends already opened are closed."""
-    out: dict[str, Drive] = {}
-    try:
-        for n, d in enumerate(drives):
-            drive_id = d.id if d.id is not None else f"__uvirt_drive{n}"
-            if drive_id in out:
-                raise OptionError(f"-drive {d.raw}: Duplicate ID '{drive_id}' for drive")
-            props = {k: v for k, v in d.props.items() if k != "id"}
-            try:
-                backend = open_drive(props, drive_id=drive_id, warn=warn)
-            except OptionError as e:
-                raise OptionError(f"-drive {d.raw}: {e}") from None
-            out[drive_id] = Drive(drive_id, backend, d.raw)
-    except BaseException:
-        for drv in out.values():
-            drv.backend.close()
-        raise
-    return out

@@ -3,7 +3,9 @@
 ``file`` truncates and writes the path (QEMU opens with O_TRUNC unless ``append=on``),
 ``stdio`` writes to standard output, ``null`` drops everything, ``memory`` (uvirt's
 own, for tests) keeps the bytes in ``.data``, and ``socket,...,server=on`` listens
-(``ServerSocketChardev``; the client form is the ivshmem one in devices/ivshmem.py).  Output is buffered and flushed at a
+(``ServerSocketChardev``; the client form is the ivshmem one in board/devices/ivshmem.py).
+The back ends take typed values; ``uvirt.launch.backends.open_chardev`` reads
+``-chardev`` text and words errors.  Output is buffered and flushed at a
 newline and when the machine stops, so a byte-per-OUT guest does not pay a syscall per
 byte, while a person watching stdio sees whole lines at once.
 
@@ -18,8 +20,13 @@ from __future__ import annotations
 import os
 import sys
 
-from uvirt.errors import OptionError
+from uvirt.errors import UvirtError
 from uvirt.service_thread import start_service_thread
+
+
+class ChardevError(UvirtError):
+    """A back end that cannot be opened, in QEMU's words without the option's location
+    (``Could not open 'x': No such file or directory``); the builder adds it."""
 
 
 class Chardev:
@@ -88,7 +95,7 @@ class FileChardev(_BufferedChardev):
         try:
             self._fd = os.open(path, flags, 0o666)
         except OSError as e:
-            raise OptionError(f"-chardev file: could not open '{path}': {e.strerror}") from None
+            raise ChardevError(f"Could not open '{path}': {e.strerror}") from None
         self.path = path
         self.label = f"file:{path}"
 
@@ -123,31 +130,27 @@ class ServerSocketChardev(Chardev):
     QEMU's ``tcp_chr_write`` refuses them.  Whatever a client sends is read and ignored
     (uvirt's chardevs carry no input).  Accepting and reading run on a daemon thread."""
 
-    def __init__(self, props: dict[str, str], origin: str, chardev_id: str = "") -> None:
+    def __init__(self, address: "str | tuple[str, int]", *, wait: bool = True, label: str = "",
+                 chardev_id: str = "") -> None:
+        """``address``: a UNIX socket path, or (host, port) for TCP (port 0: any);
+        ``label`` names the chardev in the waiting message (the option as written)."""
         import socket
         import threading
         self.id = chardev_id
-        self.origin = origin
-        on = ("on", "yes", "true", "y")
-        self.wait = props.get("wait", "on") in on
-        if "path" in props:
-            family, address = socket.AF_UNIX, props["path"]
+        self.origin = label
+        self.wait = wait
+        if isinstance(address, str):
+            family = socket.AF_UNIX
             self.desc = f"unix:{address}"
             try:
                 os.unlink(address)
             except FileNotFoundError:
                 pass
             except OSError as e:
-                raise OptionError(f"{origin}: Failed to bind socket to {address}: {e.strerror}") from None
-        elif "port" in props:
-            family = socket.AF_INET6 if ":" in props.get("host", "") else socket.AF_INET
-            try:
-                address = (props.get("host") or "0.0.0.0", int(props["port"], 0))
-            except ValueError:
-                raise OptionError(f"{origin}: Parameter 'port' expects a number") from None
-            self.desc = f"tcp:{address[0]}:{address[1]}"
+                raise ChardevError(f"Failed to bind socket to {address}: {e.strerror}") from None
         else:
-            raise OptionError(f"{origin}: chardev: socket: 'path' or 'port' is required")
+            family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+            self.desc = f"tcp:{address[0]}:{address[1]}"
         self.path = address if family == socket.AF_UNIX else None
         ls = socket.socket(family, socket.SOCK_STREAM)
         if family != socket.AF_UNIX:
@@ -157,7 +160,8 @@ class ServerSocketChardev(Chardev):
             ls.listen(1)
         except OSError as e:
             ls.close()
-            raise OptionError(f"{origin}: Failed to bind socket: {e.strerror}") from None
+            where = f" to {address}" if family == socket.AF_UNIX else ""
+            raise ChardevError(f"Failed to bind socket{where}: {e.strerror}") from None
         if family != socket.AF_UNIX:
             self.desc = f"tcp:{address[0]}:{ls.getsockname()[1]}"
         self.listener = ls
@@ -165,7 +169,7 @@ class ServerSocketChardev(Chardev):
         self._lock = threading.Lock()
         self._closed = False
         if self.wait:
-            print(f"uvirt: {origin}: info: QEMU waiting for connection on: "
+            print(f"uvirt: {label}: info: QEMU waiting for connection on: "
                   f"disconnected:{self.desc},server=on", file=sys.stderr)
             conn, _ = ls.accept()
             self.conn = conn
@@ -234,23 +238,3 @@ class ServerSocketChardev(Chardev):
                 os.unlink(self.path)
             except OSError:
                 pass
-
-
-def open_chardev(backend: str, props: dict[str, str], *, chardev_id: str = "") -> Chardev:
-    """Create a back end from ``-chardev BACKEND,id=...,key=value`` properties."""
-    if backend == "file":
-        path = props.get("path")
-        if not path:
-            raise OptionError(f"chardev: {chardev_id or 'file'}: 'path' is missing")
-        dev: Chardev = FileChardev(path, append=props.get("append", "off") in ("on", "yes", "true"))
-    elif backend == "stdio":
-        dev = StdioChardev()
-    elif backend in ("null", "none"):
-        dev = NullChardev()
-    elif backend == "memory":
-        dev = MemoryChardev()
-    else:
-        raise OptionError(f"chardev: backend '{backend}' is not supported by uvirt "
-                          f"(file, stdio, null, memory)")
-    dev.id = chardev_id
-    return dev

@@ -65,9 +65,17 @@ class SharedMemory:
         return cls(name, HostBuffer(size, name=name), backing="anonymous")
 
     @classmethod
-    def memfd(cls, name: str, size: int) -> "SharedMemory":
-        check_region_size(size, name)
+    def memfd(cls, name: str, size: int, *, check: bool = True) -> "SharedMemory":
+        """A memfd of ``size`` bytes; ``check=False`` for a ``memory-backend-memfd`` (any
+        size: a device that maps it checks its own BAR rules)."""
+        if check:
+            check_region_size(size, name)
         return cls(name, _memfd_buffer(name, size), backing="memfd")
+
+    @classmethod
+    def ram(cls, name: str, size: int) -> "SharedMemory":
+        """QEMU ``memory-backend-ram``: private anonymous memory of any size."""
+        return cls(name, HostBuffer(size, name=name), backing="ram")
 
     @classmethod
     def from_fd(cls, name: str, fd: int, size: int, *, shared: bool = True) -> "SharedMemory":
@@ -140,39 +148,3 @@ class SharedMemory:
     def __repr__(self) -> str:
         where = "unmapped" if self.mapped_at is None else f"at 0x{self.mapped_at:x}"
         return f"SharedMemory({self.name!r}, 0x{self.size:x}, {self.backing}, {where})"
-
-
-def backend_from_object(qom_type: str, obj_id: str, props: dict[str, str], origin: str) -> SharedMemory:
-    """``-object memory-backend-{ram,file,memfd},id=..,size=..[,mem-path=..,share=..]``."""
-    from uvirt.errors import OptionError
-    from uvirt.options.values import parse_bool, parse_size
-
-    known = {"memory-backend-ram": {"size", "share", "prealloc", "merge", "dump", "x-use-canonical-path-for-ramblock-id"},
-             "memory-backend-file": {"size", "share", "mem-path", "prealloc", "merge", "dump", "readonly",
-                                     "discard-data", "align", "x-use-canonical-path-for-ramblock-id"},
-             "memory-backend-memfd": {"size", "share", "seal", "hugetlb", "prealloc", "merge", "dump",
-                                      "x-use-canonical-path-for-ramblock-id"}}
-    if qom_type not in known:
-        raise OptionError(f"{origin}: invalid object type: {qom_type}")
-    for key in props:
-        if key not in known[qom_type]:
-            raise OptionError(f"{origin}: Property '{qom_type}.{key}' not found")
-    if "size" not in props:
-        raise OptionError(f"{origin}: can't create backend with size 0")
-    size = parse_size(props["size"], option=origin, key="size")
-    if size == 0:
-        raise OptionError(f"{origin}: can't create backend with size 0")
-    share_default = "on" if qom_type == "memory-backend-memfd" else "off"
-    share = parse_bool(props.get("share", share_default), option=origin, key="share")
-    name = f"{qom_type}:{obj_id}"
-    if qom_type == "memory-backend-file":
-        path = props.get("mem-path")
-        if not path:
-            raise OptionError(f"{origin}: mem-path property not set")
-        try:
-            return SharedMemory.file(name, path, size, shared=share)
-        except UvirtError as e:
-            raise OptionError(f"{origin}: {e}") from None
-    if qom_type == "memory-backend-memfd":
-        return SharedMemory(name, _memfd_buffer(name, size), backing="memfd")
-    return SharedMemory(name, HostBuffer(size, name=name), backing="ram")

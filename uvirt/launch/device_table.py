@@ -332,13 +332,31 @@ def _virtio_gpu_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
 
 
 def _ivshmem_plain(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
-    from uvirt.board.devices.ivshmem import create_plain
-    return create_plain(machine, v, ctx, f"-device {ctx.raw or 'ivshmem-plain'}")
+    """QEMU ``ivshmem_plain_realize``: the memdev must exist and be free."""
+    from uvirt.board.devices.ivshmem import Ivshmem, IvshmemSetupError, create_plain
+    where = f"-device {ctx.raw or 'ivshmem-plain'}"
+    memdev = v["memdev"]
+    if memdev is None:
+        raise OptionError(f"{where}: You must specify a 'memdev'")
+    if memdev not in ctx.memdevs:
+        raise OptionError(f"{where}: Device '{memdev}' not found")
+    if memdev in ctx.used_memdevs:
+        raise OptionError(f"{where}: can't use already busy memdev: {memdev}")
+    shm = ctx.memdevs[memdev]
+    try:
+        Ivshmem.check_bar_size(shm.size)
+    except IvshmemSetupError as e:
+        raise OptionError(f"{where}: {e}") from None
+    ctx.used_memdevs.add(memdev)        # the device owns (and closes) it from here on
+    return create_plain(machine, v, shm)
 
 
 def _ivshmem_doorbell(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
-    from uvirt.board.devices.ivshmem import create_doorbell
-    return create_doorbell(machine, v, ctx, f"-device {ctx.raw or 'ivshmem-doorbell'}")
+    from uvirt.board.devices.ivshmem import IvshmemSetupError, create_doorbell
+    try:
+        return create_doorbell(machine, v)
+    except IvshmemSetupError as e:
+        raise OptionError(f"-device {ctx.raw or 'ivshmem-doorbell'}: {e}") from None
 
 
 def _edu(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
@@ -399,7 +417,7 @@ def _virtio_blk_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
 
 
 def _virtio_serial_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
-    from uvirt.virtio.serial import VirtioSerial
+    from uvirt.virtio.serial import VirtioSerial, VirtioSerialError
     dev_id = v["id"] or (opts_id(ctx.raw, "") if ctx.raw else None)
     if dev_id:
         bus_name = f"{dev_id}.0"
@@ -409,7 +427,7 @@ def _virtio_serial_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext)
     try:
         dev = VirtioSerial(max_ports=v["max_ports"], emergency_write=v["emergency-write"],
                            bus_name=bus_name)
-    except OptionError as e:
+    except VirtioSerialError as e:
         raise OptionError(f"-device {ctx.raw}: {e}") from None
     dev.auto_named = not dev_id
     dev.ioeventfd = v["ioeventfd"]
@@ -447,7 +465,7 @@ def _virtio_serial_port(machine: "Machine", v: dict[str, Any], ctx: BuildContext
                         console: bool):
     """``virtconsole`` / ``virtserialport`` on a virtio-serial bus (QEMU picks the most
     recently created bus when ``bus`` is not given)."""
-    from uvirt.virtio.serial import VirtioSerialPort
+    from uvirt.virtio.serial import VirtioSerialError, VirtioSerialPort
     origin = f"-device {ctx.raw or driver}"
     if v["bus"] is not None:
         bus = next((b for b in ctx.virtio_serial_buses if b.bus_name == v["bus"]), None)
@@ -461,7 +479,7 @@ def _virtio_serial_port(machine: "Machine", v: dict[str, Any], ctx: BuildContext
     port = VirtioSerialPort(chardev=v["chardev"], name=v["name"], is_console=console)
     try:
         return bus.plug(port, v["nr"], names)
-    except OptionError as e:
+    except VirtioSerialError as e:
         raise OptionError(f"{origin}: {e}") from None
 
 

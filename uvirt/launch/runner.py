@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 
 from uvirt.boot import firmware_step as bios
-from uvirt.backends.chardev import Chardev, open_chardev
+from uvirt.backends.chardev import Chardev
+from uvirt.launch.backends import memory_backend, open_chardev, open_drives
 from uvirt.launch.device_table import BuildContext, create_device
 from uvirt.errors import OptionError, UsageError, UvirtError
 from uvirt.cpu.machine import Machine, StopInfo
@@ -49,14 +50,7 @@ def _open(spec, ctx: BuildContext, built: Built) -> Chardev:
             raise OptionError(f"{spec.origin}: chardev '{spec.id}' not found")
         return dev
     assert isinstance(spec, ChardevOpts)
-    if spec.backend == "socket" and spec.props.get("server", "off") in ("on", "yes", "true", "y"):
-        from uvirt.backends.chardev import ServerSocketChardev
-        dev = ServerSocketChardev(spec.props, spec.origin, spec.id)
-    elif spec.backend == "socket" and "path" in spec.props:
-        from uvirt.board.devices.ivshmem import open_socket_chardev   # a client UNIX socket (ivshmem)
-        dev = open_socket_chardev(spec.props, spec.origin, spec.id)
-    else:
-        dev = open_chardev(spec.backend, spec.props, chardev_id=spec.id)
+    dev = open_chardev(spec)
     built.chardevs.append(dev)
     return dev
 
@@ -110,7 +104,6 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
             ctx.chardevs[c.id] = _open(c, ctx, built)
         m.chardevs.extend(built.chardevs)
         if cfg.drives:                          # -drive: back ends by id, closed with the machine
-            from uvirt.backends.block import open_drives
             ctx.drives = open_drives(cfg.drives)
             m.chardevs.extend(d.backend for d in ctx.drives.values())
         _memory_backends(cfg, ctx, m)
@@ -226,7 +219,6 @@ def _memory_backends(cfg: RunConfig, ctx: BuildContext, m: Machine) -> None:
     types are left to their own issues).  Buffers no device takes are released when the
     machine closes; a device that takes one releases it itself."""
     from uvirt.board.devices.ivshmem import BackendCloser
-    from uvirt.backends.shared_memory import backend_from_object
 
     if not any(o.qom_type.startswith("memory-backend-") for o in cfg.objects):
         return
@@ -236,8 +228,7 @@ def _memory_backends(cfg: RunConfig, ctx: BuildContext, m: Machine) -> None:
             continue
         if o.id in ctx.memdevs:
             raise OptionError(f"{o.origin}: Duplicate ID '{o.id}' for object")
-        props = {k: v for k, v in o.props.items() if k != "id"}
-        ctx.memdevs[o.id] = backend_from_object(o.qom_type, o.id, props, o.origin)
+        ctx.memdevs[o.id] = memory_backend(o)
 
 
 def run_config(cfg: RunConfig) -> StopInfo:

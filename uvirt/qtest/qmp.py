@@ -235,7 +235,11 @@ class QmpContext:
             raise QmpError(f"Cannot find device='{device or ''}' nor node-name='{node or ''}'")
         if args["size"] < 0:
             raise QmpError("Parameter 'size' expects a >0 size")
-        backend.resize(args["size"])
+        from uvirt.backends.block import BlockError
+        try:
+            backend.resize(args["size"])
+        except (BlockError, OSError) as e:
+            raise QmpError(str(e) if isinstance(e, BlockError) else e.strerror or str(e)) from None
         return {}
 
 

@@ -48,7 +48,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from uvirt.errors import OptionError
+from uvirt.errors import UvirtError
 from uvirt.board.dma import PIECE
 from uvirt.virtio.blk import driver_ok_kick
 from uvirt.virtio.device import Status, VirtioDevice
@@ -63,6 +63,11 @@ CONTROL_LEN = 8
 BAD_ID = 0xFFFFFFFF
 MAX_SUPPORTED_PORTS = 1024 // 2 - 1            # VIRTIO_QUEUE_MAX / 2 - 1
 CONTROL_RX, CONTROL_TX = 2, 3
+
+
+class VirtioSerialError(UvirtError):
+    """A virtio-serial device or port that cannot be created, in QEMU's words (its
+    realize errors) without the option's location: the -device builder adds it."""
 
 
 @dataclass
@@ -102,9 +107,9 @@ class VirtioSerial(VirtioDevice):
     def __init__(self, *, max_ports: int = 31, emergency_write: bool = True,
                  bus_name: str = "virtio-serial-bus.0") -> None:
         if max_ports == 0:
-            raise OptionError("Maximum number of serial ports not specified")
+            raise VirtioSerialError("Maximum number of serial ports not specified")
         if max_ports > MAX_SUPPORTED_PORTS:
-            raise OptionError(f"maximum ports supported: {MAX_SUPPORTED_PORTS}")
+            raise VirtioSerialError(f"maximum ports supported: {MAX_SUPPORTED_PORTS}")
         self.device_features = CONSOLE_F_EMERG_WRITE if emergency_write else 0
         super().__init__()
         self.max_ports = max_ports
@@ -136,22 +141,22 @@ class VirtioSerial(VirtioDevice):
         port.id = BAD_ID if nr is None else nr
         plugging_port0 = port.is_console and self.port(0) is None
         if self.port(port.id) is not None:
-            raise OptionError(f"virtio-serial-bus: A port already exists at id {port.id}")
+            raise VirtioSerialError(f"virtio-serial-bus: A port already exists at id {port.id}")
         names = all_names if all_names is not None else {p.name for p in self.ports if p.name}
         if port.name is not None and port.name in names:
-            raise OptionError(f"virtio-serial-bus: A port already exists by name {port.name}")
+            raise VirtioSerialError(f"virtio-serial-bus: A port already exists by name {port.name}")
         if port.id == BAD_ID:
             if plugging_port0:
                 port.id = 0
             else:
                 port.id = self._free_id()
                 if port.id == BAD_ID:
-                    raise OptionError("virtio-serial-bus: Maximum port limit for this device reached")
+                    raise VirtioSerialError("virtio-serial-bus: Maximum port limit for this device reached")
         if port.id >= self.max_ports:
-            raise OptionError(f"virtio-serial-bus: Out-of-range port id specified, max. allowed: "
+            raise VirtioSerialError(f"virtio-serial-bus: Out-of-range port id specified, max. allowed: "
                               f"{self.max_ports - 1}")
         if port.id == 0 and not port.is_console:
-            raise OptionError("Port number 0 on virtio-serial devices reserved for virtconsole "
+            raise VirtioSerialError("Port number 0 on virtio-serial devices reserved for virtconsole "
                               "devices for backward compatibility.")
         if port.chardev is not None:
             port.host_connected = True     # console: virtio_serial_open; port: CHR_EVENT_OPENED

@@ -58,8 +58,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from uvirt.backends.chardev import Chardev
-from uvirt.errors import OptionError, UvirtError
+from uvirt.backends.chardev import Chardev, ChardevError
+from uvirt.errors import UvirtError
 from uvirt.ivshmem.protocol import (
     MAX_VECTORS,
     Interrupt,
@@ -155,6 +155,11 @@ class _Registers:
                 d.doorbell((value >> 16) & 0xFFFF, value & 0xFF)
 
 
+class IvshmemSetupError(UvirtError):
+    """An ivshmem device that cannot be created, in QEMU's words (``ivshmem_realize``)
+    without the option's location: the -device builder adds it."""
+
+
 class Ivshmem(PciFunction):
     """One ivshmem function.  ``shm`` is the memory (a backend, or the server's fd
     mapped); ``client`` is the connected server client (doorbell) or None (plain)."""
@@ -166,10 +171,7 @@ class Ivshmem(PciFunction):
         super().__init__(vendor_id=VENDOR_ID, device_id=DEVICE_ID, class_code=CLASS_MEMORY_RAM,
                          revision=REVISION)
         size = shm.size
-        if size & (size - 1) or size < 16:
-            # QEMU 7.2 aborts here (pci_register_bar: Assertion `is_power_of_2(size)').
-            raise UvirtError(f"ivshmem BAR2 size 0x{size:x} is not a power of two of at least 0x10 "
-                             f"(QEMU 7.2 aborts on this)")
+        self.check_bar_size(size)
         self.name = name
         self.lock = threading.RLock()
         self.shm = shm
@@ -214,6 +216,13 @@ class Ivshmem(PciFunction):
         self._wake_r = self._wake_w = -1
 
     # ------------------------------------------------------------------ guest side
+    @staticmethod
+    def check_bar_size(size: int) -> None:
+        if size & (size - 1) or size < 16:
+            # QEMU 7.2 aborts here (pci_register_bar: Assertion `is_power_of_2(size)').
+            raise IvshmemSetupError(f"ivshmem BAR2 size 0x{size:x} is not a power of two of at "
+                                    f"least 0x10 (QEMU 7.2 aborts on this)")
+
     def config_write(self, offset: int, size: int, value: int):
         with self.lock:
             changes = super().config_write(offset, size, value)
@@ -411,17 +420,16 @@ class SocketChardev(Chardev):
     device, which this chardev closes with itself.  Other users get a byte stream.
     """
 
-    def __init__(self, path: str, origin: str, *, chardev_id: str = "") -> None:
+    def __init__(self, path: str, *, chardev_id: str = "") -> None:
         self.id = chardev_id
         self.path = path
-        self.origin = origin
         self.device: Ivshmem | None = None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(path)
         except OSError as e:
             sock.close()
-            raise OptionError(f"{origin}: Failed to connect to '{path}': {e.strerror or e}") from None
+            raise ChardevError(f"Failed to connect to '{path}': {e.strerror or e}") from None
         self._sock: socket.socket | None = sock
 
     def take_socket(self) -> socket.socket:
@@ -444,19 +452,6 @@ class SocketChardev(Chardev):
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-
-
-def open_socket_chardev(props: dict[str, str], origin: str, chardev_id: str) -> SocketChardev:
-    """The client form of QEMU's socket chardev (``path=``); other forms are refused."""
-    from uvirt.options.values import parse_bool
-
-    if "path" not in props:
-        raise OptionError(f"{origin}: uvirt supports only UNIX socket chardevs (path=...)")
-    for key in ("server", "listen"):
-        if key in props and parse_bool(props[key], option=origin, key=key):
-            raise OptionError(f"{origin}: uvirt supports only client socket chardevs "
-                              f"(server=on is not supported)")
-    return SocketChardev(props["path"], origin, chardev_id=chardev_id)
 
 
 # --------------------------------------------------------------------------- factories
@@ -493,41 +488,28 @@ def _nothing() -> None:
     pass
 
 
-def create_plain(machine: "Machine", v: dict[str, Any], ctx, where: str) -> Ivshmem:
-    """``-device ivshmem-plain``; ``where`` is the ``-device ARG`` errors start with."""
-    memdev = v["memdev"]
-    if memdev is None:
-        raise OptionError(f"{where}: You must specify a 'memdev'")
-    backends = getattr(ctx, "memdevs", {})
-    used = getattr(ctx, "used_memdevs", set())
-    if memdev not in backends:
-        raise OptionError(f"{where}: Device '{memdev}' not found")
-    if memdev in used:
-        raise OptionError(f"{where}: can't use already busy memdev: {memdev}")
-    try:
-        fn = Ivshmem("ivshmem-plain", backends[memdev], owns_shm=True)
-    except UvirtError as e:
-        raise OptionError(f"{where}: {e}") from None
-    used.add(memdev)
+def create_plain(machine: "Machine", v: dict[str, Any], shm: SharedMemory) -> Ivshmem:
+    """``-device ivshmem-plain`` over ``shm`` (the ``memdev`` the builder looked up)."""
+    fn = Ivshmem("ivshmem-plain", shm, owns_shm=True)
     machine.chardevs.append(DeviceCloser(fn.close, "ivshmem-plain"))
     _place(machine, fn, v)
     return fn
 
 
-def create_doorbell(machine: "Machine", v: dict[str, Any], ctx, where: str,
-                    timeout: float | None = None) -> Ivshmem:
-    """``-device ivshmem-doorbell``: set-up with the server happens here, bounded."""
+def create_doorbell(machine: "Machine", v: dict[str, Any], timeout: float | None = None) -> Ivshmem:
+    """``-device ivshmem-doorbell``: set-up with the server happens here, bounded.
+    ``v`` holds typed properties (``chardev`` the back end itself)."""
     chardev = v["chardev"]
     if chardev is None:
-        raise OptionError(f"{where}: You must specify a 'chardev'")
+        raise IvshmemSetupError("You must specify a 'chardev'")
     vectors = v["vectors"]
     if not 1 <= vectors <= MAX_MSIX_VECTORS:
-        raise OptionError(f"{where}: Failed to initialize interrupts: The number of MSI-X vectors is invalid")
+        raise IvshmemSetupError("Failed to initialize interrupts: The number of MSI-X vectors is invalid")
     if not isinstance(chardev, SocketChardev):
         # QEMU reads the set-up messages from any chardev and waits forever on one
         # that never sends them (null, file): refuse instead.
-        raise OptionError(f"{where}: chardev '{getattr(chardev, 'id', '?')}' is not a socket "
-                          f"connected to an ivshmem server")
+        raise IvshmemSetupError(f"chardev '{getattr(chardev, 'id', '?')}' is not a socket "
+                                f"connected to an ivshmem server")
     timeout = SETUP_TIMEOUT if timeout is None else timeout
     sock = chardev.take_socket()
     try:
@@ -537,20 +519,20 @@ def create_doorbell(machine: "Machine", v: dict[str, Any], ctx, where: str,
         client._timeout = timeout           # the bound its timeout error names
         client.setup(deadline=time.monotonic() + timeout)
     except IvshmemError as e:
-        raise OptionError(f"{where}: {e}") from None
+        raise IvshmemSetupError(str(e)) from None
     try:
         if v["master"] == "on" and client.id != 0:
-            raise OptionError(f"{where}: master must connect to the server before any peers")
+            raise IvshmemSetupError("master must connect to the server before any peers")
         try:
             shm = SharedMemory.from_fd("ivshmem.bar2", client.shm_fd, client.shm_size)
         except (UvirtError, OSError, ValueError) as e:
-            raise OptionError(f"{where}: can't map shared memory sent by server "
-                              f"(size 0x{client.shm_size:x}): {e}") from None
+            raise IvshmemSetupError(f"can't map shared memory sent by server "
+                                    f"(size 0x{client.shm_size:x}): {e}") from None
         try:
             fn = Ivshmem("ivshmem-doorbell", shm, client=client, vectors=vectors, owns_shm=True)
         except UvirtError as e:
             _close_shm(shm)
-            raise OptionError(f"{where}: {e}") from None
+            raise IvshmemSetupError(str(e)) from None
     except BaseException:
         client.close()
         raise
