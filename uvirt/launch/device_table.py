@@ -16,6 +16,7 @@ from uvirt.options.keyval import opts_id
 from uvirt.options.values import parse_bool, parse_int, parse_size, qemu_strtosz
 
 if TYPE_CHECKING:
+    from uvirt.board.pci.bus import PciPlugError
     from uvirt.cpu.machine import Machine
 
 
@@ -169,7 +170,7 @@ def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dic
     try:
         created = dev.factory(machine, values, ctx)
     except PciPlugError as e:
-        raise OptionError(f"-device {raw}: {e.qemu_words(driver)}") from None
+        raise OptionError(f"-device {raw}: {pci_plug_words(e, driver)}") from None
     if values.get("romfile"):                   # QEMU pci_add_option_rom, after realize
         import os.path
         if not os.path.isfile(values["romfile"]):
@@ -178,6 +179,23 @@ def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dic
     if isinstance(created, PciFunction):
         created.qom_type, created.qdev_id = driver, ident
     return created
+
+
+def pci_plug_words(e: "PciPlugError", driver: str) -> str:
+    """QEMU 7.2's message (``do_pci_register_device``) for a ``-device driver`` the PCI bus
+    refused; the function already there is named by its QOM type and id, as QEMU does
+    (``in use by virtio-rng-pci,id=(null)``)."""
+    if e.kind == "full":
+        return f"PCI: no slot/function available for {driver}, all in use or reserved"
+    slot, fn = e.devfn >> 3 & 0x1F, e.devfn & 7
+    if e.kind == "in-use":
+        o = e.other
+        return (f"PCI: slot {slot} function {fn} not available for {driver}, in use by "
+                f"{o.qom_type or o.name},id={o.qdev_id if o.qdev_id is not None else '(null)'}")
+    if e.kind == "single-function":
+        return (f"PCI: {slot:x}.0 indicates single function, but {slot:x}."
+                f"{e.other.devfn & 7:x} is already populated.")
+    return f"PCI: single function device can't be populated in function {slot:x}.{fn:x}"
 
 
 #: the one bus of each kind uvirt's pc has, by QEMU's name

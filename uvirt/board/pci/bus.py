@@ -180,34 +180,33 @@ def _ranges_overlap(a: int, alen: int, b: int, blen: int) -> bool:
     return a < b + blen and b < a + alen
 
 
-class PciPlugError(UvirtError):
+class PciError(UvirtError):
+    """A host-side PCI mistake: a device model or the builder asked the bus for something
+    it cannot do.  Never a guest's mistake (those are recorded guest errors)."""
+
+
+class PciAddressError(PciError, ValueError):
+    """A slot past 31 or a function past 7 (also a ValueError: a bad argument)."""
+
+
+class PciBarError(PciError, ValueError):
+    """A BAR a device model cannot have: not a power of two, too small, a 64-bit BAR at
+    BAR5 (also a ValueError: a bad argument)."""
+
+
+class PciPlugError(PciError):
     """A function that cannot go where it was asked (QEMU ``do_pci_register_device``):
     ``kind`` is ``in-use`` (the devfn is taken by ``other``), ``single-function`` (function
     0 without the multifunction bit while ``other`` sits at a higher function),
     ``function-0-single`` (function 0, ``other``, is not multifunction) or ``full``.
     The -device builder words it as QEMU does, with the device names
-    (``devices/registry.py``)."""
+    (``uvirt.launch.device_table.pci_plug_words``)."""
 
     def __init__(self, kind: str, devfn_: int | None, other: "PciFunction | None" = None) -> None:
         self.kind, self.devfn, self.other = kind, devfn_, other
         where = bdf_str(devfn_) if devfn_ is not None else "bus 0"
         super().__init__(f"PCI {where}: {kind}" + (f" ({other.name} at "
                                                    f"{bdf_str(other.devfn)})" if other else ""))
-
-    def qemu_words(self, driver: str) -> str:
-        """QEMU 7.2's message for a ``-device driver`` that hit this error."""
-        d = self.devfn
-        if self.kind == "full":
-            return f"PCI: no slot/function available for {driver}, all in use or reserved"
-        slot, fn = d >> 3 & 0x1F, d & 7
-        if self.kind == "in-use":
-            o = self.other
-            return (f"PCI: slot {slot} function {fn} not available for {driver}, in use by "
-                    f"{o.qom_type or o.name},id={o.qdev_id if o.qdev_id is not None else '(null)'}")
-        if self.kind == "single-function":
-            return (f"PCI: {slot:x}.0 indicates single function, but {slot:x}."
-                    f"{self.other.devfn & 7:x} is already populated.")
-        return f"PCI: single function device can't be populated in function {slot:x}.{fn:x}"
 
 
 class PciFunction:
@@ -255,10 +254,10 @@ class PciFunction:
                      prefetch: bool = False) -> Bar:
         size = region.size
         if size & (size - 1) or size < (4 if io else 16):
-            raise ValueError(f"{self.name}: BAR{index} size 0x{size:x} is not a power of two >= "
-                             f"{'4' if io else '16'}")
+            raise PciBarError(f"{self.name}: BAR{index} size 0x{size:x} is not a power of two >= "
+                              f"{'4' if io else '16'}")
         if mem64 and index >= 5:
-            raise ValueError(f"{self.name}: a 64-bit BAR cannot start at BAR{index}")
+            raise PciBarError(f"{self.name}: a 64-bit BAR cannot start at BAR{index}")
         bar = Bar(index, region, io=io, mem64=mem64, prefetch=prefetch)
         self.bars[index] = bar
         reg = self.bar_reg(index)
@@ -405,6 +404,10 @@ class PciFunction:
 
 
 def devfn(slot: int, fn: int = 0) -> int:
+    """``slot`` 0..31 and ``fn`` 0..7 as one devfn byte (QEMU ``PCI_DEVFN``)."""
+    if not (0 <= slot < 32 and 0 <= fn < 8):
+        raise PciAddressError(f"PCI slot {slot:#x} function {fn:#x}: a slot is 0..0x1f, "
+                              f"a function 0..7")
     return (slot << 3) | fn
 
 
@@ -441,6 +444,8 @@ class PciBus:
         """QEMU ``do_pci_register_device``'s checks, then the function is on the bus.  A
         function 0 without the multifunction bit (header type bit 7) keeps the slot's
         other functions empty, and a function > 0 needs function 0 to be multifunction."""
+        if not 0 <= devfn_ < 256:
+            raise PciAddressError(f"PCI devfn {devfn_:#x} is past the bus (0..0xff)")
         if devfn_ in self.functions:
             raise PciPlugError("in-use", devfn_, self.functions[devfn_])
         slot0 = devfn_ & ~7
