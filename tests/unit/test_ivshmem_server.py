@@ -25,13 +25,13 @@ from uvirt.ivshmem.protocol import (
     ServerGone,
     close_fds,
 )
+from uvirt.host_utils import pow2ceil
 from uvirt.ivshmem.server import (
     IvshmemServer,
     IvshmemServerError,
     main,
     parse_size,
     parse_vectors,
-    pow2ceil,
 )
 from uvirt.testing.ivshmem import as_nobody
 
@@ -323,13 +323,20 @@ def test_parse_size():
     assert parse_size("1.5K") == 1536
     assert parse_size("65536") == 0x10000
     assert parse_size("2G") == 2 << 30
-    for bad in ("", "x", "1Q", "-1", "0x10"):
-        with pytest.raises(IvshmemServerError, match="invalid shm size"):
+    assert parse_size("0x10") == 16                      # qemu_strtosz takes hex, as QEMU's -l
+    for bad in ("", "x", "1Q", "-1", "1.5", "4M "):
+        with pytest.raises(IvshmemServerError,
+                           match=r"^Parameter 'shm_size' expects a non-negative number below 2\^64$"):
             parse_size(bad)
+    with pytest.raises(IvshmemServerError, match="^Value '99999E' is out of range for parameter 'shm_size'$"):
+        parse_size("99999E")
 
 
 def test_parse_vectors():
     assert [parse_vectors(t) for t in ("0", "2", "0x10", "010", "64")] == [0, 2, 16, 8, 64]
+    for bad in ("-1", "1_0", "", "0x"):
+        with pytest.raises(IvshmemServerError, match="cannot parse n_vectors"):
+            parse_vectors(bad)
     with pytest.raises(IvshmemServerError, match=r"too many requested vectors 0x41 \(max is 64\)"):
         parse_vectors("65")
     with pytest.raises(IvshmemServerError, match="cannot parse n_vectors 'two'"):
@@ -343,7 +350,7 @@ def test_pow2ceil():
 @pytest.mark.parametrize("argv, message", [
     (["-n", "65", "-F"], "too many requested vectors 0x41 (max is 64)"),
     (["-v"], "cannot use verbose in daemon mode"),
-    (["-l", "4X", "-F"], "invalid shm size '4X'"),
+    (["-l", "4X", "-F"], "Parameter 'shm_size' expects a non-negative number below 2^64"),
     (["-Z"], "unrecognized arguments: -Z"),
     (["-S"], "argument -S: expected one argument"),
 ])

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import select
 import signal
 import socket
@@ -37,6 +36,10 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 
+from uvirt.errors import OptionError
+from uvirt.host_utils import pow2ceil
+from uvirt.options.values import StrtoxError, strtox
+from uvirt.options.values import parse_size as parse_size_option
 from uvirt.service_thread import start_service_thread
 from uvirt.ivshmem.protocol import (
     MAX_PEER_ID,
@@ -63,37 +66,27 @@ class IvshmemServerError(IvshmemError):
     """The server cannot start (bad option, shm or socket failure)."""
 
 
-def pow2ceil(n: int) -> int:
-    """Smallest power of two >= n (1 for n <= 1, as QEMU's pow2ceil)."""
-    return 1 if n <= 1 else 1 << (n - 1).bit_length()
-
-
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?)\s*([bBkKmMgGtTpPeE]?)\s*$")
-_SIZE_SHIFT = {"": 0, "b": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
-
-
 def parse_size(text: str) -> int:
-    """Parse a size as QEMU's ``-l`` (qemu_strtosz): bytes, or a K/M/G/T/P/E suffix."""
-    m = _SIZE_RE.match(text)
-    if m is None:
-        raise IvshmemServerError(f"invalid shm size {text!r}: expected a number with optional K/M/G suffix")
-    number, suffix = m.groups()
-    value = float(number) * (1 << _SIZE_SHIFT[suffix.lower()]) if "." in number \
-        else int(number) << _SIZE_SHIFT[suffix.lower()]
-    value = int(value)
+    """``-l``: QEMU's ``parse_option_size`` (``qemu_strtosz``: bytes, ``0x`` hex, a
+    K/M/G/T/P/E suffix, a fraction with a suffix), with its words for ``shm_size``."""
+    try:
+        value = parse_size_option(text, option="", key="shm_size",
+                                  expects="a non-negative number below 2^64")
+    except OptionError as e:
+        raise IvshmemServerError(str(e)) from None
     if value >= 1 << 63:
         raise IvshmemServerError(f"shm size {text!r} is too large")
     return value
 
 
 def parse_vectors(text: str) -> int:
-    """Parse ``-n`` like QEMU's parse_uint_full(base 0): decimal, 0x hex or 0 octal."""
+    """Parse ``-n`` like QEMU's parse_uint_full(base 0): decimal, 0x hex or 0 octal, no sign."""
     try:
-        value = int(text, 0) if not re.fullmatch(r"0[0-7]+", text) else int(text, 8)
-    except ValueError:
+        if "-" in text:
+            raise StrtoxError("invalid")
+        value = strtox(text, 0, signed=False, consume_all=True)[0]
+    except StrtoxError:
         raise IvshmemServerError(f"cannot parse n_vectors {text!r}") from None
-    if value < 0:
-        raise IvshmemServerError(f"cannot parse n_vectors {text!r}")
     if value > MAX_VECTORS:
         raise IvshmemServerError(f"too many requested vectors 0x{value:x} (max is {MAX_VECTORS})")
     return value

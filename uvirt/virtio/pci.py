@@ -76,6 +76,7 @@ from uvirt.board.pci.bus import CapId, Command, PciFunction, PciReg, bdf_str
 from uvirt.board.pci.msix import Msix
 from uvirt.virtio.device import VIRTIO_NO_VECTOR, VIRTIO_QUEUE_MAX, Status, VirtioDevice
 from uvirt.virtio.features import VirtioFeature as F
+from uvirt.host_utils import pow2ceil
 
 VENDOR_ID = 0x1AF4
 MODERN_DEVICE_ID_BASE = 0x1040
@@ -199,10 +200,6 @@ class _ProxyQueue:
     used: list[int] = field(default_factory=lambda: [0, 0])
 
 
-def _pow2ceil(n: int) -> int:
-    return 1 << (n - 1).bit_length()
-
-
 class VirtioPci(PciFunction):
     """A virtio device on the PCI transport."""
     #: what a snapshot holds (uvirt/cpu/snapshot.py)
@@ -258,7 +255,7 @@ class VirtioPci(PciFunction):
                 regsize = (PROPOSAL_CONFIG_MSI if vectors else PROPOSAL_CONFIG_NOMSI) + device.config_len
             else:
                 regsize = (LEGACY_CONFIG_MSI if vectors else LEGACY_CONFIG_NOMSI) + device.config_len
-            self.register_bar(LEGACY_BAR, MmioRegion(f"{self.name}-legacy", _pow2ceil(regsize),
+            self.register_bar(LEGACY_BAR, MmioRegion(f"{self.name}-legacy", pow2ceil(regsize),
                                                      _LegacyRegs(self), valid_sizes=(1, 2, 4)), io=True)
         if self.modern:
             self.modern_region = MmioRegion(f"{self.name}-modern", MODERN_BAR_SIZE, _ModernBar(self),
@@ -298,7 +295,7 @@ class VirtioPci(PciFunction):
             offset = (offset + shm.size - 1) & ~(shm.size - 1)
             placed.append((shmid, shm, offset))
             offset += shm.size
-        container = Container(f"{self.name}-shm", _pow2ceil(max(offset, MIN_REGION_SIZE)))
+        container = Container(f"{self.name}-shm", pow2ceil(max(offset, MIN_REGION_SIZE)))
         for i, (shmid, shm, off) in enumerate(sorted(placed, key=lambda p: p[0])):
             container.add_subregion(off, shm.region)
             cap = SHM_CAP_FIRST + i * SHM_CAP_LEN
