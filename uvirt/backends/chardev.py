@@ -29,6 +29,18 @@ class ChardevError(UvirtError):
     (``Could not open 'x': No such file or directory``); the builder adds it."""
 
 
+def resolve_port(host: str, port: str) -> int:
+    """A TCP port as QEMU's ``inet_parse`` + ``getaddrinfo`` take it: a decimal number or
+    a service name (``http``); anything else is QEMU's ``address resolution failed``."""
+    import socket
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        reason = e.strerror if isinstance(e, socket.gaierror) else str(e)
+        raise ChardevError(f"address resolution failed for {host}:{port}: {reason}") from None
+    return infos[0][4][1]
+
+
 class Chardev:
     id: str = ""
     #: the first failed write (then output is dropped, as QEMU drops it); None if none failed

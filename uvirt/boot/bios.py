@@ -94,16 +94,20 @@ def apply_boot_options(m: Machine, cfg) -> None:
         return
     if cfg.uuid is not None:
         fw.items[F.UUID] = cfg.uuid
-    boot = cfg.boot
+    from uvirt.options.values import parse_bool, strtox
+    boot = cfg.boot          # text the option parser checked (tables.BOOT_KEYS): QEMU's syntax
+
+    def number(key: str) -> int:
+        return strtox(boot[key], 0, signed=False, consume_all=True)[0]
     if "menu" in boot:
-        fw.items[F.BOOT_MENU] = struct.pack("<H", int(boot["menu"] in ("on", "yes", "true", "y")))
+        fw.items[F.BOOT_MENU] = struct.pack("<H", parse_bool(boot["menu"], option="-boot", key="menu"))
     if "reboot-timeout" in boot:
-        rt = int(boot["reboot-timeout"], 0) & 0xFFFFFFFFFFFFFFFF
+        rt = number("reboot-timeout")
         if rt > 0xFFFF and rt != 0xFFFFFFFFFFFFFFFF:
             raise OptionError("reboot timeout is invalid,it should be a value between -1 and 65535")
         fw.add_file("etc/boot-fail-wait", struct.pack("<I", rt & 0xFFFFFFFF))
     if "splash-time" in boot:
-        st = int(boot["splash-time"], 0)
+        st = number("splash-time")
         if not 0 <= st <= 0xFFFF:
             raise OptionError("splash-time is invalid,it should be a value between 0 and 65535")
         fw.add_file("etc/boot-menu-wait", struct.pack("<H", st))

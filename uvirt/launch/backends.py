@@ -33,11 +33,11 @@ import sys
 from uvirt.backends.block import (NULL_DEFAULT_SIZE, QEMU_FORMATS, BlockBackend, Drive,
                                   EmptyDrive, NullBackend, RawFile, image_format)
 from uvirt.backends.chardev import (Chardev, ChardevError, FileChardev, MemoryChardev,
-                                    NullChardev, ServerSocketChardev, StdioChardev)
+                                    NullChardev, ServerSocketChardev, StdioChardev, resolve_port)
 from uvirt.backends.shared_memory import SharedMemory
 from uvirt.errors import OptionError, UvirtError
 from uvirt.options.config import ChardevOpts, DriveOpts, ObjectOpts
-from uvirt.options.values import located, parse_bool, parse_size, strtox, StrtoxError
+from uvirt.options.values import located, parse_bool, parse_size
 
 # --------------------------------------------------------------------------- -drive
 
@@ -165,11 +165,8 @@ def open_chardev(spec: ChardevOpts) -> Chardev:
             if "path" in props:
                 address: str | tuple[str, int] = props["path"]
             elif "port" in props:
-                try:
-                    port = strtox(props["port"], 0, signed=False, consume_all=True)[0]
-                except StrtoxError:
-                    raise OptionError(f"{origin}: Parameter 'port' expects a number") from None
-                address = (props.get("host") or "0.0.0.0", port)
+                host = props.get("host") or "0.0.0.0"
+                address = (host, resolve_port(host, props["port"]))
             else:
                 raise OptionError(f"{origin}: chardev: socket: 'path' or 'port' is required")
             dev: Chardev = ServerSocketChardev(address, wait=flag("wait", "on"), label=origin,

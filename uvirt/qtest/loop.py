@@ -149,20 +149,26 @@ class Endpoint:
 class SocketEndpoint(Endpoint):
     def __init__(self, loop: MainLoop, label: str, props: dict[str, str], origin: str) -> None:
         super().__init__(loop, label)
+        from uvirt.backends.chardev import ChardevError, resolve_port
+        from uvirt.options.values import parse_bool
         self.origin = origin
-        self.server = props.get("server", "off") in ("on", "yes", "true", "y")
-        self.wait = props.get("wait", "on") in ("on", "yes", "true", "y")
+        self.sock: socket.socket | None = None
+        self.listener: socket.socket | None = None
+        self.server = parse_bool(props.get("server", "off"), option=origin, key="server")
+        self.wait = parse_bool(props.get("wait", "on"), option=origin, key="wait")
         if "path" in props:
             self.family, self.address = socket.AF_UNIX, props["path"]
             self.desc = f"unix:{props['path']}"
         elif "port" in props:
             self.family = socket.AF_INET
-            self.address = (props.get("host") or "localhost", int(props["port"]))
+            host = props.get("host") or "localhost"
+            try:
+                self.address = (host, resolve_port(host, props["port"]))
+            except ChardevError as e:
+                raise OptionError(f"{origin}: {e}") from None
             self.desc = f"tcp:{self.address[0]}:{self.address[1]}"
         else:
             raise OptionError(f"{origin}: chardev: socket: 'path' or 'port' is required")
-        self.sock: socket.socket | None = None
-        self.listener: socket.socket | None = None
         self.persistent = self.server
 
     def start(self) -> None:
