@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from uvirt.errors import OptionError, UvirtError
 from uvirt.options.keyval import opts_id
-from uvirt.options.values import parse_bool, parse_int, parse_size, qemu_strtosz
+from uvirt.options.values import StrtoxError, parse_bool, parse_int, parse_size, qemu_strtosz, strtox
 
 if TYPE_CHECKING:
     from uvirt.board.pci.bus import PciPlugError
@@ -73,14 +73,15 @@ _UINT_BITS = {"uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64}
 
 
 def parse_pci_addr(value: str) -> tuple[int, int] | None:
-    """``slot[.fn]`` in hex, as QEMU's ``pci_devfn`` property parser."""
-    slot_s, _, fn_s = value.partition(".")
+    """``slot[.fn]`` in hex, as QEMU's ``set_pci_devfn`` reads it (``strtoul`` base 16 for
+    each part: an optional ``0x``, no trailing text; slot <= 0x1f, function <= 7)."""
+    slot_s, dot, fn_s = value.partition(".")
     try:
-        slot = int(slot_s, 16)
-        fn = int(fn_s, 16) if fn_s else 0
-    except ValueError:
+        slot = strtox(slot_s, 16, signed=False, consume_all=True)[0]
+        fn = strtox(fn_s, 16, signed=False, consume_all=True)[0] if dot else 0
+    except StrtoxError:
         return None
-    if not 0 <= slot < 32 or not 0 <= fn < 8 or not slot_s:
+    if slot > 0x1F or fn > 7:
         return None
     return slot, fn
 
@@ -124,7 +125,7 @@ def _size_prop(dev: DeviceType, prop: Prop, value: str, where: str) -> int:
     except ValueError:
         raise OptionError(f"{where}: Parameter '{prop.name}' expects size") from None
     if prop.kind == "blocksize":
-        if not 512 <= n <= 2 << 20:
+        if n and not 512 <= n <= 2 << 20:           # 0: unset, the drive's own size
             raise OptionError(f"{where}: Property .{prop.name} doesn't take value {n} "
                               f"(minimum: 512, maximum: 2097152)")
         if n & (n - 1):
@@ -150,6 +151,9 @@ def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dic
         prop = schema.get(key)
         if prop is None:
             raise OptionError(f"-device {raw}: Property '{driver}.{key}' not found")
+        if value == "" and (prop.kind == "chardev" or key in _LINKS):
+            values[key] = None          # QEMU: an empty link or chardev name is no link
+            continue
         values[key] = _convert(dev, prop, value, raw)
     for name, prop in schema.items():
         if prop.kind == "chardev" and values[name] is not None:
@@ -198,6 +202,10 @@ def pci_plug_words(e: "PciPlugError", driver: str) -> str:
     return f"PCI: single function device can't be populated in function {slot:x}.{fn:x}"
 
 
+#: properties that name another object (QEMU link and drive properties: empty = none)
+_LINKS = frozenset(("drive", "memdev", "rng"))
+
+
 #: the one bus of each kind uvirt's pc has, by QEMU's name
 _BUSES = {"pci.0": "pci", "isa.0": "isa"}
 
@@ -228,8 +236,8 @@ def _debug_exit(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
 
 
 def _debugcon(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
-    if v["chardev"] is None:
-        raise OptionError("-device isa-debugcon: Property 'chardev' is required")
+    if v["chardev"] is None:                    # QEMU debugcon_realize_core
+        raise OptionError(f"-device {ctx.raw}: Can't create debugcon device, empty char device")
     return machine.add_debugcon(v["chardev"], v["iobase"], readback=v["readback"])
 
 
@@ -285,9 +293,12 @@ def _virtio_pci(machine: "Machine", v: dict[str, Any], device, *, class_code: in
             ctx.warnings.append(f"-device {raw or device.name + '-pci'}: warning: unable to init "
                                 f"msix vectors to {vectors}")
         vectors = 0
+    if not legacy_off and v["iommu_platform"]:          # virtio_pci_device_plugged
+        raise OptionError(f"-device {raw or device.name + '-pci'}: VIRTIO_F_IOMMU_PLATFORM was "
+                          f"supported by neither legacy nor transitional device")
     if legacy_off and v["disable-modern"]:
-        raise OptionError(f"-device {device.name}-pci: device would have neither legacy nor modern interface "
-                          f"(disable-legacy=on and disable-modern=on)")
+        raise OptionError(f"-device {raw or device.name + '-pci'}: device cannot work as neither "
+                          f"modern nor legacy mode is enabled")
     origin = f"-device {raw or device.name + '-pci'}"
     try:
         fn = VirtioPci(device, class_code=class_code, disable_legacy=legacy_off,
@@ -315,6 +326,11 @@ def place_pci(machine: "Machine", fn: Any, v: dict[str, Any]) -> None:
 
 def _virtio_rng_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     from uvirt.virtio.rng import VirtioRng
+    where = f"-device {ctx.raw}"
+    if v["period"] == 0:                        # virtio_rng_device_realize
+        raise OptionError(f"{where}: 'period' parameter expects a positive integer")
+    if v["max-bytes"] is not None and v["max-bytes"] >= 1 << 63:
+        raise OptionError(f"{where}: 'max-bytes' parameter must be non-negative, and less than 2^63")
     return _virtio_pci(machine, v, VirtioRng(seed=v["seed"]), class_code=0x00FF, default_vectors=2,
                        raw=ctx.raw if ctx else None, ctx=ctx)
 
@@ -324,7 +340,7 @@ def _virtio_fb_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     try:
         dev = VirtioFb(width=v["width"], height=v["height"])
     except UvirtError as e:
-        raise OptionError(f"-device virtio-fb-pci: {e}") from None
+        raise OptionError(f"-device {ctx.raw or 'virtio-fb-pci'}: {e}") from None
     fn = _virtio_pci(machine, v, dev, class_code=0x0380, default_vectors=2, raw=ctx.raw if ctx else None, ctx=ctx)
     machine.framebuffers = getattr(machine, "framebuffers", []) + [dev]
     machine.displays = getattr(machine, "displays", []) + [(v["id"], dev)]
@@ -382,6 +398,10 @@ def _edu(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     return create_edu(machine, v, ctx)
 
 
+#: QEMU's BDRV_REQUEST_MAX_SECTORS (the limit of max-discard-sectors, max-write-zeroes-sectors)
+BDRV_REQUEST_MAX_SECTORS = 4194303
+
+
 def _virtio_blk_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     """``-device virtio-blk-pci,drive=ID``: QEMU 7.2's checks, in its order."""
     from uvirt.virtio.blk import VirtioBlk
@@ -397,20 +417,41 @@ def _virtio_blk_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     from uvirt.backends.block import EmptyDrive
     if isinstance(drive.backend, EmptyDrive):
         raise OptionError(f"-device {ctx.raw}: Device needs media, but drive is empty")
-    if v["scsi"]:
-        raise OptionError("-device virtio-blk-pci: scsi=on (SCSI passthrough) is not supported by uvirt")
-    if v["num-queues"] not in (1, 0xFFFF):
-        raise OptionError("-device virtio-blk-pci: num-queues other than 1 is not supported by uvirt")
-    for k in ("logical_block_size", "physical_block_size"):
-        if v[k] not in (0, 512):
-            raise OptionError(f"-device virtio-blk-pci: {k}={v[k]} is not supported by uvirt (512 only)")
-    if v["queue-size"] <= 2 or v["queue-size"] > 1024 or v["queue-size"] & (v["queue-size"] - 1):
-        raise OptionError(f"-device virtio-blk-pci: invalid queue-size property ({v['queue-size']}), "
-                          f"must be a power of 2 and in the range (2, 1024]")
-    if (v["cyls"] or v["heads"] or v["secs"]):
+    where = f"-device {ctx.raw}"
+    # virtio_blk_device_realize, in its order
+    if v["num-queues"] == 0:
+        raise OptionError(f"{where}: num-queues property must be larger than 0")
+    qs = v["queue-size"]
+    if qs <= 2:
+        raise OptionError(f"{where}: invalid queue-size property ({qs}), must be > 2")
+    if qs > 1024 or qs & (qs - 1):
+        raise OptionError(f"{where}: invalid queue-size property ({qs}), must be a power of 2 (max 1024)")
+    if v["cyls"] or v["heads"] or v["secs"]:                 # blkconf_geometry
         for k, top in (("cyls", 65535), ("heads", 255), ("secs", 255)):
             if not 1 <= v[k] <= top:
-                raise OptionError(f"-device virtio-blk-pci: {k} must be between 1 and {top}")
+                raise OptionError(f"{where}: {k} must be between 1 and {top}")
+    logical = v["logical_block_size"] or 512                 # blkconf_blocksizes: the drive's
+    physical = v["physical_block_size"] or 512
+    if logical > physical:
+        raise OptionError(f"{where}: logical_block_size > physical_block_size not supported")
+    for k in ("min_io_size", "opt_io_size"):
+        if v[k] % logical:
+            raise OptionError(f"{where}: {k} must be a multiple of logical_block_size")
+    for k, feature in (("max-discard-sectors", "discard"), ("max-write-zeroes-sectors", "write-zeroes")):
+        if v[feature] and not 1 <= v[k] <= BDRV_REQUEST_MAX_SECTORS:
+            raise OptionError(f"{where}: invalid {k} property ({v[k]}), must be between 1 and "
+                              f"{BDRV_REQUEST_MAX_SECTORS}")
+    if v["scsi"] and not v["disable-modern"]:                # virtio_blk_get_features
+        raise OptionError(f"{where}: Please set scsi=off for virtio-blk devices in order to use "
+                          f"virtio 1.0")
+    # what QEMU accepts and uvirt does not model
+    if v["scsi"]:
+        raise OptionError(f"{where}: scsi=on (SCSI passthrough) is not supported by uvirt")
+    if v["num-queues"] not in (1, 0xFFFF):
+        raise OptionError(f"{where}: num-queues other than 1 is not supported by uvirt")
+    for k in ("logical_block_size", "physical_block_size"):
+        if v[k] not in (0, 512):
+            raise OptionError(f"{where}: {k}={v[k]} is not supported by uvirt (512 only)")
     backend = drive.backend
     if v["write-cache"] != "auto":
         backend.write_cache = v["write-cache"] == "on"
