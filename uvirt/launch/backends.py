@@ -37,7 +37,7 @@ from uvirt.backends.chardev import (Chardev, ChardevError, FileChardev, MemoryCh
 from uvirt.backends.shared_memory import SharedMemory
 from uvirt.errors import OptionError, UvirtError
 from uvirt.options.config import ChardevOpts, DriveOpts, ObjectOpts
-from uvirt.options.values import located, parse_bool, parse_size
+from uvirt.options.values import StrtoxError, located, parse_bool, parse_size, strtox
 
 # --------------------------------------------------------------------------- -drive
 
@@ -198,15 +198,45 @@ def open_chardev(spec: ChardevOpts) -> Chardev:
 
 # --------------------------------------------------------------------------- -object memory-backend-*
 
-#: the properties of QEMU 7.2's memory back ends (``-object memory-backend-ram,help``)
-MEMORY_BACKEND_PROPS = {
-    "memory-backend-ram": {"size", "share", "prealloc", "merge", "dump",
-                           "x-use-canonical-path-for-ramblock-id"},
-    "memory-backend-file": {"size", "share", "mem-path", "prealloc", "merge", "dump", "readonly",
-                            "discard-data", "align", "x-use-canonical-path-for-ramblock-id"},
-    "memory-backend-memfd": {"size", "share", "seal", "hugetlb", "prealloc", "merge", "dump",
-                             "x-use-canonical-path-for-ramblock-id"},
+_COMMON_BACKEND = {"size": "size", "share": "bool", "prealloc": "bool", "merge": "bool",
+                   "dump": "bool", "reserve": "bool", "x-use-canonical-path-for-ramblock-id": "bool",
+                   "prealloc-threads": "uint32", "prealloc-context": "link", "policy": "HostMemPolicy",
+                   "host-nodes": "str"}
+#: the properties of QEMU 7.2's memory back ends and their types (``-object TYPE,help``);
+#: uvirt checks every value as QEMU does, and only size, share and mem-path have an effect
+#: (the others concern the host's memory: NUMA policy, preallocation, core dumps, KSM)
+MEMORY_BACKEND_PROPS: dict[str, dict[str, str]] = {
+    "memory-backend-ram": _COMMON_BACKEND,
+    "memory-backend-file": {**_COMMON_BACKEND, "mem-path": "str", "readonly": "bool",
+                            "discard-data": "bool", "align": "size", "pmem": "bool"},
+    "memory-backend-memfd": {**_COMMON_BACKEND, "seal": "bool", "hugetlb": "bool",
+                             "hugetlbsize": "size"},
 }
+_HOST_MEM_POLICIES = ("default", "preferred", "bind", "interleave")
+
+
+def _object_prop(kind: str, key: str, value: str, origin: str) -> object:
+    """One ``-object`` property, as QOM's string input visitor reads it (its words differ
+    from QemuOpts': ``expects a uint64 value``, ``expects a size value``)."""
+    if kind == "bool":
+        return parse_bool(value, option=origin, key=key)
+    if kind == "size":
+        return parse_size(value, option=origin, key=key)
+    if kind == "uint32":
+        try:
+            if "-" in value:
+                raise StrtoxError("invalid")
+            n = strtox(value, 0, signed=False, consume_all=True)[0]
+        except StrtoxError:
+            raise located(origin, f"Parameter '{key}' expects a uint64 value") from None
+        if n > 0xFFFFFFFF:
+            raise located(origin, f"Parameter '{key}' expects uint32_t")
+        return n
+    if kind == "HostMemPolicy" and value not in _HOST_MEM_POLICIES:
+        raise located(origin, f"Parameter '{key}' does not accept value '{value}'")
+    if kind == "link":             # a thread-context object: uvirt has none
+        raise located(origin, f"Device '{value}' not found")
+    return value
 
 
 def memory_backend(obj: ObjectOpts) -> SharedMemory:
@@ -216,20 +246,19 @@ def memory_backend(obj: ObjectOpts) -> SharedMemory:
     known = MEMORY_BACKEND_PROPS.get(qom_type)
     if known is None:
         raise OptionError(f"{origin}: invalid object type: {qom_type}")
-    for key in props:
+    values = {}
+    for key, value in props.items():
         if key not in known:
             raise OptionError(f"{origin}: Property '{qom_type}.{key}' not found")
-    if "size" not in props:
-        raise OptionError(f"{origin}: can't create backend with size 0")
-    size = parse_size(props["size"], option=origin, key="size")
+        values[key] = _object_prop(known[key], key, value, origin)
+    size = values.get("size", 0)
     if size == 0:
         raise OptionError(f"{origin}: can't create backend with size 0")
-    share_default = "on" if qom_type == "memory-backend-memfd" else "off"
-    share = parse_bool(props.get("share", share_default), option=origin, key="share")
+    share = values.get("share", qom_type == "memory-backend-memfd")
     name = f"{qom_type}:{obj.id}"
     try:
         if qom_type == "memory-backend-file":
-            path = props.get("mem-path")
+            path = values.get("mem-path")
             if not path:
                 raise OptionError(f"{origin}: mem-path property not set")
             return SharedMemory.file(name, path, size, shared=share)

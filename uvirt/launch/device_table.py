@@ -229,9 +229,9 @@ def _check_bus(dev: DeviceType, props: dict[str, str], raw: str) -> dict[str, st
 
 def _debug_exit(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     if v["iosize"] not in (1, 2, 4) and v["iosize"] > 0x10000:
-        raise OptionError(f"-device isa-debug-exit: iosize 0x{v['iosize']:x} is too large")
+        raise OptionError(f"-device {ctx.raw}: iosize 0x{v['iosize']:x} is too large")
     if v["iosize"] == 0:
-        raise OptionError("-device isa-debug-exit: iosize 0x0 must be at least 1")
+        raise OptionError(f"-device {ctx.raw}: iosize 0x0 must be at least 1")
     return machine.add_debug_exit(v["iobase"], v["iosize"])
 
 
