@@ -258,3 +258,41 @@ def test_any_ring_size_and_chain_lengths_come_back_in_order(size, chains):
         _kick(fn)
         assert [(e.id, e.len) for e in drv.used_entries()] == [(chain.head, 4 * n)]
     assert dev.queues[0].inuse == 0 and not errors
+
+
+def test_snapshot_of_a_packed_device_restores_its_wrap_counters_and_ring_type():
+    """A snapshot taken on a packed ring, restored after the ring wrapped and after a
+    reset made it split: the next requests come back in the same slots, with the same
+    wrap bits, as the first time."""
+    from uvirt.cpu.snapshot import capture_objects
+
+    fn, dev, mem, _ = _rng()
+    drv = _up(fn, mem, size=3)
+    for _ in range(2):
+        drv.add_chain([(4, True)])
+        _kick(fn)
+        drv.used_entries()
+    saved = capture_objects([fn])
+    ring = mem.read(RING, 0x1000)
+    driver_state = (drv.next_avail, drv.avail_wrap, drv.next_used, drv.used_wrap,
+                    list(drv.free_ids), dict(drv.ndescs), drv.in_flight)
+
+    def serve(n):
+        out = []
+        for _ in range(n):
+            drv.add_chain([(4, True)])
+            _kick(fn)
+            slot = drv.next_used
+            out.append((slot, drv.used_entries(), drv.read_desc(slot).flags))
+        return out
+
+    first = serve(3)
+    fn.common_write(C.STATUS, 1, 0)
+    assert isinstance(dev.queues[0], SplitQueue)
+    for s in saved:
+        s.restore()
+    mem.write(RING, ring)
+    (drv.next_avail, drv.avail_wrap, drv.next_used, drv.used_wrap, drv.free_ids, drv.ndescs,
+     drv.in_flight) = driver_state
+    assert isinstance(dev.queues[0], PackedQueue)
+    assert serve(3) == first
