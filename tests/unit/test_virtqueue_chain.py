@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uvirt.board.memory.regions import MemoryMap, MmioRegion, RamRegion
-from uvirt.virtio.chain import (DESC_SIZE, VIRTQUEUE_MAX_SIZE, VRING_DESC_F_INDIRECT,
+from uvirt.virtio.chain import (VIRTQUEUE_MAX_SIZE, VRING_DESC_F_INDIRECT,
                                 VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, ChainError, Descriptor,
                                 DescriptorChain, Element, PackedChain, PackedDescriptor,
                                 QueueBroken, indirect_table, map_buffer, map_chain, undo_map)

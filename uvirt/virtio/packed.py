@@ -29,16 +29,12 @@ Same surface and result shapes as ``SplitQueue`` (``pop`` -> ``Element`` | ``Que
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 from uvirt.errors import GuestMemoryError, UvirtError
 from uvirt.virtio.chain import (DESC_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
                                 ChainError, Element, PackedChain, PackedDescriptor, PopResult, QueueBroken,
                                 indirect_table)
 from uvirt.virtio.queue import VirtqueueBase, vring_need_event
-
-if TYPE_CHECKING:  # pragma: no cover
-    from uvirt.board.memory.regions import GuestMemory
 
 #: Packed descriptor flag bits (virtio 1.2 §2.8.1; Linux ``VRING_PACKED_DESC_F_*``).
 VRING_PACKED_DESC_F_AVAIL = 1 << 7

@@ -63,8 +63,8 @@ whether a used-buffer notification is due and why (§2.7.7, §2.7.10 for EVENT_I
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from uvirt.errors import GuestMemoryError, UvirtError
 from uvirt.virtio.chain import (DESC_SIZE, VIRTQUEUE_MAX_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT,
