@@ -10,7 +10,8 @@
 # blk: a 3-descriptor read of one sector, so chains cross the end of the ring), each with
 # the used descriptor the device wrote (slot, the driver's used wrap counter, id, length,
 # flags with AVAIL/USED), ISR and a data check; a chain through an indirect table (one
-# slot); the two event suppression structures; rng: three chains published with one kick;
+# slot); the two event suppression structures; rng: three chains published with one kick
+# (the first through a one-entry table);
 # driver event flags DISABLE (ISR stays 0).  Then a reset and, with EVENT_IDX too, a ring
 # of 6 (not a power of two) with driver event flags DESC and a table of event offsets
 # (some in the other lap), printing ISR after each request: when QEMU notifies and when it
@@ -94,7 +95,7 @@ p1_loop:
     call put_ring_state
     cmp dword ptr [dev_type], 4
     jne no_batch
-    PUTSN "-- three rng chains (1, 2, 1 descriptors), one kick"
+    PUTSN "-- three rng chains (an indirect table of 1, then 2 and 1 descriptors), one kick"
     call rng_batch
     call put_ring_state
 no_batch:
@@ -394,16 +395,22 @@ ir_submit:
     inc dword ptr [req_no]
     ret
 
-# rng: three chains made available, then one kick; the three used descriptors
+# rng: three chains made available, then one kick; the three used descriptors.  The first
+# goes through a table of one entry: QEMU counts each later chain's descriptors against N
+# again (virtqueue_packed_get_avail_bytes), not against that table's size
 rng_batch:
     pushad
     mov eax, BUF
     xor edx, edx
     mov ecx, 0x40
     call mem_fill
-    mov dword ptr [segs], BUF
-    mov dword ptr [segs + 4], 8
-    mov dword ptr [segs + 8], VD_WRITE
+    mov dword ptr [ITABLE], BUF          # the first chain: a table of one entry
+    mov dword ptr [ITABLE + 4], 0
+    mov dword ptr [ITABLE + 8], 8
+    mov dword ptr [ITABLE + 12], VD_WRITE << 16
+    mov dword ptr [segs], ITABLE
+    mov dword ptr [segs + 4], 16
+    mov dword ptr [segs + 8], VD_INDIRECT
     mov dword ptr [segs + 12], BUF + 8
     mov dword ptr [segs + 16], 4
     mov dword ptr [segs + 20], VD_WRITE

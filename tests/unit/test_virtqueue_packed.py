@@ -276,3 +276,99 @@ def test_ring_events_pop_fill_flush(mem, events):
     assert events.rings[0][1]["writable"] == [list(p) for p in chain.writable]
     assert events.rings[1][1] == {"queue": 0, "slot": 0, "head": 5, "len": 32}
     assert events.rings[2][1] == {"queue": 0, "old": 0, "new": 2}
+
+
+# --------------------------------------------------------------------------- avail_bytes
+# What QEMU's virtqueue_packed_get_avail_bytes answers for well-formed rings, as a model:
+# every descriptor of every available chain, in ring order, stopping after the one that
+# reaches both maxima.
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+U32 = 0xFFFF_FFFF
+_MEM = guest_ram(RAM)
+CHAIN = st.tuples(st.booleans(),                               # through an indirect table
+                  st.lists(st.tuples(st.integers(1, 40), st.booleans()), min_size=1, max_size=4))
+
+
+def _offer(drv, indirect, bufs):
+    bufs = sorted(bufs, key=lambda b: b[1])                   # readable before writable
+    if indirect:
+        return drv.add_indirect_chain(bufs), bufs
+    return drv.add_chain(bufs), bufs
+
+
+def _model(offered, max_in, max_out):
+    tin = tout = 0
+    for bufs in offered:
+        for n, writable in bufs:
+            if writable:
+                tin += n
+            else:
+                tout += n
+            if tin >= max_in and tout >= max_out:
+                return (tin, tout), True
+    return (tin, tout), False
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(1, 9), served=st.integers(0, 20), chains=st.lists(CHAIN, max_size=8),
+       max_in=st.one_of(st.just(U32), st.integers(0, 120)),
+       max_out=st.one_of(st.just(U32), st.integers(0, 120)))
+def test_avail_bytes_counts_every_available_chain_like_qemu(size, served, chains, max_in,
+                                                            max_out):
+    events = RecordingEvents()
+    drv, q = make(_MEM, events, size=size)
+    for _ in range(served):                                   # start anywhere in any lap
+        drv.add_chain([(4, True)])
+        q.push(q.pop(), 4)
+        drv.used_entries()
+    offered, free = [], size
+    for indirect, bufs in chains:
+        slots = 1 if indirect else len(bufs)
+        if slots > free:
+            continue
+        free -= slots
+        offered.append(_offer(drv, indirect, bufs)[1])
+    before = (q.shadow_avail_idx, q.shadow_avail_wrap_counter)
+    want, early = _model(offered, max_in, max_out)
+    assert q.avail_bytes(max_in, max_out) == want
+    if early:
+        assert (q.shadow_avail_idx, q.shadow_avail_wrap_counter) == before
+    else:
+        assert (q.shadow_avail_idx, q.shadow_avail_wrap_counter) == (drv.next_avail, drv.avail_wrap)
+    assert (q.last_avail_idx, q.inuse) == ((served % size), 0) and not events.errors
+    for bufs in offered:                                      # and pop agrees
+        elem = q.pop()
+        assert (elem.writable_len, elem.readable_len) == _model([bufs], U32, U32)[0]
+
+
+def test_avail_bytes_limit_is_per_chain_after_an_indirect_one(mem, events):
+    """QEMU 7.2 starts each chain with a limit of N descriptors; a small indirect table
+    before a longer direct chain is no loop."""
+    drv, q = make(mem, events, size=8)
+    drv.add_indirect_chain([(8, True)])
+    drv.add_chain([(8, True), (8, True), (8, True)])
+    assert q.avail_bytes() == (32, 0) and not events.errors
+    assert (q.shadow_avail_idx, q.shadow_avail_wrap_counter) == (4, True)
+
+
+def test_avail_bytes_direct_chains_share_one_descriptor_budget(mem, events):
+    """The count of a direct chain starts where the chains before it ended: a chain that
+    runs NEXT through every slot is a loop even if it started late."""
+    drv, q = make(mem, events, size=4)
+    drv.add_chain([(4, True)])
+    for slot in range(1, 4):
+        drv.write_desc(slot, 0x9000 + 0x100 * slot, 4, flags=AVAIL | VRING_DESC_F_WRITE | VRING_DESC_F_NEXT)
+    assert_broken(q.avail_bytes(), "loop", "Looped descriptor", events)
+
+
+def test_avail_bytes_of_an_unset_or_unmappable_queue(mem, events):
+    q = PackedQueue(mem, 8, events=events)
+    assert q.avail_bytes() == (0, 0)
+    drv, q = make(mem, events, size=8)
+    drv.add_chain([(4, True)])
+    q.set_size(16)                            # QEMU keeps the ring cache checked for 8
+    assert_broken(q.avail_bytes(), "desc_ring_unmappable", "Cannot map descriptor ring", events)
+    assert_broken(q.pop(), "desc_ring_unmappable", "Cannot map descriptor ring", events)

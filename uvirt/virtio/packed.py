@@ -148,24 +148,29 @@ class PackedQueue(VirtqueueBase):
     def avail_bytes(self, max_in: int = _U32, max_out: int = _U32) -> tuple[int, int] | QueueBroken:
         """``(writable, readable)`` bytes available without popping (QEMU
         ``virtqueue_packed_get_avail_bytes``); records where the next kick is wanted
-        (shadow index and wrap counter) when it reaches the end of what is available."""
+        (shadow index and wrap counter) when it reaches the end of what is available,
+        not when it stops early because both maxima are reached.
+
+        Faithful to QEMU 7.2: each chain may have N descriptors (an indirect one, its
+        table's entries), but the count of a direct chain starts from the descriptors of
+        the direct chains before it, and an indirect chain counts 1.
+        """
         if not self.desc or not self._mapped:
             return (0, 0)
         if self._desc_len < self._desc_area_size():
             return self._break("desc_ring_unmappable", "Cannot map descriptor ring")
         idx, wrap = self.last_avail_idx, self.last_avail_wrap_counter
         total_bufs = in_total = out_total = 0
-        limit = self.size
         while True:
-            num_bufs = total_bufs
+            num_bufs, i, table, limit = total_bufs, idx, self.desc, self.size
             try:
-                desc = self._read_ring(idx)
+                desc = self._read_table(table, idx)
                 if not is_desc_avail(desc.flags, wrap):
                     break
-                table, i, indirect = self.desc, idx, bool(desc.flags & VRING_DESC_F_INDIRECT)
+                indirect = bool(desc.flags & VRING_DESC_F_INDIRECT)
                 if indirect:
-                    (table, limit), i = indirect_table(self.mem, desc, num_bufs, limit), 0
-                    num_bufs = 0
+                    table, limit = indirect_table(self.mem, desc, num_bufs, limit)
+                    num_bufs = i = 0
                     desc = self._read_table(table, 0)
                 while True:
                     num_bufs += 1
@@ -177,14 +182,15 @@ class PackedQueue(VirtqueueBase):
                         out_total = (out_total + desc.len) & _U32
                     if in_total >= max_in and out_total >= max_out:
                         return (in_total, out_total)
+                    # virtqueue_packed_read_next_desc
                     if not indirect and not desc.flags & VRING_DESC_F_NEXT:
                         break
                     i += 1
                     if i == limit:
                         if indirect:
                             break
-                        i -= self.size
-                    desc = self._read_table(table, i) if indirect else self._read_ring(i)
+                        i = 0
+                    desc = self._read_table(table, i)
             except ChainError as e:
                 return self._break(e.kind, e.reason, **e.fields)
             if indirect:
@@ -193,26 +199,19 @@ class PackedQueue(VirtqueueBase):
             else:
                 idx += num_bufs - total_bufs
                 total_bufs = num_bufs
-            while idx >= self.size:
+            if idx >= self.size:
                 idx -= self.size
                 wrap = not wrap
         self.shadow_avail_idx = idx
         self.shadow_avail_wrap_counter = wrap
         return (in_total, out_total)
 
-    def _read_ring(self, i: int) -> PackedDescriptor:
-        if not 0 <= i < self.size:
-            # Only reachable through QEMU's carried-over limit, where QEMU reads past
-            # its descriptor cache.
-            raise ChainError("desc_ring_unmappable", "Cannot map descriptor ring", index=i)
-        return self._read_table(self.desc, i)
-
     def _read_table(self, table: int, i: int) -> PackedDescriptor:
         try:
             return PackedDescriptor.unpack(self.mem.read(table + DESC_SIZE * i, DESC_SIZE))
         except GuestMemoryError as e:
             raise ChainError("desc_ring_unmappable", "Cannot map descriptor ring",
-                              addr=e.addr) from None
+                             addr=e.addr) from None
 
     # -- push
 
