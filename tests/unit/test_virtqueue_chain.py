@@ -402,3 +402,22 @@ def test_element_unmap_of_a_bounced_readable_piece_writes_nothing(mem, regs):
 def test_element_without_bounce_unmaps_nothing(mem):
     Element(0, ((0x5000, 4),), ()).unmap(mem, 4)
     assert mem.bounce is None
+
+
+def test_element_write_with_a_bounced_readable_piece_goes_to_memory(mem, regs):
+    regs.bytes[:4] = b"abcd"
+    split_table(mem, [(MMIO, 4, N, 1), (0x6000, 4, W, 0)])
+    m = map_chain(mem, DescriptorChain(mem, TABLE, 2, 0))
+    elem = Element(0, tuple(m.readable), tuple(m.writable), 1, m.bounce[0])
+    assert elem.write(mem, b"WXYZ") == 4
+    assert mem.read(0x6000, 4) == b"WXYZ" and bytes(m.bounce[0][2].buffer) == b"abcd"
+
+
+def test_element_writes_into_the_middle_of_a_bounced_piece(mem, regs):
+    split_table(mem, [(0x5000, 4, N | W, 1), (MMIO, 4, W, 0)])
+    m = map_chain(mem, DescriptorChain(mem, TABLE, 2, 0))
+    elem = Element(0, (), tuple(m.writable), 1, m.bounce[0])
+    elem.write_at(mem, 0, b"0123ABCD")
+    assert elem.write_at(mem, 5, b"x") == 1
+    elem.unmap(mem, 8)
+    assert bytes(regs.bytes[:4]) == b"AxCD" and mem.read(0x5000, 4) == b"0123"

@@ -372,3 +372,66 @@ def test_avail_bytes_of_an_unset_or_unmappable_queue(mem, events):
     q.set_size(16)                            # QEMU keeps the ring cache checked for 8
     assert_broken(q.avail_bytes(), "desc_ring_unmappable", "Cannot map descriptor ring", events)
     assert_broken(q.pop(), "desc_ring_unmappable", "Cannot map descriptor ring", events)
+
+
+def test_rewind_gives_back_descriptors_across_the_ring_end(mem, events):
+    drv, q = make(mem, events, size=4)
+    drv.add_chain([(4, True)] * 3)
+    q.push(q.pop(), 0)
+    drv.used_entries()
+    chains = [drv.add_chain([(4, True)]), drv.add_chain([(4, True), (4, True)])]
+    assert [q.pop().head for _ in range(2)] == [c.head for c in chains]
+    assert (q.last_avail_idx, q.last_avail_wrap_counter, q.inuse) == (2, False, 3)
+    assert not q.rewind(4) and q.inuse == 3
+    assert q.rewind(3) and (q.last_avail_idx, q.last_avail_wrap_counter, q.inuse) == (3, True, 0)
+    assert [q.pop().head for _ in range(2)] == [c.head for c in chains]
+    assert q.rewind(2) and (q.last_avail_idx, q.last_avail_wrap_counter) == (0, False)
+    assert q.pop().ndescs == 2
+
+
+def test_detach_forgets_a_packed_element(mem, events):
+    drv, q = make(mem, events)
+    drv.add_chain([(4, True), (4, True)])
+    q.detach(q.pop())
+    assert q.inuse == 0 and drv.used_entries() == []
+
+
+def test_device_event_writes_stay_inside_the_four_byte_area(mem, events):
+    drv, q = make(mem, events, features=VirtioFeature.RING_EVENT_IDX)
+    mem.write(drv.device_addr + 4, b"\xa5\xa5")
+    q.set_notification(False)
+    q.set_notification(True)
+    assert mem.read(drv.device_addr, 6) == b"\x00\x80\x02\x00\xa5\xa5"
+
+
+def test_set_notification_records_the_wish_even_without_rings(mem, events):
+    q = PackedQueue(mem, 8, events=events)
+    q.set_notification(False)
+    assert q.notification is False
+    q.set_notification(1)
+    assert q.notification is True
+
+
+def test_packed_queue_repr_names_its_state(mem, events):
+    drv, q = make(mem, events, size=2)
+    drv.add_chain([(4, True)] * 2)
+    q.push(q.pop(), 0)
+    assert repr(q) == (f"PackedQueue(index=0, size=2, desc=0x{drv.desc_addr:x}, "
+                       f"driver=0x{drv.driver_addr:x}, device=0x{drv.device_addr:x}, "
+                       f"last_avail=0/0, used_idx=0/0, inuse=0)")
+
+
+@pytest.mark.parametrize("size, wrap, off_wrap, new, old, due", [
+    # QEMU vring_packed_need_event: an offset marked with the device's wrap counter is
+    # compared as it is; one marked with the other counter is moved back by N first
+    (8, True, 2 | 1 << 15, 3, 1, True),
+    (8, True, 2 | 1 << 15, 5, 3, False),
+    (8, False, 2, 3, 2, True),
+    (8, False, 2 | 1 << 15, 3, 2, False),         # offset 2 of the other lap: 2 - 8 = -6
+    (8, True, 6, 0xFFFF, 0xFFF9, True),          # 6 - 8 = 0xFFFE, passed (mod 2^16)
+    (8, True, 6 | 1 << 15, 0xFFFF, 0xFFF9, False),
+    (4, False, 0x7FFF | 1 << 15, 0x7FFC, 0x7FFA, True),   # 0x7FFF - 4 = 0x7FFB, passed
+    (4, False, 0x7FFF, 0x7FFC, 0x7FFA, False),
+])
+def test_packed_need_event_worked_values(size, wrap, off_wrap, new, old, due):
+    assert packed_need_event(size, wrap, off_wrap, new, old) is due

@@ -741,3 +741,51 @@ def test_ring_window_is_dropped_when_the_memory_map_changes():
     mem._space.remove(mem._space.placements[-1])
     mem._space.commit()
     assert drv.used_idx == 0               # RAM below never saw the push
+
+
+def test_rewind_gives_back_several_elements_in_order_and_refuses_more_than_in_flight(ring):
+    drv, q = ring
+    chains = [drv.add_chain([(4, True)]) for _ in range(3)]
+    popped = [q.pop() for _ in range(3)]
+    assert not q.rewind(4) and (q.inuse, q.last_avail_idx) == (3, 3)
+    assert q.rewind(2) and (q.inuse, q.last_avail_idx) == (1, 1)
+    assert [q.pop().head for _ in range(2)] == [c.head for c in chains[1:]]
+    assert q.pop() is None and popped[0].head == chains[0].head
+
+
+def test_rewind_across_avail_index_wrap(mem, events):
+    drv, q = make(mem, events)
+    q.last_avail_idx = q.shadow_avail_idx = 0xFFFF
+    drv.avail_idx = 0xFFFF
+    chain = drv.add_chain([(4, True)])         # slot 0xFFFF % 8, idx wraps to 0
+    assert q.pop().head == chain.head and q.last_avail_idx == 0
+    assert q.rewind(1) and q.last_avail_idx == 0xFFFF
+    assert q.pop().head == chain.head
+
+
+def test_detach_forgets_an_element_and_writes_nothing_back(mem, events):
+    drv, q = make(mem, events)
+    drv.write_desc(0, 0xFEB0_0000, 4, VRING_DESC_F_WRITE, 0)   # bounced: MMIO hole
+    drv.publish(0)
+    elem = q.pop()
+    elem.write(mem, b"abcd")
+    q.detach(elem)
+    assert q.inuse == 0 and mem.bounce is None
+    assert q.used_idx == 0 and drv.used_entries() == []
+
+
+def test_avail_event_is_two_bytes_at_the_end_of_the_used_ring(mem, events):
+    drv, q = make(mem, events, layout="modern", features=VirtioFeature.RING_EVENT_IDX)
+    end = drv.used_addr + 4 + 8 * N
+    mem.write(end, b"\x00\x00\xa5\xa5")
+    drv.add_chain([(4, True)])
+    q.pop()
+    assert mem.read(end, 4) == b"\x01\x00\xa5\xa5"
+
+
+def test_split_queue_repr_names_its_state(ring):
+    drv, q = ring
+    drv.add_chain([(4, True)])
+    q.pop()
+    assert repr(q) == (f"SplitQueue(index=0, size={N}, desc=0x{q.desc:x}, avail=0x{q.avail:x}, "
+                       f"used=0x{q.used:x}, last_avail=1, used_idx=0, inuse=1)")

@@ -442,7 +442,7 @@ class VirtqueueBase:
         self.fill(elem, length, 0)
         self.flush(1)
 
-    def fill(self, elem: Element | int, length: int, idx: int = 0) -> None:
+    def fill(self, elem: Element | int, length: int, idx: int) -> None:
         raise NotImplementedError
 
     def flush(self, count: int) -> None:
