@@ -15,7 +15,8 @@
 # driver event flags DISABLE (ISR stays 0).  Then a reset and, with EVENT_IDX too, a ring
 # of 6 (not a power of two) with driver event flags DESC and a table of event offsets
 # (some in the other lap), printing ISR after each request: when QEMU notifies and when it
-# does not.  Last, a reset and a split ring again without RING_PACKED.
+# does not.  Last, a reset and a split ring again without RING_PACKED (rng: a chain through
+# a one-entry table published with a two-descriptor chain).
 .include "uvirt.inc"
 .include "virtio.inc"
 .include "virtio_packed.inc"
@@ -155,6 +156,11 @@ p5_loop:
     mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK | VS_DRIVER_OK
     call vio_status_write
     call split_request
+    cmp dword ptr [dev_type], 4
+    jne no_split_batch
+    PUTSN "-- split: an indirect table of 1, then a chain of 2, one kick"
+    call split_batch
+no_split_batch:
     call report_summary
 
 # eax = feature word 0, edx = queue size: ACK, DRIVER, features (word 1: VERSION_1 and
@@ -498,6 +504,60 @@ sr_submit:
     call put_nl
     PUTISR "ISR "
 sr_out:
+    popad
+    ret
+
+# rng on the split ring: a chain through a table of one entry and a chain of two
+# descriptors, published together; QEMU counts the second chain's descriptors against N
+# again (virtqueue_split_get_avail_bytes), not against the table's size
+split_batch:
+    pushad
+    mov eax, BUF
+    xor edx, edx
+    mov ecx, 0x40
+    call mem_fill
+    mov dword ptr [ITABLE], BUF
+    mov dword ptr [ITABLE + 4], 0
+    mov dword ptr [ITABLE + 8], 8
+    mov dword ptr [ITABLE + 12], VD_WRITE           # split: le16 flags, le16 next
+    mov dword ptr [segs], ITABLE
+    mov dword ptr [segs + 4], 16
+    mov dword ptr [segs + 8], VD_INDIRECT
+    mov dword ptr [segs + 12], BUF + 8
+    mov dword ptr [segs + 16], 4
+    mov dword ptr [segs + 20], VD_WRITE
+    mov dword ptr [segs + 24], BUF + 12
+    mov dword ptr [segs + 28], 4
+    mov dword ptr [segs + 32], VD_WRITE
+    xor eax, eax
+    mov edx, segs
+    mov ecx, 1
+    call vq_add
+    PUTS "added head "
+    call put_dec
+    xor eax, eax
+    mov edx, segs + 12
+    mov ecx, 2
+    call vq_add
+    PUTS ", head "
+    call put_dec
+    call put_nl
+    xor eax, eax
+    call vio_notify
+    mov ebx, 2
+sb_loop:
+    xor eax, eax
+    call vq_poll
+    test eax, eax
+    jz sb_out
+    xor eax, eax
+    call vq_put_used
+    call put_nl
+    dec ebx
+    jnz sb_loop
+    PUTISR "ISR "
+    STATUS "status "
+sb_out:
     popad
     ret
 

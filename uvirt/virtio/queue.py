@@ -563,9 +563,10 @@ class SplitQueue(VirtqueueBase):
         """``(writable, readable)`` bytes available, without popping (QEMU
         ``virtqueue_get_avail_bytes``); stops early once both maxima are reached.
 
-        Faithful to QEMU 7.2, quirks included: avail.idx is re-read for every chain,
-        the descriptor budget of direct chains accumulates across chains, and after an
-        indirect chain the table's entry count stays the limit for later chains.
+        Faithful to QEMU 7.2 (Debian's 7.2.22, with the stable fixes), quirks included:
+        avail.idx is re-read for every chain, and the descriptor count of a direct chain
+        starts from those of the direct chains before it (an indirect chain counts 1),
+        against a limit of N for each chain (its table's entries for an indirect one).
         """
         if not self.desc or not self._mapped:
             return (0, 0)
@@ -573,7 +574,6 @@ class SplitQueue(VirtqueueBase):
             return self._break("desc_ring_unmappable", "Cannot map descriptor ring")
         idx = self.last_avail_idx
         total_bufs = in_total = out_total = 0
-        limit = self.size
         while True:
             num_heads = (self._read_avail_idx() - idx) & _U16
             if num_heads > self.size:
@@ -582,7 +582,7 @@ class SplitQueue(VirtqueueBase):
                                    last_avail_idx=idx, avail_idx=self.shadow_avail_idx)
             if not num_heads:
                 return (in_total, out_total)
-            num_bufs = total_bufs
+            num_bufs, limit = total_bufs, self.size
             head = self._avail_ring(idx % self.size)
             idx = (idx + 1) & _U16
             if head >= self.size:
@@ -609,10 +609,6 @@ class SplitQueue(VirtqueueBase):
                         break
                     if desc.next >= limit:
                         raise ChainError("next_oob", f"Desc next is {desc.next}", next=desc.next)
-                    if table == self.desc and desc.next >= self.size:
-                        # Only reachable through the carried-over limit; QEMU would read
-                        # past its descriptor cache here.
-                        raise ChainError("desc_ring_unmappable", "Cannot map descriptor ring")
                     desc = self._read_desc(table, desc.next)
             except ChainError as e:
                 return self._break(e.kind, e.reason, head=head, **e.fields)
