@@ -276,3 +276,162 @@ def test_ring_events_pop_fill_flush(mem, events):
     assert events.rings[0][1]["writable"] == [list(p) for p in chain.writable]
     assert events.rings[1][1] == {"queue": 0, "slot": 0, "head": 5, "len": 32}
     assert events.rings[2][1] == {"queue": 0, "old": 0, "new": 2}
+
+
+# --------------------------------------------------------------------------- avail_bytes
+# What QEMU's virtqueue_packed_get_avail_bytes answers for well-formed rings, as a model:
+# every descriptor of every available chain, in ring order, stopping after the one that
+# reaches both maxima.
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+U32 = 0xFFFF_FFFF
+_MEM = guest_ram(RAM)
+CHAIN = st.tuples(st.booleans(),                               # through an indirect table
+                  st.lists(st.tuples(st.integers(1, 40), st.booleans()), min_size=1, max_size=4))
+
+
+def _offer(drv, indirect, bufs):
+    bufs = sorted(bufs, key=lambda b: b[1])                   # readable before writable
+    if indirect:
+        return drv.add_indirect_chain(bufs), bufs
+    return drv.add_chain(bufs), bufs
+
+
+def _model(offered, max_in, max_out):
+    tin = tout = 0
+    for bufs in offered:
+        for n, writable in bufs:
+            if writable:
+                tin += n
+            else:
+                tout += n
+            if tin >= max_in and tout >= max_out:
+                return (tin, tout), True
+    return (tin, tout), False
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(1, 9), served=st.integers(0, 20), chains=st.lists(CHAIN, max_size=8),
+       max_in=st.one_of(st.just(U32), st.integers(0, 120)),
+       max_out=st.one_of(st.just(U32), st.integers(0, 120)))
+def test_avail_bytes_counts_every_available_chain_like_qemu(size, served, chains, max_in,
+                                                            max_out):
+    events = RecordingEvents()
+    drv, q = make(_MEM, events, size=size)
+    for _ in range(served):                                   # start anywhere in any lap
+        drv.add_chain([(4, True)])
+        q.push(q.pop(), 4)
+        drv.used_entries()
+    offered, free = [], size
+    for indirect, bufs in chains:
+        slots = 1 if indirect else len(bufs)
+        if slots > free:
+            continue
+        free -= slots
+        offered.append(_offer(drv, indirect, bufs)[1])
+    before = (q.shadow_avail_idx, q.shadow_avail_wrap_counter)
+    want, early = _model(offered, max_in, max_out)
+    assert q.avail_bytes(max_in, max_out) == want
+    if early:
+        assert (q.shadow_avail_idx, q.shadow_avail_wrap_counter) == before
+    else:
+        assert (q.shadow_avail_idx, q.shadow_avail_wrap_counter) == (drv.next_avail, drv.avail_wrap)
+    assert (q.last_avail_idx, q.inuse) == ((served % size), 0) and not events.errors
+    for bufs in offered:                                      # and pop agrees
+        elem = q.pop()
+        assert (elem.writable_len, elem.readable_len) == _model([bufs], U32, U32)[0]
+
+
+def test_avail_bytes_limit_is_per_chain_after_an_indirect_one(mem, events):
+    """QEMU 7.2 starts each chain with a limit of N descriptors; a small indirect table
+    before a longer direct chain is no loop."""
+    drv, q = make(mem, events, size=8)
+    drv.add_indirect_chain([(8, True)])
+    drv.add_chain([(8, True), (8, True), (8, True)])
+    assert q.avail_bytes() == (32, 0) and not events.errors
+    assert (q.shadow_avail_idx, q.shadow_avail_wrap_counter) == (4, True)
+
+
+def test_avail_bytes_direct_chains_share_one_descriptor_budget(mem, events):
+    """The count of a direct chain starts where the chains before it ended: a chain that
+    runs NEXT through every slot is a loop even if it started late."""
+    drv, q = make(mem, events, size=4)
+    drv.add_chain([(4, True)])
+    for slot in range(1, 4):
+        drv.write_desc(slot, 0x9000 + 0x100 * slot, 4, flags=AVAIL | VRING_DESC_F_WRITE | VRING_DESC_F_NEXT)
+    assert_broken(q.avail_bytes(), "loop", "Looped descriptor", events)
+
+
+def test_avail_bytes_of_an_unset_or_unmappable_queue(mem, events):
+    q = PackedQueue(mem, 8, events=events)
+    assert q.avail_bytes() == (0, 0)
+    drv, q = make(mem, events, size=8)
+    drv.add_chain([(4, True)])
+    q.set_size(16)                            # QEMU keeps the ring cache checked for 8
+    assert_broken(q.avail_bytes(), "desc_ring_unmappable", "Cannot map descriptor ring", events)
+    assert_broken(q.pop(), "desc_ring_unmappable", "Cannot map descriptor ring", events)
+
+
+def test_rewind_gives_back_descriptors_across_the_ring_end(mem, events):
+    drv, q = make(mem, events, size=4)
+    drv.add_chain([(4, True)] * 3)
+    q.push(q.pop(), 0)
+    drv.used_entries()
+    chains = [drv.add_chain([(4, True)]), drv.add_chain([(4, True), (4, True)])]
+    assert [q.pop().head for _ in range(2)] == [c.head for c in chains]
+    assert (q.last_avail_idx, q.last_avail_wrap_counter, q.inuse) == (2, False, 3)
+    assert not q.rewind(4) and q.inuse == 3
+    assert q.rewind(3) and (q.last_avail_idx, q.last_avail_wrap_counter, q.inuse) == (3, True, 0)
+    assert [q.pop().head for _ in range(2)] == [c.head for c in chains]
+    assert q.rewind(2) and (q.last_avail_idx, q.last_avail_wrap_counter) == (0, False)
+    assert q.pop().ndescs == 2
+
+
+def test_detach_forgets_a_packed_element(mem, events):
+    drv, q = make(mem, events)
+    drv.add_chain([(4, True), (4, True)])
+    q.detach(q.pop())
+    assert q.inuse == 0 and drv.used_entries() == []
+
+
+def test_device_event_writes_stay_inside_the_four_byte_area(mem, events):
+    drv, q = make(mem, events, features=VirtioFeature.RING_EVENT_IDX)
+    mem.write(drv.device_addr + 4, b"\xa5\xa5")
+    q.set_notification(False)
+    q.set_notification(True)
+    assert mem.read(drv.device_addr, 6) == b"\x00\x80\x02\x00\xa5\xa5"
+
+
+def test_set_notification_records_the_wish_even_without_rings(mem, events):
+    q = PackedQueue(mem, 8, events=events)
+    q.set_notification(False)
+    assert q.notification is False
+    q.set_notification(1)
+    assert q.notification is True
+
+
+def test_packed_queue_repr_names_its_state(mem, events):
+    drv, q = make(mem, events, size=2)
+    drv.add_chain([(4, True)] * 2)
+    q.push(q.pop(), 0)
+    assert repr(q) == (f"PackedQueue(index=0, size=2, desc=0x{drv.desc_addr:x}, "
+                       f"driver=0x{drv.driver_addr:x}, device=0x{drv.device_addr:x}, "
+                       f"last_avail=0/0, used_idx=0/0, inuse=0)")
+
+
+@pytest.mark.parametrize("size, wrap, off_wrap, new, old, due", [
+    # QEMU vring_packed_need_event: an offset marked with the device's wrap counter is
+    # compared as it is; one marked with the other counter is moved back by N first
+    (8, True, 2 | 1 << 15, 3, 1, True),
+    (8, True, 2 | 1 << 15, 5, 3, False),
+    (8, False, 2, 3, 2, True),
+    (8, False, 2 | 1 << 15, 3, 2, False),         # offset 2 of the other lap: 2 - 8 = -6
+    (8, True, 6, 0xFFFF, 0xFFF9, True),          # 6 - 8 = 0xFFFE, passed (mod 2^16)
+    (8, True, 6 | 1 << 15, 0xFFFF, 0xFFF9, False),
+    (4, False, 0x7FFF | 1 << 15, 0x7FFC, 0x7FFA, True),   # 0x7FFF - 4 = 0x7FFB, passed
+    (4, False, 0x7FFF, 0x7FFC, 0x7FFA, False),
+])
+def test_packed_need_event_worked_values(size, wrap, off_wrap, new, old, due):
+    assert packed_need_event(size, wrap, off_wrap, new, old) is due

@@ -741,3 +741,136 @@ def test_ring_window_is_dropped_when_the_memory_map_changes():
     mem._space.remove(mem._space.placements[-1])
     mem._space.commit()
     assert drv.used_idx == 0               # RAM below never saw the push
+
+
+def test_rewind_gives_back_several_elements_in_order_and_refuses_more_than_in_flight(ring):
+    drv, q = ring
+    chains = [drv.add_chain([(4, True)]) for _ in range(3)]
+    popped = [q.pop() for _ in range(3)]
+    assert not q.rewind(4) and (q.inuse, q.last_avail_idx) == (3, 3)
+    assert q.rewind(2) and (q.inuse, q.last_avail_idx) == (1, 1)
+    assert [q.pop().head for _ in range(2)] == [c.head for c in chains[1:]]
+    assert q.pop() is None and popped[0].head == chains[0].head
+
+
+def test_rewind_across_avail_index_wrap(mem, events):
+    drv, q = make(mem, events)
+    q.last_avail_idx = q.shadow_avail_idx = 0xFFFF
+    drv.avail_idx = 0xFFFF
+    chain = drv.add_chain([(4, True)])         # slot 0xFFFF % 8, idx wraps to 0
+    assert q.pop().head == chain.head and q.last_avail_idx == 0
+    assert q.rewind(1) and q.last_avail_idx == 0xFFFF
+    assert q.pop().head == chain.head
+
+
+def test_detach_forgets_an_element_and_writes_nothing_back(mem, events):
+    drv, q = make(mem, events)
+    drv.write_desc(0, 0xFEB0_0000, 4, VRING_DESC_F_WRITE, 0)   # bounced: MMIO hole
+    drv.publish(0)
+    elem = q.pop()
+    elem.write(mem, b"abcd")
+    q.detach(elem)
+    assert q.inuse == 0 and mem.bounce is None
+    assert q.used_idx == 0 and drv.used_entries() == []
+
+
+def test_avail_event_is_two_bytes_at_the_end_of_the_used_ring(mem, events):
+    drv, q = make(mem, events, layout="modern", features=VirtioFeature.RING_EVENT_IDX)
+    end = drv.used_addr + 4 + 8 * N
+    mem.write(end, b"\x00\x00\xa5\xa5")
+    drv.add_chain([(4, True)])
+    q.pop()
+    assert mem.read(end, 4) == b"\x01\x00\xa5\xa5"
+
+
+def test_split_queue_repr_names_its_state(ring):
+    drv, q = ring
+    drv.add_chain([(4, True)])
+    q.pop()
+    assert repr(q) == (f"SplitQueue(index=0, size={N}, desc=0x{q.desc:x}, avail=0x{q.avail:x}, "
+                       f"used=0x{q.used:x}, last_avail=1, used_idx=0, inuse=1)")
+
+
+# What QEMU's virtqueue_split_get_avail_bytes answers for well-formed rings, as a model:
+# every descriptor of every available chain, in ring order, stopping after the one that
+# reaches both maxima.
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+U32 = 0xFFFF_FFFF
+CHAIN = st.tuples(st.booleans(),                               # through an indirect table
+                  st.lists(st.tuples(st.integers(1, 40), st.booleans()), min_size=1, max_size=4))
+_MEM = guest_ram(RAM)
+
+
+def _model(offered, max_in, max_out):
+    tin = tout = 0
+    for bufs in offered:
+        for n, writable in bufs:
+            if writable:
+                tin += n
+            else:
+                tout += n
+            if tin >= max_in and tout >= max_out:
+                return (tin, tout)
+    return (tin, tout)
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.sampled_from([1, 2, 4, 8]), served=st.integers(0, 20),
+       chains=st.lists(CHAIN, max_size=8), layout=st.sampled_from(["legacy", "modern"]),
+       max_in=st.one_of(st.just(U32), st.integers(0, 120)),
+       max_out=st.one_of(st.just(U32), st.integers(0, 120)))
+def test_avail_bytes_counts_every_available_chain_like_qemu(size, served, chains, layout,
+                                                            max_in, max_out):
+    events = RecordingEvents()
+    drv, q = make(_MEM, events, layout=layout, size=size)
+    for _ in range(served):
+        drv.add_chain([(4, True)])
+        q.push(q.pop(), 4)
+        drv.used_entries()
+    offered, free = [], size
+    for indirect, bufs in chains:
+        bufs = sorted(bufs, key=lambda b: b[1])               # readable before writable
+        slots = 1 if indirect else len(bufs)
+        if slots > free:
+            continue
+        free -= slots
+        (drv.add_indirect_chain if indirect else drv.add_chain)(bufs)
+        offered.append(bufs)
+    assert q.avail_bytes(max_in, max_out) == _model(offered, max_in, max_out)
+    assert (q.last_avail_idx, q.inuse) == (served, 0) and not events.errors
+    for bufs in offered:                                      # and pop agrees
+        elem = q.pop()
+        assert (elem.writable_len, elem.readable_len) == _model([bufs], U32, U32)
+
+
+def test_avail_bytes_limit_is_per_chain_after_an_indirect_one(mem, events):
+    """QEMU 7.2 (7.2.22 as Debian ships it) starts each chain with a limit of N
+    descriptors: a one-entry table before a two-descriptor chain is no loop."""
+    drv, q = make(mem, events)
+    drv.add_indirect_chain([(8, True)])
+    drv.add_chain([(4, True), (4, True)])
+    assert q.avail_bytes() == (16, 0) and not events.errors
+
+
+def test_avail_bytes_direct_chains_share_one_descriptor_budget(mem, events):
+    """The count of a direct chain starts where the direct chains before it ended, so a
+    chain that loops back is found within N descriptors in all."""
+    drv, q = make(mem, events, size=4)
+    drv.add_chain([(4, True), (4, True)])
+    drv.write_desc(2, 0x9000, 4, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 3)
+    drv.write_desc(3, 0x9100, 4, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 2)
+    drv.publish(2)
+    assert_broken(q.avail_bytes(), "loop", "Looped descriptor", events)
+    assert events.errors[-1][1]["head"] == 2
+
+
+def test_avail_bytes_of_a_queue_without_rings_or_with_a_grown_size(mem, events):
+    q = SplitQueue(mem, N, events=events)
+    assert q.avail_bytes() == (0, 0)
+    drv, q = make(mem, events, layout="modern")
+    drv.add_chain([(4, True)])
+    q.set_size(2 * N)                         # QEMU keeps the ring cache checked for N
+    assert_broken(q.avail_bytes(), "desc_ring_unmappable", "Cannot map descriptor ring", events)

@@ -128,6 +128,14 @@ VIRTIO_REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
     # of the device's own ISR register
     "virtio_dma__blk-modern-ioeventfd-off.txt":
         ("virtio_dma", (*_BLK[:-1], _BLK[-1] + ",disable-legacy=on,ioeventfd=off")),
+    # packed virtqueues (firmware/virtio_packed.S): rings that wrap, chains across the end,
+    # an indirect table, event suppression (ENABLE, DISABLE, DESC with EVENT_IDX)
+    "virtio_packed__rng.txt": ("virtio_packed", ("-device", "virtio-rng-pci,packed=on")),
+    "virtio_packed__rng-disable-legacy.txt":
+        ("virtio_packed", ("-device", "virtio-rng-pci,packed=on,disable-legacy=on")),
+    "virtio_packed__blk.txt": ("virtio_packed", (*_BLK[:-1], _BLK[-1] + ",packed=on")),
+    "virtio_packed__blk-ioeventfd-off.txt":
+        ("virtio_packed", (*_BLK[:-1], _BLK[-1] + ",packed=on,disable-legacy=on,ioeventfd=off")),
     # virtio-gpu 2D: registers, config, every command and the bad-command catalogue
     "gpu_commands__default.txt": ("gpu_commands", ("-device", "virtio-gpu-pci")),
     "gpu_commands__edid-off-2-heads.txt":

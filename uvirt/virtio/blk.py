@@ -245,15 +245,10 @@ class VirtioBlk(VirtioDevice):
         q = self.queues[0]
         pending = []
         while True:
-            start = q.last_avail_idx
+            progress = False
             q.set_notification(False)
-            while True:
-                elem = q.pop()
-                if elem is None:
-                    break
-                if elem.broken:
-                    self.error(elem.reason)
-                    break
+            for elem in self.popped(0):
+                progress = True
                 result = self._submit(elem)
                 if result is False:
                     q.detach(elem)
@@ -261,9 +256,9 @@ class VirtioBlk(VirtioDevice):
                 if result is not None:
                     pending.append(result)
             q.set_notification(True)
-            # uvirt's pop refuses an avail-index jump without consuming anything, so a
-            # round that consumed nothing ends the loop
-            if q.is_empty() or q.last_avail_idx == start:
+            # QEMU loops while the queue is not empty; a round that popped nothing ends
+            # it too (a packed ring's failed pop consumes nothing), so it always ends
+            if q.is_empty() or not progress:
                 break
         yield AFTER_ACCESS          # with ioeventfd=off the kick's access ends here
         for completion in pending:

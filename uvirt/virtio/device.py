@@ -36,11 +36,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntFlag
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 from uvirt.board.dma import AFTER_ACCESS
 from uvirt.virtio.features import VirtioFeature as F
-from uvirt.virtio.queue import SplitQueue, VirtqueueBase
+from uvirt.virtio import convert_queue, make_queue
+from uvirt.virtio.chain import Element
+from uvirt.virtio.queue import VirtqueueBase
 
 if TYPE_CHECKING:
     from uvirt.board.memory.regions import GuestMemory
@@ -69,6 +71,7 @@ _FEATURES_OK = int(Status.FEATURES_OK)
 _NEEDS_RESET = int(Status.NEEDS_RESET)
 _ISR_QUEUE, _ISR_CONFIG = int(Isr.QUEUE), int(Isr.CONFIG)
 _VERSION_1 = int(F.VERSION_1)
+_RING_PACKED = int(F.RING_PACKED)
 
 #: QEMU's DEFINE_VIRTIO_COMMON_FEATURES defaults in 7.2: indirect_desc, event_idx,
 #: notify_on_empty, any_layout, queue_reset on; iommu_platform, packed off.
@@ -215,7 +218,8 @@ class VirtioDevice:
         self.mem = mem
         self.transport = transport
         self.host_features = self.get_features(self.host_features)
-        self.queues = [SplitQueue(mem, n, index=i, events=self._events)
+        self.queues = [make_queue(mem, n, packed=self.negotiated(_RING_PACKED), index=i,
+                                  events=self._events)
                        for i, n in enumerate(self.queue_sizes)]
         self._sync_disabled()
         self.vectors = [VIRTIO_NO_VECTOR] * len(self.queues)
@@ -274,6 +278,7 @@ class VirtioDevice:
         value &= self.host_features
         self.set_features_hook(value)
         self.guest_features = value
+        self._follow_ring_type()
         for q in self.queues:
             broken = q.set_features(value)
             if broken is not None:
@@ -307,6 +312,7 @@ class VirtioDevice:
         self.broken = False
         self.disabled = False
         self.guest_features = 0
+        self._follow_ring_type()
         self.queue_sel = 0
         self.status = 0
         self.isr = 0
@@ -315,6 +321,35 @@ class VirtioDevice:
         for i, q in enumerate(self.queues):
             q.reset()
             self.vectors[i] = VIRTIO_NO_VECTOR
+
+    def _follow_ring_type(self) -> None:
+        """Packed rings exactly while the driver has accepted VIRTIO_F_RING_PACKED (virtio
+        1.2 §2.8).  QEMU asks ``virtio_vdev_has_feature(vdev, VIRTIO_F_RING_PACKED)`` at every
+        ring access of its one ``VirtQueue``; uvirt swaps the queue object when the bit
+        changes (``convert_queue``: the queue's configuration and indices carry over), in
+        place, so the list every holder of ``queues`` sees stays the same list."""
+        packed = bool(self.guest_features & _RING_PACKED)
+        queues = self.queues
+        for i, q in enumerate(queues):
+            if q.packed != packed:
+                queues[i] = convert_queue(q, packed)
+
+    # -- device side: popping (QEMU virtqueue_pop as the device handlers call it)
+    def pop(self, index: int) -> Element | None:
+        """The next element of queue ``index``, or None: none available, or the chain
+        was bad, in which case ``virtio_error`` has been raised with QEMU's reason (the
+        device is broken until reset, so further pops find nothing either)."""
+        elem = self.queues[index].pop()
+        if elem is not None and elem.broken:
+            self.error(elem.reason)
+            return None
+        return elem
+
+    def popped(self, index: int) -> Iterator[Element]:
+        """QEMU's ``while ((elem = virtqueue_pop(vq)))`` loop: every element of queue
+        ``index`` until none is left or a bad chain broke the device."""
+        while (elem := self.pop(index)) is not None:
+            yield elem
 
     def queue_notify(self, index: int) -> None:
         """QEMU ``virtio_queue_notify``: a kick.  Ignored for a queue with no rings or a

@@ -377,13 +377,7 @@ class VirtioGpu(VirtioDevice):
         q = self.queues[CTRL_QUEUE]
         if not q.ready:
             return
-        cmds = []
-        while (elem := q.pop()) is not None:
-            if elem.broken:
-                self.error(elem.reason)
-                break
-            cmds.append(elem)
-        for elem in cmds:
+        for elem in list(self.popped(CTRL_QUEUE)):
             self._process(elem)
 
     def handle_cursor(self) -> None:
@@ -391,10 +385,7 @@ class VirtioGpu(VirtioDevice):
         q = self.queues[CURSOR_QUEUE]
         if not q.ready:
             return
-        while (elem := q.pop()) is not None:
-            if elem.broken:
-                self.error(elem.reason)
-                return
+        for elem in self.popped(CURSOR_QUEUE):
             raw = elem.read(self.mem, 56)
             self.stats.cursor_requests += 1
             if len(raw) != 56:

@@ -29,15 +29,12 @@ Same surface and result shapes as ``SplitQueue`` (``pop`` -> ``Element`` | ``Que
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Iterator
 
 from uvirt.errors import GuestMemoryError, UvirtError
-from uvirt.virtio.queue import (DESC_SIZE, ChainWalker, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
-                    Element, PopResult,
-                    QueueBroken, VirtqueueBase, _ChainError, indirect_table, vring_need_event)
-
-if TYPE_CHECKING:  # pragma: no cover
-    from uvirt.board.memory.regions import GuestMemory
+from uvirt.virtio.chain import (DESC_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+                                ChainError, Element, PackedChain, PackedDescriptor, PopResult, QueueBroken,
+                                indirect_table)
+from uvirt.virtio.queue import VirtqueueBase, vring_need_event
 
 #: Packed descriptor flag bits (virtio 1.2 §2.8.1; Linux ``VRING_PACKED_DESC_F_*``).
 VRING_PACKED_DESC_F_AVAIL = 1 << 7
@@ -59,35 +56,6 @@ DESC_FLAGS = 14
 
 _U16 = 0xFFFF
 _U32 = 0xFFFF_FFFF
-_PDESC = struct.Struct("<QIHH")
-
-
-class PackedDescriptor:
-    """One packed-ring descriptor (``struct vring_packed_desc``)."""
-
-    __slots__ = ("addr", "len", "id", "flags")
-
-    def __init__(self, addr: int, len: int, id: int, flags: int) -> None:
-        self.addr = addr
-        self.len = len
-        self.id = id
-        self.flags = flags
-
-    @classmethod
-    def unpack(cls, data: bytes) -> "PackedDescriptor":
-        return cls(*_PDESC.unpack(data))
-
-    def pack(self) -> bytes:
-        return _PDESC.pack(self.addr, self.len, self.id, self.flags)
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, PackedDescriptor)
-                and (self.addr, self.len, self.id, self.flags)
-                == (other.addr, other.len, other.id, other.flags))
-
-    def __repr__(self) -> str:
-        return (f"PackedDescriptor(addr=0x{self.addr:x}, len=0x{self.len:x}, id={self.id}, "
-                f"flags=0x{self.flags:04x})")
 
 
 def is_desc_avail(flags: int, wrap_counter: bool) -> bool:
@@ -106,57 +74,6 @@ def packed_need_event(size: int, wrap: bool, off_wrap: int, new: int, old: int) 
     return vring_need_event(off & _U16, new, old)
 
 
-class PackedChain(ChainWalker):
-    """The descriptors of one packed chain starting at ring slot ``start``
-    (QEMU ``virtqueue_packed_pop`` / ``virtqueue_packed_read_next_desc``).
-
-    Same interface as ``DescriptorChain``: iterate, then look at ``error``,
-    ``warnings``, ``indirect``, ``buffer_id``.  Direct chains follow NEXT through
-    consecutive slots, wrapping at N, for at most N descriptors; an indirect table is
-    walked entry by entry to its end.
-    """
-
-    desc_type = PackedDescriptor
-
-    def __init__(self, mem: "GuestMemory", ring: int, size: int, start: int, *,
-                 strict: bool = False) -> None:
-        super().__init__(mem, strict=strict)
-        self.ring = ring
-        self.size = size
-        self.start = start
-        self.buffer_id = 0
-
-    def _walk(self) -> Iterator[PackedDescriptor]:
-        table, limit, i = self.ring, self.size, self.start
-        desc = self._read(table, i)
-        self.buffer_id = desc.id
-        if desc.flags & VRING_DESC_F_INDIRECT:
-            table, limit = self._enter_indirect(desc)
-            i = 0
-            desc = self._read(table, 0)
-        count = 0
-        while True:
-            if desc.flags & VRING_DESC_F_INDIRECT:
-                if self.indirect:
-                    self._violation("nested_indirect", "Nested indirect descriptor",
-                                    addr=desc.addr)
-                else:
-                    self._violation("indirect_not_head", "Indirect descriptor inside a chain",
-                                    addr=desc.addr)
-            yield desc
-            count += 1
-            if count > limit:
-                raise _ChainError("loop", "Looped descriptor", count=count)
-            if not self.indirect and not desc.flags & VRING_DESC_F_NEXT:
-                return
-            i += 1
-            if i == limit:
-                if self.indirect:
-                    return
-                i = 0
-            desc = self._read(table, i)
-
-
 class PackedQueue(VirtqueueBase):
     """Device-side state of one packed virtqueue.
 
@@ -165,7 +82,12 @@ class PackedQueue(VirtqueueBase):
     ``SplitQueue``.
     """
 
+    #: what a snapshot holds besides the base's (uvirt/cpu/snapshot.py)
+    snapshot_state = ("last_avail_wrap_counter", "shadow_avail_wrap_counter", "used_wrap_counter",
+                      "_used_elems")
+
     packed = True
+    _written_areas = ("desc", "used")
 
     def reset(self) -> None:
         super().reset()
@@ -212,11 +134,9 @@ class PackedQueue(VirtqueueBase):
             return self._break("desc_ring_unmappable", "Cannot map descriptor ring")
         chain = PackedChain(self.mem, self.desc, self.size, self.last_avail_idx,
                             strict=self.strict)
-        result = self._collect(chain, self.last_avail_idx)
-        if isinstance(result, QueueBroken):
-            return result
-        elem = Element(chain.buffer_id, result.readable, result.writable, result.ndescs,
-                       result.bounce)
+        elem = self._collect(chain, self.last_avail_idx)
+        if elem.broken:
+            return elem
         self.last_avail_idx += elem.ndescs
         if self.last_avail_idx >= self.size:
             self.last_avail_idx -= self.size
@@ -228,44 +148,50 @@ class PackedQueue(VirtqueueBase):
     def avail_bytes(self, max_in: int = _U32, max_out: int = _U32) -> tuple[int, int] | QueueBroken:
         """``(writable, readable)`` bytes available without popping (QEMU
         ``virtqueue_packed_get_avail_bytes``); records where the next kick is wanted
-        (shadow index and wrap counter) when it reaches the end of what is available."""
+        (shadow index and wrap counter) when it reaches the end of what is available,
+        not when it stops early because both maxima are reached.
+
+        Faithful to QEMU 7.2: each chain may have N descriptors (an indirect one, its
+        table's entries), but the count of a direct chain starts from the descriptors of
+        the direct chains before it, and an indirect chain counts 1.
+        """
         if not self.desc or not self._mapped:
             return (0, 0)
         if self._desc_len < self._desc_area_size():
             return self._break("desc_ring_unmappable", "Cannot map descriptor ring")
         idx, wrap = self.last_avail_idx, self.last_avail_wrap_counter
         total_bufs = in_total = out_total = 0
-        limit = self.size
         while True:
-            num_bufs = total_bufs
+            num_bufs, i, table, limit = total_bufs, idx, self.desc, self.size
             try:
-                desc = self._read_ring(idx)
+                desc = self._read_table(table, idx)
                 if not is_desc_avail(desc.flags, wrap):
                     break
-                table, i, indirect = self.desc, idx, bool(desc.flags & VRING_DESC_F_INDIRECT)
+                indirect = bool(desc.flags & VRING_DESC_F_INDIRECT)
                 if indirect:
-                    (table, limit), i = indirect_table(self.mem, desc, num_bufs, limit), 0
-                    num_bufs = 0
+                    table, limit = indirect_table(self.mem, desc, num_bufs, limit)
+                    num_bufs = i = 0
                     desc = self._read_table(table, 0)
                 while True:
                     num_bufs += 1
                     if num_bufs > limit:
-                        raise _ChainError("loop", "Looped descriptor")
+                        raise ChainError("loop", "Looped descriptor")
                     if desc.flags & VRING_DESC_F_WRITE:
                         in_total = (in_total + desc.len) & _U32
                     else:
                         out_total = (out_total + desc.len) & _U32
                     if in_total >= max_in and out_total >= max_out:
                         return (in_total, out_total)
+                    # virtqueue_packed_read_next_desc
                     if not indirect and not desc.flags & VRING_DESC_F_NEXT:
                         break
                     i += 1
                     if i == limit:
                         if indirect:
                             break
-                        i -= self.size
-                    desc = self._read_table(table, i) if indirect else self._read_ring(i)
-            except _ChainError as e:
+                        i = 0
+                    desc = self._read_table(table, i)
+            except ChainError as e:
                 return self._break(e.kind, e.reason, **e.fields)
             if indirect:
                 total_bufs += 1
@@ -273,26 +199,19 @@ class PackedQueue(VirtqueueBase):
             else:
                 idx += num_bufs - total_bufs
                 total_bufs = num_bufs
-            while idx >= self.size:
+            if idx >= self.size:
                 idx -= self.size
                 wrap = not wrap
         self.shadow_avail_idx = idx
         self.shadow_avail_wrap_counter = wrap
         return (in_total, out_total)
 
-    def _read_ring(self, i: int) -> PackedDescriptor:
-        if not 0 <= i < self.size:
-            # Only reachable through QEMU's carried-over limit, where QEMU reads past
-            # its descriptor cache.
-            raise _ChainError("desc_ring_unmappable", "Cannot map descriptor ring", index=i)
-        return self._read_table(self.desc, i)
-
     def _read_table(self, table: int, i: int) -> PackedDescriptor:
         try:
             return PackedDescriptor.unpack(self.mem.read(table + DESC_SIZE * i, DESC_SIZE))
         except GuestMemoryError as e:
-            raise _ChainError("desc_ring_unmappable", "Cannot map descriptor ring",
-                              addr=e.addr) from None
+            raise ChainError("desc_ring_unmappable", "Cannot map descriptor ring",
+                             addr=e.addr) from None
 
     # -- push
 
@@ -324,10 +243,10 @@ class PackedQueue(VirtqueueBase):
         """Write ``count`` staged used descriptors, the first one's flags last so the
         driver sees the batch at once (QEMU ``virtqueue_packed_flush``).
 
-        QEMU 7.2 writes the i-th used descriptor at slot used_idx + i; the driver
-        expects it after the slots of the previous buffers (used_idx + their ndescs).
-        The two agree whenever each buffer is one descriptor or ``count`` is 1 (``push``);
-        uvirt uses the driver's arithmetic.
+        The i-th used descriptor goes after the slots of the previous buffers (used_idx +
+        their ndescs), as Debian's QEMU 7.2 does (its stable fix to
+        ``virtqueue_packed_flush``; 7.2.0 wrote it at used_idx + i, which agrees whenever
+        each buffer is one descriptor or ``count`` is 1, as with ``push``).
         """
         staged = [self._used_elems.pop(i, None) for i in range(count)]
         if any(s is None for s in staged):

@@ -9,6 +9,11 @@ Ring layout (docs/virtio-pci-facts.md §2.3, §5.1), N = current queue size::
 Legacy transports give one page frame number; the three parts follow each other with the
 used ring aligned to 4096 (``legacy_layout``).  Modern transports give three addresses.
 
+What a split ring and a packed ring (uvirt/virtio/packed.py) share is here too:
+``VirtqueueBase`` (configuration, ring-area checks, guest-error reporting, turning a walked
+chain into an ``Element``).  Descriptors, chain walks, indirect tables and buffer mapping
+are in uvirt/virtio/chain.py.
+
 Configuring a queue follows QEMU's ``virtio_queue_set_num`` / ``virtio_queue_set_addr`` /
 ``virtio_queue_set_rings``: the ring areas are checked once, when they are set
 (``virtio_init_region_cache``): an area may lie in any one memory region (RAM, a
@@ -58,10 +63,13 @@ whether a used-buffer notification is due and why (§2.7.7, §2.7.10 for EVENT_I
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from uvirt.errors import GuestMemoryError, UvirtError
+from uvirt.virtio.chain import (DESC_SIZE, VIRTQUEUE_MAX_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT,
+                                VRING_DESC_F_WRITE, ChainError, Descriptor, DescriptorChain, Element,
+                                PopResult, QueueBroken, indirect_table, map_chain)
 from uvirt.virtio.features import VirtioFeature
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,16 +77,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # --------------------------------------------------------------------------- constants
 
-#: Descriptor flags (virtio 1.2 §2.7.5; Linux ``VRING_DESC_F_*``).
-VRING_DESC_F_NEXT = 1
-VRING_DESC_F_WRITE = 2
-VRING_DESC_F_INDIRECT = 4
 #: avail.flags: the driver does not want used-buffer notifications (§2.7.7).
 VRING_AVAIL_F_NO_INTERRUPT = 1
 #: used.flags: the device does not want available-buffer notifications (§2.7.10).
 VRING_USED_F_NO_NOTIFY = 1
 
-DESC_SIZE = 16                      # sizeof(struct vring_desc)
 AVAIL_FLAGS = 0                     # offsets inside the available ring
 AVAIL_IDX = 2
 AVAIL_RING = 4
@@ -87,9 +90,6 @@ USED_IDX = 2
 USED_RING = 4
 USED_ELEM_SIZE = 8                  # sizeof(struct vring_used_elem)
 
-#: QEMU ``VIRTQUEUE_MAX_SIZE``: the largest queue size and the most scatter-gather
-#: pieces one element may have.
-VIRTQUEUE_MAX_SIZE = 1024
 #: QEMU ``VIRTIO_PCI_VRING_ALIGN``: legacy used-ring alignment.
 VIRTIO_PCI_VRING_ALIGN = 4096
 #: Legacy QUEUE_PFN holds the ring address shifted right by this.
@@ -149,38 +149,6 @@ def used_area_size(size: int, event_idx: bool) -> int:
     return USED_RING + USED_ELEM_SIZE * size + (2 if event_idx else 0)
 
 
-# --------------------------------------------------------------------------- wire structures
-
-
-@dataclass(frozen=True, slots=True)
-class Descriptor:
-    """One split-ring descriptor (``struct vring_desc``)."""
-
-    addr: int
-    len: int
-    flags: int
-    next: int
-
-    @classmethod
-    def unpack(cls, data: bytes) -> "Descriptor":
-        return cls(*_DESC.unpack(data))
-
-    def pack(self) -> bytes:
-        return _DESC.pack(self.addr, self.len, self.flags, self.next)
-
-    @property
-    def has_next(self) -> bool:
-        return bool(self.flags & VRING_DESC_F_NEXT)
-
-    @property
-    def is_write_only(self) -> bool:
-        return bool(self.flags & VRING_DESC_F_WRITE)
-
-    @property
-    def is_indirect(self) -> bool:
-        return bool(self.flags & VRING_DESC_F_INDIRECT)
-
-
 # --------------------------------------------------------------------------- events
 
 
@@ -238,270 +206,6 @@ class RecordingEvents:
         self.errors.clear()
 
 
-# --------------------------------------------------------------------------- pop results
-
-
-@dataclass(frozen=True, slots=True)
-class Element:
-    """One popped buffer (QEMU ``VirtQueueElement``).
-
-    ``head`` is what goes back in the used ring: the head descriptor index (split) or
-    the buffer id (packed).  ``readable`` are the device-readable ``(addr, len)`` pieces
-    (QEMU ``out_sg``), ``writable`` the device-writable ones (``in_sg``), in chain order,
-    as mapped: a descriptor that runs from RAM into something else is two pieces.
-    ``ndescs`` is how many ring slots the element used (packed; 1 for split).
-    ``bounce`` is the piece that is not RAM, if any (at most one: QEMU's single bounce
-    buffer): ``(kind, index, Mapping)`` with kind "r" or "w".  Reads of it see what was
-    read at pop; writes to it reach guest memory when the element is pushed.
-    """
-
-    head: int
-    readable: tuple[tuple[int, int], ...]
-    writable: tuple[tuple[int, int], ...]
-    ndescs: int = 1
-    bounce: Any = field(default=None, compare=False)
-    broken: ClassVar[bool] = False
-
-    @property
-    def readable_len(self) -> int:
-        return sum(n for _, n in self.readable)
-
-    @property
-    def writable_len(self) -> int:
-        return sum(n for _, n in self.writable)
-
-    def read(self, mem: "GuestMemory", limit: int | None = None) -> bytes:
-        """Gather the readable buffers (at most ``limit`` bytes), like ``iov_to_buf``."""
-        total = self.readable_len if limit is None else min(limit, self.readable_len)
-        return self.read_at(mem, 0, total)
-
-    def read_at(self, mem: "GuestMemory", offset: int, size: int) -> bytes:
-        """``size`` readable bytes from ``offset`` (fewer at the end of the buffers)."""
-        out = bytearray()
-        bounce = self.bounce if self.bounce is not None and self.bounce[0] == "r" else None
-        pos = 0
-        for i, (addr, n) in enumerate(self.readable):
-            if len(out) >= size:
-                break
-            if offset < pos + n:
-                start = max(offset - pos, 0)
-                k = min(n - start, size - len(out))
-                if bounce is not None and bounce[1] == i:
-                    out += bounce[2].buffer[start:start + k]
-                else:
-                    out += mem.read(addr + start, k)
-            pos += n
-        return bytes(out)
-
-    def write(self, mem: "GuestMemory", data: bytes) -> int:
-        """Scatter ``data`` into the writable buffers, like ``iov_from_buf``; returns the
-        bytes written (less than ``len(data)`` when the buffers are smaller).  That count
-        is what a device normally pushes as the used length."""
-        return self.write_at(mem, 0, data)
-
-    def write_at(self, mem: "GuestMemory", offset: int, data: bytes) -> int:
-        """``iov_from_buf`` at ``offset`` into the writable buffers -> bytes written."""
-        bounce = self.bounce if self.bounce is not None and self.bounce[0] == "w" else None
-        done = 0
-        pos = 0
-        view = memoryview(data)
-        for i, (addr, n) in enumerate(self.writable):
-            if done >= len(data):
-                break
-            if offset + done < pos + n:
-                start = offset + done - pos
-                k = min(n - start, len(data) - done)
-                chunk = view[done:done + k]
-                if bounce is not None and bounce[1] == i:
-                    bounce[2].buffer[start:start + k] = chunk
-                else:
-                    mem.write(addr + start, chunk)
-                done += k
-            pos += n
-        return done
-
-    def unmap(self, mem: "GuestMemory", length: int) -> None:
-        """QEMU ``virtqueue_unmap_sg``: a bounced writable piece goes to memory, as far as
-        the used ``length`` covers it; the bounce buffer is free again."""
-        if self.bounce is None:
-            return
-        kind, index, m = self.bounce
-        access = 0
-        if kind == "w":
-            before = sum(n for _, n in self.writable[:index])
-            access = max(0, min(length - before, m.length)) if length > before else 0
-        mem.unmap(m, access)
-
-
-@dataclass(frozen=True, slots=True)
-class QueueBroken:
-    """A fatal guest error: the device must treat the queue as broken (QEMU
-    ``virtio_error``: log, DEVICE_NEEDS_RESET with VERSION_1, ignore further kicks)."""
-
-    kind: str
-    reason: str
-    fields: dict[str, Any] = field(default_factory=dict, compare=False)
-    broken: ClassVar[bool] = True
-
-
-PopResult = Element | QueueBroken | None
-
-
-class _ChainError(Exception):
-    """Internal: ends a chain walk with a guest-error kind and QEMU's message."""
-
-    def __init__(self, kind: str, reason: str, **fields: Any) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
-        self.fields = fields
-
-
-# --------------------------------------------------------------------------- chains
-
-
-def indirect_table(mem: "GuestMemory", desc, num_bufs: int | None = None,
-                   limit: int = 0) -> tuple[int, int]:
-    """QEMU's checks on entering an indirect table, in its order -> (address, entries):
-    a length that is a positive multiple of a descriptor; for ``avail_bytes`` only, a
-    descriptor budget not yet spent (``num_bufs < limit``, else a loop); a table in one
-    memory region (``address_space_cache_init``)."""
-    if not desc.len or desc.len % DESC_SIZE:
-        raise _ChainError("indirect_bad_size", "Invalid size for indirect buffer table",
-                          len=desc.len)
-    if num_bufs is not None and num_bufs >= limit:
-        raise _ChainError("loop", "Looped descriptor")
-    if mem.cache_len(desc.addr, desc.len, False) < desc.len:
-        raise _ChainError("indirect_unmappable", "Cannot map indirect buffer",
-                          addr=desc.addr, len=desc.len)
-    return desc.addr, desc.len // DESC_SIZE
-
-
-class ChainWalker:
-    """What split and packed chain walks share: the error/warnings result, the guarded
-    descriptor read, strict-mode violations and entering an indirect table."""
-
-    desc_type: ClassVar[type] = Descriptor
-
-    def __init__(self, mem: "GuestMemory", *, strict: bool = False) -> None:
-        self.mem = mem
-        self.strict = strict
-        self.indirect = False
-        self.error: tuple[str, str, dict[str, Any]] | None = None
-        self.warnings: list[tuple[str, str, dict[str, Any]]] = []
-
-    @property
-    def end_reason(self) -> str | None:
-        """The guest-error kind that ended the walk (``"loop"``, ``"next_oob"``...), or None."""
-        return self.error[0] if self.error else None
-
-    def __iter__(self):
-        try:
-            yield from self._walk()
-        except _ChainError as e:
-            self.error = (e.kind, e.reason, e.fields)
-
-    def _walk(self):  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def _read(self, table: int, i: int):
-        try:
-            return self.desc_type.unpack(self.mem.read(table + DESC_SIZE * i, DESC_SIZE))
-        except GuestMemoryError as e:
-            raise _ChainError("desc_ring_unmappable", "Cannot map descriptor ring",
-                              addr=e.addr) from None
-
-    def _enter_indirect(self, desc) -> tuple[int, int]:
-        if desc.flags & VRING_DESC_F_NEXT:
-            self._violation("indirect_with_next",
-                            "Indirect descriptor with NEXT set", addr=desc.addr)
-        table = indirect_table(self.mem, desc)
-        self.indirect = True
-        return table
-
-    def _violation(self, kind: str, reason: str, **fields: Any) -> None:
-        if self.strict:
-            raise _ChainError(kind, reason, **fields)
-        self.warnings.append((kind, reason, fields))
-
-
-class DescriptorChain(ChainWalker):
-    """Iterates the descriptors of one split-ring chain (rust-vmm ``chain.rs`` shape,
-    QEMU ``virtqueue_split_pop`` checks), yielding each ``Descriptor`` as it is reached.
-
-    After iteration ``error`` is ``None`` when the chain ended normally, or a
-    ``(kind, reason, fields)`` tuple; ``warnings`` lists the non-fatal spec violations
-    seen (same shape).  Every walk ends: at most ``ttl`` descriptors per table.
-
-    Checks, QEMU order: the head descriptor may point at an indirect table (length
-    non-zero and a multiple of 16, in one memory region); after each descriptor, more than
-    ``max`` descriptors is a loop; ``next >= max`` is out of range.  ``max`` is the queue
-    size, or the number of entries of the indirect table.
-    """
-
-    def __init__(self, mem: "GuestMemory", table: int, size: int, head: int, *,
-                 strict: bool = False, read_desc=None) -> None:
-        super().__init__(mem, strict=strict)
-        self.table = table
-        self.size = size
-        self.head = head
-        if read_desc is not None:          # the queue's reader (its ring-area window)
-            self._read = read_desc
-
-    def _walk(self) -> Iterator[Descriptor]:
-        table, ttl = self.table, self.size
-        desc = self._read(table, self.head)
-        if desc.flags & VRING_DESC_F_INDIRECT:
-            table, ttl = self._enter_indirect(desc)
-            desc = self._read(table, 0)
-        count = 0
-        while True:
-            if desc.flags & VRING_DESC_F_INDIRECT:
-                if self.indirect:
-                    # spec §2.7.5.3.1 / vhost; QEMU maps it as a plain buffer.
-                    self._violation("nested_indirect", "Nested indirect descriptor",
-                                    addr=desc.addr)
-                elif self.strict:
-                    # Spec: "zero or more normal descriptors followed by one indirect".
-                    table, ttl = self._enter_indirect(desc)
-                    count = 0
-                    desc = self._read(table, 0)
-                    continue
-                else:
-                    self.warnings.append(("indirect_not_head",
-                                          "Indirect descriptor after the head", {"addr": desc.addr}))
-            yield desc
-            count += 1
-            if count > ttl:
-                raise _ChainError("loop", "Looped descriptor", count=count)
-            if not desc.flags & VRING_DESC_F_NEXT:
-                return
-            nxt = desc.next
-            if nxt >= ttl:
-                raise _ChainError("next_oob", f"Desc next is {nxt}", next=nxt)
-            desc = self._read(table, nxt)
-
-
-def _map_buffer(mem: "GuestMemory", sg: list, max_sg: int, addr: int, size: int,
-                is_write: bool, bounce: list) -> None:
-    """QEMU ``virtqueue_map_desc``: map one descriptor as one or more pieces (RAM as far
-    as it continues, anything else through the one bounce buffer); appends to ``sg``."""
-    if not size:
-        raise _ChainError("zero_len", "virtio: zero sized buffers are not allowed", addr=addr)
-    while size:
-        if len(sg) >= max_sg:
-            raise _ChainError("too_many_sg", "virtio: too many write descriptors in indirect table")
-        m = mem.map(addr, size, is_write)
-        if m is None:
-            raise _ChainError("bogus_buffer", "virtio: bogus descriptor or out of resources",
-                              addr=addr, len=size)
-        if m.bounced:
-            bounce.append(("w" if is_write else "r", len(sg), m))
-        sg.append((addr, m.length))
-        size -= m.length
-        addr = (addr + m.length) & 0xFFFF_FFFF_FFFF_FFFF
-
-
 # --------------------------------------------------------------------------- the queues
 
 
@@ -518,9 +222,14 @@ class VirtqueueBase:
     )
 
     packed: ClassVar[bool] = False
+    #: the areas the device writes, checked as writable (QEMU ``virtio_init_region_cache``:
+    #: a packed ring's descriptors come back as used descriptors)
+    _written_areas: ClassVar[tuple[str, ...]] = ("used",)
 
     def __init__(self, mem: "GuestMemory", max_size: int, *, index: int = 0,
-                 events: QueueEvents | None = None, strict: bool = False) -> None:
+                 events: QueueEvents | None = None, strict: bool = False,
+                 align: int = VIRTIO_PCI_VRING_ALIGN) -> None:
+        self.align = align
         if not 0 < max_size <= VIRTQUEUE_MAX_SIZE:
             raise UvirtError(f"virtqueue {index}: size 0x{max_size:x} outside "
                              f"1..0x{VIRTQUEUE_MAX_SIZE:x}")
@@ -579,6 +288,28 @@ class VirtqueueBase:
         self.size = num
         return True
 
+    @property
+    def legacy_pfn(self) -> int:
+        """What a legacy QUEUE_PFN read returns."""
+        return self.desc >> VIRTIO_PCI_QUEUE_ADDR_SHIFT
+
+    def set_legacy_pfn(self, pfn: int) -> QueueBroken | None:
+        """Legacy QUEUE_PFN write with ``pfn != 0`` (0 means device reset; that is the
+        transport's business)."""
+        return self.set_addr(pfn << VIRTIO_PCI_QUEUE_ADDR_SHIFT)
+
+    def set_addr(self, desc: int) -> QueueBroken | None:
+        """QEMU ``virtio_queue_set_addr`` + ``virtio_queue_update_rings``: one base
+        address, the other areas derived as ``legacy_layout`` does."""
+        if not self.size:
+            return None
+        self.desc = desc
+        if not desc or not self.align:
+            return None
+        self.avail = desc + DESC_SIZE * self.size
+        self.used = vring_align(self.avail + AVAIL_RING + 2 * self.size, self.align)
+        return self._map_rings()
+
     def set_rings(self, desc: int, avail: int, used: int) -> QueueBroken | None:
         """QEMU ``virtio_queue_set_rings``: three independent areas (modern transport,
         when queue_enable is written).  ``avail`` is the driver area, ``used`` the
@@ -601,7 +332,7 @@ class VirtqueueBase:
                  ("used", self.used, self._used_area_size()),
                  ("avail", self.avail, self._avail_area_size()))
         for name, addr, size in areas:
-            if self.mem.cache_len(addr, size, name == "used") < size:
+            if self.mem.cache_len(addr, size, name in self._written_areas) < size:
                 return self._break("ring_unmappable", f"Cannot map {name}", area=name,
                                    addr=addr, size=size)
         self._mapped = True
@@ -670,47 +401,32 @@ class VirtqueueBase:
     # -- the collect loop shared by both pops
 
     def _collect(self, chain: Any, head: int) -> Element | QueueBroken:
-        """Map every descriptor of ``chain`` (QEMU's collect loop: readable-after-
-        writable check, then ``virtqueue_map_desc``).  Adds the element to ``inuse``."""
-        readable: list[tuple[int, int]] = []
-        writable: list[tuple[int, int]] = []
-        bounce: list = []
-        count = 0
+        """Walk and map ``chain`` (uvirt/virtio/chain.py ``map_chain``) into an element,
+        or break the queue with the walk's or the mapping's guest error (``head`` names
+        the chain in it).  Adds the element's descriptors to ``inuse``."""
         try:
-            for desc in chain:
-                count += 1
-                if desc.flags & VRING_DESC_F_WRITE:
-                    _map_buffer(self.mem, writable, VIRTQUEUE_MAX_SIZE - len(readable),
-                                desc.addr, desc.len, True, bounce)
-                else:
-                    if writable:
-                        raise _ChainError("desc_order", "Incorrect order for descriptors",
-                                          addr=desc.addr)
-                    _map_buffer(self.mem, readable, VIRTQUEUE_MAX_SIZE, desc.addr, desc.len,
-                                False, bounce)
-        except _ChainError as e:
-            self._undo_map(bounce)
+            mapped = map_chain(self.mem, chain)
+        except ChainError as e:
             self._warn(chain)
             return self._break(e.kind, e.reason, head=head, **e.fields)
         self._warn(chain)
         if chain.error is not None:
-            self._undo_map(bounce)
             kind, reason, fields = chain.error
             return self._break(kind, reason, head=head, **fields)
-        ndescs = 1 if (chain.indirect or not self.packed) else count
+        if self.packed:
+            head = chain.buffer_id
+            ndescs = 1 if chain.indirect else mapped.count
+        else:
+            ndescs = 1
         self.inuse += ndescs
+        readable, writable, bounce = mapped.readable, mapped.writable, mapped.bounce
         if self.events.tracing:
             self.events.ring("vq_pop", queue=self.index, head=head,
-                             avail_idx=getattr(self, "shadow_avail_idx", 0),
+                             avail_idx=self.shadow_avail_idx,
                              readable=[[a, n] for a, n in readable],
                              writable=[[a, n] for a, n in writable])
         return Element(head, tuple(readable), tuple(writable), ndescs,
                        bounce[0] if bounce else None)
-
-    def _undo_map(self, bounce: list) -> None:
-        """QEMU ``virtqueue_undo_map_desc``: nothing is written back."""
-        for _kind, _index, m in bounce:
-            self.mem.unmap(m, 0)
 
     def _warn(self, chain: Any) -> None:
         for kind, reason, fields in chain.warnings:
@@ -726,7 +442,7 @@ class VirtqueueBase:
         self.fill(elem, length, 0)
         self.flush(1)
 
-    def fill(self, elem: Element | int, length: int, idx: int = 0) -> None:
+    def fill(self, elem: Element | int, length: int, idx: int) -> None:
         raise NotImplementedError
 
     def flush(self, count: int) -> None:
@@ -753,36 +469,6 @@ class SplitQueue(VirtqueueBase):
             n = item.write(mem, data); q.push(item, n)
         if q.should_notify(): transport.notify(q.index)
     """
-
-    def __init__(self, mem: "GuestMemory", max_size: int, *, index: int = 0,
-                 events: QueueEvents | None = None, strict: bool = False,
-                 align: int = VIRTIO_PCI_VRING_ALIGN) -> None:
-        self.align = align
-        super().__init__(mem, max_size, index=index, events=events, strict=strict)
-
-    # -- configuration
-
-    @property
-    def legacy_pfn(self) -> int:
-        """What a legacy QUEUE_PFN read returns."""
-        return self.desc >> VIRTIO_PCI_QUEUE_ADDR_SHIFT
-
-    def set_legacy_pfn(self, pfn: int) -> QueueBroken | None:
-        """Legacy QUEUE_PFN write with ``pfn != 0`` (0 means device reset; that is the
-        transport's business)."""
-        return self.set_addr(pfn << VIRTIO_PCI_QUEUE_ADDR_SHIFT)
-
-    def set_addr(self, desc: int) -> QueueBroken | None:
-        """QEMU ``virtio_queue_set_addr`` + ``virtio_queue_update_rings``: one base
-        address, the other areas derived as ``legacy_layout`` does."""
-        if not self.size:
-            return None
-        self.desc = desc
-        if not desc or not self.align:
-            return None
-        self.avail = desc + DESC_SIZE * self.size
-        self.used = vring_align(self.avail + AVAIL_RING + 2 * self.size, self.align)
-        return self._map_rings()
 
     def _used_area_size(self) -> int:
         return used_area_size(self.size, self.event_idx)
@@ -824,7 +510,7 @@ class SplitQueue(VirtqueueBase):
         try:
             return Descriptor.unpack(self.mem.read(table + DESC_SIZE * i, DESC_SIZE))
         except GuestMemoryError as e:
-            raise _ChainError("desc_ring_unmappable", "Cannot map descriptor ring",
+            raise ChainError("desc_ring_unmappable", "Cannot map descriptor ring",
                               addr=e.addr) from None
 
     # -- pop
@@ -877,9 +563,10 @@ class SplitQueue(VirtqueueBase):
         """``(writable, readable)`` bytes available, without popping (QEMU
         ``virtqueue_get_avail_bytes``); stops early once both maxima are reached.
 
-        Faithful to QEMU 7.2, quirks included: avail.idx is re-read for every chain,
-        the descriptor budget of direct chains accumulates across chains, and after an
-        indirect chain the table's entry count stays the limit for later chains.
+        Faithful to QEMU 7.2 (Debian's 7.2.22, with the stable fixes), quirks included:
+        avail.idx is re-read for every chain, and the descriptor count of a direct chain
+        starts from those of the direct chains before it (an indirect chain counts 1),
+        against a limit of N for each chain (its table's entries for an indirect one).
         """
         if not self.desc or not self._mapped:
             return (0, 0)
@@ -887,7 +574,6 @@ class SplitQueue(VirtqueueBase):
             return self._break("desc_ring_unmappable", "Cannot map descriptor ring")
         idx = self.last_avail_idx
         total_bufs = in_total = out_total = 0
-        limit = self.size
         while True:
             num_heads = (self._read_avail_idx() - idx) & _U16
             if num_heads > self.size:
@@ -896,7 +582,7 @@ class SplitQueue(VirtqueueBase):
                                    last_avail_idx=idx, avail_idx=self.shadow_avail_idx)
             if not num_heads:
                 return (in_total, out_total)
-            num_bufs = total_bufs
+            num_bufs, limit = total_bufs, self.size
             head = self._avail_ring(idx % self.size)
             idx = (idx + 1) & _U16
             if head >= self.size:
@@ -912,7 +598,7 @@ class SplitQueue(VirtqueueBase):
                 while True:
                     num_bufs += 1
                     if num_bufs > limit:
-                        raise _ChainError("loop", "Looped descriptor")
+                        raise ChainError("loop", "Looped descriptor")
                     if desc.flags & VRING_DESC_F_WRITE:
                         in_total = (in_total + desc.len) & _U32
                     else:
@@ -922,13 +608,9 @@ class SplitQueue(VirtqueueBase):
                     if not desc.flags & VRING_DESC_F_NEXT:
                         break
                     if desc.next >= limit:
-                        raise _ChainError("next_oob", f"Desc next is {desc.next}", next=desc.next)
-                    if table == self.desc and desc.next >= self.size:
-                        # Only reachable through the carried-over limit; QEMU would read
-                        # past its descriptor cache here.
-                        raise _ChainError("desc_ring_unmappable", "Cannot map descriptor ring")
+                        raise ChainError("next_oob", f"Desc next is {desc.next}", next=desc.next)
                     desc = self._read_desc(table, desc.next)
-            except _ChainError as e:
+            except ChainError as e:
                 return self._break(e.kind, e.reason, head=head, **e.fields)
             total_bufs = total_bufs + 1 if indirect else num_bufs
 

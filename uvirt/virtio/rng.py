@@ -89,13 +89,7 @@ class VirtioRng(VirtioDevice):
             return
         q = self.queues[0]
         offset = 0
-        while offset < size:
-            elem = q.pop()
-            if elem is None:
-                break
-            if elem.broken:
-                self.error(elem.reason)
-                break
+        while offset < size and (elem := self.pop(0)) is not None:
             want = min(size - offset, elem.writable_len)
             written = 0
             while written < want:

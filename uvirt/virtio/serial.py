@@ -246,30 +246,19 @@ class VirtioSerial(VirtioDevice):
         return None
 
     # ------------------------------------------------------------------ queues
-    def _pop_all(self, index: int):
-        q = self.queues[index]
-        while not self.broken:
-            elem = q.pop()
-            if elem is None:
-                return
-            if elem.broken:
-                self.error(elem.reason)
-                return
-            yield elem
-
     def _discard(self, index: int) -> None:
         """QEMU ``discard_vq_data``."""
         q = self.queues[index]
         if not q.ready:
             return
-        for elem in self._pop_all(index):
+        for elem in self.popped(index):
             q.push(elem, 0)
         self.notify(index)
 
     def _flush(self, index: int, port: VirtioSerialPort) -> None:
         """QEMU ``do_flush_queued_data`` (a console never throttles)."""
         q = self.queues[index]
-        for elem in self._pop_all(index):
+        for elem in self.popped(index):
             total, pos = elem.readable_len, 0
             while pos < total:            # in pieces: a huge buffer never sits in memory
                 n = min(PIECE, total - pos)
@@ -283,7 +272,7 @@ class VirtioSerial(VirtioDevice):
     def _control_out(self) -> None:
         """QEMU ``control_out``: each buffer is one control message."""
         q = self.queues[CONTROL_TX]
-        for elem in self._pop_all(CONTROL_TX):
+        for elem in self.popped(CONTROL_TX):
             # only the 8-byte header matters (QEMU copies all of it, then reads 8)
             self._control_message(elem.read(self.mem, CONTROL_LEN) if elem.readable_len >= CONTROL_LEN
                                   else b"")
@@ -333,11 +322,8 @@ class VirtioSerial(VirtioDevice):
         q = self.queues[CONTROL_RX]
         if not q.ready:
             return 0
-        elem = q.pop()
+        elem = self.pop(CONTROL_RX)
         if elem is None:
-            return 0
-        if elem.broken:
-            self.error(elem.reason)
             return 0
         elem.write(self.mem, msg)
         q.push(elem, len(msg))
