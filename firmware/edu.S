@@ -222,10 +222,7 @@ main:
     WR 0x60, 0
     SHOW_INTX "raise 0"
     # deliver through the PIC: the line SeaBIOS routed
-    call idt_setup
-    mov eax, 0x20
-    mov edx, 0x28
-    call pic_init
+    call irq_init
     mov eax, [edu_line]
     add eax, 0x20               # master at 0x20, slave at 0x28: vector = 0x20 + line
     mov [edu_vector], eax
