@@ -24,27 +24,6 @@
 .set SHADOW, 0x400000                   # guest-RAM backing of resource 1 (PIC_W*PIC_H*4)
 .set CURSOR_BACK, 0x500000              # 64x64 cursor image
 
-.macro CREG32 msg, off
-    PUTS \msg
-    mov eax, \off
-    call vm_rd32
-    call put_hex32
-    call put_nl
-.endm
-.macro CREG16 msg, off
-    PUTS \msg
-    mov eax, \off
-    call vm_rd16
-    call put_hex16
-    call put_nl
-.endm
-.macro CFG32 msg, off
-    PUTS \msg
-    mov eax, \off
-    call vio_cfg_read32
-    call put_hex32
-    call put_nl
-.endm
 .macro RESPDW msg, off
     PUTS \msg
     mov eax, [GPU_RESP+\off]
@@ -71,11 +50,7 @@ feat_loop:
     call vm_wr32
     PUTS "device_feature["
     PUTDEC ecx
-    PUTS "] "
-    mov eax, 4
-    call vm_rd32
-    call put_hex32
-    call put_nl
+    CREG32 "] ", VM_DF
     inc ecx
     cmp ecx, 3
     jb feat_loop
@@ -88,19 +63,9 @@ q_loop:
     call vm_wr16
     PUTS "queue "
     PUTDEC ecx
-    PUTS " size "
-    mov eax, VM_Q_SIZE
-    call vm_rd16
-    call put_hex16
-    PUTS " notify_off "
-    mov eax, VM_Q_NOTIFY_OFF
-    call vm_rd16
-    call put_hex16
-    PUTS " msix "
-    mov eax, VM_Q_MSIX
-    call vm_rd16
-    call put_hex16
-    call put_nl
+    PUTREG " size ", VM_Q_SIZE, vm_rd16, put_hex16
+    PUTREG " notify_off ", VM_Q_NOTIFY_OFF, vm_rd16, put_hex16
+    CREG16 " msix ", VM_Q_MSIX
     inc ecx
     cmp ecx, 3
     jb q_loop
@@ -110,11 +75,7 @@ q_loop:
     CFG32 "num_scanouts ", 8
     CFG32 "num_capsets ", 12
     CFG32 "config+16 ", 16
-    PUTS "config+12 w8 "
-    mov eax, 12
-    call vio_cfg_read8
-    call put_hex8
-    call put_nl
+    CFG8 "config+12 w8 ", 12
     mov eax, 4
     mov edx, 0xffffffff
     call vio_cfg_write32

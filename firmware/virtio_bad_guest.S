@@ -49,22 +49,10 @@
     call put_nl
 .endm
 .macro M_WR w, off, val
-    push eax
-    push edx
-    mov eax, \off
-    mov edx, \val
-    call vm_wr\w
-    pop edx
-    pop eax
+    VIO_WR vm_wr\w, \off, \val
 .endm
 .macro L_WR w, off, val
-    push eax
-    push edx
-    mov eax, \off
-    mov edx, \val
-    call vl_out\w
-    pop edx
-    pop eax
+    VIO_WR vl_out\w, \off, \val
 .endm
 
 main:
@@ -184,11 +172,7 @@ bc_publish:
     mov eax, esi
     and eax, VS_NEEDS_RESET
     REPORT_EQ eax, VS_NEEDS_RESET, "modern: DEVICE_NEEDS_RESET set"
-    PUTS "config_generation "
-    mov eax, VM_CFG_GEN
-    call vm_rd8
-    call put_hex8
-    call put_nl
+    CREG8 "config_generation ", VM_CFG_GEN
 bc_isr:
     PUTS "ISR "
     call vio_isr_read
@@ -237,29 +221,15 @@ lq:
     call vl_out16
     PUTS "select "
     PUTDEC edx
-    PUTS ": QUEUE_SEL reads "
-    mov eax, VL_QUEUE_SEL
-    call vl_in16
-    call put_hex16
-    PUTS " QUEUE_NUM "
-    mov eax, VL_QUEUE_NUM
-    call vl_in16
-    call put_hex16
-    PUTS " QUEUE_PFN "
-    mov eax, VL_QUEUE_PFN
-    call vl_in32
-    call put_hex32
-    call put_nl
+    PUTREG ": QUEUE_SEL reads ", VL_QUEUE_SEL, vl_in16, put_hex16
+    PUTREG " QUEUE_NUM ", VL_QUEUE_NUM, vl_in16, put_hex16
+    LREG32 " QUEUE_PFN ", VL_QUEUE_PFN
     inc ebx
     dec ecx
     jnz lq
     L_WR 16, VL_QUEUE_SEL, 5
     L_WR 32, VL_QUEUE_PFN, 0x250
-    PUTS "PFN write to queue 5 (absent): reads "
-    mov eax, VL_QUEUE_PFN
-    call vl_in32
-    call put_hex32
-    call put_nl
+    LREG32 "PFN write to queue 5 (absent): reads ", VL_QUEUE_PFN
     SHOWSTATUS "status "
     L_WR 16, VL_QUEUE_SEL, 0
 
@@ -368,38 +338,18 @@ mq:
     call vm_wr16
     PUTS "select "
     PUTDEC edx
-    PUTS ": queue_select reads "
-    mov eax, VM_Q_SELECT
-    call vm_rd16
-    call put_hex16
-    PUTS " size "
-    mov eax, VM_Q_SIZE
-    call vm_rd16
-    call put_hex16
-    PUTS " enable "
-    mov eax, VM_Q_ENABLE
-    call vm_rd16
-    call put_hex16
-    PUTS " notify_off "
-    mov eax, VM_Q_NOTIFY_OFF
-    call vm_rd16
-    call put_hex16
-    call put_nl
+    PUTREG ": queue_select reads ", VM_Q_SELECT, vm_rd16, put_hex16
+    PUTREG " size ", VM_Q_SIZE, vm_rd16, put_hex16
+    PUTREG " enable ", VM_Q_ENABLE, vm_rd16, put_hex16
+    CREG16 " notify_off ", VM_Q_NOTIFY_OFF
     inc ebx
     dec ecx
     jnz mq
     M_WR 16, VM_Q_SELECT, 5
     M_WR 16, VM_Q_SIZE, 8
     M_WR 32, VM_Q_DESC, 0x250000
-    PUTS "absent queue 5 after size/desc writes: size "
-    mov eax, VM_Q_SIZE
-    call vm_rd16
-    call put_hex16
-    PUTS " desc "
-    mov eax, VM_Q_DESC
-    call vm_rd32
-    call put_hex32
-    call put_nl
+    PUTREG "absent queue 5 after size/desc writes: size ", VM_Q_SIZE, vm_rd16, put_hex16
+    CREG32 " desc ", VM_Q_DESC
     M_WR 16, VM_Q_SELECT, 0
     M_WR 16, VM_Q_SIZE, 0
     M_RD 16, VM_Q_SIZE

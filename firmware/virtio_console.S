@@ -94,19 +94,9 @@ features_done:
     xor eax, eax
     call vio_cfg_read16
     call put_hex16
-    PUTS " rows "
-    mov eax, 2
-    call vio_cfg_read16
-    call put_hex16
-    PUTS " max_nr_ports "
-    mov eax, 4
-    call vio_cfg_read32
-    call put_hex32
-    PUTS " emerg_wr "
-    mov eax, 8
-    call vio_cfg_read32
-    call put_hex32
-    call put_nl
+    PUTREG " rows ", 2, vio_cfg_read16, put_hex16
+    PUTREG " max_nr_ports ", 4, vio_cfg_read32, put_hex32
+    CFG32 " emerg_wr ", 8
     PUTS "config w1:"
     xor esi, esi
 cfg_bytes:
@@ -241,11 +231,7 @@ after_data:
     mov eax, 8
     mov edx, 10
     call vio_cfg_write32
-    PUTS "emerg_wr reads "
-    mov eax, 8
-    call vio_cfg_read32
-    call put_hex32
-    call put_nl
+    CFG32 "emerg_wr reads ", 8
     call drain_ctl
 
     PUTSN "-- reset"

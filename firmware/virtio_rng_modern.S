@@ -14,64 +14,22 @@
 
 .set BUF, 0x300000
 
-.macro CREG8 msg, off
+# a common-cfg register read through the PCI cfg access capability, then a newline
+.macro PCICFG_REG msg, off, width, put
     PUTS \msg
     mov eax, \off
-    call vm_rd8
-    call put_hex8
+    add eax, [vio_cap_off + 4]
+    mov edx, \width
+    call vm_pcicfg_read
+    call \put
     call put_nl
 .endm
-.macro CREG16 msg, off
-    PUTS \msg
-    mov eax, \off
-    call vm_rd16
-    call put_hex16
-    call put_nl
-.endm
-.macro CREG32 msg, off
-    PUTS \msg
-    mov eax, \off
-    call vm_rd32
-    call put_hex32
-    call put_nl
-.endm
-.macro CWR8 off, val
-    push eax
-    push edx
-    mov eax, \off
-    mov edx, \val
-    call vm_wr8
-    pop edx
-    pop eax
-.endm
-.macro CWR16 off, val
-    push eax
-    push edx
-    mov eax, \off
-    mov edx, \val
-    call vm_wr16
-    pop edx
-    pop eax
-.endm
-.macro CWR32 off, val
-    push eax
-    push edx
-    mov eax, \off
-    mov edx, \val
-    call vm_wr32
-    pop edx
-    pop eax
-.endm
+
 main:
     VIO_REQUIRE 4, "FAIL: no virtio-rng"
     call vio_put_ident
     call print_caps
-    call vio_use_modern
-    REPORT_TRUE eax, "common, notify and ISR capabilities found"
-    test eax, eax
-    jnz caps_ok
-    call report_summary
-caps_ok:
+    VIO_MODERN_OR_SUMMARY "common, notify and ISR capabilities found"
     PUTS "FW common "
     PUTHEX32 [vio_common]
     PUTS " isr "
@@ -106,35 +64,11 @@ caps_ok:
     PUTHEX8 [vio_pcicfg_cap]
     call put_nl
     CWR32 VM_DFSELECT, 1
-    PUTS "common+4 w32 (device_feature, select 1) "
-    mov eax, VM_DF
-    add eax, [vio_cap_off + 4]
-    mov edx, 4
-    call vm_pcicfg_read
-    call put_hex32
-    call put_nl
+    PCICFG_REG "common+4 w32 (device_feature, select 1) ", VM_DF, 4, put_hex32
     CWR32 VM_DFSELECT, 0
-    PUTS "common+4 w32 (device_feature, select 0) "
-    mov eax, VM_DF
-    add eax, [vio_cap_off + 4]
-    mov edx, 4
-    call vm_pcicfg_read
-    call put_hex32
-    call put_nl
-    PUTS "common+18 w16 (num_queues) "
-    mov eax, VM_NUM_QUEUES
-    add eax, [vio_cap_off + 4]
-    mov edx, 2
-    call vm_pcicfg_read
-    call put_hex16
-    call put_nl
-    PUTS "common+24 w8 (queue_size low byte) "
-    mov eax, VM_Q_SIZE
-    add eax, [vio_cap_off + 4]
-    mov edx, 1
-    call vm_pcicfg_read
-    call put_hex8
-    call put_nl
+    PCICFG_REG "common+4 w32 (device_feature, select 0) ", VM_DF, 4, put_hex32
+    PCICFG_REG "common+18 w16 (num_queues) ", VM_NUM_QUEUES, 2, put_hex16
+    PCICFG_REG "common+24 w8 (queue_size low byte) ", VM_Q_SIZE, 1, put_hex8
     PUTS "cap raw after use: "
     mov ebx, [vio_pcicfg_cap]
     mov ecx, 5
@@ -196,11 +130,7 @@ feat_loop:
     mov eax, ebx
     call vio_feat_read
     call put_hex32
-    PUTS " select reads "
-    mov eax, VM_DFSELECT
-    call vm_rd32
-    call put_hex32
-    call put_nl
+    CREG32 " select reads ", VM_DFSELECT
     inc ebx
     cmp ebx, 4
     jb feat_loop
@@ -241,27 +171,11 @@ q_loop:
     PUTS "queue "
     PUTDEC ebx
     CWR16 VM_Q_SELECT, ebx
-    PUTS " select "
-    mov eax, VM_Q_SELECT
-    call vm_rd16
-    call put_hex16
-    PUTS " size "
-    mov eax, VM_Q_SIZE
-    call vm_rd16
-    call put_hex16
-    PUTS " enable "
-    mov eax, VM_Q_ENABLE
-    call vm_rd16
-    call put_hex16
-    PUTS " notify_off "
-    mov eax, VM_Q_NOTIFY_OFF
-    call vm_rd16
-    call put_hex16
-    PUTS " msix "
-    mov eax, VM_Q_MSIX
-    call vm_rd16
-    call put_hex16
-    call put_nl
+    PUTREG " select ", VM_Q_SELECT, vm_rd16, put_hex16
+    PUTREG " size ", VM_Q_SIZE, vm_rd16, put_hex16
+    PUTREG " enable ", VM_Q_ENABLE, vm_rd16, put_hex16
+    PUTREG " notify_off ", VM_Q_NOTIFY_OFF, vm_rd16, put_hex16
+    CREG16 " msix ", VM_Q_MSIX
     inc ebx
     cmp ebx, 2
     jb q_loop
@@ -334,11 +248,7 @@ ddf_loop:
     CWR32 VM_GFSELECT, ebx
     PUTS "driver_feature["
     PUTDEC ebx
-    PUTS "] "
-    mov eax, VM_GF
-    call vm_rd32
-    call put_hex32
-    call put_nl
+    CREG32 "] ", VM_GF
     inc ebx
     cmp ebx, 3
     jb ddf_loop
