@@ -15,6 +15,7 @@
 .include "uvirt.inc"
 .include "gpu.inc"
 .include "picture.inc"
+.include "pci_caps.inc"
 
 .ifndef SCREENDUMP
 .set SCREENDUMP, 0
@@ -691,21 +692,17 @@ pb_loop:
     ret
 
 print_caps:
-    pushad
-    mov ebx, [vio_bdf]
-    mov eax, ebx
-    mov edx, 0x34
-    call pci_read8
-    mov esi, eax
-    PUTS "CAPPTR "
-    call put_hex8
-    call put_nl
-    mov ecx, 48
-pc_loop:
-    and esi, 0xfc
-    jz pc_done
-    PUTS "CAP "
-    PUTHEX8 esi
+    push eax
+    push edx
+    mov eax, [vio_bdf]
+    mov edx, put_cap_raw
+    call pci_put_caps
+    pop edx
+    pop eax
+    ret
+
+# for pci_put_caps: the capability's first five dwords
+put_cap_raw:
     PUTS " raw "
     xor edi, edi
 pc_dw:
@@ -717,15 +714,6 @@ pc_dw:
     add edi, 4
     cmp edi, 20
     jb pc_dw
-    call put_nl
-    mov eax, ebx
-    lea edx, [esi+1]
-    call pci_read8
-    mov esi, eax
-    dec ecx
-    jnz pc_loop
-pc_done:
-    popad
     ret
 
 .align 4, 0

@@ -11,6 +11,7 @@
 # a reset (status 0) clears.  Resolved MMIO addresses are firmware-chosen: FW lines.
 .include "uvirt.inc"
 .include "virtio.inc"
+.include "pci_caps.inc"
 
 .set BUF, 0x300000
 
@@ -23,6 +24,16 @@
     call vm_pcicfg_read
     call \put
     call put_nl
+.endm
+
+# the selected queue's ring addresses, low and high dwords
+.macro QUEUE_ADDRS
+    CREG32 "queue_desc lo ", VM_Q_DESC
+    CREG32 "queue_desc hi ", VM_Q_DESC + 4
+    CREG32 "queue_driver lo ", VM_Q_DRIVER
+    CREG32 "queue_driver hi ", VM_Q_DRIVER + 4
+    CREG32 "queue_device lo ", VM_Q_DEVICE
+    CREG32 "queue_device hi ", VM_Q_DEVICE + 4
 .endm
 
 main:
@@ -195,12 +206,7 @@ q_loop:
     call put_dec
     call put_nl
     CREG16 "queue_enable ", VM_Q_ENABLE
-    CREG32 "queue_desc lo ", VM_Q_DESC
-    CREG32 "queue_desc hi ", VM_Q_DESC + 4
-    CREG32 "queue_driver lo ", VM_Q_DRIVER
-    CREG32 "queue_driver hi ", VM_Q_DRIVER + 4
-    CREG32 "queue_device lo ", VM_Q_DEVICE
-    CREG32 "queue_device hi ", VM_Q_DEVICE + 4
+    QUEUE_ADDRS
     PUTISR "ISR before DRIVER_OK "
     mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK | VS_DRIVER_OK
     call vio_status_write
@@ -271,12 +277,7 @@ dump_common:
     CREG16 "queue_msix_vector ", VM_Q_MSIX
     CREG16 "queue_enable ", VM_Q_ENABLE
     CREG16 "queue_notify_off ", VM_Q_NOTIFY_OFF
-    CREG32 "queue_desc lo ", VM_Q_DESC
-    CREG32 "queue_desc hi ", VM_Q_DESC + 4
-    CREG32 "queue_driver lo ", VM_Q_DRIVER
-    CREG32 "queue_driver hi ", VM_Q_DRIVER + 4
-    CREG32 "queue_device lo ", VM_Q_DEVICE
-    CREG32 "queue_device hi ", VM_Q_DEVICE + 4
+    QUEUE_ADDRS
     CREG16 "common+56 ", 56
     CREG16 "common+58 ", 58
     CREG32 "common+60 ", 60
@@ -285,21 +286,24 @@ dump_common:
 
 # the capability chain as the device presents it
 print_caps:
-    pushad
-    mov ebx, [vio_bdf]
+    push eax
+    push edx
+    mov eax, [vio_bdf]
+    mov edx, put_cap
+    call pci_put_caps
+    pop edx
+    pop eax
+    ret
+
+# for pci_put_caps: the id, and a vendor capability's fields (virtio_pci_cap)
+.macro CAP_FIELD msg, off, rd, put
+    PUTS \msg
+    lea edx, [esi + \off]
     mov eax, ebx
-    mov edx, 0x34
-    call pci_read8
-    mov esi, eax
-    PUTS "CAPPTR "
-    call put_hex8
-    call put_nl
-    mov ecx, 48
-pc_loop:
-    and esi, 0xfc
-    jz pc_done
-    PUTS "CAP "
-    PUTHEX8 esi
+    call \rd
+    call \put
+.endm
+put_cap:
     PUTS " id "
     mov eax, ebx
     mov edx, esi
@@ -307,54 +311,17 @@ pc_loop:
     call put_hex8
     cmp al, 9
     jne pc_next
-    PUTS " len "
-    lea edx, [esi + 2]
-    mov eax, ebx
-    call pci_read8
-    call put_hex8
-    PUTS " type "
-    lea edx, [esi + 3]
-    mov eax, ebx
-    call pci_read8
-    call put_hex8
+    CAP_FIELD " len ", 2, pci_read8, put_hex8
+    CAP_FIELD " type ", 3, pci_read8, put_hex8
     mov edi, eax
-    PUTS " bar "
-    lea edx, [esi + 4]
-    mov eax, ebx
-    call pci_read8
-    call put_hex8
-    PUTS " id "
-    lea edx, [esi + 5]
-    mov eax, ebx
-    call pci_read8
-    call put_hex8
-    PUTS " off "
-    lea edx, [esi + 8]
-    mov eax, ebx
-    call pci_read32
-    call put_hex32
-    PUTS " length "
-    lea edx, [esi + 12]
-    mov eax, ebx
-    call pci_read32
-    call put_hex32
+    CAP_FIELD " bar ", 4, pci_read8, put_hex8
+    CAP_FIELD " id ", 5, pci_read8, put_hex8
+    CAP_FIELD " off ", 8, pci_read32, put_hex32
+    CAP_FIELD " length ", 12, pci_read32, put_hex32
     cmp edi, 2
     jne pc_next
-    PUTS " mult "
-    lea edx, [esi + 16]
-    mov eax, ebx
-    call pci_read32
-    call put_hex32
+    CAP_FIELD " mult ", 16, pci_read32, put_hex32
 pc_next:
-    call put_nl
-    lea edx, [esi + 1]
-    mov eax, ebx
-    call pci_read8
-    mov esi, eax
-    dec ecx
-    jnz pc_loop
-pc_done:
-    popad
     ret
 
 .set RNG_COUNT_USED, 0
