@@ -373,83 +373,26 @@ fmt_done:
 
     PUTSN "-- TRANSFER_TO_HOST_2D"
     mov esi, xfer_cases
-xfer_loop:
-    mov eax, [esi]
-    test eax, eax
-    jz xfer_done
-    GREQ GPU_CMD_TRANSFER_TO_HOST_2D, 0
-    mov eax, [esi+4]
-    mov [GPU_REQ+24], eax
-    mov eax, [esi+8]
-    mov [GPU_REQ+28], eax
-    mov eax, [esi+12]
-    mov [GPU_REQ+32], eax
-    mov eax, [esi+16]
-    mov [GPU_REQ+36], eax
-    mov eax, [esi+20]
-    mov [GPU_REQ+40], eax
-    mov eax, [esi+24]
-    mov [GPU_REQ+44], eax
-    mov eax, [esi+28]
-    mov [GPU_REQ+48], eax
-    mov eax, [esi]
-    call puts
-    GSEND "", 56, 24
-    add esi, 32
-    jmp xfer_loop
-xfer_done:
+    mov eax, GPU_CMD_TRANSFER_TO_HOST_2D
+    mov ecx, 7
+    mov edx, 56
+    call run_cases
     GREQ GPU_CMD_TRANSFER_TO_HOST_2D, 0
     GSEND "transfer, 40-byte request", 40, 24
 
     PUTSN "-- SET_SCANOUT"
     mov esi, scanout_cases
-so_loop:
-    mov eax, [esi]
-    test eax, eax
-    jz so_done
-    GREQ GPU_CMD_SET_SCANOUT, 0
-    mov eax, [esi+4]
-    mov [GPU_REQ+24], eax
-    mov eax, [esi+8]
-    mov [GPU_REQ+28], eax
-    mov eax, [esi+12]
-    mov [GPU_REQ+32], eax
-    mov eax, [esi+16]
-    mov [GPU_REQ+36], eax
-    mov eax, [esi+20]
-    mov [GPU_REQ+40], eax
-    mov eax, [esi+24]
-    mov [GPU_REQ+44], eax
-    mov eax, [esi]
-    call puts
-    GSEND "", 48, 24
-    add esi, 28
-    jmp so_loop
-so_done:
+    mov eax, GPU_CMD_SET_SCANOUT
+    mov ecx, 6
+    mov edx, 48
+    call run_cases
 
     PUTSN "-- RESOURCE_FLUSH"
     mov esi, flush_cases
-fl_loop:
-    mov eax, [esi]
-    test eax, eax
-    jz fl_done
-    GREQ GPU_CMD_RESOURCE_FLUSH, 0
-    mov eax, [esi+4]
-    mov [GPU_REQ+24], eax
-    mov eax, [esi+8]
-    mov [GPU_REQ+28], eax
-    mov eax, [esi+12]
-    mov [GPU_REQ+32], eax
-    mov eax, [esi+16]
-    mov [GPU_REQ+36], eax
-    mov eax, [esi+20]
-    mov [GPU_REQ+40], eax
-    mov eax, [esi]
-    call puts
-    GSEND "", 48, 24
-    add esi, 24
-    jmp fl_loop
-fl_done:
+    mov eax, GPU_CMD_RESOURCE_FLUSH
+    mov ecx, 5
+    mov edx, 48
+    call run_cases
 
     PUTSN "-- commands a 2D device does not serve"
     mov esi, other_types
@@ -662,6 +605,34 @@ attach_main:
     GSET 48, SHADOW + 0x10000
     GSET 56, PIC_W * PIC_H * 4 - 0x10000
     GSEND "attach 1, two entries", 64, 24
+    ret
+
+# the rows of a case table at esi, up to a zero name: a row is the name's address and
+# ecx dwords, the request's from offset 24.  For each: GREQ eax, the dwords, the name,
+# then the request (edx bytes) sent with a 24-byte response and the answer printed.
+run_cases:
+    pushad
+    mov ebx, eax
+    mov ebp, edx
+rc_loop:
+    mov eax, [esi]
+    test eax, eax
+    jz rc_done
+    GREQ ebx, 0
+    xor edi, edi
+rc_arg:
+    mov eax, [esi+edi*4+4]
+    mov [GPU_REQ+24+edi*4], eax
+    inc edi
+    cmp edi, ecx
+    jb rc_arg
+    mov eax, [esi]
+    call puts
+    GSEND "", ebp, 24
+    lea esi, [esi+ecx*4+4]
+    jmp rc_loop
+rc_done:
+    popad
     ret
 
 print_bars:
