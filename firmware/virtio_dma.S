@@ -40,6 +40,15 @@ rings:  .fill 24, 1, 0
     mov dword ptr [seg + 16*\i + 12], \flags
 .endm
 
+# descriptor i of the indirect table at IND (address below 4 GiB)
+.macro IND_DESC i, addr, len, flags, next
+    mov dword ptr [IND + 16*\i], \addr
+    mov dword ptr [IND + 16*\i + 4], 0
+    mov dword ptr [IND + 16*\i + 8], \len
+    mov word ptr [IND + 16*\i + 12], \flags
+    mov word ptr [IND + 16*\i + 14], \next
+.endm
+
 .macro RNG_CASE msg, lo, hi, len
     PUTSN \msg
     call dma_init
@@ -103,16 +112,8 @@ main:
     call dma_put_written
     PUTSN "-- rng: zero-length entry in an indirect table"
     call dma_init
-    mov dword ptr [IND], BUF
-    mov dword ptr [IND + 4], 0
-    mov dword ptr [IND + 8], 0
-    mov word ptr [IND + 12], VD_WRITE | VD_NEXT
-    mov word ptr [IND + 14], 1
-    mov dword ptr [IND + 16], BUF
-    mov dword ptr [IND + 20], 0
-    mov dword ptr [IND + 24], 16
-    mov word ptr [IND + 28], VD_WRITE
-    mov word ptr [IND + 30], 0
+    IND_DESC 0, BUF, 0, VD_WRITE | VD_NEXT, 1
+    IND_DESC 1, BUF, 16, VD_WRITE, 0
     SEG 0, IND, 0, 32, VD_INDIRECT
     mov edx, seg
     mov ecx, 1
@@ -170,21 +171,9 @@ blk_write:
     call dma_init
     mov dword ptr [BUF], 0
     mov dword ptr [BUF + 8], 1
-    mov dword ptr [IND], BUF
-    mov dword ptr [IND + 4], 0
-    mov dword ptr [IND + 8], 16
-    mov word ptr [IND + 12], VD_NEXT
-    mov word ptr [IND + 14], 1
-    mov dword ptr [IND + 16], DATA
-    mov dword ptr [IND + 20], 0
-    mov dword ptr [IND + 24], 0
-    mov word ptr [IND + 28], VD_WRITE | VD_NEXT
-    mov word ptr [IND + 30], 2
-    mov dword ptr [IND + 32], STATUSB
-    mov dword ptr [IND + 36], 0
-    mov dword ptr [IND + 40], 1
-    mov word ptr [IND + 44], VD_WRITE
-    mov word ptr [IND + 46], 0
+    IND_DESC 0, BUF, 16, VD_NEXT, 1
+    IND_DESC 1, DATA, 0, VD_WRITE | VD_NEXT, 2
+    IND_DESC 2, STATUSB, 1, VD_WRITE, 0
     SEG 0, IND, 0, 48, VD_INDIRECT
     mov edx, seg
     mov ecx, 1
@@ -369,24 +358,14 @@ ring_case:
     mov eax, VM_Q_SELECT
     xor edx, edx
     call vm_wr16
-    mov eax, VM_Q_DESC
-    mov edx, [rings]
+    xor ecx, ecx
+rc_addr:                                # queue_desc, queue_driver, queue_device: lo, hi
+    lea eax, [VM_Q_DESC + ecx*4]
+    mov edx, [rings + ecx*4]
     call vm_wr32
-    mov eax, VM_Q_DESC + 4
-    mov edx, [rings + 4]
-    call vm_wr32
-    mov eax, VM_Q_DRIVER
-    mov edx, [rings + 8]
-    call vm_wr32
-    mov eax, VM_Q_DRIVER + 4
-    mov edx, [rings + 12]
-    call vm_wr32
-    mov eax, VM_Q_DEVICE
-    mov edx, [rings + 16]
-    call vm_wr32
-    mov eax, VM_Q_DEVICE + 4
-    mov edx, [rings + 20]
-    call vm_wr32
+    inc ecx
+    cmp ecx, 6
+    jb rc_addr
     mov eax, VM_Q_ENABLE
     mov edx, 1
     call vm_wr16
