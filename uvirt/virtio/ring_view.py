@@ -67,9 +67,7 @@ def split_ring_view(mem: "GuestMemory", q: Any) -> dict:
         except GuestMemoryError:
             descs.append({"i": i, "error": "not RAM"})
             continue
-        descs.append({"i": i, "addr": d.addr, "len": d.len, "flags": d.flags,
-                      "flag_names": desc_flag_names(d.flags), "next": d.next,
-                      "bytes": _peek(mem, d.addr, d.len) if d.len else ""})
+        descs.append(_desc_entry(mem, i, d))
     view["descs"] = descs
     aflags, aidx = _u16(mem, q.avail + AVAIL_FLAGS), _u16(mem, q.avail + AVAIL_IDX)
     ring = [_u16(mem, q.avail + AVAIL_RING + 2 * i) for i in range(n)]
@@ -123,6 +121,13 @@ def _follow(mem: "GuestMemory", table: int, n: int, head: int | None) -> dict:
         i = d.next
 
 
+def _desc_entry(mem: "GuestMemory", i: int, d: Descriptor) -> dict:
+    """Descriptor ``i`` of a table as the view shows it, with a peek at its buffer."""
+    return {"i": i, "addr": d.addr, "len": d.len, "flags": d.flags,
+            "flag_names": desc_flag_names(d.flags), "next": d.next,
+            "bytes": _peek(mem, d.addr, d.len) if d.len else ""}
+
+
 def _indirect(mem: "GuestMemory", d: Descriptor) -> list[dict]:
     """The entries of an indirect table (§2.7.5.3), in table order, at most MAX_DESCS."""
     out = []
@@ -132,7 +137,5 @@ def _indirect(mem: "GuestMemory", d: Descriptor) -> list[dict]:
         except GuestMemoryError:
             out.append({"i": i, "error": "not RAM"})
             break
-        out.append({"i": i, "addr": e.addr, "len": e.len, "flags": e.flags,
-                    "flag_names": desc_flag_names(e.flags), "next": e.next,
-                    "bytes": _peek(mem, e.addr, e.len) if e.len else ""})
+        out.append(_desc_entry(mem, i, e))
     return out
