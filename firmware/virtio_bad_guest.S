@@ -138,11 +138,7 @@ bad_chain:
     xor eax, eax
     xor edx, edx
     call vq_desc
-    mov dword ptr [eax], BUF
-    mov dword ptr [eax + 4], 0
-    mov dword ptr [eax + 8], 16
-    mov word ptr [eax + 12], VD_WRITE | VD_NEXT
-    mov word ptr [eax + 14], 0
+    VQ_DESC eax, BUF, 16, VD_WRITE | VD_NEXT, 0
     test ebx, ebx
     jz bc_publish
     mov word ptr [eax + 14], 9

@@ -40,15 +40,6 @@ rings:  .fill 24, 1, 0
     mov dword ptr [seg + 16*\i + 12], \flags
 .endm
 
-# descriptor i of the indirect table at IND (address below 4 GiB)
-.macro IND_DESC i, addr, len, flags, next
-    mov dword ptr [IND + 16*\i], \addr
-    mov dword ptr [IND + 16*\i + 4], 0
-    mov dword ptr [IND + 16*\i + 8], \len
-    mov word ptr [IND + 16*\i + 12], \flags
-    mov word ptr [IND + 16*\i + 14], \next
-.endm
-
 .macro RNG_CASE msg, lo, hi, len
     PUTSN \msg
     call dma_init
@@ -112,8 +103,8 @@ main:
     call dma_put_written
     PUTSN "-- rng: zero-length entry in an indirect table"
     call dma_init
-    IND_DESC 0, BUF, 0, VD_WRITE | VD_NEXT, 1
-    IND_DESC 1, BUF, 16, VD_WRITE, 0
+    VQ_DESC IND, BUF, 0, VD_WRITE | VD_NEXT, 1
+    VQ_DESC IND + 16, BUF, 16, VD_WRITE, 0
     SEG 0, IND, 0, 32, VD_INDIRECT
     mov edx, seg
     mov ecx, 1
@@ -171,9 +162,9 @@ blk_write:
     call dma_init
     mov dword ptr [BUF], 0
     mov dword ptr [BUF + 8], 1
-    IND_DESC 0, BUF, 16, VD_NEXT, 1
-    IND_DESC 1, DATA, 0, VD_WRITE | VD_NEXT, 2
-    IND_DESC 2, STATUSB, 1, VD_WRITE, 0
+    VQ_DESC IND, BUF, 16, VD_NEXT, 1
+    VQ_DESC IND + 16, DATA, 0, VD_WRITE | VD_NEXT, 2
+    VQ_DESC IND + 32, STATUSB, 1, VD_WRITE, 0
     SEG 0, IND, 0, 48, VD_INDIRECT
     mov edx, seg
     mov ecx, 1
@@ -474,11 +465,7 @@ legacy_pfn_case:
     call mem_fill
     pop esi
     # the request's descriptors go in this ring's table
-    mov dword ptr [esi], DATA
-    mov dword ptr [esi + 4], 0
-    mov dword ptr [esi + 8], 16
-    mov word ptr [esi + 12], VD_WRITE
-    mov word ptr [esi + 14], 0
+    VQ_DESC esi, DATA, 16, VD_WRITE, 0
     cmp dword ptr [dma_is_blk], 0
     je lp_publish
     mov dword ptr [BUF], 0
