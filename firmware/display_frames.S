@@ -316,10 +316,7 @@ fb_setup:
     call vio_cfg_read32
     mov [stride], eax
     call vio_reset
-    mov eax, VS_ACK
-    call vio_status_write
-    mov eax, VS_ACK | VS_DRIVER
-    call vio_status_write
+    VIO_ACK_DRIVER
     mov eax, 1
     mov edx, 1                          # VERSION_1
     call vio_feat_write

@@ -167,10 +167,7 @@ draw_it:
 
     PUTSN "-- driver set-up"
     call vio_reset
-    mov eax, VS_ACK
-    call vio_status_write
-    mov eax, VS_ACK | VS_DRIVER
-    call vio_status_write
+    VIO_ACK_DRIVER
     xor eax, eax
     xor edx, edx
     call vio_feat_write

@@ -493,10 +493,7 @@ cu_done:
     PUTS "status after reset "
     call put_hex8
     call put_nl
-    mov eax, VS_ACK
-    call vio_status_write
-    mov eax, VS_ACK | VS_DRIVER
-    call vio_status_write
+    VIO_ACK_DRIVER
     mov eax, 1
     mov edx, 1
     call vio_feat_write

@@ -51,10 +51,7 @@ transport_ok:
     call vio_status_read
     call put_hex8
     call put_nl
-    mov eax, VS_ACK
-    call vio_status_write
-    mov eax, VS_ACK | VS_DRIVER
-    call vio_status_write
+    VIO_ACK_DRIVER
     PUTS "status "
     call vio_status_read
     call put_hex8
@@ -237,13 +234,7 @@ after_data:
     PUTSN "-- reset"
     xor eax, eax
     call vio_status_write
-    PUTS "status "
-    call vio_status_read
-    call put_hex8
-    PUTS " ISR "
-    call vio_isr_read
-    call put_hex8
-    call put_nl
+    PUT_STATUS_ISR "status "
     call report_summary
 
 # send the 8-byte control message at CTL_TX on queue 3, wait for it to be used

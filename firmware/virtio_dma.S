@@ -262,13 +262,7 @@ aet_add:
     xor eax, eax
     call vq_used_idx
     call put_dec
-    PUTS " status "
-    call vio_status_read
-    call put_hex8
-    PUTS " ISR "
-    call vio_isr_read
-    call put_hex8
-    call put_nl
+    PUT_STATUS_ISR " status "
     xor eax, eax
     mov edx, 4
     call vq_poll_n
@@ -379,13 +373,7 @@ rc_addr:                                # queue_desc, queue_driver, queue_device
     call vio_notify
 rc_nokick:
     call quiet_wait
-    PUTS "after kick: status "
-    call vio_status_read
-    call put_hex8
-    PUTS " ISR "
-    call vio_isr_read
-    call put_hex8
-    call put_nl
+    PUT_STATUS_ISR "after kick: status "
     popad
     ret
 
@@ -498,13 +486,7 @@ lp_publish:
     call vl_out16
 lp_nokick:
     call quiet_wait
-    PUTS "after kick: status "
-    call vio_status_read
-    call put_hex8
-    PUTS " ISR "
-    call vio_isr_read
-    call put_hex8
-    call put_nl
+    PUT_STATUS_ISR "after kick: status "
     cmp ebx, 0xFFFFF
     je lp_out
     mov eax, DATA

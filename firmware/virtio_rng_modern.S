@@ -110,10 +110,7 @@ pcicfg_raw:
     call put_nl
 
     PUTSN "-- FEATURES_OK without VERSION_1"
-    mov eax, VS_ACK
-    call vio_status_write
-    mov eax, VS_ACK | VS_DRIVER
-    call vio_status_write
+    VIO_ACK_DRIVER
     CREG8 "status after ACK|DRIVER ", VM_STATUS
     xor eax, eax
     xor edx, edx
