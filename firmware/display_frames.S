@@ -317,11 +317,7 @@ fb_setup:
     mov [stride], eax
     call vio_reset
     VIO_ACK_DRIVER
-    mov eax, 1
-    mov edx, 1                          # VERSION_1
-    call vio_feat_write
-    mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK
-    call vio_status_write
+    VIO_VERSION_1_OK
     xor eax, eax
     xor edx, edx
     call vio_queue_setup

@@ -494,11 +494,7 @@ cu_done:
     call put_hex8
     call put_nl
     VIO_ACK_DRIVER
-    mov eax, 1
-    mov edx, 1
-    call vio_feat_write
-    mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK
-    call vio_status_write
+    VIO_VERSION_1_OK
     xor eax, eax
     xor edx, edx
     call vio_queue_setup

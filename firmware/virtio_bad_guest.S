@@ -89,18 +89,12 @@ init_dev:
     call vio_status_write
     cmp dword ptr [vio_mode], 0
     je init_q
-    mov eax, 1
-    mov edx, 1
-    call vio_feat_write
-    mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK
-    call vio_status_write
+    VIO_VERSION_1_OK
 init_q:
     xor eax, eax
     xor edx, edx
     call vio_queue_setup
-    call vio_status_read
-    or eax, VS_DRIVER_OK
-    call vio_status_write
+    VIO_DRIVER_OK
     pop edx
     pop eax
     ret

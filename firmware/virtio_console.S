@@ -77,11 +77,7 @@ transport_ok:
     call put_nl
     cmp dword ptr [vio_mode], 0
     je features_done
-    mov eax, 1
-    mov edx, 1
-    call vio_feat_write
-    mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK
-    call vio_status_write
+    VIO_VERSION_1_OK
     PUTS "status after FEATURES_OK "
     call vio_status_read
     call put_hex8

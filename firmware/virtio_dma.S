@@ -296,9 +296,7 @@ before_reset:
     xor eax, eax
     xor edx, edx
     call vio_queue_setup
-    call vio_status_read
-    or eax, VS_DRIVER_OK
-    call vio_status_write
+    VIO_DRIVER_OK
     SEG 0, DATA, 0, 16, VD_WRITE
     mov edx, seg
     mov ecx, 1
@@ -358,9 +356,7 @@ rc_addr:                                # queue_desc, queue_driver, queue_device
     call vio_status_read
     call put_hex8
     call put_nl
-    call vio_status_read
-    or eax, VS_DRIVER_OK
-    call vio_status_write
+    VIO_DRIVER_OK
     mov eax, [rings]
     cmp eax, 0x300000
     jne rc_nokick
@@ -432,9 +428,7 @@ legacy_pfn_case:
     mov eax, VL_QUEUE_PFN
     mov edx, ebx
     call vl_out32
-    call vio_status_read
-    or eax, VS_DRIVER_OK
-    call vio_status_write
+    VIO_DRIVER_OK
     PUTS "status "
     call vio_status_read
     call put_hex8
