@@ -164,13 +164,7 @@ bc_publish:
     REPORT_EQ eax, VS_NEEDS_RESET, "modern: DEVICE_NEEDS_RESET set"
     CREG8 "config_generation ", VM_CFG_GEN
 bc_isr:
-    PUTS "ISR "
-    call vio_isr_read
-    call put_hex8
-    PUTS " then "
-    call vio_isr_read
-    call put_hex8
-    call put_nl
+    PUTISR_TWICE "ISR "
     xor eax, eax
     mov edx, 1
     call vq_desc                        # the good request uses descriptor 1

@@ -207,13 +207,7 @@ copy:
     mov eax, 1
     call vq_put_used
     call put_nl
-    PUTS "ISR after "
-    call vio_isr_read
-    call put_hex8
-    PUTS " then "
-    call vio_isr_read
-    call put_hex8
-    call put_nl
+    PUTISR_TWICE "ISR after "
 after_data:
     call drain_ctl
 
