@@ -89,10 +89,7 @@ q_loop:
 
     PUTSN "-- driver start"
     call gpu_start
-    PUTS "status "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS "status "
     PUTS "driver_feature[0] "
     mov eax, VM_GFSELECT
     xor edx, edx
@@ -508,10 +505,7 @@ cu_done:
     GSEND "GET_DISPLAY_INFO before DRIVER_OK", 24, 408
     mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK | VS_DRIVER_OK
     call vio_status_write
-    PUTS "status "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS "status "
 
     PUTSN "-- the picture"
     call create_main

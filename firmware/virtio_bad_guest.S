@@ -20,12 +20,6 @@
 .set BUF, 0x300000
 .set QUIET, 200000
 
-.macro SHOWSTATUS msg
-    PUTS \msg
-    call vio_status_read
-    call put_hex8
-    call put_nl
-.endm
 .macro L_RD w, off
     PUTS "  r"
     PUTS "\w"
@@ -128,7 +122,7 @@ bad_chain:
     pushad
     mov ebx, eax
     call init_dev
-    SHOWSTATUS "status before "
+    PUTSTATUS "status before "
     xor eax, eax
     xor edx, edx
     call vq_desc
@@ -171,16 +165,16 @@ bc_isr:
     xor eax, eax
     call vq_rec_set_free1
     call good_request
-    SHOWSTATUS "status after the good request "
+    PUTSTATUS "status after the good request "
     PUTS "ISR "
     call vio_isr_read
     call put_hex8
     call put_nl
     call vio_reset
-    SHOWSTATUS "status after reset "
+    PUTSTATUS "status after reset "
     call init_dev
     call good_request
-    SHOWSTATUS "status "
+    PUTSTATUS "status "
     call vio_isr_read
     popad
     ret
@@ -214,7 +208,7 @@ lq:
     L_WR 16, VL_QUEUE_SEL, 5
     L_WR 32, VL_QUEUE_PFN, 0x250
     LREG32 "PFN write to queue 5 (absent): reads ", VL_QUEUE_PFN
-    SHOWSTATUS "status "
+    PUTSTATUS "status "
     L_WR 16, VL_QUEUE_SEL, 0
 
     PUTSN "-- notify of absent queues"
@@ -223,7 +217,7 @@ lq:
     L_WR 16, VL_QUEUE_NOTIFY, 1023
     L_WR 16, VL_QUEUE_NOTIFY, 2000
     L_WR 16, VL_QUEUE_NOTIFY, 0xffff
-    SHOWSTATUS "status "
+    PUTSTATUS "status "
     call good_request
 
     PUTSN "-- writes to read-only registers"
@@ -235,7 +229,7 @@ lq:
     L_RD 8, VL_ISR
     L_WR 8, VL_ISR, 1
     L_RD 8, VL_ISR
-    SHOWSTATUS "status "
+    PUTSTATUS "status "
     call good_request
 
     PUTSN "-- reset clears PFN, features, ISR"
@@ -340,7 +334,7 @@ mq:
     M_WR 16, VM_Q_SIZE, 3
     M_RD 16, VM_Q_SIZE
     M_WR 16, VM_Q_SIZE, 8
-    SHOWSTATUS "status "
+    PUTSTATUS "status "
 
     PUTSN "-- notify of absent queues"
     call init_dev
@@ -354,7 +348,7 @@ mq:
     movzx eax, word ptr [eax]
     call put_hex16
     call put_nl
-    SHOWSTATUS "status "
+    PUTSTATUS "status "
     call good_request
 
     PUTSN "-- writes to read-only fields"
@@ -379,7 +373,7 @@ mq:
     call put_hex8
     call put_nl
     M_WR 16, VM_Q_ENABLE, 0
-    SHOWSTATUS "status after queue_enable = 0 "
+    PUTSTATUS "status after queue_enable = 0 "
     M_RD 16, VM_Q_ENABLE
     call good_request
 

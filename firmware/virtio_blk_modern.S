@@ -31,10 +31,7 @@ caps:
     PUTS "notify multiplier "
     PUTHEX32 [vio_notify_mult]
     call put_nl
-    PUTS "FW at entry: status "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS "FW at entry: status "
     mov eax, [vio_bdf]
     call vio_bus_master
     mov eax, VM_DFSELECT                # known values in the select registers: reset

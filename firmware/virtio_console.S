@@ -47,15 +47,9 @@ modern:
     PUTSN "transport modern"
 transport_ok:
     call vio_reset
-    PUTS "status after reset "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS "status after reset "
     VIO_ACK_DRIVER
-    PUTS "status "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS "status "
 
     xor eax, eax
     call vio_feat_read
@@ -78,10 +72,7 @@ transport_ok:
     cmp dword ptr [vio_mode], 0
     je features_done
     VIO_VERSION_1_OK
-    PUTS "status after FEATURES_OK "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS "status after FEATURES_OK "
 features_done:
     PUTS "config cols "
     xor eax, eax
@@ -135,10 +126,7 @@ qsetup:
     or eax, VS_FEATURES_OK
 set_ok:
     call vio_status_write
-    PUTS "status after DRIVER_OK "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS "status after DRIVER_OK "
 
     # control receive buffers
     mov eax, CTL_RX

@@ -352,10 +352,7 @@ rc_addr:                                # queue_desc, queue_driver, queue_device
     mov eax, VM_Q_ENABLE
     mov edx, 1
     call vm_wr16
-    PUTS "status after enable "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS "status after enable "
     VIO_DRIVER_OK
     mov eax, [rings]
     cmp eax, 0x300000
@@ -429,10 +426,7 @@ legacy_pfn_case:
     mov edx, ebx
     call vl_out32
     VIO_DRIVER_OK
-    PUTS "status "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS "status "
     cmp ebx, 0xFFFFF
     je lp_nokick
     mov esi, ebx
