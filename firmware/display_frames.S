@@ -316,15 +316,8 @@ fb_setup:
     call vio_cfg_read32
     mov [stride], eax
     call vio_reset
-    mov eax, VS_ACK
-    call vio_status_write
-    mov eax, VS_ACK | VS_DRIVER
-    call vio_status_write
-    mov eax, 1
-    mov edx, 1                          # VERSION_1
-    call vio_feat_write
-    mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK
-    call vio_status_write
+    VIO_ACK_DRIVER
+    VIO_VERSION_1_OK
     xor eax, eax
     xor edx, edx
     call vio_queue_setup

@@ -50,6 +50,21 @@
     call put_hex_digit
     call put_nl
 .endm
+# PCI command bit 2 (bus master) off (0) or on (1), the other bits kept (EAX, ECX, EDX changed)
+.macro BUS_MASTER on
+    mov eax, [edu_bdf]
+    mov edx, 4
+    call pci_read16
+    mov ecx, eax
+.if \on
+    or ecx, 4
+.else
+    and ecx, 0xfffb
+.endif
+    mov eax, [edu_bdf]
+    mov edx, 4
+    call pci_write16
+.endm
 .macro FACT n
     WR 0x08, \n
     mov eax, [edu_bar]
@@ -222,10 +237,7 @@ main:
     WR 0x60, 0
     SHOW_INTX "raise 0"
     # deliver through the PIC: the line SeaBIOS routed
-    call idt_setup
-    mov eax, 0x20
-    mov edx, 0x28
-    call pic_init
+    call irq_init
     mov eax, [edu_line]
     add eax, 0x20               # master at 0x20, slave at 0x28: vector = 0x20 + line
     mov [edu_vector], eax
@@ -258,28 +270,14 @@ edu_fill:
     cmp ecx, 4096
     jb edu_fill
     # bus mastering off: the device reads zeros and its writes are lost
-    mov eax, [edu_bdf]
-    mov edx, 4
-    call pci_read16
-    mov ecx, eax
-    and ecx, 0xfffb
-    mov eax, [edu_bdf]
-    mov edx, 4
-    call pci_write16
+    BUS_MASTER 0
     mov dword ptr [RAM_ZERO], 0xdeadbeef
     DMA RAM_SRC, 0x40800, 16, 1
     DMA 0x40000, RAM_ZERO, 4, 3
     PUTS "no bus master: RAM keeps "
     PUTHEX32 [RAM_ZERO]
     call put_nl
-    mov eax, [edu_bdf]
-    mov edx, 4
-    call pci_read16
-    mov ecx, eax
-    or ecx, 4
-    mov eax, [edu_bdf]
-    mov edx, 4
-    call pci_write16
+    BUS_MASTER 1
     DMA 0x40800, RAM_ZERO, 16, 3
     PUTS "buffer read without bus master: "
     PUTHEX32 [RAM_ZERO]
@@ -390,14 +388,7 @@ edu_fill:
     cli
     WR 0x64, 0x1
     # no bus mastering: the message is lost
-    mov eax, [edu_bdf]
-    mov edx, 4
-    call pci_read16
-    mov ecx, eax
-    and ecx, 0xfffb
-    mov eax, [edu_bdf]
-    mov edx, 4
-    call pci_write16
+    BUS_MASTER 0
     mov dword ptr [msi_seen], 0
     WR 0x60, 0x1
     sti

@@ -167,20 +167,13 @@ draw_it:
 
     PUTSN "-- driver set-up"
     call vio_reset
-    mov eax, VS_ACK
-    call vio_status_write
-    mov eax, VS_ACK | VS_DRIVER
-    call vio_status_write
+    VIO_ACK_DRIVER
     xor eax, eax
     xor edx, edx
     call vio_feat_write
     cmp dword ptr [use_shm], 0
     je setup_queue
-    mov eax, 1
-    mov edx, 1                          # VERSION_1
-    call vio_feat_write
-    mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK
-    call vio_status_write
+    VIO_VERSION_1_OK
     call vio_status_read
     and eax, VS_FEATURES_OK
     REPORT_EQ eax, VS_FEATURES_OK, "FEATURES_OK accepted"
@@ -189,9 +182,7 @@ setup_queue:
     xor edx, edx
     call vio_queue_setup
     REPORT_EQ eax, 16, "flush queue: 16 entries"
-    call vio_status_read
-    or eax, VS_DRIVER_OK
-    call vio_status_write
+    VIO_DRIVER_OK
 
     PUTSN "-- flush requests"
     xor ecx, ecx                        # whole screen: rect 0,0,0,0

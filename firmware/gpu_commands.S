@@ -15,6 +15,7 @@
 .include "uvirt.inc"
 .include "gpu.inc"
 .include "picture.inc"
+.include "pci_caps.inc"
 
 .ifndef SCREENDUMP
 .set SCREENDUMP, 0
@@ -24,27 +25,6 @@
 .set SHADOW, 0x400000                   # guest-RAM backing of resource 1 (PIC_W*PIC_H*4)
 .set CURSOR_BACK, 0x500000              # 64x64 cursor image
 
-.macro CREG32 msg, off
-    PUTS \msg
-    mov eax, \off
-    call vm_rd32
-    call put_hex32
-    call put_nl
-.endm
-.macro CREG16 msg, off
-    PUTS \msg
-    mov eax, \off
-    call vm_rd16
-    call put_hex16
-    call put_nl
-.endm
-.macro CFG32 msg, off
-    PUTS \msg
-    mov eax, \off
-    call vio_cfg_read32
-    call put_hex32
-    call put_nl
-.endm
 .macro RESPDW msg, off
     PUTS \msg
     mov eax, [GPU_RESP+\off]
@@ -71,11 +51,7 @@ feat_loop:
     call vm_wr32
     PUTS "device_feature["
     PUTDEC ecx
-    PUTS "] "
-    mov eax, 4
-    call vm_rd32
-    call put_hex32
-    call put_nl
+    CREG32 "] ", VM_DF
     inc ecx
     cmp ecx, 3
     jb feat_loop
@@ -88,19 +64,9 @@ q_loop:
     call vm_wr16
     PUTS "queue "
     PUTDEC ecx
-    PUTS " size "
-    mov eax, VM_Q_SIZE
-    call vm_rd16
-    call put_hex16
-    PUTS " notify_off "
-    mov eax, VM_Q_NOTIFY_OFF
-    call vm_rd16
-    call put_hex16
-    PUTS " msix "
-    mov eax, VM_Q_MSIX
-    call vm_rd16
-    call put_hex16
-    call put_nl
+    PUTREG " size ", VM_Q_SIZE, vm_rd16, put_hex16
+    PUTREG " notify_off ", VM_Q_NOTIFY_OFF, vm_rd16, put_hex16
+    CREG16 " msix ", VM_Q_MSIX
     inc ecx
     cmp ecx, 3
     jb q_loop
@@ -110,11 +76,7 @@ q_loop:
     CFG32 "num_scanouts ", 8
     CFG32 "num_capsets ", 12
     CFG32 "config+16 ", 16
-    PUTS "config+12 w8 "
-    mov eax, 12
-    call vio_cfg_read8
-    call put_hex8
-    call put_nl
+    CFG8 "config+12 w8 ", 12
     mov eax, 4
     mov edx, 0xffffffff
     call vio_cfg_write32
@@ -127,10 +89,7 @@ q_loop:
 
     PUTSN "-- driver start"
     call gpu_start
-    PUTS "status "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS "status "
     PUTS "driver_feature[0] "
     mov eax, VM_GFSELECT
     xor edx, edx
@@ -411,83 +370,26 @@ fmt_done:
 
     PUTSN "-- TRANSFER_TO_HOST_2D"
     mov esi, xfer_cases
-xfer_loop:
-    mov eax, [esi]
-    test eax, eax
-    jz xfer_done
-    GREQ GPU_CMD_TRANSFER_TO_HOST_2D, 0
-    mov eax, [esi+4]
-    mov [GPU_REQ+24], eax
-    mov eax, [esi+8]
-    mov [GPU_REQ+28], eax
-    mov eax, [esi+12]
-    mov [GPU_REQ+32], eax
-    mov eax, [esi+16]
-    mov [GPU_REQ+36], eax
-    mov eax, [esi+20]
-    mov [GPU_REQ+40], eax
-    mov eax, [esi+24]
-    mov [GPU_REQ+44], eax
-    mov eax, [esi+28]
-    mov [GPU_REQ+48], eax
-    mov eax, [esi]
-    call puts
-    GSEND "", 56, 24
-    add esi, 32
-    jmp xfer_loop
-xfer_done:
+    mov eax, GPU_CMD_TRANSFER_TO_HOST_2D
+    mov ecx, 7
+    mov edx, 56
+    call run_cases
     GREQ GPU_CMD_TRANSFER_TO_HOST_2D, 0
     GSEND "transfer, 40-byte request", 40, 24
 
     PUTSN "-- SET_SCANOUT"
     mov esi, scanout_cases
-so_loop:
-    mov eax, [esi]
-    test eax, eax
-    jz so_done
-    GREQ GPU_CMD_SET_SCANOUT, 0
-    mov eax, [esi+4]
-    mov [GPU_REQ+24], eax
-    mov eax, [esi+8]
-    mov [GPU_REQ+28], eax
-    mov eax, [esi+12]
-    mov [GPU_REQ+32], eax
-    mov eax, [esi+16]
-    mov [GPU_REQ+36], eax
-    mov eax, [esi+20]
-    mov [GPU_REQ+40], eax
-    mov eax, [esi+24]
-    mov [GPU_REQ+44], eax
-    mov eax, [esi]
-    call puts
-    GSEND "", 48, 24
-    add esi, 28
-    jmp so_loop
-so_done:
+    mov eax, GPU_CMD_SET_SCANOUT
+    mov ecx, 6
+    mov edx, 48
+    call run_cases
 
     PUTSN "-- RESOURCE_FLUSH"
     mov esi, flush_cases
-fl_loop:
-    mov eax, [esi]
-    test eax, eax
-    jz fl_done
-    GREQ GPU_CMD_RESOURCE_FLUSH, 0
-    mov eax, [esi+4]
-    mov [GPU_REQ+24], eax
-    mov eax, [esi+8]
-    mov [GPU_REQ+28], eax
-    mov eax, [esi+12]
-    mov [GPU_REQ+32], eax
-    mov eax, [esi+16]
-    mov [GPU_REQ+36], eax
-    mov eax, [esi+20]
-    mov [GPU_REQ+40], eax
-    mov eax, [esi]
-    call puts
-    GSEND "", 48, 24
-    add esi, 24
-    jmp fl_loop
-fl_done:
+    mov eax, GPU_CMD_RESOURCE_FLUSH
+    mov ecx, 5
+    mov edx, 48
+    call run_cases
 
     PUTSN "-- commands a 2D device does not serve"
     mov esi, other_types
@@ -588,15 +490,8 @@ cu_done:
     PUTS "status after reset "
     call put_hex8
     call put_nl
-    mov eax, VS_ACK
-    call vio_status_write
-    mov eax, VS_ACK | VS_DRIVER
-    call vio_status_write
-    mov eax, 1
-    mov edx, 1
-    call vio_feat_write
-    mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK
-    call vio_status_write
+    VIO_ACK_DRIVER
+    VIO_VERSION_1_OK
     xor eax, eax
     xor edx, edx
     call vio_queue_setup
@@ -610,10 +505,7 @@ cu_done:
     GSEND "GET_DISPLAY_INFO before DRIVER_OK", 24, 408
     mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK | VS_DRIVER_OK
     call vio_status_write
-    PUTS "status "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS "status "
 
     PUTSN "-- the picture"
     call create_main
@@ -702,6 +594,34 @@ attach_main:
     GSEND "attach 1, two entries", 64, 24
     ret
 
+# the rows of a case table at esi, up to a zero name: a row is the name's address and
+# ecx dwords, the request's from offset 24.  For each: GREQ eax, the dwords, the name,
+# then the request (edx bytes) sent with a 24-byte response and the answer printed.
+run_cases:
+    pushad
+    mov ebx, eax
+    mov ebp, edx
+rc_loop:
+    mov eax, [esi]
+    test eax, eax
+    jz rc_done
+    GREQ ebx, 0
+    xor edi, edi
+rc_arg:
+    mov eax, [esi+edi*4+4]
+    mov [GPU_REQ+24+edi*4], eax
+    inc edi
+    cmp edi, ecx
+    jb rc_arg
+    mov eax, [esi]
+    call puts
+    GSEND "", ebp, 24
+    lea esi, [esi+ecx*4+4]
+    jmp rc_loop
+rc_done:
+    popad
+    ret
+
 print_bars:
     pushad
     mov ebx, eax
@@ -730,21 +650,17 @@ pb_loop:
     ret
 
 print_caps:
-    pushad
-    mov ebx, [vio_bdf]
-    mov eax, ebx
-    mov edx, 0x34
-    call pci_read8
-    mov esi, eax
-    PUTS "CAPPTR "
-    call put_hex8
-    call put_nl
-    mov ecx, 48
-pc_loop:
-    and esi, 0xfc
-    jz pc_done
-    PUTS "CAP "
-    PUTHEX8 esi
+    push eax
+    push edx
+    mov eax, [vio_bdf]
+    mov edx, put_cap_raw
+    call pci_put_caps
+    pop edx
+    pop eax
+    ret
+
+# for pci_put_caps: the capability's first five dwords
+put_cap_raw:
     PUTS " raw "
     xor edi, edi
 pc_dw:
@@ -756,15 +672,6 @@ pc_dw:
     add edi, 4
     cmp edi, 20
     jb pc_dw
-    call put_nl
-    mov eax, ebx
-    lea edx, [esi+1]
-    call pci_read8
-    mov esi, eax
-    dec ecx
-    jnz pc_loop
-pc_done:
-    popad
     ret
 
 .align 4, 0

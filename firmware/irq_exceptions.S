@@ -30,10 +30,7 @@
 .endm
 
 main:
-    call idt_setup
-    mov eax, 0x20
-    mov edx, 0x28
-    call pic_init
+    call irq_init
     mov edx, on_fault
     mov eax, 0
     call irq_set_handler

@@ -8,10 +8,7 @@
 .macro REG name, off
     PUTS \name
     PUTC ' '
-    mov eax, \off
-    call lapic_read
-    call put_hex32
-    call put_nl
+    LAPIC_PUTLN \off
 .endm
 .macro MSI addr, data
     mov eax, \addr
@@ -25,10 +22,7 @@
 .endm
 
 main:
-    call idt_setup
-    mov eax, 0x20
-    mov edx, 0x28
-    call pic_init
+    call irq_init
     mov edx, on_msi
     mov eax, 0x05
     call irq_set_handler

@@ -16,10 +16,7 @@
 .endm
 
 main:
-    call idt_setup
-    mov eax, 0x20
-    mov edx, 0x28
-    call pic_init
+    call irq_init
     PICSTATE "init"
     PUTS "IMR "
     call pic_read_imr
@@ -30,9 +27,7 @@ main:
     call irq_set_handler
     mov eax, 0                          # 65536: 54.9 ms, mode 2 (slow hosts stay in step)
     call pit_start
-    mov al, 0xe2
-    out 0x43, al
-    in al, 0x40
+    call pit_status
     PUTS "PIT status "
     call put_hex8
     call put_nl

@@ -8,10 +8,7 @@
     PUTS "LAPIC "
     PUTHEX16 \off
     PUTC ' '
-    mov eax, \off
-    call lapic_read
-    call put_hex32
-    call put_nl
+    LAPIC_PUTLN \off
 .endm
 
 main:
@@ -25,9 +22,7 @@ main:
     call elcr_read
     call put_hex16
     call put_nl
-    mov al, 0xe2
-    out 0x43, al
-    in al, 0x40
+    call pit_status
     PUTS "PIT status "
     call put_hex8
     call put_nl

@@ -20,10 +20,7 @@ status_seen: .long 0
 bar1:       .long 0
 
 main:
-    call idt_setup
-    mov eax, 0x20
-    mov edx, 0x28
-    call pic_init
+    call irq_init
     mov eax, 0xf3fb                     # unmask the cascade (2) and IRQs 10, 11
     call pic_set_mask
     mov eax, VEC_INTX10

@@ -26,19 +26,12 @@
 .include "virtio.inc"
 .include "memregion.inc"
 
-.ifndef HOST_PATTERN
-.set HOST_PATTERN, 0
-.endif
 .ifndef SELF_MOVE
 .set SELF_MOVE, 0
-.endif
-.ifndef HANDSHAKE
-.set HANDSHAKE, 0
 .endif
 .ifndef MOVE_UNDER_CODE
 .set MOVE_UNDER_CODE, 0
 .endif
-.set HOST_SEED, 0x486F5374
 .set MOVE_ADDR, 0xE0000000              # free in the PCI hole (firmware packs down from 0xFEC00000)
 .set RAM_ADDR, 0x400000
 .set MEM_SEL, 20
@@ -47,12 +40,6 @@
 .set PROP_MSI_CONFIG, 32
 .set PROP_MSI_QUEUE, 34
 .set STUB_OFF, 0x3FD0
-.set MAILBOX_OFF, 0x3FFC
-.if HOST_PATTERN
-.set R0_WORD0, HOST_SEED
-.else
-.set R0_WORD0, 0
-.endif
 
 .align 4, 0
 bar2_orig: .long 0
@@ -179,30 +166,12 @@ main:
     mov edx, 0x42
     call pci_write16                    # MSI-X off again
 
-.if HOST_PATTERN
-    PUTSN "-- the host's pattern, written before boot"
-    mov eax, [r0]
-    mov edx, HOST_SEED
-    mov ecx, 0x2000
-    call mr_check
-    REPORT_EQ eax, 0, "region 0 [0, 32K) holds the host's pattern"
-.endif
-
-    PUTSN "-- guest patterns"
-    mov eax, [r0]
-    mov edx, [r1]
-    call mr_guest_patterns
+    MR_PATTERN_STEPS [r0], [r1]
     mov ebx, [r1]
     movzx eax, word ptr [ebx+0x3FC1]
     REPORT_EQ eax, 0x3322, "unaligned word read"
 
-.if HANDSHAKE
-    PUTSN "-- handshake with the host while running"
-    mov eax, [r1]
-    add eax, MAILBOX_OFF
-    call mr_handshake
-    REPORT_TRUE eax, "the host answered in the region while the guest ran"
-.endif
+    MR_HANDSHAKE_STEP [r1]
 
     PUTSN "-- code in a region"
     call copy_stub
@@ -220,11 +189,7 @@ main:
     REPORT_EQ eax, MOVE_ADDR, "BAR2 reprogrammed"
     mov dword ptr [r0], MOVE_ADDR
     SEL_EXPECT 0, MEM_PFN, MOVE_ADDR, "MEM_PFN follows the BAR"
-    mov eax, MOVE_ADDR + 0x8000
-    mov edx, MR_SEED0
-    mov ecx, 0x2000
-    call mr_check
-    REPORT_EQ eax, 0, "the data moved with the BAR"
+    MR_EXPECT_PATTERN MOVE_ADDR + 0x8000, MR_SEED0, 0x2000, "the data moved with the BAR"
     REPORT_EQ [MOVE_ADDR], R0_WORD0, "the first dword moved too"
     mov ebx, [bar2_orig]
     REPORT_EQ [ebx+0x8000], 0, "the old address reads 0"
@@ -244,11 +209,7 @@ main:
     mov dword ptr [MOVE_ADDR + 0x8000], 0xaaaaaaaa
     mov eax, 1
     call mr_decode
-    mov eax, MOVE_ADDR + 0x8000
-    mov edx, MR_SEED0
-    mov ecx, 0x2000
-    call mr_check
-    REPORT_EQ eax, 0, "decode on: data back, the write made while off was dropped"
+    MR_EXPECT_PATTERN MOVE_ADDR + 0x8000, MR_SEED0, 0x2000, "decode on: data back, the write made while off was dropped"
     SEL_EXPECT 0, MEM_PFN, MOVE_ADDR, "decode on: MEM_PFN back"
 
     PUTSN "-- BAR3 over RAM"
@@ -262,11 +223,7 @@ main:
     mov eax, 0x1c
     mov edx, [bar3_orig]
     call mr_bar_write
-    mov eax, [r1]
-    mov edx, MR_SEED1
-    mov ecx, MR_R1_DWORDS
-    call mr_check
-    REPORT_EQ eax, 0, "region 1 untouched by the write to RAM"
+    MR_EXPECT_PATTERN [r1], MR_SEED1, MR_R1_DWORDS, "region 1 untouched by the write to RAM"
     REPORT_EQ [RAM_ADDR], 0x0badf00d, "the write went to RAM"
 
     PUTSN "-- BAR3 over BAR2"
@@ -274,16 +231,8 @@ main:
     mov edx, MOVE_ADDR
     call mr_bar_write
     REPORT_EQ [MOVE_ADDR], MR_SEED1, "BAR3 mapped last: region 1 shows at the overlap"
-    mov eax, MOVE_ADDR
-    mov edx, MR_SEED1
-    mov ecx, MR_R1_DWORDS
-    call mr_check
-    REPORT_EQ eax, 0, "all of region 1 shows"
-    mov eax, MOVE_ADDR + 0x8000
-    mov edx, MR_SEED0
-    mov ecx, 0x2000
-    call mr_check
-    REPORT_EQ eax, 0, "region 0 still shows past region 1's 16 KiB"
+    MR_EXPECT_PATTERN MOVE_ADDR, MR_SEED1, MR_R1_DWORDS, "all of region 1 shows"
+    MR_EXPECT_PATTERN MOVE_ADDR + 0x8000, MR_SEED0, 0x2000, "region 0 still shows past region 1's 16 KiB"
     mov eax, 0x18
     mov edx, [bar2_orig]
     call mr_bar_write
@@ -294,11 +243,7 @@ main:
     mov eax, 0x1c
     mov edx, [bar3_orig]
     call mr_bar_write
-    mov eax, [r1]
-    mov edx, MR_SEED1
-    mov ecx, MR_R1_DWORDS
-    call mr_check
-    REPORT_EQ eax, 0, "BAR3 back home, region 1 intact"
+    MR_EXPECT_PATTERN [r1], MR_SEED1, MR_R1_DWORDS, "BAR3 back home, region 1 intact"
 
 .if SELF_MOVE
 .else
@@ -322,11 +267,7 @@ main:
     call mr_bar_addr
     REPORT_EQ eax, MOVE_ADDR + 0x40000, "BAR3 moved by code running in region 1"
     mov dword ptr [r1], MOVE_ADDR + 0x40000
-    mov eax, [r1]
-    mov edx, MR_SEED1
-    mov ecx, MR_R1_DWORDS
-    call mr_check
-    REPORT_EQ eax, 0, "region 1 intact at its new address"
+    MR_EXPECT_PATTERN [r1], MR_SEED1, MR_R1_DWORDS, "region 1 intact at its new address"
     SEL_EXPECT 1, MEM_PFN, MOVE_ADDR + 0x40000, "MEM_PFN follows"
     jmp report_summary
 

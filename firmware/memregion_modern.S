@@ -20,21 +20,8 @@
 .include "virtio.inc"
 .include "memregion.inc"
 
-.ifndef HOST_PATTERN
-.set HOST_PATTERN, 0
-.endif
-.ifndef HANDSHAKE
-.set HANDSHAKE, 0
-.endif
-.set HOST_SEED, 0x486F5374
 .set MOVE_ADDR, 0xE0000000
-.set MAILBOX_OFF, 0x3FFC
 .set SHM_CFG, 8
-.if HOST_PATTERN
-.set R0_WORD0, HOST_SEED
-.else
-.set R0_WORD0, 0
-.endif
 
 .align 4, 0
 shm_count: .long 0
@@ -132,30 +119,12 @@ modern_only:
     REPORT_EQ edx, 0, "modern only: no BAR0"
 bars_done:
 
-.if HOST_PATTERN
-    PUTSN "-- the host's pattern, written before boot"
-    mov eax, [r0]
-    mov edx, HOST_SEED
-    mov ecx, 0x2000
-    call mr_check
-    REPORT_EQ eax, 0, "region 0 [0, 32K) holds the host's pattern"
-.endif
-
-    PUTSN "-- guest patterns"
-    mov eax, [r0]
-    mov edx, [r1]
-    call mr_guest_patterns
+    MR_PATTERN_STEPS [r0], [r1]
     mov ebx, [bar_base]
     mov dword ptr [ebx+0x18000], 0x12345678
     REPORT_EQ [ebx+0x18000], 0, "BAR2 past the regions: reads 0, writes dropped"
 
-.if HANDSHAKE
-    PUTSN "-- handshake with the host while running"
-    mov eax, [r1]
-    add eax, MAILBOX_OFF
-    call mr_handshake
-    REPORT_TRUE eax, "the host answered in the region while the guest ran"
-.endif
+    MR_HANDSHAKE_STEP [r1]
 
     PUTSN "-- move BAR2"
     mov eax, 0x18
@@ -167,17 +136,8 @@ bars_done:
     mov eax, MOVE_ADDR
     add eax, [shm_off+4]
     mov [r1], eax
-    mov eax, [r0]
-    add eax, 0x8000
-    mov edx, MR_SEED0
-    mov ecx, 0x2000
-    call mr_check
-    REPORT_EQ eax, 0, "region 0's data moved with the BAR"
-    mov eax, [r1]
-    mov edx, MR_SEED1
-    mov ecx, MR_R1_DWORDS
-    call mr_check
-    REPORT_EQ eax, 0, "region 1's data moved with the BAR"
+    MR_EXPECT_PATTERN [r0], MR_SEED0, 0x2000, "region 0's data moved with the BAR", 0x8000
+    MR_EXPECT_PATTERN [r1], MR_SEED1, MR_R1_DWORDS, "region 1's data moved with the BAR"
     mov ebx, [r0]
     REPORT_EQ [ebx], R0_WORD0, "region 0's first dword moved too"
     mov eax, [bar_base]
@@ -195,11 +155,7 @@ bars_done:
     mov dword ptr [ebx], 0xaaaaaaaa
     mov eax, 1
     call mr_decode
-    mov eax, [r1]
-    mov edx, MR_SEED1
-    mov ecx, MR_R1_DWORDS
-    call mr_check
-    REPORT_EQ eax, 0, "decode on: data back, the write made while off was dropped"
+    MR_EXPECT_PATTERN [r1], MR_SEED1, MR_R1_DWORDS, "decode on: data back, the write made while off was dropped"
 
     PUTSN "-- BAR2 high dword set: above 4 GiB"
     mov eax, 0x1c
@@ -217,18 +173,18 @@ bars_done:
     mov eax, 0x1c
     xor edx, edx
     call mr_bar_write
-    mov eax, [r1]
-    mov edx, MR_SEED1
-    mov ecx, MR_R1_DWORDS
-    call mr_check
-    REPORT_EQ eax, 0, "high dword 0 again: region 1 back, the write above 4 GiB went nowhere"
-    mov eax, [r0]
-    add eax, 0x8000
-    mov edx, MR_SEED0
-    mov ecx, 0x2000
-    call mr_check
-    REPORT_EQ eax, 0, "region 0 back"
+    MR_EXPECT_PATTERN [r1], MR_SEED1, MR_R1_DWORDS, "high dword 0 again: region 1 back, the write above 4 GiB went nowhere"
+    MR_EXPECT_PATTERN [r0], MR_SEED0, 0x2000, "region 0 back", 0x8000
     jmp report_summary
+
+# walk_shm_caps: the capability field at config offset esi+off, read with `read`, into
+# table[shmid] (shmid in ecx, device in ebx)
+.macro SHM_FIELD off, read, table
+    mov eax, ebx
+    lea edx, [esi+\off]
+    call \read
+    mov [\table+ecx*4], eax
+.endm
 
 # Records every vendor capability with cfg_type 8, by shmid (0..1; others are a FAIL).
 walk_shm_caps:
@@ -274,30 +230,12 @@ __walk_loop:
     jmp __walk_next
 __walk_known:
     mov [shm_pos+ecx*4], esi
-    mov eax, ebx
-    lea edx, [esi+2]
-    call pci_read8
-    mov [shm_caplen+ecx*4], eax
-    mov eax, ebx
-    lea edx, [esi+4]
-    call pci_read8
-    mov [shm_bar+ecx*4], eax
-    mov eax, ebx
-    lea edx, [esi+8]
-    call pci_read32
-    mov [shm_off+ecx*4], eax
-    mov eax, ebx
-    lea edx, [esi+12]
-    call pci_read32
-    mov [shm_len+ecx*4], eax
-    mov eax, ebx
-    lea edx, [esi+16]
-    call pci_read32
-    mov [shm_offhi+ecx*4], eax
-    mov eax, ebx
-    lea edx, [esi+20]
-    call pci_read32
-    mov [shm_lenhi+ecx*4], eax
+    SHM_FIELD 2, pci_read8, shm_caplen
+    SHM_FIELD 4, pci_read8, shm_bar
+    SHM_FIELD 8, pci_read32, shm_off
+    SHM_FIELD 12, pci_read32, shm_len
+    SHM_FIELD 16, pci_read32, shm_offhi
+    SHM_FIELD 20, pci_read32, shm_lenhi
     PUTS " len "
     PUTDEC [shm_caplen+ecx*4]
     PUTS " bar "

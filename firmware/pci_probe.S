@@ -470,6 +470,16 @@ hb_lane_loop:
     sub eax, 0xcfc
     call put_hex8
     mov edx, ecx
+    call put_port_widths
+    inc ecx
+    cmp ecx, 0xd00
+    jb hb_lane_loop
+    popad
+    ret
+
+# edx = port: reads it at each width, prints " r8 .. r16 .... r32 ........" and a newline
+put_port_widths:
+    push eax
     PUTS " r8 "
     in al, dx
     call put_hex8
@@ -480,10 +490,7 @@ hb_lane_loop:
     in eax, dx
     call put_hex32
     call put_nl
-    inc ecx
-    cmp ecx, 0xd00
-    jb hb_lane_loop
-    popad
+    pop eax
     ret
 
 # eax = value: write it to 0xCF8, read back; prints "HB cf8 w32 v r32 r"; eax = read-back
@@ -507,16 +514,7 @@ probe_unclaimed:
     mov eax, UNCLAIMED_PORT
     call put_hex16
     mov edx, UNCLAIMED_PORT
-    PUTS " r8 "
-    in al, dx
-    call put_hex8
-    PUTS " r16 "
-    in ax, dx
-    call put_hex16
-    PUTS " r32 "
-    in eax, dx
-    call put_hex32
-    call put_nl
+    call put_port_widths
     PUTS "UNCLAIMED mem "
     mov eax, UNCLAIMED_MMIO
     call put_hex32

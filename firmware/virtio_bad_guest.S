@@ -20,12 +20,6 @@
 .set BUF, 0x300000
 .set QUIET, 200000
 
-.macro SHOWSTATUS msg
-    PUTS \msg
-    call vio_status_read
-    call put_hex8
-    call put_nl
-.endm
 .macro L_RD w, off
     PUTS "  r"
     PUTS "\w"
@@ -49,22 +43,10 @@
     call put_nl
 .endm
 .macro M_WR w, off, val
-    push eax
-    push edx
-    mov eax, \off
-    mov edx, \val
-    call vm_wr\w
-    pop edx
-    pop eax
+    VIO_WR vm_wr\w, \off, \val
 .endm
 .macro L_WR w, off, val
-    push eax
-    push edx
-    mov eax, \off
-    mov edx, \val
-    call vl_out\w
-    pop edx
-    pop eax
+    VIO_WR vl_out\w, \off, \val
 .endm
 
 main:
@@ -101,18 +83,12 @@ init_dev:
     call vio_status_write
     cmp dword ptr [vio_mode], 0
     je init_q
-    mov eax, 1
-    mov edx, 1
-    call vio_feat_write
-    mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK
-    call vio_status_write
+    VIO_VERSION_1_OK
 init_q:
     xor eax, eax
     xor edx, edx
     call vio_queue_setup
-    call vio_status_read
-    or eax, VS_DRIVER_OK
-    call vio_status_write
+    VIO_DRIVER_OK
     pop edx
     pop eax
     ret
@@ -146,15 +122,11 @@ bad_chain:
     pushad
     mov ebx, eax
     call init_dev
-    SHOWSTATUS "status before "
+    PUTSTATUS "status before "
     xor eax, eax
     xor edx, edx
     call vq_desc
-    mov dword ptr [eax], BUF
-    mov dword ptr [eax + 4], 0
-    mov dword ptr [eax + 8], 16
-    mov word ptr [eax + 12], VD_WRITE | VD_NEXT
-    mov word ptr [eax + 14], 0
+    VQ_DESC eax, BUF, 16, VD_WRITE | VD_NEXT, 0
     test ebx, ebx
     jz bc_publish
     mov word ptr [eax + 14], 9
@@ -184,35 +156,25 @@ bc_publish:
     mov eax, esi
     and eax, VS_NEEDS_RESET
     REPORT_EQ eax, VS_NEEDS_RESET, "modern: DEVICE_NEEDS_RESET set"
-    PUTS "config_generation "
-    mov eax, VM_CFG_GEN
-    call vm_rd8
-    call put_hex8
-    call put_nl
+    CREG8 "config_generation ", VM_CFG_GEN
 bc_isr:
-    PUTS "ISR "
-    call vio_isr_read
-    call put_hex8
-    PUTS " then "
-    call vio_isr_read
-    call put_hex8
-    call put_nl
+    PUTISR_TWICE "ISR "
     xor eax, eax
     mov edx, 1
     call vq_desc                        # the good request uses descriptor 1
     xor eax, eax
     call vq_rec_set_free1
     call good_request
-    SHOWSTATUS "status after the good request "
+    PUTSTATUS "status after the good request "
     PUTS "ISR "
     call vio_isr_read
     call put_hex8
     call put_nl
     call vio_reset
-    SHOWSTATUS "status after reset "
+    PUTSTATUS "status after reset "
     call init_dev
     call good_request
-    SHOWSTATUS "status "
+    PUTSTATUS "status "
     call vio_isr_read
     popad
     ret
@@ -237,30 +199,16 @@ lq:
     call vl_out16
     PUTS "select "
     PUTDEC edx
-    PUTS ": QUEUE_SEL reads "
-    mov eax, VL_QUEUE_SEL
-    call vl_in16
-    call put_hex16
-    PUTS " QUEUE_NUM "
-    mov eax, VL_QUEUE_NUM
-    call vl_in16
-    call put_hex16
-    PUTS " QUEUE_PFN "
-    mov eax, VL_QUEUE_PFN
-    call vl_in32
-    call put_hex32
-    call put_nl
+    PUTREG ": QUEUE_SEL reads ", VL_QUEUE_SEL, vl_in16, put_hex16
+    PUTREG " QUEUE_NUM ", VL_QUEUE_NUM, vl_in16, put_hex16
+    LREG32 " QUEUE_PFN ", VL_QUEUE_PFN
     inc ebx
     dec ecx
     jnz lq
     L_WR 16, VL_QUEUE_SEL, 5
     L_WR 32, VL_QUEUE_PFN, 0x250
-    PUTS "PFN write to queue 5 (absent): reads "
-    mov eax, VL_QUEUE_PFN
-    call vl_in32
-    call put_hex32
-    call put_nl
-    SHOWSTATUS "status "
+    LREG32 "PFN write to queue 5 (absent): reads ", VL_QUEUE_PFN
+    PUTSTATUS "status "
     L_WR 16, VL_QUEUE_SEL, 0
 
     PUTSN "-- notify of absent queues"
@@ -269,7 +217,7 @@ lq:
     L_WR 16, VL_QUEUE_NOTIFY, 1023
     L_WR 16, VL_QUEUE_NOTIFY, 2000
     L_WR 16, VL_QUEUE_NOTIFY, 0xffff
-    SHOWSTATUS "status "
+    PUTSTATUS "status "
     call good_request
 
     PUTSN "-- writes to read-only registers"
@@ -281,7 +229,7 @@ lq:
     L_RD 8, VL_ISR
     L_WR 8, VL_ISR, 1
     L_RD 8, VL_ISR
-    SHOWSTATUS "status "
+    PUTSTATUS "status "
     call good_request
 
     PUTSN "-- reset clears PFN, features, ISR"
@@ -368,45 +316,25 @@ mq:
     call vm_wr16
     PUTS "select "
     PUTDEC edx
-    PUTS ": queue_select reads "
-    mov eax, VM_Q_SELECT
-    call vm_rd16
-    call put_hex16
-    PUTS " size "
-    mov eax, VM_Q_SIZE
-    call vm_rd16
-    call put_hex16
-    PUTS " enable "
-    mov eax, VM_Q_ENABLE
-    call vm_rd16
-    call put_hex16
-    PUTS " notify_off "
-    mov eax, VM_Q_NOTIFY_OFF
-    call vm_rd16
-    call put_hex16
-    call put_nl
+    PUTREG ": queue_select reads ", VM_Q_SELECT, vm_rd16, put_hex16
+    PUTREG " size ", VM_Q_SIZE, vm_rd16, put_hex16
+    PUTREG " enable ", VM_Q_ENABLE, vm_rd16, put_hex16
+    CREG16 " notify_off ", VM_Q_NOTIFY_OFF
     inc ebx
     dec ecx
     jnz mq
     M_WR 16, VM_Q_SELECT, 5
     M_WR 16, VM_Q_SIZE, 8
     M_WR 32, VM_Q_DESC, 0x250000
-    PUTS "absent queue 5 after size/desc writes: size "
-    mov eax, VM_Q_SIZE
-    call vm_rd16
-    call put_hex16
-    PUTS " desc "
-    mov eax, VM_Q_DESC
-    call vm_rd32
-    call put_hex32
-    call put_nl
+    PUTREG "absent queue 5 after size/desc writes: size ", VM_Q_SIZE, vm_rd16, put_hex16
+    CREG32 " desc ", VM_Q_DESC
     M_WR 16, VM_Q_SELECT, 0
     M_WR 16, VM_Q_SIZE, 0
     M_RD 16, VM_Q_SIZE
     M_WR 16, VM_Q_SIZE, 3
     M_RD 16, VM_Q_SIZE
     M_WR 16, VM_Q_SIZE, 8
-    SHOWSTATUS "status "
+    PUTSTATUS "status "
 
     PUTSN "-- notify of absent queues"
     call init_dev
@@ -420,7 +348,7 @@ mq:
     movzx eax, word ptr [eax]
     call put_hex16
     call put_nl
-    SHOWSTATUS "status "
+    PUTSTATUS "status "
     call good_request
 
     PUTSN "-- writes to read-only fields"
@@ -445,7 +373,7 @@ mq:
     call put_hex8
     call put_nl
     M_WR 16, VM_Q_ENABLE, 0
-    SHOWSTATUS "status after queue_enable = 0 "
+    PUTSTATUS "status after queue_enable = 0 "
     M_RD 16, VM_Q_ENABLE
     call good_request
 

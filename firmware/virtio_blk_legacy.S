@@ -18,35 +18,12 @@ main:
     PUTS "FW at entry: status "
     call vio_status_read
     call put_hex8
-    PUTS " pfn "
-    mov eax, VL_QUEUE_PFN
-    call vl_in32
-    call put_hex32
-    call put_nl
+    LREG32 " pfn ", VL_QUEUE_PFN
     call vio_reset
-    PUTS "after reset: HOST_FEATURES "
-    mov eax, VL_HOST_FEATURES
-    call vl_in32
-    call put_hex32
-    PUTS " GUEST_FEATURES "
-    mov eax, VL_GUEST_FEATURES
-    call vl_in32
-    call put_hex32
-    PUTS " QUEUE_PFN "
-    mov eax, VL_QUEUE_PFN
-    call vl_in32
-    call put_hex32
-    PUTS " QUEUE_NUM "
-    mov eax, VL_QUEUE_NUM
-    call vl_in16
-    call put_hex16
-    PUTS " QUEUE_SEL "
-    mov eax, VL_QUEUE_SEL
-    call vl_in16
-    call put_hex16
-    PUTS " ISR "
-    mov eax, VL_ISR
-    call vl_in8
-    call put_hex8
-    call put_nl
+    PUTREG "after reset: HOST_FEATURES ", VL_HOST_FEATURES, vl_in32, put_hex32
+    PUTREG " GUEST_FEATURES ", VL_GUEST_FEATURES, vl_in32, put_hex32
+    PUTREG " QUEUE_PFN ", VL_QUEUE_PFN, vl_in32, put_hex32
+    PUTREG " QUEUE_NUM ", VL_QUEUE_NUM, vl_in16, put_hex16
+    PUTREG " QUEUE_SEL ", VL_QUEUE_SEL, vl_in16, put_hex16
+    LREG8 " ISR ", VL_ISR
     jmp blk_body

@@ -8,22 +8,10 @@
 .include "virtio.inc"
 .include "virtio_blk_body.inc"
 
-.macro CREG msg, off, rd, put
-    PUTS \msg
-    mov eax, \off
-    call \rd
-    call \put
-.endm
-
 main:
     VIO_REQUIRE 2, "FAIL: no virtio-blk"
     call vio_put_ident
-    call vio_use_modern
-    REPORT_TRUE eax, "common, notify and ISR capabilities found"
-    test eax, eax
-    jnz caps_ok
-    call report_summary
-caps_ok:
+    VIO_MODERN_OR_SUMMARY "common, notify and ISR capabilities found"
     mov ebx, 1
 caps:
     PUTS "cap type "
@@ -43,10 +31,7 @@ caps:
     PUTS "notify multiplier "
     PUTHEX32 [vio_notify_mult]
     call put_nl
-    PUTS "FW at entry: status "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS "FW at entry: status "
     mov eax, [vio_bdf]
     call vio_bus_master
     mov eax, VM_DFSELECT                # known values in the select registers: reset
@@ -55,17 +40,17 @@ caps:
     mov eax, VM_GFSELECT
     call vm_wr32
     call vio_reset
-    CREG "after reset: driver_feature_select ", VM_GFSELECT, vm_rd32, put_hex32
+    PUTREG "after reset: driver_feature_select ", VM_GFSELECT, vm_rd32, put_hex32
     call put_nl
-    CREG "after reset: device_feature_select ", VM_DFSELECT, vm_rd32, put_hex32
-    CREG " msix_config ", VM_MSIX_CONFIG, vm_rd16, put_hex16
-    CREG " num_queues ", VM_NUM_QUEUES, vm_rd16, put_hex16
-    CREG " config_generation ", VM_CFG_GEN, vm_rd8, put_hex8
-    CREG " queue_select ", VM_Q_SELECT, vm_rd16, put_hex16
-    CREG " queue_size ", VM_Q_SIZE, vm_rd16, put_hex16
-    CREG " queue_msix_vector ", VM_Q_MSIX, vm_rd16, put_hex16
-    CREG " queue_enable ", VM_Q_ENABLE, vm_rd16, put_hex16
-    CREG " queue_notify_off ", VM_Q_NOTIFY_OFF, vm_rd16, put_hex16
-    CREG " queue_desc ", VM_Q_DESC, vm_rd32, put_hex32
+    PUTREG "after reset: device_feature_select ", VM_DFSELECT, vm_rd32, put_hex32
+    PUTREG " msix_config ", VM_MSIX_CONFIG, vm_rd16, put_hex16
+    PUTREG " num_queues ", VM_NUM_QUEUES, vm_rd16, put_hex16
+    PUTREG " config_generation ", VM_CFG_GEN, vm_rd8, put_hex8
+    PUTREG " queue_select ", VM_Q_SELECT, vm_rd16, put_hex16
+    PUTREG " queue_size ", VM_Q_SIZE, vm_rd16, put_hex16
+    PUTREG " queue_msix_vector ", VM_Q_MSIX, vm_rd16, put_hex16
+    PUTREG " queue_enable ", VM_Q_ENABLE, vm_rd16, put_hex16
+    PUTREG " queue_notify_off ", VM_Q_NOTIFY_OFF, vm_rd16, put_hex16
+    PUTREG " queue_desc ", VM_Q_DESC, vm_rd32, put_hex32
     call put_nl
     jmp blk_body

@@ -47,18 +47,9 @@ modern:
     PUTSN "transport modern"
 transport_ok:
     call vio_reset
-    PUTS "status after reset "
-    call vio_status_read
-    call put_hex8
-    call put_nl
-    mov eax, VS_ACK
-    call vio_status_write
-    mov eax, VS_ACK | VS_DRIVER
-    call vio_status_write
-    PUTS "status "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS "status after reset "
+    VIO_ACK_DRIVER
+    PUTSTATUS "status "
 
     xor eax, eax
     call vio_feat_read
@@ -80,33 +71,16 @@ transport_ok:
     call put_nl
     cmp dword ptr [vio_mode], 0
     je features_done
-    mov eax, 1
-    mov edx, 1
-    call vio_feat_write
-    mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK
-    call vio_status_write
-    PUTS "status after FEATURES_OK "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    VIO_VERSION_1_OK
+    PUTSTATUS "status after FEATURES_OK "
 features_done:
     PUTS "config cols "
     xor eax, eax
     call vio_cfg_read16
     call put_hex16
-    PUTS " rows "
-    mov eax, 2
-    call vio_cfg_read16
-    call put_hex16
-    PUTS " max_nr_ports "
-    mov eax, 4
-    call vio_cfg_read32
-    call put_hex32
-    PUTS " emerg_wr "
-    mov eax, 8
-    call vio_cfg_read32
-    call put_hex32
-    call put_nl
+    PUTREG " rows ", 2, vio_cfg_read16, put_hex16
+    PUTREG " max_nr_ports ", 4, vio_cfg_read32, put_hex32
+    CFG32 " emerg_wr ", 8
     PUTS "config w1:"
     xor esi, esi
 cfg_bytes:
@@ -152,10 +126,7 @@ qsetup:
     or eax, VS_FEATURES_OK
 set_ok:
     call vio_status_write
-    PUTS "status after DRIVER_OK "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS "status after DRIVER_OK "
 
     # control receive buffers
     mov eax, CTL_RX
@@ -224,13 +195,7 @@ copy:
     mov eax, 1
     call vq_put_used
     call put_nl
-    PUTS "ISR after "
-    call vio_isr_read
-    call put_hex8
-    PUTS " then "
-    call vio_isr_read
-    call put_hex8
-    call put_nl
+    PUTISR_TWICE "ISR after "
 after_data:
     call drain_ctl
 
@@ -241,23 +206,13 @@ after_data:
     mov eax, 8
     mov edx, 10
     call vio_cfg_write32
-    PUTS "emerg_wr reads "
-    mov eax, 8
-    call vio_cfg_read32
-    call put_hex32
-    call put_nl
+    CFG32 "emerg_wr reads ", 8
     call drain_ctl
 
     PUTSN "-- reset"
     xor eax, eax
     call vio_status_write
-    PUTS "status "
-    call vio_status_read
-    call put_hex8
-    PUTS " ISR "
-    call vio_isr_read
-    call put_hex8
-    call put_nl
+    PUT_STATUS_ISR "status "
     call report_summary
 
 # send the 8-byte control message at CTL_TX on queue 3, wait for it to be used

@@ -103,16 +103,8 @@ main:
     call dma_put_written
     PUTSN "-- rng: zero-length entry in an indirect table"
     call dma_init
-    mov dword ptr [IND], BUF
-    mov dword ptr [IND + 4], 0
-    mov dword ptr [IND + 8], 0
-    mov word ptr [IND + 12], VD_WRITE | VD_NEXT
-    mov word ptr [IND + 14], 1
-    mov dword ptr [IND + 16], BUF
-    mov dword ptr [IND + 20], 0
-    mov dword ptr [IND + 24], 16
-    mov word ptr [IND + 28], VD_WRITE
-    mov word ptr [IND + 30], 0
+    VQ_DESC IND, BUF, 0, VD_WRITE | VD_NEXT, 1
+    VQ_DESC IND + 16, BUF, 16, VD_WRITE, 0
     SEG 0, IND, 0, 32, VD_INDIRECT
     mov edx, seg
     mov ecx, 1
@@ -170,21 +162,9 @@ blk_write:
     call dma_init
     mov dword ptr [BUF], 0
     mov dword ptr [BUF + 8], 1
-    mov dword ptr [IND], BUF
-    mov dword ptr [IND + 4], 0
-    mov dword ptr [IND + 8], 16
-    mov word ptr [IND + 12], VD_NEXT
-    mov word ptr [IND + 14], 1
-    mov dword ptr [IND + 16], DATA
-    mov dword ptr [IND + 20], 0
-    mov dword ptr [IND + 24], 0
-    mov word ptr [IND + 28], VD_WRITE | VD_NEXT
-    mov word ptr [IND + 30], 2
-    mov dword ptr [IND + 32], STATUSB
-    mov dword ptr [IND + 36], 0
-    mov dword ptr [IND + 40], 1
-    mov word ptr [IND + 44], VD_WRITE
-    mov word ptr [IND + 46], 0
+    VQ_DESC IND, BUF, 16, VD_NEXT, 1
+    VQ_DESC IND + 16, DATA, 0, VD_WRITE | VD_NEXT, 2
+    VQ_DESC IND + 32, STATUSB, 1, VD_WRITE, 0
     SEG 0, IND, 0, 48, VD_INDIRECT
     mov edx, seg
     mov ecx, 1
@@ -282,13 +262,7 @@ aet_add:
     xor eax, eax
     call vq_used_idx
     call put_dec
-    PUTS " status "
-    call vio_status_read
-    call put_hex8
-    PUTS " ISR "
-    call vio_isr_read
-    call put_hex8
-    call put_nl
+    PUT_STATUS_ISR " status "
     xor eax, eax
     mov edx, 4
     call vq_poll_n
@@ -322,9 +296,7 @@ before_reset:
     xor eax, eax
     xor edx, edx
     call vio_queue_setup
-    call vio_status_read
-    or eax, VS_DRIVER_OK
-    call vio_status_write
+    VIO_DRIVER_OK
     SEG 0, DATA, 0, 16, VD_WRITE
     mov edx, seg
     mov ecx, 1
@@ -369,34 +341,19 @@ ring_case:
     mov eax, VM_Q_SELECT
     xor edx, edx
     call vm_wr16
-    mov eax, VM_Q_DESC
-    mov edx, [rings]
+    xor ecx, ecx
+rc_addr:                                # queue_desc, queue_driver, queue_device: lo, hi
+    lea eax, [VM_Q_DESC + ecx*4]
+    mov edx, [rings + ecx*4]
     call vm_wr32
-    mov eax, VM_Q_DESC + 4
-    mov edx, [rings + 4]
-    call vm_wr32
-    mov eax, VM_Q_DRIVER
-    mov edx, [rings + 8]
-    call vm_wr32
-    mov eax, VM_Q_DRIVER + 4
-    mov edx, [rings + 12]
-    call vm_wr32
-    mov eax, VM_Q_DEVICE
-    mov edx, [rings + 16]
-    call vm_wr32
-    mov eax, VM_Q_DEVICE + 4
-    mov edx, [rings + 20]
-    call vm_wr32
+    inc ecx
+    cmp ecx, 6
+    jb rc_addr
     mov eax, VM_Q_ENABLE
     mov edx, 1
     call vm_wr16
-    PUTS "status after enable "
-    call vio_status_read
-    call put_hex8
-    call put_nl
-    call vio_status_read
-    or eax, VS_DRIVER_OK
-    call vio_status_write
+    PUTSTATUS "status after enable "
+    VIO_DRIVER_OK
     mov eax, [rings]
     cmp eax, 0x300000
     jne rc_nokick
@@ -409,13 +366,7 @@ ring_case:
     call vio_notify
 rc_nokick:
     call quiet_wait
-    PUTS "after kick: status "
-    call vio_status_read
-    call put_hex8
-    PUTS " ISR "
-    call vio_isr_read
-    call put_hex8
-    call put_nl
+    PUT_STATUS_ISR "after kick: status "
     popad
     ret
 
@@ -474,13 +425,8 @@ legacy_pfn_case:
     mov eax, VL_QUEUE_PFN
     mov edx, ebx
     call vl_out32
-    call vio_status_read
-    or eax, VS_DRIVER_OK
-    call vio_status_write
-    PUTS "status "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    VIO_DRIVER_OK
+    PUTSTATUS "status "
     cmp ebx, 0xFFFFF
     je lp_nokick
     mov esi, ebx
@@ -495,11 +441,7 @@ legacy_pfn_case:
     call mem_fill
     pop esi
     # the request's descriptors go in this ring's table
-    mov dword ptr [esi], DATA
-    mov dword ptr [esi + 4], 0
-    mov dword ptr [esi + 8], 16
-    mov word ptr [esi + 12], VD_WRITE
-    mov word ptr [esi + 14], 0
+    VQ_DESC esi, DATA, 16, VD_WRITE, 0
     cmp dword ptr [dma_is_blk], 0
     je lp_publish
     mov dword ptr [BUF], 0
@@ -532,13 +474,7 @@ lp_publish:
     call vl_out16
 lp_nokick:
     call quiet_wait
-    PUTS "after kick: status "
-    call vio_status_read
-    call put_hex8
-    PUTS " ISR "
-    call vio_isr_read
-    call put_hex8
-    call put_nl
+    PUT_STATUS_ISR "after kick: status "
     cmp ebx, 0xFFFFF
     je lp_out
     mov eax, DATA

@@ -46,10 +46,7 @@ got:
     xor eax, eax
     call vq_used_idx
     call put_dec
-    PUTS " status "
-    call vio_status_read
-    call put_hex8
-    call put_nl
+    PUTSTATUS " status "
     PUTSN "-- a normal request after a reset"
     call dma_init
     mov edx, seg16

@@ -74,11 +74,7 @@ setup:
     mov dword ptr [HDR + 4], 0
     mov dword ptr [HDR + 8], 0
     mov dword ptr [HDR + 12], 0
-    mov dword ptr [edi], HDR
-    mov dword ptr [edi + 4], 0
-    mov dword ptr [edi + 8], 16
-    mov word ptr [edi + 12], VD_NEXT
-    mov word ptr [edi + 14], 1
+    VQ_DESC edi, HDR, 16, VD_NEXT, 1
     add edi, 16
     inc ecx
 fill:
@@ -101,11 +97,7 @@ fill_cmp:
     jb fill
     cmp dword ptr [vio_devid], 0x1001
     jne last
-    mov dword ptr [edi], STATUSB
-    mov dword ptr [edi + 4], 0
-    mov dword ptr [edi + 8], 1
-    mov word ptr [edi + 12], VD_WRITE
-    mov word ptr [edi + 14], 0
+    VQ_DESC edi, STATUSB, 1, VD_WRITE, 0
     add edi, 16
     jmp table_done
 last:
@@ -115,11 +107,7 @@ table_done:
     mov eax, [qidx]
     xor edx, edx
     call vq_desc
-    mov dword ptr [eax], IND
-    mov dword ptr [eax + 4], 0
-    mov [eax + 8], edi
-    mov word ptr [eax + 12], VD_INDIRECT
-    mov word ptr [eax + 14], 0
+    VQ_DESC eax, IND, edi, VD_INDIRECT, 0
     mov eax, [qidx]
     xor edx, edx
     call vq_publish

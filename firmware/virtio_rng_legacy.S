@@ -13,27 +13,6 @@
 
 .set BUF, 0x300000
 
-.macro LREG8 msg, off
-    PUTS \msg
-    mov eax, \off
-    call vl_in8
-    call put_hex8
-    call put_nl
-.endm
-.macro LREG16 msg, off
-    PUTS \msg
-    mov eax, \off
-    call vl_in16
-    call put_hex16
-    call put_nl
-.endm
-.macro LREG32 msg, off
-    PUTS \msg
-    mov eax, \off
-    call vl_in32
-    call put_hex32
-    call put_nl
-.endm
 main:
     VIO_REQUIRE 4, "FAIL: no virtio-rng"
     call vio_put_ident
@@ -42,10 +21,7 @@ main:
     call put_hex16
     call put_nl
     REPORT_TRUE eax, "BAR0 is an I/O BAR"
-    PUTS "FW at entry: status "
-    mov eax, VL_STATUS
-    call vl_in8
-    call put_hex8
+    PUTREG "FW at entry: status ", VL_STATUS, vl_in8, put_hex8
     PUTC ' '
     call vio_put_bm
     call put_nl
@@ -103,15 +79,8 @@ q_loop:
     mov eax, ebx
     call vio_queue_max
     call put_hex16
-    PUTS " pfn "
-    mov eax, VL_QUEUE_PFN
-    call vl_in32
-    call put_hex32
-    PUTS " sel "
-    mov eax, VL_QUEUE_SEL
-    call vl_in16
-    call put_hex16
-    call put_nl
+    PUTREG " pfn ", VL_QUEUE_PFN, vl_in32, put_hex32
+    LREG16 " sel ", VL_QUEUE_SEL
     inc ebx
     cmp ebx, 3
     jb q_loop

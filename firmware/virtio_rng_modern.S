@@ -11,67 +11,36 @@
 # a reset (status 0) clears.  Resolved MMIO addresses are firmware-chosen: FW lines.
 .include "uvirt.inc"
 .include "virtio.inc"
+.include "pci_caps.inc"
 
 .set BUF, 0x300000
 
-.macro CREG8 msg, off
+# a common-cfg register read through the PCI cfg access capability, then a newline
+.macro PCICFG_REG msg, off, width, put
     PUTS \msg
     mov eax, \off
-    call vm_rd8
-    call put_hex8
+    add eax, [vio_cap_off + 4]
+    mov edx, \width
+    call vm_pcicfg_read
+    call \put
     call put_nl
 .endm
-.macro CREG16 msg, off
-    PUTS \msg
-    mov eax, \off
-    call vm_rd16
-    call put_hex16
-    call put_nl
+
+# the selected queue's ring addresses, low and high dwords
+.macro QUEUE_ADDRS
+    CREG32 "queue_desc lo ", VM_Q_DESC
+    CREG32 "queue_desc hi ", VM_Q_DESC + 4
+    CREG32 "queue_driver lo ", VM_Q_DRIVER
+    CREG32 "queue_driver hi ", VM_Q_DRIVER + 4
+    CREG32 "queue_device lo ", VM_Q_DEVICE
+    CREG32 "queue_device hi ", VM_Q_DEVICE + 4
 .endm
-.macro CREG32 msg, off
-    PUTS \msg
-    mov eax, \off
-    call vm_rd32
-    call put_hex32
-    call put_nl
-.endm
-.macro CWR8 off, val
-    push eax
-    push edx
-    mov eax, \off
-    mov edx, \val
-    call vm_wr8
-    pop edx
-    pop eax
-.endm
-.macro CWR16 off, val
-    push eax
-    push edx
-    mov eax, \off
-    mov edx, \val
-    call vm_wr16
-    pop edx
-    pop eax
-.endm
-.macro CWR32 off, val
-    push eax
-    push edx
-    mov eax, \off
-    mov edx, \val
-    call vm_wr32
-    pop edx
-    pop eax
-.endm
+
 main:
     VIO_REQUIRE 4, "FAIL: no virtio-rng"
     call vio_put_ident
     call print_caps
-    call vio_use_modern
-    REPORT_TRUE eax, "common, notify and ISR capabilities found"
-    test eax, eax
-    jnz caps_ok
-    call report_summary
-caps_ok:
+    VIO_MODERN_OR_SUMMARY "common, notify and ISR capabilities found"
     PUTS "FW common "
     PUTHEX32 [vio_common]
     PUTS " isr "
@@ -106,35 +75,11 @@ caps_ok:
     PUTHEX8 [vio_pcicfg_cap]
     call put_nl
     CWR32 VM_DFSELECT, 1
-    PUTS "common+4 w32 (device_feature, select 1) "
-    mov eax, VM_DF
-    add eax, [vio_cap_off + 4]
-    mov edx, 4
-    call vm_pcicfg_read
-    call put_hex32
-    call put_nl
+    PCICFG_REG "common+4 w32 (device_feature, select 1) ", VM_DF, 4, put_hex32
     CWR32 VM_DFSELECT, 0
-    PUTS "common+4 w32 (device_feature, select 0) "
-    mov eax, VM_DF
-    add eax, [vio_cap_off + 4]
-    mov edx, 4
-    call vm_pcicfg_read
-    call put_hex32
-    call put_nl
-    PUTS "common+18 w16 (num_queues) "
-    mov eax, VM_NUM_QUEUES
-    add eax, [vio_cap_off + 4]
-    mov edx, 2
-    call vm_pcicfg_read
-    call put_hex16
-    call put_nl
-    PUTS "common+24 w8 (queue_size low byte) "
-    mov eax, VM_Q_SIZE
-    add eax, [vio_cap_off + 4]
-    mov edx, 1
-    call vm_pcicfg_read
-    call put_hex8
-    call put_nl
+    PCICFG_REG "common+4 w32 (device_feature, select 0) ", VM_DF, 4, put_hex32
+    PCICFG_REG "common+18 w16 (num_queues) ", VM_NUM_QUEUES, 2, put_hex16
+    PCICFG_REG "common+24 w8 (queue_size low byte) ", VM_Q_SIZE, 1, put_hex8
     PUTS "cap raw after use: "
     mov ebx, [vio_pcicfg_cap]
     mov ecx, 5
@@ -165,10 +110,7 @@ pcicfg_raw:
     call put_nl
 
     PUTSN "-- FEATURES_OK without VERSION_1"
-    mov eax, VS_ACK
-    call vio_status_write
-    mov eax, VS_ACK | VS_DRIVER
-    call vio_status_write
+    VIO_ACK_DRIVER
     CREG8 "status after ACK|DRIVER ", VM_STATUS
     xor eax, eax
     xor edx, edx
@@ -196,11 +138,7 @@ feat_loop:
     mov eax, ebx
     call vio_feat_read
     call put_hex32
-    PUTS " select reads "
-    mov eax, VM_DFSELECT
-    call vm_rd32
-    call put_hex32
-    call put_nl
+    CREG32 " select reads ", VM_DFSELECT
     inc ebx
     cmp ebx, 4
     jb feat_loop
@@ -241,27 +179,11 @@ q_loop:
     PUTS "queue "
     PUTDEC ebx
     CWR16 VM_Q_SELECT, ebx
-    PUTS " select "
-    mov eax, VM_Q_SELECT
-    call vm_rd16
-    call put_hex16
-    PUTS " size "
-    mov eax, VM_Q_SIZE
-    call vm_rd16
-    call put_hex16
-    PUTS " enable "
-    mov eax, VM_Q_ENABLE
-    call vm_rd16
-    call put_hex16
-    PUTS " notify_off "
-    mov eax, VM_Q_NOTIFY_OFF
-    call vm_rd16
-    call put_hex16
-    PUTS " msix "
-    mov eax, VM_Q_MSIX
-    call vm_rd16
-    call put_hex16
-    call put_nl
+    PUTREG " select ", VM_Q_SELECT, vm_rd16, put_hex16
+    PUTREG " size ", VM_Q_SIZE, vm_rd16, put_hex16
+    PUTREG " enable ", VM_Q_ENABLE, vm_rd16, put_hex16
+    PUTREG " notify_off ", VM_Q_NOTIFY_OFF, vm_rd16, put_hex16
+    CREG16 " msix ", VM_Q_MSIX
     inc ebx
     cmp ebx, 2
     jb q_loop
@@ -281,12 +203,7 @@ q_loop:
     call put_dec
     call put_nl
     CREG16 "queue_enable ", VM_Q_ENABLE
-    CREG32 "queue_desc lo ", VM_Q_DESC
-    CREG32 "queue_desc hi ", VM_Q_DESC + 4
-    CREG32 "queue_driver lo ", VM_Q_DRIVER
-    CREG32 "queue_driver hi ", VM_Q_DRIVER + 4
-    CREG32 "queue_device lo ", VM_Q_DEVICE
-    CREG32 "queue_device hi ", VM_Q_DEVICE + 4
+    QUEUE_ADDRS
     PUTISR "ISR before DRIVER_OK "
     mov eax, VS_ACK | VS_DRIVER | VS_FEATURES_OK | VS_DRIVER_OK
     call vio_status_write
@@ -334,11 +251,7 @@ ddf_loop:
     CWR32 VM_GFSELECT, ebx
     PUTS "driver_feature["
     PUTDEC ebx
-    PUTS "] "
-    mov eax, VM_GF
-    call vm_rd32
-    call put_hex32
-    call put_nl
+    CREG32 "] ", VM_GF
     inc ebx
     cmp ebx, 3
     jb ddf_loop
@@ -361,12 +274,7 @@ dump_common:
     CREG16 "queue_msix_vector ", VM_Q_MSIX
     CREG16 "queue_enable ", VM_Q_ENABLE
     CREG16 "queue_notify_off ", VM_Q_NOTIFY_OFF
-    CREG32 "queue_desc lo ", VM_Q_DESC
-    CREG32 "queue_desc hi ", VM_Q_DESC + 4
-    CREG32 "queue_driver lo ", VM_Q_DRIVER
-    CREG32 "queue_driver hi ", VM_Q_DRIVER + 4
-    CREG32 "queue_device lo ", VM_Q_DEVICE
-    CREG32 "queue_device hi ", VM_Q_DEVICE + 4
+    QUEUE_ADDRS
     CREG16 "common+56 ", 56
     CREG16 "common+58 ", 58
     CREG32 "common+60 ", 60
@@ -375,21 +283,24 @@ dump_common:
 
 # the capability chain as the device presents it
 print_caps:
-    pushad
-    mov ebx, [vio_bdf]
+    push eax
+    push edx
+    mov eax, [vio_bdf]
+    mov edx, put_cap
+    call pci_put_caps
+    pop edx
+    pop eax
+    ret
+
+# for pci_put_caps: the id, and a vendor capability's fields (virtio_pci_cap)
+.macro CAP_FIELD msg, off, rd, put
+    PUTS \msg
+    lea edx, [esi + \off]
     mov eax, ebx
-    mov edx, 0x34
-    call pci_read8
-    mov esi, eax
-    PUTS "CAPPTR "
-    call put_hex8
-    call put_nl
-    mov ecx, 48
-pc_loop:
-    and esi, 0xfc
-    jz pc_done
-    PUTS "CAP "
-    PUTHEX8 esi
+    call \rd
+    call \put
+.endm
+put_cap:
     PUTS " id "
     mov eax, ebx
     mov edx, esi
@@ -397,54 +308,17 @@ pc_loop:
     call put_hex8
     cmp al, 9
     jne pc_next
-    PUTS " len "
-    lea edx, [esi + 2]
-    mov eax, ebx
-    call pci_read8
-    call put_hex8
-    PUTS " type "
-    lea edx, [esi + 3]
-    mov eax, ebx
-    call pci_read8
-    call put_hex8
+    CAP_FIELD " len ", 2, pci_read8, put_hex8
+    CAP_FIELD " type ", 3, pci_read8, put_hex8
     mov edi, eax
-    PUTS " bar "
-    lea edx, [esi + 4]
-    mov eax, ebx
-    call pci_read8
-    call put_hex8
-    PUTS " id "
-    lea edx, [esi + 5]
-    mov eax, ebx
-    call pci_read8
-    call put_hex8
-    PUTS " off "
-    lea edx, [esi + 8]
-    mov eax, ebx
-    call pci_read32
-    call put_hex32
-    PUTS " length "
-    lea edx, [esi + 12]
-    mov eax, ebx
-    call pci_read32
-    call put_hex32
+    CAP_FIELD " bar ", 4, pci_read8, put_hex8
+    CAP_FIELD " id ", 5, pci_read8, put_hex8
+    CAP_FIELD " off ", 8, pci_read32, put_hex32
+    CAP_FIELD " length ", 12, pci_read32, put_hex32
     cmp edi, 2
     jne pc_next
-    PUTS " mult "
-    lea edx, [esi + 16]
-    mov eax, ebx
-    call pci_read32
-    call put_hex32
+    CAP_FIELD " mult ", 16, pci_read32, put_hex32
 pc_next:
-    call put_nl
-    lea edx, [esi + 1]
-    mov eax, ebx
-    call pci_read8
-    mov esi, eax
-    dec ecx
-    jnz pc_loop
-pc_done:
-    popad
     ret
 
 .set RNG_COUNT_USED, 0

@@ -4,6 +4,9 @@
   qemu-system-x86_64 a test using it (or marked ``@pytest.mark.qemu``) is skipped, but
   under ``CI=true`` it FAILS instead: CI must never silently skip differential tests.
 * ``firmware``: builds a guest program (bundled name or path) into a temporary image file.
+* ``uvirt_plugin_installed``: fails a test whose pytester runs would miss uvirt's plugin.
+* ``booted``: a bare ``Machine`` with debugcon and isa-debug-exit, PCI functions plugged,
+  the firmware step done and an image loaded, closed at teardown.
 """
 
 from __future__ import annotations
@@ -55,6 +58,45 @@ def firmware(tmp_path: Path) -> Callable[..., Path]:
         return fw.build_to(src, out, defines=defines)
 
     return build
+
+
+@pytest.fixture
+def booted():
+    """``booted(image, pci={slot: function}, **machine_kw) -> (Machine, MemoryChardev)``: a
+    ``Machine(**machine_kw)`` with the debugcon (port 0xE9) in the returned chardev and
+    isa-debug-exit at 0xF4 (4 bytes), the PCI functions plugged at their slots, the
+    firmware step done and the image loaded; not yet run.  Closed at teardown."""
+    from uvirt.backends.chardev import MemoryChardev
+    from uvirt.boot import firmware_step as bios
+    from uvirt.cpu.machine import Machine
+
+    made = []
+
+    def boot(image: os.PathLike[str], pci: dict | None = None, **machine_kw):
+        m = Machine(**machine_kw)
+        made.append(m)
+        con = MemoryChardev()
+        m.add_debugcon(con)
+        m.add_debug_exit(0xF4, 4)
+        for slot, fn in (pci or {}).items():
+            m.add_pci(fn, slot=slot)
+        bios.firmware_step(m)
+        m.load_kernel(Path(image).read_bytes())
+        return m, con
+
+    yield boot
+    for m in made:
+        m.close()
+
+
+@pytest.fixture
+def uvirt_plugin_installed() -> None:
+    """pytester's inner runs load uvirt's plugin through its pytest11 entry point: a module
+    that runs them opts in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    from importlib.metadata import entry_points
+    if not any(ep.value == "uvirt.testing.pytest_plugin" for ep in entry_points(group="pytest11")):
+        pytest.fail("uvirt's pytest11 entry point is not installed: run scripts/setup --test "
+                    "(pyproject.toml changed)", pytrace=False)
 
 
 @pytest.fixture

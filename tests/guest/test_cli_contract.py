@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from uvirt.cli.main import COMMANDS
+from uvirt.cli.main import COMMANDS, MAINS
 
 UVIRT = [sys.executable, "-m", "uvirt"]
 SUBCOMMANDS = [name for name, _, _ in COMMANDS]
@@ -39,7 +39,7 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
 
 
 def test_every_subcommand_is_covered():
-    assert set(HELP) == set(BOGUS) == set(SUBCOMMANDS)
+    assert set(HELP) == set(BOGUS) == set(SUBCOMMANDS) == set(MAINS)
 
 
 @pytest.mark.parametrize("cmd, flag", [(c, f) for c in SUBCOMMANDS for f in HELP[c]])

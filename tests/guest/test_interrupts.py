@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from uvirt.boot import firmware_step as bios
-from uvirt.backends.chardev import MemoryChardev
-from uvirt.cpu.machine import Machine, StopReason
+from uvirt.cpu.machine import StopReason
 from uvirt.board.memory.regions import MmioRegion
 from uvirt.board.pci.bus import PciFunction
 from uvirt.testing.guest import comparable, run_uvirt
@@ -208,51 +206,41 @@ count:  .long 0
 """
 
 
-def run_intx(tmp_path, firmware, *, ack: int, guard: int = 16, timeout: float = 10.0):
+def run_intx(tmp_path, firmware, booted, *, ack: int, guard: int = 16, timeout: float = 10.0):
     image = _guest(tmp_path, firmware, INTX_PROGRAM.replace("@ACK@", str(ack)).replace("@GUARD@", str(guard)))
-    m = Machine()
-    con = MemoryChardev()
-    m.add_debugcon(con)
-    m.add_debug_exit(0xF4, 4)
-    dev = IrqTestDevice()
-    m.add_pci(dev, slot=3)
-    bios.firmware_step(m)
-    m.load_kernel(image.read_bytes())
-    try:
-        stop = m.run(timeout=timeout)
-    finally:
-        m.close()
+    m, con = booted(image, pci={3: IrqTestDevice()})
+    stop = m.run(timeout=timeout)
     return stop, con.text.splitlines()[1:]
 
 
-def test_intx_reaches_irq11_level_triggered_and_ack_deasserts(tmp_path, firmware):
+def test_intx_reaches_irq11_level_triggered_and_ack_deasserts(tmp_path, firmware, booted):
     # docs/qemu-7.2-observed.md "Interrupts": in the handler the slave ISR bit and the cascade
     # bit are set, the line's IRR bit is 1 and PCI status bit 3 is 1; acknowledging the
     # device deasserts at once and nothing more arrives.
-    stop, lines = run_intx(tmp_path, firmware, ack=1)
+    stop, lines = run_intx(tmp_path, firmware, booted, ack=1)
     assert stop.debug_exit_value == 0, stop.report()
     assert lines == ["ELCR 0c00", "raised", "INTX ISR 0804 IRR 0800 status 0008",
                      "ACK IRR 0000", "main count 1", "MSI 41", "done"]
 
 
-def test_level_interrupt_never_acknowledged_storms_until_guarded(tmp_path, firmware):
+def test_level_interrupt_never_acknowledged_storms_until_guarded(tmp_path, firmware, booted):
     # QEMU: the handler is re-entered right after every EOI; the main code runs again
     # only once the guard has masked the line.
-    stop, lines = run_intx(tmp_path, firmware, ack=0, guard=16)
+    stop, lines = run_intx(tmp_path, firmware, booted, ack=0, guard=16)
     assert stop.debug_exit_value == 0, stop.report()
     assert lines[:4] == ["ELCR 0c00", "raised", "INTX ISR 0804 IRR 0800 status 0008", "storm guard"]
     assert lines[4] == "main count 16"
 
 
-def test_unguarded_storm_ends_at_the_budget(tmp_path, firmware):
+def test_unguarded_storm_ends_at_the_budget(tmp_path, firmware, booted):
     t = time.monotonic()
-    stop, lines = run_intx(tmp_path, firmware, ack=0, guard=0, timeout=1.0)
+    stop, lines = run_intx(tmp_path, firmware, booted, ack=0, guard=0, timeout=1.0)
     assert time.monotonic() - t < 6
     assert stop.reason is StopReason.TIMEOUT and stop.exit_code == 124
     assert "main count" not in "\n".join(lines)
 
 
-def test_device_raising_from_another_thread_wakes_hlt(tmp_path, firmware):
+def test_device_raising_from_another_thread_wakes_hlt(tmp_path, firmware, booted):
     image = _guest(tmp_path, firmware, """
 main:
     call idt_setup
@@ -285,14 +273,8 @@ on_intx:
     ret
 """)
     import threading
-    m = Machine()
-    con = MemoryChardev()
-    m.add_debugcon(con)
-    m.add_debug_exit(0xF4, 4)
     dev = IrqTestDevice()
-    m.add_pci(dev, slot=3)
-    bios.firmware_step(m)
-    m.load_kernel(image.read_bytes())
+    m, con = booted(image, pci={3: dev})
 
     def later():                       # once the guest says it waits (then it halts)
         deadline = time.monotonic() + 10
@@ -301,9 +283,6 @@ on_intx:
         m.call_soon_threadsafe(lambda: dev.write(0, 1, 1))
 
     threading.Thread(target=later).start()
-    try:
-        stop = m.run(timeout=5)
-    finally:
-        m.close()
+    stop = m.run(timeout=5)
     assert stop.debug_exit_value == 0, stop.report()
     assert con.text.splitlines()[1:] == ["waiting", "INTX", "woken"]

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_32, Uc
 
-from uvirt.boot import firmware_step as bios
 from uvirt.backends.chardev import MemoryChardev
 from uvirt.cpu.machine import Machine, StopReason
 from uvirt.board.memory.regions import RamRegion
@@ -20,16 +19,6 @@ def guest(tmp_path, firmware, body: str) -> Path:
     src = tmp_path / "g.S"
     src.write_text(f'.include "uvirt.inc"\nmain:\n{body}\n    ret\n')
     return firmware(src)
-
-
-def boot(image: Path, **kw) -> tuple[Machine, MemoryChardev]:
-    m = Machine(**kw)
-    con = MemoryChardev()
-    m.add_debugcon(con)
-    m.add_debug_exit(0xF4, 4)
-    bios.firmware_step(m)
-    m.load_kernel(image.read_bytes())
-    return m, con
 
 
 @pytest.mark.qemu
@@ -47,23 +36,23 @@ def test_debug_exit_status_equals_qemu(tmp_path, firmware, qemu, insn, value):
     assert run_uvirt(image).exit_code == qemu(image).exit_code == ((value << 1) | 1) & 0xFF
 
 
-def test_hlt_with_interrupts_off_ends_cleanly(tmp_path, firmware):
-    m, _ = boot(guest(tmp_path, firmware, "    cli\n    hlt"))
+def test_hlt_with_interrupts_off_ends_cleanly(tmp_path, firmware, booted):
+    m, _ = booted(guest(tmp_path, firmware, "    cli\n    hlt"))
     stop = m.run(timeout=5)
     assert (stop.reason, stop.exit_code) == (StopReason.HALTED, 0)
 
 
-def test_reset_control_register_requests_a_reset(tmp_path, firmware):
-    m, _ = boot(guest(tmp_path, firmware, "    mov dx, 0xcf9\n    mov al, 6\n    out dx, al\n"
-                                          "spin:\n    jmp spin"))
+def test_reset_control_register_requests_a_reset(tmp_path, firmware, booted):
+    m, _ = booted(guest(tmp_path, firmware, "    mov dx, 0xcf9\n    mov al, 6\n    out dx, al\n"
+                                            "spin:\n    jmp spin"))
     stop = m.run(timeout=5)
     assert (stop.reason, stop.exit_code) == (StopReason.RESET, 0)
 
 
-def test_nothing_after_the_exit_write_is_visible(tmp_path, firmware):
+def test_nothing_after_the_exit_write_is_visible(tmp_path, firmware, booted):
     # The stop lands at the end of the translation block: the rest must not print.
-    m, con = boot(guest(tmp_path, firmware, "    mov al, 0\n    out 0xf4, al\n    mov al, 0x58\n"
-                                            "    out 0xe9, al\n    out 0xe9, al"))
+    m, con = booted(guest(tmp_path, firmware, "    mov al, 0\n    out 0xf4, al\n    mov al, 0x58\n"
+                                              "    out 0xe9, al\n    out 0xe9, al"))
     m.run(timeout=5)
     assert "X" not in con.text
 
@@ -103,24 +92,17 @@ MOVE_BAR = """
 """
 
 
-def test_guest_moves_a_bar_and_finds_the_data_there(tmp_path, firmware):
-    image = guest(tmp_path, firmware, MOVE_BAR)
-    m = Machine()
-    con = MemoryChardev()
-    m.add_debugcon(con)
-    m.add_debug_exit(0xF4, 4)
+def test_guest_moves_a_bar_and_finds_the_data_there(tmp_path, firmware, booted):
     fn = ShmFunction()
-    m.add_pci(fn, slot=3)
-    bios.firmware_step(m)
+    m, con = booted(guest(tmp_path, firmware, MOVE_BAR), pci={3: fn})
     fn.shm.buffer.view[0:4] = (0xCAFEF00D).to_bytes(4, "little")
-    m.load_kernel(image.read_bytes())
     m.run(timeout=5)
     assert con.text.splitlines()[1:] == ["OLD cafef00d", "NEW cafef00d", "OFF 00000000"]
     assert fn.bar_addr[2] is None
 
 
-def test_trace_records_config_and_bar_events(tmp_path, firmware):
-    m, _ = boot(firmware("pci_enum"))
+def test_trace_records_config_and_bar_events(tmp_path, firmware, booted):
+    m, _ = booted(firmware("pci_enum"))
     events = m.tracer.record()
     m.run(timeout=5)
     names = {ev.name for ev in events}
@@ -144,10 +126,10 @@ def test_plugin_next_to_the_users_own_unicorn_and_hooks(tmp_path, firmware):
     assert list(uc.mem_regions()) == []          # a user's CPU is left clean and usable
 
 
-def test_host_write_to_guest_code_is_seen_by_the_cpu(tmp_path, firmware):
+def test_host_write_to_guest_code_is_seen_by_the_cpu(tmp_path, firmware, booted):
     """GuestMemory writes drop translated blocks (docs/unicorn-notes.md §7 items 7-8)."""
     image = guest(tmp_path, firmware, "    mov eax, 0x11\n    out 0xe9, al\n    cli\n    hlt")
-    m, con = boot(image)
+    m, con = booted(image)
     m.run(timeout=5)
     entry = m.entry
     code = bytes(m.uc.mem_read(0x100000, 0x1000))
@@ -159,13 +141,13 @@ def test_host_write_to_guest_code_is_seen_by_the_cpu(tmp_path, firmware):
     assert con.data.count(0x11) == 1 and con.data.count(0x22) == 1
 
 
-def test_work_posted_just_before_the_cpu_starts_is_not_lost(tmp_path, firmware):
+def test_work_posted_just_before_the_cpu_starts_is_not_lost(tmp_path, firmware, booted):
     """A post that arrives after the run loop served its posted work but before emu_start
     began sees no running CPU to stop, and emu_start clears stop requests: the loop must
     look at the queue again and run it before the guest, not at some later stop (the
     PIT's next tick here, 55 ms of guest loop later)."""
     image = guest(tmp_path, firmware, "spin:\n    inc dword ptr [0x300000]\n    jmp spin")
-    m, _ = boot(image)
+    m, _ = booted(image)
     arm = m._arm_tick
     seen = []
 

@@ -50,6 +50,23 @@ PLATFORM_N = 31
 PLATFORM_SELECT = ["-k", "/x86_64/i440fx/", "-k", "/x86_64/fw_cfg/", "-k", "/x86_64/rtc/"]
 
 
+def _suite(*select: str, platform: bool = False, timeout: float) -> subprocess.CompletedProcess:
+    """Build the test binaries (cached; a failed build makes the suite unavailable), then
+    run ``scripts/qtest-suite --reference [--platform] SELECT``; its output is shown with
+    -rA or on failure."""
+    platform_arg = ["--platform"] if platform else []
+    build = subprocess.run([sys.executable, str(SCRIPT), "--build-only", *platform_arg, *_cache_args()],
+                           capture_output=True, text=True, timeout=900)
+    if build.returncode != 0:
+        msg = (build.stderr.strip().splitlines() or ["(no output)"])
+        _unavailable("build failed: " + "\n".join(msg[-30:]))
+    env = {**os.environ, "QTEST_TIMEOUT": os.environ.get("QTEST_TIMEOUT", "90")}
+    run = subprocess.run([sys.executable, str(SCRIPT), "--reference", *platform_arg, *select, *_cache_args()],
+                         capture_output=True, text=True, timeout=timeout, env=env)
+    sys.stdout.write(run.stdout)
+    return run
+
+
 def _results(out: str) -> dict[str, dict[str, str]]:
     results: dict[str, dict[str, str]] = {}
     for block in re.split(r"^== ", out, flags=re.M)[1:]:
@@ -64,16 +81,8 @@ def _results(out: str) -> dict[str, dict[str, str]]:
 
 def test_qemu_platform_tests_pass_on_uvirt_and_qemu():
     """i440fx-test 4, fw_cfg-test 12, rtc-test 15: the chipset, fw_cfg and the RTC."""
-    build = subprocess.run([sys.executable, str(SCRIPT), "--build-only", "--platform", *_cache_args()],
-                           capture_output=True, text=True, timeout=900)
-    if build.returncode != 0:
-        msg = (build.stderr.strip().splitlines() or ["(no output)"])
-        _unavailable("build failed: " + "\n".join(msg[-30:]))
-    env = {**os.environ, "QTEST_TIMEOUT": os.environ.get("QTEST_TIMEOUT", "90")}
-    run = subprocess.run([sys.executable, str(SCRIPT), "--reference", "--platform", *PLATFORM_SELECT,
-                          *_cache_args()], capture_output=True, text=True, timeout=900, env=env)
+    run = _suite(*PLATFORM_SELECT, platform=True, timeout=900)
     out = run.stdout
-    sys.stdout.write(out)
     results = _results(out)
     assert set(results) == {"qemu", "uvirt"}, f"expected a QEMU and a uvirt run:\n{out}\n{run.stderr}"
     for label in ("qemu", "uvirt"):
@@ -82,26 +91,10 @@ def test_qemu_platform_tests_pass_on_uvirt_and_qemu():
 
 
 def test_qemu_qtest_suite_passes_on_uvirt_and_qemu():
-    build = subprocess.run([sys.executable, str(SCRIPT), "--build-only", *_cache_args()],
-                           capture_output=True, text=True, timeout=900)
-    if build.returncode != 0:
-        msg = (build.stderr.strip().splitlines() or ["(no output)"])
-        _unavailable("build failed: " + "\n".join(msg[-30:]))
-    env = {**os.environ, "QTEST_TIMEOUT": os.environ.get("QTEST_TIMEOUT", "90")}
-    run = subprocess.run([sys.executable, str(SCRIPT), "--reference", *_cache_args()],
-                         capture_output=True, text=True, timeout=1500, env=env)
+    run = _suite(timeout=1500)
     out = run.stdout
-    sys.stdout.write(out)                       # shown with -rA / on failure
-    blocks = re.split(r"^== ", out, flags=re.M)[1:]
-    assert len(blocks) == 2, f"expected a QEMU and a uvirt run:\n{out}\n{run.stderr}"
-    results: dict[str, dict[str, str]] = {}
-    for block in blocks:
-        label = block.split(":", 1)[0]
-        results[label] = {}
-        for line in block.splitlines():
-            m = re.match(r"^(ok  |FAIL) +[0-9.]+s (\S+)(?:  -- (.*))?$", line)
-            if m:
-                results[label][m.group(2)] = "" if m.group(1) == "ok  " else (m.group(3) or "failed")
+    assert len(re.findall(r"^== ", out, flags=re.M)) == 2, f"expected a QEMU and a uvirt run:\n{out}\n{run.stderr}"
+    results = _results(out)
     qemu, uvirt = results["qemu"], results["uvirt"]
     assert len(qemu) == N and len(uvirt) == N, out
     assert {k: v for k, v in qemu.items() if v} == {}, "QEMU itself fails:\n" + out

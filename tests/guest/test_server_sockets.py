@@ -5,6 +5,7 @@ runs the same command line on QEMU 7.2 (where it is installed) and on ``uvirt ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -46,6 +47,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _running(argv):
+    """The emulator as a child process (stdout, stderr piped), killed if it still runs
+    when the block ends."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _qmp_exiting(f, emulator, command: str) -> None:
+    """A command after which the emulator exits: uvirt answers it; QEMU's answer can be
+    lost (it exits right after; over TCP to a reset)."""
+    try:
+        assert _qmp(f, command) == {"return": {}}
+    except (ConnectionResetError, json.JSONDecodeError):
+        assert emulator != UVIRT
+
+
 def _qmp(f, command: str, **args) -> dict:
     f.write(json.dumps({"execute": command, **({"arguments": args} if args else {})}) + "\n")
     f.flush()
@@ -72,10 +96,8 @@ def test_qmp_tcp_server(emulator, firmware, tmp_path):
     image = firmware("gpu_commands", defines={"SCREENDUMP": 1})
     port = _free_port()
     con = tmp_path / "con.txt"
-    proc = subprocess.Popen([*emulator, *BASE_ARGS, *GPU, "-qmp", f"tcp:127.0.0.1:{port},server=on,wait=off",
-                             "-debugcon", f"file:{con}", "-kernel", str(image)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with _running([*emulator, *BASE_ARGS, *GPU, "-qmp", f"tcp:127.0.0.1:{port},server=on,wait=off",
+                   "-debugcon", f"file:{con}", "-kernel", str(image)]) as proc:
         s = _connect(socket.AF_INET, ("127.0.0.1", port))
         f = s.makefile("rw")
         greeting = json.loads(f.readline())
@@ -85,17 +107,9 @@ def test_qmp_tcp_server(emulator, firmware, tmp_path):
         assert _qmp(f, "query-status")["return"]["status"] == "running"
         bad = _qmp(f, "screendump", filename=str(tmp_path / "x.ppm"), device="nosuch")
         assert bad["error"] == {"class": "DeviceNotFound", "desc": "Device 'nosuch' not found"}
-        try:
-            # QEMU exits right after quit; over TCP its reply can be lost to a reset
-            assert _qmp(f, "quit") == {"return": {}}
-        except (ConnectionResetError, json.JSONDecodeError):
-            assert emulator != UVIRT
+        _qmp_exiting(f, emulator, "quit")
         s.close()
         proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0
 
 
@@ -112,20 +126,14 @@ def test_chardev_server_wait_on(kind, emulator, firmware, tmp_path):
         port = _free_port()
         spec, family, address = (f"socket,id=c,host=127.0.0.1,port={port},server=on", socket.AF_INET,
                                  ("127.0.0.1", port))
-    proc = subprocess.Popen([*emulator, *BASE_ARGS, "-chardev", spec, "-device", "isa-debugcon,iobase=0xe9,chardev=c",
-                             "-kernel", str(image)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with _running([*emulator, *BASE_ARGS, "-chardev", spec, "-device", "isa-debugcon,iobase=0xe9,chardev=c",
+                   "-kernel", str(image)]) as proc:
         s = _connect(family, address)
         data = b""
         while chunk := s.recv(65536):
             data += chunk
         s.close()
         _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert b"waiting for connection on: disconnected:" in err
     assert proc.returncode == 1
     assert data.startswith(b"BOOT eax=2badb002\n") and b"00:00.0" in data
@@ -146,24 +154,15 @@ def test_chardev_server_wait_off_without_client(emulator, firmware, tmp_path):
 def test_qmp_system_reset_ends_a_no_reboot_run(emulator, firmware, tmp_path):
     image = firmware("gpu_commands", defines={"SCREENDUMP": 1})
     path = tmp_path / "qmp.sock"
-    proc = subprocess.Popen([*emulator, *BASE_ARGS, *GPU, "-qmp", f"unix:{path},server=on,wait=off",
-                             "-kernel", str(image)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with _running([*emulator, *BASE_ARGS, *GPU, "-qmp", f"unix:{path},server=on,wait=off",
+                   "-kernel", str(image)]) as proc:
         s = _connect(socket.AF_UNIX, str(path))
         f = s.makefile("rw")
         f.readline()
         _qmp(f, "qmp_capabilities")
-        try:
-            assert _qmp(f, "system_reset") == {"return": {}}
-        except (ConnectionResetError, json.JSONDecodeError):
-            assert emulator != UVIRT
+        _qmp_exiting(f, emulator, "system_reset")
         s.close()
         proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0
 
 
@@ -175,10 +174,9 @@ def test_qmp_stop_holds_the_guest_until_cont(emulator, firmware, tmp_path):
                    'spin:\n    dec ecx\n    jnz spin\n    jmp main\n')
     image = firmware(src)
     path, con = tmp_path / "qmp.sock", tmp_path / "con.txt"
-    proc = subprocess.Popen([*emulator, *BASE_ARGS, "-qmp", f"unix:{path},server=on,wait=off",
-                             "-debugcon", f"file:{con}", "-kernel", str(image), *(
-                                 ["-uvirt-timeout", "60"] if emulator == UVIRT else [])],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    argv = [*emulator, *BASE_ARGS, "-qmp", f"unix:{path},server=on,wait=off",
+            "-debugcon", f"file:{con}", "-kernel", str(image),
+            *(["-uvirt-timeout", "60"] if emulator == UVIRT else [])]
 
     def size() -> int:
         return con.stat().st_size if con.exists() else 0
@@ -191,7 +189,7 @@ def test_qmp_stop_holds_the_guest_until_cont(emulator, firmware, tmp_path):
             time.sleep(0.02)
         return False
 
-    try:
+    with _running(argv) as proc:
         s = _connect(socket.AF_UNIX, str(path))
         f = s.makefile("rw")
         f.readline()
@@ -212,8 +210,4 @@ def test_qmp_stop_holds_the_guest_until_cont(emulator, firmware, tmp_path):
             pass
         s.close()
         proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0

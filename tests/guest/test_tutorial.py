@@ -21,17 +21,7 @@ TWO_GUESTS = TUTORIAL / "08-ivshmem-two-guests" / "two_guests.py"
 pytest_plugins = ("pytester",)
 
 
-def _plugin_installed() -> None:
-    """pytester's inner runs load the plugin through its pytest11 entry point."""
-    from importlib.metadata import entry_points
-    if not any(ep.value == "uvirt.testing.pytest_plugin" for ep in entry_points(group="pytest11")):
-        pytest.fail("uvirt's pytest11 entry point is not installed: run scripts/setup --test "
-                    "(pyproject.toml changed)", pytrace=False)
-
-
-@pytest.fixture(autouse=True)
-def _needs_plugin():
-    _plugin_installed()
+pytestmark = pytest.mark.usefixtures("uvirt_plugin_installed")
 
 
 def expected(lesson: Path) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import os
 import sys
 
@@ -47,6 +48,20 @@ COMMANDS = (
     ("fuzz", "[options] -device DEV [device options]", "fuzz a device from guest code; findings "
      "become a qtest trace, a guest program and a test"),
 )
+
+#: each command's main (``module:function``), imported only when that command runs
+MAINS = {
+    "run": "uvirt.launch.runner:run_main",
+    "asm": "uvirt.firmware:asm_main",
+    "lspci": "uvirt.launch.runner:lspci_main",
+    "demo": "uvirt.cli.demo:demo_main",
+    "trace": "uvirt.observe.record:trace_main",
+    "explain": "uvirt.observe.record:explain_main",
+    "inspect": "uvirt.observe.record:inspect_main",
+    "ivshmem-server": "uvirt.ivshmem.server:main",
+    "qtest": "uvirt.qtest.record:main",
+    "fuzz": "uvirt.fuzz.cli:main",
+}
 
 EXIT_USAGE = 1          # host mistakes, usage included (README "How a run ends")
 EXIT_PIPE = 141         # 128 + SIGPIPE: the reader of standard output went away
@@ -141,30 +156,9 @@ def _dispatch(argv: list[str]) -> int:
     if cmd in ("-V", "--version", "-version", "version"):
         print(version_line())
         return 0
-    if cmd == "run":
-        from uvirt.launch.runner import run_main
-        return run_main(rest)
-    if cmd == "asm":
-        from uvirt.firmware import asm_main
-        return asm_main(rest)
-    if cmd == "lspci":
-        from uvirt.launch.runner import lspci_main
-        return lspci_main(rest)
-    if cmd == "demo":
-        from uvirt.cli.demo import demo_main
-        return demo_main(rest)
-    if cmd in ("trace", "explain", "inspect"):
-        from uvirt.observe import record as observe
-        return getattr(observe, f"{cmd}_main")(rest)
-    if cmd == "ivshmem-server":
-        from uvirt.ivshmem.server import main as server_main
-        return server_main(rest)
-    if cmd == "qtest":
-        from uvirt.qtest.record import main as qtest_main
-        return qtest_main(rest)
-    if cmd == "fuzz":
-        from uvirt.fuzz.cli import main as fuzz_main
-        return fuzz_main(rest)
+    if cmd in MAINS:
+        module, function = MAINS[cmd].split(":")
+        return getattr(importlib.import_module(module), function)(rest)
     names = ", ".join(n for n, _, _ in COMMANDS)
     raise UsageError(f"unknown command '{cmd}' (commands: {names}; see 'uvirt --help')")
 

@@ -131,6 +131,16 @@ def _group(parts):
     return Group(*parts)
 
 
+def _ring_table(Table, title: str, color: str, ring: dict, flag0: str):
+    """A ring's field/value table, begun with its flags (bit 0 named flag0) and idx."""
+    t = Table(title=title, title_style=f"bold {color}", header_style=color)
+    t.add_column("field")
+    t.add_column("value")
+    t.add_row("flags", f"{_hex(ring['flags'], 4)}{' ' + flag0 if (ring['flags'] or 0) & 1 else ''}")
+    t.add_row("idx", str(ring["idx"]))
+    return t
+
+
 def _terminal_queue(q: dict, Table, Text) -> list:
     head = Text(f"queue {q['queue']}: size {q['size']}, desc {_hex(q['desc_addr'])}, avail "
                 f"{_hex(q['avail_addr'])}, used {_hex(q['used_addr'])}; device: last_avail_idx "
@@ -153,11 +163,7 @@ def _terminal_queue(q: dict, Table, Text) -> list:
         dt.add_row(str(d["i"]), _hex(d["addr"]), str(d["len"]), d["flag_names"], str(d["next"]),
                    d["bytes"] or "", style=style)
     av = q["avail"]
-    at = Table(title="available ring (§2.7.6)", title_style="bold dark_orange", header_style="dark_orange")
-    at.add_column("field")
-    at.add_column("value")
-    at.add_row("flags", f"{_hex(av['flags'], 4)}{' NO_INTERRUPT' if (av['flags'] or 0) & 1 else ''}")
-    at.add_row("idx", str(av["idx"]))
+    at = _ring_table(Table, "available ring (§2.7.6)", "dark_orange", av, "NO_INTERRUPT")
     at.add_row("ring", _ring_text(av, q["size"]))
     if q["event_idx"]:
         at.add_row("used_event", str(av["used_event"]))
@@ -166,11 +172,7 @@ def _terminal_queue(q: dict, Table, Text) -> list:
         chain += _indirect_text(c)
         at.add_row(f"chain @{c['avail_idx']}", f"{chain}{'  pending' if c['pending'] else '  consumed'}")
     us = q["used"]
-    ut = Table(title="used ring (§2.7.8)", title_style="bold magenta", header_style="magenta")
-    ut.add_column("field")
-    ut.add_column("value")
-    ut.add_row("flags", f"{_hex(us['flags'], 4)}{' NO_NOTIFY' if (us['flags'] or 0) & 1 else ''}")
-    ut.add_row("idx", str(us["idx"]))
+    ut = _ring_table(Table, "used ring (§2.7.8)", "magenta", us, "NO_NOTIFY")
     for i, e in enumerate(us["ring"][:min(us["idx"] or 0, q["size"])]):
         ut.add_row(f"ring[{i}]", "-" if e is None else f"id {e[0]}, len {e[1]}")
     if q["event_idx"]:

@@ -347,12 +347,9 @@ class QtestServer:
             data = physmem.read(self.memory, addr, length)
             self.reply("OK " + base64.b64encode(data).decode())
         elif cmd == "write":
-            _check(len(w) >= 4, "words[1] && words[2] && words[3]")
-            addr, length = _u64(w[1]), _u64(w[2])
-            text = w[3]
-            if len(text) < 3:
-                self.send("ERR invalid argument size\n")
+            if (args := self._data_args(w)) is None:
                 return
+            addr, length, text = args
             self._alloc(length)
             data = bytearray(length)
             for i in range(min(length, (len(text) - 2) // 2)):
@@ -367,12 +364,9 @@ class QtestServer:
                 physmem.write(self.memory, addr, bytes([pattern & 0xFF]) * length)
             self.reply("OK")
         elif cmd == "b64write":
-            _check(len(w) >= 4, "words[1] && words[2] && words[3]")
-            addr, length = _u64(w[1]), _u64(w[2])
-            text = w[3]
-            if len(text) < 3:
-                self.send("ERR invalid argument size\n")
+            if (args := self._data_args(w)) is None:
                 return
+            addr, length, text = args
             decoded = glib_base64_decode(text)
             if len(decoded) != length:
                 self._prefix()
@@ -398,6 +392,17 @@ class QtestServer:
             self.reply(f"OK {self.hooks.clock.warp(_i64(w[1]))}")
         else:
             self.reply(f"FAIL Unknown command '{cmd}'")
+
+    def _data_args(self, w: list[str]) -> tuple[int, int, str] | None:
+        """``write``/``b64write ADDR SIZE DATA``: address, size and data text; None, after
+        QEMU's ``ERR invalid argument size``, when the data is shorter than 3 characters."""
+        _check(len(w) >= 4, "words[1] && words[2] && words[3]")
+        addr, length = _u64(w[1]), _u64(w[2])
+        text = w[3]
+        if len(text) < 3:
+            self.send("ERR invalid argument size\n")
+            return None
+        return addr, length, text
 
     def _alloc(self, length: int) -> None:
         if length > MAX_BUFFER:

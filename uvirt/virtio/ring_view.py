@@ -60,17 +60,7 @@ def split_ring_view(mem: "GuestMemory", q: Any) -> dict:
     }
     if not view["configured"] or getattr(q, "packed", False):
         return view
-    descs = []
-    for i in range(min(n, MAX_DESCS)):
-        try:
-            d = Descriptor.unpack(mem.read(q.desc + DESC_SIZE * i, DESC_SIZE))
-        except GuestMemoryError:
-            descs.append({"i": i, "error": "not RAM"})
-            continue
-        descs.append({"i": i, "addr": d.addr, "len": d.len, "flags": d.flags,
-                      "flag_names": desc_flag_names(d.flags), "next": d.next,
-                      "bytes": _peek(mem, d.addr, d.len) if d.len else ""})
-    view["descs"] = descs
+    view["descs"] = [_desc_entry(mem, q.desc, i) for i in range(min(n, MAX_DESCS))]
     aflags, aidx = _u16(mem, q.avail + AVAIL_FLAGS), _u16(mem, q.avail + AVAIL_IDX)
     ring = [_u16(mem, q.avail + AVAIL_RING + 2 * i) for i in range(n)]
     view["avail"] = {"flags": aflags, "idx": aidx, "ring": ring,
@@ -123,16 +113,24 @@ def _follow(mem: "GuestMemory", table: int, n: int, head: int | None) -> dict:
         i = d.next
 
 
+def _desc_entry(mem: "GuestMemory", table: int, i: int) -> dict:
+    """Descriptor ``i`` of the table at ``table`` as the view shows it, with a peek at its
+    buffer; ``{"i": i, "error": "not RAM"}`` where the table is not RAM."""
+    try:
+        d = Descriptor.unpack(mem.read(table + DESC_SIZE * i, DESC_SIZE))
+    except GuestMemoryError:
+        return {"i": i, "error": "not RAM"}
+    return {"i": i, "addr": d.addr, "len": d.len, "flags": d.flags,
+            "flag_names": desc_flag_names(d.flags), "next": d.next,
+            "bytes": _peek(mem, d.addr, d.len) if d.len else ""}
+
+
 def _indirect(mem: "GuestMemory", d: Descriptor) -> list[dict]:
-    """The entries of an indirect table (§2.7.5.3), in table order, at most MAX_DESCS."""
+    """The entries of an indirect table (§2.7.5.3), in table order, at most MAX_DESCS,
+    up to the first that is not RAM."""
     out = []
     for i in range(min(d.len // DESC_SIZE, MAX_DESCS)):
-        try:
-            e = Descriptor.unpack(mem.read(d.addr + DESC_SIZE * i, DESC_SIZE))
-        except GuestMemoryError:
-            out.append({"i": i, "error": "not RAM"})
+        out.append(_desc_entry(mem, d.addr, i))
+        if "error" in out[-1]:
             break
-        out.append({"i": i, "addr": e.addr, "len": e.len, "flags": e.flags,
-                    "flag_names": desc_flag_names(e.flags), "next": e.next,
-                    "bytes": _peek(mem, e.addr, e.len) if e.len else ""})
     return out
