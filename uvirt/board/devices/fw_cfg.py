@@ -23,12 +23,12 @@ little-endian) and finds files through the directory.
 Files: ``bios-geometry`` and ``bootorder`` (empty: no boot devices), ``etc/boot-fail-wait``
 (-1: ``-boot reboot-timeout`` unset), ``etc/e820`` (RAM below 4 GiB, RAM above 4 GiB when
 there is some, and the AMD HyperTransport hole QEMU reserves for its default AMD
-``qemu64`` CPU), ``etc/system-states`` and ``etc/tpm/log`` (empty).  QEMU's pc also has
-``etc/acpi/rsdp``, ``etc/acpi/tables``, ``etc/table-loader``, ``etc/smbios/*`` and
-``genroms/kvmvapic.bin``: generated ACPI/SMBIOS tables and an option ROM, which uvirt
-does not build, so they are left out rather than served as zeros (select keys of the
-files after them therefore differ from QEMU's; names, sizes and contents of the files
-listed match).
+``qemu64`` CPU), ``etc/system-states`` and ``etc/tpm/log`` (empty); ``etc/acpi/rsdp``, ``etc/acpi/tables``
+and ``etc/table-loader`` come from devices/acpi_tables.py (built when first selected, as
+QEMU's select callback does).  QEMU's pc also has ``etc/smbios/*`` (generated SMBIOS
+tables), which uvirt does not build, so they are left out rather than served as zeros
+(select keys of the files after them therefore differ from QEMU's; names, sizes and
+contents of the files listed match); ``genroms/kvmvapic.bin`` is added under ``-bios``.
 """
 
 from __future__ import annotations
