@@ -7,8 +7,8 @@ SeaBIOS would leave and ``-kernel`` starts at once (the fast default).  With it:
   CPU starts in real mode at F000:FFF0 (``Machine.cpu_reset``);
 * fw_cfg offers what QEMU 7.2's pc offers this firmware (devices/fw_cfg.py): the RAM
   size and e820 map, ``nographic``, CPU counts, ``etc/boot-fail-wait``, ``bootorder``
-  from the devices' ``bootindex=`` properties; no ACPI or SMBIOS tables and no
-  kvmvapic ROM, which SeaBIOS does without;
+  from the devices' ``bootindex=`` properties, QEMU's ACPI tables
+  (devices/acpi_tables.py), the kvmvapic ROM; no SMBIOS tables (SeaBIOS builds its own);
 * ``-kernel`` goes the way QEMU's x86 loader sends it (hw/i386/x86.c
   ``x86_load_linux`` -> hw/i386/multiboot.c ``load_multiboot``): the multiboot image,
   its modules and the boot information are built by the host and put in fw_cfg

@@ -23,18 +23,18 @@ little-endian) and finds files through the directory.
 Files: ``bios-geometry`` and ``bootorder`` (empty: no boot devices), ``etc/boot-fail-wait``
 (-1: ``-boot reboot-timeout`` unset), ``etc/e820`` (RAM below 4 GiB, RAM above 4 GiB when
 there is some, and the AMD HyperTransport hole QEMU reserves for its default AMD
-``qemu64`` CPU), ``etc/system-states`` and ``etc/tpm/log`` (empty).  QEMU's pc also has
-``etc/acpi/rsdp``, ``etc/acpi/tables``, ``etc/table-loader``, ``etc/smbios/*`` and
-``genroms/kvmvapic.bin``: generated ACPI/SMBIOS tables and an option ROM, which uvirt
-does not build, so they are left out rather than served as zeros (select keys of the
-files after them therefore differ from QEMU's; names, sizes and contents of the files
-listed match).
+``qemu64`` CPU), ``etc/system-states`` and ``etc/tpm/log`` (empty); ``etc/acpi/rsdp``, ``etc/acpi/tables``
+and ``etc/table-loader`` come from devices/acpi_tables.py (built when first selected, as
+QEMU's select callback does).  QEMU's pc also has ``etc/smbios/*`` (generated SMBIOS
+tables), which uvirt does not build, so they are left out rather than served as zeros
+(select keys of the files after them therefore differ from QEMU's; names, sizes and
+contents of the files listed match); ``genroms/kvmvapic.bin`` is added under ``-bios``.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from uvirt.board.memory.regions import MmioRegion
 
@@ -120,6 +120,11 @@ class FwCfg:
         self.items: dict[int, bytes] = dict(items)
         self.files: list[tuple[str, int]] = []
         self.memory = memory               # AddressSpace for DMA (None: DMA fails)
+        #: file name -> QEMU's select_cb: called when the guest selects the file
+        #: (fw_cfg_select), so its contents can be built from the machine's state then
+        self.select_callbacks: dict[str, Callable[[], None]] = {}
+        #: called by reset() (QEMU's reset handlers of the files' owners)
+        self.reset_hooks: list[Callable[[], None]] = []
         for name, data in sorted((files or {}).items()):
             self.add_file(name, data)
         self.cur_entry = 0
@@ -146,6 +151,13 @@ class FwCfg:
         self.items[FILE_DIR] = directory
         return dict(self.files)[name]
 
+    def replace_file(self, name: str, data: bytes) -> None:
+        """New contents of the same size for a file (fw_cfg_modify_file)."""
+        key = dict(self.files)[name]
+        if len(data) != len(self.items[key]):
+            raise ValueError(f"fw_cfg: {name} changes size")
+        self.items[key] = bytes(data)
+
     def file(self, name: str) -> bytes | None:
         key = dict(self.files).get(name)
         return None if key is None else self.items[key]
@@ -156,6 +168,8 @@ class FwCfg:
         return self.items.get(self.cur_entry & (ARCH_LOCAL | ENTRY_MASK))
 
     def reset(self) -> None:
+        for hook in self.reset_hooks:
+            hook()
         self.select(0)
         self.dma_addr = 0
 
@@ -167,6 +181,11 @@ class FwCfg:
             self.cur_entry = INVALID
             return False
         self.cur_entry = key & (ARCH_LOCAL | ENTRY_MASK)
+        if self.select_callbacks:
+            name = next((n for n, k in self.files if k == self.cur_entry), None)
+            callback = self.select_callbacks.get(name) if name is not None else None
+            if callback is not None:
+                callback()
         return True
 
     def read_data(self, size: int) -> int:

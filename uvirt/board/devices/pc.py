@@ -269,5 +269,7 @@ def install_pc_builtins(machine: "Machine") -> None:
     machine.add_isa(MmioRegion("piix3-reset-control", 1, rcr, valid_sizes=(1,)), 0xCF9, rcr, priority=1)
     from uvirt.board.devices.acpi_hotplug import install_acpi_hotplug
     from uvirt.board.devices.fw_cfg import install_fw_cfg
-    install_fw_cfg(machine)                 # 0x510-0x511, DMA 0x514-0x51b
+    fw = install_fw_cfg(machine)            # 0x510-0x511, DMA 0x514-0x51b
+    from uvirt.board.devices.acpi_tables import install_acpi_tables
+    install_acpi_tables(machine, fw)        # etc/acpi/*, etc/table-loader, built when read
     install_acpi_hotplug(machine)           # PIIX4 ACPI PCI hotplug 0xae00, GPE0 0xafe0
