@@ -203,6 +203,26 @@ REALIZE = {
     "unknown-property": ["-device", "edu,nosuch=1"],
 }
 
+#: ``-global`` defaults are applied first, read as QOM reads them (``can't apply global``,
+#: even where the -device sets the property itself)
+GLOBALS = {
+    f"global-{g}": ["-global", g, "-device", d]
+    for g, d in (("virtio-rng-pci.period=x", "virtio-rng-pci"),
+                 ("virtio-rng-pci.period=0x100000000", "virtio-rng-pci,period=5"),
+                 ("virtio-rng-pci.event_idx=maybe", "virtio-rng-pci"),
+                 ("virtio-rng-pci.disable-legacy=maybe", "virtio-rng-pci"),
+                 ("virtio-rng-pci.nosuch=1", "virtio-rng-pci"),
+                 ("edu.dma_mask=x", "edu"),
+                 ("virtio-blk-pci.bootindex=x", "virtio-blk-pci,drive=d0"),
+                 ("virtio-blk-pci.min_io_size=x", "virtio-blk-pci,drive=d0"),
+                 ("virtio-blk-pci.werror=x", "virtio-blk-pci,drive=d0"),
+                 ("virtio-blk-pci.logical_block_size=100", "virtio-blk-pci,drive=d0"))
+}
+for _name, _args in GLOBALS.items():
+    if "virtio-blk" in _name:
+        _args[:0] = _BLK
+REALIZE.update(GLOBALS)
+
 
 @pytest.mark.parametrize("args", [*PLACEMENT.values(), *REALIZE.values()],
                          ids=[*PLACEMENT, *REALIZE])

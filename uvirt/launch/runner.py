@@ -120,8 +120,8 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
                 if d.id is not None and d.id in ids:     # QEMU: device ids are unique
                     raise OptionError(f"{d.origin}: Duplicate ID '{d.id}' for device")
                 ids.add(d.id)
-                props = {**defaults.get(d.driver, {}), **d.props}
-                built.devices.append((d, create_device(m, ctx, d.driver, props, d.raw)))
+                built.devices.append((d, create_device(m, ctx, d.driver, d.props, d.raw,
+                                                       defaults.get(d.driver))))
             if not serving and cfg.bios is None and not cfg.pflash:
                 bios.firmware_step(m, nographic=cfg.nographic)
         firmware = cfg.bios
