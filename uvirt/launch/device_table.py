@@ -45,6 +45,9 @@ class BuildContext:
     used_memdevs: set[str] = field(default_factory=set)
     #: QEMU's warnings (``-device X: warning: ...``): the device is created anyway
     warnings: list[str] = field(default_factory=list)
+    #: ``-global driver.prop=value`` defaults by driver: every device created, QMP
+    #: ``device_add`` included, gets them first
+    globals: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 Factory = Callable[["Machine", dict[str, Any], BuildContext], Any]
@@ -151,10 +154,13 @@ def _size_prop(dev: DeviceType, prop: Prop, value: str, where: str, *, qom: bool
 
 
 def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dict[str, str],
-                  raw: str | None = None, globals_: dict[str, str] | None = None) -> Any:
+                  raw: str | None = None, globals_: dict[str, str] | None = None, *,
+                  hotplugged: bool = False) -> Any:
     """``-device driver,props`` (``raw`` the argument as written); ``globals_`` are the
-    ``-global driver.prop=value`` defaults, applied first as QEMU applies them (an error in
-    one is QEMU's ``can't apply global``, even where the -device sets the property)."""
+    ``-global driver.prop=value`` defaults (``ctx.globals`` if not given), applied first as
+    QEMU applies them: an error in one is QEMU's ``can't apply global``, even where the
+    -device sets the property, except for a ``hotplugged`` device (QMP ``device_add``),
+    for which QEMU's ``object_apply_global_props`` skips a global it cannot apply."""
     raw = raw if raw is not None else ",".join([driver] + [f"{k}={v}" for k, v in props.items()])
     ctx = ctx if ctx is not None else BuildContext()      # a board built without the runner
     dev = DEVICE_TYPES.get(driver)
@@ -163,7 +169,9 @@ def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dic
     props = _check_bus(dev, props, raw)
     schema = {p.name: p for p in device_props(dev)}
     values = {name: p.default for name, p in schema.items()}
-    for key, value in (globals_ or {}).items():
+    if globals_ is None:
+        globals_ = ctx.globals.get(driver, {})
+    for key, value in globals_.items():
         prop = schema.get(key)
         try:
             if prop is None:
@@ -173,6 +181,8 @@ def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dic
                 continue
             values[key] = _convert(dev, prop, value, "", qom=True)
         except OptionError as e:
+            if hotplugged:
+                continue
             raise OptionError(f"-device {raw}: can't apply global {driver}.{key}={value}: {e}") from None
     for key, value in props.items():
         prop = schema.get(key)
