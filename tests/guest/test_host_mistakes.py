@@ -22,7 +22,7 @@ import subprocess
 import pytest
 
 from uvirt.cli import main as cli
-from uvirt.launch.backends import MEMORY_BACKEND_PROPS
+from uvirt.launch.backends import DRIVE_BOOLS, DRIVE_CHOICES, DRIVE_NUMBERS, MEMORY_BACKEND_PROPS
 from uvirt.launch.device_table import DEVICE_TYPES, device_props
 from uvirt.options.keyval import BOOL, NUMBER, SIZE
 from uvirt.options.tables import CHARDEV_KEYS
@@ -203,6 +203,26 @@ REALIZE = {
     "unknown-property": ["-device", "edu,nosuch=1"],
 }
 
+#: ``-global`` defaults are applied first, read as QOM reads them (``can't apply global``,
+#: even where the -device sets the property itself)
+GLOBALS = {
+    f"global-{g}": ["-global", g, "-device", d]
+    for g, d in (("virtio-rng-pci.period=x", "virtio-rng-pci"),
+                 ("virtio-rng-pci.period=0x100000000", "virtio-rng-pci,period=5"),
+                 ("virtio-rng-pci.event_idx=maybe", "virtio-rng-pci"),
+                 ("virtio-rng-pci.disable-legacy=maybe", "virtio-rng-pci"),
+                 ("virtio-rng-pci.nosuch=1", "virtio-rng-pci"),
+                 ("edu.dma_mask=x", "edu"),
+                 ("virtio-blk-pci.bootindex=x", "virtio-blk-pci,drive=d0"),
+                 ("virtio-blk-pci.min_io_size=x", "virtio-blk-pci,drive=d0"),
+                 ("virtio-blk-pci.werror=x", "virtio-blk-pci,drive=d0"),
+                 ("virtio-blk-pci.logical_block_size=100", "virtio-blk-pci,drive=d0"))
+}
+for _name, _args in GLOBALS.items():
+    if "virtio-blk" in _name:
+        _args[:0] = _BLK
+REALIZE.update(GLOBALS)
+
 
 @pytest.mark.parametrize("args", [*PLACEMENT.values(), *REALIZE.values()],
                          ids=[*PLACEMENT, *REALIZE])
@@ -248,6 +268,19 @@ def test_bad_memory_backend_property_is_one_line(request, qom_type, key, value, 
     args = ["-object", spec + f"{key}={value}"]
     ours = uvirt_error(args)
     assert ours.startswith(f"-object {args[1]}: ") and NOT_A_KERNEL not in ours, ours
+    assert ours == qemu_error(request, args)
+
+
+DRIVE_CASES = sorted([(k, "maybe") for k in DRIVE_BOOLS]
+                     + [(k, "x") for k in DRIVE_NUMBERS] + [(k, "x") for k in DRIVE_CHOICES]
+                     + [("size", "1x"), ("readonly", "")])
+
+
+@pytest.mark.parametrize("key, value", DRIVE_CASES, ids=[f"{k}={v}" for k, v in DRIVE_CASES])
+def test_bad_drive_value_is_one_line(request, key, value):
+    args = ["-drive", f"if=none,id=d0,file=null-co://,format=raw,{key}={value}"]
+    ours = uvirt_error(args)
+    assert ours.startswith(f"-drive {args[1]}: ") and NOT_A_KERNEL not in ours, ours
     assert ours == qemu_error(request, args)
 
 

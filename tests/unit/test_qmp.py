@@ -308,3 +308,16 @@ def test_device_add_into_a_taken_pci_slot_says_what_qemu_says(qmp):
                             "in use by virtio-rng-pci,id=r")]
     assert qmp('{"execute":"device_add","arguments":{"driver":"virtio-rng-pci","id":"t","addr":"0x20"}}') == [
         err("GenericError", "Property 'virtio-rng-pci.addr' doesn't take value '0x20'")]
+
+
+def test_device_add_takes_globals_and_skips_the_ones_it_cannot_apply(qmp):
+    """QEMU 7.2 applies ``-global`` defaults to a device_add'ed device too, and skips (no
+    error) a global it cannot apply to a hot-plugged device (object_apply_global_props with
+    errp NULL); checked on qemu-system-x86_64 7.2 with -global virtio-rng-pci.period=x."""
+    from uvirt.launch.device_table import BuildContext
+    qmp.negotiate()
+    qmp.ctx.build_ctx = BuildContext(globals={"virtio-rng-pci": {"period": "x", "event_idx": "off"}})
+    assert qmp('{"execute":"device_add","arguments":{"driver":"virtio-rng-pci","id":"r"}}') == [{"return": {}}]
+    fn = qmp.h.peripherals["r"].device
+    from uvirt.virtio.features import VirtioFeature as F
+    assert not fn.vdev.host_features & F.RING_EVENT_IDX

@@ -37,7 +37,8 @@ from uvirt.backends.chardev import (Chardev, ChardevError, FileChardev, MemoryCh
 from uvirt.backends.shared_memory import SharedMemory
 from uvirt.errors import OptionError, UvirtError
 from uvirt.options.config import ChardevOpts, DriveOpts, ObjectOpts
-from uvirt.options.values import StrtoxError, located, parse_bool, parse_size, strtox
+from uvirt.options.values import (StrtoxError, located, parse_bool, parse_number, parse_size,
+                                  strtox)
 
 # --------------------------------------------------------------------------- -drive
 
@@ -47,6 +48,29 @@ DRIVE_KEYS = {"file", "format", "if", "id", "readonly", "read-only", "auto-read-
               "driver", "size", "read-zeroes", "file.read-zeroes", "file.size", "media",
               "aio", "detect-zeroes", "werror", "rerror", "snapshot", "index", "bus", "unit",
               "copy-on-read", "file.driver", "file.filename", "file.locking", "locking"}
+
+
+#: -drive keys with a type QEMU checks (``blockdev_init``, ``drive_new``), and their words
+DRIVE_BOOLS = frozenset(("readonly", "read-only", "auto-read-only", "cache.writeback", "cache.direct",
+                         "cache.no-flush", "snapshot", "copy-on-read"))
+# (read-zeroes, file.read-zeroes: null-co's, checked where a null-co drive is opened)
+DRIVE_NUMBERS = frozenset(("index", "bus", "unit"))
+DRIVE_CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
+    "aio": (("threads", "native", "io_uring"), "invalid aio option"),
+    "detect-zeroes": (("off", "on", "unmap"), "invalid parameter value: {v}"),
+    "werror": (("ignore", "enospc", "stop", "report"), "'{v}' invalid write error action"),
+    "rerror": (("ignore", "stop", "report"), "'{v}' invalid read error action"),
+    "media": (("disk", "cdrom"), "'{v}' invalid media"),
+}
+
+
+def _check_drive_value(key: str, value: str) -> None:
+    if key in DRIVE_BOOLS:
+        parse_bool(value, option="", key=key)
+    elif key in DRIVE_NUMBERS:
+        parse_number(value, option="", key=key)
+    elif key in DRIVE_CHOICES and value not in DRIVE_CHOICES[key][0]:
+        raise OptionError(DRIVE_CHOICES[key][1].format(v=value))
 
 
 def _bool(value: str, name: str) -> bool:
@@ -65,6 +89,8 @@ def open_drive(props: dict[str, str], *, drive_id: str, warn=None) -> BlockBacke
     for key in props:
         if key not in DRIVE_KEYS and not key.startswith(("file.", "throttling.")):
             raise OptionError(f"Block format '{fmt or driver or 'raw'}' does not support the option '{key}'")
+    for key, value in props.items():
+        _check_drive_value(key, value)
     if fmt is not None and fmt != "raw":
         if fmt == "null-co":
             driver, fmt = "null-co", None

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from uvirt.errors import OptionError, UvirtError
 from uvirt.options.keyval import opts_id
-from uvirt.options.values import StrtoxError, parse_bool, parse_int, parse_size, qemu_strtosz, strtox
+from uvirt.options.values import (StrtoxError, located, parse_bool, parse_int, parse_size,
+                                  qemu_strtosz, strtox)
 
 if TYPE_CHECKING:
     from uvirt.board.pci.bus import PciPlugError
@@ -44,6 +45,9 @@ class BuildContext:
     used_memdevs: set[str] = field(default_factory=set)
     #: QEMU's warnings (``-device X: warning: ...``): the device is created anyway
     warnings: list[str] = field(default_factory=list)
+    #: ``-global driver.prop=value`` defaults by driver: every device created, QMP
+    #: ``device_add`` included, gets them first
+    globals: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 Factory = Callable[["Machine", dict[str, Any], BuildContext], Any]
@@ -86,26 +90,36 @@ def parse_pci_addr(value: str) -> tuple[int, int] | None:
     return slot, fn
 
 
-def _convert(dev: DeviceType, prop: Prop, value: str, raw: str) -> Any:
-    where = f"-device {raw}"
-    if prop.kind in _UINT_BITS:
-        return parse_int(value, option=where, key=prop.name, bits=_UINT_BITS[prop.kind])
+def _convert(dev: DeviceType, prop: Prop, value: str, where: str, *, qom: bool = False) -> Any:
+    """A property's text as a typed value.  ``qom``: read as QOM's string input visitor
+    reads a ``-global`` default (``object_property_parse``), whose words for a value that
+    is not a number differ from QemuOpts' (``expects uint64``, ``expects int64``, ``expects
+    a non-negative number below 2^64``)."""
+    if prop.kind in _UINT_BITS or prop.kind == "int32":
+        signed = prop.kind == "int32"
+        try:
+            return parse_int(value, option=where, key=prop.name, signed=signed,
+                             bits=32 if signed else _UINT_BITS[prop.kind])
+        except OptionError as e:
+            if qom and str(e).endswith("expects integer"):
+                raise located(where, f"Parameter '{prop.name}' expects "
+                                     f"{'int64' if signed else 'uint64'}") from None
+            raise
     if prop.kind == "bool":
         return parse_bool(value, option=where, key=prop.name)
     if prop.kind in ("size32", "blocksize"):
-        return _size_prop(dev, prop, value, where)
-    if prop.kind == "int32":
-        return parse_int(value, option=where, key=prop.name, bits=32, signed=True)
+        return _size_prop(dev, prop, value, where, qom=qom)
     if prop.kind == "size":
-        return parse_size(value, option=where, key=prop.name, expects="size")
+        return parse_size(value, option=where, key=prop.name,
+                          expects="a non-negative number below 2^64" if qom else "size")
     if prop.kind == "onoffauto" or prop.kind in ENUMS:
         if value in ENUMS.get(prop.kind, ("on", "off", "auto")):
             return value
-        raise OptionError(f"{where}: Parameter '{prop.name}' does not accept value '{value}'")
+        raise located(where, f"Parameter '{prop.name}' does not accept value '{value}'")
     if prop.kind == "pci-addr":
         addr = parse_pci_addr(value)
         if addr is None:
-            raise OptionError(f"{where}: Property '{dev.name}.{prop.name}' doesn't take value '{value}'")
+            raise located(where, f"Property '{dev.name}.{prop.name}' doesn't take value '{value}'")
         return addr
     return value
 
@@ -115,7 +129,7 @@ def device_props(dev: DeviceType) -> tuple[Prop, ...]:
     return dev.props + _COMMON + (_PCI_COMMON if dev.bus == "pci" else ())
 
 
-def _size_prop(dev: DeviceType, prop: Prop, value: str, where: str) -> int:
+def _size_prop(dev: DeviceType, prop: Prop, value: str, where: str, *, qom: bool = False) -> int:
     """QEMU's ``size32`` and block-size property types: a size with suffixes, at most
     2^32 - 1; a block size is a power of two between 512 B and 2 MiB.  QEMU names the
     owner in the range message (the virtio device behind a ``-pci`` proxy) except for
@@ -123,30 +137,53 @@ def _size_prop(dev: DeviceType, prop: Prop, value: str, where: str) -> int:
     try:
         n = qemu_strtosz(value)
     except ValueError:
-        raise OptionError(f"{where}: Parameter '{prop.name}' expects size") from None
+        expects = "a non-negative number below 2^64" if qom else "size"
+        raise located(where, f"Parameter '{prop.name}' expects {expects}") from None
     if prop.kind == "blocksize":
         if n and not 512 <= n <= 2 << 20:           # 0: unset, the drive's own size
-            raise OptionError(f"{where}: Property .{prop.name} doesn't take value {n} "
-                              f"(minimum: 512, maximum: 2097152)")
+            raise located(where, f"Property .{prop.name} doesn't take value {n} "
+                                 f"(minimum: 512, maximum: 2097152)")
         if n & (n - 1):
-            raise OptionError(f"{where}: Property .{prop.name} doesn't take value '{value}', "
-                              f"it's not a power of 2")
+            raise located(where, f"Property .{prop.name} doesn't take value '{value}', "
+                                 f"it's not a power of 2")
     elif n > 0xFFFFFFFF:
         owner = dev.name.removesuffix("-pci") + "-device" if dev.name.startswith("virtio-") else dev.name
-        raise OptionError(f"{where}: Property {owner}.{prop.name} doesn't take value {n} "
-                          f"(maximum: 4294967295)")
+        raise located(where, f"Property {owner}.{prop.name} doesn't take value {n} "
+                             f"(maximum: 4294967295)")
     return n
 
 
 def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dict[str, str],
-                  raw: str | None = None) -> Any:
+                  raw: str | None = None, globals_: dict[str, str] | None = None, *,
+                  hotplugged: bool = False) -> Any:
+    """``-device driver,props`` (``raw`` the argument as written); ``globals_`` are the
+    ``-global driver.prop=value`` defaults (``ctx.globals`` if not given), applied first as
+    QEMU applies them: an error in one is QEMU's ``can't apply global``, even where the
+    -device sets the property, except for a ``hotplugged`` device (QMP ``device_add``),
+    for which QEMU's ``object_apply_global_props`` skips a global it cannot apply."""
     raw = raw if raw is not None else ",".join([driver] + [f"{k}={v}" for k, v in props.items()])
+    ctx = ctx if ctx is not None else BuildContext()      # a board built without the runner
     dev = DEVICE_TYPES.get(driver)
     if dev is None:
         raise OptionError(f"-device {raw}: '{driver}' is not a valid device model name")
     props = _check_bus(dev, props, raw)
     schema = {p.name: p for p in device_props(dev)}
     values = {name: p.default for name, p in schema.items()}
+    if globals_ is None:
+        globals_ = ctx.globals.get(driver, {})
+    for key, value in globals_.items():
+        prop = schema.get(key)
+        try:
+            if prop is None:
+                raise OptionError(f"Property '{driver}.{key}' not found")
+            if value == "" and (prop.kind == "chardev" or key in _LINKS):
+                values[key] = None
+                continue
+            values[key] = _convert(dev, prop, value, "", qom=True)
+        except OptionError as e:
+            if hotplugged:
+                continue
+            raise OptionError(f"-device {raw}: can't apply global {driver}.{key}={value}: {e}") from None
     for key, value in props.items():
         prop = schema.get(key)
         if prop is None:
@@ -154,7 +191,7 @@ def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dic
         if value == "" and (prop.kind == "chardev" or key in _LINKS):
             values[key] = None          # QEMU: an empty link or chardev name is no link
             continue
-        values[key] = _convert(dev, prop, value, raw)
+        values[key] = _convert(dev, prop, value, f"-device {raw}")
     for name, prop in schema.items():
         if prop.kind == "chardev" and values[name] is not None:
             if values[name] not in ctx.chardevs:
@@ -167,8 +204,7 @@ def create_device(machine: "Machine", ctx: BuildContext, driver: str, props: dic
             values[name] = ctx.chardevs[values[name]]
     if values.get("rng") is not None:           # a link to an -object rng-*: uvirt has none
         raise OptionError(f"-device {raw}: Device '{values['rng']}' not found")
-    if ctx is not None:
-        ctx.raw = raw
+    ctx.raw = raw
     ident = values.get("id") or opts_id(raw, "")
     from uvirt.board.pci.bus import PciFunction, PciPlugError
     try:

@@ -107,9 +107,8 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
             ctx.drives = open_drives(cfg.drives)
             m.chardevs.extend(d.backend for d in ctx.drives.values())
         _memory_backends(cfg, ctx, m)
-        defaults: dict[str, dict[str, str]] = {}
         for g in cfg.globals:
-            defaults.setdefault(g.driver, {})[g.prop] = g.value
+            ctx.globals.setdefault(g.driver, {})[g.prop] = g.value
         with m.batch():
             if cfg.debugcon is not None:
                 m.add_debugcon(_open(cfg.debugcon, ctx, built))
@@ -120,8 +119,7 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
                 if d.id is not None and d.id in ids:     # QEMU: device ids are unique
                     raise OptionError(f"{d.origin}: Duplicate ID '{d.id}' for device")
                 ids.add(d.id)
-                props = {**defaults.get(d.driver, {}), **d.props}
-                built.devices.append((d, create_device(m, ctx, d.driver, props, d.raw)))
+                built.devices.append((d, create_device(m, ctx, d.driver, d.props, d.raw)))
             if not serving and cfg.bios is None and not cfg.pflash:
                 bios.firmware_step(m, nographic=cfg.nographic)
         firmware = cfg.bios

@@ -201,7 +201,7 @@ class QmpContext:
         machine = self.hooks.machine
         try:
             with machine.batch():
-                device = create_device(machine, self.build_ctx, driver, props)
+                device = create_device(machine, self.build_ctx, driver, props, hotplugged=True)
         except OptionError as e:
             msg = str(e)
             prefix = f"-device {','.join([driver] + [f'{k}={v}' for k, v in props.items()])}: "
