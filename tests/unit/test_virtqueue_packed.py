@@ -435,3 +435,11 @@ def test_packed_queue_repr_names_its_state(mem, events):
 ])
 def test_packed_need_event_worked_values(size, wrap, off_wrap, new, old, due):
     assert packed_need_event(size, wrap, off_wrap, new, old) is due
+
+
+def test_a_queue_without_rings_never_notifies(mem, events):
+    """QEMU virtio_packed_should_notify: no region caches, no notification."""
+    q = PackedQueue(mem, 8, events=events)
+    assert not q.should_notify()
+    drv, q = make(mem, events)
+    assert q.should_notify()                           # first: unconditional (ENABLE)
