@@ -421,3 +421,20 @@ def test_element_writes_into_the_middle_of_a_bounced_piece(mem, regs):
     assert elem.write_at(mem, 5, b"x") == 1
     elem.unmap(mem, 8)
     assert bytes(regs.bytes[:4]) == b"AxCD" and mem.read(0x5000, 4) == b"0123"
+
+
+def test_detaching_an_element_writes_nothing_of_its_bounce_back(mem, regs):
+    """QEMU virtqueue_detach_element with len 0: the device's bytes in the bounce
+    buffer are dropped."""
+    from uvirt.testing.mock_driver import MockSplitQueue
+    from uvirt.virtio.queue import SplitQueue
+
+    drv = MockSplitQueue(mem, 0x40000, 4, layout="modern")
+    q = SplitQueue(mem, 4)
+    drv.configure(q)
+    drv.write_desc(0, MMIO, 4, W, 0)
+    drv.publish(0)
+    elem = q.pop()
+    elem.write(mem, b"abcd")
+    q.detach(elem)
+    assert regs.writes == 0 and q.inuse == 0 and mem.bounce is None

@@ -874,3 +874,36 @@ def test_avail_bytes_of_a_queue_without_rings_or_with_a_grown_size(mem, events):
     drv.add_chain([(4, True)])
     q.set_size(2 * N)                         # QEMU keeps the ring cache checked for N
     assert_broken(q.avail_bytes(), "desc_ring_unmappable", "Cannot map descriptor ring", events)
+
+
+def test_notify_decision_says_why_in_the_specs_words(mem, events):
+    """The reasons `uvirt trace` prints next to each interrupt decision."""
+    drv, q = make(mem, events, features=VirtioFeature.NOTIFY_ON_EMPTY)
+    drv.add_chain([(4, True)])
+    q.push(q.pop(), 4)
+    assert q.notify_decision() == (True, "NOTIFY_ON_EMPTY negotiated and the ring is empty "
+                                         "(§6.3 legacy)")
+    drv, q = make(mem, events)
+    drv.avail_flags = VRING_AVAIL_F_NO_INTERRUPT
+    assert q.notify_decision() == (False, "avail.flags=0x0001: the driver set "
+                                          "VIRTQ_AVAIL_F_NO_INTERRUPT (§2.7.7)")
+    drv.avail_flags = 0
+    assert q.notify_decision() == (True, "avail.flags=0x0000: VIRTQ_AVAIL_F_NO_INTERRUPT "
+                                         "clear (§2.7.7)")
+    drv, q = make(mem, events, features=VirtioFeature.RING_EVENT_IDX)
+    for _ in range(2):
+        drv.add_chain([(4, True)])
+        q.push(q.pop(), 4)
+    assert q.notify_decision() == (True, "first notification with VIRTIO_F_EVENT_IDX, "
+                                         "used.idx=2 (§2.7.7.2)")
+
+
+def test_set_notification_leaves_used_idx_alone(ring):
+    drv, q = ring
+    for _ in range(3):
+        drv.add_chain([(4, True)])
+        q.push(q.pop(), 4)
+    q.set_notification(False)
+    q.set_notification(True)
+    assert drv.used_entries() == [UsedEntry(i, 4) for i in range(3)]
+    assert q.used_idx == 3 and drv.mem.read_u16(drv.used_addr + 2) == 3
