@@ -907,3 +907,85 @@ def test_set_notification_leaves_used_idx_alone(ring):
     q.set_notification(True)
     assert drv.used_entries() == [UsedEntry(i, 4) for i in range(3)]
     assert q.used_idx == 3 and drv.mem.read_u16(drv.used_addr + 2) == 3
+
+
+def test_disabled_queue_drops_fills_but_counts_flushes(ring):
+    """QEMU virtqueue_fill/flush on a broken device: nothing reaches the used ring, the
+    in-flight count still drops."""
+    drv, q = ring
+    drv.add_chain([(4, True)])
+    elem = q.pop()
+    q.disabled = True
+    q.fill(elem, 4)
+    q.flush(1)
+    assert q.inuse == 0 and q.used_idx == 0 and drv.used_entries() == []
+    assert mem_used_elem(drv, 0) == (0, 0)
+
+
+def mem_used_elem(drv, slot):
+    raw = drv.mem.read(drv.used_addr + 4 + 8 * slot, 8)
+    return int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")
+
+
+def test_used_length_is_a_full_32_bit_value(ring):
+    drv, q = ring
+    chain = drv.add_chain([(4, True)])
+    q.fill(q.pop(), 0xFFFF_FFFF)                        # idx defaults to the next slot
+    q.flush(1)
+    assert drv.used_entries() == [UsedEntry(chain.head, 0xFFFF_FFFF)]
+
+
+def test_split_ring_events_pop_fill_flush(mem, events):
+    """The trace's ring events (uvirt/trace.py vq_pop, vq_fill, vq_flush) from a split ring."""
+    drv, q = make(mem, events)
+    q.index = 2
+    chain = drv.add_chain([(16, False), (32, True)])
+    q.push(q.pop(), 0x1_0000_0020)
+    assert [n for n, _ in events.rings] == ["vq_pop", "vq_fill", "vq_flush"]
+    assert events.rings[0][1] == {"queue": 2, "head": chain.head, "avail_idx": 1,
+                                  "readable": [list(p) for p in chain.readable],
+                                  "writable": [list(p) for p in chain.writable]}
+    assert events.rings[1][1] == {"queue": 2, "slot": 0, "head": chain.head, "len": 32}
+    assert events.rings[2][1] == {"queue": 2, "old": 0, "new": 1}
+
+
+def test_legacy_layout_where_qemus_alignment_point_matters():
+    # 18*455 + 4 = 8194: past 8192, so the used ring starts at 12288
+    assert legacy_layout(1, 455).used - 0x1000 == 12288
+    assert legacy_layout(1, 455, align=64).used - 0x1000 == 8256
+
+
+def test_vring_align_rounds_up_to_the_alignment():
+    from uvirt.virtio.queue import vring_align
+    assert [vring_align(a, 4096) for a in (0, 1, 4095, 4096, 4097)] == [0, 4096, 4096, 4096, 8192]
+
+
+def test_set_legacy_pfn_with_a_size_of_455(mem, events):
+    q = SplitQueue(mem, 455, events=events)
+    assert q.set_legacy_pfn(1) is None
+    assert (q.avail - q.desc, q.used - q.desc) == (16 * 455, 12288)
+
+
+def test_a_queue_without_alignment_takes_no_legacy_address(mem, events):
+    """QEMU virtio_queue_update_rings: no alignment, nothing is set up."""
+    q = SplitQueue(mem, N, events=events, align=0)
+    assert q.set_legacy_pfn(RING >> 12) is None
+    assert (q.desc, q.avail, q.used, q.ready) == (RING, 0, 0, False)
+
+
+def test_event_idx_notifies_again_after_the_used_index_ran_half_the_index_space(mem, events):
+    """QEMU virtqueue_split_flush: once used.idx has moved 2^15 past the last signalled
+    index, that index can no longer tell whether used_event was crossed, so the next
+    notification is unconditional."""
+    drv, q = make(mem, events, features=VirtioFeature.RING_EVENT_IDX)
+    drv.used_event = 0x4000
+    chain = drv.add_chain([(4, True)])
+    q.push(q.pop(), 4)
+    assert q.notify_decision()[0]                       # the first: unconditional
+    for _ in range(0x8000):                             # the same buffer, over and over
+        drv.publish(chain.head)
+        q.push(q.pop(), 4)
+    drv.used_event = 0x9000               # 1 -> 0x8001 does not cross it, but 0x8001 - 1
+    #                                       is half the index space
+    assert q.notify_decision() == (True, "first notification with VIRTIO_F_EVENT_IDX, "
+                                         "used.idx=32769 (§2.7.7.2)")
