@@ -989,3 +989,78 @@ def test_event_idx_notifies_again_after_the_used_index_ran_half_the_index_space(
     #                                       is half the index space
     assert q.notify_decision() == (True, "first notification with VIRTIO_F_EVENT_IDX, "
                                          "used.idx=32769 (§2.7.7.2)")
+
+
+@pytest.mark.parametrize("build, fields", [
+    (_avail_jump, {"last_avail_idx": 0, "avail_idx": 0x8000}),
+    (_head_oob, {"head": 0xFFFF}),
+])
+def test_guest_errors_name_what_was_wrong(mem, events, build, fields):
+    drv, q = make(mem, events)
+    build(drv)
+    assert q.pop().fields == fields
+    assert {k: events.errors[-1][1][k] for k in fields} == fields
+
+
+def test_size_exceeded_names_the_elements_in_flight(mem, events):
+    drv, q = make(mem, events, size=2)
+    drv.add_chain([(4, True)])
+    drv.add_chain([(4, True)])
+    q.pop(), q.pop()
+    drv.publish(0)
+    assert q.pop().fields == {"inuse": 2}
+
+
+def test_pop_with_a_grown_size_cannot_map_the_descriptor_table(mem, events):
+    drv, q = make(mem, events, layout="modern")
+    drv.add_chain([(4, True)])
+    q.set_size(2 * N)                         # QEMU keeps the ring cache checked for N
+    assert_broken(q.pop(), "desc_ring_unmappable", "Cannot map descriptor ring", events)
+
+
+def test_pop_after_the_rings_failed_their_check(mem, events):
+    """Entries seen before the rings were set again, to an area that fails the check:
+    QEMU's "Region caches not initialized"."""
+    drv, q = make(mem, events, layout="modern")
+    drv.add_chain([(4, True)])
+    drv.add_chain([(4, True)])
+    q.pop()
+    assert q.set_rings(q.desc, RAM - 2, q.used).kind == "ring_unmappable"
+    assert_broken(q.pop(), "rings_unmapped", "Region caches not initialized", events)
+
+
+def test_rings_in_ram_that_does_not_start_at_0():
+    """The ring window translates guest addresses into its RAM: RAM at 1 MiB."""
+    mem = guest_ram(RAM, base=0x10_0000)
+    drv = MockSplitQueue(mem, 0x10_0000 + RING, N, layout="modern")
+    q = SplitQueue(mem, N)
+    assert drv.configure(q) is None
+    for n in range(3):
+        chain = drv.add_chain([(8, False), (4, True)] if n % 2 else [(4, True)])
+        elem = q.pop()
+        assert (elem.head, elem.readable, elem.writable) == (chain.head, chain.readable, chain.writable)
+        q.push(elem, n)
+        assert drv.used_entries() == [UsedEntry(chain.head, n)]
+
+
+def test_descriptor_table_covered_by_a_region_after_setup():
+    """A register window placed over the descriptor table after the queue was set up:
+    the descriptors are read from it (zeros here), not from the RAM under it."""
+    from uvirt.board.memory.regions import MmioRegion
+
+    class Zeros:
+        def read(self, offset, size):
+            return 0
+
+        def write(self, offset, size, value):
+            pass
+
+    mem = guest_ram(RAM)
+    events = RecordingEvents()
+    drv = MockSplitQueue(mem, RING, N, layout="legacy")
+    q = SplitQueue(mem, N, events=events)
+    assert drv.configure(q) is None
+    drv.add_chain([(16, True)])
+    mem._space.add(MmioRegion("over-desc", 16 * N, Zeros()), q.desc, priority=1)
+    mem._space.commit()
+    assert_broken(q.pop(), "zero_len", "virtio: zero sized buffers are not allowed", events)
