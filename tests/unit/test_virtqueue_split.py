@@ -1064,3 +1064,22 @@ def test_descriptor_table_covered_by_a_region_after_setup():
     mem._space.add(MmioRegion("over-desc", 16 * N, Zeros()), q.desc, priority=1)
     mem._space.commit()
     assert_broken(q.pop(), "zero_len", "virtio: zero sized buffers are not allowed", events)
+
+
+@pytest.mark.parametrize("event_idx", [False, True])
+def test_ring_areas_may_end_exactly_at_the_end_of_ram(mem, events, event_idx):
+    """QEMU virtio_queue_get_avail_size / get_used_size: 4 + 2N and 4 + 8N bytes, plus 2
+    (used_event, avail_event) with EVENT_IDX; an area must not leave RAM."""
+    extra = 2 if event_idx else 0
+    avail_last = RAM - (4 + 2 * N + extra)          # the last address that fits
+    used_last = RAM - (4 + 8 * N + extra)
+    cases = [(avail_last, RING + 0x1000, None), (avail_last + 1, RING + 0x1000, "avail"),
+             (RING + 0x800, used_last, None), (RING + 0x800, used_last + 1, "used")]
+    for avail, used, failed in cases:
+        q = SplitQueue(mem, N, events=events)
+        q.set_features(VirtioFeature.RING_EVENT_IDX if event_idx else 0)
+        result = q.set_rings(RING, avail, used)
+        if failed is None:
+            assert result is None and q.ready
+        else:
+            assert (result.kind, result.reason) == ("ring_unmappable", f"Cannot map {failed}")
