@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uvirt.errors import UvirtError
 from uvirt.testing.mock_driver import MockSplitQueue, UsedEntry, guest_ram
@@ -795,8 +797,6 @@ def test_split_queue_repr_names_its_state(ring):
 # every descriptor of every available chain, in ring order, stopping after the one that
 # reaches both maxima.
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 U32 = 0xFFFF_FFFF
 CHAIN = st.tuples(st.booleans(),                               # through an indirect table
