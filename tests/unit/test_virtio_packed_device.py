@@ -296,3 +296,16 @@ def test_snapshot_of_a_packed_device_restores_its_wrap_counters_and_ring_type():
      drv.in_flight) = driver_state
     assert isinstance(dev.queues[0], PackedQueue)
     assert serve(3) == first
+
+
+def test_blk_read_completing_after_a_bad_request_broke_the_device(tmp_path):
+    """A read popped in the same kick as a malformed request completes after
+    virtio_error: QEMU drops its used descriptor (the device is broken) and goes on."""
+    fn, dev, mem, errors = _blk(tmp_path)
+    drv = _up(fn, mem)
+    _blk_read(drv, 1)
+    drv.add_chain([(16, True)])                      # no readable header
+    _kick(fn)
+    assert dev.broken and fn.common_read(C.STATUS, 1) & 0x40
+    assert ("virtio_error", "virtio-blk: virtio-blk missing headers") in errors
+    assert drv.used_entries() == []

@@ -262,12 +262,12 @@ def test_map_chain_splits_a_buffer_leaving_ram_and_bounces_the_rest(mem):
     assert mem.bounce is None
 
 
-def test_map_chain_with_a_second_non_ram_piece_undoes_the_first(mem):
+def test_map_chain_with_a_second_non_ram_piece_undoes_the_first(mem, regs):
     split_table(mem, [(MMIO, 4, N | W, 1), (MMIO + 8, 4, W, 0)])
     with pytest.raises(ChainError) as e:
         map_chain(mem, DescriptorChain(mem, TABLE, 2, 0))
     assert e.value.kind == "bogus_buffer" and e.value.fields == {"addr": MMIO + 8, "len": 4}
-    assert mem.bounce is None
+    assert mem.bounce is None and regs.writes == 0             # nothing written back
 
 
 def test_map_chain_after_a_walk_error_releases_the_bounce(mem):
@@ -421,3 +421,40 @@ def test_element_writes_into_the_middle_of_a_bounced_piece(mem, regs):
     assert elem.write_at(mem, 5, b"x") == 1
     elem.unmap(mem, 8)
     assert bytes(regs.bytes[:4]) == b"AxCD" and mem.read(0x5000, 4) == b"0123"
+
+
+def test_detaching_an_element_writes_nothing_of_its_bounce_back(mem, regs):
+    """QEMU virtqueue_detach_element with len 0: the device's bytes in the bounce
+    buffer are dropped."""
+    from uvirt.testing.mock_driver import MockSplitQueue
+    from uvirt.virtio.queue import SplitQueue
+
+    drv = MockSplitQueue(mem, 0x40000, 4, layout="modern")
+    q = SplitQueue(mem, 4)
+    drv.configure(q)
+    drv.write_desc(0, MMIO, 4, W, 0)
+    drv.publish(0)
+    elem = q.pop()
+    elem.write(mem, b"abcd")
+    q.detach(elem)
+    assert regs.writes == 0 and q.inuse == 0 and mem.bounce is None
+
+
+def test_chain_error_reads_as_qemus_message():
+    e = ChainError("loop", "Looped descriptor", count=3)
+    assert (str(e), e.kind, e.reason) == ("Looped descriptor", "loop", "Looped descriptor")
+
+
+def test_a_packed_push_writes_the_bounced_piece_back(mem, regs):
+    from uvirt.testing.mock_driver import MockPackedQueue
+    from uvirt.virtio.packed import PackedQueue
+
+    drv = MockPackedQueue(mem, 0x40000, 4)
+    q = PackedQueue(mem, 4)
+    drv.configure(q)
+    drv.write_desc(0, MMIO, 4, id=2, flags=0x80 | W)
+    elem = q.pop()
+    elem.write(mem, b"wxyz")
+    assert regs.writes == 0
+    q.push(elem, 3)
+    assert bytes(regs.bytes[:4]) == b"wxy\0" and mem.bounce is None

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from uvirt.errors import UvirtError
 from uvirt.testing.mock_driver import MockPackedQueue, UsedEntry, guest_ram
 from uvirt.virtio import make_queue
 from uvirt.virtio.features import VirtioFeature
@@ -283,8 +286,6 @@ def test_ring_events_pop_fill_flush(mem, events):
 # every descriptor of every available chain, in ring order, stopping after the one that
 # reaches both maxima.
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 U32 = 0xFFFF_FFFF
 _MEM = guest_ram(RAM)
@@ -435,3 +436,98 @@ def test_packed_queue_repr_names_its_state(mem, events):
 ])
 def test_packed_need_event_worked_values(size, wrap, off_wrap, new, old, due):
     assert packed_need_event(size, wrap, off_wrap, new, old) is due
+
+
+def test_a_queue_without_rings_never_notifies(mem, events):
+    """QEMU virtio_packed_should_notify: no region caches, no notification."""
+    q = PackedQueue(mem, 8, events=events)
+    assert not q.should_notify()
+    drv, q = make(mem, events)
+    assert q.should_notify()                           # first: unconditional (ENABLE)
+
+
+def _serve(drv, q, n):
+    for _ in range(n):
+        drv.add_chain([(4, True)])
+        q.push(q.pop(), 4)
+        drv.used_entries()
+
+
+def test_batch_flush_across_the_ring_end_flips_the_wrap_bits(mem, events):
+    drv, q = make(mem, events, size=5)
+    _serve(drv, q, 3)
+    chains = [drv.add_chain([(4, True)]), drv.add_chain([(4, True)] * 2),
+              drv.add_chain([(4, True)])]
+    elems = [q.pop() for _ in chains]
+    for i, (e, n) in enumerate(zip(elems, (10, 20, 30))):
+        q.fill(e, n, i)
+    q.flush(3)
+    assert [(drv.read_desc(s).id, drv.read_desc(s).len, drv.read_desc(s).flags) for s in (3, 4, 1)] == [
+        (chains[0].head, 10, AVAIL | VRING_PACKED_DESC_F_USED),   # lap 1: both bits set
+        (chains[1].head, 20, AVAIL | VRING_PACKED_DESC_F_USED),   # slots 4 and 0
+        (chains[2].head, 30, 0)]                                  # slot 6 - 5: lap 0
+    assert drv.used_entries() == [UsedEntry(c.head, n) for c, n in zip(chains, (10, 20, 30))]
+    assert (q.used_idx, q.used_wrap_counter, q.inuse) == (2, False, 0)
+    assert [f["slot"] for n, f in events.rings if n == "vq_fill"][-3:] == [4, 1, 3]
+
+
+def test_fill_by_buffer_id_and_defaults(mem, events):
+    drv, q = make(mem, events)
+    chain = drv.add_chain([(4, True)], buffer_id=0x8001)
+    q.pop()
+    q.fill(0x8001, 0xFFFF_FFFF)                 # an int: a buffer id of one descriptor
+    q.flush(1)
+    assert drv.used_entries() == [UsedEntry(chain.head, 0xFFFF_FFFF)]
+    assert (q.used_idx, q.inuse) == (1, 0)
+
+
+def test_flush_of_unfilled_or_too_many_elements_is_a_host_error(mem, events):
+    drv, q = make(mem, events)
+    drv.add_chain([(4, True)])
+    elem = q.pop()
+    with pytest.raises(UvirtError, match="virtqueue 0: flushing 1 elements, not all of them filled"):
+        q.flush(1)
+    q.fill(elem, 4, 0)
+    q.fill(elem, 4, 1)
+    with pytest.raises(UvirtError, match="virtqueue 0: flushing 2 descriptors with 1 in flight"):
+        q.flush(2)
+
+
+def test_disabled_packed_queue_drops_fills_but_counts_flushes(mem, events):
+    drv, q = make(mem, events)
+    drv.add_chain([(4, True)] * 2)
+    elem = q.pop()
+    q.disabled = True
+    assert q.is_empty() and q.pop() is None
+    q.fill(elem, 4)
+    q.flush(1)
+    # QEMU virtqueue_flush: inuse drops by the elements, not by their 2 descriptors
+    assert q.inuse == 1 and q.used_idx == 0 and drv.used_entries() == []
+
+
+def test_unset_packed_queue_is_empty(mem, events):
+    q = PackedQueue(mem, 8, events=events)
+    assert q.is_empty() and q.pop() is None and not events.errors
+
+
+def test_packed_size_exceeded_names_the_descriptors_in_flight(mem, events):
+    drv, q = make(mem, events, size=4)
+    drv.add_chain([(4, True)] * 4)
+    q.pop()
+    q.last_avail_idx, q.last_avail_wrap_counter = 0, True      # offered again
+    assert q.pop().fields == {"inuse": 4}
+
+
+def test_desc_mode_after_a_wrap_notifies_unconditionally(mem, events):
+    """QEMU virtqueue_packed_flush: the flush that wraps the used index clears
+    signalled_used_valid, so the next notification does not look at the offset."""
+    drv, q = make(mem, events, size=6, features=VirtioFeature.RING_EVENT_IDX)
+    drv.set_driver_event(VRING_PACKED_EVENT_FLAG_DESC, off_wrap=5 | 1 << 15)
+    for _ in range(5):
+        _serve(drv, q, 1)
+        q.should_notify()
+    drv.set_driver_event(VRING_PACKED_EVENT_FLAG_DESC, off_wrap=4)      # far ahead in lap 0
+    _serve(drv, q, 1)                                                    # wraps: 5 -> 0
+    assert q.should_notify()
+    _serve(drv, q, 1)
+    assert not q.should_notify()

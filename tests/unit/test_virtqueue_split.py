@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uvirt.errors import UvirtError
 from uvirt.testing.mock_driver import MockSplitQueue, UsedEntry, guest_ram
@@ -795,8 +797,6 @@ def test_split_queue_repr_names_its_state(ring):
 # every descriptor of every available chain, in ring order, stopping after the one that
 # reaches both maxima.
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 U32 = 0xFFFF_FFFF
 CHAIN = st.tuples(st.booleans(),                               # through an indirect table
@@ -874,3 +874,212 @@ def test_avail_bytes_of_a_queue_without_rings_or_with_a_grown_size(mem, events):
     drv.add_chain([(4, True)])
     q.set_size(2 * N)                         # QEMU keeps the ring cache checked for N
     assert_broken(q.avail_bytes(), "desc_ring_unmappable", "Cannot map descriptor ring", events)
+
+
+def test_notify_decision_says_why_in_the_specs_words(mem, events):
+    """The reasons `uvirt trace` prints next to each interrupt decision."""
+    drv, q = make(mem, events, features=VirtioFeature.NOTIFY_ON_EMPTY)
+    drv.add_chain([(4, True)])
+    q.push(q.pop(), 4)
+    assert q.notify_decision() == (True, "NOTIFY_ON_EMPTY negotiated and the ring is empty "
+                                         "(§6.3 legacy)")
+    drv, q = make(mem, events)
+    drv.avail_flags = VRING_AVAIL_F_NO_INTERRUPT
+    assert q.notify_decision() == (False, "avail.flags=0x0001: the driver set "
+                                          "VIRTQ_AVAIL_F_NO_INTERRUPT (§2.7.7)")
+    drv.avail_flags = 0
+    assert q.notify_decision() == (True, "avail.flags=0x0000: VIRTQ_AVAIL_F_NO_INTERRUPT "
+                                         "clear (§2.7.7)")
+    drv, q = make(mem, events, features=VirtioFeature.RING_EVENT_IDX)
+    for _ in range(2):
+        drv.add_chain([(4, True)])
+        q.push(q.pop(), 4)
+    assert q.notify_decision() == (True, "first notification with VIRTIO_F_EVENT_IDX, "
+                                         "used.idx=2 (§2.7.7.2)")
+
+
+def test_set_notification_leaves_used_idx_alone(ring):
+    drv, q = ring
+    for _ in range(3):
+        drv.add_chain([(4, True)])
+        q.push(q.pop(), 4)
+    q.set_notification(False)
+    q.set_notification(True)
+    assert drv.used_entries() == [UsedEntry(i, 4) for i in range(3)]
+    assert q.used_idx == 3 and drv.mem.read_u16(drv.used_addr + 2) == 3
+
+
+def test_disabled_queue_drops_fills_but_counts_flushes(ring):
+    """QEMU virtqueue_fill/flush on a broken device: nothing reaches the used ring, the
+    in-flight count still drops."""
+    drv, q = ring
+    drv.add_chain([(4, True)])
+    elem = q.pop()
+    q.disabled = True
+    q.fill(elem, 4)
+    q.flush(1)
+    assert q.inuse == 0 and q.used_idx == 0 and drv.used_entries() == []
+    assert mem_used_elem(drv, 0) == (0, 0)
+
+
+def mem_used_elem(drv, slot):
+    raw = drv.mem.read(drv.used_addr + 4 + 8 * slot, 8)
+    return int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")
+
+
+def test_used_length_is_a_full_32_bit_value(ring):
+    drv, q = ring
+    chain = drv.add_chain([(4, True)])
+    q.fill(q.pop(), 0xFFFF_FFFF)                        # idx defaults to the next slot
+    q.flush(1)
+    assert drv.used_entries() == [UsedEntry(chain.head, 0xFFFF_FFFF)]
+
+
+def test_split_ring_events_pop_fill_flush(mem, events):
+    """The trace's ring events (uvirt/trace.py vq_pop, vq_fill, vq_flush) from a split ring."""
+    drv, q = make(mem, events)
+    q.index = 2
+    chain = drv.add_chain([(16, False), (32, True)])
+    q.push(q.pop(), 0x1_0000_0020)
+    assert [n for n, _ in events.rings] == ["vq_pop", "vq_fill", "vq_flush"]
+    assert events.rings[0][1] == {"queue": 2, "head": chain.head, "avail_idx": 1,
+                                  "readable": [list(p) for p in chain.readable],
+                                  "writable": [list(p) for p in chain.writable]}
+    assert events.rings[1][1] == {"queue": 2, "slot": 0, "head": chain.head, "len": 32}
+    assert events.rings[2][1] == {"queue": 2, "old": 0, "new": 1}
+
+
+def test_legacy_layout_where_qemus_alignment_point_matters():
+    # 18*455 + 4 = 8194: past 8192, so the used ring starts at 12288
+    assert legacy_layout(1, 455).used - 0x1000 == 12288
+    assert legacy_layout(1, 455, align=64).used - 0x1000 == 8256
+
+
+def test_vring_align_rounds_up_to_the_alignment():
+    from uvirt.virtio.queue import vring_align
+    assert [vring_align(a, 4096) for a in (0, 1, 4095, 4096, 4097)] == [0, 4096, 4096, 4096, 8192]
+
+
+def test_set_legacy_pfn_with_a_size_of_455(mem, events):
+    q = SplitQueue(mem, 455, events=events)
+    assert q.set_legacy_pfn(1) is None
+    assert (q.avail - q.desc, q.used - q.desc) == (16 * 455, 12288)
+
+
+def test_a_queue_without_alignment_takes_no_legacy_address(mem, events):
+    """QEMU virtio_queue_update_rings: no alignment, nothing is set up."""
+    q = SplitQueue(mem, N, events=events, align=0)
+    assert q.set_legacy_pfn(RING >> 12) is None
+    assert (q.desc, q.avail, q.used, q.ready) == (RING, 0, 0, False)
+
+
+def test_event_idx_notifies_again_after_the_used_index_ran_half_the_index_space(mem, events):
+    """QEMU virtqueue_split_flush: once used.idx has moved 2^15 past the last signalled
+    index, that index can no longer tell whether used_event was crossed, so the next
+    notification is unconditional."""
+    drv, q = make(mem, events, features=VirtioFeature.RING_EVENT_IDX)
+    drv.used_event = 0x4000
+    chain = drv.add_chain([(4, True)])
+    q.push(q.pop(), 4)
+    assert q.notify_decision()[0]                       # the first: unconditional
+    for _ in range(0x8000):                             # the same buffer, over and over
+        drv.publish(chain.head)
+        q.push(q.pop(), 4)
+    drv.used_event = 0x9000               # 1 -> 0x8001 does not cross it, but 0x8001 - 1
+    #                                       is half the index space
+    assert q.notify_decision() == (True, "first notification with VIRTIO_F_EVENT_IDX, "
+                                         "used.idx=32769 (§2.7.7.2)")
+
+
+@pytest.mark.parametrize("build, fields", [
+    (_avail_jump, {"last_avail_idx": 0, "avail_idx": 0x8000}),
+    (_head_oob, {"head": 0xFFFF}),
+])
+def test_guest_errors_name_what_was_wrong(mem, events, build, fields):
+    drv, q = make(mem, events)
+    build(drv)
+    assert q.pop().fields == fields
+    assert {k: events.errors[-1][1][k] for k in fields} == fields
+
+
+def test_size_exceeded_names_the_elements_in_flight(mem, events):
+    drv, q = make(mem, events, size=2)
+    drv.add_chain([(4, True)])
+    drv.add_chain([(4, True)])
+    q.pop(), q.pop()
+    drv.publish(0)
+    assert q.pop().fields == {"inuse": 2}
+
+
+def test_pop_with_a_grown_size_cannot_map_the_descriptor_table(mem, events):
+    drv, q = make(mem, events, layout="modern")
+    drv.add_chain([(4, True)])
+    q.set_size(2 * N)                         # QEMU keeps the ring cache checked for N
+    assert_broken(q.pop(), "desc_ring_unmappable", "Cannot map descriptor ring", events)
+
+
+def test_pop_after_the_rings_failed_their_check(mem, events):
+    """Entries seen before the rings were set again, to an area that fails the check:
+    QEMU's "Region caches not initialized"."""
+    drv, q = make(mem, events, layout="modern")
+    drv.add_chain([(4, True)])
+    drv.add_chain([(4, True)])
+    q.pop()
+    assert q.set_rings(q.desc, RAM - 2, q.used).kind == "ring_unmappable"
+    assert_broken(q.pop(), "rings_unmapped", "Region caches not initialized", events)
+
+
+def test_rings_in_ram_that_does_not_start_at_0():
+    """The ring window translates guest addresses into its RAM: RAM at 1 MiB."""
+    mem = guest_ram(RAM, base=0x10_0000)
+    drv = MockSplitQueue(mem, 0x10_0000 + RING, N, layout="modern")
+    q = SplitQueue(mem, N)
+    assert drv.configure(q) is None
+    for n in range(3):
+        chain = drv.add_chain([(8, False), (4, True)] if n % 2 else [(4, True)])
+        elem = q.pop()
+        assert (elem.head, elem.readable, elem.writable) == (chain.head, chain.readable, chain.writable)
+        q.push(elem, n)
+        assert drv.used_entries() == [UsedEntry(chain.head, n)]
+
+
+def test_descriptor_table_covered_by_a_region_after_setup():
+    """A register window placed over the descriptor table after the queue was set up:
+    the descriptors are read from it (zeros here), not from the RAM under it."""
+    from uvirt.board.memory.regions import MmioRegion
+
+    class Zeros:
+        def read(self, offset, size):
+            return 0
+
+        def write(self, offset, size, value):
+            pass
+
+    mem = guest_ram(RAM)
+    events = RecordingEvents()
+    drv = MockSplitQueue(mem, RING, N, layout="legacy")
+    q = SplitQueue(mem, N, events=events)
+    assert drv.configure(q) is None
+    drv.add_chain([(16, True)])
+    mem._space.add(MmioRegion("over-desc", 16 * N, Zeros()), q.desc, priority=1)
+    mem._space.commit()
+    assert_broken(q.pop(), "zero_len", "virtio: zero sized buffers are not allowed", events)
+
+
+@pytest.mark.parametrize("event_idx", [False, True])
+def test_ring_areas_may_end_exactly_at_the_end_of_ram(mem, events, event_idx):
+    """QEMU virtio_queue_get_avail_size / get_used_size: 4 + 2N and 4 + 8N bytes, plus 2
+    (used_event, avail_event) with EVENT_IDX; an area must not leave RAM."""
+    extra = 2 if event_idx else 0
+    avail_last = RAM - (4 + 2 * N + extra)          # the last address that fits
+    used_last = RAM - (4 + 8 * N + extra)
+    cases = [(avail_last, RING + 0x1000, None), (avail_last + 1, RING + 0x1000, "avail"),
+             (RING + 0x800, used_last, None), (RING + 0x800, used_last + 1, "used")]
+    for avail, used, failed in cases:
+        q = SplitQueue(mem, N, events=events)
+        q.set_features(VirtioFeature.RING_EVENT_IDX if event_idx else 0)
+        result = q.set_rings(RING, avail, used)
+        if failed is None:
+            assert result is None and q.ready
+        else:
+            assert (result.kind, result.reason) == ("ring_unmappable", f"Cannot map {failed}")

@@ -249,6 +249,11 @@ class PackedQueue(VirtqueueBase):
         each buffer is one descriptor or ``count`` is 1, as with ``push``).
         """
         staged = [self._used_elems.pop(i, None) for i in range(count)]
+        if self.disabled:
+            # QEMU virtqueue_flush on a broken device: nothing is written (fills were
+            # dropped), and the count drops by the elements, not their descriptors
+            self.inuse -= count
+            return
         if any(s is None for s in staged):
             raise UvirtError(f"virtqueue {self.index}: flushing {count} elements, "
                              f"not all of them filled")
@@ -256,9 +261,6 @@ class PackedQueue(VirtqueueBase):
         if ndescs > self.inuse:
             raise UvirtError(f"virtqueue {self.index}: flushing {ndescs} descriptors with "
                              f"{self.inuse} in flight")
-        if self.disabled:
-            self.inuse -= ndescs
-            return
         if not self.desc:
             return
         offsets = []
