@@ -57,3 +57,29 @@ def test_bundled_program_under_seabios_equals_qemu(ref, firmware):
     assert want.exit_code in (1, *EXIT), want.stderr
     assert got.exit_code == EXIT.get(want.exit_code, want.exit_code), got.debugcon
     assert got.debugcon.splitlines() == want.debugcon.splitlines()
+
+
+#: command lines for firmware/acpi_tables.S: what the DSDT and the F segment depend on
+ACPI_CASES = {
+    "nodefaults": (),
+    "serial-virtio-gpu": ("-serial", "file:{tmp}/s0", "-device", "virtio-gpu-pci"),
+    "virtio-blk-256M": ("-m", "256M", "-drive", "file={tmp}/disk.img,format=raw,if=none,id=d0",
+                        "-device", "virtio-blk-pci,drive=d0"),
+}
+
+
+@pytest.mark.parametrize("firmware", list(FIRMWARE))
+@pytest.mark.parametrize("case", list(ACPI_CASES))
+def test_acpi_tables_the_firmware_installed_equal_qemus(case, firmware):
+    """firmware/acpi_tables.S finds the RSDP as an OS does and prints every table header,
+    checksum and the FACP's fields: the tables SeaBIOS installed from QEMU's (on QEMU) and
+    uvirt's (on uvirt) fw_cfg files, and where it put them, are the same."""
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "disk.img").write_bytes(bytes(65536))
+        args = tuple(a.format(tmp=tmp) for a in ACPI_CASES[case]) + FIRMWARE[firmware]
+        image = fw.build_to(fw.bundled("acpi_tables"), Path(tmp) / "acpi_tables.bin")
+        want = Q.run_qemu(image, args, timeout=60)
+        got = run_uvirt(image, args, timeout=60)
+    assert want.exit_code == got.exit_code == 1, got.debugcon
+    assert "RSDP at 000f" in want.debugcon and "FACP" in want.debugcon
+    assert got.debugcon.splitlines() == want.debugcon.splitlines()

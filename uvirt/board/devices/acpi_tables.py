@@ -150,6 +150,7 @@ class PcAcpiConfig:
     slots: dict[int, bool] = field(default_factory=dict)
     serial_ports: list[tuple[int, int]] = field(default_factory=list)   # (iobase, irq)
     w64: tuple[int, int] | None = None  # 64-bit BARs above 4 GiB: (lowest, highest byte)
+    smm: bool = True                    # -machine smm (the FACP's SMI command needs it)
 
 
 def pci_hole64(cfg: PcAcpiConfig) -> tuple[int, int]:
@@ -227,10 +228,12 @@ def build_dsdt(cfg: PcAcpiConfig) -> bytes:
 
 
 def build_fadt(cfg: PcAcpiConfig, facs: int, dsdt: int) -> bytes:
-    """build_fadt, revision 1 (pc's ACPI 1.0 FADT, 116 bytes)."""
+    """build_fadt, revision 1 (pc's ACPI 1.0 FADT, 116 bytes); without SMM no SMI command
+    and no ACPI enable/disable values (acpi_get_pm_info)."""
     pm = cfg.pm_base
+    smi_cmd, enable, disable = (SMI_CMD, ACPI_ENABLE, ACPI_DISABLE) if cfg.smm else (0, 0, 0)
     body = struct.pack("<IIBBHIBBBBIIIIIIIIBBBBBBBBHHHHBBBBBHBI",
-                       facs, dsdt, 1, 0, SCI_INT, SMI_CMD, ACPI_ENABLE, ACPI_DISABLE, 0, 0,
+                       facs, dsdt, 1, 0, SCI_INT, smi_cmd, enable, disable, 0, 0,
                        pm, 0, pm + 4, 0, 0, pm + 8, GPE0_BLK, 0,
                        4, 2, 0, 4, GPE0_BLK_LEN, 0, 0, 0, 0x0FFF, 0x0FFF, 0, 0, 0, 0, 0, 0,
                        RTC_CENTURY, 0, 0, FADT_FLAGS)
@@ -357,7 +360,8 @@ def machine_config(machine) -> PcAcpiConfig:
             if hi >= lo:
                 w64 = (lo, hi) if w64 is None else (min(w64[0], lo), max(w64[1], hi))
     ports = [(base, dict(COM_PORTS)[base]) for base, _ in getattr(machine, "serial_ports", [])]
-    return PcAcpiConfig(below, above, pm_base, slots, ports, w64)
+    return PcAcpiConfig(below, above, pm_base, slots, ports, w64,
+                        smm=getattr(machine, "smm_enabled", True))
 
 
 def install_acpi_tables(machine, fw) -> None:

@@ -24,11 +24,10 @@ Files: ``bios-geometry`` and ``bootorder`` (empty: no boot devices), ``etc/boot-
 (-1: ``-boot reboot-timeout`` unset), ``etc/e820`` (RAM below 4 GiB, RAM above 4 GiB when
 there is some, and the AMD HyperTransport hole QEMU reserves for its default AMD
 ``qemu64`` CPU), ``etc/system-states`` and ``etc/tpm/log`` (empty); ``etc/acpi/rsdp``, ``etc/acpi/tables``
-and ``etc/table-loader`` come from devices/acpi_tables.py (built when first selected, as
-QEMU's select callback does).  QEMU's pc also has ``etc/smbios/*`` (generated SMBIOS
-tables), which uvirt does not build, so they are left out rather than served as zeros
-(select keys of the files after them therefore differ from QEMU's; names, sizes and
-contents of the files listed match); ``genroms/kvmvapic.bin`` is added under ``-bios``.
+and ``etc/table-loader`` (devices/acpi_tables.py) and ``etc/smbios/smbios-anchor`` and
+``etc/smbios/smbios-tables`` (devices/smbios.py), built when first selected, as QEMU's
+select callbacks do.  ``genroms/kvmvapic.bin`` is added under ``-bios`` (boot/bios.py);
+without it the file directory is QEMU's: names, sizes, select keys and contents.
 """
 
 from __future__ import annotations
