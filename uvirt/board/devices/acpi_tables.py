@@ -364,6 +364,12 @@ def machine_config(machine) -> PcAcpiConfig:
                         smm=getattr(machine, "smm_enabled", True))
 
 
+#: the files' contents until first selected: only their sizes are seen (one shared
+#: immutable buffer, so creating a machine costs no 128 KiB of zeros)
+_PLACEHOLDERS = {TABLES_FILE: bytes(ACPI_BUILD_TABLE_SIZE), RSDP_FILE: bytes(RSDP_SIZE),
+                 LOADER_FILE: bytes(LOADER_SIZE)}
+
+
 def install_acpi_tables(machine, fw) -> None:
     """Offer etc/acpi/rsdp, etc/acpi/tables and etc/table-loader as QEMU's ``acpi_setup``
     does: the files have their sizes from the start and are (re)built from the machine's
@@ -383,7 +389,7 @@ def install_acpi_tables(machine, fw) -> None:
     def reset() -> None:
         state["patched"] = False
 
-    for name, size in ((TABLES_FILE, ACPI_BUILD_TABLE_SIZE), (RSDP_FILE, RSDP_SIZE), (LOADER_FILE, LOADER_SIZE)):
-        fw.add_file(name, bytes(size))
+    fw.add_files(_PLACEHOLDERS)
+    for name in _PLACEHOLDERS:
         fw.select_callbacks[name] = update
     fw.reset_hooks.append(reset)

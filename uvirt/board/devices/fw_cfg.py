@@ -124,8 +124,7 @@ class FwCfg:
         self.select_callbacks: dict[str, Callable[[], None]] = {}
         #: called by reset() (QEMU's reset handlers of the files' owners)
         self.reset_hooks: list[Callable[[], None]] = []
-        for name, data in sorted((files or {}).items()):
-            self.add_file(name, data)
+        self.add_files(files or {})
         self.cur_entry = 0
         self.cur_offset = 0
         self.dma_addr = 0
@@ -133,22 +132,26 @@ class FwCfg:
     # -- items
     def add_file(self, name: str, data: bytes) -> int:
         """Add (or replace) a file; select keys follow the sorted names, as QEMU's."""
-        if len(name.encode()) >= 56:
-            raise ValueError(f"fw_cfg file name too long: {name!r}")
+        self.add_files({name: data})
+        return dict(self.files)[name]
+
+    def add_files(self, files: dict[str, bytes]) -> None:
+        """Add (or replace) several files with one rebuild of the keys and directory."""
+        for name in files:
+            if len(name.encode()) >= 56:
+                raise ValueError(f"fw_cfg file name too long: {name!r}")
         contents = {n: self.items[k] for n, k in self.files}
-        contents[name] = bytes(data)
+        contents.update((n, bytes(d)) for n, d in files.items())
         if len(contents) > FILE_SLOTS:
             raise ValueError("fw_cfg: no free file slot")
         for _, key in self.files:
             self.items.pop(key, None)
         self.files = [(n, FILE_FIRST + i) for i, n in enumerate(sorted(contents))]
+        directory = [struct.pack(">I", len(self.files))]
         for n, key in self.files:
             self.items[key] = contents[n]
-        directory = struct.pack(">I", len(self.files))
-        for n, key in self.files:
-            directory += struct.pack(">IHH56s", len(contents[n]), key, 0, n.encode())
-        self.items[FILE_DIR] = directory
-        return dict(self.files)[name]
+            directory.append(struct.pack(">IHH56s", len(contents[n]), key, 0, n.encode()))
+        self.items[FILE_DIR] = b"".join(directory)
 
     def replace_file(self, name: str, data: bytes) -> None:
         """New contents of the same size for a file (fw_cfg_modify_file)."""

@@ -17,6 +17,7 @@ memory array mapped address per e820 RAM range: below 4 GiB, above 4 GiB), type 
 
 from __future__ import annotations
 
+import functools
 import struct
 
 ANCHOR_FILE, TABLES_FILE = "etc/smbios/smbios-anchor", "etc/smbios/smbios-tables"
@@ -96,6 +97,15 @@ def build_smbios(below_4g: int, above_4g: int, uuid: bytes) -> tuple[bytes, byte
     return anchor, tables
 
 
+ANCHOR_SIZE = 0x1F                      # SMBIOS 2.1 entry point (QEMU's default anchor)
+
+
+@functools.lru_cache(maxsize=None)
+def tables_size(below_4g: int, above_4g: int) -> int:
+    """The structures' size (the UUID does not change it)."""
+    return len(build_smbios(below_4g, above_4g, bytes(16))[1])
+
+
 def install_smbios(machine, fw) -> None:
     """Offer the two files; built when first selected (the ``-uuid`` is applied after the
     board is built), with the sizes they will have."""
@@ -111,7 +121,5 @@ def install_smbios(machine, fw) -> None:
         fw.replace_file(ANCHOR_FILE, anchor)
         fw.replace_file(TABLES_FILE, tables)
 
-    anchor, tables = build_smbios(below, above, bytes(16))
-    for name, data in ((ANCHOR_FILE, anchor), (TABLES_FILE, tables)):
-        fw.add_file(name, bytes(len(data)))
-        fw.select_callbacks[name] = build
+    fw.add_files({ANCHOR_FILE: bytes(ANCHOR_SIZE), TABLES_FILE: bytes(tables_size(below, above))})
+    fw.select_callbacks[ANCHOR_FILE] = fw.select_callbacks[TABLES_FILE] = build
