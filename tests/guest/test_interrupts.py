@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from uvirt.cpu.machine import StopReason
+from unicorn.x86_const import UC_X86_REG_EFLAGS, UC_X86_REG_EIP
+
+from uvirt.cpu.machine import Machine, StopReason
 from uvirt.board.memory.regions import MmioRegion
 from uvirt.board.pci.bus import PciFunction
 from uvirt.testing.guest import comparable, run_uvirt
@@ -77,6 +79,44 @@ def test_hlt_with_interrupts_enabled_and_no_source_ends_at_the_budget(tmp_path, 
     res = run_uvirt(image, timeout=0.5)
     assert time.monotonic() - t < 5
     assert res.stop.reason is StopReason.TIMEOUT and res.exit_code == 124
+
+
+SEABIOS = "/usr/share/seabios/bios.bin"
+
+
+@pytest.mark.parametrize("args", [(), ("-bios", SEABIOS)], ids=["fast-default", "seabios"])
+def test_a_kick_racing_a_hlt_does_not_skip_it(firmware, monkeypatch, args):
+    """A kick (a timer tick, posted work) that lands in the run ending at ``sti; hlt`` left
+    the HLT skipped: irq_pit under SeaBIOS printed "woke" where QEMU prints its handler's
+    line (the PIT tick armed for the firmware's 18.2 Hz timer fired as the guest halted,
+    under load).  Here the race is made certain: every run that ends at a HLT ends kicked."""
+    if args and not Path(SEABIOS).exists():
+        pytest.skip(f"{SEABIOS} missing")
+    finish = Machine._finish_restarted_access
+
+    def kicked_at_every_hlt(self):
+        finish(self)
+        if self._halted():
+            self._kicked = True
+
+    monkeypatch.setattr(Machine, "_finish_restarted_access", kicked_at_every_hlt)
+    res = run_uvirt(firmware("irq_pit"), args, timeout=30)
+    assert res.exit_code == 1, res.stop.report()
+    assert res.debugcon.splitlines() == strip_header((DATA_DIR / "irq_pit.txt").read_text()).splitlines()
+
+
+@pytest.mark.parametrize("before, halted", [(0xFB, True), (0x90, True), (0x75, False), (0xE2, False),
+                                            (0xCD, False)])
+def test_a_kicked_stop_after_f4_is_a_hlt_unless_it_ends_a_branch(before, halted):
+    """``sti; hlt`` and ``nop; hlt`` ran a HLT; ``jnz``/``loop`` of -12 and ``int 0xf4`` end
+    in the same byte and also end a block, where a kick's stop can land: not a HLT."""
+    m = Machine()
+    m.write_ram(0x8000, bytes([before, 0xF4]))
+    m.uc.reg_write(UC_X86_REG_EIP, 0x8002)
+    m.uc.reg_write(UC_X86_REG_EFLAGS, 0x202)
+    assert m._kicked_at_hlt() is halted
+    m.uc.reg_write(UC_X86_REG_EFLAGS, 0x002)            # IF=0: never taken for a halt
+    assert m._kicked_at_hlt() is False
 
 
 # ---------------------------------------------------------------- a PCI INTx/MSI device

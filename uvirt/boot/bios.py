@@ -7,8 +7,8 @@ SeaBIOS would leave and ``-kernel`` starts at once (the fast default).  With it:
   CPU starts in real mode at F000:FFF0 (``Machine.cpu_reset``);
 * fw_cfg offers what QEMU 7.2's pc offers this firmware (devices/fw_cfg.py): the RAM
   size and e820 map, ``nographic``, CPU counts, ``etc/boot-fail-wait``, ``bootorder``
-  from the devices' ``bootindex=`` properties, QEMU's ACPI tables
-  (devices/acpi_tables.py), the kvmvapic ROM; no SMBIOS tables (SeaBIOS builds its own);
+  from the devices' ``bootindex=`` properties, QEMU's ACPI and SMBIOS tables
+  (devices/acpi_tables.py, devices/smbios.py) and the kvmvapic ROM;
 * ``-kernel`` goes the way QEMU's x86 loader sends it (hw/i386/x86.c
   ``x86_load_linux`` -> hw/i386/multiboot.c ``load_multiboot``): the multiboot image,
   its modules and the boot information are built by the host and put in fw_cfg
@@ -163,6 +163,7 @@ def apply_smm(m: Machine, smm: str) -> None:
     from uvirt.board.pci.bus import devfn
     if smm == "on":
         raise OptionError("-machine smm=on: uvirt's CPU has no System Management Mode")
+    m.smm_enabled = smm != "off"            # the ACPI FACP's SMI command follows it
     pm = m.pci.find(0, devfn(1, 3))
     if smm == "off" and pm is not None:
         pm.config.data[0x5B] |= 0x02

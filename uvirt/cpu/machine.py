@@ -723,7 +723,7 @@ class Machine:
                     self._exc = None
                     self._raise_exception(intno, at)
                     continue
-                if self._kicked:
+                if self._kicked and not self._kicked_at_hlt():
                     continue
                 if self._halted():
                     self._halt_wait()
@@ -1090,6 +1090,23 @@ class Machine:
             return regs.mem_read(self._linear(eip) - 1, 1) == b"\xf4"
         except UcError:
             return False
+
+    def _kicked_at_hlt(self) -> bool:
+        """A kick (timer, posted work) landed in the run that ended at a ``hlt`` with IF=1:
+        the HLT ran and must still wait, or the guest goes on after it as if an interrupt
+        had come (irq_pit under SeaBIOS printed "woke" before its handler did: a PIT tick
+        armed for the firmware's timer fired as the guest halted).  A kick's stop can also
+        land after a block-ending instruction whose last byte is 0xF4 (a not-taken
+        ``jcc``/``loop`` rel8 of -12, ``int 0xf4``), so those stay "not halted"; with IF=0 a
+        kicked stop is never taken for a halt (that would end the run)."""
+        if not self.regs.read(X.UC_X86_REG_EFLAGS) & IF_MASK:
+            return False
+        try:
+            before = self.regs.mem_read(self._linear(self.regs.read(X.UC_X86_REG_EIP)) - 2, 2)
+        except UcError:
+            return False
+        return before[1] == 0xF4 and not (0x70 <= before[0] <= 0x7F or 0xE0 <= before[0] <= 0xE3
+                                          or before[0] == 0xCD)
 
     def _fault_from(self, e: UcError) -> None:
         eip = self.uc.reg_read(X.UC_X86_REG_EIP)

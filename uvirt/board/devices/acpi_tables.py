@@ -150,6 +150,7 @@ class PcAcpiConfig:
     slots: dict[int, bool] = field(default_factory=dict)
     serial_ports: list[tuple[int, int]] = field(default_factory=list)   # (iobase, irq)
     w64: tuple[int, int] | None = None  # 64-bit BARs above 4 GiB: (lowest, highest byte)
+    smm: bool = True                    # -machine smm (the FACP's SMI command needs it)
 
 
 def pci_hole64(cfg: PcAcpiConfig) -> tuple[int, int]:
@@ -227,10 +228,12 @@ def build_dsdt(cfg: PcAcpiConfig) -> bytes:
 
 
 def build_fadt(cfg: PcAcpiConfig, facs: int, dsdt: int) -> bytes:
-    """build_fadt, revision 1 (pc's ACPI 1.0 FADT, 116 bytes)."""
+    """build_fadt, revision 1 (pc's ACPI 1.0 FADT, 116 bytes); without SMM no SMI command
+    and no ACPI enable/disable values (acpi_get_pm_info)."""
     pm = cfg.pm_base
+    smi_cmd, enable, disable = (SMI_CMD, ACPI_ENABLE, ACPI_DISABLE) if cfg.smm else (0, 0, 0)
     body = struct.pack("<IIBBHIBBBBIIIIIIIIBBBBBBBBHHHHBBBBBHBI",
-                       facs, dsdt, 1, 0, SCI_INT, SMI_CMD, ACPI_ENABLE, ACPI_DISABLE, 0, 0,
+                       facs, dsdt, 1, 0, SCI_INT, smi_cmd, enable, disable, 0, 0,
                        pm, 0, pm + 4, 0, 0, pm + 8, GPE0_BLK, 0,
                        4, 2, 0, 4, GPE0_BLK_LEN, 0, 0, 0, 0x0FFF, 0x0FFF, 0, 0, 0, 0, 0, 0,
                        RTC_CENTURY, 0, 0, FADT_FLAGS)
@@ -357,7 +360,14 @@ def machine_config(machine) -> PcAcpiConfig:
             if hi >= lo:
                 w64 = (lo, hi) if w64 is None else (min(w64[0], lo), max(w64[1], hi))
     ports = [(base, dict(COM_PORTS)[base]) for base, _ in getattr(machine, "serial_ports", [])]
-    return PcAcpiConfig(below, above, pm_base, slots, ports, w64)
+    return PcAcpiConfig(below, above, pm_base, slots, ports, w64,
+                        smm=getattr(machine, "smm_enabled", True))
+
+
+#: the files' contents until first selected: only their sizes are seen (one shared
+#: immutable buffer, so creating a machine costs no 128 KiB of zeros)
+_PLACEHOLDERS = {TABLES_FILE: bytes(ACPI_BUILD_TABLE_SIZE), RSDP_FILE: bytes(RSDP_SIZE),
+                 LOADER_FILE: bytes(LOADER_SIZE)}
 
 
 def install_acpi_tables(machine, fw) -> None:
@@ -379,7 +389,7 @@ def install_acpi_tables(machine, fw) -> None:
     def reset() -> None:
         state["patched"] = False
 
-    for name, size in ((TABLES_FILE, ACPI_BUILD_TABLE_SIZE), (RSDP_FILE, RSDP_SIZE), (LOADER_FILE, LOADER_SIZE)):
-        fw.add_file(name, bytes(size))
+    fw.add_files(_PLACEHOLDERS)
+    for name in _PLACEHOLDERS:
         fw.select_callbacks[name] = update
     fw.reset_hooks.append(reset)

@@ -24,11 +24,10 @@ Files: ``bios-geometry`` and ``bootorder`` (empty: no boot devices), ``etc/boot-
 (-1: ``-boot reboot-timeout`` unset), ``etc/e820`` (RAM below 4 GiB, RAM above 4 GiB when
 there is some, and the AMD HyperTransport hole QEMU reserves for its default AMD
 ``qemu64`` CPU), ``etc/system-states`` and ``etc/tpm/log`` (empty); ``etc/acpi/rsdp``, ``etc/acpi/tables``
-and ``etc/table-loader`` come from devices/acpi_tables.py (built when first selected, as
-QEMU's select callback does).  QEMU's pc also has ``etc/smbios/*`` (generated SMBIOS
-tables), which uvirt does not build, so they are left out rather than served as zeros
-(select keys of the files after them therefore differ from QEMU's; names, sizes and
-contents of the files listed match); ``genroms/kvmvapic.bin`` is added under ``-bios``.
+and ``etc/table-loader`` (devices/acpi_tables.py) and ``etc/smbios/smbios-anchor`` and
+``etc/smbios/smbios-tables`` (devices/smbios.py), built when first selected, as QEMU's
+select callbacks do.  ``genroms/kvmvapic.bin`` is added under ``-bios`` (boot/bios.py);
+without it the file directory is QEMU's: names, sizes, select keys and contents.
 """
 
 from __future__ import annotations
@@ -125,8 +124,7 @@ class FwCfg:
         self.select_callbacks: dict[str, Callable[[], None]] = {}
         #: called by reset() (QEMU's reset handlers of the files' owners)
         self.reset_hooks: list[Callable[[], None]] = []
-        for name, data in sorted((files or {}).items()):
-            self.add_file(name, data)
+        self.add_files(files or {})
         self.cur_entry = 0
         self.cur_offset = 0
         self.dma_addr = 0
@@ -134,22 +132,26 @@ class FwCfg:
     # -- items
     def add_file(self, name: str, data: bytes) -> int:
         """Add (or replace) a file; select keys follow the sorted names, as QEMU's."""
-        if len(name.encode()) >= 56:
-            raise ValueError(f"fw_cfg file name too long: {name!r}")
+        self.add_files({name: data})
+        return dict(self.files)[name]
+
+    def add_files(self, files: dict[str, bytes]) -> None:
+        """Add (or replace) several files with one rebuild of the keys and directory."""
+        for name in files:
+            if len(name.encode()) >= 56:
+                raise ValueError(f"fw_cfg file name too long: {name!r}")
         contents = {n: self.items[k] for n, k in self.files}
-        contents[name] = bytes(data)
+        contents.update((n, bytes(d)) for n, d in files.items())
         if len(contents) > FILE_SLOTS:
             raise ValueError("fw_cfg: no free file slot")
         for _, key in self.files:
             self.items.pop(key, None)
         self.files = [(n, FILE_FIRST + i) for i, n in enumerate(sorted(contents))]
+        directory = [struct.pack(">I", len(self.files))]
         for n, key in self.files:
             self.items[key] = contents[n]
-        directory = struct.pack(">I", len(self.files))
-        for n, key in self.files:
-            directory += struct.pack(">IHH56s", len(contents[n]), key, 0, n.encode())
-        self.items[FILE_DIR] = directory
-        return dict(self.files)[name]
+            directory.append(struct.pack(">IHH56s", len(contents[n]), key, 0, n.encode()))
+        self.items[FILE_DIR] = b"".join(directory)
 
     def replace_file(self, name: str, data: bytes) -> None:
         """New contents of the same size for a file (fw_cfg_modify_file)."""

@@ -272,4 +272,6 @@ def install_pc_builtins(machine: "Machine") -> None:
     fw = install_fw_cfg(machine)            # 0x510-0x511, DMA 0x514-0x51b
     from uvirt.board.devices.acpi_tables import install_acpi_tables
     install_acpi_tables(machine, fw)        # etc/acpi/*, etc/table-loader, built when read
+    from uvirt.board.devices.smbios import install_smbios
+    install_smbios(machine, fw)             # etc/smbios/smbios-anchor, -tables
     install_acpi_hotplug(machine)           # PIIX4 ACPI PCI hotplug 0xae00, GPE0 0xafe0
