@@ -231,13 +231,27 @@ def device_roots(machine) -> list:
 
 
 def undeclared(machine) -> list[str]:
-    """uvirt classes reached from the machine that declare no ``snapshot_state``."""
+    """uvirt classes reached from the machine that declare no ``snapshot_state``, or
+    that make attributes of their own while only inheriting a declaration
+    (``undeclared_in``)."""
     names = set()
     for st in capture_objects(device_roots(machine)):
         cls = type(st.obj)
-        if state_names(cls) is None and cls.__module__.startswith("uvirt."):
-            names.add(f"{cls.__module__}.{cls.__qualname__}")
+        if state_names(cls) is None:
+            if cls.__module__.startswith("uvirt."):
+                names.add(f"{cls.__module__}.{cls.__qualname__}")
+        else:
+            names.update(undeclared_in(cls))
     return sorted(names)
+
+
+def undeclared_in(cls: type) -> list[str]:
+    """The uvirt classes in ``cls``'s hierarchy with their own ``__init__``, ``reset`` or
+    ``device_reset`` (so, attributes of their own) and no ``snapshot_state`` of their
+    own: each such class says what it adds, an empty tuple when it is configuration."""
+    return [f"{k.__module__}.{k.__qualname__}" for k in cls.__mro__
+            if k.__module__.startswith("uvirt.") and "snapshot_state" not in k.__dict__
+            and {"__init__", "reset", "device_reset"} & k.__dict__.keys()]
 
 
 def _ram_regions(machine) -> list[RamRegion]:

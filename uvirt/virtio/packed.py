@@ -166,6 +166,9 @@ class PackedQueue(VirtqueueBase):
     """
 
     packed = True
+    #: beyond VirtqueueBase's (uvirt/cpu/snapshot.py): the wrap counters, the used elements
+    snapshot_state = ("last_avail_wrap_counter", "shadow_avail_wrap_counter", "used_wrap_counter",
+                      "_used_elems")
 
     def reset(self) -> None:
         super().reset()

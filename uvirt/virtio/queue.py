@@ -754,6 +754,8 @@ class SplitQueue(VirtqueueBase):
         if q.should_notify(): transport.notify(q.index)
     """
 
+    snapshot_state = ()          # beyond VirtqueueBase's: ``align`` is configuration
+
     def __init__(self, mem: "GuestMemory", max_size: int, *, index: int = 0,
                  events: QueueEvents | None = None, strict: bool = False,
                  align: int = VIRTIO_PCI_VRING_ALIGN) -> None:
