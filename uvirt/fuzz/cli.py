@@ -132,9 +132,11 @@ def _jobs(argv: list[str], args) -> int:
 
 def write_auto_dict(dev: list[str], out: str) -> str:
     """A libFuzzer dictionary from the register enums: whole commands that reach each
-    named register of the device's transport, and the PCI config registers."""
+    named register of the virtio-pci transports (legacy and modern), and the PCI config
+    registers."""
     from uvirt.board.pci.bus import PciReg
-    from uvirt.virtio.pci import LegacyReg
+    from uvirt.virtio.pci import (COMMON_OFFSET, ISR_OFFSET, NOTIFY_OFF_MULTIPLIER, NOTIFY_OFFSET,
+                                  CommonCfg as C, LegacyReg)
     from uvirt.fuzz.ops import SEPARATOR, OpKind, encode
     entries = [SEPARATOR]
     for r in PciReg:
@@ -145,6 +147,16 @@ def write_auto_dict(dev: list[str], out: str) -> str:
             size = 0 if r in (LegacyReg.STATUS, LegacyReg.ISR) else 1 if r in (
                 LegacyReg.QUEUE_NUM, LegacyReg.QUEUE_SEL, LegacyReg.QUEUE_NOTIFY) else 2
             entries.append(encode(k, bytes((0, size)) + int(r).to_bytes(4, "little")))
+    # the modern transport's registers (virtio 1.2 §4.1.4.3), at their offsets in the
+    # modern BAR; the first operand picks among the device's memory BARs
+    common = {C.STATUS: 0, C.CFGGENERATION: 0, C.MSIX: 1, C.NUMQ: 1, C.Q_SELECT: 1, C.Q_SIZE: 1,
+              C.Q_MSIX: 1, C.Q_ENABLE: 1, C.Q_NOFF: 1, C.Q_RESET: 1}
+    modern = [(COMMON_OFFSET + int(r), common.get(r, 2)) for r in C]
+    modern += [(ISR_OFFSET, 0), (NOTIFY_OFFSET, 1), (NOTIFY_OFFSET + NOTIFY_OFF_MULTIPLIER, 1)]
+    for off, size in modern:
+        for bar in range(3):
+            for k in (OpKind.MMIO_READ, OpKind.MMIO_WRITE):
+                entries.append(encode(k, bytes((bar, size)) + off.to_bytes(4, "little")))
     for k in OpKind:
         for operand in range(3):
             entries.append(encode(k, bytes((operand,))))
