@@ -310,7 +310,13 @@ def fuzz(cfg: FuzzConfig, *, log=sys.stderr) -> int:
     argv += [f"-artifact_prefix={os.path.join(cfg.out, '')}", *cfg.libfuzzer_args]
     corpus = cfg.corpus or os.path.join(cfg.out, "corpus")
     os.makedirs(corpus, exist_ok=True)
-    argv += [corpus, write_seeds(os.path.join(cfg.out, "seeds"))]
+    seed_dir = write_seeds(os.path.join(cfg.out, "seeds"))
+    if cfg.python is None:
+        from uvirt.fuzz.seeds import write_program_seeds
+        n = write_program_seeds(target, cfg.device_argv, seed_dir, log=log)
+        print(f"uvirt fuzz: {n} seeds from the bundled guest programs that drive {target.name}",
+              file=log, flush=True)
+    argv += [corpus, seed_dir]
     atheris.Setup(argv, one_input)
     atheris.Fuzz()
     return 0
