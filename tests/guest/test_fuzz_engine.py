@@ -129,6 +129,21 @@ def test_uvirt_fuzz_finds_the_planted_bug(tmp_path, bug):
     assert "uvirt fuzz summary" in r.stderr
 
 
+def test_jobs_is_libfuzzers_fork(tmp_path):
+    """--jobs 2 runs libFuzzer's -fork=2: workers on the corpus, new inputs merged into
+    --corpus, the finding written to --out by the worker that met it; --stop-on-first
+    makes that worker's exit end the run."""
+    out, corpus = tmp_path / "out", tmp_path / "corpus"
+    r = _uvirt("fuzz", "--python", "uvirt.fuzz.planted:off_by_one", "--jobs", "2", "--seconds", "60",
+               "--seed", "1", "--oracles", "exception,dma-outside-buffer",
+               "--stop-on-first", "--corpus", str(corpus), "--out", str(out), timeout=240)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "INFO: -fork=2: fuzzing in separate process(s)" in r.stderr
+    assert "2 workers (libFuzzer -fork=2)" in r.stderr
+    assert list(out.glob("dma-outside-buffer-*.bin")) and list(out.glob("test_dma_outside_buffer_*.py"))
+    assert list(corpus.iterdir())             # the seeds that add coverage, merged into the corpus
+
+
 def test_fuzz_usage_errors_are_one_line():
     r = _uvirt("fuzz", "--backend", "nope", "-device", "virtio-rng-pci")
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1

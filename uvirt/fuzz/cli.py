@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 
 from uvirt.errors import UsageError, UvirtError
 from uvirt.fuzz.oracles import KINDS
@@ -39,7 +37,9 @@ def parser() -> argparse.ArgumentParser:
                    help="guest: operations run as x86 code (default); board: direct calls, no CPU")
     p.add_argument("--seconds", type=float, help="stop after this many seconds")
     p.add_argument("--runs", type=int, help="stop after this many executions")
-    p.add_argument("--jobs", type=int, default=1, help="fuzzing processes sharing the corpus")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="parallel workers: libFuzzer's -fork=N (corpus merged into --corpus, "
+                        "findings and crashes collected in --out)")
     p.add_argument("--corpus", help="corpus directory (kept inputs; seeds are read from it)")
     p.add_argument("--dict", dest="dict_path",
                    help="libFuzzer dictionary, or 'auto' for one made from the register enums")
@@ -93,41 +93,21 @@ def main(argv: list[str]) -> int:
         load_factory(args.python)             # a bad spec is a one-line error now
     if args.reproduce:
         return reproduce(dev, args.reproduce, args.backend, oracles, args.python)
-    if args.jobs > 1:
-        return _jobs(argv, args)
+    if args.jobs < 1:
+        raise UsageError(f"fuzz: --jobs {args.jobs}: at least 1")
     try:
         import atheris  # noqa: F401
     except ImportError:
         raise UvirtError("uvirt fuzz needs atheris: pip install 'uvirt[fuzz]'") from None
-    from uvirt.fuzz.engine import FuzzConfig, fuzz
+    from uvirt.fuzz.engine import FuzzConfig, fork, fuzz
     dict_path = args.dict_path
     if dict_path == "auto":
         dict_path = write_auto_dict(dev, args.out)
     cfg = FuzzConfig(device_argv=dev, backend=args.backend, seconds=args.seconds, runs=args.runs,
-                     corpus=args.corpus, dict_path=dict_path, seed=args.seed, out=args.out,
-                     oracles=oracles, budget=args.budget, stop_on_first=args.stop_on_first,
-                     python=args.python)
-    return fuzz(cfg)
-
-
-def _jobs(argv: list[str], args) -> int:
-    """N fuzzing processes on one corpus (libFuzzer reloads it), seeds apart."""
-    base = [a for a in argv]
-    i = base.index("--jobs") if "--jobs" in base else None
-    if i is not None:
-        del base[i:i + 2]
-    else:
-        base = [a for a in base if not a.startswith("--jobs=")]
-    corpus = args.corpus or os.path.join(args.out, "corpus")
-    if "--corpus" not in " ".join(base):
-        base += ["--corpus", corpus]
-    procs = []
-    for j in range(args.jobs):
-        extra = [] if args.seed is None else ["--seed", str(args.seed + j)]
-        cmd = [sys.executable, "-m", "uvirt", "fuzz", *base, *extra]
-        procs.append(subprocess.Popen(cmd))
-    codes = [p.wait() for p in procs]
-    return 1 if any(c == 1 for c in codes) else max(codes)
+                     jobs=args.jobs, corpus=args.corpus, dict_path=dict_path, seed=args.seed,
+                     out=args.out, oracles=oracles, budget=args.budget,
+                     stop_on_first=args.stop_on_first, python=args.python)
+    return fork(cfg) if args.jobs > 1 else fuzz(cfg)
 
 
 def write_auto_dict(dev: list[str], out: str) -> str:
