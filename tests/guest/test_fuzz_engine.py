@@ -70,13 +70,16 @@ def test_minimiser_keeps_only_what_the_finding_needs():
     t.close()
 
 
-def test_reproducers_of_a_builtin_device(tmp_path):
-    """virtio-blk serves a request notified before DRIVER_OK, as QEMU does (the strict
-    oracle reports it): the qtest trace replays on uvirt, the guest program runs to PASS,
-    the pytest test fails while the behaviour is there."""
+@pytest.mark.parametrize("device", ["blk", "gpu"])
+def test_reproducers_of_a_builtin_device(tmp_path, device):
+    """virtio-blk and virtio-gpu serve a request notified before DRIVER_OK, as QEMU does
+    (the strict oracle reports it): the qtest trace replays on uvirt, the guest program
+    runs to PASS, the pytest test fails while the behaviour is there.  virtio-gpu is
+    modern-only: its set-up and notify go through the modern transport."""
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(64 << 10))
-    dev = ["-drive", f"file={disk},format=raw,if=none,id=d0", "-device", "virtio-blk-pci,drive=d0"]
+    dev = (["-drive", f"file={disk},format=raw,if=none,id=d0", "-device", "virtio-blk-pci,drive=d0"]
+           if device == "blk" else ["-device", "virtio-gpu-pci"])
     t = FuzzTarget(dev)
     h = Harness(t, "guest")
     data = SEPARATOR.join([encode(OpKind.RESET, b"\x02"), CHAIN])
@@ -127,6 +130,21 @@ def test_uvirt_fuzz_finds_the_planted_bug(tmp_path, bug):
     assert r.returncode == 1, r.stderr[-2000:]
     assert f"FINDING {planted.EXPECTED[bug]}:" in r.stderr
     assert "uvirt fuzz summary" in r.stderr
+
+
+def test_jobs_is_libfuzzers_fork(tmp_path):
+    """--jobs 2 runs libFuzzer's -fork=2: workers on the corpus, new inputs merged into
+    --corpus, the finding written to --out by the worker that met it; --stop-on-first
+    makes that worker's exit end the run."""
+    out, corpus = tmp_path / "out", tmp_path / "corpus"
+    r = _uvirt("fuzz", "--python", "uvirt.fuzz.planted:off_by_one", "--jobs", "2", "--seconds", "60",
+               "--seed", "1", "--oracles", "exception,dma-outside-buffer",
+               "--stop-on-first", "--corpus", str(corpus), "--out", str(out), timeout=240)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "INFO: -fork=2: fuzzing in separate process(s)" in r.stderr
+    assert "2 workers (libFuzzer -fork=2)" in r.stderr
+    assert list(out.glob("dma-outside-buffer-*.bin")) and list(out.glob("test_dma_outside_buffer_*.py"))
+    assert list(corpus.iterdir())             # the seeds that add coverage, merged into the corpus
 
 
 def test_fuzz_usage_errors_are_one_line():

@@ -53,6 +53,7 @@ from typing import Any
 
 from uvirt.errors import UvirtError
 from uvirt.board.memory.regions import PAGE_SIZE, Container, MmioRegion, RamRegion
+from uvirt.board.pci.bus import PciFunction
 
 PAGE_SHIFT = 12
 
@@ -61,6 +62,7 @@ _SHALLOW = {list: list, dict: dict, set: set, collections.deque: collections.deq
 
 
 _MISSING = object()
+_BASE_UPDATE = PciFunction.update_mappings
 
 
 class SnapshotError(UvirtError):
@@ -166,7 +168,11 @@ class _ObjectState:
         for name, ctor, saved in self.shallow:
             d[name] = ctor(saved)
         for name, saved in self.deep:
-            d[name] = copy.deepcopy(saved)
+            # a value equal to the saved one stays (comparing a few small lists costs far
+            # less than copying them: the fuzzer restores before every input); the saved
+            # value itself is never handed out, so nothing aliases it
+            if d.get(name, _MISSING) != saved:
+                d[name] = copy.deepcopy(saved)
         for name, lst, saved in self.lists:
             if isinstance(lst, dict):
                 lst.clear()
@@ -231,13 +237,27 @@ def device_roots(machine) -> list:
 
 
 def undeclared(machine) -> list[str]:
-    """uvirt classes reached from the machine that declare no ``snapshot_state``."""
+    """uvirt classes reached from the machine that declare no ``snapshot_state``, or
+    that make attributes of their own while only inheriting a declaration
+    (``undeclared_in``)."""
     names = set()
     for st in capture_objects(device_roots(machine)):
         cls = type(st.obj)
-        if state_names(cls) is None and cls.__module__.startswith("uvirt."):
-            names.add(f"{cls.__module__}.{cls.__qualname__}")
+        if state_names(cls) is None:
+            if cls.__module__.startswith("uvirt."):
+                names.add(f"{cls.__module__}.{cls.__qualname__}")
+        else:
+            names.update(undeclared_in(cls))
     return sorted(names)
+
+
+def undeclared_in(cls: type) -> list[str]:
+    """The uvirt classes in ``cls``'s hierarchy with their own ``__init__``, ``reset`` or
+    ``device_reset`` (so, attributes of their own) and no ``snapshot_state`` of their
+    own: each such class says what it adds, an empty tuple when it is configuration."""
+    return [f"{k.__module__}.{k.__qualname__}" for k in cls.__mro__
+            if k.__module__.startswith("uvirt.") and "snapshot_state" not in k.__dict__
+            and {"__init__", "reset", "device_reset"} & k.__dict__.keys()]
 
 
 def _ram_regions(machine) -> list[RamRegion]:
@@ -318,6 +338,7 @@ class Snapshot:
     main: RamRegion
     objects: list[_ObjectState]
     disks: list[_DiskJournal] = field(default_factory=list)
+    configs: dict[int, bytes] = field(default_factory=dict)    # id(function) -> config space
     restores: int = 0
     pages_restored: int = 0                    # in the last restore
 
@@ -337,7 +358,8 @@ def take(machine) -> Snapshot:
     ram = {id(r): (r, bytes(r.buffer.view[r.buffer_offset:r.buffer_offset + r.size]))
            for r in _ram_regions(machine)}
     snap = Snapshot(cpu, ram, machine.ram, capture_objects(device_roots(machine)),
-                    [_DiskJournal(b) for b in _block_backends(machine)])
+                    [_DiskJournal(b) for b in _block_backends(machine)],
+                    {id(fn): bytes(fn.config.data) for fn in machine.pci.functions.values()})
     _start_tracking(machine)
     machine._snapshot = snap
     return snap
@@ -386,13 +408,18 @@ def restore(machine, snap: Snapshot) -> None:
         if region is not main:
             o = region.buffer_offset
             region.buffer.view[o:o + region.size] = saved
+    # BARs follow the config space (every config write re-derives them): only a function
+    # whose config bytes differ from the snapshot's needs it after the restore, and one
+    # with mappings of its own (the host bridge's PAM windows) is always asked
+    moved = [fn for fn in machine.pci.functions.values()
+             if fn.config.data != snap.configs.get(id(fn)) or type(fn).update_mappings is not _BASE_UPDATE]
     for st in snap.objects:
         st.restore()
     for j in snap.disks:
         j.rewind()
     # BARs follow the restored config space, through the memory map's one commit
     with machine.batch():
-        for fn in machine.pci.functions.values():
+        for fn in moved:
             changes = fn.update_mappings()
             if changes:
                 machine.pci.apply(fn, changes)

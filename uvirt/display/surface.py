@@ -19,6 +19,7 @@ Screendump, as QEMU 7.2 writes it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from uvirt.display.placeholder_font import GLYPHS, FONT_HEIGHT, FONT_WIDTH
 
@@ -31,6 +32,9 @@ class Surface:
     rawmode: str
     buffer: object                     # bytearray, memoryview or anything with a buffer
     offset: int = 0
+    #: a snapshot (uvirt/cpu/snapshot.py) keeps the surface itself: nobody changes one
+    #: once made (a device makes a new one), and its buffer is the device's own
+    snapshot_state: ClassVar[tuple[str, ...]] = ()
 
     def rgb(self) -> bytes:
         """The pixels as packed R, G, B bytes, line after line."""

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 
 from uvirt.errors import UsageError, UvirtError
 from uvirt.fuzz.oracles import KINDS
@@ -39,7 +37,9 @@ def parser() -> argparse.ArgumentParser:
                    help="guest: operations run as x86 code (default); board: direct calls, no CPU")
     p.add_argument("--seconds", type=float, help="stop after this many seconds")
     p.add_argument("--runs", type=int, help="stop after this many executions")
-    p.add_argument("--jobs", type=int, default=1, help="fuzzing processes sharing the corpus")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="parallel workers: libFuzzer's -fork=N (corpus merged into --corpus, "
+                        "findings and crashes collected in --out)")
     p.add_argument("--corpus", help="corpus directory (kept inputs; seeds are read from it)")
     p.add_argument("--dict", dest="dict_path",
                    help="libFuzzer dictionary, or 'auto' for one made from the register enums")
@@ -93,48 +93,30 @@ def main(argv: list[str]) -> int:
         load_factory(args.python)             # a bad spec is a one-line error now
     if args.reproduce:
         return reproduce(dev, args.reproduce, args.backend, oracles, args.python)
-    if args.jobs > 1:
-        return _jobs(argv, args)
+    if args.jobs < 1:
+        raise UsageError(f"fuzz: --jobs {args.jobs}: at least 1")
     try:
         import atheris  # noqa: F401
     except ImportError:
         raise UvirtError("uvirt fuzz needs atheris: pip install 'uvirt[fuzz]'") from None
-    from uvirt.fuzz.engine import FuzzConfig, fuzz
+    from uvirt.fuzz.engine import FuzzConfig, fork, fuzz
     dict_path = args.dict_path
     if dict_path == "auto":
         dict_path = write_auto_dict(dev, args.out)
     cfg = FuzzConfig(device_argv=dev, backend=args.backend, seconds=args.seconds, runs=args.runs,
-                     corpus=args.corpus, dict_path=dict_path, seed=args.seed, out=args.out,
-                     oracles=oracles, budget=args.budget, stop_on_first=args.stop_on_first,
-                     python=args.python)
-    return fuzz(cfg)
-
-
-def _jobs(argv: list[str], args) -> int:
-    """N fuzzing processes on one corpus (libFuzzer reloads it), seeds apart."""
-    base = [a for a in argv]
-    i = base.index("--jobs") if "--jobs" in base else None
-    if i is not None:
-        del base[i:i + 2]
-    else:
-        base = [a for a in base if not a.startswith("--jobs=")]
-    corpus = args.corpus or os.path.join(args.out, "corpus")
-    if "--corpus" not in " ".join(base):
-        base += ["--corpus", corpus]
-    procs = []
-    for j in range(args.jobs):
-        extra = [] if args.seed is None else ["--seed", str(args.seed + j)]
-        cmd = [sys.executable, "-m", "uvirt", "fuzz", *base, *extra]
-        procs.append(subprocess.Popen(cmd))
-    codes = [p.wait() for p in procs]
-    return 1 if any(c == 1 for c in codes) else max(codes)
+                     jobs=args.jobs, corpus=args.corpus, dict_path=dict_path, seed=args.seed,
+                     out=args.out, oracles=oracles, budget=args.budget,
+                     stop_on_first=args.stop_on_first, python=args.python)
+    return fork(cfg) if args.jobs > 1 else fuzz(cfg)
 
 
 def write_auto_dict(dev: list[str], out: str) -> str:
     """A libFuzzer dictionary from the register enums: whole commands that reach each
-    named register of the device's transport, and the PCI config registers."""
+    named register of the virtio-pci transports (legacy and modern), and the PCI config
+    registers."""
     from uvirt.board.pci.bus import PciReg
-    from uvirt.virtio.pci import LegacyReg
+    from uvirt.virtio.pci import (COMMON_OFFSET, ISR_OFFSET, NOTIFY_OFF_MULTIPLIER, NOTIFY_OFFSET,
+                                  CommonCfg as C, LegacyReg)
     from uvirt.fuzz.ops import SEPARATOR, OpKind, encode
     entries = [SEPARATOR]
     for r in PciReg:
@@ -145,6 +127,16 @@ def write_auto_dict(dev: list[str], out: str) -> str:
             size = 0 if r in (LegacyReg.STATUS, LegacyReg.ISR) else 1 if r in (
                 LegacyReg.QUEUE_NUM, LegacyReg.QUEUE_SEL, LegacyReg.QUEUE_NOTIFY) else 2
             entries.append(encode(k, bytes((0, size)) + int(r).to_bytes(4, "little")))
+    # the modern transport's registers (virtio 1.2 §4.1.4.3), at their offsets in the
+    # modern BAR; the first operand picks among the device's memory BARs
+    common = {C.STATUS: 0, C.CFGGENERATION: 0, C.MSIX: 1, C.NUMQ: 1, C.Q_SELECT: 1, C.Q_SIZE: 1,
+              C.Q_MSIX: 1, C.Q_ENABLE: 1, C.Q_NOFF: 1, C.Q_RESET: 1}
+    modern = [(COMMON_OFFSET + int(r), common.get(r, 2)) for r in C]
+    modern += [(ISR_OFFSET, 0), (NOTIFY_OFFSET, 1), (NOTIFY_OFFSET + NOTIFY_OFF_MULTIPLIER, 1)]
+    for off, size in modern:
+        for bar in range(3):
+            for k in (OpKind.MMIO_READ, OpKind.MMIO_WRITE):
+                entries.append(encode(k, bytes((bar, size)) + off.to_bytes(4, "little")))
     for k in OpKind:
         for operand in range(3):
             entries.append(encode(k, bytes((operand,))))

@@ -87,12 +87,17 @@ class QueueInfo:
     desc: int
     avail: int
     used: int
+    #: this queue's own notify register (kind "pio"/"mem", address, size): the modern
+    #: transport gives each queue an address (queue_notify_off x the multiplier); None:
+    #: ``Layout.notify`` with the queue index as the value (legacy QUEUE_NOTIFY)
+    notify: tuple | None = None
 
 
 @dataclass
 class Layout:
     """What operations are decoded against: the device's PCI address, BARs, queues, and
-    how to notify a queue and reset the device (virtio-pci legacy registers)."""
+    how to notify a queue and reset the device (virtio-pci legacy registers, or the
+    modern transport's common configuration and notify region)."""
     devfn: int
     bars: list[BarInfo]
     queues: list[QueueInfo] = field(default_factory=list)
@@ -194,10 +199,10 @@ class _Decoder:
             return None
         q = L.queues[_u(a, 0, 1) % len(L.queues)]
         if kind == OpKind.NOTIFY:
-            if L.notify is None:
+            prim = self._notify(q)
+            if prim is None:
                 return None
-            nk, naddr, nsize = L.notify
-            return Op(kind, f"notify queue {q.index}", ((f"{nk}_w", naddr, nsize, q.index),))
+            return Op(kind, f"notify queue {q.index}", (prim,))
         if kind == OpKind.USED_READ:
             return Op(kind, f"read used.idx of queue {q.index}", (("mem_r", q.used + 2, 2),))
         if kind == OpKind.DESC:
@@ -279,10 +284,19 @@ class _Decoder:
         self.avail_idx[q.index] = (self.avail_idx[q.index] + 1) & 0xFFFF
         prims.append(("ram", q.avail + 4 + 2 * slot, struct.pack("<H", head)))
         prims.append(("ram", q.avail + 2, struct.pack("<H", self.avail_idx[q.index])))
-        if self.L.notify is not None:
-            nk, naddr, nsize = self.L.notify
-            prims.append((f"{nk}_w", naddr, nsize, q.index))
+        notify = self._notify(q)
+        if notify is not None:
+            prims.append(notify)
         return Op(kind, f"queue {q.index} {what}{text_extra}, notify", tuple(prims))
+
+    def _notify(self, q: QueueInfo) -> tuple | None:
+        """The driver's notify of queue ``q``: the value is the queue index either way
+        (the modern register ignores it without VIRTIO_F_NOTIFICATION_DATA)."""
+        where = q.notify or self.L.notify
+        if where is None:
+            return None
+        nk, naddr, nsize = where
+        return (f"{nk}_w", naddr, nsize, q.index)
 
 
 def decode(data: bytes, layout: Layout) -> list[Op]:

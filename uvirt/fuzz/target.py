@@ -6,8 +6,12 @@ flat 32-bit protected mode, as after any multiboot entry), every interrupt line 
 masked at the PICs (the fuzzing guest runs with IF=0 and never takes an interrupt, so
 the CPU never single-steps towards one: interrupt state stays visible in the
 controllers and the device's ISR), the device gets bus mastering, and a virtio device
-on the legacy transport is driven to DRIVER_OK with every queue placed in the fuzzer's
-DMA area (uvirt/fuzz/ops.py) and the indirect-descriptor feature accepted.
+is driven to DRIVER_OK with every queue placed in the fuzzer's DMA area
+(uvirt/fuzz/ops.py) and the indirect-descriptor feature accepted: through the legacy
+registers when the device has them (legacy and transitional), else through the modern
+transport (modern-only devices: virtio-gpu, ``disable-legacy=on``), whose capabilities
+are found by walking the capability list as a driver does; the queue operations then
+notify through each queue's own notify address.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from uvirt.fuzz.ops import (BUF_BASE, CONFIG_ADDRESS, CONFIG_DATA, DMA_BASE, DMA
 HARNESS_SOURCE = '.include "uvirt.inc"\nmain:\n    cli\n    hlt\n    jmp main\n'
 MAX_QUEUES = 8
 VIRTIO_F_INDIRECT = 1 << 28
+CAP_ID_VENDOR = 0x09                   # virtio-pci capabilities (virtio 1.2 §4.1.4)
+CAP_COMMON_CFG, CAP_NOTIFY_CFG, CAP_ISR_CFG = 1, 2, 3
 _HARNESS: dict[str, bytes] = {}
 
 #: request headers a chain starts with, by virtio device ID (virtio 1.2 §5)
@@ -105,7 +111,15 @@ class FuzzTarget:
             m.io.write(prim[1], prim[2], prim[3])
         elif k == "pio_r":
             return m.io.read(prim[1], prim[2])
+        elif k == "mem_w":
+            m.memory.write(prim[1], prim[2], prim[3])
+        elif k == "mem_r":
+            return m.memory.read(prim[1], prim[2])
         return 0
+
+    def _cfg_read(self, off: int, size: int) -> int:
+        self._do(("pio_w", CONFIG_ADDRESS, 4, 0x80000000 | (self.fn.devfn << 8) | (off & 0xFC)))
+        return self._do(("pio_r", CONFIG_DATA + (off & 3), size))
 
     def _cfg_write(self, off: int, size: int, value: int) -> None:
         self._do(("pio_w", CONFIG_ADDRESS, 4, 0x80000000 | (self.fn.devfn << 8) | (off & 0xFC)))
@@ -130,8 +144,10 @@ class FuzzTarget:
         self._cfg_write(PciReg.COMMAND, 2, fn.command | Command.IO | Command.MEMORY | Command.MASTER)
         layout = Layout(devfn=fn.devfn, bars=bars)
         vdev = getattr(fn, "vdev", None)
-        if vdev is None or not getattr(fn, "legacy", False):
+        if vdev is None:
             return layout
+        if not getattr(fn, "legacy", False):
+            return self._set_up_modern(layout, vdev)
         from uvirt.virtio.pci import LegacyReg as R
         base = next(b for b in bars if b.io and b.index == 0).addr
         do = self._do
@@ -145,11 +161,7 @@ class FuzzTarget:
             size = do(("pio_r", base + R.QUEUE_NUM, 2))
             if not size:
                 continue
-            desc = DMA_BASE + q * QUEUE_STRIDE
-            avail = desc + 16 * size
-            used = (avail + 6 + 2 * size + 4095) & ~4095
-            if used + 6 + 8 * size > desc + QUEUE_STRIDE or desc + QUEUE_STRIDE > BUF_BASE:
-                raise UvirtError(f"uvirt fuzz: queue {q} of {size} entries does not fit the DMA area")
+            desc, avail, used = _ring_addresses(q, size)
             do(("pio_w", base + R.QUEUE_PFN, 4, desc >> 12))
             layout.queues.append(QueueInfo(q, size, desc, avail, used))
         do(("pio_w", base + R.QUEUE_SEL, 2, 0))
@@ -162,12 +174,95 @@ class FuzzTarget:
         layout.header = HEADERS.get(vdev.device_id, b"")
         return layout
 
+    def _virtio_caps(self) -> dict[int, tuple[int, int, int]]:
+        """The vendor capabilities a modern driver looks for (virtio 1.2 §4.1.4), found
+        as a driver finds them, by walking the capability list: cfg_type -> (address in
+        its BAR, length, notify_off_multiplier or 0)."""
+        caps: dict[int, tuple[int, int, int]] = {}
+        if not self._cfg_read(PciReg.STATUS, 2) & 0x10:
+            return caps
+        at, seen = self._cfg_read(PciReg.CAPABILITY_LIST, 1) & 0xFC, set()
+        while at and at not in seen:
+            seen.add(at)
+            if self._cfg_read(at, 1) == CAP_ID_VENDOR:
+                cfg_type, bar = self._cfg_read(at + 3, 1), self._cfg_read(at + 4, 1)
+                offset, length = self._cfg_read(at + 8, 4), self._cfg_read(at + 12, 4)
+                mult = self._cfg_read(at + 16, 4) if cfg_type == CAP_NOTIFY_CFG else 0
+                base = self.fn.bar_address(bar) if bar < 6 and self.fn.bars[bar] is not None else None
+                if base is not None and cfg_type not in caps:
+                    caps[cfg_type] = (base + offset, length, mult)
+            at = self._cfg_read(at + 1, 1) & 0xFC
+        return caps
+
+    def _set_up_modern(self, layout: Layout, vdev) -> Layout:
+        """A virtio 1.x driver's set-up through the common configuration (virtio 1.2
+        §3.1.1, §4.1.4.3): reset, ACKNOWLEDGE|DRIVER, VERSION_1 and indirect descriptors
+        accepted, FEATURES_OK, each queue's size read and its rings placed in the DMA area
+        (the split layout a legacy driver would use, so both transports share the
+        operations), queue_enable, DRIVER_OK."""
+        from uvirt.virtio.pci import CommonCfg as C
+        caps = self._virtio_caps()
+        if CAP_COMMON_CFG not in caps or CAP_NOTIFY_CFG not in caps:
+            return layout
+        common = caps[CAP_COMMON_CFG][0]
+        notify_base, _, mult = caps[CAP_NOTIFY_CFG]
+        do = self._do
+
+        def w(reg, size, value):
+            do(("mem_w", common + reg, size, value))
+        first = len(self.setup_prims) + 1         # the driver's part, after status = 0
+        for status in (0, 1, 3):
+            w(C.STATUS, 1, status)
+        offered = []
+        for sel in (0, 1):
+            w(C.DFSELECT, 4, sel)
+            offered.append(do(("mem_r", common + C.DF, 4)))
+        w(C.GFSELECT, 4, 0)
+        w(C.GF, 4, offered[0] & VIRTIO_F_INDIRECT)
+        w(C.GFSELECT, 4, 1)
+        w(C.GF, 4, offered[1] & 1)                # VERSION_1
+        w(C.STATUS, 1, 0xB)                       # ... | FEATURES_OK
+        for q in range(min(len(vdev.queues), MAX_QUEUES)):
+            w(C.Q_SELECT, 2, q)
+            size = do(("mem_r", common + C.Q_SIZE, 2))
+            if not size:
+                continue
+            desc, avail, used = _ring_addresses(q, size)
+            w(C.Q_SIZE, 2, size)                  # as Linux does: the size is staged too
+            for reg, value in ((C.Q_DESCLO, desc), (C.Q_AVAILLO, avail), (C.Q_USEDLO, used)):
+                w(reg, 4, value)
+                w(reg + 4, 4, 0)
+            noff = do(("mem_r", common + C.Q_NOFF, 2))
+            w(C.Q_ENABLE, 2, 1)
+            layout.queues.append(QueueInfo(q, size, desc, avail, used,
+                                           notify=("mem", notify_base + noff * mult, 2)))
+        w(C.Q_SELECT, 2, 0)
+        layout.init = tuple(p for p in self.setup_prims[first:] if p[0] not in ("pio_r", "mem_r"))
+        w(C.STATUS, 1, 0xF)
+        layout.init_ok = (self.setup_prims[-1],)
+        layout.status = ("mem", common + C.STATUS, 1)
+        if CAP_ISR_CFG in caps:
+            layout.isr = ("mem", caps[CAP_ISR_CFG][0], 1)
+        layout.header = HEADERS.get(vdev.device_id, b"")
+        return layout
+
     def reset(self) -> None:
         self.machine.restore(self.snap)
         self.now = self._clock_at_snapshot
 
     def close(self) -> None:
         self.machine.close()
+
+
+def _ring_addresses(q: int, size: int) -> tuple[int, int, int]:
+    """Where queue ``q``'s split ring goes in the DMA area (the legacy layout: the used
+    ring page-aligned after the available ring)."""
+    desc = DMA_BASE + q * QUEUE_STRIDE
+    avail = desc + 16 * size
+    used = (avail + 6 + 2 * size + 4095) & ~4095
+    if used + 6 + 8 * size > desc + QUEUE_STRIDE or desc + QUEUE_STRIDE > BUF_BASE:
+        raise UvirtError(f"uvirt fuzz: queue {q} of {size} entries does not fit the DMA area")
+    return desc, avail, used
 
 
 def load_factory(spec: str):

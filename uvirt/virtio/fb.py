@@ -42,6 +42,9 @@ class VirtioFb(VirtioDevice):
     name = "virtio-fb"
     queue_sizes = (16,)
     config_len = 24
+    #: what a snapshot holds beyond the virtio core (uvirt/cpu/snapshot.py): the flush
+    #: count (config space) and the last rectangle; the pixels are the shared region's
+    snapshot_state = ("flushes", "last_rect")
 
     def __init__(self, *, width: int = 320, height: int = 240) -> None:
         if not (1 <= width <= 4096 and 1 <= height <= 4096):

@@ -77,7 +77,7 @@ import struct
 import weakref
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Callable
+from typing import Callable, ClassVar
 
 from uvirt.display.edid import EdidInfo, generate as edid_generate
 from uvirt.display.surface import Surface, placeholder
@@ -242,6 +242,10 @@ class Resource:
     hostmem: int
     backing: Backing | None = None
     scanout_bitmask: int = 0
+    #: restored in place (uvirt/cpu/snapshot.py): ``image`` is refilled, so a console
+    #: surface that shows it keeps showing the same buffer
+    snapshot_state: ClassVar[tuple[str, ...]] = ("resource_id", "width", "height", "format", "stride",
+                                                 "image", "hostmem", "backing", "scanout_bitmask")
 
 
 @dataclass
@@ -253,6 +257,7 @@ class Scanout:
     height: int = 0
     x: int = 0
     y: int = 0
+    snapshot_state: ClassVar[tuple[str, ...]] = ("resource_id", "width", "height", "x", "y")
 
 
 @dataclass
@@ -266,6 +271,8 @@ class Cursor:
     y: int = 0
     visible: bool = False
     image: bytes | None = None        # 64x64 pixels, the resource's bytes
+    snapshot_state: ClassVar[tuple[str, ...]] = ("resource_id", "hot_x", "hot_y", "x", "y", "visible",
+                                                 "image")
 
 
 @dataclass
@@ -273,6 +280,9 @@ class Console:
     """What QEMU's QemuConsole holds for a scanout: the current display surface."""
 
     surface: Surface
+    #: the surface object itself is kept (never changed once made, it may show a
+    #: resource's image buffer)
+    snapshot_state: ClassVar[tuple[str, ...]] = ("surface",)
 
 
 @dataclass
@@ -313,6 +323,11 @@ class VirtioGpu(VirtioDevice):
     name = "virtio-gpu"
     queue_sizes = (64, 16)
     config_len = 16
+    #: what a snapshot holds beyond the virtio core (uvirt/cpu/snapshot.py); the
+    #: properties (max_outputs, xres, yres, edid, max_hostmem), the host-side ``stats``
+    #: and the ``on_update`` listeners are not guest state
+    snapshot_state = ("events_read", "_config_shadow", "resources", "hostmem", "enable",
+                      "scanouts", "cursors", "consoles", "unanswered")
 
     def __init__(self, *, max_outputs: int = 1, xres: int = 1280, yres: int = 800,
                  edid: bool = True, max_hostmem: int = 256 << 20) -> None:

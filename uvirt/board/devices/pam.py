@@ -72,7 +72,13 @@ def pam_attribute(config: bytes | bytearray, segment: int) -> int:
 
 
 class LowMemory:
-    """The placements of 0xA0000-0xFFFFF and the firmware ROMs on one memory map."""
+    """The placements of 0xA0000-0xFFFFF and the firmware ROMs on one memory map.
+
+    Its state for a snapshot (uvirt/cpu/snapshot.py) is where the kvmvapic window is;
+    PAM and SMRAM live in the host bridge's config space, and ``follow`` re-derives the
+    placements from both after a restore.  The BIOS image is configuration."""
+
+    snapshot_state = ("vapic_at",)
 
     def __init__(self, memory: MemoryMap, ram: RamRegion, ram_placement: Placement) -> None:
         self.memory = memory
@@ -93,6 +99,8 @@ class LowMemory:
                             start, ALIAS_PRIORITY, enabled=False)
             self.pam.append((under, rw, ro))
         self.vapic: Placement | None = None
+        self.vapic_at: tuple[int, int] | None = None     # (start, length) of the window
+        self._applied: bytes | None = None               # the PAM/SMRAM bytes the map shows
         memory.add(RamRegion("pc.rom", PC_ROM_SIZE, readonly=True), PC_ROM_BASE, ROM_PRIORITY)
         self.bios: RamRegion | None = None
         self._bios_placements: list[Placement] = []
@@ -121,6 +129,7 @@ class LowMemory:
 
     def update(self, config: bytes | bytearray) -> None:
         """i440fx_update_memory_mappings: follow PAM0-6 and SMRAM."""
+        self._applied = bytes(config[PAM_REG:PAM_REG + 7]) + bytes((config[SMRAM_REG],))
         with self.memory.batch():
             d_open = bool(config[SMRAM_REG] & SMRAM_D_OPEN)
             self.smram[0].set_enabled(not d_open)
@@ -135,11 +144,24 @@ class LowMemory:
     def vapic_window(self, on: bool = True, window: tuple[int, int] = VAPIC_WINDOW) -> None:
         """QEMU's kvmvapic writable ROM window (see the module docstring); a new
         window replaces the old one, as ``vapic_map_rom_writable`` does."""
+        self._place_vapic(tuple(window) if on else None)
+
+    def _place_vapic(self, at: tuple[int, int] | None) -> None:
         if self.vapic is not None:
             self.vapic.remove()
             self.vapic = None
-        if on:
-            start, length = window
+        self.vapic_at = at
+        if at is not None:
+            start, length = at
             self.vapic = self.memory.add(RamRegion("kvmvapic-rom", length, self.ram.buffer,
                                                    buffer_offset=start), start, VAPIC_PRIORITY)
         self.memory.commit()
+
+    def follow(self, config: bytes | bytearray) -> None:
+        """After a snapshot restore: make the placements match the restored PAM/SMRAM
+        bytes and kvmvapic window; nothing to do (and no commit) when they already do."""
+        want = (self.vapic.addr, self.vapic.region.size) if self.vapic is not None else None
+        if want != self.vapic_at:
+            self._place_vapic(self.vapic_at)
+        if self._applied != bytes(config[PAM_REG:PAM_REG + 7]) + bytes((config[SMRAM_REG],)):
+            self.update(config)

@@ -39,6 +39,10 @@ class I440FX(PciFunction):
 
     name = "i440FX"
     qom_type = "i440FX"
+    #: what a snapshot holds beyond the config space (uvirt/cpu/snapshot.py): the low
+    #: megabyte's own state (the kvmvapic window); PAM and SMRAM are config bytes, and
+    #: ``update_mappings`` re-derives the map from them after a restore
+    snapshot_state = ("lowmem",)
 
     def __init__(self, ram_size: int = 128 << 20) -> None:
         super().__init__(vendor_id=0x8086, device_id=0x1237, class_code=0x0600, revision=0x02)
@@ -55,6 +59,14 @@ class I440FX(PciFunction):
         changes = super().config_write(offset, size, value)
         if offset < 0x60 and offset + size > 0x59 or offset <= 0x72 < offset + size:
             self._memory_changed()
+        return changes
+
+    def update_mappings(self):
+        """After a snapshot restore the config bytes are back: the PAM/SMRAM windows and
+        the kvmvapic window follow them (nothing happens when they already do)."""
+        changes = super().update_mappings()
+        if self.lowmem is not None:
+            self.lowmem.follow(self.config.data)
         return changes
 
     def reset(self):
@@ -76,6 +88,7 @@ class I440FX(PciFunction):
 class Piix3Isa(PciFunction):
     name = "PIIX3"
     qom_type = "PIIX3"
+    snapshot_state = ()              # beyond the config space: nothing (uvirt/cpu/snapshot.py)
 
     def __init__(self) -> None:
         super().__init__(vendor_id=0x8086, device_id=0x7000, class_code=0x0601,
@@ -125,6 +138,7 @@ class _Bmdma:
 class Piix3Ide(PciFunction):
     name = "PIIX3 IDE"
     qom_type = "piix3-ide"
+    snapshot_state = ()              # the BMDMA registers are their own object (_Bmdma)
 
     def __init__(self) -> None:
         super().__init__(vendor_id=0x8086, device_id=0x7010, class_code=0x0101, prog_if=0x80)
@@ -146,12 +160,24 @@ class Piix4Pm(PciFunction):
     qom_type = "PIIX4_PM"
     pm_placement = None              # set by install_pc_builtins
 
+    #: beyond the config space nothing: the PM block's placement follows PMBA/PMREGMISC
+    #: (``update_mappings`` re-derives it after a snapshot restore, uvirt/cpu/snapshot.py)
+    snapshot_state = ()
+
     def _pm_io_update(self) -> None:
         p = self.pm_placement
         if p is not None:
             p.move(self.config.get(0x40, 4) & 0xFFC0)
             p.set_enabled(bool(self.config.data[0x80] & 1))
             p.space.commit()
+
+    def update_mappings(self):
+        changes = super().update_mappings()
+        p = self.pm_placement
+        if p is not None and (p.addr != self.config.get(0x40, 4) & 0xFFC0
+                              or p.enabled != bool(self.config.data[0x80] & 1)):
+            self._pm_io_update()
+        return changes
 
     def config_write(self, offset: int, size: int, value: int):
         changes = super().config_write(offset, size, value)
