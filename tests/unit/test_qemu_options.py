@@ -770,6 +770,16 @@ def test_uuid_and_boot_options_reach_fw_cfg_and_cmos():
         m.close()
 
 
+def test_boot_options_are_typed_as_qemu_reads_them():
+    """-boot merges, last key wins; numbers are QEMU's (base 0: 010 is octal 8, -1 wraps as
+    in strtoull), booleans qapi_bool_parse's (once crashed on Python's int('010', 0))."""
+    from uvirt.options import BootOpts
+    cfg = parse_argv(["-boot", "order=c,menu=yes,reboot-timeout=010", "-boot", "splash-time=0x10,strict=off"])
+    assert cfg.boot == BootOpts(order="c", menu=True, reboot_timeout=8, splash_time=16, strict=False)
+    assert parse_argv(["-boot", "reboot-timeout=-1"]).boot.reboot_timeout == (1 << 64) - 1
+    assert parse_argv([]).boot == BootOpts()
+
+
 def test_bad_boot_values_are_qemus_errors():
     from uvirt.launch.runner import build_machine
     for arg, msg in (("reboot-timeout=70000", "reboot timeout is invalid"),

@@ -94,24 +94,20 @@ def apply_boot_options(m: Machine, cfg) -> None:
         return
     if cfg.uuid is not None:
         fw.items[F.UUID] = cfg.uuid
-    from uvirt.options.values import parse_bool, strtox
-    boot = cfg.boot          # text the option parser checked (tables.BOOT_KEYS): QEMU's syntax
-
-    def number(key: str) -> int:
-        return strtox(boot[key], 0, signed=False, consume_all=True)[0]
-    if "menu" in boot:
-        fw.items[F.BOOT_MENU] = struct.pack("<H", parse_bool(boot["menu"], option="-boot", key="menu"))
-    if "reboot-timeout" in boot:
-        rt = number("reboot-timeout")
+    boot = cfg.boot
+    if boot.menu is not None:
+        fw.items[F.BOOT_MENU] = struct.pack("<H", boot.menu)
+    if boot.reboot_timeout is not None:
+        rt = boot.reboot_timeout
         if rt > 0xFFFF and rt != 0xFFFFFFFFFFFFFFFF:
             raise OptionError("reboot timeout is invalid,it should be a value between -1 and 65535")
         fw.add_file("etc/boot-fail-wait", struct.pack("<I", rt & 0xFFFFFFFF))
-    if "splash-time" in boot:
-        st = number("splash-time")
+    if boot.splash_time is not None:
+        st = boot.splash_time
         if not 0 <= st <= 0xFFFF:
             raise OptionError("splash-time is invalid,it should be a value between 0 and 65535")
         fw.add_file("etc/boot-menu-wait", struct.pack("<H", st))
-    order = boot.get("order")
+    order = boot.order
     rtc = getattr(m, "rtc", None)
     if order is not None and rtc is not None:
         nibble = {"a": 1, "b": 1, "c": 2, "d": 3, "n": 4}

@@ -171,7 +171,7 @@ class _ObjectState:
             # a value equal to the saved one stays (comparing a few small lists costs far
             # less than copying them: the fuzzer restores before every input); the saved
             # value itself is never handed out, so nothing aliases it
-            if d.get(name, _MISSING) != saved:
+            if not _same(d.get(name, _MISSING), saved):
                 d[name] = copy.deepcopy(saved)
         for name, lst, saved in self.lists:
             if isinstance(lst, dict):
@@ -185,6 +185,17 @@ class _ObjectState:
             d[name] = gen
         for name, saved in self.slots.items():
             setattr(self.obj, name, saved if isinstance(saved, _IMMUTABLE) else copy.deepcopy(saved))
+
+
+def _same(current: Any, saved: Any) -> bool:
+    """``current`` equals ``saved`` (and is of its type); an ``==`` that raises or does
+    not answer a plain True (an array, say) counts as different."""
+    if type(current) is not type(saved):
+        return False
+    try:
+        return (current == saved) is True
+    except Exception:
+        return False
 
 
 def _fallback_names(obj: Any) -> tuple[str, ...]:

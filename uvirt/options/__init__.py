@@ -14,7 +14,7 @@ The public names are re-exported here (``from uvirt.options import parse_argv``)
 
 from uvirt.options.argv import parse_argv, parse_chr_compat
 from uvirt.options.config import (
-    DEFAULT_RAM_SIZE, AccelOpts, ChardevOpts, ChardevRef, CharSpec, DeviceOpts, DriveOpts,
+    DEFAULT_RAM_SIZE, AccelOpts, BootOpts, ChardevOpts, ChardevRef, CharSpec, DeviceOpts, DriveOpts,
     GlobalOpt, HelpRequest, IgnoredOption, MachineOpts, MonitorOpts, NetdevOpts, ObjectOpts,
     RunConfig, UvirtOpts)
 from uvirt.options.keyval import format_opts, opts_id, parse_keyval, parse_qemu_opts
@@ -22,7 +22,7 @@ from uvirt.options.tables import IGNORED_OPTIONS, UNSUPPORTED_OPTIONS
 from uvirt.options.values import parse_bool, parse_int, parse_size, qemu_strtosz
 
 __all__ = [
-    "AccelOpts", "ChardevOpts", "ChardevRef", "CharSpec", "DeviceOpts", "DriveOpts", "GlobalOpt",
+    "AccelOpts", "BootOpts", "ChardevOpts", "ChardevRef", "CharSpec", "DeviceOpts", "DriveOpts", "GlobalOpt",
     "HelpRequest", "IgnoredOption", "MachineOpts", "MonitorOpts", "NetdevOpts", "ObjectOpts",
     "RunConfig", "UvirtOpts", "DEFAULT_RAM_SIZE", "IGNORED_OPTIONS", "UNSUPPORTED_OPTIONS",
     "format_opts", "opts_id", "parse_argv", "parse_bool", "parse_chr_compat", "parse_int",

@@ -93,7 +93,7 @@ from typing import Any
 
 from uvirt.errors import OptionError
 from uvirt.options.config import (
-    DEFAULT_RAM_SIZE, RAM_ALIGN, AccelOpts, ChardevOpts, ChardevRef, CharSpec, DeviceOpts,
+    DEFAULT_RAM_SIZE, RAM_ALIGN, AccelOpts, BootOpts, ChardevOpts, ChardevRef, CharSpec, DeviceOpts,
     DriveOpts, GlobalOpt, HelpRequest, IgnoredOption, MachineOpts, MonitorOpts, NetdevOpts,
     ObjectOpts, RunConfig, UvirtOpts)
 from uvirt.options.keyval import (
@@ -564,6 +564,19 @@ class ArgvParser:
             self.boot[k] = v
         self.ignore(opt, arg, IGNORED_OPTIONS["boot"])
 
+    def boot_opts(self) -> BootOpts:
+        """``-boot``'s text as typed values (opt_boot checked it against BOOT_KEYS)."""
+        b = self.boot
+
+        def number(key: str) -> int | None:
+            return strtox(b[key], 0, signed=False, consume_all=True)[0] if key in b else None
+
+        def flag(key: str) -> bool | None:
+            return parse_bool(b[key], option="-boot", key=key) if key in b else None
+        return BootOpts(order=b.get("order"), once=b.get("once"), menu=flag("menu"),
+                        splash=b.get("splash"), splash_time=number("splash-time"),
+                        reboot_timeout=number("reboot-timeout"), strict=flag("strict"))
+
     def opt_uuid(self, opt: str, arg: str, origin: str) -> None:
         if not re.fullmatch(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", arg):
             raise located(origin, "Fail to parse UUID string. Wrong format.")
@@ -733,7 +746,7 @@ class ArgvParser:
             ram_size=ram_size, nodefaults=self.flags["nodefaults"],
             no_reboot=self.flags["no_reboot"], start_paused=self.flags["start_paused"],
             kernel=self.kernel, append=self.append, initrd=self.initrd, bios=self.firmware,
-            boot=dict(self.boot), uuid=self.uuid, pflash=tuple(self.pflash), smm=self.smm,
+            boot=self.boot_opts(), uuid=self.uuid, pflash=tuple(self.pflash), smm=self.smm,
             devices=tuple(self.devices), objects=tuple(self.objects),
             chardevs=tuple(self.chardevs), drives=tuple(self.drives),
             netdevs=tuple(self.netdevs), globals=tuple(self.globals), debugcon=self.debugcon,

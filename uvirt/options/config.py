@@ -132,6 +132,20 @@ class HelpRequest:
 
 
 @dataclass(frozen=True)
+class BootOpts:
+    """``-boot`` (merged over repeated options, last key wins), typed; None = not given.
+    The ranges QEMU checks when it builds the machine (``fw_cfg_reboot``,
+    ``fw_cfg_bootsplash``, ``set_boot_dev``) are checked by the builder."""
+    order: str | None = None
+    once: str | None = None
+    menu: bool | None = None
+    splash: str | None = None
+    splash_time: int | None = None       # ms
+    reboot_timeout: int | None = None    # ms, 2^64-1 (-1) = no reboot
+    strict: bool | None = None
+
+
+@dataclass(frozen=True)
 class UvirtOpts:
     timeout: float | None = None
     max_insns: int | None = None
@@ -153,7 +167,7 @@ class RunConfig:
     append: str | None = None
     initrd: str | None = None
     bios: str | None = None                 # -bios FILE: real firmware from the reset vector
-    boot: dict[str, str] = field(default_factory=dict)     # -boot order=,menu=,splash-time=,...
+    boot: BootOpts = field(default_factory=BootOpts)          # -boot order=,menu=,splash-time=,...
     uuid: bytes | None = None               # -uuid: fw_cfg FW_CFG_UUID
     pflash: tuple[DriveOpts, ...] = ()      # -drive if=pflash: the system flash
     smm: str = "auto"                       # -machine smm=on|off|auto (uvirt has no SMM)
