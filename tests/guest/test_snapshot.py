@@ -132,10 +132,12 @@ def test_every_builtin_device_declares_its_state(tmp_path, firmware):
 
 def test_snapshot_refuses_pending_device_work(tmp_path, firmware):
     m, _, _ = _machine(tmp_path, firmware("virtio_blk_legacy"), BLK)
-    m.work._queue.append(lambda: None)
+    m.work.enter()                       # inside a register access: queued, not run
+    m.work.schedule(lambda: None)
     with pytest.raises(SnapshotError, match="device work pending"):
         m.snapshot()
-    m.work._queue.clear()
+    m.work.discard()
+    m.work.leave()
     m.close()
 
 

@@ -8,8 +8,8 @@ one line, value named.
 
 qtest (``-accel qtest``, ``-machine ...,accel=qtest``, or ``-qtest`` with ``-accel tcg -S``):
 no CPU, no firmware step, no kernel (QEMU's loader runs from an option ROM at boot, which
-never comes), ``-machine none`` allowed; ``run_main`` hands the board to
-``uvirt.qtest.session``, which serves the qtest chardev and the QMP monitors.
+never comes), ``-machine none`` allowed; ``run_main`` hands ``uvirt.qtest.session`` what
+builds the board, and the session serves the qtest chardev and the QMP monitors on it.
 
 Wall-clock budget: QEMU runs a spinning guest forever; uvirt stops it after
 ``DEFAULT_TIMEOUT`` seconds unless ``-uvirt-timeout`` says otherwise, and reports why.
@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 
 from uvirt.boot import firmware_step as bios
 from uvirt.backends.chardev import Chardev, open_chardev
-from uvirt.launch.device_table import BuildContext, create_device
+from uvirt.launch.device_table import BuildContext, DeviceCatalog, create_device
 from uvirt.errors import OptionError, UsageError, UvirtError
+from uvirt.board.board import Board
 from uvirt.cpu.machine import Machine, StopInfo
 from uvirt.options.parser import ChardevOpts, ChardevRef, RunConfig, parse_argv
 
@@ -35,10 +36,25 @@ DEFAULT_TIMEOUT = 10.0
 
 @dataclass
 class Built:
+    """A built board (``board``), with its CPU side (``machine``; without a CPU under
+    qtest it only holds the board), the ``-device`` catalog bound to it (QMP
+    ``device_add``), the chardevs opened and the devices created."""
+
     machine: Machine
     ctx: BuildContext
     chardevs: list[Chardev] = field(default_factory=list)
     devices: list = field(default_factory=list)      # (DeviceOpts, the created device)
+
+    @property
+    def board(self) -> Board:
+        return self.machine.board
+
+    @property
+    def catalog(self) -> DeviceCatalog:
+        return DeviceCatalog(self.machine.board, self.ctx)
+
+    def close(self) -> None:
+        self.machine.close()
 
 
 def _open(spec, ctx: BuildContext, built: Built) -> Chardev:
@@ -64,6 +80,22 @@ def qtest_mode(cfg: RunConfig) -> bool:
     return cfg.accelerator == "qtest" or cfg.qtest is not None
 
 
+def served_chardevs(cfg: RunConfig) -> set[str]:
+    """Ids of ``-chardev``s a qtest session serves itself (QMP monitors, ``-qtest chardev:ID``)."""
+    ids = {mon.chardev for mon in cfg.monitors if mon.mode == "control"}
+    if isinstance(cfg.qtest, ChardevRef):
+        ids.add(cfg.qtest.id)
+    return ids
+
+
+def strip_to_none(board: Board) -> None:
+    """``-machine none``: no RAM, no PCI host, nothing in either address space."""
+    for space in (board.memory, board.io):
+        for p in list(space.placements):
+            space.remove(p)
+        space.commit()
+
+
 def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> Built:
     """``kernel=False``: no ``-kernel`` needed (the pytest ``machine`` fixture loads one later)."""
     serving = qtest_mode(cfg)
@@ -76,21 +108,20 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
         if cfg.accelerator == "tcg" and not cfg.start_paused:
             raise OptionError("-qtest with -accel tcg: uvirt runs no guest CPU beside a qtest "
                               "server; add -S (as a paused QEMU) or use -accel qtest")
-        from uvirt.qtest.session import served_chardevs, strip_to_none
         served = served_chardevs(cfg)
         cpu = False
     else:
         # QMP monitors beside a running guest are served by uvirt.qtest.guest_monitors
         served = {mon.chardev for mon in cfg.monitors if mon.mode == "control"}
     none = cfg.machine.type == "none"
-    m = Machine(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot, cpu=cpu, builtins=not none)
+    board = Board(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot, builtins=not none)
+    m = Machine(board=board, cpu=cpu)
     if none:
-        strip_to_none(m)
+        strip_to_none(board)
     elif serving and any(i.option == "-rtc" and "clock=vm" in (i.value or "") for i in cfg.ignored):
         # -rtc clock=vm under qtest: the RTC runs on the clock qtest's clock_step moves
-        from uvirt.qtest.hooks import hooks
-        clock = hooks(m).clock
-        m.rtc.use_clock(lambda: clock.now, clock.timer)
+        clock = board.services.clock
+        board.rtc.use_clock(lambda: clock.now, clock.timer)
     ctx = BuildContext()
     built = Built(m, ctx)
     try:
@@ -127,7 +158,7 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
                     raise OptionError(f"{d.origin}: Duplicate ID '{d.id}' for device")
                 ids.add(d.id)
                 props = {**defaults.get(d.driver, {}), **d.props}
-                built.devices.append((d, create_device(m, ctx, d.driver, props, d.raw)))
+                built.devices.append((d, create_device(board, ctx, d.driver, props, d.raw)))
             if not serving and cfg.bios is None and not cfg.pflash:
                 bios.firmware_step(m, nographic=cfg.nographic)
         firmware = cfg.bios
@@ -302,7 +333,7 @@ def run_main(argv: list[str]) -> int:
         print(f"uvirt: warning: {w}", file=sys.stderr)
     if qtest_mode(cfg):
         from uvirt.qtest.session import main_serve
-        return main_serve(cfg)
+        return main_serve(cfg, lambda: build_machine(cfg, cpu=False))
     stop = run_config(cfg)
     if not stop.clean:
         print("uvirt: " + stop.report(), file=sys.stderr)

@@ -20,7 +20,7 @@ from uvirt.virtio.queue import (Descriptor, DescriptorChain, Element, NoEvents, 
                     vring_need_event)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from uvirt.board.memory.regions import GuestMemory
+    from uvirt.board.memory.guest import GuestMemory
 
 __all__ = [
     "Descriptor", "DescriptorChain", "Element", "NoEvents", "PackedQueue", "QueueBroken",

@@ -43,7 +43,7 @@ from uvirt.virtio.features import VirtioFeature as F
 from uvirt.virtio.queue import SplitQueue, VirtqueueBase
 
 if TYPE_CHECKING:
-    from uvirt.board.memory.regions import GuestMemory
+    from uvirt.board.memory.guest import GuestMemory
 
 VIRTIO_QUEUE_MAX = 1024
 VIRTIO_NO_VECTOR = 0xFFFF

@@ -37,7 +37,7 @@ from uvirt.virtio.queue import (DESC_SIZE, ChainWalker, VRING_DESC_F_INDIRECT, V
                     QueueBroken, VirtqueueBase, _ChainError, indirect_table, vring_need_event)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from uvirt.board.memory.regions import GuestMemory
+    from uvirt.board.memory.guest import GuestMemory
 
 #: Packed descriptor flag bits (virtio 1.2 §2.8.1; Linux ``VRING_PACKED_DESC_F_*``).
 VRING_PACKED_DESC_F_AVAIL = 1 << 7

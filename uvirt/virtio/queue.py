@@ -65,7 +65,7 @@ from uvirt.errors import GuestMemoryError, UvirtError
 from uvirt.virtio.features import VirtioFeature
 
 if TYPE_CHECKING:  # pragma: no cover
-    from uvirt.board.memory.regions import GuestMemory
+    from uvirt.board.memory.guest import GuestMemory
 
 # --------------------------------------------------------------------------- constants
 
