@@ -1,12 +1,15 @@
-"""The board: QEMU's ``-machine pc`` (i440FX + PIIX3) without its CPU.
+"""The board: a PC without its CPU.
 
-A ``Board`` holds everything a guest can observe: the memory map and the port space
-(uvirt/board/memory/), the PCI bus with its host bridge at 0xCF8/0xCFC (uvirt/board/pci/),
-the built-in devices of QEMU's ``pc`` (uvirt/board/devices/pc.py: PIIX3/PIIX4 functions,
-DMA, RTC, i8042, port 92, APM, fw_cfg, ACPI PCI hotplug), the interrupt controllers
+A ``Board`` holds everything a guest can observe: the memory map with its RAM and the
+port space (uvirt/board/memory/), the PCI bus with its host bridge at 0xCF8/0xCFC
+(uvirt/board/pci/), the devices plugged in, the interrupt controllers
 (uvirt/board/interrupts/), device work (uvirt/board/dma.py), the guest-error record and
-the trace.  It works with no CPU: qtest, the unit tests and the fuzzer's board backend
-drive it directly, through the same regions a guest reaches.
+the trace.  ``pc_board()`` (uvirt/board/devices/pc.py) is QEMU's ``-machine pc``: a
+board with pc's built-in devices (i440FX, PIIX3/PIIX4 functions, DMA, RTC, i8042, port
+92, APM, fw_cfg, ACPI PCI hotplug) and interrupt controllers.  A board works with no
+CPU: qtest, the unit tests and the fuzzer's board backend drive it directly, through the
+same regions a guest reaches.  It knows no device model by name: the models import the
+board (for its types), never the other way round.
 
 Services (``board.services``, uvirt/board/services.py)
     What device models need besides their registers: IRQ lines by QOM path, the virtual
@@ -28,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from uvirt.backends.chardev import Chardev
 from uvirt.board.devices.isa import IsaDebugcon, IsaDebugExit
-from uvirt.board.interrupts import InterruptController
 from uvirt.board.memory.regions import PAGE_MASK, IoSpace, MemoryMap, MmioRegion, RamRegion
 from uvirt.board.pci.bus import PciBus, PciFunction, PciHostConf1, bdf_str, devfn
 from uvirt.board.services import BoardServices
@@ -37,6 +39,7 @@ from uvirt.trace import Tracer
 
 if TYPE_CHECKING:
     from uvirt.board.devices.pam import LowMemory
+    from uvirt.board.interrupts import InterruptController
 
 DEFAULT_RAM_SIZE = 128 << 20
 
@@ -61,13 +64,13 @@ class Cpu(Protocol):
 
 
 class Board:
-    """QEMU ``-machine pc`` as a guest sees it, without a CPU."""
+    """A PC board as a guest sees it, without a CPU: RAM at 0, the PCI host bridge, the
+    port space; ``pc_board()`` adds QEMU pc's built-in devices."""
 
     #: the board's own run state a snapshot holds (devices declare theirs: uvirt/cpu/snapshot.py)
     snapshot_state = ("guest_errors",)
 
-    def __init__(self, *, ram_size: int = DEFAULT_RAM_SIZE, no_reboot: bool = True,
-                 builtins: bool = True) -> None:
+    def __init__(self, *, ram_size: int = DEFAULT_RAM_SIZE, no_reboot: bool = True) -> None:
         if ram_size < 2 << 20 or ram_size & ~PAGE_MASK:
             raise UvirtError(f"RAM size 0x{ram_size:x} must be a multiple of 4 KiB and at least 2 MiB")
         if ram_size > 0xE0000000:
@@ -97,6 +100,7 @@ class Board:
         #: closed with the board: chardevs, drives, device threads (anything with close())
         self.chardevs: list[Chardev] = []
         self.services = BoardServices(self)
+        #: the 8259s, local APIC and PIT (uvirt/board/interrupts/), set by ``pc_board``
         self.interrupts: InterruptController | None = None
         #: device work (uvirt/board/dma.py): QEMU's main-loop bottom halves
         self.work = self.memory.guest.work
@@ -109,12 +113,6 @@ class Board:
         self.displays: list[tuple[str | None, Any]] = []
         self.framebuffers: list = []
         self.serial_ports: list[tuple[int, Any]] = []
-        if builtins:
-            from uvirt.board.devices.pc import install_pc_builtins
-            with self.batch():
-                install_pc_builtins(self)
-                self.interrupts = InterruptController()
-                self.interrupts.install(self)
 
     @contextmanager
     def batch(self):

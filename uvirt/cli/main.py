@@ -22,7 +22,6 @@ subcommand):
 
 from __future__ import annotations
 
-import argparse
 import errno
 import os
 import sys
@@ -74,19 +73,6 @@ def full_help() -> str:
 def version_line() -> str:
     from uvirt import __version__
     return f"uvirt {__version__} (QEMU 7.2 compatible)"
-
-
-class UsageParser(argparse.ArgumentParser):
-    """argparse with the contract: ``--help`` on stdout, status 0 (argparse's own); a
-    usage mistake raises ``UsageError`` (one line, status 1) instead of argparse's
-    usage dump and status 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise UsageError(f"{self.prog.removeprefix('uvirt ')}: {message}")
-
-    def print_help(self, file=None) -> None:
-        # argparse swallows write errors here; a closed pipe or a full disk must reach main
-        (file or sys.stdout).write(self.format_help())
 
 
 def main(argv: list[str] | None = None) -> int:

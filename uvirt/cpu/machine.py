@@ -77,6 +77,7 @@ from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FE
 from unicorn import x86_const as X
 
 from uvirt.board.board import DEFAULT_RAM_SIZE, Board
+from uvirt.board.devices.pc import pc_board
 from uvirt.board.interrupts import delivery as _delivery
 from uvirt.board.memory.regions import PAGE_MASK
 from uvirt.boot import multiboot
@@ -244,7 +245,8 @@ class Machine:
                  cpu: bool = True, uc: Uc | None = None, builtins: bool = True,
                  board: Board | None = None) -> None:
         if board is None:
-            board = Board(ram_size=ram_size, no_reboot=no_reboot, builtins=builtins)
+            board = (pc_board(ram_size=ram_size, no_reboot=no_reboot) if builtins
+                     else Board(ram_size=ram_size, no_reboot=no_reboot))
         self.board = board
         # The board's objects the CPU side uses on its hot paths, as plain attributes.
         self.memory = board.memory

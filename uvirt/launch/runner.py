@@ -28,6 +28,7 @@ from uvirt.backends.chardev import Chardev, open_chardev
 from uvirt.launch.device_table import BuildContext, DeviceCatalog, create_device
 from uvirt.errors import OptionError, UsageError, UvirtError
 from uvirt.board.board import Board
+from uvirt.board.devices.pc import pc_board
 from uvirt.cpu.machine import Machine, StopInfo
 from uvirt.options.parser import ChardevOpts, ChardevRef, RunConfig, parse_argv
 
@@ -114,7 +115,8 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
         # QMP monitors beside a running guest are served by uvirt.qtest.guest_monitors
         served = {mon.chardev for mon in cfg.monitors if mon.mode == "control"}
     none = cfg.machine.type == "none"
-    board = Board(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot, builtins=not none)
+    board = (Board(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot) if none
+             else pc_board(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot))
     m = Machine(board=board, cpu=cpu)
     if none:
         strip_to_none(board)

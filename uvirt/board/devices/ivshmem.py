@@ -556,9 +556,10 @@ def create_doorbell(machine: "Machine", v: dict[str, Any], ctx, where: str,
         client.close()
         raise
     chardev.device = fn
-    hook = getattr(machine, "call_soon_threadsafe", None)
-    if callable(hook) and getattr(machine, "uc", None) is not None:
+    cpu = machine.cpu                   # the CPU side running the board, if any
+    if cpu is not None:
         # With a CPU, messages are sent on its thread; without one (qtest) directly.
+        hook = cpu.call_soon_threadsafe
         fn.deliver = hook
         fn.after_ring = _stop_after_ring(machine, hook)
         fn.cpu_running = lambda: getattr(machine.memory, "cpu_thread", None) is not None

@@ -19,13 +19,10 @@ as in QEMU; fw_cfg (``fw_cfg.py``) and PIIX4's ACPI PCI hotplug + GPE0 registers
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from uvirt.board.board import DEFAULT_RAM_SIZE, Board
+from uvirt.board.interrupts import InterruptController
 from uvirt.board.memory.regions import MmioRegion
 from uvirt.board.pci.bus import PciBus, PciFunction, devfn
-
-if TYPE_CHECKING:
-    from uvirt.board.board import Board
 
 
 def _poke(fn: PciFunction, values: dict[int, int]) -> None:
@@ -203,7 +200,18 @@ class _ResetControl:
         self.rcr = value & 2
 
 
-def install_pc_builtins(board: "Board") -> None:
+def pc_board(*, ram_size: int = DEFAULT_RAM_SIZE, no_reboot: bool = True) -> Board:
+    """QEMU ``-machine pc`` without its CPU: a ``Board`` with pc's built-in devices and
+    interrupt controllers."""
+    board = Board(ram_size=ram_size, no_reboot=no_reboot)
+    with board.batch():
+        install_pc_builtins(board)
+        board.interrupts = InterruptController()
+        board.interrupts.install(board)
+    return board
+
+
+def install_pc_builtins(board: Board) -> None:
     from uvirt.board.devices.pam import LowMemory
     host = I440FX(board.ram_size)
     board.lowmem = host.lowmem = LowMemory(board.memory, board.ram, board.ram_placement)
