@@ -195,7 +195,7 @@ def test_a_machine_attaches_to_a_board_and_leaves_it_cpu_free():
         assert board.displays == m.displays
         board.request_reset()                              # the CPU side answers it
         assert m.stop_requested and board.stopped is None
-        m.end_stop()
+        m.resume_device_work()
         assert not m.stop_requested
     finally:
         m.close()

@@ -30,7 +30,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from uvirt.backends.chardev import Chardev
-from uvirt.board.devices.isa import IsaDebugcon, IsaDebugExit
 from uvirt.board.memory.regions import PAGE_MASK, IoSpace, MemoryMap, MmioRegion, RamRegion
 from uvirt.board.pci.bus import PciBus, PciFunction, PciHostConf1, bdf_str, devfn
 from uvirt.board.services import BoardServices
@@ -38,7 +37,6 @@ from uvirt.errors import UvirtError
 from uvirt.trace import Tracer
 
 if TYPE_CHECKING:
-    from uvirt.board.devices.pam import LowMemory
     from uvirt.board.interrupts import InterruptController
 
 DEFAULT_RAM_SIZE = 128 << 20
@@ -86,7 +84,7 @@ class Board:
         self.ram = RamRegion("pc.ram", ram_size)
         self.ram_placement = self.memory.add(self.ram, 0, priority=0)
         #: 0xA0000-0xFFFFF as the i440FX decodes it (devices/pam.py), with the builtins
-        self.lowmem: LowMemory | None = None
+        self.lowmem: Any = None      # a devices.pam.LowMemory (pc_board)
         self.pci = PciBus(self.memory, self.io)
         self.pci.on_change = self._trace_bar
         self.pci.on_guest_error = self.guest_error
@@ -140,17 +138,6 @@ class Board:
         self.pci.plug(fn, dfn)
         return dfn
 
-    def add_debugcon(self, chardev: Chardev, iobase: int = 0xE9, *, readback: int = 0xE9) -> IsaDebugcon:
-        dev = IsaDebugcon(chardev, iobase=iobase, readback=readback)
-        self.add_isa(MmioRegion("isa-debugcon", 1, dev, valid_sizes=(1,)), iobase, dev)
-        self.chardevs.append(chardev)
-        return dev
-
-    def add_debug_exit(self, iobase: int = 0x501, iosize: int = 2) -> IsaDebugExit:
-        dev = IsaDebugExit(self.debug_exit, iobase=iobase, iosize=iosize)
-        self.add_isa(MmioRegion("isa-debug-exit", iosize, dev, valid_sizes=(1, 2, 4)), iobase, dev)
-        return dev
-
     def write_ram(self, addr: int, data: bytes) -> None:
         """A host write into RAM itself, whatever the low-memory window shows there."""
         self.ram.buffer.view[addr:addr + len(data)] = data
@@ -200,7 +187,7 @@ class Board:
             self._stop("guest reset")
 
     def debug_exit(self, value: int) -> None:
-        """isa-debug-exit was written."""
+        """isa-debug-exit was written (devices/isa.py)."""
         if self.cpu is not None:
             self.cpu.debug_exit(value)
         else:

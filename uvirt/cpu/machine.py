@@ -77,6 +77,7 @@ from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FE
 from unicorn import x86_const as X
 
 from uvirt.board.board import DEFAULT_RAM_SIZE, Board
+from uvirt.board.devices import isa
 from uvirt.board.devices.pc import pc_board
 from uvirt.board.interrupts import delivery as _delivery
 from uvirt.board.memory.regions import PAGE_MASK
@@ -236,8 +237,6 @@ class Machine:
     guest_error = _FromBoard()
     add_isa = _FromBoard()
     add_pci = _FromBoard()
-    add_debugcon = _FromBoard()
-    add_debug_exit = _FromBoard()
     trace_layout = _FromBoard()
     write_ram = _FromBoard()
 
@@ -293,6 +292,14 @@ class Machine:
         if cpu:
             self._owns_uc = uc is None
             self.attach(uc if uc is not None else Uc(UC_ARCH_X86, UC_MODE_32))
+
+    def add_debugcon(self, chardev, iobase: int = 0xE9, *, readback: int = 0xE9) -> isa.IsaDebugcon:
+        """isa-debugcon on the board (uvirt/board/devices/isa.py)."""
+        return isa.add_debugcon(self.board, chardev, iobase, readback=readback)
+
+    def add_debug_exit(self, iobase: int = 0x501, iosize: int = 2) -> isa.IsaDebugExit:
+        """isa-debug-exit on the board: a write ends the run (``debug_exit``)."""
+        return isa.add_debug_exit(self.board, iobase, iosize)
 
     # ------------------------------------------------------------------ CPU
     def attach(self, uc: Uc) -> None:
@@ -599,12 +606,12 @@ class Machine:
         """QMP ``quit`` from a monitor thread: stop with status 0, as QEMU exits."""
         self._request_stop(StopReason.QUIT, EXIT_CLEAN)
 
-    def end_stop(self) -> None:
-        """Between two runs: the stop a run ended with is over, so host code can drive
-        the board (device work runs again, the port table a stop emptied is rebuilt)
-        until the next ``run()``."""
+    def resume_device_work(self) -> None:
+        """Between two runs: device work, held back since the run's stop, may run again
+        (``work.drain()``).  The port table the stop emptied comes back with the next
+        ``run()``; host code that dispatches through ``io.table`` before that commits
+        ``io`` itself."""
         self._stopping = False
-        self.board.end_stop()
 
     def run(self, *, timeout: float | None = 10.0, max_insns: int | None = None) -> StopInfo:
         """Run until the guest stops; ``timeout`` seconds of wall clock (None: no limit),

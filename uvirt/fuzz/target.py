@@ -212,7 +212,9 @@ def _from_factory(machine, factory):
 def settle(machine) -> None:
     """After a CPU run: the board serves host accesses again (a stop empties the port
     table and holds device work back until the next run)."""
-    machine.end_stop()
+    machine.resume_device_work()
+    if not machine.io.table:
+        machine.io.commit()
     machine.work.drain()
 
 

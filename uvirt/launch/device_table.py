@@ -208,13 +208,15 @@ def _debug_exit(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
         raise OptionError(f"-device isa-debug-exit: iosize 0x{v['iosize']:x} is too large")
     if v["iosize"] == 0:
         raise OptionError("-device isa-debug-exit: iosize 0x0 must be at least 1")
-    return machine.add_debug_exit(v["iobase"], v["iosize"])
+    from uvirt.board.devices.isa import add_debug_exit
+    return add_debug_exit(machine, v["iobase"], v["iosize"])
 
 
 def _debugcon(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     if v["chardev"] is None:
         raise OptionError("-device isa-debugcon: Property 'chardev' is required")
-    return machine.add_debugcon(v["chardev"], v["iobase"], readback=v["readback"])
+    from uvirt.board.devices.isa import add_debugcon
+    return add_debugcon(machine, v["chardev"], v["iobase"], readback=v["readback"])
 
 
 def _virtio_common_props() -> tuple[Prop, ...]:

@@ -256,8 +256,8 @@ class AcpiPciHotplug:
 
 
 def _is_virtio(fn: Any) -> bool:
-    from uvirt.virtio.pci import VirtioPci
-    return isinstance(fn, VirtioPci)
+    """A virtio-pci function (uvirt/virtio/pci.py): it carries its virtio device."""
+    return getattr(fn, "vdev", None) is not None
 
 
 def install_acpi_hotplug(board: "Board") -> AcpiPciHotplug:

@@ -13,9 +13,13 @@ isa-debug-exit (``hw/misc/debugexit.c``)
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from uvirt.backends.chardev import Chardev, NullChardev
+from uvirt.board.memory.regions import MmioRegion
+
+if TYPE_CHECKING:
+    from uvirt.board.board import Board
 
 
 class IsaDebugcon:
@@ -57,3 +61,20 @@ class IsaDebugExit:
 
     def write(self, offset: int, size: int, value: int) -> None:
         self.on_exit(value)
+
+
+def add_debugcon(board: "Board", chardev: Chardev, iobase: int = 0xE9, *,
+                 readback: int = 0xE9) -> IsaDebugcon:
+    """``-device isa-debugcon`` (and ``-debugcon``): one byte port; ``chardev`` is closed
+    with the board."""
+    dev = IsaDebugcon(chardev, iobase=iobase, readback=readback)
+    board.add_isa(MmioRegion("isa-debugcon", 1, dev, valid_sizes=(1,)), iobase, dev)
+    board.chardevs.append(chardev)
+    return dev
+
+
+def add_debug_exit(board: "Board", iobase: int = 0x501, iosize: int = 2) -> IsaDebugExit:
+    """``-device isa-debug-exit``: a write ends the run through ``board.debug_exit``."""
+    dev = IsaDebugExit(board.debug_exit, iobase=iobase, iosize=iosize)
+    board.add_isa(MmioRegion("isa-debug-exit", iosize, dev, valid_sizes=(1, 2, 4)), iobase, dev)
+    return dev
