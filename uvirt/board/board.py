@@ -29,7 +29,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from uvirt.backends.chardev import Chardev
 from uvirt.board.memory.regions import PAGE_MASK, IoSpace, MemoryMap, MmioRegion, RamRegion
 from uvirt.board.pci.bus import PciBus, PciFunction, PciHostConf1, bdf_str, devfn
 from uvirt.board.services import BoardServices
@@ -40,6 +39,12 @@ if TYPE_CHECKING:
     from uvirt.board.interrupts import InterruptController
 
 DEFAULT_RAM_SIZE = 128 << 20
+
+
+class Closeable(Protocol):
+    """What the board closes with itself: chardevs, drives, device threads."""
+
+    def close(self) -> None: ...
 
 
 class Cpu(Protocol):
@@ -96,7 +101,7 @@ class Board:
         self.io.add(data, PciHostConf1.CONFIG_DATA)
         self.resettables: list = [self.pci_host]
         #: closed with the board: chardevs, drives, device threads (anything with close())
-        self.chardevs: list[Chardev] = []
+        self.chardevs: list[Closeable] = []
         self.services = BoardServices(self)
         #: the 8259s, local APIC and PIT (uvirt/board/interrupts/), set by ``pc_board``
         self.interrupts: InterruptController | None = None

@@ -134,7 +134,7 @@ def _dispatch(argv: list[str]) -> int:
         from uvirt.firmware import asm_main
         return asm_main(rest)
     if cmd == "lspci":
-        from uvirt.launch.runner import lspci_main
+        from uvirt.cli.lspci import lspci_main
         return lspci_main(rest)
     if cmd == "demo":
         from uvirt.cli.demo import demo_main

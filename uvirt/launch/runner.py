@@ -1,4 +1,5 @@
-"""From a QEMU command line to a running machine: ``uvirt run`` and ``uvirt lspci``.
+"""From a QEMU command line to a running machine: ``uvirt run`` (and the machines
+``uvirt lspci``, uvirt/cli/lspci.py, boots).
 
 ``build_machine(cfg)`` turns a parsed ``RunConfig`` (uvirt.options.parser) into a
 ``Machine``: character devices, ``-debugcon``, ``-global`` defaults, ``-device`` drivers
@@ -18,7 +19,6 @@ Wall-clock budget: QEMU runs a spinning guest forever; uvirt stops it after
 from __future__ import annotations
 
 import errno
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from uvirt.boot import firmware_step as bios
 from uvirt.backends.chardev import Chardev, open_chardev
 from uvirt.launch.device_table import BuildContext, DeviceCatalog, create_device
-from uvirt.errors import OptionError, UsageError, UvirtError
+from uvirt.errors import OptionError, UvirtError
 from uvirt.board.board import Board
 from uvirt.board.devices.pc import pc_board
 from uvirt.cpu.machine import Machine, StopInfo
@@ -340,77 +340,3 @@ def run_main(argv: list[str]) -> int:
     if not stop.clean:
         print("uvirt: " + stop.report(), file=sys.stderr)
     return stop.exit_code
-
-
-LSPCI_USAGE = """\
-usage: uvirt lspci [-v|-vv] [-x|-xxx] [-n|-nn] [QEMU device options...]
-
-Boots bundled guest programs (firmware/pci_dump.S, firmware/pci_enum.S) on the pc machine
-with the given QEMU options (-device, -object, -drive, -global ...) and prints bus 0 as
-pciutils' lspci prints it, from what the guest read through ports 0xCF8/0xCFC.
-
-  -v, -vv     verbose: capabilities by name (-vv: every field, Control/Status)
-  -x, -xxx    hex dump of the first 64 bytes / all 256 bytes of configuration space
-              (-xxx output is what `lspci -F FILE` reads back)
-  -n, -nn     numbers only / names and numbers (the default)
-  -h, --help  this help"""
-
-
-def _lspci_flags(argv: list[str]) -> tuple[dict[str, int], list[str]]:
-    """lspci's own flags (-v -vv -x -xxx -n -nn, combinable as -vvxxx) from the front
-    and anywhere among the QEMU options; the rest are QEMU options."""
-    flags = {"verbose": 0, "hex_level": 0, "numeric": 2}
-    rest: list[str] = []
-    numeric_seen = 0
-    for arg in argv:
-        if re.fullmatch(r"-[vxn]+", arg):          # no QEMU option is spelt this way
-            flags["verbose"] += arg.count("v")
-            flags["hex_level"] += arg.count("x")
-            numeric_seen += arg.count("n")
-        else:
-            rest.append(arg)
-    if numeric_seen:
-        flags["numeric"] = min(numeric_seen, 2)
-    return flags, rest
-
-
-def lspci_main(argv: list[str]) -> int:
-    """Boot the bundled dump and enumerator with the given device options; print lspci's way."""
-    import os
-    import tempfile
-
-    from uvirt.backends.chardev import MemoryChardev
-    from uvirt.firmware import build, bundled
-    from uvirt.cli.lspci import add_sizes, format_functions, parse_dump
-
-    if any(a in ("-h", "--help", "-help") for a in argv):
-        print(LSPCI_USAGE)
-        return 0
-    flags, options = _lspci_flags(argv)
-    if "-kernel" in options:
-        raise UsageError("lspci: -kernel: uvirt lspci boots its own guest programs; "
-                         "give only device options")
-    transcripts = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for prog in ("pci_dump", "pci_enum"):
-            image = os.path.join(tmp, f"{prog}.bin")
-            with open(image, "wb") as f:
-                f.write(build(bundled(f"{prog}.S")))
-            base = ["-machine", "pc", "-nodefaults", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
-            cfg = parse_argv(base + list(options) + ["-kernel", image])
-            built = build_machine(cfg)
-            con = MemoryChardev()
-            built.machine.add_debugcon(con)
-            try:
-                stop = built.machine.run(timeout=DEFAULT_TIMEOUT)
-            finally:
-                built.machine.close()
-            if stop.debug_exit_value != 0:
-                print("uvirt: " + stop.report(), file=sys.stderr)
-                return 1
-            transcripts[prog] = con.text
-    fns = parse_dump(transcripts["pci_dump"])
-    add_sizes(fns, transcripts["pci_enum"])
-    sys.stdout.write(format_functions(fns, verbose=min(flags["verbose"], 2),
-                                      hex_level=min(flags["hex_level"], 3), numeric=flags["numeric"]))
-    return 0

@@ -13,13 +13,23 @@ isa-debug-exit (``hw/misc/debugexit.c``)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
-from uvirt.backends.chardev import Chardev, NullChardev
 from uvirt.board.memory.regions import MmioRegion
 
 if TYPE_CHECKING:
     from uvirt.board.board import Board
+
+
+class Output(Protocol):
+    """Where debugcon bytes go: a chardev (uvirt/backends/chardev.py) or anything that writes."""
+
+    def write(self, data: bytes) -> None: ...
+
+
+class _Discard:
+    def write(self, data: bytes) -> None:
+        pass
 
 
 class IsaDebugcon:
@@ -27,9 +37,9 @@ class IsaDebugcon:
 
     snapshot_state = ()    # configuration only; output is the outside world's
 
-    def __init__(self, chardev: Chardev | None = None, *, iobase: int = 0xE9,
+    def __init__(self, chardev: Output | None = None, *, iobase: int = 0xE9,
                  readback: int = 0xE9) -> None:
-        self.chardev = chardev or NullChardev()
+        self.chardev = chardev if chardev is not None else _Discard()
         self.iobase = iobase
         self.readback = readback
 
@@ -63,7 +73,7 @@ class IsaDebugExit:
         self.on_exit(value)
 
 
-def add_debugcon(board: "Board", chardev: Chardev, iobase: int = 0xE9, *,
+def add_debugcon(board: "Board", chardev: Output, iobase: int = 0xE9, *,
                  readback: int = 0xE9) -> IsaDebugcon:
     """``-device isa-debugcon`` (and ``-debugcon``): one byte port; ``chardev`` is closed
     with the board."""

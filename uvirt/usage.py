@@ -1,6 +1,6 @@
-"""The argument parser every ``uvirt`` subcommand uses (a leaf module: the commands
-that live outside ``uvirt.cli``, such as ``uvirt asm`` and ``uvirt qtest record``,
-import it without importing the command dispatcher)."""
+"""The argument parser every ``uvirt`` subcommand uses.  A leaf module beside
+``errors.py``: the commands that live outside ``uvirt.cli`` (``uvirt asm`` in
+firmware.py, ``uvirt qtest record``) import it without importing the CLI layer."""
 
 from __future__ import annotations
 
