@@ -90,8 +90,6 @@ from uvirt.cpu.uc_regs import FastRegs
 from uvirt.errors import ImageError, UvirtError
 from uvirt.service_thread import start_service_thread
 
-__all__ = ["DEFAULT_RAM_SIZE", "Machine", "StopInfo", "StopReason"]
-
 #: QEMU's multiboot option ROM GDT (pc-bios/optionrom/multiboot.S), left where the ROM
 #: leaves it (GDTR base 0xC02B8, limit 0x27: docs/qemu-7.2-observed.md "Interrupts").
 GDT_ADDR = 0x000C02B8
@@ -209,7 +207,10 @@ class _FromBoard:
 class Machine:
     """A Unicorn x86 CPU attached to a ``Board`` (QEMU ``-machine pc`` as a guest sees it).
 
-    ``Machine()`` builds its board; ``Machine(board=b)`` attaches to one already built.
+    ``Machine()`` builds its board (``pc_board``, or a bare ``Board`` with
+    ``builtins=False``); ``Machine(board=b)`` attaches to one already built (``ram_size``,
+    ``no_reboot`` and ``builtins`` are then the board's).  ``cpu=False``: no CPU is
+    attached (the board answers device requests itself, uvirt/board/board.py).
     The board's parts are reachable from the machine as before (``m.memory``, ``m.pci``,
     ``m.add_isa(...)``...): the objects the run loop touches are the board's own objects
     kept as plain attributes (they never change), the rest read through to the board.
