@@ -706,7 +706,7 @@ def asm_main(argv: list[str] | None = None) -> int:
 
     PROG is a path, or the name of a bundled program (``pci_probe``).
     """
-    from uvirt.cli.main import UsageParser
+    from uvirt.usage import UsageParser
 
     p = UsageParser(prog="uvirt asm", description="assemble a guest program (a path, or the "
                     "name of a program in firmware/) into a multiboot image")

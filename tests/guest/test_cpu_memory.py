@@ -1,5 +1,5 @@
 """The CPU's TLB handling (uvirt/cpu/tlb.py) and the unmapped-access hooks bounded to
-the gaps (mem_regions._GapHooks): invisible to the guest, compared with QEMU 7.2."""
+the gaps (uc_memory._GapHooks): invisible to the guest, compared with QEMU 7.2."""
 
 import ctypes
 import threading
@@ -77,8 +77,8 @@ def test_unmapped_hooks_cover_everything_but_ram(firmware, tmp_path):
     m, con = _machine(firmware("memregion_modern"), tmp_path, "-device", "virtio-rng-pci,memory-regions=64K:16K")
     try:
         def check():
-            spans = sorted((s, s + n) for s, n, kind in m.memory.mapped_spans if kind == "ram")
-            gaps = m.memory.unmapped_hook_ranges
+            spans = sorted((s, s + n) for s, n, kind in m.uc_memory.mapped_spans if kind == "ram")
+            gaps = m.uc_memory.unmapped_hook_ranges
             covered = sorted(spans + gaps)
             pos = 0
             for start, end in covered:               # a partition of the 32-bit space

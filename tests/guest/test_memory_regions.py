@@ -138,7 +138,7 @@ def test_no_copy_host_before_and_guest_after(prog, device, n, firmware, boot):
         assert ctypes.addressof(pin) == shm.buffer.address
         del pin
         assert shm.mapped_at is not None
-        assert (shm.mapped_at, shm.size, "ram") in m.memory.mapped_spans
+        assert (shm.mapped_at, shm.size, "ram") in m.uc_memory.mapped_spans
     r0.view[0:0x8000] = pattern(HOST_SEED, 0x2000)          # a plain store, no API call
     assert bytes(m.uc.mem_read(r0.mapped_at, 0x8000)) == pattern(HOST_SEED, 0x2000)
     stop = b.run()
@@ -245,7 +245,7 @@ def test_bar_over_another_bar_last_mapped_wins(firmware, boot):
     assert m.memory.lookup(MOVE_ADDR + 0x4000).region is r0.region
     m.pci.config_write(0, dfn, 0x04, 2, 0x0101)           # decode off: both gone
     assert m.memory.lookup(MOVE_ADDR) is None and m.memory.read(MOVE_ADDR, 4) == 0
-    assert not any(s <= MOVE_ADDR < s + n for s, n, _ in m.memory.mapped_spans)
+    assert not any(s <= MOVE_ADDR < s + n for s, n, _ in m.uc_memory.mapped_spans)
     m.pci.config_write(0, dfn, 0x04, 2, 0x0103)           # on again: both re-enabled, in BAR order
     assert m.memory.lookup(MOVE_ADDR).region is r1.region
     r = run_uvirt(firmware("memregion_legacy"), ["-device", LEGACY])
@@ -360,7 +360,7 @@ def test_64bit_bar_above_4g_is_not_mapped(firmware, boot):
     low = r0.mapped_at
     m.pci.config_write(0, b.fn.devfn, 0x1C, 4, 1)
     assert r0.mapped_at == (1 << 32) | low and r1.mapped_at == (1 << 32) | (low + 0x10000)
-    assert not any(s <= low < s + n for s, n, _ in m.memory.mapped_spans)
+    assert not any(s <= low < s + n for s, n, _ in m.uc_memory.mapped_spans)
     assert m.memory.read(low, 4) == 0
     r1.write(0, b"4GiB")                            # invalidation above 4 GiB: harmless
     m.pci.config_write(0, b.fn.devfn, 0x1C, 4, 0)

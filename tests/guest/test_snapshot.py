@@ -191,10 +191,12 @@ def test_pam_and_smram_follow_a_restore():
 
 def test_snapshot_refuses_pending_device_work(tmp_path, firmware):
     m, _, _ = _machine(tmp_path, firmware("virtio_blk_legacy"), BLK)
-    m.work._queue.append(lambda: None)
+    m.work.enter()                       # inside a register access: queued, not run
+    m.work.schedule(lambda: None)
     with pytest.raises(SnapshotError, match="device work pending"):
         m.snapshot()
-    m.work._queue.clear()
+    m.work.discard()
+    m.work.leave()
     m.close()
 
 

@@ -9,17 +9,17 @@ import json
 import pytest
 
 from uvirt.board.devices import acpi_hotplug as A
-from uvirt.launch.device_table import BuildContext
+from uvirt.launch.device_table import BuildContext, DeviceCatalog
 from uvirt.cpu.machine import Machine
-from uvirt.qtest import hooks, physmem
+from uvirt.board.memory import physmem
 from uvirt.qtest.qmp import QmpContext, QmpMonitor
 
 
 class Qmp:
     def __init__(self) -> None:
         self.m = Machine(cpu=False)
-        self.h = hooks(self.m)
-        self.ctx = QmpContext(self.h, build_ctx=BuildContext())
+        self.h = self.m.services
+        self.ctx = QmpContext(self.h, devices=DeviceCatalog(self.m.board, BuildContext()))
         self.sent: list[bytes] = []
         self.mon = QmpMonitor(self.ctx, self.sent.append)
         self.mon.opened()

@@ -8,7 +8,6 @@ import pytest
 from uvirt.board.devices.edu import (DMA_START, Edu, EduReg, check_range, factorial32)
 from uvirt.launch.device_table import BuildContext, create_device
 from uvirt.cpu.machine import Machine
-from uvirt.qtest.hooks import hooks
 
 MS = 1_000_000
 
@@ -83,7 +82,7 @@ def test_check_range_is_edu_check_range(addr, size, ok):
 
 def test_dma_on_the_virtual_clock(board):
     m, dev, errors = board
-    clock = hooks(m).clock
+    clock = m.services.clock
     m.memory.guest.write(0x2000, bytes(range(16)))
     wr(m, EduReg.DMA_SRC, 0x2000)
     wr(m, EduReg.DMA_DST, DMA_START + 8)
@@ -105,7 +104,7 @@ def test_dma_out_of_range_is_a_hardware_error(board):
     wr(m, EduReg.DMA_DST, DMA_START)
     wr(m, EduReg.DMA_COUNT, 4096)
     wr(m, EduReg.DMA_CMD, 1)
-    hooks(m).clock.step(100 * MS)
+    m.services.clock.step(100 * MS)
     assert errors == ["EDU: DMA range 0x0000000000040000-0x0000000000040fff out of bounds "
                       "(0x0000000000040000-0x0000000000040fff)!"]
     assert dev.dead
@@ -120,7 +119,7 @@ def test_dma_address_mask_and_bus_master(board):
     wr(m, EduReg.DMA_DST, 0x10003000)                   # bit 28: clamped to 0x3000
     wr(m, EduReg.DMA_COUNT, 4)
     wr(m, EduReg.DMA_CMD, 3)
-    hooks(m).clock.step(100 * MS)
+    m.services.clock.step(100 * MS)
     assert m.memory.guest.read(0x3000, 4) == b"abcd"
     assert logged == ["EDU: clamping DMA 0x0000000010003000 to 0x0000000000003000!"]
     m.pci.apply(dev, dev.config_write(0x04, 2, 0x0002))   # bus master off
@@ -128,7 +127,7 @@ def test_dma_address_mask_and_bus_master(board):
     wr(m, EduReg.DMA_SRC, 0x4000)
     wr(m, EduReg.DMA_DST, DMA_START)
     wr(m, EduReg.DMA_CMD, 1)
-    hooks(m).clock.step(100 * MS)
+    m.services.clock.step(100 * MS)
     assert bytes(dev.dma_buf[0:4]) == bytes(4)          # reads through a closed master: zeros
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from uvirt.board.devices import fw_cfg as F
 from uvirt.cpu.machine import Machine
-from uvirt.qtest import physmem
+from uvirt.board.memory import physmem
 
 
 @pytest.fixture

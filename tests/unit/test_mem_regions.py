@@ -5,7 +5,8 @@ from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 
 from uvirt.errors import GuestMemoryError
 from uvirt.board.memory.regions import (PAGE_SIZE, HostBuffer, IoSpace, MemoryMap, MmioRegion,
-                               RamRegion, _spans)
+                               RamRegion)
+from uvirt.cpu.uc_memory import UnicornMemory, _spans
 
 
 class Regs:
@@ -146,16 +147,16 @@ def test_commit_maps_once_and_only_diffs():
     ram = RamRegion("ram", 0x100000)
     mm.add(ram, 0)
     bar = mm.add(MmioRegion("bar", 0x1000, Regs()), 0xFEB00000, priority=-1)
-    mm.attach(uc)
-    before = dict(mm._mapped)
+    ucm = UnicornMemory(mm, uc)
+    before = dict(ucm._mapped)
     bar.move(0xFEC00000)
     mm.commit()
-    after = dict(mm._mapped)
+    after = dict(ucm._mapped)
     ram_keys = [k for k in before if k[2] == "ram"]
     assert ram_keys and all(k in after for k in ram_keys)       # RAM untouched by a BAR move
-    assert sorted((s, n) for s, n, _ in mm.mapped_spans) == [(0, 0x100000), (0xFEC00000, 0x1000)]
+    assert sorted((s, n) for s, n, _ in ucm.mapped_spans) == [(0, 0x100000), (0xFEC00000, 0x1000)]
     assert sorted((b, e - b + 1) for b, e, _ in uc.mem_regions()) == [(0, 0x100000), (0xFEC00000, 0x1000)]
-    mm.detach()
+    ucm.detach()
     assert list(uc.mem_regions()) == []
 
 
@@ -164,10 +165,10 @@ def test_mapped_host_buffer_cannot_be_closed():
     buf = HostBuffer(0x2000)
     mm = MemoryMap()
     mm.add(RamRegion("shm", 0x2000, buf), 0x10000)
-    mm.attach(uc)
+    ucm = UnicornMemory(mm, uc)
     with pytest.raises(Exception, match="still mapped"):
         buf.close()
-    mm.detach()
+    ucm.detach()
     buf.close()
 
 
@@ -176,7 +177,7 @@ def test_host_writes_visible_to_guest_without_copy():
     mm = MemoryMap()
     shm = RamRegion("shm", 0x1000)
     mm.add(shm, 0x20000)
-    mm.attach(uc)
+    UnicornMemory(mm, uc)
     shm.buffer.view[0:4] = b"wxyz"
     assert bytes(uc.mem_read(0x20000, 4)) == b"wxyz"
     uc.mem_write(0x20004, b"1234")

@@ -4,7 +4,7 @@ the memory map's ReplayGuard keeps device side effects exactly-once.
 Stops requested from another thread can land in the window after a callback returned and
 before Unicorn checks for them; the guard cannot see that window (measured: a few dozen
 repeats in 20 000 accesses under a 10 kHz stop storm).  The machine keeps cross-thread
-stops rare (timer ticks, posted work) — see the note in mem_regions.ReplayGuard."""
+stops rare (timer ticks, posted work) — see the note in uc_memory.ReplayGuard."""
 
 import threading
 import time
@@ -15,6 +15,7 @@ from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 from unicorn.x86_const import UC_X86_REG_EIP, UC_X86_REG_ESI
 
 from uvirt.board.memory.regions import MemoryMap, MmioRegion, RamRegion
+from uvirt.cpu.uc_memory import UnicornMemory
 
 N = 20000
 CODE = bytes(Ks(KS_ARCH_X86, KS_MODE_32).asm(f"""
@@ -52,7 +53,7 @@ def run(stop_from: str, guard: bool = True):
     mm.add(RamRegion("ram", 0x100000), 0)
     dev = Counter()
     mm.add(MmioRegion("counter", 0x1000, dev, valid_sizes=(4,)), 0x20000000)
-    mm.attach(uc)
+    UnicornMemory(mm, uc)
     uc.mem_write(0x1000, CODE)
 
     def stop():

@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from uvirt.cpu.machine import Machine
-from uvirt.qtest import hooks
-from uvirt.qtest.hooks import Peripheral
+from uvirt.launch.device_table import BuildContext, DeviceCatalog
+from uvirt.board.services import Peripheral
 from uvirt.qtest.jsonlex import Streamer
 from uvirt.qtest.qmp import QmpContext, QmpMonitor
 
@@ -22,10 +22,11 @@ from uvirt.qtest.qmp import QmpContext, QmpMonitor
 class Mon:
     def __init__(self, paused: bool = True) -> None:
         self.m = Machine(cpu=False)
-        self.h = hooks(self.m)
+        self.h = self.m.services
         self.quit = False
         self.resets = 0
-        self.ctx = QmpContext(self.h, start_paused=paused, reset=self._reset, quit=self._quit)
+        self.ctx = QmpContext(self.h, start_paused=paused, reset=self._reset, quit=self._quit,
+                              devices=DeviceCatalog(self.m.board, BuildContext()))
         self.sent: list[bytes] = []
         self.mon = QmpMonitor(self.ctx, self.sent.append)
         self.mon.opened()

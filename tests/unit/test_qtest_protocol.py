@@ -15,16 +15,15 @@ import pytest
 
 from uvirt.cpu.machine import Machine
 from uvirt.board.memory.regions import MmioRegion
-from uvirt.qtest import hooks
-from uvirt.qtest import physmem
-from uvirt.qtest.clock import VirtualClock
+from uvirt.board.memory import physmem
+from uvirt.board.clock import VirtualClock
 from uvirt.qtest.server import QtestAbort, QtestServer, glib_base64_decode, qemu_strtou64
 
 
 class Session:
     def __init__(self, clock_enabled: bool = True) -> None:
         self.m = Machine(cpu=False)
-        self.h = hooks(self.m)
+        self.h = self.m.services
         self.h.gpio("/machine/i440fx/ioapic").add_in(24, self._ioapic)
         self.h.qom_paths |= {"/machine/i440fx", "/machine/i440fx/pci.0"}
         self.out: list[str] = []
@@ -244,7 +243,7 @@ def test_clock_step_bad_number_aborts(qt):
 
 def test_irq_intercept_in_and_async_irq_lines(qt):
     assert qt("irq_intercept_in ioapic") == ["OK"]
-    lines = hooks(qt.m).gpio_devices["/machine/i440fx/ioapic"].lists[0]
+    lines = qt.m.services.gpio_devices["/machine/i440fx/ioapic"].lists[0]
     qt.out.clear()
     lines.set(8, 1)
     lines.set(8, 1)

@@ -224,14 +224,13 @@ def test_qtest_register_accesses_are_traced_and_decode(tmp_path):
     import io
     from uvirt.launch.device_table import BuildContext, create_device
     from uvirt.cpu.machine import Machine
-    from uvirt.qtest import hooks
     from uvirt.qtest.server import QtestServer
     m = Machine(cpu=False)
     try:
         with m.batch():
             create_device(m, BuildContext(), "virtio-rng-pci", {"disable-modern": "on"})
         out = []
-        srv = QtestServer(m.memory, m.io, hooks(m), out.append, log=io.StringIO(), timer=lambda: 0.0)
+        srv = QtestServer(m.memory, m.io, m.services, out.append, log=io.StringIO(), timer=lambda: 0.0)
         srv.opened()
         events = m.tracer.record()
         m.trace_layout()

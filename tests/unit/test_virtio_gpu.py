@@ -120,7 +120,7 @@ def test_edid_large_screen_has_displayid():
 
 
 def test_qmp_screendump(tmp_path):
-    from uvirt.qtest.hooks import hooks
+    from uvirt.board.services import BoardServices
     from uvirt.qtest.qmp import QmpContext, QmpError
     from uvirt.virtio.fb import VirtioFb
 
@@ -132,7 +132,7 @@ def test_qmp_screendump(tmp_path):
     fb = VirtioFb(width=40, height=30)
     fb.fb.view[0:4] = b"\x01\x02\x03\x00"
     m.displays = [("g", gpu), (None, fb)]
-    ctx = QmpContext(hooks(m))
+    ctx = QmpContext(BoardServices(m))
     ctx.cmd_screendump({"filename": str(tmp_path / "a.ppm")})
     assert (tmp_path / "a.ppm").read_bytes()[:15] == b"P6\n640 480\n255\n"
     ctx.cmd_screendump({"filename": str(tmp_path / "b.png"), "device": "g", "head": 1, "format": "png"})

@@ -55,7 +55,9 @@ class DeviceWork:
     generator it returned, run one piece per step."""
 
     def __init__(self) -> None:
-        self._queue: deque = deque()
+        #: the FIFO (one deque for the board's life: register-access wrappers keep a
+        #: reference); read it, change it through schedule / cancel / discard
+        self.queue: deque = deque()
         self.depth = 0                 # register accesses in progress (guest or DMA)
         self.running = False
         #: ``() -> bool``: a stop is pending; work yields at the next piece boundary.
@@ -67,12 +69,12 @@ class DeviceWork:
 
     @property
     def pending(self) -> bool:
-        return bool(self._queue)
+        return bool(self.queue)
 
     def schedule(self, fn: Work, owner: object = None) -> None:
         """Queue ``fn`` (runs now when no register access is in progress).  ``owner``
         (a device) lets ``cancel`` drop it at the device's reset."""
-        self._queue.append([fn, owner, None])
+        self.queue.append([fn, owner, None])
         if not self.depth and not self.running:
             self.run()
 
@@ -81,26 +83,31 @@ class DeviceWork:
 
     def leave(self) -> None:
         self.depth -= 1
-        if not self.depth and self._queue and not self.running:
+        if not self.depth and self.queue and not self.running:
             self.run()
 
     def cancel(self, owner: object) -> None:
         """Drop queued work of ``owner`` (a device reset)."""
-        keep = [w for w in self._queue if w[1] is not owner]
-        self._queue.clear()                  # in place: a run in progress holds the deque
-        self._queue.extend(keep)
+        keep = [w for w in self.queue if w[1] is not owner]
+        self.queue.clear()                  # in place: a run in progress holds the deque
+        self.queue.extend(keep)
+
+    def discard(self) -> None:
+        """Drop every queued piece of work (a snapshot restore: the restored devices
+        never scheduled it)."""
+        self.queue.clear()
 
     def run(self, budget: float | None = SLICE_SECONDS) -> bool:
         """Run queued work for at most ``budget`` seconds (None: until done); True when
         the queue is empty afterwards.  The clock starts after the first piece: the
         common run (one kick, one piece) reads no clock, and a piece is bounded anyway."""
         if self.running:
-            return not self._queue
+            return not self.queue
         self.running = True
         later = self.continue_later
         timed = budget is not None and later is not None
         deadline = None
-        q = self._queue
+        q = self.queue
         stop = self.should_stop
         try:
             while q and not stop():
@@ -129,7 +136,7 @@ class DeviceWork:
 
     def drain(self) -> None:
         """Run everything (tests, qtest)."""
-        while self._queue and not self.should_stop():
+        while self.queue and not self.should_stop():
             self.run(None)
 
 

@@ -45,7 +45,7 @@ def _step(n: int, total: int, title: str, out) -> None:
 
 
 def demo_main(argv: list[str], out=None) -> int:
-    from uvirt.cli.main import UsageParser
+    from uvirt.usage import UsageParser
     UsageParser(prog="uvirt demo", description="Boots the bundled guest programs on a fresh "
                 "pc machine each and shows what they did: their output and a decoded trace "
                 "of the device accesses behind it.  Takes no options.").parse_args(argv)

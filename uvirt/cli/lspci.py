@@ -3,7 +3,8 @@ as pciutils' ``lspci`` prints it.
 
 Two guest programs read the bus through 0xCF8/0xCFC: ``firmware/pci_dump.S`` prints every
 function's 256-byte configuration space in ``lspci -xxx`` layout, ``firmware/pci_enum.S``
-sizes each BAR and the ROM as Linux does.  This module only formats what they printed:
+sizes each BAR and the ROM as Linux does.  ``lspci_main`` boots them with the user's
+device options; the rest of this module only formats what they printed:
 
 * ``format_functions(fns, verbose=0|1|2, hex_level=0|1|3, numeric=1|2)`` follows pciutils
   3.9's ``lspci.c`` (``show_terse``, ``show_verbose``, ``show_bases``, ``show_rom``,
@@ -22,7 +23,10 @@ Names: pciutils looks them up in pci.ids; uvirt carries the few its machine can 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
+
+from uvirt.errors import UsageError
 
 CLASS_NAMES = {
     0x0100: "SCSI storage controller", 0x0101: "IDE interface", 0x0180: "Mass storage controller",
@@ -434,3 +438,78 @@ def format_functions(fns: list[Function], *, verbose: int = 0, hex_level: int = 
         if verbose or hex_level:
             out.append("")
     return "".join(line + "\n" for line in out)
+
+
+LSPCI_USAGE = """\
+usage: uvirt lspci [-v|-vv] [-x|-xxx] [-n|-nn] [QEMU device options...]
+
+Boots bundled guest programs (firmware/pci_dump.S, firmware/pci_enum.S) on the pc machine
+with the given QEMU options (-device, -object, -drive, -global ...) and prints bus 0 as
+pciutils' lspci prints it, from what the guest read through ports 0xCF8/0xCFC.
+
+  -v, -vv     verbose: capabilities by name (-vv: every field, Control/Status)
+  -x, -xxx    hex dump of the first 64 bytes / all 256 bytes of configuration space
+              (-xxx output is what `lspci -F FILE` reads back)
+  -n, -nn     numbers only / names and numbers (the default)
+  -h, --help  this help"""
+
+
+def _lspci_flags(argv: list[str]) -> tuple[dict[str, int], list[str]]:
+    """lspci's own flags (-v -vv -x -xxx -n -nn, combinable as -vvxxx) from the front
+    and anywhere among the QEMU options; the rest are QEMU options."""
+    flags = {"verbose": 0, "hex_level": 0, "numeric": 2}
+    rest: list[str] = []
+    numeric_seen = 0
+    for arg in argv:
+        if re.fullmatch(r"-[vxn]+", arg):          # no QEMU option is spelt this way
+            flags["verbose"] += arg.count("v")
+            flags["hex_level"] += arg.count("x")
+            numeric_seen += arg.count("n")
+        else:
+            rest.append(arg)
+    if numeric_seen:
+        flags["numeric"] = min(numeric_seen, 2)
+    return flags, rest
+
+
+def lspci_main(argv: list[str]) -> int:
+    """Boot the bundled dump and enumerator with the given device options; print lspci's way."""
+    import os
+    import tempfile
+
+    from uvirt.backends.chardev import MemoryChardev
+    from uvirt.firmware import build, bundled
+    from uvirt.launch.runner import DEFAULT_TIMEOUT, build_machine
+    from uvirt.options.parser import parse_argv
+
+    if any(a in ("-h", "--help", "-help") for a in argv):
+        print(LSPCI_USAGE)
+        return 0
+    flags, options = _lspci_flags(argv)
+    if "-kernel" in options:
+        raise UsageError("lspci: -kernel: uvirt lspci boots its own guest programs; "
+                         "give only device options")
+    transcripts = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for prog in ("pci_dump", "pci_enum"):
+            image = os.path.join(tmp, f"{prog}.bin")
+            with open(image, "wb") as f:
+                f.write(build(bundled(f"{prog}.S")))
+            base = ["-machine", "pc", "-nodefaults", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
+            cfg = parse_argv(base + list(options) + ["-kernel", image])
+            built = build_machine(cfg)
+            con = MemoryChardev()
+            built.machine.add_debugcon(con)
+            try:
+                stop = built.machine.run(timeout=DEFAULT_TIMEOUT)
+            finally:
+                built.machine.close()
+            if stop.debug_exit_value != 0:
+                print("uvirt: " + stop.report(), file=sys.stderr)
+                return 1
+            transcripts[prog] = con.text
+    fns = parse_dump(transcripts["pci_dump"])
+    add_sizes(fns, transcripts["pci_enum"])
+    sys.stdout.write(format_functions(fns, verbose=min(flags["verbose"], 2),
+                                      hex_level=min(flags["hex_level"], 3), numeric=flags["numeric"]))
+    return 0

@@ -22,7 +22,6 @@ subcommand):
 
 from __future__ import annotations
 
-import argparse
 import errno
 import importlib
 import os
@@ -53,7 +52,7 @@ COMMANDS = (
 MAINS = {
     "run": "uvirt.launch.runner:run_main",
     "asm": "uvirt.firmware:asm_main",
-    "lspci": "uvirt.launch.runner:lspci_main",
+    "lspci": "uvirt.cli.lspci:lspci_main",
     "demo": "uvirt.cli.demo:demo_main",
     "trace": "uvirt.observe.record:trace_main",
     "explain": "uvirt.observe.record:explain_main",
@@ -89,19 +88,6 @@ def full_help() -> str:
 def version_line() -> str:
     from uvirt import __version__
     return f"uvirt {__version__} (QEMU 7.2 compatible)"
-
-
-class UsageParser(argparse.ArgumentParser):
-    """argparse with the contract: ``--help`` on stdout, status 0 (argparse's own); a
-    usage mistake raises ``UsageError`` (one line, status 1) instead of argparse's
-    usage dump and status 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise UsageError(f"{self.prog.removeprefix('uvirt ')}: {message}")
-
-    def print_help(self, file=None) -> None:
-        # argparse swallows write errors here; a closed pipe or a full disk must reach main
-        (file or sys.stdout).write(self.format_help())
 
 
 def main(argv: list[str] | None = None) -> int:

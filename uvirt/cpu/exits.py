@@ -9,7 +9,7 @@ can land between an instruction's store and that check, so ``inc dword [mem]``,
 ``add [mem], r``, ``xchg`` and the like execute twice: measured 800 extra increments in
 2 M ``inc`` under a 50 kHz stop storm (tests/guest/test_cpu_memory.py), and a guest's test
 counter off by one in the suite.  The MMIO form of the same restart is what
-``mem_regions.ReplayGuard`` absorbs.
+``uc_memory.ReplayGuard`` absorbs.
 
 QEMU never does this: a stop (``cpu_exit``) is noticed at the start of the next
 translation block.  Unicorn has the switch for it, ``uc->no_exit_request`` (used for ARM

@@ -1,10 +1,12 @@
-"""The machine: a 32-bit x86 Unicorn CPU wired to the memory map, the port space and the
-PCI bus of QEMU's ``pc`` (i440FX + PIIX3).
+"""The machine: a 32-bit x86 Unicorn CPU attached to a board (uvirt/board/board.py:
+the memory map, the port space and the PCI bus of QEMU's ``pc``, i440FX + PIIX3).
 
-Only this module (with its CPU helpers ``cpu_tlb``, ``cpu_exits``, ``uc_hooks``) and ``mem_regions``
-import Unicorn.  The board (memory map, port space, PCI bus, devices) works without a CPU,
-so qtest and unit tests drive the same objects a guest does; ``attach(uc)`` adds the
-CPU, either one the machine creates or one the user made, next to the user's own hooks.
+Only ``uvirt/cpu/`` imports Unicorn: this module, its helpers (``tlb``, ``exits``,
+``uc_hooks``, ``uc_regs``) and ``uc_memory``, the memory map's backend and the one place
+that maps and unmaps.  The board works without a CPU, so qtest and unit tests drive the
+same objects a guest does; ``attach(uc)`` adds the CPU, either one the machine creates or
+one the user made, next to the user's own hooks, and makes the machine the board's
+``cpu`` (the device requests a run answers: reset, debug-exit, ``hw_error``, SMI).
 
 Running (docs/unicorn-notes.md §4, §6, §7)
     ``run()`` loops on ``emu_start``.  Port I/O arrives through ``UC_HOOK_INSN`` IN/OUT
@@ -65,7 +67,6 @@ import select
 import signal
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -75,22 +76,19 @@ from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FE
                      UC_HOOK_MEM_WRITE_PROT, UC_MODE_32, Uc, UcError)
 from unicorn import x86_const as X
 
-from uvirt.boot import multiboot
-from uvirt.backends.chardev import Chardev
-from uvirt.cpu.exits import TbEndExits
-from uvirt.service_thread import start_service_thread
-from uvirt.cpu.tlb import TlbFill
-from uvirt.board.devices.isa import IsaDebugcon, IsaDebugExit
-from uvirt.errors import ImageError, UvirtError
-from uvirt.board.interrupts import InterruptController
+from uvirt.board.board import DEFAULT_RAM_SIZE, Board
+from uvirt.board.devices import isa
+from uvirt.board.devices.pc import pc_board
 from uvirt.board.interrupts import delivery as _delivery
-from uvirt.board.memory.regions import (PAGE_MASK, IoSpace, MemoryMap, MmioRegion, RamRegion, _ConstantDevice)
-from uvirt.board.pci.bus import PciBus, PciFunction, PciHostConf1, bdf_str, devfn
-from uvirt.trace import Tracer
+from uvirt.board.memory.regions import PAGE_MASK
+from uvirt.boot import multiboot
+from uvirt.cpu.exits import TbEndExits
+from uvirt.cpu.tlb import TlbFill
 from uvirt.cpu.uc_hooks import add_c_hook
+from uvirt.cpu.uc_memory import UnicornMemory
 from uvirt.cpu.uc_regs import FastRegs
-
-DEFAULT_RAM_SIZE = 128 << 20
+from uvirt.errors import ImageError, UvirtError
+from uvirt.service_thread import start_service_thread
 
 #: QEMU's multiboot option ROM GDT (pc-bios/optionrom/multiboot.S), left where the ROM
 #: leaves it (GDTR base 0xC02B8, limit 0x27: docs/qemu-7.2-observed.md "Interrupts").
@@ -191,39 +189,79 @@ class _Stop(Exception):
     pass
 
 
+class _FromBoard:
+    """A ``Machine`` attribute that is its board's (read and written through)."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, machine, owner=None):
+        if machine is None:
+            return self
+        return getattr(machine.board, self.name)
+
+    def __set__(self, machine, value) -> None:
+        setattr(machine.board, self.name, value)
+
+
 class Machine:
-    """QEMU ``-machine pc`` as a guest sees it, with uvirt's devices plugged in."""
+    """A Unicorn x86 CPU attached to a ``Board`` (QEMU ``-machine pc`` as a guest sees it).
+
+    ``Machine()`` builds its board (``pc_board``, or a bare ``Board`` with
+    ``builtins=False``); ``Machine(board=b)`` attaches to one already built (``ram_size``,
+    ``no_reboot`` and ``builtins`` are then the board's).  ``cpu=False``: no CPU is
+    attached (the board answers device requests itself, uvirt/board/board.py).
+    The board's parts are reachable from the machine as before (``m.memory``, ``m.pci``,
+    ``m.add_isa(...)``...): the objects the run loop touches are the board's own objects
+    kept as plain attributes (they never change), the rest read through to the board.
+    """
+
+    # The board's, read and written through (uvirt/board/board.py).
+    cpu = _FromBoard()
+    ram_size = _FromBoard()
+    no_reboot = _FromBoard()
+    guest_errors = _FromBoard()
+    lowmem = _FromBoard()
+    pci_host = _FromBoard()
+    ram_placement = _FromBoard()
+    resettables = _FromBoard()
+    displays = _FromBoard()
+    framebuffers = _FromBoard()
+    serial_ports = _FromBoard()
+    rtc = _FromBoard()
+    i8042 = _FromBoard()
+    port92 = _FromBoard()
+    dma = _FromBoard()
+    fw_cfg = _FromBoard()
+    acpi_hotplug = _FromBoard()
+    batch = _FromBoard()
+    guest_error = _FromBoard()
+    add_isa = _FromBoard()
+    add_pci = _FromBoard()
+    trace_layout = _FromBoard()
+    write_ram = _FromBoard()
 
     def __init__(self, *, ram_size: int = DEFAULT_RAM_SIZE, no_reboot: bool = True,
-                 cpu: bool = True, uc: Uc | None = None, builtins: bool = True) -> None:
-        if ram_size < 2 << 20 or ram_size & ~PAGE_MASK:
-            raise UvirtError(f"RAM size 0x{ram_size:x} must be a multiple of 4 KiB and at least 2 MiB")
-        if ram_size > 0xE0000000:
-            raise UvirtError(f"RAM size 0x{ram_size:x} above 3.5 GiB is not supported "
-                             f"(a 32-bit guest cannot reach memory above 4 GiB)")
-        self.ram_size = ram_size
-        self.no_reboot = no_reboot
-        self.tracer = Tracer()
-        self.guest_errors: list[tuple[str, str]] = []
-        self.memory = MemoryMap()
-        self.io = IoSpace()
-        self.memory.on_guest_error = self.io.on_guest_error = self.guest_error
-        self.ram = RamRegion("pc.ram", ram_size)
-        self.ram_placement = self.memory.add(self.ram, 0, priority=0)
-        #: 0xA0000-0xFFFFF as the i440FX decodes it (devices/pam.py), with the builtins
-        self.lowmem = None
-        self.pci = PciBus(self.memory, self.io)
-        self.pci.on_change = self._trace_bar
-        self.pci.tracer = self.tracer
-        self.memory.tracer = self.tracer
-        self.pci_host = PciHostConf1(self.pci)
-        idx, data = self.pci_host.regions()
-        self.io.add(idx, PciHostConf1.CONFIG_ADDRESS)
-        self.io.add(data, PciHostConf1.CONFIG_DATA)
-        self.resettables: list = [self.pci_host]
-        self.chardevs: list[Chardev] = []
+                 cpu: bool = True, uc: Uc | None = None, builtins: bool = True,
+                 board: Board | None = None) -> None:
+        if board is None:
+            board = (pc_board(ram_size=ram_size, no_reboot=no_reboot) if builtins
+                     else Board(ram_size=ram_size, no_reboot=no_reboot))
+        self.board = board
+        # The board's objects the CPU side uses on its hot paths, as plain attributes.
+        self.memory = board.memory
+        self.io = board.io
+        self.pci = board.pci
+        self.ram = board.ram
+        self.tracer = board.tracer
+        self.work = board.work
+        self.interrupts = board.interrupts
+        self.chardevs = board.chardevs
+        self.services = board.services
         self.uc: Uc | None = None
         self._owns_uc = False
+        #: the memory map's Unicorn backend (uvirt/cpu/uc_memory.py) while a CPU is attached
+        self.uc_memory: UnicornMemory | None = None
         self.exits: TbEndExits | None = None
         self.tlb: TlbFill | None = None
         self.entry: int | None = None
@@ -233,7 +271,6 @@ class Machine:
         self._hooks: list[int] = []
         self.insn_count = 0
         # interrupts: see the module docstring
-        self.interrupts: InterruptController | None = None
         self._wake = threading.Event()
         self._posted: collections.deque = collections.deque()
         self._in_cpu = False
@@ -252,101 +289,32 @@ class Machine:
         self._armed_tick: float | None = None
         # device work (uvirt/board/dma.py): stops land between its pieces; what a slice leaves
         # over runs between CPU slices
-        self.work = self.memory.guest.work
-        self.work.should_stop = lambda: self._stopping
         self._work_due: float | None = None
-        if builtins:
-            from uvirt.board.devices.pc import install_pc_builtins
-            with self.batch():
-                install_pc_builtins(self)
-                self.interrupts = InterruptController()
-                self.interrupts.install(self)
-                self.interrupts.on_change = self._irq_changed
         if cpu:
             self._owns_uc = uc is None
             self.attach(uc if uc is not None else Uc(UC_ARCH_X86, UC_MODE_32))
 
-    @contextmanager
-    def batch(self):
-        """Many device or BAR changes, one commit of each address space at the end."""
-        with self.memory.batch(), self.io.batch():
-            yield self
+    def add_debugcon(self, chardev, iobase: int = 0xE9, *, readback: int = 0xE9) -> isa.IsaDebugcon:
+        """isa-debugcon on the board (uvirt/board/devices/isa.py)."""
+        return isa.add_debugcon(self.board, chardev, iobase, readback=readback)
 
-    # ------------------------------------------------------------------ building
-    def guest_error(self, kind: str, detail: str) -> None:
-        """A guest did something a device rejects: recorded and traced, never raised."""
-        self.guest_errors.append((kind, detail))
-        if self.tracer.enabled:
-            self.tracer.emit("guest_error", kind=kind, detail=detail)
-
-    def add_isa(self, region: MmioRegion, port: int, device=None, priority: int = 0) -> None:
-        self.io.add(region, port, priority)
-        self.io.commit()
-        if device is not None and hasattr(device, "reset"):
-            self.resettables.append(device)
-
-    def add_pci(self, fn: PciFunction, slot: int | None = None, function: int = 0) -> int:
-        if slot is None:
-            slot = self.pci.free_slot()
-        dfn = devfn(slot, function)
-        self.pci.plug(fn, dfn)
-        return dfn
-
-    def add_debugcon(self, chardev: Chardev, iobase: int = 0xE9, *, readback: int = 0xE9) -> IsaDebugcon:
-        dev = IsaDebugcon(chardev, iobase=iobase, readback=readback)
-        self.add_isa(MmioRegion("isa-debugcon", 1, dev, valid_sizes=(1,)), iobase, dev)
-        self.chardevs.append(chardev)
-        return dev
-
-    def add_debug_exit(self, iobase: int = 0x501, iosize: int = 2) -> IsaDebugExit:
-        dev = IsaDebugExit(self._debug_exit, iobase=iobase, iosize=iosize)
-        self.add_isa(MmioRegion("isa-debug-exit", iosize, dev, valid_sizes=(1, 2, 4)), iobase, dev)
-        return dev
-
-    def _trace_bar(self, fn: PciFunction, ch) -> None:
-        if self.tracer.enabled:
-            fmt = lambda a: "unmapped" if a is None else f"0x{a:x}"
-            self.tracer.emit("pci_bar_map", bdf=bdf_str(fn.devfn or 0), index=ch.index,
-                             old=fmt(ch.old), new=fmt(ch.new))
-
-    def trace_layout(self) -> None:
-        """Emit the board as it stands (``pci_device``, ``io_region``, ``mem_region``), so a trace
-        started now can be decoded on its own: BAR moves after this are ``pci_bar_map``."""
-        if not self.tracer.enabled:
-            return
-        bar_regions = set()
-        for dfn, fn in sorted(self.pci.functions.items()):
-            bars = []
-            for bar in fn.bars:
-                if bar is None:
-                    continue
-                bar_regions.add(id(bar.region))
-                bars.append([bar.index, "io" if bar.io else "mem", fn.bar_addr[bar.index], bar.size])
-            if getattr(fn, "vdev", None) is not None:
-                transport = {(True, True): "transitional", (True, False): "legacy",
-                             (False, True): "modern"}[(fn.legacy, fn.modern)]
-            else:
-                transport = "pci"
-            self.tracer.emit("pci_device", bdf=bdf_str(dfn), name=fn.name, transport=transport,
-                             bars=bars)
-        for p in self.io.placements:
-            if id(p.region) not in bar_regions and p.enabled:
-                self.tracer.emit("io_region", base=p.addr, size=p.region.size, name=p.region.name)
-        for p in self.memory.placements:
-            if (isinstance(p.region, MmioRegion) and id(p.region) not in bar_regions and p.enabled
-                    and p.region.name != "unassigned"):
-                self.tracer.emit("mem_region", base=p.addr, size=p.region.size, name=p.region.name)
+    def add_debug_exit(self, iobase: int = 0x501, iosize: int = 2) -> isa.IsaDebugExit:
+        """isa-debug-exit on the board: a write ends the run (``debug_exit``)."""
+        return isa.add_debug_exit(self.board, iobase, iosize)
 
     # ------------------------------------------------------------------ CPU
     def attach(self, uc: Uc) -> None:
         """Wire the board to a Unicorn CPU (ours or the user's)."""
         self.uc = uc
         self.regs = FastRegs(uc)
-        self.memory.on_unmapped = self._unmapped_access
-        self.memory.attach(uc)
+        self.board.cpu = self
+        self.work.should_stop = lambda: self._stopping
+        if self.interrupts is not None:
+            self.interrupts.on_change = self._irq_changed
+        self.uc_memory = UnicornMemory(self.memory, uc, on_unmapped=self._unmapped_access)
         self.memory.post_to_cpu = self.call_soon_threadsafe
         self.tlb = TlbFill(uc, self._host_exception)
-        self.memory.may_hold_code = self.tlb.may_hold_code
+        self.uc_memory.may_hold_code = self.tlb.may_hold_code
         # A user's CPU keeps Unicorn's stop semantics: their own code hooks may count on
         # a stop taking effect before the next instruction.
         self.exits = TbEndExits.for_uc(uc) if self._owns_uc else None
@@ -488,11 +456,6 @@ class Machine:
         if self.tracer.enabled:
             self.tracer.emit("rom_write_dropped", address=addr, size=size)
 
-    def write_ram(self, addr: int, data: bytes) -> None:
-        """A host write into RAM itself, whatever the low-memory window shows there."""
-        self.ram.buffer.view[addr:addr + len(data)] = data
-        self.memory.invalidate_code(addr, len(data))
-
     def _install_gdt(self) -> None:
         # The option ROM's GDT lies in shadow RAM at 0xC02B8, which the firmware leaves
         # read-only (or, before the firmware step, hidden behind pc.rom), and Unicorn
@@ -589,7 +552,8 @@ class Machine:
         self.load_kernel(image, filename=path, cmdline=cmdline)
 
     # ------------------------------------------------------------------ running
-    def _debug_exit(self, value: int) -> None:
+    def debug_exit(self, value: int) -> None:
+        """isa-debug-exit: status ``(value << 1) | 1``, as QEMU exits."""
         code = (value << 1) | 1
         self._request_stop(StopReason.DEBUG_EXIT, code & 0xFF, f"value 0x{value:x}, status {code}",
                            debug_exit_value=value)
@@ -642,6 +606,13 @@ class Machine:
     def request_quit(self) -> None:
         """QMP ``quit`` from a monitor thread: stop with status 0, as QEMU exits."""
         self._request_stop(StopReason.QUIT, EXIT_CLEAN)
+
+    def resume_device_work(self) -> None:
+        """Between two runs: device work, held back since the run's stop, may run again
+        (``work.drain()``).  The port table the stop emptied comes back with the next
+        ``run()``; host code that dispatches through ``io.table`` before that commits
+        ``io`` itself."""
+        self._stopping = False
 
     def run(self, *, timeout: float | None = 10.0, max_insns: int | None = None) -> StopInfo:
         """Run until the guest stops; ``timeout`` seconds of wall clock (None: no limit),
@@ -766,7 +737,7 @@ class Machine:
     # ------------------------------------------------------------------ interrupts
     def _cpu_stop(self) -> None:
         """Every stop request goes through here, so the memory map can keep MMIO side
-        effects exactly-once when Unicorn restarts the access (mem_regions.ReplayGuard)."""
+        effects exactly-once when Unicorn restarts the access (uc_memory.ReplayGuard)."""
         self.memory.replay.note_stop()
         self.uc.emu_stop()
 
@@ -1139,10 +1110,10 @@ class Machine:
             return f"{insn.address:08x}: {insn.bytes.hex(' ')}  {insn.mnemonic} {insn.op_str}".rstrip()
         return f"{addr:08x}: {code[:4].hex(' ')} ...  (undecodable)"
 
-    # ------------------------------------------------------------------ lifecycle
     # ------------------------------------------------------------------ snapshots
-    #: the run state a snapshot holds (devices declare their own: uvirt/cpu/snapshot.py)
-    snapshot_state = ("_exc", "guest_errors", "rom_writes_dropped", "insn_count")
+    #: the CPU side's run state a snapshot holds (the board and the devices declare
+    #: their own: uvirt/cpu/snapshot.py)
+    snapshot_state = ("_exc", "rom_writes_dropped", "insn_count")
 
     def snapshot(self):
         """Save everything the guest can observe, to come back to with ``restore``
@@ -1155,12 +1126,11 @@ class Machine:
         from uvirt.cpu.snapshot import restore
         restore(self, snap)
 
+    # ------------------------------------------------------------------ lifecycle
     def reset(self) -> None:
-        """System reset: devices, PCI functions, the host bridge; RAM is kept (as QEMU)."""
-        for dev in self.resettables:
-            dev.reset()
-        self.pci.reset()
-        self.guest_errors.clear()
+        """System reset: the board (devices, PCI functions, the host bridge; RAM is kept,
+        as QEMU), then the CPU's boot state."""
+        self.board.reset()
         if self.uc is not None and self.lowmem is not None and self.lowmem.bios is not None:
             self.cpu_reset()
         elif self.uc is not None and self._boot_regs:
@@ -1169,15 +1139,19 @@ class Machine:
                 self.uc.reg_write(reg, value)
 
     def close(self) -> None:
-        """Release the CPU: hooks, mappings (buffers stay with their regions)."""
+        """Close the board (chardevs, drives) and release the CPU: hooks, mappings
+        (buffers stay with their regions)."""
         uc, self.uc = self.uc, None
-        for ch in self.chardevs:
-            ch.close()
+        self.board.close()
         if uc is not None:
+            board = self.board
+            board.cpu = None
+            self.work.should_stop = board.stop_pending
+            if self.interrupts is not None:
+                self.interrupts.on_change = lambda: None
             if self.exits is not None:
                 self.exits.set(False)    # a user's CPU goes back as Unicorn made it
             self.tlb.close()
-            self.memory.may_hold_code = None
             for h in self._hooks:
                 uc.hook_del(h)
             self._hooks.clear()
@@ -1186,9 +1160,10 @@ class Machine:
             finalizer = getattr(uc, "_Uc__finalizer", None) if self._owns_uc else None
             if finalizer is not None:
                 finalizer()
-                self.memory.detach(cpu_closed=True)
+                self.uc_memory.detach(cpu_closed=True)
             else:
-                self.memory.detach()
+                self.uc_memory.detach()
+            self.uc_memory = None
 
     def __enter__(self) -> "Machine":
         return self

@@ -237,7 +237,7 @@ def _region_devices(space, out: list) -> None:
 def device_roots(machine) -> list:
     """The objects whose state a snapshot holds: the machine's own run state, the devices
     behind every region, the PCI functions, the resettables and interrupt controllers."""
-    roots: list = [machine]
+    roots: list = [machine, machine.board] if hasattr(machine, "board") else [machine]
     _region_devices(machine.memory, roots)
     _region_devices(machine.io, roots)
     roots.extend(machine.pci.functions.values())
@@ -392,7 +392,7 @@ def restore(machine, snap: Snapshot) -> None:
     if getattr(machine, "_snapshot", None) is not snap:
         raise SnapshotError("restore: this is not the machine's current snapshot "
                             "(take a new one with machine.snapshot())")
-    machine.work._queue.clear()        # work the restored devices never scheduled
+    machine.work.discard()             # work the restored devices never scheduled
     memory = machine.memory
     memory.dirty_log = None
     tlb = machine.tlb

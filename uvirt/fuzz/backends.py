@@ -131,7 +131,7 @@ class GuestBackend:
         stop = None
         while True:
             stop = m.run(timeout=self.timeout)
-            m._stopping = False           # device work may run between runs (settle)
+            m.resume_device_work()        # device work may run between runs (settle)
             if stop.reason.name != "HALTED":
                 break
             eip = m.uc.reg_read(_EIP)

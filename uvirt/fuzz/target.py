@@ -307,7 +307,7 @@ def _from_factory(machine, factory):
 def settle(machine) -> None:
     """After a CPU run: the board serves host accesses again (a stop empties the port
     table and holds device work back until the next run)."""
-    machine._stopping = False
+    machine.resume_device_work()
     if not machine.io.table:
         machine.io.commit()
     machine.work.drain()
@@ -319,10 +319,11 @@ def observe(machine, with_cpu: bool = False) -> tuple:
     area's bytes, the memory map."""
     from uvirt.cpu.snapshot import capture_objects, device_roots
     state = []
+    roots = (machine, getattr(machine, "board", machine))      # run state, not device state
     for st in capture_objects(device_roots(machine)):
         plain = sorted((k, repr(v)) for k, v in st.plain.items()
                        if not hasattr(v, "snapshot_state") and k not in CLOCK_FIELDS)
-        if st.obj is machine or not (plain or st.buffers or st.shallow or st.deep):
+        if st.obj in roots or not (plain or st.buffers or st.shallow or st.deep):
             continue
         state.append((type(st.obj).__qualname__, tuple(plain), tuple(bytes(b) for _, b, _ in st.buffers),
                       tuple(repr(v) for _, _, v in st.shallow), tuple(_stable(v) for _, v in st.deep)))

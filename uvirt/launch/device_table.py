@@ -268,13 +268,15 @@ def _debug_exit(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
         raise OptionError(f"-device {ctx.raw}: iosize 0x{v['iosize']:x} is too large")
     if v["iosize"] == 0:
         raise OptionError(f"-device {ctx.raw}: iosize 0x0 must be at least 1")
-    return machine.add_debug_exit(v["iobase"], v["iosize"])
+    from uvirt.board.devices.isa import add_debug_exit
+    return add_debug_exit(machine, v["iobase"], v["iosize"])
 
 
 def _debugcon(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
     if v["chardev"] is None:                    # QEMU debugcon_realize_core
         raise OptionError(f"-device {ctx.raw}: Can't create debugcon device, empty char device")
-    return machine.add_debugcon(v["chardev"], v["iobase"], readback=v["readback"])
+    from uvirt.board.devices.isa import add_debugcon
+    return add_debugcon(machine, v["chardev"], v["iobase"], readback=v["readback"])
 
 
 def _virtio_common_props() -> tuple[Prop, ...]:
@@ -506,8 +508,7 @@ def _virtio_blk_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):
         fn.boot_device_path = lambda dfn: (f"/pci@i0cf8/scsi@{dfn >> 3:x}"
                                            + (f",{dfn & 7:x}" if dfn & 7 else "") + "/disk@0,0")
     drive.used_by = "virtio-blk-pci"
-    from uvirt.qtest.hooks import hooks
-    hooks(machine).block_backends[drive.id] = backend       # QMP block_resize
+    machine.services.block_backends[drive.id] = backend     # QMP block_resize
     return fn
 
 
@@ -529,8 +530,7 @@ def _virtio_serial_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext)
     cls = v["class"] if v["class"] in (0x0780, 0x0380, 0x00FF) else 0x0780
     fn = _virtio_pci(machine, v, dev, class_code=cls, default_vectors=2, raw=ctx.raw if ctx else None, ctx=ctx)
     ctx.virtio_serial_buses.append(dev)
-    from uvirt.qtest.hooks import hooks
-    h = hooks(machine)
+    h = machine.services
     handler = _VirtioSerialHotplug(machine)
     h.hotplug[bus_name] = handler
     h.hotplug["virtio-serial.0"] = handler       # QMP device_add without bus=
@@ -549,11 +549,10 @@ class _VirtioSerialHotplug:
         pass
 
     def unplug_request(self, entry) -> None:
-        from uvirt.qtest.hooks import hooks
         port = entry.device
         if getattr(port, "bus", None) is not None:
             port.bus.unplug(port)
-        hooks(self.machine).device_deleted(entry)
+        self.machine.services.device_deleted(entry)
 
 
 def _virtio_serial_port(machine: "Machine", v: dict[str, Any], ctx: BuildContext, *, driver: str,
@@ -657,6 +656,20 @@ DEVICE_TYPES: dict[str, DeviceType] = {
         (Prop("iobase", "uint32", 0xE9), Prop("chardev", "chardev"),
          Prop("readback", "uint32", 0xE9)), _debugcon),
 }
+
+
+class DeviceCatalog:
+    """The ``-device`` table bound to one built board: what QMP ``device_add`` and
+    ``qom-list-types`` use (uvirt.qtest.qmp.DeviceCatalog), handed to qtest by the runner."""
+
+    types = DEVICE_TYPES
+
+    def __init__(self, board: Any, ctx: BuildContext) -> None:
+        self.board = board
+        self.ctx = ctx
+
+    def create(self, driver: str, props: dict[str, str], *, hotplugged: bool = False) -> Any:
+        return create_device(self.board, self.ctx, driver, props, hotplugged=hotplugged)
 
 
 # --------------------------------------------------------------------------- Python API

@@ -1,4 +1,5 @@
-"""From a QEMU command line to a running machine: ``uvirt run`` and ``uvirt lspci``.
+"""From a QEMU command line to a running machine: ``uvirt run`` (and the machines
+``uvirt lspci``, uvirt/cli/lspci.py, boots).
 
 ``build_machine(cfg)`` turns a parsed ``RunConfig`` (uvirt.options.config) into a
 ``Machine``: character devices, ``-debugcon``, ``-global`` defaults, ``-device`` drivers
@@ -8,8 +9,8 @@ one line, value named.
 
 qtest (``-accel qtest``, ``-machine ...,accel=qtest``, or ``-qtest`` with ``-accel tcg -S``):
 no CPU, no firmware step, no kernel (QEMU's loader runs from an option ROM at boot, which
-never comes), ``-machine none`` allowed; ``run_main`` hands the board to
-``uvirt.qtest.session``, which serves the qtest chardev and the QMP monitors.
+never comes), ``-machine none`` allowed; ``run_main`` hands ``uvirt.qtest.session`` what
+builds the board, and the session serves the qtest chardev and the QMP monitors on it.
 
 Wall-clock budget: QEMU runs a spinning guest forever; uvirt stops it after
 ``DEFAULT_TIMEOUT`` seconds unless ``-uvirt-timeout`` says otherwise, and reports why.
@@ -18,7 +19,6 @@ Wall-clock budget: QEMU runs a spinning guest forever; uvirt stops it after
 from __future__ import annotations
 
 import errno
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from uvirt.boot import firmware_step as bios
 from uvirt.backends.chardev import Chardev
 from uvirt.launch.backends import memory_backend, open_chardev, open_drives
-from uvirt.launch.device_table import BuildContext, create_device
-from uvirt.errors import OptionError, UsageError, UvirtError
+from uvirt.launch.device_table import BuildContext, DeviceCatalog, create_device
+from uvirt.errors import OptionError, UvirtError
+from uvirt.board.board import Board
+from uvirt.board.devices.pc import pc_board
 from uvirt.cpu.machine import Machine, StopInfo
 from uvirt.options.argv import parse_argv
 from uvirt.options.config import ChardevOpts, ChardevRef, RunConfig
@@ -37,10 +39,25 @@ DEFAULT_TIMEOUT = 10.0
 
 @dataclass
 class Built:
+    """A built board (``board``), with its CPU side (``machine``; without a CPU under
+    qtest it only holds the board), the ``-device`` catalog bound to it (QMP
+    ``device_add``), the chardevs opened and the devices created."""
+
     machine: Machine
     ctx: BuildContext
     chardevs: list[Chardev] = field(default_factory=list)
     devices: list = field(default_factory=list)      # (DeviceOpts, the created device)
+
+    @property
+    def board(self) -> Board:
+        return self.machine.board
+
+    @property
+    def catalog(self) -> DeviceCatalog:
+        return DeviceCatalog(self.machine.board, self.ctx)
+
+    def close(self) -> None:
+        self.machine.close()
 
 
 def _open(spec, ctx: BuildContext, built: Built) -> Chardev:
@@ -59,6 +76,22 @@ def qtest_mode(cfg: RunConfig) -> bool:
     return cfg.accelerator == "qtest" or cfg.qtest is not None
 
 
+def served_chardevs(cfg: RunConfig) -> set[str]:
+    """Ids of ``-chardev``s a qtest session serves itself (QMP monitors, ``-qtest chardev:ID``)."""
+    ids = {mon.chardev for mon in cfg.monitors if mon.mode == "control"}
+    if isinstance(cfg.qtest, ChardevRef):
+        ids.add(cfg.qtest.id)
+    return ids
+
+
+def strip_to_none(board: Board) -> None:
+    """``-machine none``: no RAM, no PCI host, nothing in either address space."""
+    for space in (board.memory, board.io):
+        for p in list(space.placements):
+            space.remove(p)
+        space.commit()
+
+
 def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> Built:
     """``kernel=False``: no ``-kernel`` needed (the pytest ``machine`` fixture loads one later)."""
     serving = qtest_mode(cfg)
@@ -71,21 +104,21 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
         if cfg.accelerator == "tcg" and not cfg.start_paused:
             raise OptionError("-qtest with -accel tcg: uvirt runs no guest CPU beside a qtest "
                               "server; add -S (as a paused QEMU) or use -accel qtest")
-        from uvirt.qtest.session import served_chardevs, strip_to_none
         served = served_chardevs(cfg)
         cpu = False
     else:
         # QMP monitors beside a running guest are served by uvirt.qtest.guest_monitors
         served = {mon.chardev for mon in cfg.monitors if mon.mode == "control"}
     none = cfg.machine.type == "none"
-    m = Machine(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot, cpu=cpu, builtins=not none)
+    board = (Board(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot) if none
+             else pc_board(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot))
+    m = Machine(board=board, cpu=cpu)
     if none:
-        strip_to_none(m)
+        strip_to_none(board)
     elif serving and any(i.option == "-rtc" and "clock=vm" in (i.value or "") for i in cfg.ignored):
         # -rtc clock=vm under qtest: the RTC runs on the clock qtest's clock_step moves
-        from uvirt.qtest.hooks import hooks
-        clock = hooks(m).clock
-        m.rtc.use_clock(lambda: clock.now, clock.timer)
+        clock = board.services.clock
+        board.rtc.use_clock(lambda: clock.now, clock.timer)
     ctx = BuildContext()
     built = Built(m, ctx)
     try:
@@ -119,7 +152,7 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
                 if d.id is not None and d.id in ids:     # QEMU: device ids are unique
                     raise OptionError(f"{d.origin}: Duplicate ID '{d.id}' for device")
                 ids.add(d.id)
-                built.devices.append((d, create_device(m, ctx, d.driver, d.props, d.raw)))
+                built.devices.append((d, create_device(board, ctx, d.driver, d.props, d.raw)))
             if not serving and cfg.bios is None and not cfg.pflash:
                 bios.firmware_step(m, nographic=cfg.nographic)
         firmware = cfg.bios
@@ -292,82 +325,8 @@ def run_main(argv: list[str]) -> int:
         print(f"uvirt: warning: {w}", file=sys.stderr)
     if qtest_mode(cfg):
         from uvirt.qtest.session import main_serve
-        return main_serve(cfg)
+        return main_serve(cfg, lambda: build_machine(cfg, cpu=False))
     stop = run_config(cfg)
     if not stop.clean:
         print("uvirt: " + stop.report(), file=sys.stderr)
     return stop.exit_code
-
-
-LSPCI_USAGE = """\
-usage: uvirt lspci [-v|-vv] [-x|-xxx] [-n|-nn] [QEMU device options...]
-
-Boots bundled guest programs (firmware/pci_dump.S, firmware/pci_enum.S) on the pc machine
-with the given QEMU options (-device, -object, -drive, -global ...) and prints bus 0 as
-pciutils' lspci prints it, from what the guest read through ports 0xCF8/0xCFC.
-
-  -v, -vv     verbose: capabilities by name (-vv: every field, Control/Status)
-  -x, -xxx    hex dump of the first 64 bytes / all 256 bytes of configuration space
-              (-xxx output is what `lspci -F FILE` reads back)
-  -n, -nn     numbers only / names and numbers (the default)
-  -h, --help  this help"""
-
-
-def _lspci_flags(argv: list[str]) -> tuple[dict[str, int], list[str]]:
-    """lspci's own flags (-v -vv -x -xxx -n -nn, combinable as -vvxxx) from the front
-    and anywhere among the QEMU options; the rest are QEMU options."""
-    flags = {"verbose": 0, "hex_level": 0, "numeric": 2}
-    rest: list[str] = []
-    numeric_seen = 0
-    for arg in argv:
-        if re.fullmatch(r"-[vxn]+", arg):          # no QEMU option is spelt this way
-            flags["verbose"] += arg.count("v")
-            flags["hex_level"] += arg.count("x")
-            numeric_seen += arg.count("n")
-        else:
-            rest.append(arg)
-    if numeric_seen:
-        flags["numeric"] = min(numeric_seen, 2)
-    return flags, rest
-
-
-def lspci_main(argv: list[str]) -> int:
-    """Boot the bundled dump and enumerator with the given device options; print lspci's way."""
-    import os
-    import tempfile
-
-    from uvirt.backends.chardev import MemoryChardev
-    from uvirt.firmware import build, bundled
-    from uvirt.cli.lspci import add_sizes, format_functions, parse_dump
-
-    if any(a in ("-h", "--help", "-help") for a in argv):
-        print(LSPCI_USAGE)
-        return 0
-    flags, options = _lspci_flags(argv)
-    if "-kernel" in options:
-        raise UsageError("lspci: -kernel: uvirt lspci boots its own guest programs; "
-                         "give only device options")
-    transcripts = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for prog in ("pci_dump", "pci_enum"):
-            image = os.path.join(tmp, f"{prog}.bin")
-            with open(image, "wb") as f:
-                f.write(build(bundled(f"{prog}.S")))
-            base = ["-machine", "pc", "-nodefaults", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
-            cfg = parse_argv(base + list(options) + ["-kernel", image])
-            built = build_machine(cfg)
-            con = MemoryChardev()
-            built.machine.add_debugcon(con)
-            try:
-                stop = built.machine.run(timeout=DEFAULT_TIMEOUT)
-            finally:
-                built.machine.close()
-            if stop.debug_exit_value != 0:
-                print("uvirt: " + stop.report(), file=sys.stderr)
-                return 1
-            transcripts[prog] = con.text
-    fns = parse_dump(transcripts["pci_dump"])
-    add_sizes(fns, transcripts["pci_enum"])
-    sys.stdout.write(format_functions(fns, verbose=min(flags["verbose"], 2),
-                                      hex_level=min(flags["hex_level"], 3), numeric=flags["numeric"]))
-    return 0

@@ -33,7 +33,6 @@ import time
 from typing import Any
 
 from uvirt.options.config import RunConfig
-from uvirt.qtest.hooks import hooks
 from uvirt.qtest.loop import MainLoop, open_endpoint
 from uvirt.qtest.qmp import QmpContext, QmpMonitor
 from uvirt.service_thread import start_service_thread
@@ -72,9 +71,9 @@ class GuestMonitors:
         self._lock = threading.Lock()
         self._guest_running = False
         self._resume = threading.Event()
-        self.ctx = QmpContext(hooks(self.machine), machine_type=cfg.machine.type,
+        self.ctx = QmpContext(built.board.services, machine_type=cfg.machine.type,
                               start_paused=cfg.start_paused, name=getattr(cfg, "name", None),
-                              build_ctx=built.ctx, reset=self._reset, quit=self._quit)
+                              devices=built.catalog, reset=self._reset, quit=self._quit)
         self.monitors: list[QmpMonitor] = []
         self._thread: threading.Thread | None = None
         view = _OnCpuThread(self.ctx, self)

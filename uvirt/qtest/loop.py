@@ -2,7 +2,7 @@
 
 One thread, one ``selectors`` loop, as QEMU's main loop under its big lock: the qtest
 socket, every QMP monitor, listening sockets, the signal pipe and whatever devices
-register (``hooks(m).add_reader``: ivshmem doorbells) are serviced in turn, and every
+register (``board.services.add_reader``: ivshmem doorbells) are serviced in turn, and every
 device callback runs on this thread.  Nothing blocks except a write to a client that
 is not reading (QEMU's ``qemu_chr_fe_write_all`` blocks likewise) and the start-up
 ``wait=on`` accept that QEMU also does.

@@ -20,10 +20,11 @@ failures), ``CommandNotFound`` (unknown command, anything before ``qmp_capabilit
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Protocol
 
 from uvirt import __version__
-from uvirt.qtest.hooks import MachineHooks, Peripheral
+from uvirt.board.services import BoardServices, Peripheral
+from uvirt.errors import OptionError
 from uvirt.qtest.jsonlex import Streamer
 from uvirt.qtest.qom_types import QEMU_DEVICE_TYPES
 
@@ -83,18 +84,30 @@ def check_args(args: dict, members: tuple[tuple[str, str, bool], ...], *, extra:
     return args
 
 
-class QmpContext:
-    """What QMP commands act on; one per uvirt process, shared by all monitors."""
+class DeviceCatalog(Protocol):
+    """The ``-device`` table of a built board, as ``device_add`` and ``qom-list-types``
+    use it (``uvirt.launch.device_table.DeviceCatalog``: qtest is handed one)."""
 
-    def __init__(self, hooks: MachineHooks, *, machine_type: str = "pc-i440fx-7.2",
+    #: driver name -> its type (``.bus``: "pci", "isa"...)
+    types: Mapping[str, Any]
+
+    def create(self, driver: str, props: dict[str, str]) -> Any:
+        """Create and plug ``driver`` with ``props`` (``OptionError`` in QEMU's words)."""
+
+
+class QmpContext:
+    """What QMP commands act on; one per uvirt process, shared by all monitors.
+    ``hooks`` are the board's services (uvirt/board/services.py)."""
+
+    def __init__(self, hooks: BoardServices, *, machine_type: str = "pc-i440fx-7.2",
                  start_paused: bool = False, name: str | None = None,
-                 build_ctx: Any = None, reset: Callable[[], None] | None = None,
+                 devices: DeviceCatalog | None = None, reset: Callable[[], None] | None = None,
                  quit: Callable[[], None] | None = None, can_run: bool = True) -> None:
         self.hooks = hooks
         self.machine_type = machine_type
         self.status = "prelaunch" if start_paused else "running"
         self.name = name
-        self.build_ctx = build_ctx
+        self.devices = devices
         self._reset = reset
         self._quit = quit
         self.can_run = can_run
@@ -153,8 +166,7 @@ class QmpContext:
         return [dict(m) for m in MACHINES]
 
     def known_types(self) -> dict[str, tuple[str, bool]]:
-        from uvirt.launch.device_table import DEVICE_TYPES
-        names = set(BOARD_TYPES) | set(DEVICE_TYPES)
+        names = set(BOARD_TYPES) | set(self.devices.types if self.devices is not None else ())
         out: dict[str, tuple[str, bool]] = {}
         for n in names:
             while n in QEMU_DEVICE_TYPES and n not in out:
@@ -184,10 +196,9 @@ class QmpContext:
     def cmd_device_add(self, args: dict) -> dict:
         check_args(args, (("driver", "str", True), ("bus", "str", False), ("id", "str", False)),
                    extra=True)
-        from uvirt.launch.device_table import DEVICE_TYPES, create_device
-        from uvirt.errors import OptionError
         driver = args["driver"]
-        dtype = DEVICE_TYPES.get(driver)
+        devices = self.devices
+        dtype = devices.types.get(driver) if devices is not None else None
         if dtype is None:
             raise QmpError(f"'{driver}' is not a valid device model name")
         dev_id = args.get("id")
@@ -198,10 +209,9 @@ class QmpContext:
         if handler is None:
             raise QmpError(f"Bus '{bus}' does not support hotplugging")
         props = {k: _prop_str(v) for k, v in args.items() if k not in ("driver", "bus")}
-        machine = self.hooks.machine
         try:
-            with machine.batch():
-                device = create_device(machine, self.build_ctx, driver, props, hotplugged=True)
+            with self.hooks.board.batch():
+                device = devices.create(driver, props, hotplugged=True)
         except OptionError as e:
             msg = str(e)
             prefix = f"-device {','.join([driver] + [f'{k}={v}' for k, v in props.items()])}: "
@@ -252,8 +262,7 @@ class QmpContext:
         fmt = args.get("format", "ppm")
         if fmt not in ("ppm", "png"):
             raise QmpError(f"Parameter 'format' does not accept value '{fmt}'")
-        machine = self.hooks.machine
-        displays = list(getattr(machine, "displays", []))
+        displays = list(self.hooks.board.displays)
         if "device" in args:
             dev_id, head = args["device"], args.get("head", 0)
             found = [d for i, d in displays if i == dev_id]

@@ -159,7 +159,7 @@ def compare(expected: list[Exchange], got: list[Exchange]) -> list[str]:
 
 
 def record_main(argv: list[str]) -> int:
-    from uvirt.cli.main import UsageParser
+    from uvirt.usage import UsageParser
     ap = UsageParser(prog="uvirt qtest record", description=__doc__.split("\n\n")[0])
     ap.add_argument("-i", "--input", help="requests or a -qtest-log trace (default: stdin)")
     ap.add_argument("-o", "--output", help="trace file (default: stdout)")

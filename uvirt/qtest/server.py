@@ -22,7 +22,7 @@ spaces make an empty word); numbers are C ``strtoul``/``strtoull``/``strtoll`` w
 
 and, after an intercept, asynchronous ``IRQ raise N`` / ``IRQ lower N`` lines before any
 reply.  Memory and port accesses take ``address_space_read/write``'s path
-(``uvirt.qtest.physmem``), through the same regions a guest reaches.
+(``uvirt.board.memory.physmem``), through the same regions a guest reaches.
 
 Malformed requests (a missing word, a number ``strtoul`` rejects, ``inb 0x10000``,
 ``read ADDR 0``, an empty line) fail one of QEMU's ``g_assert``s and QEMU aborts; the
@@ -46,8 +46,8 @@ import string
 import time
 from typing import IO, Callable
 
-from uvirt.qtest import physmem
-from uvirt.qtest.hooks import GpioList, MachineHooks
+from uvirt.board.memory import physmem
+from uvirt.board.services import BoardServices, GpioList
 from uvirt.board.memory.regions import RamRegion
 
 MAX_IRQ = 256
@@ -189,7 +189,7 @@ class QtestServer:
     """One qtest chardev's protocol state.  ``send(text)`` writes to the client; the
     caller feeds received bytes with ``feed`` and reports ``opened``/``closed``."""
 
-    def __init__(self, memory, io, hooks: MachineHooks, send: Callable[[str], None], *,
+    def __init__(self, memory, io, hooks: BoardServices, send: Callable[[str], None], *,
                  log: IO[str] | None = None, clock_enabled: bool = True,
                  timer: Callable[[], float] = time.monotonic) -> None:
         self.memory = memory

@@ -10,6 +10,10 @@ budget (status 124); without it there is none.
 
 A request that QEMU would abort on (``QtestAbort``) ends uvirt the same way: the
 assertion on stderr, then SIGABRT.
+
+The runner (uvirt/launch/runner.py) hands the session what builds the board, and this
+package imports nothing from uvirt.launch: the session sees the built board, its
+services and its ``-device`` catalog.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import IO, Any
+from typing import IO, Any, Callable
 
+from uvirt.board.services import Peripheral
 from uvirt.options.config import ChardevOpts, ChardevRef, RunConfig
-from uvirt.qtest.hooks import Peripheral, hooks
 from uvirt.qtest.loop import Endpoint, MainLoop, open_endpoint
 from uvirt.qtest.qmp import QmpContext, QmpMonitor
 from uvirt.qtest.server import QtestAbort, QtestServer
@@ -29,24 +33,8 @@ IOAPIC_PATH = "/machine/i440fx/ioapic"
 IOAPIC_PINS = 24
 
 
-def served_chardevs(cfg: RunConfig) -> set[str]:
-    """Ids of ``-chardev``s a session serves itself (QMP monitors, ``-qtest chardev:ID``)."""
-    ids = {mon.chardev for mon in cfg.monitors if mon.mode == "control"}
-    if isinstance(cfg.qtest, ChardevRef):
-        ids.add(cfg.qtest.id)
-    return ids
-
-
-def strip_to_none(machine: Any) -> None:
-    """``-machine none``: no RAM, no PCI host, nothing in either address space."""
-    for space in (machine.memory, machine.io):
-        for p in list(space.placements):
-            space.remove(p)
-        space.commit()
-
-
-def _board_paths(machine: Any, cfg: RunConfig) -> None:
-    h = hooks(machine)
+def _board_paths(board: Any, cfg: RunConfig) -> None:
+    h = board.services
     if cfg.machine.type == "none":
         return
     h.qom_paths |= {"/machine/i440fx", "/machine/i440fx/pci.0", "/machine/fw_cfg"}
@@ -72,17 +60,20 @@ def _chardev(cfg: RunConfig, chardev_id: str) -> ChardevOpts:
 
 
 class Session:
-    def __init__(self, cfg: RunConfig) -> None:
-        from uvirt.launch.runner import build_machine
+    """``build()`` builds the board (``uvirt.launch.runner.build_machine`` without a CPU):
+    a ``Built`` with ``board``, ``catalog`` (the ``-device`` table), ``devices``,
+    ``chardevs`` and ``close()``."""
+
+    def __init__(self, cfg: RunConfig, build: Callable[[], Any]) -> None:
         self.cfg = cfg
-        self.built = build_machine(cfg, cpu=False)
-        self.machine = m = self.built.machine
-        self.hooks = h = hooks(m)
-        _board_paths(m, cfg)
+        self.built = build()
+        self.board = board = self.built.board
+        self.hooks = h = board.services
+        _board_paths(board, cfg)
+        types = self.built.catalog.types
         for opts, device in self.built.devices:
             if opts.id is not None:
-                from uvirt.launch.device_table import DEVICE_TYPES
-                dtype = DEVICE_TYPES.get(opts.driver)
+                dtype = types.get(opts.driver)
                 bus = f"{dtype.bus}.0" if dtype is not None else "main-system-bus"
                 h.peripherals[opts.id] = Peripheral(opts.id, opts.driver, opts.props.get("bus", bus),
                                                     device, dict(opts.props))
@@ -93,11 +84,11 @@ class Session:
         self.monitors: list[QmpMonitor] = []
         self.aborted = False
         self.ctx = QmpContext(h, machine_type=cfg.machine.type, start_paused=cfg.start_paused,
-                              build_ctx=self.built.ctx, reset=self._reset,
+                              devices=self.built.catalog, reset=self._reset,
                               quit=lambda: self.loop.stop("quit", 0))
 
     def _reset(self) -> None:
-        self.machine.reset()
+        self.board.reset()
 
     def _open(self) -> list[Endpoint]:
         cfg, loop = self.cfg, self.loop
@@ -109,7 +100,7 @@ class Session:
             if spec.backend not in ("null", "none"):
                 self.log = _open_log(cfg.qtest_log)
                 ep = open_endpoint(loop, spec.backend, spec.props, "qtest", spec.origin)
-                server = QtestServer(self.machine.memory, self.machine.io, self.hooks,
+                server = QtestServer(self.board.memory, self.board.io, self.hooks,
                                      lambda text, ep=ep: ep.write(text.encode("latin-1")), log=self.log,
                                      clock_enabled=cfg.accelerator == "qtest")
                 ep.on_open, ep.on_data, ep.on_close = server.opened, server.feed, server.closed
@@ -157,13 +148,14 @@ class Session:
             sys.stderr.flush()
         for ch in self.built.chardevs:
             ch.flush()
-        self.machine.close()
+        self.built.close()
 
 
-def main_serve(cfg: RunConfig) -> int:
-    """``uvirt run`` under qtest: serve, and end as QEMU would (status or abort)."""
+def main_serve(cfg: RunConfig, build: Callable[[], Any]) -> int:
+    """``uvirt run`` under qtest: build the board (``build()``), serve, and end as QEMU
+    would (status or abort)."""
     try:
-        return Session(cfg).run()
+        return Session(cfg, build).run()
     except OSError as e:                   # a chardev the host refuses: one line, as QEMU
         print(f"uvirt: {e.strerror or e}", file=sys.stderr)
         return 1

@@ -29,7 +29,7 @@ from uvirt.virtio.queue import (AVAIL_FLAGS, AVAIL_IDX, AVAIL_RING, DESC_SIZE, U
                             VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, Descriptor, legacy_layout)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from uvirt.board.memory.regions import GuestMemory
+    from uvirt.board.memory.guest import GuestMemory
     from uvirt.virtio.queue import QueueBroken, VirtqueueBase
 
 #: A buffer request: ``(length, device_writable)``, or just a length (device-readable).

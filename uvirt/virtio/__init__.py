@@ -23,7 +23,7 @@ from uvirt.virtio.queue import (NoEvents, QueueEvents, RecordingEvents, RingLayo
                                 legacy_layout, vring_need_event)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from uvirt.board.memory.regions import GuestMemory
+    from uvirt.board.memory.guest import GuestMemory
 
 __all__ = [
     "Descriptor", "DescriptorChain", "Element", "NoEvents", "PackedChain", "PackedQueue", "QueueBroken",

@@ -45,7 +45,7 @@ from uvirt.virtio.chain import Element
 from uvirt.virtio.queue import VirtqueueBase
 
 if TYPE_CHECKING:
-    from uvirt.board.memory.regions import GuestMemory
+    from uvirt.board.memory.guest import GuestMemory
 
 VIRTIO_QUEUE_MAX = 1024
 VIRTIO_NO_VECTOR = 0xFFFF

@@ -682,7 +682,7 @@ class VirtioGpu(VirtioDevice):
                     n = page - addr
                     break
                 page += BOUNCE_MAX
-            from uvirt.qtest.physmem import read as phys_read
+            from uvirt.board.memory.physmem import read as phys_read
             data = phys_read(space, addr, n)
         else:
             data = bytes(n)

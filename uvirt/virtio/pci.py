@@ -339,10 +339,10 @@ class VirtioPci(PciFunction):
                     bar.region.set_guard(guard)
 
     def guest_error(self, kind: str, detail: str) -> None:
-        bus = self.bus
-        sink = getattr(getattr(bus, "memory", None), "on_guest_error", None)
-        if sink is not None:
-            sink(kind, detail)
+        """Recorded by the board the function is plugged into (``PciBus.guest_error``);
+        unplugged, nobody records it."""
+        if self.bus is not None:
+            self.bus.guest_error(kind, detail)
 
     @property
     def tracer(self):

@@ -73,7 +73,7 @@ from uvirt.virtio.chain import (DESC_SIZE, VIRTQUEUE_MAX_SIZE, VRING_DESC_F_INDI
 from uvirt.virtio.features import VirtioFeature
 
 if TYPE_CHECKING:  # pragma: no cover
-    from uvirt.board.memory.regions import GuestMemory
+    from uvirt.board.memory.guest import GuestMemory
 
 # --------------------------------------------------------------------------- constants
 

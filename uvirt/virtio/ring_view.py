@@ -17,7 +17,7 @@ from uvirt.virtio.queue import (AVAIL_FLAGS, AVAIL_IDX, AVAIL_RING, DESC_SIZE, U
                     VRING_DESC_F_WRITE, Descriptor)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from uvirt.board.memory.regions import GuestMemory
+    from uvirt.board.memory.guest import GuestMemory
 
 #: Bytes of each buffer shown (the inspector's "first bytes").
 PEEK = 16

@@ -37,10 +37,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from uvirt.board.memory.regions import MmioRegion
-from uvirt.qtest.hooks import Peripheral, hooks
+from uvirt.board.services import Peripheral
 
 if TYPE_CHECKING:
-    from uvirt.cpu.machine import Machine
+    from uvirt.board.board import Board
     from uvirt.board.pci.bus import PciFunction
 
 PCIHP_BASE = 0xAE00
@@ -103,20 +103,20 @@ class Gpe0:
 
 
 class AcpiPciHotplug:
-    """The 0xae00 registers and the ``hooks(m).hotplug["pci.0"]`` handler."""
+    """The 0xae00 registers and the ``services.hotplug["pci.0"]`` handler."""
     #: what a snapshot holds (uvirt/cpu/snapshot.py)
     snapshot_state = ("hotplug_select", "acpi_index", "up", "down", "hotplug_enable", "gpe")
 
-    def __init__(self, machine: "Machine") -> None:
-        self.machine = machine
-        self.bus = machine.pci
+    def __init__(self, board: "Board") -> None:
+        self.board = board
+        self.bus = board.pci
         self.hotplug_select = 0
         self.acpi_index = 0
         self.up = [0] * MAX_HOTPLUG_BUS
         self.down = [0] * MAX_HOTPLUG_BUS
         self.hotplug_enable = [0xFFFFFFFF] * MAX_HOTPLUG_BUS
         #: functions that are not hotpluggable (the board's own): never ejected
-        self.fixed: set[int] = {id(fn) for fn in machine.pci.functions.values()}
+        self.fixed: set[int] = {id(fn) for fn in board.pci.functions.values()}
         #: hot-added devices without an id (QEMU /machine/peripheral-anon/device[N])
         self.anonymous: dict[int, str] = {}
         self._anon_count = 0
@@ -125,11 +125,11 @@ class AcpiPciHotplug:
 
     # -- the board
     def _sci(self, level: int) -> None:
-        m = self.machine
-        ic = getattr(m, "interrupts", None)
+        m = self.board
+        ic = m.interrupts
         if ic is not None:
             ic.pic.set_irq(SCI_IRQ, level)
-        gpio = hooks(m).gpio_devices.get(IOAPIC_PATH)
+        gpio = m.services.gpio_devices.get(IOAPIC_PATH)
         gl = gpio.find(None, "in") if gpio is not None else None
         if gl is not None and gl.count > SCI_IRQ:
             gl.set(SCI_IRQ, level)
@@ -193,7 +193,7 @@ class AcpiPciHotplug:
     def _unplug(self, fn: "PciFunction") -> None:
         entry = self._entry_for(fn)
         fn.set_intx(0)
-        with self.machine.batch():
+        with self.board.batch():
             for bar in fn.bars:
                 if bar is not None and bar.placement is not None:
                     bar.placement.remove()
@@ -205,7 +205,7 @@ class AcpiPciHotplug:
         unrealize = getattr(fn, "unrealize", None)
         if callable(unrealize):
             unrealize()
-        h = hooks(self.machine)
+        h = self.board.services
         child = "virtio-backend" if _is_virtio(fn) else None
         if entry is not None:
             h.device_deleted(entry, child=child)
@@ -217,12 +217,12 @@ class AcpiPciHotplug:
                 h.emit_event("DEVICE_DELETED", {"path": path})
 
     def _entry_for(self, fn: "PciFunction") -> Peripheral | None:
-        for entry in hooks(self.machine).peripherals.values():
+        for entry in self.board.services.peripherals.values():
             if entry.device is fn:
                 return entry
         return None
 
-    # -- hooks(m).hotplug["pci.0"]
+    # -- services.hotplug["pci.0"]
     def plug(self, entry: Peripheral) -> None:
         fn = entry.device
         if entry.id.startswith("#"):
@@ -256,16 +256,16 @@ class AcpiPciHotplug:
 
 
 def _is_virtio(fn: Any) -> bool:
-    from uvirt.virtio.pci import VirtioPci
-    return isinstance(fn, VirtioPci)
+    """A virtio-pci function (uvirt/virtio/pci.py): it carries its virtio device."""
+    return getattr(fn, "vdev", None) is not None
 
 
-def install_acpi_hotplug(machine: "Machine") -> AcpiPciHotplug:
+def install_acpi_hotplug(board: "Board") -> AcpiPciHotplug:
     """Call after the board's own functions are plugged: they are the fixed ones."""
-    hp = AcpiPciHotplug(machine)
-    machine.add_isa(MmioRegion("acpi-pci-hotplug", PCIHP_SIZE, hp, valid_sizes=(4,)), PCIHP_BASE, hp)
-    machine.add_isa(MmioRegion("acpi-gpe0", GPE_LEN, hp.gpe, valid_sizes=(1, 2, 4), impl_max=1),
+    hp = AcpiPciHotplug(board)
+    board.add_isa(MmioRegion("acpi-pci-hotplug", PCIHP_SIZE, hp, valid_sizes=(4,)), PCIHP_BASE, hp)
+    board.add_isa(MmioRegion("acpi-gpe0", GPE_LEN, hp.gpe, valid_sizes=(1, 2, 4), impl_max=1),
                     GPE_BASE)
-    hooks(machine).hotplug["pci.0"] = hp
-    machine.acpi_hotplug = hp
+    board.services.hotplug["pci.0"] = hp
+    board.acpi_hotplug = hp
     return hp

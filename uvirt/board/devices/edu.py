@@ -79,7 +79,7 @@ from uvirt.board.pci.bus import PciFunction
 from uvirt.board.pci.msi import Msi
 
 if TYPE_CHECKING:
-    from uvirt.cpu.machine import Machine
+    from uvirt.board.board import Board, Cpu
 
 VENDOR_ID = 0x1234          # PCI_VENDOR_ID_QEMU
 DEVICE_ID = 0x11E8
@@ -425,8 +425,8 @@ class _ThreadTimer:
     """A virtual-clock timer while a CPU runs (host time, as QEMU's virtual clock under
     TCG): a host timer thread that hands the callback to the CPU thread."""
 
-    def __init__(self, machine: "Machine", seconds: float, fn: Callable[[], None]) -> None:
-        self._timer = threading.Timer(seconds, lambda: machine.call_soon_threadsafe(fn))
+    def __init__(self, cpu: "Cpu", seconds: float, fn: Callable[[], None]) -> None:
+        self._timer = threading.Timer(seconds, lambda: cpu.call_soon_threadsafe(fn))
         self._timer.daemon = True
         self._timer.start()
 
@@ -434,13 +434,13 @@ class _ThreadTimer:
         self._timer.cancel()
 
 
-def create_edu(machine: "Machine", v: dict[str, Any], ctx: Any) -> Edu:
+def create_edu(board: "Board", v: dict[str, Any], ctx: Any) -> Edu:
     """The ``-device edu[,dma_mask=N]`` factory."""
-    if machine.uc is None:
+    cpu = board.cpu
+    if cpu is None:
         # -accel qtest: QEMU's virtual clock moves only with clock_step; the factorial
         # thread still finishes on its own, here at once.
-        from uvirt.qtest.hooks import hooks
-        clock = hooks(machine).clock
+        clock = board.services.clock
 
         def after(seconds: float, fn: Callable[[], None]):
             t = clock.timer(fn)
@@ -449,25 +449,25 @@ def create_edu(machine: "Machine", v: dict[str, Any], ctx: Any) -> Edu:
         post = host_timer = None
     else:
         def after(seconds: float, fn: Callable[[], None]):
-            return _ThreadTimer(machine, seconds, fn)
-        post = machine.call_soon_threadsafe
+            return _ThreadTimer(cpu, seconds, fn)
+        post = cpu.call_soon_threadsafe
         host_timer = after          # QEMU's virtual clock is host time under TCG too
 
     def log(text: str) -> None:
         print(text, file=sys.stdout, flush=True)        # QEMU 7.2's printf, on stdout
-        machine.guest_error("edu", text)
+        board.guest_error("edu", text)
 
     def hw_error(message: str) -> None:
         # QEMU 7.2 aborts here (later QEMUs log a guest error and carry on): the run
         # ends, and the guest error stays in the record and the trace.
-        machine.guest_error("edu", message)
-        machine.hardware_error(message)
+        board.guest_error("edu", message)
+        board.hardware_error(message)
 
     dev = Edu(dma_mask=DEFAULT_DMA_MASK if v["dma_mask"] is None else v["dma_mask"], post=post, host_timer=host_timer, after=after,
               hw_error=hw_error, log=log)
     slot, func = v["addr"] if v["addr"] is not None else (None, 0)
-    machine.add_pci(dev, slot, func)
-    machine.chardevs.append(dev)            # Machine.close() stops its timer
+    board.add_pci(dev, slot, func)
+    board.chardevs.append(dev)              # Board.close() stops its timer
     return dev
 
 

@@ -35,10 +35,11 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Callable
 
+from uvirt.board.memory import physmem
 from uvirt.board.memory.regions import MmioRegion
 
 if TYPE_CHECKING:
-    from uvirt.cpu.machine import Machine
+    from uvirt.board.board import Board
 
 IO_BASE = 0x510
 DMA_BASE = 0x514
@@ -202,7 +203,6 @@ class FwCfg:
 
     # -- DMA
     def dma_transfer(self) -> None:
-        from uvirt.qtest import physmem
         addr, self.dma_addr = self.dma_addr, 0
         if self.memory is None:
             return
@@ -283,13 +283,13 @@ class _DmaPorts:
             self.fw.dma_transfer()
 
 
-def install_fw_cfg(machine: "Machine", **options) -> FwCfg:
+def install_fw_cfg(board: "Board", **options) -> FwCfg:
     """fw_cfg_io at 0x510 (+ DMA at 0x514) with pc's items for the machine's RAM size."""
-    items, files = pc_items(machine.ram_size, **options)
-    fw = FwCfg(items, files, memory=machine.memory)
+    items, files = pc_items(board.ram_size, **options)
+    fw = FwCfg(items, files, memory=board.memory)
     comb = _CombPorts(fw)
-    machine.add_isa(MmioRegion("fwcfg", 2, comb, valid_sizes=(1, 2, 4)), IO_BASE, comb)
-    machine.add_isa(MmioRegion("fwcfg.dma", 8, _DmaPorts(fw), valid_sizes=(1, 2, 4, 8), impl_max=8),
+    board.add_isa(MmioRegion("fwcfg", 2, comb, valid_sizes=(1, 2, 4)), IO_BASE, comb)
+    board.add_isa(MmioRegion("fwcfg.dma", 8, _DmaPorts(fw), valid_sizes=(1, 2, 4, 8), impl_max=8),
                     DMA_BASE)
-    machine.fw_cfg = fw
+    board.fw_cfg = fw
     return fw

@@ -13,9 +13,23 @@ isa-debug-exit (``hw/misc/debugexit.c``)
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
-from uvirt.backends.chardev import Chardev, NullChardev
+from uvirt.board.memory.regions import MmioRegion
+
+if TYPE_CHECKING:
+    from uvirt.board.board import Board
+
+
+class Output(Protocol):
+    """Where debugcon bytes go: a chardev (uvirt/backends/chardev.py) or anything that writes."""
+
+    def write(self, data: bytes) -> None: ...
+
+
+class _Discard:
+    def write(self, data: bytes) -> None:
+        pass
 
 
 class IsaDebugcon:
@@ -23,9 +37,9 @@ class IsaDebugcon:
 
     snapshot_state = ()    # configuration only; output is the outside world's
 
-    def __init__(self, chardev: Chardev | None = None, *, iobase: int = 0xE9,
+    def __init__(self, chardev: Output | None = None, *, iobase: int = 0xE9,
                  readback: int = 0xE9) -> None:
-        self.chardev = chardev or NullChardev()
+        self.chardev = chardev if chardev is not None else _Discard()
         self.iobase = iobase
         self.readback = readback
 
@@ -57,3 +71,20 @@ class IsaDebugExit:
 
     def write(self, offset: int, size: int, value: int) -> None:
         self.on_exit(value)
+
+
+def add_debugcon(board: "Board", chardev: Output, iobase: int = 0xE9, *,
+                 readback: int = 0xE9) -> IsaDebugcon:
+    """``-device isa-debugcon`` (and ``-debugcon``): one byte port; ``chardev`` is closed
+    with the board."""
+    dev = IsaDebugcon(chardev, iobase=iobase, readback=readback)
+    board.add_isa(MmioRegion("isa-debugcon", 1, dev, valid_sizes=(1,)), iobase, dev)
+    board.chardevs.append(chardev)
+    return dev
+
+
+def add_debug_exit(board: "Board", iobase: int = 0x501, iosize: int = 2) -> IsaDebugExit:
+    """``-device isa-debug-exit``: a write ends the run through ``board.debug_exit``."""
+    dev = IsaDebugExit(board.debug_exit, iobase=iobase, iosize=iosize)
+    board.add_isa(MmioRegion("isa-debug-exit", iosize, dev, valid_sizes=(1, 2, 4)), iobase, dev)
+    return dev

@@ -470,7 +470,7 @@ def _stop_after_ring(machine: "Machine", hook: Callable[[Callable[[], None]], No
     thread (``deliver``).  With per-access stop checks on (exact stops: code hooks, or a
     Unicorn build without the block-start switch, uvirt/cpu/exits.py), a stop from
     another thread that lands just after an MMIO callback returned makes Unicorn execute
-    the store again, and the replay guard cannot see it (mem_regions.ReplayGuard, "known
+    the store again, and the replay guard cannot see it (uc_memory.ReplayGuard, "known
     gap"): the doorbell would ring twice.  Stopping from inside the callback puts the
     store in the guard's journal first, so a restart of it is absorbed whoever asked for
     the stop.  With stops at block starts (the default) no store is restarted, and the
@@ -479,7 +479,8 @@ def _stop_after_ring(machine: "Machine", hook: Callable[[Callable[[], None]], No
     memory = machine.memory
 
     def after_ring() -> None:
-        if memory.replay.armed and getattr(memory, "cpu_thread", None) == threading.get_ident():
+        replay = memory.replay           # the CPU's ReplayGuard (uvirt/cpu/uc_memory.py)
+        if replay is not None and replay.armed and memory.cpu_thread == threading.get_ident():
             hook(_nothing)
     return after_ring
 
@@ -537,9 +538,10 @@ def create_doorbell(machine: "Machine", v: dict[str, Any], timeout: float | None
         client.close()
         raise
     chardev.device = fn
-    hook = getattr(machine, "call_soon_threadsafe", None)
-    if callable(hook) and getattr(machine, "uc", None) is not None:
+    cpu = machine.cpu                   # the CPU side running the board, if any
+    if cpu is not None:
         # With a CPU, messages are sent on its thread; without one (qtest) directly.
+        hook = cpu.call_soon_threadsafe
         fn.deliver = hook
         fn.after_ring = _stop_after_ring(machine, hook)
         fn.cpu_running = lambda: getattr(machine.memory, "cpu_thread", None) is not None

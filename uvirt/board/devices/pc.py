@@ -19,13 +19,10 @@ as in QEMU; fw_cfg (``fw_cfg.py``) and PIIX4's ACPI PCI hotplug + GPE0 registers
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from uvirt.board.board import DEFAULT_RAM_SIZE, Board
+from uvirt.board.interrupts import InterruptController
 from uvirt.board.memory.regions import MmioRegion
 from uvirt.board.pci.bus import PciBus, PciFunction, devfn
-
-if TYPE_CHECKING:
-    from uvirt.cpu.machine import Machine
 
 
 def _poke(fn: PciFunction, values: dict[int, int]) -> None:
@@ -49,7 +46,7 @@ class I440FX(PciFunction):
         # i440fx_init: the RAM size in 8 MiB units at 0x57 (at most 255); i440fx_realize:
         # SMRAM C_BASE_SEG=010.  PAM0-6 are 0 (all PCI space) until firmware sets them.
         _poke(self, {0x57: min(ram_size >> 23, 255), 0x72: 0x02})
-        self.lowmem = None           # pam.LowMemory, set when the machine has memory
+        self.lowmem = None           # pam.LowMemory, set when the board has memory
 
     def _memory_changed(self) -> None:
         if self.lowmem is not None:
@@ -212,8 +209,8 @@ class _ResetControl:
     #: what a snapshot holds (uvirt/cpu/snapshot.py)
     snapshot_state = ("rcr",)
 
-    def __init__(self, machine: "Machine") -> None:
-        self.machine = machine
+    def __init__(self, board: "Board") -> None:
+        self.board = board
         self.rcr = 0
 
     def reset(self) -> None:
@@ -224,80 +221,90 @@ class _ResetControl:
 
     def write(self, offset: int, size: int, value: int) -> None:
         if value & 4:
-            self.machine.request_reset()
+            self.board.request_reset()
             return
         self.rcr = value & 2
 
 
-def install_pc_builtins(machine: "Machine") -> None:
+def pc_board(*, ram_size: int = DEFAULT_RAM_SIZE, no_reboot: bool = True) -> Board:
+    """QEMU ``-machine pc`` without its CPU: a ``Board`` with pc's built-in devices and
+    interrupt controllers."""
+    board = Board(ram_size=ram_size, no_reboot=no_reboot)
+    with board.batch():
+        install_pc_builtins(board)
+        board.interrupts = InterruptController()
+        board.interrupts.install(board)
+    return board
+
+
+def install_pc_builtins(board: Board) -> None:
     from uvirt.board.devices.pam import LowMemory
-    host = I440FX(machine.ram_size)
-    machine.lowmem = host.lowmem = LowMemory(machine.memory, machine.ram, machine.ram_placement)
-    machine.pci.plug(host, devfn(0, 0))
+    host = I440FX(board.ram_size)
+    board.lowmem = host.lowmem = LowMemory(board.memory, board.ram, board.ram_placement)
+    board.pci.plug(host, devfn(0, 0))
     host._memory_changed()
-    machine.pci.plug(Piix3Isa(), devfn(1, 0))
-    machine.pci.plug(Piix3Ide(), devfn(1, 1))
+    board.pci.plug(Piix3Isa(), devfn(1, 0))
+    board.pci.plug(Piix3Ide(), devfn(1, 1))
     pm = Piix4Pm()
-    machine.pci.plug(pm, devfn(1, 3))
+    board.pci.plug(pm, devfn(1, 3))
     from uvirt.board.devices.chipset import PM_IO_SIZE, AcpiPm, Apm, Port92
     from uvirt.board.devices.rtc import Rtc, pc_cmos_memory
     from uvirt.board.devices.fw_cfg import pc_ram_split
     acpi = AcpiPm()
-    pm.pm_placement = machine.io.add(MmioRegion("piix4-pm", 12, acpi, valid_sizes=(1, 2, 4)), 0,
+    pm.pm_placement = board.io.add(MmioRegion("piix4-pm", 12, acpi, valid_sizes=(1, 2, 4)), 0,
                                      enabled=False)
-    machine.resettables.append(acpi)
+    board.resettables.append(acpi)
     pm._pm_io_update()
     from uvirt.board.devices.chipset import DmaPorts, I8257
-    machine.dma = []
+    board.dma = []
     for dshift, base, page in ((0, 0x00, 0x80), (1, 0xC0, 0x88)):
         dma = I8257(dshift)
-        machine.dma.append(dma)
+        board.dma.append(dma)
         size = 8 << dshift
-        machine.add_isa(MmioRegion("dma-chan", size, DmaPorts(dma, "chan"), valid_sizes=(1, 2, 4),
+        board.add_isa(MmioRegion("dma-chan", size, DmaPorts(dma, "chan"), valid_sizes=(1, 2, 4),
                                    impl_max=1), base)
         cont = DmaPorts(dma, "cont")
-        machine.add_isa(MmioRegion("dma-cont", size, cont, valid_sizes=(1, 2, 4), impl_max=1),
+        board.add_isa(MmioRegion("dma-cont", size, cont, valid_sizes=(1, 2, 4), impl_max=1),
                         base + size, cont)
         for first, count in ((1, 3), (7, 1)):        # page_portio_list: +1..+3, +7
-            machine.add_isa(MmioRegion("dma-page", count, DmaPorts(dma, "page", first, count),
+            board.add_isa(MmioRegion("dma-page", count, DmaPorts(dma, "page", first, count),
                                        valid_sizes=(1, 2, 4), unaligned=True), page + first)
-    port92 = machine.port92 = Port92(machine.request_reset)
-    machine.add_isa(MmioRegion("port92", 1, port92, valid_sizes=(1, 2, 4), impl_max=1), 0x92, port92)
+    port92 = board.port92 = Port92(board.request_reset)
+    board.add_isa(MmioRegion("port92", 1, port92, valid_sizes=(1, 2, 4), impl_max=1), 0x92, port92)
     def smi(value: int) -> None:
         detail = (f"SMI (APM command 0x{value:02x}): uvirt's CPU has no System Management Mode; "
-                  f"-machine smm=off gives firmware a machine without it, as QEMU's does")
-        machine.guest_error("smi", detail)
-        if machine.uc is not None:
-            machine.stop_unsupported(detail)
+                  f"-board smm=off gives firmware a board without it, as QEMU's does")
+        board.guest_error("smi", detail)
+        if board.cpu is not None:
+            board.stop_unsupported(detail)
 
     apm = Apm(lambda: bool(pm.config.data[0x5B] & 2), smi)
-    machine.add_isa(MmioRegion("apm-io", 2, apm, valid_sizes=(1, 2, 4), impl_max=1), 0xB2, apm)
+    board.add_isa(MmioRegion("apm-io", 2, apm, valid_sizes=(1, 2, 4), impl_max=1), 0xB2, apm)
     def rtc_irq(level: int) -> None:          # ISA IRQ 8: the PIC and the IOAPIC's pin 8
-        if machine.interrupts is not None:
-            machine.interrupts.pic.set_irq(8, level)
-        from uvirt.qtest.hooks import hooks
-        gpio = hooks(machine).gpio_devices.get("/machine/i440fx/ioapic")
+        if board.interrupts is not None:
+            board.interrupts.pic.set_irq(8, level)
+        gpio = board.services.gpio_devices.get("/machine/i440fx/ioapic")
         lines = gpio.find(None, "in") if gpio is not None else None
         if lines is not None and lines.count > 8:
             lines.set(8, level)
 
-    rtc = Rtc(pc_cmos_memory(*pc_ram_split(machine.ram_size)), set_irq=rtc_irq)
-    machine.add_isa(MmioRegion("rtc", 2, rtc, valid_sizes=(1, 2, 4), impl_max=1), 0x70, rtc)
-    machine.rtc = rtc
+    rtc = Rtc(pc_cmos_memory(*pc_ram_split(board.ram_size)), set_irq=rtc_irq)
+    board.add_isa(MmioRegion("rtc", 2, rtc, valid_sizes=(1, 2, 4), impl_max=1), 0x70, rtc)
+    board.rtc = rtc
     from uvirt.board.devices.i8042 import I8042, Port
-    kbd = I8042(lambda irq, level: machine.interrupts and machine.interrupts.pic.set_irq(irq, level),
-                machine.request_reset)
+    kbd = I8042(lambda irq, level: board.interrupts and board.interrupts.pic.set_irq(irq, level),
+                board.request_reset)
     # QEMU's i8042/cmos/port92/apm ops: .impl 1 byte, any valid size (wider accesses split)
-    machine.add_isa(MmioRegion("i8042-data", 1, Port(kbd, 0), valid_sizes=(1, 2, 4), impl_max=1), 0x60, kbd)
-    machine.add_isa(MmioRegion("i8042-cmd", 1, Port(kbd, 4), valid_sizes=(1, 2, 4), impl_max=1), 0x64)
-    machine.i8042 = kbd
-    rcr = _ResetControl(machine)
-    machine.add_isa(MmioRegion("piix3-reset-control", 1, rcr, valid_sizes=(1,)), 0xCF9, rcr, priority=1)
+    board.add_isa(MmioRegion("i8042-data", 1, Port(kbd, 0), valid_sizes=(1, 2, 4), impl_max=1), 0x60, kbd)
+    board.add_isa(MmioRegion("i8042-cmd", 1, Port(kbd, 4), valid_sizes=(1, 2, 4), impl_max=1), 0x64)
+    board.i8042 = kbd
+    rcr = _ResetControl(board)
+    board.add_isa(MmioRegion("piix3-reset-control", 1, rcr, valid_sizes=(1,)), 0xCF9, rcr, priority=1)
     from uvirt.board.devices.acpi_hotplug import install_acpi_hotplug
     from uvirt.board.devices.fw_cfg import install_fw_cfg
-    fw = install_fw_cfg(machine)            # 0x510-0x511, DMA 0x514-0x51b
+    fw = install_fw_cfg(board)              # 0x510-0x511, DMA 0x514-0x51b
     from uvirt.board.devices.acpi_tables import install_acpi_tables
-    install_acpi_tables(machine, fw)        # etc/acpi/*, etc/table-loader, built when read
+    install_acpi_tables(board, fw)        # etc/acpi/*, etc/table-loader, built when read
     from uvirt.board.devices.smbios import install_smbios
-    install_smbios(machine, fw)             # etc/smbios/smbios-anchor, -tables
-    install_acpi_hotplug(machine)           # PIIX4 ACPI PCI hotplug 0xae00, GPE0 0xafe0
+    install_smbios(board, fw)             # etc/smbios/smbios-anchor, -tables
+    install_acpi_hotplug(board)           # PIIX4 ACPI PCI hotplug 0xae00, GPE0 0xafe0

@@ -15,14 +15,12 @@ Placement
     Unicorn call happens until ``commit()``.
 
 Commit
-    ``MemoryMap.commit()`` flattens the placements into visible pieces and diffs them
-    against what Unicorn has mapped; it is the *only* caller of ``mem_map_ptr``,
-    ``mmio_map`` and ``mem_unmap`` in uvirt (docs/unicorn-notes.md §7 items 1–3: Unicorn maps
-    whole 4 KiB pages, refuses overlaps and keeps no reference to a pointer's buffer).
-    Pages a region covers completely become one native mapping; a page shared by
-    several regions, or only partly covered (ivshmem's 256-byte BAR0), becomes one
-    ``mmio_map`` page whose callback dispatches by offset.  Unmapping happens before
-    mapping, and every mapped ``HostBuffer`` stays pinned while mapped.
+    ``MemoryMap.commit()`` flattens the placements into visible pieces and hands them to
+    its backend, the one place that maps and unmaps: with a CPU attached that is
+    ``uvirt.cpu.uc_memory.UnicornMemory``, the *only* caller of ``mem_map_ptr``,
+    ``mmio_map`` and ``mem_unmap`` in uvirt.  This module never imports Unicorn: the
+    region tree, flatten, the port space and ``SystemMemory`` (device DMA, the
+    ``GuestMemory`` protocol of uvirt/board/memory/guest.py) work without a CPU.
 
 Access contract (QEMU ``memory_region_dispatch_read/write``, ``access_with_adjusted_size``)
     ``valid_sizes`` / ``unaligned`` say what the modelled device accepts: any other
@@ -32,11 +30,8 @@ Access contract (QEMU ``memory_region_dispatch_read/write``, ``access_with_adjus
     QEMU does, so devices never check sizes themselves.
 
 Unassigned space (docs/qemu-7.2-observed.md): memory reads 0 and ignores writes; ports read
-all ones and ignore writes.  A data access where nothing is mapped reaches the
-machine's handler through Unicorn unmapped-access hooks that the commit keeps bounded
-to the ranges between RAM mappings (``_GapHooks``): an unmapped hook that also covers a
-RAM page keeps every store to that page on Unicorn's slow path (``notdirty_write`` never
-marks a page dirty while any memory hook's range includes it).
+all ones and ignore writes.  A CPU data access where nothing is mapped makes the machine
+place the reads-zero region there (``MemoryMap.map_unassigned_page``) and retry.
 """
 
 from __future__ import annotations
@@ -46,10 +41,11 @@ import ctypes
 from contextlib import contextmanager
 import mmap
 import os
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple, Protocol
 
+from uvirt.board.dma import DeviceWork
+from uvirt.board.memory.guest import Mapping, RamWindow
 from uvirt.errors import GuestMemoryError, MemoryMapError
 
 PAGE_SIZE = 0x1000
@@ -186,6 +182,7 @@ class MmioRegion(Region):
         self.guard = guard
         read, write = self._fast_paths()
         name, work = self.name, guard.work
+        queue = work.queue
 
         # guard.enter/leave inlined: this wraps every register access of the device
         def guarded_read(offset: int, size: int) -> int:
@@ -199,7 +196,7 @@ class MmioRegion(Region):
             finally:
                 guard.engaged = False
                 work.depth -= 1
-                if not work.depth and work._queue and not work.running:
+                if not work.depth and queue and not work.running:
                     work.run()
 
         def guarded_write(offset: int, size: int, value: int) -> None:
@@ -213,7 +210,7 @@ class MmioRegion(Region):
             finally:
                 guard.engaged = False
                 work.depth -= 1
-                if not work.depth and work._queue and not work.running:
+                if not work.depth and queue and not work.running:
                     work.run()
 
         self.read, self.write = guarded_read, guarded_write
@@ -651,76 +648,44 @@ class IoSpace(AddressSpace):
         return UNASSIGNED_IO_VALUE & _SIZE_MASK[size]
 
 
-# --------------------------------------------------------------------------- memory map
+class MemoryBackend(Protocol):
+    """Where a ``MemoryMap`` publishes its commits: the CPU's view of memory
+    (``uvirt.cpu.uc_memory.UnicornMemory`` maps the pieces into Unicorn).  Without one the
+    map is a pure data structure (unit tests, qtest, the fuzzer's board backend)."""
 
+    def publish(self, pieces: list[Piece]) -> None:
+        """Make what the CPU sees equal ``pieces`` (the flattened view, sorted)."""
 
-class _Span(NamedTuple):
-    """One Unicorn mapping.  Equal spans are left alone by a commit.  (A named tuple
-    for the same reason as ``Piece``.)"""
-
-    start: int
-    size: int
-    kind: str                        # "ram" | "mmio" | "mixed"
-    region: Region | None = None     # ram / mmio
-    offset: int = 0                  # region offset at start
-    pieces: tuple[Piece, ...] = ()   # mixed
+    def invalidate_code(self, addr: int, size: int) -> None:
+        """The host rewrote [addr, addr+size): drop code translated from it."""
 
 
 class MemoryMap(AddressSpace):
-    """The guest-physical address space and the one owner of Unicorn's memory API."""
+    """The guest-physical address space.  ``commit()`` flattens the placements and hands
+    the view to its ``backend``, the one place that maps and unmaps
+    (``uvirt.cpu.uc_memory``); nothing here knows Unicorn."""
 
     def __init__(self) -> None:
         super().__init__("memory", ADDR_SPACE_END)
-        self._uc = None
-        self._remove_cache = None
-        self._gaps: _GapHooks | None = None
-        #: ``fn(address, size) -> bool`` for a guest data access where nothing is
-        #: mapped (the machine maps a reads-zero page and lets Unicorn retry).
-        self.on_unmapped: Callable[[int, int], bool] | None = None
-        self._mapped: dict[tuple, _Span] = {}
-        self._callbacks: dict[tuple, tuple] = {}
+        #: The CPU's memory, set while a CPU is attached (``uvirt.cpu.uc_memory``).
+        self.backend: MemoryBackend | None = None
         self._phantom: dict[int, Placement] = {}
         self._unassigned = MmioRegion("unassigned", PAGE_SIZE, _ConstantDevice(UNASSIGNED_MEM_VALUE),
                                       valid_sizes=(1, 2, 4, 8), unaligned=True)
         self._ram_cache: Piece | None = None
-        self.guest = GuestMemory(self)
-        self.replay = ReplayGuard()
+        self.guest = SystemMemory(self)
         self.commits = 0
         #: Set by the machine while ``emu_start`` may run: the CPU thread's ident, and how
         #: another thread hands that thread work (``Machine.call_soon_threadsafe``).
         self.cpu_thread: int | None = None
         self.post_to_cpu: Callable[[Callable[[], None]], None] | None = None
-        #: Set by the machine: ``(addr, size) -> bool``, False when no translated code
-        #: can exist there (uvirt/cpu/tlb.py tracks the pages the CPU fetched from).
-        self.may_hold_code: Callable[[int, int], bool] | None = None
+        #: Set by the CPU's backend: its ``ReplayGuard`` (uvirt/cpu/uc_memory.py), None
+        #: without a CPU.
+        self.replay = None
         #: Set by the machine: a ``uvirt.trace.Tracer`` for ``mmio_read``/``mmio_write``.
         self.tracer = None
         #: ``(addr, size)`` for every host write to RAM (set while a snapshot is held)
         self.dirty_log: Callable[[int, int], None] | None = None
-
-    # -- Unicorn side
-    def attach(self, uc) -> None:
-        """Give the map its CPU.  Until then it is a pure data structure (unit tests, qtest)."""
-        self._uc = uc
-        self._remove_cache = None
-        self._gaps = _GapHooks(uc, lambda addr, size: bool(self.on_unmapped and self.on_unmapped(addr, size)))
-        self.commit()
-
-    def detach(self, *, cpu_closed: bool = False) -> None:
-        """Unmap everything (buffers stay alive with their owners).  With ``cpu_closed``
-        the Unicorn instance is already gone (``uc_close`` freed its mappings), so only
-        the bookkeeping is undone: unmapping 128 MiB page by page costs over a millisecond."""
-        uc, self._uc = self._uc, None
-        gaps, self._gaps = self._gaps, None
-        if gaps is not None and not cpu_closed:
-            gaps.close()
-        for span in list(self._mapped.values()):
-            if uc is not None and not cpu_closed:
-                self._unmap(uc, span)
-            else:
-                self._release(span)
-        self._mapped.clear()
-        self._callbacks.clear()
 
     def map_unassigned_page(self, addr: int) -> None:
         """Back an unclaimed page with the reads-zero region so the faulting data access
@@ -731,86 +696,26 @@ class MemoryMap(AddressSpace):
             self.commit()
 
     def commit(self) -> None:
-        """Make Unicorn's mappings equal the flattened placements."""
+        """Publish the flattened placements to the backend (the CPU's mappings)."""
         if self._deferred():
             return
         self.commits += 1
         pieces = self.flatten()
         self._ram_cache = None
-        uc = self._uc
-        if uc is None:
-            return
-        wanted = {(_span_key(s)): s for s in _spans(pieces)}
-        for key in [k for k in self._mapped if k not in wanted]:
-            self._unmap(uc, self._mapped.pop(key))
-        for key, span in wanted.items():
-            if key not in self._mapped:
-                self._map(uc, span)
-                self._mapped[key] = span
-        if self._gaps is not None:
-            # only RAM needs to stay outside them (MMIO stores are slow anyway): BAR moves
-            # of register windows and reads-zero pages leave the hooks alone
-            self._gaps.cover(_gaps((s.start, s.start + s.size) for s in self._mapped.values()
-                                   if s.kind == "ram"))
-
-    def _map(self, uc, span: _Span) -> None:
-        from unicorn import UC_PROT_ALL, UC_PROT_READ, UC_PROT_EXEC
-        if span.kind == "ram":
-            region = span.region
-            assert isinstance(region, RamRegion)
-            perms = (UC_PROT_READ | UC_PROT_EXEC) if region.readonly else UC_PROT_ALL
-            ptr = region.buffer.address + region.buffer_offset + span.offset
-            uc.mem_map_ptr(span.start, span.size, perms, ptr)
-            region.buffer.mapped_count += 1
-            return
-        if span.kind == "mmio":
-            read_cb, write_cb = _region_callbacks(span.region, span.offset, self.replay,
-                                                  span.start, self.tracer)
-        else:
-            read_cb, write_cb = _mixed_callbacks(span.pieces, span.start, self.replay,
-                                                 self.tracer)
-        self._callbacks[_span_key(span)] = (read_cb, write_cb)
-        uc.mmio_map(span.start, span.size, read_cb, None, write_cb, None)
-        for pc in span.pieces:
-            if isinstance(pc.region, RamRegion):
-                pc.region.buffer.mapped_count += 1
-
-    def _unmap(self, uc, span: _Span) -> None:
-        uc.mem_unmap(span.start, span.size)
-        self._release(span)
-
-    def _release(self, span: _Span) -> None:
-        self._callbacks.pop(_span_key(span), None)
-        if span.kind == "ram":
-            span.region.buffer.mapped_count -= 1
-        for pc in span.pieces:
-            if isinstance(pc.region, RamRegion):
-                pc.region.buffer.mapped_count -= 1
+        backend = self.backend
+        if backend is not None:
+            backend.publish(pieces)
 
     def invalidate_code(self, addr: int, size: int) -> None:
-        """Drop translated code for a range the host rewrote (docs/unicorn-notes.md §7 items 7–8).
-
-        Every device DMA write lands here, so it calls ``uc_ctl`` directly: the binding's
-        ``ctl_remove_cache`` spends about 4 µs in Python argument encoding."""
+        """The host rewrote a range of guest memory (device DMA, a loader): log it for a
+        held snapshot and let the CPU drop code translated from it."""
         if self.dirty_log is not None:
             self.dirty_log(addr, size)    # host writes for snapshots (uvirt/cpu/snapshot.py)
-        if self._uc is None or size <= 0:
-            return
-        if self.may_hold_code is not None and not self.may_hold_code(addr, size):
-            return      # data only (a shared region, a DMA buffer): no code to drop, no kick
-        owner = self.cpu_thread
-        if owner is not None and self.post_to_cpu is not None and owner != threading.get_ident():
-            # uc_ctl is not thread-safe while emu_start runs on another thread: a host
-            # thread writing a shared region under a running guest crashed the process.
-            # The CPU thread drops the blocks at its next stop (the post kicks it).
-            self.post_to_cpu(lambda: self.invalidate_code(addr, size))
-            return
-        remove = self._remove_cache
-        if remove is None:
-            remove = self._remove_cache = _tb_remover(self._uc)
-        remove(addr, addr + size)
+        backend = self.backend
+        if backend is not None and size > 0:
+            backend.invalidate_code(addr, size)
 
-    # -- RAM lookup for GuestMemory
+    # -- RAM lookup for SystemMemory
     def ram_piece(self, addr: int) -> Piece | None:
         pc = self._ram_cache
         if pc is not None and pc.start <= addr < pc.end:
@@ -821,309 +726,15 @@ class MemoryMap(AddressSpace):
             return pc
         return None
 
-    @property
-    def unmapped_hook_ranges(self) -> list[tuple[int, int]]:
-        """The [start, end) ranges Unicorn's unmapped-access hooks cover, for tests."""
-        return self._gaps.ranges if self._gaps is not None else []
-
-    @property
-    def mapped_spans(self) -> list[tuple[int, int, str]]:
-        """What Unicorn has mapped, for tests and ``info mtree``-style output."""
-        return sorted((s.start, s.size, s.kind) for s in self._mapped.values())
-
-
-def _tb_remover(uc):
-    """``(begin, end) -> None`` dropping translated blocks, through ``uc_ctl`` itself."""
-    import ctypes
-    try:
-        from unicorn.unicorn_py3.unicorn import uclib
-        from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE
-        uch = uc._uch
-    except (ImportError, AttributeError):
-        return uc.ctl_remove_cache
-    # UC_CTL_WRITE(type, nargs) = type | nargs << 26 | UC_CTL_IO_WRITE << 30
-    ctl = UC_CTL_TB_REMOVE_CACHE | (2 << 26) | (UC_CTL_IO_WRITE << 30)
-    u64 = ctypes.c_uint64
-    fn = uclib.uc_ctl
-
-    def remove(begin: int, end: int) -> None:
-        fn(uch, ctl, u64(begin), u64(end))
-
-    return remove
-
-
-def _gaps(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The unmapped [start, end) ranges of the 32-bit space between ``spans``."""
-    out, pos = [], 0
-    for start, end in sorted(spans):
-        if start > pos:
-            out.append((pos, start))
-        pos = max(pos, end)
-    if pos < ADDR_SPACE_END:
-        out.append((pos, ADDR_SPACE_END))
-    return out
-
-
-class _GapHooks:
-    """Unicorn unmapped-access hooks (data reads and writes), one per range between RAM
-    mappings (they may cover MMIO mappings: Unicorn calls them only where nothing is mapped).
-
-    One global hook would be simpler, but Unicorn 2.1.4 never lets a page's stores onto
-    the fast path while any memory hook's range includes that page (``notdirty_write``:
-    ``uc_mem_hook_installed``), so a global unmapped hook alone would cost every guest
-    store ~15 ns (uvirt/cpu/tlb.py).  A commit re-covers only the gaps that changed;
-    hooks go through the C API (about a microsecond each, against ten through the
-    binding's ``hook_add``) with one shared callback.  Deleting a hook from inside a
-    callback is safe: Unicorn frees it after ``emu_start`` returns.  Until then it stays
-    on Unicorn's lists, so a region BAR moved thousands of times within one run (or
-    with no run at all) makes each further move a little slower: 67 µs per move over
-    300 moves, 89 µs over 3000 (benchmarks/bench_regions.py measures 300)."""
-
-    def __init__(self, uc, handler: Callable[[int, int], bool]) -> None:
-        from unicorn import UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE_UNMAPPED
-        self._uc = uc
-        self._hooks: dict[tuple[int, int], int] = {}
-        self._type = UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED
-
-        def callback(_uc, _access, address, size, _value, _ud) -> bool:
-            return handler(address, size)
-
-        try:
-            from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib  # noqa: F401
-            self._fptr = HOOK_MEM_INVALID_CFUNC(callback)
-            self._uch, self._lib, self._handle_t = uc._uch, uclib, uc_hook_h
-        except (ImportError, AttributeError):        # the binding moved: its own path
-            self._lib = None
-            self._callback = lambda u, a, addr, size, v, d: handler(addr, size)
-
-    def cover(self, gaps: list[tuple[int, int]]) -> None:
-        wanted = set(gaps)
-        for gap in [g for g in self._hooks if g not in wanted]:
-            self._delete(self._hooks.pop(gap))
-        for gap in wanted:
-            if gap not in self._hooks:
-                self._hooks[gap] = self._add(gap[0], gap[1] - 1)
-
-    def _add(self, begin: int, end: int) -> int:
-        if self._lib is None:
-            return self._uc.hook_add(self._type, self._callback, None, begin, end)
-        handle = self._handle_t()
-        status = self._lib.uc_hook_add(self._uch, ctypes.byref(handle), self._type, self._fptr, None,
-                                       ctypes.c_uint64(begin), ctypes.c_uint64(end))
-        if status != 0:
-            raise MemoryMapError(f"unicorn refused an unmapped-access hook at 0x{begin:x}: error {status}")
-        return handle.value
-
-    def _delete(self, handle: int) -> None:
-        if self._lib is None:
-            self._uc.hook_del(handle)
-        else:
-            self._lib.uc_hook_del(self._uch, self._handle_t(handle))
-
-    @property
-    def ranges(self) -> list[tuple[int, int]]:
-        return sorted(self._hooks)
-
-    def close(self) -> None:
-        for handle in self._hooks.values():
-            self._delete(handle)
-        self._hooks.clear()
-
-
-def _span_key(span: _Span) -> tuple:
-    if span.kind == "mixed":
-        return (span.start, span.size, "mixed",
-                tuple((p.start, p.end, id(p.region), p.offset) for p in span.pieces))
-    return (span.start, span.size, span.kind, id(span.region), span.offset)
-
-
-def _spans(pieces: list[Piece]) -> list[_Span]:
-    """Turn visible pieces into page-granular Unicorn mappings."""
-    spans: list[_Span] = []
-    mixed: dict[int, list[Piece]] = {}
-    for pc in pieces:
-        first_full = (pc.start + PAGE_SIZE - 1) & PAGE_MASK
-        last_full = pc.end & PAGE_MASK
-        if first_full < last_full:
-            kind = "ram" if isinstance(pc.region, RamRegion) else "mmio"
-            spans.append(_Span(first_full, last_full - first_full, kind, pc.region,
-                               pc.offset + first_full - pc.start))
-            head = (pc.start, first_full)
-            tail = (last_full, pc.end)
-        else:
-            head = (pc.start, pc.end)
-            tail = (0, 0)
-        for s, e in (head, tail):
-            if s < e:
-                mixed.setdefault(s & PAGE_MASK, []).append(
-                    Piece(s, e, pc.region, pc.offset + s - pc.start))
-    for page, ps in mixed.items():
-        spans.append(_Span(page, PAGE_SIZE, "mixed", pieces=tuple(sorted(ps, key=lambda p: p.start))))
-    return _merge_ram(spans)
-
-
-def _merge_ram(spans: list[_Span]) -> list[_Span]:
-    """One Unicorn mapping for adjacent RAM spans that continue each other in the same
-    host buffer with the same protection (RAM split around the low megabyte's PAM
-    segments and the VGA window is mostly contiguous again): ``mem_map_ptr`` costs
-    about 20 µs per call, and a machine build would otherwise make twenty of them."""
-    out: list[_Span] = []
-    for sp in sorted(spans, key=lambda sp: sp.start):
-        prev = out[-1] if out else None
-        if (prev is not None and sp.kind == "ram" and prev.kind == "ram"
-                and prev.start + prev.size == sp.start
-                and prev.region.buffer is sp.region.buffer
-                and prev.region.readonly == sp.region.readonly
-                and prev.region.buffer_offset + prev.offset + prev.size
-                == sp.region.buffer_offset + sp.offset):
-            out[-1] = _Span(prev.start, prev.size + sp.size, "ram", prev.region, prev.offset)
-        else:
-            out.append(sp)
-    return out
-
-
-class ReplayGuard:
-    """Keeps MMIO side effects exactly-once across Unicorn's instruction restarts.
-
-    Measured on Unicorn 2.1.4 (tests/unit/test_mmio_replay.py): when ``emu_stop`` has been
-    requested — from this thread or another — by the time an ``mmio_map`` callback
-    returns, Unicorn abandons the instruction that made the access and executes it again
-    on the next ``emu_start``: the device would see the read or write twice (a second
-    ISR read returns 0, a doorbell rings twice).  Port IN/OUT hooks are not affected.
-
-    So every stop request is noted here (``note_stop``; the machine calls it before each
-    ``emu_stop``), and an MMIO access that completes while a stop is pending is
-    journaled.  The next MMIO access, the restart of the same instruction, is matched
-    against the journal and answered from it (a read returns the value the device gave,
-    a write is dropped) instead of reaching the device again.  The machine completes the
-    restarted instruction before delivering an interrupt (``pending``), so nothing else
-    runs in between.
-
-    Known gap: a stop requested from *another* thread just after a callback returned,
-    before Unicorn looked for it, restarts an access the guard never saw
-    (tests/unit/test_mmio_replay.py measures both cases).
-
-    The machine arms the guard only while code hooks run (interrupt single-stepping, an
-    instruction budget).  Otherwise it turns Unicorn's per-access stop checks off
-    (uvirt/cpu/exits.py): stops land at block starts as in QEMU, nothing is restarted,
-    the gap is closed and RAM read-modify-writes are not repeated either.
-    """
-
-    __slots__ = ("stop_pending", "journal", "absorbed", "armed")
-
-    def __init__(self) -> None:
-        self.stop_pending = False
-        self.journal: tuple | None = None
-        self.absorbed = 0
-        #: False while the CPU's translated code has no per-access stop checks
-        #: (uvirt/cpu/exits.py): then nothing is restarted and nothing is journaled.
-        self.armed = True
-
-    def note_stop(self) -> None:
-        if self.armed:
-            self.stop_pending = True
-
-    def started(self) -> None:
-        """``emu_start`` is about to run: no stop is pending any more."""
-        self.stop_pending = False
-
-    @property
-    def pending(self) -> bool:
-        return self.journal is not None
-
-    def read(self, region: Region, offset: int, size: int) -> int:
-        j = self.journal
-        if j is not None:
-            self.journal = None
-            if j[0] == "r" and j[1] is region and j[2] == offset and j[3] == size:
-                self.absorbed += 1
-                return j[4]
-        pending = self.stop_pending
-        value = region.read(offset, size)
-        if pending or self.stop_pending:
-            self.journal = ("r", region, offset, size, value)
-        return value
-
-    def write(self, region: Region, offset: int, size: int, value: int) -> None:
-        j = self.journal
-        if j is not None:
-            self.journal = None
-            if j[0] == "w" and j[1] is region and j[2] == offset and j[3] == size and j[4] == value:
-                self.absorbed += 1
-                return
-        pending = self.stop_pending
-        region.write(offset, size, value)
-        if pending or self.stop_pending:
-            self.journal = ("w", region, offset, size, value)
-
-
-def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard, start: int = 0,
-                      tracer=None):
-    """``start`` (the span's guest-physical address) and ``tracer`` name MMIO accesses as
-    declared trace events; an access the guard answers from its journal (a restart) is
-    not traced twice."""
-    if tracer is None:
-        def read_cb(uc, offset, size, _ud):
-            return guard.read(region, base_offset + offset, size)
-
-        def write_cb(uc, offset, size, value, _ud):
-            guard.write(region, base_offset + offset, size, value)
-
-        return read_cb, write_cb
-
-    def read_cb(uc, offset, size, _ud):
-        if not tracer.enabled:
-            return guard.read(region, base_offset + offset, size)
-        seen = guard.absorbed
-        value = guard.read(region, base_offset + offset, size)
-        if guard.absorbed == seen:
-            tracer.emit("mmio_read", addr=start + offset, size=size, value=value)
-        return value
-
-    def write_cb(uc, offset, size, value, _ud):
-        if not tracer.enabled:
-            guard.write(region, base_offset + offset, size, value)
-            return
-        tracer.emit("mmio_write", addr=start + offset, size=size, value=value)
-        guard.write(region, base_offset + offset, size, value)
-
-    return read_cb, write_cb
-
-
-def _mixed_callbacks(pieces: tuple[Piece, ...], page: int, guard: ReplayGuard, tracer=None):
-    starts = [p.start - page for p in pieces]
-
-    def find(offset: int) -> Piece | None:
-        i = bisect.bisect_right(starts, offset) - 1
-        if i >= 0 and offset < pieces[i].end - page:
-            return pieces[i]
-        return None
-
-    def read_cb(uc, offset, size, _ud):
-        pc = find(offset)
-        if pc is None:
-            return UNASSIGNED_MEM_VALUE
-        seen = guard.absorbed
-        value = guard.read(pc.region, pc.offset + offset - (pc.start - page), size)
-        if tracer is not None and tracer.enabled and guard.absorbed == seen:
-            tracer.emit("mmio_read", addr=page + offset, size=size, value=value)
-        return value
-
-    def write_cb(uc, offset, size, value, _ud):
-        pc = find(offset)
-        if pc is not None:
-            if tracer is not None and tracer.enabled:
-                tracer.emit("mmio_write", addr=page + offset, size=size, value=value)
-            guard.write(pc.region, pc.offset + offset - (pc.start - page), size, value)
-
-    return read_cb, write_cb
-
 
 # --------------------------------------------------------------------------- guest memory
 
 
-class GuestMemory:
-    """Device DMA into the guest-physical address space, with QEMU 7.2's semantics
+class SystemMemory:
+    """QEMU's ``address_space_memory`` as devices see it: the ``GuestMemory`` protocol
+    (uvirt/board/memory/guest.py) over a ``MemoryMap``.
+
+    Device DMA into the guest-physical address space, with QEMU 7.2's semantics
     (softmmu/physmem.c ``address_space_rw``, ``address_space_map``,
     ``address_space_cache_init``; the ``dma_memory_*`` wrappers devices call).
 
@@ -1150,9 +761,8 @@ class GuestMemory:
     """
 
     def __init__(self, space: MemoryMap) -> None:
-        from uvirt.board.dma import DeviceWork
         self._space = space
-        self.bounce: "Mapping | None" = None
+        self.bounce: Mapping | None = None
         self.work = DeviceWork()
 
     # -- translation (QEMU flatview_translate): what is at addr, and up to where
@@ -1269,7 +879,7 @@ class GuestMemory:
             addr = (addr + n) & _ADDR_MAX
 
     # -- address_space_map / unmap
-    def map(self, addr: int, length: int, is_write: bool) -> "Mapping | None":
+    def map(self, addr: int, length: int, is_write: bool) -> Mapping | None:
         """Map up to ``length`` bytes at ``addr``; None when nothing can be mapped (the
         bounce buffer is in use).  The mapping may be shorter than asked."""
         if length <= 0:
@@ -1293,7 +903,7 @@ class GuestMemory:
             m.buffer[:] = self.read(addr, n)
         return m
 
-    def unmap(self, m: "Mapping", access_len: int) -> None:
+    def unmap(self, m: Mapping, access_len: int) -> None:
         """QEMU ``address_space_unmap``: a bounce written by the device goes to memory
         (``access_len`` bytes of it) and the bounce is free again."""
         if m.buffer is None or m is not self.bounce:
@@ -1338,7 +948,7 @@ class GuestMemory:
     def write_u64(self, addr: int, value: int) -> None:
         self.write(addr, (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"))
 
-    def ram_window(self, addr: int, size: int) -> "RamWindow | None":
+    def ram_window(self, addr: int, size: int) -> RamWindow | None:
         """[addr, addr+size) as one writable RAM piece's bytes, or None: what ``read``
         and ``write`` would touch there, valid while ``RamWindow.valid()`` (the ring areas
         of a virtqueue, read and written on every request)."""
@@ -1365,43 +975,4 @@ class GuestMemory:
             size -= n
         return True
 
-
 _ADDR_MAX = (1 << 64) - 1
-
-
-class RamWindow:
-    """Guest addresses [lo, hi) are ``view[addr - delta]`` (one RAM piece), for as long
-    as the address space is not changed: ``space._dirty`` false and ``space.generation``
-    still ``gen``.  Users test that inline (it is on every ring access) and fall back to
-    ``GuestMemory.read``/``write``, which stay the reference; writes through a window
-    must still call ``space.invalidate_code``."""
-
-    __slots__ = ("view", "lo", "hi", "delta", "space", "gen")
-
-    def __init__(self, view, lo: int, hi: int, delta: int, space, gen: int) -> None:
-        self.view, self.lo, self.hi, self.delta, self.space, self.gen = view, lo, hi, delta, space, gen
-
-    def valid(self) -> bool:
-        return not self.space._dirty and self.space.generation == self.gen
-
-
-class Mapping:
-    """One ``map`` result: ``length`` bytes at ``addr``, direct RAM (``buffer`` None)
-    or the bounce buffer."""
-
-    __slots__ = ("addr", "length", "buffer", "is_write")
-
-    def __init__(self, addr: int, length: int, buffer: bytearray | None = None,
-                 is_write: bool = False) -> None:
-        self.addr = addr
-        self.length = length
-        self.buffer = buffer
-        self.is_write = is_write
-
-    @property
-    def bounced(self) -> bool:
-        return self.buffer is not None
-
-    def __repr__(self) -> str:
-        kind = "bounce" if self.buffer is not None else "ram"
-        return f"Mapping(0x{self.addr:x}, 0x{self.length:x}, {kind})"

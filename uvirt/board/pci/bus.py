@@ -426,10 +426,17 @@ class PciBus:
         self.io = io
         self.functions: dict[int, PciFunction] = {}
         self.on_change: Callable[[PciFunction, BarChange], None] | None = None
-        self.tracer = None           # a uvirt.trace.Tracer, set by the machine
+        self.tracer = None           # a uvirt.trace.Tracer, set by the board
+        #: ``(kind, detail)``: where functions report guest errors (the board's record)
+        self.on_guest_error: Callable[[str, str], None] | None = None
         #: INTx sink: (function, pin 1-4, level).  The interrupt controller (PIIX3 PIRQ
         #: routing -> 8259) installs itself here; without one, levels go nowhere.
         self.intx_sink: Callable[[PciFunction, int, int], None] | None = None
+
+    def guest_error(self, kind: str, detail: str) -> None:
+        """A plugged function's guest error: recorded by the board, never raised."""
+        if self.on_guest_error is not None:
+            self.on_guest_error(kind, detail)
 
     def intx_changed(self, fn: "PciFunction", pin: int, level: int) -> None:
         if self.intx_sink is not None:

@@ -1,35 +1,37 @@
-"""What the rest of uvirt calls so qtest and QMP can see it: ``hooks(machine)``.
+"""The services a board gives its device models, and through which qtest and QMP see
+them: ``board.services`` (one ``BoardServices`` per board, made with it).
 
-One ``MachineHooks`` per machine (kept beside it, not in it), created on first use:
+Device models reach these without knowing who listens (qtest, a QMP monitor, nobody):
 
-``hooks(m).gpio(path).add_in(count, handler)`` -> ``GpioList``
+``services.gpio(path).add_in(count, handler)`` -> ``GpioList``
     A device's unnamed gpio-in lines (QEMU ``qdev_init_gpio_in``), e.g. the IOAPIC's
     24 inputs at ``/machine/i440fx/ioapic``.  Whoever drives a line calls
     ``lines.set(n, level)``; the list calls ``handler(n, level)``.  qtest's
     ``irq_intercept_in PATH`` and ``set_irq_in PATH NAME N LEVEL`` act on these, and an
     intercepted line also reports ``IRQ raise/lower N`` to the qtest client before the
     handler runs (QEMU ``qemu_irq_intercept_in`` + ``qtest_irq_handler``).
-``hooks(m).gpio(path).add_out(count)`` -> ``GpioList``
+``services.gpio(path).add_out(count)`` -> ``GpioList``
     Output lines (``qdev_init_gpio_out``): ``connect(n, fn)`` wires line n to a sink,
     the device calls ``set(n, level)``; ``irq_intercept_out`` reports them.
-``hooks(m).clock``
-    The virtual clock (``uvirt.qtest.clock.VirtualClock``): ``clock.timer(cb).mod(ns)``.
-``hooks(m).emit_event(name, data)``
+``services.clock``
+    The virtual clock (``uvirt.board.clock.VirtualClock``): ``clock.timer(cb).mod(ns)``;
+    qtest's ``clock_step``/``clock_set`` move it.
+``services.emit_event(name, data)``
     A QMP event to every monitor (``DEVICE_DELETED``, ``RESET``...), with QEMU's
     ``timestamp``.
-``hooks(m).block_backends[drive_id] = backend``
+``services.block_backends[drive_id] = backend``
     A ``-drive``'s backend; QMP ``block_resize`` calls ``backend.resize(size)`` (the
     device raises its config-change notification itself).
-``hooks(m).hotplug[bus] = handler``
+``services.hotplug[bus] = handler``
     A hotplug controller for ``"pci.0"`` (PIIX4 ACPI PCI hotplug, 0xae00-0xae13):
     ``handler.plug(entry)`` after QMP ``device_add`` created the device;
     ``handler.unplug_request(entry)`` for ``device_del``; the controller calls
-    ``hooks(m).device_deleted(entry)`` once the guest ejected the slot, which unplugs
+    ``services.device_deleted(entry)`` once the guest ejected the slot, which unplugs
     the entry and emits ``DEVICE_DELETED``.  Without a handler QMP answers QEMU's
     ``Bus 'pci.0' does not support hotplugging``.
-``hooks(m).peripherals``
+``services.peripherals``
     ``-device``/``device_add`` instances with an ``id`` (QOM ``/machine/peripheral/ID``).
-``hooks(m).add_reader(fd, callback)`` / ``remove_reader(fd)``
+``services.add_reader(fd, callback)`` / ``remove_reader(fd)``
     File descriptors the main loop services while the qtest socket is idle (ivshmem
     doorbell eventfds, a server socket); the callback runs on the loop thread, like
     everything else in uvirt, so devices need no locks.
@@ -38,9 +40,10 @@ One ``MachineHooks`` per machine (kept beside it, not in it), created on first u
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
+
+from uvirt.board.clock import VirtualClock
 
 IrqHandler = Callable[[int, int], None]
 
@@ -120,10 +123,10 @@ class HotplugHandler(Protocol):
     def unplug_request(self, entry: Peripheral) -> None: ...
 
 
-class MachineHooks:
-    def __init__(self, machine: Any) -> None:
-        from uvirt.qtest.clock import VirtualClock
-        self._machine = weakref.ref(machine)
+class BoardServices:
+    def __init__(self, board: Any) -> None:
+        #: the ``uvirt.board.board.Board`` these services belong to
+        self.board = board
         self.clock = VirtualClock()
         self.gpio_devices: dict[str, GpioDevice] = {}
         self.peripherals: dict[str, Peripheral] = {}
@@ -137,10 +140,6 @@ class MachineHooks:
         #: Extra QOM paths that exist (for qtest's partial path resolution).
         self.qom_paths: set[str] = {"/machine", "/machine/unattached", "/machine/peripheral",
                                     "/machine/peripheral-anon"}
-
-    @property
-    def machine(self) -> Any:
-        return self._machine()
 
     def gpio(self, path: str) -> GpioDevice:
         dev = self.gpio_devices.get(path)
@@ -197,13 +196,3 @@ class MachineHooks:
         hits = [p for p in paths if p == path or p.endswith("/" + path)]
         return hits[0] if len(hits) == 1 else None
 
-
-def hooks(machine: Any) -> MachineHooks:
-    """The machine's services, kept on the machine itself.  (A WeakKeyDictionary keyed by
-    the machine kept every machine alive: its values reach the machine again through the
-    devices they hold, so the key never died and each closed machine's guest RAM stayed
-    mapped, 128 MiB of address space a test.)"""
-    h = getattr(machine, "_machine_hooks", None)
-    if h is None:
-        h = machine._machine_hooks = MachineHooks(machine)
-    return h
