@@ -317,7 +317,7 @@ def test_device_add_takes_globals_and_skips_the_ones_it_cannot_apply(qmp):
     errp NULL); checked on qemu-system-x86_64 7.2 with -global virtio-rng-pci.period=x."""
     from uvirt.launch.device_table import BuildContext
     qmp.negotiate()
-    qmp.ctx.build_ctx = BuildContext(globals={"virtio-rng-pci": {"period": "x", "event_idx": "off"}})
+    qmp.ctx.devices.ctx = BuildContext(globals={"virtio-rng-pci": {"period": "x", "event_idx": "off"}})
     assert qmp('{"execute":"device_add","arguments":{"driver":"virtio-rng-pci","id":"r"}}') == [{"return": {}}]
     fn = qmp.h.peripherals["r"].device
     from uvirt.virtio.features import VirtioFeature as F

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator
 from uvirt.errors import GuestMemoryError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from uvirt.board.memory.regions import GuestMemory
+    from uvirt.board.memory.guest import GuestMemory
 
 #: Descriptor flags (virtio 1.2 §2.7.5; Linux ``VRING_DESC_F_*``); the same bits in packed
 #: descriptors (§2.8.1).
