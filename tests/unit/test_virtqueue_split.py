@@ -1083,3 +1083,28 @@ def test_ring_areas_may_end_exactly_at_the_end_of_ram(mem, events, event_idx):
             assert result is None and q.ready
         else:
             assert (result.kind, result.reason) == ("ring_unmappable", f"Cannot map {failed}")
+
+
+def test_ignored_size_write_is_a_recorded_non_fatal_guest_error(mem, events):
+    q = SplitQueue(mem, N, events=events)
+    q.set_size(1025)
+    assert events.errors == [("bad_queue_size", {"reason": "queue size 1025 ignored", "fatal": False,
+                                                 "queue": 0, "size": 1025})]
+
+
+def test_descriptor_table_leaving_ram_names_the_area(mem, events):
+    q = SplitQueue(mem, N, events=events)
+    result = q.set_rings(RAM - 16 * N + 16, 0x30000, 0x31000)
+    assert_broken(result, "ring_unmappable", "Cannot map desc", events)
+    assert result.fields == {"area": "desc", "addr": RAM - 16 * N + 16, "size": 16 * N}
+
+
+def test_reset_forgets_the_negotiated_ring_features(mem, events):
+    drv, q = make(mem, events, features=VirtioFeature.NOTIFY_ON_EMPTY | VirtioFeature.RING_EVENT_IDX)
+    q.reset()
+    assert drv.configure(q) is None
+    drv.avail_flags = VRING_AVAIL_F_NO_INTERRUPT
+    drv.add_chain([(4, True)])
+    q.push(q.pop(), 4)
+    assert q.notify_decision() == (False, "avail.flags=0x0001: the driver set "
+                                          "VIRTQ_AVAIL_F_NO_INTERRUPT (§2.7.7)")
