@@ -81,6 +81,8 @@ class Board:
                              f"(a 32-bit guest cannot reach memory above 4 GiB)")
         self.ram_size = ram_size
         self.no_reboot = no_reboot
+        #: -machine smm (uvirt.boot.bios.apply_smm): the ACPI FACP's SMI command follows it
+        self.smm_enabled = True
         self.tracer = Tracer()
         self.guest_errors: list[tuple[str, str]] = []
         self.memory = MemoryMap()

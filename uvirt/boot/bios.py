@@ -159,7 +159,7 @@ def apply_smm(m: Machine, smm: str) -> None:
     from uvirt.board.pci.bus import devfn
     if smm == "on":
         raise OptionError("-machine smm=on: uvirt's CPU has no System Management Mode")
-    m.smm_enabled = smm != "off"            # the ACPI FACP's SMI command follows it
+    m.board.smm_enabled = smm != "off"      # the ACPI FACP's SMI command follows it
     pm = m.pci.find(0, devfn(1, 3))
     if smm == "off" and pm is not None:
         pm.config.data[0x5B] |= 0x02

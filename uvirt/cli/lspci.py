@@ -480,7 +480,7 @@ def lspci_main(argv: list[str]) -> int:
     from uvirt.backends.chardev import MemoryChardev
     from uvirt.firmware import build, bundled
     from uvirt.launch.runner import DEFAULT_TIMEOUT, build_machine
-    from uvirt.options.parser import parse_argv
+    from uvirt.options.argv import parse_argv
 
     if any(a in ("-h", "--help", "-help") for a in argv):
         print(LSPCI_USAGE)

@@ -90,7 +90,7 @@ def record(program: str, device_argv: list[str], *, timeout: float = RUN_TIMEOUT
     from uvirt import firmware
     from uvirt.board.memory.regions import MmioRegion
     from uvirt.launch.runner import build_machine
-    from uvirt.options.parser import parse_argv
+    from uvirt.options.argv import parse_argv
     image = firmware.build(firmware.bundled(program))
     with tempfile.TemporaryDirectory(prefix="uvirt-fuzz-seed-") as tmp:
         kernel = Path(tmp) / f"{program}.bin"

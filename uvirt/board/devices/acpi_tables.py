@@ -361,7 +361,7 @@ def machine_config(machine) -> PcAcpiConfig:
                 w64 = (lo, hi) if w64 is None else (min(w64[0], lo), max(w64[1], hi))
     ports = [(base, dict(COM_PORTS)[base]) for base, _ in getattr(machine, "serial_ports", [])]
     return PcAcpiConfig(below, above, pm_base, slots, ports, w64,
-                        smm=getattr(machine, "smm_enabled", True))
+                        smm=machine.smm_enabled)
 
 
 #: the files' contents until first selected: only their sizes are seen (one shared
