@@ -46,6 +46,9 @@ EVENTS: dict[str, str] = {
 
 #: Fields the machine adds to every event emitted while the guest CPU runs (the
 #: instruction that made the access); formats do not print them.
+#: how a trace is written (-uvirt-trace-format, uvirt trace --trace-format; uvirt/observe/decode.py)
+FORMATS = ("raw", "text", "json")
+
 CONTEXT_FIELDS = ("eip", "insn")
 
 

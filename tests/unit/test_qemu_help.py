@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from uvirt.options import help as qemu_help
+from uvirt.launch import help as qemu_help
 from uvirt.launch import device_table as registry
 from uvirt.launch.device_table import DEVICE_TYPES, DeviceType, Prop, device_props
 from uvirt.errors import OptionError

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from uvirt.board.memory.regions import PAGE_MASK, IoSpace, MemoryMap, MmioRegion, RamRegion
-from uvirt.board.pci.bus import PciBus, PciFunction, PciHostConf1, bdf_str, devfn
+from uvirt.board.pci.bus import PciBus, PciFunction, PciHostConf1, PciReg, bdf_str, devfn
 from uvirt.board.services import BoardServices
 from uvirt.errors import UvirtError
 from uvirt.trace import Tracer
@@ -244,3 +244,13 @@ class Board:
         """Close what the board holds open (chardevs, drives, device threads)."""
         for ch in self.chardevs:
             ch.close()
+
+
+def place_pci(board: Any, fn: Any, v: dict[str, Any]) -> None:
+    """Plug a created PCI function where ``addr=`` says (the first free slot if absent),
+    with the header's multifunction bit when ``multifunction=on`` (QEMU
+    ``pci_init_multifunction``).  ``v`` holds the device's typed properties."""
+    if v.get("multifunction"):
+        fn.config.set(PciReg.HEADER_TYPE, 1, fn.config.get(PciReg.HEADER_TYPE, 1) | 0x80)
+    slot, func = v["addr"] if v["addr"] is not None else (None, 0)
+    board.add_pci(fn, slot, func)

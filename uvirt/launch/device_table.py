@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from uvirt.board.board import place_pci
 from uvirt.errors import OptionError, UvirtError
 from uvirt.options.keyval import opts_id
 from uvirt.options.values import (StrtoxError, located, parse_bool, parse_int, parse_size,
@@ -61,7 +62,7 @@ class DeviceType:
     props: tuple[Prop, ...]
     factory: Factory
     #: QEMU's device category (``-device help`` groups by it): "Storage", "Network",
-    #: "Input", "Display", "Misc"... (uvirt.options.help.CATEGORIES)
+    #: "Input", "Display", "Misc"... (uvirt.launch.help.CATEGORIES)
     category: str = "Misc"
 
 
@@ -349,17 +350,6 @@ def _virtio_pci(machine: "Machine", v: dict[str, Any], device, *, class_code: in
     fn.realize(machine.memory.guest)
     place_pci(machine, fn, v)
     return fn
-
-
-def place_pci(machine: "Machine", fn: Any, v: dict[str, Any]) -> None:
-    """Plug a created PCI function where ``addr=`` says (the first free slot if absent),
-    with the header's multifunction bit when ``multifunction=on`` (QEMU
-    ``pci_init_multifunction``)."""
-    from uvirt.board.pci.bus import PciReg
-    if v.get("multifunction"):
-        fn.config.set(PciReg.HEADER_TYPE, 1, fn.config.get(PciReg.HEADER_TYPE, 1) | 0x80)
-    slot, func = v["addr"] if v["addr"] is not None else (None, 0)
-    machine.add_pci(fn, slot, func)
 
 
 def _virtio_rng_pci(machine: "Machine", v: dict[str, Any], ctx: BuildContext):

@@ -318,7 +318,7 @@ class OutputLost(UvirtError):
 def run_main(argv: list[str]) -> int:
     cfg = parse_argv(argv)
     if cfg.help_request is not None:            # QEMU prints and exits at a help option
-        from uvirt.options.help import answer
+        from uvirt.launch.help import answer
         print(answer(cfg.help_request))
         return 0
     for w in cfg.warnings:

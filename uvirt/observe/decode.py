@@ -42,7 +42,7 @@ from enum import IntEnum, IntFlag
 from typing import IO, Iterable
 
 from uvirt.board.pci.bus import PciReg
-from uvirt.trace import TraceEvent
+from uvirt.trace import FORMATS, TraceEvent
 from uvirt.virtio.device import Isr, Status
 from uvirt.virtio.features import VirtioFeature
 from uvirt.virtio.pci import (CAP_COMMON, CAP_DEVICE, CAP_ISR, CAP_MSIX_LEGACY, CAP_MSIX_MODERN,
@@ -52,7 +52,6 @@ from uvirt.virtio.pci import (CAP_COMMON, CAP_DEVICE, CAP_ISR, CAP_MSIX_LEGACY, 
                          LegacyReg)
 from uvirt.board.pci.msix import ENTRY_SIZE, EXCLUSIVE_PBA_OFFSET, MsixEntry, MsixReg
 
-FORMATS = ("raw", "text", "json")
 
 #: VIRTIO 1.2 sections of each register window and register (the spec's own structure).
 SPEC_LEGACY = "§4.1.4.10"

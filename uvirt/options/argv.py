@@ -55,7 +55,7 @@ them is visibly uvirt-only, and removing them gives the QEMU command line back:
 
 Accepted and ignored (recorded in ``RunConfig.ignored`` with the reason) and options
 that are errors: see ``IGNORED_OPTIONS`` and ``UNSUPPORTED_OPTIONS`` below and
-``uvirt.options.help``, which renders both lists for ``uvirt run -help``.
+``uvirt.launch.help``, which renders both lists for ``uvirt run -help``.
 
 Decisions
 ---------
@@ -609,7 +609,7 @@ class ArgvParser:
         self.uvirt["trace"] = arg
 
     def opt_uvirt_trace_format(self, opt: str, arg: str, origin: str) -> None:
-        from uvirt.observe.decode import FORMATS
+        from uvirt.trace import FORMATS
         if arg not in FORMATS:
             raise located(origin, f"trace format '{arg}' is not one of {', '.join(FORMATS)}")
         self.uvirt["trace_format"] = arg

@@ -5,7 +5,7 @@ the installed binary), uvirt's own (``UVIRT_OPTIONS``), the options uvirt accept
 effect (``IGNORED_OPTIONS``) or refuses (``UNSUPPORTED_OPTIONS``), each with its reason,
 the machine types, accelerators and display types QEMU knows, and the typed keys of the
 QemuOpts lists QEMU declares (``CHARDEV_KEYS``...).  ``uvirt.options.argv`` and
-``uvirt.options.help`` read them; nothing here parses.
+``uvirt.launch.help`` read them; nothing here parses.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ from uvirt.backends.shared_memory import SharedMemory
 from uvirt.service_thread import start_service_thread
 
 if TYPE_CHECKING:
-    from uvirt.cpu.machine import Machine
+    from uvirt.board.board import Board as Machine   # a board, or a Machine attached to one
 
 log = logging.getLogger("uvirt.ivshmem")
 
@@ -458,7 +458,7 @@ class SocketChardev(Chardev):
 
 
 def _place(machine: "Machine", fn: Ivshmem, v: dict[str, Any]) -> None:
-    from uvirt.launch.device_table import place_pci
+    from uvirt.board.board import place_pci
     place_pci(machine, fn, v)
 
 
