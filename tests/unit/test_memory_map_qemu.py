@@ -511,3 +511,148 @@ def test_ram_lookup_stops_at_the_end_of_a_ram_piece():
     assert mm.ram_piece(0x0FFF).region.name == "ram"
     assert mm.ram_piece(0x1000) is None and mm.ram_piece(0) is not None
     assert mm.guest.is_ram(0, 0x1000) and not mm.guest.is_ram(0x800, 0x1000)
+
+
+# --------------------------------------------------------------------------- device DMA
+
+
+def dma_map():
+    """RAM split around a hole, a second RAM region right after, MMIO, ROM, unassigned."""
+    mm = MemoryMap()
+    lo = RamRegion("lo", 0x3000)
+    for i in range(0x3000):
+        lo.buffer.view[i] = i & 0xFF
+    mm.add(lo, 0)
+    mm.add(MmioRegion("hole", 0x100, Log(0xEE), valid_sizes=(1, 2, 4)), 0x1000, priority=1)
+    mm.add(RamRegion("hi", 0x1000), 0x3000)
+    regs = Log(0x8877_6655_4433_2211)
+    mm.add(MmioRegion("regs", 0x100, regs, valid_sizes=(1, 2, 4, 8)), 0x5000)
+    byte = Log(0xA5)
+    mm.add(MmioRegion("bytes", 0x10, byte, valid_sizes=(1,), unaligned=True), 0x5100)
+    rom = RamRegion("rom", 0x1000, readonly=True)
+    rom.buffer.view[0:4] = b"ROM!"
+    mm.add(rom, 0x8000)
+    mm.commit()
+    return mm, regs, byte
+
+
+def test_dma_reads_and_writes_follow_address_space_rw():
+    """flatview_read/write_continue: RAM copied, MMIO in memory_access_size pieces
+    (largest valid size, bounded by alignment), unassigned reads 0 and drops writes."""
+    mm, regs, byte = dma_map()
+    g = mm.guest
+    assert g.read(0x0FFE, 4) == b"\xfe\xff\xee\x00"                 # RAM then the hole
+    assert g.read(0x1100, 2) == b"\x00\x01"                          # lo again, its own offset
+    assert g.read(0x2FFF, 2) == b"\xff\x00"                          # lo then hi
+    assert g.read(0x4FFE, 4) == b"\x00\x00\x11\x22"                  # unassigned then regs
+    regs.log.clear()
+    assert g.read(0x5002, 14) == bytes.fromhex("1122 11223344 1122334411223344")
+    assert [e[1:] for e in regs.log] == [(2, 2), (4, 4), (8, 4), (12, 4)]   # 8: split by impl
+    assert g.read(0x5101, 3) == b"\xa5\xa5\xa5" and [e[2] for e in byte.log] == [1, 1, 1]
+    g.write(0x2FFE, b"abcd")
+    assert g.read(0x2FFE, 4) == b"abcd"
+    g.write(0x8001, b"xy")                                           # ROM: dropped
+    assert g.read(0x8000, 4) == b"ROM!"
+    g.write(0x7FFE, b"zzzz")
+    assert g.read(0x7FFC, 8) == b"\x00\x00\x00\x00ROM!"
+    regs.log.clear()
+    g.write(0x5006, b"\x01\x02\x03\x04\x05\x06")
+    assert [e[1:] for e in regs.log] == [(6, 2, 0x0201), (8, 4, 0x06050403)]
+    assert g.read(0xFFFF_FFFE, 4) == bytes(4) and g.read(0x1_0000_0000, 2) == bytes(2)
+    g.write(0xFFFF_FFFF, b"\x01\x02")                                # hwaddr: no wrap at 4 GiB
+    assert g.read(0, 1) == b"\x00"
+    assert g.read(0x10, 0) == b""
+    with pytest.raises(Exception, match="negative size"):
+        g.read(0x10, -1)
+
+
+def test_dma_accessors_are_little_endian_and_masked():
+    mm, regs, byte = dma_map()
+    g = mm.guest
+    g.write_u8(0x3000, 0x1FF)
+    g.write_u16(0x3002, 0x1_BBAA)
+    g.write_u32(0x3004, 0x1_4433_2211)
+    g.write_u64(0x3008, 0x1_8877_6655_4433_2211)
+    assert g.read(0x3000, 16) == bytes.fromhex("ff00aabb11223344 1122334455667788")
+    assert (g.read_u8(0x3003), g.read_u16(0x3002), g.read_u32(0x3004), g.read_u64(0x3008)) == (
+        0xBB, 0xBBAA, 0x4433_2211, 0x8877_6655_4433_2211)
+
+
+def test_dma_writes_to_ram_are_logged_for_snapshots():
+    mm, regs, byte = dma_map()
+    seen = []
+    mm.dirty_log = lambda addr, size: seen.append((addr, size))
+    mm.guest.write(0x3010, b"12")
+    mm.guest.write(0x2FFF, b"34")                                    # slow path: two pieces
+    mm.guest.write(0x5000, b"5678")                                  # MMIO: not RAM
+    mm.guest.write(0x8000, b"9")                                     # ROM: dropped
+    assert seen == [(0x3010, 2), (0x2FFF, 1), (0x3000, 1)]
+
+
+def test_map_is_direct_for_ram_and_bounces_one_page_otherwise():
+    """address_space_map: RAM as far as the same region continues; anything else through
+    the single bounce buffer, at most a page and to the end of the region."""
+    mm, regs, byte = dma_map()
+    g = mm.guest
+    m = g.map(0x0800, 0x10000, False)
+    assert not m.bounced and (m.addr, m.length) == (0x800, 0x800)    # up to the hole
+    assert g.map(0x1100, 0x10000, True).length == 0x1F00             # lo to its end, not into hi
+    assert g.map(0x8000, 0x10, False).length == 0x10                 # ROM read: direct
+    b = g.map(0x8000, 0x2000, True)                                  # ROM write: bounced
+    assert b.bounced and b.length == 0x1000 and b.is_write
+    assert g.map(0x3000, 0, False) is None
+    assert g.map(0x5000, 4, False) is None                           # the bounce is taken
+    assert g.map(0x3000, 0x10, False).length == 0x10                 # RAM still maps
+    b.buffer[0:2] = b"no"
+    g.unmap(b, 2)
+    assert g.bounce is None and g.read(0x8000, 4) == b"ROM!"
+    r = g.map(0x5004, 0x1000, False)
+    assert r.bounced and r.length == 0xFC and r.buffer[:4] == bytes.fromhex("11223344")
+    g.unmap(m, 0x10)                                                 # not the bounce: no-op
+    assert g.bounce is r
+    g.unmap(r, 4)                                                    # a read bounce: not written back
+    u = g.map(0x4800, 0x2000, True)
+    assert u.bounced and u.length == 0x800                           # unassigned up to regs
+    u.buffer[:] = b"\x01" * 0x800
+    g.unmap(u, 0x800)
+    assert g.read(0x4800, 4) == bytes(4)
+    w = g.map(0x5000, 8, True)
+    w.buffer[:] = bytes.fromhex("0102030405060708")
+    regs.log.clear()
+    g.unmap(w, 8)
+    assert regs.log == [("w", 0, 4, 0x0403_0201), ("w", 4, 4, 0x0807_0605)]
+
+
+def test_cache_covers_what_address_space_cache_init_would():
+    mm, regs, byte = dma_map()
+    g = mm.guest
+    assert g.cache_len(0x2FF0, 0x100, False) == 0x10                 # lo ends: hi is another region
+    assert g.cache_len(0x0FF0, 0x100, True) == 0x10                  # the hole
+    assert g.cache_len(0x5010, 0x1000, False) == 0xF0                # MMIO: to its end
+    assert g.cache_len(0x8000, 0x2000, True) == 0x1000               # ROM for writing: to its end
+    assert g.cache_len(0x8000, 0x10, False) == 0x10
+    assert g.cache_len(0x6000, 0x10_0000, False) == 0x10_0000        # unassigned: all of it
+
+
+def test_ram_windows_last_until_the_map_changes():
+    mm, regs, byte = dma_map()
+    g = mm.guest
+    win = g.ram_window(0x3010, 0x20)
+    assert win is not None and win.valid() and (win.lo, win.hi) == (0x3000, 0x4000)
+    win.view[0x3010 - win.delta] = 0x77
+    assert g.read_u8(0x3010) == 0x77
+    for addr, size in ((0x3FF0, 0x20), (0x5000, 4), (0x8000, 4), (0x3000, 0), (0x4800, 4)):
+        assert g.ram_window(addr, size) is None
+    mm.add(RamRegion("late", 0x1000), 0x9000)
+    assert not win.valid()
+    mm.flatten()
+    assert not win.valid()
+
+
+def test_is_ram_for_loaders():
+    mm, regs, byte = dma_map()
+    g = mm.guest
+    assert g.is_ram(0x2000, 0x2000) and g.is_ram(0x8000, 0x1000)
+    assert not g.is_ram(0x0F00, 0x200) and not g.is_ram(0x3F00, 0x200)
+    assert not g.is_ram(-1, 2) and not g.is_ram(0, -1) and not g.is_ram(0xFFFF_F000, 0x2000)
+    assert g.is_ram(0x100, 0)
