@@ -120,13 +120,13 @@ def test_64bit_bar_needs_a_second_register():
 def test_bars_registered_in_any_order_keep_flags_and_sizing_masks():
     fn = fn_()
     fn.register_bar(3, MmioRegion("io", 32, Regs()), io=True)
-    fn.register_bar(2, MmioRegion("m32", 0x1000, Regs()))
+    fn.register_bar(2, MmioRegion("m32", 0x10, Regs()))
     fn.register_bar(0, RamRegion("m64", 0x4000), mem64=True, prefetch=True)
     assert [fn.config_read(0x10 + 4 * i, 4) for i in range(4)] == [0xC, 0, 0, 1]
     for i in range(4):
         fn.config_write(0x10 + 4 * i, 4, 0xFFFFFFFF)
     assert [fn.config_read(0x10 + 4 * i, 4) for i in range(4)] == [
-        0xFFFFC00C, 0xFFFFFFFF, 0xFFFFF000, 0xFFFFFFE1]
+        0xFFFFC00C, 0xFFFFFFFF, 0xFFFFFFF0, 0xFFFFFFE1]
 
 
 def neighbours():
@@ -245,6 +245,29 @@ def test_bar_regions_go_where_pci_update_mappings_puts_them():
         BarChange(1, 0xFEB0_0000, None), BarChange(1, None, 0xFEA0_0000)]
 
 
+def test_each_config_write_commits_the_spaces_it_changed_once():
+    """The bus applies a config write's BarChange list and commits each space it
+    touched once (the memory map's commit is where a CPU's mappings change)."""
+    m, io, bus = board()
+    fn = fn_()
+    fn.register_bar(0, MmioRegion("mem", 0x1000, Regs()))
+    fn.register_bar(1, MmioRegion("io", 0x20, Regs()), io=True)
+    bus.plug(fn, devfn(3))
+    bus.config_write(0, devfn(3), 0x10, 4, 0xFEB0_0000)
+    bus.config_write(0, devfn(3), 0x14, 4, 0xC000)
+    before = m.commits
+    bus.config_write(0, devfn(3), PciReg.COMMAND, 2, MEM | IO)     # mem, then io
+    assert m.commits == before + 1 and port_mapped(io, 0xC000)
+    bus.config_write(0, devfn(3), 0x14, 4, 0xC100)                  # io only
+    assert m.commits == before + 1 and port_mapped(io, 0xC100)
+    bus.config_write(0, devfn(3), 0x10, 4, 0xFEA0_0000)
+    assert m.commits == before + 2
+
+
+def port_mapped(io, port):
+    return io.table.get(port) is not None
+
+
 def test_a_function_programmed_before_plug_is_mapped_by_plug():
     m, io, bus = board()
     fn = fn_()
@@ -305,12 +328,15 @@ def status_int(fn):
 
 def test_intx_level_reaches_the_sink_and_status_follows_it():
     fn, bus, lines = intx_board(pin=2)
+    fn.add_capability(0x09, 0x40, 4)                   # status bit 4 must stay as it is
     fn.set_intx(1)
     fn.set_intx(5)                      # still asserted: no second edge
-    assert lines == [(fn, 2, 1)] and status_int(fn)
+    assert lines == [(fn, 2, 1)] and status_int(fn) and fn.intx_level == 1
+    assert fn.config_read(PciReg.STATUS, 2) == 0x18
     fn.set_intx(0)
     fn.set_intx(0)
     assert lines == [(fn, 2, 1), (fn, 2, 0)] and not status_int(fn)
+    assert fn.config_read(PciReg.STATUS, 2) == 0x10
 
 
 def test_intx_disable_masks_the_line_but_not_the_status_bit():
@@ -351,6 +377,11 @@ def test_no_pin_or_no_bus_means_no_intx():
     fn, bus, lines = intx_board(pin=0)
     fn.set_intx(1)
     assert lines == [] and status_int(fn)
+    m, io, quiet = board()                                    # a bus without a sink
+    wired = fn_(interrupt_pin=1)
+    quiet.plug(wired, devfn(3))
+    wired.set_intx(1)
+    assert status_int(wired)
     lone = fn_(interrupt_pin=1)
     lone.set_intx(1)                                          # not plugged: nowhere to go
     lone.config_write(PciReg.COMMAND, 2, 0x400)
@@ -400,6 +431,9 @@ def test_a_taken_devfn_is_in_use():
     with pytest.raises(PciPlugError) as e:
         bus.plug(fn_(), devfn(3))
     assert e.value.kind == "in-use" and e.value.other is first and e.value.devfn == devfn(3)
+    first.name = "virtio-rng"
+    assert str(PciPlugError("in-use", devfn(3), first)) == "PCI 00:03.0: in-use (virtio-rng at 00:03.0)"
+    assert str(PciPlugError("full", None)) == "PCI bus 0: full"
     assert bus.functions[devfn(3)] is first
 
 
@@ -409,19 +443,31 @@ def test_single_function_zero_with_other_functions_present():
     bus.plug(f1, devfn(3, 1))
     with pytest.raises(PciPlugError) as e:
         bus.plug(fn_(), devfn(3))
-    assert e.value.kind == "single-function" and e.value.other is f1
+    assert e.value.kind == "single-function" and e.value.other is f1 and e.value.devfn == devfn(3)
     bus.plug(multi(), devfn(3))                     # a multifunction function 0 is fine
     assert bus.find(0, devfn(3, 1)) is f1
 
 
 def test_functions_of_other_slots_do_not_count():
     m, io, bus = board()
+    bus.plug(fn_(), devfn(5))
     bus.plug(fn_(), devfn(4))
     bus.plug(fn_(), devfn(3))
     bus.plug(fn_(), devfn(2, 7))
     with pytest.raises(PciPlugError) as e:
         bus.plug(fn_(), devfn(2))
     assert e.value.kind == "single-function" and e.value.other.devfn == devfn(2, 7)
+
+
+def test_only_header_type_bit_7_says_multifunction():
+    """A bridge's header type (0x01) is not the multifunction bit."""
+    m, io, bus = board()
+    bus.plug(fn_(), devfn(8, 1))
+    with pytest.raises(PciPlugError):
+        bus.plug(fn_(header_type=0x01), devfn(8))
+    bus.plug(fn_(header_type=0x01), devfn(9))
+    with pytest.raises(PciPlugError):
+        bus.plug(fn_(), devfn(9, 1))
 
 
 def test_function_beyond_zero_needs_a_multifunction_function_zero():
@@ -431,6 +477,7 @@ def test_function_beyond_zero_needs_a_multifunction_function_zero():
     with pytest.raises(PciPlugError) as e:
         bus.plug(fn_(), devfn(6, 2))
     assert e.value.kind == "function-0-single" and e.value.other is f0
+    assert e.value.devfn == devfn(6, 2)
     bus.plug(multi(), devfn(7))
     bus.plug(fn_(), devfn(7, 2))
     assert bus.find(0, devfn(7, 2)) is not None
@@ -459,6 +506,8 @@ def test_functions_are_found_by_bus_and_devfn():
     assert bus.find(0, devfn(3)) is f0 and bus.find(0, devfn(3, 1)) is f1
     assert bus.find(1, devfn(3)) is None and bus.find(0, devfn(4)) is None
     assert bus.find(0, devfn(9, 3)) is None                  # no function 0 in slot 9
+    bus.plug(fn_(), devfn(8, 3))
+    assert bus.find(0, devfn(8, 3)) is None
     assert bus.config_read(0, devfn(3, 1), 0, 2) == 0x1234
 
 
@@ -543,6 +592,9 @@ def test_conf1_windows_are_qemus_regions():
     assert io.read(0xCF8, 4) == 0                       # the latch starts clear
     io.write(0xCF8, 4, 0x8000_1804)
     assert io.read(0xCF8, 1) == 0x04 and io.read(0xCF8, 2) == 0x1804
+    io.write(0xCF8, 1, 0x00)                            # pci_host_config_write: only 4 bytes at 0
+    io.write(0xCF8, 2, 0x0000)
+    assert io.read(0xCF8, 4) == 0x8000_1804
     assert io.read(0xCFC, 2) == 0                       # the data window, not the latch
     assert io.read(0xD00, 4) == 0xFFFF_FFFF             # past the data window: nobody
     host.reset()
