@@ -556,7 +556,8 @@ class PciHostConf1:
                 MmioRegion("pci-conf-data", 4, self.data_device, valid_sizes=(1, 2, 4)))
 
     def reset(self) -> None:
-        self.config_reg = 0
+        """System reset keeps the latch: QEMU's PCI host bridge has no reset handler
+        (qtest on QEMU 7.2: ``inl 0xcf8`` after QMP ``system_reset`` reads the old value)."""
 
     def _target(self, port_offset: int) -> tuple[int, int, int]:
         addr = self.config_reg | port_offset
