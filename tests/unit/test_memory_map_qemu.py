@@ -43,13 +43,13 @@ def winner(space, addr):
 # --------------------------------------------------------------------------- regions
 
 
-@pytest.mark.parametrize("make", [
-    lambda size: RamRegion("r", size), lambda size: MmioRegion("r", size, Log()),
-    lambda size: Container("r", size), lambda size: HostBuffer(size, name="r"),
+@pytest.mark.parametrize("what,make", [
+    ("region", lambda size: RamRegion("r", size)), ("region", lambda size: MmioRegion("r", size, Log())),
+    ("container", lambda size: Container("r", size)), ("host buffer", lambda size: HostBuffer(size, name="r")),
 ])
-def test_sizes_must_be_positive_and_one_byte_is_enough(make):
+def test_sizes_must_be_positive_and_one_byte_is_enough(what, make):
     assert make(1).size == 1
-    with pytest.raises(MemoryMapError, match="r: size 0x0 must be positive"):
+    with pytest.raises(MemoryMapError, match=f"^{what} r: size 0x0 must be positive"):
         make(0)
     with pytest.raises(MemoryMapError, match="must be positive"):
         make(-16)
@@ -57,7 +57,7 @@ def test_sizes_must_be_positive_and_one_byte_is_enough(make):
 
 def test_ram_region_views_its_buffer_at_an_offset_little_endian():
     buf = HostBuffer(0x2000)
-    assert buf.name == "anon"
+    assert buf.name == "anon" and RamRegion("guest-ram", 0x1000).buffer.name == "guest-ram"
     ram = RamRegion("win", 0x1000, buf, buffer_offset=0x800)
     ram.write(0x10, 4, 0x1_4433_2211)
     assert bytes(buf.view[0x810:0x815]) == b"\x11\x22\x33\x44\x00"
@@ -147,6 +147,14 @@ def test_unaligned_region_takes_misaligned_accesses_whole():
     assert dev.log == [("r", 1, 4), ("r", 3, 2), ("w", 5, 4, 1)]
 
 
+def test_unaligned_region_splits_what_its_device_cannot_take():
+    dev = Log(0xC1)
+    r = MmioRegion("r", 0x10, dev, valid_sizes=(1, 2, 4), unaligned=True, impl_max=1)
+    assert r.read(1, 2) == 0xC1C1 and r.read(3, 1) == 0xC1
+    r.write(5, 2, 0xBBAA)
+    assert dev.log == [("r", 1, 1), ("r", 2, 1), ("r", 3, 1), ("w", 5, 1, 0xAA), ("w", 6, 1, 0xBB)]
+
+
 def test_a_region_reports_to_its_own_hook_before_the_space():
     mine, spaces = [], []
     r = MmioRegion("own", 4, Log(), valid_sizes=(4,))
@@ -206,6 +214,35 @@ def test_reentrant_access_is_dropped_and_work_waits_for_the_outer_access():
     assert dev.inner[-1] == ("w", 8, 7) and work.depth == 0 and not guard.engaged
 
 
+class Chain:
+    """Device A's register access reaches device B (another region, its own guard)."""
+
+    def __init__(self, work, other=None):
+        self.work, self.other, self.region, self.ran = work, other, None, []
+
+    def read(self, offset, size):
+        if self.other is not None:
+            self.work.schedule(lambda: self.ran.append(self.work.depth))
+            self.other.region.read(0, 4)
+            assert self.ran == []                       # still inside A: not yet
+        return 1
+
+    def write(self, offset, size, value):
+        pass
+
+
+def test_device_work_waits_for_every_nested_access_of_other_devices():
+    work = DeviceWork()
+    b = Chain(work)
+    b.region = MmioRegion("b", 4, b, valid_sizes=(4,))
+    b.region.set_guard(ReentrancyGuard("b", work))
+    a = Chain(work, other=b)
+    a.region = MmioRegion("a", 4, a, valid_sizes=(4,))
+    a.region.set_guard(ReentrancyGuard("a", work))
+    assert a.region.read(0, 4) == 1
+    assert a.ran == [0] and work.depth == 0
+
+
 def test_a_guarded_port_region_is_dispatched_through_its_guard():
     work = DeviceWork()
     dev = Reenter(work)
@@ -216,6 +253,10 @@ def test_a_guarded_port_region_is_dispatched_through_its_guard():
     r.set_guard(ReentrancyGuard("dev", work))
     io.commit()
     assert port_in(io, 0x604, 4) == 0x1234 and dev.inner == [0]
+    assert io.read(0x604, 4) == 0x1234 and io.read(0x606, 2) == 0      # 2 bytes: not valid
+    port_out(io, 0x608, 4, 5)
+    io.write(0x60C, 4, 6)
+    assert dev.inner[-2:] == [("w", 8, 5), ("w", 12, 6)]
 
 
 # --------------------------------------------------------------------------- flattening
@@ -231,6 +272,18 @@ def test_placements_overlap_by_priority_then_order():
     assert mm.read(0x3004, 1) == 0 and low.end == 0x5000
     mid.remove()
     assert winner(mm, 0x2000) == ("low", 0x1000) and mid not in mm.placements
+    mm.add(RamRegion("default", 0x100), 0x4000)                 # default priority 0 ...
+    mm.add(RamRegion("explicit", 0x100), 0x4000, priority=0)    # ... so the later one wins
+    assert winner(mm, 0x4000) == ("explicit", 0)
+
+
+def test_a_lower_priority_region_shows_only_between_the_higher_ones():
+    mm = MemoryMap()
+    mm.add(RamRegion("a", 0x4), 0x0, priority=1)
+    mm.add(RamRegion("b", 0x10), 0x20, priority=1)
+    mm.add(RamRegion("c", 0x20), 0x5, priority=0)
+    assert [(pc.start, pc.end, pc.region.name, pc.offset) for pc in mm.flatten()] == [
+        (0x0, 0x4, "a", 0), (0x5, 0x20, "c", 0), (0x20, 0x30, "b", 0)]
 
 
 def test_reenabling_or_moving_counts_as_placing_last_but_a_no_op_move_does_not():
@@ -274,6 +327,8 @@ def test_background_fills_what_nothing_claims():
     pieces = [(pc.start, pc.end, pc.region.name, pc.offset) for pc in space.flatten()]
     assert pieces == [(0, 0x20, "bg", 0), (0x20, 0x30, "r", 0), (0x30, 0x100, "bg", 0x30)]
     assert space.read(0x40, 4) == 0x4433_2211 and space.name == "s"
+    empty = AddressSpace("e", 0x10, background=bg)
+    assert winner(empty, 0) == ("bg", 0)
 
 
 def test_containers_are_transparent_and_compete_as_a_whole():
@@ -290,12 +345,30 @@ def test_containers_are_transparent_and_compete_as_a_whole():
         ("ram", 0x7000), ("ram", 0x8000)]
 
 
+def test_container_children_compete_by_priority_then_order_not_offset():
+    box = Container("box", 0x100)
+    wide, narrow, late = Log(1), Log(2), Log(3)
+    box.add_subregion(0x20, MmioRegion("wide", 0x40, wide))
+    box.add_subregion(0x10, MmioRegion("narrow", 0x20, narrow), priority=1)
+    box.add_subregion(0x50, MmioRegion("late", 0x20, late), priority=-1)
+    box.add_subregion(0x08, MmioRegion("later", 0x60, Log(4)), priority=-1)
+    assert [box.read(o, 4) for o in (0x20, 0x30, 0x58, 0x64, 0x0C)] == [2, 1, 1, 4, 4]
+    box.write(0x24, 4, 9)
+    assert narrow.log[-1] == ("w", 0x14, 4, 9) and wide.log == [("r", 0x10, 4), ("r", 0x38, 4)]
+    mm = MemoryMap()
+    mm.add(box, 0)
+    assert [winner(mm, a)[0] for a in (0x20, 0x30, 0x58, 0x64, 0x0C)] == [
+        "narrow", "wide", "wide", "later", "later"]
+
+
 def test_container_children_are_addressed_from_the_container():
     inner = Container("inner", 0x100)
     lo, hi = Log(1), Log(2)
     inner.add_subregion(0x10, MmioRegion("lo", 0x20, lo))
     inner.add_subregion(0x20, MmioRegion("hi", 0x10, hi), priority=1)
     assert (inner.read(0x10, 4), inner.read(0x20, 4), inner.read(0x2F, 1), inner.read(0x30, 4)) == (1, 2, 2, 0)
+    inner.write(0x10, 1, 0x01)
+    assert lo.log[-1] == ("w", 0x0, 1, 0x01)
     inner.write(0x14, 4, 0xAB)
     inner.write(0x24, 2, 0xCD)
     inner.write(0x30, 4, 0xEF)                                  # nobody there
@@ -460,6 +533,7 @@ def test_port_table_dispatch_agrees_with_the_access_rules():
     io.write(0x302, 2, 0xDDCC)
     assert split.log == [("w", 4, 1, 0xAA), ("w", 5, 1, 0xBB), ("w", 2, 1, 0xCC), ("w", 3, 1, 0xDD)]
     port_out(io, 0x1FFF0, 1, 0)                                     # nobody: dropped
+    io.write(0x1FF0, 4, 0)
 
 
 def test_a_port_region_covered_at_its_start_keeps_its_own_offsets():
@@ -472,6 +546,15 @@ def test_a_port_region_covered_at_its_start_keeps_its_own_offsets():
     port_out(io, 0x406, 2, 1)
     io.read(0x402, 2)
     assert dev.log == [("r", 4, 4), ("w", 6, 2, 1), ("r", 2, 2)]
+
+
+def test_ram_in_the_port_space_is_read_through_its_region():
+    io = IoSpace()
+    ram = RamRegion("scratch", 4)
+    ram.write(0, 4, 0x4433_2211)
+    io.add(ram, 0x90)
+    io.commit()
+    assert io.read(0x91, 2) == 0x3322 and port_in(io, 0x90, 4) == 0x4433_2211
 
 
 def test_port_entries_follow_a_device_swap():
