@@ -311,8 +311,10 @@ class PciFunction:
     def config_write(self, offset: int, size: int, value: int) -> list[BarChange]:
         old_effective = self.intx_level and not self.command & _CMD_INTX_DISABLE
         self.config.guest_write(offset, size, value)
-        if offset <= PciReg.COMMAND + 1 and offset + size > PciReg.COMMAND:
-            self._propagate_intx(old_effective)       # INTx disable toggled
+        if offset <= PciReg.COMMAND < offset + size:
+            # INTx disable toggled; QEMU looks only when the write covers byte 0x04
+            # (range_covers_byte(addr, l, PCI_COMMAND)), though the bit is in byte 0x05
+            self._propagate_intx(old_effective)
         if (_ranges_overlap(offset, size, PciReg.BASE_ADDRESS_0, 24)
                 or _ranges_overlap(offset, size, PciReg.ROM_ADDRESS, 4)
                 or offset <= PciReg.COMMAND < offset + size):
@@ -444,8 +446,11 @@ class PciBus:
 
     def msi_write(self, address: int, data: int) -> None:
         """An MSI message is a DMA write of ``data`` to ``address``: whatever decodes it
-        (the local APIC window at 0xFEE00000, or RAM under qtest) receives it."""
-        self.memory.write(address & 0xFFFFFFFF, 4, data & 0xFFFFFFFF)
+        (the local APIC window at 0xFEE00000, or RAM under qtest) receives it.  Nothing
+        decodes above 4 GiB on pc: a 64-bit address with its upper half set is lost."""
+        if address >> 32:
+            return
+        self.memory.write(address, 4, data & 0xFFFFFFFF)
 
     def plug(self, fn: PciFunction, devfn_: int) -> None:
         """QEMU ``do_pci_register_device``'s checks, then the function is on the bus.  A
@@ -563,7 +568,8 @@ class PciHostConf1:
                 MmioRegion("pci-conf-data", 4, self.data_device, valid_sizes=(1, 2, 4)))
 
     def reset(self) -> None:
-        self.config_reg = 0
+        """System reset keeps the latch: QEMU's PCI host bridge has no reset handler
+        (qtest on QEMU 7.2: ``inl 0xcf8`` after QMP ``system_reset`` reads the old value)."""
 
     def _target(self, port_offset: int) -> tuple[int, int, int]:
         addr = self.config_reg | port_offset
