@@ -97,7 +97,19 @@ def test_qemu_qtest_suite_passes_on_uvirt_and_qemu():
     results = _results(out)
     qemu, uvirt = results["qemu"], results["uvirt"]
     assert len(qemu) == N and len(uvirt) == N, out
-    assert {k: v for k, v in qemu.items() if v} == {}, "QEMU itself fails:\n" + out
+    qemu_failed = {k: v for k, v in qemu.items() if v}
+    if qemu_failed:
+        # The reference itself failed a path (seen once: QEMU's own ivshmem/pair aborted,
+        # exit -6, on a loaded host): run those paths on QEMU once more, alone.  uvirt's
+        # results are never retried.
+        again = subprocess.run([sys.executable, str(SCRIPT), "qemu-system-x86_64",
+                                *[a for k in qemu_failed for a in ("-k", k)], *_cache_args()],
+                               capture_output=True, text=True, timeout=600)
+        sys.stdout.write(again.stdout)
+        rerun = _results(again.stdout)
+        retried = next(iter(rerun.values()), {})
+        qemu_failed = {k: v for k, v in qemu_failed.items() if retried.get(k, v)}
+    assert qemu_failed == {}, "QEMU itself fails:\n" + out
     unexpected = {k: v for k, v in uvirt.items() if v and k not in KNOWN_FAILURES}
     fixed = [k for k in KNOWN_FAILURES if not uvirt.get(k)]
     assert unexpected == {}, "uvirt fails QEMU's tests:\n" + "\n".join(f"{k}: {v}" for k, v in unexpected.items())
