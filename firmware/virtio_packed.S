@@ -401,19 +401,20 @@ ir_submit:
     inc dword ptr [req_no]
     ret
 
-# rng: three chains made available, then one kick; the three used descriptors.  The first
-# goes through a table of one entry: QEMU counts each later chain's descriptors against N
-# again (virtqueue_packed_get_avail_bytes), not against that table's size
-rng_batch:
-    pushad
+# The batch's first two chains, in segs for vq_add/vqp_add: an indirect table of one
+# 8-byte writable entry (its last dword, eax, in the ring type's descriptor layout),
+# then a chain of two 4-byte writable buffers; the 64 bytes at BUF cleared.
+batch_chains:
+    push eax
     mov eax, BUF
     xor edx, edx
     mov ecx, 0x40
     call mem_fill
-    mov dword ptr [ITABLE], BUF          # the first chain: a table of one entry
+    pop eax
+    mov dword ptr [ITABLE], BUF
     mov dword ptr [ITABLE + 4], 0
     mov dword ptr [ITABLE + 8], 8
-    mov dword ptr [ITABLE + 12], VD_WRITE << 16
+    mov dword ptr [ITABLE + 12], eax
     mov dword ptr [segs], ITABLE
     mov dword ptr [segs + 4], 16
     mov dword ptr [segs + 8], VD_INDIRECT
@@ -423,6 +424,15 @@ rng_batch:
     mov dword ptr [segs + 24], BUF + 12
     mov dword ptr [segs + 28], 4
     mov dword ptr [segs + 32], VD_WRITE
+    ret
+
+# rng: three chains made available, then one kick; the three used descriptors.  The first
+# goes through a table of one entry: QEMU counts each later chain's descriptors against N
+# again (virtqueue_packed_get_avail_bytes), not against that table's size
+rng_batch:
+    pushad
+    mov eax, VD_WRITE << 16              # packed: le16 id, le16 flags
+    call batch_chains
     xor eax, eax
     mov edx, segs
     mov ecx, 1
@@ -512,23 +522,8 @@ sr_out:
 # again (virtqueue_split_get_avail_bytes), not against the table's size
 split_batch:
     pushad
-    mov eax, BUF
-    xor edx, edx
-    mov ecx, 0x40
-    call mem_fill
-    mov dword ptr [ITABLE], BUF
-    mov dword ptr [ITABLE + 4], 0
-    mov dword ptr [ITABLE + 8], 8
-    mov dword ptr [ITABLE + 12], VD_WRITE           # split: le16 flags, le16 next
-    mov dword ptr [segs], ITABLE
-    mov dword ptr [segs + 4], 16
-    mov dword ptr [segs + 8], VD_INDIRECT
-    mov dword ptr [segs + 12], BUF + 8
-    mov dword ptr [segs + 16], 4
-    mov dword ptr [segs + 20], VD_WRITE
-    mov dword ptr [segs + 24], BUF + 12
-    mov dword ptr [segs + 28], 4
-    mov dword ptr [segs + 32], VD_WRITE
+    mov eax, VD_WRITE                    # split: le16 flags, le16 next
+    call batch_chains
     xor eax, eax
     mov edx, segs
     mov ecx, 1

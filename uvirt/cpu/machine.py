@@ -1080,7 +1080,6 @@ class Machine:
                                           or before[0] == 0xCD)
 
     def _fault_from(self, e: UcError) -> None:
-        eip = self.uc.reg_read(X.UC_X86_REG_EIP)
         if e.errno == UC_ERR_FETCH_UNMAPPED or e.errno == UC_ERR_FETCH_PROT:
             detail = "instruction fetch from unmapped memory"
         elif e.errno == UC_ERR_INSN_INVALID:

@@ -20,7 +20,7 @@ import os
 import random
 
 from uvirt.board.dma import PIECE
-from uvirt.virtio.device import Status, VirtioDevice
+from uvirt.virtio.device import VirtioDevice
 
 
 class VirtioRng(VirtioDevice):

@@ -247,7 +247,7 @@ def install_pc_builtins(board: Board) -> None:
     board.pci.plug(Piix3Ide(), devfn(1, 1))
     pm = Piix4Pm()
     board.pci.plug(pm, devfn(1, 3))
-    from uvirt.board.devices.chipset import PM_IO_SIZE, AcpiPm, Apm, Port92
+    from uvirt.board.devices.chipset import AcpiPm, Apm, Port92
     from uvirt.board.devices.rtc import Rtc, pc_cmos_memory
     from uvirt.board.devices.fw_cfg import pc_ram_split
     acpi = AcpiPm()
