@@ -238,6 +238,23 @@ def test_bind_wrong_path_in_use(sock_path):
         assert os.path.exists(sock_path)      # the failed server did not unlink ours
 
 
+def test_socket_path_appears_only_once_listening(sock_path, monkeypatch):
+    """A client polling for the path must never meet ECONNREFUSED (bind-before-listen)."""
+    seen_at_listen = []
+    real_listen = socket.socket.listen
+
+    def listen(sock, *a):
+        seen_at_listen.append(os.path.exists(sock_path))
+        return real_listen(sock, *a)
+
+    monkeypatch.setattr(socket.socket, "listen", listen)
+    with IvshmemServer(sock_path, size=0x1000):
+        assert seen_at_listen == [False]
+        socket.socket(socket.AF_UNIX).connect(sock_path)
+        assert os.listdir(os.path.dirname(sock_path)) == [os.path.basename(sock_path)]
+    assert not os.path.exists(sock_path)
+
+
 def test_constructor_wrong_options(sock_path):
     with pytest.raises(IvshmemServerError, match=r"too many requested vectors 0x41 \(max is 64\)"):
         IvshmemServer(sock_path, vectors=65)

@@ -25,6 +25,8 @@ file is removed on clean exit; the socket path is only unlinked if it is still o
 from __future__ import annotations
 
 import argparse
+import errno
+import itertools
 import logging
 import os
 import select
@@ -60,6 +62,8 @@ DEFAULT_VECTORS = 1
 DEFAULT_PID_FILE = "/var/run/ivshmem-server.pid"
 MAX_HUGEPAGE_SIZE = 1 << 30     # IVSHMEM_SERVER_MAX_HUGEPAGE_SIZE
 LISTEN_BACKLOG = 10
+# Private names the listening socket is bound under before it is linked to its path.
+_STAGING_IDS = itertools.count()
 
 
 class IvshmemServerError(IvshmemError):
@@ -348,12 +352,31 @@ class IvshmemServer:
             f"ftruncate({where}) to 0x{size:x} failed: {first_error.strerror if first_error else '?'}")
 
     def _bind(self) -> socket.socket:
+        """Bind and listen so that the path appears only once it accepts connections.
+
+        A client that polls for the path (QEMU's ``-chardev socket``, a script) would
+        otherwise meet ECONNREFUSED between bind() and listen().  The socket is bound
+        under a private name beside the path, listens, and is then hard-linked to the
+        path: link() fails with EEXIST like QEMU's bind() does on an existing path.
+        """
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        staging = os.path.join(os.path.dirname(self.socket_path), f".ivshmem-{os.getpid()}-{next(_STAGING_IDS)}.sock")
         try:
-            sock.bind(self.socket_path)
+            try:
+                sock.bind(staging)
+            except OSError:
+                staging = None   # a name too long or a dir not ours: bind the path itself
+                sock.bind(self.socket_path)
+            sock.listen(LISTEN_BACKLOG)
+            if staging is not None:
+                try:
+                    os.link(staging, self.socket_path)
+                except FileExistsError:
+                    raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)) from None
+                finally:
+                    os.unlink(staging)
             st = os.stat(self.socket_path)
             self._sock_ino = (st.st_dev, st.st_ino)
-            sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
         except OSError as e:
             sock.close()
