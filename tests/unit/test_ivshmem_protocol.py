@@ -416,7 +416,7 @@ def test_client_server_silent_times_out(fake):
     t0 = time.monotonic()
     with pytest.raises(IvshmemTimeoutError, match=r"did not complete set-up within 0.2 s \(phase id\)"):
         fake.client(timeout=0.2)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 5.0          # the timeout ended it, not a hang
 
 
 def test_client_waits_for_own_vectors(fake):
@@ -426,15 +426,15 @@ def test_client_waits_for_own_vectors(fake):
     t0 = time.monotonic()
     with pytest.raises(IvshmemTimeoutError, match=r"\(phase ready, id 0x0, 0 of 1 own vectors\)"):
         fake.client(vectors=1, timeout=0.2)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 5.0
 
 
 def test_client_fewer_own_vectors_than_configured(fake):
     fake.setup(own_id=0, vectors=1)
     t0 = time.monotonic()
-    with fake.client(vectors=4, timeout=1.0) as c:
+    with fake.client(vectors=4, timeout=10.0) as c:
         assert c.own_vectors == 1
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 5.0          # set-up ended without waiting the timeout out
 
 
 def test_client_disconnect_of_own_id_in_setup(fake):
