@@ -438,6 +438,32 @@ def test_bad_guest_input_breaks_queue(mem, events, name, build, kind, reason):
     assert events.errors[-1][1]["reason"] == reason and events.errors[-1][1]["queue"] == 0
 
 
+def _head_is_n(drv):
+    drv.publish(N)                                 # one past the last descriptor
+
+
+RING_LEVEL = [c for c in CATALOGUE if c[2] in ("head_oob", "avail_idx_jump")] + [
+    ("head_equal_to_size", _head_is_n, "head_oob", f"Guest says index {N} is available")]
+
+
+@pytest.mark.parametrize("name, build, kind, reason", RING_LEVEL, ids=[c[0] for c in RING_LEVEL])
+def test_avail_bytes_reads_the_avail_ring_as_pop_does(mem, events, name, build, kind, reason):
+    """virtqueue_get_avail_bytes goes through virtqueue_num_heads and virtqueue_get_head
+    as virtqueue_pop does: the same error, with the same details in the record."""
+    drv, q = make(mem, events)
+    build(drv)
+    by_bytes = q.avail_bytes()
+    assert_broken(by_bytes, kind, reason, events)
+    assert events.errors[-1][1]["reason"] == reason
+    drv, q = make(mem, RecordingEvents())
+    build(drv)
+    by_pop = q.pop()
+    assert (by_pop.kind, by_pop.reason) == (kind, reason)
+    assert by_bytes.fields == by_pop.fields == {
+        "head_oob": {"head": 0xFFFF if name == "head_out_of_range" else N},
+        "avail_idx_jump": {"last_avail_idx": 0, "avail_idx": 0x8000}}[kind]
+
+
 INDIRECT_ENTRY = [c for c in CATALOGUE if c[2] in ("indirect_bad_size", "indirect_unmappable")]
 
 
