@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uvirt.errors import UvirtError
-from uvirt.testing.mock_driver import MockPackedQueue, UsedEntry, guest_ram
+from uvirt.testing.mock_driver import MockPackedQueue, UsedEntry, avail_bytes_model, guest_ram
 from uvirt.virtio import make_queue
 from uvirt.virtio.features import VirtioFeature
 from uvirt.virtio.packed import (VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED,
@@ -284,7 +284,7 @@ def test_ring_events_pop_fill_flush(mem, events):
 # --------------------------------------------------------------------------- avail_bytes
 # What QEMU's virtqueue_packed_get_avail_bytes answers for well-formed rings, as a model:
 # every descriptor of every available chain, in ring order, stopping after the one that
-# reaches both maxima.
+# reaches both maxima (uvirt.testing.mock_driver.avail_bytes_model).
 
 
 U32 = 0xFFFF_FFFF
@@ -298,19 +298,6 @@ def _offer(drv, indirect, bufs):
     if indirect:
         return drv.add_indirect_chain(bufs), bufs
     return drv.add_chain(bufs), bufs
-
-
-def _model(offered, max_in, max_out):
-    tin = tout = 0
-    for bufs in offered:
-        for n, writable in bufs:
-            if writable:
-                tin += n
-            else:
-                tout += n
-            if tin >= max_in and tout >= max_out:
-                return (tin, tout), True
-    return (tin, tout), False
 
 
 @settings(max_examples=60, deadline=None)
@@ -333,7 +320,7 @@ def test_avail_bytes_counts_every_available_chain_like_qemu(size, served, chains
         free -= slots
         offered.append(_offer(drv, indirect, bufs)[1])
     before = (q.shadow_avail_idx, q.shadow_avail_wrap_counter)
-    want, early = _model(offered, max_in, max_out)
+    want, early = avail_bytes_model(offered, max_in, max_out)
     assert q.avail_bytes(max_in, max_out) == want
     if early:
         assert (q.shadow_avail_idx, q.shadow_avail_wrap_counter) == before
@@ -342,7 +329,7 @@ def test_avail_bytes_counts_every_available_chain_like_qemu(size, served, chains
     assert (q.last_avail_idx, q.inuse) == ((served % size), 0) and not events.errors
     for bufs in offered:                                      # and pop agrees
         elem = q.pop()
-        assert (elem.writable_len, elem.readable_len) == _model([bufs], U32, U32)[0]
+        assert (elem.writable_len, elem.readable_len) == avail_bytes_model([bufs], U32, U32)[0]
 
 
 def test_avail_bytes_limit_is_per_chain_after_an_indirect_one(mem, events):

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uvirt.errors import UvirtError
-from uvirt.testing.mock_driver import MockSplitQueue, UsedEntry, guest_ram
+from uvirt.testing.mock_driver import MockSplitQueue, UsedEntry, avail_bytes_model, guest_ram
 from uvirt.virtio.features import VirtioFeature
 from uvirt.virtio.queue import (VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT,
                                 VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
@@ -821,26 +821,13 @@ def test_split_queue_repr_names_its_state(ring):
 
 # What QEMU's virtqueue_split_get_avail_bytes answers for well-formed rings, as a model:
 # every descriptor of every available chain, in ring order, stopping after the one that
-# reaches both maxima.
+# reaches both maxima (uvirt.testing.mock_driver.avail_bytes_model).
 
 
 U32 = 0xFFFF_FFFF
 CHAIN = st.tuples(st.booleans(),                               # through an indirect table
                   st.lists(st.tuples(st.integers(1, 40), st.booleans()), min_size=1, max_size=4))
 _MEM = guest_ram(RAM)
-
-
-def _model(offered, max_in, max_out):
-    tin = tout = 0
-    for bufs in offered:
-        for n, writable in bufs:
-            if writable:
-                tin += n
-            else:
-                tout += n
-            if tin >= max_in and tout >= max_out:
-                return (tin, tout)
-    return (tin, tout)
 
 
 @settings(max_examples=60, deadline=None)
@@ -865,11 +852,11 @@ def test_avail_bytes_counts_every_available_chain_like_qemu(size, served, chains
         free -= slots
         (drv.add_indirect_chain if indirect else drv.add_chain)(bufs)
         offered.append(bufs)
-    assert q.avail_bytes(max_in, max_out) == _model(offered, max_in, max_out)
+    assert q.avail_bytes(max_in, max_out) == avail_bytes_model(offered, max_in, max_out)[0]
     assert (q.last_avail_idx, q.inuse) == (served, 0) and not events.errors
     for bufs in offered:                                      # and pop agrees
         elem = q.pop()
-        assert (elem.writable_len, elem.readable_len) == _model([bufs], U32, U32)
+        assert (elem.writable_len, elem.readable_len) == avail_bytes_model([bufs], U32, U32)[0]
 
 
 def test_avail_bytes_limit_is_per_chain_after_an_indirect_one(mem, events):
