@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from uvirt.fuzz import planted
-from uvirt.fuzz.engine import Harness, minimise
+from uvirt.fuzz.engine import Harness, minimise, replay
 from uvirt.fuzz.oracles import KINDS
 from uvirt.fuzz.ops import SEPARATOR, OpKind, encode
-from uvirt.fuzz.reproducers import replay, write_reproducers
+from uvirt.fuzz.reproducers import write_reproducers
 from uvirt.fuzz.target import FuzzTarget
 
 CHAIN = encode(OpKind.CHAIN, bytes([0, 1, 0, 0, 0x01, 0, 0, 0]))       # 65-byte header, 1 writable byte

@@ -113,7 +113,7 @@ def test_decoded_tail_for_failure_reports(firmware):
     """What the pytest plugin shows when a guest fails: the last decoded lines, kept in
     bounded memory while the run goes, and the explanation from the same events."""
     from uvirt.observe.explain import explain_events
-    from uvirt.observe.record import virtio_state
+    from uvirt.observe.virtio_state import virtio_state
     from uvirt.options import parse_argv
     from uvirt.launch.runner import build_machine
     from uvirt.observe.decode import DecodedTail, last_events

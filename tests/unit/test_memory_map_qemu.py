@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 from uvirt.board.dma import DeviceWork, ReentrancyGuard
 from uvirt.board.memory.regions import (AddressSpace, Container, HostBuffer, IoSpace, MemoryMap,
-                                        MmioRegion, RamRegion)
+                                        MmioRegion, PAGE_SIZE, RamRegion)
 from uvirt.errors import MemoryMapError
 
 
@@ -739,3 +739,118 @@ def test_is_ram_for_loaders():
     assert not g.is_ram(0x0F00, 0x200) and not g.is_ram(0x3F00, 0x200)
     assert not g.is_ram(-1, 2) and not g.is_ram(0, -1) and not g.is_ram(0xFFFF_F000, 0x2000)
     assert g.is_ram(0x100, 0)
+
+
+# --------------------------------------------------------------------------- the CPU's side of the map
+
+
+class Backend:
+    """A MemoryBackend that keeps what the map hands it (the CPU's mappings)."""
+
+    def __init__(self):
+        self.published, self.invalidated = [], []
+
+    def publish(self, pieces):
+        self.published.append([(pc.start, pc.end, pc.region.name) for pc in pieces])
+
+    def invalidate_code(self, addr, size):
+        self.invalidated.append((addr, size))
+
+
+def test_each_commit_publishes_the_flattened_view_once_and_batches_publish_once():
+    mm = MemoryMap()
+    assert mm.commits == 0
+    backend = mm.backend = Backend()
+    with mm.batch():
+        pass                                                  # nothing pending: no commit
+    assert mm.commits == 0 and backend.published == []
+    mm.add(RamRegion("ram", 0x2000), 0x1000)
+    mm.commit()
+    with mm.batch():
+        mm.add(MmioRegion("regs", 0x1000, Log()), 0x3000)
+        mm.commit()
+        mm.add(RamRegion("hi", 0x1000), 0x8000)
+        mm.commit()
+    assert mm.commits == 2
+    assert backend.published == [[(0x1000, 0x3000, "ram")],
+                                 [(0x1000, 0x3000, "ram"), (0x3000, 0x4000, "regs"), (0x8000, 0x9000, "hi")]]
+
+
+def test_host_writes_invalidate_translated_code_and_are_logged_for_snapshots():
+    """A device's DMA into RAM is a host write: the CPU must drop code translated from
+    it (QEMU's tb_invalidate_phys_range via address_space_write), and a held snapshot
+    must learn the page is dirty."""
+    mm = MemoryMap()
+    mm.add(RamRegion("ram", 0x4000), 0)
+    mm.commit()
+    mm.guest.write(0x1234, b"\x90" * 3)                         # no backend: nothing to tell
+    backend = mm.backend = Backend()
+    logged = []
+    mm.dirty_log = lambda addr, size: logged.append((addr, size))
+    mm.guest.write(0x2000, b"\xcc")
+    mm.guest.write(0x2100, b"")                                 # nothing written: nothing dropped
+    mm.invalidate_code(0x3000, 0x10)
+    assert backend.invalidated == [(0x2000, 1), (0x3000, 0x10)]
+    assert logged == [(0x2000, 1), (0x2100, 0), (0x3000, 0x10)]
+
+
+def test_an_unclaimed_page_touched_by_the_cpu_reads_zero_at_the_lowest_priority():
+    """The CPU's unmapped-access hook backs the touched page with QEMU's unassigned
+    memory (reads 0, writes dropped, any size at any alignment, no guest error), once per
+    page, beneath anything a device places later."""
+    mm = MemoryMap()
+    errors = []
+    mm.on_guest_error = lambda kind, detail: errors.append(kind)
+    backend = mm.backend = Backend()
+    mm.map_unassigned_page(0x5_6789)
+    mm.map_unassigned_page(0x5_6000)                            # the same page again
+    mm.map_unassigned_page(0x5_6FFF)
+    assert mm.commits == 1 and backend.published == [[(0x5_6000, 0x5_7000, "unassigned")]]
+    assert [(p.addr, p.region.size) for p in mm.placements] == [(0x5_6000, PAGE_SIZE)]
+    for size in (1, 2, 4, 8):
+        for off in (0, 1, 3, 0xFF9):
+            assert mm.read(0x5_6000 + off, size) == 0
+            mm.write(0x5_6000 + off, size, (1 << 8 * size) - 1)
+    assert errors == []
+    assert mm.guest.read(0x5_6FFE, 2) == b"\0\0"
+    # anything placed later wins, whatever its (negative) priority
+    mm.add(RamRegion("late", PAGE_SIZE), 0x5_6000, priority=-(1 << 29))
+    mm.commit()
+    assert winner(mm, 0x5_6010) == ("late", 0x10)
+    mm.map_unassigned_page(0x9_0000)
+    assert winner(mm, 0x9_0FFF) == ("unassigned", 0xFFF) and winner(mm, 0x5_6000) == ("late", 0)
+
+
+def test_port_entries_follow_a_swapped_accessor_of_a_non_device_region():
+    """An entry depends on what its region dispatches to now: a tracing proxy put on a
+    RAM region's read or write (alone) is what the IN/OUT hooks call after the commit."""
+    io = IoSpace()
+    ram = RamRegion("scratch", 4)
+    ram.write(0, 4, 0x4433_2211)
+    io.add(ram, 0x90)
+    io.commit()
+    first = io.table[0x90]
+    assert all(io.table[p] is first for p in range(0x90, 0x94))  # one entry per placed region
+    io.add(MmioRegion("other", 4, Log(), valid_sizes=(1, 2, 4)), 0x200)
+    io.commit()
+    assert io.table[0x90] is first                                # an unrelated change keeps it
+    seen = []
+    plain_read, plain_write = ram.read, ram.write
+    ram.read = lambda off, size: seen.append(("r", off, size)) or plain_read(off, size)
+    io.commit()
+    assert port_in(io, 0x91, 2) == 0x3322 and seen == [("r", 1, 2)]
+    ram.write = lambda off, size, v: seen.append(("w", off, size)) or plain_write(off, size, v)
+    io.commit()
+    port_out(io, 0x92, 1, 0x77)
+    assert seen[-1] == ("w", 2, 1) and port_in(io, 0x90, 4) == 0x4477_2211
+
+
+def test_a_port_region_split_by_an_overlap_keeps_one_entry():
+    io = IoSpace()
+    dev = Log(0xA1)
+    io.add(MmioRegion("wide", 8, dev, valid_sizes=(1, 2, 4)), 0x300)
+    io.add(MmioRegion("mid", 2, Log(0xB2), valid_sizes=(1, 2, 4)), 0x303, priority=1)
+    io.commit()
+    assert io.table[0x300] is io.table[0x306] and io.table[0x303] is not io.table[0x300]
+    assert (port_in(io, 0x302, 1), port_in(io, 0x303, 1), port_in(io, 0x306, 2)) == (0xA1, 0xB2, 0xA1)
+    assert dev.log == [("r", 2, 1), ("r", 6, 2)]

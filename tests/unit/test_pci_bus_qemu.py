@@ -12,8 +12,8 @@ map and port space show), so the layers can be refactored under them.
 import pytest
 
 from uvirt.board.memory.regions import IoSpace, MemoryMap, MmioRegion, RamRegion
-from uvirt.board.pci.bus import (BarChange, Command, PciBus, PciConfigSpace, PciFunction,
-                                 PciHostConf1, PciPlugError, PciReg, devfn)
+from uvirt.board.pci.bus import (BarChange, Command, PciAddressError, PciBus, PciConfigSpace,
+                                 PciFunction, PciHostConf1, PciPlugError, PciReg, devfn)
 from uvirt.trace import Tracer
 
 MEM, IO = int(Command.MEMORY), int(Command.IO)
@@ -422,6 +422,44 @@ def test_msi_above_4gib_reaches_nothing():
 
 def multi(**kw):
     return fn_(header_type=0x80, **kw)
+
+
+@pytest.mark.parametrize("slot,fn,ok", [(0, 0, True), (31, 7, True), (0x1F, 0, True), (0, 7, True),
+                                        (32, 0, False), (0, 8, False), (-1, 0, False), (0, -1, False),
+                                        (33, 3, False), (3, 9, False)])
+def test_a_devfn_is_a_slot_below_32_and_a_function_below_8(slot, fn, ok):
+    """PCI_DEVFN(slot, fn): five bits of slot, three of function; anything else is a
+    host mistake (an addr= property), one line naming the values in hex."""
+    if ok:
+        assert devfn(slot, fn) == slot * 8 + fn
+    else:
+        with pytest.raises(PciAddressError) as e:
+            devfn(slot, fn)
+        assert str(e.value) == (f"PCI slot {slot:#x} function {fn:#x}: a slot is 0..0x1f, "
+                                f"a function 0..7")
+
+
+@pytest.mark.parametrize("where,ok", [(0, True), (0xFF, True), (0x100, False), (-1, False)])
+def test_plug_takes_a_devfn_on_the_bus_only(where, ok):
+    m, io, bus = board()
+    fn = fn_()
+    if ok:
+        bus.plug(fn, where)
+        assert bus.functions[where] is fn and fn.devfn == where
+    else:
+        with pytest.raises(PciAddressError) as e:
+            bus.plug(fn, where)
+        assert str(e.value) == f"PCI devfn {where:#x} is past the bus (0..0xff)"
+        assert bus.functions == {}
+
+
+def test_a_functions_guest_errors_go_to_the_boards_record_or_nowhere():
+    m, io, bus = board()
+    bus.guest_error("pci_thing", "ignored without a recorder")
+    seen = []
+    bus.on_guest_error = lambda kind, detail: seen.append((kind, detail))
+    bus.guest_error("pci_thing", "recorded")
+    assert seen == [("pci_thing", "recorded")]
 
 
 def test_a_taken_devfn_is_in_use():

@@ -192,3 +192,39 @@ def test_random_requests_never_escape_into_the_host(reqs):
     assert dev.hostmem == sum(r.hostmem for r in dev.resources.values())
     dev.reset()
     assert not dev.resources and dev.hostmem == 0
+
+
+def _attach(rid: int, addr: int, length: int) -> bytes:
+    return (_hdr(GpuCmd.RESOURCE_ATTACH_BACKING) + struct.pack("<II", rid, 1)
+            + struct.pack("<QII", addr, length, 0))
+
+
+def test_backing_outside_ram_takes_the_one_bounce_buffer_until_detach(gpu):
+    """virtio_gpu_create_mapping_iov maps each entry with dma_memory_map: outside RAM that
+    is address_space_map's single bounce buffer, held until DETACH_BACKING unmaps it; a
+    second entry outside RAM meanwhile fails ("failed to map MMIO memory"), also after
+    the device's state was snapshot and restored (the mapping is a handle, not copied)."""
+    import copy
+    outside = 2 << 20                                   # past the 1 MiB of RAM: unassigned
+    for rid in (1, 2):
+        _send(gpu, _hdr(GpuCmd.RESOURCE_CREATE_2D) + struct.pack("<4I", rid, 2, 16, 16))
+    assert _type(_send(gpu, _attach(1, outside, 0x1000))[1]) == GpuResp.OK_NODATA
+    assert gpu.mem.bounce is not None and gpu.resources[1].backing.pieces[0].bounced
+    assert _type(_send(gpu, _attach(2, outside + 0x1000, 0x1000))[1]) == GpuResp.ERR_UNSPEC
+    assert ("gpu_backing_unmappable", "virtio-gpu: failed to map MMIO memory for element 0") in gpu.t.errors
+    gpu.resources = copy.deepcopy(gpu.resources)        # what a snapshot's restore does
+    _send(gpu, _hdr(GpuCmd.RESOURCE_DETACH_BACKING) + struct.pack("<II", 1, 0))
+    assert gpu.mem.bounce is None
+    assert _type(_send(gpu, _attach(2, outside + 0x1000, 0x1000))[1]) == GpuResp.OK_NODATA
+
+
+def test_backing_in_ram_is_read_at_transfer_time_not_copied_at_attach(gpu):
+    """RAM entries map directly (the device keeps QEMU's host pointer): a transfer copies
+    what the guest wrote after attaching, and no bounce buffer is taken."""
+    _send(gpu, _hdr(GpuCmd.RESOURCE_CREATE_2D) + struct.pack("<4I", 1, 2, 4, 2))
+    assert _type(_send(gpu, _attach(1, SHADOW, 32))[1]) == GpuResp.OK_NODATA
+    assert gpu.mem.bounce is None and not gpu.resources[1].backing.pieces[0].bounced
+    gpu.mem.write(SHADOW, bytes(range(32)))
+    t2d = _hdr(GpuCmd.TRANSFER_TO_HOST_2D) + struct.pack("<4IQII", 0, 0, 4, 2, 0, 1, 0)
+    assert _type(_send(gpu, t2d)[1]) == GpuResp.OK_NODATA
+    assert bytes(gpu.resources[1].image) == bytes(range(32))

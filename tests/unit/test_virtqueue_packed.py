@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uvirt.errors import UvirtError
-from uvirt.testing.mock_driver import MockPackedQueue, UsedEntry, guest_ram
+from uvirt.testing.mock_driver import MockPackedQueue, UsedEntry, avail_bytes_model, guest_ram
 from uvirt.virtio import make_queue
 from uvirt.virtio.features import VirtioFeature
 from uvirt.virtio.packed import (VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED,
@@ -284,7 +284,7 @@ def test_ring_events_pop_fill_flush(mem, events):
 # --------------------------------------------------------------------------- avail_bytes
 # What QEMU's virtqueue_packed_get_avail_bytes answers for well-formed rings, as a model:
 # every descriptor of every available chain, in ring order, stopping after the one that
-# reaches both maxima.
+# reaches both maxima (uvirt.testing.mock_driver.avail_bytes_model).
 
 
 U32 = 0xFFFF_FFFF
@@ -298,19 +298,6 @@ def _offer(drv, indirect, bufs):
     if indirect:
         return drv.add_indirect_chain(bufs), bufs
     return drv.add_chain(bufs), bufs
-
-
-def _model(offered, max_in, max_out):
-    tin = tout = 0
-    for bufs in offered:
-        for n, writable in bufs:
-            if writable:
-                tin += n
-            else:
-                tout += n
-            if tin >= max_in and tout >= max_out:
-                return (tin, tout), True
-    return (tin, tout), False
 
 
 @settings(max_examples=60, deadline=None)
@@ -333,7 +320,7 @@ def test_avail_bytes_counts_every_available_chain_like_qemu(size, served, chains
         free -= slots
         offered.append(_offer(drv, indirect, bufs)[1])
     before = (q.shadow_avail_idx, q.shadow_avail_wrap_counter)
-    want, early = _model(offered, max_in, max_out)
+    want, early = avail_bytes_model(offered, max_in, max_out)
     assert q.avail_bytes(max_in, max_out) == want
     if early:
         assert (q.shadow_avail_idx, q.shadow_avail_wrap_counter) == before
@@ -342,7 +329,7 @@ def test_avail_bytes_counts_every_available_chain_like_qemu(size, served, chains
     assert (q.last_avail_idx, q.inuse) == ((served % size), 0) and not events.errors
     for bufs in offered:                                      # and pop agrees
         elem = q.pop()
-        assert (elem.writable_len, elem.readable_len) == _model([bufs], U32, U32)[0]
+        assert (elem.writable_len, elem.readable_len) == avail_bytes_model([bufs], U32, U32)[0]
 
 
 def test_avail_bytes_limit_is_per_chain_after_an_indirect_one(mem, events):
@@ -363,6 +350,47 @@ def test_avail_bytes_direct_chains_share_one_descriptor_budget(mem, events):
     for slot in range(1, 4):
         drv.write_desc(slot, 0x9000 + 0x100 * slot, 4, flags=AVAIL | VRING_DESC_F_WRITE | VRING_DESC_F_NEXT)
     assert_broken(q.avail_bytes(), "loop", "Looped descriptor", events)
+
+
+def test_an_indirect_chain_counts_one_descriptor_of_the_budget(mem, events):
+    """virtqueue_packed_get_avail_bytes: an indirect chain adds 1 to total_bufs, so a
+    direct chain after two of them starts its count at 2; one that runs NEXT round the
+    ring end into a counted slot goes past N and is a loop (3 + 4 slots into a 4-slot
+    ring).  One indirect chain then three direct slots fits N exactly."""
+    drv, q = make(mem, events, size=4)
+    drv.add_indirect_chain([(8, True)])
+    drv.add_chain([(4, True), (4, True), (4, True)])
+    assert q.avail_bytes() == (20, 0) and not events.errors
+    assert (q.shadow_avail_idx, q.shadow_avail_wrap_counter) == (0, False)
+    drv, q = make(mem, events, size=4)
+    drv.add_indirect_chain([(8, True)])
+    drv.add_indirect_chain([(8, True)])
+    for slot in (2, 3):                       # NEXT on the last slot: on to slot 0
+        drv.write_desc(slot, 0x9000 + 0x100 * slot, 4, flags=AVAIL | VRING_DESC_F_WRITE | VRING_DESC_F_NEXT)
+    assert_broken(q.avail_bytes(), "loop", "Looped descriptor", events)
+
+
+def test_avail_bytes_stops_once_both_maxima_are_reached_exactly(mem, events):
+    """``in_total >= max_in_bytes && out_total >= max_out_bytes``: reaching the maxima
+    exactly is enough, and the chains after it are not read."""
+    drv, q = make(mem, events, size=8)
+    drv.add_chain([(8, False), (8, True)])
+    drv.add_chain([(16, False), (16, True)])
+    assert q.avail_bytes(max_in=8, max_out=8) == (8, 8)
+    assert q.avail_bytes(max_in=8, max_out=0) == (8, 8)
+    assert q.avail_bytes(max_in=9, max_out=8) == (24, 24)
+    assert q.avail_bytes(max_in=0, max_out=24) == (8, 24)
+    assert q.shadow_avail_idx == 0                # stopped early: no kick position recorded
+    assert q.avail_bytes(max_in=25, max_out=0) == (24, 24)
+    assert (q.shadow_avail_idx, q.shadow_avail_wrap_counter) == (4, True)
+
+
+def test_a_broken_chain_in_avail_bytes_is_recorded_with_its_details(mem, events):
+    drv, q = make(mem, events)
+    drv.write_desc(0, 0x9000, 24, 0, AVAIL | VRING_DESC_F_INDIRECT)
+    result = q.avail_bytes()
+    assert_broken(result, "indirect_bad_size", "Invalid size for indirect buffer table", events)
+    assert result.fields == {"len": 24} and events.errors[-1][1]["len"] == 24
 
 
 def test_avail_bytes_of_an_unset_or_unmappable_queue(mem, events):

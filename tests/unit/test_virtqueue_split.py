@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uvirt.errors import UvirtError
-from uvirt.testing.mock_driver import MockSplitQueue, UsedEntry, guest_ram
+from uvirt.testing.mock_driver import MockSplitQueue, UsedEntry, avail_bytes_model, guest_ram
 from uvirt.virtio.features import VirtioFeature
 from uvirt.virtio.queue import (VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT,
                                 VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
@@ -438,6 +438,32 @@ def test_bad_guest_input_breaks_queue(mem, events, name, build, kind, reason):
     assert events.errors[-1][1]["reason"] == reason and events.errors[-1][1]["queue"] == 0
 
 
+def _head_is_n(drv):
+    drv.publish(N)                                 # one past the last descriptor
+
+
+RING_LEVEL = [c for c in CATALOGUE if c[2] in ("head_oob", "avail_idx_jump")] + [
+    ("head_equal_to_size", _head_is_n, "head_oob", f"Guest says index {N} is available")]
+
+
+@pytest.mark.parametrize("name, build, kind, reason", RING_LEVEL, ids=[c[0] for c in RING_LEVEL])
+def test_avail_bytes_reads_the_avail_ring_as_pop_does(mem, events, name, build, kind, reason):
+    """virtqueue_get_avail_bytes goes through virtqueue_num_heads and virtqueue_get_head
+    as virtqueue_pop does: the same error, with the same details in the record."""
+    drv, q = make(mem, events)
+    build(drv)
+    by_bytes = q.avail_bytes()
+    assert_broken(by_bytes, kind, reason, events)
+    assert events.errors[-1][1]["reason"] == reason
+    drv, q = make(mem, RecordingEvents())
+    build(drv)
+    by_pop = q.pop()
+    assert (by_pop.kind, by_pop.reason) == (kind, reason)
+    assert by_bytes.fields == by_pop.fields == {
+        "head_oob": {"head": 0xFFFF if name == "head_out_of_range" else N},
+        "avail_idx_jump": {"last_avail_idx": 0, "avail_idx": 0x8000}}[kind]
+
+
 INDIRECT_ENTRY = [c for c in CATALOGUE if c[2] in ("indirect_bad_size", "indirect_unmappable")]
 
 
@@ -795,26 +821,13 @@ def test_split_queue_repr_names_its_state(ring):
 
 # What QEMU's virtqueue_split_get_avail_bytes answers for well-formed rings, as a model:
 # every descriptor of every available chain, in ring order, stopping after the one that
-# reaches both maxima.
+# reaches both maxima (uvirt.testing.mock_driver.avail_bytes_model).
 
 
 U32 = 0xFFFF_FFFF
 CHAIN = st.tuples(st.booleans(),                               # through an indirect table
                   st.lists(st.tuples(st.integers(1, 40), st.booleans()), min_size=1, max_size=4))
 _MEM = guest_ram(RAM)
-
-
-def _model(offered, max_in, max_out):
-    tin = tout = 0
-    for bufs in offered:
-        for n, writable in bufs:
-            if writable:
-                tin += n
-            else:
-                tout += n
-            if tin >= max_in and tout >= max_out:
-                return (tin, tout)
-    return (tin, tout)
 
 
 @settings(max_examples=60, deadline=None)
@@ -839,11 +852,11 @@ def test_avail_bytes_counts_every_available_chain_like_qemu(size, served, chains
         free -= slots
         (drv.add_indirect_chain if indirect else drv.add_chain)(bufs)
         offered.append(bufs)
-    assert q.avail_bytes(max_in, max_out) == _model(offered, max_in, max_out)
+    assert q.avail_bytes(max_in, max_out) == avail_bytes_model(offered, max_in, max_out)[0]
     assert (q.last_avail_idx, q.inuse) == (served, 0) and not events.errors
     for bufs in offered:                                      # and pop agrees
         elem = q.pop()
-        assert (elem.writable_len, elem.readable_len) == _model([bufs], U32, U32)
+        assert (elem.writable_len, elem.readable_len) == avail_bytes_model([bufs], U32, U32)[0]
 
 
 def test_avail_bytes_limit_is_per_chain_after_an_indirect_one(mem, events):

@@ -19,22 +19,9 @@ SeaBIOS would leave and ``-kernel`` starts at once (the fast default).  With it:
 
 from __future__ import annotations
 
-import os
-
 from uvirt.errors import ImageError
 from uvirt.cpu.machine import Machine
-
-#: Where Debian keeps QEMU's option ROMs (package qemu-system-data).
-OPTION_ROM_DIRS = ("/usr/share/qemu", "/usr/share/qemu/firmware", "/usr/lib/ipxe/qemu")
-
-
-def find_option_rom(name: str) -> str:
-    for d in OPTION_ROM_DIRS:
-        path = os.path.join(d, name)
-        if os.path.isfile(path):
-            return path
-    raise ImageError(f"option ROM {name} not found (looked in {', '.join(OPTION_ROM_DIRS)}; "
-                     f"Debian: apt-get install qemu-system-data)")
+from uvirt.boot.option_roms import find_option_rom
 
 
 def boot_firmware(m: Machine, cfg, ctx) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 
 from uvirt.boot import multiboot
+from uvirt.boot.option_roms import find_option_rom
 from uvirt.board.devices.fw_cfg import FwCfg
 
 KERNEL_ADDR, KERNEL_SIZE, INITRD_ADDR, INITRD_SIZE = 0x07, 0x08, 0x0A, 0x0B
@@ -53,7 +54,6 @@ def multiboot_items(image: bytes, ram_size: int, *, filename: str, cmdline: str)
 
 def offer_multiboot(m, fw: FwCfg, path: str, cmdline: str, initrd: str | None) -> None:
     from uvirt.errors import ImageError
-    from uvirt.boot.bios import find_option_rom
     if initrd is not None:
         raise ImageError("-initrd with -bios: multiboot modules are not supported by uvirt yet")
     try:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from uvirt.fuzz.backends import BoardBackend, GuestBackend, RunResult
 from uvirt.fuzz.oracles import KINDS, Finding, FindingError, Monitor, exception_finding
 from uvirt.fuzz.ops import SEPARATOR, decode, split_commands
+from uvirt.fuzz.reproducers import write_reproducers
 from uvirt.fuzz.target import FuzzTarget
 
 
@@ -127,6 +128,17 @@ class _DriverWrites:
 
 def _alarm(signum, frame):
     raise Hang(Finding("hang", "input ran past its time budget"))
+
+
+def replay(device_argv: list[str], data: bytes, *, backend: str = "guest", oracles=None,
+           python: str | None = None):
+    """Run one input on a fresh target with the oracles: the finding, or None (what a
+    written pytest reproducer calls)."""
+    t = FuzzTarget(list(device_argv), factory=python)
+    try:
+        return Harness(t, backend, oracles=oracles or KINDS).execute(data).finding
+    finally:
+        t.close()
 
 
 # ---------------------------------------------------------------------- minimising
@@ -265,7 +277,6 @@ def fuzz(cfg: FuzzConfig, *, log=sys.stderr, worker_argv: list[str] | None = Non
     findings, 1 with.  ``worker_argv``: run as a -fork worker (``worker``) with the
     argv libFuzzer's parent gave it."""
     import atheris
-    from uvirt.fuzz.reproducers import write_reproducers
     target = FuzzTarget(cfg.device_argv, factory=cfg.python)
     harness = Harness(target, cfg.backend, oracles=cfg.oracles, budget=cfg.budget)
     n_instr = instrument_device_code(target)

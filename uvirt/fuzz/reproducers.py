@@ -113,7 +113,7 @@ def pytest_file(name: str, data: bytes, finding, device_argv: list[str], backend
 
 Fails while the device still has the bug; passes once it is fixed."""
 
-from uvirt.fuzz.reproducers import replay
+from uvirt.fuzz.engine import replay
 
 DEVICE = {device_argv!r}
 PYTHON = {python!r}
@@ -124,19 +124,6 @@ def test_{name.replace("-", "_")}():
     finding = replay(DEVICE, INPUT, backend={backend!r}, python=PYTHON)
     assert finding is None, f"{{finding.kind}}: {{finding.detail}}"
 '''
-
-
-def replay(device_argv: list[str], data: bytes, *, backend: str = "guest", oracles=None,
-           python: str | None = None):
-    """Run one input on a fresh target with the oracles: the finding, or None."""
-    from uvirt.fuzz.engine import Harness
-    from uvirt.fuzz.oracles import KINDS
-    from uvirt.fuzz.target import FuzzTarget
-    t = FuzzTarget(list(device_argv), factory=python)
-    try:
-        return Harness(t, backend, oracles=oracles or KINDS).execute(data).finding
-    finally:
-        t.close()
 
 
 def write_reproducers(harness, data: bytes, finding, out: str, device_argv: list[str],

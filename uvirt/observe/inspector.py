@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from uvirt.observe.virtio_state import virtio_functions
 from uvirt.trace import TraceEvent
 from uvirt.virtio.ring_view import split_ring_view
 
@@ -32,7 +33,6 @@ class RingInspector:
     """Collects ring snapshots while a machine runs (append it to ``tracer.sinks``)."""
 
     def __init__(self, machine, events: list[TraceEvent] | None = None) -> None:
-        from uvirt.observe.record import virtio_functions
         self.machine = machine
         self.functions = virtio_functions(machine)
         self.steps: list[dict] = []

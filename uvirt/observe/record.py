@@ -24,6 +24,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from uvirt.observe.inspector import RingInspector, render_html, render_terminal
+from uvirt.observe.virtio_state import virtio_state
 from uvirt.trace import TraceEvent
 
 
@@ -54,35 +56,6 @@ class Recording:
         return cls(events, **obj)
 
 
-def virtio_functions(machine) -> dict[str, Any]:
-    """bdf -> VirtioPci for every virtio function on the bus."""
-    from uvirt.board.pci.bus import bdf_str
-    return {bdf_str(dfn): fn for dfn, fn in sorted(machine.pci.functions.items())
-            if getattr(fn, "vdev", None) is not None}
-
-
-def virtio_state(machine) -> list[dict]:
-    """Each virtio function's driver-visible state, read without side effects."""
-    from uvirt.virtio.ring_view import split_ring_view
-    out = []
-    mem = machine.memory.guest
-    for bdf, fn in virtio_functions(machine).items():
-        d = fn.vdev
-        queues = []
-        for q in d.queues:
-            view = split_ring_view(mem, q)
-            view["enabled"] = fn.queue_enabled(q.index)
-            queues.append(view)
-        out.append({"bdf": bdf, "name": fn.name,
-                    "transport": {(True, True): "transitional", (True, False): "legacy",
-                                  (False, True): "modern"}[(fn.legacy, fn.modern)],
-                    "status": d.status, "host_features": d.host_features,
-                    "guest_features": d.guest_features, "isr": d.isr, "broken": d.broken,
-                    "msix_enabled": fn.msix_enabled(), "intx_level": fn.intx_level,
-                    "queues": queues})
-    return out
-
-
 def traced_run(argv: list[str], *, inspect: bool = False, timeout: float | None = None) -> Recording:
     """Run a guest from a ``uvirt run`` command line, recording everything."""
     from uvirt.options.argv import parse_argv
@@ -96,7 +69,6 @@ def traced_run(argv: list[str], *, inspect: bool = False, timeout: float | None 
         m.trace_layout()
         inspector = None
         if inspect:
-            from uvirt.observe.inspector import RingInspector
             inspector = RingInspector(m, events)
             m.tracer.sinks.append(inspector)
         if timeout is None:
@@ -196,7 +168,6 @@ def explain_main(argv: list[str]) -> int:
 
 def inspect_main(argv: list[str]) -> int:
     from uvirt.errors import OptionError
-    from uvirt.observe.inspector import render_html, render_terminal
     if _usage(argv):
         return 0
     opts, rest = _take(argv, {"--html": True, "--last": True})

@@ -46,6 +46,23 @@ def guest_ram(size: int = 1 << 20, base: int = 0) -> "GuestMemory":
     return mm.guest
 
 
+def avail_bytes_model(offered: Iterable[Sequence[tuple[int, bool]]], max_in: int,
+                      max_out: int) -> tuple[tuple[int, int], bool]:
+    """What ``virtqueue_get_avail_bytes`` answers for well-formed chains offered in this
+    order (each a list of ``(length, device_writable)``): ``((writable, readable), True)``
+    as soon as both maxima are reached, else the totals of every chain and False."""
+    tin = tout = 0
+    for bufs in offered:
+        for n, writable in bufs:
+            if writable:
+                tin += n
+            else:
+                tout += n
+            if tin >= max_in and tout >= max_out:
+                return (tin, tout), True
+    return (tin, tout), False
+
+
 def _align(v: int, a: int) -> int:
     return (v + a - 1) & ~(a - 1)
 

@@ -61,8 +61,9 @@ is answered OK_NODATA (the handler returns before setting an error).  Cursor req
 no response; a bad scanout or a short request is ignored.
 
 Backing outside RAM: QEMU's ``dma_memory_map`` gives non-RAM addresses its single
-bounce buffer (at most a page, read once at attach time, held until detach); uvirt
-does the same with one bounce per guest memory.
+bounce buffer (at most a page, to the end of the section, read once at attach time,
+held until detach); uvirt maps the backing through ``GuestMemory.map``
+(``address_space_map``), whose one bounce buffer per guest memory is that one.
 
 The host side: ``consoles[i].surface`` is what QMP ``screendump`` and
 ``-uvirt-screenshot`` save (a view into the resource, as QEMU's display surface is, or
@@ -74,13 +75,13 @@ from __future__ import annotations
 
 import bisect
 import struct
-import weakref
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Callable, ClassVar
 
 from uvirt.display.edid import EdidInfo, generate as edid_generate
 from uvirt.display.surface import Surface, placeholder
+from uvirt.board.memory.guest import Mapping
 from uvirt.errors import GuestMemoryError
 from uvirt.virtio.device import VirtioDevice
 
@@ -92,7 +93,6 @@ VIRTIO_GPU_FLAG_FENCE = 1
 MAX_MAPPING_ENTRIES = 16384
 EDID_BLOB_SIZE = 1024
 CURSOR_SIZE = 64
-BOUNCE_MAX = 4096                   # TARGET_PAGE_SIZE: QEMU's bounce buffer limit
 CTRL_QUEUE, CURSOR_QUEUE = 0, 1
 #: an allocation QEMU's calloc would not get on a machine like this one
 HOST_ALLOC_LIMIT = 1 << 31
@@ -182,19 +182,19 @@ class _Short(Exception):
 @dataclass
 class Backing:
     """A resource's backing store: the iovec QEMU's ``virtio_gpu_create_mapping_iov``
-    builds.  A piece is ``(guest address, length, bounce bytes or None)``; RAM pieces are
-    read when a transfer runs, the bounce piece holds what was read at attach time."""
+    builds, one ``GuestMemory.map`` result a piece; RAM pieces are read when a transfer
+    runs, the bounce piece holds what was read at attach time."""
 
-    pieces: list[tuple[int, int, bytes | None]]
+    pieces: list[Mapping]
     starts: list[int] = field(default_factory=list)
     total: int = 0
 
     def __post_init__(self) -> None:
         pos = 0
         self.starts = []
-        for _, n, _ in self.pieces:
+        for m in self.pieces:
             self.starts.append(pos)
-            pos += n
+            pos += m.length
         self.total = pos
 
     def copy_into(self, mem, offset: int, size: int, dest: bytearray, at: int) -> int:
@@ -207,25 +207,24 @@ class Backing:
         i = bisect.bisect_right(self.starts, offset) - 1
         done = 0
         while done < size and i < len(self.pieces):
-            addr, n, bounce = self.pieces[i]
+            m = self.pieces[i]
             skip = offset + done - self.starts[i]
-            take = min(n - skip, size - done)
-            dest[at + done:at + done + take] = (bounce[skip:skip + take] if bounce is not None
-                                                else _ram_view(mem, addr + skip, take))
+            take = min(m.length - skip, size - done)
+            dest[at + done:at + done + take] = (m.buffer[skip:skip + take] if m.buffer is not None
+                                                else _ram_view(mem, m.addr + skip, take))
             done += take
             i += 1
         return done
 
 
 def _ram_view(mem, addr: int, size: int):
-    """A view of guest RAM (what ``dma_memory_map`` hands QEMU's device): the RAM piece's
-    own buffer when the range lies in one piece (it does: ``_dma_map`` split the backing
-    at piece ends), else a copy through ``GuestMemory.read``."""
-    space = getattr(mem, "_space", None)
-    piece = space.ram_piece(addr) if space is not None else None
-    if piece is not None and addr + size <= piece.end:
-        o = piece.region.buffer_offset + piece.offset + addr - piece.start
-        return piece.region.buffer.view[o:o + size]
+    """A view of guest RAM (what ``dma_memory_map`` hands QEMU's device): the RAM's own
+    bytes (``GuestMemory.ram_window``) when the range lies in one RAM piece, else a copy
+    through ``GuestMemory.read``."""
+    window = mem.ram_window(addr, size)
+    if window is not None:
+        o = addr - window.delta
+        return window.view[o:o + size]
     return mem.read(addr, size)
 
 
@@ -312,10 +311,6 @@ def _pixman_can_create(width: int, height: int) -> bool:
     if width >= 0x7FFFFFFF // 32 or height >= 0x80000000:
         return False
     return height * width * BYTES_PP <= HOST_ALLOC_LIMIT
-
-
-#: One bounce buffer per guest memory (QEMU has one per process, physmem.c ``bounce``).
-_BOUNCE_OWNER: "weakref.WeakKeyDictionary[object, object]" = weakref.WeakKeyDictionary()
 
 
 class VirtioGpu(VirtioDevice):
@@ -647,51 +642,29 @@ class VirtioGpu(VirtioDevice):
         if len(raw) != esize:
             self._bad("gpu_entries_size", f"command data size incorrect {len(raw)} vs {esize}", 0)
             return None
-        pieces: list[tuple[int, int, bytes | None]] = []
+        pieces: list[Mapping] = []
         for e in range(nr_entries):
             addr, length, _pad = struct.unpack_from("<QII", raw, 16 * e)
             while True:
-                got = self._dma_map(addr, length)
+                # dma_memory_map for reading: RAM up to the end of its region; anything
+                # else through the one bounce buffer (at most a page, read now); None
+                # for 0 bytes or while the bounce is taken
+                got = self.mem.map(addr, length, False)
                 if got is None:
                     self._bad("gpu_backing_unmappable", f"failed to map MMIO memory for element {e}", 0)
                     self._release(pieces)
                     return None
                 pieces.append(got)
-                addr += got[1]
-                length -= got[1]
+                addr += got.length
+                length -= got.length
                 if length <= 0:
                     break
         return pieces
 
-    def _dma_map(self, addr: int, length: int) -> tuple[int, int, bytes | None] | None:
-        """``dma_memory_map`` for reading: RAM up to the end of its region; anything else
-        through the one bounce buffer (at most a page, read now); 0 bytes maps nothing."""
-        if length == 0 or addr >= 1 << 64:
-            return None
-        space = getattr(self.mem, "_space", None)
-        piece = space.ram_piece(addr) if space is not None and addr < 1 << 32 else None
-        if piece is not None:
-            return (addr, min(length, piece.end - addr), None)
-        if _BOUNCE_OWNER.get(self.mem) is not None:
-            return None
-        n = min(length, BOUNCE_MAX)
-        if space is not None and addr + n <= 1 << 32:
-            page = (addr | (BOUNCE_MAX - 1)) + 1     # stop where RAM starts (the section's end)
-            while page < addr + n:
-                if space.ram_piece(page) is not None:
-                    n = page - addr
-                    break
-                page += BOUNCE_MAX
-            from uvirt.board.memory.physmem import read as phys_read
-            data = phys_read(space, addr, n)
-        else:
-            data = bytes(n)
-        _BOUNCE_OWNER[self.mem] = self
-        return (addr, n, data)
-
-    def _release(self, pieces) -> None:
-        if any(b is not None for _, _, b in pieces) and _BOUNCE_OWNER.get(self.mem) is self:
-            del _BOUNCE_OWNER[self.mem]
+    def _release(self, pieces: list[Mapping]) -> None:
+        """``dma_memory_unmap`` of each piece (nothing was written: the bounce is freed)."""
+        for m in pieces:
+            self.mem.unmap(m, 0)
 
     def _cleanup_mapping(self, res: Resource) -> None:
         if res.backing is not None:

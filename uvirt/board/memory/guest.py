@@ -84,6 +84,12 @@ class Mapping:
         self.buffer = buffer
         self.is_write = is_write
 
+    def __deepcopy__(self, memo) -> "Mapping":
+        # a handle on the address space's mapping (QEMU's host pointer), not state of its
+        # holder: a snapshot of a device that holds one keeps the same handle, so that
+        # unmapping it after a restore frees the one bounce buffer
+        return self
+
     @property
     def bounced(self) -> bool:
         return self.buffer is not None

@@ -524,16 +524,13 @@ class AddressSpace:
     def read(self, addr: int, size: int) -> int:
         pc = self.lookup(addr)
         if pc is None:
-            return self._unassigned_value(size)
+            return UNASSIGNED_MEM_VALUE
         return pc.region.read(pc.offset + addr - pc.start, size)
 
     def write(self, addr: int, size: int, value: int) -> None:
         pc = self.lookup(addr)
         if pc is not None:
             pc.region.write(pc.offset + addr - pc.start, size, value)
-
-    def _unassigned_value(self, size: int) -> int:
-        return UNASSIGNED_MEM_VALUE
 
 
 def _subtract(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -643,9 +640,6 @@ class IoSpace(AddressSpace):
     def write(self, addr: int, size: int, value: int) -> None:
         e = self.table.get(addr & 0xFFFF, self.unassigned_entry)
         e.region.write(addr - e.base, size, value)
-
-    def _unassigned_value(self, size: int) -> int:
-        return UNASSIGNED_IO_VALUE & _SIZE_MASK[size]
 
 
 class MemoryBackend(Protocol):
