@@ -126,6 +126,11 @@ def test_{name.replace("-", "_")}():
 '''
 
 
+#: outside libFuzzer (whose -timeout is the fuzzing run's last resort), a replay gives up
+#: on a guest that neither runs nor uses CPU after this many seconds of wall clock
+REPLAY_WALL_LIMIT = 60.0
+
+
 def replay(device_argv: list[str], data: bytes, *, backend: str = "guest", oracles=None,
            python: str | None = None):
     """Run one input on a fresh target with the oracles: the finding, or None."""
@@ -134,7 +139,7 @@ def replay(device_argv: list[str], data: bytes, *, backend: str = "guest", oracl
     from uvirt.fuzz.target import FuzzTarget
     t = FuzzTarget(list(device_argv), factory=python)
     try:
-        return Harness(t, backend, oracles=oracles or KINDS).execute(data).finding
+        return Harness(t, backend, oracles=oracles or KINDS, wall_limit=REPLAY_WALL_LIMIT).execute(data).finding
     finally:
         t.close()
 
