@@ -184,8 +184,12 @@ class Monitor:
         self._write(addr, data)
 
     def _queues(self):
+        """The queues a device may serve: a descriptor table and a size (QEMU's
+        ``virtio_queue_notify_vq`` tests ``vring.desc``).  A used ring at guest address 0
+        is a used ring: a modern QUEUE_ENABLE after a legacy set-up places it there, as
+        QEMU 7.2's ``virtio_queue_set_rings`` does with the never-written queue_used."""
         for vq in self.vdev.queues:
-            if vq.desc and vq.used and vq.size:
+            if vq.desc and vq.size:
                 yield vq
 
     def _descs(self, table: int, n: int) -> list[tuple[int, int, int, int]]:
