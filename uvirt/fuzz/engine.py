@@ -77,6 +77,7 @@ class Harness:
     def execute(self, data: bytes, on_op=None) -> Execution:
         t = self.target
         t.reset()
+        self.monitor.begin()
         ops = decode(data, t.layout)
         m = t.machine
         errors_before = len(m.guest_errors)

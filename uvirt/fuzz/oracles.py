@@ -15,7 +15,9 @@ used-len-overflow      a used element reports more bytes than its chain's
 bad-chain-accepted     a used element names a chain that loops, runs past the queue
                        size, or has a head outside the table
 isr-without-interrupt  after an input the virtio ISR is set but no interrupt is raised
-                       (INTx low, MSI-X off)
+                       (INTx low, MSI-X off), and the device's last notification was
+                       not an MSI-X one (QEMU 7.2 sets ISR on an MSI-X notify too, and
+                       disabling MSI-X afterwards does not raise INTx)
 reentrancy             the device's registers are reached while the device is inside
                        one of its own register accesses (MMIO -> DMA -> MMIO)
 dma-into-own-registers a virtio device's DMA, outside any register access of its own,
@@ -124,6 +126,18 @@ class Monitor:
             guest.write = self._dma_write
         if "reentrancy" in self.enabled:
             self._wrap_regions()
+        self._msix_notify = False     # this input's last notification went by MSI-X
+        if self.vdev is not None and "isr-without-interrupt" in self.enabled and hasattr(fn, "notify_vector"):
+            notify = fn.notify_vector
+
+            def notify_vector(vector: int) -> None:
+                self._msix_notify = fn.msix_enabled()
+                notify(vector)
+            fn.notify_vector = notify_vector
+
+    def begin(self) -> None:
+        """Before an input."""
+        self._msix_notify = False
 
     # -- register accesses
     def _wrap_regions(self) -> None:
@@ -273,7 +287,8 @@ class Monitor:
             return None
         fn = self.target.fn
         msix = getattr(fn, "msix", None)
-        if self.vdev.isr & 1 and not fn.intx_level and not (msix is not None and msix.enabled):
+        if (self.vdev.isr & 1 and not fn.intx_level and not (msix is not None and msix.enabled)
+                and not self._msix_notify):
             return Finding("isr-without-interrupt", f"{self.target.name}: ISR set with INTx low | "
                                                     f"ISR 0x{self.vdev.isr:x}")
         return None
