@@ -5,7 +5,11 @@
 writes it to guest RAM and lets the CPU run it: the device sees real guest instructions,
 through Unicorn's MMIO callbacks and port hooks.  Each read's value is stored to a results
 array in guest RAM.  A ``wait`` is a ``hlt`` (with IF=0 the run stops there; the harness
-lets pending device work finish, as a guest waiting would, and resumes).
+lets pending device work finish, as a guest waiting would, and resumes).  Each stretch of
+code up to a ``hlt`` runs with an instruction budget (``Machine.run(max_insns=...)``,
+Unicorn's count): the instructions compiled for it plus ``INSN_SLACK``.  The code is
+straight-line, so only a guest whose code was changed under it (a device's DMA into the
+code area) can exceed it: that is a hang, found without looking at a clock.
 
 ``BoardBackend`` calls the board directly (port space, memory map, ``GuestMemory``) with
 no CPU: faster, and the reference the guest backend is checked against.
@@ -27,6 +31,12 @@ _LOAD = {1: b"\xA0", 2: b"\x66\xA1", 4: b"\xA1"}          # mov al/ax/eax, [moff
 XOR_EAX = b"\x31\xC0"
 CLI_HLT = b"\xFA\xF4"
 MAX_RESULTS = 0x4000
+#: instructions a stretch of compiled code may run beyond its own count before it is a
+#: hang (the count is exact for straight-line code; the slack only makes a looping guest
+#: cost a few microseconds more)
+INSN_SLACK = 10_000
+#: instructions each primitive compiles to
+_INSNS = {"pio_w": 3, "pio_r": 4, "mem_w": 2, "mem_r": 3, "wait": 2}
 
 
 @dataclass
@@ -40,15 +50,29 @@ def _i32(v: int) -> bytes:
     return struct.pack("<I", v & 0xFFFFFFFF)
 
 
-def compile_ops(ops: list[Op]) -> tuple[bytes, dict[int, int], int]:
+@dataclass
+class Compiled:
+    code: bytes
+    resumes: dict[int, int]     # code offset right after a wait's halt -> ns to step
+    nread: int                  # reads, each stored to the results array
+    insns: list[int]            # instructions of each stretch, up to and including its hlt
+
+    def __iter__(self):         # code, resumes, nread = compile_ops(ops)
+        return iter((self.code, self.resumes, self.nread))
+
+
+def compile_ops(ops: list[Op]) -> Compiled:
     """Machine code for ``ops``; the offsets right after each ``wait`` halt; the number of
-    reads.  The code ends in ``cli; hlt``."""
+    reads; the instruction count of each stretch between halts.  The code ends in
+    ``cli; hlt``."""
     code = bytearray()
-    resumes: dict[int, int] = {}        # code offset after a wait's halt -> ns to step
-    nread = 0
+    resumes: dict[int, int] = {}
+    insns: list[int] = []
+    nread = n = 0
     for op in ops:
         for p in op.prims:
             k = p[0]
+            n += _INSNS.get(k, 0) or (len(p[2]) // 4 + len(p[2]) % 4)     # "ram": stores
             if k == "pio_w":
                 code += b"\xBA" + _i32(p[1]) + b"\xB8" + _i32(p[3]) + _OUT[p[2]]
             elif k == "pio_r":
@@ -73,8 +97,11 @@ def compile_ops(ops: list[Op]) -> tuple[bytes, dict[int, int], int]:
             elif k == "wait":
                 code += CLI_HLT
                 resumes[len(code)] = p[1]
+                insns.append(n)
+                n = 0
     code += CLI_HLT
-    return bytes(code), resumes, nread
+    insns.append(n + 2)
+    return Compiled(bytes(code), resumes, nread, insns)
 
 
 class BoardBackend:
@@ -114,39 +141,44 @@ class BoardBackend:
 class GuestBackend:
     name = "guest"
 
-    def __init__(self, target, *, timeout: float = 1.0) -> None:
+    def __init__(self, target, *, wall_limit: float | None = None) -> None:
+        """``wall_limit``: seconds of wall clock for a whole input, the last resort for a
+        guest that halts with interrupts enabled (it runs no instructions and uses no CPU);
+        None: no limit (under libFuzzer its ``-timeout`` is that last resort)."""
         if target.machine.uc is None:
             raise ValueError("the guest backend needs a machine with a CPU")
         self.target = target
-        self.timeout = timeout
+        self.wall_limit = wall_limit
         guest = target.machine.memory.guest
         self._write = type(guest).write.__get__(guest)      # not a device's DMA (oracles)
 
     def run(self, ops: list[Op], on_op=None) -> RunResult:
         m = self.target.machine
-        code, resumes, nread = compile_ops(ops)
-        self._write(CODE_BASE, code)
-        end = CODE_BASE + len(code)
+        c = compile_ops(ops)
+        self._write(CODE_BASE, c.code)
+        end = CODE_BASE + len(c.code)
         m.uc.reg_write(_EIP, CODE_BASE)
         stop = None
+        stretch = 0
         while True:
-            stop = m.run(timeout=self.timeout)
+            stop = m.run(timeout=self.wall_limit, max_insns=c.insns[stretch] + INSN_SLACK)
             m.resume_device_work()        # device work may run between runs (settle)
             if stop.reason.name != "HALTED":
                 break
             eip = m.uc.reg_read(_EIP)
             if eip == end:
                 break
-            ns = resumes.get(eip - CODE_BASE)
+            ns = c.resumes.get(eip - CODE_BASE)
             if ns is None:
                 break
+            stretch = min(stretch + 1, len(c.insns) - 1)
             m.work.drain()
             self.target.step(ns)
         m.work.drain()
-        n = min(nread, MAX_RESULTS)
+        n = min(c.nread, MAX_RESULTS)
         raw = bytes(m.ram.buffer.view[RESULTS_BASE:RESULTS_BASE + 4 * n])
         reads = list(struct.unpack(f"<{n}I", raw))
-        return RunResult(reads, stop, hang=stop.reason.name == "TIMEOUT")
+        return RunResult(reads, stop, hang=stop.reason.name in ("INSN_BUDGET", "TIMEOUT"))
 
 
 from unicorn import x86_const as _X  # noqa: E402  (only the guest backend needs Unicorn)

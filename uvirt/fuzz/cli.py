@@ -47,7 +47,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="uvirt-findings", help="where findings go (default %(default)s)")
     p.add_argument("--oracles", default=",".join(KINDS),
                    help="finding kinds to report, comma-separated (default: all: %(default)s)")
-    p.add_argument("--budget", type=float, default=1.0, help="seconds per input before it is a hang")
+    p.add_argument("--budget", type=float, default=1.0,
+                   help="seconds of CPU time per input before it is a hang (the guest's own budget is "
+                        "an instruction count: the instructions compiled for the input, plus 10,000)")
     p.add_argument("--stop-on-first", action="store_true", help="end at the first finding")
     p.add_argument("--python", metavar="MODULE:CALLABLE",
                    help="fuzz your own device: CALLABLE(machine) returns a PciFunction or a VirtioDevice")
@@ -152,6 +154,7 @@ def reproduce(dev: list[str], path: str, backend: str, oracles, python: str | No
     """Print each operation with the device's reaction (board backend, step by step),
     then the verdict of the chosen backend."""
     from uvirt.fuzz.engine import Harness
+    from uvirt.fuzz.reproducers import REPLAY_WALL_LIMIT
     from uvirt.fuzz.target import FuzzTarget
     try:
         data = open(path, "rb").read()
@@ -207,7 +210,7 @@ def reproduce(dev: list[str], path: str, backend: str, oracles, python: str | No
         print(f"  {ex.ops[printed[0]].text}  <= the finding, inside this operation")
     print(f"board backend: {'no finding' if ex.finding is None else ex.finding.kind + ': ' + ex.finding.detail}")
     if backend == "guest":
-        g = Harness(target, "guest", oracles=oracles)
+        g = Harness(target, "guest", oracles=oracles, wall_limit=REPLAY_WALL_LIMIT)
         ex = g.execute(data)
         print(f"guest backend: {'no finding' if ex.finding is None else ex.finding.kind + ': ' + ex.finding.detail}")
     target.close()

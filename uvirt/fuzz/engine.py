@@ -2,8 +2,17 @@
 coverage-guided loop (atheris, i.e. libFuzzer for Python).
 
 One execution: restore the snapshot (uvirt/cpu/snapshot.py), decode the input into operations
-(uvirt/fuzz/ops.py), run them on the chosen backend (uvirt/fuzz/backends.py) under a time
-budget, then ask the oracles (uvirt/fuzz/oracles.py).  Coverage is libFuzzer's, from
+(uvirt/fuzz/ops.py), run them on the chosen backend (uvirt/fuzz/backends.py) under a budget,
+then ask the oracles (uvirt/fuzz/oracles.py).
+
+The hang oracle counts work, never wall-clock time, so a loaded machine gives no false
+hangs: the guest has an instruction budget (Unicorn's count: the instructions compiled for
+each stretch between two waits, plus ``INSN_SLACK``), and everything else an input does --
+a device model's own Python loop, device work, the guest's instructions too -- is bounded
+by the process's CPU time (``ITIMER_PROF``: ``budget`` seconds of CPU, user and system,
+which do not pass while the process waits or sleeps).  libFuzzer's ``-timeout`` (wall
+clock, long) is the last resort, for an input that neither runs instructions nor uses CPU
+(a guest halted with interrupts enabled that nothing will wake).  Coverage is libFuzzer's, from
 atheris' bytecode instrumentation of the device's Python code (the modules of the device
 model, the virtio core and transport, the PCI and MSI-X code); on top of it, virtio-level
 features of the run (the device status reached, how far the used index moved, which guest
@@ -50,13 +59,16 @@ class Harness:
     """A target, a backend and the oracles: ``execute(data)``."""
 
     def __init__(self, target: FuzzTarget, backend: str = "guest", *, oracles=KINDS,
-                 budget: float = 1.0) -> None:
+                 budget: float = 1.0, wall_limit: float | None = None) -> None:
+        """``budget``: seconds of the process's CPU time an input may use before it is a
+        hang; ``wall_limit``: a wall-clock last resort for the guest backend (None under
+        libFuzzer, whose ``-timeout`` is that; replays outside it set one)."""
         self.target = target
         self.monitor = Monitor(target, tuple(oracles))
         self.oracles = frozenset(oracles)
         self.budget = budget
         if backend == "guest":
-            self.backend = GuestBackend(target, timeout=budget * 2)
+            self.backend = GuestBackend(target, wall_limit=wall_limit)
         elif backend == "board":
             self.backend = BoardBackend(target)
             self.backend._guest = _DriverWrites(self.monitor)
@@ -66,22 +78,27 @@ class Harness:
     def execute(self, data: bytes, on_op=None) -> Execution:
         t = self.target
         t.reset()
+        self.monitor.begin()
         ops = decode(data, t.layout)
         m = t.machine
         errors_before = len(m.guest_errors)
         finding = None
         result = None
-        old = signal.signal(signal.SIGALRM, _alarm)
-        signal.setitimer(signal.ITIMER_REAL, self.budget)
+        old = signal.signal(signal.SIGPROF, self._out_of_cpu)
         try:
-            result = self.backend.run(ops, on_op)
+            signal.setitimer(signal.ITIMER_PROF, self.budget)
+            try:
+                result = self.backend.run(ops, on_op)
+            finally:
+                # a SIGPROF right here raises Hang into the handler below: the input did
+                # use up its budget
+                signal.setitimer(signal.ITIMER_PROF, 0)
         except FindingError as e:
             finding = e.finding
         except Exception as e:                # a device's exception, board backend
             finding = exception_finding(e)
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old)
+            signal.signal(signal.SIGPROF, old)
         if finding is None and result is not None and result.stop is not None:
             finding = self._from_stop(result)
         if finding is not None and finding.kind not in self.oracles:
@@ -100,9 +117,16 @@ class Harness:
             if isinstance(e, FindingError):
                 return e.finding
             return exception_finding(e) if e is not None else Finding("exception", stop.summary())
+        if name == "INSN_BUDGET":
+            return Finding("hang", f"the guest ran past its instruction budget | {stop.detail}")
         if name == "TIMEOUT":
-            return Finding("hang", f"the guest did not finish in {self.budget * 2:g} s")
+            return Finding("hang", f"the guest did not finish in {self.backend.wall_limit:g} s of wall "
+                                   f"clock (the last resort: it ran no instructions and used no CPU)")
         return None
+
+    def _out_of_cpu(self, signum, frame):
+        raise Hang(Finding("hang", f"input used more than {self.budget:g} s of CPU time | "
+                                   f"running {_where(frame)}"))
 
     def _features(self, errors_before: int) -> tuple:
         vdev = self.monitor.vdev
@@ -118,6 +142,23 @@ class Harness:
         return tuple(feats)
 
 
+def _where(frame, depth: int = 8) -> str:
+    """Where the CPU budget ran out: uvirt's functions on the stack outside the fuzzer,
+    innermost first (a detail for people, not part of the signature: a loop's innermost
+    frame varies from one run to the next)."""
+    out = []
+    while frame is not None and len(out) < depth:
+        name = frame.f_code.co_filename
+        if "/uvirt/" in name and not any(h in name for h in _HARNESS_FILES):
+            out.append(f"{name.rsplit('/', 1)[-1]}:{frame.f_lineno} in {frame.f_code.co_name}")
+        frame = frame.f_back
+    return " < ".join(out) or "the fuzzer"
+
+
+_HARNESS_FILES = ("/uvirt/fuzz/backends.py", "/uvirt/fuzz/engine.py", "/uvirt/fuzz/oracles.py",
+                  "/uvirt/fuzz/target.py", "/uvirt/fuzz/ops.py")
+
+
 class _DriverWrites:
     """The board backend's ``ram`` operations are the driver's writes, not the device's:
     they bypass the DMA oracles."""
@@ -126,8 +167,9 @@ class _DriverWrites:
         self.write = monitor.driver_write
 
 
-def _alarm(signum, frame):
-    raise Hang(Finding("hang", "input ran past its time budget"))
+#: outside libFuzzer (whose -timeout is the fuzzing run's last resort), a replay gives up
+#: on a guest that neither runs nor uses CPU after this many seconds of wall clock
+REPLAY_WALL_LIMIT = 60.0
 
 
 def replay(device_argv: list[str], data: bytes, *, backend: str = "guest", oracles=None,
@@ -136,7 +178,8 @@ def replay(device_argv: list[str], data: bytes, *, backend: str = "guest", oracl
     written pytest reproducer calls)."""
     t = FuzzTarget(list(device_argv), factory=python)
     try:
-        return Harness(t, backend, oracles=oracles or KINDS).execute(data).finding
+        return Harness(t, backend, oracles=oracles or KINDS,
+                       wall_limit=REPLAY_WALL_LIMIT).execute(data).finding
     finally:
         t.close()
 
@@ -246,12 +289,16 @@ class FeatureFeedback:
         exec(compile(src, "<uvirt-fuzz-features>", "exec"), ns)
         self.edges = [atheris.instrument_func(ns[f"feature_edge_{g}"]) for g in range(groups)]
         self.n = groups * FEATURE_GROUP
+        self._slots: dict = {}             # feature -> (edge function, branch): hashed once
 
     def feed(self, feats: tuple) -> None:
-        edges, n = self.edges, self.n
+        slots = self._slots
         for f in feats:
-            k = int.from_bytes(hashlib.blake2s(repr(f).encode(), digest_size=4).digest(), "little") % n
-            edges[k // FEATURE_GROUP](k % FEATURE_GROUP)
+            slot = slots.get(f)
+            if slot is None:
+                k = int.from_bytes(hashlib.blake2s(repr(f).encode(), digest_size=4).digest(), "little") % self.n
+                slot = slots[f] = (self.edges[k // FEATURE_GROUP], k % FEATURE_GROUP)
+            slot[0](slot[1])
 
 
 @dataclass
@@ -277,7 +324,9 @@ def fuzz(cfg: FuzzConfig, *, log=sys.stderr, worker_argv: list[str] | None = Non
     findings, 1 with.  ``worker_argv``: run as a -fork worker (``worker``) with the
     argv libFuzzer's parent gave it."""
     import atheris
-    target = FuzzTarget(cfg.device_argv, factory=cfg.python)
+    # the board backend needs no CPU: without one a restore skips the CPU context and
+    # the TLB (the reproducers are written from the operations, not from a guest run)
+    target = FuzzTarget(cfg.device_argv, factory=cfg.python, cpu=cfg.backend == "guest")
     harness = Harness(target, cfg.backend, oracles=cfg.oracles, budget=cfg.budget)
     n_instr = instrument_device_code(target)
     feedback = FeatureFeedback()
@@ -341,9 +390,17 @@ def fuzz(cfg: FuzzConfig, *, log=sys.stderr, worker_argv: list[str] | None = Non
     return 0
 
 
+def last_resort_timeout(budget: float) -> int:
+    """libFuzzer's ``-timeout`` (wall clock, whole seconds): only for what neither budget
+    sees (a guest halted with interrupts enabled), so long enough that no input within
+    its budgets reaches it on a loaded machine -- a finding's minimisation runs inside
+    one libFuzzer input, up to 30 hang trials of ``budget`` CPU seconds each."""
+    return max(120, int(budget * 100))
+
+
 def libfuzzer_flags(cfg: FuzzConfig) -> list[str]:
     """The libFuzzer flags of a run (a -fork parent hands them on to its workers)."""
-    argv = ["-rss_limit_mb=4096", f"-timeout={max(5, int(cfg.budget * 10))}",
+    argv = ["-rss_limit_mb=4096", f"-timeout={last_resort_timeout(cfg.budget)}",
             "-max_len=4096", "-len_control=20"]
     if cfg.seed is not None:
         argv.append(f"-seed={cfg.seed}")

@@ -15,7 +15,9 @@ used-len-overflow      a used element reports more bytes than its chain's
 bad-chain-accepted     a used element names a chain that loops, runs past the queue
                        size, or has a head outside the table
 isr-without-interrupt  after an input the virtio ISR is set but no interrupt is raised
-                       (INTx low, MSI-X off)
+                       (INTx low, MSI-X off), and the device's last notification was
+                       not an MSI-X one (QEMU 7.2 sets ISR on an MSI-X notify too, and
+                       disabling MSI-X afterwards does not raise INTx)
 reentrancy             the device's registers are reached while the device is inside
                        one of its own register accesses (MMIO -> DMA -> MMIO)
 dma-into-own-registers a virtio device's DMA, outside any register access of its own,
@@ -124,6 +126,18 @@ class Monitor:
             guest.write = self._dma_write
         if "reentrancy" in self.enabled:
             self._wrap_regions()
+        self._msix_notify = False     # this input's last notification went by MSI-X
+        if self.vdev is not None and "isr-without-interrupt" in self.enabled and hasattr(fn, "notify_vector"):
+            notify = fn.notify_vector
+
+            def notify_vector(vector: int) -> None:
+                self._msix_notify = fn.msix_enabled()
+                notify(vector)
+            fn.notify_vector = notify_vector
+
+    def begin(self) -> None:
+        """Before an input."""
+        self._msix_notify = False
 
     # -- register accesses
     def _wrap_regions(self) -> None:
@@ -184,8 +198,12 @@ class Monitor:
         self._write(addr, data)
 
     def _queues(self):
+        """The queues a device may serve: a descriptor table and a size (QEMU's
+        ``virtio_queue_notify_vq`` tests ``vring.desc``).  A used ring at guest address 0
+        is a used ring: a modern QUEUE_ENABLE after a legacy set-up places it there, as
+        QEMU 7.2's ``virtio_queue_set_rings`` does with the never-written queue_used."""
         for vq in self.vdev.queues:
-            if vq.desc and vq.used and vq.size:
+            if vq.desc and vq.size:
                 yield vq
 
     def _descs(self, table: int, n: int) -> list[tuple[int, int, int, int]]:
@@ -269,7 +287,8 @@ class Monitor:
             return None
         fn = self.target.fn
         msix = getattr(fn, "msix", None)
-        if self.vdev.isr & 1 and not fn.intx_level and not (msix is not None and msix.enabled):
+        if (self.vdev.isr & 1 and not fn.intx_level and not (msix is not None and msix.enabled)
+                and not self._msix_notify):
             return Finding("isr-without-interrupt", f"{self.target.name}: ISR set with INTx low | "
                                                     f"ISR 0x{self.vdev.isr:x}")
         return None
