@@ -115,6 +115,9 @@ ROM_WRITE_RANGES = ((0xA0000, 0xFFFFF), (0xFF000000, 0xFFFFFFFF))
 #: the count restarts whenever the guest touches the PIC, PIT or APIC.
 STEP_BUDGET = 1000
 POLL_FIRST, POLL_MAX = 0.001, 0.064
+#: How long after a host thread's stop the watchdog checks that the run it was sent to
+#: has ended (a stop lands at the end of a translation block, microseconds later)
+RESTOP_AFTER = 0.002
 
 
 
@@ -275,13 +278,21 @@ class Machine:
         self._posted: collections.deque = collections.deque()
         self._in_cpu = False
         self._kicked = False
+        #: host kicks so far (any thread) and CPU runs started: a kick that lands between
+        #: the loop's service and ``emu_start`` is seen by the count; one whose emu_stop
+        #: Unicorn drops (it lands in emu_start's prologue) is sent again by the watchdog
+        #: while the same run goes on (``_restop``)
+        self._kicks = 0
+        self._runs = 0
         self._exc: tuple[int, int] | None = None
         self._blocked = False
         self._step_hook: int | None = None
         self._max_insns: int | None = None     # the current run's instruction budget
         self._step_budget = 0
         self._step_prev = -1
-        self._step_shadow = False
+        #: EIP of the instruction in an STI shadow where a stop landed right after STI,
+        #: or None: it holds while EIP stays there, never for a later instruction
+        self._step_shadow: int | None = None
         self._step_touched = 0
         self._poll_interval = 0.0
         self._poll_at: float | None = None
@@ -649,6 +660,7 @@ class Machine:
         self.work.continue_later = self._work_later
         try:
             while not self._stopping:
+                kicks = self._kicks
                 self._service()
                 if self._stopping:
                     break
@@ -656,11 +668,12 @@ class Machine:
                 self.tlb.sync()
                 eip = self.regs.read(X.UC_X86_REG_EIP)
                 self._kicked = False
+                self._runs += 1
                 self._in_cpu = True
-                if self._posted:
-                    # Posted after _service ran, while _in_cpu was still False: its kick
-                    # only set _wake, and emu_start clears pending stop requests, so it
-                    # would wait for the poster's retry.  Serve it first.
+                if self._posted or self._kicks != kicks:
+                    # Kicked (a tick, posted work) after _service began, while _in_cpu was
+                    # still False: the kick only set _wake, and emu_start clears pending
+                    # stop requests, so it would be lost.  Serve it first.
                     self._in_cpu = False
                     continue
                 self.memory.replay.started()
@@ -737,9 +750,20 @@ class Machine:
     # ------------------------------------------------------------------ interrupts
     def _cpu_stop(self) -> None:
         """Every stop request goes through here, so the memory map can keep MMIO side
-        effects exactly-once when Unicorn restarts the access (uc_memory.ReplayGuard)."""
+        effects exactly-once when Unicorn restarts the access (uc_memory.ReplayGuard).
+        From another thread the stop can land in ``emu_start``'s prologue, before
+        Unicorn's run has begun, where Unicorn ignores it: the watchdog then sends it
+        again if the same run is still going a moment later."""
         self.memory.replay.note_stop()
         self.uc.emu_stop()
+        if self._in_cpu and threading.get_ident() != self.memory.cpu_thread:
+            _Watchdog.get().recheck(self._watch_token, self._runs)
+
+    def _restop(self, run: int) -> None:
+        """Watchdog thread: a stop was sent to CPU run ``run``; if that run is still
+        going, Unicorn dropped it: send it again."""
+        if self._in_cpu and self._runs == run:
+            self._cpu_stop()
 
     def _finish_restarted_access(self) -> None:
         """Unicorn abandoned an instruction in the middle of an MMIO access: run it again,
@@ -763,6 +787,7 @@ class Machine:
 
     def _kick_async(self) -> None:
         """From any thread: stop the CPU soon (end of the current block) and wake a HLT."""
+        self._kicks += 1
         if self._in_cpu and self.uc is not None:
             self._kicked = True
             self._cpu_stop()
@@ -778,8 +803,9 @@ class Machine:
     def _irq_changed(self) -> None:
         """CPU thread (a port/MMIO hook or the run loop): an interrupt may be pending."""
         # While single-stepping a blocked interrupt the step hook stops exactly when IF
-        # turns 1; otherwise (running free, or polling) stop now.
-        if self._in_cpu and not self._kicked and self._step_hook is None and not self._stopping:
+        # turns 1; otherwise (running free, or polling) stop now.  Even if this run was
+        # kicked already: a host thread's kick may have been dropped (see _cpu_stop).
+        if self._in_cpu and self._step_hook is None and not self._stopping:
             if self.interrupts.cpu_pending():
                 self._kicked = True
                 self._cpu_stop()
@@ -843,11 +869,16 @@ class Machine:
 
     def _in_shadow(self) -> bool:
         """The instruction before EIP was STI (the one-instruction interrupt shadow).
-        Reached only when the CPU stopped right after STI (STI ends a block)."""
-        if self._step_shadow:
-            return True
+        Reached only when the CPU stopped right after STI (STI ends a block).  A shadow
+        recorded at a stop holds only while EIP is still there: once the CPU has run on
+        (polling, not stepping), it is over."""
+        eip = self.regs.read(X.UC_X86_REG_EIP)
+        if self._step_shadow is not None:
+            if self._step_shadow == eip:
+                return True
+            self._step_shadow = None
         try:
-            return self.regs.mem_read(self._linear(self.regs.read(X.UC_X86_REG_EIP)) - 1, 1) == b"\xfb"
+            return self.regs.mem_read(self._linear(eip) - 1, 1) == b"\xfb"
         except UcError:
             return False
 
@@ -864,7 +895,7 @@ class Machine:
             self._step_budget = STEP_BUDGET if touched else 0
             self._step_touched = touched
             self._poll_interval = POLL_FIRST
-        self._step_shadow = shadow
+        self._step_shadow = self.regs.read(X.UC_X86_REG_EIP) if shadow else None
         self._step_prev = -1
         if self._step_budget > 0:
             if self._step_hook is None:
@@ -888,14 +919,14 @@ class Machine:
             self.uc.ctl_flush_tb()
             self._exact_stops(bool(self._max_insns))
         self._blocked = False
-        self._step_shadow = False
+        self._step_shadow = None
         self._poll_at = None
 
     def _step_cb(self, uc, address, size, _ud) -> None:
         try:
             if uc.reg_read(X.UC_X86_REG_EFLAGS) & IF_MASK:
-                if self._step_shadow:
-                    self._step_shadow = False        # this is the shadowed instruction
+                if self._step_shadow is not None:
+                    self._step_shadow = None         # this is the shadowed instruction
                 elif self._step_prev >= 0 and uc.mem_read(self._step_prev, 1) == b"\xfb":
                     pass                             # it follows STI: let it run
                 else:
@@ -1290,6 +1321,8 @@ class _Watchdog:
     def __init__(self) -> None:
         self._active: dict[int, tuple[Machine, float | None, float | None]] = {}
         self._ticks: dict[int, float] = {}     # token -> monotonic time of the machine's next tick
+        #: token -> (when, CPU run number): check then that a stop sent to that run landed
+        self._rechecks: dict[int, tuple[float, int]] = {}
         self._mutex = threading.Lock()
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
@@ -1321,6 +1354,20 @@ class _Watchdog:
         with self._mutex:
             self._active.pop(token, None)
             self._ticks.pop(token, None)
+            self._rechecks.pop(token, None)
+
+    def recheck(self, token: int | None, run: int) -> None:
+        """Call the machine's ``_restop(run)`` in ``RESTOP_AFTER`` seconds."""
+        if token is None:
+            return
+        when = time.monotonic() + RESTOP_AFTER
+        with self._mutex:
+            if token not in self._active:
+                return
+            self._rechecks[token] = (when, run)
+            wake = when < self._sleep_until
+        if wake:
+            self._poke()
 
     def set_tick(self, token: int | None, when: float | None) -> None:
         """Call the machine's ``_timer_fired`` at ``when`` (monotonic seconds), once."""
@@ -1346,6 +1393,7 @@ class _Watchdog:
             with self._mutex:
                 deadlines = [d for _, d, _ in self._active.values() if d is not None]
                 deadlines += self._ticks.values()
+                deadlines += [when for when, _ in self._rechecks.values()]
                 self._sleep_until = min(deadlines, default=float("inf"))
             wait = None if not deadlines else max(0.0, self._sleep_until - time.monotonic())
             ready, _, _ = select.select([self._rfd], [], [], wait)
@@ -1363,8 +1411,13 @@ class _Watchdog:
                 fired = [self._active[t][0] for t in due if t in self._active]
                 for t in due:
                     del self._ticks[t]
+                rechecks = [(self._active[t][0], run) for t, (when, run) in self._rechecks.items()
+                            if when <= now and t in self._active]
+                self._rechecks = {t: r for t, r in self._rechecks.items() if r[0] > now}
             for machine in fired:
                 machine._timer_fired()
+            for machine, run in rechecks:
+                machine._restop(run)
             for machine, deadline, seconds in active:
                 if got_signal:
                     machine.interrupt()
