@@ -134,17 +134,53 @@ def test_serial_console_bytes_equal_qemus(tmp_path):
     assert b"Booting from Hard Disk" in ours[:n]
 
 
-def test_smi_without_smm_stops_with_advice_and_smm_off_boots(tmp_path):
-    """bios-256k.bin raises an SMI to relocate SMBASE; uvirt has no SMM.  By default
-    the run stops and says why; with -machine smm=off (PIIX4 reports SMM as set up, as
-    QEMU's smm=off machine does) SeaBIOS skips it and boots the disk."""
+BIOS_256K = "/usr/share/seabios/bios-256k.bin"
+
+
+@pytest.mark.parametrize("smm", [(), ("-machine", "pc,smm=off")], ids=["default", "smm-off"])
+def test_bios_256k_boots_the_mbr_with_and_without_smm(tmp_path, smm):
+    """QEMU's default firmware, as a user runs it (``-bios bios-256k.bin``, smm=auto: on
+    under TCG): its SMM relocation SMI and the SMIs of its 16-to-32-bit calls run
+    (uvirt/cpu/smm.py), SMBASE ends at 0xA0000, and the INT 13h transcript is QEMU's; with
+    smm=off (PIIX4 says SMM is set up) SeaBIOS raises no SMI."""
+    from uvirt.cpu.machine import Machine
     from uvirt.testing.bootsector import disk_image
-    big = "/usr/share/seabios/bios-256k.bin"
+    if not os.path.exists(BIOS_256K):
+        pytest.skip(f"{BIOS_256K} missing")
     disk, con = tmp_path / "disk.img", tmp_path / "con.txt"
     disk_image(disk)
-    args = [a if a != BIOS else big for a in boot_args(disk, "", con)] + ["-uvirt-timeout", "60"]
-    stop = run_config(parse_argv(args))
-    assert stop.exit_code == 2 and "System Management Mode" in stop.detail
-    stop = run_config(parse_argv(args + ["-machine", "pc,smm=off"]))
+    args = [a if a != BIOS else BIOS_256K for a in boot_args(disk, "", con)] + list(smm)
+    seen = []
+    enter = Machine._smm_enter
+
+    def counting(self):
+        seen.append(self.smbase)
+        enter(self)
+
+    import unittest.mock
+    with unittest.mock.patch.object(Machine, "_smm_enter", counting):
+        stop = run_config(parse_argv(args + ["-uvirt-timeout", "60"]))
     assert stop.exit_code == 1, stop.report()
     assert con.read_text() == stored_int13()
+    if smm:
+        assert seen == []
+    else:
+        assert seen[0] == 0x30000 and len(seen) > 1 and set(seen[1:]) == {0xA0000}
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=["transitional", "legacy", "modern"])
+def test_bios_256k_int13_transcript_equals_qemus(tmp_path, transport):
+    """The same boot sector under bios-256k.bin with QEMU's defaults, on both."""
+    import subprocess
+    from uvirt.testing.bootsector import disk_image
+    if not os.path.exists(BIOS_256K):
+        pytest.skip(f"{BIOS_256K} missing")
+    disk, con_q, con_u = tmp_path / "disk.img", tmp_path / "q.txt", tmp_path / "u.txt"
+    disk_image(disk)
+    args = lambda con: [a if a != BIOS else BIOS_256K for a in boot_args(disk, transport, con)]
+    proc = subprocess.run(["qemu-system-x86_64", *args(con_q), "-serial", "none"],
+                          capture_output=True, timeout=60)
+    stop = run_config(parse_argv(args(con_u) + ["-uvirt-timeout", "60"]))
+    assert proc.returncode == stop.exit_code == 1, (proc.stderr, stop.report())
+    assert con_u.read_text() == con_q.read_text() == stored_int13()

@@ -82,6 +82,7 @@ from uvirt.board.devices.pc import pc_board
 from uvirt.board.interrupts import delivery as _delivery
 from uvirt.board.memory.regions import PAGE_MASK
 from uvirt.boot import multiboot
+from uvirt.cpu import smm
 from uvirt.cpu.exits import TbEndExits
 from uvirt.cpu.tlb import TlbFill
 from uvirt.cpu.uc_hooks import add_c_hook
@@ -284,6 +285,10 @@ class Machine:
         #: while the same run goes on (``_restop``)
         self._kicks = 0
         self._runs = 0
+        # System Management Mode (uvirt/cpu/smm.py): an SMI is taken between two runs
+        self.smbase = smm.SMBASE_RESET
+        self.in_smm = False
+        self._smi_pending = False
         self._exc: tuple[int, int] | None = None
         self._blocked = False
         self._step_hook: int | None = None
@@ -552,6 +557,9 @@ class Machine:
             uc.reg_write(r, 0)
         uc.reg_write(X.UC_X86_REG_CS, RESET_CS)
         uc.reg_write(X.UC_X86_REG_EIP, RESET_EIP)
+        self.smbase, self.in_smm, self._smi_pending = smm.SMBASE_RESET, False, False
+        if self.lowmem is not None:
+            self.lowmem.set_smm(False)
         uc.ctl_flush_tb()
 
     def load_kernel_file(self, path: str, *, cmdline: str = "") -> None:
@@ -601,8 +609,44 @@ class Machine:
         self.host_exception = e
 
     def stop_unsupported(self, detail: str) -> None:
-        """The guest asked for something uvirt cannot do (an SMI): stop and say so."""
+        """The guest asked for something uvirt cannot do: stop and say so."""
         self._request_stop(StopReason.FAULT, EXIT_FAULT, detail)
+
+    def raise_smi(self) -> None:
+        """CPU_INTERRUPT_SMI (a port hook on the CPU thread: APM 0xB2): taken at the end
+        of the translation block, before any other interrupt and whatever IF says; an SMI
+        raised in SMM waits for RSM (QEMU ``x86_cpu_pending_interrupt``)."""
+        self._smi_pending = True
+        if self._in_cpu and not self.in_smm:
+            self._kicked = True
+            self._cpu_stop()
+
+    def _smm_enter(self) -> None:
+        self._smi_pending = False
+        self.in_smm = True
+        if self.lowmem is not None:
+            self.lowmem.set_smm(True)          # SMRAM: what the CPU sees from now on
+        eip = self.uc.reg_read(X.UC_X86_REG_EIP)
+        smm.enter(self.uc, self.smbase, self.memory.guest.write)
+        if self.tracer.enabled:
+            self.tracer.emit("smm", what="enter", smbase=self.smbase, eip=eip)
+
+    def _at_rsm(self) -> bool:
+        try:
+            return self.regs.mem_read(self._linear(self.regs.read(X.UC_X86_REG_EIP)), 2) == b"\x0f\xaa"
+        except UcError:
+            return False
+
+    def _smm_leave(self) -> None:
+        """RSM: back to the state the save area holds (the handler may have rewritten it)."""
+        area = self.memory.guest.read(self.smbase + smm.STATE_BASE + smm.SEG_OFFSET, 0x200)
+        self.smbase = smm.leave(self.uc, self.smbase, area)
+        self.in_smm = False
+        if self.lowmem is not None:
+            self.lowmem.set_smm(False)
+        if self.tracer.enabled:
+            self.tracer.emit("smm", what="rsm", smbase=self.smbase,
+                             eip=self.uc.reg_read(X.UC_X86_REG_EIP))
 
     def interrupt(self) -> None:
         """Stop the running guest from another thread or a signal handler."""
@@ -693,7 +737,10 @@ class Machine:
                             self._raise_exception(intno, at)
                         continue
                     if e.errno == UC_ERR_INSN_INVALID:
-                        self._raise_exception(_delivery.EXC_UD, uc.reg_read(X.UC_X86_REG_EIP))
+                        if self.in_smm and self._at_rsm():
+                            self._smm_leave()        # Unicorn's own RSM is #UD outside its SMM
+                        else:
+                            self._raise_exception(_delivery.EXC_UD, uc.reg_read(X.UC_X86_REG_EIP))
                         continue
                     self._fault_from(e)
                     break
@@ -850,6 +897,8 @@ class Machine:
         outside the STI shadow)."""
         self._run_posted()
         self._run_work()
+        if self._smi_pending and not self.in_smm and not self._stopping:
+            self._smm_enter()
         ic = self.interrupts
         if ic is None or self._stopping:
             return

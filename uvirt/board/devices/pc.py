@@ -271,14 +271,7 @@ def install_pc_builtins(board: Board) -> None:
                                        valid_sizes=(1, 2, 4), unaligned=True), page + first)
     port92 = board.port92 = Port92(board.request_reset)
     board.add_isa(MmioRegion("port92", 1, port92, valid_sizes=(1, 2, 4), impl_max=1), 0x92, port92)
-    def smi(value: int) -> None:
-        detail = (f"SMI (APM command 0x{value:02x}): uvirt's CPU has no System Management Mode; "
-                  f"-board smm=off gives firmware a board without it, as QEMU's does")
-        board.guest_error("smi", detail)
-        if board.cpu is not None:
-            board.stop_unsupported(detail)
-
-    apm = Apm(lambda: bool(pm.config.data[0x5B] & 2), smi)
+    apm = Apm(lambda: bool(pm.config.data[0x5B] & 2), lambda value: board.raise_smi())
     board.add_isa(MmioRegion("apm-io", 2, apm, valid_sizes=(1, 2, 4), impl_max=1), 0xB2, apm)
     def rtc_irq(level: int) -> None:          # ISA IRQ 8: the PIC and the IOAPIC's pin 8
         if board.interrupts is not None:
