@@ -184,3 +184,26 @@ def test_bios_256k_int13_transcript_equals_qemus(tmp_path, transport):
     stop = run_config(parse_argv(args(con_u) + ["-uvirt-timeout", "60"]))
     assert proc.returncode == stop.exit_code == 1, (proc.stderr, stop.report())
     assert con_u.read_text() == con_q.read_text() == stored_int13()
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("bios", [BIOS, BIOS_256K], ids=["bios.bin", "bios-256k.bin"])
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=["transitional", "legacy", "modern"])
+def test_pci_state_seabios_leaves_at_the_boot_sector_equals_qemus(tmp_path, transport, bios):
+    """The boot sector prints bus 0's whole configuration space as SeaBIOS left it (BARs,
+    commands, interrupt lines, PAM, SMRAM, PIRQ, PM and SMBus bases, capabilities): the
+    same bytes on QEMU 7.2 and uvirt, for each transport and firmware."""
+    import subprocess
+    from uvirt.testing.bootsector import pci_disk_image
+    if not os.path.exists(bios):
+        pytest.skip(f"{bios} missing")
+    disk, con_q, con_u = tmp_path / "disk.img", tmp_path / "q.txt", tmp_path / "u.txt"
+    pci_disk_image(disk)
+    args = lambda con: [a if a != BIOS else bios for a in boot_args(disk, transport, con)]
+    proc = subprocess.run(["qemu-system-x86_64", *args(con_q), "-serial", "none"],
+                          capture_output=True, timeout=60)
+    stop = run_config(parse_argv(args(con_u) + ["-uvirt-timeout", "60"]))
+    assert proc.returncode == stop.exit_code == 1, (proc.stderr, stop.report())
+    want = con_q.read_text()
+    assert want.count(".") == 5 and "00:03.0\n" in want          # five functions, the disk at 3
+    assert con_u.read_text() == want
