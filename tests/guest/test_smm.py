@@ -138,3 +138,18 @@ def test_the_fast_default_takes_the_smi_at_smbase_a0000(image, monkeypatch):
     res = run_uvirt(image, timeout=30)
     assert res.exit_code == 1, res.stop.report()
     assert [s for s, _ in seen] == [0xA0000, 0xA0000]
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("smm", ["auto", "off"])
+def test_the_fast_default_leaves_smram_as_qemus_firmware_does(firmware, qemu, smm):
+    """bios-256k.bin sets SMM up (SMRAM 0x0a, G_SMRAME) unless smm=off, where PIIX4 says
+    it is done and SMRAM keeps its reset value 0x02: the whole config space of bus 0 as
+    firmware/pci_dump.S prints it is QEMU's either way."""
+    image = firmware("pci_dump")
+    args = ("-machine", f"pc,smm={smm}")
+    ref = qemu(image, args)
+    res = run_uvirt(image, args, timeout=30)
+    assert ref.exit_code == res.exit_code
+    assert res.debugcon == ref.debugcon
+    assert ("00:00.0" in res.debugcon)

@@ -157,6 +157,9 @@ def apply_smm(m: Machine, smm: str) -> None:
     command port."""
     from uvirt.board.pci.bus import devfn
     m.board.smm_enabled = smm != "off"      # the ACPI FACP's SMI command follows it
+    host = m.pci.find(0, devfn(0, 0))
+    if host is not None and hasattr(host, "firmware_smm"):
+        host.firmware_smm = smm != "off"     # what the firmware step leaves in SMRAM
     pm = m.pci.find(0, devfn(1, 3))
     if smm == "off" and pm is not None:
         pm.config.data[0x5B] |= 0x02
