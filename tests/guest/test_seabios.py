@@ -207,3 +207,29 @@ def test_pci_state_seabios_leaves_at_the_boot_sector_equals_qemus(tmp_path, tran
     want = con_q.read_text()
     assert want.count(".") == 5 and "00:03.0\n" in want          # five functions, the disk at 3
     assert con_u.read_text() == want
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("bios", [BIOS, BIOS_256K], ids=["bios.bin", "bios-256k.bin"])
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=["transitional", "legacy", "modern"])
+def test_seabios_debug_log_equals_qemus(tmp_path, transport, bios):
+    """SeaBIOS's own log (port 0x402) from reset to the boot sector's exit: what it found
+    (devices, virtio mode, memory, tables, SMM set-up under bios-256k.bin), line for line
+    QEMU 7.2's, with QEMU's defaults (smm=auto)."""
+    import subprocess
+    from uvirt.testing.bootsector import disk_image
+    if not os.path.exists(bios):
+        pytest.skip(f"{bios} missing")
+    disk = tmp_path / "disk.img"
+    disk_image(disk)
+
+    def args(log):
+        return [a if a != BIOS else bios for a in boot_args(disk, transport, tmp_path / "con.txt")] + [
+            "-serial", "none", "-chardev", f"file,id=seabios,path={log}",
+            "-device", "isa-debugcon,iobase=0x402,chardev=seabios"]
+    proc = subprocess.run(["qemu-system-x86_64", *args(tmp_path / "q.log")], capture_output=True, timeout=60)
+    stop = run_config(parse_argv(args(tmp_path / "u.log") + ["-uvirt-timeout", "60"]))
+    assert proc.returncode == stop.exit_code == 1, (proc.stderr, stop.report())
+    want = (tmp_path / "q.log").read_text(errors="replace")
+    assert "Booting from Hard Disk" in want
+    assert (tmp_path / "u.log").read_text(errors="replace") == want
