@@ -233,3 +233,25 @@ def test_seabios_debug_log_equals_qemus(tmp_path, transport, bios):
     want = (tmp_path / "q.log").read_text(errors="replace")
     assert "Booting from Hard Disk" in want
     assert (tmp_path / "u.log").read_text(errors="replace") == want
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("bios", [BIOS, BIOS_256K], ids=["bios.bin", "bios-256k.bin"])
+def test_int15_mouse_services_equal_qemus(tmp_path, bios):
+    """SeaBIOS's INT 15h C2 (the PS/2 mouse behind the i8042: init, reset, type, status,
+    resolution, sample rate, enable without a handler, disable) answers a boot sector as
+    on QEMU 7.2; without a mouse model every call failed with AH=04."""
+    import subprocess
+    from uvirt.testing.bootsector import mouse_disk_image
+    if not os.path.exists(bios):
+        pytest.skip(f"{bios} missing")
+    disk, con_q, con_u = tmp_path / "disk.img", tmp_path / "q.txt", tmp_path / "u.txt"
+    mouse_disk_image(disk)
+    args = lambda con: [a if a != BIOS else bios for a in boot_args(disk, "", con)]
+    proc = subprocess.run(["qemu-system-x86_64", *args(con_q), "-serial", "none"],
+                          capture_output=True, timeout=60)
+    stop = run_config(parse_argv(args(con_u) + ["-uvirt-timeout", "60"]))
+    assert proc.returncode == stop.exit_code == 1, (proc.stderr, stop.report())
+    want = con_q.read_text()
+    assert want.splitlines()[1] == "C0 00 00aa 0000 0000"          # reset: BAT passed, id 0
+    assert con_u.read_text() == want

@@ -269,6 +269,114 @@ nl:
 """
 
 
+MOUSE_SOURCE = r"""
+    cli
+    xor ax, ax
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov sp, 0x7000
+    sti
+    mov si, calls
+next:
+    lodsw
+    test ax, ax
+    jz done
+    mov cx, ax
+    lodsw
+    mov bx, ax
+    mov ax, cx
+    xor cx, cx
+    xor dx, dx
+    push si
+    int 0x15
+    pop si
+    pushf
+    push ax
+    mov al, 0x43
+    call putc
+    pop ax
+    popf
+    push ax
+    mov al, 0x30
+    adc al, 0
+    call putc
+    mov al, 0x20
+    call putc
+    pop ax
+    mov al, ah
+    call hex8
+    mov al, 0x20
+    call putc
+    mov ax, bx
+    call hex16
+    mov al, 0x20
+    call putc
+    mov ax, cx
+    call hex16
+    mov al, 0x20
+    call putc
+    mov ax, dx
+    call hex16
+    call nl
+    jmp next
+done:
+    cli
+    mov al, 0
+    out 0xf4, al
+    hlt
+
+hex16:
+    push ax
+    mov al, ah
+    call hex8
+    pop ax
+hex8:
+    push ax
+    shr al, 4
+    call hexd
+    pop ax
+    push ax
+    and al, 0x0f
+    call hexd
+    pop ax
+    ret
+hexd:
+    add al, 0x30
+    cmp al, 0x39
+    jbe hexd_out
+    add al, 0x27
+hexd_out:
+putc:
+    out 0xe9, al
+    ret
+nl:
+    mov al, 0x0a
+    jmp putc
+
+calls:
+    .word 0xc205, 0x0300
+    .word 0xc201, 0x0000
+    .word 0xc204, 0x0000
+    .word 0xc206, 0x0000
+    .word 0xc203, 0x0200
+    .word 0xc202, 0x0600
+    .word 0xc206, 0x0000
+    .word 0xc200, 0x0100
+    .word 0xc206, 0x0000
+    .word 0xc200, 0x0000
+    .word 0
+"""
+
+
+def mouse_disk_image(path) -> None:
+    """A 1 MiB disk whose boot sector asks SeaBIOS's INT 15h C2 (the PS/2 mouse: init,
+    reset, type, status, resolution, sample rate, enable, disable) and prints
+    "C<cf> ah bx cx dx" after each call (MOUSE_SOURCE)."""
+    with open(path, "wb") as f:
+        f.write(_assemble(MOUSE_SOURCE) + bytes(SECTORS * 512 - 512))
+
+
 def _assemble(src: str) -> bytes:
     from keystone import KS_ARCH_X86, KS_MODE_16, Ks
     # keystone's 16-bit mode: ';' comments are not understood
