@@ -153,3 +153,33 @@ def test_the_fast_default_leaves_smram_as_qemus_firmware_does(firmware, qemu, sm
     assert ref.exit_code == res.exit_code
     assert res.debugcon == ref.debugcon
     assert ("00:00.0" in res.debugcon)
+
+
+def test_a_restore_leaves_smm(image):
+    """A run stopped inside the SMI handler, then a restore of the snapshot taken before:
+    the CPU is out of SMM, SMRAM hidden again, and the guest runs as before."""
+    from uvirt.backends.chardev import MemoryChardev
+    from uvirt.boot import firmware_step as bios
+    from uvirt.cpu.machine import Machine
+    with Machine() as m:
+        con = MemoryChardev()
+        m.add_debugcon(con)
+        m.add_debug_exit(0xF4, 4)
+        bios.firmware_step(m)
+        m.load_kernel(image.read_bytes())
+        snap = m.snapshot()
+        enter = m._smm_enter
+
+        def enter_and_stop():
+            enter()
+            m.interrupt()
+        m._smm_enter = enter_and_stop
+        m.run(timeout=30)
+        assert m.in_smm and m.lowmem.smm
+        m.restore(snap)
+        assert not m.in_smm and not m.lowmem.smm and m.smbase == 0xA0000
+        del m._smm_enter
+        before = con.text.count("back from the SMI")
+        stop = m.run(timeout=30)
+        assert stop.exit_code == 1, stop.report()
+        assert con.text.count("back from the SMI") == before + 2

@@ -36,7 +36,10 @@ Interrupts (uvirt/board/interrupts/, docs/unicorn-notes.md §7 items 10-16)
     ``_irq_changed``, which stops the CPU at the end of the translation block (as QEMU's
     TCG takes an interrupt at the next block boundary); the PIT's next rising edge is a
     tick the watchdog thread turns into ``emu_stop``; other threads post work with
-    ``call_soon_threadsafe``.  At each stop ``_service`` acknowledges the interrupt
+    ``call_soon_threadsafe``.  A stop from another thread can land in ``emu_start``'s
+    prologue, where Unicorn drops it: the watchdog sends it again while the same run
+    goes on, and a kick between the loop's service and ``emu_start`` is counted
+    (``_kicks``) so that run does not start.  At each stop ``_service`` acknowledges the interrupt
     and ``interrupts.delivery`` pushes the frame and loads the gate.  With IF=0 (or in the
     one-instruction STI shadow) a pending interrupt puts the CPU in *blocked* mode: a
     code hook single-steps until IF becomes 1 (STI, POPF, IRET), so the interrupt arrives
@@ -627,7 +630,11 @@ class Machine:
         if self.lowmem is not None:
             self.lowmem.set_smm(True)          # SMRAM: what the CPU sees from now on
         eip = self.uc.reg_read(X.UC_X86_REG_EIP)
-        smm.enter(self.uc, self.smbase, self.memory.guest.write)
+        try:
+            smm.enter(self.uc, self.smbase, self.memory.guest.write)
+        except BaseException as e:             # a host mistake: stop with it, no traceback
+            self._host_exception(e)
+            return
         if self.tracer.enabled:
             self.tracer.emit("smm", what="enter", smbase=self.smbase, eip=eip)
 
@@ -640,7 +647,11 @@ class Machine:
     def _smm_leave(self) -> None:
         """RSM: back to the state the save area holds (the handler may have rewritten it)."""
         area = self.memory.guest.read(self.smbase + smm.STATE_BASE + smm.SEG_OFFSET, 0x200)
-        self.smbase = smm.leave(self.uc, self.smbase, area)
+        try:
+            self.smbase = smm.leave(self.uc, self.smbase, area)
+        except BaseException as e:
+            self._host_exception(e)
+            return
         self.in_smm = False
         if self.lowmem is not None:
             self.lowmem.set_smm(False)

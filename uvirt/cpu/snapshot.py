@@ -442,6 +442,7 @@ def restore(machine, snap: Snapshot) -> None:
         machine.uc.context_restore(snap.cpu)
         if snap.smbase is not None:
             machine.smbase = snap.smbase
+            machine.in_smm = machine._smi_pending = False     # a snapshot is never taken in SMM
         if exact:
             for o in code:
                 if tlb.may_hold_code(o, PAGE_SIZE):
