@@ -21,6 +21,8 @@ PROGRAM = """
 .endm
 
 main:
+    mov al, 0x32                        # CMOS index: the century byte
+    out 0x70, al
     mov ecx, 2
 again:
     push ecx
@@ -81,6 +83,10 @@ again:
     mov [saved], eax
     SHOW apm-cnt, [saved]
     SHOW image, [0x100000]              # the flat 4 GiB data segment still there
+    xor eax, eax
+    in al, 0x71                         # which CMOS byte the handler left selected
+    mov [saved], eax
+    SHOW cmos, [saved]
     pop ecx
     dec ecx
     jnz again
