@@ -36,10 +36,7 @@ Interrupts (uvirt/board/interrupts/, docs/unicorn-notes.md §7 items 10-16)
     ``_irq_changed``, which stops the CPU at the end of the translation block (as QEMU's
     TCG takes an interrupt at the next block boundary); the PIT's next rising edge is a
     tick the watchdog thread turns into ``emu_stop``; other threads post work with
-    ``call_soon_threadsafe``.  A stop from another thread can land in ``emu_start``'s
-    prologue, where Unicorn drops it: the watchdog sends it again while the same run
-    goes on, and a kick between the loop's service and ``emu_start`` is counted
-    (``_kicks``) so that run does not start.  At each stop ``_service`` acknowledges the interrupt
+    ``call_soon_threadsafe``.  At each stop ``_service`` acknowledges the interrupt
     and ``interrupts.delivery`` pushes the frame and loads the gate.  With IF=0 (or in the
     one-instruction STI shadow) a pending interrupt puts the CPU in *blocked* mode: a
     code hook single-steps until IF becomes 1 (STI, POPF, IRET), so the interrupt arrives
