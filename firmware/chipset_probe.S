@@ -262,6 +262,44 @@ pm_moved:
     call put_hex16
     call put_nl
 
+    # ---- the PS/2 mouse behind it (0xD4 sends a byte to it)
+    PUTS "MOUSE"
+    mov esi, mouse_cmds
+mouse_loop:
+    movzx ebx, byte ptr [esi]           # bytes to send, then how many answers to read
+    test ebx, ebx
+    jz mouse_done
+    inc esi
+mouse_send:
+    mov edx, 0x64
+    mov al, 0xd4
+    call kbc_send
+    mov edx, 0x60
+    mov al, [esi]
+    call kbc_send
+    inc esi
+    dec ebx
+    jnz mouse_send
+    PUTS " |"
+    movzx ebx, byte ptr [esi]
+    inc esi
+    test ebx, ebx
+    jz mouse_loop
+    PUTS " st "
+    in al, 0x64
+    movzx eax, al
+    and eax, 0xfd
+    call put_hex8
+mouse_recv:
+    PUTC ' '
+    call kbc_recv
+    call put_hex16
+    dec ebx
+    jnz mouse_recv
+    jmp mouse_loop
+mouse_done:
+    call put_nl
+
     # ---- 8237
     PUTS "DMA mask "
     in al, 0x09
@@ -337,3 +375,19 @@ com_loop:
     call put_nl
     PUTSN "DONE"
     ret
+
+# the mouse session: count, bytes sent through 0xD4, answers expected
+mouse_cmds:
+    .byte 1, 0xff, 3                    # reset: FA AA 00
+    .byte 1, 0xf2, 2                    # type: FA 00
+    .byte 1, 0xe9, 4                    # status: FA, status, resolution 2, rate 100
+    .byte 6, 0xf3, 200, 0xf3, 100, 0xf3, 80, 6      # the IMPS/2 knock: FA each
+    .byte 1, 0xf2, 2                    # type 3 now
+    .byte 5, 0xe8, 3, 0xe7, 0xf0, 0xf4, 5           # resolution 3, 2:1, remote, enable
+    .byte 1, 0xe9, 4
+    .byte 1, 0xeb, 5                    # poll: FA and a 4-byte packet without motion
+    .byte 3, 0xee, 0x55, 0xec, 3        # wrap mode: 0x55 echoes, 0xEC ends it
+    .byte 4, 0xe6, 0xea, 0xf5, 0xf6, 4  # 1:1, stream, disable, defaults
+    .byte 1, 0xe9, 4
+    .byte 0
+

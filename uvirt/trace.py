@@ -25,6 +25,7 @@ EVENTS: dict[str, str] = {
     "guest_error": "guest error {kind}: {detail}",
     "interrupt": "interrupt vector={vector:#04x} {kind} eip={eip:#010x} -> {result}",
     "rom_write_dropped": "write to read-only memory {address:#010x} size={size} dropped",
+    "smm": "smm {what} smbase={smbase:#010x} eip={eip:#010x}",
     "stop": "stop {reason} eip={eip:#010x}",
     "interrupt": "interrupt vector={vector:#04x} {kind} eip={eip:#010x} -> {result}",
     # The board as tracing starts (uvirt.observe.decode names accesses from these):

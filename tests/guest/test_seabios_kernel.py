@@ -20,15 +20,18 @@ from uvirt.testing.guest import run_uvirt
 
 BIOS = "/usr/share/seabios/bios.bin"
 #: Debian's two SeaBIOS builds: bios.bin (no SMM) and bios-256k.bin (QEMU's default for
-#: pc, which sets up SMM: uvirt has none, so both emulators run it with smm=off)
+#: pc, which sets up SMM and runs its 16-to-32-bit calls through SMIs: uvirt/cpu/smm.py),
+#: as a user gives them, with QEMU's default smm=auto (on under TCG)
 FIRMWARE = {"bios.bin": ("-bios", BIOS),
-            "bios-256k.bin": ("-bios", "/usr/share/seabios/bios-256k.bin", "-machine", "pc,smm=off")}
+            "bios-256k.bin": ("-bios", "/usr/share/seabios/bios-256k.bin")}
 pytestmark = [pytest.mark.qemu,
               pytest.mark.skipif(not os.path.exists(BIOS), reason=f"{BIOS} missing")]
 
-#: Left out: the 4 GiB request (virtio_dma_huge): its DMA, not the firmware, is what it
-#: tests, and QEMU takes 20 s and 4 GiB a run; it runs under the fast default
-#: (test_virtio_differential.py).  The other device-DMA programs (virtio_dma) run here:
+#: Left out of the live comparison: the 4 GiB request (virtio_dma_huge), for QEMU's cost
+#: (25-41 s and 4 GiB a run, measured under both firmwares: its transcript was equal
+#: to uvirt's in all four runs).  uvirt's run under -bios is compared with the stored
+#: QEMU transcript instead (test_virtio_dma_huge_under_seabios_equals_the_stored_qemu_run).
+#: The other device-DMA programs (virtio_dma) run here:
 #: their rings and buffers in the BIOS image, the PCI hole and past RAM give QEMU's
 #: outcomes under both firmwares (60 runs under two CPU hogs, all equal).
 LEFT_OUT = set(Q.VIRTIO_HUGE_REFERENCES)
@@ -42,6 +45,21 @@ def _cases():
             continue
         for firmware in FIRMWARE:
             yield pytest.param(ref, firmware, id=f"{ref}-{firmware}")
+
+
+@pytest.mark.parametrize("firmware", list(FIRMWARE))
+@pytest.mark.parametrize("ref", sorted(LEFT_OUT))
+def test_virtio_dma_huge_under_seabios_equals_the_stored_qemu_run(ref, firmware):
+    """The stored transcript is QEMU's own run (under its default bios-256k.bin), FW lines
+    included; uvirt's run under either SeaBIOS gives it whole."""
+    prog, extra = Q.REFERENCES[ref]
+    want = Q.strip_header((Q.DATA_DIR / ref).read_text()).splitlines()
+    with tempfile.TemporaryDirectory() as tmp:
+        image = fw.build_to(fw.bundled(prog), Path(tmp) / f"{prog}.bin")
+        with Q.reference_args(extra, tmp) as args:
+            got = run_uvirt(image, (*args, *FIRMWARE[firmware]), timeout=60)
+    assert got.exit_code == 1, got.debugcon
+    assert got.debugcon.splitlines() == want
 
 
 @pytest.mark.parametrize("ref, firmware", list(_cases()))

@@ -60,7 +60,10 @@ class Cpu(Protocol):
         """A device model reached QEMU's ``hw_error`` (QEMU aborts)."""
 
     def stop_unsupported(self, detail: str) -> None:
-        """The guest asked for something uvirt cannot do (an SMI)."""
+        """The guest asked for something uvirt cannot do."""
+
+    def raise_smi(self) -> None:
+        """A System Management Interrupt (APM port 0xB2 with PIIX4 APMC_EN set)."""
 
     def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` on the CPU thread at its next stop."""
@@ -207,8 +210,14 @@ class Board:
         else:
             self._stop(f"hardware error: {message}")
 
+    def raise_smi(self) -> None:
+        """An SMI for the CPU (uvirt/cpu/smm.py); without a CPU nothing takes it (QEMU's
+        qtest accelerator runs no CPU either)."""
+        if self.cpu is not None:
+            self.cpu.raise_smi()
+
     def stop_unsupported(self, detail: str) -> None:
-        """The guest asked for something uvirt cannot do (an SMI)."""
+        """The guest asked for something uvirt cannot do."""
         if self.cpu is not None:
             self.cpu.stop_unsupported(detail)
         else:

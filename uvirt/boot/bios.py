@@ -136,17 +136,17 @@ def load_pflash(m: Machine, drives) -> str:
 
 
 def apply_smm(m: Machine, smm: str) -> None:
-    """``-machine smm=``: uvirt's CPU has no System Management Mode.  ``smm=off`` is
-    QEMU's machine without it: PIIX4 starts with DEVACTB.APMC_EN set (config 0x5B bit 1,
+    """``-machine smm=``: on and auto (QEMU's TCG has SMM) give the CPU System Management
+    Mode (uvirt/cpu/smm.py), which bios-256k.bin sets up; ``smm=off`` is QEMU's machine
+    without it: PIIX4 starts with DEVACTB.APMC_EN set (config 0x5B bit 1,
     hw/acpi/piix4.c ``piix4_pm_reset``), which tells firmware that SMM is "already
-    initialised", so SeaBIOS's bios-256k.bin skips its SMM relocation.  ``smm=on`` is
-    refused; with the default (``auto``, on for QEMU's TCG) an SMI the guest raises stops
-    the run with that advice (devices/chipset.py ``Apm``)."""
-    from uvirt.errors import OptionError
+    initialised", so SeaBIOS skips its SMM relocation, and the ACPI tables name no SMI
+    command port."""
     from uvirt.board.pci.bus import devfn
-    if smm == "on":
-        raise OptionError("-machine smm=on: uvirt's CPU has no System Management Mode")
     m.board.smm_enabled = smm != "off"      # the ACPI FACP's SMI command follows it
+    host = m.pci.find(0, devfn(0, 0))
+    if host is not None and hasattr(host, "firmware_smm"):
+        host.firmware_smm = smm != "off"     # what the firmware step leaves in SMRAM
     pm = m.pci.find(0, devfn(1, 3))
     if smm == "off" and pm is not None:
         pm.config.data[0x5B] |= 0x02

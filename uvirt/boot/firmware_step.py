@@ -22,6 +22,10 @@ A guest on QEMU finds every PCI device already programmed by SeaBIOS
   (keyboard interrupt, translation, aux disabled), the second 8237 with channel 4 in
   cascade mode and unmasked, and with ``-nographic`` the UART at 0x3F8 that sercon
   set to 8N1 with its FIFO on.
+* SMM as bios-256k.bin leaves it (unless ``-machine smm=off``): SMBASE relocated to
+  0xA0000 (SMRAM, which the CPU sees only in SMM) with a handler at 0xA8000 that returns
+  at once (``rsm``; SeaBIOS's ``handle_smi`` does nothing for an APM command other than
+  its own call32 one), so a guest's write to port 0xB2 comes back as on QEMU.
 
 The BAR addresses and interrupt lines are firmware choices: a differential test compares
 everything else.  Exact placement is a best effort at SeaBIOS 1.16's algorithm.
@@ -65,6 +69,19 @@ def firmware_step(machine, *, nographic: bool = False) -> None:
     if getattr(machine, "interrupts", None) is not None:
         machine.interrupts.firmware_state()
     _chipset_state(machine, nographic)
+    _smm_state(machine)
+
+
+SMBASE_SEABIOS = 0xA0000
+RSM = b"\x0f\xaa"
+
+
+def _smm_state(machine) -> None:
+    board = getattr(machine, "board", None)
+    if board is None or not board.smm_enabled or not hasattr(machine, "smbase"):
+        return
+    machine.smbase = SMBASE_SEABIOS
+    board.ram.buffer.view[SMBASE_SEABIOS + 0x8000:SMBASE_SEABIOS + 0x8000 + len(RSM)] = RSM
 
 
 def _chipset_state(machine, nographic: bool) -> None:

@@ -82,6 +82,7 @@ from uvirt.board.devices.pc import pc_board
 from uvirt.board.interrupts import delivery as _delivery
 from uvirt.board.memory.regions import PAGE_MASK
 from uvirt.boot import multiboot
+from uvirt.cpu import smm
 from uvirt.cpu.exits import TbEndExits
 from uvirt.cpu.tlb import TlbFill
 from uvirt.cpu.uc_hooks import add_c_hook
@@ -115,6 +116,9 @@ ROM_WRITE_RANGES = ((0xA0000, 0xFFFFF), (0xFF000000, 0xFFFFFFFF))
 #: the count restarts whenever the guest touches the PIC, PIT or APIC.
 STEP_BUDGET = 1000
 POLL_FIRST, POLL_MAX = 0.001, 0.064
+#: How long after a host thread's stop the watchdog checks that the run it was sent to
+#: has ended (a stop lands at the end of a translation block, microseconds later)
+RESTOP_AFTER = 0.002
 
 
 
@@ -275,13 +279,25 @@ class Machine:
         self._posted: collections.deque = collections.deque()
         self._in_cpu = False
         self._kicked = False
+        #: host kicks so far (any thread) and CPU runs started: a kick that lands between
+        #: the loop's service and ``emu_start`` is seen by the count; one whose emu_stop
+        #: Unicorn drops (it lands in emu_start's prologue) is sent again by the watchdog
+        #: while the same run goes on (``_restop``)
+        self._kicks = 0
+        self._runs = 0
+        # System Management Mode (uvirt/cpu/smm.py): an SMI is taken between two runs
+        self.smbase = smm.SMBASE_RESET
+        self.in_smm = False
+        self._smi_pending = False
         self._exc: tuple[int, int] | None = None
         self._blocked = False
         self._step_hook: int | None = None
         self._max_insns: int | None = None     # the current run's instruction budget
         self._step_budget = 0
         self._step_prev = -1
-        self._step_shadow = False
+        #: EIP of the instruction in an STI shadow where a stop landed right after STI,
+        #: or None: it holds while EIP stays there, never for a later instruction
+        self._step_shadow: int | None = None
         self._step_touched = 0
         self._poll_interval = 0.0
         self._poll_at: float | None = None
@@ -541,6 +557,9 @@ class Machine:
             uc.reg_write(r, 0)
         uc.reg_write(X.UC_X86_REG_CS, RESET_CS)
         uc.reg_write(X.UC_X86_REG_EIP, RESET_EIP)
+        self.smbase, self.in_smm, self._smi_pending = smm.SMBASE_RESET, False, False
+        if self.lowmem is not None:
+            self.lowmem.set_smm(False)
         uc.ctl_flush_tb()
 
     def load_kernel_file(self, path: str, *, cmdline: str = "") -> None:
@@ -590,8 +609,52 @@ class Machine:
         self.host_exception = e
 
     def stop_unsupported(self, detail: str) -> None:
-        """The guest asked for something uvirt cannot do (an SMI): stop and say so."""
+        """The guest asked for something uvirt cannot do: stop and say so."""
         self._request_stop(StopReason.FAULT, EXIT_FAULT, detail)
+
+    def raise_smi(self) -> None:
+        """CPU_INTERRUPT_SMI (a port hook on the CPU thread: APM 0xB2): taken at the end
+        of the translation block, before any other interrupt and whatever IF says; an SMI
+        raised in SMM waits for RSM (QEMU ``x86_cpu_pending_interrupt``)."""
+        self._smi_pending = True
+        if self._in_cpu and not self.in_smm:
+            self._kicked = True
+            self._cpu_stop()
+
+    def _smm_enter(self) -> None:
+        self._smi_pending = False
+        self.in_smm = True
+        if self.lowmem is not None:
+            self.lowmem.set_smm(True)          # SMRAM: what the CPU sees from now on
+        eip = self.uc.reg_read(X.UC_X86_REG_EIP)
+        try:
+            smm.enter(self.uc, self.smbase, self.memory.guest.write)
+        except BaseException as e:             # a host mistake: stop with it, no traceback
+            self._host_exception(e)
+            return
+        if self.tracer.enabled:
+            self.tracer.emit("smm", what="enter", smbase=self.smbase, eip=eip)
+
+    def _at_rsm(self) -> bool:
+        try:
+            return self.regs.mem_read(self._linear(self.regs.read(X.UC_X86_REG_EIP)), 2) == b"\x0f\xaa"
+        except UcError:
+            return False
+
+    def _smm_leave(self) -> None:
+        """RSM: back to the state the save area holds (the handler may have rewritten it)."""
+        area = self.memory.guest.read(self.smbase + smm.STATE_BASE + smm.SEG_OFFSET, 0x200)
+        try:
+            self.smbase = smm.leave(self.uc, self.smbase, area)
+        except BaseException as e:
+            self._host_exception(e)
+            return
+        self.in_smm = False
+        if self.lowmem is not None:
+            self.lowmem.set_smm(False)
+        if self.tracer.enabled:
+            self.tracer.emit("smm", what="rsm", smbase=self.smbase,
+                             eip=self.uc.reg_read(X.UC_X86_REG_EIP))
 
     def interrupt(self) -> None:
         """Stop the running guest from another thread or a signal handler."""
@@ -649,6 +712,7 @@ class Machine:
         self.work.continue_later = self._work_later
         try:
             while not self._stopping:
+                kicks = self._kicks
                 self._service()
                 if self._stopping:
                     break
@@ -656,11 +720,12 @@ class Machine:
                 self.tlb.sync()
                 eip = self.regs.read(X.UC_X86_REG_EIP)
                 self._kicked = False
+                self._runs += 1
                 self._in_cpu = True
-                if self._posted:
-                    # Posted after _service ran, while _in_cpu was still False: its kick
-                    # only set _wake, and emu_start clears pending stop requests, so it
-                    # would wait for the poster's retry.  Serve it first.
+                if self._posted or self._kicks != kicks:
+                    # Kicked (a tick, posted work) after _service began, while _in_cpu was
+                    # still False: the kick only set _wake, and emu_start clears pending
+                    # stop requests, so it would be lost.  Serve it first.
                     self._in_cpu = False
                     continue
                 self.memory.replay.started()
@@ -680,7 +745,10 @@ class Machine:
                             self._raise_exception(intno, at)
                         continue
                     if e.errno == UC_ERR_INSN_INVALID:
-                        self._raise_exception(_delivery.EXC_UD, uc.reg_read(X.UC_X86_REG_EIP))
+                        if self.in_smm and self._at_rsm():
+                            self._smm_leave()        # Unicorn's own RSM is #UD outside its SMM
+                        else:
+                            self._raise_exception(_delivery.EXC_UD, uc.reg_read(X.UC_X86_REG_EIP))
                         continue
                     self._fault_from(e)
                     break
@@ -737,9 +805,20 @@ class Machine:
     # ------------------------------------------------------------------ interrupts
     def _cpu_stop(self) -> None:
         """Every stop request goes through here, so the memory map can keep MMIO side
-        effects exactly-once when Unicorn restarts the access (uc_memory.ReplayGuard)."""
+        effects exactly-once when Unicorn restarts the access (uc_memory.ReplayGuard).
+        From another thread the stop can land in ``emu_start``'s prologue, before
+        Unicorn's run has begun, where Unicorn ignores it: the watchdog then sends it
+        again if the same run is still going a moment later."""
         self.memory.replay.note_stop()
         self.uc.emu_stop()
+        if self._in_cpu and threading.get_ident() != self.memory.cpu_thread:
+            _Watchdog.get().recheck(self._watch_token, self._runs)
+
+    def _restop(self, run: int) -> None:
+        """Watchdog thread: a stop was sent to CPU run ``run``; if that run is still
+        going, Unicorn dropped it: send it again."""
+        if self._in_cpu and self._runs == run:
+            self._cpu_stop()
 
     def _finish_restarted_access(self) -> None:
         """Unicorn abandoned an instruction in the middle of an MMIO access: run it again,
@@ -763,6 +842,7 @@ class Machine:
 
     def _kick_async(self) -> None:
         """From any thread: stop the CPU soon (end of the current block) and wake a HLT."""
+        self._kicks += 1
         if self._in_cpu and self.uc is not None:
             self._kicked = True
             self._cpu_stop()
@@ -778,8 +858,9 @@ class Machine:
     def _irq_changed(self) -> None:
         """CPU thread (a port/MMIO hook or the run loop): an interrupt may be pending."""
         # While single-stepping a blocked interrupt the step hook stops exactly when IF
-        # turns 1; otherwise (running free, or polling) stop now.
-        if self._in_cpu and not self._kicked and self._step_hook is None and not self._stopping:
+        # turns 1; otherwise (running free, or polling) stop now.  Even if this run was
+        # kicked already: a host thread's kick may have been dropped (see _cpu_stop).
+        if self._in_cpu and self._step_hook is None and not self._stopping:
             if self.interrupts.cpu_pending():
                 self._kicked = True
                 self._cpu_stop()
@@ -824,6 +905,8 @@ class Machine:
         outside the STI shadow)."""
         self._run_posted()
         self._run_work()
+        if self._smi_pending and not self.in_smm and not self._stopping:
+            self._smm_enter()
         ic = self.interrupts
         if ic is None or self._stopping:
             return
@@ -843,11 +926,16 @@ class Machine:
 
     def _in_shadow(self) -> bool:
         """The instruction before EIP was STI (the one-instruction interrupt shadow).
-        Reached only when the CPU stopped right after STI (STI ends a block)."""
-        if self._step_shadow:
-            return True
+        Reached only when the CPU stopped right after STI (STI ends a block).  A shadow
+        recorded at a stop holds only while EIP is still there: once the CPU has run on
+        (polling, not stepping), it is over."""
+        eip = self.regs.read(X.UC_X86_REG_EIP)
+        if self._step_shadow is not None:
+            if self._step_shadow == eip:
+                return True
+            self._step_shadow = None
         try:
-            return self.regs.mem_read(self._linear(self.regs.read(X.UC_X86_REG_EIP)) - 1, 1) == b"\xfb"
+            return self.regs.mem_read(self._linear(eip) - 1, 1) == b"\xfb"
         except UcError:
             return False
 
@@ -864,7 +952,7 @@ class Machine:
             self._step_budget = STEP_BUDGET if touched else 0
             self._step_touched = touched
             self._poll_interval = POLL_FIRST
-        self._step_shadow = shadow
+        self._step_shadow = self.regs.read(X.UC_X86_REG_EIP) if shadow else None
         self._step_prev = -1
         if self._step_budget > 0:
             if self._step_hook is None:
@@ -888,14 +976,14 @@ class Machine:
             self.uc.ctl_flush_tb()
             self._exact_stops(bool(self._max_insns))
         self._blocked = False
-        self._step_shadow = False
+        self._step_shadow = None
         self._poll_at = None
 
     def _step_cb(self, uc, address, size, _ud) -> None:
         try:
             if uc.reg_read(X.UC_X86_REG_EFLAGS) & IF_MASK:
-                if self._step_shadow:
-                    self._step_shadow = False        # this is the shadowed instruction
+                if self._step_shadow is not None:
+                    self._step_shadow = None         # this is the shadowed instruction
                 elif self._step_prev >= 0 and uc.mem_read(self._step_prev, 1) == b"\xfb":
                     pass                             # it follows STI: let it run
                 else:
@@ -1290,6 +1378,8 @@ class _Watchdog:
     def __init__(self) -> None:
         self._active: dict[int, tuple[Machine, float | None, float | None]] = {}
         self._ticks: dict[int, float] = {}     # token -> monotonic time of the machine's next tick
+        #: token -> (when, CPU run number): check then that a stop sent to that run landed
+        self._rechecks: dict[int, tuple[float, int]] = {}
         self._mutex = threading.Lock()
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
@@ -1321,6 +1411,20 @@ class _Watchdog:
         with self._mutex:
             self._active.pop(token, None)
             self._ticks.pop(token, None)
+            self._rechecks.pop(token, None)
+
+    def recheck(self, token: int | None, run: int) -> None:
+        """Call the machine's ``_restop(run)`` in ``RESTOP_AFTER`` seconds."""
+        if token is None:
+            return
+        when = time.monotonic() + RESTOP_AFTER
+        with self._mutex:
+            if token not in self._active:
+                return
+            self._rechecks[token] = (when, run)
+            wake = when < self._sleep_until
+        if wake:
+            self._poke()
 
     def set_tick(self, token: int | None, when: float | None) -> None:
         """Call the machine's ``_timer_fired`` at ``when`` (monotonic seconds), once."""
@@ -1346,6 +1450,7 @@ class _Watchdog:
             with self._mutex:
                 deadlines = [d for _, d, _ in self._active.values() if d is not None]
                 deadlines += self._ticks.values()
+                deadlines += [when for when, _ in self._rechecks.values()]
                 self._sleep_until = min(deadlines, default=float("inf"))
             wait = None if not deadlines else max(0.0, self._sleep_until - time.monotonic())
             ready, _, _ = select.select([self._rfd], [], [], wait)
@@ -1363,8 +1468,13 @@ class _Watchdog:
                 fired = [self._active[t][0] for t in due if t in self._active]
                 for t in due:
                     del self._ticks[t]
+                rechecks = [(self._active[t][0], run) for t, (when, run) in self._rechecks.items()
+                            if when <= now and t in self._active]
+                self._rechecks = {t: r for t, r in self._rechecks.items() if r[0] > now}
             for machine in fired:
                 machine._timer_fired()
+            for machine, run in rechecks:
+                machine._restop(run)
             for machine, deadline, seconds in active:
                 if got_signal:
                     machine.interrupt()

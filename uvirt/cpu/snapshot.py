@@ -351,6 +351,7 @@ class Snapshot:
     disks: list[_DiskJournal] = field(default_factory=list)
     configs: dict[int, bytes] = field(default_factory=dict)    # id(function) -> config space
     restores: int = 0
+    smbase: int | None = None                  # the CPU's SMBASE (uvirt/cpu/smm.py)
     pages_restored: int = 0                    # in the last restore
 
 
@@ -359,6 +360,8 @@ def take(machine) -> Snapshot:
         raise SnapshotError("cannot snapshot with device work pending (run the machine on)")
     if getattr(machine, "_blocked", False):
         raise SnapshotError("cannot snapshot while an interrupt waits for IF=1")
+    if getattr(machine, "in_smm", False) or getattr(machine, "_smi_pending", False):
+        raise SnapshotError("cannot snapshot in System Management Mode (run the machine on)")
     old = getattr(machine, "_snapshot", None)
     if old is not None:
         for j in old.disks:
@@ -371,6 +374,7 @@ def take(machine) -> Snapshot:
     snap = Snapshot(cpu, ram, machine.ram, capture_objects(device_roots(machine)),
                     [_DiskJournal(b) for b in _block_backends(machine)],
                     {id(fn): bytes(fn.config.data) for fn in machine.pci.functions.values()})
+    snap.smbase = getattr(machine, "smbase", None)
     _start_tracking(machine)
     machine._snapshot = snap
     return snap
@@ -436,6 +440,9 @@ def restore(machine, snap: Snapshot) -> None:
                 machine.pci.apply(fn, changes)
     if machine.uc is not None:
         machine.uc.context_restore(snap.cpu)
+        if snap.smbase is not None:
+            machine.smbase = snap.smbase
+            machine.in_smm = machine._smi_pending = False     # a snapshot is never taken in SMM
         if exact:
             for o in code:
                 if tlb.may_hold_code(o, PAGE_SIZE):

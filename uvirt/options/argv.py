@@ -61,7 +61,7 @@ Decisions
 ---------
 * Rule: an option whose effect a guest could notice and that uvirt cannot honour is an
   error naming the value (``-smp 2``, ``-machine q35``, ``-vga std``, ``-cpu max``,
-  ``-machine smm=on``, ``-drive`` other than ``if=none``/``if=pflash``); an option that only concerns the host
+  ``-drive`` other than ``if=none``/``if=pflash``); an option that only concerns the host
   (display, logging, names, config files) is accepted and listed in ``ignored``.
 * Accelerators: ``tcg`` and ``qtest`` are honoured.  ``kvm`` (``-enable-kvm``,
   ``-accel kvm``, ``accel=kvm:tcg``) is skipped when a later candidate follows, which

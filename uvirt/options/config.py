@@ -170,7 +170,7 @@ class RunConfig:
     boot: BootOpts = field(default_factory=BootOpts)          # -boot order=,menu=,splash-time=,...
     uuid: bytes | None = None               # -uuid: fw_cfg FW_CFG_UUID
     pflash: tuple[DriveOpts, ...] = ()      # -drive if=pflash: the system flash
-    smm: str = "auto"                       # -machine smm=on|off|auto (uvirt has no SMM)
+    smm: str = "auto"                       # -machine smm=on|off|auto (auto: on, as under TCG)
     devices: tuple[DeviceOpts, ...] = ()
     objects: tuple[ObjectOpts, ...] = ()
     chardevs: tuple[ChardevOpts, ...] = ()  # -chardev and the ones -monitor/-qmp create

@@ -14,9 +14,8 @@ AcpiPm (hw/acpi/piix4.c ``pm_io_space_update``, hw/acpi/core.c): PIIX4's power
 
 Apm (hw/isa/apm.c, ports 0xB2/0xB3): APM control and status bytes.  A write to 0xB2
     other than ACPI enable/disable (0xF1/0xF0) raises an SMI when PIIX4 DEVACTB
-    APMC_EN (config 0x5B bit 1) is set; uvirt has no SMM, so the SMI is recorded as a
-    guest error ("smi") and a running guest stops with the advice to use
-    ``-machine smm=off`` (firmware_boot.apply_smm).
+    APMC_EN (config 0x5B bit 1) is set: the CPU enters System Management Mode
+    (``Board.raise_smi``, uvirt/cpu/smm.py).
 
 I8257 (hw/dma/i8257.c ``i8257_dma_init(isa_bus, 0)``): the two 8237 DMA controllers'
     registers.  Controller 1: channel address/count at 0x00-0x07 (one byte at a time

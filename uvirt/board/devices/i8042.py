@@ -1,6 +1,6 @@
-"""The i8042 keyboard controller at 0x60/0x64 with a PS/2 keyboard behind it, as QEMU
-7.2 has them (hw/input/pckbd.c, hw/input/ps2.c); no key is ever pressed and the mouse
-port answers its test but has no mouse model yet.
+"""The i8042 keyboard controller at 0x60/0x64 with a PS/2 keyboard and a PS/2 mouse
+behind it, as QEMU 7.2 has them (hw/input/pckbd.c, hw/input/ps2.c); no key is ever
+pressed and the mouse never moves.
 
 Ports
     0x60  data: read the output buffer (keyboard or aux byte); a write goes to the
@@ -19,6 +19,17 @@ Keyboard commands (``ps2_write_keyboard``): 0xFF reset (FA AA), 0xF5 reset and d
 (FA), 0xF4 enable (FA), 0xF6 defaults (FA), 0xF2 identify (FA AB 41 translated / 83),
 0xED set LEDs and 0xF3 typematic rate (FA, then FA for the parameter), 0xF0 scan-code
 set (FA; parameter 0 answers FA and the set), 0xEE echo (EE); anything else FE.
+
+Mouse commands (``ps2_write_mouse``, through 0xD4, which also clears the command byte's
+aux-disable bit): 0xFF reset (FA AA 00, sample rate 100, resolution 2, standard type),
+0xF6 defaults, 0xF4/0xF5 enable/disable reporting, 0xEA stream / 0xF0 remote mode,
+0xE6/0xE7 scaling 1:1 / 2:1 (each FA), 0xF2 type (FA, then 0, 3 after the IMPS/2 knock
+of sample rates 200 100 80, 4 after the IMEX one 200 200 80), 0xE9 status (FA, status,
+resolution, sample rate), 0xF3/0xE8 sample rate / resolution (FA, then FA for the
+parameter), 0xEB poll (FA and a packet without motion: 08 00 00, plus 00 for IMPS/2 and
+IMEX), 0xEE wrap mode (FA; every byte but 0xEC and 0xFF echoes until 0xEC: FA); any
+other byte is ignored.  Not modelled: QEMU's separate keyboard and mouse queues (bytes
+go out in the order they were made, and a disabled port does not hold its bytes back).
 
 IRQ 1 is raised while a keyboard byte waits and the command byte enables it (bit 0);
 IRQ 12 likewise for aux bytes (bit 1).
@@ -64,11 +75,41 @@ OUT_RESET, OUT_A20, OUT_ONES = 0x01, 0x02, 0xCC
 ACK, RESEND, BAT_OK = 0xFA, 0xFE, 0xAA
 
 
+class AuxCmd(IntEnum):
+    """PS/2 mouse commands (hw/input/ps2.c ``AUX_*``)."""
+    SET_SCALE11 = 0xE6
+    SET_SCALE21 = 0xE7
+    SET_RES = 0xE8
+    GET_SCALE = 0xE9
+    SET_STREAM = 0xEA
+    POLL = 0xEB
+    RESET_WRAP = 0xEC
+    SET_WRAP = 0xEE
+    SET_REMOTE = 0xF0
+    GET_TYPE = 0xF2
+    SET_SAMPLE = 0xF3
+    ENABLE_DEV = 0xF4
+    DISABLE_DEV = 0xF5
+    SET_DEFAULT = 0xF6
+    RESET = 0xFF
+
+
+MOUSE_STATUS_REMOTE, MOUSE_STATUS_ENABLED, MOUSE_STATUS_SCALE21 = 0x40, 0x20, 0x10
+#: mouse_status bits each command sets (|) or clears (&~), then answers ACK
+_AUX_STATUS = {AuxCmd.SET_SCALE11: (0, MOUSE_STATUS_SCALE21), AuxCmd.SET_SCALE21: (MOUSE_STATUS_SCALE21, 0),
+               AuxCmd.SET_STREAM: (0, MOUSE_STATUS_REMOTE), AuxCmd.SET_REMOTE: (MOUSE_STATUS_REMOTE, 0),
+               AuxCmd.ENABLE_DEV: (MOUSE_STATUS_ENABLED, 0), AuxCmd.DISABLE_DEV: (0, MOUSE_STATUS_ENABLED)}
+#: the IMPS/2 (type 3) and IMEX (type 4) knocks: sample rates in a row -> detect state
+_KNOCK = {(0, 200): 1, (1, 100): 2, (1, 200): 3}
+_KNOCK_TYPE = {(2, 80): 3, (3, 80): 4}
+
+
 class I8042:
     #: what a snapshot holds (uvirt/cpu/snapshot.py)
     snapshot_state = (
         "mode", "status", "outport", "write_cmd", "queue", "current", "last", "kbd_param",
-        "scan_enabled", "scancode_set",
+        "scan_enabled", "scancode_set", "mouse_status", "mouse_resolution", "mouse_sample_rate",
+        "mouse_wrap", "mouse_type", "mouse_detect", "mouse_param",
     )
 
     def __init__(self, set_irq: Callable[[int, int], None], request_reset: Callable[[], None]) -> None:
@@ -87,6 +128,10 @@ class I8042:
         self.kbd_param = 0           # keyboard command waiting for its parameter
         self.scan_enabled = True
         self.scancode_set = 2
+        # ps2_mouse_reset
+        self.mouse_status = self.mouse_resolution = self.mouse_sample_rate = 0
+        self.mouse_wrap = self.mouse_type = self.mouse_detect = 0
+        self.mouse_param = 0         # mouse command waiting for its parameter
         self._irqs = (0, 0)
         self._update()
 
@@ -189,9 +234,59 @@ class I8042:
             if not value & OUT_RESET:
                 self._request_reset()
         elif cmd == KbdCmd.WRITE_MOUSE:
-            self._put(RESEND, aux=True)        # no mouse model: every command is refused
+            self.mode &= ~MODE_DISABLE_MOUSE   # "sending data to the mouse reenables" it
+            self._mouse(value)
+            self._update()
         else:
             self._keyboard(value)
+
+    def _mouse(self, value: int) -> None:
+        """ps2_write_mouse (no motion, no buttons)."""
+        put = lambda *b: [self._put(x, aux=True) for x in b]
+        param, self.mouse_param = self.mouse_param, 0
+        if param == AuxCmd.SET_SAMPLE:
+            self.mouse_sample_rate = value
+            state = _KNOCK.get((self.mouse_detect, value), 0)
+            self.mouse_type = _KNOCK_TYPE.get((self.mouse_detect, value), self.mouse_type)
+            self.mouse_detect = state
+            put(ACK)
+            return
+        if param == AuxCmd.SET_RES:
+            self.mouse_resolution = value
+            put(ACK)
+            return
+        if self.mouse_wrap:
+            if value == AuxCmd.RESET_WRAP:
+                self.mouse_wrap = 0
+                put(ACK)
+                return
+            if value != AuxCmd.RESET:
+                put(value)
+                return
+        if value in _AUX_STATUS:
+            on, off = _AUX_STATUS[AuxCmd(value)]
+            self.mouse_status = (self.mouse_status | on) & ~off
+            put(ACK)
+        elif value == AuxCmd.SET_WRAP:
+            self.mouse_wrap = 1
+            put(ACK)
+        elif value == AuxCmd.GET_TYPE:
+            put(ACK, self.mouse_type)
+        elif value in (AuxCmd.SET_RES, AuxCmd.SET_SAMPLE):
+            self.mouse_param = value
+            put(ACK)
+        elif value == AuxCmd.GET_SCALE:
+            put(ACK, self.mouse_status, self.mouse_resolution, self.mouse_sample_rate)
+        elif value == AuxCmd.POLL:
+            put(ACK, 0x08, 0, 0, *((0,) if self.mouse_type in (3, 4) else ()))
+        elif value in (AuxCmd.SET_DEFAULT, AuxCmd.RESET):
+            self.mouse_sample_rate, self.mouse_resolution, self.mouse_status = 100, 2, 0
+            if value == AuxCmd.RESET:
+                self.mouse_type = 0
+                self.queue = collections.deque(b for b in self.queue if not b[1])   # ps2_reset_queue
+                put(ACK, BAT_OK, self.mouse_type)
+            else:
+                put(ACK)
 
     def _keyboard(self, value: int) -> None:
         """ps2_write_keyboard."""

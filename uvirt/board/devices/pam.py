@@ -51,7 +51,7 @@ LOWMEM_END = 0x100000
 PC_ROM_BASE, PC_ROM_SIZE = 0xC0000, 0x20000
 ISA_BIOS_MAX = 0x20000
 PAM_REG, SMRAM_REG = 0x59, 0x72
-SMRAM_D_OPEN = 0x40
+SMRAM_D_OPEN, SMRAM_G_SMRAME = 0x40, 0x08
 #: PCI-space ROMs: the same priority as the BARs (PciBus.MEM_BAR_PRIORITY), placed first
 ROM_PRIORITY = -1
 ALIAS_PRIORITY = 1
@@ -78,7 +78,7 @@ class LowMemory:
     PAM and SMRAM live in the host bridge's config space, and ``follow`` re-derives the
     placements from both after a restore.  The BIOS image is configuration."""
 
-    snapshot_state = ("vapic_at",)
+    snapshot_state = ("vapic_at", "smm")
 
     def __init__(self, memory: MemoryMap, ram: RamRegion, ram_placement: Placement) -> None:
         self.memory = memory
@@ -101,6 +101,10 @@ class LowMemory:
         self.vapic: Placement | None = None
         self.vapic_at: tuple[int, int] | None = None     # (start, length) of the window
         self._applied: bytes | None = None               # the PAM/SMRAM bytes the map shows
+        #: the CPU is in System Management Mode (uvirt/cpu/smm.py): with SMRAM's
+        #: G_SMRAME set it sees RAM at 0xA0000-0xBFFFF (QEMU's SMM address space)
+        self.smm = False
+        self._config: bytes | bytearray | None = None
         memory.add(RamRegion("pc.rom", PC_ROM_SIZE, readonly=True), PC_ROM_BASE, ROM_PRIORITY)
         self.bios: RamRegion | None = None
         self._bios_placements: list[Placement] = []
@@ -129,17 +133,29 @@ class LowMemory:
 
     def update(self, config: bytes | bytearray) -> None:
         """i440fx_update_memory_mappings: follow PAM0-6 and SMRAM."""
-        self._applied = bytes(config[PAM_REG:PAM_REG + 7]) + bytes((config[SMRAM_REG],))
+        self._config = config
+        self._applied = self._key(config)
         with self.memory.batch():
-            d_open = bool(config[SMRAM_REG] & SMRAM_D_OPEN)
-            self.smram[0].set_enabled(not d_open)
-            self.smram[1].set_enabled(d_open)
+            smram = config[SMRAM_REG]
+            ram = bool(smram & SMRAM_D_OPEN) or (self.smm and bool(smram & SMRAM_G_SMRAME))
+            self.smram[0].set_enabled(not ram)
+            self.smram[1].set_enabled(ram)
             for seg, (under, rw, ro) in enumerate(self.pam):
                 attr = pam_attribute(config, seg)
                 under.set_enabled(attr == PAM_PCI)
                 ro.set_enabled(attr == PAM_RO)
                 rw.set_enabled(attr in (PAM_WO, PAM_RW))
             self.memory.commit()
+
+    def _key(self, config: bytes | bytearray) -> bytes:
+        return bytes(config[PAM_REG:PAM_REG + 7]) + bytes((config[SMRAM_REG], self.smm))
+
+    def set_smm(self, on: bool) -> None:
+        """The CPU entered (on) or left System Management Mode."""
+        if on != self.smm:
+            self.smm = on
+            if self._config is not None:
+                self.update(self._config)
 
     def vapic_window(self, on: bool = True, window: tuple[int, int] = VAPIC_WINDOW) -> None:
         """QEMU's kvmvapic writable ROM window (see the module docstring); a new
@@ -163,5 +179,5 @@ class LowMemory:
         want = (self.vapic.addr, self.vapic.region.size) if self.vapic is not None else None
         if want != self.vapic_at:
             self._place_vapic(self.vapic_at)
-        if self._applied != bytes(config[PAM_REG:PAM_REG + 7]) + bytes((config[SMRAM_REG],)):
+        if self._applied != self._key(config):
             self.update(config)

@@ -47,6 +47,9 @@ class I440FX(PciFunction):
         # SMRAM C_BASE_SEG=010.  PAM0-6 are 0 (all PCI space) until firmware sets them.
         _poke(self, {0x57: min(ram_size >> 23, 255), 0x72: 0x02})
         self.lowmem = None           # pam.LowMemory, set when the board has memory
+        #: the firmware sets SMM up (-machine smm=on/auto): it leaves SMRAM G_SMRAME set;
+        #: with smm=off SeaBIOS skips its SMM set-up and SMRAM keeps its reset value
+        self.firmware_smm = True
 
     def _memory_changed(self) -> None:
         if self.lowmem is not None:
@@ -73,9 +76,9 @@ class I440FX(PciFunction):
 
     def on_firmware(self, bus: PciBus, cmd: int) -> int:
         # SeaBIOS make_bios_readonly: PAM0 and the option-ROM windows read-only (0x1x),
-        # 0xE8000-0xEFFFF stays read/write; SMRAM G_SMRAME set.
+        # 0xE8000-0xEFFFF stays read/write; SMRAM G_SMRAME set (when it set SMM up).
         _poke(self, {0x59: 0x10, 0x5A: 0x11, 0x5B: 0x11, 0x5C: 0x11, 0x5D: 0x11, 0x5E: 0x11,
-                     0x5F: 0x33, 0x72: 0x0A})
+                     0x5F: 0x33, 0x72: 0x0A if self.firmware_smm else 0x02})
         self._memory_changed()
         if self.lowmem is not None:
             self.lowmem.vapic_window()       # QEMU's kvmvapic ROM, see devices/pam.py
@@ -271,14 +274,7 @@ def install_pc_builtins(board: Board) -> None:
                                        valid_sizes=(1, 2, 4), unaligned=True), page + first)
     port92 = board.port92 = Port92(board.request_reset)
     board.add_isa(MmioRegion("port92", 1, port92, valid_sizes=(1, 2, 4), impl_max=1), 0x92, port92)
-    def smi(value: int) -> None:
-        detail = (f"SMI (APM command 0x{value:02x}): uvirt's CPU has no System Management Mode; "
-                  f"-board smm=off gives firmware a board without it, as QEMU's does")
-        board.guest_error("smi", detail)
-        if board.cpu is not None:
-            board.stop_unsupported(detail)
-
-    apm = Apm(lambda: bool(pm.config.data[0x5B] & 2), smi)
+    apm = Apm(lambda: bool(pm.config.data[0x5B] & 2), lambda value: board.raise_smi())
     board.add_isa(MmioRegion("apm-io", 2, apm, valid_sizes=(1, 2, 4), impl_max=1), 0xB2, apm)
     def rtc_irq(level: int) -> None:          # ISA IRQ 8: the PIC and the IOAPIC's pin 8
         if board.interrupts is not None:
