@@ -83,6 +83,7 @@ from uvirt.board.interrupts import delivery as _delivery
 from uvirt.board.memory.regions import PAGE_MASK
 from uvirt.boot import multiboot
 from uvirt.cpu.exits import TbEndExits
+from uvirt.cpu.irq_line import IrqLine
 from uvirt.cpu.tlb import TlbFill
 from uvirt.cpu.uc_hooks import add_c_hook
 from uvirt.cpu.uc_memory import UnicornMemory
@@ -263,6 +264,8 @@ class Machine:
         #: the memory map's Unicorn backend (uvirt/cpu/uc_memory.py) while a CPU is attached
         self.uc_memory: UnicornMemory | None = None
         self.exits: TbEndExits | None = None
+        #: the CPU's interrupt line inside Unicorn (uvirt/cpu/irq_line.py), when found
+        self.irq_line: IrqLine | None = None
         self.tlb: TlbFill | None = None
         self.entry: int | None = None
         self._boot_regs: dict[int, int] = {}
@@ -319,6 +322,12 @@ class Machine:
         # a stop taking effect before the next instruction.
         self.exits = TbEndExits.for_uc(uc) if self._owns_uc else None
         self._exact_stops(False)
+        # Hardware interrupts taken inside emu_start by QEMU's own code, while stops land
+        # at block boundaries (uvirt/cpu/irq_line.py); otherwise delivered between runs.
+        if self.exits is not None and self.interrupts is not None:
+            self.irq_line = IrqLine.for_uc(uc, self._take_interrupt)
+            if self.irq_line is not None:
+                self.interrupts.on_level = self._irq_level
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_IN, self._make_in_hook()))
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))
         self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
@@ -425,6 +434,7 @@ class Machine:
         if self._stopping:
             return
         self._exc = (intno, uc.reg_read(X.UC_X86_REG_EIP))
+        self._line_down()            # the exception is delivered first, from the run loop
         self._cpu_stop()
 
     def _hook_write_prot(self, uc, _access, address, size, _value, _ud) -> bool:
@@ -442,6 +452,7 @@ class Machine:
         pages = sorted({addr & PAGE_MASK, (addr + size - 1) & PAGE_MASK})
         saved = [(p, bytes(uc.mem_read(p, 0x1000))) for p in pages]
         self._rom_write_allowed = True
+        self._line_down()                # no interrupt before it (the loop raises it again)
         self._exact_stops(True)          # one instruction exactly, not the rest of its block
         try:
             uc.emu_start(uc.reg_read(X.UC_X86_REG_EIP), 0xFFFFFFFF, 0, 1)
@@ -575,6 +586,7 @@ class Machine:
             return
         self._stopping = True
         self._stop = StopInfo(reason, exit_code, detail, **kw)
+        self._line_down()                # nothing more is delivered in the block's tail
         # The rest of the translation block still runs (docs/unicorn-notes.md §7 item 10):
         # until run() returns every port reads as unassigned and ignores writes.
         self.io.table = {}
@@ -748,6 +760,7 @@ class Machine:
         replay = self.memory.replay
         if replay.journal is None or self._stopping:
             return
+        self._line_down()
         replay.started()
         try:
             self.uc.emu_start(self.uc.reg_read(X.UC_X86_REG_EIP), 0xFFFFFFFF, 0, 1)
@@ -775,8 +788,46 @@ class Machine:
         self._armed_tick = None
         self._kick_async()
 
+    def _engine_irqs(self) -> bool:
+        """Is the CPU taking hardware interrupts itself (uvirt/cpu/irq_line.py)?  Only
+        while stops land at block boundaries (no code hook, no instruction budget)."""
+        return self.irq_line is not None and self.exits is not None and self.exits.on
+
+    def _irq_level(self, level: bool) -> None:
+        """CPU thread: the interrupt controllers' output to the CPU changed."""
+        if self._engine_irqs() and not (level and self._stopping):
+            self.irq_line.set(level)
+
+    def _line_down(self) -> None:
+        if self.irq_line is not None and self.irq_line.raised:
+            self.irq_line.lower_line()
+
+    def _take_interrupt(self) -> int:
+        """Inside emu_start, at a block boundary with IF=1 outside any interrupt shadow:
+        the CPU takes the interrupt (QEMU's ``cpu_get_pic_interrupt``).  -> the vector,
+        which Unicorn's own ``do_interrupt_all`` delivers through the IDT."""
+        try:
+            ic = self.interrupts
+            vector = ic.acknowledge()
+            if vector is None:           # cannot happen while the line follows cpu_pending
+                vector = ic.apic.spurious_vec & 0xFF
+            if self.tracer.enabled:
+                self.tracer.emit("interrupt", vector=vector, kind=_delivery.Kind.HARDWARE.value,
+                                 eip=self.regs.read(X.UC_X86_REG_EIP), result="Delivered")
+            if self.irq_line.raised:
+                # Still pending after this one (a trap gate, auto-EOI): Unicorn clears the
+                # line after delivering, so the run loop raises it again at once.
+                self._kicked = True
+                self._cpu_stop()
+            return vector
+        except BaseException as e:
+            self._host_exception(e)
+            return 0
+
     def _irq_changed(self) -> None:
         """CPU thread (a port/MMIO hook or the run loop): an interrupt may be pending."""
+        if self._engine_irqs():
+            return                       # the CPU takes it itself (_irq_level)
         # While single-stepping a blocked interrupt the step hook stops exactly when IF
         # turns 1; otherwise (running free, or polling) stop now.
         if self._in_cpu and not self._kicked and self._step_hook is None and not self._stopping:
@@ -828,6 +879,11 @@ class Machine:
         if ic is None or self._stopping:
             return
         ic.sync()
+        if self._engine_irqs():
+            self._leave_blocked()
+            self.irq_line.set(ic.cpu_pending())
+            return
+        self._line_down()
         if not ic.cpu_pending():
             self._leave_blocked()
             return
@@ -973,7 +1029,10 @@ class Machine:
         elif before == bytes((0xCD, intno)):
             kind, insn = _delivery.Kind.SOFTWARE, eip - 2
         elif intno in (_delivery.EXC_TS, _delivery.EXC_NP, _delivery.EXC_SS, _delivery.EXC_GP):
-            error = _guess_error_code(uc, eip)
+            # Unicorn's own error code when the line found it (a hardware interrupt through
+            # a bad gate raises #NP/#GP(vector*8+2) inside emu_start); else a guess
+            error = (self.irq_line.exception_error_code() if self.irq_line is not None
+                     else _guess_error_code(uc, eip))
         if kind is _delivery.Kind.EXCEPTION and intno in (0, 8, 10, 11, 12, 13, 14):
             _reset_old_exception(uc)     # Unicorn never delivered it: forget it (see there)
         self._deliver(intno, kind, insn, nxt, error)
@@ -1148,6 +1207,10 @@ class Machine:
             self.work.should_stop = board.stop_pending
             if self.interrupts is not None:
                 self.interrupts.on_change = lambda: None
+            if self.irq_line is not None:
+                self.interrupts.on_level = lambda level: None
+                self.irq_line.close()
+                self.irq_line = None
             if self.exits is not None:
                 self.exits.set(False)    # a user's CPU goes back as Unicorn made it
             self.tlb.close()

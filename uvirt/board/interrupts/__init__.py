@@ -5,9 +5,12 @@ PIRQ routing, the local APIC with its MSI window, and IDT delivery (``delivery``
 the APIC window, installs itself as the PCI bus's ``intx_sink`` and answers the two
 questions the CPU loop asks (machine.py): *is an interrupt pending for the CPU*
 (``cpu_pending``) and *which vector does the acknowledge cycle give* (``acknowledge``).
-``on_change`` is called whenever the answer to the first may have turned true (a line
-raised, an EOI, an unmask, an MSI): the machine then stops the CPU at the end of the
-current translation block and delivers.  Everything here runs on the CPU thread (inside
+``on_level`` is called with the new answer to the first whenever it changes (QEMU's
+``cpu_interrupt``/``cpu_reset_interrupt`` of CPU_INTERRUPT_HARD): the machine raises or
+lowers the CPU's interrupt line, and the CPU takes the interrupt at the next block
+boundary where it accepts one (uvirt/cpu/irq_line.py).  ``on_change`` is called when it
+turns true (a line raised, an EOI, an unmask, an MSI), for a CPU without that line: the
+machine then stops the CPU at the end of the current translation block and delivers.  Everything here runs on the CPU thread (inside
 port/MMIO hooks or between ``emu_start`` calls); other threads use
 ``Machine.call_soon_threadsafe``.
 
@@ -42,6 +45,7 @@ class InterruptController:
         self.pit = Pit8254(irq=lambda level: self.pic.set_irq(0, level), clock=clock)
         self.router: PiixPirqRouter | None = None
         self.on_change: Callable[[], None] = lambda: None
+        self.on_level: Callable[[bool], None] = lambda level: None
         self.pic.on_output = self._pic_output
         self.pic.before_access = self._touch
         #: Counts guest accesses to the PIC, PIT and APIC: a guest working on its
@@ -115,15 +119,17 @@ class InterruptController:
         self._notify()
 
     def _notify(self) -> None:
-        """Call ``on_change`` when the CPU's interrupt line rises (not on every update
-        while it stays up: a pending interrupt the CPU cannot take yet must not stop it
-        again and again)."""
+        """Call ``on_level`` when the CPU's interrupt line changes, and ``on_change`` when
+        it rises (not on every update while it stays up: a pending interrupt the CPU
+        cannot take yet must not stop it again and again)."""
         if self.cpu_pending():
             if not self._was_pending:
                 self._was_pending = True
+                self.on_level(True)
                 self.on_change()
-        else:
+        elif self._was_pending:
             self._was_pending = False
+            self.on_level(False)
 
     # -- the CPU's view
     def sync(self, now: int | None = None) -> None:
@@ -144,7 +150,10 @@ class InterruptController:
                 return None
             vector = self.pic.read_irq()
         self.delivered += 1
-        self._was_pending = self.cpu_pending()
+        pending = self.cpu_pending()
+        if pending != self._was_pending:
+            self._was_pending = pending
+            self.on_level(pending)
         return vector
 
     def next_deadline(self, now: int) -> int | None:
