@@ -888,13 +888,16 @@ class Machine:
             self._leave_blocked()
             return
         regs = self.regs
-        if regs.read(X.UC_X86_REG_EFLAGS) & IF_MASK and not self._in_shadow():
+        while regs.read(X.UC_X86_REG_EFLAGS) & IF_MASK and not self._in_shadow():
             self._leave_blocked()
             vector = ic.acknowledge()
             if vector is not None:
                 eip = regs.read(X.UC_X86_REG_EIP)
                 self._deliver(vector, _delivery.Kind.HARDWARE, eip, eip, 0)
-            return
+            # Another one still pending (the PIC's vector went first): at once through a
+            # trap gate, after IRET through an interrupt gate (blocked), as QEMU does.
+            if self._stopping or not ic.cpu_pending():
+                return
         self._enter_blocked()
 
     def _in_shadow(self) -> bool:

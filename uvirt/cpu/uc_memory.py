@@ -13,6 +13,7 @@ from typing import Callable, Iterable, NamedTuple
 
 from uvirt.board.memory.regions import (PAGE_MASK, PAGE_SIZE, ADDR_SPACE_END, UNASSIGNED_MEM_VALUE,
                                         MemoryMap, Piece, RamRegion, Region)
+from uvirt.cpu.uc_hooks import map_mmio
 from uvirt.errors import MemoryMapError
 
 
@@ -125,7 +126,7 @@ class UnicornMemory:
             read_cb, write_cb = _mixed_callbacks(span.pieces, span.start, self.replay,
                                                  self.memory.tracer)
         self._callbacks[_span_key(span)] = (read_cb, write_cb)
-        uc.mmio_map(span.start, span.size, read_cb, None, write_cb, None)
+        map_mmio(uc, span.start, span.size, read_cb, write_cb)
         for pc in span.pieces:
             if isinstance(pc.region, RamRegion):
                 pc.region.buffer.mapped_count += 1
