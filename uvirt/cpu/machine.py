@@ -326,8 +326,7 @@ class Machine:
         # at block boundaries (uvirt/cpu/irq_line.py); otherwise delivered between runs.
         if self.exits is not None and self.interrupts is not None:
             self.irq_line = IrqLine.for_uc(uc, self._take_interrupt)
-            if self.irq_line is not None:
-                self.interrupts.on_level = self._irq_level
+        self._route_irqs()
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_IN, self._make_in_hook()))
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))
         self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
@@ -587,6 +586,7 @@ class Machine:
         self._stopping = True
         self._stop = StopInfo(reason, exit_code, detail, **kw)
         self._line_down()                # nothing more is delivered in the block's tail
+        self._route_irqs()
         # The rest of the translation block still runs (docs/unicorn-notes.md §7 item 10):
         # until run() returns every port reads as unassigned and ignores writes.
         self.io.table = {}
@@ -637,6 +637,7 @@ class Machine:
         self._stopping = False
         self._stop = None
         self._wake.clear()
+        self._route_irqs()
         self.io.commit()
         if self.tracer.enabled and self._trace_hook is None:
             # Inside an MMIO callback EIP is only as fresh as the translation block's last
@@ -745,6 +746,7 @@ class Machine:
             return
         self.exits.set(not on)
         self.memory.replay.armed = on
+        self._route_irqs()
 
     # ------------------------------------------------------------------ interrupts
     def _cpu_stop(self) -> None:
@@ -793,10 +795,25 @@ class Machine:
         while stops land at block boundaries (no code hook, no instruction budget)."""
         return self.irq_line is not None and self.exits is not None and self.exits.on
 
-    def _irq_level(self, level: bool) -> None:
-        """CPU thread: the interrupt controllers' output to the CPU changed."""
-        if self._engine_irqs() and not (level and self._stopping):
-            self.irq_line.set(level)
+    def _route_irqs(self) -> None:
+        """Who hears the interrupt controllers' output (on the CPU thread): the CPU's
+        line while it takes interrupts itself; otherwise ``_irq_changed``, which stops the
+        CPU for the run loop to deliver.  While a stop is on its way nothing raises the
+        line (the rest of the block must not take an interrupt).  Called whenever one of
+        those conditions changes, so the hooks' hot path tests none of them."""
+        ic = self.interrupts
+        if ic is None:
+            return
+        if self._engine_irqs():
+            ic.on_level = self._line_falls if self._stopping else self.irq_line.set
+            ic.on_change = _no_change
+        else:
+            ic.on_level = self._line_falls
+            ic.on_change = self._irq_changed
+
+    def _line_falls(self, level: bool) -> None:
+        if not level:
+            self._line_down()
 
     def _line_down(self) -> None:
         if self.irq_line is not None and self.irq_line.raised:
@@ -825,9 +842,8 @@ class Machine:
             return 0
 
     def _irq_changed(self) -> None:
-        """CPU thread (a port/MMIO hook or the run loop): an interrupt may be pending."""
-        if self._engine_irqs():
-            return                       # the CPU takes it itself (_irq_level)
+        """CPU thread (a port/MMIO hook or the run loop): an interrupt may be pending
+        (only while the CPU does not take interrupts itself, ``_route_irqs``)."""
         # While single-stepping a blocked interrupt the step hook stops exactly when IF
         # turns 1; otherwise (running free, or polling) stop now.
         if self._in_cpu and not self._kicked and self._step_hook is None and not self._stopping:
@@ -1211,7 +1227,7 @@ class Machine:
             if self.interrupts is not None:
                 self.interrupts.on_change = lambda: None
             if self.irq_line is not None:
-                self.interrupts.on_level = lambda level: None
+                self.interrupts.on_level = _no_level
                 self.irq_line.close()
                 self.irq_line = None
             if self.exits is not None:
@@ -1253,6 +1269,14 @@ class _UcView:
             return self.regs.mem_read(addr, size)
         except UcError:
             return bytes(size)           # unassigned memory reads 0
+
+
+def _no_change() -> None:
+    """``InterruptController.on_change`` while the CPU takes interrupts itself."""
+
+
+def _no_level(_level: bool) -> None:
+    """``InterruptController.on_level`` without a CPU."""
 
 
 def _no_op_mem_hook(_uc, _access, _address, _size, _value, _ud) -> None:

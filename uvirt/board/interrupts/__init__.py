@@ -52,7 +52,7 @@ class InterruptController:
         #: interrupt set-up (machine.py keeps single-stepping a blocked interrupt then).
         self.touched = 0
         self._was_pending = False
-        self.apic.on_change = self._apic_change
+        self.apic.on_change = self._notify
         self.delivered = 0                    # interrupts acknowledged (statistics)
 
     # -- wiring
@@ -115,9 +115,6 @@ class InterruptController:
     def _pic_output(self, level: int) -> None:
         self._notify()
 
-    def _apic_change(self) -> None:
-        self._notify()
-
     def _notify(self) -> None:
         """Call ``on_level`` when the CPU's interrupt line changes, and ``on_change`` when
         it rises (not on every update while it stays up: a pending interrupt the CPU
@@ -138,13 +135,14 @@ class InterruptController:
     def cpu_pending(self) -> bool:
         """CPU_INTERRUPT_HARD: an APIC vector above the processor priority, or the PIC's
         INT through LINT0."""
-        if self.apic.irq_pending() > 0:
+        apic = self.apic
+        if apic.irq_pending() > 0:
             return True
-        return bool(self.apic.accept_pic_intr() and self.pic.output)
+        return apic.accept_pic_intr() and self.pic.master.get_irq() >= 0
 
     def acknowledge(self) -> int | None:
         """The interrupt acknowledge cycle (``cpu_get_pic_interrupt``): a vector, or None."""
-        vector = self.apic.get_interrupt(self.pic.output)
+        vector = self.apic.get_interrupt(self.pic.master.get_irq() >= 0)
         if vector < 0:
             if not self.apic.accept_pic_intr():
                 return None

@@ -74,11 +74,9 @@ class LocalApic:
 
     def irq_pending(self) -> int:
         """>0 the vector to deliver, 0 nothing, <0 masked by the processor priority."""
-        if not self.spurious_vec & SV_ENABLE:
+        if not self.spurious_vec & SV_ENABLE or not self.irr:
             return 0
-        irrv = _highest(self.irr)
-        if irrv < 0:
-            return 0
+        irrv = self.irr.bit_length() - 1
         ppr = self.ppr()
         if ppr and (irrv & 0xF0) <= (ppr & 0xF0):
             return -1
