@@ -37,7 +37,8 @@ APIC_PRIORITY = 0x1000        # QEMU maps the APIC window over everything
 
 class InterruptController:
     #: what a snapshot holds (uvirt/cpu/snapshot.py)
-    snapshot_state = ("pic", "apic", "pit", "router", "touched", "_was_pending", "delivered")
+    snapshot_state = ("pic", "apic", "pit", "router", "touched", "_was_pending", "_pic_level",
+                      "delivered")
 
     def __init__(self, clock: Callable[[], int] = time.monotonic_ns) -> None:
         self.pic = PicPair()
@@ -46,6 +47,9 @@ class InterruptController:
         self.router: PiixPirqRouter | None = None
         self.on_change: Callable[[], None] = lambda: None
         self.on_level: Callable[[bool], None] = lambda level: None
+        #: the 8259 pair's INT output, as its last update() presented it (QEMU's
+        #: pic_update_irq raising or lowering the line, not a recomputation per question)
+        self._pic_level = self.pic.output
         self.pic.on_output = self._pic_output
         self.pic.before_access = self._touch
         #: Counts guest accesses to the PIC, PIT and APIC: a guest working on its
@@ -113,6 +117,7 @@ class InterruptController:
         self.pit.sync()
 
     def _pic_output(self, level: int) -> None:
+        self._pic_level = level
         self._notify()
 
     def _notify(self) -> None:
@@ -138,11 +143,11 @@ class InterruptController:
         apic = self.apic
         if apic.irq_pending() > 0:
             return True
-        return apic.accept_pic_intr() and self.pic.master.get_irq() >= 0
+        return bool(self._pic_level) and apic.accept_pic_intr()
 
     def acknowledge(self) -> int | None:
         """The interrupt acknowledge cycle (``cpu_get_pic_interrupt``): a vector, or None."""
-        vector = self.apic.get_interrupt(self.pic.master.get_irq() >= 0)
+        vector = self.apic.get_interrupt(self._pic_level)
         if vector < 0:
             if not self.apic.accept_pic_intr():
                 return None
