@@ -43,7 +43,7 @@ OUTSIDE = "  outside emu_start (the run loop: stops, restarts, Python delivery)"
 PARTS = [
     ("  _service: posted work, timers, line sync or delivery", "Machine", "_service"),
     ("    Python IDT delivery (_deliver, run-loop path only)", "Machine", "_deliver"),
-    ("  APIC register access, device side (MSI, EOI; incl. notify)", "_Touching", "write"),
+    ("  APIC register access, device side (MSI, EOI; incl. notify)", "LocalApic", "write"),
     ("  acknowledge (IRR -> ISR; in-engine: inside emu_start)", "InterruptController", "acknowledge"),
     ("  TLB fill hook (uvirt/cpu/tlb.py)", "TlbFill", "_fill"),
 ]
@@ -51,7 +51,8 @@ PARTS = [
 
 def _patch():
     owners = {"Machine": _machine.Machine, "_Touching": _ic._Touching,
-              "InterruptController": _ic.InterruptController, "TlbFill": _tlb.TlbFill}
+              "InterruptController": _ic.InterruptController, "TlbFill": _tlb.TlbFill,
+              "LocalApic": _lapic.LocalApic}
     undo = []
     for name, owner, attr in PARTS + [(RUN, "Machine", "run")]:
         cls = owners[owner]

@@ -84,8 +84,9 @@ def offsets() -> tuple[int, int, int, int] | None:
 class IrqLine:
     """The CPU's maskable-interrupt input for one Unicorn CPU (see the module docstring).
 
-    ``acknowledge()`` is called inside ``emu_start`` when the CPU takes the interrupt and
-    returns the vector to deliver."""
+    ``acknowledge(handle, offset, size, user_data)`` is the acknowledge page's MMIO read
+    callback, called by Unicorn inside ``emu_start`` when the CPU takes the interrupt; it
+    returns the vector to deliver and must not raise."""
 
     def __init__(self, uc, acknowledge: Callable[[], int], offs: tuple[int, int, int, int]) -> None:
         cpu_off, env_ptr_off, env_delta, old_exception = offs
@@ -117,12 +118,7 @@ class IrqLine:
 
     def _map_ack_page(self) -> None:
         from unicorn.unicorn_py3.unicorn import MMIO_READ_CFUNC, uclib
-        ack = self.acknowledge
-
-        def read(_handle, _offset, _size, _ud):
-            return ack()
-
-        self._read_cb = MMIO_READ_CFUNC(read)
+        self._read_cb = MMIO_READ_CFUNC(self.acknowledge)
         status = uclib.uc_mmio_map(self.uc._uch, ctypes.c_uint64(ACK_PAGE), ctypes.c_size_t(PAGE),
                                    self._read_cb, None, None, None)
         if status:
@@ -148,10 +144,15 @@ class IrqLine:
         return self._error_code.value & 0xFFFFFFFF
 
     def set(self, level: bool) -> None:
+        """``raise_line`` or ``lower_line`` (inline: the controllers call this on every
+        change of their output)."""
         if level:
-            self.raise_line()
+            self._vmcb.value = ACK_PAGE - VMCB_INT_VECTOR
+            self._request.value |= CPU_INTERRUPT_VIRQ
+            self._icount_high.value = 0xFFFF
         else:
-            self.lower_line()
+            self._request.value &= ~CPU_INTERRUPT_VIRQ
+        self.raised = level
 
     def close(self) -> None:
         """Give the CPU back without the line or the page (a user's CPU lives on)."""
@@ -275,7 +276,7 @@ def _delivers(offs) -> bool:
     uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
     uc.reg_write(X.UC_X86_REG_ECX, 0xFFFF)
     acks = []
-    line = IrqLine(uc, lambda: acks.append(1) or 0x41, offs)
+    line = IrqLine(uc, lambda *_: acks.append(1) or 0x41, offs)
     line.raise_line()
     uc.emu_start(main, 0xFFFFFFFF, 0, 0)
     ebx, ecx = struct.unpack("<II", bytes(uc.mem_read(0x6000, 8)))

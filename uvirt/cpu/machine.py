@@ -819,10 +819,11 @@ class Machine:
         if self.irq_line is not None and self.irq_line.raised:
             self.irq_line.lower_line()
 
-    def _take_interrupt(self) -> int:
+    def _take_interrupt(self, _handle=None, _offset=0, _size=4, _ud=None) -> int:
         """Inside emu_start, at a block boundary with IF=1 outside any interrupt shadow:
         the CPU takes the interrupt (QEMU's ``cpu_get_pic_interrupt``).  -> the vector,
-        which Unicorn's own ``do_interrupt_all`` delivers through the IDT."""
+        which Unicorn's own ``do_interrupt_all`` delivers through the IDT.  (Called by
+        Unicorn as the acknowledge page's MMIO read, hence the arguments.)"""
         try:
             ic = self.interrupts
             vector = ic.acknowledge()

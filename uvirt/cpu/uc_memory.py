@@ -415,9 +415,13 @@ def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard, star
 
         return read_cb, write_cb
 
+    # Untraced, with the guard unarmed and nothing journaled (stops at block starts,
+    # uvirt/cpu/exits.py), the guard would only pass the access on: skip its frame.
     def read_cb(uc, offset, size, _ud):
         if not tracer.enabled:
-            return guard.read(region, base_offset + offset, size)
+            if guard.armed or guard.journal is not None:
+                return guard.read(region, base_offset + offset, size)
+            return region.read(base_offset + offset, size)
         seen = guard.absorbed
         value = guard.read(region, base_offset + offset, size)
         if guard.absorbed == seen:
@@ -426,7 +430,10 @@ def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard, star
 
     def write_cb(uc, offset, size, value, _ud):
         if not tracer.enabled:
-            guard.write(region, base_offset + offset, size, value)
+            if guard.armed or guard.journal is not None:
+                guard.write(region, base_offset + offset, size, value)
+            else:
+                region.write(base_offset + offset, size, value)
             return
         tracer.emit("mmio_write", addr=start + offset, size=size, value=value)
         guard.write(region, base_offset + offset, size, value)

@@ -52,9 +52,7 @@ class InterruptController:
         self._pic_level = self.pic.output
         self.pic.on_output = self._pic_output
         self.pic.before_access = self._touch
-        #: Counts guest accesses to the PIC, PIT and APIC: a guest working on its
-        #: interrupt set-up (machine.py keeps single-stepping a blocked interrupt then).
-        self.touched = 0
+        self._touched = 0                     # PIC and PIT accesses (the APIC counts its own)
         self._was_pending = False
         self.apic.on_change = self._notify
         self.delivered = 0                    # interrupts acknowledged (statistics)
@@ -72,7 +70,7 @@ class InterruptController:
             io.add(MmioRegion("pit", 4, _Touching(pit, self), valid_sizes=(1, 2, 4), impl_max=1), 0x40)
             io.add(MmioRegion("pcspk", 1, pit.speaker_device(), valid_sizes=(1, 2, 4),
                               impl_max=1), 0x61)
-            machine.memory.add(MmioRegion("apic-msi", APIC_SPACE_SIZE, _Touching(self.apic, self),
+            machine.memory.add(MmioRegion("apic-msi", APIC_SPACE_SIZE, self.apic,
                                           valid_sizes=(1, 2, 4), impl_max=4),
                                APIC_BASE, priority=APIC_PRIORITY)
         piix3 = machine.pci.functions.get(8)          # 00:01.0
@@ -112,8 +110,18 @@ class InterruptController:
             self.router.routes_changed()
 
     # -- change notification
+    @property
+    def touched(self) -> int:
+        """Guest accesses to the PIC, PIT and APIC so far: a guest working on its
+        interrupt set-up (machine.py keeps single-stepping a blocked interrupt then)."""
+        return self._touched + self.apic.accesses
+
+    @touched.setter
+    def touched(self, value: int) -> None:
+        self._touched = value - self.apic.accesses
+
     def _touch(self) -> None:
-        self.touched += 1
+        self._touched += 1
         self.pit.sync()
 
     def _pic_output(self, level: int) -> None:
@@ -124,7 +132,8 @@ class InterruptController:
         """Call ``on_level`` when the CPU's interrupt line changes, and ``on_change`` when
         it rises (not on every update while it stays up: a pending interrupt the CPU
         cannot take yet must not stop it again and again)."""
-        if self.cpu_pending():
+        apic = self.apic                      # cpu_pending(), inline: every MSI and EOI
+        if apic.irq_pending() > 0 or (self._pic_level and apic.accept_pic_intr()):
             if not self._was_pending:
                 self._was_pending = True
                 self.on_level(True)
@@ -153,7 +162,8 @@ class InterruptController:
                 return None
             vector = self.pic.read_irq()
         self.delivered += 1
-        pending = self.cpu_pending()
+        apic = self.apic
+        pending = apic.irq_pending() > 0 or bool(self._pic_level and apic.accept_pic_intr())
         if pending != self._was_pending:
             self._was_pending = pending
             self.on_level(pending)
@@ -175,10 +185,10 @@ class _Touching:
         self.dev, self.ctl = dev, ctl
 
     def read(self, offset: int, size: int) -> int:
-        self.ctl.touched += 1
+        self.ctl._touched += 1
         return self.dev.read(offset, size)
 
     def write(self, offset: int, size: int, value: int) -> None:
-        self.ctl.touched += 1
+        self.ctl._touched += 1
         self.dev.write(offset, size, value)
 
