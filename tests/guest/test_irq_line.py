@@ -81,7 +81,7 @@ def test_interrupts_are_taken_without_stopping_the_cpu(tmp_path, firmware, boote
 def test_an_instruction_budget_delivers_from_the_run_loop(tmp_path, firmware, booted, monkeypatch):
     seen = []
     take = Machine._take_interrupt
-    monkeypatch.setattr(Machine, "_take_interrupt", lambda self: seen.append(1) or take(self))
+    monkeypatch.setattr(Machine, "_take_interrupt", lambda self, *a: seen.append(1) or take(self, *a))
     m, con = booted(_image(tmp_path, firmware, MSI_LOOP))
     stop = m.run(timeout=30, max_insns=10_000_000)
     assert seen == []                    # exact stops (a code hook counts): no line

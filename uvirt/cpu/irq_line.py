@@ -3,9 +3,9 @@ boundaries by QEMU's own x86 code, without leaving ``emu_start``.
 
 Why this exists.  Unicorn has no API to interrupt the CPU (docs/unicorn-notes.md §7 item
 15), so uvirt used to stop the CPU whenever a device raised a line, deliver through the
-IDT from Python and start it again: a stop and a restart (~9 us on a quiet machine, each
-restart refilling the TLB through uvirt/cpu/tlb.py's hook) plus the Python delivery, about
-40 us per MSI round trip against QEMU's 1-2 us.  Writing EIP from the MMIO or port hook
+IDT from Python and start it again: a stop and a restart (two TLB fills through
+uvirt/cpu/tlb.py's hook each time) plus the Python delivery, about 41 us of CPU time per
+MSI round trip against QEMU's 1-1.3 us (benchmarks/irq_breakdown.py, README "Speed").  Writing EIP from the MMIO or port hook
 where the device raises the line does not work either (§7 item 11: the rest of the
 translation block overwrites it).
 
@@ -27,11 +27,16 @@ offsetof(struct vmcb, control.int_vector)``.  So this module
 * raises the line as ``cpu_interrupt`` does (the VIRQ bit and ``icount_decr.u16.high``),
   lowers it as ``cpu_reset_interrupt`` does.
 
-Everything guest-visible then happens where QEMU does it: at the first block boundary after
-the raising access with IF=1 (the rest of the block still runs, as in QEMU's TCG), after the
-one instruction of an STI shadow, after the POPF/IRET that sets IF, on the next ``emu_start``
-after a HLT.  The guest's state is untouched: ``vm_vmcb`` is read only by SVM instructions
-(which re-load it) and by delivery while in an SVM guest, which uvirt never enters.
+Everything guest-visible then happens where QEMU does it (firmware/irq_timing.S, against
+QEMU 7.2's transcript): right after the MMIO store that raised it with IF=1, after the one
+instruction of an STI shadow, at once after a POPF that sets IF, after the IRET of a
+handler entered through an interrupt gate, at once inside a trap-gate handler, after an
+exception raised in the STI shadow, and on the next ``emu_start`` after a HLT.  Where
+acknowledging leaves another interrupt pending (a PIC vector taken before an APIC one),
+Unicorn clears the line after this delivery, so the machine stops at the next block start
+and raises it again (QEMU's ``cpu_get_pic_interrupt`` re-raises it in place).  The guest's
+state is untouched: ``vm_vmcb`` is read only by SVM instructions (which re-load it) and by
+delivery while in an SVM guest, which uvirt never enters.
 
 The fields are not in Unicorn's API, so their places are found once per process in a
 forked child (uvirt/child.py: a wrong guess must not crash the machine), as

@@ -30,23 +30,32 @@ Stores (uvirt/cpu/tlb.py, docs/unicorn-notes.md §0)
     stacks, shared-memory regions) get native-speed stores, and hands the TLB back to
     Unicorn's x86 MMU while the guest pages.
 
-Interrupts (uvirt/board/interrupts/, docs/unicorn-notes.md §7 items 10-16)
-    Unicorn never uses the guest IDT, so delivery happens between two ``emu_start``
-    calls.  A device that raises a line from a port/MMIO hook makes the controller call
-    ``_irq_changed``, which stops the CPU at the end of the translation block (as QEMU's
-    TCG takes an interrupt at the next block boundary); the PIT's next rising edge is a
-    tick the watchdog thread turns into ``emu_stop``; other threads post work with
-    ``call_soon_threadsafe``.  At each stop ``_service`` acknowledges the interrupt
-    and ``interrupts.delivery`` pushes the frame and loads the gate.  With IF=0 (or in the
-    one-instruction STI shadow) a pending interrupt puts the CPU in *blocked* mode: a
-    code hook single-steps until IF becomes 1 (STI, POPF, IRET), so the interrupt arrives
-    exactly where QEMU takes it, for at most ``STEP_BUDGET`` instructions after the
-    guest's last access to an interrupt controller; past that
-    budget the watchdog polls (1 ms doubling to 64 ms) so a guest that runs with IF=0 for
-    long keeps its speed.  ``hlt`` with IF=1 sleeps until an interrupt, a tick, a posted
-    call, a budget or SIGINT.  CPU exceptions reported by Unicorn (``UC_HOOK_INTR``:
-    #DE, #GP, int n, int3, into; ``UC_ERR_INSN_INVALID``: #UD) are delivered the same way;
-    a triple fault ends the run.
+Interrupts (uvirt/board/interrupts/, uvirt/cpu/irq_line.py, docs/unicorn-notes.md §7-8)
+    Hardware interrupts are taken inside ``emu_start`` by Unicorn's own copy of QEMU's x86
+    code: the interrupt controllers' output (``InterruptController.on_level``) drives the
+    CPU's interrupt line (``IrqLine``: QEMU's ``cpu_interrupt``/``cpu_reset_interrupt``),
+    and at the next instruction boundary where QEMU would take it (IF=1, outside the
+    STI/MOV SS shadow, after the POPF or IRET that sets IF) the CPU acknowledges the
+    controllers (``_take_interrupt``, an MMIO read Unicorn makes) and delivers through the
+    IDT itself.  No stop, no restart, no Python delivery per interrupt; a pending
+    interrupt with IF=0 costs nothing until IF turns 1.  firmware/irq_timing.S pins where
+    interrupts land against QEMU 7.2.  The PIT's next rising edge is a tick the watchdog
+    thread turns into a stop; other threads post work with ``call_soon_threadsafe``; the
+    run loop raises the line for what they did (``_service``).
+    The line needs stops at block starts (uvirt/cpu/exits.py).  With an instruction
+    budget (a code hook), on a CPU the user made, or if the probe does not recognise
+    Unicorn, the run loop delivers instead: a device that raises a line makes the
+    controller call ``_irq_changed``, which stops the CPU at the end of the translation
+    block; at each stop ``_service`` acknowledges and ``interrupts.delivery`` (pure) pushes
+    the frame and loads the gate.  With IF=0 (or in the one-instruction STI shadow) a
+    pending interrupt then puts the CPU in *blocked* mode: a code hook single-steps until
+    IF becomes 1, for at most ``STEP_BUDGET`` instructions after the guest's last access
+    to an interrupt controller; past that budget the watchdog polls (1 ms doubling to
+    64 ms).  ``hlt`` with IF=1 sleeps until an interrupt, a tick, a posted call, a budget
+    or SIGINT.  CPU exceptions reported by Unicorn (``UC_HOOK_INTR``: #DE, #GP, int n,
+    int3, into; ``UC_ERR_INSN_INVALID``: #UD) are delivered from the run loop by
+    ``interrupts.delivery``, first (the line is lowered until they are); a triple fault
+    ends the run.
 
 Stops
     Every run ends with a ``StopInfo``: reason, exit code, EIP, registers, and the
