@@ -17,7 +17,7 @@ from uvirt.board.pci.bus import PciFunction
 from uvirt.testing.guest import comparable, run_uvirt
 from uvirt.testing.qemu import DATA_DIR, strip_header
 
-PROGRAMS = ["irq_exceptions", "irq_seabios", "irq_msi", "irq_pit"]
+PROGRAMS = ["irq_exceptions", "irq_seabios", "irq_msi", "irq_pit", "irq_timing"]
 
 
 @pytest.mark.parametrize("prog", PROGRAMS)

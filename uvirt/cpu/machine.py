@@ -30,23 +30,32 @@ Stores (uvirt/cpu/tlb.py, docs/unicorn-notes.md §0)
     stacks, shared-memory regions) get native-speed stores, and hands the TLB back to
     Unicorn's x86 MMU while the guest pages.
 
-Interrupts (uvirt/board/interrupts/, docs/unicorn-notes.md §7 items 10-16)
-    Unicorn never uses the guest IDT, so delivery happens between two ``emu_start``
-    calls.  A device that raises a line from a port/MMIO hook makes the controller call
-    ``_irq_changed``, which stops the CPU at the end of the translation block (as QEMU's
-    TCG takes an interrupt at the next block boundary); the PIT's next rising edge is a
-    tick the watchdog thread turns into ``emu_stop``; other threads post work with
-    ``call_soon_threadsafe``.  At each stop ``_service`` acknowledges the interrupt
-    and ``interrupts.delivery`` pushes the frame and loads the gate.  With IF=0 (or in the
-    one-instruction STI shadow) a pending interrupt puts the CPU in *blocked* mode: a
-    code hook single-steps until IF becomes 1 (STI, POPF, IRET), so the interrupt arrives
-    exactly where QEMU takes it, for at most ``STEP_BUDGET`` instructions after the
-    guest's last access to an interrupt controller; past that
-    budget the watchdog polls (1 ms doubling to 64 ms) so a guest that runs with IF=0 for
-    long keeps its speed.  ``hlt`` with IF=1 sleeps until an interrupt, a tick, a posted
-    call, a budget or SIGINT.  CPU exceptions reported by Unicorn (``UC_HOOK_INTR``:
-    #DE, #GP, int n, int3, into; ``UC_ERR_INSN_INVALID``: #UD) are delivered the same way;
-    a triple fault ends the run.
+Interrupts (uvirt/board/interrupts/, uvirt/cpu/irq_line.py, docs/unicorn-notes.md §7-8)
+    Hardware interrupts are taken inside ``emu_start`` by Unicorn's own copy of QEMU's x86
+    code: the interrupt controllers' output (``InterruptController.on_level``) drives the
+    CPU's interrupt line (``IrqLine``: QEMU's ``cpu_interrupt``/``cpu_reset_interrupt``),
+    and at the next instruction boundary where QEMU would take it (IF=1, outside the
+    STI/MOV SS shadow, after the POPF or IRET that sets IF) the CPU acknowledges the
+    controllers (``_take_interrupt``, an MMIO read Unicorn makes) and delivers through the
+    IDT itself.  No stop, no restart, no Python delivery per interrupt; a pending
+    interrupt with IF=0 costs nothing until IF turns 1.  firmware/irq_timing.S pins where
+    interrupts land against QEMU 7.2.  The PIT's next rising edge is a tick the watchdog
+    thread turns into a stop; other threads post work with ``call_soon_threadsafe``; the
+    run loop raises the line for what they did (``_service``).
+    The line needs stops at block starts (uvirt/cpu/exits.py).  With an instruction
+    budget (a code hook), on a CPU the user made, or if the probe does not recognise
+    Unicorn, the run loop delivers instead: a device that raises a line makes the
+    controller call ``_irq_changed``, which stops the CPU at the end of the translation
+    block; at each stop ``_service`` acknowledges and ``interrupts.delivery`` (pure) pushes
+    the frame and loads the gate.  With IF=0 (or in the one-instruction STI shadow) a
+    pending interrupt then puts the CPU in *blocked* mode: a code hook single-steps until
+    IF becomes 1, for at most ``STEP_BUDGET`` instructions after the guest's last access
+    to an interrupt controller; past that budget the watchdog polls (1 ms doubling to
+    64 ms).  ``hlt`` with IF=1 sleeps until an interrupt, a tick, a posted call, a budget
+    or SIGINT.  CPU exceptions reported by Unicorn (``UC_HOOK_INTR``: #DE, #GP, int n,
+    int3, into; ``UC_ERR_INSN_INVALID``: #UD) are delivered from the run loop by
+    ``interrupts.delivery``, first (the line is lowered until they are); a triple fault
+    ends the run.
 
 Stops
     Every run ends with a ``StopInfo``: reason, exit code, EIP, registers, and the
@@ -84,6 +93,7 @@ from uvirt.board.memory.regions import PAGE_MASK
 from uvirt.boot import multiboot
 from uvirt.cpu import smm
 from uvirt.cpu.exits import TbEndExits
+from uvirt.cpu.irq_line import IrqLine
 from uvirt.cpu.tlb import TlbFill
 from uvirt.cpu.uc_hooks import add_c_hook
 from uvirt.cpu.uc_memory import UnicornMemory
@@ -267,6 +277,8 @@ class Machine:
         #: the memory map's Unicorn backend (uvirt/cpu/uc_memory.py) while a CPU is attached
         self.uc_memory: UnicornMemory | None = None
         self.exits: TbEndExits | None = None
+        #: the CPU's interrupt line inside Unicorn (uvirt/cpu/irq_line.py), when found
+        self.irq_line: IrqLine | None = None
         self.tlb: TlbFill | None = None
         self.entry: int | None = None
         self._boot_regs: dict[int, int] = {}
@@ -335,6 +347,11 @@ class Machine:
         # a stop taking effect before the next instruction.
         self.exits = TbEndExits.for_uc(uc) if self._owns_uc else None
         self._exact_stops(False)
+        # Hardware interrupts taken inside emu_start by QEMU's own code, while stops land
+        # at block boundaries (uvirt/cpu/irq_line.py); otherwise delivered between runs.
+        if self.exits is not None and self.interrupts is not None:
+            self.irq_line = IrqLine.for_uc(uc, self._take_interrupt)
+        self._route_irqs()
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_IN, self._make_in_hook()))
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))
         self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
@@ -441,6 +458,7 @@ class Machine:
         if self._stopping:
             return
         self._exc = (intno, uc.reg_read(X.UC_X86_REG_EIP))
+        self._line_down()            # the exception is delivered first, from the run loop
         self._cpu_stop()
 
     def _hook_write_prot(self, uc, _access, address, size, _value, _ud) -> bool:
@@ -458,6 +476,7 @@ class Machine:
         pages = sorted({addr & PAGE_MASK, (addr + size - 1) & PAGE_MASK})
         saved = [(p, bytes(uc.mem_read(p, 0x1000))) for p in pages]
         self._rom_write_allowed = True
+        self._line_down()                # no interrupt before it (the loop raises it again)
         self._exact_stops(True)          # one instruction exactly, not the rest of its block
         try:
             uc.emu_start(uc.reg_read(X.UC_X86_REG_EIP), 0xFFFFFFFF, 0, 1)
@@ -594,6 +613,8 @@ class Machine:
             return
         self._stopping = True
         self._stop = StopInfo(reason, exit_code, detail, **kw)
+        self._line_down()                # nothing more is delivered in the block's tail
+        self._route_irqs()
         # The rest of the translation block still runs (docs/unicorn-notes.md §7 item 10):
         # until run() returns every port reads as unassigned and ignores writes.
         self.io.table = {}
@@ -688,6 +709,7 @@ class Machine:
         self._stopping = False
         self._stop = None
         self._wake.clear()
+        self._route_irqs()
         self.io.commit()
         if self.tracer.enabled and self._trace_hook is None:
             # Inside an MMIO callback EIP is only as fresh as the translation block's last
@@ -801,6 +823,7 @@ class Machine:
             return
         self.exits.set(not on)
         self.memory.replay.armed = on
+        self._route_irqs()
 
     # ------------------------------------------------------------------ interrupts
     def _cpu_stop(self) -> None:
@@ -827,6 +850,7 @@ class Machine:
         replay = self.memory.replay
         if replay.journal is None or self._stopping:
             return
+        self._line_down()
         replay.started()
         try:
             self.uc.emu_start(self.uc.reg_read(X.UC_X86_REG_EIP), 0xFFFFFFFF, 0, 1)
@@ -855,8 +879,61 @@ class Machine:
         self._armed_tick = None
         self._kick_async()
 
+    def _engine_irqs(self) -> bool:
+        """Is the CPU taking hardware interrupts itself (uvirt/cpu/irq_line.py)?  Only
+        while stops land at block boundaries (no code hook, no instruction budget)."""
+        return self.irq_line is not None and self.exits is not None and self.exits.on
+
+    def _route_irqs(self) -> None:
+        """Who hears the interrupt controllers' output (on the CPU thread): the CPU's
+        line while it takes interrupts itself; otherwise ``_irq_changed``, which stops the
+        CPU for the run loop to deliver.  While a stop is on its way nothing raises the
+        line (the rest of the block must not take an interrupt).  Called whenever one of
+        those conditions changes, so the hooks' hot path tests none of them."""
+        ic = self.interrupts
+        if ic is None:
+            return
+        if self._engine_irqs():
+            ic.on_level = self._line_falls if self._stopping else self.irq_line.set
+            ic.on_change = _no_change
+        else:
+            ic.on_level = self._line_falls
+            ic.on_change = self._irq_changed
+
+    def _line_falls(self, level: bool) -> None:
+        if not level:
+            self._line_down()
+
+    def _line_down(self) -> None:
+        if self.irq_line is not None and self.irq_line.raised:
+            self.irq_line.lower_line()
+
+    def _take_interrupt(self, _handle=None, _offset=0, _size=4, _ud=None) -> int:
+        """Inside emu_start, at a block boundary with IF=1 outside any interrupt shadow:
+        the CPU takes the interrupt (QEMU's ``cpu_get_pic_interrupt``).  -> the vector,
+        which Unicorn's own ``do_interrupt_all`` delivers through the IDT.  (Called by
+        Unicorn as the acknowledge page's MMIO read, hence the arguments.)"""
+        try:
+            ic = self.interrupts
+            vector = ic.acknowledge()
+            if vector is None:           # cannot happen while the line follows cpu_pending
+                vector = ic.apic.spurious_vec & 0xFF
+            if self.tracer.enabled:
+                self.tracer.emit("interrupt", vector=vector, kind=_delivery.Kind.HARDWARE.value,
+                                 eip=self.regs.read(X.UC_X86_REG_EIP), result="Delivered")
+            if self.irq_line.raised:
+                # Still pending after this one (a trap gate, auto-EOI): Unicorn clears the
+                # line after delivering, so the run loop raises it again at once.
+                self._kicked = True
+                self._cpu_stop()
+            return vector
+        except BaseException as e:
+            self._host_exception(e)
+            return 0
+
     def _irq_changed(self) -> None:
-        """CPU thread (a port/MMIO hook or the run loop): an interrupt may be pending."""
+        """CPU thread (a port/MMIO hook or the run loop): an interrupt may be pending
+        (only while the CPU does not take interrupts itself, ``_route_irqs``)."""
         # While single-stepping a blocked interrupt the step hook stops exactly when IF
         # turns 1; otherwise (running free, or polling) stop now.  Even if this run was
         # kicked already: a host thread's kick may have been dropped (see _cpu_stop).
@@ -911,17 +988,25 @@ class Machine:
         if ic is None or self._stopping:
             return
         ic.sync()
+        if self._engine_irqs():
+            self._leave_blocked()
+            self.irq_line.set(ic.cpu_pending())
+            return
+        self._line_down()
         if not ic.cpu_pending():
             self._leave_blocked()
             return
         regs = self.regs
-        if regs.read(X.UC_X86_REG_EFLAGS) & IF_MASK and not self._in_shadow():
+        while regs.read(X.UC_X86_REG_EFLAGS) & IF_MASK and not self._in_shadow():
             self._leave_blocked()
             vector = ic.acknowledge()
             if vector is not None:
                 eip = regs.read(X.UC_X86_REG_EIP)
                 self._deliver(vector, _delivery.Kind.HARDWARE, eip, eip, 0)
-            return
+            # Another one still pending (the PIC's vector went first): at once through a
+            # trap gate, after IRET through an interrupt gate (blocked), as QEMU does.
+            if self._stopping or not ic.cpu_pending():
+                return
         self._enter_blocked()
 
     def _in_shadow(self) -> bool:
@@ -1061,7 +1146,10 @@ class Machine:
         elif before == bytes((0xCD, intno)):
             kind, insn = _delivery.Kind.SOFTWARE, eip - 2
         elif intno in (_delivery.EXC_TS, _delivery.EXC_NP, _delivery.EXC_SS, _delivery.EXC_GP):
-            error = _guess_error_code(uc, eip)
+            # Unicorn's own error code when the line found it (a hardware interrupt through
+            # a bad gate raises #NP/#GP(vector*8+2) inside emu_start); else a guess
+            error = (self.irq_line.exception_error_code() if self.irq_line is not None
+                     else _guess_error_code(uc, eip))
         if kind is _delivery.Kind.EXCEPTION and intno in (0, 8, 10, 11, 12, 13, 14):
             _reset_old_exception(uc)     # Unicorn never delivered it: forget it (see there)
         self._deliver(intno, kind, insn, nxt, error)
@@ -1236,6 +1324,10 @@ class Machine:
             self.work.should_stop = board.stop_pending
             if self.interrupts is not None:
                 self.interrupts.on_change = lambda: None
+            if self.irq_line is not None:
+                self.interrupts.on_level = _no_level
+                self.irq_line.close()
+                self.irq_line = None
             if self.exits is not None:
                 self.exits.set(False)    # a user's CPU goes back as Unicorn made it
             self.tlb.close()
@@ -1275,6 +1367,14 @@ class _UcView:
             return self.regs.mem_read(addr, size)
         except UcError:
             return bytes(size)           # unassigned memory reads 0
+
+
+def _no_change() -> None:
+    """``InterruptController.on_change`` while the CPU takes interrupts itself."""
+
+
+def _no_level(_level: bool) -> None:
+    """``InterruptController.on_level`` without a CPU."""
 
 
 def _no_op_mem_hook(_uc, _access, _address, _size, _value, _ud) -> None:

@@ -13,6 +13,7 @@ from typing import Callable, Iterable, NamedTuple
 
 from uvirt.board.memory.regions import (PAGE_MASK, PAGE_SIZE, ADDR_SPACE_END, UNASSIGNED_MEM_VALUE,
                                         MemoryMap, Piece, RamRegion, Region)
+from uvirt.cpu.uc_hooks import map_mmio
 from uvirt.errors import MemoryMapError
 
 
@@ -125,7 +126,7 @@ class UnicornMemory:
             read_cb, write_cb = _mixed_callbacks(span.pieces, span.start, self.replay,
                                                  self.memory.tracer)
         self._callbacks[_span_key(span)] = (read_cb, write_cb)
-        uc.mmio_map(span.start, span.size, read_cb, None, write_cb, None)
+        map_mmio(uc, span.start, span.size, read_cb, write_cb)
         for pc in span.pieces:
             if isinstance(pc.region, RamRegion):
                 pc.region.buffer.mapped_count += 1
@@ -414,9 +415,13 @@ def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard, star
 
         return read_cb, write_cb
 
+    # Untraced, with the guard unarmed and nothing journaled (stops at block starts,
+    # uvirt/cpu/exits.py), the guard would only pass the access on: skip its frame.
     def read_cb(uc, offset, size, _ud):
         if not tracer.enabled:
-            return guard.read(region, base_offset + offset, size)
+            if guard.armed or guard.journal is not None:
+                return guard.read(region, base_offset + offset, size)
+            return region.read(base_offset + offset, size)
         seen = guard.absorbed
         value = guard.read(region, base_offset + offset, size)
         if guard.absorbed == seen:
@@ -425,7 +430,10 @@ def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard, star
 
     def write_cb(uc, offset, size, value, _ud):
         if not tracer.enabled:
-            guard.write(region, base_offset + offset, size, value)
+            if guard.armed or guard.journal is not None:
+                guard.write(region, base_offset + offset, size, value)
+            else:
+                region.write(base_offset + offset, size, value)
             return
         tracer.emit("mmio_write", addr=start + offset, size=size, value=value)
         guard.write(region, base_offset + offset, size, value)

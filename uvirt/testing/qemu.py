@@ -45,6 +45,7 @@ REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
     "irq_seabios.txt": ("irq_seabios", ()),
     "irq_msi.txt": ("irq_msi", ()),
     "irq_pit.txt": ("irq_pit", ()),
+    "irq_timing.txt": ("irq_timing", ()),
     "irq_virtio.txt": ("irq_virtio", ("-device", "virtio-rng-pci,disable-modern=on")),
     "cpu_memory.txt": ("cpu_memory", ()),
 }

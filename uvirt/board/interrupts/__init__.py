@@ -5,9 +5,12 @@ PIRQ routing, the local APIC with its MSI window, and IDT delivery (``delivery``
 the APIC window, installs itself as the PCI bus's ``intx_sink`` and answers the two
 questions the CPU loop asks (machine.py): *is an interrupt pending for the CPU*
 (``cpu_pending``) and *which vector does the acknowledge cycle give* (``acknowledge``).
-``on_change`` is called whenever the answer to the first may have turned true (a line
-raised, an EOI, an unmask, an MSI): the machine then stops the CPU at the end of the
-current translation block and delivers.  Everything here runs on the CPU thread (inside
+``on_level`` is called with the new answer to the first whenever it changes (QEMU's
+``cpu_interrupt``/``cpu_reset_interrupt`` of CPU_INTERRUPT_HARD): the machine raises or
+lowers the CPU's interrupt line, and the CPU takes the interrupt at the next block
+boundary where it accepts one (uvirt/cpu/irq_line.py).  ``on_change`` is called when it
+turns true (a line raised, an EOI, an unmask, an MSI), for a CPU without that line: the
+machine then stops the CPU at the end of the current translation block and delivers.  Everything here runs on the CPU thread (inside
 port/MMIO hooks or between ``emu_start`` calls); other threads use
 ``Machine.call_soon_threadsafe``.
 
@@ -34,7 +37,8 @@ APIC_PRIORITY = 0x1000        # QEMU maps the APIC window over everything
 
 class InterruptController:
     #: what a snapshot holds (uvirt/cpu/snapshot.py)
-    snapshot_state = ("pic", "apic", "pit", "router", "touched", "_was_pending", "delivered")
+    snapshot_state = ("pic", "apic", "pit", "router", "touched", "_was_pending", "_pic_level",
+                      "delivered")
 
     def __init__(self, clock: Callable[[], int] = time.monotonic_ns) -> None:
         self.pic = PicPair()
@@ -42,13 +46,15 @@ class InterruptController:
         self.pit = Pit8254(irq=lambda level: self.pic.set_irq(0, level), clock=clock)
         self.router: PiixPirqRouter | None = None
         self.on_change: Callable[[], None] = lambda: None
+        self.on_level: Callable[[bool], None] = lambda level: None
+        #: the 8259 pair's INT output, as its last update() presented it (QEMU's
+        #: pic_update_irq raising or lowering the line, not a recomputation per question)
+        self._pic_level = self.pic.output
         self.pic.on_output = self._pic_output
         self.pic.before_access = self._touch
-        #: Counts guest accesses to the PIC, PIT and APIC: a guest working on its
-        #: interrupt set-up (machine.py keeps single-stepping a blocked interrupt then).
-        self.touched = 0
+        self._touched = 0                     # PIC and PIT accesses (the APIC counts its own)
         self._was_pending = False
-        self.apic.on_change = self._apic_change
+        self.apic.on_change = self._notify
         self.delivered = 0                    # interrupts acknowledged (statistics)
 
     # -- wiring
@@ -64,7 +70,7 @@ class InterruptController:
             io.add(MmioRegion("pit", 4, _Touching(pit, self), valid_sizes=(1, 2, 4), impl_max=1), 0x40)
             io.add(MmioRegion("pcspk", 1, pit.speaker_device(), valid_sizes=(1, 2, 4),
                               impl_max=1), 0x61)
-            machine.memory.add(MmioRegion("apic-msi", APIC_SPACE_SIZE, _Touching(self.apic, self),
+            machine.memory.add(MmioRegion("apic-msi", APIC_SPACE_SIZE, self.apic,
                                           valid_sizes=(1, 2, 4), impl_max=4),
                                APIC_BASE, priority=APIC_PRIORITY)
         piix3 = machine.pci.functions.get(8)          # 00:01.0
@@ -104,26 +110,37 @@ class InterruptController:
             self.router.routes_changed()
 
     # -- change notification
+    @property
+    def touched(self) -> int:
+        """Guest accesses to the PIC, PIT and APIC so far: a guest working on its
+        interrupt set-up (machine.py keeps single-stepping a blocked interrupt then)."""
+        return self._touched + self.apic.accesses
+
+    @touched.setter
+    def touched(self, value: int) -> None:
+        self._touched = value - self.apic.accesses
+
     def _touch(self) -> None:
-        self.touched += 1
+        self._touched += 1
         self.pit.sync()
 
     def _pic_output(self, level: int) -> None:
-        self._notify()
-
-    def _apic_change(self) -> None:
+        self._pic_level = level
         self._notify()
 
     def _notify(self) -> None:
-        """Call ``on_change`` when the CPU's interrupt line rises (not on every update
-        while it stays up: a pending interrupt the CPU cannot take yet must not stop it
-        again and again)."""
-        if self.cpu_pending():
+        """Call ``on_level`` when the CPU's interrupt line changes, and ``on_change`` when
+        it rises (not on every update while it stays up: a pending interrupt the CPU
+        cannot take yet must not stop it again and again)."""
+        apic = self.apic                      # cpu_pending(), inline: every MSI and EOI
+        if apic.irq_pending() > 0 or (self._pic_level and apic.accept_pic_intr()):
             if not self._was_pending:
                 self._was_pending = True
+                self.on_level(True)
                 self.on_change()
-        else:
+        elif self._was_pending:
             self._was_pending = False
+            self.on_level(False)
 
     # -- the CPU's view
     def sync(self, now: int | None = None) -> None:
@@ -132,19 +149,24 @@ class InterruptController:
     def cpu_pending(self) -> bool:
         """CPU_INTERRUPT_HARD: an APIC vector above the processor priority, or the PIC's
         INT through LINT0."""
-        if self.apic.irq_pending() > 0:
+        apic = self.apic
+        if apic.irq_pending() > 0:
             return True
-        return bool(self.apic.accept_pic_intr() and self.pic.output)
+        return bool(self._pic_level) and apic.accept_pic_intr()
 
     def acknowledge(self) -> int | None:
         """The interrupt acknowledge cycle (``cpu_get_pic_interrupt``): a vector, or None."""
-        vector = self.apic.get_interrupt(self.pic.output)
+        vector = self.apic.get_interrupt(self._pic_level)
         if vector < 0:
             if not self.apic.accept_pic_intr():
                 return None
             vector = self.pic.read_irq()
         self.delivered += 1
-        self._was_pending = self.cpu_pending()
+        apic = self.apic
+        pending = apic.irq_pending() > 0 or bool(self._pic_level and apic.accept_pic_intr())
+        if pending != self._was_pending:
+            self._was_pending = pending
+            self.on_level(pending)
         return vector
 
     def next_deadline(self, now: int) -> int | None:
@@ -163,10 +185,10 @@ class _Touching:
         self.dev, self.ctl = dev, ctl
 
     def read(self, offset: int, size: int) -> int:
-        self.ctl.touched += 1
+        self.ctl._touched += 1
         return self.dev.read(offset, size)
 
     def write(self, offset: int, size: int, value: int) -> None:
-        self.ctl.touched += 1
+        self.ctl._touched += 1
         self.dev.write(offset, size, value)
 

@@ -48,6 +48,8 @@ class LocalApic:
     def __init__(self) -> None:
         #: Called when an APIC interrupt may have become pending (IRR/ISR/TPR/SVR changed).
         self.on_change: Callable[[], None] = lambda: None
+        #: register-window accesses so far (InterruptController.touched; not guest state)
+        self.accesses = 0
         self.reset()
 
     def reset(self) -> None:
@@ -73,13 +75,14 @@ class LocalApic:
         return self.tpr if tpr >= isrv else isrv << 4
 
     def irq_pending(self) -> int:
-        """>0 the vector to deliver, 0 nothing, <0 masked by the processor priority."""
-        if not self.spurious_vec & SV_ENABLE:
+        """>0 the vector to deliver, 0 nothing, <0 masked by the processor priority.
+        (``ppr()`` inline: this runs for every MSI, acknowledge and EOI.)"""
+        if not self.spurious_vec & SV_ENABLE or not self.irr:
             return 0
-        irrv = _highest(self.irr)
-        if irrv < 0:
-            return 0
-        ppr = self.ppr()
+        irrv = self.irr.bit_length() - 1
+        isrv = max(self.isr.bit_length() - 1, 0) >> 4
+        tpr = self.tpr
+        ppr = tpr if tpr >> 4 >= isrv else isrv << 4
         if ppr and (irrv & 0xF0) <= (ppr & 0xF0):
             return -1
         return irrv
@@ -93,7 +96,7 @@ class LocalApic:
         if not self.spurious_vec & SV_ENABLE:
             return -1
         intno = self.irq_pending()
-        if intno == 0 or (self.accept_pic_intr() and pic_output):
+        if intno == 0 or (pic_output and self.accept_pic_intr()):
             return -1
         if intno < 0:
             return self.spurious_vec & 0xFF
@@ -128,7 +131,10 @@ class LocalApic:
         return False
 
     def deliver_irq(self, dest: int, dest_mode: int, delivery: int, vector: int, trigger: int) -> None:
-        if not self._accepts(dest, dest_mode):
+        if dest_mode == 0:
+            if dest != 0xFF and dest != self.id:
+                return
+        elif not self._accepts(dest, dest_mode):
             return
         if delivery in (DM_FIXED, DM_LOWPRI):
             self.set_irq(vector, trigger)
@@ -142,6 +148,7 @@ class LocalApic:
 
     # -- the register window
     def read(self, offset: int, size: int) -> int:
+        self.accesses += 1
         if size < 4:
             return 0
         index = (offset >> 4) & 0xFF
@@ -185,6 +192,7 @@ class LocalApic:
         return 0
 
     def write(self, offset: int, size: int, value: int) -> None:
+        self.accesses += 1
         if size < 4:
             return
         index = (offset >> 4) & 0xFF
