@@ -16,6 +16,9 @@ from uvirt.board.memory.regions import (PAGE_MASK, PAGE_SIZE, ADDR_SPACE_END, UN
 from uvirt.errors import MemoryMapError
 
 
+_PROT_ALL, _PROT_RX = 7, 5      # UC_PROT_ALL, UC_PROT_READ | UC_PROT_EXEC (unicorn.h)
+
+
 class _Span(NamedTuple):
     """One Unicorn mapping.  Equal spans are left alone by a commit.  (A named tuple
     for the same reason as ``Piece``.)"""
@@ -66,8 +69,9 @@ class UnicornMemory:
         #: can exist there (uvirt/cpu/tlb.py tracks the pages the CPU fetched from).
         self.may_hold_code: Callable[[int, int], bool] | None = None
         memory.replay = self.replay
+        memory.take_changes()            # what was committed before: all of it, below
         memory.backend = self
-        memory.commit()
+        self.publish(memory.flatten(), None)
 
     def detach(self, *, cpu_closed: bool = False) -> None:
         """Unmap everything (buffers stay alive with their owners) and leave the memory
@@ -90,30 +94,48 @@ class UnicornMemory:
         self._callbacks.clear()
         self.may_hold_code = None
 
-    def publish(self, pieces: list[Piece]) -> None:
-        """Make Unicorn's mappings equal the flattened placements."""
+    def publish(self, pieces: list[Piece], changed: list[tuple[int, int]] | None = None) -> None:
+        """Make Unicorn's mappings equal the flattened placements; ``changed`` (the
+        ranges the view changed in, None: anywhere) bounds where they can differ."""
         uc = self._uc
         if uc is None:
             return
-        wanted = {(_span_key(s)): s for s in _spans(pieces)}
-        for key in [k for k in self._mapped if k not in wanted]:
-            self._unmap(uc, self._mapped.pop(key))
-        for key, span in wanted.items():
-            if key not in self._mapped:
-                self._map(uc, span)
-                self._mapped[key] = span
-        if self._gaps is not None:
+        removed, added = respan(list(self._mapped.values()), pieces, changed)
+        ram_changed = False
+        for span in removed:
+            self._unmap(uc, self._mapped.pop(_span_key(span)))
+            ram_changed |= span.kind == "ram"
+        for span in added:
+            self._map(uc, span)
+            self._mapped[_span_key(span)] = span
+            ram_changed |= span.kind == "ram"
+        gaps = self._gaps
+        if gaps is not None and ram_changed:
             # only RAM needs to stay outside them (MMIO stores are slow anyway): BAR moves
             # of register windows and reads-zero pages leave the hooks alone
-            self._gaps.cover(_gaps((s.start, s.start + s.size) for s in self._mapped.values()
-                                   if s.kind == "ram"))
+            if self.memory.cpu_thread is not None or changed is None:
+                gaps.cover(_gaps(self._ram_ranges()))
+            else:
+                # between runs: cover only what stopped being RAM; ``settle()`` before
+                # the next run makes the hooks exact (_GapHooks.loosen)
+                gaps.loosen([(s.start, s.start + s.size) for s in removed if s.kind == "ram"],
+                            self._ram_ranges, any(s.kind == "ram" for s in added))
+
+    def _ram_ranges(self) -> list[tuple[int, int]]:
+        return [(s.start, s.start + s.size) for s in self._mapped.values() if s.kind == "ram"]
+
+    def settle(self) -> None:
+        """Before guest code runs: the unmapped-access hooks exactly cover the gaps
+        between RAM mappings again (a commit between runs may have left a hook over RAM
+        that moved into a gap, which would keep that RAM's stores on the slow path)."""
+        gaps = self._gaps
+        if gaps is not None and gaps.stale:
+            gaps.cover(_gaps(self._ram_ranges()))
 
     def _map(self, uc, span: _Span) -> None:
-        from unicorn import UC_PROT_ALL, UC_PROT_READ, UC_PROT_EXEC
         if span.kind == "ram":
             region = span.region
-            assert isinstance(region, RamRegion)
-            perms = (UC_PROT_READ | UC_PROT_EXEC) if region.readonly else UC_PROT_ALL
+            perms = _PROT_RX if region.readonly else _PROT_ALL
             ptr = region.buffer.address + region.buffer_offset + span.offset
             uc.mem_map_ptr(span.start, span.size, perms, ptr)
             region.buffer.mapped_count += 1
@@ -195,6 +217,24 @@ def _tb_remover(uc):
     return remove
 
 
+def _uncovered(lo: int, hi: int, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of [lo, hi) outside every one of ``ranges`` (sorted; they may overlap)."""
+    out, cur = [], lo
+    for s, e in ranges:
+        if e <= cur:
+            continue
+        if s >= hi:
+            break
+        if s > cur:
+            out.append((cur, s))
+        cur = max(cur, e)
+        if cur >= hi:
+            break
+    if cur < hi:
+        out.append((cur, hi))
+    return out
+
+
 def _gaps(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """The unmapped [start, end) ranges of the 32-bit space between ``spans``."""
     out, pos = [], 0
@@ -226,6 +266,8 @@ class _GapHooks:
         from unicorn import UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE_UNMAPPED
         self._uc = uc
         self._hooks: dict[tuple[int, int], int] = {}
+        #: True while some hook covers more than a gap (``cover(exact=False)``)
+        self.stale = False
         self._type = UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED
 
         def callback(_uc, _access, address, size, _value, _ud) -> bool:
@@ -240,12 +282,34 @@ class _GapHooks:
             self._callback = lambda u, a, addr, size, v, d: handler(addr, size)
 
     def cover(self, gaps: list[tuple[int, int]]) -> None:
+        """Hook exactly ``gaps``."""
         wanted = set(gaps)
         for gap in [g for g in self._hooks if g not in wanted]:
             self._delete(self._hooks.pop(gap))
         for gap in wanted:
             if gap not in self._hooks:
                 self._hooks[gap] = self._add(gap[0], gap[1] - 1)
+        self.stale = False
+
+    def loosen(self, freed: list[tuple[int, int]], ram: Callable[[], list[tuple[int, int]]],
+               ram_added: bool) -> None:
+        """Between runs: hook the parts of ``freed`` (ranges that stopped being RAM) that
+        neither a hook nor RAM covers, and delete nothing.  A hook may then cover RAM
+        (``stale``; its stores stay on the slow path until the next exact ``cover``).
+        Deleted hooks stay on Unicorn's lists until ``emu_start`` returns and every
+        further add or delete walks them: a BAR moved back and forth between runs (or
+        by qtest, which never runs) would pay more per move the longer it goes on; this
+        way it pays nothing once both places are hooked."""
+        self.stale = self.stale or ram_added
+        taken = None
+        for lo, hi in freed:
+            if any(s <= lo and hi <= e for s, e in self._hooks):
+                continue
+            if taken is None:
+                taken = sorted(list(self._hooks) + ram())
+            for s, e in _uncovered(lo, hi, taken):
+                self._hooks[(s, e)] = self._add(s, e - 1)
+                self.stale = True
 
     def _add(self, begin: int, end: int) -> int:
         if self._lib is None:
@@ -278,6 +342,70 @@ def _span_key(span: _Span) -> tuple:
         return (span.start, span.size, "mixed",
                 tuple((p.start, p.end, id(p.region), p.offset) for p in span.pieces))
     return (span.start, span.size, span.kind, id(span.region), span.offset)
+
+
+def respan(mapped: list[_Span], pieces: list[Piece],
+           changed: list[tuple[int, int]] | None) -> tuple[list[_Span], list[_Span]]:
+    """(spans to unmap, spans to map) so that ``mapped`` becomes ``_spans(pieces)``,
+    looking only near ``changed`` (sorted [start, end) ranges; None: everywhere).
+
+    A span depends on the pieces in its pages and, through ``_merge_ram``, on the spans
+    it touches; so the window of pages to redo grows from the changed pages until no old
+    span, piece or new span crosses or touches its edges.  Outside it nothing can differ.
+    Pure (tests/unit/test_flatten_incremental.py checks it against ``_spans``)."""
+    if changed is None:
+        wanted = {_span_key(s): s for s in _spans(pieces)}
+        have = {_span_key(s) for s in mapped}
+        return ([s for s in mapped if _span_key(s) not in wanted],
+                [s for k, s in wanted.items() if k not in have])
+    win = _page_ranges(changed)
+    if not win:
+        return [], []
+    while True:
+        lo, hi = win[0][0], win[-1][1]
+        old = [s for s in mapped
+               if s.start <= hi and s.start + s.size >= lo and _touches(win, s.start, s.start + s.size)]
+        near = [pc for pc in pieces if pc.start <= hi and pc.end >= lo and _touches(win, pc.start, pc.end)]
+        new = _spans(near)
+        ext = ([(s.start, s.start + s.size) for s in old] + [(s.start, s.start + s.size) for s in new]
+               + [(pc.start, pc.end) for pc in near])
+        if all(_inside(win, a, b) for a, b in ext):
+            break
+        win = _page_ranges(win + ext)
+    new_keys = {_span_key(s) for s in new}
+    old_keys = {_span_key(s) for s in old}
+    return ([s for s in old if _span_key(s) not in new_keys],
+            [s for s in new if _span_key(s) not in old_keys])
+
+
+def _inside(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
+    """The pages of [start, end) lie within one of ``ranges`` (page-aligned)."""
+    start &= PAGE_MASK
+    end = (end + PAGE_SIZE - 1) & PAGE_MASK
+    for lo, hi in ranges:
+        if lo <= start and end <= hi:
+            return True
+    return False
+
+
+def _page_ranges(ranges) -> list[tuple[int, int]]:
+    """``ranges`` widened to whole pages, sorted, touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for s, e in sorted((s & PAGE_MASK, (e + PAGE_SIZE - 1) & PAGE_MASK) for s, e in ranges if s < e):
+        if out and s <= out[-1][1]:
+            if e > out[-1][1]:
+                out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
+
+
+def _touches(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
+    """[start, end) overlaps or touches one of ``ranges``."""
+    for lo, hi in ranges:
+        if start <= hi and end >= lo:
+            return True
+    return False
 
 
 def _spans(pieces: list[Piece]) -> list[_Span]:

@@ -330,16 +330,17 @@ class PciFunction:
         bar = self.bars[index]
         if bar is None:
             return None
-        size, cmd, reg = bar.size, self.command, self.bar_reg(index)
+        size, cmd = bar.region.size, int.from_bytes(self.config.data[4:6], "little")
+        reg = 0x30 if index == ROM_SLOT else 0x10 + 4 * index      # bar_reg, inlined (BAR moves)
         if bar.io:
-            if not cmd & Command.IO:
+            if not cmd & _CMD_IO:
                 return None
             addr = self.config.get(reg, 4) & ~(size - 1) & 0xFFFFFFFF
             last = addr + size - 1
             if last <= addr or last >= 0xFFFFFFFF or addr == 0:
                 return None
             return addr
-        if not cmd & Command.MEMORY:
+        if not cmd & _CMD_MEMORY:
             return None
         raw = self.config.get(reg, 8 if bar.mem64 else 4)
         if index == ROM_SLOT and not raw & ROM_ENABLE:
