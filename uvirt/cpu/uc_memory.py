@@ -347,13 +347,15 @@ def _span_key(span: _Span) -> tuple:
 def respan(mapped: list[_Span], pieces: list[Piece],
            changed: list[tuple[int, int]] | None) -> tuple[list[_Span], list[_Span]]:
     """(spans to unmap, spans to map) so that ``mapped`` becomes ``_spans(pieces)``,
-    looking only near ``changed`` (sorted [start, end) ranges; None: everywhere).
+    looking only near ``changed`` (sorted [start, end) ranges; None: everywhere).  One
+    or two ranges (a BAR moved, a region enabled) are redone where they are; more (a
+    batch's commit) cost less as a full diff.
 
     A span depends on the pieces in its pages and, through ``_merge_ram``, on the spans
     it touches; so the window of pages to redo grows from the changed pages until no old
     span, piece or new span crosses or touches its edges.  Outside it nothing can differ.
     Pure (tests/unit/test_flatten_incremental.py checks it against ``_spans``)."""
-    if changed is None:
+    if changed is None or len(changed) > 2:      # everywhere, or a whole batch: all of it
         wanted = {_span_key(s): s for s in _spans(pieces)}
         have = {_span_key(s) for s in mapped}
         return ([s for s in mapped if _span_key(s) not in wanted],
@@ -409,47 +411,61 @@ def _touches(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
 
 
 def _spans(pieces: list[Piece]) -> list[_Span]:
-    """Turn visible pieces into page-granular Unicorn mappings."""
+    """Turn visible pieces (sorted) into page-granular Unicorn mappings."""
     spans: list[_Span] = []
-    mixed: dict[int, list[Piece]] = {}
+    mixed: dict[int, list[Piece]] | None = None
     for pc in pieces:
-        first_full = (pc.start + PAGE_SIZE - 1) & PAGE_MASK
-        last_full = pc.end & PAGE_MASK
+        start, end, region = pc.start, pc.end, pc.region
+        if not (start | end) & ~PAGE_MASK:           # whole pages: the common case
+            spans.append(_Span(start, end - start, "ram" if isinstance(region, RamRegion) else "mmio",
+                               region, pc.offset))
+            continue
+        first_full = (start + PAGE_SIZE - 1) & PAGE_MASK
+        last_full = end & PAGE_MASK
         if first_full < last_full:
-            kind = "ram" if isinstance(pc.region, RamRegion) else "mmio"
-            spans.append(_Span(first_full, last_full - first_full, kind, pc.region,
-                               pc.offset + first_full - pc.start))
-            head = (pc.start, first_full)
-            tail = (last_full, pc.end)
+            spans.append(_Span(first_full, last_full - first_full,
+                               "ram" if isinstance(region, RamRegion) else "mmio",
+                               region, pc.offset + first_full - start))
+            parts = ((start, first_full), (last_full, end))
         else:
-            head = (pc.start, pc.end)
-            tail = (0, 0)
-        for s, e in (head, tail):
+            parts = ((start, end),)
+        if mixed is None:
+            mixed = {}
+        for s, e in parts:
             if s < e:
-                mixed.setdefault(s & PAGE_MASK, []).append(
-                    Piece(s, e, pc.region, pc.offset + s - pc.start))
-    for page, ps in mixed.items():
-        spans.append(_Span(page, PAGE_SIZE, "mixed", pieces=tuple(sorted(ps, key=lambda p: p.start))))
+                mixed.setdefault(s & PAGE_MASK, []).append(Piece(s, e, region, pc.offset + s - start))
+    if mixed:
+        for page, ps in mixed.items():
+            spans.append(_Span(page, PAGE_SIZE, "mixed", pieces=tuple(sorted(ps, key=_piece_start))))
+        spans.sort(key=_span_start)
     return _merge_ram(spans)
 
 
+def _piece_start(pc: Piece) -> int:
+    return pc.start
+
+
+def _span_start(sp: _Span) -> int:
+    return sp.start
+
+
 def _merge_ram(spans: list[_Span]) -> list[_Span]:
-    """One Unicorn mapping for adjacent RAM spans that continue each other in the same
-    host buffer with the same protection (RAM split around the low megabyte's PAM
-    segments and the VGA window is mostly contiguous again): ``mem_map_ptr`` costs
+    """One Unicorn mapping for adjacent RAM spans (sorted) that continue each other in
+    the same host buffer with the same protection (RAM split around the low megabyte's
+    PAM segments and the VGA window is mostly contiguous again): ``mem_map_ptr`` costs
     about 20 µs per call, and a machine build would otherwise make twenty of them."""
     out: list[_Span] = []
-    for sp in sorted(spans, key=lambda sp: sp.start):
-        prev = out[-1] if out else None
+    prev = None
+    for sp in spans:
         if (prev is not None and sp.kind == "ram" and prev.kind == "ram"
-                and prev.start + prev.size == sp.start
-                and prev.region.buffer is sp.region.buffer
-                and prev.region.readonly == sp.region.readonly
-                and prev.region.buffer_offset + prev.offset + prev.size
-                == sp.region.buffer_offset + sp.offset):
-            out[-1] = _Span(prev.start, prev.size + sp.size, "ram", prev.region, prev.offset)
-        else:
-            out.append(sp)
+                and prev.start + prev.size == sp.start):
+            a, b = prev.region, sp.region
+            if (a.buffer is b.buffer and a.readonly == b.readonly
+                    and a.buffer_offset + prev.offset + prev.size == b.buffer_offset + sp.offset):
+                prev = out[-1] = _Span(prev.start, prev.size + sp.size, "ram", a, prev.offset)
+                continue
+        out.append(sp)
+        prev = sp
     return out
 
 

@@ -152,6 +152,10 @@ class RamRegion(Region):
 
 GuestErrorHook = Callable[[str, str], None]
 
+#: (valid sizes, impl_min, impl_max) -> (valid sizes, sizes dispatched directly): shared
+#: by every region declaring the same access rule
+_ACCESS_RULES: dict[tuple, tuple[frozenset, frozenset]] = {}
+
 
 class MmioRegion(Region):
     """A register window served by a device object."""
@@ -164,12 +168,16 @@ class MmioRegion(Region):
         self.name = name
         self.size = size
         self.device = device
-        self.valid_sizes = frozenset(valid_sizes)
         self.unaligned = unaligned
         self.impl_min = impl_min
         self.impl_max = impl_max
-        # The common case needs no adjustment: dispatch straight to the device.
-        self._direct = frozenset(s for s in self.valid_sizes if impl_min <= s <= impl_max)
+        rule = (valid_sizes if isinstance(valid_sizes, tuple) else tuple(valid_sizes), impl_min, impl_max)
+        sizes = _ACCESS_RULES.get(rule)
+        if sizes is None:        # a board declares a handful of rules, each many times
+            valid = frozenset(rule[0])
+            # The common case needs no adjustment: dispatch straight to the device.
+            sizes = _ACCESS_RULES[rule] = (valid, frozenset(s for s in valid if impl_min <= s <= impl_max))
+        self.valid_sizes, self._direct = sizes
         self.on_guest_error: GuestErrorHook | None = None
         #: The owning device's re-entrancy guard (uvirt/board/dma.py), shared by its regions.
         self.guard = None
@@ -736,22 +744,36 @@ class IoSpace(AddressSpace):
         self.commit()
 
     def commit(self) -> None:
+        """Bring the port table up to date: the ports of the ranges the placements
+        changed in, and of any piece whose region now dispatches elsewhere."""
         if self._deferred():
             return
-        table: dict[int, PortEntry] = {}
+        pieces = self.flatten()
+        changed = self.take_changes()
+        table = self.table
+        if changed is None or not table or len(changed) > 2:
+            # the first commit, after a stop, or a whole batch: a new table is cheaper
+            table = {}
+            changed = [(0, self.size)]
+        elif changed:
+            for port in [p for p in table if any(lo <= p < hi for lo, hi in changed)]:
+                del table[port]
         old, entries = self._entries, {}
-        for pc in self.flatten():
+        for pc in pieces:
             region = pc.region
             # an entry depends on its region, its base and what the region dispatches to
             # now (a device or its accessors can be swapped: a guard, a tracing proxy)
             key = (region, pc.start - pc.offset, getattr(region, "device", None),
                    getattr(region, "read", None), getattr(region, "write", None))
-            entry = entries.get(key) or old.get(key)
+            entry = entries.get(key)
             if entry is None:
-                entry = self._entry(region, key[1])
+                entry = old.get(key)
+                if entry is None:
+                    entry = self._entry(region, key[1])
             entries[key] = entry
-            for port in range(pc.start, pc.end):
-                table[port] = entry
+            if table.get(pc.start) is not entry or any(lo < pc.end and pc.start < hi for lo, hi in changed):
+                for port in range(pc.start, pc.end):
+                    table[port] = entry
         self.table = table
         self._entries = entries          # only what is placed now: moves do not pile up
 
