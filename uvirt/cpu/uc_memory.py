@@ -65,12 +65,11 @@ class UnicornMemory:
         self._mapped: dict[tuple, _Span] = {}
         self._callbacks: dict[tuple, tuple] = {}
         self.replay = ReplayGuard()
-        #: Set by the machine: ``(addr, size) -> bool``, False when no translated code
-        #: can exist there (uvirt/cpu/tlb.py tracks the pages the CPU fetched from).
-        self.may_hold_code: Callable[[int, int], bool] | None = None
+        self._may_hold_code: Callable[[int, int], bool] | None = None
         memory.replay = self.replay
         memory.take_changes()            # what was committed before: all of it, below
         memory.backend = self
+        memory.may_hold_code = _anywhere
         self.publish(memory.flatten(), None)
 
     def detach(self, *, cpu_closed: bool = False) -> None:
@@ -81,6 +80,7 @@ class UnicornMemory:
         if self.memory.backend is self:
             self.memory.backend = None
             self.memory.replay = None
+            self.memory.may_hold_code = None
         uc, self._uc = self._uc, None
         gaps, self._gaps = self._gaps, None
         if gaps is not None and not cpu_closed:
@@ -92,7 +92,20 @@ class UnicornMemory:
                 self._release(span)
         self._mapped.clear()
         self._callbacks.clear()
-        self.may_hold_code = None
+        self._may_hold_code = None
+
+    @property
+    def may_hold_code(self) -> Callable[[int, int], bool] | None:
+        """Set by the machine: ``(addr, size) -> bool``, False when no translated code
+        can exist there (uvirt/cpu/tlb.py tracks the pages the CPU fetched from); the
+        memory map asks it before every ``invalidate_code``."""
+        return self._may_hold_code
+
+    @may_hold_code.setter
+    def may_hold_code(self, check: Callable[[int, int], bool] | None) -> None:
+        self._may_hold_code = check
+        if self.memory.backend is self:
+            self.memory.may_hold_code = check or _anywhere
 
     def publish(self, pieces: list[Piece], changed: list[tuple[int, int]] | None = None) -> None:
         """Make Unicorn's mappings equal the flattened placements; ``changed`` (the
@@ -172,7 +185,7 @@ class UnicornMemory:
         ``ctl_remove_cache`` spends about 4 µs in Python argument encoding."""
         if self._uc is None:
             return
-        if self.may_hold_code is not None and not self.may_hold_code(addr, size):
+        if self._may_hold_code is not None and not self._may_hold_code(addr, size):
             return      # data only (a shared region, a DMA buffer): no code to drop, no kick
         owner = self.memory.cpu_thread
         if owner is not None and self.memory.post_to_cpu is not None and owner != threading.get_ident():
@@ -195,6 +208,11 @@ class UnicornMemory:
     def mapped_spans(self) -> list[tuple[int, int, str]]:
         """What Unicorn has mapped, for tests and ``info mtree``-style output."""
         return sorted((s.start, s.size, s.kind) for s in self._mapped.values())
+
+
+def _anywhere(addr: int, size: int) -> bool:
+    """``may_hold_code`` without a TLB that knows better: code may be anywhere."""
+    return True
 
 
 def _tb_remover(uc):

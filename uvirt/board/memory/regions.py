@@ -838,6 +838,9 @@ class MemoryMap(AddressSpace):
         self.tracer = None
         #: ``(addr, size)`` for every host write to RAM (set while a snapshot is held)
         self.dirty_log: Callable[[int, int], None] | None = None
+        #: Set with a backend: ``(addr, size) -> bool``, False when no translated code
+        #: can exist there (then a host write needs no ``backend.invalidate_code``).
+        self.may_hold_code: Callable[[int, int], bool] | None = None
 
     def map_unassigned_page(self, addr: int) -> None:
         """Back an unclaimed page with the reads-zero region so the faulting data access
@@ -861,12 +864,14 @@ class MemoryMap(AddressSpace):
 
     def invalidate_code(self, addr: int, size: int) -> None:
         """The host rewrote a range of guest memory (device DMA, a loader): log it for a
-        held snapshot and let the CPU drop code translated from it."""
+        held snapshot and let the CPU drop code translated from it.  Every device write
+        to RAM comes here, so the backend's ``may_hold_code`` answers first: ring and
+        data pages never held code, and then there is nothing more to do."""
         if self.dirty_log is not None:
             self.dirty_log(addr, size)    # host writes for snapshots (uvirt/cpu/snapshot.py)
-        backend = self.backend
-        if backend is not None and size > 0:
-            backend.invalidate_code(addr, size)
+        check = self.may_hold_code
+        if check is not None and size > 0 and check(addr, size):
+            self.backend.invalidate_code(addr, size)
 
     # -- RAM lookup for SystemMemory
     def ram_piece(self, addr: int) -> Piece | None:
