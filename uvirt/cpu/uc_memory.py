@@ -20,8 +20,9 @@ _PROT_ALL, _PROT_RX = 7, 5      # UC_PROT_ALL, UC_PROT_READ | UC_PROT_EXEC (unic
 
 
 class _Span(NamedTuple):
-    """One Unicorn mapping.  Equal spans are left alone by a commit.  (A named tuple
-    for the same reason as ``Piece``.)"""
+    """One Unicorn mapping.  Equal spans are left alone by a commit; a span is its own
+    key (regions compare and hash by identity).  (A named tuple for the same reason as
+    ``Piece``.)"""
 
     start: int
     size: int
@@ -116,11 +117,11 @@ class UnicornMemory:
         removed, added = respan(list(self._mapped.values()), pieces, changed)
         ram_changed = False
         for span in removed:
-            self._unmap(uc, self._mapped.pop(_span_key(span)))
+            self._unmap(uc, self._mapped.pop(span))
             ram_changed |= span.kind == "ram"
         for span in added:
             self._map(uc, span)
-            self._mapped[_span_key(span)] = span
+            self._mapped[span] = span
             ram_changed |= span.kind == "ram"
         gaps = self._gaps
         if gaps is not None and ram_changed:
@@ -159,7 +160,7 @@ class UnicornMemory:
         else:
             read_cb, write_cb = _mixed_callbacks(span.pieces, span.start, self.replay,
                                                  self.memory.tracer)
-        self._callbacks[_span_key(span)] = (read_cb, write_cb)
+        self._callbacks[span] = (read_cb, write_cb)
         uc.mmio_map(span.start, span.size, read_cb, None, write_cb, None)
         for pc in span.pieces:
             if isinstance(pc.region, RamRegion):
@@ -170,7 +171,7 @@ class UnicornMemory:
         self._release(span)
 
     def _release(self, span: _Span) -> None:
-        self._callbacks.pop(_span_key(span), None)
+        self._callbacks.pop(span, None)
         if span.kind == "ram":
             span.region.buffer.mapped_count -= 1
         for pc in span.pieces:
@@ -355,13 +356,6 @@ class _GapHooks:
         self._hooks.clear()
 
 
-def _span_key(span: _Span) -> tuple:
-    if span.kind == "mixed":
-        return (span.start, span.size, "mixed",
-                tuple((p.start, p.end, id(p.region), p.offset) for p in span.pieces))
-    return (span.start, span.size, span.kind, id(span.region), span.offset)
-
-
 def respan(mapped: list[_Span], pieces: list[Piece],
            changed: list[tuple[int, int]] | None) -> tuple[list[_Span], list[_Span]]:
     """(spans to unmap, spans to map) so that ``mapped`` becomes ``_spans(pieces)``,
@@ -374,28 +368,25 @@ def respan(mapped: list[_Span], pieces: list[Piece],
     span, piece or new span crosses or touches its edges.  Outside it nothing can differ.
     Pure (tests/unit/test_flatten_incremental.py checks it against ``_spans``)."""
     if changed is None or len(changed) > 2:      # everywhere, or a whole batch: all of it
-        wanted = {_span_key(s): s for s in _spans(pieces)}
-        have = {_span_key(s) for s in mapped}
-        return ([s for s in mapped if _span_key(s) not in wanted],
-                [s for k, s in wanted.items() if k not in have])
+        wanted = _spans(pieces)
+        keep, have = set(wanted), set(mapped)
+        return [s for s in mapped if s not in keep], [s for s in wanted if s not in have]
     win = _page_ranges(changed)
     if not win:
         return [], []
     while True:
         lo, hi = win[0][0], win[-1][1]
         old = [s for s in mapped
-               if s.start <= hi and s.start + s.size >= lo and _touches(win, s.start, s.start + s.size)]
-        near = [pc for pc in pieces if pc.start <= hi and pc.end >= lo and _touches(win, pc.start, pc.end)]
+               if s.start + s.size >= lo and s.start <= hi and _touches(win, s.start, s.start + s.size)]
+        near = [pc for pc in pieces if pc.end >= lo and pc.start <= hi and _touches(win, pc.start, pc.end)]
         new = _spans(near)
         ext = ([(s.start, s.start + s.size) for s in old] + [(s.start, s.start + s.size) for s in new]
                + [(pc.start, pc.end) for pc in near])
         if all(_inside(win, a, b) for a, b in ext):
             break
         win = _page_ranges(win + ext)
-    new_keys = {_span_key(s) for s in new}
-    old_keys = {_span_key(s) for s in old}
-    return ([s for s in old if _span_key(s) not in new_keys],
-            [s for s in new if _span_key(s) not in old_keys])
+    new_keys, old_keys = set(new), set(old)
+    return [s for s in old if s not in new_keys], [s for s in new if s not in old_keys]
 
 
 def _inside(ranges: list[tuple[int, int]], start: int, end: int) -> bool:

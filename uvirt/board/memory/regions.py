@@ -557,7 +557,7 @@ class AddressSpace:
         pieces: list[Piece] = []
         background = self._background
         for lo, hi in ranges:
-            hits = [p for p in self._placements if p.enabled and p.addr < hi and p.addr + p.region.size > lo]
+            hits = [p for p in self._placements if p.addr < hi and p.enabled and p.addr + p.region.size > lo]
             if len(hits) == 1 and not isinstance(hits[0].region, Container):
                 p = hits[0]                  # the common case (a BAR moved): one region
                 s, e = max(lo, p.addr), min(hi, p.addr + p.region.size)
