@@ -150,6 +150,24 @@ def driver_ok_kick(dev: VirtioDevice, status: int) -> None:
 _STATUS_BYTE = {S_OK: b"\x00", S_IOERR: b"\x01", S_UNSUPP: b"\x02"}
 
 
+def _runs(pieces):
+    """``(addr, len)`` pieces with the ones that continue each other in guest memory
+    joined (a buffer split over many descriptors is usually one run of pages): the
+    same bytes at the same addresses, one write each."""
+    if len(pieces) <= 2:
+        return pieces
+    out = []
+    run_addr, run_len = pieces[0]
+    for addr, n in pieces[1:]:
+        if addr == run_addr + run_len:
+            run_len += n
+        else:
+            out.append((run_addr, run_len))
+            run_addr, run_len = addr, n
+    out.append((run_addr, run_len))
+    return out
+
+
 def _total(pieces) -> int:
     """The bytes of an element's ``(addr, len)`` pieces."""
     total = 0
@@ -385,7 +403,7 @@ class VirtioBlk(VirtioDevice):
                 data, status = None, S_IOERR
             if data is not None:
                 end = len(data)
-                for addr, n in elem.writable:
+                for addr, n in _runs(elem.writable):
                     if n >= end - pos:
                         mem.write(addr, data if not pos and n >= end else memoryview(data)[pos:end])
                         break
