@@ -315,10 +315,16 @@ class PciFunction:
             # INTx disable toggled; QEMU looks only when the write covers byte 0x04
             # (range_covers_byte(addr, l, PCI_COMMAND)), though the bit is in byte 0x05
             self._propagate_intx(old_effective)
-        if (_ranges_overlap(offset, size, PciReg.BASE_ADDRESS_0, 24)
-                or _ranges_overlap(offset, size, PciReg.ROM_ADDRESS, 4)
-                or offset <= PciReg.COMMAND < offset + size):
+        if offset <= PciReg.COMMAND < offset + size:
             return self.update_mappings()
+        if (_ranges_overlap(offset, size, PciReg.BASE_ADDRESS_0, 24)
+                or _ranges_overlap(offset, size, PciReg.ROM_ADDRESS, 4)):
+            if type(self).update_mappings is not PciFunction.update_mappings:
+                return self.update_mappings()          # a subclass follows more than BARs
+            # QEMU's pci_update_mappings looks at every BAR; only those whose register
+            # was written can have moved (a BAR's address is its register and the
+            # command bits): a BAR move (benchmarks/bench_regions.py) decodes one
+            return self._update_bars(offset, size)
         return []
 
     @property
@@ -352,6 +358,20 @@ class PciFunction:
         if not bar.mem64 and last >= 0xFFFFFFFF:
             return None
         return addr
+
+    def _update_bars(self, offset: int, size: int) -> list[BarChange]:
+        """``update_mappings`` for the BARs whose register overlaps a written range."""
+        changes = []
+        for i, bar in enumerate(self.bars):
+            if bar is None:
+                continue
+            reg = 0x30 if i == ROM_SLOT else 0x10 + 4 * i
+            if reg < offset + size and offset < reg + (8 if bar.mem64 else 4):
+                new = self.bar_address(i)
+                if new != self.bar_addr[i]:
+                    changes.append(BarChange(i, self.bar_addr[i], new))
+                    self.bar_addr[i] = new
+        return changes
 
     def update_mappings(self) -> list[BarChange]:
         changes = []
