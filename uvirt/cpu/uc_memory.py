@@ -39,8 +39,10 @@ class UnicornMemory:
     items 1-3: Unicorn maps whole 4 KiB pages, refuses overlaps and keeps no reference to
     a pointer's buffer).
 
-    Every ``MemoryMap.commit()`` hands over the flattened view (``publish``), which is
-    diffed against what Unicorn has mapped.  Pages a region covers completely become one
+    Every ``MemoryMap.commit()`` hands over the flattened view and the ranges that
+    changed (``publish``); the mappings near those ranges are re-derived and diffed
+    against what Unicorn has mapped there (``respan``), so a BAR move touches only its
+    old and new place.  Pages a region covers completely become one
     native mapping; a page shared by several regions, or only partly covered (ivshmem's
     256-byte BAR0), becomes one ``mmio_map`` page whose callback dispatches by offset.
     Unmapping happens before mapping, and every mapped ``HostBuffer`` stays pinned while
@@ -273,13 +275,15 @@ class _GapHooks:
     One global hook would be simpler, but Unicorn 2.1.4 never lets a page's stores onto
     the fast path while any memory hook's range includes that page (``notdirty_write``:
     ``uc_mem_hook_installed``), so a global unmapped hook alone would cost every guest
-    store ~15 ns (uvirt/cpu/tlb.py).  A commit re-covers only the gaps that changed;
-    hooks go through the C API (about a microsecond each, against ten through the
-    binding's ``hook_add``) with one shared callback.  Deleting a hook from inside a
-    callback is safe: Unicorn frees it after ``emu_start`` returns.  Until then it stays
-    on Unicorn's lists, so a region BAR moved thousands of times within one run (or
-    with no run at all) makes each further move a little slower: 67 µs per move over
-    300 moves, 89 µs over 3000 (benchmarks/bench_regions.py measures 300)."""
+    store ~15 ns (uvirt/cpu/tlb.py).  Hooks go through the C API (about a microsecond
+    each, against ten through the binding's ``hook_add``) with one shared callback.
+    Deleting a hook from inside a callback is safe: Unicorn frees it after ``emu_start``
+    returns.  Until then it stays on Unicorn's lists and every later add or delete
+    walks them: two deletes and two adds per move of a RAM BAR cost 11-12 µs over 300
+    moves without a run.  So while the guest runs, a commit re-covers exactly the gaps
+    that changed (``cover``); between runs it only adds hooks where RAM left
+    (``loosen``), and ``UnicornMemory.settle()`` makes them exact when the next run
+    starts."""
 
     def __init__(self, uc, handler: Callable[[int, int], bool]) -> None:
         from unicorn import UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE_UNMAPPED

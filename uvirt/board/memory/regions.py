@@ -15,8 +15,11 @@ Placement
     Unicorn call happens until ``commit()``.
 
 Commit
-    ``MemoryMap.commit()`` flattens the placements into visible pieces and hands them to
-    its backend, the one place that maps and unmaps: with a CPU attached that is
+    ``MemoryMap.commit()`` flattens the placements into visible pieces and hands them,
+    with the ranges that changed since the last commit, to its backend, the one place
+    that maps and unmaps.  Flattening is incremental: a placement change marks its old
+    and new extent, and only those ranges are recomputed and spliced into the previous
+    view (``AddressSpace.flatten``).  With a CPU attached the backend is
     ``uvirt.cpu.uc_memory.UnicornMemory``, the *only* caller of ``mem_map_ptr``,
     ``mmio_map`` and ``mem_unmap`` in uvirt.  This module never imports Unicorn: the
     region tree, flatten, the port space and ``SystemMemory`` (device DMA, the
