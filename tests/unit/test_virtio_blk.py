@@ -259,3 +259,28 @@ def test_odd_sized_image_rounds_capacity_up(tmp_path):
     p = tmp_path / "odd.img"
     p.write_bytes(b"\x01" * 1000)
     assert RawFile(str(p)).sectors == 2
+
+
+@pytest.mark.parametrize("specs", [
+    [16, (4096, True), (1, True)],                                   # one data piece
+    [16] + [(256, True)] * 16 + [(1, True)],                         # 16 pieces in a row
+    [16] + [(100, True), (412, True), (1000, True), (2584, True)] + [(1, True)],
+    [16, (4096 + 1, True)],                                          # status in the data piece
+    [8, 8] + [(512, True)] * 7 + [(513, True)],                      # header in two, status shares
+])
+def test_read_scatters_like_iov_from_buf(tmp_path, specs):
+    """A read lands in the writable pieces in order (QEMU ``iov_from_buf``), however the
+    driver splits the buffer (the device joins pieces that continue each other in memory
+    into one write); the status byte is the last writable byte, the used length all of
+    them."""
+    fn, dev, mem, errors = _device(tmp_path)
+    drv = _legacy_up(fn, mem)
+    total_in = sum(s[0] for s in specs if isinstance(s, tuple))
+    c = drv.add_chain(specs, data=_req(0, 3))
+    fn.legacy_write(0x10, 2, 0)
+    (e,) = drv.used_entries()
+    assert e.len == total_in
+    got = drv.read_written(c, total_in)
+    image = (tmp_path / "disk.img").read_bytes()
+    assert got[:-1] == image[3 * 512:3 * 512 + total_in - 1] and got[-1] == 0
+    assert errors == []

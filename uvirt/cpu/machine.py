@@ -728,6 +728,7 @@ class Machine:
         if threading.current_thread() is threading.main_thread():
             old_handler = signal.signal(signal.SIGINT, lambda s, f: self.interrupt())
         self.memory.cpu_thread = threading.get_ident()
+        self.uc_memory.settle()          # hooks left loose by commits between runs
         self._max_insns = max_insns
         if max_insns:
             self._exact_stops(True)      # Unicorn counts with a code hook: exact stops

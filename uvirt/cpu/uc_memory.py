@@ -17,9 +17,13 @@ from uvirt.cpu.uc_hooks import map_mmio
 from uvirt.errors import MemoryMapError
 
 
+_PROT_ALL, _PROT_RX = 7, 5      # UC_PROT_ALL, UC_PROT_READ | UC_PROT_EXEC (unicorn.h)
+
+
 class _Span(NamedTuple):
-    """One Unicorn mapping.  Equal spans are left alone by a commit.  (A named tuple
-    for the same reason as ``Piece``.)"""
+    """One Unicorn mapping.  Equal spans are left alone by a commit; a span is its own
+    key (regions compare and hash by identity).  (A named tuple for the same reason as
+    ``Piece``.)"""
 
     start: int
     size: int
@@ -36,8 +40,10 @@ class UnicornMemory:
     items 1-3: Unicorn maps whole 4 KiB pages, refuses overlaps and keeps no reference to
     a pointer's buffer).
 
-    Every ``MemoryMap.commit()`` hands over the flattened view (``publish``), which is
-    diffed against what Unicorn has mapped.  Pages a region covers completely become one
+    Every ``MemoryMap.commit()`` hands over the flattened view and the ranges that
+    changed (``publish``); the mappings near those ranges are re-derived and diffed
+    against what Unicorn has mapped there (``respan``), so a BAR move touches only its
+    old and new place.  Pages a region covers completely become one
     native mapping; a page shared by several regions, or only partly covered (ivshmem's
     256-byte BAR0), becomes one ``mmio_map`` page whose callback dispatches by offset.
     Unmapping happens before mapping, and every mapped ``HostBuffer`` stays pinned while
@@ -63,12 +69,12 @@ class UnicornMemory:
         self._mapped: dict[tuple, _Span] = {}
         self._callbacks: dict[tuple, tuple] = {}
         self.replay = ReplayGuard()
-        #: Set by the machine: ``(addr, size) -> bool``, False when no translated code
-        #: can exist there (uvirt/cpu/tlb.py tracks the pages the CPU fetched from).
-        self.may_hold_code: Callable[[int, int], bool] | None = None
+        self._may_hold_code: Callable[[int, int], bool] | None = None
         memory.replay = self.replay
+        memory.take_changes()            # what was committed before: all of it, below
         memory.backend = self
-        memory.commit()
+        memory.may_hold_code = _anywhere
+        self.publish(memory.flatten(), None)
 
     def detach(self, *, cpu_closed: bool = False) -> None:
         """Unmap everything (buffers stay alive with their owners) and leave the memory
@@ -78,6 +84,7 @@ class UnicornMemory:
         if self.memory.backend is self:
             self.memory.backend = None
             self.memory.replay = None
+            self.memory.may_hold_code = None
         uc, self._uc = self._uc, None
         gaps, self._gaps = self._gaps, None
         if gaps is not None and not cpu_closed:
@@ -89,32 +96,63 @@ class UnicornMemory:
                 self._release(span)
         self._mapped.clear()
         self._callbacks.clear()
-        self.may_hold_code = None
+        self._may_hold_code = None
 
-    def publish(self, pieces: list[Piece]) -> None:
-        """Make Unicorn's mappings equal the flattened placements."""
+    @property
+    def may_hold_code(self) -> Callable[[int, int], bool] | None:
+        """Set by the machine: ``(addr, size) -> bool``, False when no translated code
+        can exist there (uvirt/cpu/tlb.py tracks the pages the CPU fetched from); the
+        memory map asks it before every ``invalidate_code``."""
+        return self._may_hold_code
+
+    @may_hold_code.setter
+    def may_hold_code(self, check: Callable[[int, int], bool] | None) -> None:
+        self._may_hold_code = check
+        if self.memory.backend is self:
+            self.memory.may_hold_code = check or _anywhere
+
+    def publish(self, pieces: list[Piece], changed: list[tuple[int, int]] | None = None) -> None:
+        """Make Unicorn's mappings equal the flattened placements; ``changed`` (the
+        ranges the view changed in, None: anywhere) bounds where they can differ."""
         uc = self._uc
         if uc is None:
             return
-        wanted = {(_span_key(s)): s for s in _spans(pieces)}
-        for key in [k for k in self._mapped if k not in wanted]:
-            self._unmap(uc, self._mapped.pop(key))
-        for key, span in wanted.items():
-            if key not in self._mapped:
-                self._map(uc, span)
-                self._mapped[key] = span
-        if self._gaps is not None:
+        removed, added = respan(list(self._mapped.values()), pieces, changed)
+        ram_changed = False
+        for span in removed:
+            self._unmap(uc, self._mapped.pop(span))
+            ram_changed |= span.kind == "ram"
+        for span in added:
+            self._map(uc, span)
+            self._mapped[span] = span
+            ram_changed |= span.kind == "ram"
+        gaps = self._gaps
+        if gaps is not None and ram_changed:
             # only RAM needs to stay outside them (MMIO stores are slow anyway): BAR moves
             # of register windows and reads-zero pages leave the hooks alone
-            self._gaps.cover(_gaps((s.start, s.start + s.size) for s in self._mapped.values()
-                                   if s.kind == "ram"))
+            if self.memory.cpu_thread is not None or changed is None:
+                gaps.cover(_gaps(self._ram_ranges()))
+            else:
+                # between runs: cover only what stopped being RAM; ``settle()`` before
+                # the next run makes the hooks exact (_GapHooks.loosen)
+                gaps.loosen([(s.start, s.start + s.size) for s in removed if s.kind == "ram"],
+                            self._ram_ranges, any(s.kind == "ram" for s in added))
+
+    def _ram_ranges(self) -> list[tuple[int, int]]:
+        return [(s.start, s.start + s.size) for s in self._mapped.values() if s.kind == "ram"]
+
+    def settle(self) -> None:
+        """Before guest code runs: the unmapped-access hooks exactly cover the gaps
+        between RAM mappings again (a commit between runs may have left a hook over RAM
+        that moved into a gap, which would keep that RAM's stores on the slow path)."""
+        gaps = self._gaps
+        if gaps is not None and gaps.stale:
+            gaps.cover(_gaps(self._ram_ranges()))
 
     def _map(self, uc, span: _Span) -> None:
-        from unicorn import UC_PROT_ALL, UC_PROT_READ, UC_PROT_EXEC
         if span.kind == "ram":
             region = span.region
-            assert isinstance(region, RamRegion)
-            perms = (UC_PROT_READ | UC_PROT_EXEC) if region.readonly else UC_PROT_ALL
+            perms = _PROT_RX if region.readonly else _PROT_ALL
             ptr = region.buffer.address + region.buffer_offset + span.offset
             uc.mem_map_ptr(span.start, span.size, perms, ptr)
             region.buffer.mapped_count += 1
@@ -125,7 +163,7 @@ class UnicornMemory:
         else:
             read_cb, write_cb = _mixed_callbacks(span.pieces, span.start, self.replay,
                                                  self.memory.tracer)
-        self._callbacks[_span_key(span)] = (read_cb, write_cb)
+        self._callbacks[span] = (read_cb, write_cb)
         map_mmio(uc, span.start, span.size, read_cb, write_cb)
         for pc in span.pieces:
             if isinstance(pc.region, RamRegion):
@@ -136,7 +174,7 @@ class UnicornMemory:
         self._release(span)
 
     def _release(self, span: _Span) -> None:
-        self._callbacks.pop(_span_key(span), None)
+        self._callbacks.pop(span, None)
         if span.kind == "ram":
             span.region.buffer.mapped_count -= 1
         for pc in span.pieces:
@@ -151,7 +189,7 @@ class UnicornMemory:
         ``ctl_remove_cache`` spends about 4 µs in Python argument encoding."""
         if self._uc is None:
             return
-        if self.may_hold_code is not None and not self.may_hold_code(addr, size):
+        if self._may_hold_code is not None and not self._may_hold_code(addr, size):
             return      # data only (a shared region, a DMA buffer): no code to drop, no kick
         owner = self.memory.cpu_thread
         if owner is not None and self.memory.post_to_cpu is not None and owner != threading.get_ident():
@@ -176,6 +214,11 @@ class UnicornMemory:
         return sorted((s.start, s.size, s.kind) for s in self._mapped.values())
 
 
+def _anywhere(addr: int, size: int) -> bool:
+    """``may_hold_code`` without a TLB that knows better: code may be anywhere."""
+    return True
+
+
 def _tb_remover(uc):
     """``(begin, end) -> None`` dropping translated blocks, through ``uc_ctl`` itself."""
     import ctypes
@@ -194,6 +237,24 @@ def _tb_remover(uc):
         fn(uch, ctl, u64(begin), u64(end))
 
     return remove
+
+
+def _uncovered(lo: int, hi: int, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of [lo, hi) outside every one of ``ranges`` (sorted; they may overlap)."""
+    out, cur = [], lo
+    for s, e in ranges:
+        if e <= cur:
+            continue
+        if s >= hi:
+            break
+        if s > cur:
+            out.append((cur, s))
+        cur = max(cur, e)
+        if cur >= hi:
+            break
+    if cur < hi:
+        out.append((cur, hi))
+    return out
 
 
 def _gaps(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -215,18 +276,22 @@ class _GapHooks:
     One global hook would be simpler, but Unicorn 2.1.4 never lets a page's stores onto
     the fast path while any memory hook's range includes that page (``notdirty_write``:
     ``uc_mem_hook_installed``), so a global unmapped hook alone would cost every guest
-    store ~15 ns (uvirt/cpu/tlb.py).  A commit re-covers only the gaps that changed;
-    hooks go through the C API (about a microsecond each, against ten through the
-    binding's ``hook_add``) with one shared callback.  Deleting a hook from inside a
-    callback is safe: Unicorn frees it after ``emu_start`` returns.  Until then it stays
-    on Unicorn's lists, so a region BAR moved thousands of times within one run (or
-    with no run at all) makes each further move a little slower: 67 µs per move over
-    300 moves, 89 µs over 3000 (benchmarks/bench_regions.py measures 300)."""
+    store ~15 ns (uvirt/cpu/tlb.py).  Hooks go through the C API (about a microsecond
+    each, against ten through the binding's ``hook_add``) with one shared callback.
+    Deleting a hook from inside a callback is safe: Unicorn frees it after ``emu_start``
+    returns.  Until then it stays on Unicorn's lists and every later add or delete
+    walks them: two deletes and two adds per move of a RAM BAR cost 11-12 µs over 300
+    moves without a run.  So while the guest runs, a commit re-covers exactly the gaps
+    that changed (``cover``); between runs it only adds hooks where RAM left
+    (``loosen``), and ``UnicornMemory.settle()`` makes them exact when the next run
+    starts."""
 
     def __init__(self, uc, handler: Callable[[int, int], bool]) -> None:
         from unicorn import UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE_UNMAPPED
         self._uc = uc
         self._hooks: dict[tuple[int, int], int] = {}
+        #: True while some hook covers more than a gap (``cover(exact=False)``)
+        self.stale = False
         self._type = UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED
 
         def callback(_uc, _access, address, size, _value, _ud) -> bool:
@@ -241,12 +306,34 @@ class _GapHooks:
             self._callback = lambda u, a, addr, size, v, d: handler(addr, size)
 
     def cover(self, gaps: list[tuple[int, int]]) -> None:
+        """Hook exactly ``gaps``."""
         wanted = set(gaps)
         for gap in [g for g in self._hooks if g not in wanted]:
             self._delete(self._hooks.pop(gap))
         for gap in wanted:
             if gap not in self._hooks:
                 self._hooks[gap] = self._add(gap[0], gap[1] - 1)
+        self.stale = False
+
+    def loosen(self, freed: list[tuple[int, int]], ram: Callable[[], list[tuple[int, int]]],
+               ram_added: bool) -> None:
+        """Between runs: hook the parts of ``freed`` (ranges that stopped being RAM) that
+        neither a hook nor RAM covers, and delete nothing.  A hook may then cover RAM
+        (``stale``; its stores stay on the slow path until the next exact ``cover``).
+        Deleted hooks stay on Unicorn's lists until ``emu_start`` returns and every
+        further add or delete walks them: a BAR moved back and forth between runs (or
+        by qtest, which never runs) would pay more per move the longer it goes on; this
+        way it pays nothing once both places are hooked."""
+        self.stale = self.stale or ram_added
+        taken = None
+        for lo, hi in freed:
+            if any(s <= lo and hi <= e for s, e in self._hooks):
+                continue
+            if taken is None:
+                taken = sorted(list(self._hooks) + ram())
+            for s, e in _uncovered(lo, hi, taken):
+                self._hooks[(s, e)] = self._add(s, e - 1)
+                self.stale = True
 
     def _add(self, begin: int, end: int) -> int:
         if self._lib is None:
@@ -274,55 +361,125 @@ class _GapHooks:
         self._hooks.clear()
 
 
-def _span_key(span: _Span) -> tuple:
-    if span.kind == "mixed":
-        return (span.start, span.size, "mixed",
-                tuple((p.start, p.end, id(p.region), p.offset) for p in span.pieces))
-    return (span.start, span.size, span.kind, id(span.region), span.offset)
+def respan(mapped: list[_Span], pieces: list[Piece],
+           changed: list[tuple[int, int]] | None) -> tuple[list[_Span], list[_Span]]:
+    """(spans to unmap, spans to map) so that ``mapped`` becomes ``_spans(pieces)``,
+    looking only near ``changed`` (sorted [start, end) ranges; None: everywhere).  One
+    or two ranges (a BAR moved, a region enabled) are redone where they are; more (a
+    batch's commit) cost less as a full diff.
+
+    A span depends on the pieces in its pages and, through ``_merge_ram``, on the spans
+    it touches; so the window of pages to redo grows from the changed pages until no old
+    span, piece or new span crosses or touches its edges.  Outside it nothing can differ.
+    Pure (tests/unit/test_flatten_incremental.py checks it against ``_spans``)."""
+    if changed is None or len(changed) > 2:      # everywhere, or a whole batch: all of it
+        wanted = _spans(pieces)
+        keep, have = set(wanted), set(mapped)
+        return [s for s in mapped if s not in keep], [s for s in wanted if s not in have]
+    win = _page_ranges(changed)
+    if not win:
+        return [], []
+    while True:
+        lo, hi = win[0][0], win[-1][1]
+        old = [s for s in mapped
+               if s.start + s.size >= lo and s.start <= hi and _touches(win, s.start, s.start + s.size)]
+        near = [pc for pc in pieces if pc.end >= lo and pc.start <= hi and _touches(win, pc.start, pc.end)]
+        new = _spans(near)
+        ext = ([(s.start, s.start + s.size) for s in old] + [(s.start, s.start + s.size) for s in new]
+               + [(pc.start, pc.end) for pc in near])
+        if all(_inside(win, a, b) for a, b in ext):
+            break
+        win = _page_ranges(win + ext)
+    new_keys, old_keys = set(new), set(old)
+    return [s for s in old if s not in new_keys], [s for s in new if s not in old_keys]
+
+
+def _inside(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
+    """The pages of [start, end) lie within one of ``ranges`` (page-aligned)."""
+    start &= PAGE_MASK
+    end = (end + PAGE_SIZE - 1) & PAGE_MASK
+    for lo, hi in ranges:
+        if lo <= start and end <= hi:
+            return True
+    return False
+
+
+def _page_ranges(ranges) -> list[tuple[int, int]]:
+    """``ranges`` widened to whole pages, sorted, touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for s, e in sorted((s & PAGE_MASK, (e + PAGE_SIZE - 1) & PAGE_MASK) for s, e in ranges if s < e):
+        if out and s <= out[-1][1]:
+            if e > out[-1][1]:
+                out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
+
+
+def _touches(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
+    """[start, end) overlaps or touches one of ``ranges``."""
+    for lo, hi in ranges:
+        if start <= hi and end >= lo:
+            return True
+    return False
 
 
 def _spans(pieces: list[Piece]) -> list[_Span]:
-    """Turn visible pieces into page-granular Unicorn mappings."""
+    """Turn visible pieces (sorted) into page-granular Unicorn mappings."""
     spans: list[_Span] = []
-    mixed: dict[int, list[Piece]] = {}
+    mixed: dict[int, list[Piece]] | None = None
     for pc in pieces:
-        first_full = (pc.start + PAGE_SIZE - 1) & PAGE_MASK
-        last_full = pc.end & PAGE_MASK
+        start, end, region = pc.start, pc.end, pc.region
+        if not (start | end) & ~PAGE_MASK:           # whole pages: the common case
+            spans.append(_Span(start, end - start, "ram" if isinstance(region, RamRegion) else "mmio",
+                               region, pc.offset))
+            continue
+        first_full = (start + PAGE_SIZE - 1) & PAGE_MASK
+        last_full = end & PAGE_MASK
         if first_full < last_full:
-            kind = "ram" if isinstance(pc.region, RamRegion) else "mmio"
-            spans.append(_Span(first_full, last_full - first_full, kind, pc.region,
-                               pc.offset + first_full - pc.start))
-            head = (pc.start, first_full)
-            tail = (last_full, pc.end)
+            spans.append(_Span(first_full, last_full - first_full,
+                               "ram" if isinstance(region, RamRegion) else "mmio",
+                               region, pc.offset + first_full - start))
+            parts = ((start, first_full), (last_full, end))
         else:
-            head = (pc.start, pc.end)
-            tail = (0, 0)
-        for s, e in (head, tail):
+            parts = ((start, end),)
+        if mixed is None:
+            mixed = {}
+        for s, e in parts:
             if s < e:
-                mixed.setdefault(s & PAGE_MASK, []).append(
-                    Piece(s, e, pc.region, pc.offset + s - pc.start))
-    for page, ps in mixed.items():
-        spans.append(_Span(page, PAGE_SIZE, "mixed", pieces=tuple(sorted(ps, key=lambda p: p.start))))
+                mixed.setdefault(s & PAGE_MASK, []).append(Piece(s, e, region, pc.offset + s - start))
+    if mixed:
+        for page, ps in mixed.items():
+            spans.append(_Span(page, PAGE_SIZE, "mixed", pieces=tuple(sorted(ps, key=_piece_start))))
+        spans.sort(key=_span_start)
     return _merge_ram(spans)
 
 
+def _piece_start(pc: Piece) -> int:
+    return pc.start
+
+
+def _span_start(sp: _Span) -> int:
+    return sp.start
+
+
 def _merge_ram(spans: list[_Span]) -> list[_Span]:
-    """One Unicorn mapping for adjacent RAM spans that continue each other in the same
-    host buffer with the same protection (RAM split around the low megabyte's PAM
-    segments and the VGA window is mostly contiguous again): ``mem_map_ptr`` costs
+    """One Unicorn mapping for adjacent RAM spans (sorted) that continue each other in
+    the same host buffer with the same protection (RAM split around the low megabyte's
+    PAM segments and the VGA window is mostly contiguous again): ``mem_map_ptr`` costs
     about 20 µs per call, and a machine build would otherwise make twenty of them."""
     out: list[_Span] = []
-    for sp in sorted(spans, key=lambda sp: sp.start):
-        prev = out[-1] if out else None
+    prev = None
+    for sp in spans:
         if (prev is not None and sp.kind == "ram" and prev.kind == "ram"
-                and prev.start + prev.size == sp.start
-                and prev.region.buffer is sp.region.buffer
-                and prev.region.readonly == sp.region.readonly
-                and prev.region.buffer_offset + prev.offset + prev.size
-                == sp.region.buffer_offset + sp.offset):
-            out[-1] = _Span(prev.start, prev.size + sp.size, "ram", prev.region, prev.offset)
-        else:
-            out.append(sp)
+                and prev.start + prev.size == sp.start):
+            a, b = prev.region, sp.region
+            if (a.buffer is b.buffer and a.readonly == b.readonly
+                    and a.buffer_offset + prev.offset + prev.size == b.buffer_offset + sp.offset):
+                prev = out[-1] = _Span(prev.start, prev.size + sp.size, "ram", a, prev.offset)
+                continue
+        out.append(sp)
+        prev = sp
     return out
 
 

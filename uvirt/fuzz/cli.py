@@ -154,7 +154,7 @@ def reproduce(dev: list[str], path: str, backend: str, oracles, python: str | No
     """Print each operation with the device's reaction (board backend, step by step),
     then the verdict of the chosen backend."""
     from uvirt.fuzz.engine import Harness
-    from uvirt.fuzz.reproducers import REPLAY_WALL_LIMIT
+    from uvirt.fuzz.engine import REPLAY_WALL_LIMIT
     from uvirt.fuzz.target import FuzzTarget
     try:
         data = open(path, "rb").read()

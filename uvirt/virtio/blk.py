@@ -147,6 +147,35 @@ def driver_ok_kick(dev: VirtioDevice, status: int) -> None:
             dev.queue_notify(i)
 
 
+_STATUS_BYTE = {S_OK: b"\x00", S_IOERR: b"\x01", S_UNSUPP: b"\x02"}
+
+
+def _runs(pieces):
+    """``(addr, len)`` pieces with the ones that continue each other in guest memory
+    joined (a buffer split over many descriptors is usually one run of pages): the
+    same bytes at the same addresses, one write each."""
+    if len(pieces) <= 2:
+        return pieces
+    out = []
+    run_addr, run_len = pieces[0]
+    for addr, n in pieces[1:]:
+        if addr == run_addr + run_len:
+            run_len += n
+        else:
+            out.append((run_addr, run_len))
+            run_addr, run_len = addr, n
+    out.append((run_addr, run_len))
+    return out
+
+
+def _total(pieces) -> int:
+    """The bytes of an element's ``(addr, len)`` pieces."""
+    total = 0
+    for _, n in pieces:
+        total += n
+    return total
+
+
 class VirtioBlk(VirtioDevice):
     #: what a snapshot holds (uvirt/cpu/snapshot.py)
     snapshot_state = ("wce", "_config", "ioeventfd_started")
@@ -273,18 +302,23 @@ class VirtioBlk(VirtioDevice):
         through the element's mapping (RAM, or the bounce buffer written back at push),
         data in pieces of ``PIECE`` bytes."""
         mem = self.mem
-        if not elem.readable or not elem.writable:
+        readable, writable = elem.readable, elem.writable
+        if not readable or not writable:
             self.error("virtio-blk missing headers")
             return False
-        if elem.readable_len < OUTHDR_LEN:
+        readable_len = _total(readable)
+        if readable_len < OUTHDR_LEN:
             self.error("virtio-blk request outhdr too short")
             return False
-        if elem.writable[-1][1] < 1:
+        if writable[-1][1] < 1:
             self.error("virtio-blk request inhdr too short")
             return False
-        hdr = elem.read_at(mem, 0, OUTHDR_LEN)
-        data_in_len = elem.writable_len - 1
-        data_out_len = elem.readable_len - OUTHDR_LEN
+        if elem.bounce is None and readable[0][1] >= OUTHDR_LEN:
+            hdr = mem.read(readable[0][0], OUTHDR_LEN)       # the usual layout: one piece
+        else:
+            hdr = elem.read_at(mem, 0, OUTHDR_LEN)
+        data_in_len = _total(writable) - 1
+        data_out_len = readable_len - OUTHDR_LEN
         rtype, _ioprio, sector = struct.unpack_from("<IIQ", hdr)
         kind = rtype & ~(T_OUT | T_BARRIER)
         if kind == T_IN:
@@ -320,11 +354,17 @@ class VirtioBlk(VirtioDevice):
             return self._later(elem, lambda: self._discard_write_zeroes(write_zeroes, seg))
         return self._complete(elem, S_UNSUPP)
 
-    def _complete(self, elem, status: int) -> None:
+    def _complete(self, elem, status: int, in_len: int | None = None) -> None:
         """QEMU ``virtio_blk_req_complete``: the status byte, push (the whole writable
-        length), notify."""
-        in_len = elem.writable_len
-        elem.write_at(self.mem, in_len - 1, bytes([status]))
+        length, ``in_len`` when the caller knows it), notify."""
+        if in_len is None:
+            in_len = elem.writable_len
+        bounce = elem.bounce
+        if bounce is None or bounce[0] != "w" or bounce[1] != len(elem.writable) - 1:
+            addr, n = elem.writable[-1]          # the status byte ends the last piece
+            self.mem.write(addr + n - 1, _STATUS_BYTE[status])
+        else:
+            elem.write_at(self.mem, in_len - 1, _STATUS_BYTE[status])
         self.queues[0].push(elem, in_len)
         self.notify(0)
         return None
@@ -354,6 +394,23 @@ class VirtioBlk(VirtioDevice):
         size = data_out_len if is_write else data_in_len
         mem, pos = self.mem, 0
         status = S_OK
+        if not is_write and size <= PIECE and elem.bounce is None:
+            # a read in one piece straight into RAM (what write_at does, without its
+            # general bookkeeping): the request path of every sequential read
+            try:
+                data = self.backend.read(sector * SECTOR, size)
+            except (BlockError, OSError):
+                data, status = None, S_IOERR
+            if data is not None:
+                end = len(data)
+                for addr, n in _runs(elem.writable):
+                    if n >= end - pos:
+                        mem.write(addr, data if not pos and n >= end else memoryview(data)[pos:end])
+                        break
+                    mem.write(addr, memoryview(data)[pos:pos + n])
+                    pos += n
+            self._complete(elem, status, size + 1)
+            return
         try:
             while pos < size:
                 n = min(PIECE, size - pos)

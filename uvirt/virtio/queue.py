@@ -671,28 +671,37 @@ class SplitQueue(VirtqueueBase):
         with EVENT_IDX the used index must have crossed ``used_event`` since the last
         notification (the first one is unconditional).
         """
-        return self.notify_decision()[0]
+        return self._decide(False)[0]
 
     def notify_decision(self) -> tuple[bool, str]:
         """``should_notify`` with the reason, in the spec's words (for the trace)."""
+        return self._decide(True)
+
+    def _decide(self, explain: bool) -> tuple[bool, str]:
+        """Both of the above; the reason is worded only when ``explain`` (every
+        completed request asks, and the trace is usually off)."""
         if self.notify_on_empty and not self.inuse and self.is_empty():
             return True, "NOTIFY_ON_EMPTY negotiated and the ring is empty (§6.3 legacy)"
         if not self.event_idx:
             flags = self.avail_flags()
             if flags & VRING_AVAIL_F_NO_INTERRUPT:
                 return False, (f"avail.flags=0x{flags:04x}: the driver set VIRTQ_AVAIL_F_NO_INTERRUPT "
-                               f"(§2.7.7)")
-            return True, f"avail.flags=0x{flags:04x}: VIRTQ_AVAIL_F_NO_INTERRUPT clear (§2.7.7)"
+                               f"(§2.7.7)" if explain else "")
+            return True, (f"avail.flags=0x{flags:04x}: VIRTQ_AVAIL_F_NO_INTERRUPT clear (§2.7.7)"
+                          if explain else "")
         valid = self.signalled_used_valid
         self.signalled_used_valid = True
         old = self.signalled_used
         new = self.signalled_used = self.used_idx
         if not valid:
-            return True, f"first notification with VIRTIO_F_EVENT_IDX, used.idx={new} (§2.7.7.2)"
+            return True, (f"first notification with VIRTIO_F_EVENT_IDX, used.idx={new} (§2.7.7.2)"
+                          if explain else "")
         event = self.used_event()
         if vring_need_event(event, new, old):
-            return True, f"used.idx {old} -> {new} crossed used_event={event} (§2.7.7.2)"
-        return False, f"used.idx {old} -> {new} did not cross used_event={event} (§2.7.7.2)"
+            return True, (f"used.idx {old} -> {new} crossed used_event={event} (§2.7.7.2)"
+                          if explain else "")
+        return False, (f"used.idx {old} -> {new} did not cross used_event={event} (§2.7.7.2)"
+                       if explain else "")
 
     def set_notification(self, enable: bool) -> None:
         """Ask the driver for kicks, or not (QEMU ``virtio_queue_set_notification``):

@@ -15,8 +15,11 @@ Placement
     Unicorn call happens until ``commit()``.
 
 Commit
-    ``MemoryMap.commit()`` flattens the placements into visible pieces and hands them to
-    its backend, the one place that maps and unmaps: with a CPU attached that is
+    ``MemoryMap.commit()`` flattens the placements into visible pieces and hands them,
+    with the ranges that changed since the last commit, to its backend, the one place
+    that maps and unmaps.  Flattening is incremental: a placement change marks its old
+    and new extent, and only those ranges are recomputed and spliced into the previous
+    view (``AddressSpace.flatten``).  With a CPU attached the backend is
     ``uvirt.cpu.uc_memory.UnicornMemory``, the *only* caller of ``mem_map_ptr``,
     ``mmio_map`` and ``mem_unmap`` in uvirt.  This module never imports Unicorn: the
     region tree, flatten, the port space and ``SystemMemory`` (device DMA, the
@@ -152,6 +155,10 @@ class RamRegion(Region):
 
 GuestErrorHook = Callable[[str, str], None]
 
+#: (valid sizes, impl_min, impl_max) -> (valid sizes, sizes dispatched directly): shared
+#: by every region declaring the same access rule
+_ACCESS_RULES: dict[tuple, tuple[frozenset, frozenset]] = {}
+
 
 class MmioRegion(Region):
     """A register window served by a device object."""
@@ -164,12 +171,16 @@ class MmioRegion(Region):
         self.name = name
         self.size = size
         self.device = device
-        self.valid_sizes = frozenset(valid_sizes)
         self.unaligned = unaligned
         self.impl_min = impl_min
         self.impl_max = impl_max
-        # The common case needs no adjustment: dispatch straight to the device.
-        self._direct = frozenset(s for s in self.valid_sizes if impl_min <= s <= impl_max)
+        rule = (valid_sizes if isinstance(valid_sizes, tuple) else tuple(valid_sizes), impl_min, impl_max)
+        sizes = _ACCESS_RULES.get(rule)
+        if sizes is None:        # a board declares a handful of rules, each many times
+            valid = frozenset(rule[0])
+            # The common case needs no adjustment: dispatch straight to the device.
+            sizes = _ACCESS_RULES[rule] = (valid, frozenset(s for s in valid if impl_min <= s <= impl_max))
+        self.valid_sizes, self._direct = sizes
         self.on_guest_error: GuestErrorHook | None = None
         #: The owning device's re-entrancy guard (uvirt/board/dma.py), shared by its regions.
         self.guard = None
@@ -314,7 +325,7 @@ class Container(Region):
 
     def _changed(self) -> None:
         for space in self._spaces:
-            space._dirty = True
+            space._mark_all()
             space.commit()
 
     def read(self, offset: int, size: int) -> int:
@@ -410,6 +421,11 @@ class AddressSpace:
         self._pieces: list[Piece] = []
         self._starts: list[int] = []
         self._dirty = True
+        #: What changed since the last flatten: [start, end) ranges whose pieces must be
+        #: recomputed, or None for everything (the first flatten, a container's children).
+        self._changed: list[tuple[int, int]] | None = None
+        #: What the flattens since the last ``take_changes()`` recomputed (None: all).
+        self._delta: list[tuple[int, int]] | None = None
         #: Bumped whenever the flattened view is rebuilt: with ``_dirty`` false and the
         #: same generation, every address still shows what it showed (``RamWindow``).
         self.generation = 0
@@ -450,6 +466,8 @@ class AddressSpace:
         p = Placement(self, region, addr, priority, enabled, self._seq)
         self._placements.append(p)
         self._dirty = True
+        if enabled:
+            self._mark(addr, addr + region.size)
         return p
 
     def _adopt(self, region: Region) -> None:
@@ -463,6 +481,9 @@ class AddressSpace:
 
     def move(self, p: Placement, addr: int) -> None:
         if p.addr != addr:
+            if p.enabled:
+                self._mark(p.addr, p.addr + p.region.size)
+                self._mark(addr, addr + p.region.size)
             p.addr = addr
             self._seq += 1
             p.seq = self._seq            # re-added last, as QEMU's del + add_subregion
@@ -475,10 +496,32 @@ class AddressSpace:
                 self._seq += 1
                 p.seq = self._seq
             self._dirty = True
+            self._mark(p.addr, p.addr + p.region.size)
 
     def remove(self, p: Placement) -> None:
         self._placements.remove(p)
         self._dirty = True
+        if p.enabled:
+            self._mark(p.addr, p.addr + p.region.size)
+
+    def _mark(self, start: int, end: int) -> None:
+        """[start, end) may show something else now (flatten recomputes only there)."""
+        changed = self._changed
+        if changed is not None:
+            start, end = max(start, 0), min(end, self.size)
+            if start < end:
+                changed.append((start, end))
+
+    def _mark_all(self) -> None:
+        self._dirty = True
+        self._changed = None
+
+    def take_changes(self) -> list[tuple[int, int]] | None:
+        """The ranges the view changed in since the last call (sorted, disjoint), or None
+        when it was rebuilt whole: what a backend must look at again."""
+        self.flatten()
+        delta, self._delta = self._delta, []
+        return delta
 
     @property
     def placements(self) -> tuple[Placement, ...]:
@@ -486,28 +529,57 @@ class AddressSpace:
 
     # -- flattening
     def flatten(self) -> list[Piece]:
-        """Visible pieces, sorted by address; the winner of every overlap only."""
+        """Visible pieces, sorted by address; the winner of every overlap only.
+
+        Incremental: a placement change marks the ranges it can affect (its old and new
+        extent), and only those are recomputed and spliced into the previous view; the
+        result equals a rebuild from scratch (``_canonical`` merges a piece cut at a
+        range boundary back together), which tests/unit/test_flatten_incremental.py
+        checks against random placement changes."""
         if not self._dirty:
             return self._pieces
-        leaves: list = []
-        for p in self._placements:
-            if p.enabled and p.region.size > 0:
-                _leaves(p.region, p.addr, 0, self.size, (p.priority, p.seq), leaves)
-        leaves.sort(key=lambda leaf: leaf[0], reverse=True)
-        covered: list[tuple[int, int]] = []          # sorted, disjoint
-        pieces: list[Piece] = []
-        for _key, region, start, end, offset in leaves:
-            for s, e in _subtract(start, end, covered):
-                pieces.append(Piece(s, e, region, offset + s - start))
-            covered = _union(covered, start, end)
-        if self._background is not None:
-            for s, e in _subtract(0, self.size, covered):
-                pieces.append(Piece(s, e, self._background, s))
-        pieces.sort(key=lambda pc: pc.start)
+        changed = self._changed
+        if changed is None:
+            pieces = _canonical(self._rebuild(((0, self.size),)))
+            self._delta = None
+        else:
+            ranges = _merge_ranges(changed)
+            pieces = _splice(self._pieces, ranges, self._rebuild(ranges))
+            if self._delta is not None:
+                self._delta = _merge_ranges(self._delta + ranges)
         self._pieces = pieces
         self._starts = [pc.start for pc in pieces]
+        self._changed = []
         self._dirty = False
         self.generation += 1
+        return pieces
+
+    def _rebuild(self, ranges) -> list[Piece]:
+        """The visible pieces inside ``ranges`` (sorted, disjoint), computed from every
+        placement that reaches into them."""
+        pieces: list[Piece] = []
+        background = self._background
+        for lo, hi in ranges:
+            hits = [p for p in self._placements if p.addr < hi and p.enabled and p.addr + p.region.size > lo]
+            if len(hits) == 1 and not isinstance(hits[0].region, Container):
+                p = hits[0]                  # the common case (a BAR moved): one region
+                s, e = max(lo, p.addr), min(hi, p.addr + p.region.size)
+                pieces.append(Piece(s, e, p.region, s - p.addr))
+                covered = [(s, e)]
+            else:
+                leaves: list = []
+                for p in hits:
+                    _leaves(p.region, p.addr, lo, hi, (p.priority, p.seq), leaves)
+                leaves.sort(key=lambda leaf: leaf[0], reverse=True)
+                covered = []                     # sorted, disjoint
+                for _key, region, start, end, offset in leaves:
+                    for s, e in _subtract(start, end, covered):
+                        pieces.append(Piece(s, e, region, offset + s - start))
+                    covered = _union(covered, start, end)
+            if background is not None:
+                for s, e in _subtract(lo, hi, covered):
+                    pieces.append(Piece(s, e, background, s))
+        pieces.sort(key=lambda pc: pc.start)
         return pieces
 
     def lookup(self, addr: int) -> Piece | None:
@@ -531,6 +603,74 @@ class AddressSpace:
         pc = self.lookup(addr)
         if pc is not None:
             pc.region.write(pc.offset + addr - pc.start, size, value)
+
+
+def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, disjoint [start, end) ranges covering ``ranges`` (touching ones joined)."""
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(ranges):
+        if out and s <= out[-1][1]:
+            if e > out[-1][1]:
+                out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
+
+
+def _canonical(pieces: list[Piece]) -> list[Piece]:
+    """Adjacent pieces that continue each other (same region, offsets contiguous) as one:
+    the form a rebuild and a splice both end in."""
+    out: list[Piece] = []
+    for pc in pieces:
+        if out:
+            prev = out[-1]
+            if (prev.end == pc.start and prev.region is pc.region
+                    and prev.offset + (prev.end - prev.start) == pc.offset):
+                out[-1] = Piece(prev.start, pc.end, pc.region, prev.offset)
+                continue
+        out.append(pc)
+    return out
+
+
+def _splice(old: list[Piece], ranges: list[tuple[int, int]], new: list[Piece]) -> list[Piece]:
+    """``old`` (sorted, disjoint, canonical) outside ``ranges`` (sorted, disjoint),
+    ``new`` (sorted) inside them; canonical again (only the seams can join)."""
+    out: list[Piece] = []
+    old = list(old)                  # the piece cut at a range's end may reach the next
+    i, n, k = 0, len(old), 0
+    for lo, hi in ranges:
+        j = bisect.bisect_right(old, lo, i, n, key=_piece_end)     # first piece ending after lo
+        if j > i:
+            _push(out, old[i])
+            out.extend(old[i + 1:j])
+        if j < n and old[j].start < lo:                            # cut at lo
+            pc = old[j]
+            _push(out, Piece(pc.start, lo, pc.region, pc.offset))
+        while k < len(new) and new[k].start < hi:
+            _push(out, new[k])
+            k += 1
+        i = bisect.bisect_right(old, hi, j, n, key=_piece_end)     # first piece ending after hi
+        if i < n and old[i].start < hi:                            # cut at hi: the rest
+            pc = old[i]
+            old[i] = Piece(hi, pc.end, pc.region, pc.offset + hi - pc.start)
+    if i < n:
+        _push(out, old[i])
+        out.extend(old[i + 1:])
+    return out
+
+
+def _piece_end(pc: Piece) -> int:
+    return pc.end
+
+
+def _push(out: list[Piece], pc: Piece) -> None:
+    """Append ``pc``, joined with the last piece when it continues it."""
+    if out:
+        a = out[-1]
+        if a.end == pc.start and a.region is pc.region and a.offset + (a.end - a.start) == pc.offset:
+            out[-1] = Piece(a.start, pc.end, a.region, a.offset)
+            return
+    out.append(pc)
 
 
 def _subtract(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -604,22 +744,36 @@ class IoSpace(AddressSpace):
         self.commit()
 
     def commit(self) -> None:
+        """Bring the port table up to date: the ports of the ranges the placements
+        changed in, and of any piece whose region now dispatches elsewhere."""
         if self._deferred():
             return
-        table: dict[int, PortEntry] = {}
+        pieces = self.flatten()
+        changed = self.take_changes()
+        table = self.table
+        if changed is None or not table or len(changed) > 2:
+            # the first commit, after a stop, or a whole batch: a new table is cheaper
+            table = {}
+            changed = [(0, self.size)]
+        elif changed:
+            for port in [p for p in table if any(lo <= p < hi for lo, hi in changed)]:
+                del table[port]
         old, entries = self._entries, {}
-        for pc in self.flatten():
+        for pc in pieces:
             region = pc.region
             # an entry depends on its region, its base and what the region dispatches to
             # now (a device or its accessors can be swapped: a guard, a tracing proxy)
             key = (region, pc.start - pc.offset, getattr(region, "device", None),
                    getattr(region, "read", None), getattr(region, "write", None))
-            entry = entries.get(key) or old.get(key)
+            entry = entries.get(key)
             if entry is None:
-                entry = self._entry(region, key[1])
+                entry = old.get(key)
+                if entry is None:
+                    entry = self._entry(region, key[1])
             entries[key] = entry
-            for port in range(pc.start, pc.end):
-                table[port] = entry
+            if table.get(pc.start) is not entry or any(lo < pc.end and pc.start < hi for lo, hi in changed):
+                for port in range(pc.start, pc.end):
+                    table[port] = entry
         self.table = table
         self._entries = entries          # only what is placed now: moves do not pile up
 
@@ -647,8 +801,9 @@ class MemoryBackend(Protocol):
     (``uvirt.cpu.uc_memory.UnicornMemory`` maps the pieces into Unicorn).  Without one the
     map is a pure data structure (unit tests, qtest, the fuzzer's board backend)."""
 
-    def publish(self, pieces: list[Piece]) -> None:
-        """Make what the CPU sees equal ``pieces`` (the flattened view, sorted)."""
+    def publish(self, pieces: list[Piece], changed: list[tuple[int, int]] | None = None) -> None:
+        """Make what the CPU sees equal ``pieces`` (the flattened view, sorted); it can
+        differ from what the CPU saw only in the ``changed`` ranges (None: anywhere)."""
 
     def invalidate_code(self, addr: int, size: int) -> None:
         """The host rewrote [addr, addr+size): drop code translated from it."""
@@ -680,6 +835,9 @@ class MemoryMap(AddressSpace):
         self.tracer = None
         #: ``(addr, size)`` for every host write to RAM (set while a snapshot is held)
         self.dirty_log: Callable[[int, int], None] | None = None
+        #: Set with a backend: ``(addr, size) -> bool``, False when no translated code
+        #: can exist there (then a host write needs no ``backend.invalidate_code``).
+        self.may_hold_code: Callable[[int, int], bool] | None = None
 
     def map_unassigned_page(self, addr: int) -> None:
         """Back an unclaimed page with the reads-zero region so the faulting data access
@@ -695,19 +853,22 @@ class MemoryMap(AddressSpace):
             return
         self.commits += 1
         pieces = self.flatten()
+        changed = self.take_changes()
         self._ram_cache = None
         backend = self.backend
-        if backend is not None:
-            backend.publish(pieces)
+        if backend is not None and changed != []:
+            backend.publish(pieces, changed)
 
     def invalidate_code(self, addr: int, size: int) -> None:
         """The host rewrote a range of guest memory (device DMA, a loader): log it for a
-        held snapshot and let the CPU drop code translated from it."""
+        held snapshot and let the CPU drop code translated from it.  Every device write
+        to RAM comes here, so the backend's ``may_hold_code`` answers first: ring and
+        data pages never held code, and then there is nothing more to do."""
         if self.dirty_log is not None:
             self.dirty_log(addr, size)    # host writes for snapshots (uvirt/cpu/snapshot.py)
-        backend = self.backend
-        if backend is not None and size > 0:
-            backend.invalidate_code(addr, size)
+        check = self.may_hold_code
+        if check is not None and size > 0 and check(addr, size):
+            self.backend.invalidate_code(addr, size)
 
     # -- RAM lookup for SystemMemory
     def ram_piece(self, addr: int) -> Piece | None:

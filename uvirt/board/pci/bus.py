@@ -315,10 +315,16 @@ class PciFunction:
             # INTx disable toggled; QEMU looks only when the write covers byte 0x04
             # (range_covers_byte(addr, l, PCI_COMMAND)), though the bit is in byte 0x05
             self._propagate_intx(old_effective)
-        if (_ranges_overlap(offset, size, PciReg.BASE_ADDRESS_0, 24)
-                or _ranges_overlap(offset, size, PciReg.ROM_ADDRESS, 4)
-                or offset <= PciReg.COMMAND < offset + size):
+        if offset <= PciReg.COMMAND < offset + size:
             return self.update_mappings()
+        if (_ranges_overlap(offset, size, PciReg.BASE_ADDRESS_0, 24)
+                or _ranges_overlap(offset, size, PciReg.ROM_ADDRESS, 4)):
+            if type(self).update_mappings is not PciFunction.update_mappings:
+                return self.update_mappings()          # a subclass follows more than BARs
+            # QEMU's pci_update_mappings looks at every BAR; only those whose register
+            # was written can have moved (a BAR's address is its register and the
+            # command bits): a BAR move (benchmarks/bench_regions.py) decodes one
+            return self._update_bars(offset, size)
         return []
 
     @property
@@ -330,16 +336,17 @@ class PciFunction:
         bar = self.bars[index]
         if bar is None:
             return None
-        size, cmd, reg = bar.size, self.command, self.bar_reg(index)
+        size, cmd = bar.region.size, int.from_bytes(self.config.data[4:6], "little")
+        reg = 0x30 if index == ROM_SLOT else 0x10 + 4 * index      # bar_reg, inlined (BAR moves)
         if bar.io:
-            if not cmd & Command.IO:
+            if not cmd & _CMD_IO:
                 return None
             addr = self.config.get(reg, 4) & ~(size - 1) & 0xFFFFFFFF
             last = addr + size - 1
             if last <= addr or last >= 0xFFFFFFFF or addr == 0:
                 return None
             return addr
-        if not cmd & Command.MEMORY:
+        if not cmd & _CMD_MEMORY:
             return None
         raw = self.config.get(reg, 8 if bar.mem64 else 4)
         if index == ROM_SLOT and not raw & ROM_ENABLE:
@@ -351,6 +358,20 @@ class PciFunction:
         if not bar.mem64 and last >= 0xFFFFFFFF:
             return None
         return addr
+
+    def _update_bars(self, offset: int, size: int) -> list[BarChange]:
+        """``update_mappings`` for the BARs whose register overlaps a written range."""
+        changes = []
+        for i, bar in enumerate(self.bars):
+            if bar is None:
+                continue
+            reg = 0x30 if i == ROM_SLOT else 0x10 + 4 * i
+            if reg < offset + size and offset < reg + (8 if bar.mem64 else 4):
+                new = self.bar_address(i)
+                if new != self.bar_addr[i]:
+                    changes.append(BarChange(i, self.bar_addr[i], new))
+                    self.bar_addr[i] = new
+        return changes
 
     def update_mappings(self) -> list[BarChange]:
         changes = []
