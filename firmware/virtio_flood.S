@@ -30,6 +30,7 @@ main:
     out 0x21, al                        # instruction budget runs in one stretch
     out 0xa1, al
 .ifdef SPIN
+    PUTSN "spin"                        # the Ctrl-C baseline waits for this line
 spin:                                   # the baseline: same start, no device work
     jmp spin
 .endif
