@@ -53,6 +53,7 @@ instruction, which would then run twice.
 """
 from __future__ import annotations
 
+import bisect
 import ctypes
 import struct
 from typing import Callable
@@ -184,7 +185,8 @@ def _engine_address(uc) -> int:
 
 # ---------------------------------------------------------------- the probe (in a child)
 
-def _readable() -> list[tuple[int, int]]:
+def _readable() -> tuple[list[int], list[int]]:
+    """This process's readable mappings, sorted: (starts, ends)."""
     spans = []
     with open("/proc/self/maps") as f:
         for line in f:
@@ -192,11 +194,14 @@ def _readable() -> list[tuple[int, int]]:
             if perms[0] == "r":
                 lo, hi = (int(x, 16) for x in addr.split("-"))
                 spans.append((lo, hi))
-    return spans
+    spans.sort()
+    return [lo for lo, _ in spans], [hi for _, hi in spans]
 
 
 def _is_readable(spans, addr: int, size: int) -> bool:
-    return any(lo <= addr and addr + size <= hi for lo, hi in spans)
+    starts, ends = spans
+    i = bisect.bisect_right(starts, addr) - 1
+    return i >= 0 and addr + size <= ends[i]
 
 
 def _probe_here() -> tuple[int, int, int, int] | None:

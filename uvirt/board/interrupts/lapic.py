@@ -118,7 +118,8 @@ class LocalApic:
         if isrv < 0:
             return
         self.isr &= ~(1 << isrv)
-        self.on_change()
+        if self.irr:                          # with IRR empty nothing can become pending
+            self.on_change()
 
     # -- messages
     def _accepts(self, dest: int, dest_mode: int) -> bool:
@@ -144,7 +145,11 @@ class LocalApic:
         """``apic_send_msi``: the address and data of an MSI message."""
         dest = (address >> 12) & 0xFF
         dest_mode = (address >> 2) & 1
-        self.deliver_irq(dest, dest_mode, (data >> 8) & 7, data & 0xFF, (data >> 15) & 1)
+        delivery = (data >> 8) & 7
+        if not dest_mode and delivery == DM_FIXED and (dest == 0xFF or dest == self.id):
+            self.set_irq(data & 0xFF, (data >> 15) & 1)      # deliver_irq's usual case, inline
+            return
+        self.deliver_irq(dest, dest_mode, delivery, data & 0xFF, (data >> 15) & 1)
 
     # -- the register window
     def read(self, offset: int, size: int) -> int:
