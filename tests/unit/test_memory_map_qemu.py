@@ -750,7 +750,7 @@ class Backend:
     def __init__(self):
         self.published, self.invalidated = [], []
 
-    def publish(self, pieces):
+    def publish(self, pieces, changed=None):
         self.published.append([(pc.start, pc.end, pc.region.name) for pc in pieces])
 
     def invalidate_code(self, addr, size):

@@ -866,9 +866,11 @@ class MemoryMap(AddressSpace):
         data pages never held code, and then there is nothing more to do."""
         if self.dirty_log is not None:
             self.dirty_log(addr, size)    # host writes for snapshots (uvirt/cpu/snapshot.py)
-        check = self.may_hold_code
-        if check is not None and size > 0 and check(addr, size):
-            self.backend.invalidate_code(addr, size)
+        backend = self.backend
+        if backend is not None and size > 0:
+            check = self.may_hold_code       # None: the backend cannot tell, so always ask it
+            if check is None or check(addr, size):
+                backend.invalidate_code(addr, size)
 
     # -- RAM lookup for SystemMemory
     def ram_piece(self, addr: int) -> Piece | None:
