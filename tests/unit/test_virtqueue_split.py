@@ -573,6 +573,8 @@ def test_avail_bytes_stops_once_both_maxima_reached(ring):
     drv.add_chain([(10, True)])
     drv.add_chain([(10, True)])
     assert q.avail_bytes(max_in=5, max_out=0) == (10, 0)
+    assert q.avail_bytes(max_in=10, max_out=0) == (10, 0)        # reached exactly: enough
+    assert q.avail_bytes(max_in=11, max_out=0) == (20, 0)
 
 
 def test_avail_bytes_detects_avail_idx_jump(mem, events):
