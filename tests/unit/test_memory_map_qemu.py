@@ -228,7 +228,10 @@ class Chain:
         return 1
 
     def write(self, offset, size, value):
-        pass
+        if self.other is not None:
+            self.work.schedule(lambda: self.ran.append(("w", self.work.depth)))
+            self.other.region.write(0, 4, value)
+            assert self.ran == []                       # still inside A: not yet
 
 
 def test_device_work_waits_for_every_nested_access_of_other_devices():
@@ -241,6 +244,11 @@ def test_device_work_waits_for_every_nested_access_of_other_devices():
     a.region.set_guard(ReentrancyGuard("a", work))
     assert a.region.read(0, 4) == 1
     assert a.ran == [0] and work.depth == 0
+    a.ran.clear()
+    a.region.write(0, 4, 5)
+    assert a.ran == [("w", 0)] and work.depth == 0
+    b.region.write(0, 4, 6)                             # nothing queued: nothing runs
+    assert a.ran == [("w", 0)] and work.depth == 0
 
 
 def test_a_guarded_port_region_is_dispatched_through_its_guard():
@@ -759,7 +767,8 @@ class Backend:
 
 def test_each_commit_publishes_the_flattened_view_once_and_batches_publish_once():
     mm = MemoryMap()
-    assert mm.commits == 0
+    assert mm.commits == 0                                    # and no CPU attached:
+    assert (mm.backend, mm.cpu_thread, mm.post_to_cpu, mm.replay, mm.tracer) == (None,) * 5
     backend = mm.backend = Backend()
     with mm.batch():
         pass                                                  # nothing pending: no commit

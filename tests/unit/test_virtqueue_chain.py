@@ -19,6 +19,7 @@ from uvirt.virtio.chain import (VIRTQUEUE_MAX_SIZE, VRING_DESC_F_INDIRECT,
 RAM = 1 << 20
 MMIO = 0x20_0000                     # a 4 KiB register window right after the gap past RAM
 TABLE = 0x1000
+ROM = 0x30_0000                      # read-only memory (a firmware image), for the tests that need it
 N, W, I = VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_DESC_F_INDIRECT
 
 
@@ -113,6 +114,18 @@ def test_indirect_table_with_the_descriptor_budget_spent_is_a_loop(mem):
     with pytest.raises(ChainError) as e:
         indirect_table(mem, Descriptor(TABLE, 32, I, 0), 4, 4)
     assert (e.value.kind, e.value.reason) == ("loop", "Looped descriptor")
+
+
+def test_an_indirect_table_in_rom_is_read_like_ram():
+    """The device only reads an indirect table: QEMU caches it with
+    address_space_cache_init(..., is_write=false), so read-only memory serves."""
+    mm = MemoryMap()
+    mm.add(RamRegion("ram", RAM), 0)
+    rom = RamRegion("rom", 0x1000, readonly=True)
+    rom.buffer.view[0:32] = b"".join(Descriptor(0x100 * i, 4, 0, 0).pack() for i in (1, 2))
+    mm.add(rom, ROM)
+    assert indirect_table(mm.guest, Descriptor(ROM, 32, I, 0)) == (ROM, 2)
+    assert indirect_table(mm.guest, Descriptor(ROM, 48, I, 0), 0, 4) == (ROM, 3)
 
 
 @pytest.mark.parametrize("addr", [RAM - 16, MMIO + 0x1000 - 16])

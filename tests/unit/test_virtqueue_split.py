@@ -442,14 +442,18 @@ def _head_is_n(drv):
     drv.publish(N)                                 # one past the last descriptor
 
 
-RING_LEVEL = [c for c in CATALOGUE if c[2] in ("head_oob", "avail_idx_jump")] + [
+#: What virtqueue_get_avail_bytes checks as virtqueue_pop does (the rest are checks of
+#: virtqueue_map_desc and the element's size, which only pop makes).
+BOTH = [c for c in CATALOGUE if c[2] in ("head_oob", "avail_idx_jump", "loop", "next_oob",
+                                          "indirect_bad_size", "indirect_unmappable")] + [
     ("head_equal_to_size", _head_is_n, "head_oob", f"Guest says index {N} is available")]
 
 
-@pytest.mark.parametrize("name, build, kind, reason", RING_LEVEL, ids=[c[0] for c in RING_LEVEL])
-def test_avail_bytes_reads_the_avail_ring_as_pop_does(mem, events, name, build, kind, reason):
-    """virtqueue_get_avail_bytes goes through virtqueue_num_heads and virtqueue_get_head
-    as virtqueue_pop does: the same error, with the same details in the record."""
+@pytest.mark.parametrize("name, build, kind, reason", BOTH, ids=[c[0] for c in BOTH])
+def test_avail_bytes_reads_the_rings_as_pop_does(mem, events, name, build, kind, reason):
+    """virtqueue_get_avail_bytes goes through virtqueue_num_heads, virtqueue_get_head and
+    the descriptor walk as virtqueue_pop does: the same error, with the same details in
+    the record."""
     drv, q = make(mem, events)
     build(drv)
     by_bytes = q.avail_bytes()
@@ -459,9 +463,14 @@ def test_avail_bytes_reads_the_avail_ring_as_pop_does(mem, events, name, build, 
     build(drv)
     by_pop = q.pop()
     assert (by_pop.kind, by_pop.reason) == (kind, reason)
-    assert by_bytes.fields == by_pop.fields == {
-        "head_oob": {"head": 0xFFFF if name == "head_out_of_range" else N},
-        "avail_idx_jump": {"last_avail_idx": 0, "avail_idx": 0x8000}}[kind]
+    assert events.errors[-1][1] == {**by_bytes.fields, "reason": reason, "fatal": True, "queue": 0}
+    if kind in ("head_oob", "avail_idx_jump"):
+        assert by_bytes.fields == by_pop.fields == {
+            "head_oob": {"head": 0xFFFF if name == "head_out_of_range" else N},
+            "avail_idx_jump": {"last_avail_idx": 0, "avail_idx": 0x8000}}[kind]
+    else:                                     # the head, and the chain's details pop names too
+        assert by_bytes.fields.items() <= by_pop.fields.items() and by_bytes.fields["head"] == 0
+        assert kind == "loop" or len(by_bytes.fields) > 1
 
 
 INDIRECT_ENTRY = [c for c in CATALOGUE if c[2] in ("indirect_bad_size", "indirect_unmappable")]
@@ -564,6 +573,8 @@ def test_avail_bytes_stops_once_both_maxima_reached(ring):
     drv.add_chain([(10, True)])
     drv.add_chain([(10, True)])
     assert q.avail_bytes(max_in=5, max_out=0) == (10, 0)
+    assert q.avail_bytes(max_in=10, max_out=0) == (10, 0)        # reached exactly: enough
+    assert q.avail_bytes(max_in=11, max_out=0) == (20, 0)
 
 
 def test_avail_bytes_detects_avail_idx_jump(mem, events):
@@ -880,6 +891,38 @@ def test_avail_bytes_direct_chains_share_one_descriptor_budget(mem, events):
     assert events.errors[-1][1]["head"] == 2
 
 
+def test_avail_bytes_budget_counts_direct_descriptors_and_one_per_indirect_chain(mem, events):
+    """virtqueue_split_get_avail_bytes: after a direct chain total_bufs is its count,
+    after an indirect one total_bufs + 1, and the next chain counts on from there against
+    N: a chain that is no loop at all is "Looped descriptor" once the budget is spent."""
+    drv, q = make(mem, events, size=4)
+    drv.write_desc(0, 0x9000, 4, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 1)
+    drv.write_desc(1, 0x9100, 4, VRING_DESC_F_WRITE, 0)
+    drv.publish(0)                                      # 2 descriptors
+    drv.write_desc(2, 0x9200, 4, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 3)
+    drv.write_desc(3, 0x9300, 4, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 1)
+    drv.publish(2)                                      # 2 -> 3 -> 1: 3 more, 5 > 4
+    assert_broken(q.avail_bytes(), "loop", "Looped descriptor", events)
+    assert isinstance(q.pop(), Element) and isinstance(q.pop(), Element)   # pop counts each alone
+    drv, q = make(mem, events, size=8)
+    for head, table in ((0, 0x9000), (1, 0x9100)):
+        drv.write_table(table, [(0x9800, 4, VRING_DESC_F_WRITE, 0)])
+        drv.write_desc(head, table, 16, VRING_DESC_F_INDIRECT, 0)
+        drv.publish(head)                               # 1 each
+    for i in range(2, 8):
+        drv.write_desc(i, 0xA000 + 0x100 * i, 4, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, (i + 1) % 8)
+    drv.publish(2)                                      # 2..7 -> 0: 7 more, 9 > 8
+    assert_broken(q.avail_bytes(), "loop", "Looped descriptor", events)
+    drv, q = make(mem, events, size=8)
+    drv.write_table(0x9000, [(0x9800, 4, VRING_DESC_F_WRITE, 0)])
+    drv.write_desc(0, 0x9000, 16, VRING_DESC_F_INDIRECT, 0)
+    drv.publish(0)
+    for i in range(1, 8):
+        drv.write_desc(i, 0xA000 + 0x100 * i, 4, VRING_DESC_F_WRITE | (VRING_DESC_F_NEXT if i < 7 else 0), i + 1)
+    drv.publish(1)                                      # 1 + 7 = 8: within the budget
+    assert q.avail_bytes() == (32, 0)
+
+
 def test_avail_bytes_of_a_queue_without_rings_or_with_a_grown_size(mem, events):
     q = SplitQueue(mem, N, events=events)
     assert q.avail_bytes() == (0, 0)
@@ -995,9 +1038,18 @@ def test_event_idx_notifies_again_after_the_used_index_ran_half_the_index_space(
     chain = drv.add_chain([(4, True)])
     q.push(q.pop(), 4)
     assert q.notify_decision()[0]                       # the first: unconditional
-    for _ in range(0x8000):                             # the same buffer, over and over
+    for _ in range(0x100):                              # the same buffer, over and over
         drv.publish(chain.head)
         q.push(q.pop(), 4)
+    # ... 2^15 times in all: the indices as a snapshot of the queue would restore them
+    # 0x7F00 buffers later (the last signalled index stays 1; pushing them one by one
+    # takes seconds, and the mutation runs repeat this test for every mutant)
+    q.last_avail_idx = q.shadow_avail_idx = q.used_idx = 0x8000
+    drv.set_avail_idx(0x8000)
+    drv.last_used_idx = 0x8000
+    drv.publish(chain.head)
+    q.push(q.pop(), 4)
+    assert drv.used_idx == 0x8001 and q.signalled_used == 1
     drv.used_event = 0x9000               # 1 -> 0x8001 does not cross it, but 0x8001 - 1
     #                                       is half the index space
     assert q.notify_decision() == (True, "first notification with VIRTIO_F_EVENT_IDX, "
