@@ -77,3 +77,41 @@ def test_isr_set_without_a_notification_is_still_found():
         assert f is not None and f.kind == "isr-without-interrupt", f
     finally:
         t.close()
+
+
+#: virtio-serial-pci, found in the 10^6-execution run: DRIVER_OK cleared through the
+#: legacy status register, then a control-out request.  QEMU 7.2 serves it too
+#: (control_out pops without looking at the status), so the strict oracle reports it,
+#: as for virtio-blk.  The minimised input did not reproduce in a fresh process: a
+#: virtqueue reads its rings through a RAM window while the memory map is unchanged,
+#: bypassing the oracles' GuestMemory wrapper, so the finding depended on whether an
+#: earlier input had moved a BAR.  The oracles now turn the windows off.
+SERIAL_CONTROL_BEFORE_DRIVER_OK = bytes.fromhex("030000120000000346555a5a0a03")
+
+
+@pytest.mark.parametrize("backend", ["board", "guest"])
+def test_ring_accesses_reach_the_oracles_whatever_came_before(backend):
+    t = FuzzTarget(["-device", "virtio-serial-pci"], cpu=backend == "guest")
+    try:
+        h = Harness(t, backend)
+        for _ in range(2):                  # the same verdict on a first and a later run
+            f = h.execute(SERIAL_CONTROL_BEFORE_DRIVER_OK).finding
+            assert f is not None and f.kind == "dma-before-driver-ok", f
+            assert "0x1030202+2" in f.detail          # queue 3's available index
+    finally:
+        t.close()
+
+
+def test_used_ring_writes_reach_the_oracles():
+    """The used element a built-in device writes is checked (used-len-overflow,
+    bad-chain-accepted): it goes through the oracles' wrapper, not a RAM window."""
+    t = FuzzTarget(["-device", "virtio-rng-pci"], cpu=False)
+    try:
+        h = Harness(t, "board")
+        seen = []
+        check = h.monitor._check_used
+        h.monitor._check_used = lambda vq, addr, data: (seen.append((vq.index, addr)), check(vq, addr, data))
+        assert h.execute(encode(OpKind.CHAIN, bytes([0, 1, 0, 0, 1, 0, 0, 0]))).finding is None
+        assert seen and seen[0][0] == 0
+    finally:
+        t.close()
