@@ -139,6 +139,8 @@ class Monitor:
         if "reentrancy" in self.enabled:
             self._wrap_regions()
         self._msix_notify = False     # this input's last notification went by MSI-X
+        self._bars_key: bytes | None = None
+        self._bars: list = []
         if self.vdev is not None and "isr-without-interrupt" in self.enabled and hasattr(fn, "notify_vector"):
             notify = fn.notify_vector
 
@@ -186,15 +188,24 @@ class Monitor:
         CVE-2024-3446 class; QEMU 8 guards it, 7.2 did not)."""
         if "dma-into-own-registers" not in self.enabled or self.depth:
             return                     # inside an access: the reentrancy oracle's business
-        fn = self.target.fn
-        for i, bar in enumerate(fn.bars[:6]):
-            if bar is None or bar.io:
-                continue
-            base = fn.bar_address(i)
-            if base is not None and addr < base + bar.size and base < addr + size:
+        for i, base, bar_size in self._memory_bars():
+            if addr < base + bar_size and base < addr + size:
                 raise FindingError(Finding("dma-into-own-registers",
                                            f"{self.target.name}: {what} into its own registers | "
                                            f"BAR{i}+0x{addr - base:x}"))
+
+    def _memory_bars(self) -> list[tuple[int, int, int]]:
+        """(index, address, size) of the memory BARs that decode now.  Every DMA access
+        asks (ring accesses included), so the answer is kept while the config bytes it
+        follows from (command, the BAR registers; QEMU ``pci_bar_address``) are the same."""
+        fn = self.target.fn
+        data = getattr(getattr(fn, "config", None), "data", None)
+        key = bytes(data[0x04:0x06]) + bytes(data[0x10:0x34]) if data is not None else None
+        if key is None or key != self._bars_key:
+            self._bars_key = key
+            self._bars = [(i, base, bar.size) for i, bar in enumerate(fn.bars[:6])
+                          if bar is not None and not bar.io and (base := fn.bar_address(i)) is not None]
+        return self._bars
 
     def _dma_read(self, addr: int, size: int) -> bytes:
         self._status_check("DMA read", addr, size)
