@@ -115,3 +115,31 @@ def test_used_ring_writes_reach_the_oracles():
         assert seen and seen[0][0] == 0
     finally:
         t.close()
+
+
+@pytest.mark.qemu
+def test_serial_control_before_driver_ok_is_what_qemu_does():
+    """The reproducer's qtest trace, then the control-out queue's used ring and the
+    buffer read back: QEMU 7.2 and uvirt answer alike (the request served, used.idx 1,
+    nothing written into the buffer)."""
+    import sys
+
+    from uvirt.fuzz.ops import decode
+    from uvirt.fuzz.reproducers import qtest_trace
+    from uvirt.qtest.record import parse_script, record
+    dev = ["-device", "virtio-serial-pci"]
+    t = FuzzTarget(dev, cpu=False)
+    try:
+        q3 = t.layout.queues[3]
+        trace = qtest_trace(t.setup_prims, decode(SERIAL_CONTROL_BEFORE_DRIVER_OK, t.layout))
+    finally:
+        t.close()
+    trace += f"readw 0x{q3.used + 2:x}\nreadq 0x{q3.used + 4:x}\nreadb 0x1100000\n"
+    requests = parse_script(trace)[0]
+    opts = ["-machine", "pc", "-nodefaults", "-display", "none", "-S", *dev]
+    ref, _, qstatus = record(requests, ["qemu-system-x86_64"], opts)
+    got, _, status = record(requests, [sys.executable, "-m", "uvirt", "run"], opts)
+    assert qstatus is None and status is None
+    assert [g.reply for g in got] == [r.reply for r in ref]
+    assert [r.reply for r in ref[-3:]] == ["OK 0x0000000000000001", "OK 0x0000000000000000",
+                                         "OK 0x0000000000000000"]
