@@ -21,8 +21,10 @@ isr-without-interrupt  after an input the virtio ISR is set but no interrupt is 
 reentrancy             the device's registers are reached while the device is inside
                        one of its own register accesses (MMIO -> DMA -> MMIO)
 dma-into-own-registers a virtio device's DMA, outside any register access of its own,
-                       lands in its own memory BARs (a bottom half -> DMA -> MMIO, the
-                       CVE-2024-3446 class; QEMU 8 guards it, QEMU 7.2 did not)
+                       lands in its own memory BARs that hold registers (a bottom half
+                       -> DMA -> MMIO, the CVE-2024-3446 class; QEMU 8 guards it, QEMU
+                       7.2 did not); a BAR of plain RAM (a framebuffer, shared memory)
+                       is memory
 =====================  ==============================================================
 
 The strict checks (all but ``exception`` and ``hang``) follow the virtio 1.2 spec's
@@ -73,6 +75,17 @@ def exception_finding(e: BaseException) -> Finding:
     frames = [f for f in tb if not any(h in f.filename for h in harness)]
     where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno} in {frames[-1].name}" if frames else "?"
     return Finding("exception", f"{type(e).__name__} at {where} | {e}")
+
+
+def _has_registers(region) -> bool:
+    """A BAR with register callbacks somewhere in it.  A BAR of plain RAM (virtio-fb's
+    framebuffer, ivshmem's shared memory) is memory: DMA into it re-enters nothing."""
+    from uvirt.board.memory.regions import Container, MmioRegion
+    if isinstance(region, MmioRegion):
+        return True
+    if isinstance(region, Container):
+        return any(_has_registers(child) for _off, child, *_ in region.children)
+    return False
 
 
 def _no_window(addr: int, size: int) -> None:
@@ -204,7 +217,8 @@ class Monitor:
         if key is None or key != self._bars_key:
             self._bars_key = key
             self._bars = [(i, base, bar.size) for i, bar in enumerate(fn.bars[:6])
-                          if bar is not None and not bar.io and (base := fn.bar_address(i)) is not None]
+                          if bar is not None and not bar.io and _has_registers(bar.region)
+                          and (base := fn.bar_address(i)) is not None]
         return self._bars
 
     def _dma_read(self, addr: int, size: int) -> bytes:
