@@ -21,8 +21,10 @@ isr-without-interrupt  after an input the virtio ISR is set but no interrupt is 
 reentrancy             the device's registers are reached while the device is inside
                        one of its own register accesses (MMIO -> DMA -> MMIO)
 dma-into-own-registers a virtio device's DMA, outside any register access of its own,
-                       lands in its own memory BARs (a bottom half -> DMA -> MMIO, the
-                       CVE-2024-3446 class; QEMU 8 guards it, QEMU 7.2 did not)
+                       lands in its own memory BARs that hold registers (a bottom half
+                       -> DMA -> MMIO, the CVE-2024-3446 class; QEMU 8 guards it, QEMU
+                       7.2 did not); a BAR of plain RAM (a framebuffer, shared memory)
+                       is memory
 =====================  ==============================================================
 
 The strict checks (all but ``exception`` and ``hang``) follow the virtio 1.2 spec's
@@ -75,6 +77,21 @@ def exception_finding(e: BaseException) -> Finding:
     return Finding("exception", f"{type(e).__name__} at {where} | {e}")
 
 
+def _has_registers(region) -> bool:
+    """A BAR with register callbacks somewhere in it.  A BAR of plain RAM (virtio-fb's
+    framebuffer, ivshmem's shared memory) is memory: DMA into it re-enters nothing."""
+    from uvirt.board.memory.regions import Container, MmioRegion
+    if isinstance(region, MmioRegion):
+        return True
+    if isinstance(region, Container):
+        return any(_has_registers(child) for _off, child, *_ in region.children)
+    return False
+
+
+def _no_window(addr: int, size: int) -> None:
+    return None
+
+
 class _RegionProxy:
     """Stands in front of one of the device's register objects: counts how deep the
     device is in its own accesses."""
@@ -124,9 +141,19 @@ class Monitor:
                                                      "dma-into-own-registers"}:
             guest.read = self._dma_read
             guest.write = self._dma_write
+            # A virtqueue reads and writes its rings through a RAM window (a translation
+            # cache, uvirt/virtio/queue.py) while the memory map is unchanged, bypassing
+            # GuestMemory: the oracles would see ring accesses only after something moved
+            # a BAR, so a finding depended on the inputs before it.  No windows: every
+            # ring access goes through the wrapper (the same bytes, more slowly).
+            guest.ram_window = _no_window
+            for vq in self.vdev.queues:
+                vq._win = None
         if "reentrancy" in self.enabled:
             self._wrap_regions()
         self._msix_notify = False     # this input's last notification went by MSI-X
+        self._bars_key: bytes | None = None
+        self._bars: list = []
         if self.vdev is not None and "isr-without-interrupt" in self.enabled and hasattr(fn, "notify_vector"):
             notify = fn.notify_vector
 
@@ -174,15 +201,25 @@ class Monitor:
         CVE-2024-3446 class; QEMU 8 guards it, 7.2 did not)."""
         if "dma-into-own-registers" not in self.enabled or self.depth:
             return                     # inside an access: the reentrancy oracle's business
-        fn = self.target.fn
-        for i, bar in enumerate(fn.bars[:6]):
-            if bar is None or bar.io:
-                continue
-            base = fn.bar_address(i)
-            if base is not None and addr < base + bar.size and base < addr + size:
+        for i, base, bar_size in self._memory_bars():
+            if addr < base + bar_size and base < addr + size:
                 raise FindingError(Finding("dma-into-own-registers",
                                            f"{self.target.name}: {what} into its own registers | "
                                            f"BAR{i}+0x{addr - base:x}"))
+
+    def _memory_bars(self) -> list[tuple[int, int, int]]:
+        """(index, address, size) of the memory BARs that decode now.  Every DMA access
+        asks (ring accesses included), so the answer is kept while the config bytes it
+        follows from (command, the BAR registers; QEMU ``pci_bar_address``) are the same."""
+        fn = self.target.fn
+        data = getattr(getattr(fn, "config", None), "data", None)
+        key = bytes(data[0x04:0x06]) + bytes(data[0x10:0x34]) if data is not None else None
+        if key is None or key != self._bars_key:
+            self._bars_key = key
+            self._bars = [(i, base, bar.size) for i, bar in enumerate(fn.bars[:6])
+                          if bar is not None and not bar.io and _has_registers(bar.region)
+                          and (base := fn.bar_address(i)) is not None]
+        return self._bars
 
     def _dma_read(self, addr: int, size: int) -> bytes:
         self._status_check("DMA read", addr, size)
