@@ -101,3 +101,25 @@ def test_acpi_tables_the_firmware_installed_equal_qemus(case, firmware):
     assert want.exit_code == got.exit_code == 1, got.debugcon
     assert "RSDP at 000f" in want.debugcon and "FACP" in want.debugcon
     assert got.debugcon.splitlines() == want.debugcon.splitlines()
+
+
+#: Bundled programs without a stored reference, run here on both emulators.  The others
+#: without one cannot run on QEMU as they are: memregion_legacy/modern and display_frames/
+#: fb_draw drive devices only uvirt has (virtio memory regions, virtio-fb), ivshmem_interop
+#: needs two emulators on one server (test_ivshmem_server_qemu.py), virtio_flood asks for
+#: gigabytes to test uvirt's budgets (test_device_work_budget.py); acpi_tables is above.
+UNSTORED = {"lib_selftest-128M": ("lib_selftest", ()), "multiboot_info-128M": ("multiboot_info", ()),
+            "multiboot_info-256M": ("multiboot_info", ("-m", "256M"))}
+
+
+@pytest.mark.parametrize("firmware", list(FIRMWARE))
+@pytest.mark.parametrize("case", list(UNSTORED))
+def test_unstored_program_under_seabios_equals_qemu(case, firmware):
+    prog, extra = UNSTORED[case]
+    with tempfile.TemporaryDirectory() as tmp:
+        image = fw.build_to(fw.bundled(prog), Path(tmp) / f"{prog}.bin")
+        want = Q.run_qemu(image, (*extra, *FIRMWARE[firmware]), timeout=60)
+        got = run_uvirt(image, (*extra, *FIRMWARE[firmware]), timeout=60)
+    assert want.exit_code == 1, want.stderr
+    assert got.exit_code == 1, got.debugcon
+    assert got.debugcon.splitlines() == want.debugcon.splitlines()
