@@ -19,14 +19,6 @@ RING = 0x10000
 TABLES = 0x8000                 # where garbage indirect tables live
 MEM = guest_ram(RAM)
 
-
-def _fresh_memory() -> None:
-    """Every example gets its own guest memory: what an earlier example (or test, in the
-    same xdist worker) left in the rings or the bounce buffer changed what a replay drew
-    (Hypothesis: FlakyStrategyDefinition, seen in a full -n 2 run)."""
-    global MEM
-    MEM = guest_ram(RAM)
-
 #: UVIRT_HYPOTHESIS_EXAMPLES=5000 for a longer, randomised run (the default keeps the file < 1 s).
 _EXAMPLES = int(os.environ.get("UVIRT_HYPOTHESIS_EXAMPLES", "0"))
 SETTINGS = settings(max_examples=_EXAMPLES or 50, deadline=None, derandomize=not _EXAMPLES,
@@ -67,7 +59,6 @@ def drive(q, rounds, data):
 @given(size=st.sampled_from([1, 2, 3, 4, 8, 16]), layout=st.sampled_from(["legacy", "modern"]),
        strict=st.booleans(), event_idx=st.booleans(), data=st.data())
 def test_split_garbage_never_raises_or_hangs(size, layout, strict, event_idx, data):
-    _fresh_memory()
     drv = MockSplitQueue(MEM, RING, size, layout=layout)
     descs = data.draw(st.lists(st.tuples(addresses, lengths, flag_bits,
                                          st.one_of(st.integers(0, size + 1), st.integers(0, 0xFFFF))),
@@ -93,7 +84,6 @@ def test_split_garbage_never_raises_or_hangs(size, layout, strict, event_idx, da
 @SETTINGS
 @given(size=st.sampled_from([1, 2, 3, 5, 8, 16]), strict=st.booleans(), data=st.data())
 def test_packed_garbage_never_raises_or_hangs(size, strict, data):
-    _fresh_memory()
     drv = MockPackedQueue(MEM, RING, size)
     avail_bias = st.sampled_from([VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED, 0,
                                   VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED])
@@ -120,7 +110,6 @@ def chain_specs(max_descs):
 @given(size=st.sampled_from([2, 4, 8, 16, 32]), layout=st.sampled_from(["legacy", "modern"]),
        data=st.data())
 def test_split_well_formed_chains_come_back_as_offered(size, layout, data):
-    _fresh_memory()
     drv = MockSplitQueue(MEM, RING, size, layout=layout, seed=data.draw(st.integers(0, 99)))
     q = SplitQueue(MEM, size)
     drv.configure(q)
@@ -147,7 +136,6 @@ def test_split_well_formed_chains_come_back_as_offered(size, layout, data):
 @SETTINGS
 @given(size=st.sampled_from([1, 2, 3, 5, 8, 16]), data=st.data())
 def test_packed_well_formed_chains_come_back_as_offered(size, data):
-    _fresh_memory()
     drv = MockPackedQueue(MEM, RING, size, seed=data.draw(st.integers(0, 99)))
     q = PackedQueue(MEM, size)
     drv.configure(q)
