@@ -62,6 +62,14 @@ def test_virtio_dma_huge_under_seabios_equals_the_stored_qemu_run(ref, firmware)
     assert got.debugcon.splitlines() == want
 
 
+#: QEMU runs of the reference when uvirt's one run differs from the first: QEMU's own
+#: outcome can vary where its AIO thread races the guest (seen once, load average 14:
+#: virtio_dma blk-legacy under bios.bin completed both PCI-hole reads where every other
+#: QEMU run, and the stored transcript, has the second one fail on the busy bounce
+#: buffer).  uvirt's result is never retried; it must be one QEMU gives.
+QEMU_RUNS = 3
+
+
 @pytest.mark.parametrize("ref, firmware", list(_cases()))
 def test_bundled_program_under_seabios_equals_qemu(ref, firmware):
     ARGS = FIRMWARE[firmware]
@@ -69,12 +77,18 @@ def test_bundled_program_under_seabios_equals_qemu(ref, firmware):
     with tempfile.TemporaryDirectory() as tmp:
         image = fw.build_to(fw.bundled(prog), Path(tmp) / f"{prog}.bin")
         with Q.reference_args(extra, tmp) as args:
-            want = Q.run_qemu(image, (*args, *ARGS), timeout=60)
-        with Q.reference_args(extra, tmp) as args:
             got = run_uvirt(image, (*args, *ARGS), timeout=60)
+        seen = []
+        for _ in range(QEMU_RUNS):
+            with Q.reference_args(extra, tmp) as args:
+                want = Q.run_qemu(image, (*args, *ARGS), timeout=60)
+            seen.append(want.debugcon.splitlines())
+            if (got.exit_code, got.debugcon.splitlines()) == (EXIT.get(want.exit_code, want.exit_code),
+                                                              seen[-1]):
+                break
     assert want.exit_code in (1, *EXIT), want.stderr
     assert got.exit_code == EXIT.get(want.exit_code, want.exit_code), got.debugcon
-    assert got.debugcon.splitlines() == want.debugcon.splitlines()
+    assert got.debugcon.splitlines() == seen[-1], f"{len(seen)} QEMU run(s), none equal"
 
 
 #: command lines for firmware/acpi_tables.S: what the DSDT and the F segment depend on
@@ -100,4 +114,26 @@ def test_acpi_tables_the_firmware_installed_equal_qemus(case, firmware):
         got = run_uvirt(image, args, timeout=60)
     assert want.exit_code == got.exit_code == 1, got.debugcon
     assert "RSDP at 000f" in want.debugcon and "FACP" in want.debugcon
+    assert got.debugcon.splitlines() == want.debugcon.splitlines()
+
+
+#: Bundled programs without a stored reference, run here on both emulators.  The others
+#: without one cannot run on QEMU as they are: memregion_legacy/modern and display_frames/
+#: fb_draw drive devices only uvirt has (virtio memory regions, virtio-fb), ivshmem_interop
+#: needs two emulators on one server (test_ivshmem_server_qemu.py), virtio_flood asks for
+#: gigabytes to test uvirt's budgets (test_device_work_budget.py); acpi_tables is above.
+UNSTORED = {"lib_selftest-128M": ("lib_selftest", ()), "multiboot_info-128M": ("multiboot_info", ()),
+            "multiboot_info-256M": ("multiboot_info", ("-m", "256M"))}
+
+
+@pytest.mark.parametrize("firmware", list(FIRMWARE))
+@pytest.mark.parametrize("case", list(UNSTORED))
+def test_unstored_program_under_seabios_equals_qemu(case, firmware):
+    prog, extra = UNSTORED[case]
+    with tempfile.TemporaryDirectory() as tmp:
+        image = fw.build_to(fw.bundled(prog), Path(tmp) / f"{prog}.bin")
+        want = Q.run_qemu(image, (*extra, *FIRMWARE[firmware]), timeout=60)
+        got = run_uvirt(image, (*extra, *FIRMWARE[firmware]), timeout=60)
+    assert want.exit_code == 1, want.stderr
+    assert got.exit_code == 1, got.debugcon
     assert got.debugcon.splitlines() == want.debugcon.splitlines()

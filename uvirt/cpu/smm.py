@@ -37,7 +37,10 @@ RSM.  Segment caches are loaded as Unicorn can: from a descriptor built from the
 through a one-entry table in scratch RAM (``load_segments``), which gives the same base,
 limit and attributes (and so the same big-real-mode limits as QEMU's entry state).  What
 entry saves for a segment is what the CPU holds as far as Unicorn shows it: in protected
-mode the descriptor the selector names, in real mode selector * 16 with a 64 KiB limit.
+mode the descriptor the selector names (read at the table's base as a physical address:
+a paging guest whose GDT is not identity-mapped is not covered), in real mode selector
+* 16 with a 64 KiB limit.  Not modelled: NMI blocking in SMM (uvirt has no NMI), I/O
+instruction restart and auto-halt restart fields, a TSEG.
 """
 
 from __future__ import annotations
