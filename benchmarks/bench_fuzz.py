@@ -14,6 +14,7 @@ instrumentation: what the machine and the device cost, not libFuzzer.
 """
 from __future__ import annotations
 
+import gc
 import random
 import statistics
 import tempfile
@@ -60,10 +61,14 @@ def _rate(device: str, backend: str, reps: int) -> tuple[list[float], list[float
         for data in inputs[:20]:
             h.execute(data)                                   # warm-up: translation caches
         for _ in range(reps):
+            # the fresh machines of the last repetition are cyclic garbage: collected
+            # here, not inside the snapshot loop's window (they are the baseline's cost)
+            gc.collect()
             t = time.perf_counter()
             for data in inputs:
                 h.execute(data)
             per_snap = (time.perf_counter() - t) / len(inputs)
+            gc.collect()
             t = time.perf_counter()
             for data in inputs[:N_FRESH]:
                 fresh = FuzzTarget(argv, cpu=backend == "guest")
