@@ -42,23 +42,39 @@ def _fails(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if ln.startswith("FAIL")]
 
 
+#: QEMU runs compared with uvirt's one run before a difference counts (see below)
+QEMU_RUNS = 3
+
+
 @pytest.mark.parametrize("ref,case", CASES, ids=IDS)
 def test_transcript_equals_qemu(ref, case, firmware, qemu, tmp_path):
     prog, extra = case
     _skip_if_uvirt_lacks(extra)
     image = firmware(prog)
-    qdir, udir = tmp_path / "qemu", tmp_path / "uvirt"
-    qdir.mkdir()
+    udir = tmp_path / "uvirt"
     udir.mkdir()
-    want = qemu(image, virtio_args(extra, qdir), REFERENCE_TIMEOUT.get(prog, 30))
     got = run_uvirt(image, virtio_args(extra, udir))
-    assert want.exit_code == 1 and not _fails(want.debugcon), want.debugcon + want.stderr
+
+    def files_differ(qdir):
+        """The chardev's bytes and the disk the guest wrote, where QEMU has them."""
+        return [f for f in (VIRTIO_CHARDEV, VIRTIO_DISK)
+                if (qdir / f).exists() and (udir / f).read_bytes() != (qdir / f).read_bytes()]
+
+    # uvirt's one run must be a run QEMU gives: QEMU completes requests on its own I/O
+    # thread, and under load its timing shows through now and then (the reference test
+    # below); QEMU is run again, up to QEMU_RUNS times, when its run differs.  uvirt's
+    # result is never retried.
+    for i in range(QEMU_RUNS):
+        qdir = tmp_path / f"qemu{i}"
+        qdir.mkdir()
+        want = qemu(image, virtio_args(extra, qdir), REFERENCE_TIMEOUT.get(prog, 30))
+        assert want.exit_code == 1 and not _fails(want.debugcon), want.debugcon + want.stderr
+        if got.exit_code == want.exit_code and comparable(got.debugcon) == comparable(want.debugcon) \
+                and not files_differ(qdir):
+            break
     assert got.exit_code == want.exit_code, got.debugcon
     assert comparable(got.debugcon) == comparable(want.debugcon)
-    if (qdir / VIRTIO_CHARDEV).exists():
-        assert (udir / VIRTIO_CHARDEV).read_bytes() == (qdir / VIRTIO_CHARDEV).read_bytes()
-    if (qdir / VIRTIO_DISK).exists():                      # what the guest wrote to disk
-        assert (udir / VIRTIO_DISK).read_bytes() == (qdir / VIRTIO_DISK).read_bytes()
+    assert not files_differ(qdir)
 
 
 @pytest.mark.parametrize("ref,case", CASES, ids=IDS)
