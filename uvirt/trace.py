@@ -27,7 +27,6 @@ EVENTS: dict[str, str] = {
     "rom_write_dropped": "write to read-only memory {address:#010x} size={size} dropped",
     "smm": "smm {what} smbase={smbase:#010x} eip={eip:#010x}",
     "stop": "stop {reason} eip={eip:#010x}",
-    "interrupt": "interrupt vector={vector:#04x} {kind} eip={eip:#010x} -> {result}",
     # The board as tracing starts (uvirt.observe.decode names accesses from these):
     # PCI functions with their BARs, and the other named port and MMIO regions.
     "pci_device": "pci {bdf} {name} ({transport}) bars={bars}",
