@@ -863,3 +863,53 @@ def test_a_port_region_split_by_an_overlap_keeps_one_entry():
     assert io.table[0x300] is io.table[0x306] and io.table[0x303] is not io.table[0x300]
     assert (port_in(io, 0x302, 1), port_in(io, 0x303, 1), port_in(io, 0x306, 2)) == (0xA1, 0xB2, 0xA1)
     assert dev.log == [("r", 2, 1), ("r", 6, 2)]
+
+
+class RangeBackend(Backend):
+    """Keeps the changed ranges each publish came with, too."""
+
+    def __init__(self):
+        super().__init__()
+        self.changes = []
+
+    def publish(self, pieces, changed=None):
+        super().publish(pieces, changed)
+        self.changes.append(changed)
+
+
+def test_a_commit_hands_the_backend_the_ranges_that_changed():
+    """The CPU's backend remaps only where the view changed (QEMU's
+    address_space_update_topology compares the old and new flat views): a move hands it
+    the old and the new extent, never a 'rebuilt whole' None once a view exists."""
+    mm = MemoryMap()
+    backend = mm.backend = RangeBackend()
+    mm.add(RamRegion("ram", 0x4000), 0)
+    mm.commit()
+    bar = mm.add(MmioRegion("bar", 0x1000, Log()), 0x10000)
+    mm.commit()
+    mm.move(bar, 0x20000)
+    mm.commit()
+    last = backend.changes[-1]
+    assert last is not None
+    covered = lambda a: any(lo <= a < hi for lo, hi in last)
+    assert covered(0x10000) and covered(0x10FFF) and covered(0x20000) and covered(0x20FFF)
+    assert not covered(0x0) and not covered(0x3FFF)          # RAM did not change
+
+
+def test_host_writes_skip_pages_that_never_held_code():
+    """A device's DMA into RAM asks the CPU's TLB first (``may_hold_code``): where no code
+    was ever translated nothing is dropped; where it may have been, that range is."""
+    mm = MemoryMap()
+    mm.add(RamRegion("ram", 0x4000), 0)
+    mm.commit()
+    backend = mm.backend = Backend()
+    asked = []
+
+    def may_hold_code(addr, size):
+        asked.append((addr, size))
+        return addr >= 0x3000
+    mm.may_hold_code = may_hold_code
+    mm.guest.write(0x1000, b"\x01\x02")
+    mm.guest.write(0x3010, b"\x90" * 4)
+    assert asked == [(0x1000, 2), (0x3010, 4)]
+    assert backend.invalidated == [(0x3010, 4)]
