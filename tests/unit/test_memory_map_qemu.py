@@ -913,3 +913,27 @@ def test_host_writes_skip_pages_that_never_held_code():
     mm.guest.write(0x3010, b"\x90" * 4)
     assert asked == [(0x1000, 2), (0x3010, 4)]
     assert backend.invalidated == [(0x3010, 4)]
+
+
+def test_canonical_form_joins_only_pieces_that_continue_each_other():
+    """The flattened view's canonical form (QEMU's flatview_simplify): neighbours showing
+    one region at contiguous offsets are one piece; a gap, another region or an offset
+    jump keeps them apart.  A rebuild and an incremental splice both end in this form."""
+    from uvirt.board.memory.regions import Piece, _canonical
+    a, b = RamRegion("a", 0x10000), RamRegion("b", 0x10000)
+    assert _canonical([Piece(0, 0x1000, a, 0), Piece(0x1000, 0x2000, a, 0x1000),
+                       Piece(0x2000, 0x2800, a, 0x2000)]) == [Piece(0, 0x2800, a, 0)]
+    assert _canonical([Piece(0x3000, 0x4000, a, 0x100), Piece(0x4000, 0x5000, a, 0x1100)]) == \
+        [Piece(0x3000, 0x5000, a, 0x100)]
+    apart = [
+        [Piece(0, 0x1000, a, 0), Piece(0x1001, 0x2000, a, 0x1001)],    # a gap
+        [Piece(0, 0x1000, a, 0), Piece(0x1000, 0x2000, b, 0x1000)],    # another region
+        [Piece(0, 0x1000, a, 0), Piece(0x1000, 0x2000, a, 0x2000)],    # an offset jump
+        [Piece(0, 0x1000, a, 0x1000), Piece(0x1000, 0x2000, a, 0)],    # offsets backwards
+    ]
+    for pieces in apart:
+        assert _canonical(pieces) == pieces
+    assert _canonical([Piece(0, 0x1000, a, 0), Piece(0x1000, 0x2000, b, 0),
+                       Piece(0x2000, 0x3000, b, 0x1000)]) == \
+        [Piece(0, 0x1000, a, 0), Piece(0x1000, 0x3000, b, 0)]
+    assert _canonical([]) == []
