@@ -19,6 +19,38 @@ from __future__ import annotations
 
 SECTORS = 2048                     # 1 MiB
 
+#: The print routines every boot sector here ends its code with: hex16/hex8 (AX/AL as
+#: hex digits), putc (AL to the debug console, port 0xE9) and nl.
+PRINT = r"""
+hex16:
+    push ax
+    mov al, ah
+    call hex8
+    pop ax
+hex8:
+    push ax
+    shr al, 4
+    call hexd
+    pop ax
+    push ax
+    and al, 0x0f
+    call hexd
+    pop ax
+    ret
+hexd:
+    add al, 0x30
+    cmp al, 0x39
+    jbe hexd_out
+    add al, 0x27
+hexd_out:
+putc:
+    out 0xe9, al
+    ret
+nl:
+    mov al, 0x0a
+    jmp putc
+"""
+
 SOURCE = r"""
     cli
     xor ax, ax
@@ -128,33 +160,7 @@ b4_loop:
     loop b4_loop
     ret
 
-hex16:
-    push ax
-    mov al, ah
-    call hex8
-    pop ax
-hex8:
-    push ax
-    shr al, 4
-    call hexd
-    pop ax
-    push ax
-    and al, 0x0f
-    call hexd
-    pop ax
-    ret
-hexd:
-    add al, 0x30
-    cmp al, 0x39
-    jbe hexd_out
-    add al, 0x27
-hexd_out:
-putc:
-    out 0xe9, al
-    ret
-nl:
-    mov al, 0x0a
-    jmp putc
+""" + PRINT + r"""
 puts:
     lodsb
     test al, al
@@ -239,34 +245,7 @@ cfg_read:
     in eax, dx
     ret
 
-hex16:
-    push ax
-    mov al, ah
-    call hex8
-    pop ax
-hex8:
-    push ax
-    shr al, 4
-    call hexd
-    pop ax
-    push ax
-    and al, 0x0f
-    call hexd
-    pop ax
-    ret
-hexd:
-    add al, 0x30
-    cmp al, 0x39
-    jbe hexd_out
-    add al, 0x27
-hexd_out:
-putc:
-    out 0xe9, al
-    ret
-nl:
-    mov al, 0x0a
-    jmp putc
-"""
+""" + PRINT
 
 
 MOUSE_SOURCE = r"""
@@ -326,34 +305,7 @@ done:
     out 0xf4, al
     hlt
 
-hex16:
-    push ax
-    mov al, ah
-    call hex8
-    pop ax
-hex8:
-    push ax
-    shr al, 4
-    call hexd
-    pop ax
-    push ax
-    and al, 0x0f
-    call hexd
-    pop ax
-    ret
-hexd:
-    add al, 0x30
-    cmp al, 0x39
-    jbe hexd_out
-    add al, 0x27
-hexd_out:
-putc:
-    out 0xe9, al
-    ret
-nl:
-    mov al, 0x0a
-    jmp putc
-
+""" + PRINT + r"""
 calls:
     .word 0xc205, 0x0300
     .word 0xc201, 0x0000
@@ -373,8 +325,7 @@ def mouse_disk_image(path) -> None:
     """A 1 MiB disk whose boot sector asks SeaBIOS's INT 15h C2 (the PS/2 mouse: init,
     reset, type, status, resolution, sample rate, enable, disable) and prints
     "C<cf> ah bx cx dx" after each call (MOUSE_SOURCE)."""
-    with open(path, "wb") as f:
-        f.write(_assemble(MOUSE_SOURCE) + bytes(SECTORS * 512 - 512))
+    _write_disk(path, _assemble(MOUSE_SOURCE))
 
 
 def _assemble(src: str) -> bytes:
@@ -388,22 +339,19 @@ def _assemble(src: str) -> bytes:
     return code.ljust(510, b"\0") + b"\x55\xaa"
 
 
+def _write_disk(path, sector0: bytes) -> None:
+    """A disk of SECTORS sectors: ``sector0``, then zeros."""
+    with open(path, "wb") as f:
+        f.write(sector0 + bytes(SECTORS * 512 - 512))
+
+
 def pci_disk_image(path) -> None:
     """A 1 MiB disk whose boot sector prints bus 0's configuration space (PCI_SOURCE)."""
-    with open(path, "wb") as f:
-        f.write(_assemble(PCI_SOURCE) + bytes(SECTORS * 512 - 512))
+    _write_disk(path, _assemble(PCI_SOURCE))
 
 
 def boot_sector() -> bytes:
-    from keystone import KS_ARCH_X86, KS_MODE_16, Ks
-    src = SOURCE.replace("END_LBA", str(SECTORS))
-    # keystone's 16-bit mode: ';' comments are not understood
-    src = "\n".join(line.split(";")[0] for line in src.splitlines())
-    code, _ = Ks(KS_ARCH_X86, KS_MODE_16).asm(src, 0x7C00)
-    code = bytes(code)
-    if len(code) > 510:
-        raise ValueError(f"boot sector too large: {len(code)} bytes")
-    return code.ljust(510, b"\0") + b"\x55\xaa"
+    return _assemble(SOURCE.replace("END_LBA", str(SECTORS)))
 
 
 def disk_byte(sector: int, i: int) -> int:
