@@ -16,6 +16,16 @@ from uvirt.cpu.machine import Machine
 from uvirt.testing.guest import comparable, run_uvirt
 from uvirt.testing.qemu import DATA_DIR, strip_header
 
+#: The MSI handler both programs end with: counts in [hits], EOI.
+ON_MSI = """
+on_msi:
+    inc dword ptr [hits]
+    call lapic_eoi
+    ret
+.align 4, 0
+hits: .long 0
+"""
+
 MSI_LOOP = """
 main:
     call irq_init
@@ -41,13 +51,7 @@ wait:
     call put_hex32
     call put_nl
     ret
-on_msi:
-    inc dword ptr [hits]
-    call lapic_eoi
-    ret
-.align 4, 0
-hits: .long 0
-"""
+""" + ON_MSI
 
 
 def _image(tmp_path, firmware, body: str):
@@ -125,13 +129,7 @@ main:
     PUTDEC [hits]
     call put_nl
     ret
-on_msi:
-    inc dword ptr [hits]
-    call lapic_eoi
-    ret
-.align 4, 0
-hits: .long 0
-"""
+""" + ON_MSI
     m, con = booted(_image(tmp_path, firmware, body))
     stop = m.run(timeout=30)
     assert stop.debug_exit_value == 0, stop.report()
