@@ -74,6 +74,7 @@ import ctypes
 import os
 import select
 import signal
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -550,8 +551,7 @@ class Machine:
 
     def load_bios_file(self, path: str) -> None:
         try:
-            with open(path, "rb") as f:
-                image = f.read()
+            image = _read_interruptibly(path)
         except OSError as e:
             raise ImageError(f"could not load PC BIOS '{path}': {e.strerror}") from None
         self.load_bios(image, filename=path)
@@ -583,8 +583,7 @@ class Machine:
 
     def load_kernel_file(self, path: str, *, cmdline: str = "") -> None:
         try:
-            with open(path, "rb") as f:
-                image = f.read()
+            image = _read_interruptibly(path)
         except OSError as e:
             raise ImageError(f"could not load kernel '{path}': {e.strerror}") from None
         self.load_kernel(image, filename=path, cmdline=cmdline)
@@ -1350,6 +1349,23 @@ class Machine:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _read_interruptibly(path: str) -> bytes:
+    """The whole file.  A FIFO or a device is read with waits of at most 0.1 s: Python runs
+    a signal's handler only between bytecodes, so a Ctrl-C that lands just before a
+    blocking read() would wait for the writer (``-kernel`` from a FIFO nobody writes to)."""
+    with open(path, "rb", buffering=0) as f:
+        fd = f.fileno()
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return f.read()
+        chunks = []
+        while True:
+            if select.select([fd], [], [], 0.1)[0]:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
 
 
 class _UcView:
