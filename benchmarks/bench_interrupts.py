@@ -65,7 +65,7 @@ def bench_interrupt_round_trip(reps: int) -> Result:
             q_rates.append(1 / q)
     med, lo, hi = summarize(ratios)
     u_rate, q_rate = summarize(u_rates)[0], summarize(q_rates)[0]
-    return Result(name, "QEMU 7.2 TCG, same guest", med, lo, hi, "report", True,
+    return Result(name, "QEMU 7.2 TCG, same guest", med, lo, hi, "<= 3x", med <= 3,   # issue 14
                   f"(uvirt {1e6 / u_rate:.1f} us = {u_rate / 1e3:.1f} k irq/s; "
                   f"QEMU {1e6 / q_rate:.1f} us = {q_rate / 1e3:.1f} k irq/s)")
 
