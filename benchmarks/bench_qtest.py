@@ -49,3 +49,114 @@ def bench_qtest_suite(reps: int) -> Result:
 
 
 BENCHMARKS = [bench_qtest_suite]
+
+
+# -- qtest request rate (issue 14 item 5) ------------------------------------------------
+#
+# libqtest's pattern: the test listens on a unix socket, the emulator is started with
+# ``-accel qtest -qtest unix:PATH`` and connects to it, and every request waits for its
+# reply line.  A session sends WARM requests (not timed: first-use costs on both sides),
+# then N timed ones; the figure is one request's round trip.  Both emulators run as
+# processes with the same command line and are ended as libqtest's qtest_quit() does, by
+# SIGTERM (neither exits when the qtest socket closes).
+
+QTEST_REQUESTS = [
+    ("PCI config read (outl 0xcf8 + inl 0xcfc)", ["outl 0xcf8 0x80000000", "inl 0xcfc"]),
+    ("RAM readl", ["readl 0x100000"]),
+    ("RAM 4 KiB read", ["read 0x100000 0x1000"]),
+    ("clock_step 1 ms", ["clock_step 1000000"]),
+]
+
+
+def _qtest_session(cmd: list[str], lines: list[str], warm: int, count: int, tmp: str,
+                   env: dict[str, str] | None = None) -> float:
+    """Seconds per round of LINES, over COUNT rounds after WARM untimed ones."""
+    import os
+    import signal
+    import socket
+    import time
+
+    path = os.path.join(tmp, "qtest.sock")
+    if os.path.exists(path):
+        os.unlink(path)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    srv.settimeout(30)
+    proc = subprocess.Popen([*cmd, "-machine", "pc", "-accel", "qtest", "-qtest", f"unix:{path}",
+                             "-display", "none", "-nodefaults", "-m", "128M"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)
+    try:
+        conn, _ = srv.accept()
+        replies = conn.makefile("rb")       # buffered: a 4 KiB read's reply is 8 KiB of hex
+
+        def rounds(n: int) -> None:
+            for _ in range(n):
+                for ln in lines:
+                    conn.sendall(ln.encode() + b"\n")
+                    reply = replies.readline()
+                    if not reply.startswith(b"OK"):
+                        raise RuntimeError(f"{cmd[0]}: {ln!r} gave {reply!r}")
+
+        rounds(warm)
+        t0 = time.perf_counter()
+        rounds(count)
+        dt = time.perf_counter() - t0
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        conn.close()
+        return dt / count
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        srv.close()
+
+
+def growth_qtest_rate(reps: int) -> list[Result]:
+    """One line per request kind: QEMU's round trip over uvirt's (a speed-up)."""
+    import os
+    import statistics
+    import tempfile
+
+    name = "growth: qtest request rate"
+    if not qemu_available():
+        return [Result(name, "QEMU", float("nan"), 0, 0, "report", False,
+                       "SKIPPED: qemu-system-x86_64 not installed")]
+    # Debian's QEMU leaves the qtest accelerator out; the suite's build cache has it.
+    build = subprocess.run([sys.executable, str(SCRIPT), "--build-only"], capture_output=True, text=True)
+    found = re.search(r"binaries in (\S+)", build.stdout + build.stderr)
+    if build.returncode != 0 or not found:
+        return [Result(name, "QEMU", float("nan"), 0, 0, "report", False,
+                       "SKIPPED: " + (build.stderr.strip().splitlines() or ["build failed"])[0])]
+    qemu = ["qemu-system-x86_64"]
+    qemu_env = {**os.environ, "QEMU_MODULE_DIR": found.group(1)}
+    venv = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python"
+    uvirt = [str(venv if venv.exists() else sys.executable), "-m", "uvirt", "run"]
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, lines in QTEST_REQUESTS:
+            speedups, us_u, us_q = [], [], []
+            for i in range(max(3, reps // 2)):
+                def run_u() -> float:
+                    return _qtest_session(uvirt, lines, 300, 3000, tmp)
+
+                def run_q() -> float:
+                    return _qtest_session(qemu, lines, 300, 3000, tmp, env=qemu_env)
+
+                if i % 2:
+                    q, u = run_q(), run_u()
+                else:
+                    u, q = run_u(), run_q()
+                speedups.append(q / u)
+                us_u.append(u * 1e6)
+                us_q.append(q * 1e6)
+            out.append(Result(f"growth: qtest {label}", "QEMU qtest (speed-up)", statistics.median(speedups),
+                              min(speedups), max(speedups), "report", True,
+                              f"(uvirt {statistics.median(us_u):.1f} us, QEMU {statistics.median(us_q):.1f} us"
+                              f" per {'pair' if len(lines) > 1 else 'request'})"))
+    return out
+
+
+BENCHMARKS.append(growth_qtest_rate)
