@@ -19,9 +19,13 @@ SeaBIOS would leave and ``-kernel`` starts at once (the fast default).  With it:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from uvirt.errors import ImageError
-from uvirt.cpu.machine import Machine
 from uvirt.boot.option_roms import find_option_rom
+
+if TYPE_CHECKING:       # boot/ loads images onto a machine; cpu/ imports boot/, not the reverse
+    from uvirt.cpu.machine import Machine
 
 
 def boot_firmware(m: Machine, cfg, ctx) -> None:
