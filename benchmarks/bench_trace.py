@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from uvirt.observe.record import traced_run
+from uvirt.launch.traced import traced_run
 from uvirt.testing.guest import run_uvirt
 from uvirt.testing.qemu import BASE_ARGS
 

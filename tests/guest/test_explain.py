@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from uvirt.observe.explain import RULES, explain, format_findings
-from uvirt.observe.record import traced_run
+from uvirt.launch.traced import traced_run
 from uvirt.testing.qemu import BASE_ARGS
 
 EXPLAIN_DIR = Path(__file__).resolve().parents[2] / "firmware" / "explain"

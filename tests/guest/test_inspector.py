@@ -6,7 +6,7 @@ import os
 import pytest
 
 from uvirt.observe.inspector import KIND_COLOURS, render_html, render_terminal
-from uvirt.observe.record import traced_run
+from uvirt.launch.traced import traced_run
 from uvirt.testing import browser
 from uvirt.testing.qemu import BASE_ARGS
 
