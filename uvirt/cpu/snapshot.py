@@ -238,6 +238,9 @@ def device_roots(machine) -> list:
     """The objects whose state a snapshot holds: the machine's own run state, the devices
     behind every region, the PCI functions, the resettables and interrupt controllers."""
     roots: list = [machine, machine.board] if hasattr(machine, "board") else [machine]
+    guest = getattr(machine.memory, "guest", None)
+    if guest is not None:
+        roots.append(guest)                 # the DMA side's bounce buffer
     _region_devices(machine.memory, roots)
     _region_devices(machine.io, roots)
     roots.extend(machine.pci.functions.values())

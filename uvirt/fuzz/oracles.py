@@ -148,7 +148,7 @@ class Monitor:
             # ring access goes through the wrapper (the same bytes, more slowly).
             guest.ram_window = _no_window
             for vq in self.vdev.queues:
-                vq._win = None
+                vq.drop_ram_window()
         if "reentrancy" in self.enabled:
             self._wrap_regions()
         self._msix_notify = False     # this input's last notification went by MSI-X

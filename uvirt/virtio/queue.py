@@ -346,6 +346,12 @@ class VirtqueueBase:
         self._win = window(lo, hi - lo) if window is not None else None
         return None
 
+    def drop_ram_window(self) -> None:
+        """Forget the rings' RAM window: every ring access takes the ``GuestMemory`` path
+        (the same bytes) until the rings are mapped again, e.g. for a wrapper that must
+        see each access (the fuzzer's DMA oracles)."""
+        self._win = None
+
     def _desc_area_size(self) -> int:
         return desc_area_size(self.size)
 

@@ -917,6 +917,12 @@ class SystemMemory:
     ``work`` is the machine's queue of device work (uvirt/board/dma.py).
     """
 
+    #: Which mapping holds the bounce buffer is guest-visible state (a second non-RAM
+    #: map fails while it is held), so a snapshot keeps it: a restore to before a
+    #: device mapped it frees it again (uvirt/cpu/snapshot.py; ``Mapping`` copies as
+    #: itself, so an element restored with its mapping still owns the bounce).
+    snapshot_state = ("bounce",)
+
     def __init__(self, space: MemoryMap) -> None:
         self._space = space
         self.bounce: Mapping | None = None
