@@ -115,7 +115,7 @@ class SpanBackend:
         self.mapped = {}
 
     def publish(self, pieces, changed=None):
-        removed, added = respan(list(self.mapped.values()), pieces, changed)
+        removed, added = respan(sorted(self.mapped.values(), key=lambda sp: sp.start), pieces, changed)
         assert not set(removed) & set(added)                # nothing unmapped and remapped
         for sp in removed:
             assert self.mapped.pop((sp.start, sp.size)) is sp

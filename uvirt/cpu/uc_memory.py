@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import operator
 import threading
 from typing import Callable, Iterable, NamedTuple
 
@@ -67,9 +68,15 @@ class UnicornMemory:
         self._gaps: _GapHooks | None = _GapHooks(
             uc, lambda addr, size: bool(self.on_unmapped and self.on_unmapped(addr, size)))
         self._mapped: dict[tuple, _Span] = {}
+        #: the same spans sorted by start (``respan`` looks near the changed ranges by bisection)
+        self._order: list[_Span] = []
         self._callbacks: dict[tuple, tuple] = {}
         self.replay = ReplayGuard()
         self._may_hold_code: Callable[[int, int], bool] | None = None
+        #: Set by the machine: the CPU's ``TlbFill`` (uvirt/cpu/tlb.py), told while
+        #: ``mem_unmap`` runs (its ``unmapping``) that the fetch fill it sees then is
+        #: Unicorn's own lookup
+        self.tlb = None
         memory.replay = self.replay
         memory.take_changes()            # what was committed before: all of it, below
         memory.backend = self
@@ -95,8 +102,10 @@ class UnicornMemory:
             else:
                 self._release(span)
         self._mapped.clear()
+        self._order.clear()
         self._callbacks.clear()
         self._may_hold_code = None
+        self.tlb = None
 
     @property
     def may_hold_code(self) -> Callable[[int, int], bool] | None:
@@ -117,14 +126,17 @@ class UnicornMemory:
         uc = self._uc
         if uc is None:
             return
-        removed, added = respan(list(self._mapped.values()), pieces, changed)
+        order = self._order
+        removed, added = respan(order, pieces, changed)
         ram_changed = False
         for span in removed:
             self._unmap(uc, self._mapped.pop(span))
+            order.remove(span)
             ram_changed |= span.kind == "ram"
         for span in added:
             self._map(uc, span)
             self._mapped[span] = span
+            bisect.insort(order, span, key=_span_start)
             ram_changed |= span.kind == "ram"
         gaps = self._gaps
         if gaps is not None and ram_changed:
@@ -170,7 +182,15 @@ class UnicornMemory:
                 pc.region.buffer.mapped_count += 1
 
     def _unmap(self, uc, span: _Span) -> None:
-        uc.mem_unmap(span.start, span.size)
+        tlb = self.tlb
+        if tlb is None:
+            uc.mem_unmap(span.start, span.size)
+        else:
+            tlb.unmapping = True
+            try:
+                uc.mem_unmap(span.start, span.size)
+            finally:
+                tlb.unmapping = False
         self._release(span)
 
     def _release(self, span: _Span) -> None:
@@ -363,15 +383,18 @@ class _GapHooks:
 
 def respan(mapped: list[_Span], pieces: list[Piece],
            changed: list[tuple[int, int]] | None) -> tuple[list[_Span], list[_Span]]:
-    """(spans to unmap, spans to map) so that ``mapped`` becomes ``_spans(pieces)``,
-    looking only near ``changed`` (sorted [start, end) ranges; None: everywhere).  One
-    or two ranges (a BAR moved, a region enabled) are redone where they are; more (a
-    batch's commit) cost less as a full diff.
+    """(spans to unmap, spans to map) so that ``mapped`` (sorted by start) becomes
+    ``_spans(pieces)``, looking only near ``changed`` (sorted [start, end) ranges; None:
+    everywhere).  One or two ranges (a BAR moved, a region enabled) are redone where they
+    are; more (a batch's commit) cost less as a full diff.
 
     A span depends on the pieces in its pages and, through ``_merge_ram``, on the spans
     it touches; so the window of pages to redo grows from the changed pages until no old
     span, piece or new span crosses or touches its edges.  Outside it nothing can differ.
-    Pure (tests/unit/test_flatten_incremental.py checks it against ``_spans``)."""
+    The spans and pieces near the window are found by bisection (both lists are sorted
+    and disjoint, so their ends are sorted too): a BAR move looks at a handful of them,
+    not at the whole map.  Pure (tests/unit/test_flatten_incremental.py checks it against
+    ``_spans``)."""
     if changed is None or len(changed) > 2:      # everywhere, or a whole batch: all of it
         wanted = _spans(pieces)
         keep, have = set(wanted), set(mapped)
@@ -380,48 +403,61 @@ def respan(mapped: list[_Span], pieces: list[Piece],
     if not win:
         return [], []
     while True:
-        lo, hi = win[0][0], win[-1][1]
-        old = [s for s in mapped
-               if s.start + s.size >= lo and s.start <= hi and _touches(win, s.start, s.start + s.size)]
-        near = [pc for pc in pieces if pc.end >= lo and pc.start <= hi and _touches(win, pc.start, pc.end)]
-        new = _spans(near)
-        ext = ([(s.start, s.start + s.size) for s in old] + [(s.start, s.start + s.size) for s in new]
-               + [(pc.start, pc.end) for pc in near])
-        if all(_inside(win, a, b) for a, b in ext):
+        old, old_out = _near(mapped, win, _span_end)
+        near, near_out = _near(pieces, win, _piece_end)
+        if not (old_out or near_out):
             break
-        win = _page_ranges(win + ext)
+        win = _page_ranges(win + [(s.start, s.start + s.size) for s in old] + [(pc.start, pc.end) for pc in near])
+    # the new spans lie in the pages of ``near``: inside the window too
+    new = _spans(near)
+    if old == new:                               # the common "nothing to do here"
+        return [], []
     new_keys, old_keys = set(new), set(old)
     return [s for s in old if s not in new_keys], [s for s in new if s not in old_keys]
 
 
-def _inside(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
-    """The pages of [start, end) lie within one of ``ranges`` (page-aligned)."""
-    start &= PAGE_MASK
-    end = (end + PAGE_SIZE - 1) & PAGE_MASK
-    for lo, hi in ranges:
-        if lo <= start and end <= hi:
-            return True
-    return False
+def _near(items: list, win: list[tuple[int, int]], end_of) -> tuple[list, bool]:
+    """(the items that overlap or touch one of ``win``, each once and in order; does one
+    of them reach past the pages of the window range it was found at?).  ``items`` are
+    spans or pieces, sorted by start and disjoint (so their ends are sorted too);
+    ``win`` is sorted, page-aligned, disjoint and not touching."""
+    out: list = []
+    past = False
+    i, n = 0, len(items)
+    for lo, hi in win:
+        i = max(i, bisect.bisect_left(items, lo, key=end_of))    # the first ending at or after lo
+        j = i
+        while j < n and items[j][0] <= hi:
+            j += 1
+        if j > i:
+            out += items[i:j]
+            # lo and hi are page-aligned: an item's pages leave [lo, hi) iff the item does
+            past = past or items[i][0] < lo or end_of(items[j - 1]) > hi
+            i = j
+    return out, past
+
+
+def _span_end(sp: _Span) -> int:
+    return sp.start + sp.size
+
+
+_piece_end = operator.itemgetter(1)              # Piece.end
 
 
 def _page_ranges(ranges) -> list[tuple[int, int]]:
     """``ranges`` widened to whole pages, sorted, touching ones joined."""
     out: list[tuple[int, int]] = []
-    for s, e in sorted((s & PAGE_MASK, (e + PAGE_SIZE - 1) & PAGE_MASK) for s, e in ranges if s < e):
+    for s, e in sorted(ranges):                  # rounding keeps the order
+        if s >= e:
+            continue
+        s &= PAGE_MASK
+        e = (e + PAGE_SIZE - 1) & PAGE_MASK
         if out and s <= out[-1][1]:
             if e > out[-1][1]:
                 out[-1] = (out[-1][0], e)
         else:
             out.append((s, e))
     return out
-
-
-def _touches(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
-    """[start, end) overlaps or touches one of ``ranges``."""
-    for lo, hi in ranges:
-        if start <= hi and end >= lo:
-            return True
-    return False
 
 
 def _spans(pieces: list[Piece]) -> list[_Span]:
