@@ -126,20 +126,23 @@ class UnicornMemory:
         uc = self._uc
         if uc is None:
             return
-        order = self._order
+        order, mapped = self._order, self._mapped
         removed, added = respan(order, pieces, changed)
-        ram_changed = False
+        freed = []                       # what stopped being RAM
+        ram_added = False
         for span in removed:
-            self._unmap(uc, self._mapped.pop(span))
+            self._unmap(uc, mapped.pop(span))
             order.remove(span)
-            ram_changed |= span.kind == "ram"
+            if span.kind == "ram":
+                freed.append((span.start, span.start + span.size))
         for span in added:
             self._map(uc, span)
-            self._mapped[span] = span
+            mapped[span] = span
             bisect.insort(order, span, key=_span_start)
-            ram_changed |= span.kind == "ram"
+            if span.kind == "ram":
+                ram_added = True
         gaps = self._gaps
-        if gaps is not None and ram_changed:
+        if gaps is not None and (freed or ram_added):
             # only RAM needs to stay outside them (MMIO stores are slow anyway): BAR moves
             # of register windows and reads-zero pages leave the hooks alone
             if self.memory.cpu_thread is not None or changed is None:
@@ -147,8 +150,7 @@ class UnicornMemory:
             else:
                 # between runs: cover only what stopped being RAM; ``settle()`` before
                 # the next run makes the hooks exact (_GapHooks.loosen)
-                gaps.loosen([(s.start, s.start + s.size) for s in removed if s.kind == "ram"],
-                            self._ram_ranges, any(s.kind == "ram" for s in added))
+                gaps.loosen(freed, self._ram_ranges, ram_added)
 
     def _ram_ranges(self) -> list[tuple[int, int]]:
         return [(s.start, s.start + s.size) for s in self._mapped.values() if s.kind == "ram"]
@@ -310,6 +312,7 @@ class _GapHooks:
         from unicorn import UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE_UNMAPPED
         self._uc = uc
         self._hooks: dict[tuple[int, int], int] = {}
+        self._sorted: list[tuple[int, int]] | None = []      # the keys of _hooks, sorted
         #: True while some hook covers more than a gap (``cover(exact=False)``)
         self.stale = False
         self._type = UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED
@@ -333,6 +336,7 @@ class _GapHooks:
         for gap in wanted:
             if gap not in self._hooks:
                 self._hooks[gap] = self._add(gap[0], gap[1] - 1)
+        self._sorted = None
         self.stale = False
 
     def loosen(self, freed: list[tuple[int, int]], ram: Callable[[], list[tuple[int, int]]],
@@ -347,13 +351,24 @@ class _GapHooks:
         self.stale = self.stale or ram_added
         taken = None
         for lo, hi in freed:
-            if any(s <= lo and hi <= e for s, e in self._hooks):
+            if self._hooked(lo, hi):
                 continue
             if taken is None:
                 taken = sorted(list(self._hooks) + ram())
             for s, e in _uncovered(lo, hi, taken):
                 self._hooks[(s, e)] = self._add(s, e - 1)
+                self._sorted = None
                 self.stale = True
+
+    def _hooked(self, lo: int, hi: int) -> bool:
+        """Does one hook cover [lo, hi)?  The hooks never overlap (``cover`` hooks gaps,
+        ``loosen`` only what no hook covers), so only the last one starting at or
+        before ``lo`` can."""
+        ranges = self._sorted
+        if ranges is None:
+            ranges = self._sorted = sorted(self._hooks)
+        i = bisect.bisect_right(ranges, (lo, ADDR_SPACE_END + 1)) - 1
+        return i >= 0 and hi <= ranges[i][1]
 
     def _add(self, begin: int, end: int) -> int:
         if self._lib is None:
@@ -379,6 +394,7 @@ class _GapHooks:
         for handle in self._hooks.values():
             self._delete(handle)
         self._hooks.clear()
+        self._sorted = []
 
 
 def respan(mapped: list[_Span], pieces: list[Piece],
@@ -419,14 +435,18 @@ def respan(mapped: list[_Span], pieces: list[Piece],
 def _near(items: list, win: list[tuple[int, int]], end_of) -> tuple[list, bool]:
     """(the items that overlap or touch one of ``win``, each once and in order; does one
     of them reach past the pages of the window range it was found at?).  ``items`` are
-    spans or pieces, sorted by start and disjoint (so their ends are sorted too);
-    ``win`` is sorted, page-aligned, disjoint and not touching."""
+    spans or pieces, sorted by start and disjoint; ``win`` is sorted, page-aligned,
+    disjoint and not touching."""
     out: list = []
     past = False
     i, n = 0, len(items)
     for lo, hi in win:
-        i = max(i, bisect.bisect_left(items, lo, key=end_of))    # the first ending at or after lo
-        j = i
+        # the first item ending at or after lo: the one before the first starting at or
+        # after lo, if it reaches lo (they are disjoint)
+        k = bisect.bisect_left(items, lo, i, n, key=_start)
+        if k > i and end_of(items[k - 1]) >= lo:
+            k -= 1
+        i = j = k
         while j < n and items[j][0] <= hi:
             j += 1
         if j > i:
@@ -441,6 +461,7 @@ def _span_end(sp: _Span) -> int:
     return sp.start + sp.size
 
 
+_start = operator.itemgetter(0)                  # _Span.start, Piece.start
 _piece_end = operator.itemgetter(1)              # Piece.end
 
 

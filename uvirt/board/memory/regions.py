@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import operator
 from contextlib import contextmanager
 import mmap
 import os
@@ -409,6 +410,11 @@ class Piece(NamedTuple):
     offset: int            # region offset at ``start``
 
 
+#: Placements at least this large are kept apart from the address index (see
+#: ``AddressSpace._by_addr``); on a pc board those are the RAM and little else.
+_WIDE = 1 << 24
+
+
 class AddressSpace:
     """Placements, priorities and the flattened view; knows nothing of Unicorn."""
 
@@ -416,10 +422,17 @@ class AddressSpace:
         self.name = name
         self.size = size
         self._placements: list[Placement] = []
+        #: The placements by address, for ``_rebuild``'s "what reaches into [lo, hi)":
+        #: those smaller than ``_WIDE`` as sorted (addr, id, placement) entries, so only
+        #: the ones starting in [lo - _WIDE, hi) need a look; the few wide ones (RAM,
+        #: windows) in a list of their own.  A BAR move then looks at a handful of
+        #: placements, not at the board's fifty.
+        self._by_addr: list[tuple[int, int, Placement]] = []
+        self._wide: list[Placement] = []
         self._seq = 0
         self._background = background
         self._pieces: list[Piece] = []
-        self._starts: list[int] = []
+        self._starts: list[int] | None = []      # the pieces' starts, made when looked up
         self._dirty = True
         #: What changed since the last flatten: [start, end) ranges whose pieces must be
         #: recomputed, or None for everything (the first flatten, a container's children).
@@ -465,6 +478,10 @@ class AddressSpace:
         self._adopt(region)
         p = Placement(self, region, addr, priority, enabled, self._seq)
         self._placements.append(p)
+        if region.size >= _WIDE:
+            self._wide.append(p)
+        else:
+            bisect.insort(self._by_addr, (addr, id(p), p))
         self._dirty = True
         if enabled:
             self._mark(addr, addr + region.size)
@@ -480,10 +497,15 @@ class AddressSpace:
                 self._adopt(child)
 
     def move(self, p: Placement, addr: int) -> None:
-        if p.addr != addr:
+        old = p.addr
+        if old != addr:
+            size = p.region.size
             if p.enabled:
-                self._mark(p.addr, p.addr + p.region.size)
-                self._mark(addr, addr + p.region.size)
+                self._mark(old, old + size)
+                self._mark(addr, addr + size)
+            if size < _WIDE:
+                self._unindex(p)
+                bisect.insort(self._by_addr, (addr, id(p), p))
             p.addr = addr
             self._seq += 1
             p.seq = self._seq            # re-added last, as QEMU's del + add_subregion
@@ -500,9 +522,31 @@ class AddressSpace:
 
     def remove(self, p: Placement) -> None:
         self._placements.remove(p)
+        if p.region.size >= _WIDE:
+            self._wide.remove(p)
+        else:
+            self._unindex(p)
         self._dirty = True
         if p.enabled:
             self._mark(p.addr, p.addr + p.region.size)
+
+    def _unindex(self, p: Placement) -> None:
+        """Drop ``p``'s entry from ``_by_addr`` (at its current address)."""
+        entries = self._by_addr
+        i = bisect.bisect_left(entries, (p.addr, id(p)))
+        assert entries[i][2] is p
+        del entries[i]
+
+    def _reaching(self, lo: int, hi: int) -> list[Placement]:
+        """The enabled placements that reach into [lo, hi)."""
+        entries = self._by_addr
+        i = bisect.bisect_left(entries, (lo - _WIDE + 1,))     # narrow ones start after lo - _WIDE
+        j = bisect.bisect_left(entries, (hi,), i)
+        hits = [p for a, _, p in entries[i:j] if p.enabled and a + p.region.size > lo]
+        for p in self._wide:
+            if p.addr < hi and p.enabled and p.addr + p.region.size > lo:
+                hits.append(p)
+        return hits
 
     def _mark(self, start: int, end: int) -> None:
         """[start, end) may show something else now (flatten recomputes only there)."""
@@ -545,10 +589,11 @@ class AddressSpace:
         else:
             ranges = _merge_ranges(changed)
             pieces = _splice(self._pieces, ranges, self._rebuild(ranges))
-            if self._delta is not None:
-                self._delta = _merge_ranges(self._delta + ranges)
+            delta = self._delta
+            if delta is not None:
+                self._delta = _merge_ranges(delta + ranges) if delta else ranges
         self._pieces = pieces
-        self._starts = [pc.start for pc in pieces]
+        self._starts = None              # made by the next lookup: a BAR move needs none
         self._changed = []
         self._dirty = False
         self.generation += 1
@@ -560,7 +605,7 @@ class AddressSpace:
         pieces: list[Piece] = []
         background = self._background
         for lo, hi in ranges:
-            hits = [p for p in self._placements if p.addr < hi and p.enabled and p.addr + p.region.size > lo]
+            hits = self._reaching(lo, hi)
             if len(hits) == 1 and not isinstance(hits[0].region, Container):
                 p = hits[0]                  # the common case (a BAR moved): one region
                 s, e = max(lo, p.addr), min(hi, p.addr + p.region.size)
@@ -579,17 +624,29 @@ class AddressSpace:
             if background is not None:
                 for s, e in _subtract(lo, hi, covered):
                     pieces.append(Piece(s, e, background, s))
-        pieces.sort(key=lambda pc: pc.start)
+        if len(pieces) > 1:
+            pieces.sort(key=_piece_start)
         return pieces
 
     def lookup(self, addr: int) -> Piece | None:
         self.flatten()
-        i = bisect.bisect_right(self._starts, addr) - 1
+        starts = self._starts
+        if starts is None:
+            starts = self._piece_starts()
+        i = bisect.bisect_right(starts, addr) - 1
         if i >= 0:
             pc = self._pieces[i]
             if addr < pc.end:
                 return pc
         return None
+
+    def _piece_starts(self) -> list[int]:
+        """The flattened view's piece starts, for bisection."""
+        self.flatten()
+        starts = self._starts
+        if starts is None:
+            starts = self._starts = [pc.start for pc in self._pieces]
+        return starts
 
     # -- the CPU-less access path (qtest, unit tests): the first byte decides the region,
     # as for TCG's io_readx and the x86 port helpers.
@@ -659,8 +716,8 @@ def _splice(old: list[Piece], ranges: list[tuple[int, int]], new: list[Piece]) -
     return out
 
 
-def _piece_end(pc: Piece) -> int:
-    return pc.end
+_piece_start = operator.itemgetter(0)        # Piece.start, Piece.end: keys at C speed
+_piece_end = operator.itemgetter(1)
 
 
 def _push(out: list[Piece], pc: Piece) -> None:
@@ -936,8 +993,8 @@ class SystemMemory:
         if addr >= ADDR_SPACE_END:
             return 1 << 64
         space = self._space
-        space.flatten()
-        pieces, starts = space._pieces, space._starts
+        starts = space._piece_starts()
+        pieces = space._pieces
         i = bisect.bisect_right(starts, addr)
         while i < len(pieces):
             pc = pieces[i]
