@@ -59,9 +59,10 @@ class TlbFill:
         #: Unicorn then looks the region's first page up as an instruction fetch
         #: (``uc_invalidate_tb`` -> ``get_page_addr_code``) to find the translated code to
         #: drop.  That fill is no fetch by the guest: it is answered physical = linear
-        #: without making the page a code page (which would keep the page's stores on the
-        #: slow path and every host write to it asking Unicorn to drop code, for good),
-        #: and the entry is flushed by the same unmap right after.
+        #: (the address is guest-physical, whatever CR0.PG says) without making the page a
+        #: code page (which would keep the page's stores on the slow path and every host
+        #: write to it asking Unicorn to drop code, for good), and the same unmap flushes
+        #: the entry right after.
         self.unmapping = False
         #: page numbers the CPU may have written since ``track_writes()`` (None: not
         #: tracking).  While tracking, a page not in it gets an entry without write
@@ -82,17 +83,20 @@ class TlbFill:
         try:
             entry = entry_ptr[0]
             self.fills += 1
-            if self._cr0() & CR0_PG and not self.unmapping:
+            if self.unmapping:            # mem_unmap's lookup of a guest-physical page
+                entry.paddr = vaddr
+                entry.perms = UC_PROT_ALL
+                return True
+            if self._cr0() & CR0_PG:
                 self._switch = True
                 return False              # instruction abandoned; sync() switches MMU
             page = vaddr >> PAGE_SHIFT
-            entry.paddr = vaddr           # paging off (or mem_unmap's lookup): physical = linear
+            entry.paddr = vaddr           # paging off: physical = linear
             if page in self.exec_pages:
                 perms = UC_PROT_ALL
             elif access == UC_MEM_FETCH:
-                if not self.unmapping:    # a real fetch, not mem_unmap's lookup
-                    self.exec_pages.add(page)
-                    self._flush()         # no write-only entry may outlive this
+                self.exec_pages.add(page)
+                self._flush()             # no write-only entry may outlive this
                 perms = UC_PROT_ALL
             else:
                 perms = _RW

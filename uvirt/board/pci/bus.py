@@ -359,10 +359,16 @@ class PciFunction:
         return addr
 
     def _update_bars(self, offset: int, size: int) -> list[BarChange]:
-        """``update_mappings`` for the BARs whose register overlaps a written range."""
+        """``update_mappings`` for the BARs whose register overlaps a written range: BARs
+        0-5 from the one whose 8-byte register could reach ``offset`` to the last whose
+        register starts before the end, and the ROM BAR."""
         changes = []
-        end, bar_addr = offset + size, self.bar_addr
-        for i, bar in enumerate(self.bars):
+        end, bars, bar_addr = offset + size, self.bars, self.bar_addr
+        indices = range(max(0, (offset - 0x14) >> 2), min(5, (end - 0x11) >> 2) + 1)
+        if offset < _ROM + 4 and _ROM < end:
+            indices = [*indices, ROM_SLOT]
+        for i in indices:
+            bar = bars[i]
             if bar is not None:
                 reg = 0x30 if i == ROM_SLOT else 0x10 + 4 * i
                 if reg < end and offset < reg + (8 if bar.mem64 else 4):
