@@ -138,7 +138,7 @@ class UnicornMemory:
         for span in added:
             self._map(uc, span)
             mapped[span] = span
-            bisect.insort(order, span, key=_span_start)
+            bisect.insort(order, span, key=_start)
             if span.kind == "ram":
                 ram_added = True
         gaps = self._gaps
@@ -350,8 +350,14 @@ class _GapHooks:
         way it pays nothing once both places are hooked."""
         self.stale = self.stale or ram_added
         taken = None
+        ranges = self._sorted
+        if ranges is None:
+            ranges = self._sorted = sorted(self._hooks)
         for lo, hi in freed:
-            if self._hooked(lo, hi):
+            # the hooks never overlap (``cover`` hooks gaps, ``loosen`` only what no hook
+            # covers): only the last one starting at or before lo can cover [lo, hi)
+            i = bisect.bisect_right(ranges, (lo, ADDR_SPACE_END + 1)) - 1
+            if i >= 0 and hi <= ranges[i][1]:
                 continue
             if taken is None:
                 taken = sorted(list(self._hooks) + ram())
@@ -359,16 +365,6 @@ class _GapHooks:
                 self._hooks[(s, e)] = self._add(s, e - 1)
                 self._sorted = None
                 self.stale = True
-
-    def _hooked(self, lo: int, hi: int) -> bool:
-        """Does one hook cover [lo, hi)?  The hooks never overlap (``cover`` hooks gaps,
-        ``loosen`` only what no hook covers), so only the last one starting at or
-        before ``lo`` can."""
-        ranges = self._sorted
-        if ranges is None:
-            ranges = self._sorted = sorted(self._hooks)
-        i = bisect.bisect_right(ranges, (lo, ADDR_SPACE_END + 1)) - 1
-        return i >= 0 and hi <= ranges[i][1]
 
     def _add(self, begin: int, end: int) -> int:
         if self._lib is None:
@@ -415,9 +411,15 @@ def respan(mapped: list[_Span], pieces: list[Piece],
         wanted = _spans(pieces)
         keep, have = set(wanted), set(mapped)
         return [s for s in mapped if s not in keep], [s for s in wanted if s not in have]
-    win = _page_ranges(changed)
-    if not win:
-        return [], []
+    if len(changed) == 1:                         # one place (or a move's two, touching)
+        lo, hi = changed[0]
+        if lo >= hi:
+            return [], []
+        win = [(lo & PAGE_MASK, (hi + PAGE_SIZE - 1) & PAGE_MASK)]
+    else:
+        win = _page_ranges(changed)
+        if not win:
+            return [], []
     while True:
         old, old_out = _near(mapped, win, _span_end)
         near, near_out = _near(pieces, win, _piece_end)
@@ -428,8 +430,10 @@ def respan(mapped: list[_Span], pieces: list[Piece],
     new = _spans(near)
     if old == new:                               # the common "nothing to do here"
         return [], []
-    new_keys, old_keys = set(new), set(old)
-    return [s for s in old if s not in new_keys], [s for s in new if s not in old_keys]
+    if len(old) + len(new) > 8:
+        new_keys, old_keys = set(new), set(old)
+        return [s for s in old if s not in new_keys], [s for s in new if s not in old_keys]
+    return [s for s in old if s not in new], [s for s in new if s not in old]     # a few each
 
 
 def _near(items: list, win: list[tuple[int, int]], end_of) -> tuple[list, bool]:
@@ -483,6 +487,11 @@ def _page_ranges(ranges) -> list[tuple[int, int]]:
 
 def _spans(pieces: list[Piece]) -> list[_Span]:
     """Turn visible pieces (sorted) into page-granular Unicorn mappings."""
+    if len(pieces) == 1:                         # a BAR's new place: one region, whole pages
+        start, end, region, offset = pieces[0]
+        if not (start | end) & ~PAGE_MASK:
+            return [_Span(start, end - start, "ram" if isinstance(region, RamRegion) else "mmio",
+                          region, offset)]
     spans: list[_Span] = []
     mixed: dict[int, list[Piece]] | None = None
     for pc in pieces:

@@ -500,12 +500,17 @@ class AddressSpace:
         old = p.addr
         if old != addr:
             size = p.region.size
-            if p.enabled:
-                self._mark(old, old + size)
-                self._mark(addr, addr + size)
+            changed, end = self._changed, self.size
+            if p.enabled and changed is not None:     # _mark both extents, inline
+                for a in (old, addr):
+                    s, e = max(a, 0), min(a + size, end)
+                    if s < e:
+                        changed.append((s, e))
             if size < _WIDE:
-                self._unindex(p)
-                bisect.insort(self._by_addr, (addr, id(p), p))
+                entries = self._by_addr           # _unindex, inline (every BAR move)
+                i = bisect.bisect_left(entries, (old, id(p)))
+                del entries[i]
+                bisect.insort(entries, (addr, id(p), p))
             p.addr = addr
             self._seq += 1
             p.seq = self._seq            # re-added last, as QEMU's del + add_subregion
@@ -664,6 +669,12 @@ class AddressSpace:
 
 def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted, disjoint [start, end) ranges covering ``ranges`` (touching ones joined)."""
+    if len(ranges) == 2:                 # a move: its old and new extent
+        (a, b), (c, d) = ranges
+        if b < c:
+            return [(a, b), (c, d)]
+        if d < a:
+            return [(c, d), (a, b)]
     out: list[tuple[int, int]] = []
     for s, e in sorted(ranges):
         if out and s <= out[-1][1]:
@@ -695,16 +706,17 @@ def _splice(old: list[Piece], ranges: list[tuple[int, int]], new: list[Piece]) -
     out: list[Piece] = []
     old = list(old)                  # the piece cut at a range's end may reach the next
     i, n, k = 0, len(old), 0
+    push = _push
     for lo, hi in ranges:
         j = bisect.bisect_right(old, lo, i, n, key=_piece_end)     # first piece ending after lo
         if j > i:
-            _push(out, old[i])
-            out.extend(old[i + 1:j])
+            push(out, old[i])
+            out += old[i + 1:j]
         if j < n and old[j].start < lo:                            # cut at lo
             pc = old[j]
-            _push(out, Piece(pc.start, lo, pc.region, pc.offset))
+            push(out, Piece(pc.start, lo, pc.region, pc.offset))
         while k < len(new) and new[k].start < hi:
-            _push(out, new[k])
+            push(out, new[k])
             k += 1
         i = bisect.bisect_right(old, hi, j, n, key=_piece_end)     # first piece ending after hi
         if i < n and old[i].start < hi:                            # cut at hi: the rest
@@ -909,8 +921,8 @@ class MemoryMap(AddressSpace):
         if self._deferred():
             return
         self.commits += 1
-        pieces = self.flatten()
-        changed = self.take_changes()
+        changed = self.take_changes()    # flattens
+        pieces = self._pieces
         self._ram_cache = None
         backend = self.backend
         if backend is not None and changed != []:

@@ -552,8 +552,10 @@ class PciBus:
                 prio = self.IO_BAR_PRIORITY if bar.io else self.MEM_BAR_PRIORITY
                 bar.placement = space.add(bar.region, ch.new, prio)
             else:
-                space.move(bar.placement, ch.new)
-                space.set_enabled(bar.placement, True)
+                p = bar.placement
+                space.move(p, ch.new)
+                if not p.enabled:
+                    space.set_enabled(p, True)
             touched_io |= bar.io
             touched_mem |= not bar.io
             if self.on_change is not None:
