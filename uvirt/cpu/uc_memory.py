@@ -61,6 +61,7 @@ class UnicornMemory:
                  on_unmapped: Callable[[int, int], bool] | None = None) -> None:
         self.memory = memory
         self._uc = uc
+        self._mem_map_ptr, self._mem_unmap = _mapping_calls(uc)
         self._remove_cache = None
         #: ``fn(address, size) -> bool`` for a guest data access where nothing is
         #: mapped (the machine maps a reads-zero page and lets Unicorn retry).
@@ -168,7 +169,7 @@ class UnicornMemory:
             region = span.region
             perms = _PROT_RX if region.readonly else _PROT_ALL
             ptr = region.buffer.address + region.buffer_offset + span.offset
-            uc.mem_map_ptr(span.start, span.size, perms, ptr)
+            self._mem_map_ptr(span.start, span.size, perms, ptr)
             region.buffer.mapped_count += 1
             return
         if span.kind == "mmio":
@@ -186,17 +187,19 @@ class UnicornMemory:
     def _unmap(self, uc, span: _Span) -> None:
         tlb = self.tlb
         if tlb is None:
-            uc.mem_unmap(span.start, span.size)
+            self._mem_unmap(span.start, span.size)
         else:
             tlb.unmapping = True
             try:
-                uc.mem_unmap(span.start, span.size)
+                self._mem_unmap(span.start, span.size)
             finally:
                 tlb.unmapping = False
-        self._release(span)
+        self._release(span, uc)
 
-    def _release(self, span: _Span) -> None:
-        self._callbacks.pop(span, None)
+    def _release(self, span: _Span, uc=None) -> None:
+        if self._callbacks.pop(span, None) is not None and uc is not None:
+            # what the binding's own mem_unmap drops (uc_hooks.map_mmio keeps them there)
+            getattr(uc, "_mmio_callbacks", {}).pop((span.start, span.start + span.size), None)
         if span.kind == "ram":
             span.region.buffer.mapped_count -= 1
         for pc in span.pieces:
@@ -239,6 +242,30 @@ class UnicornMemory:
 def _anywhere(addr: int, size: int) -> bool:
     """``may_hold_code`` without a TLB that knows better: code may be anywhere."""
     return True
+
+
+def _mapping_calls(uc):
+    """``(mem_map_ptr, mem_unmap)`` through the C API: the binding's methods add a Python
+    frame, an assert and a dictionary probe to every BAR move.  Same errors (UcError)."""
+    try:
+        from unicorn import UcError
+        from unicorn.unicorn_py3.unicorn import uclib
+        uch = uc._uch
+        map_ptr, unmap = uclib.uc_mem_map_ptr, uclib.uc_mem_unmap
+    except (ImportError, AttributeError):
+        return uc.mem_map_ptr, uc.mem_unmap
+
+    def mem_map_ptr(address: int, size: int, perms: int, ptr: int) -> None:
+        status = map_ptr(uch, address, size, perms, ptr)
+        if status:
+            raise UcError(status)
+
+    def mem_unmap(address: int, size: int) -> None:
+        status = unmap(uch, address, size)
+        if status:
+            raise UcError(status)
+
+    return mem_map_ptr, mem_unmap
 
 
 def _tb_remover(uc):

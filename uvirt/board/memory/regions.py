@@ -542,17 +542,6 @@ class AddressSpace:
         assert entries[i][2] is p
         del entries[i]
 
-    def _reaching(self, lo: int, hi: int) -> list[Placement]:
-        """The enabled placements that reach into [lo, hi)."""
-        entries = self._by_addr
-        i = bisect.bisect_left(entries, (lo - _WIDE + 1,))     # narrow ones start after lo - _WIDE
-        j = bisect.bisect_left(entries, (hi,), i)
-        hits = [p for a, _, p in entries[i:j] if p.enabled and a + p.region.size > lo]
-        for p in self._wide:
-            if p.addr < hi and p.enabled and p.addr + p.region.size > lo:
-                hits.append(p)
-        return hits
-
     def _mark(self, start: int, end: int) -> None:
         """[start, end) may show something else now (flatten recomputes only there)."""
         changed = self._changed
@@ -609,8 +598,16 @@ class AddressSpace:
         placement that reaches into them."""
         pieces: list[Piece] = []
         background = self._background
+        entries, wide = self._by_addr, self._wide
         for lo, hi in ranges:
-            hits = self._reaching(lo, hi)
+            # the enabled placements reaching into [lo, hi): narrow ones start after
+            # lo - _WIDE
+            i = bisect.bisect_left(entries, (lo - _WIDE + 1,))
+            hits = [p for a, _, p in entries[i:bisect.bisect_left(entries, (hi,), i)]
+                    if p.enabled and a + p.region.size > lo]
+            for p in wide:
+                if p.addr < hi and p.enabled and p.addr + p.region.size > lo:
+                    hits.append(p)
             if len(hits) == 1 and not isinstance(hits[0].region, Container):
                 p = hits[0]                  # the common case (a BAR moved): one region
                 s, e = max(lo, p.addr), min(hi, p.addr + p.region.size)
