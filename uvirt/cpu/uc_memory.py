@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import functools
 import operator
 import threading
 from typing import Callable, Iterable, NamedTuple
+
+from unicorn import UcError
 
 from uvirt.board.memory.regions import (PAGE_MASK, PAGE_SIZE, ADDR_SPACE_END, UNASSIGNED_MEM_VALUE,
                                         MemoryMap, Piece, RamRegion, Region)
@@ -169,7 +172,9 @@ class UnicornMemory:
             region = span.region
             perms = _PROT_RX if region.readonly else _PROT_ALL
             ptr = region.buffer.address + region.buffer_offset + span.offset
-            self._mem_map_ptr(span.start, span.size, perms, ptr)
+            status = self._mem_map_ptr(span.start, span.size, perms, ptr)
+            if status:
+                raise UcError(status)
             region.buffer.mapped_count += 1
             return
         if span.kind == "mmio":
@@ -187,13 +192,15 @@ class UnicornMemory:
     def _unmap(self, uc, span: _Span) -> None:
         tlb = self.tlb
         if tlb is None:
-            self._mem_unmap(span.start, span.size)
+            status = self._mem_unmap(span.start, span.size)
         else:
             tlb.unmapping = True
             try:
-                self._mem_unmap(span.start, span.size)
+                status = self._mem_unmap(span.start, span.size)
             finally:
                 tlb.unmapping = False
+        if status:
+            raise UcError(status)
         self._release(span, uc)
 
     def _release(self, span: _Span, uc=None) -> None:
@@ -245,27 +252,23 @@ def _anywhere(addr: int, size: int) -> bool:
 
 
 def _mapping_calls(uc):
-    """``(mem_map_ptr, mem_unmap)`` through the C API: the binding's methods add a Python
-    frame, an assert and a dictionary probe to every BAR move.  Same errors (UcError)."""
+    """``(mem_map_ptr, mem_unmap)`` straight into the C API, returning Unicorn's status:
+    the binding's methods add a Python frame, an assert and a dictionary probe to every
+    BAR move.  (Without the binding's internals: its methods, which raise themselves.)"""
     try:
-        from unicorn import UcError
         from unicorn.unicorn_py3.unicorn import uclib
         uch = uc._uch
-        map_ptr, unmap = uclib.uc_mem_map_ptr, uclib.uc_mem_unmap
+        return functools.partial(uclib.uc_mem_map_ptr, uch), functools.partial(uclib.uc_mem_unmap, uch)
     except (ImportError, AttributeError):
-        return uc.mem_map_ptr, uc.mem_unmap
+        def map_ptr(address: int, size: int, perms: int, ptr: int) -> int:
+            uc.mem_map_ptr(address, size, perms, ptr)
+            return 0
 
-    def mem_map_ptr(address: int, size: int, perms: int, ptr: int) -> None:
-        status = map_ptr(uch, address, size, perms, ptr)
-        if status:
-            raise UcError(status)
+        def unmap(address: int, size: int) -> int:
+            uc.mem_unmap(address, size)
+            return 0
 
-    def mem_unmap(address: int, size: int) -> None:
-        status = unmap(uch, address, size)
-        if status:
-            raise UcError(status)
-
-    return mem_map_ptr, mem_unmap
+        return map_ptr, unmap
 
 
 def _tb_remover(uc):
@@ -448,8 +451,8 @@ def respan(mapped: list[_Span], pieces: list[Piece],
         if not win:
             return [], []
     while True:
-        old, old_out = _near(mapped, win, _span_end)
-        near, near_out = _near(pieces, win, _piece_end)
+        old, old_out = _near(mapped, win, True)
+        near, near_out = _near(pieces, win, False)
         if not (old_out or near_out):
             break
         win = _page_ranges(win + [(s.start, s.start + s.size) for s in old] + [(pc.start, pc.end) for pc in near])
@@ -457,17 +460,19 @@ def respan(mapped: list[_Span], pieces: list[Piece],
     new = _spans(near)
     if old == new:                               # the common "nothing to do here"
         return [], []
+    if len(old) == 1 and len(new) == 1:          # a BAR's span left, or arrived
+        return old, new
     if len(old) + len(new) > 8:
         new_keys, old_keys = set(new), set(old)
         return [s for s in old if s not in new_keys], [s for s in new if s not in old_keys]
     return [s for s in old if s not in new], [s for s in new if s not in old]     # a few each
 
 
-def _near(items: list, win: list[tuple[int, int]], end_of) -> tuple[list, bool]:
+def _near(items: list, win: list[tuple[int, int]], spans: bool) -> tuple[list, bool]:
     """(the items that overlap or touch one of ``win``, each once and in order; does one
     of them reach past the pages of the window range it was found at?).  ``items`` are
-    spans or pieces, sorted by start and disjoint; ``win`` is sorted, page-aligned,
-    disjoint and not touching."""
+    spans (``spans``: their end is start + size) or pieces (start, end), sorted by start
+    and disjoint; ``win`` is sorted, page-aligned, disjoint and not touching."""
     out: list = []
     past = False
     i, n = 0, len(items)
@@ -475,25 +480,23 @@ def _near(items: list, win: list[tuple[int, int]], end_of) -> tuple[list, bool]:
         # the first item ending at or after lo: the one before the first starting at or
         # after lo, if it reaches lo (they are disjoint)
         k = bisect.bisect_left(items, lo, i, n, key=_start)
-        if k > i and end_of(items[k - 1]) >= lo:
-            k -= 1
-        i = j = k
+        if k > i:
+            it = items[k - 1]
+            if (it[0] + it[1] if spans else it[1]) >= lo:
+                k -= 1
+        j = k
         while j < n and items[j][0] <= hi:
             j += 1
-        if j > i:
-            out += items[i:j]
+        if j > k:
+            out += items[k:j]
             # lo and hi are page-aligned: an item's pages leave [lo, hi) iff the item does
-            past = past or items[i][0] < lo or end_of(items[j - 1]) > hi
-            i = j
+            last = items[j - 1]
+            past = past or items[k][0] < lo or (last[0] + last[1] if spans else last[1]) > hi
+        i = j
     return out, past
 
 
-def _span_end(sp: _Span) -> int:
-    return sp.start + sp.size
-
-
 _start = operator.itemgetter(0)                  # _Span.start, Piece.start
-_piece_end = operator.itemgetter(1)              # Piece.end
 
 
 def _page_ranges(ranges) -> list[tuple[int, int]]:

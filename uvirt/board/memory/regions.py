@@ -603,8 +603,10 @@ class AddressSpace:
             # the enabled placements reaching into [lo, hi): narrow ones start after
             # lo - _WIDE
             i = bisect.bisect_left(entries, (lo - _WIDE + 1,))
-            hits = [p for a, _, p in entries[i:bisect.bisect_left(entries, (hi,), i)]
-                    if p.enabled and a + p.region.size > lo]
+            hits = []
+            for a, _, p in entries[i:bisect.bisect_left(entries, (hi,), i)]:
+                if p.enabled and a + p.region.size > lo:
+                    hits.append(p)
             for p in wide:
                 if p.addr < hi and p.enabled and p.addr + p.region.size > lo:
                     hits.append(p)
@@ -699,44 +701,44 @@ def _canonical(pieces: list[Piece]) -> list[Piece]:
 
 def _splice(old: list[Piece], ranges: list[tuple[int, int]], new: list[Piece]) -> list[Piece]:
     """``old`` (sorted, disjoint, canonical) outside ``ranges`` (sorted, disjoint),
-    ``new`` (sorted) inside them; canonical again (only the seams can join)."""
+    ``new`` (sorted) inside them; canonical again: only the seams, where a stretch of
+    ``old``, a cut piece or a new piece meets what came before, can join.  They are
+    joined at the end, last first, so a run of joins collapses into one."""
     out: list[Piece] = []
+    seams: list[int] = []
     old = list(old)                  # the piece cut at a range's end may reach the next
-    i, n, k = 0, len(old), 0
-    push = _push
+    i, n, k, m = 0, len(old), 0, len(new)
     for lo, hi in ranges:
         j = bisect.bisect_right(old, lo, i, n, key=_piece_end)     # first piece ending after lo
         if j > i:
-            push(out, old[i])
-            out += old[i + 1:j]
+            seams.append(len(out))
+            out += old[i:j]
         if j < n and old[j].start < lo:                            # cut at lo
             pc = old[j]
-            push(out, Piece(pc.start, lo, pc.region, pc.offset))
-        while k < len(new) and new[k].start < hi:
-            push(out, new[k])
+            seams.append(len(out))
+            out.append(Piece(pc.start, lo, pc.region, pc.offset))
+        while k < m and new[k].start < hi:
+            seams.append(len(out))
+            out.append(new[k])
             k += 1
         i = bisect.bisect_right(old, hi, j, n, key=_piece_end)     # first piece ending after hi
         if i < n and old[i].start < hi:                            # cut at hi: the rest
             pc = old[i]
             old[i] = Piece(hi, pc.end, pc.region, pc.offset + hi - pc.start)
     if i < n:
-        _push(out, old[i])
-        out.extend(old[i + 1:])
+        seams.append(len(out))
+        out += old[i:]
+    for x in reversed(seams):
+        if x:
+            a, b = out[x - 1], out[x]
+            if a.end == b.start and a.region is b.region and a.offset + (a.end - a.start) == b.offset:
+                out[x - 1] = Piece(a.start, b.end, a.region, a.offset)
+                del out[x]
     return out
 
 
 _piece_start = operator.itemgetter(0)        # Piece.start, Piece.end: keys at C speed
 _piece_end = operator.itemgetter(1)
-
-
-def _push(out: list[Piece], pc: Piece) -> None:
-    """Append ``pc``, joined with the last piece when it continues it."""
-    if out:
-        a = out[-1]
-        if a.end == pc.start and a.region is pc.region and a.offset + (a.end - a.start) == pc.offset:
-            out[-1] = Piece(a.start, pc.end, a.region, a.offset)
-            return
-    out.append(pc)
 
 
 def _subtract(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -918,8 +920,8 @@ class MemoryMap(AddressSpace):
         if self._deferred():
             return
         self.commits += 1
-        changed = self.take_changes()    # flattens
-        pieces = self._pieces
+        pieces = self.flatten()
+        changed, self._delta = self._delta, []        # take_changes(), inline
         self._ram_cache = None
         backend = self.backend
         if backend is not None and changed != []:

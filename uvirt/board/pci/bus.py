@@ -530,9 +530,9 @@ class PciBus:
         return value
 
     def config_write(self, bus: int, devfn_: int, offset: int, size: int, value: int) -> None:
-        fn = self.find(bus, devfn_)
-        if fn is None:
-            return
+        fn = self.functions.get(devfn_) if bus == 0 else None
+        if fn is None or devfn_ & 7 and (devfn_ & ~7) not in self.functions:
+            return                       # find(), inline (every BAR move comes here)
         size = min(size, CONFIG_SPACE_SIZE - offset)
         if self.tracer is not None and self.tracer.enabled:
             self.tracer.emit("pci_cfg_write", bdf=bdf_str(devfn_, bus), offset=offset, size=size, value=value)
