@@ -670,10 +670,9 @@ def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted, disjoint [start, end) ranges covering ``ranges`` (touching ones joined)."""
     if len(ranges) == 2:                 # a move: its old and new extent
         (a, b), (c, d) = ranges
-        if b < c:
-            return [(a, b), (c, d)]
-        if d < a:
-            return [(c, d), (a, b)]
+        if (c, d) < (a, b):
+            a, b, c, d = c, d, a, b
+        return [(a, b), (c, d)] if b < c else [(a, max(b, d))]
     out: list[tuple[int, int]] = []
     for s, e in sorted(ranges):
         if out and s <= out[-1][1]:

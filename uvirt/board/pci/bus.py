@@ -364,7 +364,8 @@ class PciFunction:
         register starts before the end, and the ROM BAR."""
         changes = []
         end, bars, bar_addr = offset + size, self.bars, self.bar_addr
-        indices = range(max(0, (offset - 0x14) >> 2), min(5, (end - 0x11) >> 2) + 1)
+        first, last = (offset - 0x14) >> 2, (end - 0x11) >> 2
+        indices = range(first if first > 0 else 0, (last if last < 5 else 5) + 1)
         if offset < _ROM + 4 and _ROM < end:
             indices = [*indices, ROM_SLOT]
         for i in indices:
