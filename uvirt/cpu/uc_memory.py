@@ -204,11 +204,12 @@ class UnicornMemory:
         self._release(span, uc)
 
     def _release(self, span: _Span, uc=None) -> None:
+        if span.kind == "ram":           # no callbacks, no pieces
+            span.region.buffer.mapped_count -= 1
+            return
         if self._callbacks.pop(span, None) is not None and uc is not None:
             # what the binding's own mem_unmap drops (uc_hooks.map_mmio keeps them there)
             getattr(uc, "_mmio_callbacks", {}).pop((span.start, span.start + span.size), None)
-        if span.kind == "ram":
-            span.region.buffer.mapped_count -= 1
         for pc in span.pieces:
             if isinstance(pc.region, RamRegion):
                 pc.region.buffer.mapped_count -= 1

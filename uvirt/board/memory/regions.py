@@ -502,10 +502,9 @@ class AddressSpace:
             size = p.region.size
             changed, end = self._changed, self.size
             if p.enabled and changed is not None:     # _mark both extents, inline
-                for a in (old, addr):
-                    s, e = max(a, 0), min(a + size, end)
-                    if s < e:
-                        changed.append((s, e))
+                for a in (old, addr):                 # clipped to the space, as _mark
+                    if a < end and a + size > 0:
+                        changed.append((a if a > 0 else 0, a + size if a + size < end else end))
             if size < _WIDE:
                 entries = self._by_addr           # _unindex, inline (every BAR move)
                 i = bisect.bisect_left(entries, (old, id(p)))
