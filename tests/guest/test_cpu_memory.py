@@ -261,3 +261,51 @@ def test_mmio_reads_happen_once_while_other_threads_stop_the_cpu(firmware, tmp_p
     text = con.read_text()
     assert stop.exit_code == 1, text
     assert dev.reads == _two_numbers(text)[1], (dev.reads, text)
+
+
+def test_unmapping_a_region_leaves_its_pages_data_pages(firmware, tmp_path):
+    """Unicorn's mem_unmap looks the region's first page up through the TLB as an
+    instruction fetch, to find the translated code to drop (uc_invalidate_tb).  That
+    lookup is no fetch by the guest: BAR moves between runs leave the region's pages
+    data pages (stores on the fast path, host writes asking nobody to drop code)."""
+    m, con = _machine(firmware("memregion_modern"), tmp_path, "-device", "virtio-rng-pci,memory-regions=64K:16K")
+    try:
+        fn = next(f for f in m.pci.functions.values() if getattr(f, "vdev", None) is not None)
+        bar = next(b for b in fn.bars if b is not None and b.region.name.endswith("-shm"))
+        home, reg, t = fn.bar_addr[bar.index], fn.bar_reg(bar.index), m.tlb
+        fills = t.fills
+        for addr in (0xE0000000, 0xE0100000, home):
+            m.pci.config_write(0, fn.devfn, reg, 4, addr)
+        assert t.fills >= fills + 3                      # each unmap looked its page up
+        for addr in (0xE0000000, 0xE0100000, home):
+            assert not t.may_hold_code(addr, bar.region.size), hex(addr)
+        assert m.run(timeout=30).exit_code == 1, con.read_text()
+    finally:
+        m.close()
+
+
+def test_an_unmapped_region_takes_its_translated_code_along():
+    """Code run from a region, the region unmapped (mem_unmap's TLB lookup answered by
+    the fill hook, above), another region with other code placed at the same address:
+    the guest runs the new code."""
+    from unicorn.x86_const import UC_X86_REG_EAX
+    from uvirt.board.memory.regions import RamRegion
+    from uvirt.cpu.machine import Machine
+    m = Machine()
+    try:
+        base, mov_eax = 0xE0000000, bytes.fromhex("b8")          # mov eax, imm32
+        old, new = RamRegion("old-code", 0x1000), RamRegion("new-code", 0x1000)
+        old.buffer.view[:5] = mov_eax + (0xA).to_bytes(4, "little")
+        new.buffer.view[:5] = mov_eax + (0xB).to_bytes(4, "little")
+        p = m.memory.add(old, base)
+        m.memory.commit()
+        m.uc.emu_start(base, base + 5)
+        assert m.uc.reg_read(UC_X86_REG_EAX) == 0xA and base >> 12 in m.tlb.exec_pages
+        p.set_enabled(False)
+        m.memory.commit()
+        m.memory.add(new, base)
+        m.memory.commit()
+        m.uc.emu_start(base, base + 5)
+        assert m.uc.reg_read(UC_X86_REG_EAX) == 0xB
+    finally:
+        m.close()

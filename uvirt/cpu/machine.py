@@ -344,6 +344,7 @@ class Machine:
         self.memory.post_to_cpu = self.call_soon_threadsafe
         self.tlb = TlbFill(uc, self._host_exception)
         self.uc_memory.may_hold_code = self.tlb.may_hold_code
+        self.uc_memory.tlb = self.tlb
         # A user's CPU keeps Unicorn's stop semantics: their own code hooks may count on
         # a stop taking effect before the next instruction.
         self.exits = TbEndExits.for_uc(uc) if self._owns_uc else None

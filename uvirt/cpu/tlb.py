@@ -55,6 +55,15 @@ class TlbFill:
         self.paging = False                 # True: Unicorn's x86 MMU fills the TLB
         self.switches = 0                   # MMU hand-overs, either way
         self._switch = False                # the hook saw CR0.PG=1: sync() must switch
+        #: True while the memory map's backend calls ``mem_unmap`` (uvirt/cpu/uc_memory.py):
+        #: Unicorn then looks the region's first page up as an instruction fetch
+        #: (``uc_invalidate_tb`` -> ``get_page_addr_code``) to find the translated code to
+        #: drop.  That fill is no fetch by the guest: it is answered physical = linear
+        #: (the address is guest-physical, whatever CR0.PG says) without making the page a
+        #: code page (which would keep the page's stores on the slow path and every host
+        #: write to it asking Unicorn to drop code, for good), and the same unmap flushes
+        #: the entry right after.
+        self.unmapping = False
         #: page numbers the CPU may have written since ``track_writes()`` (None: not
         #: tracking).  While tracking, a page not in it gets an entry without write
         #: permission, so the CPU's first store to it comes back here as a write fill.
@@ -74,6 +83,10 @@ class TlbFill:
         try:
             entry = entry_ptr[0]
             self.fills += 1
+            if self.unmapping:            # mem_unmap's lookup of a guest-physical page
+                entry.paddr = vaddr
+                entry.perms = UC_PROT_ALL
+                return True
             if self._cr0() & CR0_PG:
                 self._switch = True
                 return False              # instruction abandoned; sync() switches MMU

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import functools
+import operator
 import threading
 from typing import Callable, Iterable, NamedTuple
+
+from unicorn import UcError
 
 from uvirt.board.memory.regions import (PAGE_MASK, PAGE_SIZE, ADDR_SPACE_END, UNASSIGNED_MEM_VALUE,
                                         MemoryMap, Piece, RamRegion, Region)
@@ -60,6 +64,7 @@ class UnicornMemory:
                  on_unmapped: Callable[[int, int], bool] | None = None) -> None:
         self.memory = memory
         self._uc = uc
+        self._mem_map_ptr, self._mem_unmap = _mapping_calls(uc)
         self._remove_cache = None
         #: ``fn(address, size) -> bool`` for a guest data access where nothing is
         #: mapped (the machine maps a reads-zero page and lets Unicorn retry).
@@ -67,9 +72,15 @@ class UnicornMemory:
         self._gaps: _GapHooks | None = _GapHooks(
             uc, lambda addr, size: bool(self.on_unmapped and self.on_unmapped(addr, size)))
         self._mapped: dict[tuple, _Span] = {}
+        #: the same spans sorted by start (``respan`` looks near the changed ranges by bisection)
+        self._order: list[_Span] = []
         self._callbacks: dict[tuple, tuple] = {}
         self.replay = ReplayGuard()
         self._may_hold_code: Callable[[int, int], bool] | None = None
+        #: Set by the machine: the CPU's ``TlbFill`` (uvirt/cpu/tlb.py), told while
+        #: ``mem_unmap`` runs (its ``unmapping``) that the fetch fill it sees then is
+        #: Unicorn's own lookup
+        self.tlb = None
         memory.replay = self.replay
         memory.take_changes()            # what was committed before: all of it, below
         memory.backend = self
@@ -95,8 +106,10 @@ class UnicornMemory:
             else:
                 self._release(span)
         self._mapped.clear()
+        self._order.clear()
         self._callbacks.clear()
         self._may_hold_code = None
+        self.tlb = None
 
     @property
     def may_hold_code(self) -> Callable[[int, int], bool] | None:
@@ -117,17 +130,23 @@ class UnicornMemory:
         uc = self._uc
         if uc is None:
             return
-        removed, added = respan(list(self._mapped.values()), pieces, changed)
-        ram_changed = False
+        order, mapped = self._order, self._mapped
+        removed, added = respan(order, pieces, changed)
+        freed = []                       # what stopped being RAM
+        ram_added = False
         for span in removed:
-            self._unmap(uc, self._mapped.pop(span))
-            ram_changed |= span.kind == "ram"
+            self._unmap(uc, mapped.pop(span))
+            order.remove(span)
+            if span.kind == "ram":
+                freed.append((span.start, span.start + span.size))
         for span in added:
             self._map(uc, span)
-            self._mapped[span] = span
-            ram_changed |= span.kind == "ram"
+            mapped[span] = span
+            bisect.insort(order, span, key=_start)
+            if span.kind == "ram":
+                ram_added = True
         gaps = self._gaps
-        if gaps is not None and ram_changed:
+        if gaps is not None and (freed or ram_added):
             # only RAM needs to stay outside them (MMIO stores are slow anyway): BAR moves
             # of register windows and reads-zero pages leave the hooks alone
             if self.memory.cpu_thread is not None or changed is None:
@@ -135,8 +154,7 @@ class UnicornMemory:
             else:
                 # between runs: cover only what stopped being RAM; ``settle()`` before
                 # the next run makes the hooks exact (_GapHooks.loosen)
-                gaps.loosen([(s.start, s.start + s.size) for s in removed if s.kind == "ram"],
-                            self._ram_ranges, any(s.kind == "ram" for s in added))
+                gaps.loosen(freed, self._ram_ranges, ram_added)
 
     def _ram_ranges(self) -> list[tuple[int, int]]:
         return [(s.start, s.start + s.size) for s in self._mapped.values() if s.kind == "ram"]
@@ -154,7 +172,9 @@ class UnicornMemory:
             region = span.region
             perms = _PROT_RX if region.readonly else _PROT_ALL
             ptr = region.buffer.address + region.buffer_offset + span.offset
-            uc.mem_map_ptr(span.start, span.size, perms, ptr)
+            status = self._mem_map_ptr(span.start, span.size, perms, ptr)
+            if status:
+                raise UcError(status)
             region.buffer.mapped_count += 1
             return
         if span.kind == "mmio":
@@ -170,13 +190,26 @@ class UnicornMemory:
                 pc.region.buffer.mapped_count += 1
 
     def _unmap(self, uc, span: _Span) -> None:
-        uc.mem_unmap(span.start, span.size)
-        self._release(span)
+        tlb = self.tlb
+        if tlb is None:
+            status = self._mem_unmap(span.start, span.size)
+        else:
+            tlb.unmapping = True
+            try:
+                status = self._mem_unmap(span.start, span.size)
+            finally:
+                tlb.unmapping = False
+        if status:
+            raise UcError(status)
+        self._release(span, uc)
 
-    def _release(self, span: _Span) -> None:
-        self._callbacks.pop(span, None)
-        if span.kind == "ram":
+    def _release(self, span: _Span, uc=None) -> None:
+        if span.kind == "ram":           # no callbacks, no pieces
             span.region.buffer.mapped_count -= 1
+            return
+        if self._callbacks.pop(span, None) is not None and uc is not None:
+            # what the binding's own mem_unmap drops (uc_hooks.map_mmio keeps them there)
+            getattr(uc, "_mmio_callbacks", {}).pop((span.start, span.start + span.size), None)
         for pc in span.pieces:
             if isinstance(pc.region, RamRegion):
                 pc.region.buffer.mapped_count -= 1
@@ -217,6 +250,26 @@ class UnicornMemory:
 def _anywhere(addr: int, size: int) -> bool:
     """``may_hold_code`` without a TLB that knows better: code may be anywhere."""
     return True
+
+
+def _mapping_calls(uc):
+    """``(mem_map_ptr, mem_unmap)`` straight into the C API, returning Unicorn's status:
+    the binding's methods add a Python frame, an assert and a dictionary probe to every
+    BAR move.  (Without the binding's internals: its methods, which raise themselves.)"""
+    try:
+        from unicorn.unicorn_py3.unicorn import uclib
+        uch = uc._uch
+        return functools.partial(uclib.uc_mem_map_ptr, uch), functools.partial(uclib.uc_mem_unmap, uch)
+    except (ImportError, AttributeError):
+        def map_ptr(address: int, size: int, perms: int, ptr: int) -> int:
+            uc.mem_map_ptr(address, size, perms, ptr)
+            return 0
+
+        def unmap(address: int, size: int) -> int:
+            uc.mem_unmap(address, size)
+            return 0
+
+        return map_ptr, unmap
 
 
 def _tb_remover(uc):
@@ -290,6 +343,7 @@ class _GapHooks:
         from unicorn import UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE_UNMAPPED
         self._uc = uc
         self._hooks: dict[tuple[int, int], int] = {}
+        self._sorted: list[tuple[int, int]] | None = []      # the keys of _hooks, sorted
         #: True while some hook covers more than a gap (``cover(exact=False)``)
         self.stale = False
         self._type = UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED
@@ -313,6 +367,7 @@ class _GapHooks:
         for gap in wanted:
             if gap not in self._hooks:
                 self._hooks[gap] = self._add(gap[0], gap[1] - 1)
+        self._sorted = None
         self.stale = False
 
     def loosen(self, freed: list[tuple[int, int]], ram: Callable[[], list[tuple[int, int]]],
@@ -326,13 +381,20 @@ class _GapHooks:
         way it pays nothing once both places are hooked."""
         self.stale = self.stale or ram_added
         taken = None
+        ranges = self._sorted
+        if ranges is None:
+            ranges = self._sorted = sorted(self._hooks)
         for lo, hi in freed:
-            if any(s <= lo and hi <= e for s, e in self._hooks):
+            # the hooks never overlap (``cover`` hooks gaps, ``loosen`` only what no hook
+            # covers): only the last one starting at or before lo can cover [lo, hi)
+            i = bisect.bisect_right(ranges, (lo, ADDR_SPACE_END + 1)) - 1
+            if i >= 0 and hi <= ranges[i][1]:
                 continue
             if taken is None:
                 taken = sorted(list(self._hooks) + ram())
             for s, e in _uncovered(lo, hi, taken):
                 self._hooks[(s, e)] = self._add(s, e - 1)
+                self._sorted = None
                 self.stale = True
 
     def _add(self, begin: int, end: int) -> int:
@@ -359,55 +421,93 @@ class _GapHooks:
         for handle in self._hooks.values():
             self._delete(handle)
         self._hooks.clear()
+        self._sorted = []
 
 
 def respan(mapped: list[_Span], pieces: list[Piece],
            changed: list[tuple[int, int]] | None) -> tuple[list[_Span], list[_Span]]:
-    """(spans to unmap, spans to map) so that ``mapped`` becomes ``_spans(pieces)``,
-    looking only near ``changed`` (sorted [start, end) ranges; None: everywhere).  One
-    or two ranges (a BAR moved, a region enabled) are redone where they are; more (a
-    batch's commit) cost less as a full diff.
+    """(spans to unmap, spans to map) so that ``mapped`` (sorted by start) becomes
+    ``_spans(pieces)``, looking only near ``changed`` (sorted [start, end) ranges; None:
+    everywhere).  One or two ranges (a BAR moved, a region enabled) are redone where they
+    are; more (a batch's commit) cost less as a full diff.
 
     A span depends on the pieces in its pages and, through ``_merge_ram``, on the spans
     it touches; so the window of pages to redo grows from the changed pages until no old
     span, piece or new span crosses or touches its edges.  Outside it nothing can differ.
-    Pure (tests/unit/test_flatten_incremental.py checks it against ``_spans``)."""
+    The spans and pieces near the window are found by bisection (both lists are sorted
+    and disjoint, so their ends are sorted too): a BAR move looks at a handful of them,
+    not at the whole map.  Pure (tests/unit/test_flatten_incremental.py checks it against
+    ``_spans``)."""
     if changed is None or len(changed) > 2:      # everywhere, or a whole batch: all of it
         wanted = _spans(pieces)
         keep, have = set(wanted), set(mapped)
         return [s for s in mapped if s not in keep], [s for s in wanted if s not in have]
-    win = _page_ranges(changed)
-    if not win:
-        return [], []
+    if len(changed) == 1:                         # one place (or a move's two, touching)
+        lo, hi = changed[0]
+        if lo >= hi:
+            return [], []
+        win = [(lo & PAGE_MASK, (hi + PAGE_SIZE - 1) & PAGE_MASK)]
+    else:
+        win = _page_ranges(changed)
+        if not win:
+            return [], []
     while True:
-        lo, hi = win[0][0], win[-1][1]
-        old = [s for s in mapped
-               if s.start + s.size >= lo and s.start <= hi and _touches(win, s.start, s.start + s.size)]
-        near = [pc for pc in pieces if pc.end >= lo and pc.start <= hi and _touches(win, pc.start, pc.end)]
-        new = _spans(near)
-        ext = ([(s.start, s.start + s.size) for s in old] + [(s.start, s.start + s.size) for s in new]
-               + [(pc.start, pc.end) for pc in near])
-        if all(_inside(win, a, b) for a, b in ext):
+        old, old_out = _near(mapped, win, True)
+        near, near_out = _near(pieces, win, False)
+        if not (old_out or near_out):
             break
-        win = _page_ranges(win + ext)
-    new_keys, old_keys = set(new), set(old)
-    return [s for s in old if s not in new_keys], [s for s in new if s not in old_keys]
+        win = _page_ranges(win + [(s.start, s.start + s.size) for s in old] + [(pc.start, pc.end) for pc in near])
+    # the new spans lie in the pages of ``near``: inside the window too
+    new = _spans(near)
+    if old == new:                               # the common "nothing to do here"
+        return [], []
+    if len(old) == 1 and len(new) == 1:          # a BAR's span left, or arrived
+        return old, new
+    if len(old) + len(new) > 8:
+        new_keys, old_keys = set(new), set(old)
+        return [s for s in old if s not in new_keys], [s for s in new if s not in old_keys]
+    return [s for s in old if s not in new], [s for s in new if s not in old]     # a few each
 
 
-def _inside(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
-    """The pages of [start, end) lie within one of ``ranges`` (page-aligned)."""
-    start &= PAGE_MASK
-    end = (end + PAGE_SIZE - 1) & PAGE_MASK
-    for lo, hi in ranges:
-        if lo <= start and end <= hi:
-            return True
-    return False
+def _near(items: list, win: list[tuple[int, int]], spans: bool) -> tuple[list, bool]:
+    """(the items that overlap or touch one of ``win``, each once and in order; does one
+    of them reach past the pages of the window range it was found at?).  ``items`` are
+    spans (``spans``: their end is start + size) or pieces (start, end), sorted by start
+    and disjoint; ``win`` is sorted, page-aligned, disjoint and not touching."""
+    out: list = []
+    past = False
+    i, n = 0, len(items)
+    for lo, hi in win:
+        # the first item ending at or after lo: the one before the first starting at or
+        # after lo, if it reaches lo (they are disjoint)
+        k = bisect.bisect_left(items, lo, i, n, key=_start)
+        if k > i:
+            it = items[k - 1]
+            if (it[0] + it[1] if spans else it[1]) >= lo:
+                k -= 1
+        j = k
+        while j < n and items[j][0] <= hi:
+            j += 1
+        if j > k:
+            out += items[k:j]
+            # lo and hi are page-aligned: an item's pages leave [lo, hi) iff the item does
+            last = items[j - 1]
+            past = past or items[k][0] < lo or (last[0] + last[1] if spans else last[1]) > hi
+        i = j
+    return out, past
+
+
+_start = operator.itemgetter(0)                  # _Span.start, Piece.start
 
 
 def _page_ranges(ranges) -> list[tuple[int, int]]:
     """``ranges`` widened to whole pages, sorted, touching ones joined."""
     out: list[tuple[int, int]] = []
-    for s, e in sorted((s & PAGE_MASK, (e + PAGE_SIZE - 1) & PAGE_MASK) for s, e in ranges if s < e):
+    for s, e in sorted(ranges):                  # rounding keeps the order
+        if s >= e:
+            continue
+        s &= PAGE_MASK
+        e = (e + PAGE_SIZE - 1) & PAGE_MASK
         if out and s <= out[-1][1]:
             if e > out[-1][1]:
                 out[-1] = (out[-1][0], e)
@@ -416,16 +516,13 @@ def _page_ranges(ranges) -> list[tuple[int, int]]:
     return out
 
 
-def _touches(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
-    """[start, end) overlaps or touches one of ``ranges``."""
-    for lo, hi in ranges:
-        if start <= hi and end >= lo:
-            return True
-    return False
-
-
 def _spans(pieces: list[Piece]) -> list[_Span]:
     """Turn visible pieces (sorted) into page-granular Unicorn mappings."""
+    if len(pieces) == 1:                         # a BAR's new place: one region, whole pages
+        start, end, region, offset = pieces[0]
+        if not (start | end) & ~PAGE_MASK:
+            return [_Span(start, end - start, "ram" if isinstance(region, RamRegion) else "mmio",
+                          region, offset)]
     spans: list[_Span] = []
     mixed: dict[int, list[Piece]] | None = None
     for pc in pieces:

@@ -414,7 +414,7 @@ class VirtioPci(PciFunction):
         changes = super().config_write(offset, size, value)
         if self.msix is not None:
             self.msix.config_written(offset, size)
-        if offset <= PciReg.COMMAND < offset + size:
+        if offset <= 0x04 < offset + size:          # PciReg.COMMAND (an int compares faster)
             # virtio_write_config: clearing bus master disables the device and drops DRIVER_OK.
             if not self.command & Command.MASTER:
                 self.vdev.disabled = True

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import operator
 from contextlib import contextmanager
 import mmap
 import os
@@ -409,6 +410,11 @@ class Piece(NamedTuple):
     offset: int            # region offset at ``start``
 
 
+#: Placements at least this large are kept apart from the address index (see
+#: ``AddressSpace._by_addr``); on a pc board those are the RAM and little else.
+_WIDE = 1 << 24
+
+
 class AddressSpace:
     """Placements, priorities and the flattened view; knows nothing of Unicorn."""
 
@@ -416,10 +422,17 @@ class AddressSpace:
         self.name = name
         self.size = size
         self._placements: list[Placement] = []
+        #: The placements by address, for ``_rebuild``'s "what reaches into [lo, hi)":
+        #: those smaller than ``_WIDE`` as sorted (addr, id, placement) entries, so only
+        #: the ones starting in [lo - _WIDE, hi) need a look; the few wide ones (RAM,
+        #: windows) in a list of their own.  A BAR move then looks at a handful of
+        #: placements, not at the board's fifty.
+        self._by_addr: list[tuple[int, int, Placement]] = []
+        self._wide: list[Placement] = []
         self._seq = 0
         self._background = background
         self._pieces: list[Piece] = []
-        self._starts: list[int] = []
+        self._starts: list[int] | None = []      # the pieces' starts, made when looked up
         self._dirty = True
         #: What changed since the last flatten: [start, end) ranges whose pieces must be
         #: recomputed, or None for everything (the first flatten, a container's children).
@@ -465,6 +478,10 @@ class AddressSpace:
         self._adopt(region)
         p = Placement(self, region, addr, priority, enabled, self._seq)
         self._placements.append(p)
+        if region.size >= _WIDE:
+            self._wide.append(p)
+        else:
+            bisect.insort(self._by_addr, (addr, id(p), p))
         self._dirty = True
         if enabled:
             self._mark(addr, addr + region.size)
@@ -480,10 +497,19 @@ class AddressSpace:
                 self._adopt(child)
 
     def move(self, p: Placement, addr: int) -> None:
-        if p.addr != addr:
-            if p.enabled:
-                self._mark(p.addr, p.addr + p.region.size)
-                self._mark(addr, addr + p.region.size)
+        old = p.addr
+        if old != addr:
+            size = p.region.size
+            changed, end = self._changed, self.size
+            if p.enabled and changed is not None:     # _mark both extents, inline
+                for a in (old, addr):                 # clipped to the space, as _mark
+                    if a < end and a + size > 0:
+                        changed.append((a if a > 0 else 0, a + size if a + size < end else end))
+            if size < _WIDE:
+                entries = self._by_addr           # _unindex, inline (every BAR move)
+                i = bisect.bisect_left(entries, (old, id(p)))
+                del entries[i]
+                bisect.insort(entries, (addr, id(p), p))
             p.addr = addr
             self._seq += 1
             p.seq = self._seq            # re-added last, as QEMU's del + add_subregion
@@ -500,9 +526,20 @@ class AddressSpace:
 
     def remove(self, p: Placement) -> None:
         self._placements.remove(p)
+        if p.region.size >= _WIDE:
+            self._wide.remove(p)
+        else:
+            self._unindex(p)
         self._dirty = True
         if p.enabled:
             self._mark(p.addr, p.addr + p.region.size)
+
+    def _unindex(self, p: Placement) -> None:
+        """Drop ``p``'s entry from ``_by_addr`` (at its current address)."""
+        entries = self._by_addr
+        i = bisect.bisect_left(entries, (p.addr, id(p)))
+        assert entries[i][2] is p
+        del entries[i]
 
     def _mark(self, start: int, end: int) -> None:
         """[start, end) may show something else now (flatten recomputes only there)."""
@@ -545,10 +582,11 @@ class AddressSpace:
         else:
             ranges = _merge_ranges(changed)
             pieces = _splice(self._pieces, ranges, self._rebuild(ranges))
-            if self._delta is not None:
-                self._delta = _merge_ranges(self._delta + ranges)
+            delta = self._delta
+            if delta is not None:
+                self._delta = _merge_ranges(delta + ranges) if delta else ranges
         self._pieces = pieces
-        self._starts = [pc.start for pc in pieces]
+        self._starts = None              # made by the next lookup: a BAR move needs none
         self._changed = []
         self._dirty = False
         self.generation += 1
@@ -559,8 +597,18 @@ class AddressSpace:
         placement that reaches into them."""
         pieces: list[Piece] = []
         background = self._background
+        entries, wide = self._by_addr, self._wide
         for lo, hi in ranges:
-            hits = [p for p in self._placements if p.addr < hi and p.enabled and p.addr + p.region.size > lo]
+            # the enabled placements reaching into [lo, hi): narrow ones start after
+            # lo - _WIDE
+            i = bisect.bisect_left(entries, (lo - _WIDE + 1,))
+            hits = []
+            for a, _, p in entries[i:bisect.bisect_left(entries, (hi,), i)]:
+                if p.enabled and a + p.region.size > lo:
+                    hits.append(p)
+            for p in wide:
+                if p.addr < hi and p.enabled and p.addr + p.region.size > lo:
+                    hits.append(p)
             if len(hits) == 1 and not isinstance(hits[0].region, Container):
                 p = hits[0]                  # the common case (a BAR moved): one region
                 s, e = max(lo, p.addr), min(hi, p.addr + p.region.size)
@@ -579,17 +627,29 @@ class AddressSpace:
             if background is not None:
                 for s, e in _subtract(lo, hi, covered):
                     pieces.append(Piece(s, e, background, s))
-        pieces.sort(key=lambda pc: pc.start)
+        if len(pieces) > 1:
+            pieces.sort(key=_piece_start)
         return pieces
 
     def lookup(self, addr: int) -> Piece | None:
         self.flatten()
-        i = bisect.bisect_right(self._starts, addr) - 1
+        starts = self._starts
+        if starts is None:
+            starts = self._piece_starts()
+        i = bisect.bisect_right(starts, addr) - 1
         if i >= 0:
             pc = self._pieces[i]
             if addr < pc.end:
                 return pc
         return None
+
+    def _piece_starts(self) -> list[int]:
+        """The flattened view's piece starts, for bisection."""
+        self.flatten()
+        starts = self._starts
+        if starts is None:
+            starts = self._starts = [pc.start for pc in self._pieces]
+        return starts
 
     # -- the CPU-less access path (qtest, unit tests): the first byte decides the region,
     # as for TCG's io_readx and the x86 port helpers.
@@ -607,6 +667,11 @@ class AddressSpace:
 
 def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted, disjoint [start, end) ranges covering ``ranges`` (touching ones joined)."""
+    if len(ranges) == 2:                 # a move: its old and new extent
+        (a, b), (c, d) = ranges
+        if (c, d) < (a, b):
+            a, b, c, d = c, d, a, b
+        return [(a, b), (c, d)] if b < c else [(a, max(b, d))]
     out: list[tuple[int, int]] = []
     for s, e in sorted(ranges):
         if out and s <= out[-1][1]:
@@ -634,43 +699,44 @@ def _canonical(pieces: list[Piece]) -> list[Piece]:
 
 def _splice(old: list[Piece], ranges: list[tuple[int, int]], new: list[Piece]) -> list[Piece]:
     """``old`` (sorted, disjoint, canonical) outside ``ranges`` (sorted, disjoint),
-    ``new`` (sorted) inside them; canonical again (only the seams can join)."""
+    ``new`` (sorted) inside them; canonical again: only the seams, where a stretch of
+    ``old``, a cut piece or a new piece meets what came before, can join.  They are
+    joined at the end, last first, so a run of joins collapses into one."""
     out: list[Piece] = []
+    seams: list[int] = []
     old = list(old)                  # the piece cut at a range's end may reach the next
-    i, n, k = 0, len(old), 0
+    i, n, k, m = 0, len(old), 0, len(new)
     for lo, hi in ranges:
         j = bisect.bisect_right(old, lo, i, n, key=_piece_end)     # first piece ending after lo
         if j > i:
-            _push(out, old[i])
-            out.extend(old[i + 1:j])
+            seams.append(len(out))
+            out += old[i:j]
         if j < n and old[j].start < lo:                            # cut at lo
             pc = old[j]
-            _push(out, Piece(pc.start, lo, pc.region, pc.offset))
-        while k < len(new) and new[k].start < hi:
-            _push(out, new[k])
+            seams.append(len(out))
+            out.append(Piece(pc.start, lo, pc.region, pc.offset))
+        while k < m and new[k].start < hi:
+            seams.append(len(out))
+            out.append(new[k])
             k += 1
         i = bisect.bisect_right(old, hi, j, n, key=_piece_end)     # first piece ending after hi
         if i < n and old[i].start < hi:                            # cut at hi: the rest
             pc = old[i]
             old[i] = Piece(hi, pc.end, pc.region, pc.offset + hi - pc.start)
     if i < n:
-        _push(out, old[i])
-        out.extend(old[i + 1:])
+        seams.append(len(out))
+        out += old[i:]
+    for x in reversed(seams):
+        if x:
+            a, b = out[x - 1], out[x]
+            if a.end == b.start and a.region is b.region and a.offset + (a.end - a.start) == b.offset:
+                out[x - 1] = Piece(a.start, b.end, a.region, a.offset)
+                del out[x]
     return out
 
 
-def _piece_end(pc: Piece) -> int:
-    return pc.end
-
-
-def _push(out: list[Piece], pc: Piece) -> None:
-    """Append ``pc``, joined with the last piece when it continues it."""
-    if out:
-        a = out[-1]
-        if a.end == pc.start and a.region is pc.region and a.offset + (a.end - a.start) == pc.offset:
-            out[-1] = Piece(a.start, pc.end, a.region, a.offset)
-            return
-    out.append(pc)
+_piece_start = operator.itemgetter(0)        # Piece.start, Piece.end: keys at C speed
+_piece_end = operator.itemgetter(1)
 
 
 def _subtract(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -853,7 +919,7 @@ class MemoryMap(AddressSpace):
             return
         self.commits += 1
         pieces = self.flatten()
-        changed = self.take_changes()
+        changed, self._delta = self._delta, []        # take_changes(), inline
         self._ram_cache = None
         backend = self.backend
         if backend is not None and changed != []:
@@ -942,8 +1008,8 @@ class SystemMemory:
         if addr >= ADDR_SPACE_END:
             return 1 << 64
         space = self._space
-        space.flatten()
-        pieces, starts = space._pieces, space._starts
+        starts = space._piece_starts()
+        pieces = space._pieces
         i = bisect.bisect_right(starts, addr)
         while i < len(pieces):
             pc = pieces[i]

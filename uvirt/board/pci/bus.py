@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from uvirt.errors import UvirtError
 from uvirt.board.memory.regions import IoSpace, MemoryMap, MmioRegion, Placement, RamRegion, Region
@@ -101,7 +101,9 @@ ROM_ENABLE = 0x01
 
 HEADER_MULTI_FUNCTION = 0x80
 
-# Plain ints for hot paths: ``int & IntFlag`` dispatches to IntFlag.__rand__ (slow).
+# Plain ints for hot paths: ``int & IntFlag`` dispatches to IntFlag.__rand__ (slow), and
+# an IntEnum member compares slower than an int.
+_COMMAND, _BAR0, _ROM = PciReg.COMMAND.value, PciReg.BASE_ADDRESS_0.value, PciReg.ROM_ADDRESS.value
 _CMD_IO, _CMD_MEMORY, _CMD_MASTER, _CMD_INTX_DISABLE = 0x1, 0x2, 0x4, 0x400
 _STATUS_INTERRUPT = 0x8
 
@@ -167,17 +169,14 @@ class Bar:
         return (BAR_MEM_TYPE_64 if self.mem64 else 0) | (BAR_MEM_PREFETCH if self.prefetch else 0)
 
 
-@dataclass(frozen=True)
-class BarChange:
-    """Result of a config write: BAR ``index`` moved from ``old`` to ``new`` (None = unmapped)."""
+class BarChange(NamedTuple):
+    """Result of a config write: BAR ``index`` moved from ``old`` to ``new`` (None = unmapped).
+    (A named tuple, not a frozen dataclass: every BAR move makes one, and a frozen
+    dataclass costs an ``object.__setattr__`` per field.)"""
 
     index: int
     old: int | None
     new: int | None
-
-
-def _ranges_overlap(a: int, alen: int, b: int, blen: int) -> bool:
-    return a < b + blen and b < a + alen
 
 
 class PciError(UvirtError):
@@ -311,14 +310,13 @@ class PciFunction:
     def config_write(self, offset: int, size: int, value: int) -> list[BarChange]:
         old_effective = self.intx_level and not self.command & _CMD_INTX_DISABLE
         self.config.guest_write(offset, size, value)
-        if offset <= PciReg.COMMAND < offset + size:
+        end = offset + size
+        if offset <= _COMMAND < end:
             # INTx disable toggled; QEMU looks only when the write covers byte 0x04
             # (range_covers_byte(addr, l, PCI_COMMAND)), though the bit is in byte 0x05
             self._propagate_intx(old_effective)
-        if offset <= PciReg.COMMAND < offset + size:
             return self.update_mappings()
-        if (_ranges_overlap(offset, size, PciReg.BASE_ADDRESS_0, 24)
-                or _ranges_overlap(offset, size, PciReg.ROM_ADDRESS, 4)):
+        if offset < _BAR0 + 24 and _BAR0 < end or offset < _ROM + 4 and _ROM < end:
             if type(self).update_mappings is not PciFunction.update_mappings:
                 return self.update_mappings()          # a subclass follows more than BARs
             # QEMU's pci_update_mappings looks at every BAR; only those whose register
@@ -336,19 +334,20 @@ class PciFunction:
         bar = self.bars[index]
         if bar is None:
             return None
-        size, cmd = bar.region.size, int.from_bytes(self.config.data[4:6], "little")
+        data, size = self.config.data, bar.region.size
+        cmd = data[4]                   # the command register's IO and MEMORY bits
         reg = 0x30 if index == ROM_SLOT else 0x10 + 4 * index      # bar_reg, inlined (BAR moves)
         if bar.io:
             if not cmd & _CMD_IO:
                 return None
-            addr = self.config.get(reg, 4) & ~(size - 1) & 0xFFFFFFFF
+            addr = int.from_bytes(data[reg:reg + 4], "little") & ~(size - 1) & 0xFFFFFFFF
             last = addr + size - 1
             if last <= addr or last >= 0xFFFFFFFF or addr == 0:
                 return None
             return addr
         if not cmd & _CMD_MEMORY:
             return None
-        raw = self.config.get(reg, 8 if bar.mem64 else 4)
+        raw = int.from_bytes(data[reg:reg + 8] if bar.mem64 else data[reg:reg + 4], "little")
         if index == ROM_SLOT and not raw & ROM_ENABLE:
             return None
         addr = raw & ~(size - 1) & 0xFFFFFFFFFFFFFFFF
@@ -360,17 +359,24 @@ class PciFunction:
         return addr
 
     def _update_bars(self, offset: int, size: int) -> list[BarChange]:
-        """``update_mappings`` for the BARs whose register overlaps a written range."""
+        """``update_mappings`` for the BARs whose register overlaps a written range: BARs
+        0-5 from the one whose 8-byte register could reach ``offset`` to the last whose
+        register starts before the end, and the ROM BAR."""
         changes = []
-        for i, bar in enumerate(self.bars):
-            if bar is None:
-                continue
-            reg = 0x30 if i == ROM_SLOT else 0x10 + 4 * i
-            if reg < offset + size and offset < reg + (8 if bar.mem64 else 4):
-                new = self.bar_address(i)
-                if new != self.bar_addr[i]:
-                    changes.append(BarChange(i, self.bar_addr[i], new))
-                    self.bar_addr[i] = new
+        end, bars, bar_addr = offset + size, self.bars, self.bar_addr
+        first, last = (offset - 0x14) >> 2, (end - 0x11) >> 2
+        indices = range(first if first > 0 else 0, (last if last < 5 else 5) + 1)
+        if offset < _ROM + 4 and _ROM < end:
+            indices = [*indices, ROM_SLOT]
+        for i in indices:
+            bar = bars[i]
+            if bar is not None:
+                reg = 0x30 if i == ROM_SLOT else 0x10 + 4 * i
+                if reg < end and offset < reg + (8 if bar.mem64 else 4):
+                    new = self.bar_address(i)
+                    if new != bar_addr[i]:
+                        changes.append(BarChange(i, bar_addr[i], new))
+                        bar_addr[i] = new
         return changes
 
     def update_mappings(self) -> list[BarChange]:
@@ -525,9 +531,9 @@ class PciBus:
         return value
 
     def config_write(self, bus: int, devfn_: int, offset: int, size: int, value: int) -> None:
-        fn = self.find(bus, devfn_)
-        if fn is None:
-            return
+        fn = self.functions.get(devfn_) if bus == 0 else None
+        if fn is None or devfn_ & 7 and (devfn_ & ~7) not in self.functions:
+            return                       # find(), inline (every BAR move comes here)
         size = min(size, CONFIG_SPACE_SIZE - offset)
         if self.tracer is not None and self.tracer.enabled:
             self.tracer.emit("pci_cfg_write", bdf=bdf_str(devfn_, bus), offset=offset, size=size, value=value)
@@ -547,8 +553,10 @@ class PciBus:
                 prio = self.IO_BAR_PRIORITY if bar.io else self.MEM_BAR_PRIORITY
                 bar.placement = space.add(bar.region, ch.new, prio)
             else:
-                bar.placement.move(ch.new)
-                bar.placement.set_enabled(True)
+                p = bar.placement
+                space.move(p, ch.new)
+                if not p.enabled:
+                    space.set_enabled(p, True)
             touched_io |= bar.io
             touched_mem |= not bar.io
             if self.on_change is not None:
