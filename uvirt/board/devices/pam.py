@@ -90,14 +90,14 @@ class LowMemory:
         memory.add(RamRegion("pc.ram", size - LOWMEM_END, buf, buffer_offset=LOWMEM_END), LOWMEM_END)
         vga = RamRegion("vga-ram", VGA_SIZE, buf, buffer_offset=VGA_BASE)
         self.smram = (memory.add(vga, VGA_BASE, RAM_UNDER_PCI), memory.add(vga, VGA_BASE, ALIAS_PRIORITY))
-        self.pam: list[tuple[Placement, Placement, Placement]] = []
+        #: per segment: RAM under PCI space, and the read/write and read-only aliases,
+        #: each placed when first enabled (``_alias``): 26 placements a machine that
+        #: never runs firmware would carry disabled; placing one is what enabling it
+        #: does (it becomes the newest of its priority)
+        self.pam: list[list[Placement | None]] = []
         for start, length in PAM_SEGMENTS:
             ram = RamRegion("pam-ram", length, buf, buffer_offset=start)
-            under = memory.add(ram, start, RAM_UNDER_PCI)
-            rw = memory.add(ram, start, ALIAS_PRIORITY, enabled=False)
-            ro = memory.add(RamRegion("pam-rom", length, buf, buffer_offset=start, readonly=True),
-                            start, ALIAS_PRIORITY, enabled=False)
-            self.pam.append((under, rw, ro))
+            self.pam.append([memory.add(ram, start, RAM_UNDER_PCI), None, None])
         self.vapic: Placement | None = None
         self.vapic_at: tuple[int, int] | None = None     # (start, length) of the window
         self._applied: bytes | None = None               # the PAM/SMRAM bytes the map shows
@@ -143,9 +143,23 @@ class LowMemory:
             for seg, (under, rw, ro) in enumerate(self.pam):
                 attr = pam_attribute(config, seg)
                 under.set_enabled(attr == PAM_PCI)
-                ro.set_enabled(attr == PAM_RO)
-                rw.set_enabled(attr in (PAM_WO, PAM_RW))
+                if ro is not None or attr == PAM_RO:
+                    self._alias(seg, 2, ro, attr == PAM_RO)
+                if rw is not None or attr in (PAM_WO, PAM_RW):
+                    self._alias(seg, 1, rw, attr in (PAM_WO, PAM_RW))
             self.memory.commit()
+
+    def _alias(self, seg: int, which: int, p: Placement | None, enabled: bool) -> None:
+        """Enable or disable segment ``seg``'s alias ``which`` (1 read/write, 2 read-only),
+        placing it the first time it is enabled."""
+        if p is not None:
+            p.set_enabled(enabled)
+        elif enabled:
+            under = self.pam[seg][0]
+            start, ram = under.addr, under.region
+            if which == 2:
+                ram = RamRegion("pam-rom", ram.size, ram.buffer, buffer_offset=start, readonly=True)
+            self.pam[seg][which] = self.memory.add(ram, start, ALIAS_PRIORITY)
 
     def _key(self, config: bytes | bytearray) -> bytes:
         return bytes(config[PAM_REG:PAM_REG + 7]) + bytes((config[SMRAM_REG], self.smm))

@@ -184,7 +184,19 @@ class MmioRegion(Region):
         self.on_guest_error: GuestErrorHook | None = None
         #: The owning device's re-entrancy guard (uvirt/board/dma.py), shared by its regions.
         self.guard = None
-        self.read, self.write = self._fast_paths()
+        # ``read``/``write`` (the closures of ``_fast_paths``) are made on first use, in
+        # ``__getattr__``: a board declares some thirty register windows, most of which a
+        # guest never touches, and each pair is a dozen objects for the cyclic collector
+        # to trace and free (a third of a boot's garbage).  The port hooks reach an
+        # unguarded device without them (``IoSpace._entry``).
+
+    def __getattr__(self, name: str):
+        # Only reached when normal lookup fails: once made, the closures are instance
+        # attributes and cost nothing more.
+        if name == "read" or name == "write":
+            self.read, self.write = self._fast_paths()
+            return getattr(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def set_guard(self, guard) -> None:
         """Every access engages ``guard`` (QEMU ``access_with_adjusted_size`` with the
@@ -431,6 +443,7 @@ class AddressSpace:
         self.generation = 0
         #: Where regions placed here report guest errors (the machine's recorder).
         self.on_guest_error: GuestErrorHook | None = None
+        self._forward = self._forward_guest_error     # one bound method for every region
         self._defer = 0
         self._pending = False
 
@@ -472,7 +485,7 @@ class AddressSpace:
 
     def _adopt(self, region: Region) -> None:
         if isinstance(region, MmioRegion) and region.on_guest_error is None:
-            region.on_guest_error = self._forward_guest_error
+            region.on_guest_error = self._forward
         if isinstance(region, Container):
             if self not in region._spaces:
                 region._spaces.append(self)
@@ -762,9 +775,14 @@ class IoSpace(AddressSpace):
         for pc in pieces:
             region = pc.region
             # an entry depends on its region, its base and what the region dispatches to
-            # now (a device or its accessors can be swapped: a guard, a tracing proxy)
-            key = (region, pc.start - pc.offset, getattr(region, "device", None),
-                   getattr(region, "read", None), getattr(region, "write", None))
+            # now (a device or its accessors can be swapped: a guard, a tracing proxy).  An
+            # unguarded MmioRegion's entry holds its device's accessors, not the region's
+            # (whose closures are made on first use, which reading them here would do).
+            if isinstance(region, MmioRegion) and region.guard is None:
+                key = (region, pc.start - pc.offset, region.device, None, None)
+            else:
+                key = (region, pc.start - pc.offset, getattr(region, "device", None),
+                       getattr(region, "read", None), getattr(region, "write", None))
             entry = entries.get(key)
             if entry is None:
                 entry = old.get(key)
