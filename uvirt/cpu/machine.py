@@ -275,6 +275,7 @@ class Machine:
         self.services = board.services
         self.uc: Uc | None = None
         self._owns_uc = False
+        self._fresh_uc = False
         #: the memory map's Unicorn backend (uvirt/cpu/uc_memory.py) while a CPU is attached
         self.uc_memory: UnicornMemory | None = None
         self.exits: TbEndExits | None = None
@@ -320,7 +321,7 @@ class Machine:
         # over runs between CPU slices
         self._work_due: float | None = None
         if cpu:
-            self._owns_uc = uc is None
+            self._owns_uc = self._fresh_uc = uc is None     # a Uc made here has run nothing
             self.attach(uc if uc is not None else Uc(UC_ARCH_X86, UC_MODE_32))
 
     def add_debugcon(self, chardev, iobase: int = 0xE9, *, readback: int = 0xE9) -> isa.IsaDebugcon:
@@ -342,7 +343,8 @@ class Machine:
             self.interrupts.on_change = self._irq_changed
         self.uc_memory = UnicornMemory(self.memory, uc, on_unmapped=self._unmapped_access)
         self.memory.post_to_cpu = self.call_soon_threadsafe
-        self.tlb = TlbFill(uc, self._host_exception)
+        self.tlb = TlbFill(uc, self._host_exception, fresh=self._fresh_uc)
+        self._fresh_uc = False
         self.uc_memory.may_hold_code = self.tlb.may_hold_code
         # A user's CPU keeps Unicorn's stop semantics: their own code hooks may count on
         # a stop taking effect before the next instruction.
@@ -355,7 +357,10 @@ class Machine:
         self._route_irqs()
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_IN, self._make_in_hook()))
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))
-        self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
+        # Both registered through the C API (uvirt/cpu/uc_hooks.py): the binding's
+        # hook_add builds its wrappers for 20-40 us a hook, on every machine's creation.
+        self._hooks.append(add_c_hook(uc, UC_HOOK_INTR, "HOOK_INTR_CFUNC", self._hook_intr,
+                                      lambda: uc.hook_add(UC_HOOK_INTR, self._hook_intr)))
         # Read-only RAM (PAM shadow, ROMs) drops guest writes: Unicorn reports them as
         # UC_ERR_WRITE_PROT, the run loop re-runs the instruction alone and puts the
         # bytes back (_drop_rom_write).  Bounded to where such regions live, so that no
@@ -364,7 +369,9 @@ class Machine:
         self._rom_write_allowed = False
         self.rom_writes_dropped = 0
         for lo, hi in ROM_WRITE_RANGES:
-            self._hooks.append(uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._hook_write_prot, None, lo, hi))
+            self._hooks.append(add_c_hook(
+                uc, UC_HOOK_MEM_WRITE_PROT, "HOOK_MEM_INVALID_CFUNC", self._hook_write_prot,
+                lambda: uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._hook_write_prot, None, lo, hi), lo, hi))
         self._install_gdt()
         self.tracer.context = self._trace_context
         self._insn_cache: dict = {}       # eip -> instruction text; "cs" -> the capstone handle
@@ -453,16 +460,20 @@ class Machine:
             self._host_exception(e)
             return False
 
-    def _hook_intr(self, uc, intno, _ud) -> None:
+    def _hook_intr(self, _uc, intno, _ud) -> None:
         # #DE, #GP, int n, int3, into...: Unicorn would carry on past it; stop here and
-        # deliver through the IDT from the run loop.
+        # deliver through the IDT from the run loop.  (``_uc`` is the raw engine handle
+        # when Unicorn calls this directly, uvirt/cpu/uc_hooks.py.)
         if self._stopping:
             return
-        self._exc = (intno, uc.reg_read(X.UC_X86_REG_EIP))
-        self._line_down()            # the exception is delivered first, from the run loop
-        self._cpu_stop()
+        try:
+            self._exc = (intno, self.regs.read(X.UC_X86_REG_EIP))
+            self._line_down()            # the exception is delivered first, from the run loop
+            self._cpu_stop()
+        except BaseException as e:       # no binding wrapper catches it here
+            self._host_exception(e)
 
-    def _hook_write_prot(self, uc, _access, address, size, _value, _ud) -> bool:
+    def _hook_write_prot(self, _uc, _access, address, size, _value, _ud) -> bool:
         if self._rom_write_allowed:
             return True
         self._rom_write = (address, size)
