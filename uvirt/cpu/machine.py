@@ -1335,19 +1335,25 @@ class Machine:
             self.work.should_stop = board.stop_pending
             if self.interrupts is not None:
                 self.interrupts.on_change = lambda: None
+            # Our own CPU is closed outright: uc_close frees its hooks, mappings and
+            # modes at once, so giving it back as Unicorn made it (a page unmapped, two
+            # translation flushes, a TLB mode, every hook deleted: about 100 us) is for a
+            # user's CPU, which lives on, and everything we mapped into it is unmapped.
+            finalizer = getattr(uc, "_Uc__finalizer", None) if self._owns_uc else None
             if self.irq_line is not None:
                 self.interrupts.on_level = _no_level
-                self.irq_line.close()
+                if finalizer is None:
+                    self.irq_line.close()
+                else:
+                    self.irq_line.lower_line()     # the line's own state: down
                 self.irq_line = None
-            if self.exits is not None:
-                self.exits.set(False)    # a user's CPU goes back as Unicorn made it
-            self.tlb.close()
-            for h in self._hooks:
-                uc.hook_del(h)
+            if finalizer is None:
+                if self.exits is not None:
+                    self.exits.set(False)
+                self.tlb.close()
+                for h in self._hooks:
+                    uc.hook_del(h)
             self._hooks.clear()
-            # Our own CPU is closed outright (uc_close frees its mappings at once); a
-            # user's CPU lives on, so everything we mapped into it is unmapped.
-            finalizer = getattr(uc, "_Uc__finalizer", None) if self._owns_uc else None
             if finalizer is not None:
                 finalizer()
                 self.uc_memory.detach(cpu_closed=True)
