@@ -215,3 +215,17 @@ def test_a_closed_machine_is_freed(cpu):
     ref = make()
     gc.collect()
     assert ref() is None
+
+
+def test_stop_registers_are_what_the_binding_reads(tmp_path, firmware, booted):
+    """StopInfo.regs is read through the C API (FastRegs): every value, selectors
+    included (Unicorn writes only their 16 bits, after EFLAGS filled the buffer),
+    equals the binding's reg_read."""
+    from uvirt.cpu.machine import _REGS
+    image = guest(tmp_path, firmware, "    mov eax, 0xA1B2C3D4\n    mov ebx, 0x11111111\n"
+                  "    mov ecx, 0x22222222\n    mov edx, 0x33333333\n    mov esi, 0x44444444\n"
+                  "    mov edi, 0x55555555\n    mov ebp, 0x66666666\n    cli\n    hlt")
+    m, _con = booted(image)
+    stop = m.run(timeout=5)
+    assert stop.regs == {name: m.uc.reg_read(reg) for name, reg in _REGS}
+    assert stop.regs["eax"] == 0xA1B2C3D4 and stop.regs["cs"] == 0x08 and stop.regs["ss"] == 0x10

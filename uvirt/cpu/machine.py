@@ -159,6 +159,7 @@ _REGS = [("eax", X.UC_X86_REG_EAX), ("ebx", X.UC_X86_REG_EBX), ("ecx", X.UC_X86_
          ("ebp", X.UC_X86_REG_EBP), ("esp", X.UC_X86_REG_ESP), ("eip", X.UC_X86_REG_EIP),
          ("eflags", X.UC_X86_REG_EFLAGS), ("cs", X.UC_X86_REG_CS), ("ds", X.UC_X86_REG_DS),
          ("ss", X.UC_X86_REG_SS), ("cr0", X.UC_X86_REG_CR0)]
+_SELECTORS = frozenset(("cs", "ds", "ss"))    # 16-bit reads (FastRegs.selector)
 
 _EXCEPTION_NAMES = {0: "#DE divide error", 1: "#DB debug", 3: "#BP breakpoint", 4: "#OF overflow",
                     5: "#BR bound range", 6: "#UD invalid opcode", 7: "#NM no math coprocessor",
@@ -1280,8 +1281,9 @@ class Machine:
         self._request_stop(StopReason.FAULT, EXIT_FAULT, detail)
 
     def _fill_cpu_state(self, stop: StopInfo) -> None:
-        uc = self.uc
-        stop.regs = {name: uc.reg_read(reg) for name, reg in _REGS}
+        regs = self.regs           # the C API (the binding: ~3 us a register, 14 a stop)
+        stop.regs = {name: regs.selector(reg) if name in _SELECTORS else regs.read(reg)
+                     for name, reg in _REGS}
         stop.eip = stop.regs["eip"]
         if not stop.clean:
             stop.insn = self.disassemble(stop.eip)
