@@ -274,7 +274,10 @@ class Machine:
         self.interrupts = board.interrupts
         self.chardevs = board.chardevs
         self.services = board.services
-        self.uc: Uc | None = None
+        self._uc: Uc | None = None
+        #: the CPU's view (mappings, entry segment state) waits for the memory map's next
+        #: commit: see ``attach`` and ``_cpu_view``
+        self._view_pending = False
         self._owns_uc = False
         self._fresh_uc = False
         #: the memory map's Unicorn backend (uvirt/cpu/uc_memory.py) while a CPU is attached
@@ -334,15 +337,30 @@ class Machine:
         return isa.add_debug_exit(self.board, iobase, iosize)
 
     # ------------------------------------------------------------------ CPU
+    @property
+    def uc(self) -> Uc | None:
+        """The Unicorn CPU (None without one), its memory and entry state in place."""
+        if self._view_pending:
+            self._cpu_view()
+        return self._uc
+
     def attach(self, uc: Uc) -> None:
         """Wire the board to a Unicorn CPU (ours or the user's)."""
-        self.uc = uc
+        self._uc = uc
+        # A CPU made here has seen nothing yet: its mappings and entry segment state wait
+        # for the memory map's next commit, which a machine being built makes soon (its
+        # devices, the firmware step): mapping the reset-time view first and then
+        # remapping the low megabyte cost ~150 us of Unicorn calls per machine.  Anything
+        # that reaches the CPU before (``uc``, ``run``, ``load_kernel``...) makes the view
+        # first (``_cpu_view``), so nobody sees the difference.
+        defer = self._fresh_uc
         self.regs = FastRegs(uc)
         self.board.cpu = self
         self.work.should_stop = lambda: self._stopping
         if self.interrupts is not None:
             self.interrupts.on_change = self._irq_changed
-        self.uc_memory = UnicornMemory(self.memory, uc, on_unmapped=self._unmapped_access)
+        self.uc_memory = UnicornMemory(self.memory, uc, on_unmapped=self._unmapped_access,
+                                       publish=not defer)
         self.memory.post_to_cpu = self.call_soon_threadsafe
         self.tlb = TlbFill(uc, self._host_exception, fresh=self._fresh_uc)
         self._fresh_uc = False
@@ -373,7 +391,11 @@ class Machine:
             self._hooks.append(add_c_hook(
                 uc, UC_HOOK_MEM_WRITE_PROT, "HOOK_MEM_INVALID_CFUNC", self._hook_write_prot,
                 lambda: uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._hook_write_prot, None, lo, hi), lo, hi))
-        self._install_gdt()
+        if defer:
+            self._view_pending = True
+            self.uc_memory.on_published = self._cpu_view
+        else:
+            self._install_gdt()
         self.tracer.context = self._trace_context
         self._insn_cache: dict = {}       # eip -> instruction text; "cs" -> the capstone handle
         self._trace_hook: int | None = None
@@ -504,6 +526,15 @@ class Machine:
         if self.tracer.enabled:
             self.tracer.emit("rom_write_dropped", address=addr, size=size)
 
+    def _cpu_view(self) -> None:
+        """Make the CPU's deferred view now (``attach``): every mapping, then the entry
+        segment state, whose descriptors Unicorn reads through those mappings."""
+        if self._view_pending:
+            self._view_pending = False
+            self.uc_memory.on_published = None
+            self.uc_memory.publish_pending()
+            self._install_gdt()
+
     def _install_gdt(self) -> None:
         # The option ROM's GDT lies in shadow RAM at 0xC02B8, which the firmware leaves
         # read-only (or, before the firmware step, hidden behind pc.rom), and Unicorn
@@ -629,7 +660,7 @@ class Machine:
         # The rest of the translation block still runs (docs/unicorn-notes.md §7 item 10):
         # until run() returns every port reads as unassigned and ignores writes.
         self.io.table = {}
-        if self.uc is not None:
+        if self._uc is not None:         # (any thread: never makes the CPU's view)
             self._cpu_stop()
         self._wake.set()
 
@@ -845,7 +876,7 @@ class Machine:
         Unicorn's run has begun, where Unicorn ignores it: the watchdog then sends it
         again if the same run is still going a moment later."""
         self.memory.replay.note_stop()
-        self.uc.emu_stop()
+        self._uc.emu_stop()
         if self._in_cpu and threading.get_ident() != self.memory.cpu_thread:
             _Watchdog.get().recheck(self._watch_token, self._runs)
 
@@ -879,7 +910,7 @@ class Machine:
     def _kick_async(self) -> None:
         """From any thread: stop the CPU soon (end of the current block) and wake a HLT."""
         self._kicks += 1
-        if self._in_cpu and self.uc is not None:
+        if self._in_cpu and self._uc is not None:
             self._kicked = True
             self._cpu_stop()
         self._wake.set()
@@ -1329,7 +1360,8 @@ class Machine:
     def close(self) -> None:
         """Close the board (chardevs, drives) and release the CPU: hooks, mappings
         (buffers stay with their regions)."""
-        uc, self.uc = self.uc, None
+        uc, self._uc = self._uc, None
+        self._view_pending = False
         self.board.close()
         if uc is not None:
             board = self.board
