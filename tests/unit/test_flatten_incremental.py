@@ -181,3 +181,19 @@ def test_a_bar_move_recomputes_only_its_old_and_new_place():
     assert mm.take_changes() == [(0xE0100000, 0xE0200000), (0xF0000000, 0xF0100000)]
     assert [pc for pc in mm.flatten() if pc.region is ram] == [Piece(0, 0x100000, ram, 0)]
     assert PAGE_SIZE == 0x1000
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_addr, st.integers(1, 0x40).map(lambda n: n * 0x80), st.booleans()), max_size=20),
+       st.lists(st.tuples(_addr, st.integers(1, 0x30).map(lambda n: n * 0x80)), min_size=1, max_size=12))
+def test_hits_per_range_equal_a_scan_per_range(placed, marked):
+    """``AddressSpace._hits`` finds each range's placements in one pass: the same lists,
+    in the same order, as scanning every placement for every range."""
+    space = AddressSpace("t", SPACE)
+    for addr, size, enabled in placed:
+        space.add(MmioRegion("r", size, Dev()), addr, enabled=enabled)
+    from uvirt.board.memory.regions import _merge_ranges
+    ranges = _merge_ranges([(a, min(a + n, SPACE)) for a, n in marked])
+    scan = [[p for p in space._placements if p.enabled and p.addr < hi and p.addr + p.region.size > lo]
+            for lo, hi in ranges]
+    assert space._hits(ranges) == scan

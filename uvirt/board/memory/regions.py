@@ -572,8 +572,7 @@ class AddressSpace:
         placement that reaches into them."""
         pieces: list[Piece] = []
         background = self._background
-        for lo, hi in ranges:
-            hits = [p for p in self._placements if p.addr < hi and p.enabled and p.addr + p.region.size > lo]
+        for (lo, hi), hits in zip(ranges, self._hits(ranges)):
             if len(hits) == 1 and not isinstance(hits[0].region, Container):
                 p = hits[0]                  # the common case (a BAR moved): one region
                 s, e = max(lo, p.addr), min(hi, p.addr + p.region.size)
@@ -594,6 +593,28 @@ class AddressSpace:
                     pieces.append(Piece(s, e, background, s))
         pieces.sort(key=lambda pc: pc.start)
         return pieces
+
+    def _hits(self, ranges) -> list[list[Placement]]:
+        """For each of ``ranges`` (sorted, disjoint), the enabled placements reaching into
+        it, in placement order: one pass over the placements, not one per range (a
+        machine's build marks a few dozen ranges among as many placements)."""
+        if len(ranges) == 1:
+            lo, hi = ranges[0]
+            return [[p for p in self._placements if p.addr < hi and p.enabled and p.addr + p.region.size > lo]]
+        starts = [lo for lo, _ in ranges]
+        n = len(ranges)
+        hits: list[list[Placement]] = [[] for _ in ranges]
+        for p in self._placements:
+            if not p.enabled:
+                continue
+            start, end = p.addr, p.addr + p.region.size
+            i = bisect.bisect_right(starts, start) - 1      # the last range starting at or before
+            if i < 0 or ranges[i][1] <= start:
+                i += 1                                       # none, or it ends first: the next
+            while i < n and ranges[i][0] < end:
+                hits[i].append(p)
+                i += 1
+        return hits
 
     def lookup(self, addr: int) -> Piece | None:
         self.flatten()
@@ -764,10 +785,10 @@ class IoSpace(AddressSpace):
         pieces = self.flatten()
         changed = self.take_changes()
         table = self.table
-        if changed is None or not table or len(changed) > 2:
+        full = changed is None or not table or len(changed) > 2
+        if full:
             # the first commit, after a stop, or a whole batch: a new table is cheaper
             table = {}
-            changed = [(0, self.size)]
         elif changed:
             for port in [p for p in table if any(lo <= p < hi for lo, hi in changed)]:
                 del table[port]
@@ -783,13 +804,12 @@ class IoSpace(AddressSpace):
             else:
                 key = (region, pc.start - pc.offset, getattr(region, "device", None),
                        getattr(region, "read", None), getattr(region, "write", None))
-            entry = entries.get(key)
+            entry = entries.get(key) or old.get(key)
             if entry is None:
-                entry = old.get(key)
-                if entry is None:
-                    entry = self._entry(region, key[1])
+                entry = self._entry(region, key[1])
             entries[key] = entry
-            if table.get(pc.start) is not entry or any(lo < pc.end and pc.start < hi for lo, hi in changed):
+            if (full or table.get(pc.start) is not entry
+                    or changed and any(lo < pc.end and pc.start < hi for lo, hi in changed)):
                 for port in range(pc.start, pc.end):
                     table[port] = entry
         self.table = table
