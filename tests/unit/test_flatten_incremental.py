@@ -197,3 +197,29 @@ def test_hits_per_range_equal_a_scan_per_range(placed, marked):
     scan = [[p for p in space._placements if p.enabled and p.addr < hi and p.addr + p.region.size > lo]
             for lo, hi in ranges]
     assert space._hits(ranges) == scan
+
+
+def _points(intervals):
+    return {a for s, e in intervals for a in range(s, e)}
+
+
+_iv = st.tuples(st.integers(0, 64), st.integers(0, 64))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_iv, max_size=8), _iv)
+def test_union_and_subtract_against_sets_of_points(adds, probe):
+    """``_union`` keeps ``covered`` sorted, disjoint and joined where intervals touch;
+    ``_subtract`` gives exactly the uncovered points, in order (both bisect into it)."""
+    from uvirt.board.memory.regions import _subtract, _union
+    covered, points = [], set()
+    for s, e in adds:
+        covered = _union(covered, s, e)
+        points |= set(range(s, e))
+        assert _points(covered) == points
+        assert all(a[1] < b[0] for a, b in zip(covered, covered[1:]))    # sorted, apart
+        assert all(s < e for s, e in covered)
+    lo, hi = probe
+    out = _subtract(lo, hi, covered)
+    assert _points(out) == set(range(lo, hi)) - points
+    assert all(a[1] < b[0] for a, b in zip(out, out[1:])) and all(s < e for s, e in out)

@@ -708,9 +708,14 @@ def _push(out: list[Piece], pc: Piece) -> None:
 
 
 def _subtract(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of [start, end) outside ``covered`` (sorted, disjoint): only the
+    intervals that can overlap are looked at (bisection)."""
     out = []
     cur = start
-    for s, e in covered:
+    i = bisect.bisect_right(covered, (start, ADDR_SPACE_END << 1)) - 1   # last starting <= start
+    if i < 0:
+        i = 0
+    for s, e in covered[i:]:
         if e <= cur:
             continue
         if s >= end:
@@ -726,24 +731,20 @@ def _subtract(start: int, end: int, covered: list[tuple[int, int]]) -> list[tupl
 
 
 def _union(covered: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """``covered`` (sorted, disjoint) with [start, end) added, joined with the intervals
+    it overlaps or touches; a new list, the intervals before and after copied as they are."""
     if start >= end:
         return covered
-    out = []
-    placed = False
-    for s, e in covered:
-        if e < start:
-            out.append((s, e))
-        elif s > end:
-            if not placed:
-                out.append((start, end))
-                placed = True
-            out.append((s, e))
-        else:
-            start, end = min(s, start), max(e, end)
-    if not placed:
-        out.append((start, end))
-    out.sort()
-    return out
+    i = bisect.bisect_left(covered, (start,))          # first starting at or after start
+    if i and covered[i - 1][1] >= start:
+        i -= 1                                          # the one before reaches start
+    j = i
+    n = len(covered)
+    while j < n and covered[j][0] <= end:
+        j += 1
+    if i < j:
+        start, end = min(start, covered[i][0]), max(end, covered[j - 1][1])
+    return covered[:i] + [(start, end)] + covered[j:]
 
 
 # --------------------------------------------------------------------------- I/O space
