@@ -576,8 +576,8 @@ class Machine:
                            X.UC_X86_REG_EFLAGS: ENTRY_EFLAGS, X.UC_X86_REG_EIP: plan.entry}
         if self.uc is not None:
             self._install_gdt()
-            for reg, value in self._boot_regs.items():
-                self.uc.reg_write(reg, value)
+            for reg, value in self._boot_regs.items():      # 32-bit registers: the C API
+                self.regs.write(reg, value)
 
     def load_bios(self, image: bytes, *, filename: str = "bios") -> None:
         """``-bios``: map the image at the top of 4 GiB (its last 128 KiB also below
