@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import bisect
 import ctypes
-from contextlib import contextmanager
 import mmap
 import os
 from dataclasses import dataclass
@@ -456,17 +455,9 @@ class AddressSpace:
             return True
         return False
 
-    @contextmanager
-    def batch(self):
+    def batch(self) -> "_Batch":
         """Group many placement changes into one commit (machine build, firmware step)."""
-        self._defer += 1
-        try:
-            yield self
-        finally:
-            self._defer -= 1
-            if not self._defer and self._pending:
-                self._pending = False
-                self.commit()
+        return _Batch(self)
 
     def _forward_guest_error(self, kind: str, detail: str) -> None:
         if self.on_guest_error is not None:
@@ -637,6 +628,28 @@ class AddressSpace:
         pc = self.lookup(addr)
         if pc is not None:
             pc.region.write(pc.offset + addr - pc.start, size, value)
+
+
+class _Batch:
+    """``AddressSpace.batch()``: the outermost exit commits once, whatever ends the
+    block.  (A class, not a ``contextmanager`` generator: a machine's build and firmware
+    step open some twenty of these.)"""
+
+    __slots__ = ("space",)
+
+    def __init__(self, space: AddressSpace) -> None:
+        self.space = space
+
+    def __enter__(self) -> AddressSpace:
+        self.space._defer += 1
+        return self.space
+
+    def __exit__(self, *exc) -> None:
+        space = self.space
+        space._defer -= 1
+        if not space._defer and space._pending:
+            space._pending = False
+            space.commit()
 
 
 def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
