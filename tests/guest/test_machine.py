@@ -215,3 +215,65 @@ def test_a_closed_machine_is_freed(cpu):
     ref = make()
     gc.collect()
     assert ref() is None
+
+
+def test_stop_registers_are_what_the_binding_reads(tmp_path, firmware, booted):
+    """StopInfo.regs is read through the C API (FastRegs): every value, selectors
+    included (Unicorn writes only their 16 bits, after EFLAGS filled the buffer),
+    equals the binding's reg_read."""
+    from uvirt.cpu.machine import _REGS
+    image = guest(tmp_path, firmware, "    mov eax, 0xA1B2C3D4\n    mov ebx, 0x11111111\n"
+                  "    mov ecx, 0x22222222\n    mov edx, 0x33333333\n    mov esi, 0x44444444\n"
+                  "    mov edi, 0x55555555\n    mov ebp, 0x66666666\n    cli\n    hlt")
+    m, _con = booted(image)
+    stop = m.run(timeout=5)
+    assert stop.regs == {name: m.uc.reg_read(reg) for name, reg in _REGS}
+    assert stop.regs["eax"] == 0xA1B2C3D4 and stop.regs["cs"] == 0x08 and stop.regs["ss"] == 0x10
+
+
+# --- a machine's own CPU gets its view at the first commit (Machine.attach) --------------
+
+from unicorn import x86_const as _X
+
+from uvirt.boot import firmware_step as _bios
+
+_SEGMENT_STATE = (_X.UC_X86_REG_CS, _X.UC_X86_REG_DS, _X.UC_X86_REG_SS, _X.UC_X86_REG_ES,
+                  _X.UC_X86_REG_GDTR, _X.UC_X86_REG_IDTR, _X.UC_X86_REG_CR4)
+
+
+def _cpu_state(uc):
+    """The guest-physical mappings (not the CPU-private interrupt page above 4 GiB that
+    only a machine's own CPU has, uvirt/cpu/irq_line.py) and the entry segment state."""
+    return ([r for r in sorted(uc.mem_regions()) if r[0] < 1 << 32],
+            [uc.reg_read(r) for r in _SEGMENT_STATE])
+
+
+def test_a_new_machines_cpu_is_what_an_eagerly_mapped_one_is(monkeypatch):
+    """Machine() leaves its own CPU's mappings and entry segments to the first commit;
+    whoever looks first (``m.uc``) sees exactly what a user's CPU, mapped at attach,
+    shows: the same mappings and segment state, right after creation and after a build,
+    which then unmaps nothing (the eager CPU maps the reset view, then remaps it)."""
+    unmaps: dict[int, int] = {}
+    real_unmap = Uc.mem_unmap
+
+    def counting_unmap(self, address, size):
+        unmaps[id(self)] = unmaps.get(id(self), 0) + 1
+        return real_unmap(self, address, size)
+
+    monkeypatch.setattr(Uc, "mem_unmap", counting_unmap)
+    lazy, eager = Machine(), Machine(uc=Uc(UC_ARCH_X86, UC_MODE_32))
+    built = Machine()
+    try:
+        assert lazy._view_pending and not eager._view_pending
+        assert _cpu_state(lazy.uc) == _cpu_state(eager.uc)       # looking makes the view
+        assert not lazy._view_pending
+        for m in (built, eager):
+            with m.batch():
+                m.add_debug_exit(0xF4, 4)
+                _bios.firmware_step(m)
+        assert not built._view_pending                           # the commit made it
+        assert _cpu_state(built.uc) == _cpu_state(eager.uc)
+        assert unmaps.get(id(built._uc), 0) == 0 < unmaps[id(eager._uc)]
+    finally:
+        for m in (lazy, eager, built):
+            m.close()

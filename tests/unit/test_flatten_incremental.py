@@ -194,3 +194,29 @@ def test_a_bar_move_recomputes_only_its_old_and_new_place():
     assert mm.take_changes() == [(0xE0100000, 0xE0200000), (0xF0000000, 0xF0100000)]
     assert [pc for pc in mm.flatten() if pc.region is ram] == [Piece(0, 0x100000, ram, 0)]
     assert PAGE_SIZE == 0x1000
+
+
+def _points(intervals):
+    return {a for s, e in intervals for a in range(s, e)}
+
+
+_iv = st.tuples(st.integers(0, 64), st.integers(0, 64))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_iv, max_size=8), _iv)
+def test_union_and_subtract_against_sets_of_points(adds, probe):
+    """``_union`` keeps ``covered`` sorted, disjoint and joined where intervals touch;
+    ``_subtract`` gives exactly the uncovered points, in order (both bisect into it)."""
+    from uvirt.board.memory.regions import _subtract, _union
+    covered, points = [], set()
+    for s, e in adds:
+        covered = _union(covered, s, e)
+        points |= set(range(s, e))
+        assert _points(covered) == points
+        assert all(a[1] < b[0] for a, b in zip(covered, covered[1:]))    # sorted, apart
+        assert all(s < e for s, e in covered)
+    lo, hi = probe
+    out = _subtract(lo, hi, covered)
+    assert _points(out) == set(range(lo, hi)) - points
+    assert all(a[1] < b[0] for a, b in zip(out, out[1:])) and all(s < e for s, e in out)

@@ -209,3 +209,33 @@ def test_port_entries_follow_a_swapped_device():
     region.read, region.write = region._fast_paths()
     io.commit()
     assert io.table[0x510].dev_read(0, 4) == 2
+
+
+def test_region_accessors_are_made_on_first_use_and_ports_follow_swaps():
+    """MmioRegion makes its read/write closures on first use (a board's untouched
+    windows never do); the access contract is the same, and the port table still follows
+    a guard set or a device swapped after the region was placed."""
+    from uvirt.board.dma import DeviceWork, ReentrancyGuard
+    dev = Regs()
+    region = MmioRegion("r", 4, dev, valid_sizes=(1, 2), impl_max=1)
+    errors = []
+    region.on_guest_error = lambda kind, detail: errors.append(kind)
+    assert "read" not in vars(region) and "write" not in vars(region)
+    assert region.read(0, 2) == 0x4444                  # split into bytes, as before
+    assert region.read(0, 4) == 0 and errors == ["invalid_access"]
+    assert "read" in vars(region)                       # made once, kept
+    io = IoSpace()
+    io.add(region, 0x510)
+    io.commit()
+    assert io.table[0x510].dev_read == dev.read         # straight to the device
+    assert "write" in vars(region) and io.read(0x510, 1) == 0x44
+    other = Regs(0x55)
+    region.device = other
+    region.read, region.write = region._fast_paths()
+    io.commit()
+    assert io.read(0x510, 1) == 0x55                    # the swapped device
+    guard = ReentrancyGuard("r", DeviceWork())
+    region.set_guard(guard)
+    io.commit()
+    assert io.table[0x510].dev_read == region.read      # the guarded path now
+    assert io.read(0x511, 1) == 0x55

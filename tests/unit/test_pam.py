@@ -66,3 +66,71 @@ def test_bios_image_at_the_top_and_its_tail_below_1m():
     assert m.memory.read(0xFFFFFFF0, 4) == int.from_bytes(image[-16:-12], "little")
     assert m.memory.read(0xE0000, 4) == int.from_bytes(image[-0x20000:-0x20000 + 4], "little")
     assert m.memory.read(0xFFFC0000, 1) == image[0]
+
+
+# --- the flattened view against QEMU's decode, for any PAM/SMRAM/SMM history -------------
+# (pam.py keeps RAM under PCI space switched on everywhere and places each alias when it
+# is first enabled; this checks that what every page shows is still exactly what
+# i440fx_update_memory_mappings decodes, whatever happened before)
+
+from hypothesis import given, settings, strategies as st
+
+from uvirt.board.memory.regions import RamRegion
+from uvirt.board.devices.pam import (PAM_RO, PAM_PCI, SMRAM_D_OPEN, SMRAM_G_SMRAME, SMRAM_REG,
+                                     VGA_BASE, VGA_SIZE)
+
+PAGES = range(0xA0000, 0x100000, 0x1000)
+
+
+def _shown(m, addr):
+    """What the CPU-less map shows at ``addr``: RAM (its buffer offset, read-only) or a ROM."""
+    pc = m.memory.lookup(addr)
+    region = pc.region
+    assert isinstance(region, RamRegion)
+    if region.buffer is m.ram.buffer:
+        return ("ram", region.buffer_offset + pc.offset + addr - pc.start, region.readonly)
+    return (region.name, pc.offset + addr - pc.start)
+
+
+def _expected(m, config, smm, addr):
+    if addr < VGA_BASE + VGA_SIZE:
+        smram = config[SMRAM_REG]
+        if smram & SMRAM_D_OPEN or (smm and smram & SMRAM_G_SMRAME):
+            return ("ram", addr, False)
+        if addr in BARS:
+            return ("bar", 0)
+        return ("ram", addr, False)           # PCI space is empty there: RAM shows through
+    seg = 0 if addr >= 0xF0000 else 1 + (addr - 0xC0000) // 0x4000
+    attr = pam_attribute(config, seg)
+    if attr == PAM_PCI:                       # a BAR placed after pc.rom, pc.rom, isa-bios
+        if addr in BARS:
+            return ("bar", 0)
+        return ("pc.rom", addr - 0xC0000) if addr < 0xE0000 else ("isa-bios", addr - 0xE0000)
+    return ("ram", addr, attr == PAM_RO)
+
+
+#: a one-page region in PCI space (a BAR's priority) in the VGA window and under a PAM segment
+BARS = (0xB0000, 0xC8000)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.integers(0x59, 0x5F), st.integers(0, 0xFF)),
+                          st.tuples(st.just(SMRAM_REG), st.sampled_from([0x02, 0x0A, 0x42, 0x4A])),
+                          st.booleans()), max_size=12))
+def test_every_page_shows_what_the_i440fx_decodes(history):
+    m = Machine(cpu=False)
+    for addr in BARS:
+        m.memory.add(RamRegion("bar", 0x1000), addr, m.pci.MEM_BAR_PRIORITY)
+    smm = False
+    for step in history:
+        if isinstance(step, bool):
+            smm = step
+            m.lowmem.set_smm(step)
+        else:
+            cfg_write(m, *step)
+        config = m.pci.find(0, 0).config.data
+        for addr in PAGES:
+            assert _shown(m, addr) == _expected(m, config, smm, addr), hex(addr)
+    m.reset()
+    config, smm = m.pci.find(0, 0).config.data, m.lowmem.smm
+    assert [_shown(m, a) for a in PAGES] == [_expected(m, config, smm, a) for a in PAGES]

@@ -59,3 +59,24 @@ def test_memory_and_errors(cpu):
         regs.mem_read(0x20000, 4)            # unmapped: the binding's error
     with pytest.raises(UcError):
         regs.mem_write(0x20000, b"x")
+
+
+def test_set_table_and_segment_loads_match_the_binding(cpu):
+    """Machine._install_gdt loads GDTR/IDTR and the segment registers through here: the
+    segment load reads the descriptor from guest memory exactly as the binding's does."""
+    uc, regs = cpu
+    # null, flat 32-bit code (0x08), flat data (0x10) with base 0x1000 to tell them apart
+    gdt = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff0010009fcf00")
+    uc.mem_write(0x500, gdt)
+    regs.set_table(X.UC_X86_REG_GDTR, 0x500, len(gdt) - 1)
+    regs.set_table(X.UC_X86_REG_IDTR, 0, 0x3FF)
+    assert uc.reg_read(X.UC_X86_REG_GDTR)[1:3] == (0x500, len(gdt) - 1)
+    assert uc.reg_read(X.UC_X86_REG_IDTR)[1:3] == (0, 0x3FF)
+    regs.write(X.UC_X86_REG_DS, 0x10)
+    assert uc.reg_read(X.UC_X86_REG_DS) == 0x10
+    uc.mem_write(0x1000 + 0x40, b"\x5a")
+    uc.mem_write(0x2000, b"\xa0\x40\x00\x00\x00\xf4")      # mov al, [0x40] (DS); hlt
+    uc.emu_start(0x2000, 0x2005)
+    assert uc.reg_read(X.UC_X86_REG_AL) == 0x5A           # the descriptor's base was loaded
+    with pytest.raises(UcError):
+        regs.write(X.UC_X86_REG_DS, 0x30)                 # beyond the GDT's limit: refused

@@ -143,11 +143,16 @@ def _assign(bus: PciBus) -> None:
         pin = fn.config.get(PciReg.INTERRUPT_PIN, 1)
         if pin:
             bus.config_write(0, dfn, PciReg.INTERRUPT_LINE, 1, piix_irq_line(slot, pin))
-        cmd = fn.config.get(PciReg.COMMAND, 2) | Command.IO | Command.MEMORY | Command.SERR
+        cmd = fn.config.get(PciReg.COMMAND, 2) | _DECODE_ON
         hook = getattr(fn, "on_firmware", None)
         if hook is not None:
             cmd = hook(bus, cmd)
         bus.config_write(0, dfn, PciReg.COMMAND, 2, int(cmd))
+
+
+#: what pci_bios_init_device sets in every function's command register, as a plain int
+#: (``int | IntFlag`` makes a new flag through enum.py)
+_DECODE_ON = int(Command.IO | Command.MEMORY | Command.SERR)
 
 
 def _write_bar(bus: PciBus, fn: PciFunction, index: int, addr: int) -> None:

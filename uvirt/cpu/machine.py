@@ -74,6 +74,7 @@ import ctypes
 import os
 import select
 import signal
+import _signal
 import stat
 import threading
 import time
@@ -159,6 +160,7 @@ _REGS = [("eax", X.UC_X86_REG_EAX), ("ebx", X.UC_X86_REG_EBX), ("ecx", X.UC_X86_
          ("ebp", X.UC_X86_REG_EBP), ("esp", X.UC_X86_REG_ESP), ("eip", X.UC_X86_REG_EIP),
          ("eflags", X.UC_X86_REG_EFLAGS), ("cs", X.UC_X86_REG_CS), ("ds", X.UC_X86_REG_DS),
          ("ss", X.UC_X86_REG_SS), ("cr0", X.UC_X86_REG_CR0)]
+_SELECTORS = frozenset(("cs", "ds", "ss"))    # 16-bit reads (FastRegs.selector)
 
 _EXCEPTION_NAMES = {0: "#DE divide error", 1: "#DB debug", 3: "#BP breakpoint", 4: "#OF overflow",
                     5: "#BR bound range", 6: "#UD invalid opcode", 7: "#NM no math coprocessor",
@@ -273,8 +275,12 @@ class Machine:
         self.interrupts = board.interrupts
         self.chardevs = board.chardevs
         self.services = board.services
-        self.uc: Uc | None = None
+        self._uc: Uc | None = None
+        #: the CPU's view (mappings, entry segment state) waits for the memory map's next
+        #: commit: see ``attach`` and ``_cpu_view``
+        self._view_pending = False
         self._owns_uc = False
+        self._fresh_uc = False
         #: the memory map's Unicorn backend (uvirt/cpu/uc_memory.py) while a CPU is attached
         self.uc_memory: UnicornMemory | None = None
         self.exits: TbEndExits | None = None
@@ -320,7 +326,7 @@ class Machine:
         # over runs between CPU slices
         self._work_due: float | None = None
         if cpu:
-            self._owns_uc = uc is None
+            self._owns_uc = self._fresh_uc = uc is None     # a Uc made here has run nothing
             self.attach(uc if uc is not None else Uc(UC_ARCH_X86, UC_MODE_32))
 
     def add_debugcon(self, chardev, iobase: int = 0xE9, *, readback: int = 0xE9) -> isa.IsaDebugcon:
@@ -332,17 +338,33 @@ class Machine:
         return isa.add_debug_exit(self.board, iobase, iosize)
 
     # ------------------------------------------------------------------ CPU
+    @property
+    def uc(self) -> Uc | None:
+        """The Unicorn CPU (None without one), its memory and entry state in place."""
+        if self._view_pending:
+            self._cpu_view()
+        return self._uc
+
     def attach(self, uc: Uc) -> None:
         """Wire the board to a Unicorn CPU (ours or the user's)."""
-        self.uc = uc
+        self._uc = uc
+        # A CPU made here has seen nothing yet: its mappings and entry segment state wait
+        # for the memory map's next commit, which a machine being built makes soon (its
+        # devices, the firmware step): mapping the reset-time view first and then
+        # remapping the low megabyte cost ~150 us of Unicorn calls per machine.  Anything
+        # that reaches the CPU before (``uc``, ``run``, ``load_kernel``...) makes the view
+        # first (``_cpu_view``), so nobody sees the difference.
+        defer = self._fresh_uc
         self.regs = FastRegs(uc)
         self.board.cpu = self
         self.work.should_stop = lambda: self._stopping
         if self.interrupts is not None:
             self.interrupts.on_change = self._irq_changed
-        self.uc_memory = UnicornMemory(self.memory, uc, on_unmapped=self._unmapped_access)
+        self.uc_memory = UnicornMemory(self.memory, uc, on_unmapped=self._unmapped_access,
+                                       publish=not defer)
         self.memory.post_to_cpu = self.call_soon_threadsafe
-        self.tlb = TlbFill(uc, self._host_exception)
+        self.tlb = TlbFill(uc, self._host_exception, fresh=self._fresh_uc)
+        self._fresh_uc = False
         self.uc_memory.may_hold_code = self.tlb.may_hold_code
         self.uc_memory.tlb = self.tlb
         # A user's CPU keeps Unicorn's stop semantics: their own code hooks may count on
@@ -356,7 +378,10 @@ class Machine:
         self._route_irqs()
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_IN, self._make_in_hook()))
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))
-        self._hooks.append(uc.hook_add(UC_HOOK_INTR, self._hook_intr))
+        # Both registered through the C API (uvirt/cpu/uc_hooks.py): the binding's
+        # hook_add builds its wrappers for 20-40 us a hook, on every machine's creation.
+        self._hooks.append(add_c_hook(uc, UC_HOOK_INTR, "HOOK_INTR_CFUNC", self._hook_intr,
+                                      lambda: uc.hook_add(UC_HOOK_INTR, self._hook_intr)))
         # Read-only RAM (PAM shadow, ROMs) drops guest writes: Unicorn reports them as
         # UC_ERR_WRITE_PROT, the run loop re-runs the instruction alone and puts the
         # bytes back (_drop_rom_write).  Bounded to where such regions live, so that no
@@ -365,8 +390,14 @@ class Machine:
         self._rom_write_allowed = False
         self.rom_writes_dropped = 0
         for lo, hi in ROM_WRITE_RANGES:
-            self._hooks.append(uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._hook_write_prot, None, lo, hi))
-        self._install_gdt()
+            self._hooks.append(add_c_hook(
+                uc, UC_HOOK_MEM_WRITE_PROT, "HOOK_MEM_INVALID_CFUNC", self._hook_write_prot,
+                lambda: uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._hook_write_prot, None, lo, hi), lo, hi))
+        if defer:
+            self._view_pending = True
+            self.uc_memory.on_published = self._cpu_view
+        else:
+            self._install_gdt()
         self.tracer.context = self._trace_context
         self._insn_cache: dict = {}       # eip -> instruction text; "cs" -> the capstone handle
         self._trace_hook: int | None = None
@@ -454,16 +485,20 @@ class Machine:
             self._host_exception(e)
             return False
 
-    def _hook_intr(self, uc, intno, _ud) -> None:
+    def _hook_intr(self, _uc, intno, _ud) -> None:
         # #DE, #GP, int n, int3, into...: Unicorn would carry on past it; stop here and
-        # deliver through the IDT from the run loop.
+        # deliver through the IDT from the run loop.  (``_uc`` is the raw engine handle
+        # when Unicorn calls this directly, uvirt/cpu/uc_hooks.py.)
         if self._stopping:
             return
-        self._exc = (intno, uc.reg_read(X.UC_X86_REG_EIP))
-        self._line_down()            # the exception is delivered first, from the run loop
-        self._cpu_stop()
+        try:
+            self._exc = (intno, self.regs.read(X.UC_X86_REG_EIP))
+            self._line_down()            # the exception is delivered first, from the run loop
+            self._cpu_stop()
+        except BaseException as e:       # no binding wrapper catches it here
+            self._host_exception(e)
 
-    def _hook_write_prot(self, uc, _access, address, size, _value, _ud) -> bool:
+    def _hook_write_prot(self, _uc, _access, address, size, _value, _ud) -> bool:
         if self._rom_write_allowed:
             return True
         self._rom_write = (address, size)
@@ -493,6 +528,15 @@ class Machine:
         if self.tracer.enabled:
             self.tracer.emit("rom_write_dropped", address=addr, size=size)
 
+    def _cpu_view(self) -> None:
+        """Make the CPU's deferred view now (``attach``): every mapping, then the entry
+        segment state, whose descriptors Unicorn reads through those mappings."""
+        if self._view_pending:
+            self._view_pending = False
+            self.uc_memory.on_published = None
+            self.uc_memory.publish_pending()
+            self._install_gdt()
+
     def _install_gdt(self) -> None:
         # The option ROM's GDT lies in shadow RAM at 0xC02B8, which the firmware leaves
         # read-only (or, before the firmware step, hidden behind pc.rom), and Unicorn
@@ -502,18 +546,18 @@ class Machine:
         self.write_ram(GDT_ADDR, GDT)
         scratch = bytes(self.ram.buffer.view[GDT_SCRATCH:GDT_SCRATCH + len(GDT)])
         self.write_ram(GDT_SCRATCH, GDT)
-        uc = self.uc
+        regs = self.regs          # the C API: the binding's reg_write costs ~4 us a register
         try:
-            uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_SCRATCH, len(GDT) - 1, 0))
-            uc.reg_write(X.UC_X86_REG_IDTR, ENTRY_IDTR)
-            uc.reg_write(X.UC_X86_REG_CS, CODE_SEL)
+            regs.set_table(X.UC_X86_REG_GDTR, GDT_SCRATCH, len(GDT) - 1)
+            regs.set_table(X.UC_X86_REG_IDTR, ENTRY_IDTR[1], ENTRY_IDTR[2])
+            regs.write(X.UC_X86_REG_CS, CODE_SEL)
             for r in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS, X.UC_X86_REG_GS,
                       X.UC_X86_REG_SS):
-                uc.reg_write(r, DATA_SEL)
+                regs.write(r, DATA_SEL)
         finally:
             self.write_ram(GDT_SCRATCH, scratch)
-        uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_ADDR, len(GDT) - 1, 0))
-        uc.reg_write(X.UC_X86_REG_CR4, 0)     # QEMU's entry state; Unicorn starts with 0x50200
+        regs.set_table(X.UC_X86_REG_GDTR, GDT_ADDR, len(GDT) - 1)
+        regs.write(X.UC_X86_REG_CR4, 0)       # QEMU's entry state; Unicorn starts with 0x50200
 
     # ------------------------------------------------------------------ boot
     def load_kernel(self, image: bytes, *, filename: str = "kernel", cmdline: str = "") -> None:
@@ -533,8 +577,8 @@ class Machine:
                            X.UC_X86_REG_EFLAGS: ENTRY_EFLAGS, X.UC_X86_REG_EIP: plan.entry}
         if self.uc is not None:
             self._install_gdt()
-            for reg, value in self._boot_regs.items():
-                self.uc.reg_write(reg, value)
+            for reg, value in self._boot_regs.items():      # 32-bit registers: the C API
+                self.regs.write(reg, value)
 
     def load_bios(self, image: bytes, *, filename: str = "bios") -> None:
         """``-bios``: map the image at the top of 4 GiB (its last 128 KiB also below
@@ -618,7 +662,7 @@ class Machine:
         # The rest of the translation block still runs (docs/unicorn-notes.md §7 item 10):
         # until run() returns every port reads as unassigned and ignores writes.
         self.io.table = {}
-        if self.uc is not None:
+        if self._uc is not None:         # (any thread: never makes the CPU's view)
             self._cpu_stop()
         self._wake.set()
 
@@ -726,7 +770,9 @@ class Machine:
         self._watch_token, self._armed_tick = token, None
         old_handler = None
         if threading.current_thread() is threading.main_thread():
-            old_handler = signal.signal(signal.SIGINT, lambda s, f: self.interrupt())
+            # _signal: signal.signal wraps the handlers it returns in enum lookups (~7 us a
+            # call, two a run); the C function takes back what it gave
+            old_handler = _signal.signal(signal.SIGINT, lambda s, f: self.interrupt())
         self.memory.cpu_thread = threading.get_ident()
         self.uc_memory.settle()          # hooks left loose by commits between runs
         self._max_insns = max_insns
@@ -806,7 +852,7 @@ class Machine:
             watch.unregister(token)
             self._watch_token = None
             if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
+                _signal.signal(signal.SIGINT, old_handler)
             for ch in self.chardevs:
                 ch.flush()
         stop = self._stop
@@ -834,7 +880,7 @@ class Machine:
         Unicorn's run has begun, where Unicorn ignores it: the watchdog then sends it
         again if the same run is still going a moment later."""
         self.memory.replay.note_stop()
-        self.uc.emu_stop()
+        self._uc.emu_stop()
         if self._in_cpu and threading.get_ident() != self.memory.cpu_thread:
             _Watchdog.get().recheck(self._watch_token, self._runs)
 
@@ -868,7 +914,7 @@ class Machine:
     def _kick_async(self) -> None:
         """From any thread: stop the CPU soon (end of the current block) and wake a HLT."""
         self._kicks += 1
-        if self._in_cpu and self.uc is not None:
+        if self._in_cpu and self._uc is not None:
             self._kicked = True
             self._cpu_stop()
         self._wake.set()
@@ -1270,8 +1316,9 @@ class Machine:
         self._request_stop(StopReason.FAULT, EXIT_FAULT, detail)
 
     def _fill_cpu_state(self, stop: StopInfo) -> None:
-        uc = self.uc
-        stop.regs = {name: uc.reg_read(reg) for name, reg in _REGS}
+        regs = self.regs           # the C API (the binding: ~3 us a register, 14 a stop)
+        stop.regs = {name: regs.selector(reg) if name in _SELECTORS else regs.read(reg)
+                     for name, reg in _REGS}
         stop.eip = stop.regs["eip"]
         if not stop.clean:
             stop.insn = self.disassemble(stop.eip)
@@ -1317,7 +1364,8 @@ class Machine:
     def close(self) -> None:
         """Close the board (chardevs, drives) and release the CPU: hooks, mappings
         (buffers stay with their regions)."""
-        uc, self.uc = self.uc, None
+        uc, self._uc = self._uc, None
+        self._view_pending = False
         self.board.close()
         if uc is not None:
             board = self.board
@@ -1325,19 +1373,25 @@ class Machine:
             self.work.should_stop = board.stop_pending
             if self.interrupts is not None:
                 self.interrupts.on_change = lambda: None
+            # Our own CPU is closed outright: uc_close frees its hooks, mappings and
+            # modes at once, so giving it back as Unicorn made it (a page unmapped, two
+            # translation flushes, a TLB mode, every hook deleted: about 100 us) is for a
+            # user's CPU, which lives on, and everything we mapped into it is unmapped.
+            finalizer = getattr(uc, "_Uc__finalizer", None) if self._owns_uc else None
             if self.irq_line is not None:
                 self.interrupts.on_level = _no_level
-                self.irq_line.close()
+                if finalizer is None:
+                    self.irq_line.close()
+                else:
+                    self.irq_line.lower_line()     # the line's own state: down
                 self.irq_line = None
-            if self.exits is not None:
-                self.exits.set(False)    # a user's CPU goes back as Unicorn made it
-            self.tlb.close()
-            for h in self._hooks:
-                uc.hook_del(h)
+            if finalizer is None:
+                if self.exits is not None:
+                    self.exits.set(False)
+                self.tlb.close()
+                for h in self._hooks:
+                    uc.hook_del(h)
             self._hooks.clear()
-            # Our own CPU is closed outright (uc_close frees its mappings at once); a
-            # user's CPU lives on, so everything we mapped into it is unmapped.
-            finalizer = getattr(uc, "_Uc__finalizer", None) if self._owns_uc else None
             if finalizer is not None:
                 finalizer()
                 self.uc_memory.detach(cpu_closed=True)

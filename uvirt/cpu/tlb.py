@@ -48,7 +48,7 @@ _RW = UC_PROT_READ | UC_PROT_WRITE
 class TlbFill:
     """Owns Unicorn's TLB mode and fill hook for one CPU (see the module docstring)."""
 
-    def __init__(self, uc: Uc, on_error: Callable[[BaseException], None]) -> None:
+    def __init__(self, uc: Uc, on_error: Callable[[BaseException], None], *, fresh: bool = False) -> None:
         self.uc = uc
         self.exec_pages: set[int] = set()   # page numbers ever fetched from (sticky)
         self.fills = 0                      # hook calls, for tests and benchmarks
@@ -74,7 +74,8 @@ class TlbFill:
         self._flush = lambda: uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         self._flush()
-        uc.ctl_flush_tb()                 # a user's CPU may hold code from before
+        if not fresh:                     # a user's CPU may hold code from before
+            uc.ctl_flush_tb()             # (50-70 us; a CPU that never ran holds none)
         fill = self._fill
         self.hook = add_c_hook(uc, UC_HOOK_TLB_FILL, "HOOK_TLB_FILL_CFUNC", fill, lambda: uc.hook_add(
             UC_HOOK_TLB_FILL, lambda u, v, a, e, d: fill(None, v, a, ctypes.pointer(e), d)))

@@ -61,7 +61,8 @@ class UnicornMemory:
     """
 
     def __init__(self, memory: MemoryMap, uc, *,
-                 on_unmapped: Callable[[int, int], bool] | None = None) -> None:
+                 on_unmapped: Callable[[int, int], bool] | None = None,
+                 publish: bool = True) -> None:
         self.memory = memory
         self._uc = uc
         self._mem_map_ptr, self._mem_unmap = _mapping_calls(uc)
@@ -85,7 +86,20 @@ class UnicornMemory:
         memory.take_changes()            # what was committed before: all of it, below
         memory.backend = self
         memory.may_hold_code = _anywhere
-        self.publish(memory.flatten(), None)
+        #: ``publish=False``: nothing is mapped until the map's next commit (or
+        #: ``publish_pending``), which then maps all of it; a machine being built commits
+        #: again soon (its devices, the firmware step), and mapping the reset-time low
+        #: megabyte only to remap it then cost about 150 us of Unicorn calls per machine
+        self._unpublished = not publish
+        #: called once, right after a deferred first publish
+        self.on_published: Callable[[], None] | None = None
+        if publish:
+            self.publish(memory.flatten(), None)
+
+    def publish_pending(self) -> None:
+        """Map the whole view now if it was never published (``publish=False``)."""
+        if self._unpublished:
+            self.publish(self.memory.flatten(), None)
 
     def detach(self, *, cpu_closed: bool = False) -> None:
         """Unmap everything (buffers stay alive with their owners) and leave the memory
@@ -130,6 +144,9 @@ class UnicornMemory:
         uc = self._uc
         if uc is None:
             return
+        first = self._unpublished
+        if first:
+            self._unpublished, changed = False, None       # everything, the first time
         order, mapped = self._order, self._mapped
         removed, added = respan(order, pieces, changed)
         freed = []                       # what stopped being RAM
@@ -155,6 +172,9 @@ class UnicornMemory:
                 # between runs: cover only what stopped being RAM; ``settle()`` before
                 # the next run makes the hooks exact (_GapHooks.loosen)
                 gaps.loosen(freed, self._ram_ranges, ram_added)
+        if first and self.on_published is not None:
+            done, self.on_published = self.on_published, None
+            done()
 
     def _ram_ranges(self) -> list[tuple[int, int]]:
         return [(s.start, s.start + s.size) for s in self._mapped.values() if s.kind == "ram"]
@@ -163,6 +183,7 @@ class UnicornMemory:
         """Before guest code runs: the unmapped-access hooks exactly cover the gaps
         between RAM mappings again (a commit between runs may have left a hook over RAM
         that moved into a gap, which would keep that RAM's stores on the slow path)."""
+        self.publish_pending()
         gaps = self._gaps
         if gaps is not None and gaps.stale:
             gaps.cover(_gaps(self._ram_ranges()))

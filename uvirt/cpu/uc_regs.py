@@ -53,7 +53,9 @@ class FastRegs:
         return self.read(reg) & 0xFFFF
 
     def write(self, reg: int, value: int) -> None:
-        """A 32-bit general register, EIP, ESP or EFLAGS (not a segment register)."""
+        """A 32-bit general register, EIP, ESP, EFLAGS or a control register; a segment
+        register gets the selector, and Unicorn loads its descriptor from guest memory
+        as the binding's ``reg_write`` makes it do (the same C call)."""
         if self._h is None:
             self.uc.reg_write(reg, value)
             return
@@ -70,6 +72,16 @@ class FastRegs:
         if status:
             raise UcError(status)
         return self._mmr.base, self._mmr.limit
+
+    def set_table(self, reg: int, base: int, limit: int) -> None:
+        """Load GDTR or IDTR (``(0, base, limit, 0)`` through the binding)."""
+        if self._h is None:
+            self.uc.reg_write(reg, (0, base, limit, 0))
+            return
+        mmr = self._mmr
+        mmr.selector, mmr.base, mmr.limit, mmr.flags = 0, base, limit, 0
+        if self._reg_write(self._h, reg, self._mmr_p):
+            self.uc.reg_write(reg, (0, base, limit, 0))     # raises the binding's error
 
     def mem_read(self, addr: int, size: int) -> bytes:
         if self._h is None:

@@ -23,8 +23,10 @@ hw/pci-host/pam.c, hw/i386/x86.c ``x86_bios_rom_init``, hw/i386/pc.c ``pc_memory
       0x000E0000-0x000FFFFF  "isa-bios": the last 128 KiB of the BIOS image, read-only
       4 GiB - size .. 4 GiB  "pc.bios": the whole image, read-only
 
-In the flat map: where an alias shows PCI space, RAM moves below the PCI space
-(``RAM_UNDER_PCI``) instead of being hidden; where it shows RAM, RAM sits above it.
+In the flat map: RAM lies below the PCI space (``RAM_UNDER_PCI``) all through
+0xA0000-0xFFFFF, so where an alias shows PCI space, RAM shows wherever PCI space is
+empty; where an alias shows RAM, RAM sits above it as well (hiding the RAM below, which
+therefore never needs to be switched off).
 
 kvmvapic (hw/i386/kvmvapic.c ``vapic_map_rom_writable``): under TCG, QEMU's kvmvapic
 option ROM, which SeaBIOS puts at 0xC0800 after the 1 KiB multiboot ROM, makes its
@@ -88,16 +90,18 @@ class LowMemory:
         ram_placement.remove()
         memory.add(RamRegion("pc.ram", VGA_BASE, buf), 0)
         memory.add(RamRegion("pc.ram", size - LOWMEM_END, buf, buffer_offset=LOWMEM_END), LOWMEM_END)
+        # RAM under PCI space, never disabled (see the module docstring): an alias
+        # enabled above covers it whole
         vga = RamRegion("vga-ram", VGA_SIZE, buf, buffer_offset=VGA_BASE)
-        self.smram = (memory.add(vga, VGA_BASE, RAM_UNDER_PCI), memory.add(vga, VGA_BASE, ALIAS_PRIORITY))
-        self.pam: list[tuple[Placement, Placement, Placement]] = []
-        for start, length in PAM_SEGMENTS:
-            ram = RamRegion("pam-ram", length, buf, buffer_offset=start)
-            under = memory.add(ram, start, RAM_UNDER_PCI)
-            rw = memory.add(ram, start, ALIAS_PRIORITY, enabled=False)
-            ro = memory.add(RamRegion("pam-rom", length, buf, buffer_offset=start, readonly=True),
-                            start, ALIAS_PRIORITY, enabled=False)
-            self.pam.append((under, rw, ro))
+        memory.add(vga, VGA_BASE, RAM_UNDER_PCI)
+        memory.add(RamRegion("pam-ram", LOWMEM_END - PC_ROM_BASE, buf, buffer_offset=PC_ROM_BASE),
+                   PC_ROM_BASE, RAM_UNDER_PCI)
+        #: SMRAM's RAM alias over the VGA window
+        self.smram = memory.add(vga, VGA_BASE, ALIAS_PRIORITY, enabled=False)
+        #: per segment: the read/write and read-only aliases, each placed when first
+        #: enabled (``_alias``): placing one is what enabling it does (it becomes the
+        #: newest of its priority), and a machine that never runs firmware has none
+        self.pam: list[list[Placement | None]] = [[None, None] for _ in PAM_SEGMENTS]
         self.vapic: Placement | None = None
         self.vapic_at: tuple[int, int] | None = None     # (start, length) of the window
         self._applied: bytes | None = None               # the PAM/SMRAM bytes the map shows
@@ -138,14 +142,25 @@ class LowMemory:
         with self.memory.batch():
             smram = config[SMRAM_REG]
             ram = bool(smram & SMRAM_D_OPEN) or (self.smm and bool(smram & SMRAM_G_SMRAME))
-            self.smram[0].set_enabled(not ram)
-            self.smram[1].set_enabled(ram)
-            for seg, (under, rw, ro) in enumerate(self.pam):
+            self.smram.set_enabled(ram)
+            for seg, (rw, ro) in enumerate(self.pam):
                 attr = pam_attribute(config, seg)
-                under.set_enabled(attr == PAM_PCI)
-                ro.set_enabled(attr == PAM_RO)
-                rw.set_enabled(attr in (PAM_WO, PAM_RW))
+                if ro is not None or attr == PAM_RO:
+                    self._alias(seg, 1, ro, attr == PAM_RO)
+                if rw is not None or attr in (PAM_WO, PAM_RW):
+                    self._alias(seg, 0, rw, attr in (PAM_WO, PAM_RW))
             self.memory.commit()
+
+    def _alias(self, seg: int, which: int, p: Placement | None, enabled: bool) -> None:
+        """Enable or disable segment ``seg``'s alias ``which`` (0 read/write, 1 read-only),
+        placing it the first time it is enabled."""
+        if p is not None:
+            p.set_enabled(enabled)
+        elif enabled:
+            start, length = PAM_SEGMENTS[seg]
+            ram = RamRegion("pam-rom" if which else "pam-ram", length, self.ram.buffer,
+                            buffer_offset=start, readonly=bool(which))
+            self.pam[seg][which] = self.memory.add(ram, start, ALIAS_PRIORITY)
 
     def _key(self, config: bytes | bytearray) -> bytes:
         return bytes(config[PAM_REG:PAM_REG + 7]) + bytes((config[SMRAM_REG], self.smm))

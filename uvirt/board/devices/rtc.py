@@ -74,6 +74,10 @@ class RegB(IntFlag):
     SET = 0x80
 
 
+#: the REG_B bits tested on every CMOS time update, as plain ints: ``int & IntFlag`` makes
+#: a new flag through enum.py (~1.5 us a test, a dozen when a board is built)
+_H24, _DM, _SET = RegB.H24.value, RegB.DM.value, RegB.SET.value
+
 REG_A_UIP = 0x80
 #: QEMU's RTC_IBM_PS2_CENTURY_BYTE: an access there is an access to 0x32 (and the index
 #: moves there)
@@ -233,20 +237,20 @@ class Rtc:
 
     # -- QEMU's time model
     def running(self) -> bool:
-        return not self.cmos[RtcReg.REG_B] & RegB.SET and (self.cmos[RtcReg.REG_A] & 0x70) <= 0x20
+        return not self.cmos[RtcReg.REG_B] & _SET and (self.cmos[RtcReg.REG_A] & 0x70) <= 0x20
 
     def guest_ns(self) -> int:
         return self.base_rtc * NS + self.clock() - self.last_update + self.offset
 
     def _to_bcd(self, v: int) -> int:
-        if self.cmos[RtcReg.REG_B] & RegB.DM:
+        if self.cmos[RtcReg.REG_B] & _DM:
             return v & 0xFF
         return ((v // 10) << 4 | v % 10) & 0xFF
 
     def _from_bcd(self, v: int) -> int:
         if v & 0xC0 == 0xC0:
             return -1
-        if self.cmos[RtcReg.REG_B] & RegB.DM:
+        if self.cmos[RtcReg.REG_B] & _DM:
             return v
         return (v >> 4) * 10 + (v & 0x0F)
 
@@ -254,7 +258,7 @@ class Rtc:
         c = self.cmos
         c[RtcReg.SECONDS] = self._to_bcd(t.tm_sec)
         c[RtcReg.MINUTES] = self._to_bcd(t.tm_min)
-        if c[RtcReg.REG_B] & RegB.H24:
+        if c[RtcReg.REG_B] & _H24:
             c[RtcReg.HOURS] = self._to_bcd(t.tm_hour)
         else:
             c[RtcReg.HOURS] = self._to_bcd(t.tm_hour % 12 or 12) | (0x80 if t.tm_hour >= 12 else 0)
@@ -268,7 +272,7 @@ class Rtc:
         """rtc_get_time + mktimegm: the registers as seconds since the epoch."""
         c = self.cmos
         hour = self._from_bcd(c[RtcReg.HOURS] & 0x7F)
-        if not c[RtcReg.REG_B] & RegB.H24:
+        if not c[RtcReg.REG_B] & _H24:
             hour %= 12
             if c[RtcReg.HOURS] & 0x80:
                 hour += 12
@@ -285,7 +289,7 @@ class Rtc:
         self.last_update = self.clock()
 
     def update_time(self) -> None:
-        if not self.cmos[RtcReg.REG_B] & RegB.SET:
+        if not self.cmos[RtcReg.REG_B] & _SET:
             self._set_cmos(gmtime(self.guest_ns() // NS))
 
     def update_in_progress(self) -> bool:
@@ -298,7 +302,7 @@ class Rtc:
         return self.guest_ns() % NS >= NS - UIP_HOLD_NS
 
     def _convert_hour(self, hour: int) -> int:
-        if not self.cmos[RtcReg.REG_B] & RegB.H24:
+        if not self.cmos[RtcReg.REG_B] & _H24:
             hour %= 12
             if self.cmos[RtcReg.HOURS] & 0x80:
                 hour += 12

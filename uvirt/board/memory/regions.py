@@ -42,7 +42,6 @@ from __future__ import annotations
 import bisect
 import ctypes
 import operator
-from contextlib import contextmanager
 import mmap
 import os
 from dataclasses import dataclass
@@ -185,7 +184,19 @@ class MmioRegion(Region):
         self.on_guest_error: GuestErrorHook | None = None
         #: The owning device's re-entrancy guard (uvirt/board/dma.py), shared by its regions.
         self.guard = None
-        self.read, self.write = self._fast_paths()
+        # ``read``/``write`` (the closures of ``_fast_paths``) are made on first use, in
+        # ``__getattr__``: a board declares some thirty register windows, most of which a
+        # guest never touches, and each pair is a dozen objects for the cyclic collector
+        # to trace and free (a third of a boot's garbage).  The port hooks reach an
+        # unguarded device without them (``IoSpace._entry``).
+
+    def __getattr__(self, name: str):
+        # Only reached when normal lookup fails: once made, the closures are instance
+        # attributes and cost nothing more.
+        if name == "read" or name == "write":
+            self.read, self.write = self._fast_paths()
+            return getattr(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def set_guard(self, guard) -> None:
         """Every access engages ``guard`` (QEMU ``access_with_adjusted_size`` with the
@@ -444,6 +455,7 @@ class AddressSpace:
         self.generation = 0
         #: Where regions placed here report guest errors (the machine's recorder).
         self.on_guest_error: GuestErrorHook | None = None
+        self._forward = self._forward_guest_error     # one bound method for every region
         self._defer = 0
         self._pending = False
 
@@ -456,17 +468,9 @@ class AddressSpace:
             return True
         return False
 
-    @contextmanager
-    def batch(self):
+    def batch(self) -> "_Batch":
         """Group many placement changes into one commit (machine build, firmware step)."""
-        self._defer += 1
-        try:
-            yield self
-        finally:
-            self._defer -= 1
-            if not self._defer and self._pending:
-                self._pending = False
-                self.commit()
+        return _Batch(self)
 
     def _forward_guest_error(self, kind: str, detail: str) -> None:
         if self.on_guest_error is not None:
@@ -489,7 +493,7 @@ class AddressSpace:
 
     def _adopt(self, region: Region) -> None:
         if isinstance(region, MmioRegion) and region.on_guest_error is None:
-            region.on_guest_error = self._forward_guest_error
+            region.on_guest_error = self._forward
         if isinstance(region, Container):
             if self not in region._spaces:
                 region._spaces.append(self)
@@ -665,6 +669,28 @@ class AddressSpace:
             pc.region.write(pc.offset + addr - pc.start, size, value)
 
 
+class _Batch:
+    """``AddressSpace.batch()``: the outermost exit commits once, whatever ends the
+    block.  (A class, not a ``contextmanager`` generator: a machine's build and firmware
+    step open some twenty of these.)"""
+
+    __slots__ = ("space",)
+
+    def __init__(self, space: AddressSpace) -> None:
+        self.space = space
+
+    def __enter__(self) -> AddressSpace:
+        self.space._defer += 1
+        return self.space
+
+    def __exit__(self, *exc) -> None:
+        space = self.space
+        space._defer -= 1
+        if not space._defer and space._pending:
+            space._pending = False
+            space.commit()
+
+
 def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted, disjoint [start, end) ranges covering ``ranges`` (touching ones joined)."""
     if len(ranges) == 2:                 # a move: its old and new extent
@@ -740,9 +766,14 @@ _piece_end = operator.itemgetter(1)
 
 
 def _subtract(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of [start, end) outside ``covered`` (sorted, disjoint): only the
+    intervals that can overlap are looked at (bisection)."""
     out = []
     cur = start
-    for s, e in covered:
+    i = bisect.bisect_right(covered, (start, ADDR_SPACE_END << 1)) - 1   # last starting <= start
+    if i < 0:
+        i = 0
+    for s, e in covered[i:]:
         if e <= cur:
             continue
         if s >= end:
@@ -758,24 +789,20 @@ def _subtract(start: int, end: int, covered: list[tuple[int, int]]) -> list[tupl
 
 
 def _union(covered: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """``covered`` (sorted, disjoint) with [start, end) added, joined with the intervals
+    it overlaps or touches; a new list, the intervals before and after copied as they are."""
     if start >= end:
         return covered
-    out = []
-    placed = False
-    for s, e in covered:
-        if e < start:
-            out.append((s, e))
-        elif s > end:
-            if not placed:
-                out.append((start, end))
-                placed = True
-            out.append((s, e))
-        else:
-            start, end = min(s, start), max(e, end)
-    if not placed:
-        out.append((start, end))
-    out.sort()
-    return out
+    i = bisect.bisect_left(covered, (start,))          # first starting at or after start
+    if i and covered[i - 1][1] >= start:
+        i -= 1                                          # the one before reaches start
+    j = i
+    n = len(covered)
+    while j < n and covered[j][0] <= end:
+        j += 1
+    if i < j:
+        start, end = min(start, covered[i][0]), max(end, covered[j - 1][1])
+    return covered[:i] + [(start, end)] + covered[j:]
 
 
 # --------------------------------------------------------------------------- I/O space
@@ -817,10 +844,10 @@ class IoSpace(AddressSpace):
         pieces = self.flatten()
         changed = self.take_changes()
         table = self.table
-        if changed is None or not table or len(changed) > 2:
+        full = changed is None or not table or len(changed) > 2
+        if full:
             # the first commit, after a stop, or a whole batch: a new table is cheaper
             table = {}
-            changed = [(0, self.size)]
         elif changed:
             for port in [p for p in table if any(lo <= p < hi for lo, hi in changed)]:
                 del table[port]
@@ -828,16 +855,20 @@ class IoSpace(AddressSpace):
         for pc in pieces:
             region = pc.region
             # an entry depends on its region, its base and what the region dispatches to
-            # now (a device or its accessors can be swapped: a guard, a tracing proxy)
-            key = (region, pc.start - pc.offset, getattr(region, "device", None),
-                   getattr(region, "read", None), getattr(region, "write", None))
-            entry = entries.get(key)
+            # now (a device or its accessors can be swapped: a guard, a tracing proxy).  An
+            # unguarded MmioRegion's entry holds its device's accessors, not the region's
+            # (whose closures are made on first use, which reading them here would do).
+            if isinstance(region, MmioRegion) and region.guard is None:
+                key = (region, pc.start - pc.offset, region.device, None, None)
+            else:
+                key = (region, pc.start - pc.offset, getattr(region, "device", None),
+                       getattr(region, "read", None), getattr(region, "write", None))
+            entry = entries.get(key) or old.get(key)
             if entry is None:
-                entry = old.get(key)
-                if entry is None:
-                    entry = self._entry(region, key[1])
+                entry = self._entry(region, key[1])
             entries[key] = entry
-            if table.get(pc.start) is not entry or any(lo < pc.end and pc.start < hi for lo, hi in changed):
+            if (full or table.get(pc.start) is not entry
+                    or changed and any(lo < pc.end and pc.start < hi for lo, hi in changed)):
                 for port in range(pc.start, pc.end):
                     table[port] = entry
         self.table = table
