@@ -505,7 +505,20 @@ def test_doorbell_transcript_survives_a_slow_service_thread(firmware, tmp_path, 
 
     from uvirt.board.devices import ivshmem
 
+    class SlowEpoll:
+        def __init__(self):
+            self.ep = real_select.epoll()
+            self.register, self.unregister, self.close = self.ep.register, self.ep.unregister, self.ep.close
+
+        def poll(self, *args):
+            ready = self.ep.poll(*args)
+            time.sleep(0.02)
+            return ready
+
     class SlowSelect:                   # the service thread wakes 20 ms late
+        EPOLLIN = real_select.EPOLLIN
+        epoll = SlowEpoll
+
         @staticmethod
         def select(*args):
             ready = real_select.select(*args)

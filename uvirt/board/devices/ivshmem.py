@@ -214,6 +214,10 @@ class Ivshmem(PciFunction):
         self.freeze_reset_state()
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
+        self._watch: select.epoll | None = None     # the service thread's wait set
+        self._watched = False                       # ... holds the client's fd now
+        #: what a halted CPU watches for this device (Machine.watch_while_halted)
+        self.halt_source = _HaltSource(self)
 
     # ------------------------------------------------------------------ guest side
     @staticmethod
@@ -297,50 +301,76 @@ class Ivshmem(PciFunction):
         """Start the thread that services the server socket and own eventfds."""
         if self.client is None or self._thread is not None:
             return
+        try:
+            efd = self.client.fileno()
+        except IvshmemError:
+            return
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        # The thread sleeps on its own epoll set: a halted CPU takes the client's fd out
+        # of it while it watches that fd itself (``pause``), so one event wakes one thread.
+        self._watch = select.epoll()
+        self._watch.register(self._wake_r, select.EPOLLIN)
+        self._watch.register(efd, select.EPOLLIN)
+        self._watched = True
         self._thread = start_service_thread(self._serve, f"{self.name}-service")
 
     def _serve(self) -> None:
         client = self.client
-        assert client is not None
-        try:
-            efd = client.fileno()
-        except IvshmemError:
-            return
+        assert client is not None and self._watch is not None
+        watch, wake_r = self._watch, self._wake_r
         while True:
             # A message posted to the CPU thread and not run yet is kicked again every
             # RETRY_KICK seconds: a kick that lands while the run loop is between two
             # emu_start calls is otherwise only noticed at the guest's next exit.
-            timeout = RETRY_KICK if self.outstanding and self.cpu_running() else None
+            timeout = RETRY_KICK if self.outstanding and self.cpu_running() else -1
             try:
-                ready, _, _ = select.select([efd, self._wake_r], [], [], timeout)
+                ready = watch.poll(timeout)
             except (OSError, ValueError):
-                return
-            if self._wake_r in ready:
                 return
             if not ready:
                 if self.outstanding and not self.closed and self.cpu_running():
                     self.deliver(_nothing)
                 continue
-            with self.lock:
-                if self.closed or client.closed:
-                    return
-                try:
-                    events = client.poll(0.0)
-                except Exception as e:          # never let the thread die silently
-                    log.warning("ivshmem: %s", e)
-                    return
-                self.handle_events(events)
+            if any(fd == wake_r for fd, _ in ready):
+                return
+            self.service_once()
+
+    # -- the halted CPU's view (uvirt/cpu/halt_wake.py): it watches the client's fd
+    # itself while the guest is in ``hlt``, and this thread does not.
+    def halt_fileno(self) -> int:
+        client = self.client
+        if client is None or client.closed or self.closed or self._watch is None:
+            return -1
+        return client.fileno()
+
+    def pause(self) -> None:
+        with self.lock:
+            if self._watched and self._watch is not None and not self.closed:
+                self._watch.unregister(self.client.fileno())
+                self._watched = False
+
+    def resume(self) -> None:
+        with self.lock:
+            if not self._watched and self._watch is not None and not self.closed:
+                # An fd already readable wakes the thread at once: nothing is lost.
+                self._watch.register(self.client.fileno(), select.EPOLLIN)
+                self._watched = True
 
     def service_once(self, timeout: float = 0.0) -> None:
-        """Service pending events on the calling thread (tests, no thread running)."""
+        """Service pending events on the calling thread: the service thread, a halted
+        CPU thread (``halt_source``), tests without a thread."""
         if self.client is None:
             return
         with self.lock:
-            if self.client.closed:
+            if self.closed or self.client.closed:
                 return
-            self.handle_events(self.client.poll(timeout))
+            try:
+                events = self.client.poll(timeout)
+            except Exception as e:          # never let a thread die silently
+                log.warning("ivshmem: %s", e)
+                return
+            self.handle_events(events)
 
     # ------------------------------------------------------------------ host side
     @property
@@ -366,6 +396,10 @@ class Ivshmem(PciFunction):
                 os.close(fd)
         self._wake_r = self._wake_w = -1
         with self.lock:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
+        with self.lock:
             if self.client is not None:
                 self.client.close()
             # Take the memory out of the guest's map so its buffer can be released now.
@@ -380,6 +414,27 @@ def _close_shm(shm: SharedMemory) -> None:
         shm.buffer.close()
     except (UvirtError, BufferError, ValueError) as e:
         log.debug("ivshmem: buffer %s not released: %s", shm.name, e)
+
+
+class _HaltSource:
+    """A doorbell device as a halted CPU's wake source (uvirt/cpu/halt_wake.py)."""
+
+    __slots__ = ("dev",)
+
+    def __init__(self, dev: Ivshmem) -> None:
+        self.dev = dev
+
+    def fileno(self) -> int:
+        return self.dev.halt_fileno()
+
+    def pause(self) -> None:
+        self.dev.pause()
+
+    def resume(self) -> None:
+        self.dev.resume()
+
+    def ready(self) -> None:
+        self.dev.service_once()
 
 
 class DeviceCloser(Chardev):
@@ -546,6 +601,9 @@ def create_doorbell(machine: "Machine", v: dict[str, Any], timeout: float | None
         fn.after_ring = _stop_after_ring(machine, hook)
         fn.cpu_running = lambda: getattr(machine.memory, "cpu_thread", None) is not None
         fn.ram_target = lambda addr: machine.memory.ram_piece(addr) is not None
+        watch = getattr(cpu, "watch_while_halted", None)     # a Machine has it
+        if watch is not None:
+            watch(fn.halt_source)
     try:
         _place(machine, fn, v)
     except BaseException:
