@@ -18,7 +18,7 @@ A *source* is an object with
   does through ``call_soon_threadsafe``, which ``set()``\\ s this object).
 
 ``wait`` without sources is ``threading.Event.wait``.  With them it first polls the
-sources for a while (``_poll``, as KVM polls a halted vCPU), then sleeps in ``select`` on
+sources for a while (uvirt/polling.py, as KVM polls a halted vCPU), then sleeps in ``select`` on
 the sources and one eventfd that ``set()`` writes only while a waiter sleeps, so a kick
 costs no system call when nobody sleeps.
 """
@@ -31,13 +31,7 @@ import threading
 import time
 from typing import Protocol
 
-#: How long a halted CPU with sources polls them before it sleeps.  Waking a sleeping
-#: thread costs tens of microseconds on a virtualised host (an idle vCPU halts); a peer's
-#: answer to a doorbell typically comes sooner.  KVM polls a halted vCPU the same way
-#: (``halt_poll_ns``, 200 us by default).
-POLL_NS = 200_000
-#: At most one poll per this many halts while polls keep failing.
-BACKOFF_MAX = 1024
+from uvirt.polling import PollThenSleep
 
 
 class HaltSource(Protocol):
@@ -53,9 +47,8 @@ class HaltWake:
         self._sources: list[HaltSource] = []
         self._efd = -1
         self._sleeping = False
-        self._skip = 0                  # halts left whose wait does not poll first
-        self._backoff = 1
-        self.polls_won = self.polls_lost = 0
+        #: polls the sources before sleeping (uvirt/polling.py)
+        self.polling = PollThenSleep()
 
     # -- threading.Event's interface
     def is_set(self) -> bool:
@@ -92,11 +85,14 @@ class HaltWake:
                 watched.append((fd, s))
         ready: list[int] = []
         try:
-            if not self._skip:
-                ready = self._poll(fds, timeout)
-            else:
-                self._skip -= 1
-            if not ready and not self._event.is_set():
+            event = self._event
+            start = time.monotonic()
+            got = self.polling.poll(lambda: _select_now(fds) or event.is_set(), timeout)
+            if isinstance(got, list):
+                ready = got
+            if not ready and not event.is_set():
+                if timeout is not None:
+                    timeout = max(0.0, timeout - (time.monotonic() - start))
                 self._sleeping = True
                 if not self._event.is_set():
                     try:
@@ -120,33 +116,6 @@ class HaltWake:
                 s.resume()
         return self._event.is_set()
 
-    def _poll(self, fds: list[int], timeout: float | None) -> list[int]:
-        """Look at the sources for up to POLL_NS (or ``timeout``) before sleeping.
-
-        Success (a source or a kick came) keeps polling on; a poll that nothing ended
-        skips the next 1, 2, 4 ... BACKOFF_MAX halts' polls, so a guest that halts for
-        long (a timer) or whose answer needs this thread's GIL (a peer in the same
-        process) spends at most one poll per BACKOFF_MAX halts."""
-        limit = POLL_NS if timeout is None else min(POLL_NS, int(timeout * 1e9))
-        end = time.monotonic_ns() + limit
-        event = self._event
-        while True:
-            try:
-                ready = select.select(fds, [], [], 0)[0]
-            except (OSError, ValueError):
-                return []
-            if ready or event.is_set():
-                self.polls_won += 1
-                self._backoff = 1
-                return ready
-            if time.monotonic_ns() >= end:
-                break
-        if limit == POLL_NS:                  # not a deadline that came first
-            self.polls_lost += 1
-            self._skip = self._backoff
-            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
-        return []
-
     # -- sources
     def watch(self, source: HaltSource) -> None:
         """Also wake on ``source`` (from the CPU thread, or before the machine runs)."""
@@ -163,3 +132,10 @@ class HaltWake:
         if self._efd >= 0:
             os.close(self._efd)
             self._efd = -1
+
+
+def _select_now(fds: list[int]) -> list[int]:
+    try:
+        return select.select(fds, [], [], 0)[0]
+    except (OSError, ValueError):           # a source closed under us: sleep instead
+        return []

@@ -183,6 +183,7 @@ class Ivshmem(PciFunction):
         self.rings_sent = 0
         self.rings_ignored = 0
         self.interrupts = 0
+        self.interrupts_in_halt = 0       # ... of them taken by a halted CPU's own wait
         self.outstanding = 0              # messages handed to ``deliver`` and not sent yet
         self.closed = False
         #: how a message (``Msix.notify`` of an unmasked vector) gets sent: called with a
@@ -266,25 +267,28 @@ class Ivshmem(PciFunction):
             return changes
 
     # ------------------------------------------------------------------ server events
-    def handle_events(self, events) -> None:
-        """Apply client events (lock held by the caller or taken here)."""
+    def handle_events(self, events, on_cpu: bool = False) -> None:
+        """Apply client events (lock held by the caller or taken here).  ``on_cpu``: the
+        caller is the CPU thread between two runs (a halted CPU's wait), where posted
+        work would run: messages are sent at once."""
         with self.lock:
             for ev in events:
                 if isinstance(ev, Interrupt):
-                    self._vector_notify(ev.vector)
+                    self.interrupts_in_halt += on_cpu
+                    self._vector_notify(ev.vector, on_cpu)
                 elif isinstance(ev, VectorDropped):
                     # QEMU: error_report("Too many eventfd received, device has %d vectors")
                     log.warning("Too many eventfd received, device has %d vectors",
                                 self.client.vectors if self.client else 0)
 
-    def _vector_notify(self, vector: int) -> None:
+    def _vector_notify(self, vector: int, on_cpu: bool = False) -> None:
         """QEMU ``ivshmem_vector_notify``: MSI-X only, and only while it is enabled."""
         self.interrupts += 1
         m = self.msix
         if m is None or not m.enabled or vector >= m.nvectors:
             return
-        if m.vector_masked(vector):
-            m.notify(vector)                      # sets the PBA bit, sends nothing
+        if on_cpu or m.vector_masked(vector):
+            m.notify(vector)                      # the PBA bit if masked, else the message
         elif self.ram_target(m.message(vector)[0]):
             m.notify(vector)                      # a RAM write: no CPU stop needed
         else:
@@ -357,9 +361,9 @@ class Ivshmem(PciFunction):
                 self._watch.register(self.client.fileno(), select.EPOLLIN)
                 self._watched = True
 
-    def service_once(self, timeout: float = 0.0) -> None:
+    def service_once(self, timeout: float = 0.0, on_cpu: bool = False) -> None:
         """Service pending events on the calling thread: the service thread, a halted
-        CPU thread (``halt_source``), tests without a thread."""
+        CPU thread (``halt_source``, ``on_cpu``), tests without a thread."""
         if self.client is None:
             return
         with self.lock:
@@ -370,7 +374,7 @@ class Ivshmem(PciFunction):
             except Exception as e:          # never let a thread die silently
                 log.warning("ivshmem: %s", e)
                 return
-            self.handle_events(events)
+            self.handle_events(events, on_cpu)
 
     # ------------------------------------------------------------------ host side
     @property
@@ -434,7 +438,7 @@ class _HaltSource:
         self.dev.resume()
 
     def ready(self) -> None:
-        self.dev.service_once()
+        self.dev.service_once(on_cpu=True)
 
 
 class DeviceCloser(Chardev):
