@@ -9,7 +9,9 @@ then sleeping saves the wake-up; KVM does the same for a halted vCPU (``halt_pol
 
 A poll that nothing ended was wasted CPU (and, in a process with other Python threads,
 GIL time they waited for), so after one the next polls are skipped: 1 wait, then 2, 4 ...
-up to ``BACKOFF_MAX`` waits, until a poll succeeds again.  A guest that halts for long
+up to ``BACKOFF_MAX`` waits, until a poll succeeds again.  A poll also ends, as lost, when
+another thread wanted this CPU (the loop yields between looks, and a late return says so):
+on a busy host sleeping is better, as KVM's poll loop also stops then.  A guest that halts for long
 (a timer) or a peer whose answer needs the poller's own GIL thus polls at most once per
 ``BACKOFF_MAX`` waits.
 """
@@ -26,6 +28,8 @@ T = TypeVar("T")
 POLL_NS = 200_000
 #: At most one poll per this many waits while polls keep failing.
 BACKOFF_MAX = 1024
+#: A yield that took longer than this ran another thread: the host is busy.
+BUSY_NS = 50_000
 
 
 class PollThenSleep:
@@ -48,19 +52,26 @@ class PollThenSleep:
             self._skip -= 1
             return None
         limit = self.poll_ns if timeout is None else min(self.poll_ns, int(timeout * 1e9))
-        end = time.monotonic_ns() + limit
+        now = time.monotonic_ns()
+        end = now + limit
         while True:
             got = look()
             if got:
                 self.won += 1
                 self._backoff = 1
                 return got
-            if time.monotonic_ns() >= end:
+            if now >= end:
                 break
-            # Any other runnable thread on this CPU goes first (KVM's poll loop likewise
-            # stops when another task wants the CPU): on a busy host a poll must not
-            # delay the very peer whose answer it waits for.
+            # Any other runnable thread on this CPU goes first.  If one did (the yield
+            # came back late), the host is busy: stop polling, as KVM's poll loop stops
+            # when another task wants the CPU; a spinning waiter on a busy host loses the
+            # scheduler's favour to sleepers and gives slices away at every yield.
+            before = time.monotonic_ns()
             os.sched_yield()
+            now = time.monotonic_ns()
+            if now - before > BUSY_NS:
+                limit = self.poll_ns          # counts as lost: back off
+                break
         if limit == self.poll_ns:       # not cut short by the caller's deadline
             self.lost += 1
             self._skip = self._backoff

@@ -1,11 +1,11 @@
 # ivshmem doorbell benchmarks (benchmarks/bench_ivshmem.py), peer 1 of a server whose
 # host peer is 0.  ITERS rounds; each round rings peer 0 vector 0 and waits for the host
 # peer's ring back on our vector 0 (MSI-X, bus master on).
+#   MODE 0 (round trip): MSI-X vector 0 points at RAM MSI_RAM, so the ring back is a
+#     plain store the guest spins on (no interrupt, no HLT).
 #   MODE 2 (round trip, interrupt): MSI-X vector 0 is a real MSI to the local APIC
-#     (0xFEE00000, vector 0x41); the guest waits for it with IF=1 in HLT, as a driver
-#     does, and the handler counts it and writes the APIC EOI.
-#   MODE 0 (round trip, polled): MSI-X vector 0 points at RAM MSI_RAM, so the ring back
-#     is a plain store the guest spins on (no interrupt, no HLT).
+#     (0xFEE00000, vector 0x41); the guest waits for it with IF=1 in HLT, as an
+#     interrupt-driven driver does, and the handler counts it and writes the APIC EOI.
 #   MODE 1 (throughput): as MODE 0, and per round the host wrote CHUNK bytes at IN: the
 #     guest sums them (dword loads) into the dword at 0 and copies them to OUT (rep movsd).
 .include "uvirt.inc"
