@@ -105,7 +105,7 @@ def _legs(chain: list[tuple[str, str]], series: dict[str, list[float]], starts: 
 
 def _print(title: str, legs: dict[str, list[float]], per_round: float, rounds: list[float]) -> None:
     gaps = sorted(b - a for a, b in zip(rounds, rounds[1:]))
-    print(f"{title}: {per_round * 1e6:.1f} us per round (bench_ivshmem's estimator); rounds: "
+    print(f"{title}: {per_round * 1e6:.1f} us per round (bench_ivshmem's figure); rounds: "
           f"median {statistics.median(gaps) * 1e6:.1f} us, p90 {gaps[int(len(gaps) * 0.9)] * 1e6:.1f}, "
           f"p99 {gaps[int(len(gaps) * 0.99)] * 1e6:.1f}, max {gaps[-1] * 1e6:.0f}, "
           f"{sum(g > 1e-3 for g in gaps)} over 1 ms")

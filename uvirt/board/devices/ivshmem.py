@@ -287,10 +287,10 @@ class Ivshmem(PciFunction):
         m = self.msix
         if m is None or not m.enabled or vector >= m.nvectors:
             return
-        if on_cpu or m.vector_masked(vector):
-            m.notify(vector)                      # the PBA bit if masked, else the message
-        elif self.ram_target(m.message(vector)[0]):
-            m.notify(vector)                      # a RAM write: no CPU stop needed
+        # Sent here: on the CPU thread; a message to RAM (no CPU stop needed); a masked
+        # vector's PBA bit (sends nothing).  ``notify`` makes every check again.
+        if on_cpu or self.ram_target(m.message(vector)[0]) or m.vector_masked(vector):
+            m.notify(vector)
         else:
             self.outstanding += 1
             self.deliver(lambda: self._notify_locked(vector))
