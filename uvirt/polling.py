@@ -35,9 +35,11 @@ BUSY_NS = 50_000
 class PollThenSleep:
     """The poll-before-sleep policy of one waiter.  ``poll_ns=0`` never polls."""
 
-    def __init__(self, poll_ns: int = POLL_NS, backoff_max: int = BACKOFF_MAX) -> None:
+    def __init__(self, poll_ns: int = POLL_NS, backoff_max: int = BACKOFF_MAX,
+                 busy_ns: int = BUSY_NS) -> None:
         self.poll_ns = poll_ns
         self.backoff_max = backoff_max
+        self.busy_ns = busy_ns
         self._skip = 0                  # waits left that do not poll
         self._backoff = 1
         self.won = 0                    # polls that found something
@@ -69,7 +71,7 @@ class PollThenSleep:
             before = time.monotonic_ns()
             os.sched_yield()
             now = time.monotonic_ns()
-            if now - before > BUSY_NS:
+            if now - before > self.busy_ns:
                 limit = self.poll_ns          # counts as lost: back off
                 break
         if limit == self.poll_ns:       # not cut short by the caller's deadline

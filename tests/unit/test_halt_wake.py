@@ -16,7 +16,7 @@ from uvirt.polling import PollThenSleep
 
 
 def test_poll_returns_what_look_found_and_keeps_polling():
-    p = PollThenSleep(poll_ns=10**9)
+    p = PollThenSleep(poll_ns=10**9, busy_ns=10**9)      # a loaded host changes nothing
     calls = []
 
     def look():
@@ -154,3 +154,10 @@ def test_a_closed_source_is_not_watched(wake):
     wake.unwatch(s)
     assert wake._sources == []
     s.close()
+
+
+def test_a_poll_that_lost_the_cpu_to_another_thread_stops_as_lost():
+    p = PollThenSleep(poll_ns=10**9, busy_ns=-1)         # every yield "ran another thread"
+    looks = []
+    assert p.poll(lambda: looks.append(1)) is None
+    assert len(looks) == 1 and p.lost == 1 and p._skip == 1

@@ -32,11 +32,13 @@ Doorbell (``-chardev socket,path=SOCK,id=c -device ivshmem-doorbell,chardev=c,ve
     'SOCK': No such file or directory``).  The device is an ``IvshmemClient``: before the
     guest runs it waits -- bounded by ``SETUP_TIMEOUT`` seconds, where QEMU would wait
     forever -- for version, id, the shared-memory fd and its own eventfds.  Afterwards a
-    service thread blocks in ``select`` on the client's epoll fd and hands every event to
-    the device under ``self.lock``: peers joining or leaving update the peer table; a
-    ring on an own eventfd calls ``Msix.notify(vector)`` when MSI-X is enabled (PBA bit
-    while masked, the message otherwise) and does nothing when it is disabled, as QEMU's
-    ``ivshmem_vector_notify``.  Every guest-side entry point (BAR0, BAR1, config writes)
+    service thread sleeps on the client's epoll fd and hands every event to the device
+    under ``self.lock``: peers joining or leaving update the peer table; a ring on an own
+    eventfd calls ``Msix.notify(vector)`` when MSI-X is enabled (PBA bit while masked, the
+    message otherwise) and does nothing when it is disabled, as QEMU's
+    ``ivshmem_vector_notify``.  While the guest is in ``hlt`` the CPU thread watches the
+    client's fd itself (``halt_source``, uvirt/cpu/halt_wake.py) and the service thread
+    does not: a ring then wakes one thread, not two, and the message is sent right there.  Every guest-side entry point (BAR0, BAR1, config writes)
     takes the same lock.  Messages are sent through ``self.deliver(callable)``: direct by
     default, or the machine's ``call_soon_threadsafe`` when it has one, so delivery can
     move onto the CPU thread without touching this file.
