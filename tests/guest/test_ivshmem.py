@@ -505,7 +505,20 @@ def test_doorbell_transcript_survives_a_slow_service_thread(firmware, tmp_path, 
 
     from uvirt.board.devices import ivshmem
 
+    class SlowEpoll:
+        def __init__(self):
+            self.ep = real_select.epoll()
+            self.register, self.unregister, self.close = self.ep.register, self.ep.unregister, self.ep.close
+
+        def poll(self, *args):
+            ready = self.ep.poll(*args)
+            time.sleep(0.02)
+            return ready
+
     class SlowSelect:                   # the service thread wakes 20 ms late
+        EPOLLIN = real_select.EPOLLIN
+        epoll = SlowEpoll
+
         @staticmethod
         def select(*args):
             ready = real_select.select(*args)
@@ -680,3 +693,49 @@ def test_a_message_to_the_apic_waits_for_the_cpu_thread(doorbell_machine):
     while dev.interrupts == 0 and time.monotonic() < deadline:
         time.sleep(0.005)
     assert dev.interrupts == 1 and dev.outstanding == 1 and len(m._posted) == 1
+
+
+@pytest.mark.parametrize("answer", ["at_once", "once_halted"])
+def test_doorbell_interrupts_wake_a_halted_guest(tmp_path, firmware, warm, answer):
+    """300 round trips guest -> host peer -> MSI-X interrupt, the guest waiting in HLT
+    (benchmarks/guests/ivshmem_loop.S MODE 2): every ring is one interrupt.  Answered
+    only once the guest halted, every ring is taken by the halted CPU's own wait
+    (uvirt/cpu/halt_wake.py), the service thread standing aside; answered at once, either
+    thread may take it (the guest may not have halted yet)."""
+    iters = 300
+    image = firmware(Path(__file__).resolve().parents[2] / "benchmarks" / "guests" / "ivshmem_loop.S",
+                     {"ITERS": iters, "MODE": 2})
+    sock = str(tmp_path / "s")
+    srv = IvshmemServer(sock, size=1 << 20, vectors=1).start()
+    srv.start_thread()
+    peer = IvshmemPeer.connect(sock, vectors=1, timeout=5)
+    b = build_machine(parse_argv([*BASE, "-chardev", f"socket,path={sock},id=c", "-device",
+                                  "ivshmem-doorbell,chardev=c,vectors=1", "-kernel", str(image)]))
+    m, dev = b.machine, b.devices[-1][1]
+    stop = threading.Event()
+    rings = []
+    give_up = time.monotonic() + 20        # a CPU that never takes the fd over: fail, not hang
+
+    def host():
+        while not stop.is_set():
+            if peer.wait(vector=0, timeout=0.02) is None:
+                continue
+            rings.append(1)
+            while answer == "once_halted" and dev._watched and time.monotonic() < give_up:
+                time.sleep(0)              # until the halted CPU has taken the fd over
+            peer.ring(1, 0)
+
+    t = threading.Thread(target=host)
+    t.start()
+    try:
+        stop_info = m.run(timeout=60)
+    finally:
+        stop.set()
+        t.join()
+        m.close()
+        peer.close()
+        srv.close()
+    assert stop_info.exit_code == 1, stop_info
+    assert len(rings) == iters and dev.interrupts == iters
+    if answer == "once_halted":
+        assert dev.interrupts_in_halt == iters

@@ -6,6 +6,7 @@ docstring of uvirt.board.devices.ivshmem."""
 from __future__ import annotations
 
 import os
+import select
 import time
 
 import pytest
@@ -170,3 +171,38 @@ def test_own_ring_is_answered_before_the_write_returns(server, tmp_path):
     finally:
         b.machine.close()
 
+
+
+def test_a_halted_cpu_takes_the_ring_while_the_service_thread_stands_aside(server):
+    """While the guest is in HLT the CPU thread watches the client's fd itself
+    (uvirt/cpu/halt_wake.py) and the service thread's wait set does not hold it, so one
+    ring wakes one thread; the message is sent on the CPU thread, as posted work would be."""
+    with IvshmemPeer.connect(server.socket_path, vectors=3, timeout=5) as peer:
+        b = build_machine(parse_argv(["-machine", "pc", "-nodefaults", "-chardev",
+                                      f"socket,path={server.socket_path},id=c", "-device",
+                                      "ivshmem-doorbell,chardev=c,vectors=3,addr=4", "-accel", "qtest"]))
+        fn = b.devices[-1][1]
+        try:
+            efd = fn.client.fileno()
+            src = fn.halt_source
+            assert src.fileno() == efd
+            fn.config_write(0x42, 2, 0x8000)             # MSI-X on, vectors masked
+            src.pause()
+            with pytest.raises(FileNotFoundError):       # not in the service thread's set
+                fn._watch.modify(efd, 0)
+            assert peer.wait_peer_joined(timeout=5).peer_id == 1
+            peer.ring(1, 2)
+            assert select.select([efd], [], [], 5)[0] == [efd]
+            src.ready()                                  # the halted CPU's wait services it
+            assert fn.msix.pba[0] == 4 and fn.interrupts == fn.interrupts_in_halt == 1
+            src.resume()
+            fn._watch.modify(efd, select.EPOLLIN)        # back in the service thread's set
+            peer.ring(1, 1)                              # ... which takes the next ring
+            deadline = time.monotonic() + 5
+            while fn.interrupts < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert fn.msix.pba[0] == 6 and fn.interrupts_in_halt == 1
+        finally:
+            b.machine.close()
+        assert src.fileno() == -1                        # closed: a halted CPU ignores it
+        src.pause(), src.resume()                        # and these do nothing

@@ -19,6 +19,7 @@ import mmap
 import time
 from dataclasses import dataclass
 
+from uvirt.polling import PollThenSleep
 from uvirt.ivshmem.protocol import (
     DEFAULT_TIMEOUT,
     Event,
@@ -57,6 +58,8 @@ class IvshmemPeer:
         self._joins: collections.deque[_Join] = collections.deque()
         self._open_join: _Join | None = None
         self._left: collections.deque[int] = collections.deque()
+        #: how ``wait`` polls before it sleeps; ``polling.poll_ns = 0`` never polls
+        self.polling = PollThenSleep()
         try:
             self.memory = client.map_shm()
         except BaseException:
@@ -96,24 +99,36 @@ class IvshmemPeer:
 
     def ring(self, peer_id: int, vector: int = 0) -> bool:
         """Ring ``peer_id`` on ``vector``; False if that peer/vector is not connected."""
-        self._pump(0.0)
+        self._pump(0.0)                  # a leave already sent makes this False
         return self.client.ring(peer_id, vector)
 
     def wait(self, vector: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> int | None:
         """Wait until our ``vector`` (any if None) is rung; return it, or None on timeout.
 
         Rings coalesce as eventfds do: several rings of one vector before a wait are
-        reported once.
+        reported once.  The wait first looks for up to 200 us (``polling``,
+        uvirt/polling.py: a peer's answer usually comes sooner than a sleeping thread is
+        woken) and then sleeps; a ring costs one ``epoll_wait`` and one ``read``.
         """
-        deadline = time.monotonic() + timeout
-        while True:
+        if self._rung:
             hit = self._take_ring(vector)
             if hit is not None:
                 return hit
+        deadline = time.monotonic() + timeout
+        remaining = timeout
+        client = self.client
+        while remaining > 0 and not client.closed:
+            events = self.polling.poll(lambda: client.poll(0.0), remaining)
+            if events:
+                self._record(events)
+            else:
+                self._pump(deadline - time.monotonic())
+            if self._rung:
+                hit = self._take_ring(vector)
+                if hit is not None:
+                    return hit
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.client.closed:
-                return None
-            self._pump(remaining)
+        return None
 
     # -- membership
 
@@ -168,21 +183,23 @@ class IvshmemPeer:
     # -- internals
 
     def _take_ring(self, vector: int | None) -> int | None:
-        for v in sorted(self._rung):
-            if vector is None or v == vector:
-                del self._rung[v]
-                return v
-        return None
+        rung = self._rung
+        if vector is None:
+            vector = min(rung) if rung else None
+        if vector is None or vector not in rung:
+            return None
+        del rung[vector]
+        return vector
 
     def _pump(self, timeout: float) -> None:
-        if self.client.closed:
-            return
-        self._record(self.client.poll(timeout))
-        # Collect whatever else is already queued without waiting again.
-        self._record(self.client.poll(0.0))
+        if not self.client.closed:
+            self._record(self.client.poll(timeout))
 
     def _record(self, events: list[Event]) -> None:
         for ev in events:
+            if type(ev) is Interrupt and self._open_join is None:      # the common case
+                self._rung[ev.vector] += ev.count
+                continue
             if isinstance(ev, PeerVectorConnected) and self._open_join is not None \
                     and ev.peer_id == self._open_join.peer_id:
                 self._open_join.vectors += 1

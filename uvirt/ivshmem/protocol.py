@@ -65,7 +65,6 @@ MESSAGE_SIZE = 8
 _FDS_PER_RECV = 16
 _FDS_DROPPED = -2           # placeholder for fds the kernel discarded (MSG_CTRUNC)
 _MSG = struct.Struct("<q")
-_EVENTFD_VALUE = struct.Struct("=Q")   # eventfd counters are host byte order
 DEFAULT_TIMEOUT = 5.0
 # When fewer own eventfds than configured vectors arrived and the socket is empty,
 # how long set-up waits for a straggler before concluding the server has fewer
@@ -431,6 +430,17 @@ def _hex(value: int) -> str:
 # --------------------------------------------------------------------------- socket client
 
 
+def _drain(fd: int) -> int:
+    """Read an own eventfd (non-blocking): the rings since the last read, 0 if none.
+
+    One read takes the whole counter and resets it (an eventfd without EFD_SEMAPHORE, as
+    QEMU's server makes them); a ring that lands after it is seen at the next poll."""
+    try:
+        return os.eventfd_read(fd)
+    except OSError:              # empty (EAGAIN), or closed under us
+        return 0
+
+
 class IvshmemClient:
     """A connected ivshmem client: the state machine plus its socket and eventfds.
 
@@ -605,25 +615,43 @@ class IvshmemClient:
 
         Never blocks longer than ``timeout`` (0 = just look).  Returns the events in
         the order they happened; rings come last, one Interrupt per rung vector.
+        This is every doorbell's path on both sides (the device's thread, a host peer's
+        ``wait``), so the common case -- one own eventfd readable -- costs one
+        ``epoll_wait`` and one ``read``.
         """
-        if self._epoll is None:
+        ep = self._epoll
+        if ep is None:
+            return []
+        ready = ep.poll(timeout if timeout > 0 else 0)
+        if not ready:
             return []
         events: list[Event] = []
-        ready = self._epoll.poll(max(timeout, 0.0))
-        rung: list[int] = []
+        rung: list[tuple[int, int]] = []
+        sock = self._sock
+        sock_fd = sock.fileno() if sock is not None else -1
         server_ready = False
+        fd_vector = self._fd_vector
         for fd, _mask in ready:
-            if self._sock is not None and fd == self._sock.fileno():
+            if fd == sock_fd:
                 server_ready = True
-            elif fd in self._fd_vector:
-                rung.append(self._fd_vector[fd])
+            else:
+                vector = fd_vector.get(fd)
+                if vector is not None:
+                    rung.append((vector, fd))
         if server_ready:
             events += self._read_server(setup=False)
             self._register_own_vectors()
-        for vector in sorted(rung):
-            count = self._drain_own(vector)
-            if count:
-                events.append(Interrupt(vector, count))
+        if rung:
+            if len(rung) > 1:
+                rung.sort()
+            own = self.state.eventfds.get(self.state.own_id, ())
+            for vector, fd in rung:
+                # A vector whose fd went away while the server's messages were read (the
+                # fd number may even be reused) is not read.
+                if vector < len(own) and own[vector] == fd:
+                    count = _drain(fd)
+                    if count:
+                        events.append(Interrupt(vector, count))
         return events
 
     def ring(self, peer_id: int, vector: int = 0) -> bool:
@@ -631,11 +659,11 @@ class IvshmemClient:
 
         QEMU's doorbell ignores a write to an absent peer or vector; so does this.
         """
-        fd = self.state.eventfd(peer_id, vector)
-        if fd < 0:
+        fds = self.state.eventfds.get(peer_id)
+        if fds is None or not 0 <= vector < len(fds):
             return False
         try:
-            os.write(fd, _EVENTFD_VALUE.pack(1))
+            os.eventfd_write(fds[vector], 1)
         except BlockingIOError:
             pass        # counter saturated: the target has an interrupt pending anyway
         return True
@@ -715,21 +743,6 @@ class IvshmemClient:
             self._epoll.register(fds[vector], select.EPOLLIN)
             self._fd_vector[fds[vector]] = vector
             self._own_registered += 1
-
-    def _drain_own(self, vector: int) -> int:
-        total = 0
-        fd = self.own_eventfd(vector)
-        if fd < 0:
-            return 0
-        while True:
-            try:
-                data = os.read(fd, 8)
-            except BlockingIOError:
-                break
-            if len(data) != 8:
-                break
-            total += _EVENTFD_VALUE.unpack(data)[0]
-        return total
 
     def _progress(self) -> str:
         st = self.state

@@ -32,11 +32,13 @@ Doorbell (``-chardev socket,path=SOCK,id=c -device ivshmem-doorbell,chardev=c,ve
     'SOCK': No such file or directory``).  The device is an ``IvshmemClient``: before the
     guest runs it waits -- bounded by ``SETUP_TIMEOUT`` seconds, where QEMU would wait
     forever -- for version, id, the shared-memory fd and its own eventfds.  Afterwards a
-    service thread blocks in ``select`` on the client's epoll fd and hands every event to
-    the device under ``self.lock``: peers joining or leaving update the peer table; a
-    ring on an own eventfd calls ``Msix.notify(vector)`` when MSI-X is enabled (PBA bit
-    while masked, the message otherwise) and does nothing when it is disabled, as QEMU's
-    ``ivshmem_vector_notify``.  Every guest-side entry point (BAR0, BAR1, config writes)
+    service thread sleeps on the client's epoll fd and hands every event to the device
+    under ``self.lock``: peers joining or leaving update the peer table; a ring on an own
+    eventfd calls ``Msix.notify(vector)`` when MSI-X is enabled (PBA bit while masked, the
+    message otherwise) and does nothing when it is disabled, as QEMU's
+    ``ivshmem_vector_notify``.  While the guest is in ``hlt`` the CPU thread watches the
+    client's fd itself (``halt_source``, uvirt/cpu/halt_wake.py) and the service thread
+    does not: a ring then wakes one thread, not two, and the message is sent right there.  Every guest-side entry point (BAR0, BAR1, config writes)
     takes the same lock.  Messages are sent through ``self.deliver(callable)``: direct by
     default, or the machine's ``call_soon_threadsafe`` when it has one, so delivery can
     move onto the CPU thread without touching this file.
@@ -183,6 +185,7 @@ class Ivshmem(PciFunction):
         self.rings_sent = 0
         self.rings_ignored = 0
         self.interrupts = 0
+        self.interrupts_in_halt = 0       # ... of them taken by a halted CPU's own wait
         self.outstanding = 0              # messages handed to ``deliver`` and not sent yet
         self.closed = False
         #: how a message (``Msix.notify`` of an unmasked vector) gets sent: called with a
@@ -214,6 +217,10 @@ class Ivshmem(PciFunction):
         self.freeze_reset_state()
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
+        self._watch: select.epoll | None = None     # the service thread's wait set
+        self._watched = False                       # ... holds the client's fd now
+        #: what a halted CPU watches for this device (Machine.watch_while_halted)
+        self.halt_source = _HaltSource(self)
 
     # ------------------------------------------------------------------ guest side
     @staticmethod
@@ -262,27 +269,30 @@ class Ivshmem(PciFunction):
             return changes
 
     # ------------------------------------------------------------------ server events
-    def handle_events(self, events) -> None:
-        """Apply client events (lock held by the caller or taken here)."""
+    def handle_events(self, events, on_cpu: bool = False) -> None:
+        """Apply client events (lock held by the caller or taken here).  ``on_cpu``: the
+        caller is the CPU thread between two runs (a halted CPU's wait), where posted
+        work would run: messages are sent at once."""
         with self.lock:
             for ev in events:
                 if isinstance(ev, Interrupt):
-                    self._vector_notify(ev.vector)
+                    self.interrupts_in_halt += on_cpu
+                    self._vector_notify(ev.vector, on_cpu)
                 elif isinstance(ev, VectorDropped):
                     # QEMU: error_report("Too many eventfd received, device has %d vectors")
                     log.warning("Too many eventfd received, device has %d vectors",
                                 self.client.vectors if self.client else 0)
 
-    def _vector_notify(self, vector: int) -> None:
+    def _vector_notify(self, vector: int, on_cpu: bool = False) -> None:
         """QEMU ``ivshmem_vector_notify``: MSI-X only, and only while it is enabled."""
         self.interrupts += 1
         m = self.msix
         if m is None or not m.enabled or vector >= m.nvectors:
             return
-        if m.vector_masked(vector):
-            m.notify(vector)                      # sets the PBA bit, sends nothing
-        elif self.ram_target(m.message(vector)[0]):
-            m.notify(vector)                      # a RAM write: no CPU stop needed
+        # Sent here: on the CPU thread; a message to RAM (no CPU stop needed); a masked
+        # vector's PBA bit (sends nothing).  ``notify`` makes every check again.
+        if on_cpu or self.ram_target(m.message(vector)[0]) or m.vector_masked(vector):
+            m.notify(vector)
         else:
             self.outstanding += 1
             self.deliver(lambda: self._notify_locked(vector))
@@ -297,50 +307,76 @@ class Ivshmem(PciFunction):
         """Start the thread that services the server socket and own eventfds."""
         if self.client is None or self._thread is not None:
             return
+        try:
+            efd = self.client.fileno()
+        except IvshmemError:
+            return
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        # The thread sleeps on its own epoll set: a halted CPU takes the client's fd out
+        # of it while it watches that fd itself (``pause``), so one event wakes one thread.
+        self._watch = select.epoll()
+        self._watch.register(self._wake_r, select.EPOLLIN)
+        self._watch.register(efd, select.EPOLLIN)
+        self._watched = True
         self._thread = start_service_thread(self._serve, f"{self.name}-service")
 
     def _serve(self) -> None:
         client = self.client
-        assert client is not None
-        try:
-            efd = client.fileno()
-        except IvshmemError:
-            return
+        assert client is not None and self._watch is not None
+        watch, wake_r = self._watch, self._wake_r
         while True:
             # A message posted to the CPU thread and not run yet is kicked again every
             # RETRY_KICK seconds: a kick that lands while the run loop is between two
             # emu_start calls is otherwise only noticed at the guest's next exit.
-            timeout = RETRY_KICK if self.outstanding and self.cpu_running() else None
+            timeout = RETRY_KICK if self.outstanding and self.cpu_running() else -1
             try:
-                ready, _, _ = select.select([efd, self._wake_r], [], [], timeout)
+                ready = watch.poll(timeout)
             except (OSError, ValueError):
-                return
-            if self._wake_r in ready:
                 return
             if not ready:
                 if self.outstanding and not self.closed and self.cpu_running():
                     self.deliver(_nothing)
                 continue
-            with self.lock:
-                if self.closed or client.closed:
-                    return
-                try:
-                    events = client.poll(0.0)
-                except Exception as e:          # never let the thread die silently
-                    log.warning("ivshmem: %s", e)
-                    return
-                self.handle_events(events)
+            if any(fd == wake_r for fd, _ in ready):
+                return
+            self.service_once()
 
-    def service_once(self, timeout: float = 0.0) -> None:
-        """Service pending events on the calling thread (tests, no thread running)."""
+    # -- the halted CPU's view (uvirt/cpu/halt_wake.py): it watches the client's fd
+    # itself while the guest is in ``hlt``, and this thread does not.
+    def halt_fileno(self) -> int:
+        client = self.client
+        if client is None or client.closed or self.closed or self._watch is None:
+            return -1
+        return client.fileno()
+
+    def pause(self) -> None:
+        with self.lock:
+            if self._watched and self._watch is not None and not self.closed:
+                self._watch.unregister(self.client.fileno())
+                self._watched = False
+
+    def resume(self) -> None:
+        with self.lock:
+            if not self._watched and self._watch is not None and not self.closed:
+                # An fd already readable wakes the thread at once: nothing is lost.
+                self._watch.register(self.client.fileno(), select.EPOLLIN)
+                self._watched = True
+
+    def service_once(self, timeout: float = 0.0, on_cpu: bool = False) -> None:
+        """Service pending events on the calling thread: the service thread, a halted
+        CPU thread (``halt_source``, ``on_cpu``), tests without a thread."""
         if self.client is None:
             return
         with self.lock:
-            if self.client.closed:
+            if self.closed or self.client.closed:
                 return
-            self.handle_events(self.client.poll(timeout))
+            try:
+                events = self.client.poll(timeout)
+            except Exception as e:          # never let a thread die silently
+                log.warning("ivshmem: %s", e)
+                return
+            self.handle_events(events, on_cpu)
 
     # ------------------------------------------------------------------ host side
     @property
@@ -366,6 +402,10 @@ class Ivshmem(PciFunction):
                 os.close(fd)
         self._wake_r = self._wake_w = -1
         with self.lock:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
+        with self.lock:
             if self.client is not None:
                 self.client.close()
             # Take the memory out of the guest's map so its buffer can be released now.
@@ -380,6 +420,27 @@ def _close_shm(shm: SharedMemory) -> None:
         shm.buffer.close()
     except (UvirtError, BufferError, ValueError) as e:
         log.debug("ivshmem: buffer %s not released: %s", shm.name, e)
+
+
+class _HaltSource:
+    """A doorbell device as a halted CPU's wake source (uvirt/cpu/halt_wake.py)."""
+
+    __slots__ = ("dev",)
+
+    def __init__(self, dev: Ivshmem) -> None:
+        self.dev = dev
+
+    def fileno(self) -> int:
+        return self.dev.halt_fileno()
+
+    def pause(self) -> None:
+        self.dev.pause()
+
+    def resume(self) -> None:
+        self.dev.resume()
+
+    def ready(self) -> None:
+        self.dev.service_once(on_cpu=True)
 
 
 class DeviceCloser(Chardev):
@@ -546,6 +607,9 @@ def create_doorbell(machine: "Machine", v: dict[str, Any], timeout: float | None
         fn.after_ring = _stop_after_ring(machine, hook)
         fn.cpu_running = lambda: getattr(machine.memory, "cpu_thread", None) is not None
         fn.ram_target = lambda addr: machine.memory.ram_piece(addr) is not None
+        watch = getattr(cpu, "watch_while_halted", None)     # a Machine has it
+        if watch is not None:
+            watch(fn.halt_source)
     try:
         _place(machine, fn, v)
     except BaseException:
