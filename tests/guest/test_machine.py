@@ -253,14 +253,19 @@ def test_a_new_machines_cpu_is_what_an_eagerly_mapped_one_is(monkeypatch):
     whoever looks first (``m.uc``) sees exactly what a user's CPU, mapped at attach,
     shows: the same mappings and segment state, right after creation and after a build,
     which then unmaps nothing (the eager CPU maps the reset view, then remaps it)."""
+    from uvirt.cpu import uc_memory
     unmaps: dict[int, int] = {}
-    real_unmap = Uc.mem_unmap
+    real_calls = uc_memory._mapping_calls
 
-    def counting_unmap(self, address, size):
-        unmaps[id(self)] = unmaps.get(id(self), 0) + 1
-        return real_unmap(self, address, size)
+    def counting_calls(uc):                  # the memory map unmaps through these only
+        map_ptr, unmap = real_calls(uc)
 
-    monkeypatch.setattr(Uc, "mem_unmap", counting_unmap)
+        def counting_unmap(address, size):
+            unmaps[id(uc)] = unmaps.get(id(uc), 0) + 1
+            return unmap(address, size)
+        return map_ptr, counting_unmap
+
+    monkeypatch.setattr(uc_memory, "_mapping_calls", counting_calls)
     lazy, eager = Machine(), Machine(uc=Uc(UC_ARCH_X86, UC_MODE_32))
     built = Machine()
     try:
