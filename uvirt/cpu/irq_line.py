@@ -67,6 +67,7 @@ VMCB_INT_VECTOR = 0x64
 #: where the acknowledge page lives: not reachable by the guest (32-bit, PAE, 40-bit MAXPHYADDR)
 ACK_PAGE = 1 << 44
 PAGE = 0x1000
+_VMCB = ACK_PAGE - VMCB_INT_VECTOR               # vm_vmcb: the vector is read at ACK_PAGE
 #: CPUState: nr_cores, nr_threads (int); thread (ptr); seven bools; cflags_next_tb (u32);
 #: interrupt_request (u32) (include/hw/core/cpu.h, 2.1.4, LP64)
 _INTERRUPT_REQUEST = 28
@@ -134,7 +135,7 @@ class IrqLine:
     def raise_line(self) -> None:
         """QEMU's ``cpu_interrupt(cs, CPU_INTERRUPT_HARD)``: taken at the next block
         boundary where the CPU accepts interrupts."""
-        self._vmcb.value = ACK_PAGE - VMCB_INT_VECTOR     # a restored context may hold 0
+        self._vmcb.value = _VMCB                          # a restored context may hold 0
         self._request.value |= CPU_INTERRUPT_VIRQ
         self._icount_high.value = 0xFFFF
         self.raised = True
@@ -150,14 +151,14 @@ class IrqLine:
         return self._error_code.value & 0xFFFFFFFF
 
     def set(self, level: bool) -> None:
-        """``raise_line`` or ``lower_line`` (inline: the controllers call this on every
-        change of their output)."""
+        """``raise_line`` or ``lower_line`` (inline, constants folded: the controllers
+        call this on every change of their output, twice per interrupt)."""
         if level:
-            self._vmcb.value = ACK_PAGE - VMCB_INT_VECTOR
-            self._request.value |= CPU_INTERRUPT_VIRQ
+            self._vmcb.value = _VMCB
+            self._request.value |= 0x0100           # CPU_INTERRUPT_VIRQ
             self._icount_high.value = 0xFFFF
         else:
-            self._request.value &= ~CPU_INTERRUPT_VIRQ
+            self._request.value &= ~0x0100
         self.raised = level
 
     def close(self) -> None:

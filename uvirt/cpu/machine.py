@@ -895,7 +895,7 @@ class Machine:
             return
         if self._engine_irqs():
             ic.on_level = self._line_falls if self._stopping else self.irq_line.set
-            ic.on_change = _no_change
+            ic.on_change = None           # the line is all the CPU needs
         else:
             ic.on_level = self._line_falls
             ic.on_change = self._irq_changed
@@ -1323,7 +1323,7 @@ class Machine:
             board.cpu = None
             self.work.should_stop = board.stop_pending
             if self.interrupts is not None:
-                self.interrupts.on_change = lambda: None
+                self.interrupts.on_change = None
             if self.irq_line is not None:
                 self.interrupts.on_level = _no_level
                 self.irq_line.close()
@@ -1384,10 +1384,6 @@ class _UcView:
             return self.regs.mem_read(addr, size)
         except UcError:
             return bytes(size)           # unassigned memory reads 0
-
-
-def _no_change() -> None:
-    """``InterruptController.on_change`` while the CPU takes interrupts itself."""
 
 
 def _no_level(_level: bool) -> None:

@@ -215,11 +215,25 @@ class LocalApic:
         if offset > 0xFFF or offset < 0x10:
             # MSI and the APIC registers share the window (apic_mem_write's comment):
             # register index 0, or beyond the 4 KiB of registers.
-            self.send_msi(offset, value)
+            if not offset & 4 and not value & 0x700 and ((offset >> 12) & 0xFF) in (0xFF, self.id):
+                # send_msi's usual case, inline (every device's MSI comes this way)
+                bit = 1 << (value & 0xFF)
+                self.irr |= bit
+                if value & 0x8000:
+                    self.tmr |= bit
+                elif self.tmr:
+                    self.tmr &= ~bit
+                self.on_change()
+            else:
+                self.send_msi(offset, value)
             return
         index = offset >> 4
-        if index == 0x0B:
-            self.eoi()                        # first: once per interrupt
+        if index == 0x0B:                     # EOI, as eoi() (inline: once per interrupt)
+            isr = self.isr
+            if isr:
+                self.isr = isr & ~(1 << (isr.bit_length() - 1))
+                if self.irr:
+                    self.on_change()
         elif index == 0x02:
             self.id = value >> 24
         elif index == 0x08:
