@@ -8,7 +8,7 @@ from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_32, Uc
 
 from uvirt.backends.chardev import MemoryChardev
 from uvirt.cpu.machine import Machine, StopReason
-from uvirt.board.memory.regions import RamRegion
+from uvirt.board.memory.regions import MmioRegion, RamRegion
 from uvirt.board.pci.bus import PciFunction
 from uvirt.testing.guest import comparable, run_uvirt
 
@@ -55,6 +55,30 @@ def test_nothing_after_the_exit_write_is_visible(tmp_path, firmware, booted):
                                               "    out 0xe9, al\n    out 0xe9, al"))
     m.run(timeout=5)
     assert "X" not in con.text
+
+
+class _Broken:
+    """A device model with a bug: its registers raise."""
+
+    def reset(self) -> None:
+        pass
+
+    def read(self, offset: int, size: int) -> int:
+        raise RuntimeError(f"broken read at +0x{offset:x}")
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        raise RuntimeError(f"broken write at +0x{offset:x}")
+
+
+@pytest.mark.parametrize("access", ["mov dword ptr [0xfe000010], eax", "mov eax, [0xfe000010]"])
+def test_a_device_exception_in_an_mmio_access_reaches_the_caller(tmp_path, firmware, booted, access):
+    """MMIO callbacks are called by Unicorn directly (uc_hooks.map_mmio(raw=True)) and
+    guard themselves: the device's exception stops the CPU and ``run`` raises it, as
+    the binding's own wrapper did (a ctypes callback would print and drop it)."""
+    m, con = booted(guest(tmp_path, firmware, f"    {access}\nspin:\n    jmp spin"))
+    m.memory.add(MmioRegion("broken", 0x1000, _Broken(), valid_sizes=(1, 2, 4)), 0xFE000000)
+    with pytest.raises(RuntimeError, match=r"broken (read|write) at \+0x10"):
+        m.run(timeout=10)
 
 
 class ShmFunction(PciFunction):

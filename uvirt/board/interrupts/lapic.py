@@ -118,14 +118,6 @@ class LocalApic:
             self.tmr &= ~bit
         self.on_change()
 
-    def eoi(self) -> None:
-        isr = self.isr
-        if not isr:
-            return
-        self.isr = isr & ~(1 << (isr.bit_length() - 1))
-        if self.irr:                          # with IRR empty nothing can become pending
-            self.on_change()
-
     # -- messages
     def _accepts(self, dest: int, dest_mode: int) -> bool:
         if dest_mode == 0:
@@ -228,11 +220,11 @@ class LocalApic:
                 self.send_msi(offset, value)
             return
         index = offset >> 4
-        if index == 0x0B:                     # EOI, as eoi() (inline: once per interrupt)
+        if index == 0x0B:                     # EOI (apic_eoi; first: once per interrupt)
             isr = self.isr
             if isr:
                 self.isr = isr & ~(1 << (isr.bit_length() - 1))
-                if self.irr:
+                if self.irr:                  # with IRR empty nothing can become pending
                     self.on_change()
         elif index == 0x02:
             self.id = value >> 24
