@@ -55,7 +55,8 @@ def _qemu(qemu: str, path: str, tmp: str) -> float:
 ROUND_TRIPS = 100_000
 
 
-def round_trips(qemu: str, reps: int, vectors: int = 1, n: int = ROUND_TRIPS) -> tuple[list[float], list[float]]:
+def round_trips(qemu: str, reps: int, vectors: int = 1,
+                n: int = ROUND_TRIPS) -> tuple[list[float], list[float]]:
     """Seconds per MSI round trip, (uvirt's, QEMU's), one pair per repetition, on
     guests/msi_loop.S rotating over ``vectors`` vectors: (T(n) - T(0)) / n for each
     emulator, its two runs back to back."""

@@ -196,7 +196,8 @@ def _stand_ins(level: str):
     return line, undo
 
 
-def _cpu_per_round_trip(full: bytes, empty: bytes, n: int, reps: int, line=None) -> tuple[float, float]:
+def _cpu_per_round_trip(full: bytes, empty: bytes, n: int, reps: int,
+                        line=None) -> tuple[float, float]:
     """(CPU seconds per round trip, TLB hook fills per round trip), min over ``reps``."""
     def run(image):
         m = uvirt_machine(image)
@@ -231,7 +232,8 @@ def substitution(full: bytes, empty: bytes, n: int, reps: int) -> None:
                 setattr(owner, attr, old)
     print(f"per round trip, by substitution (CPU us, min of {reps}):")
     rows = [("round trip", whole),
-            ("  LAPIC + controller (MSI decode, IRR/ISR, EOI, acknowledge)", whole - parts["device"]),
+            ("  LAPIC + controller (MSI decode, IRR/ISR, EOI, acknowledge)",
+             whole - parts["device"]),
             ("  memory map dispatch of the 2 APIC accesses", parts["device"] - parts["dispatch"]),
             ("  the rest: Unicorn, guest code, 3 ctypes callbacks, the line's writes",
              parts["dispatch"])]

@@ -152,8 +152,9 @@ msi_data = st.builds(lambda vec, dm, trig: vec | (dm << 8) | (trig << 15),
                      st.sampled_from([0, 0, 0, 1, 2, 4, 5, 7]), st.integers(0, 1))
 register = st.sampled_from([0x20, 0x80, 0xB0, 0xB0, 0xD0, 0xE0, 0xF0, 0x300, 0x310, 0x350,
                             0x100, 0x200, 0x280, 0x380, 0x3E0, 0x400, 0x7F0, 0xFF0])
-reg_value = st.one_of(st.sampled_from([0, 0x1FF, 0xFF, 0x30, 0x50, 0x5, 0x25, 0x8700, 0x10000, 0x4041,
-                                       0x1000000, 0xF0000000]), st.integers(0, 0xFFFFFFFF))
+reg_value = st.one_of(st.sampled_from([0, 0x1FF, 0xFF, 0x30, 0x50, 0x5, 0x25, 0x8700, 0x10000,
+                                       0x4041, 0x1000000, 0xF0000000]),
+                      st.integers(0, 0xFFFFFFFF))
 ops = st.lists(st.one_of(
     st.tuples(st.just("msi"), msi_address, msi_data, st.sampled_from([4, 4, 4, 2, 1])),
     st.tuples(st.just("write"), register, reg_value, st.sampled_from([4, 4, 4, 2, 1])),

@@ -49,12 +49,14 @@ _RW = UC_PROT_READ | UC_PROT_WRITE
 #: window is MMIO at a fixed place over everything else (QEMU's priority 0x1000), so no
 #: RAM, no code and no dirty tracking there.  And 2.1.4's victim TLB never gives back an
 #: MMIO entry (``victim_tlb_hit`` compares ``addr_write`` with its TLB_MMIO flag to the
-#: bare page): when a guest's hot page shares the APIC page's TLB index (msi_loop's
-#: interrupt tables at 0x100510 and 0x100910 do: index = page mod 256), the EOI after every interrupt
-#: refilled the entry through this hook, about 1.7 us of CPU each time (the MSI round
-#: trip went from 6.3 to 4.8 us with this alone; benchmarks/irq_breakdown.py).  With paging on the hook refuses every fill; the first
-#: fill after CR0.PG is set is a code fetch (QEMU ends the block at the CR0 write and
-#: flushes the TLB), never in an MMIO window, so the switch happens as before.
+#: bare page): when a guest's hot page shares the APIC page's TLB index (index = page mod
+#: 256; msi_loop's interrupt tables at 0x100510 and 0x100910 do), the EOI after every
+#: interrupt refilled the entry through this hook, about 1.7 us of CPU each time (the MSI
+#: round trip went from 6.3 to 4.8 us with this alone; benchmarks/irq_breakdown.py).
+#: With paging on the hook refuses every fill; the first fill after CR0.PG is set is a
+#: code fetch (QEMU ends the block at the CR0 write and flushes the TLB), never in an
+#: MMIO window, so the switch happens as before (firmware/cpu_memory.S maps RAM at
+#: 0xFEE00000 while paging is on).
 HOOKED = ((0, APIC_BASE - 1), (APIC_BASE + APIC_SPACE_SIZE, (1 << 64) - 1))
 
 
@@ -80,11 +82,12 @@ class TlbFill:
         self._flush()
         uc.ctl_flush_tb()                 # a user's CPU may hold code from before
         fill = self._fill
+        def binding_fill(_uc, vaddr, access, entry, ud):
+            return fill(None, vaddr, access, ctypes.pointer(entry), ud)
+
         self.hooks = [add_c_hook(uc, UC_HOOK_TLB_FILL, "HOOK_TLB_FILL_CFUNC", fill,
-                                 lambda lo=lo, hi=hi: uc.hook_add(
-                                     UC_HOOK_TLB_FILL,
-                                     lambda u, v, a, entry, d: fill(None, v, a, ctypes.pointer(entry), d),
-                                     None, lo, hi), lo, hi)
+                                 lambda lo=lo, hi=hi: uc.hook_add(UC_HOOK_TLB_FILL, binding_fill,
+                                                                  None, lo, hi), lo, hi)
                       for lo, hi in HOOKED]
 
     def _fill(self, _handle, vaddr: int, access: int, entry_ptr, _ud) -> bool:

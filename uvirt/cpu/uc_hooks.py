@@ -70,8 +70,10 @@ def map_mmio(uc, address: int, size: int, read_cb, write_cb, *, raw: bool = Fals
         uc._hook_exception                  # noqa: B018 - the binding keeps exceptions here
     except (ImportError, AttributeError):
         if raw:
-            uc.mmio_map(address, size, lambda _uc, off, width, ud: read_cb(None, off, width, ud), None,
-                        lambda _uc, off, width, value, ud: write_cb(None, off, width, value, ud), None)
+            uc.mmio_map(address, size,
+                        lambda _uc, off, width, ud: read_cb(None, off, width, ud), None,
+                        lambda _uc, off, width, value, ud: write_cb(None, off, width, value, ud),
+                        None)
         else:
             uc.mmio_map(address, size, read_cb, None, write_cb, None)
         return
