@@ -81,6 +81,37 @@ def test_a_device_exception_in_an_mmio_access_reaches_the_caller(tmp_path, firmw
         m.run(timeout=10)
 
 
+def test_a_stop_from_another_thread_finishes_before_close_takes_the_engine():
+    """The watchdog (or a device thread) may ask a machine to stop just as its run ends
+    and the test closes it: close() must not free the engine under that emu_stop (a
+    worker crashed with SIGSEGV in emu_stop from the watchdog thread)."""
+    import threading
+    m = Machine()
+    order, inside, release = [], threading.Event(), threading.Event()
+    real_stop = m.uc.emu_stop
+
+    def slow_stop():
+        inside.set()
+        release.wait()
+        real_stop()
+        order.append("stopped")
+
+    m.uc.emu_stop = slow_stop
+    board_close = m.board.close
+    m.board.close = lambda: (order.append("closed"), board_close())
+    stopper = threading.Thread(target=m._cpu_stop)
+    stopper.start()
+    inside.wait()
+    closer = threading.Thread(target=m.close)
+    closer.start()
+    closer.join(0.5)                  # without the lock, close() is done by now
+    release.set()
+    stopper.join()
+    closer.join()
+    assert order == ["stopped", "closed"]
+    m._cpu_stop()                     # and a stop after close() finds no engine
+
+
 class ShmFunction(PciFunction):
     name = "test-shm"
 

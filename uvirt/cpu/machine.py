@@ -274,6 +274,10 @@ class Machine:
         self.chardevs = board.chardevs
         self.services = board.services
         self.uc: Uc | None = None
+        #: held while another thread asks the engine to stop and while close() takes it
+        #: away: a watchdog stop must not reach an engine close() has freed (RLock: a
+        #: SIGINT handler may stop the run from inside close() on the main thread)
+        self._uc_lock = threading.RLock()
         self._owns_uc = False
         #: the memory map's Unicorn backend (uvirt/cpu/uc_memory.py) while a CPU is attached
         self.uc_memory: UnicornMemory | None = None
@@ -832,8 +836,12 @@ class Machine:
         From another thread the stop can land in ``emu_start``'s prologue, before
         Unicorn's run has begun, where Unicorn ignores it: the watchdog then sends it
         again if the same run is still going a moment later."""
-        self.memory.replay.note_stop()
-        self.uc.emu_stop()
+        with self._uc_lock:
+            uc = self.uc
+            if uc is None:                # closed meanwhile (a watchdog stop arriving late)
+                return
+            self.memory.replay.note_stop()
+            uc.emu_stop()
         if self._in_cpu and threading.get_ident() != self.memory.cpu_thread:
             _Watchdog.get().recheck(self._watch_token, self._runs)
 
@@ -1316,7 +1324,8 @@ class Machine:
     def close(self) -> None:
         """Close the board (chardevs, drives) and release the CPU: hooks, mappings
         (buffers stay with their regions)."""
-        uc, self.uc = self.uc, None
+        with self._uc_lock:
+            uc, self.uc = self.uc, None
         self.board.close()
         if uc is not None:
             board = self.board
