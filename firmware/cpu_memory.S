@@ -13,6 +13,8 @@
 .set OTHERPG, 0x303000      # run once: a page's first run makes uvirt drop its whole TLB
 .set PGDIR, 0x310000        # page directory (4 KiB aligned)
 .set ALIAS, 0x80000000      # virtual alias of physical 0 .. 4 MiB
+.set APICWIN, 0xFEE00000    # the local APIC's page (Unicorn fills its TLB entry itself)
+.set APICRAM, 0x600000      # what the page tables put at APICWIN while paging is on
 
 .set OP_MOV_EAX, 0xB8       # mov eax, imm32
 .set OP_RET, 0xC3
@@ -98,6 +100,14 @@ mixed_loop:
     call eax
     REPORT_EQ eax, 0x3D3D3D3D, "code page rewritten after a data access refilled its TLB entry"
 
+    PUTSN "-- the local APIC's page: loads and stores alternating"
+    REPORT_EQ [APICWIN + 0x30], 0x50014, "APIC version register"
+    mov dword ptr [APICWIN + 0x80], 0x20    # TPR
+    REPORT_EQ [APICWIN + 0x80], 0x20, "TPR reads what was stored"
+    mov dword ptr [APICWIN + 0x80], 0
+    REPORT_EQ [APICWIN + 0x80], 0, "TPR stored again"
+    mov dword ptr [APICRAM + 0x30], 0x13572468
+
     PUTSN "-- paging on: identity 0-4 MiB and an alias at 0x80000000"
     mov edi, PGDIR
     mov ecx, 1024
@@ -105,6 +115,7 @@ mixed_loop:
     rep stosd
     mov dword ptr [PGDIR], 0x83             # 4 MiB page: present, writable
     mov dword ptr [PGDIR + 0x800], 0x83      # entry 0x200: virtual 0x80000000
+    mov dword ptr [PGDIR + 0x3FB * 4], 0x400083  # virtual 0xFEC00000: RAM at 4 MiB
     mov eax, PGDIR
     mov cr3, eax
     mov eax, cr4
@@ -139,6 +150,9 @@ alias_rmw:
     dec ecx
     jnz alias_rmw
     REPORT_EQ [FRESHPG + 0x800], 107, "read-modify-write through the alias"
+    REPORT_EQ [APICWIN + 0x30], 0x13572468, "the page tables, not the APIC, decide at 0xFEE00030"
+    mov dword ptr [APICWIN + 0xB0], 0x2468ACE0
+    REPORT_EQ [APICWIN + 0xB0], 0x2468ACE0, "a store there lands in RAM (the EOI register reads 0)"
 
     PUTSN "-- paging off again"
     mov eax, cr0
@@ -161,5 +175,6 @@ off_stores:
     call eax
     REPORT_EQ eax, 0x66666666, "code run while paging was on, rewritten after"
     REPORT_EQ [DATAPG + 0x808], 0x5A5A1234, "data written through the alias is still there"
+    REPORT_EQ [APICRAM + 0xB0], 0x2468ACE0, "the store through 0xFEE000B0 is in RAM at 6 MiB"
     call report_summary
     ret

@@ -24,7 +24,7 @@ def _machine(image, tmp_path, *extra):
 def test_cpu_memory_program_passes_and_matches_the_stored_qemu_transcript(firmware):
     res = run_uvirt(firmware("cpu_memory"))
     assert res.exit_code == 1, res.debugcon
-    assert "SUMMARY: 20 tests, 0 failures" in res.debugcon, res.debugcon
+    assert "SUMMARY: 26 tests, 0 failures" in res.debugcon, res.debugcon
     ref = strip_header((DATA_DIR / "cpu_memory.txt").read_text())
     assert comparable(res.debugcon) == comparable(ref)
 

@@ -8,7 +8,7 @@ from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_32, Uc
 
 from uvirt.backends.chardev import MemoryChardev
 from uvirt.cpu.machine import Machine, StopReason
-from uvirt.board.memory.regions import RamRegion
+from uvirt.board.memory.regions import MmioRegion, RamRegion
 from uvirt.board.pci.bus import PciFunction
 from uvirt.testing.guest import comparable, run_uvirt
 
@@ -55,6 +55,61 @@ def test_nothing_after_the_exit_write_is_visible(tmp_path, firmware, booted):
                                               "    out 0xe9, al\n    out 0xe9, al"))
     m.run(timeout=5)
     assert "X" not in con.text
+
+
+class _Broken:
+    """A device model with a bug: its registers raise."""
+
+    def reset(self) -> None:
+        pass
+
+    def read(self, offset: int, size: int) -> int:
+        raise RuntimeError(f"broken read at +0x{offset:x}")
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        raise RuntimeError(f"broken write at +0x{offset:x}")
+
+
+@pytest.mark.parametrize("access", ["mov dword ptr [0xfe000010], eax", "mov eax, [0xfe000010]"])
+def test_a_device_exception_in_an_mmio_access_reaches_the_caller(tmp_path, firmware, booted, access):
+    """MMIO callbacks are called by Unicorn directly (uc_hooks.map_mmio(raw=True)) and
+    guard themselves: the device's exception stops the CPU and ``run`` raises it, as
+    the binding's own wrapper did (a ctypes callback would print and drop it)."""
+    m, con = booted(guest(tmp_path, firmware, f"    {access}\nspin:\n    jmp spin"))
+    m.memory.add(MmioRegion("broken", 0x1000, _Broken(), valid_sizes=(1, 2, 4)), 0xFE000000)
+    with pytest.raises(RuntimeError, match=r"broken (read|write) at \+0x10"):
+        m.run(timeout=10)
+
+
+def test_a_stop_from_another_thread_finishes_before_close_takes_the_engine():
+    """The watchdog (or a device thread) may ask a machine to stop just as its run ends
+    and the test closes it: close() must not free the engine under that emu_stop (a
+    worker crashed with SIGSEGV in emu_stop from the watchdog thread)."""
+    import threading
+    m = Machine()
+    order, inside, release = [], threading.Event(), threading.Event()
+    real_stop = m.uc.emu_stop
+
+    def slow_stop():
+        inside.set()
+        release.wait()
+        real_stop()
+        order.append("stopped")
+
+    m.uc.emu_stop = slow_stop
+    board_close = m.board.close
+    m.board.close = lambda: (order.append("closed"), board_close())
+    stopper = threading.Thread(target=m._cpu_stop)
+    stopper.start()
+    inside.wait()
+    closer = threading.Thread(target=m.close)
+    closer.start()
+    closer.join(0.5)                  # without the lock, close() is done by now
+    release.set()
+    stopper.join()
+    closer.join()
+    assert order == ["stopped", "closed"]
+    m._cpu_stop()                     # and a stop after close() finds no engine
 
 
 class ShmFunction(PciFunction):

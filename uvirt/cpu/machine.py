@@ -280,6 +280,10 @@ class Machine:
         #: the CPU's view (mappings, entry segment state) waits for the memory map's next
         #: commit: see ``attach`` and ``_cpu_view``
         self._view_pending = False
+        #: held while another thread asks the engine to stop and while close() takes it
+        #: away: a watchdog stop must not reach an engine close() has freed (RLock: a
+        #: SIGINT handler may stop the run from inside close() on the main thread)
+        self._uc_lock = threading.RLock()
         self._owns_uc = False
         self._fresh_uc = False
         #: the memory map's Unicorn backend (uvirt/cpu/uc_memory.py) while a CPU is attached
@@ -881,8 +885,12 @@ class Machine:
         From another thread the stop can land in ``emu_start``'s prologue, before
         Unicorn's run has begun, where Unicorn ignores it: the watchdog then sends it
         again if the same run is still going a moment later."""
-        self.memory.replay.note_stop()
-        self._uc.emu_stop()
+        with self._uc_lock:
+            uc = self._uc
+            if uc is None:                # closed meanwhile (a watchdog stop arriving late)
+                return
+            self.memory.replay.note_stop()
+            uc.emu_stop()
         if self._in_cpu and threading.get_ident() != self.memory.cpu_thread:
             _Watchdog.get().recheck(self._watch_token, self._runs)
 
@@ -950,7 +958,7 @@ class Machine:
             return
         if self._engine_irqs():
             ic.on_level = self._line_falls if self._stopping else self.irq_line.set
-            ic.on_change = _no_change
+            ic.on_change = None           # the line is all the CPU needs
         else:
             ic.on_level = self._line_falls
             ic.on_change = self._irq_changed
@@ -1372,7 +1380,8 @@ class Machine:
     def close(self) -> None:
         """Close the board (chardevs, drives) and release the CPU: hooks, mappings
         (buffers stay with their regions)."""
-        uc, self._uc = self._uc, None
+        with self._uc_lock:
+            uc, self._uc = self._uc, None
         self._view_pending = False
         self.board.close()
         self._wake.close()
@@ -1381,7 +1390,7 @@ class Machine:
             board.cpu = None
             self.work.should_stop = board.stop_pending
             if self.interrupts is not None:
-                self.interrupts.on_change = lambda: None
+                self.interrupts.on_change = None
             # Our own CPU is closed outright: uc_close frees its hooks, mappings and
             # modes at once, so giving it back as Unicorn made it (a page unmapped, two
             # translation flushes, a TLB mode, every hook deleted: about 100 us) is for a
@@ -1448,10 +1457,6 @@ class _UcView:
             return self.regs.mem_read(addr, size)
         except UcError:
             return bytes(size)           # unassigned memory reads 0
-
-
-def _no_change() -> None:
-    """``InterruptController.on_change`` while the CPU takes interrupts itself."""
 
 
 def _no_level(_level: bool) -> None:

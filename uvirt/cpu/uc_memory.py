@@ -17,7 +17,7 @@ from unicorn import UcError
 
 from uvirt.board.memory.regions import (PAGE_MASK, PAGE_SIZE, ADDR_SPACE_END, UNASSIGNED_MEM_VALUE,
                                         MemoryMap, Piece, RamRegion, Region)
-from uvirt.cpu.uc_hooks import map_mmio
+from uvirt.cpu.uc_hooks import hook_failure, map_mmio
 from uvirt.errors import MemoryMapError
 
 
@@ -200,12 +200,12 @@ class UnicornMemory:
             return
         if span.kind == "mmio":
             read_cb, write_cb = _region_callbacks(span.region, span.offset, self.replay,
-                                                  span.start, self.memory.tracer)
+                                                  span.start, self.memory.tracer, hook_failure(uc))
         else:
             read_cb, write_cb = _mixed_callbacks(span.pieces, span.start, self.replay,
                                                  self.memory.tracer)
         self._callbacks[span] = (read_cb, write_cb)
-        map_mmio(uc, span.start, span.size, read_cb, write_cb)
+        map_mmio(uc, span.start, span.size, read_cb, write_cb, raw=span.kind == "mmio")
         for pc in span.pieces:
             if isinstance(pc.region, RamRegion):
                 pc.region.buffer.mapped_count += 1
@@ -676,42 +676,51 @@ class ReplayGuard:
             self.journal = ("w", region, offset, size, value)
 
 
+class _Untraced:
+    enabled = False
+
+
+_UNTRACED = _Untraced()
+
+
 def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard, start: int = 0,
-                      tracer=None):
+                      tracer=None, failed: Callable[[BaseException], None] | None = None):
     """``start`` (the span's guest-physical address) and ``tracer`` name MMIO accesses as
     declared trace events; an access the guard answers from its journal (a restart) is
-    not traced twice."""
+    not traced twice.  The callbacks have the engine's signature (``map_mmio(raw=True)``:
+    no frame between Unicorn and them) and hand an exception to ``failed``."""
     if tracer is None:
-        def read_cb(uc, offset, size, _ud):
-            return guard.read(region, base_offset + offset, size)
+        tracer = _UNTRACED
 
-        def write_cb(uc, offset, size, value, _ud):
+    def read_cb(_h, offset, size, _ud):
+        try:
+            if not tracer.enabled:
+                # Untraced, with the guard unarmed and nothing journaled (stops at block
+                # starts, uvirt/cpu/exits.py), the guard would only pass the access on.
+                if guard.armed or guard.journal is not None:
+                    return guard.read(region, base_offset + offset, size)
+                return region.read(base_offset + offset, size)
+            seen = guard.absorbed
+            value = guard.read(region, base_offset + offset, size)
+            if guard.absorbed == seen:
+                tracer.emit("mmio_read", addr=start + offset, size=size, value=value)
+            return value
+        except BaseException as e:
+            failed(e)
+            return 0
+
+    def write_cb(_h, offset, size, value, _ud):
+        try:
+            if not tracer.enabled:
+                if guard.armed or guard.journal is not None:
+                    guard.write(region, base_offset + offset, size, value)
+                else:
+                    region.write(base_offset + offset, size, value)
+                return
+            tracer.emit("mmio_write", addr=start + offset, size=size, value=value)
             guard.write(region, base_offset + offset, size, value)
-
-        return read_cb, write_cb
-
-    # Untraced, with the guard unarmed and nothing journaled (stops at block starts,
-    # uvirt/cpu/exits.py), the guard would only pass the access on: skip its frame.
-    def read_cb(uc, offset, size, _ud):
-        if not tracer.enabled:
-            if guard.armed or guard.journal is not None:
-                return guard.read(region, base_offset + offset, size)
-            return region.read(base_offset + offset, size)
-        seen = guard.absorbed
-        value = guard.read(region, base_offset + offset, size)
-        if guard.absorbed == seen:
-            tracer.emit("mmio_read", addr=start + offset, size=size, value=value)
-        return value
-
-    def write_cb(uc, offset, size, value, _ud):
-        if not tracer.enabled:
-            if guard.armed or guard.journal is not None:
-                guard.write(region, base_offset + offset, size, value)
-            else:
-                region.write(base_offset + offset, size, value)
-            return
-        tracer.emit("mmio_write", addr=start + offset, size=size, value=value)
-        guard.write(region, base_offset + offset, size, value)
+        except BaseException as e:
+            failed(e)
 
     return read_cb, write_cb
 

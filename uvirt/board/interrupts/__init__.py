@@ -10,7 +10,8 @@ questions the CPU loop asks (machine.py): *is an interrupt pending for the CPU*
 lowers the CPU's interrupt line, and the CPU takes the interrupt at the next block
 boundary where it accepts one (uvirt/cpu/irq_line.py).  ``on_change`` is called when it
 turns true (a line raised, an EOI, an unmask, an MSI), for a CPU without that line: the
-machine then stops the CPU at the end of the current translation block and delivers.  Everything here runs on the CPU thread (inside
+machine then stops the CPU at the end of the current translation block and delivers
+(None while the line is all the CPU needs).  Everything here runs on the CPU thread (inside
 port/MMIO hooks or between ``emu_start`` calls); other threads use
 ``Machine.call_soon_threadsafe``.
 
@@ -45,7 +46,7 @@ class InterruptController:
         self.apic = LocalApic()
         self.pit = Pit8254(irq=lambda level: self.pic.set_irq(0, level), clock=clock)
         self.router: PiixPirqRouter | None = None
-        self.on_change: Callable[[], None] = lambda: None
+        self.on_change: Callable[[], None] | None = None
         self.on_level: Callable[[bool], None] = lambda level: None
         #: the 8259 pair's INT output, as its last update() presented it (QEMU's
         #: pic_update_irq raising or lowering the line, not a recomputation per question)
@@ -137,7 +138,8 @@ class InterruptController:
             if not self._was_pending:
                 self._was_pending = True
                 self.on_level(True)
-                self.on_change()
+                if self.on_change is not None:
+                    self.on_change()
         elif self._was_pending:
             self._was_pending = False
             self.on_level(False)
@@ -156,14 +158,15 @@ class InterruptController:
 
     def acknowledge(self) -> int | None:
         """The interrupt acknowledge cycle (``cpu_get_pic_interrupt``): a vector, or None."""
-        vector = self.apic.get_interrupt(self._pic_level)
+        apic = self.apic
+        vector = apic.get_interrupt(self._pic_level)
         if vector < 0:
-            if not self.apic.accept_pic_intr():
+            if not apic.accept_pic_intr():
                 return None
             vector = self.pic.read_irq()
         self.delivered += 1
-        apic = self.apic
-        pending = apic.irq_pending() > 0 or bool(self._pic_level and apic.accept_pic_intr())
+        pending = bool(apic.irr and apic.irq_pending() > 0
+                       or self._pic_level and apic.accept_pic_intr())
         if pending != self._was_pending:
             self._was_pending = pending
             self.on_level(pending)
