@@ -70,6 +70,24 @@ def test_the_probe_finds_the_line_in_the_pinned_unicorn():
         m.close()
 
 
+def test_the_acknowledge_window_is_one_radix_leaf_the_guest_cannot_reach():
+    """QEMU's memory core rebuilds its dispatch radix tree (4 KiB pages, 9 bits a level)
+    at every mem_map/mem_unmap, so the acknowledge window is a whole, aligned entry of the
+    level over 1 << 39 (no node of its own: ~2 us of every BAR move), above the 40-bit
+    physical addresses the guest can form, and vm_vmcb's vector read lands in it."""
+    m = Machine()
+    try:
+        assert m.irq_line is not None
+        above_4g = [(b, e + 1 - b) for b, e, _ in m.uc.mem_regions() if b >= 1 << 32]
+        assert above_4g == [(irq_line.ACK_PAGE, irq_line.ACK_WINDOW)]
+        base, size = above_4g[0]
+        assert size == 1 << (12 + 9 * 3) and base % size == 0
+        assert base >= 1 << 40                       # MAXPHYADDR: PTE bits above are reserved
+        assert base <= irq_line._VMCB + irq_line.VMCB_INT_VECTOR < base + size
+    finally:
+        m.close()
+
+
 def test_the_probe_confirms_old_exception_among_several_flipped_fields():
     """More than one field may go from -1 to 0 across the probe's #DE (which ones depends
     on the process's earlier allocations): the one whose error-code neighbour holds the

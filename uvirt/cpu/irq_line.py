@@ -20,7 +20,7 @@ Its ``CPU_INTERRUPT_VIRQ`` case (SVM's virtual interrupt) is complete and applie
 IF/shadow test; it reads the vector with a physical load from ``env->vm_vmcb +
 offsetof(struct vmcb, control.int_vector)``.  So this module
 
-* points ``vm_vmcb`` at a CPU-private MMIO page outside the guest's physical space (1 <<
+* points ``vm_vmcb`` at a CPU-private MMIO window outside the guest's physical space (1 <<
   44: above any address a 32-bit or PAE guest can form), whose read callback is the
   acknowledge cycle (``InterruptController.acknowledge``: IRR -> ISR at the moment the CPU
   takes the interrupt, as QEMU's ``cpu_get_pic_interrupt``);
@@ -66,7 +66,14 @@ CPU_INTERRUPT_VIRQ = 0x0100
 VMCB_INT_VECTOR = 0x64
 #: where the acknowledge page lives: not reachable by the guest (32-bit, PAE, 40-bit MAXPHYADDR)
 ACK_PAGE = 1 << 44
-PAGE = 0x1000
+#: the size of the MMIO window mapped there.  Only ACK_PAGE is ever read, but QEMU's
+#: memory core rebuilds its dispatch radix tree (9 bits a level above the 4 KiB page) at
+#: every mem_map/mem_unmap: a lone page at 1 << 44 needs three more 512-entry nodes in
+#: every rebuild (~2 us of each BAR move, benchmarks/bench_regions.py), while a window
+#: that is one whole, aligned entry of the level over 1 << 39 is a leaf in a node the
+#: guest's low memory has anyway.  [1 << 44, 1 << 44 + 1 << 39) stays above the 40-bit
+#: physical addresses Unicorn's CPU can form (the PTE bits above are reserved).
+ACK_WINDOW = 1 << 39
 _VMCB = ACK_PAGE - VMCB_INT_VECTOR               # vm_vmcb: the vector is read at ACK_PAGE
 #: CPUState: nr_cores, nr_threads (int); thread (ptr); seven bools; cflags_next_tb (u32);
 #: interrupt_request (u32) (include/hw/core/cpu.h, 2.1.4, LP64)
@@ -126,7 +133,7 @@ class IrqLine:
     def _map_ack_page(self) -> None:
         from unicorn.unicorn_py3.unicorn import MMIO_READ_CFUNC, uclib
         self._read_cb = MMIO_READ_CFUNC(self.acknowledge)
-        status = uclib.uc_mmio_map(self.uc._uch, ctypes.c_uint64(ACK_PAGE), ctypes.c_size_t(PAGE),
+        status = uclib.uc_mmio_map(self.uc._uch, ctypes.c_uint64(ACK_PAGE), ctypes.c_size_t(ACK_WINDOW),
                                    self._read_cb, None, None, None)
         if status:
             raise ValueError(f"mapping the acknowledge page failed ({status})")
@@ -165,7 +172,7 @@ class IrqLine:
         """Give the CPU back without the line or the page (a user's CPU lives on)."""
         self.lower_line()
         if self._mapped:
-            self.uc.mem_unmap(ACK_PAGE, PAGE)
+            self.uc.mem_unmap(ACK_PAGE, ACK_WINDOW)
             self._mapped = False
 
 
