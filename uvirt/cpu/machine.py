@@ -156,6 +156,25 @@ EXIT_INTERRUPTED = 130
 EXIT_HOST_ERROR = 1
 EXIT_HARDWARE_ERROR = 134      # QEMU's hw_error() ends in abort(): 128 + SIGABRT
 
+#: Unicorn's TCG translation buffer for a CPU of our own, in bytes.  Unicorn's default is
+#: 1 GiB, which Unicorn (as QEMU, tcg/region.c) madvises MADV_HUGEPAGE: with transparent
+#: huge pages on "madvise" (the usual distribution setting) the first translated block
+#: faults in and zeroes a whole 2 MiB page, ~50 us of every machine's creation, and close
+#: gives it back.  A buffer smaller than 2 MiB cannot hold a huge page.  1 MiB is QEMU 7.2's
+#: MIN_CODE_GEN_BUFFER_SIZE; a full buffer is flushed and refilled (QEMU's tb_flush), never
+#: guest-visible, and SeaBIOS's whole boot (bios.bin and bios-256k.bin with SMM) ran in the
+#: same time with 1 MiB as with 1 GiB.  (QEMU's own default is min(1 GiB, host RAM / 8),
+#: for guests far larger than the ones uvirt runs.)
+TCG_BUFFER_SIZE = 1 << 20
+
+
+def _new_uc() -> Uc:
+    """A Unicorn CPU for a machine of our own."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
+    return uc
+
+
 _REGS = [("eax", X.UC_X86_REG_EAX), ("ebx", X.UC_X86_REG_EBX), ("ecx", X.UC_X86_REG_ECX),
          ("edx", X.UC_X86_REG_EDX), ("esi", X.UC_X86_REG_ESI), ("edi", X.UC_X86_REG_EDI),
          ("ebp", X.UC_X86_REG_EBP), ("esp", X.UC_X86_REG_ESP), ("eip", X.UC_X86_REG_EIP),
@@ -333,7 +352,7 @@ class Machine:
         self._work_due: float | None = None
         if cpu:
             self._owns_uc = self._fresh_uc = uc is None     # a Uc made here has run nothing
-            self.attach(uc if uc is not None else Uc(UC_ARCH_X86, UC_MODE_32))
+            self.attach(uc if uc is not None else _new_uc())
 
     def add_debugcon(self, chardev, iobase: int = 0xE9, *, readback: int = 0xE9) -> isa.IsaDebugcon:
         """isa-debugcon on the board (uvirt/board/devices/isa.py)."""
