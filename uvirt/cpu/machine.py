@@ -395,7 +395,7 @@ class Machine:
         # A user's CPU keeps Unicorn's stop semantics: their own code hooks may count on
         # a stop taking effect before the next instruction.
         self.exits = TbEndExits.for_uc(uc) if self._owns_uc else None
-        self._exact_stops(False)
+        self._exact_stops(False, translated=not defer)
         # Hardware interrupts taken inside emu_start by QEMU's own code, while stops land
         # at block boundaries (uvirt/cpu/irq_line.py); otherwise delivered between runs.
         if self.exits is not None and self.interrupts is not None:
@@ -887,13 +887,14 @@ class Machine:
             self.tracer.emit("stop", reason=stop.reason.name.lower(), eip=stop.eip)
         return stop
 
-    def _exact_stops(self, on: bool) -> None:
+    def _exact_stops(self, on: bool, *, translated: bool = True) -> None:
         """on: stops may land before any instruction (code hooks: single-stepping, an
         instruction count), with Unicorn's per-access checks and ReplayGuard; off: stops
-        land at translation-block starts only, as in QEMU (uvirt/cpu/exits.py)."""
+        land at translation-block starts only, as in QEMU (uvirt/cpu/exits.py).
+        ``translated=False``: the CPU has run nothing yet, so no code to flush."""
         if self.exits is None:
             return
-        self.exits.set(not on)
+        self.exits.set(not on, translated=translated)
         self.memory.replay.armed = on
         self._route_irqs()
 
