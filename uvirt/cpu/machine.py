@@ -162,9 +162,11 @@ EXIT_HARDWARE_ERROR = 134      # QEMU's hw_error() ends in abort(): 128 + SIGABR
 #: faults in and zeroes a whole 2 MiB page, ~50 us of every machine's creation, and close
 #: gives it back.  A buffer smaller than 2 MiB cannot hold a huge page.  1 MiB is QEMU 7.2's
 #: MIN_CODE_GEN_BUFFER_SIZE; a full buffer is flushed and refilled (QEMU's tb_flush), never
-#: guest-visible, and SeaBIOS's whole boot (bios.bin and bios-256k.bin with SMM) ran in the
-#: same time with 1 MiB as with 1 GiB.  (QEMU's own default is min(1 GiB, host RAM / 8),
-#: for guests far larger than the ones uvirt runs.)
+#: guest-visible, and SeaBIOS's whole boot (bios.bin and bios-256k.bin with SMM) and a RAM
+#: loop ran in the same time with 1 MiB as with 1 GiB.  The cost is for guests whose hot
+#: code translates to more than 1 MiB (some 50 000 distinct memory-touching instructions
+#: run again and again): they re-translate after every flush, measured 10x slower.
+#: (QEMU's own default is min(1 GiB, host RAM / 8), sized for whole operating systems.)
 TCG_BUFFER_SIZE = 1 << 20
 
 
