@@ -125,11 +125,24 @@ def test_closing_gives_a_users_cpu_back_unchanged(firmware, tmp_path):
     assert m.exits is None                               # (a user's hooks may rely on them)
 
 
-def test_own_cpu_stops_at_block_starts():
+def test_own_cpu_stops_at_block_starts(monkeypatch):
+    """A new CPU is switched to block-start stops without a flush (it has translated
+    nothing); once it has run, switching flushes, so no block keeps the old checks."""
+    from unicorn import Uc
+    from uvirt.cpu import exits as cpu_exits
     from uvirt.cpu.machine import Machine
+    flushes = []
+    real = Uc.ctl_flush_tb
+    monkeypatch.setattr(Uc, "ctl_flush_tb", lambda uc: (flushes.append(uc), real(uc)))
     m = Machine()
     try:
         assert m.exits is not None and m.exits.on and not m.memory.replay.armed
+        flag = cpu_exits._engine_address(m.uc) + cpu_exits.flag_offset()
+        assert ctypes.string_at(flag, 1) == b"\x01" and flushes == []
+        m._exact_stops(True)
+        assert ctypes.string_at(flag, 1) == b"\x00" and flushes == [m.uc]
+        m._exact_stops(False)
+        assert m.exits.on and flushes == [m.uc, m.uc]
     finally:
         m.close()
 

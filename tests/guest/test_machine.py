@@ -337,3 +337,23 @@ def test_a_new_machines_cpu_is_what_an_eagerly_mapped_one_is(monkeypatch):
     finally:
         for m in (lazy, eager, built):
             m.close()
+
+
+def test_guest_code_larger_than_the_translation_buffer_runs_right(tmp_path, firmware, booted):
+    """A machine's own CPU gets a small TCG buffer (machine.TCG_BUFFER_SIZE, to keep huge
+    pages out of creation); a guest whose translated code overflows it runs on, through
+    Unicorn's flush and re-translation, with the same result."""
+    from uvirt.cpu import machine
+    # 2 passes over 30 000 distinct read-modify-writes of memory: ~200 KiB of guest code,
+    # over 1 MiB translated (each access inlines its TLB look-up), so the buffer fills and
+    # is flushed in every pass
+    body = ("    mov dword ptr [0x8000], 0\n    mov ecx, 2\n1:\n    .rept 30000\n"
+            "    add dword ptr [0x8000], 1\n    .endr\n    dec ecx\n    jz 2f\n    jmp 1b\n2:\n"
+            "    mov eax, [0x8000]\n"
+            "    out 0xe9, al\n    shr eax, 8\n    out 0xe9, al\n    shr eax, 8\n    out 0xe9, al\n")
+    image = guest(tmp_path, firmware, body)
+    m, con = booted(image)
+    assert m.uc.ctl_get_tcg_buffer_size() == machine.TCG_BUFFER_SIZE < 2 << 20
+    stop = m.run(timeout=60)
+    assert stop.debug_exit_value == 0, stop.report()
+    assert bytes(con.data).endswith((60_000).to_bytes(3, "little"))

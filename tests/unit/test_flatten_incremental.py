@@ -95,6 +95,33 @@ def test_incremental_flatten_equals_a_rebuild(ops, background, wide):
         _incremental_flatten_equals_a_rebuild(ops, background)
 
 
+def _reference_winners(space, addrs):
+    """What each address shows, from the placements alone, one address at a time: the
+    enabled placement (or container child, recursively) with the highest (priority,
+    seq) chain, else the background."""
+    def leaves(region, addr, key, out):
+        if isinstance(region, Container):
+            for off, child, prio, seq in region.children:
+                leaves(child, addr + off, key + (prio, seq), out)
+        else:
+            out.append((key, region, addr))
+    every = []
+    for p in space.placements:
+        if p.enabled:
+            leaves(p.region, p.addr, (p.priority, p.seq), every)
+    out = {}
+    for a in addrs:
+        inside = [(key, region, a - base) for key, region, base in every
+                  if base <= a < base + region.size]
+        if inside:
+            _, region, offset = max(inside, key=lambda leaf: leaf[0])
+            out[a] = (region, offset)
+        else:
+            bg = space._background
+            out[a] = None if bg is None else (bg, a)
+    return out
+
+
 def _incremental_flatten_equals_a_rebuild(ops, background):
     regions = _regions()
     container = Container("box", 0x3000)
@@ -110,6 +137,7 @@ def _incremental_flatten_equals_a_rebuild(ops, background):
         pieces = list(space.flatten())
         changes = space.take_changes()
         after = _winners(pieces, probes)
+        assert after == _reference_winners(space, probes)
         moved = [a for a in probes if before[a] != after[a]]
         if changes is not None:     # every address whose winner changed was reported
             assert all(any(lo <= a < hi for lo, hi in changes) for a in moved)
@@ -220,3 +248,27 @@ def test_union_and_subtract_against_sets_of_points(adds, probe):
     out = _subtract(lo, hi, covered)
     assert _points(out) == set(range(lo, hi)) - points
     assert all(a[1] < b[0] for a, b in zip(out, out[1:])) and all(s < e for s, e in out)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 8), _addr, st.integers(-2, 2), st.booleans()),
+                min_size=5, max_size=25), st.booleans())
+def test_a_batch_of_adds_flattens_as_the_placements_say(adds, background):
+    """A batch's commit sees many changed ranges (the build of a board): they are
+    recomputed in one pass over their hull, with non-overlapping placements taken
+    whole; the view is what the placements say, address by address."""
+    regions = _regions()
+    container = Container("box", 0x3000)
+    container.add_subregion(0x800, regions[1], priority=1)
+    space = AddressSpace("t", SPACE, MmioRegion("bg", SPACE, Dev()) if background else None)
+    space.add(regions[6], 0x8000)
+    space.flatten()
+    with space.batch():
+        for r, addr, prio, enabled in adds:
+            space.add(container if r == 8 else regions[r], addr, prio, enabled=enabled)
+    pieces = list(space.flatten())
+    probes = range(0, SPACE, 0x80)
+    assert _winners(pieces, probes) == _reference_winners(space, probes)
+    assert pieces == _canonical(pieces)
+    space._mark_all()
+    assert space.flatten() == pieces

@@ -147,6 +147,32 @@ def test_add_file_keeps_names_sorted():
     assert fw.items[F.FILE_DIR][:4] == b"\0\0\0\x03"
 
 
+def test_files_added_in_groups_read_as_one_group_and_after_a_read():
+    """The keys and directory are built when first looked at (FwCfg._build_directory):
+    a guest sees the same directory whether the files came in one group or several, and
+    files added after a read (and a replaced one) show up in the next read."""
+    one = F.FwCfg({}, {"b": b"1", "d": b"22", "a": b"333", "c": b""})
+    grouped = F.FwCfg({}, {"d": b"22"})
+    grouped.add_files({"b": b"1"})
+    grouped.add_files({"c": b"", "a": b"0"})
+    grouped.add_files({"a": bytearray(b"333")})       # replaced before anyone looked
+    for fw in (one, grouped):
+        fw.select(F.FILE_DIR)
+        raw = fw.read_data(4).to_bytes(4, "big") + bytes(fw.read_data(1) for _ in range(4 * 64))
+        assert raw == one.items[F.FILE_DIR]
+        assert raw[:4] == b"\0\0\0\x04" and raw[4 + 8:4 + 9] == b"a"
+    assert grouped.items == one.items and grouped.files == one.files
+    grouped.select(0x20)                              # "a"
+    assert [grouped.read_data(1) for _ in range(3)] == list(b"333")
+    grouped.add_files({"aa": b"4444"})                # after a read: keys move, as on QEMU
+    assert dict(grouped.files) == {"a": 0x20, "aa": 0x21, "b": 0x22, "c": 0x23, "d": 0x24}
+    grouped.select(F.FILE_DIR)
+    assert grouped.read_data(4) == 5 and grouped.file("aa") == b"4444"
+    with pytest.raises(ValueError, match="no free file slot"):
+        grouped.add_files({f"f{i}": b"" for i in range(F.FILE_SLOTS)})
+    assert len(grouped.files) == 5                    # a refused group adds nothing
+
+
 def test_ram_split_at_3g_above_lowmem_limit():
     assert F.pc_ram_split(0xE0000000) == (0xC0000000, 0x20000000)
     assert F.pc_ram_split(128 << 20) == (128 << 20, 0)

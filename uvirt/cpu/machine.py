@@ -156,6 +156,27 @@ EXIT_INTERRUPTED = 130
 EXIT_HOST_ERROR = 1
 EXIT_HARDWARE_ERROR = 134      # QEMU's hw_error() ends in abort(): 128 + SIGABRT
 
+#: Unicorn's TCG translation buffer for a CPU of our own, in bytes.  Unicorn's default is
+#: 1 GiB, which Unicorn (as QEMU, tcg/region.c) madvises MADV_HUGEPAGE: with transparent
+#: huge pages on "madvise" (the usual distribution setting) the first translated block
+#: faults in and zeroes a whole 2 MiB page, ~50 us of every machine's creation, and close
+#: gives it back.  A buffer smaller than 2 MiB cannot hold a huge page.  1 MiB is QEMU 7.2's
+#: MIN_CODE_GEN_BUFFER_SIZE; a full buffer is flushed and refilled (QEMU's tb_flush), never
+#: guest-visible, and SeaBIOS's whole boot (bios.bin and bios-256k.bin with SMM) and a RAM
+#: loop ran in the same time with 1 MiB as with 1 GiB.  The cost is for guests whose hot
+#: code translates to more than 1 MiB (some 50 000 distinct memory-touching instructions
+#: run again and again): they re-translate after every flush, measured 10x slower.
+#: (QEMU's own default is min(1 GiB, host RAM / 8), sized for whole operating systems.)
+TCG_BUFFER_SIZE = 1 << 20
+
+
+def _new_uc() -> Uc:
+    """A Unicorn CPU for a machine of our own."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
+    return uc
+
+
 _REGS = [("eax", X.UC_X86_REG_EAX), ("ebx", X.UC_X86_REG_EBX), ("ecx", X.UC_X86_REG_ECX),
          ("edx", X.UC_X86_REG_EDX), ("esi", X.UC_X86_REG_ESI), ("edi", X.UC_X86_REG_EDI),
          ("ebp", X.UC_X86_REG_EBP), ("esp", X.UC_X86_REG_ESP), ("eip", X.UC_X86_REG_EIP),
@@ -333,7 +354,7 @@ class Machine:
         self._work_due: float | None = None
         if cpu:
             self._owns_uc = self._fresh_uc = uc is None     # a Uc made here has run nothing
-            self.attach(uc if uc is not None else Uc(UC_ARCH_X86, UC_MODE_32))
+            self.attach(uc if uc is not None else _new_uc())
 
     def add_debugcon(self, chardev, iobase: int = 0xE9, *, readback: int = 0xE9) -> isa.IsaDebugcon:
         """isa-debugcon on the board (uvirt/board/devices/isa.py)."""
@@ -376,7 +397,7 @@ class Machine:
         # A user's CPU keeps Unicorn's stop semantics: their own code hooks may count on
         # a stop taking effect before the next instruction.
         self.exits = TbEndExits.for_uc(uc) if self._owns_uc else None
-        self._exact_stops(False)
+        self._exact_stops(False, translated=not defer)
         # Hardware interrupts taken inside emu_start by QEMU's own code, while stops land
         # at block boundaries (uvirt/cpu/irq_line.py); otherwise delivered between runs.
         if self.exits is not None and self.interrupts is not None:
@@ -868,13 +889,14 @@ class Machine:
             self.tracer.emit("stop", reason=stop.reason.name.lower(), eip=stop.eip)
         return stop
 
-    def _exact_stops(self, on: bool) -> None:
+    def _exact_stops(self, on: bool, *, translated: bool = True) -> None:
         """on: stops may land before any instruction (code hooks: single-stepping, an
         instruction count), with Unicorn's per-access checks and ReplayGuard; off: stops
-        land at translation-block starts only, as in QEMU (uvirt/cpu/exits.py)."""
+        land at translation-block starts only, as in QEMU (uvirt/cpu/exits.py).
+        ``translated=False``: the CPU has run nothing yet, so no code to flush."""
         if self.exits is None:
             return
-        self.exits.set(not on)
+        self.exits.set(not on, translated=translated)
         self.memory.replay.armed = on
         self._route_irqs()
 

@@ -117,8 +117,13 @@ class FwCfg:
 
     def __init__(self, items: dict[int, bytes], files: dict[str, bytes] | None = None,
                  memory=None) -> None:
-        self.items: dict[int, bytes] = dict(items)
-        self.files: list[tuple[str, int]] = []
+        self._items: dict[int, bytes] = dict(items)
+        self._files: list[tuple[str, int]] = []
+        #: files added since the keys and directory were last built: a board adds its
+        #: files in several groups while it is made, and the keys and directory (which
+        #: follow the sorted names of all of them) are built once, when first looked at
+        self._added: dict[str, bytes] = {}
+        self._names: set[str] = set()
         self.memory = memory               # AddressSpace for DMA (None: DMA fails)
         #: file name -> QEMU's select_cb: called when the guest selects the file
         #: (fw_cfg_select), so its contents can be built from the machine's state then
@@ -137,22 +142,43 @@ class FwCfg:
         return dict(self.files)[name]
 
     def add_files(self, files: dict[str, bytes]) -> None:
-        """Add (or replace) several files with one rebuild of the keys and directory."""
+        """Add (or replace) several files; the keys and directory follow on first look."""
         for name in files:
             if len(name.encode()) >= 56:
                 raise ValueError(f"fw_cfg file name too long: {name!r}")
-        contents = {n: self.items[k] for n, k in self.files}
-        contents.update((n, bytes(d)) for n, d in files.items())
-        if len(contents) > FILE_SLOTS:
+        if len(self._names.union(files)) > FILE_SLOTS:
             raise ValueError("fw_cfg: no free file slot")
-        for _, key in self.files:
-            self.items.pop(key, None)
-        self.files = [(n, FILE_FIRST + i) for i, n in enumerate(sorted(contents))]
-        directory = [struct.pack(">I", len(self.files))]
-        for n, key in self.files:
-            self.items[key] = contents[n]
+        self._names.update(files)
+        self._added.update((n, bytes(d)) for n, d in files.items())
+
+    @property
+    def items(self) -> dict[int, bytes]:
+        """Select key -> contents, the file directory included."""
+        if self._added:
+            self._build_directory()
+        return self._items
+
+    @property
+    def files(self) -> list[tuple[str, int]]:
+        """(name, select key) of every file, by name."""
+        if self._added:
+            self._build_directory()
+        return self._files
+
+    def _build_directory(self) -> None:
+        """Keys in the order of the sorted names and the FILE_DIR item, as QEMU's
+        fw_cfg_add_file_callback leaves them after the last file is added."""
+        contents = {n: self._items[k] for n, k in self._files}
+        contents.update(self._added)
+        self._added = {}
+        for _, key in self._files:
+            self._items.pop(key, None)
+        self._files = [(n, FILE_FIRST + i) for i, n in enumerate(sorted(contents))]
+        directory = [struct.pack(">I", len(self._files))]
+        for n, key in self._files:
+            self._items[key] = contents[n]
             directory.append(struct.pack(">IHH56s", len(contents[n]), key, 0, n.encode()))
-        self.items[FILE_DIR] = b"".join(directory)
+        self._items[FILE_DIR] = b"".join(directory)
 
     def replace_file(self, name: str, data: bytes) -> None:
         """New contents of the same size for a file (fw_cfg_modify_file)."""

@@ -356,6 +356,47 @@ class Container(Region):
         return f"Container({self.name!r}, 0x{self.size:x}, {len(self.children)} children)"
 
 
+def _groups(hits: list, lo: int, hi: int) -> list[list] | None:
+    """``hits`` clipped to [lo, hi) as (start, end, placement), by address, in groups
+    that overlap nothing outside the group (sorted, disjoint); None if one is a
+    container (whose children may leave holes: the general path then)."""
+    spans = []
+    for p in hits:
+        if isinstance(p.region, Container):
+            return None
+        spans.append((max(lo, p.addr), min(hi, p.addr + p.region.size), p))
+    spans.sort(key=_span_start)
+    groups: list[list] = []
+    end = lo
+    for span in spans:
+        if span[0] < end:
+            groups[-1].append(span)
+            end = max(end, span[1])
+        else:
+            groups.append([span])
+            end = span[1]
+    return groups
+
+
+def _resolve(hits: list, lo: int, hi: int, pieces: list) -> list[tuple[int, int]]:
+    """Append to ``pieces`` what ``hits`` show in [lo, hi), the highest (priority, seq)
+    winning every overlap, containers expanded; returns what they cover (sorted,
+    disjoint)."""
+    leaves: list = []
+    for p in hits:
+        _leaves(p.region, p.addr, lo, hi, (p.priority, p.seq), leaves)
+    leaves.sort(key=lambda leaf: leaf[0], reverse=True)
+    covered: list[tuple[int, int]] = []
+    for _key, region, start, end, offset in leaves:
+        for s, e in _subtract(start, end, covered):
+            pieces.append(Piece(s, e, region, offset + s - start))
+        covered = _union(covered, start, end)
+    return covered
+
+
+_span_start = operator.itemgetter(0)
+
+
 def _leaves(region: Region, addr: int, lo: int, hi: int, key: tuple, out: list) -> None:
     """Expand containers: (key, region, start, end, region offset at start), clipped to [lo, hi)."""
     if isinstance(region, Container):
@@ -585,7 +626,10 @@ class AddressSpace:
             self._delta = None
         else:
             ranges = _merge_ranges(changed)
-            pieces = _splice(self._pieces, ranges, self._rebuild(ranges))
+            # many ranges (a batch of adds): one pass over their hull, not a look for
+            # the placements reaching into each (each look scans back _WIDE)
+            span = ranges if len(ranges) <= 4 else [(ranges[0][0], ranges[-1][1])]
+            pieces = _splice(self._pieces, span, self._rebuild(span))
             delta = self._delta
             if delta is not None:
                 self._delta = _merge_ranges(delta + ranges) if delta else ranges
@@ -618,16 +662,20 @@ class AddressSpace:
                 s, e = max(lo, p.addr), min(hi, p.addr + p.region.size)
                 pieces.append(Piece(s, e, p.region, s - p.addr))
                 covered = [(s, e)]
+            elif (groups := _groups(hits, lo, hi)) is not None:
+                # the usual case (the port space, a build's batch): few overlaps, no
+                # containers; a placement overlapping no other is seen whole (clipped),
+                # only overlapping ones are resolved by priority
+                covered = []
+                for group in groups:
+                    if len(group) == 1:
+                        s, e, p = group[0]
+                        pieces.append(Piece(s, e, p.region, s - p.addr))
+                        covered.append((s, e))
+                    else:
+                        covered += _resolve([p for _, _, p in group], lo, hi, pieces)
             else:
-                leaves: list = []
-                for p in hits:
-                    _leaves(p.region, p.addr, lo, hi, (p.priority, p.seq), leaves)
-                leaves.sort(key=lambda leaf: leaf[0], reverse=True)
-                covered = []                     # sorted, disjoint
-                for _key, region, start, end, offset in leaves:
-                    for s, e in _subtract(start, end, covered):
-                        pieces.append(Piece(s, e, region, offset + s - start))
-                    covered = _union(covered, start, end)
+                covered = _resolve(hits, lo, hi, pieces)
             if background is not None:
                 for s, e in _subtract(lo, hi, covered):
                     pieces.append(Piece(s, e, background, s))
