@@ -357,3 +357,22 @@ def test_guest_code_larger_than_the_translation_buffer_runs_right(tmp_path, firm
     stop = m.run(timeout=60)
     assert stop.debug_exit_value == 0, stop.report()
     assert bytes(con.data).endswith((60_000).to_bytes(3, "little"))
+
+
+@pytest.mark.parametrize("accel, mib", [([], None), (["-accel", "tcg,tb-size=64"], 64),
+                                        (["-accel", "tcg,tb-size=0"], None),
+                                        (["-accel", "kvm", "-accel", "tcg,tb-size=8"], 8)])
+def test_tb_size_sizes_the_translation_buffer_as_on_qemu(accel, mib):
+    """``-accel tcg,tb-size=N`` is QEMU's size of the translation buffer in MiB (0: the
+    default), and a guest with much hot code asks for more this way on uvirt too."""
+    from uvirt.cpu import machine
+    from uvirt.launch.runner import build_machine
+    from uvirt.options import parse_argv
+    cfg = parse_argv(["-machine", "pc", "-nodefaults", "-display", "none", *accel])
+    assert not any("tb-size" in (i.value or "") for i in cfg.ignored)
+    m = build_machine(cfg, kernel=False).machine
+    try:
+        want = mib << 20 if mib else machine.TCG_BUFFER_SIZE
+        assert m.uc.ctl_get_tcg_buffer_size() == want
+    finally:
+        m.close()

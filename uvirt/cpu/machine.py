@@ -167,13 +167,15 @@ EXIT_HARDWARE_ERROR = 134      # QEMU's hw_error() ends in abort(): 128 + SIGABR
 #: code translates to more than 1 MiB (some 50 000 distinct memory-touching instructions
 #: run again and again): they re-translate after every flush, measured 10x slower.
 #: (QEMU's own default is min(1 GiB, host RAM / 8), sized for whole operating systems.)
+#: Such a guest asks for more as on QEMU: ``-accel tcg,tb-size=N`` (MiB), or
+#: ``Machine(tcg_buffer_size=...)``.
 TCG_BUFFER_SIZE = 1 << 20
 
 
-def _new_uc() -> Uc:
+def _new_uc(tcg_buffer_size: int | None = None) -> Uc:
     """A Unicorn CPU for a machine of our own."""
     uc = Uc(UC_ARCH_X86, UC_MODE_32)
-    uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
+    uc.ctl_set_tcg_buffer_size(tcg_buffer_size or TCG_BUFFER_SIZE)
     return uc
 
 
@@ -282,7 +284,7 @@ class Machine:
 
     def __init__(self, *, ram_size: int = DEFAULT_RAM_SIZE, no_reboot: bool = True,
                  cpu: bool = True, uc: Uc | None = None, builtins: bool = True,
-                 board: Board | None = None) -> None:
+                 board: Board | None = None, tcg_buffer_size: int | None = None) -> None:
         if board is None:
             board = (pc_board(ram_size=ram_size, no_reboot=no_reboot) if builtins
                      else Board(ram_size=ram_size, no_reboot=no_reboot))
@@ -354,7 +356,7 @@ class Machine:
         self._work_due: float | None = None
         if cpu:
             self._owns_uc = self._fresh_uc = uc is None     # a Uc made here has run nothing
-            self.attach(uc if uc is not None else _new_uc())
+            self.attach(uc if uc is not None else _new_uc(tcg_buffer_size))
 
     def add_debugcon(self, chardev, iobase: int = 0xE9, *, readback: int = 0xE9) -> isa.IsaDebugcon:
         """isa-debugcon on the board (uvirt/board/devices/isa.py)."""

@@ -112,7 +112,8 @@ def build_machine(cfg: RunConfig, *, cpu: bool = True, kernel: bool = True) -> B
     none = cfg.machine.type == "none"
     board = (Board(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot) if none
              else pc_board(ram_size=cfg.ram_size, no_reboot=cfg.no_reboot))
-    m = Machine(board=board, cpu=cpu)
+    m = Machine(board=board, cpu=cpu,
+                tcg_buffer_size=cfg.tb_size << 20 if cfg.tb_size else None)
     if none:
         strip_to_none(board)
     elif serving and any(i.option == "-rtc" and "clock=vm" in (i.value or "") for i in cfg.ignored):

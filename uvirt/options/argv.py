@@ -305,8 +305,9 @@ class ArgvParser:
                     parse_bool(v, option=origin, key=k)
                 elif TCG_PROPS[k] == NUMBER:
                     parse_int(v, option=origin, key=k, bits=32)
-                self.ignore(origin.split(" ", 1)[0], f"{k}={v}",
-                            "TCG translation setting; uvirt's CPU is Unicorn")
+                if k != "tb-size":          # tb-size sizes Unicorn's TCG buffer as QEMU's
+                    self.ignore(origin.split(" ", 1)[0], f"{k}={v}",
+                                "TCG translation setting; uvirt's CPU is Unicorn")
             elif name in ACCELS_HONOURED:
                 raise located(origin, f"Property '{name}-accel.{k}' not found")
 
@@ -686,6 +687,17 @@ class ArgvParser:
                         "QEMU falls back the same way on a host without it")
         raise AssertionError("unreachable")
 
+    def tb_size(self, accelerator: str) -> int | None:
+        """``-accel tcg,tb-size=N``: the translation buffer in MiB (QEMU's
+        ``tcg_set_tb_size``; 0, as in QEMU, means the default)."""
+        if accelerator != "tcg":
+            return None
+        for a in self.accel:
+            if a.name == "tcg" and "tb-size" in a.props:
+                n = parse_int(a.props["tb-size"], option=a.origin, key="tb-size", bits=32)
+                return n or None
+        return None
+
     def ram_size(self) -> int:
         size_raw = origin = None
         for k, v, o in self.memory:
@@ -743,6 +755,7 @@ class ArgvParser:
         u = self.uvirt
         return RunConfig(
             machine=machine, accel=tuple(self.accel), accelerator=accelerator,
+            tb_size=self.tb_size(accelerator),
             ram_size=ram_size, nodefaults=self.flags["nodefaults"],
             no_reboot=self.flags["no_reboot"], start_paused=self.flags["start_paused"],
             kernel=self.kernel, append=self.append, initrd=self.initrd, bios=self.firmware,

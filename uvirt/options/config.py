@@ -159,6 +159,7 @@ class RunConfig:
     machine: MachineOpts = field(default_factory=MachineOpts)
     accel: tuple[AccelOpts, ...] = ()       # candidates as requested, in order
     accelerator: str = "tcg"                # the one uvirt uses: "tcg" or "qtest"
+    tb_size: int | None = None              # -accel tcg,tb-size=N (MiB): the TCG buffer; None: uvirt's
     ram_size: int = DEFAULT_RAM_SIZE        # bytes, after QEMU's defaults and alignment
     nodefaults: bool = False
     no_reboot: bool = False
