@@ -287,12 +287,18 @@ class Ivshmem(PciFunction):
         """QEMU ``ivshmem_vector_notify``: MSI-X only, and only while it is enabled."""
         self.interrupts += 1
         m = self.msix
-        if m is None or not m.enabled or vector >= m.nvectors:
-            return
-        # Sent here: on the CPU thread; a message to RAM (no CPU stop needed); a masked
-        # vector's PBA bit (sends nothing).  ``notify`` makes every check again.
-        if on_cpu or self.ram_target(m.message(vector)[0]) or m.vector_masked(vector):
-            m.notify(vector)
+        if m is not None:
+            # On the CPU thread everything is sent here; elsewhere ``notify`` makes every
+            # check (a masked vector's PBA bit is set right away) and ``_send`` decides.
+            m.notify(vector, None if on_cpu else self._send)
+
+    def _send(self, vector: int, addr: int, data: int) -> None:
+        """An unmasked vector's message, off the CPU thread: a RAM write is made here (no
+        CPU stop needed, as QEMU's I/O thread writes RAM without a vCPU kick); anything
+        else (the local APIC) is posted to the CPU thread, where ``notify`` runs again on
+        the state it finds then."""
+        if self.ram_target(addr):
+            self.msi_write(addr, data)
         else:
             self.outstanding += 1
             self.deliver(lambda: self._notify_locked(vector))
