@@ -214,10 +214,13 @@ def test_messages_off_the_cpu_thread_go_to_ram_directly_and_elsewhere_through_th
     where nothing decodes) is posted to the CPU thread, which checks again; with bus
     mastering off nothing goes out; a masked vector only sets its PBA bit."""
     from uvirt.board.devices.ivshmem import SocketChardev, create_doorbell
+    fds = len(os.listdir("/proc/self/fd"))
     m = Machine()                                       # a CPU side, not run
     try:
-        fn = create_doorbell(m.board, {"chardev": SocketChardev(server.socket_path, chardev_id="c"),
-                                       "vectors": 3, "master": "off", "addr": (4, 0)})
+        chardev = SocketChardev(server.socket_path, chardev_id="c")
+        m.board.chardevs.append(chardev)                # closed (with its device) by m.close()
+        fn = create_doorbell(m.board, {"chardev": chardev, "vectors": 3, "master": "off",
+                                       "addr": (4, 0)})
         posted = []
         fn.deliver = posted.append
         targets = [0x5000, 0xFEE00000, 0x1_0000_5000]
@@ -245,3 +248,7 @@ def test_messages_off_the_cpu_thread_go_to_ram_directly_and_elsewhere_through_th
         assert fn.interrupts == 5
     finally:
         m.close()
+    deadline = time.monotonic() + 5          # the in-process server drops its copies too
+    while len(os.listdir("/proc/self/fd")) != fds and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(os.listdir("/proc/self/fd")) == fds
