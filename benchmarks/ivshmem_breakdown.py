@@ -12,7 +12,9 @@ median over the rounds after the first tenth, and its 90th percentile:
 
     peer      the host peer: its wait returned .. its ring back was written
     ring      its ring .. the device has the event (uvirt: the halted CPU's own wait, or
-              the service thread while the guest runs)
+              the service thread while the guest runs); MODE 0 splits it: until the
+              service thread's ``service_once`` starts (its wake-up), then ``read``: the
+              client reads the event
     deliver   .. the halted CPU's wait returns, the message sent (MODE 2)
     irq       .. the guest's handler writes the APIC EOI (emu_start, the interrupt, MODE 2)
     guest     .. the guest's next doorbell write reaches the device
@@ -65,6 +67,7 @@ def _child(argv: list[str]) -> int:
 
     wrap(iv.Ivshmem, "doorbell", "doorbell")
     wrap(iv.Ivshmem, "doorbell", "doorbell_end", after=True)
+    wrap(iv.Ivshmem, "service_once", "service")
     wrap(iv.Ivshmem, "handle_events", "event")
     wrap(machine.Machine, "_halt_wait", "halt")
     wrap(machine.Machine, "_halt_wait", "halt_end", after=True)
@@ -160,7 +163,7 @@ def main(argv: list[str]) -> None:
             chain = [("ring", "event"), ("deliver", "halt_end"), ("irq", "eoi"), ("guest", "doorbell"),
                      ("doorbell", "doorbell_end"), ("wake", "woke"), ("peer", "rang")]
         else:
-            chain = [("ring", "event"), ("guest", "doorbell"), ("doorbell", "doorbell_end"),
+            chain = [("ring", "service"), ("read", "event"), ("guest", "doorbell"), ("doorbell", "doorbell_end"),
                      ("wake", "woke"), ("peer", "rang")]
         legs = _legs(chain, series, peer_stamps["rang"])
         if mode == B.MODE_INTERRUPT:          # beside the peer's wake, not after it

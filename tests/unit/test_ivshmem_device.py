@@ -206,3 +206,49 @@ def test_a_halted_cpu_takes_the_ring_while_the_service_thread_stands_aside(serve
             b.machine.close()
         assert src.fileno() == -1                        # closed: a halted CPU ignores it
         src.pause(), src.resume()                        # and these do nothing
+
+
+def test_messages_off_the_cpu_thread_go_to_ram_directly_and_elsewhere_through_the_cpu(server):
+    """The service thread's sender (``Ivshmem._send``): a message RAM decodes is written
+    there at once, as the bus's msi_write would; one to the local APIC (or above 4 GiB,
+    where nothing decodes) is posted to the CPU thread, which checks again; with bus
+    mastering off nothing goes out; a masked vector only sets its PBA bit."""
+    from uvirt.board.devices.ivshmem import SocketChardev, create_doorbell
+    fds = len(os.listdir("/proc/self/fd"))
+    m = Machine()                                       # a CPU side, not run
+    try:
+        chardev = SocketChardev(server.socket_path, chardev_id="c")
+        m.board.chardevs.append(chardev)                # closed (with its device) by m.close()
+        fn = create_doorbell(m.board, {"chardev": chardev, "vectors": 3, "master": "off",
+                                       "addr": (4, 0)})
+        posted = []
+        fn.deliver = posted.append
+        targets = [0x5000, 0xFEE00000, 0x1_0000_5000]
+        for v, addr in enumerate(targets):
+            fn.msix_region.write(16 * v, 4, addr & 0xFFFFFFFF)
+            fn.msix_region.write(16 * v + 4, 4, addr >> 32)
+            fn.msix_region.write(16 * v + 8, 4, 0x40 + v)
+            fn.msix_region.write(16 * v + 12, 4, 0)         # unmasked
+        fn.config_write(0x42, 2, 0x8000)                    # MSI-X on
+        fn.config_write(4, 2, 0x0)                          # bus mastering off
+        fn._vector_notify(0)
+        assert m.memory.read(0x5000, 4) == 0 and not posted and fn.msix.pba[0] == 0
+        fn.config_write(4, 2, 0x4)                          # bus master
+        fn._vector_notify(0)
+        assert m.memory.read(0x5000, 4) == 0x40 and not posted and fn.outstanding == 0
+        fn._vector_notify(1)
+        fn._vector_notify(2)
+        assert len(posted) == 2 and fn.outstanding == 2
+        m.memory.write(0x5000, 4, 0)
+        posted[1]()                                         # >4 GiB: dropped on the CPU thread
+        assert fn.outstanding == 1 and m.memory.read(0x5000, 4) == 0
+        fn.msix_region.write(12, 4, 1)                      # vector 0 masked
+        fn._vector_notify(0)
+        assert fn.msix.pba[0] == 1 and m.memory.read(0x5000, 4) == 0 and len(posted) == 2
+        assert fn.interrupts == 5
+    finally:
+        m.close()
+    deadline = time.monotonic() + 5          # the in-process server drops its copies too
+    while len(os.listdir("/proc/self/fd")) != fds and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(os.listdir("/proc/self/fd")) == fds

@@ -196,10 +196,12 @@ class Ivshmem(PciFunction):
         #: whether the CPU thread is in its run loop (posted messages get run): the
         #: service thread only re-kicks then.
         self.cpu_running: Callable[[], bool] = lambda: False
-        #: whether a message to this address is a plain RAM write, which any thread may
-        #: make while the guest runs (QEMU's I/O thread writes RAM without a vCPU kick);
-        #: anything else (the local APIC) goes through ``deliver``.
-        self.ram_target: Callable[[int], bool] = lambda addr: False
+        #: ``ram_write(addr, data)``: if RAM decodes the 32-bit message at ``addr``, write
+        #: it there -- what ``msi_write`` would do, without its lookups -- and return
+        #: True.  Any thread may make such a write while the guest runs (QEMU's I/O
+        #: thread writes RAM without a vCPU kick); anything else (the local APIC) goes
+        #: through ``deliver``.
+        self.ram_write: Callable[[int, int], bool] = lambda addr, data: False
         self.regs_region = MmioRegion("ivshmem-mmio", REG_BAR_SIZE, _Registers(self),
                                       valid_sizes=(1, 2, 4), impl_min=4, impl_max=4)
         self.register_bar(REG_BAR, self.regs_region)
@@ -287,13 +289,19 @@ class Ivshmem(PciFunction):
         """QEMU ``ivshmem_vector_notify``: MSI-X only, and only while it is enabled."""
         self.interrupts += 1
         m = self.msix
-        if m is None or not m.enabled or vector >= m.nvectors:
+        if m is not None:
+            # On the CPU thread everything is sent here; elsewhere ``notify`` makes every
+            # check (a masked vector's PBA bit is set right away) and ``_send`` decides.
+            m.notify(vector, None if on_cpu else self._send)
+
+    def _send(self, vector: int, addr: int, data: int) -> None:
+        """An unmasked vector's message, off the CPU thread: a RAM write is made here (no
+        CPU stop needed, as QEMU's I/O thread writes RAM without a vCPU kick); anything
+        else (the local APIC) is posted to the CPU thread, where ``notify`` runs again on
+        the state it finds then."""
+        if not self.bus_master():           # QEMU msi_send_message: dropped
             return
-        # Sent here: on the CPU thread; a message to RAM (no CPU stop needed); a masked
-        # vector's PBA bit (sends nothing).  ``notify`` makes every check again.
-        if on_cpu or self.ram_target(m.message(vector)[0]) or m.vector_masked(vector):
-            m.notify(vector)
-        else:
+        if not self.ram_write(addr, data):
             self.outstanding += 1
             self.deliver(lambda: self._notify_locked(vector))
 
@@ -550,6 +558,23 @@ def _nothing() -> None:
     pass
 
 
+def _ram_writer(memory) -> Callable[[int, int], bool]:
+    """``Ivshmem.ram_write`` for a machine's memory map: the bus's ``msi_write`` (a
+    32-bit write; nothing decodes above 4 GiB) when RAM decodes the address, by the
+    map's cached RAM piece; False (nothing written) otherwise."""
+    ram_piece = memory.ram_piece
+
+    def ram_write(addr: int, data: int) -> bool:
+        if addr >> 32:
+            return False
+        pc = ram_piece(addr)
+        if pc is None:
+            return False
+        pc.region.write(pc.offset + addr - pc.start, 4, data)
+        return True
+    return ram_write
+
+
 def create_plain(machine: "Machine", v: dict[str, Any], shm: SharedMemory) -> Ivshmem:
     """``-device ivshmem-plain`` over ``shm`` (the ``memdev`` the builder looked up)."""
     fn = Ivshmem("ivshmem-plain", shm, owns_shm=True)
@@ -606,7 +631,7 @@ def create_doorbell(machine: "Machine", v: dict[str, Any], timeout: float | None
         fn.deliver = hook
         fn.after_ring = _stop_after_ring(machine, hook)
         fn.cpu_running = lambda: getattr(machine.memory, "cpu_thread", None) is not None
-        fn.ram_target = lambda addr: machine.memory.ram_piece(addr) is not None
+        fn.ram_write = _ram_writer(machine.memory)
         watch = getattr(cpu, "watch_while_halted", None)     # a Machine has it
         if watch is not None:
             watch(fn.halt_source)
