@@ -562,15 +562,13 @@ def _ram_writer(memory) -> Callable[[int, int], bool]:
     """``Ivshmem.ram_write`` for a machine's memory map: the bus's ``msi_write`` (a
     32-bit write; nothing decodes above 4 GiB) when RAM decodes the address, by the
     map's cached RAM piece; False (nothing written) otherwise."""
-    ram_piece = memory.ram_piece
+    ram_piece, dma_write = memory.ram_piece, memory.guest.write
 
     def ram_write(addr: int, data: int) -> bool:
-        if addr >> 32:
+        if addr >> 32 or ram_piece(addr) is None:
             return False
-        pc = ram_piece(addr)
-        if pc is None:
-            return False
-        pc.region.write(pc.offset + addr - pc.start, 4, data)
+        # a DMA store (the snapshot's dirty log, translated code), as msi_write's
+        dma_write(addr, (data & 0xFFFFFFFF).to_bytes(4, "little"))
         return True
     return ram_write
 

@@ -477,7 +477,14 @@ class PciBus:
         decodes above 4 GiB on pc: a 64-bit address with its upper half set is lost."""
         if address >> 32:
             return
-        self.memory.write(address, 4, data & 0xFFFFFFFF)
+        value = data & 0xFFFFFFFF
+        if self.memory.ram_piece(address) is not None:
+            # a message aimed at RAM (libqos under qtest, a fuzzer's table entry) is a DMA
+            # store, as QEMU's address_space_stl_le: the snapshot's dirty log sees it and
+            # code translated from it is dropped
+            self.memory.guest.write(address, value.to_bytes(4, "little"))
+            return
+        self.memory.write(address, 4, value)
 
     def plug(self, fn: PciFunction, devfn_: int) -> None:
         """QEMU ``do_pci_register_device``'s checks, then the function is on the bus.  A
