@@ -108,3 +108,33 @@ def test_a_plain_input_runs_within_its_instruction_count():
         assert len(ex.result.reads) == 400
     finally:
         t.close()
+
+
+def test_a_swallowed_hang_is_raised_again():
+    """The budget's SIGPROF can land while the collector runs a finalizer, which swallows
+    what it raises ("Exception ignored in ..."): the input must still end as a hang
+    (a one-shot timer let the planted loop run, and allocate, until the kernel killed the
+    worker at 24 GB).  Here the backend swallows the first Hang itself."""
+    from uvirt.fuzz.engine import Hang
+    t = FuzzTarget([], factory="uvirt.fuzz.planted:clean")
+    try:
+        h = Harness(t, "board", budget=0.05)
+        swallowed = []
+
+        def run(ops, on_op=None):
+            give_up = time.process_time() + 5          # the old timer never fired again
+            while time.process_time() < give_up:
+                try:
+                    while time.process_time() < give_up:
+                        pass
+                except Hang:
+                    if swallowed:
+                        raise
+                    swallowed.append(1)
+            return None
+
+        h.backend.run = run
+        f = h.execute(b"").finding
+        assert swallowed and f is not None and f.kind == "hang", f
+    finally:
+        t.close()

@@ -35,6 +35,10 @@ from uvirt.fuzz.reproducers import write_reproducers
 from uvirt.fuzz.target import FuzzTarget
 
 
+#: After an input's CPU budget is spent, how often (seconds of CPU) Hang is raised again.
+RE_RAISE = 0.05
+
+
 class Hang(FindingError):
     pass
 
@@ -67,6 +71,7 @@ class Harness:
         self.monitor = Monitor(target, tuple(oracles))
         self.oracles = frozenset(oracles)
         self.budget = budget
+        self._running = False            # an input is running (SIGPROF may raise Hang)
         if backend == "guest":
             self.backend = GuestBackend(target, wall_limit=wall_limit)
         elif backend == "board":
@@ -86,12 +91,18 @@ class Harness:
         result = None
         old = signal.signal(signal.SIGPROF, self._out_of_cpu)
         try:
-            signal.setitimer(signal.ITIMER_PROF, self.budget)
+            # Once the budget is spent the timer fires again every RE_RAISE seconds of CPU:
+            # a Hang the signal raised inside code that swallows exceptions (a finalizer
+            # the collector runs at that moment: "Exception ignored in ...") is raised
+            # again, instead of the input running, and allocating, for ever.
+            self._running = True
+            signal.setitimer(signal.ITIMER_PROF, self.budget, RE_RAISE)
             try:
                 result = self.backend.run(ops, on_op)
             finally:
                 # a SIGPROF right here raises Hang into the handler below: the input did
                 # use up its budget
+                self._running = False
                 signal.setitimer(signal.ITIMER_PROF, 0)
         except FindingError as e:
             finding = e.finding
@@ -125,6 +136,8 @@ class Harness:
         return None
 
     def _out_of_cpu(self, signum, frame):
+        if not self._running:            # the input is over: a late repeat raises nothing
+            return
         raise Hang(Finding("hang", f"input used more than {self.budget:g} s of CPU time | "
                                    f"running {_where(frame)}"))
 
