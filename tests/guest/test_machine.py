@@ -340,10 +340,9 @@ def test_a_new_machines_cpu_is_what_an_eagerly_mapped_one_is(monkeypatch):
 
 
 def test_guest_code_larger_than_the_translation_buffer_runs_right(tmp_path, firmware, booted):
-    """A machine's own CPU gets a small TCG buffer (machine.TCG_BUFFER_SIZE, to keep huge
-    pages out of creation); a guest whose translated code overflows it runs on, through
-    Unicorn's flush and re-translation, with the same result."""
-    from uvirt.cpu import machine
+    """A small TCG buffer (``-accel tcg,tb-size=1``: 1 MiB); a guest whose translated code
+    overflows it runs on, through Unicorn's flush and re-translation, with the same
+    result."""
     # 2 passes over 30 000 distinct read-modify-writes of memory: ~200 KiB of guest code,
     # over 1 MiB translated (each access inlines its TLB look-up), so the buffer fills and
     # is flushed in every pass
@@ -352,8 +351,8 @@ def test_guest_code_larger_than_the_translation_buffer_runs_right(tmp_path, firm
             "    mov eax, [0x8000]\n"
             "    out 0xe9, al\n    shr eax, 8\n    out 0xe9, al\n    shr eax, 8\n    out 0xe9, al\n")
     image = guest(tmp_path, firmware, body)
-    m, con = booted(image)
-    assert m.uc.ctl_get_tcg_buffer_size() == machine.TCG_BUFFER_SIZE < 2 << 20
+    m, con = booted(image, tcg_buffer_size=1 << 20)
+    assert m.uc.ctl_get_tcg_buffer_size() == 1 << 20
     stop = m.run(timeout=60)
     assert stop.debug_exit_value == 0, stop.report()
     assert bytes(con.data).endswith((60_000).to_bytes(3, "little"))
@@ -365,14 +364,13 @@ def test_guest_code_larger_than_the_translation_buffer_runs_right(tmp_path, firm
 def test_tb_size_sizes_the_translation_buffer_as_on_qemu(accel, mib):
     """``-accel tcg,tb-size=N`` is QEMU's size of the translation buffer in MiB (0: the
     default), and a guest with much hot code asks for more this way on uvirt too."""
-    from uvirt.cpu import machine
     from uvirt.launch.runner import build_machine
     from uvirt.options import parse_argv
     cfg = parse_argv(["-machine", "pc", "-nodefaults", "-display", "none", *accel])
     assert not any("tb-size" in (i.value or "") for i in cfg.ignored)
     m = build_machine(cfg, kernel=False).machine
     try:
-        want = mib << 20 if mib else machine.TCG_BUFFER_SIZE
+        want = mib << 20 if mib else Uc(UC_ARCH_X86, UC_MODE_32).ctl_get_tcg_buffer_size()
         assert m.uc.ctl_get_tcg_buffer_size() == want
     finally:
         m.close()

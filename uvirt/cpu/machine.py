@@ -156,26 +156,18 @@ EXIT_INTERRUPTED = 130
 EXIT_HOST_ERROR = 1
 EXIT_HARDWARE_ERROR = 134      # QEMU's hw_error() ends in abort(): 128 + SIGABRT
 
-#: Unicorn's TCG translation buffer for a CPU of our own, in bytes.  Unicorn's default is
-#: 1 GiB, which Unicorn (as QEMU, tcg/region.c) madvises MADV_HUGEPAGE: with transparent
-#: huge pages on "madvise" (the usual distribution setting) the first translated block
-#: faults in and zeroes a whole 2 MiB page, ~50 us of every machine's creation, and close
-#: gives it back.  A buffer smaller than 2 MiB cannot hold a huge page.  1 MiB is QEMU 7.2's
-#: MIN_CODE_GEN_BUFFER_SIZE; a full buffer is flushed and refilled (QEMU's tb_flush), never
-#: guest-visible, and SeaBIOS's whole boot (bios.bin and bios-256k.bin with SMM) and a RAM
-#: loop ran in the same time with 1 MiB as with 1 GiB.  The cost is for guests whose hot
-#: code translates to more than 1 MiB (some 50 000 distinct memory-touching instructions
-#: run again and again): they re-translate after every flush, measured 10x slower.
-#: (QEMU's own default is min(1 GiB, host RAM / 8), sized for whole operating systems.)
-#: Such a guest asks for more as on QEMU: ``-accel tcg,tb-size=N`` (MiB), or
-#: ``Machine(tcg_buffer_size=...)``.
-TCG_BUFFER_SIZE = 1 << 20
-
-
 def _new_uc(tcg_buffer_size: int | None = None) -> Uc:
-    """A Unicorn CPU for a machine of our own."""
+    """A Unicorn CPU for a machine of our own; ``tcg_buffer_size`` (bytes, from
+    ``-accel tcg,tb-size=N``) sizes its translation buffer, else Unicorn's default (1 GiB).
+
+    A buffer under 2 MiB would keep the first translated block from faulting in a 2 MiB
+    huge page (~50-100 us of every creation), but it is not the default: with 1 MiB, a
+    guest's stores into a ``mem_map_ptr`` region ran 2.4x slower (3.9 against 1.6 ns per
+    access, ``bench_region_vs_ram``), and code-heavy guests re-translate after every
+    flush (10x slower).  Host memory behind a BAR at RAM speed comes first."""
     uc = Uc(UC_ARCH_X86, UC_MODE_32)
-    uc.ctl_set_tcg_buffer_size(tcg_buffer_size or TCG_BUFFER_SIZE)
+    if tcg_buffer_size:
+        uc.ctl_set_tcg_buffer_size(tcg_buffer_size)
     return uc
 
 
