@@ -207,18 +207,7 @@ class LocalApic:
         if offset > 0xFFF or offset < 0x10:
             # MSI and the APIC registers share the window (apic_mem_write's comment):
             # register index 0, or beyond the 4 KiB of registers.
-            dest = (offset >> 12) & 0xFF
-            if not offset & 4 and not value & 0x700 and (dest == 0xFF or dest == self.id):
-                # send_msi's usual case, inline (every device's MSI comes this way)
-                bit = 1 << (value & 0xFF)
-                self.irr |= bit
-                if value & 0x8000:
-                    self.tmr |= bit
-                elif self.tmr:
-                    self.tmr &= ~bit
-                self.on_change()
-            else:
-                self.send_msi(offset, value)
+            self.send_msi(offset, value)
             return
         index = offset >> 4
         if index == 0x0B:                     # EOI (apic_eoi; first: once per interrupt)
