@@ -235,8 +235,8 @@ _iv = st.tuples(st.integers(0, 64), st.integers(0, 64))
 @given(st.lists(_iv, max_size=8), _iv)
 def test_union_and_subtract_against_sets_of_points(adds, probe):
     """``_union`` keeps ``covered`` sorted, disjoint and joined where intervals touch;
-    ``_subtract`` gives exactly the uncovered points, in order (both bisect into it)."""
-    from uvirt.board.memory.regions import _subtract, _union
+    ``subtract_ranges`` gives exactly the uncovered points, in order (both bisect into it)."""
+    from uvirt.board.memory.regions import _union, subtract_ranges
     covered, points = [], set()
     for s, e in adds:
         covered = _union(covered, s, e)
@@ -245,7 +245,7 @@ def test_union_and_subtract_against_sets_of_points(adds, probe):
         assert all(a[1] < b[0] for a, b in zip(covered, covered[1:]))    # sorted, apart
         assert all(s < e for s, e in covered)
     lo, hi = probe
-    out = _subtract(lo, hi, covered)
+    out = subtract_ranges(lo, hi, covered)
     assert _points(out) == set(range(lo, hi)) - points
     assert all(a[1] < b[0] for a, b in zip(out, out[1:])) and all(s < e for s, e in out)
 

@@ -16,7 +16,8 @@ from typing import Callable, Iterable, NamedTuple
 from unicorn import UcError
 
 from uvirt.board.memory.regions import (PAGE_MASK, PAGE_SIZE, ADDR_SPACE_END, UNASSIGNED_MEM_VALUE,
-                                        MemoryMap, Piece, RamRegion, Region)
+                                        MemoryMap, Piece, RamRegion, Region, merge_ranges,
+                                        subtract_ranges)
 from uvirt.cpu.uc_hooks import hook_failure, map_mmio
 from uvirt.errors import MemoryMapError
 
@@ -313,24 +314,6 @@ def _tb_remover(uc):
     return remove
 
 
-def _uncovered(lo: int, hi: int, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The parts of [lo, hi) outside every one of ``ranges`` (sorted; they may overlap)."""
-    out, cur = [], lo
-    for s, e in ranges:
-        if e <= cur:
-            continue
-        if s >= hi:
-            break
-        if s > cur:
-            out.append((cur, s))
-        cur = max(cur, e)
-        if cur >= hi:
-            break
-    if cur < hi:
-        out.append((cur, hi))
-    return out
-
-
 def _gaps(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """The unmapped [start, end) ranges of the 32-bit space between ``spans``."""
     out, pos = [], 0
@@ -411,9 +394,9 @@ class _GapHooks:
             i = bisect.bisect_right(ranges, (lo, ADDR_SPACE_END + 1)) - 1
             if i >= 0 and hi <= ranges[i][1]:
                 continue
-            if taken is None:
-                taken = sorted(list(self._hooks) + ram())
-            for s, e in _uncovered(lo, hi, taken):
+            if taken is None:             # hooks may overlap RAM (stale): joined
+                taken = merge_ranges(list(self._hooks) + ram())
+            for s, e in subtract_ranges(lo, hi, taken):
                 self._hooks[(s, e)] = self._add(s, e - 1)
                 self._sorted = None
                 self.stale = True
@@ -523,18 +506,7 @@ _start = operator.itemgetter(0)                  # _Span.start, Piece.start
 
 def _page_ranges(ranges) -> list[tuple[int, int]]:
     """``ranges`` widened to whole pages, sorted, touching ones joined."""
-    out: list[tuple[int, int]] = []
-    for s, e in sorted(ranges):                  # rounding keeps the order
-        if s >= e:
-            continue
-        s &= PAGE_MASK
-        e = (e + PAGE_SIZE - 1) & PAGE_MASK
-        if out and s <= out[-1][1]:
-            if e > out[-1][1]:
-                out[-1] = (out[-1][0], e)
-        else:
-            out.append((s, e))
-    return out
+    return merge_ranges([(s & PAGE_MASK, (e + PAGE_SIZE - 1) & PAGE_MASK) for s, e in ranges if s < e])
 
 
 def _spans(pieces: list[Piece]) -> list[_Span]:

@@ -388,7 +388,7 @@ def _resolve(hits: list, lo: int, hi: int, pieces: list) -> list[tuple[int, int]
     leaves.sort(key=lambda leaf: leaf[0], reverse=True)
     covered: list[tuple[int, int]] = []
     for _key, region, start, end, offset in leaves:
-        for s, e in _subtract(start, end, covered):
+        for s, e in subtract_ranges(start, end, covered):
             pieces.append(Piece(s, e, region, offset + s - start))
         covered = _union(covered, start, end)
     return covered
@@ -625,14 +625,14 @@ class AddressSpace:
             pieces = _canonical(self._rebuild(((0, self.size),)))
             self._delta = None
         else:
-            ranges = _merge_ranges(changed)
+            ranges = merge_ranges(changed)
             # many ranges (a batch of adds): one pass over their hull, not a look for
             # the placements reaching into each (each look scans back _WIDE)
             span = ranges if len(ranges) <= 4 else [(ranges[0][0], ranges[-1][1])]
             pieces = _splice(self._pieces, span, self._rebuild(span))
             delta = self._delta
             if delta is not None:
-                self._delta = _merge_ranges(delta + ranges) if delta else ranges
+                self._delta = merge_ranges(delta + ranges) if delta else ranges
         self._pieces = pieces
         self._starts = None              # made by the next lookup: a BAR move needs none
         self._changed = []
@@ -677,7 +677,7 @@ class AddressSpace:
             else:
                 covered = _resolve(hits, lo, hi, pieces)
             if background is not None:
-                for s, e in _subtract(lo, hi, covered):
+                for s, e in subtract_ranges(lo, hi, covered):
                     pieces.append(Piece(s, e, background, s))
         if len(pieces) > 1:
             pieces.sort(key=_piece_start)
@@ -739,7 +739,7 @@ class _Batch:
             space.commit()
 
 
-def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted, disjoint [start, end) ranges covering ``ranges`` (touching ones joined)."""
     if len(ranges) == 2:                 # a move: its old and new extent
         (a, b), (c, d) = ranges
@@ -813,7 +813,7 @@ _piece_start = operator.itemgetter(0)        # Piece.start, Piece.end: keys at C
 _piece_end = operator.itemgetter(1)
 
 
-def _subtract(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def subtract_ranges(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The parts of [start, end) outside ``covered`` (sorted, disjoint): only the
     intervals that can overlap are looked at (bisection)."""
     out = []
