@@ -10,9 +10,15 @@ minutes long, so ``--reps`` is not applied.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
+import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from uvirt.testing.qemu import qemu_available
@@ -34,21 +40,27 @@ def _suite_times() -> tuple[float, float, str]:
     return float(walls["uvirt"]), float(walls["qemu"]), " / ".join(passed)
 
 
-def bench_qtest_suite(reps: int) -> Result:
+def _build_suite() -> tuple[str | None, str]:
+    """The suite's test binaries and QEMU's qtest accelerator module, built once and
+    cached: (their folder, "") or (None, why not)."""
     if not qemu_available():
-        return Result(NAME, "QEMU (same suite)", float("nan"), 0, 0, TARGET, False,
-                      "SKIPPED: qemu-system-x86_64 not installed")
+        return None, "qemu-system-x86_64 not installed"
     build = subprocess.run([sys.executable, str(SCRIPT), "--build-only"], capture_output=True, text=True)
-    if build.returncode != 0:
-        return Result(NAME, "QEMU (same suite)", float("nan"), 0, 0, TARGET, False,
-                      "SKIPPED: " + (build.stderr.strip().splitlines() or ["build failed"])[0])
+    found = re.search(r"binaries in (\S+)", build.stdout + build.stderr)
+    if build.returncode != 0 or not found:
+        return None, (build.stderr.strip().splitlines() or ["build failed"])[0]
+    return found.group(1), ""
+
+
+def bench_qtest_suite(reps: int) -> Result:
+    bindir, why = _build_suite()
+    if bindir is None:
+        return Result(NAME, "QEMU (same suite)", float("nan"), 0, 0, TARGET, False, "SKIPPED: " + why)
     u, q, passed = _suite_times()           # one pair whatever --reps says: minutes per run
     ratio = u / q
     return Result(NAME, "QEMU (same suite)", ratio, ratio, ratio, TARGET, ratio <= 10,
                   f"(uvirt {u:.1f} s, QEMU {q:.1f} s; passed QEMU / uvirt: {passed})")
 
-
-BENCHMARKS = [bench_qtest_suite]
 
 
 # -- qtest request rate (issue 14 item 5) ------------------------------------------------
@@ -71,11 +83,6 @@ QTEST_REQUESTS = [
 def _qtest_session(cmd: list[str], lines: list[str], warm: int, count: int, tmp: str,
                    env: dict[str, str] | None = None) -> float:
     """Seconds per round of LINES, over COUNT rounds after WARM untimed ones."""
-    import os
-    import signal
-    import socket
-    import time
-
     path = os.path.join(tmp, "qtest.sock")
     if os.path.exists(path):
         os.unlink(path)
@@ -116,39 +123,26 @@ def _qtest_session(cmd: list[str], lines: list[str], warm: int, count: int, tmp:
 
 def growth_qtest_rate(reps: int) -> list[Result]:
     """One line per request kind: QEMU's round trip over uvirt's (a speed-up)."""
-    import os
-    import statistics
-    import tempfile
-
-    name = "growth: qtest request rate"
-    if not qemu_available():
-        return [Result(name, "QEMU", float("nan"), 0, 0, "report", False,
-                       "SKIPPED: qemu-system-x86_64 not installed")]
-    # Debian's QEMU leaves the qtest accelerator out; the suite's build cache has it.
-    build = subprocess.run([sys.executable, str(SCRIPT), "--build-only"], capture_output=True, text=True)
-    found = re.search(r"binaries in (\S+)", build.stdout + build.stderr)
-    if build.returncode != 0 or not found:
-        return [Result(name, "QEMU", float("nan"), 0, 0, "report", False,
-                       "SKIPPED: " + (build.stderr.strip().splitlines() or ["build failed"])[0])]
-    qemu = ["qemu-system-x86_64"]
-    qemu_env = {**os.environ, "QEMU_MODULE_DIR": found.group(1)}
+    bindir, why = _build_suite()
+    if bindir is None:
+        return [Result("growth: qtest request rate", "QEMU", float("nan"), 0, 0, "report", False,
+                       "SKIPPED: " + why)]
+    # Debian's QEMU leaves the qtest accelerator out: the suite's build has it
+    qemu = (["qemu-system-x86_64"], {**os.environ, "QEMU_MODULE_DIR": bindir})
     venv = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python"
-    uvirt = [str(venv if venv.exists() else sys.executable), "-m", "uvirt", "run"]
+    uvirt = ([str(venv if venv.exists() else sys.executable), "-m", "uvirt", "run"], None)
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, lines in QTEST_REQUESTS:
             speedups, us_u, us_q = [], [], []
             for i in range(max(3, reps // 2)):
-                def run_u() -> float:
-                    return _qtest_session(uvirt, lines, 300, 3000, tmp)
+                def per_request(emu) -> float:
+                    return _qtest_session(emu[0], lines, 300, 3000, tmp, env=emu[1])
 
-                def run_q() -> float:
-                    return _qtest_session(qemu, lines, 300, 3000, tmp, env=qemu_env)
-
-                if i % 2:
-                    q, u = run_q(), run_u()
+                if i % 2:                       # each goes first in turn
+                    q, u = per_request(qemu), per_request(uvirt)
                 else:
-                    u, q = run_u(), run_q()
+                    u, q = per_request(uvirt), per_request(qemu)
                 speedups.append(q / u)
                 us_u.append(u * 1e6)
                 us_q.append(q * 1e6)
@@ -159,4 +153,4 @@ def growth_qtest_rate(reps: int) -> list[Result]:
     return out
 
 
-BENCHMARKS.append(growth_qtest_rate)
+BENCHMARKS = [bench_qtest_suite, growth_qtest_rate]
