@@ -173,6 +173,33 @@ def test_own_ring_is_answered_before_the_write_returns(server, tmp_path):
 
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU allowed: nothing to follow")
+def test_the_service_thread_follows_the_thread_that_rings(server):
+    """The ring back a doorbell asks for wakes the service thread: it runs on the CPU of
+    the thread that rang (the vCPU's; uvirt/affinity.py), so its message preempts the
+    spinning guest instead of contending for the GIL from another CPU."""
+    with IvshmemPeer.connect(server.socket_path, vectors=1, timeout=5) as peer:
+        b = build_machine(parse_argv(["-machine", "pc", "-nodefaults", "-chardev",
+                                      f"socket,path={server.socket_path},id=c", "-device",
+                                      "ivshmem-doorbell,chardev=c,vectors=1,addr=4", "-accel", "qtest"]))
+        fn = b.devices[-1][1]
+        try:
+            follower = fn.cpu_follower
+            tid = fn._thread.native_id
+            deadline = time.monotonic() + 5
+            while follower.tid != tid and time.monotonic() < deadline:
+                time.sleep(0.01)                 # the thread has started following
+            assert follower.tid == tid
+            fn.regs_region.write(0x0C, 4, 0 << 16)   # ring the host peer, vector 0
+            assert peer.wait(timeout=5) == 0
+            assert follower.moves == 1 and os.sched_getaffinity(tid) == {follower.cpu}
+            fn.regs_region.write(0x0C, 4, 5 << 16)   # no such peer: nothing rung, nobody moved
+            assert fn.rings_ignored == 1 and follower.moves == 1
+        finally:
+            b.machine.close()
+        assert follower.tid == -1                # its thread ended: never moved again
+
+
 def test_a_halted_cpu_takes_the_ring_while_the_service_thread_stands_aside(server):
     """While the guest is in HLT the CPU thread watches the client's fd itself
     (uvirt/cpu/halt_wake.py) and the service thread's wait set does not hold it, so one

@@ -73,6 +73,7 @@ from uvirt.board.memory.regions import Container, MmioRegion
 from uvirt.board.pci.bus import PciFunction
 from uvirt.board.pci.msix import ENTRY_SIZE, EXCLUSIVE_BAR_SIZE, Msix
 from uvirt.backends.shared_memory import SharedMemory
+from uvirt.affinity import CpuFollower
 from uvirt.service_thread import start_service_thread
 
 if TYPE_CHECKING:
@@ -223,6 +224,10 @@ class Ivshmem(PciFunction):
         self._watched = False                       # ... holds the client's fd now
         #: what a halted CPU watches for this device (Machine.watch_while_halted)
         self.halt_source = _HaltSource(self)
+        #: keeps the service thread on the CPU of the thread that rings (the vCPU's), so
+        #: the ring back it services preempts the spinning guest instead of contending
+        #: for the GIL from another CPU (uvirt/affinity.py)
+        self.cpu_follower = CpuFollower()
 
     # ------------------------------------------------------------------ guest side
     @staticmethod
@@ -257,6 +262,8 @@ class Ivshmem(PciFunction):
             self.rings_ignored += 1
             return
         self.rings_sent += 1
+        # The answer will wake the service thread: have it wake on this CPU (uvirt/affinity.py)
+        self.cpu_follower.here()
         if self.after_ring is not None:
             self.after_ring()
 
@@ -333,6 +340,13 @@ class Ivshmem(PciFunction):
         client = self.client
         assert client is not None and self._watch is not None
         watch, wake_r = self._watch, self._wake_r
+        self.cpu_follower.follow()
+        try:
+            self._serve_loop(watch, wake_r)
+        finally:
+            self.cpu_follower.stop()
+
+    def _serve_loop(self, watch: select.epoll, wake_r: int) -> None:
         while True:
             # A message posted to the CPU thread and not run yet is kicked again every
             # RETRY_KICK seconds: a kick that lands while the run loop is between two
