@@ -13,12 +13,14 @@ median over the rounds after the first tenth, and its 90th percentile:
     peer      the host peer: its wait returned .. its ring back was written
     ring      its ring .. the device has the event (uvirt: the halted CPU's own wait, or
               the service thread while the guest runs); MODE 0 splits it: until the
-              service thread's ``service_once`` starts (its wake-up), then ``read``: the
-              client reads the event
+              ring is taken (``_rung``: the service thread's wake-up, or the CPU thread's
+              look after its doorbell finding it), then ``read``: it reads the eventfd,
+              until ``_vector_notify`` (QEMU's ``ivshmem_vector_notify``)
     deliver   .. the halted CPU's wait returns, the message sent (MODE 2)
     irq       .. the guest's handler writes the APIC EOI (emu_start, the interrupt, MODE 2)
     guest     .. the guest's next doorbell write reaches the device
-    doorbell  .. the eventfd write to the peer returned
+    doorbell  .. the eventfd write to the peer returned (MODE 0: the CPU thread then looks
+              for the answer, ``Ivshmem._poll_answer``: the ring leg follows)
     wake      .. the peer's wait returned (its wake-up)
     (to-hlt)  meanwhile: the eventfd written .. the run loop's halt wait begins (the guest
               ran on to HLT, MODE 2)
@@ -29,6 +31,8 @@ than an unwrapped round.
 from __future__ import annotations
 
 import atexit
+import ctypes
+import gc
 import json
 import os
 import statistics
@@ -38,8 +42,10 @@ import tempfile
 import threading
 import time
 from bisect import bisect_right
+from collections import Counter
 
 CHILD_ENV = "UVIRT_IVSHMEM_STAMPS"
+_getcpu = ctypes.CDLL(None).sched_getcpu     # where a thread ran: the 2-CPU placement matters
 
 
 def _child(argv: list[str]) -> int:
@@ -65,10 +71,11 @@ def _child(argv: list[str]) -> int:
             return r
         setattr(cls, name, stamped)
 
+    from uvirt.ivshmem import protocol
     wrap(iv.Ivshmem, "doorbell", "doorbell")
-    wrap(iv.Ivshmem, "doorbell", "doorbell_end", after=True)
-    wrap(iv.Ivshmem, "service_once", "service")
-    wrap(iv.Ivshmem, "handle_events", "event")
+    wrap(protocol.IvshmemClient, "ring", "doorbell_end", after=True)
+    wrap(iv.Ivshmem, "_rung", "service")
+    wrap(iv.Ivshmem, "_vector_notify", "event")
     wrap(machine.Machine, "_halt_wait", "halt")
     wrap(machine.Machine, "_halt_wait", "halt_end", after=True)
     apic_write = lapic.LocalApic.write
@@ -79,7 +86,18 @@ def _child(argv: list[str]) -> int:
         return apic_write(self, offset, size, value)
     lapic.LocalApic.write = write
 
+    for name, key in (("doorbell", "cpu:doorbell"), ("_rung", "cpu:ring taken")):
+        def on_cpu(orig=getattr(iv.Ivshmem, name), key=key):
+            def f(*a, **k):
+                stamps[key].append(_getcpu())
+                return orig(*a, **k)
+            return f
+        setattr(iv.Ivshmem, name, on_cpu())
+
     def dump() -> None:
+        devices = [d for d in gc.get_objects() if isinstance(d, iv.Ivshmem)]
+        stamps["polled"] = [sum(d.interrupts_polled for d in devices)]
+        stamps["rings"] = [sum(d.interrupts for d in devices)]
         with open(os.environ[CHILD_ENV], "w") as f:
             json.dump(stamps, f)
     atexit.register(dump)
@@ -131,7 +149,7 @@ def main(argv: list[str]) -> None:
 
     mode = int(argv[0]) if argv else B.MODE_INTERRUPT
     n = int(argv[1]) if len(argv) > 1 else 3000
-    peer_stamps: dict[str, list[float]] = {"woke": [], "rang": []}
+    peer_stamps: dict[str, list[float]] = {"woke": [], "rang": [], "cpu:peer": []}
 
     def host(peer, stop, stamps):
         while not stop.is_set():
@@ -139,6 +157,7 @@ def main(argv: list[str]) -> None:
                 t = time.perf_counter()
                 stamps.append(t)
                 peer_stamps["woke"].append(t)
+                peer_stamps["cpu:peer"].append(_getcpu())
                 peer.ring(B.GUEST_PEER, 0)
                 peer_stamps["rang"].append(time.perf_counter())
 
@@ -159,6 +178,9 @@ def main(argv: list[str]) -> None:
         with open(out) as f:
             u = json.load(f)
         series = {**u, **peer_stamps}
+        cpus = {k[4:]: dict(sorted(Counter(series.pop(k)).items())) for k in list(series) if k.startswith("cpu:")}
+        print(f"uvirt: {u['polled'][0]} of {u['rings'][0]} rings taken by the CPU thread's look after "
+              f"its doorbell; CPUs (rounds on each): {cpus}")
         if mode == B.MODE_INTERRUPT:
             chain = [("ring", "event"), ("deliver", "halt_end"), ("irq", "eoi"), ("guest", "doorbell"),
                      ("doorbell", "doorbell_end"), ("wake", "woke"), ("peer", "rang")]

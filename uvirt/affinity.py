@@ -88,3 +88,4 @@ class CpuFollower:
             self.tid = -1
             return
         self.moves += 1
+

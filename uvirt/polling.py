@@ -48,11 +48,23 @@ class PollThenSleep:
     def poll(self, look: Callable[[], T], timeout: float | None = None) -> T | None:
         """Call ``look()`` until it returns something true, for at most ``poll_ns`` (or
         ``timeout`` seconds if sooner); its result, or None if the caller must sleep."""
-        if self.poll_ns <= 0:
+        if self.skip():
             return None
+        return self.look_for(look, timeout)
+
+    def skip(self) -> bool:
+        """True if this wait does not poll (never polling, or backing off after lost
+        polls; it counts as one of the waits skipped).  A caller that must prepare a poll
+        (stop another thread watching the same fd) asks this, then calls ``look_for``."""
+        if self.poll_ns <= 0:
+            return True
         if self._skip:
             self._skip -= 1
-            return None
+            return True
+        return False
+
+    def look_for(self, look: Callable[[], T], timeout: float | None = None) -> T | None:
+        """``poll`` after ``skip`` said this wait polls."""
         limit = self.poll_ns if timeout is None else min(self.poll_ns, int(timeout * 1e9))
         now = time.monotonic_ns()
         end = now + limit

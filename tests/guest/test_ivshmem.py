@@ -32,6 +32,7 @@ from uvirt.ivshmem.server import IvshmemServer
 from uvirt.launch.backends import open_chardev
 from uvirt.options import ChardevOpts, parse_argv
 from uvirt.launch.runner import build_machine
+from uvirt.polling import PollThenSleep
 from uvirt.testing.guest import comparable, run_uvirt
 from uvirt.testing.ivshmem import as_nobody, expected_memory, ivshmem_env, open_fds
 from uvirt.testing.qemu import BASE_ARGS, DATA_DIR, IVSHMEM_REFERENCES, QEMU, run_qemu, strip_header
@@ -695,13 +696,15 @@ def test_a_message_to_the_apic_waits_for_the_cpu_thread(doorbell_machine):
     assert dev.interrupts == 1 and dev.outstanding == 1 and len(m._posted) == 1
 
 
-@pytest.mark.parametrize("answer", ["at_once", "once_halted"])
+@pytest.mark.parametrize("answer", ["at_once", "once_halted", "while_polled"])
 def test_doorbell_interrupts_wake_a_halted_guest(tmp_path, firmware, warm, answer):
     """300 round trips guest -> host peer -> MSI-X interrupt, the guest waiting in HLT
     (benchmarks/guests/ivshmem_loop.S MODE 2): every ring is one interrupt.  Answered
-    only once the guest halted, every ring is taken by the halted CPU's own wait
-    (uvirt/cpu/halt_wake.py), the service thread standing aside; answered at once, either
-    thread may take it (the guest may not have halted yet)."""
+    only once the guest halted (the CPU thread not looking for the answer after the
+    doorbell), every ring is taken by the halted CPU's own wait (uvirt/cpu/halt_wake.py),
+    the service thread standing aside; answered while the CPU thread looks for it after
+    the doorbell (for as long as it takes), every ring is taken there and posted as the
+    service thread would; answered at once, any of them may take it."""
     iters = 300
     image = firmware(Path(__file__).resolve().parents[2] / "benchmarks" / "guests" / "ivshmem_loop.S",
                      {"ITERS": iters, "MODE": 2})
@@ -712,6 +715,10 @@ def test_doorbell_interrupts_wake_a_halted_guest(tmp_path, firmware, warm, answe
     b = build_machine(parse_argv([*BASE, "-chardev", f"socket,path={sock},id=c", "-device",
                                   "ivshmem-doorbell,chardev=c,vectors=1", "-kernel", str(image)]))
     m, dev = b.machine, b.devices[-1][1]
+    if answer == "once_halted":
+        dev.answer_polling = None
+    elif answer == "while_polled":         # a loaded host changes nothing
+        dev.answer_polling = PollThenSleep(poll_ns=20 * 10**9, busy_ns=20 * 10**9)
     stop = threading.Event()
     rings = []
     give_up = time.monotonic() + 20        # a CPU that never takes the fd over: fail, not hang
@@ -738,4 +745,6 @@ def test_doorbell_interrupts_wake_a_halted_guest(tmp_path, firmware, warm, answe
     assert stop_info.exit_code == 1, stop_info
     assert len(rings) == iters and dev.interrupts == iters
     if answer == "once_halted":
-        assert dev.interrupts_in_halt == iters
+        assert dev.interrupts_in_halt == iters and dev.interrupts_polled == 0
+    if answer == "while_polled":
+        assert dev.interrupts_polled == iters and dev.interrupts_in_halt == 0

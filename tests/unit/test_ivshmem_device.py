@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import select
+import threading
 import time
 
 import pytest
@@ -18,6 +19,7 @@ from uvirt.cpu.machine import Machine
 from uvirt.options import parse_argv
 from uvirt.launch.runner import build_machine
 from uvirt.backends.shared_memory import SharedMemory
+from uvirt.polling import PollThenSleep
 
 # 00:04.0 at reset on QEMU 7.2, first 0x50 bytes
 _ROW0 = "f41a1011000000000100000500000000"
@@ -200,6 +202,68 @@ def test_the_service_thread_follows_the_thread_that_rings(server):
         assert follower.tid == -1                # its thread ended: never moved again
 
 
+def _doorbell_board(server, vectors=1):
+    b = build_machine(parse_argv(["-machine", "pc", "-nodefaults", "-chardev",
+                                  f"socket,path={server.socket_path},id=c", "-device",
+                                  f"ivshmem-doorbell,chardev=c,vectors={vectors},addr=4", "-accel", "qtest"]))
+    return b, b.devices[-1][1]
+
+
+def test_the_cpu_thread_takes_a_quick_answer_to_its_doorbell_itself(server):
+    """After a doorbell to a peer the CPU thread looks for the ring back (``_poll_answer``)
+    with the service thread standing aside: an answer that comes meanwhile is taken
+    before the doorbell write returns, as the service thread would take it."""
+    with IvshmemPeer.connect(server.socket_path, vectors=1, timeout=5) as peer:
+        b, fn = _doorbell_board(server)
+        assert fn.answer_polling is None                 # no CPU (qtest): nobody looks
+        seen = []
+
+        def answer() -> None:                            # the host peer: ring back at once
+            if peer.wait(vector=0, timeout=10) == 0:
+                deadline = time.monotonic() + 10         # the ring comes just before the look
+                while fn._watched and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                seen.append(fn._watched)                 # the service thread stood aside
+                peer.ring(1, 0)
+        try:
+            fn.is_cpu_thread = lambda: True              # this thread plays the CPU's
+            fn.answer_polling = PollThenSleep(poll_ns=20 * 10**9, busy_ns=20 * 10**9)
+            fn.config_write(0x42, 2, 0x8000)             # MSI-X on, vector masked: PBA bit
+            t = threading.Thread(target=answer)
+            t.start()
+            fn.regs_region.write(0x0C, 4, 0 << 16)       # ring the host peer, vector 0
+            assert fn.interrupts_polled == fn.interrupts == 1 and fn.msix.pba[0] == 1
+            t.join(10)
+            assert seen == [False] and fn._watched       # ... and watches again
+            for fd in fn.client.own_eventfds():
+                fn._watch.modify(fd, select.EPOLLIN)     # back in its set
+        finally:
+            b.machine.close()
+
+
+def test_a_look_that_finds_no_answer_leaves_the_ring_to_the_service_thread(server):
+    """No answer within the look: the doorbell returns, the service thread watches again
+    and takes the late ring, and the next doorbell does not look (back-off)."""
+    with IvshmemPeer.connect(server.socket_path, vectors=1, timeout=5) as peer:
+        b, fn = _doorbell_board(server)
+        try:
+            fn.is_cpu_thread = lambda: True
+            fn.answer_polling = p = PollThenSleep(poll_ns=10**6, busy_ns=10**12)
+            fn.config_write(0x42, 2, 0x8000)
+            fn.regs_region.write(0x0C, 4, 0 << 16)
+            assert peer.wait(vector=0, timeout=5) == 0
+            assert (p.won, p.lost) == (0, 1) and fn._watched and fn.interrupts == 0
+            peer.ring(1, 0)                              # late: the service thread's
+            deadline = time.monotonic() + 5
+            while fn.interrupts < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert fn.interrupts == 1 and fn.interrupts_polled == 0 and fn.msix.pba[0] == 1
+            fn.regs_region.write(0x0C, 4, 0 << 16)       # skipped: no look, no pause
+            assert (p.won, p.lost) == (0, 1) and fn._watched
+        finally:
+            b.machine.close()
+
+
 def test_a_halted_cpu_takes_the_ring_while_the_service_thread_stands_aside(server):
     """While the guest is in HLT the CPU thread watches the client's fd itself
     (uvirt/cpu/halt_wake.py) and the service thread's wait set does not hold it, so one
@@ -213,17 +277,27 @@ def test_a_halted_cpu_takes_the_ring_while_the_service_thread_stands_aside(serve
             efd = fn.client.fileno()
             src = fn.halt_source
             assert src.fileno() == efd
+            own = fn.client.own_eventfds()               # the service thread waits on these
+            assert own == {fd: v for v, fd in enumerate(fn.client.state.eventfds[fn.vm_id])}
+            assert sorted(own.values()) == [0, 1, 2]
+            for fd in own:                               # itself, not nested in the client's epoll
+                fn._watch.modify(fd, select.EPOLLIN)
+            with pytest.raises(FileNotFoundError):
+                fn._watch.modify(efd, select.EPOLLIN)
             fn.config_write(0x42, 2, 0x8000)             # MSI-X on, vectors masked
             src.pause()
-            with pytest.raises(FileNotFoundError):       # not in the service thread's set
-                fn._watch.modify(efd, 0)
+            for fd in own:
+                with pytest.raises(FileNotFoundError):   # not in the service thread's set
+                    fn._watch.modify(fd, select.EPOLLIN)
+            fn._watch.modify(fn.client.server_fileno(), select.EPOLLIN)   # the server stays
             assert peer.wait_peer_joined(timeout=5).peer_id == 1
             peer.ring(1, 2)
             assert select.select([efd], [], [], 5)[0] == [efd]
             src.ready()                                  # the halted CPU's wait services it
             assert fn.msix.pba[0] == 4 and fn.interrupts == fn.interrupts_in_halt == 1
             src.resume()
-            fn._watch.modify(efd, select.EPOLLIN)        # back in the service thread's set
+            for fd in own:
+                fn._watch.modify(fd, select.EPOLLIN)     # back in the service thread's set
             peer.ring(1, 1)                              # ... which takes the next ring
             deadline = time.monotonic() + 5
             while fn.interrupts < 2 and time.monotonic() < deadline:

@@ -430,7 +430,7 @@ def _hex(value: int) -> str:
 # --------------------------------------------------------------------------- socket client
 
 
-def _drain(fd: int) -> int:
+def drain_eventfd(fd: int) -> int:
     """Read an own eventfd (non-blocking): the rings since the last read, 0 if none.
 
     One read takes the whole counter and resets it (an eventfd without EFD_SEMAPHORE, as
@@ -610,6 +610,17 @@ class IvshmemClient:
             raise IvshmemError("ivshmem client is closed")
         return self._epoll.fileno()
 
+    def own_eventfds(self) -> dict[int, int]:
+        """``{eventfd: vector}`` of the own vectors ``poll`` watches, for a caller that
+        waits on them itself (a device's service thread) and reads a ring with
+        :func:`drain_eventfd`.  They only ever grow (``poll`` adds those the server sends
+        later) and stay open until ``close()``."""
+        return dict(self._fd_vector)
+
+    def server_fileno(self) -> int:
+        """The server socket's fd (readable: call ``poll``), -1 once the server is gone."""
+        return self._sock.fileno() if self._sock is not None else -1
+
     def poll(self, timeout: float = 0.0) -> list[Event]:
         """Service the server socket and own eventfds; wait at most ``timeout`` seconds.
 
@@ -649,7 +660,7 @@ class IvshmemClient:
                 # A vector whose fd went away while the server's messages were read (the
                 # fd number may even be reused) is not read.
                 if vector < len(own) and own[vector] == fd:
-                    count = _drain(fd)
+                    count = drain_eventfd(fd)
                     if count:
                         events.append(Interrupt(vector, count))
         return events

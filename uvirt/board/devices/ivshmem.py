@@ -32,8 +32,9 @@ Doorbell (``-chardev socket,path=SOCK,id=c -device ivshmem-doorbell,chardev=c,ve
     'SOCK': No such file or directory``).  The device is an ``IvshmemClient``: before the
     guest runs it waits -- bounded by ``SETUP_TIMEOUT`` seconds, where QEMU would wait
     forever -- for version, id, the shared-memory fd and its own eventfds.  Afterwards a
-    service thread sleeps on the client's epoll fd and hands every event to the device
-    under ``self.lock``: peers joining or leaving update the peer table; a ring on an own
+    service thread sleeps on the server socket and the own eventfds (one epoll set; it
+    runs on the CPU of the thread that rings, uvirt/affinity.py) and hands every event
+    to the device under ``self.lock``: peers joining or leaving update the peer table; a ring on an own
     eventfd calls ``Msix.notify(vector)`` when MSI-X is enabled (PBA bit while masked, the
     message otherwise) and does nothing when it is disabled, as QEMU's
     ``ivshmem_vector_notify``.  While the guest is in ``hlt`` the CPU thread watches the
@@ -68,12 +69,14 @@ from uvirt.ivshmem.protocol import (
     IvshmemClient,
     IvshmemError,
     VectorDropped,
+    drain_eventfd,
 )
 from uvirt.board.memory.regions import Container, MmioRegion
 from uvirt.board.pci.bus import PciFunction
 from uvirt.board.pci.msix import ENTRY_SIZE, EXCLUSIVE_BAR_SIZE, Msix
 from uvirt.backends.shared_memory import SharedMemory
 from uvirt.affinity import CpuFollower
+from uvirt.polling import PollThenSleep
 from uvirt.service_thread import start_service_thread
 
 if TYPE_CHECKING:
@@ -96,6 +99,9 @@ INTRMASK, INTRSTATUS, IVPOSITION, DOORBELL = 0x0, 0x4, 0x8, 0xC
 SETUP_TIMEOUT = 5.0
 #: How often a message posted to the CPU thread (``deliver``) is kicked again until it ran.
 RETRY_KICK = 0.002
+#: How long the CPU thread looks for the answer to a doorbell before the guest runs on
+#: (``Ivshmem._poll_answer``): a quarter of KVM's halt_poll_ns, as the vCPU is not idle.
+ANSWER_POLL_NS = 50_000
 
 
 def msix_exclusive_layout(nvectors: int) -> tuple[int, int]:
@@ -187,6 +193,7 @@ class Ivshmem(PciFunction):
         self.rings_ignored = 0
         self.interrupts = 0
         self.interrupts_in_halt = 0       # ... of them taken by a halted CPU's own wait
+        self.interrupts_polled = 0        # ... by the CPU thread's look after a doorbell
         self.outstanding = 0              # messages handed to ``deliver`` and not sent yet
         self.closed = False
         #: how a message (``Msix.notify`` of an unmasked vector) gets sent: called with a
@@ -221,13 +228,19 @@ class Ivshmem(PciFunction):
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
         self._watch: select.epoll | None = None     # the service thread's wait set
-        self._watched = False                       # ... holds the client's fd now
+        self._own_fds: dict[int, int] = {}          # ... its own eventfds: fd -> vector
+        self._watched = False                       # ... holds them now (not paused)
         #: what a halted CPU watches for this device (Machine.watch_while_halted)
         self.halt_source = _HaltSource(self)
         #: keeps the service thread on the CPU of the thread that rings (the vCPU's), so
         #: the ring back it services preempts the spinning guest instead of contending
         #: for the GIL from another CPU (uvirt/affinity.py)
         self.cpu_follower = CpuFollower()
+        #: how the CPU thread looks for the answer to a doorbell (``_poll_answer``); None
+        #: (no CPU: qtest, a board) does not look
+        self.answer_polling: PollThenSleep | None = None
+        #: whether the caller is the CPU thread of a running machine
+        self.is_cpu_thread: Callable[[], bool] = lambda: False
 
     # ------------------------------------------------------------------ guest side
     @staticmethod
@@ -251,21 +264,53 @@ class Ivshmem(PciFunction):
         eventfd and its main loop answers within microseconds, long before a guest's next
         steps; through uvirt's service thread a loaded host could answer after the guest
         had already changed its MSI-X state (seen: a pending bit set for a ring made while
-        MSI-X was off).  Same checks as a ring of a peer: the vector must exist."""
+        MSI-X was off).  Same checks as a ring of a peer: the vector must exist (a closed
+        client has no eventfds left)."""
         client = self.client
-        if (client is not None and not client.closed and dest == self.vm_id
-                and client.state.eventfd(dest, vector) >= 0):
-            self.rings_sent += 1
-            self._vector_notify(vector)
-            return
-        if client is None or client.closed or not client.ring(dest, vector):
+        if client is None or client.state.eventfd(dest, vector) < 0:
             self.rings_ignored += 1
             return
         self.rings_sent += 1
-        # The answer will wake the service thread: have it wake on this CPU (uvirt/affinity.py)
-        self.cpu_follower.here()
+        if dest == self.vm_id:
+            self._vector_notify(vector)
+            return
+        polling = self.answer_polling
+        look = (polling is not None and self._watched and self.is_cpu_thread()
+                and not polling.skip())
+        if look:
+            self.pause()            # before the ring: its answer must not wake the thread
+        client.ring(dest, vector)
         if self.after_ring is not None:
             self.after_ring()
+        if not (look and self._poll_answer(polling)):
+            # An answer still to come wakes the service thread: have it wake on this CPU
+            # (uvirt/affinity.py)
+            self.cpu_follower.here()
+
+    def _poll_answer(self, polling: PollThenSleep) -> bool:
+        """The CPU thread, right after the guest rang a peer: look for a ring back for a
+        short while (``ANSWER_POLL_NS``) and, if it comes, take it here, as the service
+        thread would have.  A peer that answers a doorbell within microseconds (a host
+        RPC, the request/response use ivshmem doorbells have) is then answered without
+        waking the service thread at all: no thread wake-up, no GIL hand-over, the
+        message in RAM before the guest's next instruction.  The guest's store is
+        complete; only its next instruction waits, as if the host had preempted it.  A
+        look that finds nothing skips the next 1, 2, 4 ... doorbells' looks
+        (uvirt/polling.py), so a peer that answers late, or never, costs the guest one
+        ``ANSWER_POLL_NS`` per up to ``BACKOFF_MAX`` doorbells.  The service thread
+        stands aside meanwhile (paused by ``doorbell`` before the ring), so a ring wakes
+        one thread; this resumes it.  Whether an answer was taken."""
+        own = self._own_fds
+        fds = list(own)
+        took = 0
+        try:
+            ready = polling.look_for(lambda: _readable(fds)) if fds else None
+            for fd in ready or ():
+                took += self._rung(fd, own[fd])
+        finally:
+            self.resume()
+        self.interrupts_polled += took
+        return took > 0
 
     def reset(self):
         """QEMU ``ivshmem_reset`` + ``pci_do_device_reset``: registers, MSI-X, config."""
@@ -320,21 +365,35 @@ class Ivshmem(PciFunction):
 
     def start_service(self) -> None:
         """Start the thread that services the server socket and own eventfds."""
-        if self.client is None or self._thread is not None:
-            return
-        try:
-            efd = self.client.fileno()
-        except IvshmemError:
+        client = self.client
+        if client is None or self._thread is not None or client.closed:
             return
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        # The thread sleeps on its own epoll set: a halted CPU takes the client's fd out
-        # of it while it watches that fd itself (``pause``), so one event wakes one thread.
+        # The thread sleeps on its own epoll set, which holds the own eventfds themselves
+        # (not the client's epoll fd: a ring then costs one epoll_wait and one read, and
+        # the thread knows the vector from the fd).  A halted CPU takes the eventfds out
+        # of it while it watches them itself (``pause``), so one ring wakes one thread.
+        # The server socket stays: its rare messages may wake both, serviced under the
+        # lock by whichever comes first.
         self._watch = select.epoll()
         self._watch.register(self._wake_r, select.EPOLLIN)
-        self._watch.register(efd, select.EPOLLIN)
+        sfd = client.server_fileno()
+        if sfd >= 0:
+            self._watch.register(sfd, select.EPOLLIN)
         self._watched = True
+        self._watch_own()
         self._thread = start_service_thread(self._serve, f"{self.name}-service")
+
+    def _watch_own(self) -> None:
+        """Take own eventfds the server sent since the last call into the wait set (they
+        only ever grow); while paused, ``resume`` registers them."""
+        own = self._own_fds
+        for fd, vector in self.client.own_eventfds().items():
+            if fd not in own:
+                own[fd] = vector
+                if self._watched:
+                    self._watch.register(fd, select.EPOLLIN)
 
     def _serve(self) -> None:
         client = self.client
@@ -347,6 +406,7 @@ class Ivshmem(PciFunction):
             self.cpu_follower.stop()
 
     def _serve_loop(self, watch: select.epoll, wake_r: int) -> None:
+        own = self._own_fds
         while True:
             # A message posted to the CPU thread and not run yet is kicked again every
             # RETRY_KICK seconds: a kick that lands while the run loop is between two
@@ -360,9 +420,27 @@ class Ivshmem(PciFunction):
                 if self.outstanding and not self.closed and self.cpu_running():
                     self.deliver(_nothing)
                 continue
-            if any(fd == wake_r for fd, _ in ready):
-                return
-            self.service_once()
+            for fd, _mask in ready:
+                vector = own.get(fd)
+                if vector is not None:
+                    self._rung(fd, vector)          # the common case: a peer rang us
+                elif fd == wake_r:
+                    return
+                else:                               # the server: a peer joined or left
+                    self.service_once()
+                    with self.lock:
+                        if not self.closed:
+                            self._watch_own()
+
+    def _rung(self, fd: int, vector: int) -> bool:
+        """An own eventfd is readable (service thread, or the CPU thread's look after a
+        doorbell): QEMU's ``ivshmem_vector_notify`` for its vector, if a ring is still
+        there (a halted CPU may have taken it).  Whether there was one."""
+        with self.lock:
+            if not self.closed and drain_eventfd(fd):
+                self._vector_notify(vector)
+                return True
+            return False
 
     # -- the halted CPU's view (uvirt/cpu/halt_wake.py): it watches the client's fd
     # itself while the guest is in ``hlt``, and this thread does not.
@@ -375,14 +453,16 @@ class Ivshmem(PciFunction):
     def pause(self) -> None:
         with self.lock:
             if self._watched and self._watch is not None and not self.closed:
-                self._watch.unregister(self.client.fileno())
+                for fd in self._own_fds:
+                    self._watch.unregister(fd)
                 self._watched = False
 
     def resume(self) -> None:
         with self.lock:
             if not self._watched and self._watch is not None and not self.closed:
                 # An fd already readable wakes the thread at once: nothing is lost.
-                self._watch.register(self.client.fileno(), select.EPOLLIN)
+                for fd in self._own_fds:
+                    self._watch.register(fd, select.EPOLLIN)
                 self._watched = True
 
     def service_once(self, timeout: float = 0.0, on_cpu: bool = False) -> None:
@@ -572,6 +652,13 @@ def _nothing() -> None:
     pass
 
 
+def _readable(fds: list[int]) -> list[int]:
+    try:
+        return select.select(fds, [], [], 0)[0]
+    except (OSError, ValueError):           # closed under us: nothing to take
+        return []
+
+
 def _ram_writer(memory) -> Callable[[int, int], bool]:
     """``Ivshmem.ram_write`` for a machine's memory map: the bus's ``msi_write`` (a
     32-bit write; nothing decodes above 4 GiB) when RAM decodes the address, by the
@@ -643,6 +730,11 @@ def create_doorbell(machine: "Machine", v: dict[str, Any], timeout: float | None
         fn.deliver = hook
         fn.after_ring = _stop_after_ring(machine, hook)
         fn.cpu_running = lambda: getattr(machine.memory, "cpu_thread", None) is not None
+        fn.is_cpu_thread = lambda: getattr(machine.memory, "cpu_thread", None) == threading.get_ident()
+        # A yield that ran another thread is no reason to stop looking here: it may well
+        # have been the peer answering (on a busy host it shares this CPU); the window
+        # bounds the look.
+        fn.answer_polling = PollThenSleep(ANSWER_POLL_NS, busy_ns=ANSWER_POLL_NS * 1000)
         fn.ram_write = _ram_writer(machine.memory)
         watch = getattr(cpu, "watch_while_halted", None)     # a Machine has it
         if watch is not None:
