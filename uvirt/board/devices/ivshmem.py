@@ -228,6 +228,7 @@ class Ivshmem(PciFunction):
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
         self._watch: select.epoll | None = None     # the service thread's wait set
+        self._look: select.epoll | None = None      # the own eventfds alone (``_poll_answer``)
         self._own_fds: dict[int, int] = {}          # ... its own eventfds: fd -> vector
         self._watched = False                       # ... holds them now (not paused)
         #: what a halted CPU watches for this device (Machine.watch_while_halted)
@@ -301,11 +302,11 @@ class Ivshmem(PciFunction):
         stands aside meanwhile (paused by ``doorbell`` before the ring), so a ring wakes
         one thread; this resumes it.  Whether an answer was taken."""
         own = self._own_fds
-        fds = list(own)
+        look = self._look.poll          # one epoll_wait a look
         took = 0
         try:
-            ready = polling.look_for(lambda: _readable(fds)) if fds else None
-            for fd in ready or ():
+            ready = polling.look_for(lambda: look(0)) if own else None
+            for fd, _mask in ready or ():
                 took += self._rung(fd, own[fd])
         finally:
             self.resume()
@@ -377,6 +378,7 @@ class Ivshmem(PciFunction):
         # The server socket stays: its rare messages may wake both, serviced under the
         # lock by whichever comes first.
         self._watch = select.epoll()
+        self._look = select.epoll()
         self._watch.register(self._wake_r, select.EPOLLIN)
         sfd = client.server_fileno()
         if sfd >= 0:
@@ -392,6 +394,7 @@ class Ivshmem(PciFunction):
         for fd, vector in self.client.own_eventfds().items():
             if fd not in own:
                 own[fd] = vector
+                self._look.register(fd, select.EPOLLIN)
                 if self._watched:
                     self._watch.register(fd, select.EPOLLIN)
 
@@ -507,6 +510,7 @@ class Ivshmem(PciFunction):
             if self._watch is not None:
                 self._watch.close()
                 self._watch = None
+                self._look.close()
         with self.lock:
             if self.client is not None:
                 self.client.close()
@@ -651,12 +655,6 @@ def _stop_after_ring(machine: "Machine", hook: Callable[[Callable[[], None]], No
 def _nothing() -> None:
     pass
 
-
-def _readable(fds: list[int]) -> list[int]:
-    try:
-        return select.select(fds, [], [], 0)[0]
-    except (OSError, ValueError):           # closed under us: nothing to take
-        return []
 
 
 def _ram_writer(memory) -> Callable[[int, int], bool]:
