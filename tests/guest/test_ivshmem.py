@@ -510,6 +510,7 @@ def test_doorbell_transcript_survives_a_slow_service_thread(firmware, tmp_path, 
         def __init__(self):
             self.ep = real_select.epoll()
             self.register, self.unregister, self.close = self.ep.register, self.ep.unregister, self.ep.close
+            self.modify = self.ep.modify
 
         def poll(self, *args):
             ready = self.ep.poll(*args)

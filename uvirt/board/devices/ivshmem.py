@@ -373,8 +373,9 @@ class Ivshmem(PciFunction):
         os.set_blocking(self._wake_r, False)
         # The thread sleeps on its own epoll set, which holds the own eventfds themselves
         # (not the client's epoll fd: a ring then costs one epoll_wait and one read, and
-        # the thread knows the vector from the fd).  A halted CPU takes the eventfds out
-        # of it while it watches them itself (``pause``), so one ring wakes one thread.
+        # the thread knows the vector from the fd).  A halted CPU, or the CPU thread looking
+        # for a doorbell's answer, stops it watching them (``pause``), so one ring wakes one
+        # thread.
         # The server socket stays: its rare messages may wake both, serviced under the
         # lock by whichever comes first.
         self._watch = select.epoll()
@@ -395,8 +396,7 @@ class Ivshmem(PciFunction):
             if fd not in own:
                 own[fd] = vector
                 self._look.register(fd, select.EPOLLIN)
-                if self._watched:
-                    self._watch.register(fd, select.EPOLLIN)
+                self._watch.register(fd, select.EPOLLIN if self._watched else 0)
 
     def _serve(self) -> None:
         client = self.client
@@ -453,11 +453,14 @@ class Ivshmem(PciFunction):
             return -1
         return client.fileno()
 
+    # The own eventfds stay in the service thread's set, with no events asked while paused:
+    # a change of mask costs a third of a removal and a new registration (each doorbell's
+    # look pays a pause and a resume).
     def pause(self) -> None:
         with self.lock:
             if self._watched and self._watch is not None and not self.closed:
                 for fd in self._own_fds:
-                    self._watch.unregister(fd)
+                    self._watch.modify(fd, 0)
                 self._watched = False
 
     def resume(self) -> None:
@@ -465,7 +468,7 @@ class Ivshmem(PciFunction):
             if not self._watched and self._watch is not None and not self.closed:
                 # An fd already readable wakes the thread at once: nothing is lost.
                 for fd in self._own_fds:
-                    self._watch.register(fd, select.EPOLLIN)
+                    self._watch.modify(fd, select.EPOLLIN)
                 self._watched = True
 
     def service_once(self, timeout: float = 0.0, on_cpu: bool = False) -> None:
