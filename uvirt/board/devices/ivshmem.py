@@ -278,8 +278,8 @@ class Ivshmem(PciFunction):
         polling = self.answer_polling
         look = (polling is not None and self._watched and self.is_cpu_thread()
                 and not polling.skip())
-        if look:
-            self.pause()            # before the ring: its answer must not wake the thread
+        if look:                    # open (it has eventfds), running and watching: pause
+            self._watch_rings(False)    # before the ring: its answer must not wake the thread
         client.ring(dest, vector)
         if self.after_ring is not None:
             self.after_ring()
@@ -309,7 +309,8 @@ class Ivshmem(PciFunction):
             for fd, _mask in ready or ():
                 took += self._rung(fd, own[fd])
         finally:
-            self.resume()
+            if not self.closed:
+                self._watch_rings(True)
         self.interrupts_polled += took
         return took > 0
 
@@ -459,17 +460,20 @@ class Ivshmem(PciFunction):
     def pause(self) -> None:
         with self.lock:
             if self._watched and self._watch is not None and not self.closed:
-                for fd in self._own_fds:
-                    self._watch.modify(fd, 0)
-                self._watched = False
+                self._watch_rings(False)
 
     def resume(self) -> None:
         with self.lock:
             if not self._watched and self._watch is not None and not self.closed:
-                # An fd already readable wakes the thread at once: nothing is lost.
-                for fd in self._own_fds:
-                    self._watch.modify(fd, select.EPOLLIN)
-                self._watched = True
+                self._watch_rings(True)
+
+    def _watch_rings(self, on: bool) -> None:
+        """``pause``/``resume`` without their checks (lock held, service running, open).
+        An fd already readable when watched again wakes the thread at once: nothing is lost."""
+        modify, events = self._watch.modify, select.EPOLLIN if on else 0
+        for fd in self._own_fds:
+            modify(fd, events)
+        self._watched = on
 
     def service_once(self, timeout: float = 0.0, on_cpu: bool = False) -> None:
         """Service pending events on the calling thread: the service thread, a halted
