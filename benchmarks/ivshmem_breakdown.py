@@ -26,7 +26,12 @@ median over the rounds after the first tenth, and its 90th percentile:
               ran on to HLT, MODE 2)
 
 The timestamp wrappers cost about 1 us each, so uvirt's legs add up to a little more
-than an unwrapped round.
+than an unwrapped round.  uvirt's first line says how many rings the CPU thread's look
+after its doorbell took and on which CPUs the doorbell, the taker and the host peer ran
+(with 2 CPUs that placement decides much of a round).  MODE 2's chain assumes the halted
+CPU's wait takes the ring; when the look takes it (the usual case now: the interrupt is
+then posted and taken before the guest halts) its legs are out of order and the round's
+figure is what counts.
 """
 from __future__ import annotations
 

@@ -88,4 +88,3 @@ class CpuFollower:
             self.tid = -1
             return
         self.moves += 1
-

@@ -33,16 +33,20 @@ Doorbell (``-chardev socket,path=SOCK,id=c -device ivshmem-doorbell,chardev=c,ve
     guest runs it waits -- bounded by ``SETUP_TIMEOUT`` seconds, where QEMU would wait
     forever -- for version, id, the shared-memory fd and its own eventfds.  Afterwards a
     service thread sleeps on the server socket and the own eventfds (one epoll set; it
-    runs on the CPU of the thread that rings, uvirt/affinity.py) and hands every event
-    to the device under ``self.lock``: peers joining or leaving update the peer table; a ring on an own
-    eventfd calls ``Msix.notify(vector)`` when MSI-X is enabled (PBA bit while masked, the
-    message otherwise) and does nothing when it is disabled, as QEMU's
+    runs on the CPU of the thread that rings, uvirt/affinity.py) and hands every event to
+    the device under ``self.lock``: peers joining or leaving update the peer table; a
+    ring on an own eventfd calls ``Msix.notify(vector)`` when MSI-X is enabled (PBA bit
+    while masked, the message otherwise) and does nothing when it is disabled, as QEMU's
     ``ivshmem_vector_notify``.  While the guest is in ``hlt`` the CPU thread watches the
     client's fd itself (``halt_source``, uvirt/cpu/halt_wake.py) and the service thread
-    does not: a ring then wakes one thread, not two, and the message is sent right there.  Every guest-side entry point (BAR0, BAR1, config writes)
-    takes the same lock.  Messages are sent through ``self.deliver(callable)``: direct by
-    default, or the machine's ``call_soon_threadsafe`` when it has one, so delivery can
-    move onto the CPU thread without touching this file.
+    does not: a ring then wakes one thread, not two, and the message is sent right there.
+    After a doorbell to a peer the CPU thread looks for the ring back for up to
+    ``ANSWER_POLL_NS`` with the service thread set aside (``_poll_answer``): a quick
+    answer is taken before the guest's next instruction, with no thread woken.  Every
+    guest-side entry point (BAR0, BAR1, config writes) takes the same lock.  Messages
+    are sent through ``self.deliver(callable)``: direct by default, or the machine's
+    ``call_soon_threadsafe`` when it has one, so delivery can move onto the CPU thread
+    without touching this file.
 
 Lifetime
     ``close()`` stops the thread, unmaps BAR2 from the guest, closes the mapping, the
@@ -390,8 +394,8 @@ class Ivshmem(PciFunction):
         self._thread = start_service_thread(self._serve, f"{self.name}-service")
 
     def _watch_own(self) -> None:
-        """Take own eventfds the server sent since the last call into the wait set (they
-        only ever grow); while paused, ``resume`` registers them."""
+        """Take own eventfds the server sent since the last call into the wait sets (they
+        only ever grow); while paused, with no events asked until ``resume``."""
         own = self._own_fds
         for fd, vector in self.client.own_eventfds().items():
             if fd not in own:
@@ -663,7 +667,6 @@ def _nothing() -> None:
     pass
 
 
-
 def _ram_writer(memory) -> Callable[[int, int], bool]:
     """``Ivshmem.ram_write`` for a machine's memory map: the bus's ``msi_write`` (a
     32-bit write; nothing decodes above 4 GiB) when RAM decodes the address, by the
@@ -735,7 +738,8 @@ def create_doorbell(machine: "Machine", v: dict[str, Any], timeout: float | None
         fn.deliver = hook
         fn.after_ring = _stop_after_ring(machine, hook)
         fn.cpu_running = lambda: getattr(machine.memory, "cpu_thread", None) is not None
-        fn.is_cpu_thread = lambda: getattr(machine.memory, "cpu_thread", None) == threading.get_ident()
+        memory = machine.memory
+        fn.is_cpu_thread = lambda: getattr(memory, "cpu_thread", None) == threading.get_ident()
         # A yield that ran another thread is no reason to stop looking here: it may well
         # have been the peer answering (on a busy host it shares this CPU); the window
         # bounds the look.
