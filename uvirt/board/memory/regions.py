@@ -426,7 +426,7 @@ class _ConstantDevice:
 # --------------------------------------------------------------------------- placements
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Placement:
     """One region at one address.  Mutate only through its address space."""
 
@@ -519,17 +519,28 @@ class AddressSpace:
 
     # -- placement
     def add(self, region: Region, addr: int, priority: int = 0, *, enabled: bool = True) -> Placement:
+        # (a board's build adds some fifty: _adopt and _mark inline for plain regions)
         self._seq += 1
-        self._adopt(region)
+        if isinstance(region, MmioRegion):
+            if region.on_guest_error is None:
+                region.on_guest_error = self._forward
+        elif isinstance(region, Container):
+            self._adopt(region)
         p = Placement(self, region, addr, priority, enabled, self._seq)
         self._placements.append(p)
-        if region.size >= _WIDE:
+        size = region.size
+        if size >= _WIDE:
             self._wide.append(p)
         else:
             bisect.insort(self._by_addr, (addr, id(p), p))
         self._dirty = True
-        if enabled:
-            self._mark(addr, addr + region.size)
+        changed = self._changed
+        if enabled and changed is not None:
+            start, end = addr if addr > 0 else 0, addr + size
+            if end > self.size:
+                end = self.size
+            if start < end:
+                changed.append((start, end))
         return p
 
     def _adopt(self, region: Region) -> None:
