@@ -877,6 +877,10 @@ class PortEntry(NamedTuple):
     align_mask: int
 
 
+_new_tuple = tuple.__new__
+_ANY_PORT_SIZE = frozenset((1, 2, 4))
+
+
 class IoSpace(AddressSpace):
     """The 64 KiB x86 port space, dispatched from the IN/OUT hooks.
 
@@ -1019,10 +1023,12 @@ class IoSpace(AddressSpace):
         """What the IN/OUT hooks need to reach a device without an extra Python frame:
         the device's own read/write for accesses of a size in ``direct``, aligned
         unless ``align_mask`` is 0; the region's general path for everything else."""
+        # tuple.__new__ straight: the named tuple's own __new__ is one more Python frame
         if isinstance(region, MmioRegion) and region.guard is None:
-            return PortEntry(region, base, region.device.read, region.device.write, region._direct,
-                             0 if region.unaligned else -1)
-        return PortEntry(region, base, region.read, region.write, frozenset((1, 2, 4)), 0)
+            device = region.device
+            return _new_tuple(PortEntry, (region, base, device.read, device.write, region._direct,
+                                          0 if region.unaligned else -1))
+        return _new_tuple(PortEntry, (region, base, region.read, region.write, _ANY_PORT_SIZE, 0))
 
     def read(self, addr: int, size: int) -> int:
         e = self.table.get(addr & 0xFFFF, self.unassigned_entry)
