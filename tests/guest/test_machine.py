@@ -339,6 +339,41 @@ def test_a_new_machines_cpu_is_what_an_eagerly_mapped_one_is(monkeypatch):
             m.close()
 
 
+def test_a_new_machines_entry_state_is_installed_once_by_load_kernel(tmp_path, firmware,
+                                                                     monkeypatch):
+    """The first commit maps a new machine's CPU but leaves the entry segment state to
+    ``load_kernel``, which installs it after the image is in place (once per boot, not
+    twice); the CPU and the low RAM it uses (the ROM's GDT at 0xC02B8, the scratch copy
+    at 0x500) end as on a user's CPU, which gets the state at attach and again there."""
+    from uvirt.cpu import machine as machine_module
+    installs: dict[int, int] = {}
+    real_install = machine_module.Machine._install_gdt
+
+    def counting_install(self):
+        installs[id(self)] = installs.get(id(self), 0) + 1
+        real_install(self)
+
+    monkeypatch.setattr(machine_module.Machine, "_install_gdt", counting_install)
+    image = guest(tmp_path, firmware, "    mov eax, 0x12345678").read_bytes()
+    built, eager = Machine(), Machine(uc=Uc(UC_ARCH_X86, UC_MODE_32))
+    try:
+        for m in (built, eager):
+            with m.batch():
+                m.add_debug_exit(0xF4, 4)
+                _bios.firmware_step(m)
+            m.load_kernel(image)
+        assert installs[id(built)] == 1 and installs[id(eager)] == 2
+        assert _cpu_state(built.uc) == _cpu_state(eager.uc)
+        for addr, size in ((machine_module.GDT_ADDR, len(machine_module.GDT)),
+                           (machine_module.GDT_SCRATCH, 0x100)):
+            assert built.ram.buffer.view[addr:addr + size] == eager.ram.buffer.view[addr:addr + size]
+        for m in (built, eager):
+            assert m.run(timeout=10).debug_exit_value == 0
+    finally:
+        for m in (built, eager):
+            m.close()
+
+
 def test_guest_code_larger_than_the_translation_buffer_runs_right(tmp_path, firmware, booted):
     """A small TCG buffer (``-accel tcg,tb-size=1``: 1 MiB); a guest whose translated code
     overflows it runs on, through Unicorn's flush and re-translation, with the same

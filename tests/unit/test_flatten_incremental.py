@@ -272,3 +272,58 @@ def test_a_batch_of_adds_flattens_as_the_placements_say(adds, background):
     assert pieces == _canonical(pieces)
     space._mark_all()
     assert space.flatten() == pieces
+
+
+_batch = st.lists(_op, min_size=1, max_size=6)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(_batch, max_size=12))
+def test_painted_port_table_equals_the_placements(batches):
+    """A commit of many changes (a board's build, the firmware step) paints the port
+    table from the placements, lowest (priority, seq) first, without flattening; the
+    view is read off that table when next asked for.  Whatever the mix of batches and
+    single changes, every port dispatches to the winner of its overlaps, and the view
+    equals a rebuild from scratch."""
+    regions = _regions()
+    container = Container("box", 0x3000)
+    io = IoSpace()
+    placements = []
+    probes = range(0, SPACE, 0x40)
+    for ops in batches:
+        with io.batch():
+            for op in ops:
+                _apply(io, regions, container, placements, op)
+                io.commit()                          # deferred to the batch's end
+        want = _reference_winners(io, probes)
+        got = {}
+        for port in probes:
+            e = io.table.get(port)
+            got[port] = None if e is None else (e.region, port - e.base)
+        assert got == want
+        assert io.flatten() == _canonical(io._rebuild([(0, SPACE)]))
+
+
+def test_a_batch_of_port_changes_is_painted_without_a_flatten():
+    """The paint path really skips the flatten (and reads the view off the table only
+    when something asks for it); a container among the placements takes the flatten."""
+    io = IoSpace()
+    regions = [MmioRegion(f"r{i}", 4, Dev()) for i in range(4)]
+    with mock.patch.object(AddressSpace, "flatten", side_effect=AssertionError("flattened")):
+        with io.batch():
+            for i, r in enumerate(regions):
+                io.add(r, 0x100 + 2 * i, priority=i % 2)
+                io.commit()
+        assert io.table[0x100].region is regions[0] and io.table[0x103].region is regions[1]
+        assert io.table[0x102].region is regions[1] and io.table[0x107].region is regions[3]
+        io.commit()                                  # nothing changed: no flatten either
+    assert [(pc.start, pc.end, pc.region.name, pc.offset) for pc in io.flatten()] == [
+        (0x100, 0x102, "r0", 0), (0x102, 0x106, "r1", 0), (0x106, 0x10A, "r3", 0)]
+    box = Container("box", 0x10)
+    box.add_subregion(0, MmioRegion("child", 2, Dev()))
+    with io.batch():
+        io.add(box, 0x200)
+        io.add(MmioRegion("x", 1, Dev()), 0x300)
+        io.add(MmioRegion("y", 1, Dev()), 0x301)
+        io.commit()
+    assert io.table[0x200].region.name == "child" and 0x202 not in io.table

@@ -295,6 +295,9 @@ class Machine:
         #: the CPU's view (mappings, entry segment state) waits for the memory map's next
         #: commit: see ``attach`` and ``_cpu_view``
         self._view_pending = False
+        #: the entry segment state (``_install_gdt``) waits for ``load_kernel``, which
+        #: installs it anyway, or for whatever reaches the CPU first (``uc``)
+        self._entry_pending = False
         #: held while another thread asks the engine to stop and while close() takes it
         #: away: a watchdog stop must not reach an engine close() has freed (RLock: a
         #: SIGINT handler may stop the run from inside close() on the main thread)
@@ -362,7 +365,7 @@ class Machine:
     @property
     def uc(self) -> Uc | None:
         """The Unicorn CPU (None without one), its memory and entry state in place."""
-        if self._view_pending:
+        if self._view_pending or self._entry_pending:
             self._cpu_view()
         return self._uc
 
@@ -415,8 +418,8 @@ class Machine:
                 uc, UC_HOOK_MEM_WRITE_PROT, "HOOK_MEM_INVALID_CFUNC", self._hook_write_prot,
                 lambda: uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._hook_write_prot, None, lo, hi), lo, hi))
         if defer:
-            self._view_pending = True
-            self.uc_memory.on_published = self._cpu_view
+            self._view_pending = self._entry_pending = True
+            self.uc_memory.on_published = self._view_published
         else:
             self._install_gdt()
         self.tracer.context = self._trace_context
@@ -556,7 +559,15 @@ class Machine:
             self._view_pending = False
             self.uc_memory.on_published = None
             self.uc_memory.publish_pending()
+        if self._entry_pending:
+            self._entry_pending = False
             self._install_gdt()
+
+    def _view_published(self) -> None:
+        """The memory map's first commit mapped everything (``attach``); the entry
+        segment state still waits: ``load_kernel`` installs it after the image is in
+        place (installing it here as well cost ~20 us of every boot)."""
+        self._view_pending = False
 
     def _install_gdt(self) -> None:
         # The option ROM's GDT lies in shadow RAM at 0xC02B8, which the firmware leaves
@@ -596,7 +607,9 @@ class Machine:
                            X.UC_X86_REG_EDX: 0, X.UC_X86_REG_ESI: 0, X.UC_X86_REG_EDI: 0,
                            X.UC_X86_REG_EBP: 0, X.UC_X86_REG_ESP: ENTRY_ESP,
                            X.UC_X86_REG_EFLAGS: ENTRY_EFLAGS, X.UC_X86_REG_EIP: plan.entry}
-        if self.uc is not None:
+        if self._uc is not None:
+            self._entry_pending = False      # installed here, once the image is in place
+            self._cpu_view()                 # the mappings, if no commit made them yet
             self._install_gdt()
             for reg, value in self._boot_regs.items():      # 32-bit registers: the C API
                 self.regs.write(reg, value)
@@ -1398,7 +1411,7 @@ class Machine:
         (buffers stay with their regions)."""
         with self._uc_lock:
             uc, self._uc = self._uc, None
-        self._view_pending = False
+        self._view_pending = self._entry_pending = False
         self.board.close()
         self._wake.close()
         if uc is not None:

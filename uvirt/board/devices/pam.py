@@ -46,7 +46,7 @@ Without ``-bios`` uvirt has no BIOS image: "isa-bios" and "pc.bios" are then zer
 
 from __future__ import annotations
 
-from uvirt.board.memory.regions import MemoryMap, Placement, RamRegion
+from uvirt.board.memory.regions import HostBuffer, MemoryMap, Placement, RamRegion
 
 VGA_BASE, VGA_SIZE = 0xA0000, 0x20000
 LOWMEM_END = 0x100000
@@ -109,7 +109,11 @@ class LowMemory:
         #: G_SMRAME set it sees RAM at 0xA0000-0xBFFFF (QEMU's SMM address space)
         self.smm = False
         self._config: bytes | bytearray | None = None
-        memory.add(RamRegion("pc.rom", PC_ROM_SIZE, readonly=True), PC_ROM_BASE, ROM_PRIORITY)
+        #: pc.rom and, without a BIOS image, isa-bios: read-only zeros side by side in
+        #: one host buffer (one mmap per board, not two)
+        self._zeros = HostBuffer(PC_ROM_SIZE + ISA_BIOS_MAX, name="pc.rom")
+        memory.add(RamRegion("pc.rom", PC_ROM_SIZE, self._zeros, readonly=True), PC_ROM_BASE,
+                   ROM_PRIORITY)
         self.bios: RamRegion | None = None
         self._bios_placements: list[Placement] = []
         self.load_bios(None)
@@ -122,7 +126,8 @@ class LowMemory:
         self._bios_placements = []
         if image is None:
             self.bios = None
-            isa = RamRegion("isa-bios", ISA_BIOS_MAX, readonly=True)
+            isa = RamRegion("isa-bios", ISA_BIOS_MAX, self._zeros, buffer_offset=PC_ROM_SIZE,
+                            readonly=True)
             self._bios_placements.append(self.memory.add(isa, LOWMEM_END - ISA_BIOS_MAX, ROM_PRIORITY))
         else:
             size = len(image)

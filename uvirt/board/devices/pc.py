@@ -20,6 +20,14 @@ as in QEMU; fw_cfg (``fw_cfg.py``) and PIIX4's ACPI PCI hotplug + GPE0 registers
 from __future__ import annotations
 
 from uvirt.board.board import DEFAULT_RAM_SIZE, Board
+from uvirt.board.devices.acpi_hotplug import install_acpi_hotplug
+from uvirt.board.devices.acpi_tables import install_acpi_tables
+from uvirt.board.devices.chipset import AcpiPm, Apm, DmaPorts, I8257, Port92
+from uvirt.board.devices.fw_cfg import install_fw_cfg, pc_ram_split
+from uvirt.board.devices.i8042 import I8042, Port
+from uvirt.board.devices.pam import LowMemory
+from uvirt.board.devices.rtc import Rtc, pc_cmos_memory
+from uvirt.board.devices.smbios import install_smbios
 from uvirt.board.interrupts import InterruptController
 from uvirt.board.memory.regions import MmioRegion
 from uvirt.board.pci.bus import PciBus, PciFunction, devfn
@@ -241,7 +249,6 @@ def pc_board(*, ram_size: int = DEFAULT_RAM_SIZE, no_reboot: bool = True) -> Boa
 
 
 def install_pc_builtins(board: Board) -> None:
-    from uvirt.board.devices.pam import LowMemory
     host = I440FX(board.ram_size)
     board.lowmem = host.lowmem = LowMemory(board.memory, board.ram, board.ram_placement)
     board.pci.plug(host, devfn(0, 0))
@@ -250,15 +257,11 @@ def install_pc_builtins(board: Board) -> None:
     board.pci.plug(Piix3Ide(), devfn(1, 1))
     pm = Piix4Pm()
     board.pci.plug(pm, devfn(1, 3))
-    from uvirt.board.devices.chipset import AcpiPm, Apm, Port92
-    from uvirt.board.devices.rtc import Rtc, pc_cmos_memory
-    from uvirt.board.devices.fw_cfg import pc_ram_split
     acpi = AcpiPm()
     pm.pm_placement = board.io.add(MmioRegion("piix4-pm", 12, acpi, valid_sizes=(1, 2, 4)), 0,
                                      enabled=False)
     board.resettables.append(acpi)
     pm._pm_io_update()
-    from uvirt.board.devices.chipset import DmaPorts, I8257
     board.dma = []
     for dshift, base, page in ((0, 0x00, 0x80), (1, 0xC0, 0x88)):
         dma = I8257(dshift)
@@ -287,7 +290,6 @@ def install_pc_builtins(board: Board) -> None:
     rtc = Rtc(pc_cmos_memory(*pc_ram_split(board.ram_size)), set_irq=rtc_irq)
     board.add_isa(MmioRegion("rtc", 2, rtc, valid_sizes=(1, 2, 4), impl_max=1), 0x70, rtc)
     board.rtc = rtc
-    from uvirt.board.devices.i8042 import I8042, Port
     kbd = I8042(lambda irq, level: board.interrupts and board.interrupts.pic.set_irq(irq, level),
                 board.request_reset)
     # QEMU's i8042/cmos/port92/apm ops: .impl 1 byte, any valid size (wider accesses split)
@@ -296,11 +298,7 @@ def install_pc_builtins(board: Board) -> None:
     board.i8042 = kbd
     rcr = _ResetControl(board)
     board.add_isa(MmioRegion("piix3-reset-control", 1, rcr, valid_sizes=(1,)), 0xCF9, rcr, priority=1)
-    from uvirt.board.devices.acpi_hotplug import install_acpi_hotplug
-    from uvirt.board.devices.fw_cfg import install_fw_cfg
     fw = install_fw_cfg(board)              # 0x510-0x511, DMA 0x514-0x51b
-    from uvirt.board.devices.acpi_tables import install_acpi_tables
     install_acpi_tables(board, fw)        # etc/acpi/*, etc/table-loader, built when read
-    from uvirt.board.devices.smbios import install_smbios
     install_smbios(board, fw)             # etc/smbios/smbios-anchor, -tables
     install_acpi_hotplug(board)           # PIIX4 ACPI PCI hotplug 0xae00, GPE0 0xafe0

@@ -426,7 +426,7 @@ class _ConstantDevice:
 # --------------------------------------------------------------------------- placements
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Placement:
     """One region at one address.  Mutate only through its address space."""
 
@@ -519,17 +519,28 @@ class AddressSpace:
 
     # -- placement
     def add(self, region: Region, addr: int, priority: int = 0, *, enabled: bool = True) -> Placement:
+        # (a board's build adds some fifty: _adopt and _mark inline for plain regions)
         self._seq += 1
-        self._adopt(region)
+        if isinstance(region, MmioRegion):
+            if region.on_guest_error is None:
+                region.on_guest_error = self._forward
+        elif isinstance(region, Container):
+            self._adopt(region)
         p = Placement(self, region, addr, priority, enabled, self._seq)
         self._placements.append(p)
-        if region.size >= _WIDE:
+        size = region.size
+        if size >= _WIDE:
             self._wide.append(p)
         else:
             bisect.insort(self._by_addr, (addr, id(p), p))
         self._dirty = True
-        if enabled:
-            self._mark(addr, addr + region.size)
+        changed = self._changed
+        if enabled and changed is not None:
+            start, end = addr if addr > 0 else 0, addr + size
+            if end > self.size:
+                end = self.size
+            if start < end:
+                changed.append((start, end))
         return p
 
     def _adopt(self, region: Region) -> None:
@@ -809,6 +820,7 @@ def _splice(old: list[Piece], ranges: list[tuple[int, int]], new: list[Piece]) -
     return out
 
 
+_paint_order = operator.attrgetter("priority", "seq")
 _piece_start = operator.itemgetter(0)        # Piece.start, Piece.end: keys at C speed
 _piece_end = operator.itemgetter(1)
 
@@ -865,6 +877,10 @@ class PortEntry(NamedTuple):
     align_mask: int
 
 
+_new_tuple = tuple.__new__
+_ANY_PORT_SIZE = frozenset((1, 2, 4))
+
+
 class IoSpace(AddressSpace):
     """The 64 KiB x86 port space, dispatched from the IN/OUT hooks.
 
@@ -882,6 +898,9 @@ class IoSpace(AddressSpace):
         self.unassigned_entry = self._entry(self.unassigned, 0)
         self.table: dict[int, PortEntry] = {}
         self._entries: dict[tuple, PortEntry] = {}
+        #: the table ``_paint`` built, while the flattened view (``_pieces``) still has
+        #: to be read off it (``flatten``): None once it has been
+        self._painted: dict[int, PortEntry] | None = None
         self.commit()
 
     def commit(self) -> None:
@@ -889,9 +908,19 @@ class IoSpace(AddressSpace):
         changed in, and of any piece whose region now dispatches elsewhere."""
         if self._deferred():
             return
+        table = self.table
+        if not self._dirty:
+            if self._delta == [] and table and self._dispatch_unchanged():
+                return      # every run starts here: nothing moved, nothing swapped
+        elif self._changed is None or len(self._changed) > 2:
+            table = None
+        if not table and self._paint():
+            # the first commit, a whole batch (a board's build, the firmware step), after
+            # a stop: the table from the placements themselves, no flatten
+            return
+        table = self.table
         pieces = self.flatten()
         changed = self.take_changes()
-        table = self.table
         full = changed is None or not table or len(changed) > 2
         if full:
             # the first commit, after a stop, or a whole batch: a new table is cheaper
@@ -902,35 +931,104 @@ class IoSpace(AddressSpace):
         old, entries = self._entries, {}
         for pc in pieces:
             region = pc.region
+            start = pc.start
             # an entry depends on its region, its base and what the region dispatches to
             # now (a device or its accessors can be swapped: a guard, a tracing proxy).  An
             # unguarded MmioRegion's entry holds its device's accessors, not the region's
             # (whose closures are made on first use, which reading them here would do).
             if isinstance(region, MmioRegion) and region.guard is None:
-                key = (region, pc.start - pc.offset, region.device, None, None)
+                key = (region, start - pc.offset, region.device, None, None)
             else:
-                key = (region, pc.start - pc.offset, getattr(region, "device", None),
+                key = (region, start - pc.offset, getattr(region, "device", None),
                        getattr(region, "read", None), getattr(region, "write", None))
             entry = entries.get(key) or old.get(key)
             if entry is None:
                 entry = self._entry(region, key[1])
             entries[key] = entry
-            if (full or table.get(pc.start) is not entry
-                    or changed and any(lo < pc.end and pc.start < hi for lo, hi in changed)):
-                for port in range(pc.start, pc.end):
+            if (full or table.get(start) is not entry
+                    or changed and any(lo < pc.end and start < hi for lo, hi in changed)):
+                for port in range(start, pc.end):
                     table[port] = entry
         self.table = table
         self._entries = entries          # only what is placed now: moves do not pile up
+
+    def _paint(self) -> bool:
+        """A new table from the enabled placements, painted lowest (priority, seq) first
+        so that every port ends up with the winner of its overlaps, as ``flatten``
+        resolves them; the flattened view is read off this table when next asked for
+        (``flatten``).  False (nothing done) when a placement is a container, whose
+        children may leave holes: the flatten path then."""
+        placements = [p for p in self._placements if p.enabled]
+        placements.sort(key=_paint_order)
+        table: dict[int, PortEntry] = {}
+        old, entries, end = self._entries, {}, self.size
+        for p in placements:
+            region, base = p.region, p.addr
+            # the key as ``commit`` makes it (see there)
+            if isinstance(region, MmioRegion) and region.guard is None:
+                key = (region, base, region.device, None, None)
+            elif isinstance(region, Container):
+                return False
+            else:
+                key = (region, base, getattr(region, "device", None),
+                       getattr(region, "read", None), getattr(region, "write", None))
+            entry = entries.get(key) or old.get(key)
+            if entry is None:
+                entry = self._entry(region, base)
+            entries[key] = entry
+            stop = base + region.size
+            for port in range(base if base > 0 else 0, stop if stop < end else end):
+                table[port] = entry
+        self.table = self._painted = table
+        self._entries = entries
+        # the view is this table's now: nothing left for flatten or take_changes
+        self._changed, self._dirty, self._delta = [], False, []
+        self._starts = None
+        self.generation += 1
+        return True
+
+    def flatten(self) -> list[Piece]:
+        painted = self._painted
+        if painted is not None:
+            # the pieces of the last painted table: runs of ports with one entry (one
+            # region at one base), so already in ``_canonical`` form
+            self._painted = None
+            runs: list[list] = []
+            for port in sorted(painted):
+                e = painted[port]
+                if runs and runs[-1][1] == port and runs[-1][2] is e:
+                    runs[-1][1] = port + 1
+                else:
+                    runs.append([port, port + 1, e])
+            self._pieces = [Piece(s, t, e.region, s - e.base) for s, t, e in runs]
+            self._starts = None
+        return super().flatten()
+
+    def _dispatch_unchanged(self) -> bool:
+        """Every placed region still dispatches where its table entry does (the key
+        ``commit`` made it under): no guard set, no device or accessor swapped since."""
+        for region, _base, device, read, write in self._entries:
+            if read is None:
+                if (not isinstance(region, MmioRegion) or region.guard is not None
+                        or region.device is not device):
+                    return False
+            elif (getattr(region, "device", None) is not device
+                    or getattr(region, "read", None) is not read
+                    or getattr(region, "write", None) is not write):
+                return False
+        return True
 
     @staticmethod
     def _entry(region: Region, base: int) -> "PortEntry":
         """What the IN/OUT hooks need to reach a device without an extra Python frame:
         the device's own read/write for accesses of a size in ``direct``, aligned
         unless ``align_mask`` is 0; the region's general path for everything else."""
+        # tuple.__new__ straight: the named tuple's own __new__ is one more Python frame
         if isinstance(region, MmioRegion) and region.guard is None:
-            return PortEntry(region, base, region.device.read, region.device.write, region._direct,
-                             0 if region.unaligned else -1)
-        return PortEntry(region, base, region.read, region.write, frozenset((1, 2, 4)), 0)
+            device = region.device
+            return _new_tuple(PortEntry, (region, base, device.read, device.write, region._direct,
+                                          0 if region.unaligned else -1))
+        return _new_tuple(PortEntry, (region, base, region.read, region.write, _ANY_PORT_SIZE, 0))
 
     def read(self, addr: int, size: int) -> int:
         e = self.table.get(addr & 0xFFFF, self.unassigned_entry)
