@@ -132,11 +132,14 @@ class IvshmemPeer:
 
     # -- membership
 
-    def wait_peer_joined(self, timeout: float = DEFAULT_TIMEOUT) -> PeerJoin | None:
+    def wait_peer_joined(self, timeout: float = DEFAULT_TIMEOUT, *,
+                         partial: bool = True) -> PeerJoin | None:
         """The next peer that joined (oldest first), or None if none joins in time.
 
         A join is reported once all its eventfds are in: as many as our vector count,
-        or fewer if another message or the deadline comes first.
+        or fewer if another message or the deadline comes first. With ``partial=False``
+        the deadline does not end a join whose eventfds are still arriving: a caller
+        waiting in short slices gets None and finds the whole join on its next call.
         """
         deadline = time.monotonic() + timeout
         while True:
@@ -145,7 +148,7 @@ class IvshmemPeer:
                 return PeerJoin(j.peer_id, j.vectors)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.client.closed:
-                if self._joins and self._joins[0].vectors > 0:
+                if self._joins and self._joins[0].vectors > 0 and (partial or self.client.closed):
                     j = self._joins.popleft()
                     if j is self._open_join:
                         self._open_join = None

@@ -113,7 +113,11 @@ def _host(env: IvshmemEnv, stop: threading.Event) -> None:
     peer = env.peer
     assert peer is not None
     log = env.host_log
-    join = _until(stop, lambda t: peer.wait_peer_joined(timeout=t))
+    # Slices must not cut a join short while its eventfds are still arriving (under load
+    # the first slice can end between a peer's two vectors); a partial one only at the end.
+    join = _until(stop, lambda t: peer.wait_peer_joined(timeout=t, partial=False))
+    if join is None:
+        join = peer.wait_peer_joined(timeout=0.0)
     if join is None:
         log.append("HOST no guest joined")
         return
