@@ -61,6 +61,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -98,6 +99,7 @@ REG_BAR, MSIX_BAR, SHM_BAR = 0, 1, 2
 MAX_MSIX_VECTORS = 0x800            # PCI_MSIX_FLAGS_QSIZE + 1
 
 INTRMASK, INTRSTATUS, IVPOSITION, DOORBELL = 0x0, 0x4, 0x8, 0xC
+_U32 = struct.Struct("<I")           # an MSI message: a 32-bit little-endian store
 
 #: Bound on the wait for the server's set-up messages (QEMU waits forever).
 SETUP_TIMEOUT = 5.0
@@ -669,15 +671,33 @@ def _nothing() -> None:
 
 def _ram_writer(memory) -> Callable[[int, int], bool]:
     """``Ivshmem.ram_write`` for a machine's memory map: the bus's ``msi_write`` (a
-    32-bit write; nothing decodes above 4 GiB) when RAM decodes the address, by the
-    map's cached RAM piece; False (nothing written) otherwise."""
-    ram_piece, dma_write = memory.ram_piece, memory.guest.write
+    32-bit write; nothing decodes above 4 GiB) when RAM decodes the address, False
+    (nothing written) otherwise.
+
+    Every polled doorbell round writes its message here, mostly to the same address, so
+    the RAM piece it lands in is kept as a ``RamWindow`` (valid until the address space
+    changes) and the store is one ``pack_into``, followed by what ``GuestMemory.write``
+    does after its copy (``invalidate_code``: the snapshot's dirty log, translated code).
+    Anything the window does not hold -- another piece, a piece end, ROM, a changed
+    map -- takes ``GuestMemory.write`` itself, the reference.  Callers hold the device
+    lock (one writer at a time)."""
+    guest, ram_piece = memory.guest, memory.ram_piece
+    store, invalidate_code = _U32.pack_into, memory.invalidate_code
+    window = None
 
     def ram_write(addr: int, data: int) -> bool:
-        if addr >> 32 or ram_piece(addr) is None:
-            return False
-        # a DMA store (the snapshot's dirty log, translated code), as msi_write's
-        dma_write(addr, (data & 0xFFFFFFFF).to_bytes(4, "little"))
+        nonlocal window
+        w = window
+        if (w is None or not w.lo <= addr <= w.hi - 4 or memory._dirty
+                or memory.generation != w.gen):
+            if addr >> 32 or ram_piece(addr) is None:
+                return False
+            w = window = guest.ram_window(addr, 4)
+            if w is None:          # past the piece's end, or ROM: the general write
+                guest.write(addr, (data & 0xFFFFFFFF).to_bytes(4, "little"))
+                return True
+        store(w.view, addr - w.delta, data & 0xFFFFFFFF)
+        invalidate_code(addr, 4)       # a DMA store, as msi_write's
         return True
     return ram_write
 
