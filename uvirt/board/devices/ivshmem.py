@@ -57,6 +57,7 @@ Lifetime
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import select
@@ -235,6 +236,7 @@ class Ivshmem(PciFunction):
         self._wake_r = self._wake_w = -1
         self._watch: select.epoll | None = None     # the service thread's wait set
         self._look: select.epoll | None = None      # the own eventfds alone (``_poll_answer``)
+        self._look_now: Callable[[], list] | None = None    # ... one look at them: epoll_wait(0)
         self._own_fds: dict[int, int] = {}          # ... its own eventfds: fd -> vector
         self._watched = False                       # ... holds them now (not paused)
         #: what a halted CPU watches for this device (Machine.watch_while_halted)
@@ -285,7 +287,12 @@ class Ivshmem(PciFunction):
         look = (polling is not None and self._watched and self.is_cpu_thread()
                 and not polling.skip())
         if look:                    # open (it has eventfds), running and watching: pause
-            self._watch_rings(False)    # before the ring: its answer must not wake the thread
+            # before the ring: its answer must not wake the thread (``_watch_rings(False)``
+            # written out: every doorbell's path)
+            modify = self._watch.modify
+            for fd in self._own_fds:
+                modify(fd, 0)
+            self._watched = False
         client.ring(dest, vector)
         if self.after_ring is not None:
             self.after_ring()
@@ -308,15 +315,17 @@ class Ivshmem(PciFunction):
         stands aside meanwhile (paused by ``doorbell`` before the ring), so a ring wakes
         one thread; this resumes it.  Whether an answer was taken."""
         own = self._own_fds
-        look = self._look.poll          # one epoll_wait a look
         took = 0
         try:
-            ready = polling.look_for(lambda: look(0)) if own else None
+            ready = polling.look_for(self._look_now) if own else None
             for fd, _mask in ready or ():
                 took += self._rung(fd, own[fd])
         finally:
-            if not self.closed:
-                self._watch_rings(True)
+            if not self.closed:         # ``_watch_rings(True)`` written out
+                modify = self._watch.modify
+                for fd in own:
+                    modify(fd, select.EPOLLIN)
+                self._watched = True
         self.interrupts_polled += took
         return took > 0
 
@@ -387,6 +396,7 @@ class Ivshmem(PciFunction):
         # lock by whichever comes first.
         self._watch = select.epoll()
         self._look = select.epoll()
+        self._look_now = functools.partial(self._look.poll, 0)
         self._watch.register(self._wake_r, select.EPOLLIN)
         sfd = client.server_fileno()
         if sfd >= 0:
