@@ -410,3 +410,23 @@ def test_a_ram_message_is_the_bus_write_and_follows_the_memory_map():
         assert not ram_write(0x1_0000_5000, 1)                    # nothing decodes above 4 GiB
     finally:
         m.close()
+
+
+def test_the_look_lets_the_peer_run_before_its_first_look(server, monkeypatch):
+    """Right after the ring the answer cannot be there yet, and a peer sharing the CPU
+    thread's CPU only runs when that thread gives the CPU away: the look yields first,
+    then looks (``Ivshmem._poll_answer``)."""
+    with IvshmemPeer.connect(server.socket_path, vectors=1, timeout=5) as peer:
+        b, fn = _doorbell_board(server)
+        try:
+            fn.is_cpu_thread = lambda: True
+            fn.answer_polling = PollThenSleep(poll_ns=10**6, busy_ns=10**12)
+            calls = []
+            look, real_yield = fn._look_now, os.sched_yield
+            fn._look_now = lambda: calls.append("look") or look()
+            monkeypatch.setattr(os, "sched_yield", lambda: calls.append("yield") or real_yield())
+            fn.regs_region.write(0x0C, 4, 0 << 16)       # ring the host peer: no answer comes
+            assert peer.wait(vector=0, timeout=5) == 0
+            assert calls[:3] == ["yield", "look", "yield"] and fn._watched
+        finally:
+            b.machine.close()

@@ -317,6 +317,9 @@ class Ivshmem(PciFunction):
         own = self._own_fds
         took = 0
         try:
+            # The peer cannot have answered yet: let it run first if it shares this CPU
+            # (it is runnable now, woken or polling), then look.
+            os.sched_yield()
             ready = polling.look_for(self._look_now) if own else None
             for fd, _mask in ready or ():
                 took += self._rung(fd, own[fd])
