@@ -408,6 +408,10 @@ def test_a_ram_message_is_the_bus_write_and_follows_the_memory_map():
         mem.guest.write(end - 2, bytes.fromhex("44332211"))
         assert after == mem.guest.read(end - 2, 4) and after[:2] == bytes.fromhex("4433")
         assert not ram_write(0x1_0000_5000, 1)                    # nothing decodes above 4 GiB
+        p = mem.add(RamRegion("later", 0x1000), 0x5000, priority=1)    # not committed yet
+        assert ram_write(0x5000, 0x12345678) and mem._dirty       # written, the map not flattened here
+        p.remove()
+        mem.commit()
     finally:
         m.close()
 

@@ -712,7 +712,7 @@ def _mixed_callbacks(pieces: tuple[Piece, ...], page: int, guard: ReplayGuard, t
     # region offset = page offset + delta
     targets = [(p.region, p.offset - (p.start - page)) for p in pieces]
     lone = targets[0] if len(pieces) == 1 else None
-    lo, hi = starts[0], ends[0]
+    lo, hi = (starts[0], ends[0]) if lone is not None else (0, 0)
     bisect_right = bisect.bisect_right
 
     def read_cb(_h, offset, size, _ud):

@@ -692,7 +692,7 @@ def _ram_writer(memory) -> Callable[[int, int], bool]:
     changes) and the store is one ``pack_into``, followed by what ``GuestMemory.write``
     does after its copy (``invalidate_code``: the snapshot's dirty log, translated code).
     Anything the window does not hold -- another piece, a piece end, ROM, a changed
-    map -- takes ``GuestMemory.write`` itself, the reference.  Callers hold the device
+    map, one not flattened yet -- takes ``GuestMemory.write`` itself, the reference.  Callers hold the device
     lock (one writer at a time)."""
     guest, ram_piece = memory.guest, memory.ram_piece
     store, invalidate_code = _U32.pack_into, memory.invalidate_code
@@ -705,8 +705,11 @@ def _ram_writer(memory) -> Callable[[int, int], bool]:
                 or memory.generation != w.gen):
             if addr >> 32 or ram_piece(addr) is None:
                 return False
-            w = window = guest.ram_window(addr, 4)
-            if w is None:          # past the piece's end, or ROM: the general write
+            # A change not flattened yet (the CPU thread between a placement change and
+            # its commit): the general write, and no window, whose making would flatten
+            # the map from this thread.
+            w = window = None if memory._dirty else guest.ram_window(addr, 4)
+            if w is None:          # that, past the piece's end, or ROM: the general write
                 guest.write(addr, (data & 0xFFFFFFFF).to_bytes(4, "little"))
                 return True
         store(w.view, addr - w.delta, data & 0xFFFFFFFF)
