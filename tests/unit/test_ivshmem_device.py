@@ -357,3 +357,80 @@ def test_messages_off_the_cpu_thread_go_to_ram_directly_and_elsewhere_through_th
     while len(os.listdir("/proc/self/fd")) != fds and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_a_ram_message_is_the_bus_write_and_follows_the_memory_map():
+    """``Ivshmem.ram_write`` (a message from the service thread or the CPU thread's look)
+    keeps the RAM piece it last wrote as a window: each store must still be what the
+    bus's 32-bit ``msi_write`` makes -- logged for a held snapshot, dropped on ROM, cut
+    at a piece's end -- and a changed map must be seen at the next message."""
+    from uvirt.board.devices.ivshmem import _ram_writer
+    from uvirt.board.memory.regions import MmioRegion, RamRegion
+    m = Machine(cpu=False)
+    mem = m.memory
+    try:
+        ram_write = _ram_writer(mem)
+        logged = []
+        mem.dirty_log = lambda addr, size: logged.append((addr, size))
+        assert ram_write(0x5000, 0x1_1223_3445)                   # 32 bits of data
+        assert ram_write(0x5008, 0x55667788)                      # the same piece again
+        assert mem.guest.read(0x5000, 12) == bytes.fromhex("45342312 00000000 88776655")
+        assert logged == [(0x5000, 4), (0x5008, 4)]
+        over = RamRegion("over", 0x1000)                          # new RAM over the page
+        p = mem.add(over, 0x5000, priority=1)
+        mem.commit()
+        assert ram_write(0x5000, 0xAABBCCDD)
+        assert over.buffer.view[0:4] == bytes.fromhex("DDCCBBAA")
+        p.remove()
+        rom = RamRegion("rom", 0x1000, readonly=True)             # ROM over it: dropped
+        p = mem.add(rom, 0x5000, priority=1)
+        mem.commit()
+        assert ram_write(0x5000, 0x01020304) and bytes(rom.buffer.view[0:4]) == bytes(4)
+        p.remove()
+        mem.commit()
+        assert mem.guest.read(0x5000, 4) == bytes.fromhex("45342312")   # nor under it
+        regs = []
+        dev = type("Dev", (), {"read": lambda s, o, n: 0,
+                               "write": lambda s, o, n, v: regs.append((o, n, v))})()
+        p = mem.add(MmioRegion("regs", 0x1000, dev), 0x5000, priority=1)
+        mem.commit()
+        assert not ram_write(0x5000, 7) and regs == []            # not RAM: the caller posts it
+        p.remove()
+        mem.commit()
+        assert ram_write(0x5000, 0x0BADF00D)
+        assert mem.guest.read(0x5000, 4) == bytes.fromhex("0DF0AD0B")
+        end = mem.ram_piece(0x5000).end           # across the piece's end: the bus's write
+        before = mem.guest.read(end - 2, 4)
+        logged.clear()
+        assert ram_write(end - 2, 0x11223344) and logged[0] == (end - 2, 2)
+        after = mem.guest.read(end - 2, 4)
+        mem.guest.write(end - 2, before)
+        mem.guest.write(end - 2, bytes.fromhex("44332211"))
+        assert after == mem.guest.read(end - 2, 4) and after[:2] == bytes.fromhex("4433")
+        assert not ram_write(0x1_0000_5000, 1)                    # nothing decodes above 4 GiB
+        p = mem.add(RamRegion("later", 0x1000), 0x5000, priority=1)    # not committed yet
+        assert ram_write(0x5000, 0x12345678) and mem._dirty       # written, the map not flattened here
+        p.remove()
+        mem.commit()
+    finally:
+        m.close()
+
+
+def test_the_look_lets_the_peer_run_before_its_first_look(server, monkeypatch):
+    """Right after the ring the answer cannot be there yet, and a peer sharing the CPU
+    thread's CPU only runs when that thread gives the CPU away: the look yields first,
+    then looks (``Ivshmem._poll_answer``)."""
+    with IvshmemPeer.connect(server.socket_path, vectors=1, timeout=5) as peer:
+        b, fn = _doorbell_board(server)
+        try:
+            fn.is_cpu_thread = lambda: True
+            fn.answer_polling = PollThenSleep(poll_ns=10**6, busy_ns=10**12)
+            calls = []
+            look, real_yield = fn._look_now, os.sched_yield
+            fn._look_now = lambda: calls.append("look") or look()
+            monkeypatch.setattr(os, "sched_yield", lambda: calls.append("yield") or real_yield())
+            fn.regs_region.write(0x0C, 4, 0 << 16)       # ring the host peer: no answer comes
+            assert peer.wait(vector=0, timeout=5) == 0
+            assert calls[:3] == ["yield", "look", "yield"] and fn._watched
+        finally:
+            b.machine.close()

@@ -12,7 +12,8 @@ import time
 import pytest
 from keystone import KS_ARCH_X86, KS_MODE_32, Ks
 from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
-from unicorn.x86_const import UC_X86_REG_EIP, UC_X86_REG_ESI
+from unicorn.x86_const import (UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EIP,
+                                UC_X86_REG_ESI)
 
 from uvirt.board.memory.regions import MemoryMap, MmioRegion, RamRegion
 from uvirt.cpu.uc_memory import UnicornMemory
@@ -47,12 +48,13 @@ class Counter:
             self.on_access()
 
 
-def run(stop_from: str, guard: bool = True):
+def run(stop_from: str, guard: bool = True, size: int = 0x1000):
+    """``size`` below a page: the counter shares its page with a hole (a "mixed" span)."""
     uc = Uc(UC_ARCH_X86, UC_MODE_32)
     mm = MemoryMap()
     mm.add(RamRegion("ram", 0x100000), 0)
     dev = Counter()
-    mm.add(MmioRegion("counter", 0x1000, dev, valid_sizes=(4,)), 0x20000000)
+    mm.add(MmioRegion("counter", size, dev, valid_sizes=(4,)), 0x20000000)
     UnicornMemory(mm, uc)
     uc.mem_write(0x1000, CODE)
 
@@ -88,8 +90,11 @@ def run(stop_from: str, guard: bool = True):
     return dev, uc.reg_read(UC_X86_REG_ESI), restarts, mm
 
 
-def test_every_access_reaches_the_device_exactly_once_with_stops_from_device_code():
-    dev, loops, restarts, mm = run("device")
+@pytest.mark.parametrize("size", [0x1000, 0x100], ids=["page", "part-of-a-page"])
+def test_every_access_reaches_the_device_exactly_once_with_stops_from_device_code(size):
+    dev, loops, restarts, mm = run("device", size=size)
+    assert {s[2] for s in mm.backend.mapped_spans if s[0] == 0x20000000} == {
+        "mmio" if size == 0x1000 else "mixed"}
     assert loops == N and restarts > 10
     assert dev.reads == N
     assert dev.writes == list(range(N, 0, -1))
@@ -101,3 +106,76 @@ def test_without_the_guard_unicorn_repeats_accesses():
     dev, loops, restarts, _ = run("device", guard=False)
     assert loops == N
     assert dev.reads + len(dev.writes) > 2 * N
+
+
+class _Logged(Counter):
+    def __init__(self):
+        super().__init__()
+        self.log = []
+
+    def read(self, offset, size):
+        self.log.append(("r", offset))
+        return super().read(offset, size)
+
+    def write(self, offset, size, value):
+        self.log.append(("w", offset, value))
+        super().write(offset, size, value)
+
+
+class _Tracer:
+    enabled = False
+
+    def __init__(self):
+        self.events = []
+
+    def emit(self, name, **fields):
+        self.events.append((name, fields["addr"], fields["size"], fields["value"]))
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_a_shared_page_dispatches_by_offset_with_the_guard_unarmed(traced):
+    """A page two small regions share with holes (``_mixed_callbacks``) with stops at
+    block starts (the guard unarmed, the default run): each access reaches the region
+    under it once, at its own offset; a hole reads ``UNASSIGNED_MEM_VALUE`` and drops
+    writes; a traced access is one event; a device's exception comes out of
+    ``emu_start``."""
+    from uvirt.board.memory.regions import UNASSIGNED_MEM_VALUE
+    code = bytes(Ks(KS_ARCH_X86, KS_MODE_32).asm("""
+        mov dword ptr [0x20000104], 0x11
+        mov dword ptr [0x20000408], 0x22
+        mov dword ptr [0x20000800], 0x33
+        mov eax, [0x20000108]
+        mov ebx, [0x20000404]
+        mov ecx, [0x20000800]
+        hlt
+    """, 0x1000)[0])
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    mm = MemoryMap()
+    tracer = mm.tracer = _Tracer()
+    tracer.enabled = traced
+    mm.add(RamRegion("ram", 0x100000), 0)
+    a, b = _Logged(), _Logged()
+    mm.add(MmioRegion("a", 0x100, a, valid_sizes=(4,)), 0x20000100)
+    mm.add(MmioRegion("b", 0x100, b, valid_sizes=(4,)), 0x20000400)
+    UnicornMemory(mm, uc)
+    assert mm.backend.mapped_spans[-1] == (0x20000000, 0x1000, "mixed")
+    mm.replay.armed = False
+    offsets = []
+    a.on_access = lambda: offsets.append("a")
+    uc.mem_write(0x1000, code)
+    uc.emu_start(0x1000, 0x1000 + len(code) - 1)
+    assert a.log == [("w", 4, 0x11), ("r", 8)] and b.log == [("w", 8, 0x22), ("r", 4)]
+    assert uc.reg_read(UC_X86_REG_EAX) == 1 and uc.reg_read(UC_X86_REG_EBX) == 1
+    assert uc.reg_read(UC_X86_REG_ECX) == UNASSIGNED_MEM_VALUE & 0xFFFFFFFF
+    assert offsets == ["a", "a"]
+    if traced:
+        assert tracer.events == [("mmio_write", 0x20000104, 4, 0x11), ("mmio_write", 0x20000408, 4, 0x22),
+                                 ("mmio_read", 0x20000108, 4, 1), ("mmio_read", 0x20000404, 4, 1)]
+    else:
+        assert tracer.events == []
+
+    def boom():
+        raise RuntimeError("device bug")
+    b.on_access = boom
+    with pytest.raises(RuntimeError, match="device bug"):
+        uc.emu_start(0x1000, 0x1000 + len(code) - 1)

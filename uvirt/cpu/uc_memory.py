@@ -204,9 +204,9 @@ class UnicornMemory:
                                                   span.start, self.memory.tracer, hook_failure(uc))
         else:
             read_cb, write_cb = _mixed_callbacks(span.pieces, span.start, self.replay,
-                                                 self.memory.tracer)
+                                                 self.memory.tracer, hook_failure(uc))
         self._callbacks[span] = (read_cb, write_cb)
-        map_mmio(uc, span.start, span.size, read_cb, write_cb, raw=span.kind == "mmio")
+        map_mmio(uc, span.start, span.size, read_cb, write_cb, raw=True)
         for pc in span.pieces:
             if isinstance(pc.region, RamRegion):
                 pc.region.buffer.mapped_count += 1
@@ -697,30 +697,68 @@ def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard, star
     return read_cb, write_cb
 
 
-def _mixed_callbacks(pieces: tuple[Piece, ...], page: int, guard: ReplayGuard, tracer=None):
+def _mixed_callbacks(pieces: tuple[Piece, ...], page: int, guard: ReplayGuard, tracer=None,
+                     failed: Callable[[BaseException], None] | None = None):
+    """A page shared by several regions, or only partly covered (ivshmem's 256-byte
+    BAR0, whose doorbell every ivshmem round trip writes): dispatch by offset, reads of
+    a hole answer ``UNASSIGNED_MEM_VALUE`` and writes there are dropped.  The same
+    contract as ``_region_callbacks`` (the engine's signature, no frame in between,
+    the guard skipped when it could only pass the access on), so one region's part of a
+    page costs what a whole page of it does."""
+    if tracer is None:
+        tracer = _UNTRACED
     starts = [p.start - page for p in pieces]
+    ends = [p.end - page for p in pieces]
+    # region offset = page offset + delta
+    targets = [(p.region, p.offset - (p.start - page)) for p in pieces]
+    lone = targets[0] if len(pieces) == 1 else None
+    lo, hi = (starts[0], ends[0]) if lone is not None else (0, 0)
+    bisect_right = bisect.bisect_right
 
-    def find(offset: int) -> Piece | None:
-        i = bisect.bisect_right(starts, offset) - 1
-        if i >= 0 and offset < pieces[i].end - page:
-            return pieces[i]
-        return None
+    def read_cb(_h, offset, size, _ud):
+        try:
+            if lone is not None:
+                if not lo <= offset < hi:
+                    return UNASSIGNED_MEM_VALUE
+                region, delta = lone
+            else:
+                i = bisect_right(starts, offset) - 1
+                if i < 0 or offset >= ends[i]:
+                    return UNASSIGNED_MEM_VALUE
+                region, delta = targets[i]
+            if not tracer.enabled:
+                if guard.armed or guard.journal is not None:
+                    return guard.read(region, offset + delta, size)
+                return region.read(offset + delta, size)
+            seen = guard.absorbed
+            value = guard.read(region, offset + delta, size)
+            if guard.absorbed == seen:
+                tracer.emit("mmio_read", addr=page + offset, size=size, value=value)
+            return value
+        except BaseException as e:
+            failed(e)
+            return 0
 
-    def read_cb(uc, offset, size, _ud):
-        pc = find(offset)
-        if pc is None:
-            return UNASSIGNED_MEM_VALUE
-        seen = guard.absorbed
-        value = guard.read(pc.region, pc.offset + offset - (pc.start - page), size)
-        if tracer is not None and tracer.enabled and guard.absorbed == seen:
-            tracer.emit("mmio_read", addr=page + offset, size=size, value=value)
-        return value
-
-    def write_cb(uc, offset, size, value, _ud):
-        pc = find(offset)
-        if pc is not None:
-            if tracer is not None and tracer.enabled:
-                tracer.emit("mmio_write", addr=page + offset, size=size, value=value)
-            guard.write(pc.region, pc.offset + offset - (pc.start - page), size, value)
+    def write_cb(_h, offset, size, value, _ud):
+        try:
+            if lone is not None:
+                if not lo <= offset < hi:
+                    return
+                region, delta = lone
+            else:
+                i = bisect_right(starts, offset) - 1
+                if i < 0 or offset >= ends[i]:
+                    return
+                region, delta = targets[i]
+            if not tracer.enabled:
+                if guard.armed or guard.journal is not None:
+                    guard.write(region, offset + delta, size, value)
+                else:
+                    region.write(offset + delta, size, value)
+                return
+            tracer.emit("mmio_write", addr=page + offset, size=size, value=value)
+            guard.write(region, offset + delta, size, value)
+        except BaseException as e:
+            failed(e)
 
     return read_cb, write_cb

@@ -57,10 +57,12 @@ Lifetime
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import select
 import socket
+import struct
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -98,6 +100,7 @@ REG_BAR, MSIX_BAR, SHM_BAR = 0, 1, 2
 MAX_MSIX_VECTORS = 0x800            # PCI_MSIX_FLAGS_QSIZE + 1
 
 INTRMASK, INTRSTATUS, IVPOSITION, DOORBELL = 0x0, 0x4, 0x8, 0xC
+_U32 = struct.Struct("<I")           # an MSI message: a 32-bit little-endian store
 
 #: Bound on the wait for the server's set-up messages (QEMU waits forever).
 SETUP_TIMEOUT = 5.0
@@ -233,6 +236,7 @@ class Ivshmem(PciFunction):
         self._wake_r = self._wake_w = -1
         self._watch: select.epoll | None = None     # the service thread's wait set
         self._look: select.epoll | None = None      # the own eventfds alone (``_poll_answer``)
+        self._look_now: Callable[[], list] | None = None    # ... one look at them: epoll_wait(0)
         self._own_fds: dict[int, int] = {}          # ... its own eventfds: fd -> vector
         self._watched = False                       # ... holds them now (not paused)
         #: what a halted CPU watches for this device (Machine.watch_while_halted)
@@ -283,7 +287,12 @@ class Ivshmem(PciFunction):
         look = (polling is not None and self._watched and self.is_cpu_thread()
                 and not polling.skip())
         if look:                    # open (it has eventfds), running and watching: pause
-            self._watch_rings(False)    # before the ring: its answer must not wake the thread
+            # before the ring: its answer must not wake the thread (``_watch_rings(False)``
+            # written out: every doorbell's path)
+            modify = self._watch.modify
+            for fd in self._own_fds:
+                modify(fd, 0)
+            self._watched = False
         client.ring(dest, vector)
         if self.after_ring is not None:
             self.after_ring()
@@ -306,15 +315,20 @@ class Ivshmem(PciFunction):
         stands aside meanwhile (paused by ``doorbell`` before the ring), so a ring wakes
         one thread; this resumes it.  Whether an answer was taken."""
         own = self._own_fds
-        look = self._look.poll          # one epoll_wait a look
         took = 0
         try:
-            ready = polling.look_for(lambda: look(0)) if own else None
+            # The peer cannot have answered yet: let it run first if it shares this CPU
+            # (it is runnable now, woken or polling), then look.
+            os.sched_yield()
+            ready = polling.look_for(self._look_now) if own else None
             for fd, _mask in ready or ():
                 took += self._rung(fd, own[fd])
         finally:
-            if not self.closed:
-                self._watch_rings(True)
+            if not self.closed:         # ``_watch_rings(True)`` written out
+                modify = self._watch.modify
+                for fd in own:
+                    modify(fd, select.EPOLLIN)
+                self._watched = True
         self.interrupts_polled += took
         return took > 0
 
@@ -385,6 +399,7 @@ class Ivshmem(PciFunction):
         # lock by whichever comes first.
         self._watch = select.epoll()
         self._look = select.epoll()
+        self._look_now = functools.partial(self._look.poll, 0)
         self._watch.register(self._wake_r, select.EPOLLIN)
         sfd = client.server_fileno()
         if sfd >= 0:
@@ -669,15 +684,36 @@ def _nothing() -> None:
 
 def _ram_writer(memory) -> Callable[[int, int], bool]:
     """``Ivshmem.ram_write`` for a machine's memory map: the bus's ``msi_write`` (a
-    32-bit write; nothing decodes above 4 GiB) when RAM decodes the address, by the
-    map's cached RAM piece; False (nothing written) otherwise."""
-    ram_piece, dma_write = memory.ram_piece, memory.guest.write
+    32-bit write; nothing decodes above 4 GiB) when RAM decodes the address, False
+    (nothing written) otherwise.
+
+    Every polled doorbell round writes its message here, mostly to the same address, so
+    the RAM piece it lands in is kept as a ``RamWindow`` (valid until the address space
+    changes) and the store is one ``pack_into``, followed by what ``GuestMemory.write``
+    does after its copy (``invalidate_code``: the snapshot's dirty log, translated code).
+    Anything the window does not hold -- another piece, a piece end, ROM, a changed
+    map, one not flattened yet -- takes ``GuestMemory.write`` itself, the reference.  Callers hold the device
+    lock (one writer at a time)."""
+    guest, ram_piece = memory.guest, memory.ram_piece
+    store, invalidate_code = _U32.pack_into, memory.invalidate_code
+    window = None
 
     def ram_write(addr: int, data: int) -> bool:
-        if addr >> 32 or ram_piece(addr) is None:
-            return False
-        # a DMA store (the snapshot's dirty log, translated code), as msi_write's
-        dma_write(addr, (data & 0xFFFFFFFF).to_bytes(4, "little"))
+        nonlocal window
+        w = window
+        if (w is None or not w.lo <= addr <= w.hi - 4 or memory._dirty
+                or memory.generation != w.gen):
+            if addr >> 32 or ram_piece(addr) is None:
+                return False
+            # A change not flattened yet (the CPU thread between a placement change and
+            # its commit): the general write, and no window, whose making would flatten
+            # the map from this thread.
+            w = window = None if memory._dirty else guest.ram_window(addr, 4)
+            if w is None:          # that, past the piece's end, or ROM: the general write
+                guest.write(addr, (data & 0xFFFFFFFF).to_bytes(4, "little"))
+                return True
+        store(w.view, addr - w.delta, data & 0xFFFFFFFF)
+        invalidate_code(addr, 4)       # a DMA store, as msi_write's
         return True
     return ram_write
 

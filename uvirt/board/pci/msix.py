@@ -24,6 +24,7 @@ Behaviour copied from QEMU
 
 from __future__ import annotations
 
+import struct
 from enum import IntEnum
 from typing import Callable
 
@@ -59,6 +60,8 @@ class MsixEntry(IntEnum):
 
 
 _VECTOR_CTRL = int(MsixEntry.VECTOR_CTRL)
+#: an entry's address and data, read in one call (``notify``)
+_MESSAGE = struct.Struct("<QI")
 
 
 class Msix:
@@ -165,8 +168,7 @@ class Msix:
         if ctl & _MASKALL_HI or t[base + _VECTOR_CTRL] & VECTOR_MASKED:
             self.pba[v >> 3] |= 1 << (v & 7)
             return
-        addr = int.from_bytes(t[base:base + 8], "little")
-        data = int.from_bytes(t[base + 8:base + 12], "little")
+        addr, data = _MESSAGE.unpack_from(t, base)
         if send is None:
             self.fn.msi_write(addr, data)
         else:
