@@ -692,8 +692,8 @@ def _ram_writer(memory) -> Callable[[int, int], bool]:
     changes) and the store is one ``pack_into``, followed by what ``GuestMemory.write``
     does after its copy (``invalidate_code``: the snapshot's dirty log, translated code).
     Anything the window does not hold -- another piece, a piece end, ROM, a changed
-    map, one not flattened yet -- takes ``GuestMemory.write`` itself, the reference.  Callers hold the device
-    lock (one writer at a time)."""
+    map, one not flattened yet -- takes ``GuestMemory.write`` itself, the reference.
+    Callers hold the device lock (one writer at a time)."""
     guest, ram_piece = memory.guest, memory.ram_piece
     store, invalidate_code = _U32.pack_into, memory.invalidate_code
     window = None
