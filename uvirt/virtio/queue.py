@@ -537,7 +537,75 @@ class SplitQueue(VirtqueueBase):
         the shadow copy is used up), the avail-index sanity check of
         ``virtqueue_num_heads``, in-flight count, head (consumed before it is checked,
         so a bad chain is skipped, not retried), ``avail_event``, the descriptor chain.
+
+        The usual request (rings and buffers in the one RAM piece of the rings' window, a
+        direct chain, nothing wrong with it) is served here in one frame: the same reads,
+        checks and state changes as ``_pop`` with ``DescriptorChain`` and ``map_chain``,
+        written out for that case.  Anything else (no valid window, an area or buffer
+        outside it, an INDIRECT flag, any guest error) goes to ``_pop``, which starts
+        from the state the fast path found, so the general code reports it exactly as
+        before.  tests/unit/test_virtqueue_fast_paths.py compares the two on random rings.
         """
+        w = self._win
+        if (w is None or self.disabled or not self._mapped or w.space._dirty
+                or w.space.generation != w.gen):
+            return self._pop()
+        lo, hi, delta, size = w.lo, w.hi, w.delta, self.size
+        avail, table = self.avail, self.desc
+        if not (avail and lo <= avail and avail + AVAIL_RING + 2 * size <= hi and lo <= table
+                and table + DESC_SIZE * size <= hi and self._desc_len >= DESC_SIZE * size):
+            return self._pop()
+        view = w.view
+        last = self.last_avail_idx
+        if self.shadow_avail_idx == last:                   # is_empty(): re-read avail.idx
+            self.shadow_avail_idx = _LE16.unpack_from(view, avail + AVAIL_IDX - delta)[0]
+            if self.shadow_avail_idx == last:
+                return None
+        if (self.shadow_avail_idx - last) & _U16 > size or self.inuse >= size:
+            return self._pop()                              # avail_idx_jump, size_exceeded
+        head = _LE16.unpack_from(view, avail + AVAIL_RING + 2 * (last % size) - delta)[0]
+        if head >= size:
+            return self._pop()                              # head_oob
+        self.last_avail_idx = last = (last + 1) & _U16    # consumed, as _pop does
+        # the chain, as DescriptorChain walks it and map_chain maps it (RAM: one piece each);
+        # an avail_event store that changed the memory map leaves it to the general walk
+        if self.event_idx:
+            self._set_avail_event(last)
+            if w.space._dirty or w.space.generation != w.gen:
+                return self._collect(DescriptorChain(self.mem, table, size, head, strict=self.strict,
+                                                     read_desc=self._read_desc), head)
+        readable: list = []
+        writable: list = []
+        i, count = head, 0
+        while True:
+            addr, n, flags, nxt = _DESC.unpack_from(view, table + DESC_SIZE * i - delta)
+            if flags & VRING_DESC_F_INDIRECT or not n or addr < lo or addr + n > hi:
+                break                   # an indirect table, zero_len, not this RAM piece
+            if flags & VRING_DESC_F_WRITE:
+                writable.append((addr, n))
+            elif writable:
+                break                   # desc_order
+            else:
+                readable.append((addr, n))
+            count += 1
+            if not flags & VRING_DESC_F_NEXT:
+                # a complete chain: what _collect does with it
+                self.inuse += 1
+                if self.events.tracing:
+                    self.events.ring("vq_pop", queue=self.index, head=head,
+                                     avail_idx=self.shadow_avail_idx,
+                                     readable=[[a, k] for a, k in readable],
+                                     writable=[[a, k] for a, k in writable])
+                return Element(head, tuple(readable), tuple(writable), 1, None)
+            if count >= size or nxt >= size:
+                break                   # loop (the next one would be one too many), next_oob
+            i = nxt
+        # walked again by the general code, which maps, warns and reports
+        return self._collect(DescriptorChain(self.mem, table, size, head, strict=self.strict,
+                                             read_desc=self._read_desc), head)
+
+    def _pop(self) -> PopResult:
+        """``pop`` for every case (the reference the fast path is checked against)."""
         if self.is_empty():
             return None
         if (self.shadow_avail_idx - self.last_avail_idx) & _U16 > self.size:
