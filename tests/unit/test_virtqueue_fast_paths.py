@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from uvirt.board.memory.regions import MemoryMap, MmioRegion, RamRegion
-from uvirt.testing.mock_driver import MockSplitQueue
-from uvirt.virtio.chain import VRING_DESC_F_INDIRECT
+from uvirt.testing.mock_driver import MockSplitQueue, UsedEntry
+from uvirt.virtio.chain import VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE
 from uvirt.virtio.features import VirtioFeature
 from uvirt.virtio.queue import Descriptor, Element, QueueBroken, RecordingEvents, SplitQueue
 
@@ -99,8 +99,10 @@ class Ring:
         r, n = self.rnd, self.size
         kind = r.choices(["pop", "serve", "publish", "push", "fill_flush", "notification",
                           "should_notify", "notify_decision", "is_empty", "avail_bytes", "desc",
-                          "avail_ring", "avail_flags", "used_event", "chain", "avail_idx", "burst"],
-                         [8, 10, 6, 2, 1, 2, 1, 1, 1, 1, 3, 2, 1, 1, 2, 1 if self.garbage else 0, 1])[0]
+                          "avail_ring", "avail_flags", "used_event", "chain", "avail_idx", "burst",
+                          "disabled", "set_size"],
+                         [8, 10, 6, 2, 1, 2, 1, 1, 1, 1, 3, 2, 1, 1, 2, 1 if self.garbage else 0, 1,
+                          0.3, 0.3])[0]
         length = r.randrange(65) if r.random() < 0.8 else r.randrange(1 << 32)
         if kind in ("serve", "push"):
             return kind, length
@@ -122,6 +124,10 @@ class Ring:
             return kind, r.randrange(2 * n + 3) if r.random() < 0.8 else r.randrange(1 << 16)
         if kind == "avail_idx":                 # mostly near the device's index, now and then a jump
             return ("avail_idx_near", r.randrange(-2, n + 3)) if r.random() < 0.8 else (kind, r.randrange(1 << 16))
+        if kind == "disabled":
+            return kind, r.random() < 0.5
+        if kind == "set_size":
+            return kind, r.choice([n, 2 * n, n + 1, r.randrange(1, 1025)])
         if kind == "chain":
             bufs = [(r.randrange(1, 301), r.random() < 0.5) for _ in range(r.randrange(1, 5))]
             return kind, sorted(bufs, key=lambda b: b[1])
@@ -142,7 +148,7 @@ def _norm(r):
 class Side:
     """One memory, driver and queue."""
 
-    def __init__(self, size, layout, base, event_idx, tracing, strict, fast) -> None:
+    def __init__(self, size, layout, base, features, tracing, strict, fast) -> None:
         self.mm, self.regs = memory()
         self.ram, self.ram2 = self.mm.ram, self.mm.ram2
         self.mem = self.mm.guest
@@ -150,7 +156,7 @@ class Side:
         self.events = RecordingEvents()
         self.events.tracing = tracing
         self.q = SplitQueue(self.mem, size, events=self.events, strict=strict)
-        self.q.set_features(VirtioFeature.RING_EVENT_IDX if event_idx else 0)
+        self.q.set_features(features)
         self.drv.configure(self.q)
         if not fast:
             self.q.drop_ram_window()
@@ -221,6 +227,11 @@ class Side:
             return None
         if kind == "used_event":
             return drv.set_avail_ring(q.size, args[0])        # used_event = avail.ring[N]
+        if kind == "disabled":                  # the device broke or was disabled, or came back
+            q.disabled = args[0]
+            return None
+        if kind == "set_size":                  # a size write after the rings were set
+            return q.set_size(args[0])
         if kind == "chain":
             if len(drv.free) < len(args[0]):
                 return None
@@ -230,27 +241,40 @@ class Side:
 
 @SETTINGS
 @given(size=st.sampled_from([1, 2, 3, 4, 8, 16]), layout=st.sampled_from(["legacy", "modern"]),
-       base=st.sampled_from([0x10000, 0x10000, 0x10000, RAM - 0x100]), event_idx=st.booleans(),
+       base=st.sampled_from([0x10000, 0x10000, 0x10000, RAM - 0x100, RAM - 0x400]),
+       features=st.sampled_from([0, 0, VirtioFeature.RING_EVENT_IDX, VirtioFeature.NOTIFY_ON_EMPTY,
+                                 VirtioFeature.RING_EVENT_IDX | VirtioFeature.NOTIFY_ON_EMPTY]),
        tracing=st.booleans(), strict=st.booleans(), garbage=st.booleans(),
+       start=st.one_of(st.just(0), st.integers(0, 0xFFFF), st.integers(0xFFF0, 0xFFFF)),
+       signalled=st.one_of(st.none(), st.integers(-2, 3), st.integers(0, 0xFFFF).map(lambda v: (v,))),
        rnd=st.randoms(use_true_random=False))
-def test_split_fast_paths_match_the_general_code(size, layout, base, event_idx, tracing, strict,
-                                                 garbage, rnd):
+def test_split_fast_paths_match_the_general_code(size, layout, base, features, tracing, strict,
+                                                 garbage, start, signalled, rnd):
+    """``start``: where the indices stand (a queue that has served requests before, near
+    the 16-bit wrap too); ``signalled``: the last used index a notification was decided
+    at, relative to ``start`` or ``(absolute,)`` (None: no decision yet)."""
     if layout == "legacy":
         base &= ~0xFFF
-    fast = Side(size, layout, base, event_idx, tracing, strict, fast=True)
-    slow = Side(size, layout, base, event_idx, tracing, strict, fast=False)
+    fast = Side(size, layout, base, features, tracing, strict, fast=True)
+    slow = Side(size, layout, base, features, tracing, strict, fast=False)
     ring = Ring(rnd, size, garbage)
     tables = [ring.desc(6) for _ in range(rnd.randrange(7))]
     descs = [ring.desc() for _ in range(size)]
     heads = [ring.head() for _ in range(size)]
     avail_idx = rnd.randrange(size + 1) if not garbage or rnd.random() < 0.9 else rnd.randrange(1 << 16)
     for side in (fast, slow):
+        q = side.q
+        q.last_avail_idx = q.shadow_avail_idx = q.used_idx = start
+        q.signalled_used_valid = signalled is not None
+        q.signalled_used = (0 if signalled is None else signalled[0] if isinstance(signalled, tuple)
+                            else (start + signalled) & 0xFFFF)
+        side.drv.mem.write_u16(side.drv.used_addr + 2, start)
         side.drv.write_table(TABLES, [Descriptor(*t) for t in tables])
         for i, d in enumerate(descs):
             side.drv.write_desc(i, *d)
         for slot, head in enumerate(heads):
             side.drv.set_avail_ring(slot, head)
-        side.drv.set_avail_idx(avail_idx)
+        side.drv.set_avail_idx(start + avail_idx)
     assert fast.state() == slow.state()
     for _ in range(200):
         op = ring.op()
@@ -267,19 +291,24 @@ def _well_formed(size=8):
 
 
 def test_the_usual_request_takes_the_fast_paths(monkeypatch):
-    """A direct chain in the rings' RAM is popped without the general walk (a change that
-    sent it there would still pass the comparison above, only slowly)."""
+    """A direct chain in the rings' RAM is popped, pushed and notified without the general
+    code (a change that sent it there would still pass the comparison above, only slowly)."""
     drv, q = _well_formed()
     chain = drv.add_chain([(16, False), (4096, True), (1, True)])
 
     def general(*_a, **_k):
         raise AssertionError("the general path ran")
 
-    monkeypatch.setattr(SplitQueue, "_pop", general)
-    monkeypatch.setattr(SplitQueue, "_collect", general)
+    for name in ("_pop", "_collect", "fill", "flush", "_decide", "_ld16", "_st"):
+        monkeypatch.setattr(SplitQueue, name, general)
+    q.set_notification(False)
     elem = q.pop()
     assert (elem.head, elem.readable, elem.writable) == (chain.head, chain.readable, chain.writable)
+    q.push(elem, 4097)
     assert q.pop() is None
+    q.set_notification(True)
+    assert q.should_notify()
+    assert drv.used_entries() == [UsedEntry(chain.head, 4097)]
 
 
 @pytest.mark.parametrize("flags", [VRING_DESC_F_INDIRECT, 0])
@@ -309,3 +338,68 @@ def test_a_next_index_at_the_tables_end_is_next_oob():
     drv.publish(0)
     r = q.pop()
     assert isinstance(r, QueueBroken) and r.kind == "next_oob"
+
+
+def _twins(size=4, layout="legacy", base=0x10000, features=0):
+    return [Side(size, layout, base, features, True, False, fast) for fast in (True, False)]
+
+
+def _same(sides, *ops):
+    for op in ops:
+        results = [side.apply(op) for side in sides]
+        assert results[0] == results[1], op
+        assert sides[0].state() == sides[1].state(), op
+
+
+def test_a_bounced_element_is_pushed_by_the_general_code():
+    """The bounce (a buffer in a device's registers) is written back at push."""
+    sides = _twins()
+    for side in sides:
+        side.drv.write_desc(0, REGS + 0x10, 8, VRING_DESC_F_WRITE, 0)
+    _same(sides, ("publish", 1), ("pop",))
+    assert sides[0].popped[0].bounce is not None
+    for side in sides:                      # the device's data, into the bounce
+        side.popped[0].write(side.mem, b"\x11" * 8)
+    _same(sides, ("push", 8))
+    assert sides[0].regs.writes
+
+
+def test_a_used_slot_across_the_windows_end_is_written_by_the_general_code():
+    """After a size write the next used slot can straddle the end of the rings' RAM piece:
+    its bytes go to both regions, through GuestMemory."""
+    sides = _twins(size=4, layout="modern", base=RAM - 0x200)
+    for side in sides:
+        q = side.q
+        used = RAM - (4 + 8 * 4) - 4        # the used ring ends 4 bytes before RAM's end
+        assert q.set_rings(q.desc, q.avail, used) is None
+        side.drv.write_desc(0, 0x20100, 8, VRING_DESC_F_WRITE, 0)
+        q.used_idx = 4
+    sides[1].q.drop_ram_window()
+    assert sides[0].q._win is not None
+    _same(sides, ("publish", 1), ("pop",), ("set_size", 5), ("push", 8))   # slot 4: RAM-4..RAM+4
+    assert sides[0].ram2.buffer.view[:4] == (8).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize("signalled", [0, 1, 2])
+def test_the_signalled_index_after_a_push(signalled):
+    """flush's check on the last signalled used index, at and around the pushed index."""
+    sides = _twins(features=VirtioFeature.RING_EVENT_IDX)
+    for side in sides:
+        side.q.signalled_used, side.q.signalled_used_valid = signalled, True
+    _same(sides, ("chain", [(8, True)]), ("pop",), ("push", 8), ("should_notify",), ("notify_decision",))
+
+
+def test_a_disabled_queue_drops_the_push():
+    sides = _twins()
+    _same(sides, ("chain", [(8, True)]), ("pop",), ("disabled", True), ("push", 8), ("disabled", False),
+          ("chain", [(8, True)]), ("serve", 8))
+
+
+@pytest.mark.parametrize("features", [0, VirtioFeature.NOTIFY_ON_EMPTY])
+@pytest.mark.parametrize("flags", [0, 1])
+def test_the_notification_decision_without_event_idx(features, flags):
+    """avail.flags decides, but NOTIFY_ON_EMPTY overrides it for an empty ring with
+    nothing in flight."""
+    sides = _twins(features=features)
+    _same(sides, ("avail_flags", flags), ("should_notify",), ("chain", [(8, True)]), ("should_notify",),
+          ("pop",), ("should_notify",), ("push", 8), ("should_notify",))

@@ -99,6 +99,7 @@ _U16 = 0xFFFF
 _U32 = 0xFFFF_FFFF
 _DESC = struct.Struct("<QIHH")
 _LE16 = struct.Struct("<H")
+_USED_ELEM = struct.Struct("<II")
 
 
 def vring_need_event(event_idx: int, new_idx: int, old_idx: int) -> bool:
@@ -698,6 +699,40 @@ class SplitQueue(VirtqueueBase):
         self.last_avail_idx = (self.last_avail_idx - num) & _U16
         return True
 
+    def push(self, elem: Element | int, length: int) -> None:
+        """Return one element with ``length`` bytes written (QEMU ``virtqueue_push``):
+        ``fill`` then ``flush(1)``.  The usual case (an element without a bounce, the used
+        ring in the rings' RAM window) is written out here in one frame: the same two
+        stores, code invalidations, trace events and index bookkeeping."""
+        w = self._win
+        used = self.used
+        if (w is not None and type(elem) is Element and elem.bounce is None and self.inuse
+                and used and self._mapped and not self.disabled and not w.space._dirty
+                and w.space.generation == w.gen):
+            old = self.used_idx
+            slot = old % self.size
+            at = used + USED_RING + USED_ELEM_SIZE * slot
+            if w.lo <= used and at + USED_ELEM_SIZE <= w.hi:
+                view, delta, space = w.view, w.delta, w.space
+                head, length = elem.head, length & _U32
+                _USED_ELEM.pack_into(view, at - delta, head & _U32, length)
+                space.invalidate_code(at, USED_ELEM_SIZE)
+                tracing = self.events.tracing
+                if tracing:
+                    self.events.ring("vq_fill", queue=self.index, slot=slot, head=head, len=length)
+                new = (old + 1) & _U16
+                _LE16.pack_into(view, used + USED_IDX - delta, new)
+                space.invalidate_code(used + USED_IDX, 2)
+                self.used_idx = new
+                self.inuse -= 1
+                if tracing:
+                    self.events.ring("vq_flush", queue=self.index, old=old, new=new)
+                if _s16(new - self.signalled_used) < 1:         # flush's check, for a batch of 1
+                    self.signalled_used_valid = False
+                return
+        self.fill(elem, length, 0)
+        self.flush(1)
+
     def fill(self, elem: Element | int, length: int, idx: int = 0) -> None:
         """Write used.ring[used_idx + idx] = {head, length} (QEMU ``virtqueue_split_fill``);
         the driver sees nothing until ``flush``.  A bounced piece reaches memory first
@@ -743,8 +778,14 @@ class SplitQueue(VirtqueueBase):
         NOTIFY_ON_EMPTY (legacy) overrides suppression when nothing is in flight and
         the ring is empty; without EVENT_IDX the driver's NO_INTERRUPT flag decides;
         with EVENT_IDX the used index must have crossed ``used_event`` since the last
-        notification (the first one is unconditional).
+        notification (the first one is unconditional).  Without either feature, with
+        avail.flags in the rings' RAM window, that one load is made here.
         """
+        if not self.event_idx and not self.notify_on_empty:
+            w, avail = self._win, self.avail
+            if (w is not None and self._mapped and w.lo <= avail and avail + 2 <= w.hi
+                    and not w.space._dirty and w.space.generation == w.gen):
+                return not _LE16.unpack_from(w.view, avail + AVAIL_FLAGS - w.delta)[0] & VRING_AVAIL_F_NO_INTERRUPT
         return self._decide(False)[0]
 
     def notify_decision(self) -> tuple[bool, str]:
@@ -788,6 +829,16 @@ class SplitQueue(VirtqueueBase):
         if self.event_idx:
             self._set_avail_event(self._read_avail_idx())
         else:
+            w, used = self._win, self.used
+            if (w is not None and self._mapped and w.lo <= used and used + 2 <= w.hi
+                    and not w.space._dirty and w.space.generation == w.gen):
+                # _ld16 and _st below, through the window
+                o = used + USED_FLAGS - w.delta
+                flags = _LE16.unpack_from(w.view, o)[0]
+                _LE16.pack_into(w.view, o, flags & ~VRING_USED_F_NO_NOTIFY if enable
+                                else flags | VRING_USED_F_NO_NOTIFY)
+                w.space.invalidate_code(used + USED_FLAGS, 2)
+                return
             flags = self._ld16(self.used + USED_FLAGS)
             flags = flags & ~VRING_USED_F_NO_NOTIFY if enable else flags | VRING_USED_F_NO_NOTIFY
             self._st(self.used + USED_FLAGS, (flags & _U16).to_bytes(2, "little"))
