@@ -347,8 +347,16 @@ class VirtioDevice:
 
     def popped(self, index: int) -> Iterator[Element]:
         """QEMU's ``while ((elem = virtqueue_pop(vq)))`` loop: every element of queue
-        ``index`` until none is left or a bad chain broke the device."""
-        while (elem := self.pop(index)) is not None:
+        ``index`` until none is left or a bad chain broke the device (``pop``, inlined:
+        this loop serves every request of the devices that use it)."""
+        queues = self.queues
+        while True:
+            elem = queues[index].pop()
+            if elem is None:
+                return
+            if elem.broken:
+                self.error(elem.reason)
+                return
             yield elem
 
     def queue_notify(self, index: int) -> None:
