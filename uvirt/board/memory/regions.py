@@ -983,6 +983,10 @@ class MemoryMap(AddressSpace):
         #: Set with a backend: ``(addr, size) -> bool``, False when no translated code
         #: can exist there (then a host write needs no ``backend.invalidate_code``).
         self.may_hold_code: Callable[[int, int], bool] | None = None
+        #: Kept by the CPU's TLB while its ``may_hold_code`` answers from a set of page
+        #: numbers (uvirt/cpu/tlb.py ``exec_pages``, paging off): that set, else None.
+        #: ``invalidate_code`` answers a write within one page from it without a call.
+        self.code_pages: set[int] | None = None
 
     def map_unassigned_page(self, addr: int) -> None:
         """Back an unclaimed page with the reads-zero region so the faulting data access
@@ -1013,6 +1017,9 @@ class MemoryMap(AddressSpace):
             self.dirty_log(addr, size)    # host writes for snapshots (uvirt/cpu/snapshot.py)
         backend = self.backend
         if backend is not None and size > 0:
+            pages = self.code_pages          # what may_hold_code answers for one page
+            if pages is not None and addr >> 12 == (addr + size - 1) >> 12 and addr >> 12 not in pages:
+                return
             check = self.may_hold_code       # None: the backend cannot tell, so always ask it
             if check is None or check(addr, size):
                 backend.invalidate_code(addr, size)
