@@ -374,7 +374,7 @@ class VirtioDevice:
                                      reason=f"the device has {len(self.queues)} queue(s)")
             return
         q = self.queues[index]
-        if not q.desc or self.broken:
+        if not q.desc or self._broken:          # the property's value, without its frame
             if tracing:
                 why = ("the device is broken until reset (virtio_error)" if self.broken else
                        "the queue has no descriptor table (QUEUE_PFN / queue_desc+queue_enable "
@@ -407,7 +407,7 @@ class VirtioDevice:
         def notify_vq():
             self._kicks.discard(index)
             q = self.queues[index]
-            if not q.desc or self.broken:
+            if not q.desc or self._broken:
                 return None
             return self.handle_output(index)
 

@@ -529,6 +529,12 @@ class SplitQueue(VirtqueueBase):
             return True
         if self.shadow_avail_idx != self.last_avail_idx:
             return False
+        w, at = self._win, self.avail + AVAIL_IDX
+        if (w is not None and self._mapped and w.lo <= at and at + 2 <= w.hi and not w.space._dirty
+                and w.space.generation == w.gen):
+            # _read_avail_idx() through the rings' RAM window: every handler ends asking
+            self.shadow_avail_idx = _LE16.unpack_from(w.view, at - w.delta)[0]
+            return self.shadow_avail_idx == self.last_avail_idx
         return self._read_avail_idx() == self.last_avail_idx
 
     def pop(self) -> PopResult:

@@ -1128,7 +1128,9 @@ class SystemMemory:
 
     # -- address_space_read / address_space_write
     def read(self, addr: int, size: int) -> bytes:
-        pc = self._space.ram_piece(addr)
+        pc = self._space._ram_cache                 # ram_piece(addr), its cache inlined
+        if pc is None or not pc.start <= addr < pc.end:
+            pc = self._space.ram_piece(addr)
         if pc is not None and 0 <= size and addr + size <= pc.end:
             o = pc.region.buffer_offset + pc.offset + addr - pc.start
             return bytes(pc.region.buffer.view[o:o + size])
@@ -1161,7 +1163,9 @@ class SystemMemory:
 
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         size = len(data)
-        pc = self._space.ram_piece(addr)
+        pc = self._space._ram_cache                 # ram_piece(addr), its cache inlined
+        if pc is None or not pc.start <= addr < pc.end:
+            pc = self._space.ram_piece(addr)
         if pc is not None and addr + size <= pc.end and not pc.region.readonly:
             o = pc.region.buffer_offset + pc.offset + addr - pc.start
             pc.region.buffer.view[o:o + size] = data
