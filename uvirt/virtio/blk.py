@@ -289,7 +289,11 @@ class VirtioBlk(VirtioDevice):
             # it too (a packed ring's failed pop consumes nothing), so it always ends
             if q.is_empty() or not progress:
                 break
-        yield AFTER_ACCESS          # with ioeventfd=off the kick's access ends here
+        if not self.ioeventfd:
+            # the kick's access ends here (kick() runs the rest as device work); with
+            # ioeventfd=on this already is device work, and the completions follow the
+            # pops in the same piece, as QEMU's follow its handler
+            yield AFTER_ACCESS
         for completion in pending:
             yield from completion
 
