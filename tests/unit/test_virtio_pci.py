@@ -278,3 +278,19 @@ def test_msix_table_rejects_byte_access():
     m, fn = rng(",disable-modern=on")
     assert m.memory.read(fn.bar_addr[1] + 12, 1) == 0
     assert any(k == "invalid_access" for k, _ in m.guest_errors)
+
+
+@pytest.mark.parametrize("props", [",disable-modern=on", ",disable-modern=on,vectors=0", ""])
+def test_msix_enabled_reads_the_control_words_enable_bit_as_msix_does(props):
+    """``msix_enabled`` (every kick's legacy config offset, every interrupt's MSI-X or
+    INTx choice) reads the control byte itself: it must answer what ``Msix.enabled``
+    answers for every value a driver can write there."""
+    m, fn = rng(props)
+    for hi in range(256):
+        if fn.msix is not None:
+            fn.config_write(fn.msix.cap + 3, 1, hi)
+            assert fn.msix_enabled() == fn.msix.enabled
+        else:
+            assert not fn.msix_enabled()
+        cfg = 24 if fn.msix_enabled() else 20
+        assert fn.legacy_config_offset() == cfg

@@ -116,11 +116,17 @@ class DeviceWork:
                 if gen is None:
                     gen = entry[0]()
                     if gen is None:
-                        _remove(q, entry)
+                        if q and q[0] is entry:
+                            q.popleft()
+                        else:
+                            _remove(q, entry)
                         continue
                     entry[2] = gen
                 if next(gen, _END) is _END:
-                    _remove(q, entry)
+                    if q and q[0] is entry:         # _remove(q, entry), the usual case
+                        q.popleft()
+                    else:
+                        _remove(q, entry)
                 self.pieces += 1
                 if timed and q:
                     now = time.monotonic()

@@ -390,6 +390,7 @@ class Machine:
         self.tlb = TlbFill(uc, self._host_exception, fresh=self._fresh_uc)
         self._fresh_uc = False
         self.uc_memory.may_hold_code = self.tlb.may_hold_code
+        self.tlb.share_code_pages(self.memory)
         self.uc_memory.tlb = self.tlb
         # A user's CPU keeps Unicorn's stop semantics: their own code hooks may count on
         # a stop taking effect before the next instruction.

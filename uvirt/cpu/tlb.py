@@ -84,6 +84,8 @@ class TlbFill:
         #: permission, so the CPU's first store to it comes back here as a write fill.
         self.dirty: set[int] | None = None
         self._track_switches = 0
+        #: the memory map whose ``code_pages`` this TLB keeps (``share_code_pages``)
+        self._memory = None
         self._on_error = on_error
         self._cr0 = _reg_reader(uc, X.UC_X86_REG_CR0)
         self._flush = lambda: uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
@@ -110,6 +112,7 @@ class TlbFill:
                 return True
             if self._cr0() & CR0_PG:
                 self._switch = True
+                self._share()             # code may now be anywhere
                 return False              # instruction abandoned; sync() switches MMU
             page = vaddr >> PAGE_SHIFT
             entry.paddr = vaddr           # paging off: physical = linear
@@ -155,6 +158,7 @@ class TlbFill:
                     # code translated while paging is not in exec_pages: drop it, or a
                     # fast store could rewrite it behind the translator's back
                     self.uc.ctl_flush_tb()
+            self._share()
 
     def track_writes(self) -> None:
         """Start (or restart) recording the pages the CPU writes (uvirt/cpu/snapshot.py):
@@ -168,6 +172,18 @@ class TlbFill:
         fills the TLB (guest paging on): those stores never reach our hook."""
         return (self.dirty is not None and not self.paging and not self._switch
                 and self.switches == self._track_switches)
+
+    def share_code_pages(self, memory) -> None:
+        """Keep ``memory.code_pages`` (uvirt/board/memory/regions.py) equal to what
+        ``may_hold_code`` consults: ``exec_pages`` itself (it only grows, in place) while
+        paging is off and no switch is pending, None otherwise.  The memory map then
+        answers a one-page host write from the set, without calling back."""
+        self._memory = memory
+        self._share()
+
+    def _share(self) -> None:
+        if self._memory is not None:
+            self._memory.code_pages = None if self.paging or self._switch else self.exec_pages
 
     def may_hold_code(self, addr: int, size: int) -> bool:
         """Can translated code exist for guest-physical [addr, addr+size)?  Any thread.
@@ -186,6 +202,9 @@ class TlbFill:
             self.uc.hook_del(hook)
         self.uc.ctl_set_tlb_mode(UC_TLB_CPU)
         self._flush()
+        if self._memory is not None:
+            self._memory.code_pages = None
+            self._memory = None
 
 
 def _reg_reader(uc: Uc, reg: int) -> Callable[[], int]:

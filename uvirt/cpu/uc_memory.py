@@ -87,6 +87,7 @@ class UnicornMemory:
         memory.take_changes()            # what was committed before: all of it, below
         memory.backend = self
         memory.may_hold_code = _anywhere
+        memory.code_pages = None          # until this CPU's TLB shares its set
         #: ``publish=False``: nothing is mapped until the map's next commit (or
         #: ``publish_pending``), which then maps all of it; a machine being built commits
         #: again soon (its devices, the firmware step), and mapping the reset-time low
@@ -111,6 +112,7 @@ class UnicornMemory:
             self.memory.backend = None
             self.memory.replay = None
             self.memory.may_hold_code = None
+            self.memory.code_pages = None
         uc, self._uc = self._uc, None
         gaps, self._gaps = self._gaps, None
         if gaps is not None and not cpu_closed:
@@ -138,6 +140,7 @@ class UnicornMemory:
         self._may_hold_code = check
         if self.memory.backend is self:
             self.memory.may_hold_code = check or _anywhere
+            self.memory.code_pages = None     # a new answer: its TLB shares its set again
 
     def publish(self, pieces: list[Piece], changed: list[tuple[int, int]] | None = None) -> None:
         """Make Unicorn's mappings equal the flattened placements; ``changed`` (the

@@ -259,7 +259,7 @@ class VirtioBlk(VirtioDevice):
     def handle_output(self, index: int):
         """QEMU ``virtio_blk_handle_vq``: every available request, notifications off.
         Runs as device work, in pieces (a generator)."""
-        if index != 0 or self.disabled:
+        if index != 0 or self._disabled:        # the property's value, without its frame
             return None
         # QEMU 7.2 runs virtio-blk through its dataplane whenever ioeventfd is on: the
         # first kick starts it, so a later DRIVER_OK does not kick again.
@@ -289,7 +289,11 @@ class VirtioBlk(VirtioDevice):
             # it too (a packed ring's failed pop consumes nothing), so it always ends
             if q.is_empty() or not progress:
                 break
-        yield AFTER_ACCESS          # with ioeventfd=off the kick's access ends here
+        if not self.ioeventfd:
+            # the kick's access ends here (kick() runs the rest as device work); with
+            # ioeventfd=on this already is device work, and the completions follow the
+            # pops in the same piece, as QEMU's follow its handler
+            yield AFTER_ACCESS
         for completion in pending:
             yield from completion
 
@@ -306,7 +310,7 @@ class VirtioBlk(VirtioDevice):
         if not readable or not writable:
             self.error("virtio-blk missing headers")
             return False
-        readable_len = _total(readable)
+        readable_len = readable[0][1] if len(readable) == 1 else _total(readable)
         if readable_len < OUTHDR_LEN:
             self.error("virtio-blk request outhdr too short")
             return False
@@ -317,7 +321,8 @@ class VirtioBlk(VirtioDevice):
             hdr = mem.read(readable[0][0], OUTHDR_LEN)       # the usual layout: one piece
         else:
             hdr = elem.read_at(mem, 0, OUTHDR_LEN)
-        data_in_len = _total(writable) - 1
+        # _total(writable) - 1, without the call in the usual layout (data, status)
+        data_in_len = (writable[0][1] + writable[1][1] if len(writable) == 2 else _total(writable)) - 1
         data_out_len = readable_len - OUTHDR_LEN
         rtype, _ioprio, sector = struct.unpack_from("<IIQ", hdr)
         kind = rtype & ~(T_OUT | T_BARRIER)
@@ -403,7 +408,8 @@ class VirtioBlk(VirtioDevice):
                 data, status = None, S_IOERR
             if data is not None:
                 end = len(data)
-                for addr, n in _runs(elem.writable):
+                writable = elem.writable
+                for addr, n in writable if len(writable) <= 2 else _runs(writable):
                     if n >= end - pos:
                         mem.write(addr, data if not pos and n >= end else memoryview(data)[pos:end])
                         break

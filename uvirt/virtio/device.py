@@ -347,8 +347,16 @@ class VirtioDevice:
 
     def popped(self, index: int) -> Iterator[Element]:
         """QEMU's ``while ((elem = virtqueue_pop(vq)))`` loop: every element of queue
-        ``index`` until none is left or a bad chain broke the device."""
-        while (elem := self.pop(index)) is not None:
+        ``index`` until none is left or a bad chain broke the device (``pop``, inlined:
+        this loop serves every request of the devices that use it)."""
+        queues = self.queues
+        while True:
+            elem = queues[index].pop()
+            if elem is None:
+                return
+            if elem.broken:
+                self.error(elem.reason)
+                return
             yield elem
 
     def queue_notify(self, index: int) -> None:
@@ -366,7 +374,7 @@ class VirtioDevice:
                                      reason=f"the device has {len(self.queues)} queue(s)")
             return
         q = self.queues[index]
-        if not q.desc or self.broken:
+        if not q.desc or self._broken:          # the property's value, without its frame
             if tracing:
                 why = ("the device is broken until reset (virtio_error)" if self.broken else
                        "the queue has no descriptor table (QUEUE_PFN / queue_desc+queue_enable "
@@ -399,7 +407,7 @@ class VirtioDevice:
         def notify_vq():
             self._kicks.discard(index)
             q = self.queues[index]
-            if not q.desc or self.broken:
+            if not q.desc or self._broken:
                 return None
             return self.handle_output(index)
 

@@ -73,10 +73,12 @@ from uvirt.errors import UvirtError
 from uvirt.board.memory.regions import Container, MmioRegion, RamRegion
 from uvirt.backends.shared_memory import MIN_REGION_SIZE, SharedMemory
 from uvirt.board.pci.bus import CapId, Command, PciFunction, PciReg, bdf_str
-from uvirt.board.pci.msix import Msix
+from uvirt.board.pci.msix import CONTROL_ENABLE, Msix, MsixReg
 from uvirt.virtio.device import VIRTIO_NO_VECTOR, VIRTIO_QUEUE_MAX, Status, VirtioDevice
 from uvirt.virtio.features import VirtioFeature as F
 from uvirt.host_utils import pow2ceil
+
+_MSIX_ENABLE_HI = CONTROL_ENABLE >> 8
 
 VENDOR_ID = 0x1AF4
 MODERN_DEVICE_ID_BASE = 0x1040
@@ -276,6 +278,10 @@ class VirtioPci(PciFunction):
             self.msix = Msix(self, vectors, bar=MSIX_BAR,
                              cap_offset=CAP_MSIX_MODERN if self.modern else CAP_MSIX_LEGACY)
             self.register_bar(MSIX_BAR, self.msix.exclusive_bar_region(f"{self.name}-msix"))
+        #: the config byte holding MSI-X Enable (the control word's high byte), None
+        #: without MSI-X: every kick (the legacy config offset) and every interrupt asks
+        #: it, so it is read here directly rather than through three properties
+        self._msix_enable_at = None if self.msix is None else self.msix.cap + MsixReg.CONTROL + 1
         if self.modern:
             self.register_bar(MODERN_BAR, self.modern_region, mem64=True, prefetch=True)
         self.mem_sel = 0
@@ -362,14 +368,18 @@ class VirtioPci(PciFunction):
 
     def notify_vector(self, vector: int) -> None:
         """QEMU ``virtio_pci_notify``: MSI-X when enabled, else INTx = ISR bit 0."""
-        if self.msix is not None and self.msix.enabled:
+        at = self._msix_enable_at                      # msix_enabled(), inlined
+        if at is not None and self.config.data[at] & _MSIX_ENABLE_HI:
             if vector != VIRTIO_NO_VECTOR:
                 self.msix.notify(vector)
         else:
             self.set_intx(self.vdev.isr & 1)
 
     def msix_enabled(self) -> bool:
-        return self.msix is not None and self.msix.enabled
+        """QEMU ``msix_enabled``: the function has MSI-X and its Enable bit is set (what
+        ``Msix.enabled`` answers)."""
+        at = self._msix_enable_at
+        return at is not None and bool(self.config.data[at] & _MSIX_ENABLE_HI)
 
     def _vq(self, n: int) -> _ProxyQueue:
         q = self._vqs.get(n)
@@ -452,9 +462,11 @@ class VirtioPci(PciFunction):
 
     # ------------------------------------------------------------------ legacy
     def legacy_config_offset(self) -> int:
+        at = self._msix_enable_at                      # msix_enabled(), inlined
+        msix = at is not None and self.config.data[at] & _MSIX_ENABLE_HI
         if self.proposal:
-            return PROPOSAL_CONFIG_MSI if self.msix_enabled() else PROPOSAL_CONFIG_NOMSI
-        return LEGACY_CONFIG_MSI if self.msix_enabled() else LEGACY_CONFIG_NOMSI
+            return PROPOSAL_CONFIG_MSI if msix else PROPOSAL_CONFIG_NOMSI
+        return LEGACY_CONFIG_MSI if msix else LEGACY_CONFIG_NOMSI
 
     def _proposal_offset(self, offset: int) -> int | None:
         """Map the proposal's offsets 20..35 onto what they mean; None = not a register."""
@@ -500,7 +512,11 @@ class VirtioPci(PciFunction):
         return 0xFFFFFFFF
 
     def legacy_write(self, offset: int, size: int, value: int) -> None:
-        cfg = self.legacy_config_offset()
+        at = self._msix_enable_at                      # legacy_config_offset(), inlined: every kick
+        if at is not None and self.config.data[at] & _MSIX_ENABLE_HI:
+            cfg = PROPOSAL_CONFIG_MSI if self.proposal else LEGACY_CONFIG_MSI
+        else:
+            cfg = PROPOSAL_CONFIG_NOMSI if self.proposal else LEGACY_CONFIG_NOMSI
         if offset >= cfg:
             self.vdev.config_store(offset - cfg, size, value)
             return

@@ -99,6 +99,7 @@ _U16 = 0xFFFF
 _U32 = 0xFFFF_FFFF
 _DESC = struct.Struct("<QIHH")
 _LE16 = struct.Struct("<H")
+_USED_ELEM = struct.Struct("<II")
 
 
 def vring_need_event(event_idx: int, new_idx: int, old_idx: int) -> bool:
@@ -528,6 +529,12 @@ class SplitQueue(VirtqueueBase):
             return True
         if self.shadow_avail_idx != self.last_avail_idx:
             return False
+        w, at = self._win, self.avail + AVAIL_IDX
+        if (w is not None and self._mapped and w.lo <= at and at + 2 <= w.hi and not w.space._dirty
+                and w.space.generation == w.gen):
+            # _read_avail_idx() through the rings' RAM window: every handler ends asking
+            self.shadow_avail_idx = _LE16.unpack_from(w.view, at - w.delta)[0]
+            return self.shadow_avail_idx == self.last_avail_idx
         return self._read_avail_idx() == self.last_avail_idx
 
     def pop(self) -> PopResult:
@@ -537,7 +544,75 @@ class SplitQueue(VirtqueueBase):
         the shadow copy is used up), the avail-index sanity check of
         ``virtqueue_num_heads``, in-flight count, head (consumed before it is checked,
         so a bad chain is skipped, not retried), ``avail_event``, the descriptor chain.
+
+        The usual request (rings and buffers in the one RAM piece of the rings' window, a
+        direct chain, nothing wrong with it) is served here in one frame: the same reads,
+        checks and state changes as ``_pop`` with ``DescriptorChain`` and ``map_chain``,
+        written out for that case.  Anything else (no valid window, an area or buffer
+        outside it, an INDIRECT flag, any guest error) goes to ``_pop``, which starts
+        from the state the fast path found, so the general code reports it exactly as
+        before.  tests/unit/test_virtqueue_fast_paths.py compares the two on random rings.
         """
+        w = self._win
+        if (w is None or self.disabled or not self._mapped or w.space._dirty
+                or w.space.generation != w.gen):
+            return self._pop()
+        lo, hi, delta, size = w.lo, w.hi, w.delta, self.size
+        avail, table = self.avail, self.desc
+        if not (avail and lo <= avail and avail + AVAIL_RING + 2 * size <= hi and lo <= table
+                and table + DESC_SIZE * size <= hi and self._desc_len >= DESC_SIZE * size):
+            return self._pop()
+        view = w.view
+        last = self.last_avail_idx
+        if self.shadow_avail_idx == last:                   # is_empty(): re-read avail.idx
+            self.shadow_avail_idx = _LE16.unpack_from(view, avail + AVAIL_IDX - delta)[0]
+            if self.shadow_avail_idx == last:
+                return None
+        if (self.shadow_avail_idx - last) & _U16 > size or self.inuse >= size:
+            return self._pop()                              # avail_idx_jump, size_exceeded
+        head = _LE16.unpack_from(view, avail + AVAIL_RING + 2 * (last % size) - delta)[0]
+        if head >= size:
+            return self._pop()                              # head_oob
+        self.last_avail_idx = last = (last + 1) & _U16    # consumed, as _pop does
+        # the chain, as DescriptorChain walks it and map_chain maps it (RAM: one piece each);
+        # an avail_event store that changed the memory map leaves it to the general walk
+        if self.event_idx:
+            self._set_avail_event(last)
+            if w.space._dirty or w.space.generation != w.gen:
+                return self._collect(DescriptorChain(self.mem, table, size, head, strict=self.strict,
+                                                     read_desc=self._read_desc), head)
+        readable: list = []
+        writable: list = []
+        i, count = head, 0
+        while True:
+            addr, n, flags, nxt = _DESC.unpack_from(view, table + DESC_SIZE * i - delta)
+            if flags & VRING_DESC_F_INDIRECT or not n or addr < lo or addr + n > hi:
+                break                   # an indirect table, zero_len, not this RAM piece
+            if flags & VRING_DESC_F_WRITE:
+                writable.append((addr, n))
+            elif writable:
+                break                   # desc_order
+            else:
+                readable.append((addr, n))
+            count += 1
+            if not flags & VRING_DESC_F_NEXT:
+                # a complete chain: what _collect does with it
+                self.inuse += 1
+                if self.events.tracing:
+                    self.events.ring("vq_pop", queue=self.index, head=head,
+                                     avail_idx=self.shadow_avail_idx,
+                                     readable=[[a, k] for a, k in readable],
+                                     writable=[[a, k] for a, k in writable])
+                return Element(head, tuple(readable), tuple(writable), 1, None)
+            if count >= size or nxt >= size:
+                break                   # loop (the next one would be one too many), next_oob
+            i = nxt
+        # walked again by the general code, which maps, warns and reports
+        return self._collect(DescriptorChain(self.mem, table, size, head, strict=self.strict,
+                                             read_desc=self._read_desc), head)
+
+    def _pop(self) -> PopResult:
+        """``pop`` for every case (the reference the fast path is checked against)."""
         if self.is_empty():
             return None
         if (self.shadow_avail_idx - self.last_avail_idx) & _U16 > self.size:
@@ -630,6 +705,40 @@ class SplitQueue(VirtqueueBase):
         self.last_avail_idx = (self.last_avail_idx - num) & _U16
         return True
 
+    def push(self, elem: Element | int, length: int) -> None:
+        """Return one element with ``length`` bytes written (QEMU ``virtqueue_push``):
+        ``fill`` then ``flush(1)``.  The usual case (an element without a bounce, the used
+        ring in the rings' RAM window) is written out here in one frame: the same two
+        stores, code invalidations, trace events and index bookkeeping."""
+        w = self._win
+        used = self.used
+        if (w is not None and type(elem) is Element and elem.bounce is None and self.inuse
+                and used and self._mapped and not self.disabled and not w.space._dirty
+                and w.space.generation == w.gen):
+            old = self.used_idx
+            slot = old % self.size
+            at = used + USED_RING + USED_ELEM_SIZE * slot
+            if w.lo <= used and at + USED_ELEM_SIZE <= w.hi:
+                view, delta, space = w.view, w.delta, w.space
+                head, length = elem.head, length & _U32
+                _USED_ELEM.pack_into(view, at - delta, head & _U32, length)
+                space.invalidate_code(at, USED_ELEM_SIZE)
+                tracing = self.events.tracing
+                if tracing:
+                    self.events.ring("vq_fill", queue=self.index, slot=slot, head=head, len=length)
+                new = (old + 1) & _U16
+                _LE16.pack_into(view, used + USED_IDX - delta, new)
+                space.invalidate_code(used + USED_IDX, 2)
+                self.used_idx = new
+                self.inuse -= 1
+                if tracing:
+                    self.events.ring("vq_flush", queue=self.index, old=old, new=new)
+                if _s16(new - self.signalled_used) < 1:         # flush's check, for a batch of 1
+                    self.signalled_used_valid = False
+                return
+        self.fill(elem, length, 0)
+        self.flush(1)
+
     def fill(self, elem: Element | int, length: int, idx: int = 0) -> None:
         """Write used.ring[used_idx + idx] = {head, length} (QEMU ``virtqueue_split_fill``);
         the driver sees nothing until ``flush``.  A bounced piece reaches memory first
@@ -675,8 +784,14 @@ class SplitQueue(VirtqueueBase):
         NOTIFY_ON_EMPTY (legacy) overrides suppression when nothing is in flight and
         the ring is empty; without EVENT_IDX the driver's NO_INTERRUPT flag decides;
         with EVENT_IDX the used index must have crossed ``used_event`` since the last
-        notification (the first one is unconditional).
+        notification (the first one is unconditional).  Without either feature, with
+        avail.flags in the rings' RAM window, that one load is made here.
         """
+        if not self.event_idx and not self.notify_on_empty:
+            w, avail = self._win, self.avail
+            if (w is not None and self._mapped and w.lo <= avail and avail + 2 <= w.hi
+                    and not w.space._dirty and w.space.generation == w.gen):
+                return not _LE16.unpack_from(w.view, avail + AVAIL_FLAGS - w.delta)[0] & VRING_AVAIL_F_NO_INTERRUPT
         return self._decide(False)[0]
 
     def notify_decision(self) -> tuple[bool, str]:
@@ -720,6 +835,16 @@ class SplitQueue(VirtqueueBase):
         if self.event_idx:
             self._set_avail_event(self._read_avail_idx())
         else:
+            w, used = self._win, self.used
+            if (w is not None and self._mapped and w.lo <= used and used + 2 <= w.hi
+                    and not w.space._dirty and w.space.generation == w.gen):
+                # _ld16 and _st below, through the window
+                o = used + USED_FLAGS - w.delta
+                flags = _LE16.unpack_from(w.view, o)[0]
+                _LE16.pack_into(w.view, o, flags & ~VRING_USED_F_NO_NOTIFY if enable
+                                else flags | VRING_USED_F_NO_NOTIFY)
+                w.space.invalidate_code(used + USED_FLAGS, 2)
+                return
             flags = self._ld16(self.used + USED_FLAGS)
             flags = flags & ~VRING_USED_F_NO_NOTIFY if enable else flags | VRING_USED_F_NO_NOTIFY
             self._st(self.used + USED_FLAGS, (flags & _U16).to_bytes(2, "little"))

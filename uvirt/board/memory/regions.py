@@ -1081,6 +1081,10 @@ class MemoryMap(AddressSpace):
         #: Set with a backend: ``(addr, size) -> bool``, False when no translated code
         #: can exist there (then a host write needs no ``backend.invalidate_code``).
         self.may_hold_code: Callable[[int, int], bool] | None = None
+        #: Kept by the CPU's TLB while its ``may_hold_code`` answers from a set of page
+        #: numbers (uvirt/cpu/tlb.py ``exec_pages``, paging off): that set, else None.
+        #: ``invalidate_code`` answers a write within one page from it without a call.
+        self.code_pages: set[int] | None = None
 
     def map_unassigned_page(self, addr: int) -> None:
         """Back an unclaimed page with the reads-zero region so the faulting data access
@@ -1111,6 +1115,9 @@ class MemoryMap(AddressSpace):
             self.dirty_log(addr, size)    # host writes for snapshots (uvirt/cpu/snapshot.py)
         backend = self.backend
         if backend is not None and size > 0:
+            pages = self.code_pages          # what may_hold_code answers for one page
+            if pages is not None and addr >> 12 == (addr + size - 1) >> 12 and addr >> 12 not in pages:
+                return
             check = self.may_hold_code       # None: the backend cannot tell, so always ask it
             if check is None or check(addr, size):
                 backend.invalidate_code(addr, size)
@@ -1219,7 +1226,9 @@ class SystemMemory:
 
     # -- address_space_read / address_space_write
     def read(self, addr: int, size: int) -> bytes:
-        pc = self._space.ram_piece(addr)
+        pc = self._space._ram_cache                 # ram_piece(addr), its cache inlined
+        if pc is None or not pc.start <= addr < pc.end:
+            pc = self._space.ram_piece(addr)
         if pc is not None and 0 <= size and addr + size <= pc.end:
             o = pc.region.buffer_offset + pc.offset + addr - pc.start
             return bytes(pc.region.buffer.view[o:o + size])
@@ -1252,7 +1261,9 @@ class SystemMemory:
 
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         size = len(data)
-        pc = self._space.ram_piece(addr)
+        pc = self._space._ram_cache                 # ram_piece(addr), its cache inlined
+        if pc is None or not pc.start <= addr < pc.end:
+            pc = self._space.ram_piece(addr)
         if pc is not None and addr + size <= pc.end and not pc.region.readonly:
             o = pc.region.buffer_offset + pc.offset + addr - pc.start
             pc.region.buffer.view[o:o + size] = data
