@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -457,3 +458,17 @@ def test_daemon_mode_writes_pidfile(sock_path, tmp_path):
                 os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_the_host_loop_still_hears_a_leave_that_follows_the_emulators_exit():
+    # ``stop`` is set once the emulator has exited; the server may not have told the host
+    # peer of the guest's leave yet.  The leave's wait goes on for its grace period, the
+    # others stop at once.
+    from uvirt.testing.ivshmem import _until
+    stop = threading.Event()
+    stop.set()
+    answers = iter([None, None, 7])
+    assert _until(stop, lambda t: next(answers), grace=5.0) == 7
+    calls = []
+    assert _until(stop, lambda t: calls.append(t)) is None
+    assert len(calls) == 1

@@ -38,6 +38,8 @@ GUEST_AREA = 0x10000
 HANDSHAKE_MARKER = 0xCAFE0001
 HANDSHAKE_REPLY = 0xBEEF0002
 HOST_TIMEOUT = 20.0
+#: How long the host thread still waits for the guest's leave once the emulator exited.
+LEAVE_GRACE = 5.0
 
 
 def open_fds() -> int:
@@ -99,10 +101,21 @@ class IvshmemEnv:
         return bytes(self.peer.memory)
 
 
-def _until(stop: threading.Event, wait):
-    """``wait(timeout)`` in short slices until it answers, ``stop`` is set or time is up."""
+def _until(stop: threading.Event, wait, grace: float = 0.0):
+    """``wait(timeout)`` in short slices until it answers, ``stop`` is set or time is up.
+
+    ``grace``: how long to go on waiting once ``stop`` is set.  ``stop`` comes when the
+    emulator has exited, and what its exit causes (the server seeing the guest leave)
+    is still on its way then: under load the host thread would otherwise miss it.
+    """
     deadline = time.monotonic() + HOST_TIMEOUT
-    while not stop.is_set() and time.monotonic() < deadline:
+    stopped_at = None
+    while time.monotonic() < deadline:
+        if stop.is_set():
+            if stopped_at is None:
+                stopped_at = time.monotonic()
+            elif time.monotonic() - stopped_at >= grace:
+                break
         got = wait(0.02)
         if got is not None:
             return got
@@ -131,7 +144,7 @@ def _host(env: IvshmemEnv, stop: threading.Event) -> None:
     log.append(f"HOST rung {rung} marker {marker:08x}")
     peer.memory[0x14:0x18] = HANDSHAKE_REPLY.to_bytes(4, "little")
     log.append(f"HOST ring {join.peer_id:x} 1 {peer.ring(join.peer_id, 1)}")
-    left = _until(stop, lambda t: peer.wait_peer_left(join.peer_id, timeout=t))
+    left = _until(stop, lambda t: peer.wait_peer_left(join.peer_id, timeout=t), grace=LEAVE_GRACE)
     if left is not None:
         log.append(f"HOST left {left:x}")
     extra = peer.wait(timeout=0.0)
