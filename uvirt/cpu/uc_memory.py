@@ -16,13 +16,14 @@ from typing import Callable, Iterable, NamedTuple
 from unicorn import UcError
 
 from uvirt.board.memory.regions import (PAGE_MASK, PAGE_SIZE, ADDR_SPACE_END, UNASSIGNED_MEM_VALUE,
-                                        MemoryMap, Piece, RamRegion, Region, merge_ranges,
-                                        subtract_ranges)
+                                        MemoryMap, MmioRegion, Piece, RamRegion, Region,
+                                        merge_ranges, subtract_ranges)
 from uvirt.cpu.uc_hooks import hook_failure, map_mmio
 from uvirt.errors import MemoryMapError
 
 
 _PROT_ALL, _PROT_RX = 7, 5      # UC_PROT_ALL, UC_PROT_READ | UC_PROT_EXEC (unicorn.h)
+_SIZE_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 
 
 class _Span(NamedTuple):
@@ -663,6 +664,15 @@ def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard, star
     no frame between Unicorn and them) and hand an exception to ``failed``."""
     if tracer is None:
         tracer = _UNTRACED
+    # An unguarded MmioRegion's own accessors (``MmioRegion._fast_paths``) hand an access
+    # of a size in ``_direct``, aligned unless the region takes unaligned ones, straight
+    # to its device: done here instead, with no frame for the region's closure in
+    # between (the port hooks do the same, ``IoSpace._entry``).  The device and the guard
+    # are read at each access: the fuzzer swaps them on mapped regions.
+    if isinstance(region, MmioRegion):
+        direct, align, masks = region._direct, 0 if region.unaligned else -1, _SIZE_MASK
+    else:
+        direct, align, masks = frozenset(), 0, _SIZE_MASK
 
     def read_cb(_h, offset, size, _ud):
         try:
@@ -671,7 +681,10 @@ def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard, star
                 # starts, uvirt/cpu/exits.py), the guard would only pass the access on.
                 if guard.armed or guard.journal is not None:
                     return guard.read(region, base_offset + offset, size)
-                return region.read(base_offset + offset, size)
+                offset += base_offset
+                if size in direct and not offset & (size - 1) & align and region.guard is None:
+                    return region.device.read(offset, size) & masks[size]
+                return region.read(offset, size)
             seen = guard.absorbed
             value = guard.read(region, base_offset + offset, size)
             if guard.absorbed == seen:
@@ -686,8 +699,12 @@ def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard, star
             if not tracer.enabled:
                 if guard.armed or guard.journal is not None:
                     guard.write(region, base_offset + offset, size, value)
+                    return
+                offset += base_offset
+                if size in direct and not offset & (size - 1) & align and region.guard is None:
+                    region.device.write(offset, size, value & masks[size])
                 else:
-                    region.write(base_offset + offset, size, value)
+                    region.write(offset, size, value)
                 return
             tracer.emit("mmio_write", addr=start + offset, size=size, value=value)
             guard.write(region, base_offset + offset, size, value)

@@ -97,16 +97,27 @@ class LocalApic:
         return not self.apicbase & 0x800 or not lvt0 & LVT_MASKED
 
     def get_interrupt(self, pic_output: int) -> int:
-        """``apic_get_interrupt``: an APIC vector (IRR -> ISR), or -1 to ask the PIC."""
-        if not self.spurious_vec & SV_ENABLE:
-            return -1
-        intno = self.irq_pending()
+        """``apic_get_interrupt``: an APIC vector (IRR -> ISR), or -1 to ask the PIC.
+        (``irq_pending()`` inline: this is every interrupt's acknowledge.)"""
+        irr = self.irr
+        if not irr or not self.spurious_vec & SV_ENABLE:
+            return -1                         # nothing pending, or the APIC disabled
+        intno = irr.bit_length() - 1
+        ppr = self.tpr
+        isr = self.isr
+        if isr:
+            isrv = (isr.bit_length() - 1) >> 4
+            if ppr >> 4 < isrv:
+                ppr = isrv << 4
+        if ppr and (intno & 0xF0) <= (ppr & 0xF0):
+            intno = -1                        # masked by the processor priority
         if intno == 0 or (pic_output and self.accept_pic_intr()):
             return -1
         if intno < 0:
             return self.spurious_vec & 0xFF
-        self.irr &= ~(1 << intno)
-        self.isr |= 1 << intno
+        bit = 1 << intno
+        self.irr = irr ^ bit
+        self.isr = isr | bit
         return intno
 
     def set_irq(self, vector: int, trigger: int) -> None:
@@ -213,7 +224,7 @@ class LocalApic:
         if index == 0x0B:                     # EOI (apic_eoi; first: once per interrupt)
             isr = self.isr
             if isr:
-                self.isr = isr & ~(1 << (isr.bit_length() - 1))
+                self.isr = isr ^ (1 << (isr.bit_length() - 1))
                 if self.irr:                  # with IRR empty nothing can become pending
                     self.on_change()
         elif index == 0x02:
