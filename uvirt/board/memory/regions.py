@@ -378,6 +378,22 @@ def _groups(hits: list, lo: int, hi: int) -> list[list] | None:
     return groups
 
 
+def _disjoint_leaves(p: "Placement", lo: int, hi: int) -> list | None:
+    """``p``'s leaves in [lo, hi) (``_leaves``), by address, if none overlaps another;
+    None otherwise (then priorities decide: ``_resolve``)."""
+    leaves: list = []
+    _leaves(p.region, p.addr, lo, hi, (p.priority, p.seq), leaves)
+    if len(leaves) > 1:
+        leaves.sort(key=_leaf_start)
+        for a, b in zip(leaves, leaves[1:]):
+            if a[3] > b[2]:
+                return None
+    return leaves
+
+
+_leaf_start = operator.itemgetter(2)
+
+
 def _resolve(hits: list, lo: int, hi: int, pieces: list) -> list[tuple[int, int]]:
     """Append to ``pieces`` what ``hits`` show in [lo, hi), the highest (priority, seq)
     winning every overlap, containers expanded; returns what they cover (sorted,
@@ -662,6 +678,13 @@ class AddressSpace:
                 s, e = max(lo, p.addr), min(hi, p.addr + p.region.size)
                 pieces.append(Piece(s, e, p.region, s - p.addr))
                 covered = [(s, e)]
+            elif len(hits) == 1 and (leaves := _disjoint_leaves(hits[0], lo, hi)) is not None:
+                # a container alone there (a BAR of shared-memory regions moved) whose
+                # children overlap nowhere: each child is seen whole (clipped)
+                covered = []
+                for _key, region, s, e, offset in leaves:
+                    pieces.append(Piece(s, e, region, offset))
+                    covered.append((s, e))
             elif (groups := _groups(hits, lo, hi)) is not None:
                 # the usual case (the port space, a build's batch): few overlaps, no
                 # containers; a placement overlapping no other is seen whole (clipped),
@@ -802,9 +825,10 @@ def _splice(old: list[Piece], ranges: list[tuple[int, int]], new: list[Piece]) -
         out += old[i:]
     for x in reversed(seams):
         if x:
-            a, b = out[x - 1], out[x]
-            if a.end == b.start and a.region is b.region and a.offset + (a.end - a.start) == b.offset:
-                out[x - 1] = Piece(a.start, b.end, a.region, a.offset)
+            a_start, a_end, a_region, a_offset = out[x - 1]   # unpacked: a named tuple's
+            b_start, b_end, b_region, b_offset = out[x]       # fields are properties
+            if a_end == b_start and a_region is b_region and a_offset + (a_end - a_start) == b_offset:
+                out[x - 1] = Piece(a_start, b_end, a_region, a_offset)
                 del out[x]
     return out
 

@@ -30,6 +30,7 @@ Config mechanism #1 (``hw/pci/pci_host.c``)
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Callable, NamedTuple
@@ -113,6 +114,10 @@ STATUS_W1C = (Status.PARITY | Status.SIG_TARGET_ABORT | Status.REC_TARGET_ABORT
               | Status.REC_MASTER_ABORT | Status.SIG_SYSTEM_ERROR | Status.DETECTED_PARITY)
 
 
+#: little-endian word access to config space by size: (unpack_from, pack_into)
+_WORDS = {n: (struct.Struct(f).unpack_from, struct.Struct(f).pack_into) for n, f in ((1, "<B"), (2, "<H"), (4, "<I"))}
+
+
 class PciConfigSpace:
     """Values + write masks; knows nothing of BARs or buses."""
     #: what a snapshot holds (uvirt/cpu/snapshot.py)
@@ -137,8 +142,18 @@ class PciConfigSpace:
         self.w1cmask[offset:offset + size] = mask.to_bytes(size, "little")
 
     def guest_write(self, offset: int, size: int, value: int) -> None:
-        """A guest store through the masks (QEMU ``pci_default_write_config``)."""
+        """A guest store through the masks (QEMU ``pci_default_write_config``).  The
+        masks apply bit by bit, so a whole 1, 2 or 4-byte access is done as one word
+        (a BAR move is such a write); any other size (clipped at the end of the space)
+        byte by byte."""
         data, wmask, w1c = self.data, self.wmask, self.w1cmask
+        word = _WORDS.get(size)
+        if word is not None:
+            unpack, pack = word
+            value &= (1 << (size << 3)) - 1
+            w = unpack(wmask, offset)[0]
+            pack(data, offset, ((unpack(data, offset)[0] & ~w) | (value & w)) & ~(value & unpack(w1c, offset)[0]))
+            return
         for i in range(size):
             b = (value >> (8 * i)) & 0xFF
             o = offset + i
