@@ -24,6 +24,8 @@ from uvirt.errors import MemoryMapError
 
 _PROT_ALL, _PROT_RX = 7, 5      # UC_PROT_ALL, UC_PROT_READ | UC_PROT_EXEC (unicorn.h)
 _SIZE_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
+#: ``_new(_Span, (all six fields))``: without the named tuple's generated ``__new__``
+_new = tuple.__new__
 
 
 class _Span(NamedTuple):
@@ -224,7 +226,10 @@ class UnicornMemory:
                 tlb.unmapping = False
         if status:
             raise UcError(status)
-        self._release(span, uc)
+        if span.kind == "ram":           # _release's RAM case, inline (every BAR move)
+            span.region.buffer.mapped_count -= 1
+        else:
+            self._release(span, uc)
 
     def _release(self, span: _Span, uc=None) -> None:
         if span.kind == "ram":           # no callbacks, no pieces
@@ -515,15 +520,15 @@ def _spans(pieces: list[Piece]) -> list[_Span]:
     if len(pieces) == 1:                         # a BAR's new place: one region, whole pages
         start, end, region, offset = pieces[0]
         if not (start | end) & ~PAGE_MASK:
-            return [_Span(start, end - start, "ram" if isinstance(region, RamRegion) else "mmio",
-                          region, offset)]
+            return [_new(_Span, (start, end - start, "ram" if isinstance(region, RamRegion) else "mmio",
+                                 region, offset, ()))]
     spans: list[_Span] = []
     mixed: dict[int, list[Piece]] | None = None
     for pc in pieces:
         start, end, region = pc.start, pc.end, pc.region
         if not (start | end) & ~PAGE_MASK:           # whole pages: the common case
-            spans.append(_Span(start, end - start, "ram" if isinstance(region, RamRegion) else "mmio",
-                               region, pc.offset))
+            spans.append(_new(_Span, (start, end - start, "ram" if isinstance(region, RamRegion) else "mmio",
+                                      region, pc.offset, ())))
             continue
         first_full = (start + PAGE_SIZE - 1) & PAGE_MASK
         last_full = end & PAGE_MASK

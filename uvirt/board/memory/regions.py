@@ -478,6 +478,12 @@ class Piece(NamedTuple):
     offset: int            # region offset at ``start``
 
 
+#: ``_new(Piece, (start, end, region, offset))``: a named tuple without its generated
+#: ``__new__`` (a Python frame and an argument tuple: half the cost of making one, and a
+#: BAR move makes several)
+_new = tuple.__new__
+
+
 #: Placements at least this large are kept apart from the address index (see
 #: ``AddressSpace._by_addr``); on a pc board those are the RAM and little else.
 _WIDE = 1 << 24
@@ -676,14 +682,14 @@ class AddressSpace:
             if len(hits) == 1 and not isinstance(hits[0].region, Container):
                 p = hits[0]                  # the common case (a BAR moved): one region
                 s, e = max(lo, p.addr), min(hi, p.addr + p.region.size)
-                pieces.append(Piece(s, e, p.region, s - p.addr))
+                pieces.append(_new(Piece, (s, e, p.region, s - p.addr)))
                 covered = [(s, e)]
             elif len(hits) == 1 and (leaves := _disjoint_leaves(hits[0], lo, hi)) is not None:
                 # a container alone there (a BAR of shared-memory regions moved) whose
                 # children overlap nowhere: each child is seen whole (clipped)
                 covered = []
                 for _key, region, s, e, offset in leaves:
-                    pieces.append(Piece(s, e, region, offset))
+                    pieces.append(_new(Piece, (s, e, region, offset)))
                     covered.append((s, e))
             elif (groups := _groups(hits, lo, hi)) is not None:
                 # the usual case (the port space, a build's batch): few overlaps, no
@@ -693,7 +699,7 @@ class AddressSpace:
                 for group in groups:
                     if len(group) == 1:
                         s, e, p = group[0]
-                        pieces.append(Piece(s, e, p.region, s - p.addr))
+                        pieces.append(_new(Piece, (s, e, p.region, s - p.addr)))
                         covered.append((s, e))
                     else:
                         covered += _resolve([p for _, _, p in group], lo, hi, pieces)
@@ -811,7 +817,7 @@ def _splice(old: list[Piece], ranges: list[tuple[int, int]], new: list[Piece]) -
         if j < n and old[j].start < lo:                            # cut at lo
             pc = old[j]
             seams.append(len(out))
-            out.append(Piece(pc.start, lo, pc.region, pc.offset))
+            out.append(_new(Piece, (pc.start, lo, pc.region, pc.offset)))
         while k < m and new[k].start < hi:
             seams.append(len(out))
             out.append(new[k])
@@ -819,7 +825,7 @@ def _splice(old: list[Piece], ranges: list[tuple[int, int]], new: list[Piece]) -
         i = bisect.bisect_right(old, hi, j, n, key=_piece_end)     # first piece ending after hi
         if i < n and old[i].start < hi:                            # cut at hi: the rest
             pc = old[i]
-            old[i] = Piece(hi, pc.end, pc.region, pc.offset + hi - pc.start)
+            old[i] = _new(Piece, (hi, pc.end, pc.region, pc.offset + hi - pc.start))
     if i < n:
         seams.append(len(out))
         out += old[i:]
@@ -828,7 +834,7 @@ def _splice(old: list[Piece], ranges: list[tuple[int, int]], new: list[Piece]) -
             a_start, a_end, a_region, a_offset = out[x - 1]   # unpacked: a named tuple's
             b_start, b_end, b_region, b_offset = out[x]       # fields are properties
             if a_end == b_start and a_region is b_region and a_offset + (a_end - a_start) == b_offset:
-                out[x - 1] = Piece(a_start, b_end, a_region, a_offset)
+                out[x - 1] = _new(Piece, (a_start, b_end, a_region, a_offset))
                 del out[x]
     return out
 
@@ -1018,7 +1024,8 @@ class MemoryMap(AddressSpace):
 
     def commit(self) -> None:
         """Publish the flattened placements to the backend (the CPU's mappings)."""
-        if self._deferred():
+        if self._defer:                  # _deferred(), inline (every BAR move)
+            self._pending = True
             return
         self.commits += 1
         pieces = self.flatten()

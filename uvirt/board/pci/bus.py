@@ -115,6 +115,7 @@ STATUS_W1C = (Status.PARITY | Status.SIG_TARGET_ABORT | Status.REC_TARGET_ABORT
 
 
 #: little-endian word access to config space by size: (unpack_from, pack_into)
+_U32, _U64 = struct.Struct("<I").unpack_from, struct.Struct("<Q").unpack_from
 _WORDS = {n: (struct.Struct(f).unpack_from, struct.Struct(f).pack_into) for n, f in ((1, "<B"), (2, "<H"), (4, "<I"))}
 
 
@@ -194,6 +195,10 @@ class BarChange(NamedTuple):
     new: int | None
 
 
+#: ``_new(BarChange, (index, old, new))``: without the named tuple's generated ``__new__``
+_new = tuple.__new__
+
+
 class PciError(UvirtError):
     """A host-side PCI mistake: a device model or the builder asked the bus for something
     it cannot do.  Never a guest's mistake (those are recorded guest errors)."""
@@ -258,6 +263,8 @@ class PciFunction:
         c.wmask[HEADER_SIZE:] = b"\xff" * (CONFIG_SPACE_SIZE - HEADER_SIZE)
         self.bars: list[Bar | None] = [None] * 7
         self.bar_addr: list[int | None] = [None] * 7
+        #: (offset, size) of a config write -> the BARs whose register it overlaps
+        self._written: dict[tuple[int, int], tuple[int, ...]] = {}
         self.devfn: int | None = None
         self.bus: PciBus | None = None
         self._reset_image: bytes | None = None
@@ -274,6 +281,7 @@ class PciFunction:
             raise PciBarError(f"{self.name}: a 64-bit BAR cannot start at BAR{index}")
         bar = Bar(index, region, io=io, mem64=mem64, prefetch=prefetch)
         self.bars[index] = bar
+        self._written = {}               # which BARs a write touches: made again on use
         reg = self.bar_reg(index)
         c = self.config
         c.set(reg, 4, bar.flags)
@@ -355,14 +363,14 @@ class PciFunction:
         if bar.io:
             if not cmd & _CMD_IO:
                 return None
-            addr = int.from_bytes(data[reg:reg + 4], "little") & ~(size - 1) & 0xFFFFFFFF
+            addr = _U32(data, reg)[0] & ~(size - 1) & 0xFFFFFFFF
             last = addr + size - 1
             if last <= addr or last >= 0xFFFFFFFF or addr == 0:
                 return None
             return addr
         if not cmd & _CMD_MEMORY:
             return None
-        raw = int.from_bytes(data[reg:reg + 8] if bar.mem64 else data[reg:reg + 4], "little")
+        raw = (_U64 if bar.mem64 else _U32)(data, reg)[0]
         if index == ROM_SLOT and not raw & ROM_ENABLE:
             return None
         addr = raw & ~(size - 1) & 0xFFFFFFFFFFFFFFFF
@@ -374,25 +382,37 @@ class PciFunction:
         return addr
 
     def _update_bars(self, offset: int, size: int) -> list[BarChange]:
-        """``update_mappings`` for the BARs whose register overlaps a written range: BARs
-        0-5 from the one whose 8-byte register could reach ``offset`` to the last whose
-        register starts before the end, and the ROM BAR."""
+        """``update_mappings`` for the BARs whose register overlaps a written range
+        (``_bars_written``, kept per written range: a guest writes the same few)."""
+        written = self._written.get((offset, size))
+        if written is None:
+            written = self._written[(offset, size)] = self._bars_written(offset, size)
         changes = []
-        end, bars, bar_addr = offset + size, self.bars, self.bar_addr
+        bar_addr = self.bar_addr
+        for i in written:
+            new = self.bar_address(i)
+            if new != bar_addr[i]:
+                changes.append(_new(BarChange, (i, bar_addr[i], new)))
+                bar_addr[i] = new
+        return changes
+
+    def _bars_written(self, offset: int, size: int) -> tuple[int, ...]:
+        """The registered BARs whose register overlaps [offset, offset + size): BARs 0-5
+        from the one whose 8-byte register could reach ``offset`` to the last whose
+        register starts before the end, and the ROM BAR."""
+        end = offset + size
         first, last = (offset - 0x14) >> 2, (end - 0x11) >> 2
-        indices = range(first if first > 0 else 0, (last if last < 5 else 5) + 1)
+        indices = [*range(first if first > 0 else 0, (last if last < 5 else 5) + 1)]
         if offset < _ROM + 4 and _ROM < end:
-            indices = [*indices, ROM_SLOT]
+            indices.append(ROM_SLOT)
+        out = []
         for i in indices:
-            bar = bars[i]
+            bar = self.bars[i]
             if bar is not None:
                 reg = 0x30 if i == ROM_SLOT else 0x10 + 4 * i
                 if reg < end and offset < reg + (8 if bar.mem64 else 4):
-                    new = self.bar_address(i)
-                    if new != bar_addr[i]:
-                        changes.append(BarChange(i, bar_addr[i], new))
-                        bar_addr[i] = new
-        return changes
+                    out.append(i)
+        return tuple(out)
 
     def update_mappings(self) -> list[BarChange]:
         changes = []
