@@ -490,7 +490,9 @@ def _near(items: list, win: list[tuple[int, int]], spans: bool) -> tuple[list, b
     for lo, hi in win:
         # the first item ending at or after lo: the one before the first starting at or
         # after lo, if it reaches lo (they are disjoint)
-        k = bisect.bisect_left(items, lo, i, n, key=_start)
+        # (a tuple compared with an item: (lo,) sorts before every item starting at lo,
+        # so this is bisect_left by start, without a key call per probe)
+        k = bisect.bisect_left(items, (lo,), i, n)
         if k > i:
             it = items[k - 1]
             if (it[0] + it[1] if spans else it[1]) >= lo:

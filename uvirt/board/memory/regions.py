@@ -568,15 +568,16 @@ class AddressSpace:
         if old != addr:
             size = p.region.size
             changed, end = self._changed, self.size
-            if p.enabled and changed is not None:     # _mark both extents, inline
-                for a in (old, addr):                 # clipped to the space, as _mark
-                    if a < end and a + size > 0:
-                        changed.append((a if a > 0 else 0, a + size if a + size < end else end))
+            if p.enabled and changed is not None:     # _mark both extents, inline,
+                if old < end and old + size > 0:      # clipped to the space, as _mark
+                    changed.append((old if old > 0 else 0, old + size if old + size < end else end))
+                if addr < end and addr + size > 0:
+                    changed.append((addr if addr > 0 else 0, addr + size if addr + size < end else end))
             if size < _WIDE:
                 entries = self._by_addr           # _unindex, inline (every BAR move)
-                i = bisect.bisect_left(entries, (old, id(p)))
-                del entries[i]
-                bisect.insort(entries, (addr, id(p), p))
+                key = id(p)
+                del entries[bisect.bisect_left(entries, (old, key))]
+                bisect.insort(entries, (addr, key, p))
             p.addr = addr
             self._seq += 1
             p.seq = self._seq            # re-added last, as QEMU's del + add_subregion
@@ -810,7 +811,13 @@ def _splice(old: list[Piece], ranges: list[tuple[int, int]], new: list[Piece]) -
     old = list(old)                  # the piece cut at a range's end may reach the next
     i, n, k, m = 0, len(old), 0, len(new)
     for lo, hi in ranges:
-        j = bisect.bisect_right(old, lo, i, n, key=_piece_end)     # first piece ending after lo
+        # the first piece ending after lo: the last starting before lo if it reaches past
+        # lo, else the next ((lo,) sorts after every piece starting before lo and before
+        # the one starting at lo: a bisection by start without a key call per probe; the
+        # pieces are disjoint and sorted, so their ends are too)
+        j = bisect.bisect_left(old, (lo,), i, n)
+        if j > i and old[j - 1][1] > lo:
+            j -= 1
         if j > i:
             seams.append(len(out))
             out += old[i:j]
@@ -822,7 +829,9 @@ def _splice(old: list[Piece], ranges: list[tuple[int, int]], new: list[Piece]) -
             seams.append(len(out))
             out.append(new[k])
             k += 1
-        i = bisect.bisect_right(old, hi, j, n, key=_piece_end)     # first piece ending after hi
+        i = bisect.bisect_left(old, (hi,), j, n)                   # first piece ending after hi
+        if i > j and old[i - 1][1] > hi:
+            i -= 1
         if i < n and old[i].start < hi:                            # cut at hi: the rest
             pc = old[i]
             old[i] = _new(Piece, (hi, pc.end, pc.region, pc.offset + hi - pc.start))
