@@ -462,8 +462,13 @@ def respan(mapped: list[_Span], pieces: list[Piece],
         if not win:
             return [], []
     while True:
-        old, old_out = _near(mapped, win, True)
-        near, near_out = _near(pieces, win, False)
+        if len(win) == 1:                        # one range (a BAR move's two, touching)
+            lo, hi = win[0]
+            old, old_out = _near_one(mapped, lo, hi, True)
+            near, near_out = _near_one(pieces, lo, hi, False)
+        else:
+            old, old_out = _near(mapped, win, True)
+            near, near_out = _near(pieces, win, False)
         if not (old_out or near_out):
             break
         win = _page_ranges(win + [(s.start, s.start + s.size) for s in old] + [(pc.start, pc.end) for pc in near])
@@ -507,6 +512,21 @@ def _near(items: list, win: list[tuple[int, int]], spans: bool) -> tuple[list, b
             past = past or items[k][0] < lo or (last[0] + last[1] if spans else last[1]) > hi
         i = j
     return out, past
+
+
+def _near_one(items: list, lo: int, hi: int, spans: bool) -> tuple[list, bool]:
+    """``_near(items, [(lo, hi)], spans)`` for one window range, with two bisections
+    and no loop."""
+    k = bisect.bisect_left(items, (lo,))         # the first starting at or after lo
+    if k:
+        it = items[k - 1]
+        if (it[0] + it[1] if spans else it[1]) >= lo:
+            k -= 1                               # the one before reaches lo
+    j = bisect.bisect_left(items, (hi + 1,), k)  # the first starting after hi
+    if j == k:
+        return [], False
+    last = items[j - 1]
+    return items[k:j], items[k][0] < lo or (last[0] + last[1] if spans else last[1]) > hi
 
 
 _start = operator.itemgetter(0)                  # _Span.start, Piece.start
