@@ -848,8 +848,7 @@ def _splice(old: list[Piece], ranges: list[tuple[int, int]], new: list[Piece]) -
     return out
 
 
-_piece_start = operator.itemgetter(0)        # Piece.start, Piece.end: keys at C speed
-_piece_end = operator.itemgetter(1)
+_piece_start = operator.itemgetter(0)        # Piece.start: a key at C speed
 
 
 def subtract_ranges(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:

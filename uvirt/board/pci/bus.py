@@ -114,9 +114,11 @@ STATUS_W1C = (Status.PARITY | Status.SIG_TARGET_ABORT | Status.REC_TARGET_ABORT
               | Status.REC_MASTER_ABORT | Status.SIG_SYSTEM_ERROR | Status.DETECTED_PARITY)
 
 
-#: little-endian word access to config space by size: (unpack_from, pack_into)
+#: little-endian reads of a 32 and a 64-bit BAR register
 _U32, _U64 = struct.Struct("<I").unpack_from, struct.Struct("<Q").unpack_from
-_WORDS = {n: (struct.Struct(f).unpack_from, struct.Struct(f).pack_into) for n, f in ((1, "<B"), (2, "<H"), (4, "<I"))}
+#: little-endian word access to config space by size: (unpack_from, pack_into)
+_WORDS = {n: (struct.Struct(f).unpack_from, struct.Struct(f).pack_into)
+          for n, f in ((1, "<B"), (2, "<H"), (4, "<I"))}
 
 
 class PciConfigSpace:
@@ -153,7 +155,8 @@ class PciConfigSpace:
             unpack, pack = word
             value &= (1 << (size << 3)) - 1
             w = unpack(wmask, offset)[0]
-            pack(data, offset, ((unpack(data, offset)[0] & ~w) | (value & w)) & ~(value & unpack(w1c, offset)[0]))
+            new = (unpack(data, offset)[0] & ~w) | (value & w)
+            pack(data, offset, new & ~(value & unpack(w1c, offset)[0]))
             return
         for i in range(size):
             b = (value >> (8 * i)) & 0xFF
