@@ -58,3 +58,14 @@ def test_a_write_decodes_the_bars_a_full_decode_would_move(layout, decode_on, wr
         full.config.guest_write(offset, size, value)
         assert changes == full.update_mappings()          # QEMU's pci_update_mappings
         assert fn.bar_addr == full.bar_addr == [fn.bar_address(i) for i in range(7)]
+
+
+def test_a_bar_registered_after_a_write_is_decoded_by_the_next():
+    """Which BARs a write can touch is kept per written range; registering a BAR makes
+    it again (a function built in steps, a write before the BAR exists)."""
+    fn = PciFunction(vendor_id=0x1234, device_id=0x11E8, class_code=0x00FF)
+    fn.config_write(0x04, 2, 0x3)
+    assert fn.config_write(0x18, 4, 0xE0000000) == []
+    fn.register_bar(2, MmioRegion("late", 0x1000, Regs()))
+    changes = fn.config_write(0x18, 4, 0xE0000000)
+    assert [(c.index, c.old, c.new) for c in changes] == [(2, None, 0xE0000000)]

@@ -1,10 +1,11 @@
 """PCI config space, BAR sizing and mapping rules, conf1 — no CPU."""
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from uvirt.board.memory.regions import IoSpace, MemoryMap, MmioRegion, RamRegion
-from uvirt.board.pci.bus import (BarChange, Command, PciBus, PciFunction, PciHostConf1, PciReg,
-                           devfn)
+from uvirt.board.pci.bus import (BarChange, Command, PciBus, PciConfigSpace, PciFunction, PciHostConf1,
+                           PciReg, devfn)
 
 
 class Null:
@@ -146,3 +147,26 @@ def test_function_without_function_zero_is_invisible():
     bus = PciBus(m, io)
     bus.plug(make_fn(), devfn(5, 2))
     assert bus.config_read(0, devfn(5, 2), 0, 2) == 0xFFFF
+
+
+def _bytewise_write(data, wmask, w1c, offset, size, value):
+    """QEMU's pci_default_write_config, byte by byte: the reference for guest_write."""
+    for i in range(size):
+        b = (value >> (8 * i)) & 0xFF
+        o = offset + i
+        data[o] = ((data[o] & ~wmask[o]) | (b & wmask[o])) & ~(b & w1c[o]) & 0xFF
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.binary(min_size=8, max_size=8), st.binary(min_size=8, max_size=8),
+       st.binary(min_size=8, max_size=8), st.integers(0, 4), st.sampled_from([1, 2, 3, 4]),
+       st.one_of(st.integers(0, (1 << 40) - 1), st.sampled_from([0, 0xFFFFFFFF, 0xE0000000])))
+def test_a_guest_write_goes_through_the_masks_byte_by_byte(data, wmask, w1c, offset, size, value):
+    """guest_write does a 1, 2 or 4-byte access as one word: every byte ends as the
+    byte-by-byte rule puts it, bits of the value above the access ignored."""
+    c = PciConfigSpace()
+    c.data[0xF0:0xF8], c.wmask[0xF0:0xF8], c.w1cmask[0xF0:0xF8] = data, wmask, w1c
+    ref = bytearray(c.data)
+    c.guest_write(0xF0 + offset, size, value)
+    _bytewise_write(ref, c.wmask, c.w1cmask, 0xF0 + offset, size, value)
+    assert c.data == ref

@@ -16,13 +16,16 @@ from typing import Callable, Iterable, NamedTuple
 from unicorn import UcError
 
 from uvirt.board.memory.regions import (PAGE_MASK, PAGE_SIZE, ADDR_SPACE_END, UNASSIGNED_MEM_VALUE,
-                                        MemoryMap, Piece, RamRegion, Region, merge_ranges,
-                                        subtract_ranges)
+                                        MemoryMap, MmioRegion, Piece, RamRegion, Region,
+                                        merge_ranges, subtract_ranges)
 from uvirt.cpu.uc_hooks import hook_failure, map_mmio
 from uvirt.errors import MemoryMapError
 
 
 _PROT_ALL, _PROT_RX = 7, 5      # UC_PROT_ALL, UC_PROT_READ | UC_PROT_EXEC (unicorn.h)
+_SIZE_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
+#: ``_new(_Span, (all six fields))``: without the named tuple's generated ``__new__``
+_new = tuple.__new__
 
 
 class _Span(NamedTuple):
@@ -226,7 +229,10 @@ class UnicornMemory:
                 tlb.unmapping = False
         if status:
             raise UcError(status)
-        self._release(span, uc)
+        if span.kind == "ram":           # _release's RAM case, inline (every BAR move)
+            span.region.buffer.mapped_count -= 1
+        else:
+            self._release(span, uc)
 
     def _release(self, span: _Span, uc=None) -> None:
         if span.kind == "ram":           # no callbacks, no pieces
@@ -459,8 +465,13 @@ def respan(mapped: list[_Span], pieces: list[Piece],
         if not win:
             return [], []
     while True:
-        old, old_out = _near(mapped, win, True)
-        near, near_out = _near(pieces, win, False)
+        if len(win) == 1:                        # one range (a BAR move's two, touching)
+            lo, hi = win[0]
+            old, old_out = _near_one(mapped, lo, hi, True)
+            near, near_out = _near_one(pieces, lo, hi, False)
+        else:
+            old, old_out = _near(mapped, win, True)
+            near, near_out = _near(pieces, win, False)
         if not (old_out or near_out):
             break
         win = _page_ranges(win + [(s.start, s.start + s.size) for s in old] + [(pc.start, pc.end) for pc in near])
@@ -487,7 +498,9 @@ def _near(items: list, win: list[tuple[int, int]], spans: bool) -> tuple[list, b
     for lo, hi in win:
         # the first item ending at or after lo: the one before the first starting at or
         # after lo, if it reaches lo (they are disjoint)
-        k = bisect.bisect_left(items, lo, i, n, key=_start)
+        # (a tuple compared with an item: (lo,) sorts before every item starting at lo,
+        # so this is bisect_left by start, without a key call per probe)
+        k = bisect.bisect_left(items, (lo,), i, n)
         if k > i:
             it = items[k - 1]
             if (it[0] + it[1] if spans else it[1]) >= lo:
@@ -504,6 +517,21 @@ def _near(items: list, win: list[tuple[int, int]], spans: bool) -> tuple[list, b
     return out, past
 
 
+def _near_one(items: list, lo: int, hi: int, spans: bool) -> tuple[list, bool]:
+    """``_near(items, [(lo, hi)], spans)`` for one window range, with two bisections
+    and no loop."""
+    k = bisect.bisect_left(items, (lo,))         # the first starting at or after lo
+    if k:
+        it = items[k - 1]
+        if (it[0] + it[1] if spans else it[1]) >= lo:
+            k -= 1                               # the one before reaches lo
+    j = bisect.bisect_left(items, (hi + 1,), k)  # the first starting after hi
+    if j == k:
+        return [], False
+    last = items[j - 1]
+    return items[k:j], items[k][0] < lo or (last[0] + last[1] if spans else last[1]) > hi
+
+
 _start = operator.itemgetter(0)                  # _Span.start, Piece.start
 
 
@@ -517,15 +545,15 @@ def _spans(pieces: list[Piece]) -> list[_Span]:
     if len(pieces) == 1:                         # a BAR's new place: one region, whole pages
         start, end, region, offset = pieces[0]
         if not (start | end) & ~PAGE_MASK:
-            return [_Span(start, end - start, "ram" if isinstance(region, RamRegion) else "mmio",
-                          region, offset)]
+            return [_new(_Span, (start, end - start, "ram" if isinstance(region, RamRegion) else "mmio",
+                                 region, offset, ()))]
     spans: list[_Span] = []
     mixed: dict[int, list[Piece]] | None = None
     for pc in pieces:
         start, end, region = pc.start, pc.end, pc.region
         if not (start | end) & ~PAGE_MASK:           # whole pages: the common case
-            spans.append(_Span(start, end - start, "ram" if isinstance(region, RamRegion) else "mmio",
-                               region, pc.offset))
+            spans.append(_new(_Span, (start, end - start, "ram" if isinstance(region, RamRegion) else "mmio",
+                                      region, pc.offset, ())))
             continue
         first_full = (start + PAGE_SIZE - 1) & PAGE_MASK
         last_full = end & PAGE_MASK
@@ -666,6 +694,15 @@ def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard, star
     no frame between Unicorn and them) and hand an exception to ``failed``."""
     if tracer is None:
         tracer = _UNTRACED
+    # An unguarded MmioRegion's own accessors (``MmioRegion._fast_paths``) hand an access
+    # of a size in ``_direct``, aligned unless the region takes unaligned ones, straight
+    # to its device: done here instead, with no frame for the region's closure in
+    # between (the port hooks do the same, ``IoSpace._entry``).  The device and the guard
+    # are read at each access: the fuzzer swaps them on mapped regions.
+    if isinstance(region, MmioRegion):
+        direct, align, masks = region._direct, 0 if region.unaligned else -1, _SIZE_MASK
+    else:
+        direct, align, masks = frozenset(), 0, _SIZE_MASK
 
     def read_cb(_h, offset, size, _ud):
         try:
@@ -674,7 +711,10 @@ def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard, star
                 # starts, uvirt/cpu/exits.py), the guard would only pass the access on.
                 if guard.armed or guard.journal is not None:
                     return guard.read(region, base_offset + offset, size)
-                return region.read(base_offset + offset, size)
+                offset += base_offset
+                if size in direct and not offset & (size - 1) & align and region.guard is None:
+                    return region.device.read(offset, size) & masks[size]
+                return region.read(offset, size)
             seen = guard.absorbed
             value = guard.read(region, base_offset + offset, size)
             if guard.absorbed == seen:
@@ -689,8 +729,12 @@ def _region_callbacks(region: Region, base_offset: int, guard: ReplayGuard, star
             if not tracer.enabled:
                 if guard.armed or guard.journal is not None:
                     guard.write(region, base_offset + offset, size, value)
+                    return
+                offset += base_offset
+                if size in direct and not offset & (size - 1) & align and region.guard is None:
+                    region.device.write(offset, size, value & masks[size])
                 else:
-                    region.write(base_offset + offset, size, value)
+                    region.write(offset, size, value)
                 return
             tracer.emit("mmio_write", addr=start + offset, size=size, value=value)
             guard.write(region, base_offset + offset, size, value)

@@ -97,16 +97,27 @@ class LocalApic:
         return not self.apicbase & 0x800 or not lvt0 & LVT_MASKED
 
     def get_interrupt(self, pic_output: int) -> int:
-        """``apic_get_interrupt``: an APIC vector (IRR -> ISR), or -1 to ask the PIC."""
-        if not self.spurious_vec & SV_ENABLE:
-            return -1
-        intno = self.irq_pending()
+        """``apic_get_interrupt``: an APIC vector (IRR -> ISR), or -1 to ask the PIC.
+        (``irq_pending()`` inline: this is every interrupt's acknowledge.)"""
+        irr = self.irr
+        if not irr or not self.spurious_vec & SV_ENABLE:
+            return -1                         # nothing pending, or the APIC disabled
+        intno = irr.bit_length() - 1
+        ppr = self.tpr
+        isr = self.isr
+        if isr:
+            isrv = (isr.bit_length() - 1) >> 4
+            if ppr >> 4 < isrv:
+                ppr = isrv << 4
+        if ppr and (intno & 0xF0) <= (ppr & 0xF0):
+            intno = -1                        # masked by the processor priority
         if intno == 0 or (pic_output and self.accept_pic_intr()):
             return -1
         if intno < 0:
             return self.spurious_vec & 0xFF
-        self.irr &= ~(1 << intno)
-        self.isr |= 1 << intno
+        bit = 1 << intno
+        self.irr = irr ^ bit
+        self.isr = isr | bit
         return intno
 
     def set_irq(self, vector: int, trigger: int) -> None:
@@ -137,22 +148,6 @@ class LocalApic:
         if delivery in (DM_FIXED, DM_LOWPRI):
             self.set_irq(vector, trigger)
         # SMI, NMI, INIT, ExtINT: not modelled (a guest test never sends them).
-
-    def send_msi(self, address: int, data: int) -> None:
-        """``apic_send_msi``: the address and data of an MSI message."""
-        dest = (address >> 12) & 0xFF
-        if not address & 4 and not data & 0x700 and (dest == 0xFF or dest == self.id):
-            # deliver_irq's usual case (physical, fixed, to this CPU) with set_irq inline:
-            # this is every device's MSI
-            bit = 1 << (data & 0xFF)
-            self.irr |= bit
-            if data & 0x8000:
-                self.tmr |= bit
-            elif self.tmr:
-                self.tmr &= ~bit
-            self.on_change()
-            return
-        self.deliver_irq(dest, (address >> 2) & 1, (data >> 8) & 7, data & 0xFF, (data >> 15) & 1)
 
     # -- the register window
     def read(self, offset: int, size: int) -> int:
@@ -206,14 +201,28 @@ class LocalApic:
         value &= 0xFFFFFFFF
         if offset > 0xFFF or offset < 0x10:
             # MSI and the APIC registers share the window (apic_mem_write's comment):
-            # register index 0, or beyond the 4 KiB of registers.
-            self.send_msi(offset, value)
+            # register index 0, or beyond the 4 KiB of registers.  apic_send_msi (the
+            # address is the offset, the data the value), here rather than a method of
+            # its own: every device's MSI takes this path, and a frame is a tenth of it
+            dest = (offset >> 12) & 0xFF
+            if not offset & 4 and not value & 0x700 and (dest == 0xFF or dest == self.id):
+                # deliver_irq's usual case (physical, fixed, to this CPU), set_irq inline
+                bit = 1 << (value & 0xFF)
+                self.irr |= bit
+                if value & 0x8000:
+                    self.tmr |= bit
+                elif self.tmr:
+                    self.tmr &= ~bit
+                self.on_change()
+            else:
+                self.deliver_irq(dest, (offset >> 2) & 1, (value >> 8) & 7, value & 0xFF,
+                                 (value >> 15) & 1)
             return
         index = offset >> 4
         if index == 0x0B:                     # EOI (apic_eoi; first: once per interrupt)
             isr = self.isr
             if isr:
-                self.isr = isr & ~(1 << (isr.bit_length() - 1))
+                self.isr = isr ^ (1 << (isr.bit_length() - 1))
                 if self.irr:                  # with IRR empty nothing can become pending
                     self.on_change()
         elif index == 0x02:

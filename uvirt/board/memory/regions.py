@@ -378,6 +378,22 @@ def _groups(hits: list, lo: int, hi: int) -> list[list] | None:
     return groups
 
 
+def _disjoint_leaves(p: "Placement", lo: int, hi: int) -> list | None:
+    """``p``'s leaves in [lo, hi) (``_leaves``), by address, if none overlaps another;
+    None otherwise (then priorities decide: ``_resolve``)."""
+    leaves: list = []
+    _leaves(p.region, p.addr, lo, hi, (p.priority, p.seq), leaves)
+    if len(leaves) > 1:
+        leaves.sort(key=_leaf_start)
+        for a, b in zip(leaves, leaves[1:]):
+            if a[3] > b[2]:
+                return None
+    return leaves
+
+
+_leaf_start = operator.itemgetter(2)
+
+
 def _resolve(hits: list, lo: int, hi: int, pieces: list) -> list[tuple[int, int]]:
     """Append to ``pieces`` what ``hits`` show in [lo, hi), the highest (priority, seq)
     winning every overlap, containers expanded; returns what they cover (sorted,
@@ -460,6 +476,12 @@ class Piece(NamedTuple):
     end: int
     region: Region
     offset: int            # region offset at ``start``
+
+
+#: ``_new(Piece, (start, end, region, offset))``: a named tuple without its generated
+#: ``__new__`` (a Python frame and an argument tuple: half the cost of making one, and a
+#: BAR move makes several)
+_new = tuple.__new__
 
 
 #: Placements at least this large are kept apart from the address index (see
@@ -557,15 +579,16 @@ class AddressSpace:
         if old != addr:
             size = p.region.size
             changed, end = self._changed, self.size
-            if p.enabled and changed is not None:     # _mark both extents, inline
-                for a in (old, addr):                 # clipped to the space, as _mark
-                    if a < end and a + size > 0:
-                        changed.append((a if a > 0 else 0, a + size if a + size < end else end))
+            if p.enabled and changed is not None:     # _mark both extents, inline,
+                if old < end and old + size > 0:      # clipped to the space, as _mark
+                    changed.append((old if old > 0 else 0, old + size if old + size < end else end))
+                if addr < end and addr + size > 0:
+                    changed.append((addr if addr > 0 else 0, addr + size if addr + size < end else end))
             if size < _WIDE:
                 entries = self._by_addr           # _unindex, inline (every BAR move)
-                i = bisect.bisect_left(entries, (old, id(p)))
-                del entries[i]
-                bisect.insort(entries, (addr, id(p), p))
+                key = id(p)
+                del entries[bisect.bisect_left(entries, (old, key))]
+                bisect.insort(entries, (addr, key, p))
             p.addr = addr
             self._seq += 1
             p.seq = self._seq            # re-added last, as QEMU's del + add_subregion
@@ -671,8 +694,15 @@ class AddressSpace:
             if len(hits) == 1 and not isinstance(hits[0].region, Container):
                 p = hits[0]                  # the common case (a BAR moved): one region
                 s, e = max(lo, p.addr), min(hi, p.addr + p.region.size)
-                pieces.append(Piece(s, e, p.region, s - p.addr))
+                pieces.append(_new(Piece, (s, e, p.region, s - p.addr)))
                 covered = [(s, e)]
+            elif len(hits) == 1 and (leaves := _disjoint_leaves(hits[0], lo, hi)) is not None:
+                # a container alone there (a BAR of shared-memory regions moved) whose
+                # children overlap nowhere: each child is seen whole (clipped)
+                covered = []
+                for _key, region, s, e, offset in leaves:
+                    pieces.append(_new(Piece, (s, e, region, offset)))
+                    covered.append((s, e))
             elif (groups := _groups(hits, lo, hi)) is not None:
                 # the usual case (the port space, a build's batch): few overlaps, no
                 # containers; a placement overlapping no other is seen whole (clipped),
@@ -681,7 +711,7 @@ class AddressSpace:
                 for group in groups:
                     if len(group) == 1:
                         s, e, p = group[0]
-                        pieces.append(Piece(s, e, p.region, s - p.addr))
+                        pieces.append(_new(Piece, (s, e, p.region, s - p.addr)))
                         covered.append((s, e))
                     else:
                         covered += _resolve([p for _, _, p in group], lo, hi, pieces)
@@ -792,37 +822,45 @@ def _splice(old: list[Piece], ranges: list[tuple[int, int]], new: list[Piece]) -
     old = list(old)                  # the piece cut at a range's end may reach the next
     i, n, k, m = 0, len(old), 0, len(new)
     for lo, hi in ranges:
-        j = bisect.bisect_right(old, lo, i, n, key=_piece_end)     # first piece ending after lo
+        # the first piece ending after lo: the last starting before lo if it reaches past
+        # lo, else the next ((lo,) sorts after every piece starting before lo and before
+        # the one starting at lo: a bisection by start without a key call per probe; the
+        # pieces are disjoint and sorted, so their ends are too)
+        j = bisect.bisect_left(old, (lo,), i, n)
+        if j > i and old[j - 1][1] > lo:
+            j -= 1
         if j > i:
             seams.append(len(out))
             out += old[i:j]
         if j < n and old[j].start < lo:                            # cut at lo
             pc = old[j]
             seams.append(len(out))
-            out.append(Piece(pc.start, lo, pc.region, pc.offset))
+            out.append(_new(Piece, (pc.start, lo, pc.region, pc.offset)))
         while k < m and new[k].start < hi:
             seams.append(len(out))
             out.append(new[k])
             k += 1
-        i = bisect.bisect_right(old, hi, j, n, key=_piece_end)     # first piece ending after hi
+        i = bisect.bisect_left(old, (hi,), j, n)                   # first piece ending after hi
+        if i > j and old[i - 1][1] > hi:
+            i -= 1
         if i < n and old[i].start < hi:                            # cut at hi: the rest
             pc = old[i]
-            old[i] = Piece(hi, pc.end, pc.region, pc.offset + hi - pc.start)
+            old[i] = _new(Piece, (hi, pc.end, pc.region, pc.offset + hi - pc.start))
     if i < n:
         seams.append(len(out))
         out += old[i:]
     for x in reversed(seams):
         if x:
-            a, b = out[x - 1], out[x]
-            if a.end == b.start and a.region is b.region and a.offset + (a.end - a.start) == b.offset:
-                out[x - 1] = Piece(a.start, b.end, a.region, a.offset)
+            a_start, a_end, a_region, a_offset = out[x - 1]   # unpacked: a named tuple's
+            b_start, b_end, b_region, b_offset = out[x]       # fields are properties
+            if a_end == b_start and a_region is b_region and a_offset + (a_end - a_start) == b_offset:
+                out[x - 1] = _new(Piece, (a_start, b_end, a_region, a_offset))
                 del out[x]
     return out
 
 
 _paint_order = operator.attrgetter("priority", "seq")
-_piece_start = operator.itemgetter(0)        # Piece.start, Piece.end: keys at C speed
-_piece_end = operator.itemgetter(1)
+_piece_start = operator.itemgetter(0)        # Piece.start: a key at C speed
 
 
 def subtract_ranges(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -1096,7 +1134,8 @@ class MemoryMap(AddressSpace):
 
     def commit(self) -> None:
         """Publish the flattened placements to the backend (the CPU's mappings)."""
-        if self._deferred():
+        if self._defer:                  # _deferred(), inline (every BAR move)
+            self._pending = True
             return
         self.commits += 1
         pieces = self.flatten()

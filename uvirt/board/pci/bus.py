@@ -30,6 +30,7 @@ Config mechanism #1 (``hw/pci/pci_host.c``)
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Callable, NamedTuple
@@ -113,6 +114,13 @@ STATUS_W1C = (Status.PARITY | Status.SIG_TARGET_ABORT | Status.REC_TARGET_ABORT
               | Status.REC_MASTER_ABORT | Status.SIG_SYSTEM_ERROR | Status.DETECTED_PARITY)
 
 
+#: little-endian reads of a 32 and a 64-bit BAR register
+_U32, _U64 = struct.Struct("<I").unpack_from, struct.Struct("<Q").unpack_from
+#: little-endian word access to config space by size: (unpack_from, pack_into)
+_WORDS = {n: (struct.Struct(f).unpack_from, struct.Struct(f).pack_into)
+          for n, f in ((1, "<B"), (2, "<H"), (4, "<I"))}
+
+
 class PciConfigSpace:
     """Values + write masks; knows nothing of BARs or buses."""
     #: what a snapshot holds (uvirt/cpu/snapshot.py)
@@ -137,8 +145,19 @@ class PciConfigSpace:
         self.w1cmask[offset:offset + size] = mask.to_bytes(size, "little")
 
     def guest_write(self, offset: int, size: int, value: int) -> None:
-        """A guest store through the masks (QEMU ``pci_default_write_config``)."""
+        """A guest store through the masks (QEMU ``pci_default_write_config``).  The
+        masks apply bit by bit, so a whole 1, 2 or 4-byte access is done as one word
+        (a BAR move is such a write); any other size (clipped at the end of the space)
+        byte by byte."""
         data, wmask, w1c = self.data, self.wmask, self.w1cmask
+        word = _WORDS.get(size)
+        if word is not None:
+            unpack, pack = word
+            value &= (1 << (size << 3)) - 1
+            w = unpack(wmask, offset)[0]
+            new = (unpack(data, offset)[0] & ~w) | (value & w)
+            pack(data, offset, new & ~(value & unpack(w1c, offset)[0]))
+            return
         for i in range(size):
             b = (value >> (8 * i)) & 0xFF
             o = offset + i
@@ -177,6 +196,10 @@ class BarChange(NamedTuple):
     index: int
     old: int | None
     new: int | None
+
+
+#: ``_new(BarChange, (index, old, new))``: without the named tuple's generated ``__new__``
+_new = tuple.__new__
 
 
 class PciError(UvirtError):
@@ -243,6 +266,8 @@ class PciFunction:
         c.wmask[HEADER_SIZE:] = b"\xff" * (CONFIG_SPACE_SIZE - HEADER_SIZE)
         self.bars: list[Bar | None] = [None] * 7
         self.bar_addr: list[int | None] = [None] * 7
+        #: (offset, size) of a config write -> the BARs whose register it overlaps
+        self._written: dict[tuple[int, int], tuple[int, ...]] = {}
         self.devfn: int | None = None
         self.bus: PciBus | None = None
         self._reset_image: bytes | None = None
@@ -259,6 +284,7 @@ class PciFunction:
             raise PciBarError(f"{self.name}: a 64-bit BAR cannot start at BAR{index}")
         bar = Bar(index, region, io=io, mem64=mem64, prefetch=prefetch)
         self.bars[index] = bar
+        self._written = {}               # which BARs a write touches: made again on use
         reg = self.bar_reg(index)
         c = self.config
         c.set(reg, 4, bar.flags)
@@ -340,14 +366,14 @@ class PciFunction:
         if bar.io:
             if not cmd & _CMD_IO:
                 return None
-            addr = int.from_bytes(data[reg:reg + 4], "little") & ~(size - 1) & 0xFFFFFFFF
+            addr = _U32(data, reg)[0] & ~(size - 1) & 0xFFFFFFFF
             last = addr + size - 1
             if last <= addr or last >= 0xFFFFFFFF or addr == 0:
                 return None
             return addr
         if not cmd & _CMD_MEMORY:
             return None
-        raw = int.from_bytes(data[reg:reg + 8] if bar.mem64 else data[reg:reg + 4], "little")
+        raw = (_U64 if bar.mem64 else _U32)(data, reg)[0]
         if index == ROM_SLOT and not raw & ROM_ENABLE:
             return None
         addr = raw & ~(size - 1) & 0xFFFFFFFFFFFFFFFF
@@ -359,25 +385,37 @@ class PciFunction:
         return addr
 
     def _update_bars(self, offset: int, size: int) -> list[BarChange]:
-        """``update_mappings`` for the BARs whose register overlaps a written range: BARs
-        0-5 from the one whose 8-byte register could reach ``offset`` to the last whose
-        register starts before the end, and the ROM BAR."""
+        """``update_mappings`` for the BARs whose register overlaps a written range
+        (``_bars_written``, kept per written range: a guest writes the same few)."""
+        written = self._written.get((offset, size))
+        if written is None:
+            written = self._written[(offset, size)] = self._bars_written(offset, size)
         changes = []
-        end, bars, bar_addr = offset + size, self.bars, self.bar_addr
+        bar_addr = self.bar_addr
+        for i in written:
+            new = self.bar_address(i)
+            if new != bar_addr[i]:
+                changes.append(_new(BarChange, (i, bar_addr[i], new)))
+                bar_addr[i] = new
+        return changes
+
+    def _bars_written(self, offset: int, size: int) -> tuple[int, ...]:
+        """The registered BARs whose register overlaps [offset, offset + size): BARs 0-5
+        from the one whose 8-byte register could reach ``offset`` to the last whose
+        register starts before the end, and the ROM BAR."""
+        end = offset + size
         first, last = (offset - 0x14) >> 2, (end - 0x11) >> 2
-        indices = range(first if first > 0 else 0, (last if last < 5 else 5) + 1)
+        indices = [*range(first if first > 0 else 0, (last if last < 5 else 5) + 1)]
         if offset < _ROM + 4 and _ROM < end:
-            indices = [*indices, ROM_SLOT]
+            indices.append(ROM_SLOT)
+        out = []
         for i in indices:
-            bar = bars[i]
+            bar = self.bars[i]
             if bar is not None:
                 reg = 0x30 if i == ROM_SLOT else 0x10 + 4 * i
                 if reg < end and offset < reg + (8 if bar.mem64 else 4):
-                    new = self.bar_address(i)
-                    if new != bar_addr[i]:
-                        changes.append(BarChange(i, bar_addr[i], new))
-                        bar_addr[i] = new
-        return changes
+                    out.append(i)
+        return tuple(out)
 
     def update_mappings(self) -> list[BarChange]:
         changes = []

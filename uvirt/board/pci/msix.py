@@ -50,6 +50,10 @@ class MsixReg(IntEnum):
     PBA = 8
 
 
+#: the control word's high byte (enable, function mask), from the capability
+_CONTROL_HIGH = MsixReg.CONTROL.value + 1
+
+
 class MsixEntry(IntEnum):
     """Table entry field offsets."""
 
@@ -185,7 +189,7 @@ class Msix:
     def config_written(self, offset: int, size: int) -> None:
         """Call after every config write (QEMU ``msix_write_config``): only a write that
         covers the control word's high byte (enable, mask-all) counts."""
-        enable_pos = self.cap + MsixReg.CONTROL + 1
+        enable_pos = self.cap + _CONTROL_HIGH      # an int: an IntEnum sum costs more
         if not offset <= enable_pos < offset + size:
             return
         was = self._was_masked_all
