@@ -172,6 +172,8 @@ class IrqLine:
         """Give the CPU back without the line or the page (a user's CPU lives on)."""
         self.lower_line()
         if self._mapped:
+            # Slow (Unicorn flushes the TLB page by page: seconds for the 512 GiB
+            # window), so Machine.close skips it for a CPU it closes outright.
             self.uc.mem_unmap(ACK_PAGE, ACK_WINDOW)
             self._mapped = False
 
