@@ -322,7 +322,7 @@ class Ivshmem(PciFunction):
             os.sched_yield()
             ready = polling.look_for(self._look_now) if own else None
             for fd, _mask in ready or ():
-                took += self._rung(fd, own[fd])
+                took += self._rung(fd, own[fd], True)
         finally:
             if not self.closed:         # ``_watch_rings(True)`` written out
                 modify = self._watch.modify
@@ -455,13 +455,18 @@ class Ivshmem(PciFunction):
                         if not self.closed:
                             self._watch_own()
 
-    def _rung(self, fd: int, vector: int) -> bool:
+    def _rung(self, fd: int, vector: int, on_cpu: bool = False) -> bool:
         """An own eventfd is readable (service thread, or the CPU thread's look after a
-        doorbell): QEMU's ``ivshmem_vector_notify`` for its vector, if a ring is still
-        there (a halted CPU may have taken it).  Whether there was one."""
+        doorbell, ``on_cpu``): QEMU's ``ivshmem_vector_notify`` for its vector, if a ring
+        is still there (a halted CPU may have taken it).  Whether there was one.
+
+        On the CPU thread the message is sent right there, to RAM or to the local APIC,
+        as a guest's own store to the APIC's MSI window is (inside the doorbell's MMIO
+        callback: the interrupt is taken before the guest's next instruction, as if the
+        doorbell's write had been the MSI), not posted to a later stop of the run."""
         with self.lock:
             if not self.closed and drain_eventfd(fd):
-                self._vector_notify(vector)
+                self._vector_notify(vector, on_cpu)
                 return True
             return False
 
