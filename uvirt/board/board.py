@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from uvirt.board.memory.regions import PAGE_MASK, IoSpace, MemoryMap, MmioRegion, RamRegion
+from uvirt.board.memory.regions import (PAGE_MASK, Container, IoSpace, MemoryMap, MmioRegion,
+                                        RamRegion)
 from uvirt.board.pci.bus import PciBus, PciFunction, PciHostConf1, PciReg, bdf_str, devfn
 from uvirt.board.services import BoardServices
 from uvirt.errors import UvirtError
@@ -263,11 +264,14 @@ def _unwire(board: Board) -> None:
     Only wiring is cut: every device keeps its state, readable after close; a closed
     board is not run again."""
     board.services.board = None
+    board.services.hotplug.clear()      # handlers hold the machine (device_add/del)
     board.work.should_stop = _false
     for space in (board.memory, board.io):
         space.on_guest_error = None
         for p in space._placements:
             p.space = None
+            if isinstance(p.region, Container):
+                _forget_spaces(p.region)
     board.memory.post_to_cpu = None
     board.memory.guest._space = None
     board.tracer.context = None
@@ -306,6 +310,14 @@ def _unwire(board: Board) -> None:
 #: devices' links back to the board or its parts (callbacks the board gave them)
 _BACK_LINKS = ("board", "bus", "_request_reset", "on_exit", "_on_smi", "on_sci",
                "set_irq", "_set_irq")
+
+
+def _forget_spaces(container: Container) -> None:
+    """A container placed in a space lists the space (to tell it of child changes)."""
+    container._spaces.clear()
+    for _, child, _, _ in container.children:
+        if isinstance(child, Container):
+            _forget_spaces(child)
 
 
 def _false() -> bool:

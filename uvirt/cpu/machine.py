@@ -1702,3 +1702,6 @@ class _Watchdog:
                     machine.interrupt()
                 elif deadline is not None and now >= deadline:
                     machine._request_stop(StopReason.TIMEOUT, EXIT_BUDGET, f"{seconds:g} s of wall clock")
+            # Nothing of a machine stays referenced while the loop sleeps: a machine
+            # closed and dropped meanwhile is freed at once (tests/guest/test_machine_gc.py).
+            active = fired = rechecks = machine = None
