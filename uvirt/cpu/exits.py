@@ -47,7 +47,8 @@ _offset: int | None | bool = False      # False: not probed yet
 
 def _engine_address(uc) -> int:
     """Where the ``uc_struct`` behind a binding ``Uc`` lives."""
-    return ctypes.cast(uc._uch, ctypes.c_void_p).value
+    uch = uc._uch       # a c_void_p: ctypes.cast would leave a self-referencing temporary
+    return uch.value if isinstance(uch, ctypes.c_void_p) else ctypes.cast(uch, ctypes.c_void_p).value
 
 
 def flag_offset() -> int | None:

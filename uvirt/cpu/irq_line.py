@@ -190,7 +190,8 @@ def _error_code(old_exception: int) -> int:
 
 
 def _engine_address(uc) -> int:
-    return ctypes.cast(uc._uch, ctypes.c_void_p).value
+    uch = uc._uch       # a c_void_p: ctypes.cast would leave a self-referencing temporary
+    return uch.value if isinstance(uch, ctypes.c_void_p) else ctypes.cast(uch, ctypes.c_void_p).value
 
 
 # ---------------------------------------------------------------- the probe (in a child)

@@ -1418,16 +1418,15 @@ class Machine:
         if uc is not None:
             board = self.board
             board.cpu = None
-            self.work.should_stop = board.stop_pending
             if self.interrupts is not None:
                 self.interrupts.on_change = None
+                self.interrupts.on_level = _no_level
             # Our own CPU is closed outright: uc_close frees its hooks, mappings and
             # modes at once, so giving it back as Unicorn made it (a page unmapped, two
             # translation flushes, a TLB mode, every hook deleted: about 100 us) is for a
             # user's CPU, which lives on, and everything we mapped into it is unmapped.
             finalizer = getattr(uc, "_Uc__finalizer", None) if self._owns_uc else None
             if self.irq_line is not None:
-                self.interrupts.on_level = _no_level
                 if finalizer is None:
                     self.irq_line.close()
                 else:
@@ -1442,10 +1441,18 @@ class Machine:
             self._hooks.clear()
             if finalizer is not None:
                 finalizer()
+                # The binding keeps every hook's Python callback (bound to this machine,
+                # its board, its regions) in tables on the Uc: emptied, a closed machine
+                # leaves no cycle and is freed by reference counts alone (no collector
+                # pass over the whole board: tests/guest/test_machine_gc.py).
+                uc._callbacks.clear()
+                uc._mmio_callbacks.clear()
                 self.uc_memory.detach(cpu_closed=True)
             else:
                 self.uc_memory.detach()
             self.uc_memory = None
+            self.tlb = None               # it holds our error callback
+            self.exits = None
 
     def __enter__(self) -> "Machine":
         return self
@@ -1696,3 +1703,6 @@ class _Watchdog:
                     machine.interrupt()
                 elif deadline is not None and now >= deadline:
                     machine._request_stop(StopReason.TIMEOUT, EXIT_BUDGET, f"{seconds:g} s of wall clock")
+            # Nothing of a machine stays referenced while the loop sleeps: a machine
+            # closed and dropped meanwhile is freed at once (tests/guest/test_machine_gc.py).
+            active = fired = rechecks = machine = None

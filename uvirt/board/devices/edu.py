@@ -325,6 +325,9 @@ class Edu(PciFunction):
                 timer.cancel()
         self._dma_timer = self._fact_timer = None
         self.dead = True
+        # The callbacks close over the board and the CPU: dropped, a closed machine is
+        # freed by reference counts (a dead device runs nothing: no caller is left).
+        self.post = self.host_timer = self.after = self.hw_error = self.log = None
 
     def flush(self) -> None:        # closed with the machine's chardevs
         pass

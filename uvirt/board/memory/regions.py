@@ -44,6 +44,7 @@ import ctypes
 import operator
 import mmap
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple, Protocol
 
@@ -518,7 +519,16 @@ class AddressSpace:
         self.generation = 0
         #: Where regions placed here report guest errors (the machine's recorder).
         self.on_guest_error: GuestErrorHook | None = None
-        self._forward = self._forward_guest_error     # one bound method for every region
+        # One callable for every region placed here, holding the space weakly: a region
+        # must not keep its space alive (no cycle: a closed machine is freed by
+        # reference counts, tests/guest/test_machine_gc.py).  Guest errors are rare.
+        ref = weakref.ref(self)
+
+        def forward(kind: str, detail: str) -> None:
+            space = ref()
+            if space is not None:
+                space._forward_guest_error(kind, detail)
+        self._forward = forward
         self._defer = 0
         self._pending = False
 
