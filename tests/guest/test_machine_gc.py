@@ -18,6 +18,7 @@ from uvirt.backends.chardev import MemoryChardev
 from uvirt.board.board import Board
 from uvirt.boot import firmware_step as bios
 from uvirt.cpu.machine import Machine
+from uvirt.errors import MemoryMapError
 from uvirt.testing.guest import run_uvirt
 
 EXIT_0 = "    mov dx, 0xf4\n    mov al, 0\n    out dx, al\n"
@@ -137,6 +138,9 @@ def test_devices_keep_their_state_after_close(tmp_path, firmware):
     assert board.interrupts.pic.master.irq_base == 0x48
     assert board.rtc.cmos[0x34] == 0x5A
     assert board.guest_errors == []
+    # guest memory went with the memory map: a one-line host error, not an AttributeError
+    with pytest.raises(MemoryMapError, match="the machine is closed"):
+        m.memory.guest.read(0x1000, 4)
 
 
 #: what a pc board is made of: none may be left to the cyclic collector

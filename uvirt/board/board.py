@@ -273,7 +273,7 @@ def _unwire(board: Board) -> None:
             if isinstance(p.region, Container):
                 _forget_spaces(p.region)
     board.memory.post_to_cpu = None
-    board.memory.guest._space = None
+    board.memory.guest.detach()
     board.tracer.context = None
     for fn in board.pci.functions.values():
         fn.bus = None

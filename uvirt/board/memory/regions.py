@@ -1186,6 +1186,17 @@ class MemoryMap(AddressSpace):
 # --------------------------------------------------------------------------- guest memory
 
 
+class _ClosedSpace:
+    """What a closed board's ``SystemMemory`` looks at instead of its memory map."""
+
+    def __getattr__(self, name: str):
+        raise MemoryMapError("the machine is closed: its guest memory went with it "
+                             "(read it before close(), or a RAM region's buffer)")
+
+
+_CLOSED_SPACE = _ClosedSpace()
+
+
 class SystemMemory:
     """QEMU's ``address_space_memory`` as devices see it: the ``GuestMemory`` protocol
     (uvirt/board/memory/guest.py) over a ``MemoryMap``.
@@ -1226,6 +1237,13 @@ class SystemMemory:
         self._space = space
         self.bounce: Mapping | None = None
         self.work = DeviceWork()
+
+    def detach(self) -> None:
+        """The board closed: let go of its memory map (the map holds this object, so the
+        link back would keep the closed board a cycle for the garbage collector); any
+        use from now on is a one-line host error, with no cost on the open board's
+        paths."""
+        self._space = _CLOSED_SPACE
 
     # -- translation (QEMU flatview_translate): what is at addr, and up to where
     def _piece(self, addr: int) -> Piece | None:
