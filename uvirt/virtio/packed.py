@@ -56,6 +56,10 @@ DESC_FLAGS = 14
 
 _U16 = 0xFFFF
 _U32 = 0xFFFF_FFFF
+_LE16 = struct.Struct("<H")
+_PDESC = struct.Struct("<QIHH")         # addr, len, id, flags
+_USED_LEN_ID = struct.Struct("<IH")     # a used descriptor's len and id
+_EVENT = struct.Struct("<HH")           # an event suppression structure: off_wrap, flags
 
 
 def is_desc_avail(flags: int, wrap_counter: bool) -> bool:
@@ -125,7 +129,72 @@ class PackedQueue(VirtqueueBase):
     def pop(self) -> PopResult:
         """The next available element (``head`` = buffer id, ``ndescs`` = slots used),
         ``None``, or ``QueueBroken`` (QEMU ``virtqueue_packed_pop``).  Nothing is
-        consumed unless an element is returned."""
+        consumed unless an element is returned.
+
+        The usual request (the descriptor ring and every buffer in the one RAM piece of
+        the rings' window, a direct chain, nothing wrong with it) is served here in one
+        frame: the same reads, checks and state changes as ``_pop`` with ``PackedChain``
+        and ``map_chain``, written out for that case.  Nothing is changed before that is
+        known, so anything else (no valid window, the ring or a buffer outside it, an
+        INDIRECT flag, any guest error) goes to ``_pop`` from the same state and is
+        reported exactly as before.  tests/unit/test_packed_fast_paths.py compares the two
+        on random rings.
+        """
+        w = self._win
+        if (w is None or self.disabled or not self._mapped or w.space._dirty
+                or w.space.generation != w.gen):
+            return self._pop()
+        lo, hi, size, table, last = w.lo, w.hi, self.size, self.desc, self.last_avail_idx
+        if not (table and lo <= table and table + DESC_SIZE * size <= hi and last < size
+                and self._desc_len >= DESC_SIZE * size):
+            return self._pop()
+        view, delta = w.view, w.delta
+        flags = _LE16.unpack_from(view, table + DESC_SIZE * last + DESC_FLAGS - delta)[0]
+        avail = bool(flags & VRING_PACKED_DESC_F_AVAIL)
+        if avail == bool(flags & VRING_PACKED_DESC_F_USED) or avail != self.last_avail_wrap_counter:
+            return None                                     # is_empty()
+        if self.inuse >= size:
+            return self._pop()                              # size_exceeded
+        # the chain, as PackedChain walks it and map_chain maps it (RAM: one piece each)
+        readable: list = []
+        writable: list = []
+        i, count = last, 0
+        addr, n, buffer_id, flags = _PDESC.unpack_from(view, table + DESC_SIZE * i - delta)
+        while True:
+            if flags & VRING_DESC_F_INDIRECT or not n or addr < lo or addr + n > hi:
+                return self._pop()      # an indirect table, zero_len, not this RAM piece
+            if flags & VRING_DESC_F_WRITE:
+                writable.append((addr, n))
+            elif writable:
+                return self._pop()      # desc_order
+            else:
+                readable.append((addr, n))
+            count += 1
+            if not flags & VRING_DESC_F_NEXT:
+                break
+            if count >= size:
+                return self._pop()      # loop (the next one would be one too many)
+            i += 1
+            if i == size:
+                i = 0
+            addr, n, _, flags = _PDESC.unpack_from(view, table + DESC_SIZE * i - delta)
+        # a complete chain: what _collect and _pop do with it
+        self.inuse += count
+        if self.events.tracing:
+            self.events.ring("vq_pop", queue=self.index, head=buffer_id,
+                             avail_idx=self.shadow_avail_idx,
+                             readable=[[a, k] for a, k in readable],
+                             writable=[[a, k] for a, k in writable])
+        last += count
+        if last >= size:
+            last -= size
+            self.last_avail_wrap_counter = not self.last_avail_wrap_counter
+        self.last_avail_idx = self.shadow_avail_idx = last
+        self.shadow_avail_wrap_counter = self.last_avail_wrap_counter
+        return Element(buffer_id, tuple(readable), tuple(writable), count, None)
+
+    def _pop(self) -> PopResult:
+        """``pop`` for every case (the reference the fast path is checked against)."""
         if self.is_empty():
             return None
         if self.inuse >= self.size:
@@ -227,6 +296,46 @@ class PackedQueue(VirtqueueBase):
             self.last_avail_idx -= num
         return True
 
+    def push(self, elem: Element | int, length: int) -> None:
+        """Return one element with ``length`` bytes written (QEMU ``virtqueue_push``):
+        ``fill`` then ``flush(1)``.  The usual case (an element without a bounce, nothing
+        else staged, its used descriptor's slot in the rings' RAM window) is written out
+        here in one frame: the same two stores (len and id, then flags), code
+        invalidations, trace events and index bookkeeping."""
+        w = self._win
+        if (w is not None and type(elem) is Element and elem.bounce is None and not self.disabled
+                and not self._used_elems and self._mapped and not w.space._dirty
+                and w.space.generation == w.gen):
+            ndescs, table, size, old = elem.ndescs, self.desc, self.size, self.used_idx
+            slot, wrap = old, self.used_wrap_counter            # _write_used_desc(0, ...)
+            if slot >= size:
+                slot -= size
+                wrap = not wrap
+            base = table + DESC_SIZE * slot
+            if ndescs <= self.inuse and table and w.lo <= base and base + DESC_SIZE <= w.hi:
+                view, delta, space = w.view, w.delta, w.space
+                head, length = elem.head, length & _U32
+                _USED_LEN_ID.pack_into(view, base + DESC_LEN - delta, length, head & _U16)
+                space.invalidate_code(base + DESC_LEN, 6)
+                _LE16.pack_into(view, base + DESC_FLAGS - delta,
+                                (VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED) if wrap else 0)
+                space.invalidate_code(base + DESC_FLAGS, 2)
+                tracing = self.events.tracing
+                if tracing:
+                    self.events.ring("vq_fill", queue=self.index, slot=old % size, head=head, len=length)
+                self.inuse -= ndescs                            # flush(1)'s bookkeeping
+                new = old + ndescs
+                if new >= size:
+                    new -= size
+                    self.used_wrap_counter = not self.used_wrap_counter
+                    self.signalled_used_valid = False
+                self.used_idx = new
+                if tracing:
+                    self.events.ring("vq_flush", queue=self.index, old=old, new=new)
+                return
+        self.fill(elem, length, 0)
+        self.flush(1)
+
     def fill(self, elem: Element | int, length: int, idx: int = 0) -> None:
         """Stage the ``idx``-th used buffer of the next ``flush`` (QEMU
         ``virtqueue_packed_fill``).  An ``int`` means a buffer id of one descriptor."""
@@ -305,7 +414,12 @@ class PackedQueue(VirtqueueBase):
         the first notification unconditional."""
         if not self._mapped:
             return False
-        off_wrap, flags = self.driver_event()
+        w, area = self._win, self.avail
+        if (w is not None and w.lo <= area and area + EVENT_AREA_SIZE <= w.hi and not w.space._dirty
+                and w.space.generation == w.gen):
+            off_wrap, flags = _EVENT.unpack_from(w.view, area - w.delta)    # driver_event()
+        else:
+            off_wrap, flags = self.driver_event()
         old = self.signalled_used
         new = self.signalled_used = self.used_idx
         valid = self.signalled_used_valid
