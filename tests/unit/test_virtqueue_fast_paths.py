@@ -149,6 +149,54 @@ def _norm(r):
     return ("elem", r.head, r.readable, r.writable, r.ndescs, bounce)
 
 
+_NOT_DEVICE = object()
+
+
+def _device_op(q, popped: list, kind: str, args: list):
+    """What the device does, for both ring layouts (``Side`` and ``PackedSide`` add the
+    driver's operations); ``_NOT_DEVICE`` when ``kind`` is the driver's."""
+    if kind == "pop":
+        r = q.pop()
+        if isinstance(r, Element):
+            popped.append(r)
+        return _norm(r)
+    if kind == "serve":                         # pop, and push what it gave
+        r = q.pop()
+        if isinstance(r, Element):
+            q.push(r, args[0])
+        return _norm(r)
+    if kind == "push":
+        if not popped:
+            return None
+        return q.push(popped.pop(0), args[0])
+    if kind == "fill_flush":
+        if not popped:
+            return None
+        n = min(args[1], len(popped))
+        for k in range(n):
+            q.fill(popped.pop(0), args[0], k)
+        return q.flush(n)
+    if kind == "notification":
+        return q.set_notification(args[0])
+    if kind == "should_notify":
+        return q.should_notify()
+    if kind == "notify_decision":
+        return q.notify_decision()
+    if kind == "is_empty":
+        return q.is_empty()
+    if kind == "avail_bytes":
+        r = q.avail_bytes(*args)
+        return _norm(r) if isinstance(r, QueueBroken) else r
+    if kind == "rewind":
+        return q.rewind(args[0])
+    if kind == "disabled":                      # the device broke or was disabled, or came back
+        q.disabled = args[0]
+        return None
+    if kind == "set_size":                      # a size write after the rings were set
+        return q.set_size(args[0])
+    return _NOT_DEVICE
+
+
 class Side:
     """One memory, driver and queue."""
 
@@ -177,44 +225,15 @@ class Side:
     def apply(self, op):
         kind, *args = op
         q, drv = self.q, self.drv
-        if kind == "pop":
-            r = q.pop()
-            if isinstance(r, Element):
-                self.popped.append(r)
-            return _norm(r)
-        if kind == "serve":                     # pop, and push what it gave
-            r = q.pop()
-            if isinstance(r, Element):
-                q.push(r, args[0])
-            return _norm(r)
+        r = _device_op(q, self.popped, kind, args)
+        if r is not _NOT_DEVICE:
+            return r
         if kind == "burst":                     # pops without pushes, past the ring's size
             out = []
             for _ in range(q.size + 1):
                 self.apply(("publish", 1))
                 out.append(self.apply(("pop",)))
             return out
-        if kind == "push":
-            if not self.popped:
-                return None
-            return q.push(self.popped.pop(0), args[0])
-        if kind == "fill_flush":
-            if not self.popped:
-                return None
-            n = min(args[1], len(self.popped))
-            for k in range(n):
-                q.fill(self.popped.pop(0), args[0], k)
-            return q.flush(n)
-        if kind == "notification":
-            return q.set_notification(args[0])
-        if kind == "should_notify":
-            return q.should_notify()
-        if kind == "notify_decision":
-            return q.notify_decision()
-        if kind == "is_empty":
-            return q.is_empty()
-        if kind == "avail_bytes":
-            r = q.avail_bytes(*args)
-            return _norm(r) if isinstance(r, QueueBroken) else r
         if kind == "desc":
             return drv.write_desc(*args)
         if kind == "avail_idx":
@@ -231,11 +250,6 @@ class Side:
             return None
         if kind == "used_event":
             return drv.set_avail_ring(q.size, args[0])        # used_event = avail.ring[N]
-        if kind == "disabled":                  # the device broke or was disabled, or came back
-            q.disabled = args[0]
-            return None
-        if kind == "set_size":                  # a size write after the rings were set
-            return q.set_size(args[0])
         if kind == "chain":
             if len(drv.free) < len(args[0]):
                 return None
@@ -542,33 +556,15 @@ class PackedSide:
     def _apply(self, op):
         kind, *args = op
         q, drv = self.q, self.drv
-        if kind == "pop":
-            r = q.pop()
-            if isinstance(r, Element):
-                self.popped.append(r)
-            return _norm(r)
-        if kind == "serve":
-            r = q.pop()
-            if isinstance(r, Element):
-                q.push(r, args[0])
-            return _norm(r)
+        r = _device_op(q, self.popped, kind, args)
+        if r is not _NOT_DEVICE:
+            return r
         if kind == "burst":                 # one-descriptor chains popped and not pushed, past the size
             out = []
             for _ in range(min(q.size, 2 * drv.size) + 1):
                 self._apply(("chain", [(0x20100, 8, 7, True, False, 0, "lap")]))
                 out.append(self._apply(("pop",)))
             return out
-        if kind == "push":
-            if not self.popped:
-                return None
-            return q.push(self.popped.pop(0), args[0])
-        if kind == "fill_flush":
-            if not self.popped:
-                return None
-            n = min(args[1], len(self.popped))
-            for k in range(n):
-                q.fill(self.popped.pop(0), args[0], k)
-            return q.flush(n)
         if kind == "chain":                 # at the device's next slot, the head's flags last
             slot, lap = q.last_avail_idx, q.last_avail_wrap_counter
             writes = []
@@ -589,24 +585,8 @@ class PackedSide:
             return drv.write_desc(q.last_avail_idx, TABLES, tlen, bid, flags)
         if kind == "desc":
             return drv.write_desc(*args)
-        if kind == "notification":
-            return q.set_notification(args[0])
-        if kind == "should_notify":
-            return q.should_notify()
         if kind == "driver_event":
             return drv.set_driver_event(*args)
-        if kind == "is_empty":
-            return q.is_empty()
-        if kind == "avail_bytes":
-            r = q.avail_bytes(*args)
-            return _norm(r) if isinstance(r, QueueBroken) else r
-        if kind == "rewind":
-            return q.rewind(args[0])
-        if kind == "disabled":
-            q.disabled = args[0]
-            return None
-        if kind == "set_size":
-            return q.set_size(args[0])
         raise AssertionError(kind)
 
 
