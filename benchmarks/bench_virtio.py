@@ -59,23 +59,31 @@ def bench_rng_requests(reps: int) -> Result:
 DISK_SECTORS = 2048                    # a 1 MiB raw image
 
 
+def blk_read_images(tmp: str, counts) -> tuple[list[str], list[str]]:
+    """In ``tmp``: a random 1 MiB raw disk, and benchmarks/guests/blk_read_loop.S built for
+    each request count; (the command-line arguments for the disk on a legacy virtio-blk,
+    the images' paths)."""
+    disk = os.path.join(tmp, "disk.img")
+    with open(disk, "wb") as f:
+        f.write(os.urandom(DISK_SECTORS * 512))
+    args = ["-drive", f"file={disk},format=raw,if=none,id=d0",
+            "-device", "virtio-blk-pci,drive=d0,disable-modern=on"]
+    paths = []
+    for n in counts:
+        p = os.path.join(tmp, f"blk{n}.bin")
+        with open(p, "wb") as f:
+            f.write(build_guest("blk_read_loop", ITERS=n, DISK_SECTORS=DISK_SECTORS))
+        paths.append(p)
+    return args, paths
+
+
 def bench_blk_reads(reps: int) -> Result:
     if not qemu_available():
         return Result("virtio-blk 4 KiB sequential reads", "QEMU TCG", float("nan"), 0, 0,
                       "report", False, "SKIPPED: qemu-system-x86_64 not installed")
     with tempfile.TemporaryDirectory() as tmp:
-        disk = os.path.join(tmp, "disk.img")
-        with open(disk, "wb") as f:
-            f.write(os.urandom(DISK_SECTORS * 512))
-        args = ["-drive", f"file={disk},format=raw,if=none,id=d0",
-                "-device", "virtio-blk-pci,drive=d0,disable-modern=on"]
         n1, n2 = 100, 2000
-        paths = []
-        for n in (n1, n2):
-            p = os.path.join(tmp, f"blk{n}.bin")
-            with open(p, "wb") as f:
-                f.write(build_guest("blk_read_loop", ITERS=n, DISK_SECTORS=DISK_SECTORS))
-            paths.append(p)
+        args, paths = blk_read_images(tmp, (n1, n2))
 
         def per_request(run) -> float:
             times = []

@@ -30,10 +30,9 @@ from uvirt.backends import block
 from uvirt.testing.guest import run_uvirt
 from uvirt.virtio import blk
 
-from .common import build_guest
+from .bench_virtio import blk_read_images
 
 N0 = 100
-SECTORS = 2048                      # a 1 MiB raw image, as bench_blk_reads
 _READY = os.urandom(4096)
 
 
@@ -71,17 +70,7 @@ def main(argv: list[str]) -> int:
     n = int(argv[0]) if argv else 3000
     reps = int(argv[1]) if len(argv) > 1 else 5
     with tempfile.TemporaryDirectory() as tmp:
-        disk = os.path.join(tmp, "disk.img")
-        with open(disk, "wb") as f:
-            f.write(os.urandom(SECTORS * 512))
-        args = ["-drive", f"file={disk},format=raw,if=none,id=d0",
-                "-device", "virtio-blk-pci,drive=d0,disable-modern=on"]
-        paths = []
-        for count in (N0, n):
-            p = os.path.join(tmp, f"blk{count}.bin")
-            with open(p, "wb") as f:
-                f.write(build_guest("blk_read_loop", ITERS=count, DISK_SECTORS=SECTORS))
-            paths.append(p)
+        args, paths = blk_read_images(tmp, (N0, n))      # the images bench_blk_reads runs
 
         def run(p):
             r = run_uvirt(p, args)
