@@ -287,12 +287,8 @@ class Ivshmem(PciFunction):
         look = (polling is not None and self._watched and self.is_cpu_thread()
                 and not polling.skip())
         if look:                    # open (it has eventfds), running and watching: pause
-            # before the ring: its answer must not wake the thread (``_watch_rings(False)``
-            # written out: every doorbell's path)
-            modify = self._watch.modify
-            for fd in self._own_fds:
-                modify(fd, 0)
-            self._watched = False
+            # before the ring: its answer must not wake the thread
+            self._watch_rings(False)
         client.ring(dest, vector)
         if self.after_ring is not None:
             self.after_ring()
@@ -324,11 +320,8 @@ class Ivshmem(PciFunction):
             for fd, _mask in ready or ():
                 took += self._rung(fd, own[fd], True)
         finally:
-            if not self.closed:         # ``_watch_rings(True)`` written out
-                modify = self._watch.modify
-                for fd in own:
-                    modify(fd, select.EPOLLIN)
-                self._watched = True
+            if not self.closed:
+                self._watch_rings(True)
         self.interrupts_polled += took
         return took > 0
 
