@@ -409,3 +409,50 @@ def test_tb_size_sizes_the_translation_buffer_as_on_qemu(accel, mib):
         assert m.uc.ctl_get_tcg_buffer_size() == want
     finally:
         m.close()
+
+
+def _rwx_mappings() -> dict[tuple[int, int], str]:
+    """This process's read-write-execute mappings, (start, end) -> their smaps text."""
+    out, key = {}, None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 2 and len(head[1]) == 4:
+                lo, hi = (int(v, 16) for v in head[0].split("-"))
+                key = (lo, hi) if head[1].startswith("rwx") else None
+                if key:
+                    out[key] = ""
+            elif key:
+                out[key] += line
+    return out
+
+
+def test_a_new_cpu_sets_up_its_translation_buffer_on_small_pages(tmp_path, firmware, booted):
+    """Unicorn maps its translation buffer with MADV_HUGEPAGE and writes its prologue at
+    the start while it sets up, which faulted in (and zeroed) a 2 MiB huge page on every
+    machine creation.  ``_new_uc`` sets the engine up with the process's transparent huge
+    pages off for that moment: after a guest ran, the buffer holds no huge page, and the
+    process's own setting is what it was before (off stays off)."""
+    import re
+
+    from uvirt.cpu import machine as machine_mod
+    prctl = machine_mod._small_pages._prctl
+    if prctl is None or prctl(42, 0, 0, 0, 0) < 0:
+        pytest.skip("no prctl(PR_GET_THP_DISABLE) on this host (not Linux)")
+    before = prctl(42, 0, 0, 0, 0)
+    image = guest(tmp_path, firmware, "")
+    seen = _rwx_mappings()
+    m, _ = booted(image)
+    assert prctl(42, 0, 0, 0, 0) == before
+    buffers = [k for k in _rwx_mappings() if k not in seen and k[1] - k[0] >= 64 << 20]
+    assert len(buffers) == 1, "Unicorn's translation buffer: one new rwx mapping"
+    assert m.run(timeout=10).debug_exit_value == 0
+    smaps = _rwx_mappings()[buffers[0]]
+    assert re.search(r"^Rss:\s+[1-9]", smaps, re.M), "the guest's code was translated there"
+    assert re.search(r"^AnonHugePages:\s+0 kB", smaps, re.M), smaps
+    prctl(41, 1, 0, 0, 0)           # a process that turned huge pages off keeps them off
+    try:
+        Machine().close()
+        assert prctl(42, 0, 0, 0, 0) == 1
+    finally:
+        prctl(41, before, 0, 0, 0)

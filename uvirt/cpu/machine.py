@@ -157,18 +157,46 @@ EXIT_HOST_ERROR = 1
 EXIT_HARDWARE_ERROR = 134      # QEMU's hw_error() ends in abort(): 128 + SIGABRT
 
 def _new_uc(tcg_buffer_size: int | None = None) -> Uc:
-    """A Unicorn CPU for a machine of our own; ``tcg_buffer_size`` (bytes, from
-    ``-accel tcg,tb-size=N``) sizes its translation buffer, else Unicorn's default (1 GiB).
+    """A Unicorn CPU for a machine of our own, set up (``uc_init_engine``) at once;
+    ``tcg_buffer_size`` (bytes, from ``-accel tcg,tb-size=N``) sizes its translation
+    buffer, else Unicorn's default (1 GiB).
 
-    A buffer under 2 MiB would keep the first translated block from faulting in a 2 MiB
-    huge page (~50-100 us of every creation), but it is not the default: with 1 MiB, a
-    guest's stores into a ``mem_map_ptr`` region ran 2.4x slower (3.9 against 1.6 ns per
-    access, ``bench_region_vs_ram``), and code-heavy guests re-translate after every
-    flush (10x slower).  Host memory behind a BAR at RAM speed comes first."""
+    Unicorn maps that buffer with ``madvise(MADV_HUGEPAGE)`` (QEMU's
+    ``alloc_code_gen_buffer``) and writes its prologue at the start during set-up, so
+    every creation faulted in and zeroed a 2 MiB huge page, with the kernel's compaction
+    on top when free huge pages are short: 35-60 us, more on a fragmented host, of a
+    boot that costs about 1.5 ms (``bench_boot``).  Set-up runs with the process's
+    transparent huge pages off (``_small_pages``), so the buffer's first 2 MiB are
+    small pages, faulted in as translated code reaches them; the rest of the buffer
+    keeps huge pages.  A buffer under 2 MiB would avoid the fault too, but a guest's
+    stores into a ``mem_map_ptr`` region ran 2.4x slower with 1 MiB (3.9 against 1.6 ns
+    per access, ``bench_region_vs_ram``) and code-heavy guests re-translate after every
+    flush (10x slower)."""
     uc = Uc(UC_ARCH_X86, UC_MODE_32)
     if tcg_buffer_size:
         uc.ctl_set_tcg_buffer_size(tcg_buffer_size)
+    with _small_pages():
+        uc.ctl_get_page_size()          # the first call that needs the engine sets it up
     return uc
+
+
+class _small_pages:
+    """Transparent huge pages off for this process while the block runs
+    (``prctl(PR_SET_THP_DISABLE)``, checked by the kernel at each page fault), unless
+    they were off already; a no-op where there is no ``prctl`` (not Linux).  Another
+    thread's fault meanwhile gets small pages too: slower by microseconds, no more."""
+
+    PR_SET_THP_DISABLE, PR_GET_THP_DISABLE = 41, 42
+    _prctl = getattr(ctypes.CDLL(None), "prctl", None) if os.name == "posix" else None
+
+    def __enter__(self) -> None:
+        prctl = self._prctl
+        self._set = prctl is not None and prctl(self.PR_GET_THP_DISABLE, 0, 0, 0, 0) == 0 \
+            and prctl(self.PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
+
+    def __exit__(self, *_exc) -> None:
+        if self._set:
+            self._prctl(self.PR_SET_THP_DISABLE, 0, 0, 0, 0)
 
 
 _REGS = [("eax", X.UC_X86_REG_EAX), ("ebx", X.UC_X86_REG_EBX), ("ecx", X.UC_X86_REG_ECX),
