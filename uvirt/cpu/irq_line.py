@@ -59,6 +59,7 @@ import struct
 from typing import Callable
 
 from uvirt.child import run_in_child
+from uvirt.cpu.uc_hooks import _CAPI
 
 #: QEMU's CPU_INTERRUPT_VIRQ (CPU_INTERRUPT_TGT_INT_0, include/exec/cpu-all.h)
 CPU_INTERRUPT_VIRQ = 0x0100
@@ -131,10 +132,10 @@ class IrqLine:
             return None
 
     def _map_ack_page(self) -> None:
-        from unicorn.unicorn_py3.unicorn import MMIO_READ_CFUNC, uclib
-        self._read_cb = MMIO_READ_CFUNC(self.acknowledge)
-        status = uclib.uc_mmio_map(self.uc._uch, ctypes.c_uint64(ACK_PAGE), ctypes.c_size_t(ACK_WINDOW),
-                                   self._read_cb, None, None, None)
+        if _CAPI.lib is None:
+            raise ValueError("the binding's internals moved")
+        self._read_cb = _CAPI.mmio_read(self.acknowledge)
+        status = _CAPI.lib.uc_mmio_map(self.uc._uch, ACK_PAGE, ACK_WINDOW, self._read_cb, None, None, None)
         if status:
             raise ValueError(f"mapping the acknowledge page failed ({status})")
         self._mapped = True

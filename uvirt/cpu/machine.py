@@ -81,8 +81,8 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
-                     UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT,
+from unicorn import (UC_ARCH_X86, UC_CTL_IO_READ, UC_CTL_UC_PAGE_SIZE, UC_ERR_EXCEPTION,
+                     UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT,
                      UC_ERR_WRITE_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_HOOK_MEM_WRITE_PROT, UC_MODE_32, Uc, UcError)
 from unicorn import x86_const as X
@@ -98,7 +98,7 @@ from uvirt.cpu.exits import TbEndExits
 from uvirt.cpu.halt_wake import HaltWake
 from uvirt.cpu.irq_line import IrqLine
 from uvirt.cpu.tlb import TlbFill
-from uvirt.cpu.uc_hooks import add_c_hook
+from uvirt.cpu.uc_hooks import add_c_hook, ctl, ctl_code
 from uvirt.cpu.uc_memory import UnicornMemory
 from uvirt.cpu.uc_regs import FastRegs
 from uvirt.errors import ImageError, UvirtError
@@ -176,8 +176,12 @@ def _new_uc(tcg_buffer_size: int | None = None) -> Uc:
     if tcg_buffer_size:
         uc.ctl_set_tcg_buffer_size(tcg_buffer_size)
     with _small_pages():
-        uc.ctl_get_page_size()          # the first call that needs the engine sets it up
+        # the first call that needs the engine sets it up (``uc_init_engine``)
+        ctl(uc, _GET_PAGE_SIZE, ctypes.byref(ctypes.c_uint32()))
     return uc
+
+
+_GET_PAGE_SIZE = ctl_code(UC_CTL_UC_PAGE_SIZE, UC_CTL_IO_READ, 1)
 
 
 class _small_pages:

@@ -34,12 +34,12 @@ from __future__ import annotations
 import ctypes
 from typing import Callable
 
-from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_TLB_FILL, UC_MEM_FETCH, UC_MEM_WRITE,
-                     UC_PROT_ALL, UC_PROT_READ, UC_PROT_WRITE, UC_TLB_CPU, UC_TLB_VIRTUAL, Uc)
+from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_CTL_TLB_TYPE, UC_HOOK_TLB_FILL,
+                     UC_MEM_FETCH, UC_MEM_WRITE, UC_PROT_ALL, UC_PROT_READ, UC_PROT_WRITE, UC_TLB_CPU, UC_TLB_VIRTUAL, Uc)
 from unicorn import x86_const as X
 
 from uvirt.board.interrupts.lapic import APIC_BASE, APIC_SPACE_SIZE
-from uvirt.cpu.uc_hooks import add_c_hook
+from uvirt.cpu.uc_hooks import _CAPI, add_c_hook, ctl, ctl_code, engine
 
 PAGE_SHIFT = 12
 CR0_PG = 1 << 31
@@ -58,6 +58,8 @@ _RW = UC_PROT_READ | UC_PROT_WRITE
 #: MMIO window, so the switch happens as before (firmware/cpu_memory.S maps RAM at
 #: 0xFEE00000 while paging is on).
 HOOKED = ((0, APIC_BASE - 1), (APIC_BASE + APIC_SPACE_SIZE, (1 << 64) - 1))
+_TLB_FLUSH = ctl_code(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE, 0)
+_TLB_TYPE = ctl_code(UC_CTL_TLB_TYPE, UC_CTL_IO_WRITE, 1)
 
 
 class TlbFill:
@@ -88,8 +90,8 @@ class TlbFill:
         self._memory = None
         self._on_error = on_error
         self._cr0 = _reg_reader(uc, X.UC_X86_REG_CR0)
-        self._flush = lambda: uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
-        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        self._flush = _flusher(uc)
+        _set_tlb_mode(uc, UC_TLB_VIRTUAL)
         self._flush()
         if not fresh:                     # a user's CPU may hold code from before
             uc.ctl_flush_tb()             # (50-70 us; a CPU that never ran holds none)
@@ -152,7 +154,7 @@ class TlbFill:
             if paging != self.paging:
                 self.paging = paging
                 self.switches += 1
-                self.uc.ctl_set_tlb_mode(UC_TLB_CPU if paging else UC_TLB_VIRTUAL)
+                _set_tlb_mode(self.uc, UC_TLB_CPU if paging else UC_TLB_VIRTUAL)
                 self._flush()             # entries of one filler must not serve the other
                 if not paging:
                     # code translated while paging is not in exec_pages: drop it, or a
@@ -200,24 +202,36 @@ class TlbFill:
         """Give the CPU back as Unicorn made it (a user's CPU lives on)."""
         for hook in self.hooks:
             self.uc.hook_del(hook)
-        self.uc.ctl_set_tlb_mode(UC_TLB_CPU)
+        _set_tlb_mode(self.uc, UC_TLB_CPU)
         self._flush()
         if self._memory is not None:
             self._memory.code_pages = None
             self._memory = None
 
 
+def _set_tlb_mode(uc: Uc, mode: int) -> None:
+    ctl(uc, _TLB_TYPE, ctypes.c_int(mode))
+
+
+def _flusher(uc: Uc) -> Callable[[], None]:
+    """``uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)`` straight through the C API: the
+    hook flushes at every first fetch from a page."""
+    uch = engine(uc)
+    if uch is None:
+        return lambda: uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+    fn = _CAPI.lib.uc_ctl
+    return lambda: fn(uch, _TLB_FLUSH)
+
+
 def _reg_reader(uc: Uc, reg: int) -> Callable[[], int]:
     """A register read straight through the C API (the binding's ``reg_read`` costs a
     few µs of argument handling; the fill hook reads CR0 on every call)."""
-    try:
-        from unicorn.unicorn_py3.unicorn import uclib
-        uch = uc._uch
-    except (ImportError, AttributeError):
+    uch = engine(uc)
+    if uch is None:
         return lambda: uc.reg_read(reg)
     value = ctypes.c_uint64()
     ref = ctypes.byref(value)
-    fn = uclib.uc_reg_read
+    fn = _CAPI.lib.uc_reg_read
 
     def read() -> int:
         fn(uch, reg, ref)

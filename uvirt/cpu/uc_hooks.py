@@ -1,4 +1,4 @@
-"""Unicorn hooks registered through the C API.
+"""Unicorn's C API called directly: hooks, MMIO windows and controls.
 
 The binding's ``hook_add`` wraps every callback in two more Python frames (an exception
 guard and an argument adapter): a third of an IN exit (benchmarks/bench_machine.py),
@@ -7,6 +7,10 @@ HOST_ERROR stop), so they are registered with the binding's own function types a
 in the binding's table, so ``hook_del`` and its lifetime rules work unchanged.  If the
 pinned binding's internals ever move, ``fallback()`` (the ordinary ``hook_add`` path)
 is used instead: same behaviour, slower.
+
+The binding's internals are looked up once, when this module is imported (``_CAPI``):
+looking them up per call (an import statement and a failing ``getattr`` each) cost
+about a third of every machine's eight hooks, which a boot pays on every creation.
 """
 from __future__ import annotations
 
@@ -16,29 +20,74 @@ from typing import Callable
 from unicorn import UcError
 
 
+class _CApi:
+    """What uvirt takes from the pinned binding's internals, resolved once; ``lib`` is
+    None if they moved (every caller then takes the binding's public path)."""
+
+    def __init__(self) -> None:
+        try:
+            from unicorn.unicorn_py3 import unicorn as binding
+            from unicorn.unicorn_py3.arch import intel
+            self.lib = binding.uclib
+            self.hook_h = binding.uc_hook_h
+            self.mmio_read, self.mmio_write = binding.MMIO_READ_CFUNC, binding.MMIO_WRITE_CFUNC
+            # the hook function types uvirt registers, by the binding's names
+            self.ftypes = {name: getattr(binding, name, None) or getattr(intel, name)
+                           for name in ("HOOK_INTR_CFUNC", "HOOK_MEM_INVALID_CFUNC",
+                                        "HOOK_TLB_FILL_CFUNC", "HOOK_INSN_IN_CFUNC",
+                                        "HOOK_INSN_OUT_CFUNC")}
+        except (ImportError, AttributeError):
+            self.lib = None
+            self.ftypes = {}
+
+
+_CAPI = _CApi()
+
+
+def engine(uc):
+    """The engine handle behind a binding ``Uc`` for the C API, or None (binding moved)."""
+    if _CAPI.lib is None:
+        return None
+    return getattr(uc, "_uch", None)
+
+
 def add_c_hook(uc, htype: int, cfunc_type: str, fn, fallback: Callable[[], int],
                begin: int = 1, end: int = 0, *extra: ctypes._SimpleCData) -> int:
     """``uc_hook_add(uc, htype, fn, NULL, begin, end, *extra)`` with ``fn`` called
     directly (its first argument is the raw engine handle).  -> the hook handle."""
+    ftype = _CAPI.ftypes.get(cfunc_type)
     try:
-        from unicorn.unicorn_py3 import unicorn as binding
-        from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
-        ftype = getattr(binding, cfunc_type, None)
-        if ftype is None:
-            from unicorn.unicorn_py3.arch import intel
-            ftype = getattr(intel, cfunc_type)
         callbacks = uc._callbacks
         uch = uc._uch
-    except (ImportError, AttributeError):
+    except AttributeError:
+        ftype = None
+    if ftype is None:
         return fallback()
     fptr = ftype(fn)
-    handle = uc_hook_h()
-    status = uclib.uc_hook_add(uch, ctypes.byref(handle), htype, fptr, None,
-                               ctypes.c_uint64(begin), ctypes.c_uint64(end), *extra)
+    handle = _CAPI.hook_h()
+    status = _CAPI.lib.uc_hook_add(uch, ctypes.byref(handle), htype, fptr, None, begin, end, *extra)
     if status != 0:
         raise UcError(status)
     callbacks[handle.value] = fptr
     return handle.value
+
+
+def ctl(uc, code: int, *args) -> None:
+    """``uc_ctl(uc, code, *args)``: the binding's ``ctl_*`` methods spend several
+    microseconds each encoding their arguments in Python (three of them run at every
+    machine's creation, and the TLB flush at every first fetch from a page)."""
+    uch = engine(uc)
+    if uch is None:
+        uc.ctl(code & 0x3FFFFFF, code >> 30, *args)     # the binding encodes it again
+        return
+    status = _CAPI.lib.uc_ctl(uch, code, *args)
+    if status != 0:
+        raise UcError(status)
+
+
+def ctl_code(control: int, io: int, nargs: int) -> int:
+    """``UC_CTL_READ/WRITE(control, nargs)`` (unicorn.h): what ``ctl`` takes."""
+    return (io << 30) | (nargs << 26) | control
 
 
 def hook_failure(uc) -> Callable[[BaseException], None]:
@@ -64,11 +113,12 @@ def map_mmio(uc, address: int, size: int, read_cb, write_cb, *, raw: bool = Fals
     guard themselves with ``hook_failure(uc)``, so Unicorn calls them with no frame in
     between (the hot MMIO windows: every frame is 60-100 ns of an interrupt round trip)."""
     try:
-        from unicorn.unicorn_py3.unicorn import MMIO_READ_CFUNC, MMIO_WRITE_CFUNC, uclib
+        if _CAPI.lib is None:
+            raise AttributeError("the binding's internals moved")
         callbacks = uc._mmio_callbacks
         uch = uc._uch
         uc._hook_exception                  # noqa: B018 - the binding keeps exceptions here
-    except (ImportError, AttributeError):
+    except AttributeError:
         if raw:
             uc.mmio_map(address, size,
                         lambda _uc, off, width, ud: read_cb(None, off, width, ud), None,
@@ -96,8 +146,8 @@ def map_mmio(uc, address: int, size: int, read_cb, write_cb, *, raw: bool = Fals
             except BaseException as e:
                 failed(e)
 
-    rf, wf = MMIO_READ_CFUNC(read), MMIO_WRITE_CFUNC(write)
-    status = uclib.uc_mmio_map(uch, ctypes.c_uint64(address), ctypes.c_size_t(size), rf, None, wf, None)
+    rf, wf = _CAPI.mmio_read(read), _CAPI.mmio_write(write)
+    status = _CAPI.lib.uc_mmio_map(uch, ctypes.c_uint64(address), ctypes.c_size_t(size), rf, None, wf, None)
     if status != 0:
         raise UcError(status)
     callbacks[(address, address + size)] = (rf, wf)     # kept alive; mem_unmap drops them

@@ -13,12 +13,13 @@ import operator
 import threading
 from typing import Callable, Iterable, NamedTuple
 
-from unicorn import UcError
+from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE, UC_HOOK_MEM_READ_UNMAPPED,
+                     UC_HOOK_MEM_WRITE_UNMAPPED, UcError)
 
 from uvirt.board.memory.regions import (PAGE_MASK, PAGE_SIZE, ADDR_SPACE_END, UNASSIGNED_MEM_VALUE,
                                         MemoryMap, MmioRegion, Piece, RamRegion, Region,
                                         merge_ranges, subtract_ranges)
-from uvirt.cpu.uc_hooks import hook_failure, map_mmio
+from uvirt.cpu.uc_hooks import _CAPI, ctl_code, engine, hook_failure, map_mmio
 from uvirt.errors import MemoryMapError
 
 
@@ -287,11 +288,11 @@ def _mapping_calls(uc):
     """``(mem_map_ptr, mem_unmap)`` straight into the C API, returning Unicorn's status:
     the binding's methods add a Python frame, an assert and a dictionary probe to every
     BAR move.  (Without the binding's internals: its methods, which raise themselves.)"""
-    try:
-        from unicorn.unicorn_py3.unicorn import uclib
-        uch = uc._uch
-        return functools.partial(uclib.uc_mem_map_ptr, uch), functools.partial(uclib.uc_mem_unmap, uch)
-    except (ImportError, AttributeError):
+    uch = engine(uc)
+    if uch is not None:
+        lib = _CAPI.lib
+        return functools.partial(lib.uc_mem_map_ptr, uch), functools.partial(lib.uc_mem_unmap, uch)
+    else:
         def map_ptr(address: int, size: int, perms: int, ptr: int) -> int:
             uc.mem_map_ptr(address, size, perms, ptr)
             return 0
@@ -305,17 +306,12 @@ def _mapping_calls(uc):
 
 def _tb_remover(uc):
     """``(begin, end) -> None`` dropping translated blocks, through ``uc_ctl`` itself."""
-    import ctypes
-    try:
-        from unicorn.unicorn_py3.unicorn import uclib
-        from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE
-        uch = uc._uch
-    except (ImportError, AttributeError):
+    uch = engine(uc)
+    if uch is None:
         return uc.ctl_remove_cache
-    # UC_CTL_WRITE(type, nargs) = type | nargs << 26 | UC_CTL_IO_WRITE << 30
-    ctl = UC_CTL_TB_REMOVE_CACHE | (2 << 26) | (UC_CTL_IO_WRITE << 30)
+    ctl = ctl_code(UC_CTL_TB_REMOVE_CACHE, UC_CTL_IO_WRITE, 2)
     u64 = ctypes.c_uint64
-    fn = uclib.uc_ctl
+    fn = _CAPI.lib.uc_ctl
 
     def remove(begin: int, end: int) -> None:
         fn(uch, ctl, u64(begin), u64(end))
@@ -353,7 +349,6 @@ class _GapHooks:
     starts."""
 
     def __init__(self, uc, handler: Callable[[int, int], bool]) -> None:
-        from unicorn import UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE_UNMAPPED
         self._uc = uc
         self._hooks: dict[tuple[int, int], int] = {}
         self._sorted: list[tuple[int, int]] | None = []      # the keys of _hooks, sorted
@@ -364,11 +359,11 @@ class _GapHooks:
         def callback(_uc, _access, address, size, _value, _ud) -> bool:
             return handler(address, size)
 
-        try:
-            from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib  # noqa: F401
-            self._fptr = HOOK_MEM_INVALID_CFUNC(callback)
-            self._uch, self._lib, self._handle_t = uc._uch, uclib, uc_hook_h
-        except (ImportError, AttributeError):        # the binding moved: its own path
+        self._uch = engine(uc)
+        if self._uch is not None:
+            self._fptr = _CAPI.ftypes["HOOK_MEM_INVALID_CFUNC"](callback)
+            self._lib, self._handle_t = _CAPI.lib, _CAPI.hook_h
+        else:                                         # the binding moved: its own path
             self._lib = None
             self._callback = lambda u, a, addr, size, v, d: handler(addr, size)
 

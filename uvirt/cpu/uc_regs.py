@@ -18,25 +18,30 @@ import ctypes
 
 from unicorn import UcError
 
+from uvirt.cpu.uc_hooks import _CAPI, engine
+
+try:
+    from unicorn.unicorn_py3.arch.intel import UcRegMMR as _MMR
+except ImportError:
+    _MMR = None
 
 class FastRegs:
     def __init__(self, uc) -> None:
         self.uc = uc
-        try:
-            from unicorn.unicorn_py3.arch.intel import UcRegMMR
-            from unicorn.unicorn_py3.unicorn import uclib
-            self._h = ctypes.c_void_p(uc._uch.value if hasattr(uc._uch, "value") else uc._uch)
-            self._reg_read = uclib.uc_reg_read
-            self._reg_write = uclib.uc_reg_write
-            self._mem_read = uclib.uc_mem_read
-            self._mem_write = uclib.uc_mem_write
-            self._mmr_type = UcRegMMR
-        except (ImportError, AttributeError):
+        uch = engine(uc)
+        if uch is None or _MMR is None:
             self._h = None
             return
+        self._h = ctypes.c_void_p(uch.value if hasattr(uch, "value") else uch)
+        lib = _CAPI.lib
+        self._reg_read = lib.uc_reg_read
+        self._reg_write = lib.uc_reg_write
+        self._mem_read = lib.uc_mem_read
+        self._mem_write = lib.uc_mem_write
+        self._mmr_type = _MMR
         self._val = ctypes.c_uint64()
         self._val_p = ctypes.byref(self._val)
-        self._mmr = UcRegMMR()
+        self._mmr = _MMR()
         self._mmr_p = ctypes.byref(self._mmr)
 
     def read(self, reg: int) -> int:
