@@ -349,9 +349,9 @@ def test_a_new_machines_entry_state_is_installed_once_by_load_kernel(tmp_path, f
     installs: dict[int, int] = {}
     real_install = machine_module.Machine._install_gdt
 
-    def counting_install(self):
+    def counting_install(self, *then):
         installs[id(self)] = installs.get(id(self), 0) + 1
-        real_install(self)
+        real_install(self, *then)
 
     monkeypatch.setattr(machine_module.Machine, "_install_gdt", counting_install)
     image = guest(tmp_path, firmware, "    mov eax, 0x12345678").read_bytes()

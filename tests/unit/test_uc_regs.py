@@ -80,3 +80,38 @@ def test_set_table_and_segment_loads_match_the_binding(cpu):
     assert uc.reg_read(X.UC_X86_REG_AL) == 0x5A           # the descriptor's base was loaded
     with pytest.raises(UcError):
         regs.write(X.UC_X86_REG_DS, 0x30)                 # beyond the GDT's limit: refused
+
+
+def test_write_many_and_read_many_match_one_call_per_register(cpu):
+    """Machine._install_gdt and load_kernel write the entry state in one batch, and a
+    stop reads its registers in one: the same values, in the same order, as the binding's
+    one call per register; segment loads see the GDTR written earlier in the batch."""
+    uc, regs = cpu
+    gdt = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff0010009fcf00")
+    uc.mem_write(0x500, gdt)
+    writes = ((X.UC_X86_REG_GDTR, (0x500, len(gdt) - 1)), (X.UC_X86_REG_IDTR, (0x1000, 0x3FF)),
+              (X.UC_X86_REG_CS, 0x08), (X.UC_X86_REG_DS, 0x10),
+              (X.UC_X86_REG_CR4, 0)) + tuple((reg, 0x11111111 * (i + 1)) for i, reg in enumerate(REGS32[:8]))
+    for _ in range(2):                   # the second time through the kept arrays
+        regs.write_many(writes)
+        assert uc.reg_read(X.UC_X86_REG_GDTR)[1:3] == (0x500, len(gdt) - 1)
+        assert uc.reg_read(X.UC_X86_REG_IDTR)[1:3] == (0x1000, 0x3FF)
+        assert uc.reg_read(X.UC_X86_REG_CR4) == 0
+        ids = tuple(reg for reg, _ in writes[2:])
+        assert regs.read_many(ids) == [uc.reg_read(reg) for reg in ids] == [v for _, v in writes[2:]]
+        uc.reg_write(X.UC_X86_REG_DS, 0)
+        uc.reg_write(X.UC_X86_REG_EAX, 0xFFFFFFFF)
+    # read_many leaves no stale bytes above a narrower register's
+    regs.read_many((X.UC_X86_REG_EAX,))
+    assert regs.read_many((X.UC_X86_REG_CS, X.UC_X86_REG_DS)) == [0x08, 0]
+
+
+def test_write_many_stops_at_a_refused_write_with_the_earlier_ones_done(cpu):
+    uc, regs = cpu
+    uc.mem_write(0x500, bytes(8) + bytes.fromhex("ffff00000093cf00"))
+    uc.reg_write(X.UC_X86_REG_EBX, 7)
+    with pytest.raises(UcError):
+        regs.write_many(((X.UC_X86_REG_GDTR, (0x500, 15)), (X.UC_X86_REG_EAX, 5),
+                         (X.UC_X86_REG_DS, 0x30), (X.UC_X86_REG_EBX, 6)))
+    assert uc.reg_read(X.UC_X86_REG_EAX) == 5
+    assert uc.reg_read(X.UC_X86_REG_EBX) == 7

@@ -120,6 +120,16 @@ ENTRY_EFLAGS = 0x00000006      # observed at a QEMU multiboot entry: IF=0, PF=1
 ENTRY_ESP = 0x00006F08         # the ROM's stack as QEMU leaves it; guests set their own
 ENTRY_IDTR = (0, 0, 0x3FF, 0)  # the real-mode IVT, still loaded
 
+#: ``_install_gdt``'s register writes, in order: the segments loaded from the copy, ...
+_SEGMENT_LOADS = ((X.UC_X86_REG_GDTR, (GDT_SCRATCH, len(GDT) - 1)),
+                  (X.UC_X86_REG_IDTR, (ENTRY_IDTR[1], ENTRY_IDTR[2])),
+                  (X.UC_X86_REG_CS, CODE_SEL)) + tuple(
+                 (r, DATA_SEL) for r in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS,
+                                         X.UC_X86_REG_GS, X.UC_X86_REG_SS))
+#: ... then GDTR at the ROM's table, and CR4 as QEMU's entry state has it (Unicorn starts
+#: with 0x50200)
+_ENTRY_TABLES = ((X.UC_X86_REG_GDTR, (GDT_ADDR, len(GDT) - 1)), (X.UC_X86_REG_CR4, 0))
+
 IF_MASK = 0x200
 #: CPU reset (Machine.cpu_reset): F000:FFF0, EDX = qemu64's family 6 model 6 stepping 3
 RESET_CS, RESET_EIP, RESET_EDX = 0xF000, 0xFFF0, 0x663
@@ -209,6 +219,7 @@ _REGS = [("eax", X.UC_X86_REG_EAX), ("ebx", X.UC_X86_REG_EBX), ("ecx", X.UC_X86_
          ("eflags", X.UC_X86_REG_EFLAGS), ("cs", X.UC_X86_REG_CS), ("ds", X.UC_X86_REG_DS),
          ("ss", X.UC_X86_REG_SS), ("cr0", X.UC_X86_REG_CR0)]
 _SELECTORS = frozenset(("cs", "ds", "ss"))    # 16-bit reads (FastRegs.selector)
+_REG_IDS = tuple(reg for _, reg in _REGS)
 
 _EXCEPTION_NAMES = {0: "#DE divide error", 1: "#DB debug", 3: "#BP breakpoint", 4: "#OF overflow",
                     5: "#BR bound range", 6: "#UD invalid opcode", 7: "#NM no math coprocessor",
@@ -602,7 +613,9 @@ class Machine:
         place (installing it here as well cost ~20 us of every boot)."""
         self._view_pending = False
 
-    def _install_gdt(self) -> None:
+    def _install_gdt(self, then: tuple[tuple[int, int], ...] = ()) -> None:
+        """The entry segment state, then the registers ``then`` (in the same C call as
+        the last of it: ``FastRegs.write_many``)."""
         # The option ROM's GDT lies in shadow RAM at 0xC02B8, which the firmware leaves
         # read-only (or, before the firmware step, hidden behind pc.rom), and Unicorn
         # loads a segment's descriptor from guest memory as the CPU sees it.  So the
@@ -613,16 +626,10 @@ class Machine:
         self.write_ram(GDT_SCRATCH, GDT)
         regs = self.regs          # the C API: the binding's reg_write costs ~4 us a register
         try:
-            regs.set_table(X.UC_X86_REG_GDTR, GDT_SCRATCH, len(GDT) - 1)
-            regs.set_table(X.UC_X86_REG_IDTR, ENTRY_IDTR[1], ENTRY_IDTR[2])
-            regs.write(X.UC_X86_REG_CS, CODE_SEL)
-            for r in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS, X.UC_X86_REG_GS,
-                      X.UC_X86_REG_SS):
-                regs.write(r, DATA_SEL)
+            regs.write_many(_SEGMENT_LOADS)
         finally:
             self.write_ram(GDT_SCRATCH, scratch)
-        regs.set_table(X.UC_X86_REG_GDTR, GDT_ADDR, len(GDT) - 1)
-        regs.write(X.UC_X86_REG_CR4, 0)       # QEMU's entry state; Unicorn starts with 0x50200
+        regs.write_many(_ENTRY_TABLES + then)
 
     # ------------------------------------------------------------------ boot
     def load_kernel(self, image: bytes, *, filename: str = "kernel", cmdline: str = "") -> None:
@@ -643,9 +650,7 @@ class Machine:
         if self._uc is not None:
             self._entry_pending = False      # installed here, once the image is in place
             self._cpu_view()                 # the mappings, if no commit made them yet
-            self._install_gdt()
-            for reg, value in self._boot_regs.items():      # 32-bit registers: the C API
-                self.regs.write(reg, value)
+            self._install_gdt(tuple(self._boot_regs.items()))
 
     def load_bios(self, image: bytes, *, filename: str = "bios") -> None:
         """``-bios``: map the image at the top of 4 GiB (its last 128 KiB also below
@@ -1394,9 +1399,10 @@ class Machine:
         self._request_stop(StopReason.FAULT, EXIT_FAULT, detail)
 
     def _fill_cpu_state(self, stop: StopInfo) -> None:
-        regs = self.regs           # the C API (the binding: ~3 us a register, 14 a stop)
-        stop.regs = {name: regs.selector(reg) if name in _SELECTORS else regs.read(reg)
-                     for name, reg in _REGS}
+        # the C API, one call (the binding: ~3 us a register, 14 a stop)
+        values = self.regs.read_many(_REG_IDS)
+        stop.regs = {name: v & 0xFFFF if name in _SELECTORS else v
+                     for (name, _), v in zip(_REGS, values)}
         stop.eip = stop.regs["eip"]
         if not stop.clean:
             stop.insn = self.disassemble(stop.eip)
@@ -1435,9 +1441,7 @@ class Machine:
         if self.uc is not None and self.lowmem is not None and self.lowmem.bios is not None:
             self.cpu_reset()
         elif self.uc is not None and self._boot_regs:
-            self._install_gdt()
-            for reg, value in self._boot_regs.items():
-                self.uc.reg_write(reg, value)
+            self._install_gdt(tuple(self._boot_regs.items()))
 
     def close(self) -> None:
         """Close the board (chardevs, drives) and release the CPU: hooks, mappings

@@ -15,6 +15,7 @@ internals ever move, every method falls back to the binding: same results, slowe
 from __future__ import annotations
 
 import ctypes
+import struct
 
 from unicorn import UcError
 
@@ -24,6 +25,12 @@ try:
     from unicorn.unicorn_py3.arch.intel import UcRegMMR as _MMR
 except ImportError:
     _MMR = None
+
+#: ``write_many``'s value slots: a ``uc_x86_mmr`` (u16 selector, u64 base, u32 limit,
+#: u32 flags: 24 bytes) or a u64 register value
+_SLOT = 24
+_MMR_FMT = struct.Struct("<H6xQII")
+_U64 = struct.Struct("<Q")
 
 class FastRegs:
     def __init__(self, uc) -> None:
@@ -43,6 +50,9 @@ class FastRegs:
         self._val_p = ctypes.byref(self._val)
         self._mmr = _MMR()
         self._mmr_p = ctypes.byref(self._mmr)
+        self._write_batch = lib.uc_reg_write_batch
+        self._read_batch = lib.uc_reg_read_batch
+        self._batches: dict[tuple[int, ...], _Batch] = {}
 
     def read(self, reg: int) -> int:
         """A 32-bit register: Unicorn writes the low 4 bytes of the buffer, whose high 4
@@ -88,6 +98,51 @@ class FastRegs:
         if self._reg_write(self._h, reg, self._mmr_p):
             self.uc.reg_write(reg, (0, base, limit, 0))     # raises the binding's error
 
+    def write_many(self, writes) -> None:
+        """``((reg, value), ...)`` written in order, ``value`` an int as ``write`` takes
+        (32 bits) or ``(base, limit)`` for GDTR/IDTR as ``set_table`` takes, in one
+        ``uc_reg_write_batch``: the same C writes, one after the other, as one
+        ``uc_reg_write`` each (unicorn's uc.c), for one call instead of one per register
+        (a boot's entry state is twenty).  A refused write raises and leaves the ones
+        before it done, as a sequence of ``write`` calls would."""
+        if self._h is None:
+            for reg, value in writes:
+                if type(value) is tuple:
+                    self.uc.reg_write(reg, (0, value[0], value[1], 0))
+                else:
+                    self.uc.reg_write(reg, value & 0xFFFFFFFF)
+            return
+        batch = self._batch(tuple([reg for reg, _ in writes]))
+        buf = batch.buf
+        for i, (_reg, value) in enumerate(writes):
+            if type(value) is tuple:           # uc_x86_mmr: selector, base, limit, flags
+                _MMR_FMT.pack_into(buf, _SLOT * i, 0, value[0], value[1], 0)
+            else:
+                _U64.pack_into(buf, _SLOT * i, value & 0xFFFFFFFF)
+        status = self._write_batch(self._h, batch.ids, batch.ptrs, batch.n)
+        if status:
+            raise UcError(status)
+
+    def read_many(self, regs: tuple[int, ...]) -> list[int]:
+        """32-bit registers (as ``read``), in one ``uc_reg_read_batch``."""
+        if self._h is None:
+            return [self.uc.reg_read(reg) for reg in regs]
+        batch = self._batch(regs, 8)
+        vals = batch.buf
+        ctypes.memset(vals, 0, ctypes.sizeof(vals))     # a narrower register leaves the rest 0
+        status = self._read_batch(self._h, batch.ids, batch.ptrs, batch.n)
+        if status:
+            raise UcError(status)
+        return vals[:]
+
+    def _batch(self, regs: tuple[int, ...], slot: int = _SLOT) -> "_Batch":
+        """The C arrays for a batch of these registers, made once per list (the callers'
+        lists are constants, or the boot registers)."""
+        batch = self._batches.get((regs, slot))
+        if batch is None:
+            batch = self._batches[(regs, slot)] = _Batch(regs, slot)
+        return batch
+
     def mem_read(self, addr: int, size: int) -> bytes:
         if self._h is None:
             return bytes(self.uc.mem_read(addr, size))
@@ -104,3 +159,18 @@ class FastRegs:
         status = self._mem_write(self._h, addr, data, len(data))
         if status:
             raise UcError(status)
+
+
+class _Batch:
+    """A register batch's C arguments: the ids, and a pointer to each value's slot in
+    ``buf``: ``slot`` bytes each, ``_SLOT`` to write any register, 8 (a ``c_uint64``
+    array) to read 32-bit ones."""
+
+    __slots__ = ("n", "ids", "ptrs", "buf")
+
+    def __init__(self, regs: tuple[int, ...], slot: int) -> None:
+        n = self.n = len(regs)
+        self.buf = (ctypes.c_uint64 * (n * slot // 8))()
+        base = ctypes.addressof(self.buf)
+        self.ids = (ctypes.c_int * n)(*regs)
+        self.ptrs = (ctypes.c_void_p * n)(*range(base, base + slot * n, slot))
