@@ -115,3 +115,11 @@ def test_write_many_stops_at_a_refused_write_with_the_earlier_ones_done(cpu):
                          (X.UC_X86_REG_DS, 0x30), (X.UC_X86_REG_EBX, 6)))
     assert uc.reg_read(X.UC_X86_REG_EAX) == 5
     assert uc.reg_read(X.UC_X86_REG_EBX) == 7
+
+
+def test_a_batch_longer_than_one_call_takes_several_in_order(cpu):
+    uc, regs = cpu
+    writes = tuple((reg, 0x1000 * k + i) for k in range(4) for i, reg in enumerate(REGS32[:8]))
+    regs.write_many(writes)                  # 32 + 8: two calls, the later values last
+    assert [uc.reg_read(reg) for reg in REGS32[:8]] == [0x3000 + i for i in range(8)]
+    assert regs.read_many(tuple(REGS32[:8]) * 5) == [0x3000 + i for i in range(8)] * 5

@@ -31,6 +31,7 @@ except ImportError:
 _SLOT = 24
 _MMR_FMT = struct.Struct("<H6xQII")
 _U64 = struct.Struct("<Q")
+_BATCH = 32               # registers per uc_reg_*_batch call (longer lists take several)
 
 class FastRegs:
     def __init__(self, uc) -> None:
@@ -52,7 +53,7 @@ class FastRegs:
         self._mmr_p = ctypes.byref(self._mmr)
         self._write_batch = lib.uc_reg_write_batch
         self._read_batch = lib.uc_reg_read_batch
-        self._batches: dict[tuple[int, ...], _Batch] = {}
+        self._ids = None                  # the batches' arrays, at the first batch
 
     def read(self, reg: int) -> int:
         """A 32-bit register: Unicorn writes the low 4 bytes of the buffer, whose high 4
@@ -112,36 +113,45 @@ class FastRegs:
                 else:
                     self.uc.reg_write(reg, value & 0xFFFFFFFF)
             return
-        batch = self._batch(tuple([reg for reg, _ in writes]))
-        buf = batch.buf
-        for i, (_reg, value) in enumerate(writes):
-            if type(value) is tuple:           # uc_x86_mmr: selector, base, limit, flags
-                _MMR_FMT.pack_into(buf, _SLOT * i, 0, value[0], value[1], 0)
-            else:
-                _U64.pack_into(buf, _SLOT * i, value & 0xFFFFFFFF)
-        status = self._write_batch(self._h, batch.ids, batch.ptrs, batch.n)
-        if status:
-            raise UcError(status)
+        if self._ids is None:
+            self._batch_arrays()
+        ids, slots = self._ids, self._slots
+        for first in range(0, len(writes), _BATCH):
+            chunk = writes[first:first + _BATCH]
+            for i, (reg, value) in enumerate(chunk):
+                ids[i] = reg
+                if type(value) is tuple:       # uc_x86_mmr: selector, base, limit, flags
+                    _MMR_FMT.pack_into(slots, _SLOT * i, 0, value[0], value[1], 0)
+                else:
+                    _U64.pack_into(slots, _SLOT * i, value & 0xFFFFFFFF)
+            status = self._write_batch(self._h, ids, self._write_ptrs, len(chunk))
+            if status:
+                raise UcError(status)
 
-    def read_many(self, regs: tuple[int, ...]) -> list[int]:
+    def read_many(self, regs) -> list[int]:
         """32-bit registers (as ``read``), in one ``uc_reg_read_batch``."""
-        if self._h is None:
-            return [self.uc.reg_read(reg) for reg in regs]
-        batch = self._batch(regs, 8)
-        vals = batch.buf
-        ctypes.memset(vals, 0, ctypes.sizeof(vals))     # a narrower register leaves the rest 0
-        status = self._read_batch(self._h, batch.ids, batch.ptrs, batch.n)
+        if self._h is None or len(regs) > _BATCH:
+            return [self.read(reg) for reg in regs]
+        if self._ids is None:
+            self._batch_arrays()
+        ids, slots, n = self._ids, self._slots, len(regs)
+        for i, reg in enumerate(regs):
+            ids[i] = reg
+        ctypes.memset(slots, 0, 8 * n)         # a narrower register leaves the rest 0
+        status = self._read_batch(self._h, ids, self._read_ptrs, n)
         if status:
             raise UcError(status)
-        return vals[:]
+        return slots[:n]
 
-    def _batch(self, regs: tuple[int, ...], slot: int = _SLOT) -> "_Batch":
-        """The C arrays for a batch of these registers, made once per list (the callers'
-        lists are constants, or the boot registers)."""
-        batch = self._batches.get((regs, slot))
-        if batch is None:
-            batch = self._batches[(regs, slot)] = _Batch(regs, slot)
-        return batch
+    def _batch_arrays(self) -> None:
+        """The batches' C arguments, made once per CPU: register ids, and pointers to
+        each value's slot in ``_slots`` (``_SLOT`` bytes apart to write any register,
+        8 apart to read 32-bit ones into a ``c_uint64`` array)."""
+        self._ids = (ctypes.c_int * _BATCH)()
+        self._slots = (ctypes.c_uint64 * (_BATCH * _SLOT // 8))()
+        base = ctypes.addressof(self._slots)
+        self._write_ptrs = (ctypes.c_void_p * _BATCH)(*range(base, base + _SLOT * _BATCH, _SLOT))
+        self._read_ptrs = (ctypes.c_void_p * _BATCH)(*range(base, base + 8 * _BATCH, 8))
 
     def mem_read(self, addr: int, size: int) -> bytes:
         if self._h is None:
@@ -160,17 +170,3 @@ class FastRegs:
         if status:
             raise UcError(status)
 
-
-class _Batch:
-    """A register batch's C arguments: the ids, and a pointer to each value's slot in
-    ``buf``: ``slot`` bytes each, ``_SLOT`` to write any register, 8 (a ``c_uint64``
-    array) to read 32-bit ones."""
-
-    __slots__ = ("n", "ids", "ptrs", "buf")
-
-    def __init__(self, regs: tuple[int, ...], slot: int) -> None:
-        n = self.n = len(regs)
-        self.buf = (ctypes.c_uint64 * (n * slot // 8))()
-        base = ctypes.addressof(self.buf)
-        self.ids = (ctypes.c_int * n)(*regs)
-        self.ptrs = (ctypes.c_void_p * n)(*range(base, base + slot * n, slot))
