@@ -74,10 +74,28 @@ def test_the_acknowledge_window_is_one_radix_leaf_the_guest_cannot_reach():
     """QEMU's memory core rebuilds its dispatch radix tree (4 KiB pages, 9 bits a level)
     at every mem_map/mem_unmap, so the acknowledge window is a whole, aligned entry of the
     level over 1 << 39 (no node of its own: ~2 us of every BAR move), above the 40-bit
-    physical addresses the guest can form, and vm_vmcb's vector read lands in it."""
+    physical addresses the guest can form, and vm_vmcb's vector read lands in it.  It is
+    mapped when the line is first raised, not before (a machine that never raises it
+    never maps it, nor pays for unmapping it at close); a line raised while the machine
+    is built (its CPU not reached yet) gets it when the CPU is reached."""
+    def above_4g(m):
+        return [(b, e + 1 - b) for b, e, _ in m._uc.mem_regions() if b >= 1 << 32]
+
+    built = Machine()
+    try:
+        built.irq_line.set(True)                 # the controllers' set-up may do this
+        assert above_4g(built) == []
+        assert built.uc is not None              # the CPU is reached: the window is there
+        assert above_4g(built) == [(irq_line.ACK_PAGE, irq_line.ACK_WINDOW)]
+        built.irq_line.set(False)
+    finally:
+        built.close()
     m = Machine()
     try:
         assert m.irq_line is not None
+        assert not [b for b, _e, _ in m.uc.mem_regions() if b >= 1 << 32]
+        m.irq_line.set(True)
+        m.irq_line.set(False)
         above_4g = [(b, e + 1 - b) for b, e, _ in m.uc.mem_regions() if b >= 1 << 32]
         assert above_4g == [(irq_line.ACK_PAGE, irq_line.ACK_WINDOW)]
         base, size = above_4g[0]

@@ -58,6 +58,8 @@ import ctypes
 import struct
 from typing import Callable
 
+from unicorn import UcError
+
 from uvirt.child import run_in_child
 from uvirt.cpu.uc_hooks import _CAPI
 
@@ -117,8 +119,12 @@ class IrqLine:
         self._icount_high = ctypes.c_uint16.from_address(icount + 2)
         self._vmcb = ctypes.c_uint64.from_address(env + _vm_vmcb(old_exception))
         self._error_code = ctypes.c_int32.from_address(env + _error_code(old_exception))
+        if _CAPI.lib is None:
+            raise ValueError("the binding's internals moved")
+        #: the acknowledge window is mapped when the line is first raised (``_map_ack_page``),
+        #: or, while the machine defers the CPU's view (``deferred``), when it stops doing so
         self._mapped = False
-        self._map_ack_page()
+        self.deferred = False
         self.raised = False
 
     @classmethod
@@ -132,21 +138,36 @@ class IrqLine:
             return None
 
     def _map_ack_page(self) -> None:
-        if _CAPI.lib is None:
-            raise ValueError("the binding's internals moved")
+        """Map the acknowledge window, before the CPU can first see the line raised: only
+        then does it read ``vm_vmcb``.  Not at creation: a machine whose line is never
+        raised while its guest runs (a boot that prints and exits) would pay for the
+        mapping twice, once here and once in ``uc_close``, which re-renders the memory
+        map for every mapping it drops (about 15 us of such a boot).  While the machine
+        is being built (``deferred``: its interrupt controllers' firmware set-up raises
+        and lowers the line) the bits are set without it; ``undefer`` maps it if the line
+        is up when the CPU is first reached.  Unicorn allows mapping from inside a hook,
+        where the line is raised (the unassigned-page hooks map there too)."""
         self._read_cb = _CAPI.mmio_read(self.acknowledge)
         status = _CAPI.lib.uc_mmio_map(self.uc._uch, ACK_PAGE, ACK_WINDOW, self._read_cb, None, None, None)
         if status:
-            raise ValueError(f"mapping the acknowledge page failed ({status})")
+            raise UcError(status)
         self._mapped = True
 
     def raise_line(self) -> None:
         """QEMU's ``cpu_interrupt(cs, CPU_INTERRUPT_HARD)``: taken at the next block
         boundary where the CPU accepts interrupts."""
+        if not self._mapped and not self.deferred:
+            self._map_ack_page()
         self._vmcb.value = _VMCB                          # a restored context may hold 0
         self._request.value |= CPU_INTERRUPT_VIRQ
         self._icount_high.value = 0xFFFF
         self.raised = True
+
+    def undefer(self) -> None:
+        """The CPU is reached (it may run from now on): map the window if the line is up."""
+        self.deferred = False
+        if self.raised and not self._mapped:
+            self._map_ack_page()
 
     def lower_line(self) -> None:
         """QEMU's ``cpu_reset_interrupt``."""
@@ -162,6 +183,8 @@ class IrqLine:
         """``raise_line`` or ``lower_line`` (inline, constants folded: the controllers
         call this on every change of their output, twice per interrupt)."""
         if level:
+            if not self._mapped and not self.deferred:
+                self._map_ack_page()
             self._vmcb.value = _VMCB
             self._request.value |= 0x0100           # CPU_INTERRUPT_VIRQ
             self._icount_high.value = 0xFFFF

@@ -341,6 +341,9 @@ class Machine:
         #: the entry segment state (``_install_gdt``) waits for ``load_kernel``, which
         #: installs it anyway, or for whatever reaches the CPU first (``uc``)
         self._entry_pending = False
+        #: the CPU's interrupt line maps its acknowledge window (``IrqLine.undefer``) at
+        #: the same moment as the view, or when first raised after it
+        self._line_pending = False
         #: held while another thread asks the engine to stop and while close() takes it
         #: away: a watchdog stop must not reach an engine close() has freed (RLock: a
         #: SIGINT handler may stop the run from inside close() on the main thread)
@@ -408,7 +411,7 @@ class Machine:
     @property
     def uc(self) -> Uc | None:
         """The Unicorn CPU (None without one), its memory and entry state in place."""
-        if self._view_pending or self._entry_pending:
+        if self._view_pending or self._entry_pending or self._line_pending:
             self._cpu_view()
         return self._uc
 
@@ -443,6 +446,9 @@ class Machine:
         # at block boundaries (uvirt/cpu/irq_line.py); otherwise delivered between runs.
         if self.exits is not None and self.interrupts is not None:
             self.irq_line = IrqLine.for_uc(uc, self._take_interrupt)
+            if self.irq_line is not None and defer:
+                # its acknowledge window is part of the deferred view (irq_line.py)
+                self.irq_line.deferred = self._line_pending = True
         self._route_irqs()
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_IN, self._make_in_hook()))
         self._hooks.append(_port_hook(uc, X.UC_X86_INS_OUT, self._make_out_hook()))
@@ -598,7 +604,8 @@ class Machine:
 
     def _cpu_view(self) -> None:
         """Make the CPU's deferred view now (``attach``): every mapping, then the entry
-        segment state, whose descriptors Unicorn reads through those mappings."""
+        segment state, whose descriptors Unicorn reads through those mappings, then the
+        interrupt line's acknowledge window if the line is up (irq_line.py)."""
         if self._view_pending:
             self._view_pending = False
             self.uc_memory.on_published = None
@@ -606,6 +613,9 @@ class Machine:
         if self._entry_pending:
             self._entry_pending = False
             self._install_gdt()
+        if self._line_pending:
+            self._line_pending = False
+            self.irq_line.undefer()
 
     def _view_published(self) -> None:
         """The memory map's first commit mapped everything (``attach``); the entry
@@ -1448,7 +1458,7 @@ class Machine:
         (buffers stay with their regions)."""
         with self._uc_lock:
             uc, self._uc = self._uc, None
-        self._view_pending = self._entry_pending = False
+        self._view_pending = self._entry_pending = self._line_pending = False
         self.board.close()
         self._wake.close()
         if uc is not None:
