@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import threading
 
 from unicorn import UcError
 
@@ -53,7 +54,6 @@ class FastRegs:
         self._mmr_p = ctypes.byref(self._mmr)
         self._write_batch = lib.uc_reg_write_batch
         self._read_batch = lib.uc_reg_read_batch
-        self._ids = None                  # the batches' arrays, at the first batch
 
     def read(self, reg: int) -> int:
         """A 32-bit register: Unicorn writes the low 4 bytes of the buffer, whose high 4
@@ -113,9 +113,8 @@ class FastRegs:
                 else:
                     self.uc.reg_write(reg, value & 0xFFFFFFFF)
             return
-        if self._ids is None:
-            self._batch_arrays()
-        ids, slots = self._ids, self._slots
+        args = _batch_args()
+        ids, slots = args.ids, args.slots
         for first in range(0, len(writes), _BATCH):
             chunk = writes[first:first + _BATCH]
             for i, (reg, value) in enumerate(chunk):
@@ -124,7 +123,7 @@ class FastRegs:
                     _MMR_FMT.pack_into(slots, _SLOT * i, 0, value[0], value[1], 0)
                 else:
                     _U64.pack_into(slots, _SLOT * i, value & 0xFFFFFFFF)
-            status = self._write_batch(self._h, ids, self._write_ptrs, len(chunk))
+            status = self._write_batch(self._h, ids, args.ptrs, len(chunk))
             if status:
                 raise UcError(status)
 
@@ -132,26 +131,15 @@ class FastRegs:
         """32-bit registers (as ``read``), in one ``uc_reg_read_batch``."""
         if self._h is None or len(regs) > _BATCH:
             return [self.read(reg) for reg in regs]
-        if self._ids is None:
-            self._batch_arrays()
-        ids, slots, n = self._ids, self._slots, len(regs)
+        args = _batch_args()
+        ids, slots, n = args.ids, args.slots, len(regs)
         for i, reg in enumerate(regs):
             ids[i] = reg
-        ctypes.memset(slots, 0, 8 * n)         # a narrower register leaves the rest 0
-        status = self._read_batch(self._h, ids, self._read_ptrs, n)
+        ctypes.memset(slots, 0, _SLOT * n)     # a narrower register leaves the rest 0
+        status = self._read_batch(self._h, ids, args.ptrs, n)
         if status:
             raise UcError(status)
-        return slots[:n]
-
-    def _batch_arrays(self) -> None:
-        """The batches' C arguments, made once per CPU: register ids, and pointers to
-        each value's slot in ``_slots`` (``_SLOT`` bytes apart to write any register,
-        8 apart to read 32-bit ones into a ``c_uint64`` array)."""
-        self._ids = (ctypes.c_int * _BATCH)()
-        self._slots = (ctypes.c_uint64 * (_BATCH * _SLOT // 8))()
-        base = ctypes.addressof(self._slots)
-        self._write_ptrs = (ctypes.c_void_p * _BATCH)(*range(base, base + _SLOT * _BATCH, _SLOT))
-        self._read_ptrs = (ctypes.c_void_p * _BATCH)(*range(base, base + 8 * _BATCH, 8))
+        return slots[0:_SLOT // 8 * n:_SLOT // 8]
 
     def mem_read(self, addr: int, size: int) -> bytes:
         if self._h is None:
@@ -170,3 +158,27 @@ class FastRegs:
         if status:
             raise UcError(status)
 
+
+
+_THREAD = threading.local()
+
+
+def _batch_args():
+    """The register batches' C arguments (register ids; value slots, ``_SLOT`` bytes
+    each; a pointer to each slot), one set per thread: made once (about 8 us: more than
+    a boot's batches save if made per CPU), and a thread's batches never overlap (the
+    C call runs no Python that makes another)."""
+    args = getattr(_THREAD, "regs_batch", None)
+    if args is None:
+        args = _THREAD.regs_batch = _BatchArgs()
+    return args
+
+
+class _BatchArgs:
+    __slots__ = ("ids", "slots", "ptrs")
+
+    def __init__(self) -> None:
+        self.ids = (ctypes.c_int * _BATCH)()
+        self.slots = (ctypes.c_uint64 * (_BATCH * _SLOT // 8))()
+        base = ctypes.addressof(self.slots)
+        self.ptrs = (ctypes.c_void_p * _BATCH)(*range(base, base + _SLOT * _BATCH, _SLOT))
