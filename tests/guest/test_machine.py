@@ -296,10 +296,14 @@ _SEGMENT_STATE = (_X.UC_X86_REG_CS, _X.UC_X86_REG_DS, _X.UC_X86_REG_SS, _X.UC_X8
                   _X.UC_X86_REG_GDTR, _X.UC_X86_REG_IDTR, _X.UC_X86_REG_CR4)
 
 
-def _cpu_state(uc):
+def _cpu_state(m):
     """The guest-physical mappings (not the CPU-private interrupt page above 4 GiB that
-    only a machine's own CPU has, uvirt/cpu/irq_line.py) and the entry segment state."""
-    return ([r for r in sorted(uc.mem_regions()) if r[0] < 1 << 32],
+    only a machine's own CPU has, uvirt/cpu/irq_line.py; with the register windows its
+    own CPU maps at the guest's first unmapped access, uvirt/cpu/uc_memory.py, as Unicorn
+    lists an MMIO mapping) and the entry segment state."""
+    uc = m.uc
+    deferred = [(s.start, s.start + s.size - 1, 3) for s in m.uc_memory.deferred]
+    return ([r for r in sorted(list(uc.mem_regions()) + deferred) if r[0] < 1 << 32],
             [uc.reg_read(r) for r in _SEGMENT_STATE])
 
 
@@ -325,14 +329,14 @@ def test_a_new_machines_cpu_is_what_an_eagerly_mapped_one_is(monkeypatch):
     built = Machine()
     try:
         assert lazy._view_pending and not eager._view_pending
-        assert _cpu_state(lazy.uc) == _cpu_state(eager.uc)       # looking makes the view
+        assert _cpu_state(lazy) == _cpu_state(eager)       # looking makes the view
         assert not lazy._view_pending
         for m in (built, eager):
             with m.batch():
                 m.add_debug_exit(0xF4, 4)
                 _bios.firmware_step(m)
         assert not built._view_pending                           # the commit made it
-        assert _cpu_state(built.uc) == _cpu_state(eager.uc)
+        assert _cpu_state(built) == _cpu_state(eager)
         assert unmaps.get(id(built._uc), 0) == 0 < unmaps[id(eager._uc)]
     finally:
         for m in (lazy, eager, built):
@@ -363,7 +367,7 @@ def test_a_new_machines_entry_state_is_installed_once_by_load_kernel(tmp_path, f
                 _bios.firmware_step(m)
             m.load_kernel(image)
         assert installs[id(built)] == 1 and installs[id(eager)] == 2
-        assert _cpu_state(built.uc) == _cpu_state(eager.uc)
+        assert _cpu_state(built) == _cpu_state(eager)
         for addr, size in ((machine_module.GDT_ADDR, len(machine_module.GDT)),
                            (machine_module.GDT_SCRATCH, 0x100)):
             assert built.ram.buffer.view[addr:addr + size] == eager.ram.buffer.view[addr:addr + size]
@@ -456,3 +460,77 @@ def test_a_new_cpu_sets_up_its_translation_buffer_on_small_pages(tmp_path, firmw
         assert prctl(42, 0, 0, 0, 0) == 1
     finally:
         prctl(41, before, 0, 0, 0)
+
+
+def _booted(tmp_path, firmware, body: str):
+    """A machine built as ``uvirt run`` builds one, ``body`` loaded, and its debugcon."""
+    out = MemoryChardev()
+    m = Machine()
+    with m.batch():
+        m.add_debugcon(out)
+        m.add_debug_exit(0xF4, 4)
+        _bios.firmware_step(m)
+    m.load_kernel(guest(tmp_path, firmware, body).read_bytes())
+    return m, out
+
+
+def _unicorn_maps(m, address: int) -> bool:
+    return any(b <= address <= e for b, e, _ in m.uc.mem_regions())
+
+
+LAPIC_VERSION = "0x00050014"          # QEMU 7.2's APIC version register, as uvirt's APIC has it
+
+
+def test_register_windows_are_mapped_at_the_first_unmapped_access(tmp_path, firmware):
+    """A machine's own CPU maps the register windows below 4 GiB (the local APIC's) at
+    the guest's first data access to an unmapped page (uvirt/cpu/uc_memory.py
+    ``defer_mmio``): a guest that never makes one never maps them; the first access, to
+    the window itself or to unassigned memory, reads what an eagerly mapped window gives,
+    and leaves Unicorn's mappings as they would have been."""
+    quiet, _ = _booted(tmp_path, firmware, "    nop")
+    try:
+        assert quiet.run(timeout=10).debug_exit_value == 0
+        assert [s.start for s in quiet.uc_memory.deferred] == [0xFEE00000]
+        assert (0xFEE00000, 0x100000, "mmio") in quiet.uc_memory.mapped_spans
+        assert not _unicorn_maps(quiet, 0xFEE00000)
+    finally:
+        quiet.close()
+    for first in ("mov eax, [0xfee00030]", "mov eax, [0xfed00000]"):
+        m, out = _booted(tmp_path, firmware, f"    {first}\n    PUTHEX32 eax\n"
+                                             "    mov eax, [0xfee00030]\n    PUTHEX32 eax")
+        try:
+            assert m.run(timeout=10).debug_exit_value == 0
+            want = "00050014" if "fee" in first else "00000000"
+            assert out.text.endswith(want + "00050014")
+            assert m.uc_memory.deferred == [] and _unicorn_maps(m, 0xFEE00000)
+        finally:
+            m.close()
+
+
+def test_register_windows_reached_through_paging_first(tmp_path, firmware):
+    """A deferred window first reached through paging, at a linear address over RAM
+    (where no unmapped-access hook is): Unicorn checks the hooks' ranges against the
+    physical address, so the local APIC read at linear 0x600030 (a 4 MiB page onto
+    0xFEC00000) maps the window and answers as at its physical address."""
+    m, out = _booted(tmp_path, firmware, """
+    mov dword ptr [0x200000], 0x83          # PDE 0: 0-4 MiB identity (PS, RW, P)
+    mov dword ptr [0x200004], 0xFEC00083    # PDE 1: 4-8 MiB onto 0xFEC00000
+    mov eax, cr4
+    or eax, 0x10                            # PSE
+    mov cr4, eax
+    mov eax, 0x200000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    mov eax, [0x600030]
+    mov ebx, cr0
+    and ebx, 0x7fffffff
+    mov cr0, ebx
+    PUTHEX32 eax""")
+    try:
+        assert m.run(timeout=10).debug_exit_value == 0
+        assert out.text.endswith("00050014")
+        assert m.uc_memory.deferred == []
+    finally:
+        m.close()

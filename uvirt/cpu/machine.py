@@ -431,7 +431,7 @@ class Machine:
         if self.interrupts is not None:
             self.interrupts.on_change = self._irq_changed
         self.uc_memory = UnicornMemory(self.memory, uc, on_unmapped=self._unmapped_access,
-                                       publish=not defer)
+                                       publish=not defer, defer_mmio=self._owns_uc)
         self.memory.post_to_cpu = self.call_soon_threadsafe
         self.tlb = TlbFill(uc, self._host_exception, fresh=self._fresh_uc)
         self._fresh_uc = False

@@ -63,11 +63,23 @@ class UnicornMemory:
     between RAM mappings (``_GapHooks``): an unmapped hook that also covers a RAM page
     keeps every store to that page on Unicorn's slow path (``notdirty_write`` never marks
     a page dirty while any memory hook's range includes it).
+
+    ``defer_mmio``: register windows (``mmio`` and ``mixed`` spans) below 4 GiB are not
+    mapped when published but at the guest's first data access to any unmapped page.
+    They lie in the gaps between RAM, which the unmapped-access hooks cover (Unicorn
+    checks and reports the physical address, paging or not: cputlb.c ``load_helper``),
+    so that first access reaches ``_unmapped``, which maps every deferred window before
+    Unicorn looks the page up again: from then on Unicorn's mappings are what they would
+    have been, and later windows are mapped at once.  Every mapping costs twice (Unicorn
+    re-renders its whole memory map when it maps, and again for each mapping
+    ``uc_close`` drops), about 15 us for the local APIC's window, which a guest that
+    never touches unmapped memory (a boot that prints and exits) no longer pays.  An
+    instruction fetch there faults either way (Unicorn cannot run code from MMIO).
     """
 
     def __init__(self, memory: MemoryMap, uc, *,
                  on_unmapped: Callable[[int, int], bool] | None = None,
-                 publish: bool = True) -> None:
+                 publish: bool = True, defer_mmio: bool = False) -> None:
         self.memory = memory
         self._uc = uc
         self._mem_map_ptr, self._mem_unmap = _mapping_calls(uc)
@@ -75,8 +87,10 @@ class UnicornMemory:
         #: ``fn(address, size) -> bool`` for a guest data access where nothing is
         #: mapped (the machine maps a reads-zero page and lets Unicorn retry).
         self.on_unmapped = on_unmapped
-        self._gaps: _GapHooks | None = _GapHooks(
-            uc, lambda addr, size: bool(self.on_unmapped and self.on_unmapped(addr, size)))
+        self._gaps: _GapHooks | None = _GapHooks(uc, self._unmapped)
+        #: register windows published but not mapped yet (``defer_mmio``), in order
+        self.deferred: list[_Span] = []
+        self._defer_mmio = defer_mmio
         self._mapped: dict[tuple, _Span] = {}
         #: the same spans sorted by start (``respan`` looks near the changed ranges by bisection)
         self._order: list[_Span] = []
@@ -102,6 +116,34 @@ class UnicornMemory:
         if publish:
             self.publish(memory.flatten(), None)
 
+    def _unmapped(self, address: int, size: int) -> bool:
+        """The unmapped-access hooks' callback.  The first one maps every deferred
+        register window, and every one at once from then on (a reads-zero page
+        ``on_unmapped`` adds must be mapped before the hook returns: Unicorn looks the
+        page up once more, then faults); if the access is to one of them, Unicorn
+        finds it mapped now.  Else ``on_unmapped``."""
+        if self._defer_mmio:
+            windows = self.deferred
+            try:
+                self.map_deferred(for_good=True)
+            except BaseException as e:    # never into Unicorn: a host error, as on_unmapped's
+                hook_failure(self._uc)(e)
+                return False
+            if any(w.start <= address < w.start + w.size for w in windows):
+                return True
+        return bool(self.on_unmapped and self.on_unmapped(address, size))
+
+    def map_deferred(self, *, for_good: bool = False) -> None:
+        """Map every deferred register window now; ``for_good``: and every window at
+        once from now on."""
+        if for_good:
+            self._defer_mmio = False
+        deferred, self.deferred = self.deferred, []
+        uc = self._uc
+        for span in deferred:
+            read_cb, write_cb = self._callbacks[span]
+            map_mmio(uc, span.start, span.size, read_cb, write_cb, raw=True)
+
     def publish_pending(self) -> None:
         """Map the whole view now if it was never published (``publish=False``)."""
         if self._unpublished:
@@ -121,8 +163,9 @@ class UnicornMemory:
         gaps, self._gaps = self._gaps, None
         if gaps is not None and not cpu_closed:
             gaps.close()
+        deferred, self.deferred = self.deferred, []
         for span in list(self._mapped.values()):
-            if uc is not None and not cpu_closed:
+            if uc is not None and not cpu_closed and span not in deferred:
                 self._unmap(uc, span)
             else:
                 self._release(span)
@@ -213,12 +256,19 @@ class UnicornMemory:
             read_cb, write_cb = _mixed_callbacks(span.pieces, span.start, self.replay,
                                                  self.memory.tracer, hook_failure(uc))
         self._callbacks[span] = (read_cb, write_cb)
-        map_mmio(uc, span.start, span.size, read_cb, write_cb, raw=True)
+        if self._defer_mmio and span.start + span.size <= ADDR_SPACE_END and self._gaps is not None:
+            self.deferred.append(span)    # in a gap the unmapped-access hooks cover
+        else:
+            map_mmio(uc, span.start, span.size, read_cb, write_cb, raw=True)
         for pc in span.pieces:
             if isinstance(pc.region, RamRegion):
                 pc.region.buffer.mapped_count += 1
 
     def _unmap(self, uc, span: _Span) -> None:
+        if self.deferred and span in self.deferred:
+            self.deferred.remove(span)    # never mapped: only the bookkeeping
+            self._release(span, uc)
+            return
         tlb = self.tlb
         if tlb is None:
             status = self._mem_unmap(span.start, span.size)
