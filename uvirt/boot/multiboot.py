@@ -193,7 +193,7 @@ def _add_boot_info(plan: LoadPlan, kernel_size: int, ram_size: int, filename: st
     offset_cmdlines = offset_mbinfo            # no modules
     offset_bootloader = offset_cmdlines + len(kcmdline)
     tail = kcmdline + BOOTLOADER_NAME + b"\0"
-    tail += bytes(_page_align(offset_mbinfo + len(tail)) - offset_mbinfo - len(tail))
+    tail = tail.ljust(_page_align(offset_mbinfo + len(tail)) - offset_mbinfo, b"\0")
     plan.segments.append((buf_phys + offset_mbinfo, tail))
     plan.kernel_end = buf_phys + offset_mbinfo
 
@@ -212,7 +212,7 @@ def _add_boot_info(plan: LoadPlan, kernel_size: int, ram_size: int, filename: st
     struct.pack_into("<I", mbi, MBI_MODS_COUNT, 0)
     struct.pack_into("<I", mbi, MBI_MODS_ADDR, buf_phys + offset_mbinfo)
     struct.pack_into("<I", mbi, MBI_BOOTLOADER, buf_phys + offset_bootloader)
-    mmap = b"".join(struct.pack("<IQQI", 20, a, n, t) for a, n, t in e820_map(ram_size))
+    mmap = b"".join([struct.pack("<IQQI", 20, a, n, t) for a, n, t in e820])
     struct.pack_into("<I", mbi, MBI_MMAP_LENGTH, len(mmap))
     struct.pack_into("<I", mbi, MBI_MMAP_ADDR, ADDR_E820_MAP)
     plan.segments.append((ADDR_E820_MAP, mmap))
