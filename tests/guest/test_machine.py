@@ -534,3 +534,23 @@ def test_register_windows_reached_through_paging_first(tmp_path, firmware):
         assert m.uc_memory.deferred == []
     finally:
         m.close()
+
+
+def test_a_machines_own_engine_is_the_bindings_x86_engine():
+    """``_new_uc`` makes the engine without ``Uc.__new__``'s per-instance checks: still the
+    binding's ``UcIntel`` (x86 registers, contexts, hooks through the binding), closed by
+    the binding's finalizer."""
+    from unicorn.unicorn_py3.arch.intel import UcIntel
+    m = Machine()
+    try:
+        uc = m.uc
+        assert isinstance(uc, UcIntel) and isinstance(uc, Uc)
+        uc.reg_write(_X.UC_X86_REG_EAX, 0x1234)
+        ctx = uc.context_save()
+        uc.reg_write(_X.UC_X86_REG_EAX, 0)
+        uc.context_restore(ctx)
+        assert uc.reg_read(_X.UC_X86_REG_EAX) == 0x1234
+        assert len(uc.reg_read(_X.UC_X86_REG_GDTR)) == 4             # the x86 table-register type
+    finally:
+        m.close()
+    assert getattr(uc, "_Uc__finalizer").alive is False

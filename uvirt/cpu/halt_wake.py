@@ -65,7 +65,10 @@ class HaltWake:
                 pass
 
     def clear(self) -> None:
-        self._event.clear()
+        # Event.clear takes the condition's lock even when there is nothing to clear (the
+        # run loop clears at every run); a set() racing with either is ordered after it
+        if self._event.is_set():
+            self._event.clear()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Until ``set()``, a source's fd is readable (its ``ready()`` has run), or

@@ -182,7 +182,7 @@ def _new_uc(tcg_buffer_size: int | None = None) -> Uc:
     stores into a ``mem_map_ptr`` region ran 2.4x slower with 1 MiB (3.9 against 1.6 ns
     per access, ``bench_region_vs_ram``) and code-heavy guests re-translate after every
     flush (10x slower)."""
-    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc = _ENGINE(UC_ARCH_X86, UC_MODE_32)
     if tcg_buffer_size:
         uc.ctl_set_tcg_buffer_size(tcg_buffer_size)
     with _small_pages():
@@ -192,6 +192,31 @@ def _new_uc(tcg_buffer_size: int | None = None) -> Uc:
 
 
 _GET_PAGE_SIZE = ctl_code(UC_CTL_UC_PAGE_SIZE, UC_CTL_IO_READ, 1)
+
+
+def _engine_class() -> type:
+    """The binding's x86 engine class, made without ``Uc.__new__``'s work per instance
+    (a version check through two library calls, an ``importlib`` lookup of the
+    architecture's class and a table of ten closures: about 4 us, more cold, of every
+    machine's creation, for answers that cannot change within a process): checked once
+    here, and the class is the binding's own ``UcIntel`` under a ``__new__`` that only
+    allocates.  ``Uc.__init__`` (``uc_open``, the callback tables, the finalizer that
+    closes it) runs as ever.  If the binding's internals moved: ``Uc`` itself."""
+    try:
+        from unicorn.unicorn_py3.arch.intel import UcIntel
+        if not Uc._Uc__is_compliant():
+            return Uc
+    except (ImportError, AttributeError):
+        return Uc
+
+    class UcX86(UcIntel):
+        def __new__(cls, arch: int, mode: int, cpu: int | None = None):
+            return object.__new__(cls)
+
+    return UcX86
+
+
+_ENGINE = _engine_class()
 
 
 class _small_pages:
@@ -1639,6 +1664,9 @@ class _Watchdog:
 
     @classmethod
     def get(cls) -> "_Watchdog":
+        inst = cls._instance
+        if inst is not None:              # made once per process: no lock to read it
+            return inst
         with cls._lock:
             if cls._instance is None:
                 cls._instance = cls()
@@ -1666,7 +1694,7 @@ class _Watchdog:
             token = self._next
             self._active[token] = (machine, deadline, seconds)
             wake = deadline is not None and deadline < self._sleep_until
-        if threading.current_thread() is threading.main_thread() and not self._wakeup_installed:
+        if not self._wakeup_installed and threading.current_thread() is threading.main_thread():
             try:
                 signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
                 self._wakeup_installed = True
