@@ -61,7 +61,7 @@ from typing import Callable
 from unicorn import UcError
 
 from uvirt.child import run_in_child
-from uvirt.cpu.uc_hooks import _CAPI
+from uvirt.cpu.uc_hooks import CAPI
 
 #: QEMU's CPU_INTERRUPT_VIRQ (CPU_INTERRUPT_TGT_INT_0, include/exec/cpu-all.h)
 CPU_INTERRUPT_VIRQ = 0x0100
@@ -119,7 +119,7 @@ class IrqLine:
         self._icount_high = ctypes.c_uint16.from_address(icount + 2)
         self._vmcb = ctypes.c_uint64.from_address(env + _vm_vmcb(old_exception))
         self._error_code = ctypes.c_int32.from_address(env + _error_code(old_exception))
-        if _CAPI.lib is None:
+        if CAPI.lib is None:
             raise ValueError("the binding's internals moved")
         #: the acknowledge window is mapped when the line is first raised (``_map_ack_page``),
         #: or, while the machine defers the CPU's view (``deferred``), when it stops doing so
@@ -147,8 +147,8 @@ class IrqLine:
         and lowers the line) the bits are set without it; ``undefer`` maps it if the line
         is up when the CPU is first reached.  Unicorn allows mapping from inside a hook,
         where the line is raised (the unassigned-page hooks map there too)."""
-        self._read_cb = _CAPI.mmio_read(self.acknowledge)
-        status = _CAPI.lib.uc_mmio_map(self.uc._uch, ACK_PAGE, ACK_WINDOW, self._read_cb, None, None, None)
+        self._read_cb = CAPI.mmio_read(self.acknowledge)
+        status = CAPI.lib.uc_mmio_map(self.uc._uch, ACK_PAGE, ACK_WINDOW, self._read_cb, None, None, None)
         if status:
             raise UcError(status)
         self._mapped = True

@@ -82,9 +82,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from unicorn import (UC_ARCH_X86, UC_CTL_IO_READ, UC_CTL_UC_PAGE_SIZE, UC_ERR_EXCEPTION,
-                     UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT,
-                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
-                     UC_HOOK_MEM_WRITE_PROT, UC_MODE_32, Uc, UcError)
+                     UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID,
+                     UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_PROT, UC_ERR_WRITE_UNMAPPED,
+                     UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_WRITE_PROT,
+                     UC_MODE_32, Uc, UcError)
 from unicorn import x86_const as X
 
 from uvirt.board.board import DEFAULT_RAM_SIZE, Board

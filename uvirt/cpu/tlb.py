@@ -35,11 +35,12 @@ import ctypes
 from typing import Callable
 
 from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_CTL_TLB_TYPE, UC_HOOK_TLB_FILL,
-                     UC_MEM_FETCH, UC_MEM_WRITE, UC_PROT_ALL, UC_PROT_READ, UC_PROT_WRITE, UC_TLB_CPU, UC_TLB_VIRTUAL, Uc)
+                     UC_MEM_FETCH, UC_MEM_WRITE, UC_PROT_ALL, UC_PROT_READ, UC_PROT_WRITE,
+                     UC_TLB_CPU, UC_TLB_VIRTUAL, Uc)
 from unicorn import x86_const as X
 
 from uvirt.board.interrupts.lapic import APIC_BASE, APIC_SPACE_SIZE
-from uvirt.cpu.uc_hooks import _CAPI, add_c_hook, ctl, ctl_code, engine
+from uvirt.cpu.uc_hooks import CAPI, add_c_hook, ctl, ctl_code, engine
 
 PAGE_SHIFT = 12
 CR0_PG = 1 << 31
@@ -219,7 +220,7 @@ def _flusher(uc: Uc) -> Callable[[], None]:
     uch = engine(uc)
     if uch is None:
         return lambda: uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
-    fn = _CAPI.lib.uc_ctl
+    fn = CAPI.lib.uc_ctl
     return lambda: fn(uch, _TLB_FLUSH)
 
 
@@ -231,7 +232,7 @@ def _reg_reader(uc: Uc, reg: int) -> Callable[[], int]:
         return lambda: uc.reg_read(reg)
     value = ctypes.c_uint64()
     ref = ctypes.byref(value)
-    fn = _CAPI.lib.uc_reg_read
+    fn = CAPI.lib.uc_reg_read
 
     def read() -> int:
         fn(uch, reg, ref)

@@ -8,7 +8,7 @@ in the binding's table, so ``hook_del`` and its lifetime rules work unchanged.  
 pinned binding's internals ever move, ``fallback()`` (the ordinary ``hook_add`` path)
 is used instead: same behaviour, slower.
 
-The binding's internals are looked up once, when this module is imported (``_CAPI``):
+The binding's internals are looked up once, when this module is imported (``CAPI``):
 looking them up per call (an import statement and a failing ``getattr`` each) cost
 about a third of every machine's eight hooks, which a boot pays on every creation.
 """
@@ -20,7 +20,7 @@ from typing import Callable
 from unicorn import UcError
 
 
-class _CApi:
+class CApi:
     """What uvirt takes from the pinned binding's internals, resolved once; ``lib`` is
     None if they moved (every caller then takes the binding's public path)."""
 
@@ -41,12 +41,12 @@ class _CApi:
             self.ftypes = {}
 
 
-_CAPI = _CApi()
+CAPI = CApi()
 
 
 def engine(uc):
     """The engine handle behind a binding ``Uc`` for the C API, or None (binding moved)."""
-    if _CAPI.lib is None:
+    if CAPI.lib is None:
         return None
     return getattr(uc, "_uch", None)
 
@@ -55,7 +55,7 @@ def add_c_hook(uc, htype: int, cfunc_type: str, fn, fallback: Callable[[], int],
                begin: int = 1, end: int = 0, *extra: ctypes._SimpleCData) -> int:
     """``uc_hook_add(uc, htype, fn, NULL, begin, end, *extra)`` with ``fn`` called
     directly (its first argument is the raw engine handle).  -> the hook handle."""
-    ftype = _CAPI.ftypes.get(cfunc_type)
+    ftype = CAPI.ftypes.get(cfunc_type)
     try:
         callbacks = uc._callbacks
         uch = uc._uch
@@ -64,8 +64,8 @@ def add_c_hook(uc, htype: int, cfunc_type: str, fn, fallback: Callable[[], int],
     if ftype is None:
         return fallback()
     fptr = ftype(fn)
-    handle = _CAPI.hook_h()
-    status = _CAPI.lib.uc_hook_add(uch, ctypes.byref(handle), htype, fptr, None, begin, end, *extra)
+    handle = CAPI.hook_h()
+    status = CAPI.lib.uc_hook_add(uch, ctypes.byref(handle), htype, fptr, None, begin, end, *extra)
     if status != 0:
         raise UcError(status)
     callbacks[handle.value] = fptr
@@ -80,7 +80,7 @@ def ctl(uc, code: int, *args) -> None:
     if uch is None:
         uc.ctl(code & 0x3FFFFFF, code >> 30, *args)     # the binding encodes it again
         return
-    status = _CAPI.lib.uc_ctl(uch, code, *args)
+    status = CAPI.lib.uc_ctl(uch, code, *args)
     if status != 0:
         raise UcError(status)
 
@@ -113,7 +113,7 @@ def map_mmio(uc, address: int, size: int, read_cb, write_cb, *, raw: bool = Fals
     guard themselves with ``hook_failure(uc)``, so Unicorn calls them with no frame in
     between (the hot MMIO windows: every frame is 60-100 ns of an interrupt round trip)."""
     try:
-        if _CAPI.lib is None:
+        if CAPI.lib is None:
             raise AttributeError("the binding's internals moved")
         callbacks = uc._mmio_callbacks
         uch = uc._uch
@@ -146,8 +146,8 @@ def map_mmio(uc, address: int, size: int, read_cb, write_cb, *, raw: bool = Fals
             except BaseException as e:
                 failed(e)
 
-    rf, wf = _CAPI.mmio_read(read), _CAPI.mmio_write(write)
-    status = _CAPI.lib.uc_mmio_map(uch, ctypes.c_uint64(address), ctypes.c_size_t(size), rf, None, wf, None)
+    rf, wf = CAPI.mmio_read(read), CAPI.mmio_write(write)
+    status = CAPI.lib.uc_mmio_map(uch, ctypes.c_uint64(address), ctypes.c_size_t(size), rf, None, wf, None)
     if status != 0:
         raise UcError(status)
     callbacks[(address, address + size)] = (rf, wf)     # kept alive; mem_unmap drops them

@@ -19,7 +19,7 @@ from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE, UC_HOOK_MEM_READ_U
 from uvirt.board.memory.regions import (PAGE_MASK, PAGE_SIZE, ADDR_SPACE_END, UNASSIGNED_MEM_VALUE,
                                         MemoryMap, MmioRegion, Piece, RamRegion, Region,
                                         merge_ranges, subtract_ranges)
-from uvirt.cpu.uc_hooks import _CAPI, ctl_code, engine, hook_failure, map_mmio
+from uvirt.cpu.uc_hooks import CAPI, ctl_code, engine, hook_failure, map_mmio
 from uvirt.errors import MemoryMapError
 
 
@@ -256,7 +256,8 @@ class UnicornMemory:
             read_cb, write_cb = _mixed_callbacks(span.pieces, span.start, self.replay,
                                                  self.memory.tracer, hook_failure(uc))
         self._callbacks[span] = (read_cb, write_cb)
-        if self._defer_mmio and span.start + span.size <= ADDR_SPACE_END and self._gaps is not None:
+        if (self._defer_mmio and self._gaps is not None
+                and span.start + span.size <= ADDR_SPACE_END):
             self.deferred.append(span)    # in a gap the unmapped-access hooks cover
         else:
             map_mmio(uc, span.start, span.size, read_cb, write_cb, raw=True)
@@ -340,7 +341,7 @@ def _mapping_calls(uc):
     BAR move.  (Without the binding's internals: its methods, which raise themselves.)"""
     uch = engine(uc)
     if uch is not None:
-        lib = _CAPI.lib
+        lib = CAPI.lib
         return functools.partial(lib.uc_mem_map_ptr, uch), functools.partial(lib.uc_mem_unmap, uch)
     else:
         def map_ptr(address: int, size: int, perms: int, ptr: int) -> int:
@@ -361,7 +362,7 @@ def _tb_remover(uc):
         return uc.ctl_remove_cache
     ctl = ctl_code(UC_CTL_TB_REMOVE_CACHE, UC_CTL_IO_WRITE, 2)
     u64 = ctypes.c_uint64
-    fn = _CAPI.lib.uc_ctl
+    fn = CAPI.lib.uc_ctl
 
     def remove(begin: int, end: int) -> None:
         fn(uch, ctl, u64(begin), u64(end))
@@ -411,8 +412,8 @@ class _GapHooks:
 
         self._uch = engine(uc)
         if self._uch is not None:
-            self._fptr = _CAPI.ftypes["HOOK_MEM_INVALID_CFUNC"](callback)
-            self._lib, self._handle_t = _CAPI.lib, _CAPI.hook_h
+            self._fptr = CAPI.ftypes["HOOK_MEM_INVALID_CFUNC"](callback)
+            self._lib, self._handle_t = CAPI.lib, CAPI.hook_h
         else:                                         # the binding moved: its own path
             self._lib = None
             self._callback = lambda u, a, addr, size, v, d: handler(addr, size)

@@ -20,7 +20,7 @@ import threading
 
 from unicorn import UcError
 
-from uvirt.cpu.uc_hooks import _CAPI, engine
+from uvirt.cpu.uc_hooks import CAPI, engine
 
 try:
     from unicorn.unicorn_py3.arch.intel import UcRegMMR as _MMR
@@ -42,7 +42,7 @@ class FastRegs:
             self._h = None
             return
         self._h = ctypes.c_void_p(uch.value if hasattr(uch, "value") else uch)
-        lib = _CAPI.lib
+        lib = CAPI.lib
         self._reg_read = lib.uc_reg_read
         self._reg_write = lib.uc_reg_write
         self._mem_read = lib.uc_mem_read
