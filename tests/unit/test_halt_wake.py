@@ -104,6 +104,10 @@ def test_without_sources_it_is_an_event():
     assert w.is_set() and w.wait() is True
     w.clear()
     assert not w.is_set()
+    w.clear()                                      # nothing to clear: still clear
+    assert not w.is_set() and w.wait(0) is False
+    w.set()
+    assert w.wait(0) is True
     w.close()
 
 
