@@ -327,3 +327,83 @@ def test_a_batch_of_port_changes_is_painted_without_a_flatten():
         io.add(MmioRegion("y", 1, Dev()), 0x301)
         io.commit()
     assert io.table[0x200].region.name == "child" and 0x202 not in io.table
+
+
+_port_op = st.one_of(
+    st.tuples(st.just("add"), st.integers(0, 8), st.integers(0, 0x30), st.integers(-1, 1), st.booleans()),
+    st.tuples(st.just("move"), st.integers(0, 15), st.integers(0, 0x30)),
+    st.tuples(st.just("enable"), st.integers(0, 15), st.booleans()),
+    st.tuples(st.just("remove"), st.integers(0, 15)),
+    st.tuples(st.just("flatten")),
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.lists(_port_op, min_size=1, max_size=5), max_size=12))
+def test_repainted_ranges_equal_a_whole_paint(batches):
+    """A commit after a few changes repaints only the ports of the ranges they touched
+    (``IoSpace._repaint``: the firmware step, a BAR move); the table then equals one
+    painted whole, every port dispatches to the winner of its overlaps, and the view
+    read off the table equals a rebuild.  Small regions packed in a few ports, so the
+    ranges overlap each other and the repaint (not the whole paint) runs."""
+    regions = [MmioRegion(f"io{i}", size, Dev()) for i, size in enumerate((1, 2, 4, 8, 3, 1, 16, 5))]
+    container = Container("box", 0x10)           # never placed: ops index regions 0-7
+    io = IoSpace()
+    io.add(MmioRegion("wide", 0x40, Dev()), 0, priority=-2)
+    io.commit()
+    placements = []
+    probes = range(0, 0x48)
+    repaints = []
+    real = io._repaint
+
+    def spy(ranges):
+        done = real(ranges)
+        repaints.append(done)
+        return done
+    io._repaint = spy
+    for ops in batches:
+        with io.batch():
+            for op in ops:
+                if op[0] == "add":
+                    op = op[:1] + (op[1] % 8,) + op[2:]
+                _apply(io, regions, container, placements, op)
+        io.commit()
+        want = _reference_winners(io, probes)
+        got = {}
+        for port in probes:
+            e = io.table.get(port)
+            got[port] = None if e is None else (e.region, port - e.base)
+        assert got == want
+        table = dict(io.table)
+        assert io.flatten() == _canonical(io._rebuild([(0, 0x10000)]))
+        io.table = {}
+        io.commit()                                   # a whole paint
+        assert io.table == table
+    assert all(repaints) or not batches
+
+
+def test_a_few_port_changes_repaint_only_their_ports():
+    """The firmware step's commit (a BAR, the PM block, two ISA devices): no whole paint
+    and no flatten, and the table is as a whole paint makes it."""
+    io = IoSpace()
+    regions = [MmioRegion(f"r{i}", 4, Dev()) for i in range(6)]
+    for i, r in enumerate(regions[:4]):
+        io.add(r, 0x100 + 8 * i)
+    io.add(MmioRegion("fw", 0x100, Dev()), 0x800)
+    pm = io.add(MmioRegion("pm", 0x40, Dev()), 0, enabled=False)
+    io.commit()
+    with mock.patch.object(IoSpace, "_paint", side_effect=AssertionError("painted whole")), \
+            mock.patch.object(AddressSpace, "flatten", side_effect=AssertionError("flattened")):
+        with io.batch():
+            io.add(regions[4], 0x102, priority=1)                 # over r0's upper half
+            pm.move(0x600)
+            pm.set_enabled(True)
+            io.add(regions[5], 0xC000)
+            io.commit()                                            # deferred to the end
+        assert io.table[0x101].region is regions[0] and io.table[0x102].region is regions[4]
+        assert io.table[0x105].region is regions[4] and 0x106 not in io.table
+        assert io.table[0x63F].region.name == "pm" and io.table[0xC003].region is regions[5]
+        table = dict(io.table)
+    io.table = {}
+    io.commit()
+    assert io.table == table

@@ -488,20 +488,25 @@ _new = tuple.__new__
 #: Placements at least this large are kept apart from the address index (see
 #: ``AddressSpace._by_addr``); on a pc board those are the RAM and little else.
 _WIDE = 1 << 24
+#: The same for the port space, whose regions are a few ports each
+_WIDE_PORTS = 0x100
 
 
 class AddressSpace:
     """Placements, priorities and the flattened view; knows nothing of Unicorn."""
 
-    def __init__(self, name: str, size: int, background: Region | None = None) -> None:
+    def __init__(self, name: str, size: int, background: Region | None = None, *,
+                 wide: int | None = None) -> None:
         self.name = name
         self.size = size
         self._placements: list[Placement] = []
-        #: The placements by address, for ``_rebuild``'s "what reaches into [lo, hi)":
-        #: those smaller than ``_WIDE`` as sorted (addr, id, placement) entries, so only
-        #: the ones starting in [lo - _WIDE, hi) need a look; the few wide ones (RAM,
-        #: windows) in a list of their own.  A BAR move then looks at a handful of
-        #: placements, not at the board's fifty.
+        #: The placements by address, for ``_reaching``'s "what reaches into [lo, hi)":
+        #: those smaller than ``_wide_at`` (``_WIDE`` unless ``wide`` says) as sorted
+        #: (addr, id, placement) entries, so only the ones starting in
+        #: [lo - _wide_at, hi) need a look; the few wide ones (RAM, windows) in a list of
+        #: their own.  A BAR move then looks at a handful of placements, not at the
+        #: board's fifty.
+        self._wide_at = _WIDE if wide is None else wide
         self._by_addr: list[tuple[int, int, Placement]] = []
         self._wide: list[Placement] = []
         self._seq = 0
@@ -561,7 +566,7 @@ class AddressSpace:
         p = Placement(self, region, addr, priority, enabled, self._seq)
         self._placements.append(p)
         size = region.size
-        if size >= _WIDE:
+        if size >= self._wide_at:
             self._wide.append(p)
         else:
             bisect.insort(self._by_addr, (addr, id(p), p))
@@ -594,7 +599,7 @@ class AddressSpace:
                     changed.append((old if old > 0 else 0, old + size if old + size < end else end))
                 if addr < end and addr + size > 0:
                     changed.append((addr if addr > 0 else 0, addr + size if addr + size < end else end))
-            if size < _WIDE:
+            if size < self._wide_at:
                 entries = self._by_addr           # _unindex, inline (every BAR move)
                 key = id(p)
                 del entries[bisect.bisect_left(entries, (old, key))]
@@ -615,7 +620,7 @@ class AddressSpace:
 
     def remove(self, p: Placement) -> None:
         self._placements.remove(p)
-        if p.region.size >= _WIDE:
+        if p.region.size >= self._wide_at:
             self._wide.remove(p)
         else:
             self._unindex(p)
@@ -671,7 +676,7 @@ class AddressSpace:
         else:
             ranges = merge_ranges(changed)
             # many ranges (a batch of adds): one pass over their hull, not a look for
-            # the placements reaching into each (each look scans back _WIDE)
+            # the placements reaching into each (each look scans back _wide_at)
             span = ranges if len(ranges) <= 4 else [(ranges[0][0], ranges[-1][1])]
             pieces = _splice(self._pieces, span, self._rebuild(span))
             delta = self._delta
@@ -689,18 +694,8 @@ class AddressSpace:
         placement that reaches into them."""
         pieces: list[Piece] = []
         background = self._background
-        entries, wide = self._by_addr, self._wide
         for lo, hi in ranges:
-            # the enabled placements reaching into [lo, hi): narrow ones start after
-            # lo - _WIDE
-            i = bisect.bisect_left(entries, (lo - _WIDE + 1,))
-            hits = []
-            for a, _, p in entries[i:bisect.bisect_left(entries, (hi,), i)]:
-                if p.enabled and a + p.region.size > lo:
-                    hits.append(p)
-            for p in wide:
-                if p.addr < hi and p.enabled and p.addr + p.region.size > lo:
-                    hits.append(p)
+            hits = self._reaching(lo, hi)
             if len(hits) == 1 and not isinstance(hits[0].region, Container):
                 p = hits[0]                  # the common case (a BAR moved): one region
                 s, e = max(lo, p.addr), min(hi, p.addr + p.region.size)
@@ -733,6 +728,20 @@ class AddressSpace:
         if len(pieces) > 1:
             pieces.sort(key=_piece_start)
         return pieces
+
+    def _reaching(self, lo: int, hi: int) -> list[Placement]:
+        """The enabled placements reaching into [lo, hi): narrow ones start after
+        lo - _wide_at."""
+        entries = self._by_addr
+        i = bisect.bisect_left(entries, (lo - self._wide_at + 1,))
+        hits = []
+        for a, _, p in entries[i:bisect.bisect_left(entries, (hi,), i)]:
+            if p.enabled and a + p.region.size > lo:
+                hits.append(p)
+        for p in self._wide:
+            if p.addr < hi and p.enabled and p.addr + p.region.size > lo:
+                hits.append(p)
+        return hits
 
     def lookup(self, addr: int) -> Piece | None:
         self.flatten()
@@ -942,7 +951,7 @@ class IoSpace(AddressSpace):
         # accesses fail memory_region_access_valid and read 0.
         self.unassigned = MmioRegion("unassigned-io", 0x10000, _ConstantDevice(UNASSIGNED_IO_VALUE),
                                      valid_sizes=(1, 2, 4))
-        super().__init__("io", 0x10000)
+        super().__init__("io", 0x10000, wide=_WIDE_PORTS)
         self.unassigned_entry = self._entry(self.unassigned, 0)
         self.table: dict[int, PortEntry] = {}
         self._entries: dict[tuple, PortEntry] = {}
@@ -952,53 +961,101 @@ class IoSpace(AddressSpace):
         self.commit()
 
     def commit(self) -> None:
-        """Bring the port table up to date: the ports of the ranges the placements
-        changed in, and of any piece whose region now dispatches elsewhere."""
+        """Bring the port table up to date: repaint the ports of the ranges the
+        placements changed in (``_repaint``), or the whole table (``_paint``) the first
+        time, after a stop, or when a placed region now dispatches elsewhere."""
         if self._deferred():
             return
-        table = self.table
-        if not self._dirty:
-            if self._delta == [] and table and self._dispatch_unchanged():
+        if (self.table and len(self._entries) <= 2 * len(self._placements) + 8
+                and self._dispatch_unchanged()):
+            ranges = self._unpainted()
+            if ranges == []:
                 return      # every run starts here: nothing moved, nothing swapped
-        elif self._changed is None or len(self._changed) > 2:
-            table = None
-        if not table and self._paint():
-            # the first commit, a whole batch (a board's build, the firmware step), after
-            # a stop: the table from the placements themselves, no flatten
+            if ranges is not None and self._repaint(ranges):
+                return
+        if self._paint():
             return
-        table = self.table
-        pieces = self.flatten()
-        changed = self.take_changes()
-        full = changed is None or not table or len(changed) > 2
-        if full:
-            # the first commit, after a stop, or a whole batch: a new table is cheaper
-            table = {}
-        elif changed:
-            for port in [p for p in table if any(lo <= p < hi for lo, hi in changed)]:
-                del table[port]
-        old, entries = self._entries, {}
-        for pc in pieces:
+        # a container among the placements: its children may leave holes, so the
+        # table from the flattened view (no port space of pc has one)
+        self._mark_all()
+        table: dict[int, PortEntry] = {}
+        entries: dict[tuple, PortEntry] = {}
+        for pc in self.flatten():
             region = pc.region
-            start = pc.start
-            # an entry depends on its region, its base and what the region dispatches to
-            # now (a device or its accessors can be swapped: a guard, a tracing proxy).  An
-            # unguarded MmioRegion's entry holds its device's accessors, not the region's
-            # (whose closures are made on first use, which reading them here would do).
-            if isinstance(region, MmioRegion) and region.guard is None:
-                key = (region, start - pc.offset, region.device, None, None)
-            else:
-                key = (region, start - pc.offset, getattr(region, "device", None),
-                       getattr(region, "read", None), getattr(region, "write", None))
-            entry = entries.get(key) or old.get(key)
+            key = self._key(region, pc.start - pc.offset)
+            entry = entries.get(key) or self._entries.get(key)
             if entry is None:
                 entry = self._entry(region, key[1])
             entries[key] = entry
-            if (full or table.get(start) is not entry
-                    or changed and any(lo < pc.end and start < hi for lo, hi in changed)):
-                for port in range(start, pc.end):
-                    table[port] = entry
-        self.table = table
-        self._entries = entries          # only what is placed now: moves do not pile up
+            for port in range(pc.start, pc.end):
+                table[port] = entry
+        self.table, self._entries, self._delta = table, entries, []
+
+    @staticmethod
+    def _key(region: Region, base: int) -> tuple:
+        """What a table entry depends on: its region, its base and what the region
+        dispatches to now (a device or its accessors can be swapped: a guard, a tracing
+        proxy).  An unguarded MmioRegion's entry holds its device's accessors, not the
+        region's (whose closures are made on first use, which reading them here would
+        do)."""
+        if isinstance(region, MmioRegion) and region.guard is None:
+            return (region, base, region.device, None, None)
+        return (region, base, getattr(region, "device", None),
+                getattr(region, "read", None), getattr(region, "write", None))
+
+    def _unpainted(self) -> list[tuple[int, int]] | None:
+        """The ranges (sorted, disjoint) where the placements may show something else
+        than the table since it was last painted; None: anywhere.  A flatten since then
+        (a lookup) moved its ranges from ``_changed`` to ``_delta``."""
+        delta = self._delta
+        if delta is None:
+            return None
+        changed = self._changed if self._dirty else []
+        if changed is None:
+            return None
+        return merge_ranges(delta + changed) if delta else merge_ranges(changed)
+
+    def _repaint(self, ranges: list[tuple[int, int]]) -> bool:
+        """Paint the ports of ``ranges`` again from the enabled placements reaching into
+        them, lowest (priority, seq) first, as ``_paint`` does for the whole table: a
+        firmware step or a BAR move touches a few ports of the board's hundred and
+        fifty.  False (nothing done) when a container is among them, or when the ranges
+        are wider than the table (then a whole paint is no dearer)."""
+        table = self.table
+        width = 0
+        for lo, hi in ranges:
+            width += hi - lo
+        if width > len(table):
+            return False
+        if len(ranges) == 1:
+            hits = self._reaching(*ranges[0])
+        else:                # a placement reaching into two ranges is painted once
+            hits = list({p: None for lo, hi in ranges for p in self._reaching(lo, hi)})
+        for p in hits:
+            if isinstance(p.region, Container):
+                return False
+        hits.sort(key=_paint_order)
+        pop = table.pop
+        for lo, hi in ranges:
+            for port in range(lo, hi):
+                pop(port, None)
+        entries = self._entries
+        for p in hits:
+            region, base = p.region, p.addr
+            key = self._key(region, base)
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = self._entry(region, base)
+            stop = base + region.size
+            for lo, hi in ranges:
+                if lo < stop and base < hi:
+                    for port in range(base if base > lo else lo, stop if stop < hi else hi):
+                        table[port] = entry
+        self._painted = table
+        self._changed, self._dirty, self._delta = [], False, []
+        self._starts = None
+        self.generation += 1
+        return True
 
     def _paint(self) -> bool:
         """A new table from the enabled placements, painted lowest (priority, seq) first
