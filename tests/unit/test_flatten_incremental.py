@@ -407,3 +407,56 @@ def test_a_few_port_changes_repaint_only_their_ports():
     io.table = {}
     io.commit()
     assert io.table == table
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(_op, max_size=20), st.lists(_op, min_size=1, max_size=12), st.booleans())
+# a change after a lookup, committed before the backend came
+@example([("add", 0, 0, 0, True), ("move", 0, 0x8000)], [("add", 1, 0xA000, 0, True)], True)
+def test_a_backend_attached_late_sees_every_change(before, after, lookups):
+    """A memory map commits without flattening while it has no backend (a board built
+    before its CPU attaches), whether or not lookups flattened it in between; a backend
+    attached later, as the CPU's is (the changes taken, then the whole view
+    published), and every commit after it, end with the spans a rebuild from the
+    placements gives."""
+    regions = _regions()
+    container = Container("box", 0x3000)
+    mm = MemoryMap()
+    backend = SpanBackend()
+    placements = []
+    for op in before:
+        _apply(mm, regions, container, placements, op)
+        mm.commit()
+        if lookups:
+            mm.lookup(0x1000)
+    mm.take_changes()
+    mm.backend = backend
+    backend.publish(mm.flatten(), None)
+    for op in after:
+        _apply(mm, regions, container, placements, op)
+        mm.commit()
+        assert sorted(backend.mapped.values()) == sorted(      # a rebuild's
+            _spans(_canonical(mm._rebuild([(0, mm.size)]))))
+
+
+def test_a_board_built_before_its_cpu_flattens_once():
+    """pc_board commits its build with no CPU attached: no flatten then, nor when the
+    CPU attaches; the firmware step's commit flattens once, the whole view."""
+    from uvirt.board.devices.pc import pc_board
+    from uvirt.cpu.machine import Machine
+    from uvirt.boot.firmware_step import firmware_step
+    real = AddressSpace.flatten
+    calls = []
+
+    def counted(self):
+        if isinstance(self, MemoryMap) and self._dirty:
+            calls.append(self._changed)
+        return real(self)
+    with mock.patch.object(AddressSpace, "flatten", counted):
+        board = pc_board()
+        m = Machine(board=board)
+        assert calls == []
+        with m.batch():
+            firmware_step(m)
+        assert calls == [None]                       # one flatten, of everything
+    m.close()

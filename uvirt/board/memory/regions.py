@@ -650,6 +650,11 @@ class AddressSpace:
     def take_changes(self) -> list[tuple[int, int]] | None:
         """The ranges the view changed in since the last call (sorted, disjoint), or None
         when it was rebuilt whole: what a backend must look at again."""
+        if self._dirty and self._changed is None:
+            # the view is to be rebuilt whole: that is the answer already, and the
+            # rebuild waits for whoever looks (its flatten reports None again)
+            self._delta = []
+            return None
         self.flatten()
         delta, self._delta = self._delta, []
         return delta
@@ -1205,11 +1210,17 @@ class MemoryMap(AddressSpace):
             self._pending = True
             return
         self.commits += 1
-        pieces = self.flatten()
-        changed, self._delta = self._delta, []        # take_changes(), inline
         self._ram_cache = None
         backend = self.backend
-        if backend is not None and changed != []:
+        if backend is None:
+            # nobody to publish to: the flatten waits for whoever looks (a lookup, a
+            # CPU's first publish), so a board built before its CPU attaches (pc_board)
+            # flattens once, at the firmware step's commit, not also here
+            self._delta = []             # (nobody takes these changes)
+            return
+        pieces = self.flatten()
+        changed, self._delta = self._delta, []        # take_changes(), inline
+        if changed != []:
             backend.publish(pieces, changed)
 
     def invalidate_code(self, addr: int, size: int) -> None:
