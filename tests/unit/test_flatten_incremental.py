@@ -91,7 +91,7 @@ def test_incremental_flatten_equals_a_rebuild(ops, background, wide):
     """``wide``: where the space's placement index keeps placements apart (the board's
     16 MiB never matters in a 64 KiB space; with 0x1000 or 0x2500 most regions are
     narrow or wide, and the index's window must reach back far enough)."""
-    with mock.patch.object(regions_module, "_WIDE", wide):
+    with mock.patch.object(AddressSpace, "_wide_at", wide):
         _incremental_flatten_equals_a_rebuild(ops, background)
 
 

@@ -495,18 +495,19 @@ _WIDE_PORTS = 0x100
 class AddressSpace:
     """Placements, priorities and the flattened view; knows nothing of Unicorn."""
 
-    def __init__(self, name: str, size: int, background: Region | None = None, *,
-                 wide: int | None = None) -> None:
+    #: placements at least this large are kept apart from the address index (see
+    #: ``_by_addr``)
+    _wide_at = _WIDE
+
+    def __init__(self, name: str, size: int, background: Region | None = None) -> None:
         self.name = name
         self.size = size
         self._placements: list[Placement] = []
         #: The placements by address, for ``_reaching``'s "what reaches into [lo, hi)":
-        #: those smaller than ``_wide_at`` (``_WIDE`` unless ``wide`` says) as sorted
-        #: (addr, id, placement) entries, so only the ones starting in
-        #: [lo - _wide_at, hi) need a look; the few wide ones (RAM, windows) in a list of
-        #: their own.  A BAR move then looks at a handful of placements, not at the
-        #: board's fifty.
-        self._wide_at = _WIDE if wide is None else wide
+        #: those smaller than ``_wide_at`` as sorted (addr, id, placement) entries, so
+        #: only the ones starting in [lo - _wide_at, hi) need a look; the few wide ones
+        #: (RAM, windows) in a list of their own.  A BAR move then looks at a handful of
+        #: placements, not at the board's fifty.
         self._by_addr: list[tuple[int, int, Placement]] = []
         self._wide: list[Placement] = []
         self._seq = 0
@@ -951,12 +952,14 @@ class IoSpace(AddressSpace):
     the whole access (QEMU's ``address_space_ldl`` in the x86 ``helper_in*``/``helper_out*``).
     """
 
+    _wide_at = _WIDE_PORTS
+
     def __init__(self) -> None:
         # QEMU's unassigned_io_ops declare no access rules: any size, but unaligned
         # accesses fail memory_region_access_valid and read 0.
         self.unassigned = MmioRegion("unassigned-io", 0x10000, _ConstantDevice(UNASSIGNED_IO_VALUE),
                                      valid_sizes=(1, 2, 4))
-        super().__init__("io", 0x10000, wide=_WIDE_PORTS)
+        super().__init__("io", 0x10000)
         self.unassigned_entry = self._entry(self.unassigned, 0)
         self.table: dict[int, PortEntry] = {}
         self._entries: dict[tuple, PortEntry] = {}
