@@ -1077,17 +1077,19 @@ class IoSpace(AddressSpace):
         old, entries, end = self._entries, {}, self.size
         for p in placements:
             region, base = p.region, p.addr
-            # the key as ``commit`` makes it (see there)
             if isinstance(region, MmioRegion) and region.guard is None:
-                key = (region, base, region.device, None, None)
+                # ``_key`` and ``_entry`` inline: a board's build paints some thirty
+                device = region.device
+                key = (region, base, device, None, None)
+                entry = entries.get(key) or old.get(key)
+                if entry is None:
+                    entry = _new_tuple(PortEntry, (region, base, device.read, device.write,
+                                                   region._direct, 0 if region.unaligned else -1))
             elif isinstance(region, Container):
                 return False
             else:
-                key = (region, base, getattr(region, "device", None),
-                       getattr(region, "read", None), getattr(region, "write", None))
-            entry = entries.get(key) or old.get(key)
-            if entry is None:
-                entry = self._entry(region, base)
+                key = self._key(region, base)
+                entry = entries.get(key) or old.get(key) or self._entry(region, base)
             entries[key] = entry
             stop = base + region.size
             for port in range(base if base > 0 else 0, stop if stop < end else end):
