@@ -402,13 +402,18 @@ def _resolve(hits: list, lo: int, hi: int, pieces: list) -> list[tuple[int, int]
     leaves: list = []
     for p in hits:
         _leaves(p.region, p.addr, lo, hi, (p.priority, p.seq), leaves)
-    leaves.sort(key=lambda leaf: leaf[0], reverse=True)
+    leaves.sort(key=_leaf_key, reverse=True)
     covered: list[tuple[int, int]] = []
     for _key, region, start, end, offset in leaves:
-        for s, e in subtract_ranges(start, end, covered):
-            pieces.append(Piece(s, e, region, offset + s - start))
-        covered = _union(covered, start, end)
+        free = subtract_ranges(start, end, covered)
+        if free:                     # (none: hidden whole, and covered already holds it)
+            for s, e in free:
+                pieces.append(_new(Piece, (s, e, region, offset + s - start)))
+            covered = _union(covered, start, end)
     return covered
+
+
+_leaf_key = operator.itemgetter(0)
 
 
 _span_start = operator.itemgetter(0)
