@@ -201,3 +201,13 @@ def test_a_new_functions_header_is_its_identity_over_qemus_masks(vendor, device,
     other = PciFunction(vendor_id=1, device_id=2, class_code=3)
     other.config.wmask[0x50] = 0                   # a capability's bytes: its own masks only
     assert fn.config.wmask[0x50] == 0xFF
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=256, max_size=256), st.integers(-4, 260), st.integers(0, 9))
+def test_config_get_reads_little_endian_bytes_as_a_slice_does(data, offset, size):
+    """``PciConfigSpace.get``: a 1, 2 or 4-byte word inside the space through struct, any
+    other read (wider, clipped at the end) as the bytes of the slice."""
+    c = PciConfigSpace()
+    c.data[:] = data
+    assert c.get(offset, size) == int.from_bytes(bytes(data)[offset:offset + size], "little")

@@ -132,6 +132,9 @@ class PciConfigSpace:
         self.w1cmask = bytearray(CONFIG_SPACE_SIZE)
 
     def get(self, offset: int, size: int) -> int:
+        word = _WORDS.get(size)
+        if word is not None and 0 <= offset <= CONFIG_SPACE_SIZE - size:
+            return word[0](self.data, offset)[0]          # (no slice made)
         return int.from_bytes(self.data[offset:offset + size], "little")
 
     def set(self, offset: int, size: int, value: int) -> None:
