@@ -19,8 +19,9 @@ Commit
     with the ranges that changed since the last commit, to its backend, the one place
     that maps and unmaps.  Flattening is incremental: a placement change marks its old
     and new extent, and only those ranges are recomputed and spliced into the previous
-    view (``AddressSpace.flatten``).  With a CPU attached the backend is
-    ``uvirt.cpu.uc_memory.UnicornMemory``, the *only* caller of ``mem_map_ptr``,
+    view (``AddressSpace.flatten``).  Without a backend a commit leaves the flatten to
+    whoever looks next (a lookup, the CPU's first publish).  With a CPU attached the
+    backend is ``uvirt.cpu.uc_memory.UnicornMemory``, the *only* caller of ``mem_map_ptr``,
     ``mmio_map`` and ``mem_unmap`` in uvirt.  This module never imports Unicorn: the
     region tree, flatten, the port space and ``SystemMemory`` (device DMA, the
     ``GuestMemory`` protocol of uvirt/board/memory/guest.py) work without a CPU.
