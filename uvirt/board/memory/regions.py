@@ -403,6 +403,12 @@ def _resolve(hits: list, lo: int, hi: int, pieces: list) -> list[tuple[int, int]
     leaves: list = []
     for p in hits:
         _leaves(p.region, p.addr, lo, hi, (p.priority, p.seq), leaves)
+    return _winners(leaves, pieces)
+
+
+def _winners(leaves: list, pieces: list) -> list[tuple[int, int]]:
+    """Append to ``pieces`` what ``leaves`` (``_leaves``'s tuples) show, the highest key
+    winning every overlap; returns what they cover (sorted, disjoint)."""
     leaves.sort(key=_leaf_key, reverse=True)
     covered: list[tuple[int, int]] = []
     for _key, region, start, end, offset in leaves:
@@ -730,8 +736,9 @@ class AddressSpace:
                         s, e, p = group[0]
                         pieces.append(_new(Piece, (s, e, p.region, s - p.addr)))
                         covered.append((s, e))
-                    else:
-                        covered += _resolve([p for _, _, p in group], lo, hi, pieces)
+                    else:            # (no containers here: each placement one leaf)
+                        covered += _winners([((p.priority, p.seq), p.region, s, e, s - p.addr)
+                                             for s, e, p in group], pieces)
             else:
                 covered = _resolve(hits, lo, hi, pieces)
             if background is not None:
