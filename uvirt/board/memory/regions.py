@@ -500,8 +500,6 @@ _new = tuple.__new__
 #: Placements at least this large are kept apart from the address index (see
 #: ``AddressSpace._by_addr``); on a pc board those are the RAM and little else.
 _WIDE = 1 << 24
-#: The same for the port space, whose regions are a few ports each
-_WIDE_PORTS = 0x100
 
 
 class AddressSpace:
@@ -965,7 +963,10 @@ class IoSpace(AddressSpace):
     the whole access (QEMU's ``address_space_ldl`` in the x86 ``helper_in*``/``helper_out*``).
     """
 
-    _wide_at = _WIDE_PORTS
+    #: no address index here: the port space's few dozen placements are looked through
+    #: in a line (``_reaching``), as keeping them sorted costs a board's build more
+    #: (some thirty insertions) than it saves the firmware step's few look-ups
+    _wide_at = 0
 
     def __init__(self) -> None:
         # QEMU's unassigned_io_ops declare no access rules: any size, but unaligned
