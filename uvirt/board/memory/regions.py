@@ -1049,13 +1049,19 @@ class IoSpace(AddressSpace):
             width += hi - lo
         if width > len(table):
             return False
-        if len(ranges) == 1:
-            hits = self._reaching(*ranges[0])
-        else:                # a placement reaching into two ranges is painted once
-            hits = list({p: None for lo, hi in ranges for p in self._reaching(lo, hi)})
-        for p in hits:
-            if isinstance(p.region, Container):
-                return False
+        # one pass over the placements (the port space keeps no index): [a, e) reaches
+        # into a range if the last range starting before e ends after a (the ranges
+        # are sorted and disjoint)
+        los = [lo for lo, _ in ranges]
+        hits = []
+        for p in self._placements:
+            if p.enabled:
+                a = p.addr
+                i = bisect.bisect_left(los, a + p.region.size) - 1
+                if i >= 0 and ranges[i][1] > a:
+                    if isinstance(p.region, Container):
+                        return False
+                    hits.append(p)
         hits.sort(key=_paint_order)
         pop = table.pop
         for lo, hi in ranges:
