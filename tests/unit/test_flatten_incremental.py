@@ -91,7 +91,7 @@ def test_incremental_flatten_equals_a_rebuild(ops, background, wide):
     """``wide``: where the space's placement index keeps placements apart (the board's
     16 MiB never matters in a 64 KiB space; with 0x1000 or 0x2500 most regions are
     narrow or wide, and the index's window must reach back far enough)."""
-    with mock.patch.object(regions_module, "_WIDE", wide):
+    with mock.patch.object(AddressSpace, "_wide_at", wide):
         _incremental_flatten_equals_a_rebuild(ops, background)
 
 
@@ -327,3 +327,136 @@ def test_a_batch_of_port_changes_is_painted_without_a_flatten():
         io.add(MmioRegion("y", 1, Dev()), 0x301)
         io.commit()
     assert io.table[0x200].region.name == "child" and 0x202 not in io.table
+
+
+_port_op = st.one_of(
+    st.tuples(st.just("add"), st.integers(0, 8), st.integers(0, 0x30), st.integers(-1, 1), st.booleans()),
+    st.tuples(st.just("move"), st.integers(0, 15), st.integers(0, 0x30)),
+    st.tuples(st.just("enable"), st.integers(0, 15), st.booleans()),
+    st.tuples(st.just("remove"), st.integers(0, 15)),
+    st.tuples(st.just("flatten")),
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.lists(_port_op, min_size=1, max_size=5), max_size=12))
+def test_repainted_ranges_equal_a_whole_paint(batches):
+    """A commit after a few changes repaints only the ports of the ranges they touched
+    (``IoSpace._repaint``: the firmware step, a BAR move); the table then equals one
+    painted whole, every port dispatches to the winner of its overlaps, and the view
+    read off the table equals a rebuild.  Small regions packed in a few ports, so the
+    ranges overlap each other and the repaint (not the whole paint) runs."""
+    regions = [MmioRegion(f"io{i}", size, Dev()) for i, size in enumerate((1, 2, 4, 8, 3, 1, 16, 5))]
+    container = Container("box", 0x10)           # never placed: ops index regions 0-7
+    io = IoSpace()
+    io.add(MmioRegion("wide", 0x40, Dev()), 0, priority=-2)
+    io.commit()
+    placements = []
+    probes = range(0, 0x48)
+    repaints = []
+    real = io._repaint
+
+    def spy(ranges):
+        done = real(ranges)
+        repaints.append(done)
+        return done
+    io._repaint = spy
+    for ops in batches:
+        with io.batch():
+            for op in ops:
+                if op[0] == "add":
+                    op = op[:1] + (op[1] % 8,) + op[2:]
+                _apply(io, regions, container, placements, op)
+        io.commit()
+        want = _reference_winners(io, probes)
+        got = {}
+        for port in probes:
+            e = io.table.get(port)
+            got[port] = None if e is None else (e.region, port - e.base)
+        assert got == want
+        table = dict(io.table)
+        assert io.flatten() == _canonical(io._rebuild([(0, 0x10000)]))
+        io.table = {}
+        io.commit()                                   # a whole paint
+        assert io.table == table
+    assert all(repaints) or not batches
+
+
+def test_a_few_port_changes_repaint_only_their_ports():
+    """The firmware step's commit (a BAR, the PM block, two ISA devices): no whole paint
+    and no flatten, and the table is as a whole paint makes it."""
+    io = IoSpace()
+    regions = [MmioRegion(f"r{i}", 4, Dev()) for i in range(6)]
+    for i, r in enumerate(regions[:4]):
+        io.add(r, 0x100 + 8 * i)
+    io.add(MmioRegion("fw", 0x100, Dev()), 0x800)
+    pm = io.add(MmioRegion("pm", 0x40, Dev()), 0, enabled=False)
+    io.commit()
+    with mock.patch.object(IoSpace, "_paint", side_effect=AssertionError("painted whole")), \
+            mock.patch.object(AddressSpace, "flatten", side_effect=AssertionError("flattened")):
+        with io.batch():
+            io.add(regions[4], 0x102, priority=1)                 # over r0's upper half
+            pm.move(0x600)
+            pm.set_enabled(True)
+            io.add(regions[5], 0xC000)
+            io.commit()                                            # deferred to the end
+        assert io.table[0x101].region is regions[0] and io.table[0x102].region is regions[4]
+        assert io.table[0x105].region is regions[4] and 0x106 not in io.table
+        assert io.table[0x63F].region.name == "pm" and io.table[0xC003].region is regions[5]
+        table = dict(io.table)
+    io.table = {}
+    io.commit()
+    assert io.table == table
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(_op, max_size=20), st.lists(_op, min_size=1, max_size=12), st.booleans())
+# a change after a lookup, committed before the backend came
+@example([("add", 0, 0, 0, True), ("move", 0, 0x8000)], [("add", 1, 0xA000, 0, True)], True)
+def test_a_backend_attached_late_sees_every_change(before, after, lookups):
+    """A memory map commits without flattening while it has no backend (a board built
+    before its CPU attaches), whether or not lookups flattened it in between; a backend
+    attached later, as the CPU's is (the changes taken, then the whole view
+    published), and every commit after it, end with the spans a rebuild from the
+    placements gives."""
+    regions = _regions()
+    container = Container("box", 0x3000)
+    mm = MemoryMap()
+    backend = SpanBackend()
+    placements = []
+    for op in before:
+        _apply(mm, regions, container, placements, op)
+        mm.commit()
+        if lookups:
+            mm.lookup(0x1000)
+    mm.take_changes()
+    mm.backend = backend
+    backend.publish(mm.flatten(), None)
+    for op in after:
+        _apply(mm, regions, container, placements, op)
+        mm.commit()
+        assert sorted(backend.mapped.values()) == sorted(      # a rebuild's
+            _spans(_canonical(mm._rebuild([(0, mm.size)]))))
+
+
+def test_a_board_built_before_its_cpu_flattens_once():
+    """pc_board commits its build with no CPU attached: no flatten then, nor when the
+    CPU attaches; the firmware step's commit flattens once, the whole view."""
+    from uvirt.board.devices.pc import pc_board
+    from uvirt.cpu.machine import Machine
+    from uvirt.boot.firmware_step import firmware_step
+    real = AddressSpace.flatten
+    calls = []
+
+    def counted(self):
+        if isinstance(self, MemoryMap) and self._dirty:
+            calls.append(self._changed)
+        return real(self)
+    with mock.patch.object(AddressSpace, "flatten", counted):
+        board = pc_board()
+        m = Machine(board=board)
+        assert calls == []
+        with m.batch():
+            firmware_step(m)
+        assert calls == [None]                       # one flatten, of everything
+    m.close()

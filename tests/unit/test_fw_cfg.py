@@ -176,3 +176,17 @@ def test_files_added_in_groups_read_as_one_group_and_after_a_read():
 def test_ram_split_at_3g_above_lowmem_limit():
     assert F.pc_ram_split(0xE0000000) == (0xC0000000, 0x20000000)
     assert F.pc_ram_split(128 << 20) == (128 << 20, 0)
+
+
+def test_pc_items_are_shared_values_but_each_call_gets_its_own_dicts():
+    """pc's items are a pure function of the options (cached): two calls give equal
+    contents, a caller changing its dicts changes nothing for the next one, and other
+    options give other contents."""
+    items, files = F.pc_items(128 << 20)
+    items[F.SIGNATURE] = b"XXXX"
+    files["etc/e820"] = b""
+    again, files2 = F.pc_items(128 << 20)
+    assert again[F.SIGNATURE] == b"QEMU" and len(files2["etc/e820"]) == 40
+    assert all(isinstance(v, bytes) for v in [*again.values(), *files2.values()])
+    big, _ = F.pc_items(0xE0000000, nographic=True)
+    assert big[F.RAM_SIZE] == struct.pack("<Q", 0xE0000000) and big[F.NOGRAPHIC] == b"\x01\x00"

@@ -134,3 +134,35 @@ def test_every_page_shows_what_the_i440fx_decodes(history):
     m.reset()
     config, smm = m.pci.find(0, 0).config.data, m.lowmem.smm
     assert [_shown(m, a) for a in PAGES] == [_expected(m, config, smm, a) for a in PAGES]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=7, max_size=7))
+def test_pam_runs_are_the_segments_attributes_joined(pam):
+    """``pam_runs``: every segment showing RAM lies in exactly one run, read-only as its
+    attribute says; PCI segments in none; runs sorted, apart or of another kind where
+    they touch (so no two could be one)."""
+    from uvirt.board.devices.pam import pam_runs
+    config = bytearray(256)
+    config[0x59:0x60] = pam
+    runs = pam_runs(bytes(pam))
+    for seg, (start, length) in enumerate(PAM_SEGMENTS):
+        attr = pam_attribute(config, seg)
+        inside = [r for r in runs if r[0] <= start and start + length <= r[1]]
+        if attr == PAM_PCI:
+            assert not any(r[0] < start + length and start < r[1] for r in runs)
+        else:
+            assert len(inside) == 1 and inside[0][2] == (attr == PAM_RO)
+    assert all(a[1] < b[0] or a[1] == b[0] and a[2] != b[2] for a, b in zip(runs, runs[1:]))
+
+
+def test_seabios_pam_settings_make_three_aliases():
+    """After the firmware step (make_bios_readonly: 0xC0000-0xE7FFF and 0xF0000-0xFFFFF
+    read-only, 0xE8000-0xEFFFF read/write) the low window holds one alias per run."""
+    m = Machine(cpu=False)
+    from uvirt.boot.firmware_step import firmware_step
+    firmware_step(m)
+    assert sorted(m.lowmem.pam) == [(0xC0000, 0xE8000, True), (0xE8000, 0xF0000, False),
+                                    (0xF0000, 0x100000, True)]
+    names = {m.memory.lookup(a).region.name for a in range(0xC3000, 0x100000, 0x1000)}
+    assert names == {"pam-rom", "pam-ram"}

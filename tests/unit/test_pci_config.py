@@ -170,3 +170,44 @@ def test_a_guest_write_goes_through_the_masks_byte_by_byte(data, wmask, w1c, off
     c.guest_write(0xF0 + offset, size, value)
     _bytewise_write(ref, c.wmask, c.w1cmask, 0xF0 + offset, size, value)
     assert c.data == ref
+
+
+_u16, _u8 = st.integers(0, 0xFFFF), st.integers(0, 0xFF)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_u16, _u16, _u16, _u8, _u8, _u8, _u16, _u16, _u8)
+def test_a_new_functions_header_is_its_identity_over_qemus_masks(vendor, device, cls, rev, prog_if,
+                                                                 header, sub_vendor, sub_id, pin):
+    """PciFunction copies the masks from constants and packs its identity in one go:
+    the same bytes as setting each field and mask in turn (pci_init_wmask,
+    pci_init_w1cmask, the ID registers)."""
+    fn = PciFunction(vendor_id=vendor, device_id=device, class_code=cls, revision=rev,
+                     prog_if=prog_if, header_type=header, subsystem_vendor_id=sub_vendor,
+                     subsystem_id=sub_id, interrupt_pin=pin)
+    want = PciConfigSpace()
+    for reg, size, value in ((PciReg.VENDOR_ID, 2, vendor), (PciReg.DEVICE_ID, 2, device),
+                             (PciReg.REVISION_ID, 1, rev), (PciReg.CLASS_PROG, 1, prog_if),
+                             (PciReg.CLASS_DEVICE, 2, cls), (PciReg.HEADER_TYPE, 1, header),
+                             (PciReg.SUBSYSTEM_VENDOR_ID, 2, sub_vendor),
+                             (PciReg.SUBSYSTEM_ID, 2, sub_id), (PciReg.INTERRUPT_PIN, 1, pin)):
+        want.set(reg, size, value)
+    want.set_wmask(PciReg.CACHE_LINE_SIZE, 1, 0xFF)
+    want.set_wmask(PciReg.INTERRUPT_LINE, 1, 0xFF)
+    want.set_wmask(PciReg.COMMAND, 2, 0x0507)
+    want.set_w1cmask(PciReg.STATUS, 2, 0xF900)
+    want.wmask[0x40:] = b"\xff" * 0xC0
+    assert (fn.config.data, fn.config.wmask, fn.config.w1cmask) == (want.data, want.wmask, want.w1cmask)
+    other = PciFunction(vendor_id=1, device_id=2, class_code=3)
+    other.config.wmask[0x50] = 0                   # a capability's bytes: its own masks only
+    assert fn.config.wmask[0x50] == 0xFF
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=256, max_size=256), st.integers(-4, 260), st.integers(0, 9))
+def test_config_get_reads_little_endian_bytes_as_a_slice_does(data, offset, size):
+    """``PciConfigSpace.get``: a 1, 2 or 4-byte word inside the space through struct, any
+    other read (wider, clipped at the end) as the bytes of the slice."""
+    c = PciConfigSpace()
+    c.data[:] = data
+    assert c.get(offset, size) == int.from_bytes(bytes(data)[offset:offset + size], "little")

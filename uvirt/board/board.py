@@ -282,9 +282,18 @@ def _unwire(board: Board) -> None:
     host = board.pci_host
     host.address_device.host = host.data_device.host = None
     for dev in board.resettables:
+        # the links are instance attributes (the board gave them): looked up in the
+        # instance's dict, as getattr's misses cost an exception each (a few hundred
+        # of them per board)
+        attrs = getattr(dev, "__dict__", None)
+        if attrs is None:                # a device with __slots__
+            for name in _BACK_LINKS:
+                if getattr(dev, name, None) is not None:
+                    setattr(dev, name, None)
+            continue
         for name in _BACK_LINKS:
-            if getattr(dev, name, None) is not None:
-                setattr(dev, name, None)
+            if attrs.get(name) is not None:
+                attrs[name] = None
     rtc = getattr(board, "rtc", None)
     if rtc is not None:
         rtc.update_timer.callback = rtc.periodic_timer.callback = None

@@ -33,6 +33,7 @@ without it the file directory is QEMU's: names, sizes, select keys and contents.
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 from typing import TYPE_CHECKING, Callable
 
 from uvirt.board.memory import physmem
@@ -78,6 +79,16 @@ def pc_ram_split(ram_size: int) -> tuple[int, int]:
 def pc_items(ram_size: int, *, nographic: bool = False, boot_menu: bool = False,
              reboot_timeout: int = -1, uuid: bytes = bytes(16)) -> tuple[dict[int, bytes], dict[str, bytes]]:
     """QEMU 7.2 pc's numbered items and files for a machine with ``ram_size`` bytes."""
+    items, files = _pc_items(ram_size, nographic, boot_menu, reboot_timeout, bytes(uuid))
+    return dict(items), dict(files)
+
+
+@lru_cache(maxsize=16)
+def _pc_items(ram_size: int, nographic: bool, boot_menu: bool, reboot_timeout: int,
+              uuid: bytes) -> tuple[tuple[tuple[int, bytes], ...], tuple[tuple[str, bytes], ...]]:
+    """``pc_items`` as pairs of immutable values: a pure function of the machine's
+    options, so every machine of one configuration shares them (the struct packing
+    is most of a board's fw_cfg set-up otherwise)."""
     below, above = pc_ram_split(ram_size)
     e820 = e820_entry(AMD_HT_START, AMD_HT_SIZE, E820_RESERVED) + e820_entry(0, below, E820_RAM)
     if above:
@@ -107,7 +118,7 @@ def pc_items(ram_size: int, *, nographic: bool = False, boot_menu: bool = False,
         "etc/system-states": bytes([0x80, 0x00, 0x00, 0x81, 0x82, 0x80]),
         "etc/tpm/log": b"",
     }
-    return items, files
+    return tuple(items.items()), tuple(files.items())
 
 
 class FwCfg:

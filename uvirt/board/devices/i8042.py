@@ -70,6 +70,12 @@ class Status(IntFlag):
     AUX_OBF = 0x20
 
 
+#: the status bits as plain ints for the code: ``IntFlag | IntFlag`` and ``~`` go through
+#: enum.py (a microsecond or two each, several per update, and a board's build updates)
+_OBF, _SELFTEST, _CMD, _UNLOCKED, _AUX_OBF = (Status.OBF.value, Status.SELFTEST.value,
+                                              Status.CMD.value, Status.UNLOCKED.value,
+                                              Status.AUX_OBF.value)
+
 MODE_KBD_INT, MODE_MOUSE_INT, MODE_DISABLE_KBD, MODE_DISABLE_MOUSE, MODE_KCC = 0x01, 0x02, 0x10, 0x20, 0x40
 OUT_RESET, OUT_A20, OUT_ONES = 0x01, 0x02, 0xCC
 ACK, RESEND, BAT_OK = 0xFA, 0xFE, 0xAA
@@ -119,7 +125,7 @@ class I8042:
 
     def reset(self) -> None:
         self.mode = MODE_KBD_INT | MODE_MOUSE_INT
-        self.status = Status.CMD | Status.UNLOCKED
+        self.status = _CMD | _UNLOCKED
         self.outport = OUT_RESET | OUT_A20 | OUT_ONES
         self.write_cmd = 0
         self.queue: collections.deque[tuple[int, bool]] = collections.deque()   # (byte, aux)
@@ -138,7 +144,7 @@ class I8042:
     def firmware_state(self) -> None:
         """As SeaBIOS leaves it (measured on QEMU 7.2): self test passed, command byte
         0x61 (keyboard interrupt, translation, aux disabled), keyboard scanning."""
-        self.status |= Status.SELFTEST
+        self.status |= _SELFTEST
         self.mode = MODE_KCC | MODE_DISABLE_MOUSE | MODE_KBD_INT
         self.scan_enabled = True
         self._update()
@@ -151,12 +157,12 @@ class I8042:
     def _update(self) -> None:
         if self.current is None and self.queue:
             self.current = self.queue.popleft()
-        st = self.status & ~(Status.OBF | Status.AUX_OBF)
+        st = self.status & ~(_OBF | _AUX_OBF)
         irq1 = irq12 = 0
         if self.current is not None:
-            st |= Status.OBF
+            st |= _OBF
             if self.current[1]:
-                st |= Status.AUX_OBF
+                st |= _AUX_OBF
                 irq12 = int(bool(self.mode & MODE_MOUSE_INT))
             else:
                 irq1 = int(bool(self.mode & MODE_KBD_INT))
@@ -197,7 +203,7 @@ class I8042:
         elif cmd == KbdCmd.TEST_MOUSE:
             self._put(0x00)
         elif cmd == KbdCmd.SELF_TEST:
-            self.status |= Status.SELFTEST
+            self.status |= _SELFTEST
             self.outport |= OUT_RESET
             self._put(0x55)
         elif cmd == KbdCmd.KBD_TEST:

@@ -46,6 +46,8 @@ Without ``-bios`` uvirt has no BIOS image: "isa-bios" and "pc.bios" are then zer
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from uvirt.board.memory.regions import HostBuffer, MemoryMap, Placement, RamRegion
 
 VGA_BASE, VGA_SIZE = 0xA0000, 0x20000
@@ -73,6 +75,30 @@ def pam_attribute(config: bytes | bytearray, segment: int) -> int:
     return (reg >> (0 if segment & 1 else 4)) & 3
 
 
+#: the segments by address: 0xC0000 (segment 1) .. 0xEC000 (12), then 0xF0000 (0)
+_BY_ADDRESS = tuple(range(1, len(PAM_SEGMENTS))) + (0,)
+
+
+@lru_cache(maxsize=64)
+def pam_runs(pam: bytes) -> tuple[tuple[int, int, bool], ...]:
+    """The RAM aliases the seven PAM bytes (0x59-0x5F) ask for, by address:
+    (start, end, read-only) for each run of adjacent segments that show RAM the same
+    way (read-only, or read/write: QEMU maps write-only as read/write); segments that
+    show PCI space have none.  Pure, so cached: a guest writes the same few values."""
+    runs: list[tuple[int, int, bool]] = []
+    for seg in _BY_ADDRESS:
+        attr = (pam[(seg + 1) // 2] >> (0 if seg & 1 else 4)) & 3      # pam_attribute
+        if attr == PAM_PCI:
+            continue
+        start, length = PAM_SEGMENTS[seg]
+        readonly = attr == PAM_RO
+        if runs and runs[-1][1] == start and runs[-1][2] == readonly:
+            runs[-1] = (runs[-1][0], start + length, readonly)
+        else:
+            runs.append((start, start + length, readonly))
+    return tuple(runs)
+
+
 class LowMemory:
     """The placements of 0xA0000-0xFFFFF and the firmware ROMs on one memory map.
 
@@ -98,10 +124,13 @@ class LowMemory:
                    PC_ROM_BASE, RAM_UNDER_PCI)
         #: SMRAM's RAM alias over the VGA window
         self.smram = memory.add(vga, VGA_BASE, ALIAS_PRIORITY, enabled=False)
-        #: per segment: the read/write and read-only aliases, each placed when first
-        #: enabled (``_alias``): placing one is what enabling it does (it becomes the
-        #: newest of its priority), and a machine that never runs firmware has none
-        self.pam: list[list[Placement | None]] = [[None, None] for _ in PAM_SEGMENTS]
+        #: the PAM aliases shown, one per run of segments showing RAM alike
+        #: (``pam_runs``): (start, end, read-only) -> its placement.  A machine that never
+        #: runs firmware has none; SeaBIOS's settings make three, not thirteen (which the
+        #: flatten would have to resolve against RAM and the ROMs one by one).  The
+        #: aliases overlap nothing else of their priority, so replacing one changes only
+        #: the addresses it covers.
+        self.pam: dict[tuple[int, int, bool], Placement] = {}
         self.vapic: Placement | None = None
         self.vapic_at: tuple[int, int] | None = None     # (start, length) of the window
         self._applied: bytes | None = None               # the PAM/SMRAM bytes the map shows
@@ -143,29 +172,21 @@ class LowMemory:
     def update(self, config: bytes | bytearray) -> None:
         """i440fx_update_memory_mappings: follow PAM0-6 and SMRAM."""
         self._config = config
-        self._applied = self._key(config)
+        self._applied = key = self._key(config)
         with self.memory.batch():
             smram = config[SMRAM_REG]
             ram = bool(smram & SMRAM_D_OPEN) or (self.smm and bool(smram & SMRAM_G_SMRAME))
             self.smram.set_enabled(ram)
-            for seg, (rw, ro) in enumerate(self.pam):
-                attr = pam_attribute(config, seg)
-                if ro is not None or attr == PAM_RO:
-                    self._alias(seg, 1, ro, attr == PAM_RO)
-                if rw is not None or attr in (PAM_WO, PAM_RW):
-                    self._alias(seg, 0, rw, attr in (PAM_WO, PAM_RW))
+            runs, shown = pam_runs(key[:7]), self.pam
+            for run in [run for run in shown if run not in runs]:
+                shown.pop(run).remove()
+            for run in runs:
+                if run not in shown:
+                    start, end, readonly = run
+                    alias = RamRegion("pam-rom" if readonly else "pam-ram", end - start,
+                                      self.ram.buffer, buffer_offset=start, readonly=readonly)
+                    shown[run] = self.memory.add(alias, start, ALIAS_PRIORITY)
             self.memory.commit()
-
-    def _alias(self, seg: int, which: int, p: Placement | None, enabled: bool) -> None:
-        """Enable or disable segment ``seg``'s alias ``which`` (0 read/write, 1 read-only),
-        placing it the first time it is enabled."""
-        if p is not None:
-            p.set_enabled(enabled)
-        elif enabled:
-            start, length = PAM_SEGMENTS[seg]
-            ram = RamRegion("pam-rom" if which else "pam-ram", length, self.ram.buffer,
-                            buffer_offset=start, readonly=bool(which))
-            self.pam[seg][which] = self.memory.add(ram, start, ALIAS_PRIORITY)
 
     def _key(self, config: bytes | bytearray) -> bytes:
         return bytes(config[PAM_REG:PAM_REG + 7]) + bytes((config[SMRAM_REG], self.smm))

@@ -251,8 +251,7 @@ def pc_board(*, ram_size: int = DEFAULT_RAM_SIZE, no_reboot: bool = True) -> Boa
 def install_pc_builtins(board: Board) -> None:
     host = I440FX(board.ram_size)
     board.lowmem = host.lowmem = LowMemory(board.memory, board.ram, board.ram_placement)
-    board.pci.plug(host, devfn(0, 0))
-    host._memory_changed()
+    board.pci.plug(host, devfn(0, 0))        # (its update_mappings maps the low window)
     board.pci.plug(Piix3Isa(), devfn(1, 0))
     board.pci.plug(Piix3Ide(), devfn(1, 1))
     pm = Piix4Pm()

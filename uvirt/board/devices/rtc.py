@@ -74,9 +74,10 @@ class RegB(IntFlag):
     SET = 0x80
 
 
-#: the REG_B bits tested on every CMOS time update, as plain ints: ``int & IntFlag`` makes
-#: a new flag through enum.py (~1.5 us a test, a dozen when a board is built)
+#: the REG_B bits as plain ints for the code: ``int & IntFlag`` makes a new flag through
+#: enum.py (~1.5 us a test, a dozen when a board is built)
 _H24, _DM, _SET = RegB.H24.value, RegB.DM.value, RegB.SET.value
+_PIE, _AIE, _SQWE, _UIE = RegB.PIE.value, RegB.AIE.value, RegB.SQWE.value, RegB.UIE.value
 
 REG_A_UIP = 0x80
 #: QEMU's RTC_IBM_PS2_CENTURY_BYTE: an access there is an access to 0x32 (and the index
@@ -168,6 +169,26 @@ def periodic_clock_to_ns(clocks: int) -> int:
     return clocks * NS // RTC_CLOCK_RATE
 
 
+#: the registers as plain ints for the code (an IntEnum member costs an attribute
+#: lookup through enum's metaclass at every use)
+_CENTURY = RtcReg.CENTURY.value
+_DAY_OF_MONTH = RtcReg.DAY_OF_MONTH.value
+_DAY_OF_WEEK = RtcReg.DAY_OF_WEEK.value
+_HOURS = RtcReg.HOURS.value
+_HOURS_ALARM = RtcReg.HOURS_ALARM.value
+_MINUTES = RtcReg.MINUTES.value
+_MINUTES_ALARM = RtcReg.MINUTES_ALARM.value
+_MONTH = RtcReg.MONTH.value
+_REG_A = RtcReg.REG_A.value
+_REG_B = RtcReg.REG_B.value
+_REG_C = RtcReg.REG_C.value
+_REG_D = RtcReg.REG_D.value
+_SECONDS = RtcReg.SECONDS.value
+_SECONDS_ALARM = RtcReg.SECONDS_ALARM.value
+_SHUTDOWN = RtcReg.SHUTDOWN.value
+_YEAR = RtcReg.YEAR.value
+
+
 class Rtc:
     """The chip and its CMOS (ports 0x70/0x71 through ``read``/``write``)."""
     #: what a snapshot holds (uvirt/cpu/snapshot.py)
@@ -183,10 +204,10 @@ class Rtc:
         self.cmos = bytearray(CMOS_SIZE)
         for k, v in (cmos or {}).items():
             self.cmos[k] = v
-        self.cmos[RtcReg.REG_A] = 0x26
-        self.cmos[RtcReg.REG_B] = RegB.H24
-        self.cmos[RtcReg.REG_C] = 0
-        self.cmos[RtcReg.REG_D] = REG_D_VRT
+        self.cmos[_REG_A] = 0x26
+        self.cmos[_REG_B] = _H24
+        self.cmos[_REG_C] = 0
+        self.cmos[_REG_D] = REG_D_VRT
         self.index = 0
         self.set_irq = set_irq or (lambda level: None)
         self.period = 0
@@ -237,59 +258,59 @@ class Rtc:
 
     # -- QEMU's time model
     def running(self) -> bool:
-        return not self.cmos[RtcReg.REG_B] & _SET and (self.cmos[RtcReg.REG_A] & 0x70) <= 0x20
+        return not self.cmos[_REG_B] & _SET and (self.cmos[_REG_A] & 0x70) <= 0x20
 
     def guest_ns(self) -> int:
         return self.base_rtc * NS + self.clock() - self.last_update + self.offset
 
     def _to_bcd(self, v: int) -> int:
-        if self.cmos[RtcReg.REG_B] & _DM:
+        if self.cmos[_REG_B] & _DM:
             return v & 0xFF
         return ((v // 10) << 4 | v % 10) & 0xFF
 
     def _from_bcd(self, v: int) -> int:
         if v & 0xC0 == 0xC0:
             return -1
-        if self.cmos[RtcReg.REG_B] & _DM:
+        if self.cmos[_REG_B] & _DM:
             return v
         return (v >> 4) * 10 + (v & 0x0F)
 
     def _set_cmos(self, t: time.struct_time) -> None:
         c = self.cmos
-        c[RtcReg.SECONDS] = self._to_bcd(t.tm_sec)
-        c[RtcReg.MINUTES] = self._to_bcd(t.tm_min)
-        if c[RtcReg.REG_B] & _H24:
-            c[RtcReg.HOURS] = self._to_bcd(t.tm_hour)
+        c[_SECONDS] = self._to_bcd(t.tm_sec)
+        c[_MINUTES] = self._to_bcd(t.tm_min)
+        if c[_REG_B] & _H24:
+            c[_HOURS] = self._to_bcd(t.tm_hour)
         else:
-            c[RtcReg.HOURS] = self._to_bcd(t.tm_hour % 12 or 12) | (0x80 if t.tm_hour >= 12 else 0)
-        c[RtcReg.DAY_OF_WEEK] = self._to_bcd((t.tm_wday + 1) % 7 + 1)
-        c[RtcReg.DAY_OF_MONTH] = self._to_bcd(t.tm_mday)
-        c[RtcReg.MONTH] = self._to_bcd(t.tm_mon)
-        c[RtcReg.YEAR] = self._to_bcd(t.tm_year % 100)
-        c[RtcReg.CENTURY] = self._to_bcd(t.tm_year // 100)
+            c[_HOURS] = self._to_bcd(t.tm_hour % 12 or 12) | (0x80 if t.tm_hour >= 12 else 0)
+        c[_DAY_OF_WEEK] = self._to_bcd((t.tm_wday + 1) % 7 + 1)
+        c[_DAY_OF_MONTH] = self._to_bcd(t.tm_mday)
+        c[_MONTH] = self._to_bcd(t.tm_mon)
+        c[_YEAR] = self._to_bcd(t.tm_year % 100)
+        c[_CENTURY] = self._to_bcd(t.tm_year // 100)
 
     def _get_time(self) -> int:
         """rtc_get_time + mktimegm: the registers as seconds since the epoch."""
         c = self.cmos
-        hour = self._from_bcd(c[RtcReg.HOURS] & 0x7F)
-        if not c[RtcReg.REG_B] & _H24:
+        hour = self._from_bcd(c[_HOURS] & 0x7F)
+        if not c[_REG_B] & _H24:
             hour %= 12
-            if c[RtcReg.HOURS] & 0x80:
+            if c[_HOURS] & 0x80:
                 hour += 12
-        year = self._from_bcd(c[RtcReg.YEAR]) + self._from_bcd(c[RtcReg.CENTURY]) * 100
-        mon = self._from_bcd(c[RtcReg.MONTH])
+        year = self._from_bcd(c[_YEAR]) + self._from_bcd(c[_CENTURY]) * 100
+        mon = self._from_bcd(c[_MONTH])
         # mktimegm normalises like timegm: days/months out of range roll over
         days = days_from_civil(year + (mon - 1) // 12, (mon - 1) % 12 + 1, 1)
-        days += self._from_bcd(c[RtcReg.DAY_OF_MONTH]) - 1
-        return days * 86400 + hour * 3600 + self._from_bcd(c[RtcReg.MINUTES]) * 60 \
-            + self._from_bcd(c[RtcReg.SECONDS])
+        days += self._from_bcd(c[_DAY_OF_MONTH]) - 1
+        return days * 86400 + hour * 3600 + self._from_bcd(c[_MINUTES]) * 60 \
+            + self._from_bcd(c[_SECONDS])
 
     def set_time(self) -> None:
         self.base_rtc = self._get_time()
         self.last_update = self.clock()
 
     def update_time(self) -> None:
-        if not self.cmos[RtcReg.REG_B] & _SET:
+        if not self.cmos[_REG_B] & _SET:
             self._set_cmos(gmtime(self.guest_ns() // NS))
 
     def update_in_progress(self) -> bool:
@@ -297,14 +318,14 @@ class Rtc:
             return False
         t = self.update_timer
         if t.pending and t.expire is not None and self.clock() >= t.expire - UIP_HOLD_NS:
-            self.cmos[RtcReg.REG_A] |= REG_A_UIP
+            self.cmos[_REG_A] |= REG_A_UIP
             return True
         return self.guest_ns() % NS >= NS - UIP_HOLD_NS
 
     def _convert_hour(self, hour: int) -> int:
-        if not self.cmos[RtcReg.REG_B] & _H24:
+        if not self.cmos[_REG_B] & _H24:
             hour %= 12
-            if self.cmos[RtcReg.HOURS] & 0x80:
+            if self.cmos[_HOURS] & 0x80:
                 hour += 12
         return hour
 
@@ -312,13 +333,13 @@ class Rtc:
         """get_next_alarm: seconds until the alarm (1..86400)."""
         self.update_time()
         c = self.cmos
-        a_sec = self._from_bcd(c[RtcReg.SECONDS_ALARM])
-        a_min = self._from_bcd(c[RtcReg.MINUTES_ALARM])
-        a_hour = self._from_bcd(c[RtcReg.HOURS_ALARM])
+        a_sec = self._from_bcd(c[_SECONDS_ALARM])
+        a_min = self._from_bcd(c[_MINUTES_ALARM])
+        a_hour = self._from_bcd(c[_HOURS_ALARM])
         a_hour = -1 if a_hour == -1 else self._convert_hour(a_hour)
-        c_sec = self._from_bcd(c[RtcReg.SECONDS])
-        c_min = self._from_bcd(c[RtcReg.MINUTES])
-        c_hour = self._convert_hour(self._from_bcd(c[RtcReg.HOURS]))
+        c_sec = self._from_bcd(c[_SECONDS])
+        c_min = self._from_bcd(c[_MINUTES])
+        c_hour = self._convert_hour(self._from_bcd(c[_HOURS]))
         if a_hour == -1:
             a_hour = c_hour
             if a_min == -1:
@@ -368,14 +389,14 @@ class Rtc:
 
     def check_update_timer(self) -> None:
         c = self.cmos
-        if c[RtcReg.REG_A] & 0x60 == 0x60:
+        if c[_REG_A] & 0x60 == 0x60:
             self.update_timer.delete()
             return
         guest_nsec = self.guest_ns() % NS
         next_update = self.clock() + NS - guest_nsec
         self.next_alarm_time = next_update + (self._next_alarm() - 1) * NS
-        if not c[RtcReg.REG_A] & REG_A_UIP and c[RtcReg.REG_C] & REG_C_UF:
-            if c[RtcReg.REG_B] & RegB.SET or c[RtcReg.REG_C] & REG_C_AF:
+        if not c[_REG_A] & REG_A_UIP and c[_REG_C] & REG_C_UF:
+            if c[_REG_B] & _SET or c[_REG_C] & REG_C_AF:
                 self.update_timer.delete()
                 return
             next_update = self.next_alarm_time
@@ -385,21 +406,21 @@ class Rtc:
     def _update_timer_fired(self) -> None:
         c = self.cmos
         self.update_time()
-        c[RtcReg.REG_A] &= ~REG_A_UIP & 0xFF
+        c[_REG_A] &= ~REG_A_UIP & 0xFF
         irqs = REG_C_UF
         if self.clock() >= self.next_alarm_time:
             irqs |= REG_C_AF
-        new = irqs & ~c[RtcReg.REG_C]
-        c[RtcReg.REG_C] |= irqs
-        if new & c[RtcReg.REG_B]:
-            c[RtcReg.REG_C] |= REG_C_IRQF
+        new = irqs & ~c[_REG_C]
+        c[_REG_C] |= irqs
+        if new & c[_REG_B]:
+            c[_REG_C] |= REG_C_IRQF
             self.set_irq(1)
         self.check_update_timer()
 
     def _periodic_ticks(self) -> int:
-        if not self.cmos[RtcReg.REG_B] & RegB.PIE:
+        if not self.cmos[_REG_B] & _PIE:
             return 0
-        return periodic_period_to_clock(self.cmos[RtcReg.REG_A] & 0x0F)
+        return periodic_period_to_clock(self.cmos[_REG_A] & 0x0F)
 
     def _periodic_update(self, current: int, old_period: int, period_change: bool) -> None:
         period = self.period = self._periodic_ticks()
@@ -418,18 +439,18 @@ class Rtc:
     def _periodic_timer_fired(self) -> None:
         self._periodic_update(self.next_periodic_time, self.period, False)
         c = self.cmos
-        c[RtcReg.REG_C] |= REG_C_PF
-        if c[RtcReg.REG_B] & RegB.PIE:
-            c[RtcReg.REG_C] |= REG_C_IRQF
+        c[_REG_C] |= REG_C_PF
+        if c[_REG_B] & _PIE:
+            c[_REG_C] |= REG_C_IRQF
             self.set_irq(1)
 
     # -- the chip
     def reset(self) -> None:
         c = self.cmos
-        if c[RtcReg.SHUTDOWN] != 0xFE:
-            c[RtcReg.SHUTDOWN] = 0
-        c[RtcReg.REG_B] &= ~(RegB.PIE | RegB.AIE | RegB.SQWE) & 0xFF
-        c[RtcReg.REG_C] &= ~(REG_C_UF | REG_C_IRQF | REG_C_PF | REG_C_AF) & 0xFF
+        if c[_SHUTDOWN] != 0xFE:
+            c[_SHUTDOWN] = 0
+        c[_REG_B] &= ~(_PIE | _AIE | _SQWE) & 0xFF
+        c[_REG_C] &= ~(REG_C_UF | REG_C_IRQF | REG_C_PF | REG_C_AF) & 0xFF
         self.check_update_timer()
         self.set_irq(0)
         self.index = 0
@@ -439,16 +460,16 @@ class Rtc:
             return 0xFF
         self._poll()
         if self.index == IBM_PS2_CENTURY:
-            self.index = RtcReg.CENTURY
+            self.index = _CENTURY
         i, c = self.index, self.cmos
-        if i in (RtcReg.SECONDS, RtcReg.MINUTES, RtcReg.HOURS, RtcReg.DAY_OF_WEEK,
-                 RtcReg.DAY_OF_MONTH, RtcReg.MONTH, RtcReg.YEAR, RtcReg.CENTURY):
+        if i in (_SECONDS, _MINUTES, _HOURS, _DAY_OF_WEEK,
+                 _DAY_OF_MONTH, _MONTH, _YEAR, _CENTURY):
             if self.running():
                 self.update_time()
             return c[i]
-        if i == RtcReg.REG_A:
+        if i == _REG_A:
             return c[i] | (REG_A_UIP if self.update_in_progress() else 0)
-        if i == RtcReg.REG_C:
+        if i == _REG_C:
             v = c[i]
             self.set_irq(0)
             c[i] = 0
@@ -464,18 +485,18 @@ class Rtc:
             return
         self._poll()
         if self.index == IBM_PS2_CENTURY:
-            self.index = RtcReg.CENTURY
+            self.index = _CENTURY
         i, c = self.index, self.cmos
-        if i in (RtcReg.SECONDS_ALARM, RtcReg.MINUTES_ALARM, RtcReg.HOURS_ALARM):
+        if i in (_SECONDS_ALARM, _MINUTES_ALARM, _HOURS_ALARM):
             c[i] = value
             self.check_update_timer()
-        elif i in (RtcReg.CENTURY, RtcReg.SECONDS, RtcReg.MINUTES, RtcReg.HOURS, RtcReg.DAY_OF_WEEK,
-                   RtcReg.DAY_OF_MONTH, RtcReg.MONTH, RtcReg.YEAR):
+        elif i in (_CENTURY, _SECONDS, _MINUTES, _HOURS, _DAY_OF_WEEK,
+                   _DAY_OF_MONTH, _MONTH, _YEAR):
             c[i] = value
             if self.running():
                 self.set_time()
                 self.check_update_timer()
-        elif i == RtcReg.REG_A:
+        elif i == _REG_A:
             change = (c[i] ^ value) & 0x0F
             old_period = self._periodic_ticks()
             if value & 0x60 == 0x60:
@@ -483,7 +504,7 @@ class Rtc:
                     self.update_time()
                 c[i] &= ~REG_A_UIP & 0xFF
             elif c[i] & 0x60 == 0x60 and value & 0x70 <= 0x20:
-                if not c[RtcReg.REG_B] & RegB.SET:
+                if not c[_REG_B] & _SET:
                     self.offset = 500_000_000
                     self.set_time()
                 c[i] &= ~REG_A_UIP & 0xFF
@@ -491,28 +512,28 @@ class Rtc:
             if change:
                 self._periodic_update(self.clock(), old_period, True)
             self.check_update_timer()
-        elif i == RtcReg.REG_B:
-            change = (c[i] ^ value) & RegB.PIE
+        elif i == _REG_B:
+            change = (c[i] ^ value) & _PIE
             old_period = self._periodic_ticks()
-            if value & RegB.SET:
+            if value & _SET:
                 if self.running():
                     self.update_time()
-                c[RtcReg.REG_A] &= ~REG_A_UIP & 0xFF
-                value &= ~RegB.UIE & 0xFF
-            elif c[i] & RegB.SET and (c[RtcReg.REG_A] & 0x70) <= 0x20:
+                c[_REG_A] &= ~REG_A_UIP & 0xFF
+                value &= ~_UIE & 0xFF
+            elif c[i] & _SET and (c[_REG_A] & 0x70) <= 0x20:
                 self.offset = self.guest_ns() % NS
                 self.set_time()
-            if value & c[RtcReg.REG_C] & REG_C_MASK:
-                c[RtcReg.REG_C] |= REG_C_IRQF
+            if value & c[_REG_C] & REG_C_MASK:
+                c[_REG_C] |= REG_C_IRQF
                 self.set_irq(1)
             else:
-                c[RtcReg.REG_C] &= ~REG_C_IRQF & 0xFF
+                c[_REG_C] &= ~REG_C_IRQF & 0xFF
                 self.set_irq(0)
             c[i] = value
             if change:
                 self._periodic_update(self.clock(), old_period, True)
             self.check_update_timer()
-        elif i in (RtcReg.REG_C, RtcReg.REG_D):
+        elif i in (_REG_C, _REG_D):
             pass                                     # read-only
         else:
             c[i] = value

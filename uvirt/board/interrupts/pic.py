@@ -69,6 +69,8 @@ class I8259:
     def get_irq(self) -> int:
         """The IRQ this chip would present, or -1 (``pic_get_irq``)."""
         mask = self.irr & ~self.imr
+        if not mask:                          # (_priority(0) is 8: nothing requested)
+            return -1
         priority = self._priority(mask)
         if priority == 8:
             return -1
@@ -86,7 +88,7 @@ class I8259:
         return 1 if self.get_irq() >= 0 else 0
 
     def update(self) -> None:
-        self.on_output(self.output)
+        self.on_output(1 if self.get_irq() >= 0 else 0)      # self.output, inline
 
     def set_irq(self, irq: int, level: int) -> None:
         mask = 1 << irq

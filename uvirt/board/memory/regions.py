@@ -19,8 +19,9 @@ Commit
     with the ranges that changed since the last commit, to its backend, the one place
     that maps and unmaps.  Flattening is incremental: a placement change marks its old
     and new extent, and only those ranges are recomputed and spliced into the previous
-    view (``AddressSpace.flatten``).  With a CPU attached the backend is
-    ``uvirt.cpu.uc_memory.UnicornMemory``, the *only* caller of ``mem_map_ptr``,
+    view (``AddressSpace.flatten``).  Without a backend a commit leaves the flatten to
+    whoever looks next (a lookup, the CPU's first publish).  With a CPU attached the
+    backend is ``uvirt.cpu.uc_memory.UnicornMemory``, the *only* caller of ``mem_map_ptr``,
     ``mmio_map`` and ``mem_unmap`` in uvirt.  This module never imports Unicorn: the
     region tree, flatten, the port space and ``SystemMemory`` (device DMA, the
     ``GuestMemory`` protocol of uvirt/board/memory/guest.py) work without a CPU.
@@ -402,13 +403,24 @@ def _resolve(hits: list, lo: int, hi: int, pieces: list) -> list[tuple[int, int]
     leaves: list = []
     for p in hits:
         _leaves(p.region, p.addr, lo, hi, (p.priority, p.seq), leaves)
-    leaves.sort(key=lambda leaf: leaf[0], reverse=True)
+    return _winners(leaves, pieces)
+
+
+def _winners(leaves: list, pieces: list) -> list[tuple[int, int]]:
+    """Append to ``pieces`` what ``leaves`` (``_leaves``'s tuples) show, the highest key
+    winning every overlap; returns what they cover (sorted, disjoint)."""
+    leaves.sort(key=_leaf_key, reverse=True)
     covered: list[tuple[int, int]] = []
     for _key, region, start, end, offset in leaves:
-        for s, e in subtract_ranges(start, end, covered):
-            pieces.append(Piece(s, e, region, offset + s - start))
-        covered = _union(covered, start, end)
+        free = subtract_ranges(start, end, covered)
+        if free:                     # (none: hidden whole, and covered already holds it)
+            for s, e in free:
+                pieces.append(_new(Piece, (s, e, region, offset + s - start)))
+            covered = _union(covered, start, end)
     return covered
+
+
+_leaf_key = operator.itemgetter(0)
 
 
 _span_start = operator.itemgetter(0)
@@ -493,14 +505,18 @@ _WIDE = 1 << 24
 class AddressSpace:
     """Placements, priorities and the flattened view; knows nothing of Unicorn."""
 
+    #: placements at least this large are kept apart from the address index (see
+    #: ``_by_addr``)
+    _wide_at = _WIDE
+
     def __init__(self, name: str, size: int, background: Region | None = None) -> None:
         self.name = name
         self.size = size
         self._placements: list[Placement] = []
-        #: The placements by address, for ``_rebuild``'s "what reaches into [lo, hi)":
-        #: those smaller than ``_WIDE`` as sorted (addr, id, placement) entries, so only
-        #: the ones starting in [lo - _WIDE, hi) need a look; the few wide ones (RAM,
-        #: windows) in a list of their own.  A BAR move then looks at a handful of
+        #: The placements by address, for ``_reaching``'s "what reaches into [lo, hi)":
+        #: those smaller than ``_wide_at`` as sorted (addr, id, placement) entries, so
+        #: only the ones starting in [lo - _wide_at, hi) need a look; the few wide ones
+        #: (RAM, windows) in a list of their own.  A BAR move then looks at a handful of
         #: placements, not at the board's fifty.
         self._by_addr: list[tuple[int, int, Placement]] = []
         self._wide: list[Placement] = []
@@ -561,7 +577,7 @@ class AddressSpace:
         p = Placement(self, region, addr, priority, enabled, self._seq)
         self._placements.append(p)
         size = region.size
-        if size >= _WIDE:
+        if size >= self._wide_at:
             self._wide.append(p)
         else:
             bisect.insort(self._by_addr, (addr, id(p), p))
@@ -594,7 +610,7 @@ class AddressSpace:
                     changed.append((old if old > 0 else 0, old + size if old + size < end else end))
                 if addr < end and addr + size > 0:
                     changed.append((addr if addr > 0 else 0, addr + size if addr + size < end else end))
-            if size < _WIDE:
+            if size < self._wide_at:
                 entries = self._by_addr           # _unindex, inline (every BAR move)
                 key = id(p)
                 del entries[bisect.bisect_left(entries, (old, key))]
@@ -615,7 +631,7 @@ class AddressSpace:
 
     def remove(self, p: Placement) -> None:
         self._placements.remove(p)
-        if p.region.size >= _WIDE:
+        if p.region.size >= self._wide_at:
             self._wide.remove(p)
         else:
             self._unindex(p)
@@ -645,6 +661,11 @@ class AddressSpace:
     def take_changes(self) -> list[tuple[int, int]] | None:
         """The ranges the view changed in since the last call (sorted, disjoint), or None
         when it was rebuilt whole: what a backend must look at again."""
+        if self._dirty and self._changed is None:
+            # the view is to be rebuilt whole: that is the answer already, and the
+            # rebuild waits for whoever looks (its flatten reports None again)
+            self._delta = []
+            return None
         self.flatten()
         delta, self._delta = self._delta, []
         return delta
@@ -671,7 +692,7 @@ class AddressSpace:
         else:
             ranges = merge_ranges(changed)
             # many ranges (a batch of adds): one pass over their hull, not a look for
-            # the placements reaching into each (each look scans back _WIDE)
+            # the placements reaching into each (each look scans back _wide_at)
             span = ranges if len(ranges) <= 4 else [(ranges[0][0], ranges[-1][1])]
             pieces = _splice(self._pieces, span, self._rebuild(span))
             delta = self._delta
@@ -689,18 +710,8 @@ class AddressSpace:
         placement that reaches into them."""
         pieces: list[Piece] = []
         background = self._background
-        entries, wide = self._by_addr, self._wide
         for lo, hi in ranges:
-            # the enabled placements reaching into [lo, hi): narrow ones start after
-            # lo - _WIDE
-            i = bisect.bisect_left(entries, (lo - _WIDE + 1,))
-            hits = []
-            for a, _, p in entries[i:bisect.bisect_left(entries, (hi,), i)]:
-                if p.enabled and a + p.region.size > lo:
-                    hits.append(p)
-            for p in wide:
-                if p.addr < hi and p.enabled and p.addr + p.region.size > lo:
-                    hits.append(p)
+            hits = self._reaching(lo, hi)
             if len(hits) == 1 and not isinstance(hits[0].region, Container):
                 p = hits[0]                  # the common case (a BAR moved): one region
                 s, e = max(lo, p.addr), min(hi, p.addr + p.region.size)
@@ -723,8 +734,9 @@ class AddressSpace:
                         s, e, p = group[0]
                         pieces.append(_new(Piece, (s, e, p.region, s - p.addr)))
                         covered.append((s, e))
-                    else:
-                        covered += _resolve([p for _, _, p in group], lo, hi, pieces)
+                    else:            # (no containers here: each placement one leaf)
+                        covered += _winners([((p.priority, p.seq), p.region, s, e, s - p.addr)
+                                             for s, e, p in group], pieces)
             else:
                 covered = _resolve(hits, lo, hi, pieces)
             if background is not None:
@@ -733,6 +745,20 @@ class AddressSpace:
         if len(pieces) > 1:
             pieces.sort(key=_piece_start)
         return pieces
+
+    def _reaching(self, lo: int, hi: int) -> list[Placement]:
+        """The enabled placements reaching into [lo, hi): narrow ones start after
+        lo - _wide_at."""
+        entries = self._by_addr
+        i = bisect.bisect_left(entries, (lo - self._wide_at + 1,))
+        hits = []
+        for a, _, p in entries[i:bisect.bisect_left(entries, (hi,), i)]:
+            if p.enabled and a + p.region.size > lo:
+                hits.append(p)
+        for p in self._wide:
+            if p.addr < hi and p.enabled and p.addr + p.region.size > lo:
+                hits.append(p)
+        return hits
 
     def lookup(self, addr: int) -> Piece | None:
         self.flatten()
@@ -937,6 +963,11 @@ class IoSpace(AddressSpace):
     the whole access (QEMU's ``address_space_ldl`` in the x86 ``helper_in*``/``helper_out*``).
     """
 
+    #: no address index here: the port space's few dozen placements are looked through
+    #: in a line (``_reaching``), as keeping them sorted costs a board's build more
+    #: (some thirty insertions) than it saves the firmware step's few look-ups
+    _wide_at = 0
+
     def __init__(self) -> None:
         # QEMU's unassigned_io_ops declare no access rules: any size, but unaligned
         # accesses fail memory_region_access_valid and read 0.
@@ -952,53 +983,107 @@ class IoSpace(AddressSpace):
         self.commit()
 
     def commit(self) -> None:
-        """Bring the port table up to date: the ports of the ranges the placements
-        changed in, and of any piece whose region now dispatches elsewhere."""
+        """Bring the port table up to date: repaint the ports of the ranges the
+        placements changed in (``_repaint``), or the whole table (``_paint``) the first
+        time, after a stop, or when a placed region now dispatches elsewhere."""
         if self._deferred():
             return
-        table = self.table
-        if not self._dirty:
-            if self._delta == [] and table and self._dispatch_unchanged():
+        if (self.table and len(self._entries) <= 2 * len(self._placements) + 8
+                and self._dispatch_unchanged()):
+            ranges = self._unpainted()
+            if ranges == []:
                 return      # every run starts here: nothing moved, nothing swapped
-        elif self._changed is None or len(self._changed) > 2:
-            table = None
-        if not table and self._paint():
-            # the first commit, a whole batch (a board's build, the firmware step), after
-            # a stop: the table from the placements themselves, no flatten
+            if ranges is not None and self._repaint(ranges):
+                return
+        if self._paint():
             return
-        table = self.table
-        pieces = self.flatten()
-        changed = self.take_changes()
-        full = changed is None or not table or len(changed) > 2
-        if full:
-            # the first commit, after a stop, or a whole batch: a new table is cheaper
-            table = {}
-        elif changed:
-            for port in [p for p in table if any(lo <= p < hi for lo, hi in changed)]:
-                del table[port]
-        old, entries = self._entries, {}
-        for pc in pieces:
+        # a container among the placements: its children may leave holes, so the
+        # table from the flattened view (no port space of pc has one)
+        self._mark_all()
+        table: dict[int, PortEntry] = {}
+        entries: dict[tuple, PortEntry] = {}
+        for pc in self.flatten():
             region = pc.region
-            start = pc.start
-            # an entry depends on its region, its base and what the region dispatches to
-            # now (a device or its accessors can be swapped: a guard, a tracing proxy).  An
-            # unguarded MmioRegion's entry holds its device's accessors, not the region's
-            # (whose closures are made on first use, which reading them here would do).
-            if isinstance(region, MmioRegion) and region.guard is None:
-                key = (region, start - pc.offset, region.device, None, None)
-            else:
-                key = (region, start - pc.offset, getattr(region, "device", None),
-                       getattr(region, "read", None), getattr(region, "write", None))
-            entry = entries.get(key) or old.get(key)
+            key = self._key(region, pc.start - pc.offset)
+            entry = entries.get(key) or self._entries.get(key)
             if entry is None:
                 entry = self._entry(region, key[1])
             entries[key] = entry
-            if (full or table.get(start) is not entry
-                    or changed and any(lo < pc.end and start < hi for lo, hi in changed)):
-                for port in range(start, pc.end):
-                    table[port] = entry
-        self.table = table
-        self._entries = entries          # only what is placed now: moves do not pile up
+            for port in range(pc.start, pc.end):
+                table[port] = entry
+        self.table, self._entries, self._delta = table, entries, []
+
+    @staticmethod
+    def _key(region: Region, base: int) -> tuple:
+        """What a table entry depends on: its region, its base and what the region
+        dispatches to now (a device or its accessors can be swapped: a guard, a tracing
+        proxy).  An unguarded MmioRegion's entry holds its device's accessors, not the
+        region's (whose closures are made on first use, which reading them here would
+        do)."""
+        if isinstance(region, MmioRegion) and region.guard is None:
+            return (region, base, region.device, None, None)
+        return (region, base, getattr(region, "device", None),
+                getattr(region, "read", None), getattr(region, "write", None))
+
+    def _unpainted(self) -> list[tuple[int, int]] | None:
+        """The ranges (sorted, disjoint) where the placements may show something else
+        than the table since it was last painted; None: anywhere.  A flatten since then
+        (a lookup) moved its ranges from ``_changed`` to ``_delta``."""
+        delta = self._delta
+        if delta is None:
+            return None
+        changed = self._changed if self._dirty else []
+        if changed is None:
+            return None
+        return merge_ranges(delta + changed) if delta else merge_ranges(changed)
+
+    def _repaint(self, ranges: list[tuple[int, int]]) -> bool:
+        """Paint the ports of ``ranges`` again from the enabled placements reaching into
+        them, lowest (priority, seq) first, as ``_paint`` does for the whole table: a
+        firmware step or a BAR move touches a few ports of the board's hundred and
+        fifty.  False (nothing done) when a container is among them, or when the ranges
+        are wider than the table (then a whole paint is no dearer)."""
+        table = self.table
+        width = 0
+        for lo, hi in ranges:
+            width += hi - lo
+        if width > len(table):
+            return False
+        # one pass over the placements (the port space keeps no index): [a, e) reaches
+        # into a range if the last range starting before e ends after a (the ranges
+        # are sorted and disjoint)
+        los = [lo for lo, _ in ranges]
+        hits = []
+        for p in self._placements:
+            if p.enabled:
+                a = p.addr
+                i = bisect.bisect_left(los, a + p.region.size) - 1
+                if i >= 0 and ranges[i][1] > a:
+                    if isinstance(p.region, Container):
+                        return False
+                    hits.append(p)
+        hits.sort(key=_paint_order)
+        pop = table.pop
+        for lo, hi in ranges:
+            for port in range(lo, hi):
+                pop(port, None)
+        entries = self._entries
+        for p in hits:
+            region, base = p.region, p.addr
+            key = self._key(region, base)
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = self._entry(region, base)
+            stop = base + region.size
+            for lo, hi in ranges:
+                if lo < stop and base < hi:
+                    for port in range(base if base > lo else lo, stop if stop < hi else hi):
+                        table[port] = entry
+        self._painted = table
+        self._changed, self._dirty, self._delta = [], False, []
+        self._starts = None
+        self.generation += 1
+        return True
 
     def _paint(self) -> bool:
         """A new table from the enabled placements, painted lowest (priority, seq) first
@@ -1012,17 +1097,19 @@ class IoSpace(AddressSpace):
         old, entries, end = self._entries, {}, self.size
         for p in placements:
             region, base = p.region, p.addr
-            # the key as ``commit`` makes it (see there)
             if isinstance(region, MmioRegion) and region.guard is None:
-                key = (region, base, region.device, None, None)
+                # ``_key`` and ``_entry`` inline: a board's build paints some thirty
+                device = region.device
+                key = (region, base, device, None, None)
+                entry = entries.get(key) or old.get(key)
+                if entry is None:
+                    entry = _new_tuple(PortEntry, (region, base, device.read, device.write,
+                                                   region._direct, 0 if region.unaligned else -1))
             elif isinstance(region, Container):
                 return False
             else:
-                key = (region, base, getattr(region, "device", None),
-                       getattr(region, "read", None), getattr(region, "write", None))
-            entry = entries.get(key) or old.get(key)
-            if entry is None:
-                entry = self._entry(region, base)
+                key = self._key(region, base)
+                entry = entries.get(key) or old.get(key) or self._entry(region, base)
             entries[key] = entry
             stop = base + region.size
             for port in range(base if base > 0 else 0, stop if stop < end else end):
@@ -1148,11 +1235,17 @@ class MemoryMap(AddressSpace):
             self._pending = True
             return
         self.commits += 1
-        pieces = self.flatten()
-        changed, self._delta = self._delta, []        # take_changes(), inline
         self._ram_cache = None
         backend = self.backend
-        if backend is not None and changed != []:
+        if backend is None:
+            # nobody to publish to: the flatten waits for whoever looks (a lookup, a
+            # CPU's first publish), so a board built before its CPU attaches (pc_board)
+            # flattens once, at the firmware step's commit, not also here
+            self._delta = []             # (nobody takes these changes)
+            return
+        pieces = self.flatten()
+        changed, self._delta = self._delta, []        # take_changes(), inline
+        if changed != []:
             backend.publish(pieces, changed)
 
     def invalidate_code(self, addr: int, size: int) -> None:

@@ -132,6 +132,9 @@ class PciConfigSpace:
         self.w1cmask = bytearray(CONFIG_SPACE_SIZE)
 
     def get(self, offset: int, size: int) -> int:
+        word = _WORDS.get(size)
+        if word is not None and 0 <= offset <= CONFIG_SPACE_SIZE - size:
+            return word[0](self.data, offset)[0]          # (no slice made)
         return int.from_bytes(self.data[offset:offset + size], "little")
 
     def set(self, offset: int, size: int, value: int) -> None:
@@ -231,6 +234,29 @@ class PciPlugError(PciError):
                                                    f"{bdf_str(other.devfn)})" if other else ""))
 
 
+def _header_masks() -> tuple[bytes, bytes]:
+    """QEMU ``pci_init_wmask``/``pci_init_w1cmask``: cache line size, interrupt line and
+    the command bits writable, the status error bits write-1-to-clear, 0x40-0xFF writable
+    until a capability claims them."""
+    c = PciConfigSpace()
+    c.set_wmask(PciReg.CACHE_LINE_SIZE, 1, 0xFF)
+    c.set_wmask(PciReg.INTERRUPT_LINE, 1, 0xFF)
+    c.set_wmask(PciReg.COMMAND, 2, int(COMMAND_WMASK))
+    c.set_w1cmask(PciReg.STATUS, 2, int(STATUS_W1C))
+    c.wmask[HEADER_SIZE:] = b"\xff" * (CONFIG_SPACE_SIZE - HEADER_SIZE)
+    return bytes(c.wmask), bytes(c.w1cmask)
+
+
+#: the masks every function starts from (constants: made once, copied per function)
+_HEADER_WMASK, _HEADER_W1CMASK = _header_masks()
+#: a function's identity in its header: vendor and device ID (0x00), revision,
+#: programming interface and class (0x08), header type (0x0E); subsystem vendor and ID
+#: (0x2C); interrupt pin (0x3D)
+_IDENTITY = struct.Struct("<HH4xBBH2xB")
+_SUBSYSTEM = struct.Struct("<HH")
+_SUBSYSTEM_VENDOR_ID, _INTERRUPT_PIN = PciReg.SUBSYSTEM_VENDOR_ID.value, PciReg.INTERRUPT_PIN.value
+
+
 class PciFunction:
     """A PCI function: identity, config space, BARs, capabilities.
 
@@ -250,20 +276,14 @@ class PciFunction:
                  prog_if: int = 0, header_type: int = 0, subsystem_vendor_id: int = 0x1AF4,
                  subsystem_id: int = 0x1100, interrupt_pin: int = 0) -> None:
         self.config = c = PciConfigSpace()
-        c.set(PciReg.VENDOR_ID, 2, vendor_id)
-        c.set(PciReg.DEVICE_ID, 2, device_id)
-        c.set(PciReg.REVISION_ID, 1, revision)
-        c.set(PciReg.CLASS_PROG, 1, prog_if)
-        c.set(PciReg.CLASS_DEVICE, 2, class_code)
-        c.set(PciReg.HEADER_TYPE, 1, header_type)
-        c.set(PciReg.SUBSYSTEM_VENDOR_ID, 2, subsystem_vendor_id)
-        c.set(PciReg.SUBSYSTEM_ID, 2, subsystem_id)
-        c.set(PciReg.INTERRUPT_PIN, 1, interrupt_pin)
-        c.set_wmask(PciReg.CACHE_LINE_SIZE, 1, 0xFF)
-        c.set_wmask(PciReg.INTERRUPT_LINE, 1, 0xFF)
-        c.set_wmask(PciReg.COMMAND, 2, int(COMMAND_WMASK))
-        c.set_w1cmask(PciReg.STATUS, 2, int(STATUS_W1C))
-        c.wmask[HEADER_SIZE:] = b"\xff" * (CONFIG_SPACE_SIZE - HEADER_SIZE)
+        data = c.data
+        _IDENTITY.pack_into(data, 0, vendor_id & 0xFFFF, device_id & 0xFFFF, revision & 0xFF,
+                            prog_if & 0xFF, class_code & 0xFFFF, header_type & 0xFF)
+        _SUBSYSTEM.pack_into(data, _SUBSYSTEM_VENDOR_ID, subsystem_vendor_id & 0xFFFF,
+                             subsystem_id & 0xFFFF)
+        data[_INTERRUPT_PIN] = interrupt_pin & 0xFF
+        c.wmask[:] = _HEADER_WMASK
+        c.w1cmask[:] = _HEADER_W1CMASK
         self.bars: list[Bar | None] = [None] * 7
         self.bar_addr: list[int | None] = [None] * 7
         #: (offset, size) of a config write -> the BARs whose register it overlaps
