@@ -554,3 +554,27 @@ def test_a_machines_own_engine_is_the_bindings_x86_engine():
     finally:
         m.close()
     assert getattr(uc, "_Uc__finalizer").alive is False
+
+
+def test_a_new_machines_first_access_to_each_page_reaches_the_tlb_fill(tmp_path, firmware,
+                                                                         monkeypatch):
+    """TlbFill skips the TLB flush on a CPU that never ran (``fresh``): Unicorn's reset left
+    its TLB empty, so every page's first access, fetch or data, still reaches the fill
+    hook (which keeps exec_pages, the basis of every native-speed store)."""
+    from uvirt.cpu import tlb as tlb_mod
+    pages: list[tuple[int, int]] = []
+    real_fill = tlb_mod.TlbFill._fill
+
+    def logging_fill(self, handle, vaddr, access, entry_ptr, ud):
+        pages.append((vaddr >> 12, access))
+        return real_fill(self, handle, vaddr, access, entry_ptr, ud)
+
+    monkeypatch.setattr(tlb_mod.TlbFill, "_fill", logging_fill)
+    m, _ = _booted(tmp_path, firmware, "    mov eax, [0x234000]\n    mov dword ptr [0x235000], eax")
+    try:
+        assert m.run(timeout=10).debug_exit_value == 0
+        touched = {p for p, _ in pages}
+        assert {0x100, 0x234, 0x235} <= touched                  # code, the load, the store
+        assert 0x100 in m.tlb.exec_pages and 0x234 not in m.tlb.exec_pages
+    finally:
+        m.close()

@@ -165,3 +165,20 @@ def test_a_poll_that_lost_the_cpu_to_another_thread_stops_as_lost():
     looks = []
     assert p.poll(lambda: looks.append(1)) is None
     assert len(looks) == 1 and p.lost == 1 and p._skip == 1
+
+
+def test_the_event_is_threading_events_own_state_over_an_rlock():
+    """HaltWake's event is threading.Event with its condition over an RLock (cheaper to
+    make): the same attributes Event.__init__ makes, so Event's methods work on it; and
+    a set() from another thread wakes a wait() as Event's does."""
+    import threading
+    from uvirt.cpu.halt_wake import _Event
+    e = _Event()
+    assert set(vars(e)) == set(vars(threading.Event()))
+    assert e.wait(0) is False
+    t = threading.Timer(0.01, e.set)
+    t.start()
+    assert e.wait(30) is True
+    t.join()
+    e.clear()
+    assert not e.is_set()

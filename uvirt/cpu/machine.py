@@ -99,7 +99,7 @@ from uvirt.cpu.exits import TbEndExits
 from uvirt.cpu.halt_wake import HaltWake
 from uvirt.cpu.irq_line import IrqLine
 from uvirt.cpu.tlb import TlbFill
-from uvirt.cpu.uc_hooks import add_c_hook, ctl, ctl_code
+from uvirt.cpu.uc_hooks import add_c_hook, add_c_hooks, ctl, ctl_code
 from uvirt.cpu.uc_memory import UnicornMemory
 from uvirt.cpu.uc_regs import FastRegs
 from uvirt.errors import ImageError, UvirtError
@@ -489,10 +489,10 @@ class Machine:
         self._rom_write: tuple[int, int] | None = None
         self._rom_write_allowed = False
         self.rom_writes_dropped = 0
-        for lo, hi in ROM_WRITE_RANGES:
-            self._hooks.append(add_c_hook(
-                uc, UC_HOOK_MEM_WRITE_PROT, "HOOK_MEM_INVALID_CFUNC", self._hook_write_prot,
-                lambda: uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._hook_write_prot, None, lo, hi), lo, hi))
+        self._hooks += add_c_hooks(
+            uc, UC_HOOK_MEM_WRITE_PROT, "HOOK_MEM_INVALID_CFUNC", self._hook_write_prot,
+            lambda lo, hi: uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._hook_write_prot, None, lo, hi),
+            ROM_WRITE_RANGES)
         if defer:
             self._view_pending = self._entry_pending = True
             self.uc_memory.on_published = self._view_published

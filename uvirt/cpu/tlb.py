@@ -40,7 +40,7 @@ from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_CTL_TLB_TYPE, UC_HOOK
 from unicorn import x86_const as X
 
 from uvirt.board.interrupts.lapic import APIC_BASE, APIC_SPACE_SIZE
-from uvirt.cpu.uc_hooks import CAPI, add_c_hook, ctl, ctl_code, engine
+from uvirt.cpu.uc_hooks import CAPI, add_c_hooks, ctl, ctl_code, engine
 
 PAGE_SHIFT = 12
 CR0_PG = 1 << 31
@@ -93,17 +93,19 @@ class TlbFill:
         self._cr0 = _reg_reader(uc, X.UC_X86_REG_CR0)
         self._flush = _flusher(uc)
         _set_tlb_mode(uc, UC_TLB_VIRTUAL)
-        self._flush()
-        if not fresh:                     # a user's CPU may hold code from before
-            uc.ctl_flush_tb()             # (50-70 us; a CPU that never ran holds none)
+        if not fresh:
+            # A user's CPU may hold TLB entries Unicorn's own MMU filled, and code, from
+            # before (the code flush: 50-70 us).  A CPU that never ran, nor loaded a
+            # segment, holds neither: its TLB is as Unicorn's reset left it, empty.
+            self._flush()
+            uc.ctl_flush_tb()
         fill = self._fill
         def binding_fill(_uc, vaddr, access, entry, ud):
             return fill(None, vaddr, access, ctypes.pointer(entry), ud)
 
-        self.hooks = [add_c_hook(uc, UC_HOOK_TLB_FILL, "HOOK_TLB_FILL_CFUNC", fill,
-                                 lambda lo=lo, hi=hi: uc.hook_add(UC_HOOK_TLB_FILL, binding_fill,
-                                                                  None, lo, hi), lo, hi)
-                      for lo, hi in HOOKED]
+        self.hooks = add_c_hooks(
+            uc, UC_HOOK_TLB_FILL, "HOOK_TLB_FILL_CFUNC", fill,
+            lambda lo, hi: uc.hook_add(UC_HOOK_TLB_FILL, binding_fill, None, lo, hi), HOOKED)
 
     def _fill(self, _handle, vaddr: int, access: int, entry_ptr, _ud) -> bool:
         try:

@@ -55,6 +55,15 @@ def add_c_hook(uc, htype: int, cfunc_type: str, fn, fallback: Callable[[], int],
                begin: int = 1, end: int = 0, *extra: ctypes._SimpleCData) -> int:
     """``uc_hook_add(uc, htype, fn, NULL, begin, end, *extra)`` with ``fn`` called
     directly (its first argument is the raw engine handle).  -> the hook handle."""
+    return add_c_hooks(uc, htype, cfunc_type, fn, lambda _b, _e: fallback(), ((begin, end),),
+                       *extra)[0]
+
+
+def add_c_hooks(uc, htype: int, cfunc_type: str, fn, fallback: Callable[[int, int], int],
+                ranges, *extra: ctypes._SimpleCData) -> list[int]:
+    """``add_c_hook`` for each ``(begin, end)`` of ``ranges``, all through one C function
+    pointer (each costs a libffi closure to make); ``fallback(begin, end)`` is the
+    binding's path for one range.  -> the hook handles."""
     ftype = CAPI.ftypes.get(cfunc_type)
     try:
         callbacks = uc._callbacks
@@ -62,14 +71,18 @@ def add_c_hook(uc, htype: int, cfunc_type: str, fn, fallback: Callable[[], int],
     except AttributeError:
         ftype = None
     if ftype is None:
-        return fallback()
+        return [fallback(begin, end) for begin, end in ranges]
     fptr = ftype(fn)
-    handle = CAPI.hook_h()
-    status = CAPI.lib.uc_hook_add(uch, ctypes.byref(handle), htype, fptr, None, begin, end, *extra)
-    if status != 0:
-        raise UcError(status)
-    callbacks[handle.value] = fptr
-    return handle.value
+    handles = []
+    for begin, end in ranges:
+        handle = CAPI.hook_h()
+        status = CAPI.lib.uc_hook_add(uch, ctypes.byref(handle), htype, fptr, None, begin, end,
+                                      *extra)
+        if status != 0:
+            raise UcError(status)
+        callbacks[handle.value] = fptr      # kept alive while any of its hooks is
+        handles.append(handle.value)
+    return handles
 
 
 def ctl(uc, code: int, *args) -> None:
