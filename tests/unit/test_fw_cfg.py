@@ -190,3 +190,12 @@ def test_pc_items_are_shared_values_but_each_call_gets_its_own_dicts():
     assert all(isinstance(v, bytes) for v in [*again.values(), *files2.values()])
     big, _ = F.pc_items(0xE0000000, nographic=True)
     assert big[F.RAM_SIZE] == struct.pack("<Q", 0xE0000000) and big[F.NOGRAPHIC] == b"\x01\x00"
+
+
+def test_added_files_are_copies_of_mutable_buffers():
+    fw = F.FwCfg({})
+    data = bytearray(b"abc")
+    fw.add_files({"etc/x": data, "etc/y": b"xyz"})
+    data[0] = 0x5A
+    assert fw.file("etc/x") == b"abc" and fw.file("etc/y") == b"xyz"
+    assert type(fw.file("etc/x")) is bytes

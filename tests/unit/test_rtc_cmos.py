@@ -104,3 +104,13 @@ def test_gmtime_matches_the_c_library():
     for t in (0, 86399, 951782400, T0, 4102444800, -86400 * 400):
         assert tuple(gmtime(t))[:7] == tuple(time.gmtime(t))[:7]
     assert days_from_civil(2026, 12, 5) * 86400 == calendar.timegm((2026, 12, 5, 0, 0, 0))
+
+
+def test_pc_cmos_memory_is_shared_values_but_each_call_gets_its_own_dict():
+    """pc's CMOS contents are a pure function of the configuration (made once): a caller
+    changing its dict changes nothing for the next one; another size gives other bytes."""
+    first = pc_cmos_memory(128 << 20, 0)
+    assert (first[0x34], first[0x35]) == (0x00, 0x07)       # (128 - 16) MiB in 64 KiB
+    first[0x34] = 0xEE
+    assert pc_cmos_memory(128 << 20, 0)[0x34] == 0x00
+    assert pc_cmos_memory(256 << 20, 0)[0x35] == 0x0F

@@ -128,15 +128,16 @@ def _assign(bus: PciBus) -> None:
             base += e.size
 
     place(io, IO_BASE)
-    # pci_bios_init_root_regions_mem: prefetchable memory on top unless the plain memory
-    # region's alignment is smaller ("swap regions to improve alignment")
-    top, bottom = pref, mem
-    if _align(mem) < _align(pref):
-        top, bottom = mem, pref
-    top_base = _align_down(MEM_END - _sum(top), _align(top))
-    bottom_base = _align_down(top_base - _sum(bottom), _align(bottom))
-    place(top, top_base)
-    place(bottom, bottom_base)
+    if mem or pref:          # (pc's own functions have none)
+        # pci_bios_init_root_regions_mem: prefetchable memory on top unless the plain
+        # memory region's alignment is smaller ("swap regions to improve alignment")
+        top, bottom = pref, mem
+        if _align(mem) < _align(pref):
+            top, bottom = mem, pref
+        top_base = _align_down(MEM_END - _sum(top), _align(top))
+        bottom_base = _align_down(top_base - _sum(bottom), _align(bottom))
+        place(top, top_base)
+        place(bottom, bottom_base)
 
     for dfn, fn in functions:
         slot = dfn >> 3

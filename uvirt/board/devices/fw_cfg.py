@@ -157,10 +157,13 @@ class FwCfg:
         for name in files:
             if len(name.encode()) >= 56:
                 raise ValueError(f"fw_cfg file name too long: {name!r}")
-        if len(self._names.union(files)) > FILE_SLOTS:
+        names = self._names.union(files)
+        if len(names) > FILE_SLOTS:
             raise ValueError("fw_cfg: no free file slot")
-        self._names.update(files)
-        self._added.update((n, bytes(d)) for n, d in files.items())
+        self._names = names
+        added = self._added
+        for n, d in files.items():
+            added[n] = d if type(d) is bytes else bytes(d)     # (a copy of anything else)
 
     @property
     def items(self) -> dict[int, bytes]:

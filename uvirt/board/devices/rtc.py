@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from enum import IntEnum, IntFlag
+from functools import lru_cache
 from typing import Callable
 
 NS = 1_000_000_000
@@ -90,17 +91,25 @@ CMOS_SIZE = 128
 def pc_cmos_memory(ram_below_4g: int, ram_above_4g: int, cpus: int = 1,
                    boot_order: str = "cad") -> dict[int, int]:
     """What pc_cmos_init writes (no floppy, no IDE disk, PS/2 mouse, FPU)."""
+    return dict(_pc_cmos_memory(ram_below_4g, ram_above_4g, cpus, boot_order))
+
+
+@lru_cache(maxsize=16)
+def _pc_cmos_memory(ram_below_4g: int, ram_above_4g: int, cpus: int,
+                    boot_order: str) -> tuple[tuple[int, int], ...]:
+    """``pc_cmos_memory`` as (offset, value) pairs: a pure function of the machine's
+    configuration, made once for every machine of one configuration."""
     nibble = {"a": 1, "b": 1, "c": 2, "d": 3, "n": 4}
     bds = [nibble[c] for c in boot_order] + [0, 0, 0]
     base = min(ram_below_4g // 1024, 640)
     ext = min(max(ram_below_4g - (1 << 20), 0) // 1024, 65535)
     high = min(max(ram_below_4g - (16 << 20), 0) // 65536, 65535)
     above = ram_above_4g // 65536
-    return {0x10: 0, 0x12: 0, 0x14: 0x06, 0x15: base & 0xFF, 0x16: base >> 8,
-            0x17: ext & 0xFF, 0x18: ext >> 8, 0x30: ext & 0xFF, 0x31: ext >> 8,
-            0x34: high & 0xFF, 0x35: high >> 8, 0x5B: above & 0xFF, 0x5C: (above >> 8) & 0xFF,
-            0x5D: (above >> 16) & 0xFF, 0x5F: cpus - 1, 0x3D: bds[1] << 4 | bds[0],
-            0x38: bds[2] << 4, 0x39: 0}
+    return tuple({0x10: 0, 0x12: 0, 0x14: 0x06, 0x15: base & 0xFF, 0x16: base >> 8,
+                  0x17: ext & 0xFF, 0x18: ext >> 8, 0x30: ext & 0xFF, 0x31: ext >> 8,
+                  0x34: high & 0xFF, 0x35: high >> 8, 0x5B: above & 0xFF,
+                  0x5C: (above >> 8) & 0xFF, 0x5D: (above >> 16) & 0xFF, 0x5F: cpus - 1,
+                  0x3D: bds[1] << 4 | bds[0], 0x38: bds[2] << 4, 0x39: 0}.items())
 
 
 
