@@ -295,13 +295,17 @@ def test_painted_port_table_equals_the_placements(batches):
             for op in ops:
                 _apply(io, regions, container, placements, op)
                 io.commit()                          # deferred to the batch's end
-        want = _reference_winners(io, probes)
-        got = {}
-        for port in probes:
-            e = io.table.get(port)
-            got[port] = None if e is None else (e.region, port - e.base)
-        assert got == want
+        assert _table_winners(io, probes) == _reference_winners(io, probes)
         assert io.flatten() == _canonical(io._rebuild([(0, SPACE)]))
+
+
+def _table_winners(io: IoSpace, probes) -> dict:
+    """What the port table dispatches each probed port to: (region, offset), or None."""
+    got = {}
+    for port in probes:
+        e = io.table.get(port)
+        got[port] = None if e is None else (e.region, port - e.base)
+    return got
 
 
 def test_a_batch_of_port_changes_is_painted_without_a_flatten():
@@ -368,12 +372,7 @@ def test_repainted_ranges_equal_a_whole_paint(batches):
                     op = op[:1] + (op[1] % 8,) + op[2:]
                 _apply(io, regions, container, placements, op)
         io.commit()
-        want = _reference_winners(io, probes)
-        got = {}
-        for port in probes:
-            e = io.table.get(port)
-            got[port] = None if e is None else (e.region, port - e.base)
-        assert got == want
+        assert _table_winners(io, probes) == _reference_winners(io, probes)
         table = dict(io.table)
         assert io.flatten() == _canonical(io._rebuild([(0, 0x10000)]))
         io.table = {}
