@@ -475,7 +475,9 @@ def _booted(tmp_path, firmware, body: str):
 
 
 def _unicorn_maps(m, address: int) -> bool:
-    return any(b <= address <= e for b, e, _ in m.uc.mem_regions())
+    """Unicorn maps ``address`` now (read through the machine's own handle: the public
+    ``uc`` maps every deferred window before handing the engine out)."""
+    return any(b <= address <= e for b, e, _ in m._engine.mem_regions())
 
 
 LAPIC_VERSION = "0x00050014"          # QEMU 7.2's APIC version register, as uvirt's APIC has it
@@ -505,6 +507,21 @@ def test_register_windows_are_mapped_at_the_first_unmapped_access(tmp_path, firm
             assert m.uc_memory.deferred == [] and _unicorn_maps(m, 0xFEE00000)
         finally:
             m.close()
+
+
+def test_a_callers_unicorn_calls_see_the_register_windows_the_guest_never_touched(tmp_path, firmware):
+    """``Machine.uc`` hands out the engine with its whole map: a caller reading a device
+    register through Unicorn itself (``m.uc.mem_read``), before the guest touched
+    anything unmapped, reads it as from an eagerly mapped window, and the machine maps
+    every later window at once from then on."""
+    m, _ = _booted(tmp_path, firmware, "    nop")
+    try:
+        assert [s.start for s in m.uc_memory.deferred] == [0xFEE00000]
+        assert bytes(m.uc.mem_read(0xFEE00030, 4)) == int(LAPIC_VERSION, 16).to_bytes(4, "little")
+        assert m.uc_memory.deferred == [] and _unicorn_maps(m, 0xFEE00000)
+        assert m.run(timeout=10).debug_exit_value == 0
+    finally:
+        m.close()
 
 
 def test_register_windows_reached_through_paging_first(tmp_path, firmware):

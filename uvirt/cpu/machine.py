@@ -436,7 +436,21 @@ class Machine:
     # ------------------------------------------------------------------ CPU
     @property
     def uc(self) -> Uc | None:
-        """The Unicorn CPU (None without one), its memory and entry state in place."""
+        """The Unicorn CPU (None without one), its memory and entry state in place: every
+        mapping, the register windows the machine's own CPU maps at the guest's first use
+        (``UnicornMemory.defer_mmio``) included, so that a caller's own Unicorn calls
+        (``mem_read`` of a device register) see the whole map."""
+        uc = self._engine
+        memory = self.uc_memory
+        if memory is not None and memory.deferred:
+            memory.map_deferred(for_good=True)
+        return uc
+
+    @property
+    def _engine(self) -> Uc | None:
+        """``uc`` for the machine's own use: the view and entry state in place, register
+        windows still mapped at the guest's first use (nothing here reads them through
+        Unicorn: a guest access reaches them through the unmapped-access hooks)."""
         if self._view_pending or self._entry_pending or self._line_pending:
             self._cpu_view()
         return self._uc
@@ -509,7 +523,7 @@ class Machine:
         without it EIP is the last synced PC of the block), disassembled by capstone."""
         if not self._in_cpu or threading.get_ident() != self.memory.cpu_thread:
             return {}
-        uc = self.uc
+        uc = self._engine
         eip = uc.reg_read(X.UC_X86_REG_EIP)
         text = self._insn_cache.get(eip)
         if text is None:
@@ -607,7 +621,7 @@ class Machine:
     def _drop_rom_write(self) -> None:
         """A guest store hit read-only memory (QEMU drops it): run the instruction
         alone with the store let through, then put the bytes back."""
-        uc = self.uc
+        uc = self._engine
         addr, size = self._rom_write
         self._rom_write = None
         pages = sorted({addr & PAGE_MASK, (addr + size - 1) & PAGE_MASK})
@@ -699,7 +713,7 @@ class Machine:
         self.lowmem.load_bios(image)
         self.entry = RESET_EIP
         self._boot_regs = {}
-        if self.uc is not None:
+        if self._engine is not None:
             self.cpu_reset()
 
     def load_bios_file(self, path: str) -> None:
@@ -715,7 +729,7 @@ class Machine:
         rather than the architectural 0xFFFF0000: Unicorn loads real-mode bases as
         selector * 16, and until the BIOS's first far jump the bytes at 0xFFFF0 are the
         same (isa-bios is the last 128 KiB of the image)."""
-        uc = self.uc
+        uc = self._engine
         uc.reg_write(X.UC_X86_REG_CR0, 0x60000010)
         uc.reg_write(X.UC_X86_REG_CR4, 0)
         uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
@@ -799,9 +813,9 @@ class Machine:
         self.in_smm = True
         if self.lowmem is not None:
             self.lowmem.set_smm(True)          # SMRAM: what the CPU sees from now on
-        eip = self.uc.reg_read(X.UC_X86_REG_EIP)
+        eip = self._engine.reg_read(X.UC_X86_REG_EIP)
         try:
-            smm.enter(self.uc, self.smbase, self.memory.guest.write)
+            smm.enter(self._engine, self.smbase, self.memory.guest.write)
         except BaseException as e:             # a host mistake: stop with it, no traceback
             self._host_exception(e)
             return
@@ -818,7 +832,7 @@ class Machine:
         """RSM: back to the state the save area holds (the handler may have rewritten it)."""
         area = self.memory.guest.read(self.smbase + smm.STATE_BASE + smm.SEG_OFFSET, 0x200)
         try:
-            self.smbase = smm.leave(self.uc, self.smbase, area)
+            self.smbase = smm.leave(self._engine, self.smbase, area)
         except BaseException as e:
             self._host_exception(e)
             return
@@ -827,7 +841,7 @@ class Machine:
             self.lowmem.set_smm(False)
         if self.tracer.enabled:
             self.tracer.emit("smm", what="rsm", smbase=self.smbase,
-                             eip=self.uc.reg_read(X.UC_X86_REG_EIP))
+                             eip=self._engine.reg_read(X.UC_X86_REG_EIP))
 
     def interrupt(self) -> None:
         """Stop the running guest from another thread or a signal handler."""
@@ -853,11 +867,11 @@ class Machine:
     def run(self, *, timeout: float | None = 10.0, max_insns: int | None = None) -> StopInfo:
         """Run until the guest stops; ``timeout`` seconds of wall clock (None: no limit),
         ``max_insns`` instructions (costly in Unicorn: it adds a code hook)."""
-        if self.uc is None:
+        if self._engine is None:
             raise UvirtError("this machine has no CPU (created with cpu=False)")
         if self.entry is None:
             raise UvirtError("no kernel loaded (use load_kernel or -kernel)")
-        uc = self.uc
+        uc = self._engine
         self._stopping = False
         self._stop = None
         self._wake.clear()
@@ -1013,7 +1027,7 @@ class Machine:
         self._line_down()
         replay.started()
         try:
-            self.uc.emu_start(self.uc.reg_read(X.UC_X86_REG_EIP), 0xFFFFFFFF, 0, 1)
+            self._engine.emu_start(self._engine.reg_read(X.UC_X86_REG_EIP), 0xFFFFFFFF, 0, 1)
         except UcError:
             pass                       # the fault shows again when the run resumes
         replay.journal = None
@@ -1192,7 +1206,7 @@ class Machine:
 
     def _enter_blocked(self) -> None:
         """A pending interrupt waits for IF=1: single-step until it is (bounded)."""
-        uc = self.uc
+        uc = self._engine
         shadow = self._in_shadow()
         touched = self.interrupts.touched
         if not self._blocked or touched != self._step_touched:
@@ -1221,10 +1235,10 @@ class Machine:
             self._poll_interval = min(self._poll_interval * 2, POLL_MAX)
 
     def _leave_blocked(self) -> None:
-        if self._step_hook is not None and self.uc is not None:
-            self.uc.hook_del(self._step_hook)
+        if self._step_hook is not None and self._engine is not None:
+            self._engine.hook_del(self._step_hook)
             self._step_hook = None
-            self.uc.ctl_flush_tb()
+            self._engine.ctl_flush_tb()
             self._exact_stops(bool(self._max_insns))
         self._blocked = False
         self._step_shadow = None
@@ -1272,7 +1286,7 @@ class Machine:
     def _halt_wait(self) -> None:
         """``hlt``: with IF=0 the run is over (QEMU waits for an NMI that never comes);
         with IF=1 sleep until something can interrupt (the budget still applies)."""
-        uc = self.uc
+        uc = self._engine
         if not uc.reg_read(X.UC_X86_REG_EFLAGS) & IF_MASK:
             self._request_stop(StopReason.HALTED, EXIT_CLEAN)
             return
@@ -1300,7 +1314,7 @@ class Machine:
 
     def _raise_exception(self, intno: int, eip: int) -> None:
         """An exception or software interrupt Unicorn reported at ``eip``."""
-        uc = self.uc
+        uc = self._engine
         kind, insn, nxt, error = _delivery.Kind.EXCEPTION, eip, eip, 0
         try:
             before = bytes(uc.mem_read(self._linear(eip) - 2, 2))
@@ -1322,7 +1336,7 @@ class Machine:
 
     def cpu_linear_pc(self) -> int:
         """Linear address of the instruction a port hook is running for."""
-        return self._linear(self.uc.reg_read(X.UC_X86_REG_EIP))
+        return self._linear(self._engine.reg_read(X.UC_X86_REG_EIP))
 
     def _real_mode(self) -> bool:
         # FastRegs: asked twice per delivered interrupt (the binding's reg_read ~2 us)
@@ -1332,7 +1346,7 @@ class Machine:
         """The linear address of CS:EIP (real mode: CS * 16; protected mode: flat, as
         uvirt's guests and SeaBIOS's 32-bit code run)."""
         if self._real_mode():
-            return (self.uc.reg_read(X.UC_X86_REG_CS) << 4) + (eip & 0xFFFF)
+            return (self._engine.reg_read(X.UC_X86_REG_CS) << 4) + (eip & 0xFFFF)
         return eip
 
     def _deliver(self, vector: int, kind, eip: int, next_eip: int, error: int) -> None:
@@ -1366,7 +1380,7 @@ class Machine:
             self._request_stop(StopReason.FAULT, EXIT_FAULT, f"{what}: {result.reason}")
 
     def _deliver_real(self, vector: int, kind, eip: int, next_eip: int) -> None:
-        uc = self.uc
+        uc = self._engine
         ss = uc.reg_read(X.UC_X86_REG_SS)
         result = _delivery.deliver_real(_UcView(self.regs), vector, kind, eip=eip, next_eip=next_eip)
         if self.tracer.enabled:
@@ -1385,7 +1399,7 @@ class Machine:
     def _load_cs(self, selector: int) -> None:
         # Loading CS through reg_write marks the descriptor accessed; QEMU's delivery
         # does not: put the access byte back.
-        uc = self.uc
+        uc = self._engine
         _sel, base, limit, _f = uc.reg_read(X.UC_X86_REG_GDTR)
         off = base + (selector & ~7) + 5
         try:
@@ -1446,7 +1460,7 @@ class Machine:
     def disassemble(self, addr: int) -> str:
         from capstone import CS_ARCH_X86, CS_MODE_32, Cs
         try:
-            code = bytes(self.uc.mem_read(addr, 15))
+            code = bytes(self._engine.mem_read(addr, 15))
         except UcError:
             return "<no memory at eip>"
         for insn in Cs(CS_ARCH_X86, CS_MODE_32).disasm(code, addr, 1):
@@ -1474,9 +1488,9 @@ class Machine:
         """System reset: the board (devices, PCI functions, the host bridge; RAM is kept,
         as QEMU), then the CPU's boot state."""
         self.board.reset()
-        if self.uc is not None and self.lowmem is not None and self.lowmem.bios is not None:
+        if self._engine is not None and self.lowmem is not None and self.lowmem.bios is not None:
             self.cpu_reset()
-        elif self.uc is not None and self._boot_regs:
+        elif self._engine is not None and self._boot_regs:
             self._install_gdt(tuple(self._boot_regs.items()))
 
     def close(self) -> None:
