@@ -70,10 +70,8 @@ class PiixPirqRouter:
         self.pic_levels = 0
         for pirq in range(PIIX_NUM_PIRQS):
             self._set_irq_level(pirq, self.pirq_level(pirq), drive=False)
-        levels, set_isa_irq = self.pic_levels, self.set_isa_irq      # _drive, inline
-        group = (1 << PIIX_NUM_PIRQS) - 1
         for pic_irq in range(PIIX_NUM_PIC_IRQS):
-            set_isa_irq(pic_irq, 1 if levels >> (pic_irq * PIIX_NUM_PIRQS) & group else 0)
+            self._drive(pic_irq)
 
     def watch_config(self) -> None:
         """Hook the PIIX3 function's config writes so route changes take effect."""
