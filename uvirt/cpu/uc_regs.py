@@ -34,6 +34,7 @@ _MMR_FMT = struct.Struct("<H6xQII")
 _U64 = struct.Struct("<Q")
 _BATCH = 32               # registers per uc_reg_*_batch call (longer lists take several)
 
+
 class FastRegs:
     def __init__(self, uc) -> None:
         self.uc = uc
@@ -109,9 +110,9 @@ class FastRegs:
         if self._h is None:
             for reg, value in writes:
                 if type(value) is tuple:
-                    self.uc.reg_write(reg, (0, value[0], value[1], 0))
+                    self.set_table(reg, *value)
                 else:
-                    self.uc.reg_write(reg, value & 0xFFFFFFFF)
+                    self.write(reg, value & 0xFFFFFFFF)
             return
         args = _batch_args()
         ids, slots = args.ids, args.slots
@@ -157,7 +158,6 @@ class FastRegs:
         status = self._mem_write(self._h, addr, data, len(data))
         if status:
             raise UcError(status)
-
 
 
 _THREAD = threading.local()
