@@ -197,22 +197,31 @@ def _device_op(q, popped: list, kind: str, args: list):
     return _NOT_DEVICE
 
 
-class Side:
-    """One memory, driver and queue."""
+class _Queued:
+    """One memory, a driver (``make_driver(guest_memory)``) and a ``queue_type`` queue it
+    configures, with the rings' RAM window (``fast``) or without it."""
 
-    def __init__(self, size, layout, base, features, tracing, strict, fast) -> None:
+    def __init__(self, queue_type, make_driver, size, features, tracing, strict, fast) -> None:
         self.mm, self.regs = memory()
         self.ram, self.ram2 = self.mm.ram, self.mm.ram2
         self.mem = self.mm.guest
-        self.drv = MockSplitQueue(self.mem, base, size, layout=layout)
+        self.drv = make_driver(self.mem)
         self.events = RecordingEvents()
         self.events.tracing = tracing
-        self.q = SplitQueue(self.mem, size, events=self.events, strict=strict)
+        self.q = queue_type(self.mem, size, events=self.events, strict=strict)
         self.q.set_features(features)
         self.drv.configure(self.q)
         if not fast:
             self.q.drop_ram_window()
         self.popped: list[Element] = []
+
+
+class Side(_Queued):
+    """One memory, driver and queue."""
+
+    def __init__(self, size, layout, base, features, tracing, strict, fast) -> None:
+        super().__init__(SplitQueue, lambda mem: MockSplitQueue(mem, base, size, layout=layout),
+                         size, features, tracing, strict, fast)
 
     def state(self):
         q = self.q
@@ -511,22 +520,12 @@ class PackedRing:
         return (kind,)
 
 
-class PackedSide:
+class PackedSide(_Queued):
     """One memory, driver and packed queue."""
 
     def __init__(self, size, base, features, tracing, strict, fast) -> None:
-        self.mm, self.regs = memory()
-        self.ram, self.ram2 = self.mm.ram, self.mm.ram2
-        self.mem = self.mm.guest
-        self.drv = MockPackedQueue(self.mem, base, size, data_size=0x1000)
-        self.events = RecordingEvents()
-        self.events.tracing = tracing
-        self.q = PackedQueue(self.mem, size, events=self.events, strict=strict)
-        self.q.set_features(features)
-        self.drv.configure(self.q)
-        if not fast:
-            self.q.drop_ram_window()
-        self.popped: list[Element] = []
+        super().__init__(PackedQueue, lambda mem: MockPackedQueue(mem, base, size, data_size=0x1000),
+                         size, features, tracing, strict, fast)
         #: every host write's code invalidation (what a held snapshot's dirty log sees)
         self.host_writes: list[tuple[int, int]] = []
         self.mm.dirty_log = lambda addr, n: self.host_writes.append((addr, n))
